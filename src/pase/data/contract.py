@@ -1,0 +1,274 @@
+"""The data contract every source in ``pase`` produces.
+
+One structure serves any number M of named modalities:
+
+* ``MultimodalDataset`` holds, per modality, a padded float tensor (N, T_m, D_m) and the true
+  lengths (N,); the target (N,) float for regression, (N,) long for single-label
+  classification, (N, E) float/long for multi-label targets (MulT IEMOCAP: E = 4 emotions);
+  string sample ids; and optional context grouping: ``groups`` (N,) long (video or dialogue
+  index) and ``positions`` (N,) long (utterance index inside its group).
+* ``Batch`` is what a DataLoader yields: the same fields for B samples, built in one indexing
+  operation per field (``__getitems__``), never per sample.
+* ``TaskSpec`` says what the target is and which metric protocol scores it; ``DataBundle``
+  gathers the splits of one source with its task.
+
+Utterance-level data (one vector per modality) is T = 1 with all lengths 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = ["TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER"]
+
+#: canonical order of the field's three modalities; other names sort after these, alphabetically
+MODALITY_ORDER = ("text", "audio", "vision")
+
+TASK_KINDS = ("regression", "classification", "multilabel")
+
+
+def sort_modalities(names: Sequence[str]) -> List[str]:
+    """Canonical modality order: text, audio, vision first, then any others alphabetically."""
+    rank = {m: i for i, m in enumerate(MODALITY_ORDER)}
+    return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What the target is and how it is scored.
+
+    Attributes:
+        kind: "regression" (target (N,) float), "classification" (target (N,) long in [0, K)),
+            or "multilabel" (target (N, E) in {0, 1}, one binary decision per label, MulT IEMOCAP).
+        num_classes: K for classification, E for multilabel, 1 for regression.
+        protocol: the metric protocol name, recorded with every result
+            (see ``pase.metrics.PROTOCOLS``), for example "mosi" or "iemocap_mult".
+        label_range: (low, high) for regression targets, used by validation.
+        class_names: optional names of the K classes or E labels.
+    """
+
+    kind: str
+    num_classes: int
+    protocol: str
+    label_range: Optional[tuple] = None
+    class_names: Optional[tuple] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"TaskSpec.kind={self.kind!r} is not one of {TASK_KINDS}")
+        if self.kind == "regression" and self.num_classes != 1:
+            raise ValueError(f"a regression task has num_classes=1, got {self.num_classes}")
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the model's prediction head: 1 for regression, K or E otherwise."""
+        return 1 if self.kind == "regression" else self.num_classes
+
+
+@dataclass
+class Batch:
+    """B samples of M named modalities.
+
+    Attributes:
+        inputs: modality -> (B, T_m, D_m) float tensor, zero-padded after each length.
+        lengths: modality -> (B,) long tensor of true lengths (1 <= length <= T_m).
+        target: (B,) float (regression), (B,) long (classification) or (B, E) (multilabel).
+        ids: B sample ids.
+        groups: optional (B,) long context group (video / dialogue) of each sample.
+        positions: optional (B,) long position of each sample inside its group.
+    """
+
+    inputs: Dict[str, Tensor]
+    lengths: Dict[str, Tensor]
+    target: Tensor
+    ids: List[str]
+    groups: Optional[Tensor] = None
+    positions: Optional[Tensor] = None
+
+    @property
+    def modalities(self) -> List[str]:
+        return sort_modalities(self.inputs)
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def to(self, device: torch.device | str) -> "Batch":
+        """Move every tensor to ``device`` (ids stay on the host)."""
+        mv = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(
+            inputs={m: mv(x) for m, x in self.inputs.items()},
+            lengths={m: mv(x) for m, x in self.lengths.items()},
+            target=mv(self.target),
+            ids=self.ids,
+            groups=mv(self.groups),
+            positions=mv(self.positions),
+        )
+
+    def mask(self, modality: str) -> Tensor:
+        """(B, T_m) bool mask, True at real (non-padded) steps."""
+        x = self.inputs[modality]
+        steps = torch.arange(x.shape[1], device=x.device)
+        return steps[None, :] < self.lengths[modality][:, None]
+
+
+class MultimodalDataset(Dataset):
+    """In-memory dataset of padded per-modality tensors; indexing a list of rows yields a ``Batch``.
+
+    Args:
+        features: modality -> array (N, T_m, D_m), or (N, D_m) for utterance-level data (T = 1).
+        target: (N,) or (N, E) labels.
+        ids: N unique sample ids.
+        lengths: optional modality -> (N,) true lengths; default: every row uses all T_m steps.
+        groups: optional (N,) context group ids (integers).
+        positions: optional (N,) positions inside each group.
+        split: the split name, kept for messages.
+
+    Raises:
+        ValueError: when the sample counts, lengths or ids are inconsistent; the message names the
+            modality, both shapes and the fix.
+    """
+
+    def __init__(
+        self,
+        features: Mapping[str, np.ndarray | Tensor],
+        target: np.ndarray | Tensor,
+        ids: Sequence[str],
+        lengths: Optional[Mapping[str, np.ndarray | Tensor]] = None,
+        groups: Optional[np.ndarray | Tensor] = None,
+        positions: Optional[np.ndarray | Tensor] = None,
+        split: str = "train",
+    ) -> None:
+        if not features:
+            raise ValueError(f"split {split!r}: no modalities given; pass at least one feature array")
+        self.split = split
+        self.target = torch.as_tensor(np.asarray(target) if not isinstance(target, Tensor) else target)
+        n = int(self.target.shape[0])
+        if n == 0:
+            raise ValueError(f"split {split!r} is empty (0 samples); check the source's split lists")
+        self.features: Dict[str, Tensor] = {}
+        self.lengths: Dict[str, Tensor] = {}
+        for m in sort_modalities(features):
+            x = torch.as_tensor(np.asarray(features[m], dtype=np.float32)
+                                if not isinstance(features[m], Tensor) else features[m]).float()
+            if x.dim() == 2:
+                x = x[:, None, :]  # (N, D) -> (N, 1, D): utterance-level
+            if x.dim() != 3 or x.shape[0] != n:
+                raise ValueError(
+                    f"split {split!r}: modality {m!r} has shape {tuple(x.shape)} but the target has "
+                    f"{n} samples; expected (N={n}, T, D) or (N={n}, D)")
+            self.features[m] = x.contiguous()
+            if lengths is not None and m in lengths:
+                ln = torch.as_tensor(np.asarray(lengths[m])).long().reshape(-1)
+                if ln.shape[0] != n or int(ln.min()) < 1 or int(ln.max()) > x.shape[1]:
+                    raise ValueError(
+                        f"split {split!r}: lengths of {m!r} must be (N={n},) within [1, {x.shape[1]}], "
+                        f"got shape {tuple(ln.shape)} range [{int(ln.min())}, {int(ln.max())}]")
+                self.lengths[m] = ln
+            else:
+                self.lengths[m] = torch.full((n,), x.shape[1], dtype=torch.long)
+        self.ids = [str(i) for i in ids]
+        if len(self.ids) != n:
+            raise ValueError(f"split {split!r}: {len(self.ids)} ids for {n} samples")
+        if len(set(self.ids)) != n:
+            dup = next(i for i in self.ids if self.ids.count(i) > 1)
+            raise ValueError(f"split {split!r}: sample id {dup!r} occurs more than once; ids must be unique")
+        self.groups = None if groups is None else torch.as_tensor(np.asarray(groups)).long()
+        self.positions = None if positions is None else torch.as_tensor(np.asarray(positions)).long()
+        for name, v in (("groups", self.groups), ("positions", self.positions)):
+            if v is not None and v.shape != (n,):
+                raise ValueError(f"split {split!r}: {name} must have shape ({n},), got {tuple(v.shape)}")
+
+    @property
+    def modalities(self) -> List[str]:
+        return list(self.features)
+
+    def dims(self) -> Dict[str, int]:
+        """modality -> feature width D_m."""
+        return {m: int(x.shape[-1]) for m, x in self.features.items()}
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: Sequence[int]) -> Batch:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return Batch(
+            inputs={m: x.index_select(0, idx) for m, x in self.features.items()},
+            lengths={m: ln.index_select(0, idx) for m, ln in self.lengths.items()},
+            target=self.target.index_select(0, idx),
+            ids=[self.ids[i] for i in idx.tolist()],
+            groups=None if self.groups is None else self.groups.index_select(0, idx),
+            positions=None if self.positions is None else self.positions.index_select(0, idx),
+        )
+
+    def subset(self, indices: Sequence[int], split: Optional[str] = None) -> "MultimodalDataset":
+        """A new dataset with the given rows (used to carve validation sets)."""
+        b = self.__getitems__(list(indices))
+        return MultimodalDataset(b.inputs, b.target, b.ids, lengths=b.lengths, groups=b.groups,
+                                 positions=b.positions, split=split or self.split)
+
+
+def collate_batches(items: Batch | Sequence[Batch]) -> Batch:
+    """DataLoader ``collate_fn``: identity for a ``Batch`` from ``__getitems__``, else concatenation."""
+    if isinstance(items, Batch):
+        return items
+    items = list(items)
+    cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+    mods = items[0].inputs.keys()
+    t_max = {m: max(b.inputs[m].shape[1] for b in items) for m in mods}
+    pad = lambda x, t: torch.nn.functional.pad(x, (0, 0, 0, t - x.shape[1]))  # noqa: E731
+    return Batch(
+        inputs={m: torch.cat([pad(b.inputs[m], t_max[m]) for b in items]) for m in mods},
+        lengths={m: torch.cat([b.lengths[m] for b in items]) for m in mods},
+        target=torch.cat([b.target for b in items]),
+        ids=[i for b in items for i in b.ids],
+        groups=cat([b.groups for b in items]),
+        positions=cat([b.positions for b in items]),
+    )
+
+
+@dataclass
+class DataBundle:
+    """The splits of one source, with its task and provenance.
+
+    Attributes:
+        name: dataset name, for example "synthetic" or "mosi_bclstm".
+        task: the ``TaskSpec``.
+        splits: "train", "valid", "test" -> ``MultimodalDataset``.
+        info: free-form provenance recorded with results (file, checksum status, split rule).
+    """
+
+    name: str
+    task: TaskSpec
+    splits: Dict[str, MultimodalDataset]
+    info: Dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [s for s in ("train", "valid", "test") if s not in self.splits]
+        if missing:
+            raise ValueError(f"dataset {self.name!r}: missing split(s) {missing}; found {sorted(self.splits)}")
+        mods = {s: tuple(d.modalities) for s, d in self.splits.items()}
+        if len(set(mods.values())) != 1:
+            raise ValueError(f"dataset {self.name!r}: splits disagree on modalities: {mods}")
+        dims = {s: d.dims() for s, d in self.splits.items()}
+        if any(v != dims["train"] for v in dims.values()):
+            raise ValueError(f"dataset {self.name!r}: splits disagree on feature widths: {dims}")
+
+    @property
+    def modalities(self) -> List[str]:
+        return self.splits["train"].modalities
+
+    def dims(self) -> Dict[str, int]:
+        return self.splits["train"].dims()
+
+    def max_steps(self) -> Dict[str, int]:
+        """modality -> T_m of the training split (1 for utterance-level data)."""
+        return {m: int(x.shape[1]) for m, x in self.splits["train"].features.items()}

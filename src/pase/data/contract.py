@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER"]
+__all__ = ["TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER",
+           "select_modalities"]
 
 #: canonical order of the field's three modalities; other names sort after these, alphabetically
 MODALITY_ORDER = ("text", "audio", "vision")
@@ -272,3 +273,21 @@ class DataBundle:
     def max_steps(self) -> Dict[str, int]:
         """modality -> T_m of the training split (1 for utterance-level data)."""
         return {m: int(x.shape[1]) for m, x in self.splits["train"].features.items()}
+
+
+def select_modalities(bundle: DataBundle, modalities: Sequence[str]) -> DataBundle:
+    """A view of ``bundle`` with only ``modalities`` (unimodal baselines, ablations)."""
+    unknown = [m for m in modalities if m not in bundle.modalities]
+    if unknown:
+        raise ValueError(f"dataset {bundle.name!r} has no modality {unknown[0]!r} "
+                         f"(found: {', '.join(bundle.modalities)}); fix data.modalities")
+    splits = {}
+    for s, d in bundle.splits.items():
+        nd = MultimodalDataset({m: d.features[m] for m in modalities}, d.target, d.ids,
+                               lengths={m: d.lengths[m] for m in modalities}, groups=d.groups,
+                               positions=d.positions, split=s)
+        for k, v in vars(d).items():  # keep source extras (synthetic effects, SIMS unimodal labels)
+            if k not in vars(nd):
+                setattr(nd, k, v)
+        splits[s] = nd
+    return DataBundle(bundle.name, bundle.task, splits, dict(bundle.info, modalities=list(modalities)))

@@ -1,0 +1,153 @@
+"""``pase`` command line: a thin view of the Python API.
+
+    pase train [--config FILE] [--set key=value ...] [--out DIR] [--resume DIR]
+    pase evaluate --checkpoint CKPT [--config FILE]
+    pase predict --checkpoint CKPT [--config FILE] [--split NAME] --output FILE.csv
+    pase data inspect PATH
+
+Errors print one line (``pase: error: ...``) and exit with status 2; ``--debug`` shows the
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+__all__ = ["main", "format_table"]
+
+
+def format_table(metrics: Dict[str, Dict[str, float]], title: str = "") -> str:
+    """A Markdown table: one row per split, one column per metric."""
+    splits = list(metrics)
+    names = list(next(iter(metrics.values())))
+    lines = [title] if title else []
+    lines.append("| split | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    for s in splits:
+        lines.append(f"| {s} | " + " | ".join(f"{metrics[s][n]:.4f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import train
+
+    if args.resume:
+        cfg = load_config(Path(args.resume) / "config.yaml", args.set)
+        out = Path(args.resume)
+    else:
+        cfg = load_config(args.config, args.set)
+        out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")
+    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    title = (f"{result['dataset']} / {result['method']} / seed {result['seed']} / protocol "
+             f"{result['protocol']} (selected on valid/{result['monitor']}, epoch {result['best_epoch']})")
+    print(format_table({"valid": result["valid"], "test": result["test"]}, title))
+    print(f"run written to {out} ({result['elapsed_s']:.1f} s)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import evaluate
+
+    cfg = load_config(args.config, args.set) if args.config else None
+    res = evaluate(args.checkpoint, cfg, splits=args.splits.split(","))
+    print(format_table(res, f"{args.checkpoint}"))
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .training import predict
+
+    cfg = load_config(args.config, args.set) if args.config else None
+    n = predict(args.checkpoint, args.output, cfg, split=args.split)
+    print(f"wrote {n} rows to {args.output}")
+    return 0
+
+
+def _cmd_data_inspect(args: argparse.Namespace) -> int:
+    from .data.inspect import inspect_path
+
+    report = inspect_path(args.path)
+    print(report.text)
+    return 0 if report.ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pase", description="PaSE multimodal sentiment toolkit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one configuration (default: the built-in benchmark)")
+    t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    t.add_argument("--out", help="run directory (must not hold files)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(fn=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="re-evaluate a saved checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--config")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--splits", default="valid,test")
+    e.add_argument("--json", action="store_true", help="also print the metrics as JSON")
+    e.set_defaults(fn=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="write per-sample predictions as CSV")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--config")
+    pr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    pr.add_argument("--split", default="test")
+    pr.add_argument("--output", required=True)
+    pr.set_defaults(fn=_cmd_predict)
+
+    d = sub.add_parser("data", help="data tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("inspect", help="detect a file's format and report its content and problems")
+    di.add_argument("path")
+    di.set_defaults(fn=_cmd_data_inspect)
+    _register_extra(sub)
+    return p
+
+
+def _register_extra(sub) -> None:
+    """Commands of the evaluation suite (compare, report, diagnose) when available."""
+    try:
+        from .evaluation.cli import register
+    except ImportError:
+        return
+    register(sub)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("pase: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
+        if args.debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, KeyError) and msg.startswith(("'", '"')):
+            msg = msg[1:-1]
+        print(f"pase: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

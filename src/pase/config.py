@@ -1,0 +1,228 @@
+"""One typed configuration: dataclass defaults, then a YAML file, then ``--set key=value`` flags.
+
+Every section is a frozen dataclass; each unusual default carries its reason. An unknown key or
+a value of the wrong type stops the run with a message naming the key, the closest valid key and
+the valid keys. The resolved configuration is saved with every result (``to_dict``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+
+__all__ = [
+    "Config", "DataConfig", "ModelConfig", "TrainConfig", "PaseConfig", "BaselineConfig",
+    "ConfigError", "load_config", "apply_overrides", "to_dict", "from_dict", "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message names it and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # built-in competition benchmark (docs/synthetic.md)
+    path: Optional[str] = None  # file or folder of an on-disk source; None for synthetic
+    options: Dict[str, Any] = field(default_factory=dict)  # source-specific keyword options
+    modalities: Optional[List[str]] = None  # keep only these modalities (None: all of the source)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    encoder: str = "auto"  # "auto": mlp for utterance data (T = 1), transformer for sequences
+    d_model: int = 64  # common width of every modality's representation h^m
+    hidden: int = 128  # encoder hidden width
+    layers: int = 1  # sequence-encoder layers
+    heads: int = 4  # transformer heads
+    dropout: float = 0.2
+    head_hidden: int = 64  # fused prediction head hidden width (0: linear head)
+    context: bool = False  # contextual GRU over the utterances of a video / dialogue (issue 3.9)
+
+
+@dataclass(frozen=True)
+class PaseConfig:
+    pcl: bool = True  # prototype-guided calibration loss (sec. 2.2)
+    ot: bool = True  # entropic-OT cross-modal alignment (sec. 2.3)
+    gate: bool = True  # prototype-gated fusion (sec. 2.4)
+    sgm: bool = True  # Shapley gradient modulation in phase 2 (sec. 2.5)
+    lambda_pcl: float = 0.1  # PCL weight; the paper's mu = 0.1 (which term it weights is unstated)
+    lambda_ot: float = 0.01  # OT weight; the paper's lambda = 0.01
+    momentum: float = 0.98  # prototype EMA momentum gamma (supplementary)
+    tau: float = 0.1  # prototype-softmax temperature
+    binning: str = "sign"  # regression labels -> prototype classes: sign | polarity | round7
+    ot_reg: float = 0.05  # Sinkhorn epsilon on the cosine cost (log domain: stable when small)
+    alpha: float = 0.1  # OT structure-term factor (supplementary alpha)
+    beta: float = 0.05  # OT consistency-term factor (supplementary beta)
+    shapley_utility: str = "neg_loss"  # neg_loss | accuracy
+    sgm_smoothing: float = 0.9  # EMA of the SGM coefficients over steps
+    switch_patience: int = 3  # phase 2 starts after this many epochs without validation gain
+    switch_max_epoch: int = 30  # phase 2 starts at this epoch at the latest
+    sgm_min_coeff: float = 0.0  # floor on phi_m (0: the paper's formula unchanged)
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    ogm_alpha: float = 0.3  # OGM-GE modulation strength (CVPR 2022 uses 0.1 to 0.8)
+    ogm_noise: bool = True  # OGM-GE's generalisation enhancement (Gaussian gradient noise)
+    agm_alpha: float = 1.0  # AGM coefficient strength
+    agm_momentum: float = 0.9  # AGM running-average momentum
+    pmr_weight: float = 1.0  # PMR prototype cross-entropy weight for the weaker modality
+    pmr_momentum: float = 0.9  # PMR centroid momentum
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_epochs: int = 60
+    batch_size: int = 64  # supplementary: batch 64
+    lr: float = 1e-3  # 1e-5 in the paper is for a fine-tuned BERT; our encoders train from scratch
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw
+    loss: str = "auto"  # auto: l1 for regression (as MMSA), cross-entropy / BCE otherwise
+    monitor: Optional[str] = None  # validation metric for selection; None: the protocol's default
+    early_stop_patience: int = 10
+    grad_clip: float = 0.0  # 0: off; clipping runs after SGM on the modulated gradients
+    seed: int = 1111  # MMSA seeds 1111..1115
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    deterministic: bool = True
+    num_workers: int = 0
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class Config:
+    method: str = "late_fusion"  # late_fusion | pase | ogm_ge | agm | pmr
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pase: PaseConfig = field(default_factory=PaseConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+
+def _fields(cls) -> Dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _unknown(key: str, where: str, valid: Sequence[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.split(".")[-1], list(valid), n=1)
+    hint = f"; did you mean {where + close[0]!r}?" if close else ""
+    return ConfigError(f"unknown config key {key!r}{hint} valid keys under "
+                       f"{where.rstrip('.') or 'the top level'}: {', '.join(valid)}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against the field's type; ints may become floats, nothing else converts."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin in (dict, Dict) or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r} must be a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
+            annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"config key {key!r} must be {annotation.__name__}, got "
+                          f"{type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from a mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
+    fields = _fields(cls)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown(prefix + key, prefix, list(fields))
+        t = hints[key]
+        if dataclasses.is_dataclass(t):
+            kwargs[key] = from_dict(value or {}, t, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, t, prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """The config as plain nested dicts (YAML-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to ``cfg``.
+
+    ``data.options.NAME=value`` sets a source-specific option.
+    """
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (for example --set train.lr=0.001)")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node, cls, where = data, Config, ""
+        for i, part in enumerate(parts[:-1]):
+            if cls is None:  # inside a free-form dict (data.options)
+                node = node.setdefault(part, {})
+                continue
+            fields = _fields(cls)
+            if part not in fields:
+                raise _unknown(".".join(parts[: i + 1]), where, list(fields))
+            t = typing.get_type_hints(cls)[part]
+            cls = t if dataclasses.is_dataclass(t) else None
+            where += part + "."
+            node = node[part]
+        if cls is not None and parts[-1] not in _fields(cls):
+            raise _unknown(key, where, list(_fields(cls)))
+        node[parts[-1]] = _parse_value(text)
+    return from_dict(data)
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for examples")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        try:
+            cfg = from_dict(raw)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from None
+    return apply_overrides(cfg, overrides)
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the fully resolved config as YAML (atomically)."""
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def method_sections() -> Tuple[str, ...]:
+    return tuple(_fields(Config))

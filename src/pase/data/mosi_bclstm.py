@@ -1,0 +1,150 @@
+"""CMU-MOSI with the bc-LSTM release's utterance features (text 100, audio 73, video 100).
+
+The folder layout is described in ``<root>/README.md``. Rules this loader enforces:
+
+* every file is checked against ``SHA256SUMS`` (a mismatch is an error naming the file);
+* the release's own speaker-independent split is used: train = ``bclstm_split == train``
+  (62 videos), test = ``bclstm_split == test`` (752 segments, 31 videos); its text and video
+  extractors saw labels of the train videos, so the CMU-standard test split leaks (README);
+* the validation split is carved from the train *videos*, deterministically: videos are sorted,
+  shuffled with ``valid_seed`` and taken until ``valid_fraction`` of the train segments is
+  reached. Validation scores are optimistic; never report them as results.
+
+Labels are the continuous MOSI sentiment in [-3, 3]; protocol "mosi" (MMSA metrics).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .contract import DataBundle, MultimodalDataset, TaskSpec
+from .registry import register_data
+
+__all__ = ["load_mosi_bclstm", "default_root", "verify_checksums", "MosiDataError"]
+
+_FEATURES = {"text": "text_{split}0.csv", "audio": "audio_{split}0.csv", "vision": "video_{split}0.csv"}
+_DIMS = {"text": 100, "audio": 73, "vision": 100}
+
+
+class MosiDataError(ValueError):
+    """The mosi-bclstm folder is missing, altered or malformed; the message names the file."""
+
+
+def default_root() -> Path:
+    """``../shared/data/mosi-bclstm`` relative to the current directory (the project root)."""
+    return Path("..") / "shared" / "data" / "mosi-bclstm"
+
+
+def verify_checksums(root: Path) -> int:
+    """Check every file listed in ``root/SHA256SUMS``; returns the number of files checked."""
+    sums = root / "SHA256SUMS"
+    if not sums.is_file():
+        raise MosiDataError(f"{sums}: missing; the mosi-bclstm folder must hold its SHA256SUMS file")
+    n = 0
+    for line in sums.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, name = line.split(maxsplit=1)
+        path = root / name.strip().lstrip("*")
+        if not path.is_file():
+            raise MosiDataError(f"{path}: listed in SHA256SUMS but missing; restore the folder")
+        h = hashlib.sha256(path.read_bytes()).hexdigest()
+        if h != digest:
+            raise MosiDataError(f"{path}: SHA-256 {h[:12]}... does not match SHA256SUMS {digest[:12]}...; "
+                                "the file was altered, restore it (or pass verify=False at your own risk)")
+        n += 1
+    return n
+
+
+def _read_matrix(path: Path, width: int) -> np.ndarray:
+    """A headerless CSV of ``width`` feature columns plus a trailing label column -> (N, width)."""
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.float64, converters=None, quotechar='"')
+    except ValueError as e:
+        raise MosiDataError(f"{path}: not a numeric CSV ({e})") from None
+    if rows.ndim != 2 or rows.shape[1] != width + 1:
+        raise MosiDataError(f"{path}: expected {width} feature columns plus a label column, "
+                            f"got shape {rows.shape}")
+    return rows[:, :width].astype(np.float32)
+
+
+def _carve_valid(videos: List[str], counts: Dict[str, int], fraction: float, seed: int) -> set:
+    order = sorted(videos)
+    random.Random(seed).shuffle(order)
+    total, chosen, taken = sum(counts.values()), set(), 0
+    for v in order:
+        if taken >= fraction * total:
+            break
+        chosen.add(v)
+        taken += counts[v]
+    return chosen
+
+
+@register_data("mosi_bclstm")
+def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, valid_seed: int = 0,
+                     verify: bool = True, modalities: tuple = ("text", "audio", "vision")) -> DataBundle:
+    """Load the bc-LSTM MOSI features as a ``DataBundle`` (train / valid / test).
+
+    Args:
+        path: the ``mosi-bclstm`` folder (default ``../shared/data/mosi-bclstm``).
+        valid_fraction: share of train segments (whole videos) moved to validation.
+        valid_seed: seed of the video shuffle that picks validation videos.
+        verify: check ``SHA256SUMS`` first.
+        modalities: which of text, audio, vision to load.
+
+    Raises:
+        MosiDataError: missing folder or file, checksum mismatch, malformed CSV.
+    """
+    root = Path(path) if path is not None else default_root()
+    if not (root / "mosi_index.csv").is_file():
+        raise MosiDataError(f"{root}: not a mosi-bclstm folder (no mosi_index.csv); pass data.path=FOLDER")
+    unknown = [m for m in modalities if m not in _FEATURES]
+    if unknown:
+        raise MosiDataError(f"mosi_bclstm has no modality {unknown[0]!r}; valid: {', '.join(_FEATURES)}")
+    checked = verify_checksums(root) if verify else 0
+    with open(root / "mosi_index.csv", newline="") as fh:
+        index = list(csv.DictReader(fh))
+    per_split = {}
+    for split in ("train", "test"):
+        rows = sorted((r for r in index if r["bclstm_split"] == split), key=lambda r: int(r["bclstm_row"]))
+        feats = {m: _read_matrix(root / "features" / _FEATURES[m].format(split=split), _DIMS[m])
+                 for m in modalities}
+        for m, x in feats.items():
+            if x.shape[0] != len(rows):
+                raise MosiDataError(f"{root / 'features' / _FEATURES[m].format(split=split)}: {x.shape[0]} rows "
+                                    f"but mosi_index.csv lists {len(rows)} {split} segments")
+        per_split[split] = (rows, feats)
+    train_rows = per_split["train"][0]
+    counts: Dict[str, int] = {}
+    for r in train_rows:
+        counts[r["video_id"]] = counts.get(r["video_id"], 0) + 1
+    valid_videos = _carve_valid(list(counts), counts, valid_fraction, valid_seed)
+    video_index = {v: i for i, v in enumerate(sorted({r["video_id"] for r in index}))}
+
+    def make(rows, feats, keep, split):
+        idx = [i for i, r in enumerate(rows) if keep(r)]
+        sel = [rows[i] for i in idx]
+        return MultimodalDataset(
+            {m: x[idx] for m, x in feats.items()},
+            np.array([float(r["label"]) for r in sel], dtype=np.float32),
+            [r["segment_id"] for r in sel],
+            groups=np.array([video_index[r["video_id"]] for r in sel]),
+            positions=np.array([int(r["clip_id"]) for r in sel]),
+            split=split)
+
+    splits = {
+        "train": make(*per_split["train"], lambda r: r["video_id"] not in valid_videos, "train"),
+        "valid": make(*per_split["train"], lambda r: r["video_id"] in valid_videos, "valid"),
+        "test": make(*per_split["test"], lambda r: True, "test"),
+    }
+    task = TaskSpec(kind="regression", num_classes=1, protocol="mosi", label_range=(-3.0, 3.0))
+    info = {"root": str(root), "checksums_verified": checked, "split_rule": "bclstm_split; valid = "
+            f"{len(valid_videos)} train videos (fraction {valid_fraction}, seed {valid_seed})",
+            "valid_videos": sorted(valid_videos)}
+    return DataBundle("mosi_bclstm", task, splits, info)

@@ -1,0 +1,1 @@
+"""Evaluation suite: probes, Shapley diagnostics, robustness, multi-seed comparison, reports."""

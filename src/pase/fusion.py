@@ -1,0 +1,93 @@
+"""Fusion of modality representations: masked concatenation and prototype-gated weights.
+
+Given representations h^m (B, D) of M modalities and a presence mask, the fused input of the
+head is the concatenation [w^1 h^1; ...; w^M h^M] (B, M*D). Plain late fusion uses w^m = 1 for
+present and 0 for absent modalities. Prototype-gated fusion (PaSE sec. 2.4) uses
+
+    alpha^m = softmax_{m in S}(g^m),   w^m = |S| * alpha^m,
+
+over the present set S, with the gate score g^m = u_m . [h^m ; c^m] + b_m computed from the
+representation and its prototype confidence c^m = 1 - H(softmax(s^m)) / log K (s^m: the sample's
+prototype similarities, H: entropy). A modality that matches one class prototype sharply earns
+weight. The factor |S| keeps the mean weight of present modalities at 1, so masking a modality
+does not change the scale of the others.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["presence_weights", "prototype_gates", "prototype_confidence", "fuse", "GateScorer"]
+
+
+def presence_weights(present: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Late-fusion weights: 1 for present, 0 for absent modalities. present (..., M) bool."""
+    return present.to(dtype)
+
+
+def prototype_gates(scores: Tensor, present: Tensor) -> Tensor:
+    """Gate weights w = |S| softmax_S(scores), zero outside S.
+
+    Args:
+        scores: (B, M) or (..., B, M) gate scores g^m.
+        present: bool presence mask broadcastable with ``scores``: (M,), (B, M) or (C, B, M).
+
+    Returns:
+        (..., B, M) weights; rows with no present modality are all zero.
+
+    >>> w = prototype_gates(torch.zeros(1, 3), torch.tensor([True, True, False]))
+    >>> w.tolist()
+    [[1.0, 1.0, 0.0]]
+    """
+    shape = torch.broadcast_shapes(scores.shape, present.shape)
+    scores, present = scores.expand(shape), present.expand(shape)
+    masked = scores.masked_fill(~present, float("-inf"))
+    alpha = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # all-absent rows: softmax of -inf is NaN
+    return alpha * present.sum(-1, keepdim=True).to(scores.dtype)
+
+
+def prototype_confidence(logits: Tensor) -> Tensor:
+    """c = 1 - H(softmax(logits)) / log K, in [0, 1]. logits (..., K) -> (...)."""
+    k = logits.shape[-1]
+    if k < 2:
+        return torch.ones(logits.shape[:-1], dtype=logits.dtype, device=logits.device)
+    logp = torch.log_softmax(logits, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    return 1 - entropy / math.log(k)
+
+
+def fuse(reps: Dict[str, Tensor], weights: Tensor, modalities: List[str]) -> Tensor:
+    """Weighted concatenation.
+
+    Args:
+        reps: modality -> (B, D).
+        weights: (..., B, M) per-sample weights in the order of ``modalities``.
+        modalities: the order of the M blocks.
+
+    Returns:
+        (..., B, M*D) fused representation.
+    """
+    h = torch.stack([reps[m] for m in modalities], dim=-2)  # (B, M, D)
+    fused = h * weights.unsqueeze(-1)  # (..., B, M, D)
+    return fused.flatten(-2)  # (..., B, M*D)
+
+
+class GateScorer(nn.Module):
+    """Gate scores g^m = u_m . [h^m ; c^m] + b_m for each modality (one linear map per modality)."""
+
+    def __init__(self, modalities: List[str], d_model: int) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.score = nn.ModuleDict({m: nn.Linear(d_model + 1, 1) for m in self.modalities})
+
+    def forward(self, reps: Dict[str, Tensor], confidence: Optional[Dict[str, Tensor]] = None) -> Tensor:
+        """reps: modality -> (B, D); confidence: modality -> (B,) or None (zeros). Returns (B, M)."""
+        cols = []
+        for m in self.modalities:
+            c = confidence[m] if confidence is not None else reps[m].new_zeros(reps[m].shape[0])
+            cols.append(self.score[m](torch.cat([reps[m], c[:, None]], dim=-1))[:, 0])
+        return torch.stack(cols, dim=-1)  # (B, M)

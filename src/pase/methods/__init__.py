@@ -1,0 +1,5 @@
+"""Training methods (registry): late fusion, PaSE and the balancing baselines."""
+
+from .base import METHODS, LateFusion, Method, create_method, register_method, task_loss
+
+__all__ = ["METHODS", "Method", "LateFusion", "create_method", "register_method", "task_loss"]

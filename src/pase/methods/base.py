@@ -1,0 +1,106 @@
+"""Training methods as plug-ins: the task loss, extra losses and gradient modulation.
+
+A ``Method`` is a pure-PyTorch ``nn.Module`` (its buffers are checkpointed with the model) that
+any training loop can drive:
+
+1. ``loss(model, batch, out) -> (loss, logs)`` inside the training step (logs: name -> tensor);
+2. ``before_optimizer_step(model)`` after backward, before clipping and the optimiser step
+   (gradient modulation happens here, on unscaled, accumulated gradients);
+3. ``end_validation_epoch(epoch, improved) -> logs`` after each validation epoch (phase schedules).
+
+``late_fusion`` is the reference: the task loss of the fused head, nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.contract import Batch, TaskSpec
+from ..registry import Registry
+
+__all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
+           "LateFusion"]
+
+METHODS: Registry = Registry("method")
+
+
+def register_method(name: str):
+    return METHODS.register(name)
+
+
+def create_method(name: str, cfg, task: TaskSpec, model: nn.Module) -> "Method":
+    """Build the training method ``name`` (late_fusion, pase, ogm_ge, agm, pmr)."""
+    return METHODS.create(name, cfg, task, model)
+
+
+def task_loss(logits: Tensor, target: Tensor, task: TaskSpec, kind: str = "auto",
+              reduce_batch: bool = True) -> Tensor:
+    """The task loss of ``logits`` (..., B, O) against ``target`` (B,) or (B, E).
+
+    ``kind`` "auto" is L1 for regression (MMSA's choice for MOSI / MOSEI), cross-entropy for
+    classification and binary cross-entropy for multilabel targets; "mse" and "l1" force a
+    regression loss. With ``reduce_batch`` the mean over B (and E) is returned with the leading
+    dims kept: (...,); otherwise the per-sample loss (..., B).
+    """
+    lead = logits.shape[:-2]
+    if task.kind == "regression":
+        pred = logits[..., 0]  # (..., B)
+        tgt = target.to(pred.dtype).expand_as(pred)
+        per = (pred - tgt).pow(2) if kind == "mse" else (pred - tgt).abs()
+    elif task.kind == "classification":
+        flat = logits.reshape(-1, logits.shape[-1])  # (...*B, K)
+        per = F.cross_entropy(flat, target.expand(*lead, target.shape[0]).reshape(-1), reduction="none")
+        per = per.reshape(*lead, target.shape[0])
+    else:
+        per = F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype).expand_as(logits),
+                                                 reduction="none").mean(-1)
+    return per.mean(-1) if reduce_batch else per
+
+
+def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: str, loss_kind: str) -> Tensor:
+    """Utility of each coalition's predictions: logits (C, B, O) -> (C,).
+
+    "neg_loss": minus the task loss; "accuracy": Has0 sign accuracy for regression, accuracy
+    for classification, mean per-label accuracy for multilabel targets.
+    """
+    if utility == "neg_loss":
+        return -task_loss(logits, target, task, loss_kind)
+    if utility != "accuracy":
+        raise ValueError(f"unknown Shapley utility {utility!r}; valid: neg_loss, accuracy")
+    if task.kind == "regression":
+        hit = (logits[..., 0] >= 0) == (target >= 0)
+    elif task.kind == "classification":
+        hit = logits.argmax(-1) == target
+    else:
+        hit = ((logits > 0) == (target > 0.5)).float().mean(-1)
+    return hit.float().mean(-1)
+
+
+class Method(nn.Module):
+    """Base class: the fused task loss, no modulation, no schedule."""
+
+    def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.task = task
+        self.loss_kind = cfg.train.loss
+
+    def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
+        task = task_loss(out.logits, batch.target, self.task, self.loss_kind)
+        return task, {"task_loss": task.detach()}
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        """Modulate gradients in place; the base method leaves them alone."""
+
+    def end_validation_epoch(self, epoch: int, improved: bool) -> Dict[str, float]:
+        """React to the end of a validation epoch; returns values for the epoch log."""
+        return {}
+
+
+@register_method("late_fusion")
+class LateFusion(Method):
+    """Plain late fusion: concatenation, joint training, no balancing."""

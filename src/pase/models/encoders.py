@@ -1,0 +1,93 @@
+"""Unimodal encoders: (B, T, D_in) with lengths (B,) -> a representation h^m of shape (B, d_model).
+
+Registered by name; ``create_encoder(name, d_in=..., d_model=..., ...)`` is the only way in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import Registry
+
+__all__ = ["ENCODERS", "create_encoder", "MLPEncoder", "TransformerEncoder", "LSTMEncoder", "masked_mean"]
+
+ENCODERS: Registry = Registry("encoder")
+
+
+def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
+    """Mean over the first ``lengths[b]`` steps: x (B, T, D), lengths (B,) -> (B, D)."""
+    if x.shape[1] == 1:
+        return x[:, 0]
+    steps = torch.arange(x.shape[1], device=x.device)
+    mask = (steps[None, :] < lengths[:, None]).to(x.dtype)  # (B, T)
+    return (x * mask[..., None]).sum(1) / lengths.clamp(min=1).to(x.dtype)[:, None]
+
+
+@ENCODERS.register("mlp")
+class MLPEncoder(nn.Module):
+    """Masked mean over time, then a two-layer MLP (the utterance-level encoder, T = 1).
+
+    Args:
+        d_in: input width D_in.
+        d_model: output width.
+        hidden: hidden width.
+        dropout: dropout after the hidden layer (and on the input).
+    """
+
+    def __init__(self, d_in: int, d_model: int, hidden: int = 128, dropout: float = 0.2, **_: object) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, d_model), nn.ReLU(),
+        )
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        return self.net(masked_mean(x, lengths))  # (B, D_in) -> (B, d_model)
+
+
+@ENCODERS.register("transformer")
+class TransformerEncoder(nn.Module):
+    """Linear projection, learned positions, a small pre-norm Transformer, masked mean pooling.
+
+    Args:
+        d_in: input width; d_model: output width; hidden: model width inside the encoder;
+        layers: Transformer layers; heads: attention heads; max_len: longest sequence T;
+        dropout: dropout rate.
+    """
+
+    def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, heads: int = 4,
+                 dropout: float = 0.2, max_len: int = 512, **_: object) -> None:
+        super().__init__()
+        self.proj = nn.Linear(d_in, hidden)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, hidden))
+        layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, d_model), nn.ReLU())
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        t = x.shape[1]
+        h = self.proj(x) + self.pos[:, :t]  # (B, T, H)
+        pad = torch.arange(t, device=x.device)[None, :] >= lengths[:, None]  # (B, T) True at padding
+        h = self.body(h, src_key_padding_mask=pad if t > 1 else None)
+        return self.out(masked_mean(h, lengths))  # (B, H) -> (B, d_model)
+
+
+@ENCODERS.register("lstm")
+class LSTMEncoder(nn.Module):
+    """A one-layer bidirectional LSTM with masked mean pooling over its outputs."""
+
+    def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, dropout: float = 0.2,
+                 **_: object) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(d_in, hidden // 2, num_layers=layers, batch_first=True, bidirectional=True)
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, d_model), nn.ReLU())
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        h, _ = self.rnn(x)  # (B, T, H)
+        return self.out(masked_mean(h, lengths))
+
+
+def create_encoder(name: str, **kwargs) -> nn.Module:
+    """Build the encoder registered as ``name`` (``mlp``, ``transformer``, ``lstm``)."""
+    return ENCODERS.create(name, **kwargs)

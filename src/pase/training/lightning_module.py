@@ -1,0 +1,120 @@
+"""The thin Lightning layer: it receives a ``FusionModel`` and a ``Method`` and wires them up.
+
+Logged keys are ``split/metric`` (``train/loss``, ``valid/MAE``, ``test/Has0_acc_2``,
+``diag/...``); each split has its own metric accumulator. Gradient modulation runs in
+``on_before_optimizer_step`` (gradients unscaled and accumulated, not yet clipped), so clipping
+acts on the modulated gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Dict, Optional
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..data.contract import Batch, TaskSpec
+from ..metrics import MetricAccumulator, get_protocol
+from ..methods.base import Method, task_loss
+
+__all__ = ["PaseModule"]
+
+
+class PaseModule(L.LightningModule):
+    """Training, validation and test steps around ``model`` and ``method``.
+
+    Args:
+        model: the ``FusionModel``.
+        method: the training ``Method`` (late_fusion, pase, ...).
+        task: the data's ``TaskSpec``.
+        config: the resolved configuration as a dict (saved in every checkpoint).
+        monitor: validation metric name used for selection and the phase switch.
+    """
+
+    def __init__(self, model: torch.nn.Module, method: Method, task: TaskSpec, config: Dict[str, Any],
+                 monitor: str) -> None:
+        super().__init__()
+        self.model, self.method, self.task = model, method, task
+        self.save_hyperparameters({"config": config})
+        self.protocol = get_protocol(task.protocol)
+        self.monitor = monitor
+        self.higher = self.protocol.higher_is_better[monitor]
+        self.metrics = {s: MetricAccumulator(self.protocol) for s in ("valid", "test")}
+        self.best_value: Optional[float] = None
+        self.results: Dict[str, Dict[str, float]] = {}
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self.model(batch)
+        loss, logs = self.method.loss(self.model, batch, out)
+        n = len(batch)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.method.before_optimizer_step(self.model)
+
+    def _eval_step(self, batch: Batch, split: str) -> None:
+        out = self.model(batch)
+        loss = task_loss(out.logits, batch.target, self.task, self.method.loss_kind)
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
+        self.metrics[split].update(out.logits.detach().float().cpu(), batch.target.cpu())
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "valid")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def _gather_metrics(self, split: str) -> Dict[str, float]:
+        values = self.metrics[split].compute()
+        self.metrics[split].reset()
+        for k, v in values.items():
+            self.log(f"{split}/{k}", float(v) if math.isfinite(v) else float("nan"), sync_dist=True)
+        self.results[split] = values
+        return values
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._gather_metrics("valid")
+        if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
+            return
+        v = values[self.monitor]
+        improved = self.best_value is None or (v > self.best_value if self.higher else v < self.best_value)
+        if improved and math.isfinite(v):
+            self.best_value = v
+        for k, val in self.method.end_validation_epoch(self.current_epoch, improved).items():
+            self.log(f"diag/{k}", float(val))
+
+    def on_test_epoch_end(self) -> None:
+        self._gather_metrics("test")
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        tc = self.hparams.config["train"]
+        groups = [{"params": ps} for ps in self.model.modality_parameters().values()]
+        groups.append({"params": self.model.shared_parameters()})
+        groups += [{"params": list(self.method.parameters())}] if any(True for _ in self.method.parameters()) else []
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(tc["optimizer"])
+        if cls is None:
+            raise ValueError(f"train.optimizer={tc['optimizer']!r} is not one of adam, adamw")
+        return cls(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
+
+    # ------------------------------------------------------------------ resume state
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["pase_state"] = {
+            "best_value": self.best_value,
+            "torch_rng": torch.get_rng_state(),
+            "numpy_rng": np.random.get_state()[1].tolist(),
+            "python_rng": repr(random.getstate()),
+        }
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get("pase_state", {})
+        self.best_value = state.get("best_value")
+        if "torch_rng" in state:
+            torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,246 @@
+"""Public training API: ``train``, ``evaluate``, ``predict``; the CLI is a view of these.
+
+A run directory holds ``config.yaml`` (fully resolved), ``metrics.json`` (validation and test
+metrics of the selected checkpoint, protocol, dataset, method, seed, elapsed seconds, package
+version), ``log.csv`` (one row per epoch) and ``checkpoints/`` (``best.ckpt``, ``last.ckpt``).
+Selection uses the validation split only; the test split is evaluated once, at the end, from
+the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import lightning as L
+import torch
+
+from .. import __version__
+from ..config import Config, from_dict, save_config, to_dict
+from ..data import create_data
+from ..data.contract import DataBundle, select_modalities
+from ..io import atomic_write_json, atomic_write_text
+from ..methods import create_method
+from ..metrics import MetricAccumulator, get_protocol
+from ..models import build_model
+from .callbacks import EpochCSVLog, NonFiniteGuard
+from .datamodule import make_loader
+from .lightning_module import PaseModule
+
+__all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError"]
+
+log = logging.getLogger("pase")
+for _name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+class RunDirError(FileExistsError):
+    """The output directory already holds a run; nothing in it is touched."""
+
+
+def load_bundle(cfg: Config) -> DataBundle:
+    """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
+    opts = dict(cfg.data.options)
+    if cfg.data.path is not None:
+        opts["path"] = cfg.data.path
+    bundle = create_data(cfg.data.source, **opts)
+    if cfg.data.modalities:
+        bundle = select_modalities(bundle, cfg.data.modalities)
+    return bundle
+
+
+def _monitor(cfg: Config, bundle: DataBundle) -> str:
+    protocol = get_protocol(bundle.task.protocol)
+    monitor = cfg.train.monitor or protocol.monitor
+    if monitor not in protocol.higher_is_better:
+        raise ValueError(f"train.monitor={monitor!r} is not a metric of protocol {protocol.name!r}; "
+                         f"valid: {', '.join(protocol.metric_names)}")
+    return monitor
+
+
+def _build(cfg: Config, bundle: DataBundle) -> PaseModule:
+    model = build_model(cfg, bundle)
+    method = create_method(cfg.method, cfg, bundle.task, model)
+    return PaseModule(model, method, bundle.task, to_dict(cfg), _monitor(cfg, bundle))
+
+
+def _loaders(cfg: Config, bundle: DataBundle):
+    tc = cfg.train
+    mk = lambda split, shuffle: make_loader(bundle, split, tc.batch_size, shuffle, tc.seed,  # noqa: E731
+                                            by_group=cfg.model.context, num_workers=tc.num_workers)
+    return mk("train", True), mk("valid", False), mk("test", False)
+
+
+def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: bool) -> L.Trainer:
+    tc = cfg.train
+    logger: Any = False
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import tensorboard  # noqa: F401
+
+        logger = TensorBoardLogger(str(out), name="tensorboard", version="")
+    except ImportError:
+        pass
+    return L.Trainer(
+        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
+        precision=tc.precision, deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
+        enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False,
+        num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
+        log_every_n_steps=1)
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / "checkpoints" / "last.ckpt").is_file():
+            raise RunDirError(f"{out}: no checkpoints/last.ckpt to resume from; start a new run with --out")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
+                          "(nothing was overwritten)")
+
+
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> Dict[str, Any]:
+    """Train ``cfg`` into ``out_dir``; returns the content of ``metrics.json``.
+
+    Raises:
+        RunDirError: ``out_dir`` holds files and ``resume`` is False (nothing is overwritten).
+    """
+    out = Path(out_dir)
+    _check_out(out, resume)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    bundle = load_bundle(cfg)
+    module = _build(cfg, bundle)
+    save_config(cfg, out / "config.yaml")
+    ckpt_dir = out / "checkpoints"
+    protocol = get_protocol(bundle.task.protocol)
+    monitor = f"valid/{module.monitor}"
+    mode = protocol.mode(module.monitor)
+    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(ckpt_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
+        auto_insert_metric_name=False, enable_version_counter=False)
+    stop = L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stop_patience,
+                                             check_finite=False)
+    callbacks = [ckpt, stop, EpochCSVLog(out / "log.csv"), NonFiniteGuard(ckpt_dir)]
+    trainer = _trainer(cfg, out, callbacks, quiet)
+    train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
+        best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
+        trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
+        valid = dict(module.results["valid"])
+        trainer.test(module, test_dl, ckpt_path=best, verbose=False)
+        test = dict(module.results["test"])
+    result = {
+        "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
+        "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,
+        "best_epoch": _best_epoch(out / "log.csv", monitor, mode), "epochs_run": trainer.current_epoch,
+        "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
+        "diagnostics": module.method.summary() if hasattr(module.method, "summary") else {},
+        "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__,
+        "checkpoint": str(Path(best).relative_to(out)) if Path(best).is_relative_to(out) else best,
+    }
+    atomic_write_json(out / "metrics.json", result)
+    return result
+
+
+def _best_epoch(log_csv: Path, key: str, mode: str) -> Optional[int]:
+    if not log_csv.is_file():
+        return None
+    with open(log_csv, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get(key)]
+    if not rows:
+        return None
+    pick = max if mode == "max" else min
+    return int(float(pick(rows, key=lambda r: float(r[key]))["epoch"]))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None):
+    """Rebuild the model of a checkpoint (weights-only loading). Returns (module, cfg, bundle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way
+        raise ValueError(f"{path}: refused or unreadable as a weights-only checkpoint "
+                         f"({str(e).splitlines()[0][:200]}); only checkpoints written by pase load") from None
+    if cfg is None:
+        cfg = from_dict(state["hyper_parameters"]["config"])
+    bundle = bundle or load_bundle(cfg)
+    module = _build(cfg, bundle)
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    return module, cfg, bundle
+
+
+@torch.no_grad()
+def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str):
+    loader = make_loader(bundle, split, cfg.train.batch_size, False, 0, by_group=cfg.model.context)
+    ids, logits, targets = [], [], []
+    for batch in loader:
+        out = module.model(batch)
+        ids += batch.ids
+        logits.append(out.logits)
+        targets.append(batch.target)
+    return ids, torch.cat(logits), torch.cat(targets)
+
+
+def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
+             splits: Sequence[str] = ("valid", "test")) -> Dict[str, Dict[str, float]]:
+    """Re-evaluate a saved model: split -> metrics (protocol of the checkpoint's data)."""
+    module, cfg, bundle = load_checkpoint(checkpoint, cfg)
+    result = {}
+    for s in splits:
+        _, logits, target = _outputs(module, bundle, cfg, s)
+        acc = MetricAccumulator(bundle.task.protocol)
+        acc.update(logits, target)
+        result[s] = acc.compute()
+    return result
+
+
+def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = None, split: str = "test") -> int:
+    """Write one CSV row per sample of ``split`` (id, prediction(s), label); returns the row count."""
+    output = Path(output)
+    if output.exists():
+        raise RunDirError(f"{output} exists; choose another --output (nothing was overwritten)")
+    module, cfg, bundle = load_checkpoint(checkpoint, cfg)
+    if split not in bundle.splits:
+        raise KeyError(f"split {split!r} not in the data; valid: {', '.join(bundle.splits)}")
+    ids, logits, target = _outputs(module, bundle, cfg, split)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    kind = bundle.task.kind
+    if kind == "regression":
+        w.writerow(["id", "prediction", "label"])
+        rows = zip(ids, logits[:, 0].tolist(), target.tolist())
+        w.writerows([i, f"{p:.6f}", f"{t:.6f}"] for i, p, t in rows)
+    elif kind == "classification":
+        w.writerow(["id", "prediction", "label"] + [f"logit_{k}" for k in range(logits.shape[1])])
+        for i, z, t in zip(ids, logits.tolist(), target.tolist()):
+            w.writerow([i, int(torch.tensor(z).argmax()), t] + [f"{v:.6f}" for v in z])
+    else:
+        names = bundle.task.class_names or tuple(str(k) for k in range(logits.shape[1]))
+        w.writerow(["id"] + [f"pred_{n}" for n in names] + [f"label_{n}" for n in names])
+        for i, z, t in zip(ids, logits.tolist(), target.tolist()):
+            w.writerow([i] + [int(v > 0) for v in z] + [int(v) for v in t])
+    atomic_write_text(output, buf.getvalue())
+    return len(ids)

@@ -66,6 +66,8 @@ class SyntheticSpec:
             is label_noise / (1 + label_noise)).
         label_scale: sigma_y, the label's standard deviation (MOSI labels have about 1.5).
         memorize_dim: how many of the first modality's D columns are per-sample noise.
+        scales: a factor per modality on the observed features (small features learn slowly
+            under Adam, as raw acoustic descriptors do); default 1 for every modality.
         sizes: train / valid / test sample counts (MOSI's 1,284 / 229 / 686).
     """
 
@@ -80,6 +82,7 @@ class SyntheticSpec:
         label_noise: float = 0.1,
         label_scale: float = 1.5,
         memorize_dim: int = 256,
+        scales: Optional[Sequence[float]] = None,
         sizes: Sequence[int] = (1284, 229, 686),
     ) -> None:
         n = len(modalities)
@@ -104,6 +107,9 @@ class SyntheticSpec:
         self.latent, self.obs_noise = tuple(latent), tuple(obs_noise)
         self.label_noise, self.label_scale = float(label_noise), float(label_scale)
         self.memorize_dim, self.sizes = int(memorize_dim), tuple(sizes)
+        self.scales = tuple(scales) if scales is not None else (1.0,) * n
+        if len(self.scales) != n:
+            raise ValueError(f"synthetic option 'scales' has {len(self.scales)} entries for {n} modalities")
 
     def ground_truth_shares(self) -> Dict[str, float]:
         """Exact Shapley shares of the explained label variance, s_m."""
@@ -132,7 +138,7 @@ def make_synthetic(spec: SyntheticSpec, seed: int = 0) -> Tuple[Dict[str, Dict[s
             x = z @ mixing[m] + spec.obs_noise[i] * torch.randn(n, widths[i], generator=g)  # (N, D - mem)
             if i == 0 and spec.memorize_dim > 0:
                 x = torch.cat([x, torch.randn(n, spec.memorize_dim, generator=g)], dim=1)
-            cols[m] = x
+            cols[m] = spec.scales[i] * x
         f = torch.stack(eff, dim=1)  # (N, M)
         signal = f @ torch.tensor(spec.shares).sqrt()
         noise = math.sqrt(spec.label_noise) * torch.randn(n, generator=g)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..data.contract import Batch, TaskSpec
 from ..registry import Registry
+from ..shapley import coalition_masks, exact_shapley, shapley_shares
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
            "LateFusion"]
@@ -81,23 +82,67 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
 
 
 class Method(nn.Module):
-    """Base class: the fused task loss, no modulation, no schedule."""
+    """Base class: the fused task loss, no modulation, no schedule.
+
+    Every method tracks each modality's exact Shapley value on its training batches (utility
+    ``pase.shapley_utility`` of the fused head over all 2^M coalitions, one batched head pass
+    reusing the encoder outputs), the shares and the mean fusion weights, and reports their
+    epoch means in the per-epoch log: the contribution trajectories of any method.
+    """
 
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
         super().__init__()
         self.cfg = cfg
         self.task = task
         self.loss_kind = cfg.train.loss
+        self.utility = cfg.pase.shapley_utility
+        self.modalities = list(model.modalities)
+        self.register_buffer("masks", coalition_masks(len(self.modalities)), persistent=False)
+        self._epoch: Dict[str, Tensor] = {}
+        self._epoch_n = 0
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task = task_loss(out.logits, batch.target, self.task, self.loss_kind)
+        self.track(model, batch, out)
         return task, {"task_loss": task.detach()}
 
     def before_optimizer_step(self, model: nn.Module) -> None:
         """Modulate gradients in place; the base method leaves them alone."""
 
-    def end_validation_epoch(self, epoch: int, improved: bool) -> Dict[str, float]:
+    def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         """React to the end of a validation epoch; returns values for the epoch log."""
+        return self.epoch_diagnostics(model)
+
+    # ------------------------------------------------------------------ contribution tracking
+    @torch.no_grad()
+    def coalition_utilities(self, model: nn.Module, out, target: Tensor) -> Tensor:
+        """(2^M,) utility of every coalition on this batch (absent modalities masked at fusion)."""
+        logits = model.coalition_logits(out, self.masks.to(target.device))  # (C, B, O)
+        return coalition_utility(logits, target, self.task, self.utility, self.loss_kind).float()
+
+    @torch.no_grad()
+    def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
+        """Accumulate this batch's Shapley values, shares and mean weights; returns the (M,) shares."""
+        values = exact_shapley(self.coalition_utilities(model, out, batch.target))
+        shares = shapley_shares(values)
+        stats = {"shapley": values, "share": shares, "weight": out.weights.detach().float().mean(0)}
+        for k, v in stats.items():
+            self._epoch[k] = self._epoch.get(k, torch.zeros_like(v)) + v
+        self._epoch_n += 1
+        return shares
+
+    def epoch_diagnostics(self, model: nn.Module) -> Dict[str, float]:
+        """Epoch means of the tracked values (one host sync per epoch); resets the sums."""
+        logs: Dict[str, float] = {}
+        n = max(self._epoch_n, 1)
+        for k, v in self._epoch.items():
+            vals = (v / n).tolist()
+            logs.update({f"{k}_{m}": vals[i] for i, m in enumerate(self.modalities)})
+        self._epoch, self._epoch_n = {}, 0
+        return logs
+
+    def summary(self) -> Dict[str, object]:
+        """Method state recorded in metrics.json."""
         return {}
 
 

@@ -106,8 +106,9 @@ class FusionModel(nn.Module):
             return {}
         from ..prototypes import prototype_logits
 
-        return {m: prototype_logits(reps[m], self.banks[m].prototypes, self.tau,
-                                    initialized=self.banks[m].initialized) for m in self.modalities}
+        # clones: the banks are updated in place after the forward pass, before backward
+        return {m: prototype_logits(reps[m], self.banks[m].prototypes.clone(), self.tau,
+                                    initialized=self.banks[m].initialized.clone()) for m in self.modalities}
 
     def fusion_weights(self, reps: Dict[str, Tensor], proto_logits: Dict[str, Tensor],
                        present: Optional[Tensor] = None) -> Tensor:

@@ -87,7 +87,7 @@ class PaseModule(L.LightningModule):
         improved = self.best_value is None or (v > self.best_value if self.higher else v < self.best_value)
         if improved and math.isfinite(v):
             self.best_value = v
-        for k, val in self.method.end_validation_epoch(self.current_epoch, improved).items():
+        for k, val in self.method.end_validation_epoch(self.model, self.current_epoch, improved).items():
             self.log(f"diag/{k}", float(val))
 
     def on_test_epoch_end(self) -> None:

@@ -1,0 +1,143 @@
+"""PaSE: prototype calibration, OT alignment, prototype-gated fusion and Shapley gradient modulation.
+
+The method (PASE_SPEC sections 2 and 4) as one ``Method`` whose parts switch on and off
+(``pase.pcl``, ``pase.ot``, ``pase.gate``, ``pase.sgm``), so the ablation table is configuration:
+
+* phase 1: L = L_task + lambda_pcl * L_pcl + lambda_ot * L_ot, with the model's gated fusion;
+  the prototype banks take an EMA step after every batch (``PrototypeBank.update``);
+* phase 2 (SGM) starts when the validation monitor has not improved for ``switch_patience``
+  epochs, or at ``switch_max_epoch``; never on the test split. From then on, each training batch
+  scores all 2^M modality coalitions with the fused head (one batched pass over the encoder
+  outputs already computed), takes exact Shapley values, shares psi_m and coefficients
+  phi_m = exp(psi_min / psi_m - 1), averages them over the micro-batches of one optimiser step,
+  smooths them with an EMA over steps, and multiplies the gradients of each modality's declared
+  parameter group by phi_m in ``before_optimizer_step`` (shared gate and head parameters are
+  left alone; gradient clipping then acts on the modulated gradients).
+
+Shapley values are tracked in phase 1 as well (they cost one batched head pass), so the
+per-epoch log shows the contribution shares before and after the switch.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..data.contract import Batch, TaskSpec
+from ..models.build import prototype_classes
+from ..ot import ot_alignment_loss
+from ..prototypes import class_centroids, labels_to_classes, pcl_loss
+from ..shapley import scale_gradients, sgm_coefficients
+from .base import Method, register_method, task_loss
+
+__all__ = ["PaSE", "prototype_targets"]
+
+
+def prototype_targets(target: Tensor, task: TaskSpec, binning: str) -> Tensor:
+    """Class ids for the prototypes: binned regression labels, classes, or the argmax label."""
+    if task.kind == "regression":
+        return labels_to_classes(target, binning)
+    if task.kind == "multilabel":
+        return target.argmax(-1)
+    return target.long()
+
+
+@register_method("pase")
+class PaSE(Method):
+    """The PaSE training method; see the module docstring."""
+
+    def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
+        super().__init__(cfg, task, model)
+        self.pc = cfg.pase
+        self.modalities = list(model.modalities)
+        m = len(self.modalities)
+        self.num_classes = prototype_classes(task, self.pc.binning)
+        if (self.pc.pcl or self.pc.ot) and model.banks is None:
+            raise ValueError("method 'pase' with pcl or ot needs a model with prototype banks (build_model)")
+        self.register_buffer("phase", torch.tensor(1))
+        self.register_buffer("switch_epoch", torch.tensor(-1))
+        self.register_buffer("stale_epochs", torch.tensor(0))
+        self.register_buffer("coeffs", torch.ones(m))  # smoothed phi_m
+        self.register_buffer("coeffs_started", torch.tensor(False))
+        self._pending = torch.zeros(m)  # sum of phi over the micro-batches of this step
+        self._pending_n = 0
+        self._ot_sum: Dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------ losses
+    def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
+        task = task_loss(out.logits, batch.target, self.task, self.loss_kind)
+        total, logs = task, {"task_loss": task.detach()}
+        if model.banks is not None:
+            classes = prototype_targets(batch.target, self.task, self.pc.binning)
+            # snapshots: the banks take their EMA step below, before backward
+            snap = {m: (model.banks[m].prototypes.clone(), model.banks[m].initialized.clone())
+                    for m in self.modalities}
+            if self.pc.pcl:
+                l_pcl = torch.stack([pcl_loss(out.reps[m], classes, *snap[m], self.pc.tau)
+                                     for m in self.modalities]).mean()
+                total = total + self.pc.lambda_pcl * l_pcl
+                logs["pcl_loss"] = l_pcl.detach()
+            if self.pc.ot and len(self.modalities) > 1:
+                l_ot = self._ot_loss(out, classes, snap)
+                total = total + self.pc.lambda_ot * l_ot
+                logs["ot_loss"] = l_ot.detach()
+            for m in self.modalities:
+                model.banks[m].update(out.reps[m], classes)
+        self.track(model, batch, out)
+        return total, logs
+
+    def _ot_loss(self, out, classes: Tensor, snap: Dict[str, Tuple[Tensor, Tensor]]) -> Tensor:
+        cents, present = {}, {}
+        for m in self.modalities:
+            cents[m], here = class_centroids(out.reps[m], classes, self.num_classes)
+            present[m] = here & snap[m][1]
+        protos = {m: snap[m][0] for m in self.modalities}
+        loss, diag = ot_alignment_loss(cents, protos, present, reg=self.pc.ot_reg, alpha=self.pc.alpha,
+                                       beta=self.pc.beta)
+        self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]
+        self._ot_sum["n"] = self._ot_sum.get("n", 0) + 1
+        return loss
+
+    # ------------------------------------------------------------------ SGM
+    @torch.no_grad()
+    def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
+        shares = super().track(model, batch, out)
+        if int(self.phase) == 2 and self.pc.sgm:
+            self._pending = self._pending.to(shares.device) + sgm_coefficients(shares)
+            self._pending_n += 1
+        return shares
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        if int(self.phase) != 2 or not self.pc.sgm or self._pending_n == 0:
+            return
+        phi = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
+        self._pending, self._pending_n = torch.zeros_like(self._pending), 0
+        s = self.pc.sgm_smoothing if bool(self.coeffs_started) else 0.0
+        self.coeffs.mul_(s).add_((1 - s) * phi)
+        self.coeffs_started.fill_(True)
+        coeffs = self.coeffs.clamp(min=self.pc.sgm_min_coeff)
+        scale_gradients(model.modality_parameters(), {m: coeffs[i] for i, m in enumerate(self.modalities)})
+
+    # ------------------------------------------------------------------ schedule and diagnostics
+    def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
+        self.stale_epochs.fill_(0 if improved else int(self.stale_epochs) + 1)
+        logs = self.epoch_diagnostics(model)
+        logs["phase"] = float(self.phase)
+        for i, m in enumerate(self.modalities):
+            logs[f"sgm_coeff_{m}"] = float(self.coeffs[i]) if int(self.phase) == 2 else 1.0
+            if model.banks is not None:
+                logs[f"proto_sep_{m}"] = float(model.banks[m].separation())
+        if "ot_cost" in self._ot_sum:
+            logs["ot_cost"] = float(self._ot_sum.pop("ot_cost")) / max(self._ot_sum.pop("n"), 1)
+        if int(self.phase) == 1 and self.pc.sgm and (
+                int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
+            self.phase.fill_(2)
+            self.switch_epoch.fill_(epoch + 1)  # the first epoch trained with SGM
+        logs["switch_epoch"] = float(self.switch_epoch)
+        return logs
+
+    def summary(self) -> Dict[str, object]:
+        return {"phase": int(self.phase), "switch_epoch": int(self.switch_epoch),
+                "sgm_coeffs": {m: float(self.coeffs[i]) for i, m in enumerate(self.modalities)}}

@@ -1,0 +1,268 @@
+"""Class prototypes per modality: label binning, EMA memory bank, prototype-softmax calibration.
+
+PASE_SPEC sections 2.2 and 4 (Prototype-guided Calibration Learning, PCL): each modality keeps a
+bank of class prototypes c_k (EMA of class means, momentum gamma = 0.98). Classes absent from a
+batch are left untouched and a class starts from its first observed mean, never from zeros. The
+PCL loss is the cross-entropy of softmax(cos(h, c_k) / tau) against the sample's class, with the
+prototypes as fixed targets, so the gradient shapes the encoder.
+
+Letters: B batch, K classes, D features.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from pase.ot import cosine_cost
+
+__all__ = [
+    "BINNINGS",
+    "num_bins",
+    "labels_to_classes",
+    "class_means",
+    "class_centroids",
+    "ema_update",
+    "prototype_logits",
+    "pcl_loss",
+    "PrototypeBank",
+]
+
+#: label binnings and their number of classes ("classes": the task's own class ids)
+BINNINGS = {"sign": 2, "polarity": 3, "round7": 7, "classes": None}
+
+
+def num_bins(binning: str, num_classes: Optional[int] = None) -> int:
+    """Number of prototype classes of a binning; ``"classes"`` returns ``num_classes``.
+
+    Example:
+        >>> num_bins("round7")
+        7
+    """
+    if binning not in BINNINGS:
+        raise ValueError(f"unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
+    if binning == "classes":
+        if num_classes is None:
+            raise ValueError("num_bins('classes') needs num_classes (the task's number of classes)")
+        return num_classes
+    return BINNINGS[binning]
+
+
+def labels_to_classes(target: Tensor, binning: str) -> Tensor:
+    r"""Map labels to prototype class ids (long, same shape as ``target``).
+
+    Regression labels in [-3, 3] (MOSI/MOSEI), rounding half to even (``torch.round``):
+
+    * ``"sign"``: 0 if y < 0 else 1 (the Has0 Acc-2 convention; 0 counts as non-negative).
+    * ``"polarity"``: sign of round(y) plus 1, i.e. negative 0 (y < -0.5), neutral 1
+      (-0.5 <= y <= 0.5: both halves round to 0), positive 2 (y > 0.5).
+    * ``"round7"``: round(clip(y, -3, 3)) + 3, in 0..6 (the Acc-7 convention).
+
+    ``"classes"`` passes integer class ids through (classification tasks).
+
+    Args:
+        target: float labels for the regression binnings, integer ids for ``"classes"``.
+        binning: one of ``BINNINGS``.
+
+    Returns:
+        long class ids, same shape.
+
+    Raises:
+        ValueError: on an unknown binning. TypeError: on a dtype that does not fit it.
+
+    Example:
+        >>> labels_to_classes(torch.tensor([-2.5, -0.5, 0.0, 0.5, 1.5]), "round7")
+        tensor([1, 3, 3, 3, 5])
+    """
+    num_bins(binning, num_classes=0)  # validates the name
+    if binning == "classes":
+        if target.is_floating_point() or target.is_complex():
+            raise TypeError(f"labels_to_classes(binning='classes') expects integer ids, got {target.dtype}")
+        return target.long()
+    if not target.is_floating_point():
+        raise TypeError(
+            f"labels_to_classes(binning={binning!r}) expects float regression labels, got {target.dtype}; "
+            f"use binning='classes' for class ids"
+        )
+    if binning == "sign":
+        return (target >= 0).long()
+    if binning == "polarity":
+        return torch.sign(torch.round(target)).long() + 1
+    return torch.round(target.clamp(-3.0, 3.0)).long() + 3
+
+
+def class_means(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tensor]:
+    r"""Per-class sums and counts, :math:`s_k = \sum_{i: y_i = k} h_i`, :math:`n_k = |\{i: y_i = k\}|`.
+
+    Differentiable in ``features`` (``index_add``). Class ids must lie in [0, K).
+
+    Args:
+        features: (B, D). classes: (B,) long. K: number of classes.
+
+    Returns:
+        ``(sums (K, D), counts (K,))``, counts in the dtype of ``features``.
+
+    Example:
+        >>> s, n = class_means(torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([0, 0, 2]), 3)
+        >>> s.flatten(), n
+        (tensor([4., 0., 5.]), tensor([2., 0., 1.]))
+    """
+    if features.dim() != 2 or classes.shape != features.shape[:1]:
+        raise ValueError(
+            f"class_means: expected features (B, D) and classes (B,), got {tuple(features.shape)} "
+            f"and {tuple(classes.shape)}"
+        )
+    sums = features.new_zeros(K, features.shape[1]).index_add(0, classes, features)  # (K, D)
+    counts = features.new_zeros(K).index_add(0, classes, features.new_ones(classes.shape[0]))  # (K,)
+    return sums, counts
+
+
+def class_centroids(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tensor]:
+    """Differentiable batch class centroids (zeros for absent classes) and the (K,) bool presence.
+
+    Example:
+        >>> c, present = class_centroids(torch.tensor([[1.0], [3.0]]), torch.tensor([0, 0]), 2)
+        >>> c.flatten(), present
+        (tensor([2., 0.]), tensor([ True, False]))
+    """
+    sums, counts = class_means(features, classes, K)
+    return sums / counts.clamp_min(1).unsqueeze(-1), counts > 0  # (K, D), (K,)
+
+
+def ema_update(
+    prototypes: Tensor, initialized: Tensor, sums: Tensor, counts: Tensor, momentum: float = 0.98
+) -> Tuple[Tensor, Tensor]:
+    r"""One EMA step of a prototype bank (pure: returns new tensors).
+
+    With batch mean :math:`\mu_k = s_k / n_k`:
+    :math:`c_k \leftarrow \gamma c_k + (1 - \gamma) \mu_k` if class k was initialised,
+    :math:`c_k \leftarrow \mu_k` on its first observation, unchanged if :math:`n_k = 0`.
+
+    Args:
+        prototypes: (K, D). initialized: (K,) bool. sums: (K, D). counts: (K,).
+        momentum: gamma (0.98, PASE_SPEC 2.2).
+
+    Returns:
+        ``(prototypes (K, D), initialized (K,))``.
+
+    Example:
+        >>> p, init = ema_update(torch.zeros(2, 1), torch.tensor([False, False]),
+        ...                      torch.tensor([[4.0], [0.0]]), torch.tensor([2.0, 0.0]))
+        >>> p.flatten(), init
+        (tensor([2., 0.]), tensor([ True, False]))
+    """
+    seen = counts > 0  # (K,)
+    mean = sums / counts.clamp_min(1).unsqueeze(-1)  # (K, D)
+    blended = momentum * prototypes + (1.0 - momentum) * mean  # (K, D)
+    new = torch.where(initialized.unsqueeze(-1), blended, mean)
+    return torch.where(seen.unsqueeze(-1), new, prototypes), initialized | seen
+
+
+def prototype_logits(
+    features: Tensor, prototypes: Tensor, tau: float = 0.1, initialized: Optional[Tensor] = None
+) -> Tensor:
+    r"""Prototype logits :math:`\cos(h_i, c_k) / \tau` (B, K); uninitialised prototypes get -inf.
+
+    If no prototype is initialised the logits are all zero (a uniform softmax), never all -inf.
+
+    Args:
+        features: (B, D). prototypes: (K, D). tau: temperature (> 0).
+        initialized: (K,) bool, or None for all initialised.
+
+    Returns:
+        (B, K).
+
+    Example:
+        >>> prototype_logits(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), tau=0.5)
+        tensor([[2., 0.]])
+    """
+    logits = (1.0 - cosine_cost(features, prototypes)) / tau  # (B, K)
+    if initialized is None:
+        return logits
+    neg_inf = torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device)
+    masked = torch.where(initialized.unsqueeze(0), logits, neg_inf)  # (B, K)
+    return torch.where(initialized.any(), masked, torch.zeros_like(logits))
+
+
+def pcl_loss(
+    features: Tensor, classes: Tensor, prototypes: Tensor, initialized: Tensor, tau: float = 0.1
+) -> Tensor:
+    r"""Prototype-softmax calibration loss (PCL), PASE_SPEC section 4.
+
+    .. math::
+        L = \frac{1}{|V|} \sum_{i \in V} -\log
+            \frac{\exp(\cos(h_i, c_{y_i}) / \tau)}{\sum_{k \in I} \exp(\cos(h_i, c_k) / \tau)}
+
+    over the initialised classes I and the samples V whose own class is initialised. The
+    prototypes are detached (EMA targets); the gradient reaches ``features`` only. With no valid
+    sample the loss is 0 and still part of the graph.
+
+    Args:
+        features: (B, D). classes: (B,) long. prototypes: (K, D). initialized: (K,) bool.
+        tau: temperature.
+
+    Returns:
+        0-dim loss.
+
+    Example:
+        >>> h = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> round(float(pcl_loss(h, torch.tensor([0, 1]), h, torch.tensor([True, True]), tau=1.0)), 4)
+        0.3133
+    """
+    logits = prototype_logits(features, prototypes.detach(), tau, initialized)  # (B, K)
+    valid = initialized[classes]  # (B,)
+    target = logits.gather(1, classes.unsqueeze(1)).squeeze(1)  # (B,)
+    zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
+    nll = torch.logsumexp(logits, dim=1) - torch.where(valid, target, zero)  # (B,)
+    nll = torch.where(valid, nll, zero)
+    return nll.sum() / valid.sum().clamp_min(1)
+
+
+class PrototypeBank(nn.Module):
+    """EMA class prototypes of one modality: buffers ``prototypes`` (K, D) and ``initialized`` (K,).
+
+    Under ``torch.distributed`` the per-class sums and counts are all-reduced (SUM) before the
+    EMA, so every process holds the same prototypes.
+
+    Example:
+        >>> bank = PrototypeBank(num_classes=2, dim=2)
+        >>> bank.update(torch.tensor([[1.0, 0.0], [3.0, 0.0]]), torch.tensor([0, 0]))
+        >>> bank.prototypes, bank.initialized
+        (tensor([[2., 0.],
+                [0., 0.]]), tensor([ True, False]))
+    """
+
+    def __init__(self, num_classes: int, dim: int, momentum: float = 0.98) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"PrototypeBank: momentum must be in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("prototypes", torch.zeros(num_classes, dim))
+        self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, features: Tensor, classes: Tensor) -> None:
+        """EMA-update the bank with a batch: features (B, D) (detached here), classes (B,) long."""
+        K, D = self.prototypes.shape
+        sums, counts = class_means(features.detach().to(self.prototypes.dtype), classes, K)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            packed = torch.cat([sums, counts.unsqueeze(-1)], dim=-1)  # (K, D + 1), one collective
+            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+            sums, counts = packed[:, :D], packed[:, D]
+        protos, init = ema_update(self.prototypes, self.initialized, sums, counts, self.momentum)
+        self.prototypes.copy_(protos)
+        self.initialized.copy_(init)
+
+    def logits(self, features: Tensor, tau: float = 0.1) -> Tensor:
+        """:func:`prototype_logits` against this bank: (B, D) -> (B, K)."""
+        return prototype_logits(features, self.prototypes, tau, self.initialized)
+
+    @torch.no_grad()
+    def separation(self) -> Tensor:
+        """Mean pairwise cosine distance between initialised prototypes (0-dim; NaN if fewer than 2)."""
+        pair = self.initialized.unsqueeze(0) & self.initialized.unsqueeze(1)  # (K, K)
+        pair &= ~torch.eye(len(pair), dtype=torch.bool, device=pair.device)
+        dist = cosine_cost(self.prototypes, self.prototypes)  # (K, K)
+        return (dist * pair).sum() / pair.sum()

@@ -1,0 +1,276 @@
+"""Tests for pase.ot: closed forms, POT oracle, gradients, edge cases (STYLE house rule 12)."""
+
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+from oracles.pot_oracle import reference_emd_cost, reference_sinkhorn_log
+from torch.testing import assert_close
+
+import pase.ot as pot
+from pase.ot import cosine_cost, ot_alignment_loss, sinkhorn_cost, sinkhorn_log
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=[(d, t) for d in DEVICES for t in (torch.float32, torch.float64)], ids=str)
+def dd(request):
+    """(device, dtype) pair, like POT's backend fixture."""
+    return {"device": request.param[0], "dtype": request.param[1]}
+
+
+def _tol(dtype):
+    # float32 Sinkhorn accumulates ~1e-6 rounding in the marginals; float64 is exact to ~1e-12
+    return dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-10, rtol=1e-10)
+
+
+def _random_problem(g, K1, K2, batch=(), cost_scale=1.0, dtype=torch.float64):
+    a = torch.rand(*batch, K1, generator=g, dtype=dtype) + 0.1
+    b = torch.rand(*batch, K2, generator=g, dtype=dtype) + 0.1
+    M = cost_scale * torch.rand(*batch, K1, K2, generator=g, dtype=dtype)
+    return a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True), M
+
+
+def test_2x2_closed_form(dd):
+    a = b = torch.tensor([0.5, 0.5], **dd)
+    M = torch.tensor([[0.0, 1.0], [1.0, 0.0]], **dd)
+    d = 1.0 / (2.0 * (1.0 + math.exp(-1.0)))  # symmetric problem: P = [[d, .5-d], [.5-d, d]]
+    expected = torch.tensor([[d, 0.5 - d], [0.5 - d, d]], **dd)
+    assert_close(sinkhorn_log(a, b, M, reg=1.0), expected, **_tol(dd["dtype"]))
+    assert_close(sinkhorn_cost(a, b, M, reg=1.0), torch.tensor(1.0 - 2 * d, **dd), **_tol(dd["dtype"]))
+
+
+def test_constant_cost_gives_product_plan(dd):
+    g = torch.Generator().manual_seed(0)
+    a, b, _ = _random_problem(g, 4, 5, dtype=dd["dtype"])
+    a, b = a.to(dd["device"]), b.to(dd["device"])
+    M = torch.full((4, 5), 0.7, **dd)
+    assert_close(sinkhorn_log(a, b, M, reg=0.05), torch.outer(a, b), **_tol(dd["dtype"]))
+
+
+def test_marginals_match(dd):
+    g = torch.Generator().manual_seed(1)
+    a, b, M = (t.to(**dd) for t in _random_problem(g, 6, 4, batch=(3,), cost_scale=2.0))
+    plan = sinkhorn_log(a, b, M, reg=0.1, tol=1e-12 if dd["dtype"] == torch.float64 else 1e-6)
+    assert_close(plan.sum(-1), a, **_tol(dd["dtype"]))
+    assert_close(plan.sum(-2), b, **_tol(dd["dtype"]))
+    assert (plan >= 0).all()
+
+
+@pytest.mark.parametrize("reg", [1.0, 0.1, 0.01])
+@pytest.mark.parametrize("seed", [0, 1, 3])  # seed 2 at reg=0.01 needs ~19k iterations: slow, not harder
+def test_matches_pot_sinkhorn_log(reg, seed):
+    g = torch.Generator().manual_seed(seed)
+    a, b, M = _random_problem(g, 5, 7, cost_scale=2.0)  # costs in [0, 2] like cosine costs
+    plan, log = sinkhorn_log(a, b, M, reg, max_iter=50000, tol=1e-13, log=True)
+    ref = reference_sinkhorn_log(a, b, M, reg)
+    # both solvers run to marginal error 1e-13; 1e-5 leaves room for the conditioning at reg=0.01
+    assert_close(plan, ref, atol=1e-5, rtol=0)
+    assert_close(sinkhorn_cost(a, b, M, reg, max_iter=50000, tol=1e-13), (ref * M).sum(), atol=1e-5, rtol=0)
+    assert log["niter"] < 50000 and float(log["err"]) < 1e-13
+
+
+def test_approaches_emd_from_above():
+    g = torch.Generator().manual_seed(3)
+    a, b, M = _random_problem(g, 5, 5)
+    exact = reference_emd_cost(a, b, M)
+    gaps = []
+    for reg in (0.1, 0.03, 0.01, 0.003):
+        cost = float(sinkhorn_cost(a, b, M, reg, max_iter=100000, tol=1e-12))
+        gap = cost - exact
+        # <P_reg, M> - OT <= reg * (H(P_reg) - H(P*)) <= reg * log(K1 K2); P_reg is feasible, so gap >= 0
+        assert -1e-9 <= gap <= reg * math.log(25), f"reg={reg}: entropic {cost:.8f} vs exact {exact:.8f}"
+        gaps.append(gap)
+    assert gaps[-1] < 0.02 * max(gaps[0], 1e-12) + 1e-6, f"gap does not shrink with reg: {gaps}"
+
+
+def test_finite_at_small_reg_float32():
+    g = torch.Generator().manual_seed(4)
+    a, b, M = (t.float() for t in _random_problem(g, 7, 7, batch=(6,), cost_scale=2.0))
+    plan = sinkhorn_log(a, b, M, reg=1e-3, max_iter=300, tol=0)
+    assert torch.isfinite(plan).all()
+    assert_close(plan.sum(-1), a, atol=1e-5, rtol=1e-5)  # rows are exact after the last u update
+
+
+def test_gradcheck_float64():
+    g = torch.Generator().manual_seed(5)
+    a, b, M = _random_problem(g, 2, 3)
+    M.requires_grad_(True)
+    a.requires_grad_(True)
+    fn = lambda a_, M_: sinkhorn_log(a_ / a_.sum(), b, M_, reg=0.5, max_iter=30, tol=0)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (a, M))
+
+
+def test_gradient_flows_in_float32():
+    g = torch.Generator().manual_seed(6)
+    a, b, M = (t.float() for t in _random_problem(g, 3, 3))
+    M.requires_grad_(True)
+    sinkhorn_cost(a, b, M, reg=0.1, max_iter=50, tol=0).backward()
+    assert torch.isfinite(M.grad).all() and M.grad.abs().sum() > 0
+
+
+def test_non_convergence_warns_and_names_knobs():
+    g = torch.Generator().manual_seed(7)
+    a, b, M = _random_problem(g, 5, 5, cost_scale=2.0)
+    with pytest.warns(UserWarning, match=r"max_iter=3.*reg"):
+        sinkhorn_log(a, b, M, reg=0.01, max_iter=3, tol=1e-12)
+
+
+def test_no_check_no_warning_and_fixed_iterations():
+    g = torch.Generator().manual_seed(7)
+    a, b, M = _random_problem(g, 5, 5, cost_scale=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, log = sinkhorn_log(a, b, M, reg=0.01, max_iter=3, tol=0, log=True)
+        _, log2 = sinkhorn_log(a, b, M, reg=0.01, max_iter=3, check_every=0, log=True)
+    assert log["niter"] == log2["niter"] == 3 and float(log["err"]) > 0
+
+
+def test_log_dict_reconstructs_plan():
+    g = torch.Generator().manual_seed(8)
+    a, b, M = _random_problem(g, 3, 4)
+    plan, log = sinkhorn_log(a, b, M, reg=0.2, log=True)
+    assert set(log) == {"niter", "log_u", "log_v", "err"}
+    assert_close(plan, torch.exp(-M / 0.2 + log["log_u"][:, None] + log["log_v"][None, :]))
+
+
+def test_batched_equals_loop(dd):
+    g = torch.Generator().manual_seed(9)
+    a, b, M = (t.to(**dd) for t in _random_problem(g, 4, 3, batch=(2, 3), cost_scale=2.0))
+    plan = sinkhorn_log(a, b, M, reg=0.1, max_iter=200, tol=0)
+    for i, j in itertools.product(range(2), range(3)):
+        single = sinkhorn_log(a[i, j], b[i, j], M[i, j], reg=0.1, max_iter=200, tol=0)
+        assert_close(plan[i, j], single, **_tol(dd["dtype"]))
+
+
+def test_broadcast_marginals():
+    g = torch.Generator().manual_seed(10)
+    a, b, M = _random_problem(g, 3, 3, batch=(4,))
+    plan = sinkhorn_log(a[0], b[0], M, reg=0.3)  # one marginal pair for all 4 costs
+    assert plan.shape == (4, 3, 3)
+    assert_close(plan[2], sinkhorn_log(a[0], b[0], M[2], reg=0.3))
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match=r"got a \(3,\), b \(2,\), M \(2, 2\)"):
+        sinkhorn_log(torch.ones(3) / 3, torch.ones(2) / 2, torch.zeros(2, 2), reg=1.0)
+    with pytest.raises(ValueError, match="reg must be > 0"):
+        sinkhorn_log(torch.ones(2) / 2, torch.ones(2) / 2, torch.zeros(2, 2), reg=0.0)
+    with pytest.raises(ValueError, match="max_iter must be >= 1"):
+        sinkhorn_log(torch.ones(2) / 2, torch.ones(2) / 2, torch.zeros(2, 2), reg=1.0, max_iter=0)
+
+
+def test_cosine_cost_closed_form_and_zero_vector():
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(3, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    manual = torch.tensor([[1 - torch.dot(u, v) / (u.norm() * v.norm()) for v in y] for u in x],
+                          dtype=torch.float64)
+    assert_close(cosine_cost(x, y), manual)
+    z = torch.zeros(2, 4, requires_grad=True)
+    c = cosine_cost(z, y.float())
+    c.sum().backward()
+    assert_close(c, torch.ones(2, 5))  # a zero vector is orthogonal to everything
+    assert torch.isfinite(z.grad).all()
+
+
+# ----------------------------------------------------------------------------------- alignment
+
+def _banks(g, K=4, D=8, names=("audio", "text", "vision")):
+    cent = {m: torch.randn(K, D, generator=g, dtype=torch.float64).requires_grad_(True) for m in names}
+    prot = {m: torch.randn(K, D, generator=g, dtype=torch.float64).requires_grad_(True) for m in names}
+    return cent, prot
+
+
+def _reference_alignment(cent, prot, present, reg, alpha, beta):
+    """The docstring formula, pair by pair, on the present classes only (no masking)."""
+    names = sorted(cent)
+    idx = present.nonzero().squeeze(-1)
+    S = len(idx)
+    u = torch.full((S,), 1.0 / S, dtype=torch.float64)
+    plans, total = {}, 0.0
+    for m, n in itertools.permutations(names, 2):
+        C = cosine_cost(cent[m][idx], prot[n][idx].detach())
+        P = sinkhorn_log(u, u, C, reg, max_iter=100, tol=0)
+        plans[m, n] = P
+        total = total + (P * C).sum() + alpha * (P - torch.eye(S, dtype=torch.float64) / S).pow(2).sum()
+    cons = sum((plans[m, n] - plans[n, m].T).pow(2).sum() for m, n in plans)
+    return total / len(plans) + beta * cons / len(plans)
+
+
+@pytest.mark.parametrize("present", [[True, True, True, True], [True, False, True, True]])
+def test_alignment_matches_pairwise_reference(present):
+    g = torch.Generator().manual_seed(12)
+    cent, prot = _banks(g)
+    mask = torch.tensor(present)
+    loss, diag = ot_alignment_loss(cent, prot, mask, reg=0.1, alpha=0.1, beta=0.05)
+    ref = _reference_alignment(cent, prot, mask, 0.1, 0.1, 0.05)
+    assert_close(loss, ref, atol=1e-10, rtol=1e-10)  # same iterations, same float64 arithmetic
+    assert set(diag["pair_cost"]) == {f"{m}->{n}" for m, n in itertools.permutations(sorted(cent), 2)}
+    assert diag["consistency"] > 0  # not zero by symmetry: directions use different inputs
+
+
+def test_alignment_gradient_reaches_centroids_not_prototypes():
+    g = torch.Generator().manual_seed(13)
+    cent, prot = _banks(g)
+    mask = torch.tensor([True, False, True, True])
+    loss, diag = ot_alignment_loss(cent, prot, mask)
+    loss.backward()
+    for m in cent:
+        assert cent[m].grad is not None and cent[m].grad[mask].abs().sum() > 0, m
+        assert_close(cent[m].grad[1], torch.zeros(8, dtype=torch.float64))  # absent class: no gradient
+        assert prot[m].grad is None, m
+    assert all(not v.requires_grad for v in diag["pair_cost"].values())
+
+
+def test_alignment_single_batched_sinkhorn_call(monkeypatch):
+    calls = []
+    real = pot.sinkhorn_log
+    monkeypatch.setattr(pot, "sinkhorn_log", lambda *a, **k: calls.append(a[2].shape) or real(*a, **k))
+    g = torch.Generator().manual_seed(14)
+    cent, prot = _banks(g)
+    ot_alignment_loss(cent, prot, torch.ones(4, dtype=torch.bool))
+    assert calls == [torch.Size([6, 4, 4])]  # 3 modalities -> 6 ordered pairs in one call
+
+
+def test_alignment_edge_cases_finite():
+    g = torch.Generator().manual_seed(15)
+    cent, prot = _banks(g)
+    same = {m: prot["text"].detach().clone() for m in prot}
+    loss, _ = ot_alignment_loss(cent, same, torch.ones(4, dtype=torch.bool))
+    assert torch.isfinite(loss)
+    zeros = {m: torch.zeros(4, 8, requires_grad=True) for m in cent}
+    loss, _ = ot_alignment_loss(zeros, {m: torch.zeros(4, 8) for m in cent}, torch.ones(4, dtype=torch.bool))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(z.grad).all() for z in zeros.values())
+    per_mod = {"audio": torch.tensor([1, 1, 0, 0]).bool(), "text": torch.tensor([0, 0, 1, 1]).bool(),
+               "vision": torch.tensor([1, 0, 0, 0]).bool()}
+    loss, diag = ot_alignment_loss(cent, prot, per_mod)  # text shares no class with the others
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(c.grad).all() for c in cent.values())
+    two = ["audio", "vision"]  # the only pairs that share a class: the loss averages over them alone
+    loss2, _ = ot_alignment_loss({m: cent[m] for m in two}, {m: prot[m] for m in two}, per_mod)
+    assert_close(loss, loss2, atol=1e-12, rtol=1e-12)
+    nothing = ot_alignment_loss(cent, prot, torch.zeros(4, dtype=torch.bool))[0]
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
+def test_alignment_identical_well_separated_is_near_zero():
+    protos = torch.eye(3, dtype=torch.float64)
+    loss, _ = ot_alignment_loss({"a": protos, "b": protos}, {"a": protos, "b": protos},
+                                torch.ones(3, dtype=torch.bool), reg=0.01)
+    assert loss < 1e-6  # plan = I/3, cost diagonal 0: every term vanishes
+
+
+def test_alignment_input_errors():
+    g = torch.Generator().manual_seed(16)
+    cent, prot = _banks(g)
+    with pytest.raises(KeyError, match="share modality keys"):
+        ot_alignment_loss(cent, {"text": prot["text"]}, torch.ones(4, dtype=torch.bool))
+    bad = dict(prot, audio=torch.zeros(4, 5))
+    with pytest.raises(ValueError, match=r"prototypes\['audio'\] has shape \(4, 5\)"):
+        ot_alignment_loss(cent, bad, torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least 2 modalities"):
+        ot_alignment_loss({"text": cent["text"]}, {"text": prot["text"]}, torch.ones(4, dtype=torch.bool))

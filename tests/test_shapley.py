@@ -1,0 +1,161 @@
+"""Tests for pase.shapley: brute force, axioms, closed forms, Monte-Carlo error, SGM (house rule 12)."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch.nn import Parameter
+from torch.testing import assert_close
+
+from pase.shapley import (
+    coalition_masks,
+    ema,
+    exact_shapley,
+    permutation_shapley,
+    scale_gradients,
+    sgm_coefficients,
+    shapley_shares,
+)
+
+# float64 sums of at most 4! terms: agreement to 1e-12 is exact up to rounding
+EXACT = dict(atol=1e-12, rtol=1e-12)
+
+
+def _index(members):
+    return sum(1 << i for i in members)
+
+
+def _brute_force(v, M):
+    """Average marginal contribution over all M! orderings."""
+    phi = torch.zeros(M, *v.shape[1:], dtype=v.dtype)
+    for order in itertools.permutations(range(M)):
+        before = []
+        for i in order:
+            phi[i] += v[_index(before + [i])] - v[_index(before)]
+            before.append(i)
+    return phi / math.factorial(M)
+
+
+def test_coalition_masks_bits():
+    masks = coalition_masks(3)
+    assert masks.shape == (8, 3) and masks.dtype == torch.bool
+    assert not masks[0].any() and masks[7].all()
+    for c in range(8):
+        assert [bool(masks[c, i]) for i in range(3)] == [bool(c >> i & 1) for i in range(3)]
+
+
+@pytest.mark.parametrize("M", [1, 2, 3, 4])
+def test_exact_matches_brute_force(M):
+    g = torch.Generator().manual_seed(M)
+    v = torch.randn(2**M, generator=g, dtype=torch.float64)
+    assert_close(exact_shapley(v), _brute_force(v, M), **EXACT)
+    batched = torch.randn(2**M, 5, 2, generator=g, dtype=torch.float64)  # trailing dims ride along
+    assert_close(exact_shapley(batched), _brute_force(batched, M), **EXACT)
+
+
+@pytest.mark.parametrize("M", [2, 3, 5])
+def test_efficiency(M):
+    g = torch.Generator().manual_seed(10 + M)
+    v = torch.randn(2**M, generator=g, dtype=torch.float64)
+    assert_close(exact_shapley(v).sum(), v[-1] - v[0], **EXACT)
+
+
+def test_symmetry_and_null_player():
+    # v depends on players 0 and 1 symmetrically; player 2 adds nothing to any coalition
+    masks = coalition_masks(3)
+    n01 = masks[:, 0].double() + masks[:, 1].double()
+    v = n01**2 + 0.5  # superadditive, symmetric in 0 and 1
+    phi = exact_shapley(v)
+    assert_close(phi[0], phi[1], **EXACT)
+    assert_close(phi[2], torch.tensor(0.0, dtype=torch.float64), **EXACT)
+    assert_close(phi.sum(), v[-1] - v[0], **EXACT)
+
+
+def test_additive_game_closed_form():
+    w = torch.tensor([0.3, -1.2, 2.0, 0.7], dtype=torch.float64)
+    v = coalition_masks(4).double() @ w + 3.0  # v(S) = c + sum_{i in S} w_i
+    assert_close(exact_shapley(v), w, **EXACT)
+
+
+def test_exact_rejects_non_power_of_two_and_casts_ints():
+    with pytest.raises(ValueError, match="2\\^M rows"):
+        exact_shapley(torch.zeros(6))
+    assert_close(exact_shapley(torch.tensor([0, 1, 2, 3])), torch.tensor([1.0, 2.0]))
+
+
+def test_permutation_mc_within_standard_error():
+    M = 6
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2**M, generator=g, dtype=torch.float64)
+    exact = exact_shapley(v)
+    est, se = permutation_shapley(v, M, num_permutations=4000, generator=torch.Generator().manual_seed(1))
+    assert se.shape == (M,) and (se > 0).all()
+    # a CLT 4-sigma band per modality; the seed is fixed, so this is deterministic
+    assert ((est - exact).abs() <= 4 * se).all(), f"{est} vs {exact} (se {se})"
+    assert_close(est.sum(), v[-1] - v[0], atol=1e-10, rtol=0)  # each ordering telescopes to v(N)-v(0)
+
+
+def test_permutation_accepts_callable_and_matches_table():
+    M = 4
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(2**M, generator=g, dtype=torch.float64)
+    bits = 2 ** torch.arange(M)
+    fn = lambda masks: v[(masks.long() * bits).sum(-1)]  # noqa: E731
+    a = permutation_shapley(v, M, 50, generator=torch.Generator().manual_seed(3))
+    b = permutation_shapley(fn, M, 50, generator=torch.Generator().manual_seed(3))
+    assert_close(a, b, **EXACT)
+    with pytest.raises(ValueError, match="num_permutations"):
+        permutation_shapley(v, M, 1)
+
+
+def test_shares_closed_form_negative_and_zero():
+    v = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
+    f = 1e-3 * 5.0  # floor = eps * sum |v|
+    expected = torch.tensor([3.0, 1.0, f], dtype=torch.float64) / (4.0 + f)
+    psi = shapley_shares(v, eps=1e-3)
+    assert_close(psi, expected, **EXACT)
+    assert psi.argmin() == 2  # the hurting modality gets the smallest share
+    for values in (torch.zeros(3), torch.full((3,), 1e-44), -torch.ones(3)):
+        assert_close(shapley_shares(values), torch.full((3,), 1 / 3))
+    batched = shapley_shares(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
+    assert_close(batched, torch.tensor([[0.25, 0.5], [0.75, 0.5]]))
+    assert torch.isfinite(shapley_shares(torch.tensor([1e30, -1e30, 0.0]))).all()
+
+
+def test_sgm_coefficients():
+    psi = torch.tensor([0.67, 0.18, 0.15], dtype=torch.float64)  # shares after SGM on MOSI
+    phi = sgm_coefficients(psi)
+    expected = torch.exp(0.15 / psi - 1.0)
+    assert_close(phi, expected, **EXACT)
+    assert phi[2] == 1.0 and ((phi[:2] > math.exp(-1)) & (phi[:2] < 1)).all()
+    assert torch.isfinite(sgm_coefficients(torch.tensor([1.0, 0.0]))).all()
+    assert_close(sgm_coefficients(torch.full((3,), 1 / 3)), torch.ones(3))
+
+
+def test_ema_helper():
+    assert ema(None, 2.0, 0.9) == 2.0
+    assert_close(ema(torch.tensor(1.0), torch.tensor(3.0), 0.75), torch.tensor(1.5))
+
+
+def test_scale_gradients_only_touches_its_group():
+    g = torch.Generator().manual_seed(4)
+    params = {m: [Parameter(torch.randn(3, generator=g)), Parameter(torch.randn(2, 2, generator=g))]
+              for m in ("audio", "text", "vision")}
+    shared = Parameter(torch.randn(4, generator=g))
+    no_grad = Parameter(torch.randn(2, generator=g))
+    for p in [*itertools.chain(*params.values()), shared]:
+        p.grad = torch.randn(p.shape, generator=g)
+    before = {id(p): p.grad.clone() for p in [*itertools.chain(*params.values()), shared]}
+    groups = {m: ps + ([no_grad] if m == "audio" else []) for m, ps in params.items()}
+    coeffs = {"audio": 1.0, "text": torch.tensor(0.5), "vision": 0.25}
+    scale_gradients(groups, coeffs)
+    for m, ps in params.items():
+        for p in ps:
+            assert_close(p.grad, before[id(p)] * float(coeffs[m]), atol=0, rtol=0)
+    assert_close(shared.grad, before[id(shared)], atol=0, rtol=0)
+    assert no_grad.grad is None
+    with pytest.raises(KeyError, match="same modality keys"):
+        scale_gradients(groups, {"audio": 1.0})
+    with pytest.raises(ValueError, match="both groups"):
+        scale_gradients({"a": [shared], "b": [shared]}, {"a": 1.0, "b": 1.0})

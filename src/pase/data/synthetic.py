@@ -15,7 +15,8 @@ difficulty:
 * ``abs``: f = (|z_1| - sqrt(2/pi)) / sqrt(1 - 2/pi) (a symmetric non-monotone effect).
 
 Each modality is observed through a random linear mixing into D_m dimensions with isotropic noise,
-x^m = A_m z^m + sigma_m n. The dominant modality additionally carries ``memorize_dim`` columns of
+x^m = A_m z^m + sigma_m n, A_m with orthonormal rows (the latent occupies k_m of D_m directions,
+at unit variance each, against noise of variance sigma_m^2 in every direction). The dominant modality additionally carries ``memorize_dim`` columns of
 pure per-sample noise (part of its D_1): a wide fused model can fit the training labels through them alone
 (memorisation, as a fine-tuned text encoder does on MOSI), which starves the weak encoders of
 gradient: modality competition.
@@ -66,6 +67,11 @@ class SyntheticSpec:
             is label_noise / (1 + label_noise)).
         label_scale: sigma_y, the label's standard deviation (MOSI labels have about 1.5).
         memorize_dim: how many of the first modality's D columns are per-sample noise.
+        shortcut: in [0, 1); on the train split only, the first memorisation column of the first
+            modality carries the rest of the label (y minus its own effect, standardised) with
+            this share of its unit variance, the rest noise; on valid and test it is pure noise.
+            It models a dominant encoder that can fit the training labels through sample-specific
+            detail (as a fine-tuned BERT does), which starves the other encoders of gradient.
         scales: a factor per modality on the observed features (small features learn slowly
             under Adam, as raw acoustic descriptors do); default 1 for every modality.
         sizes: train / valid / test sample counts (MOSI's 1,284 / 229 / 686).
@@ -83,6 +89,7 @@ class SyntheticSpec:
         label_scale: float = 1.5,
         memorize_dim: int = 256,
         scales: Optional[Sequence[float]] = None,
+        shortcut: float = 0.0,
         sizes: Sequence[int] = (1284, 229, 686),
     ) -> None:
         n = len(modalities)
@@ -107,6 +114,9 @@ class SyntheticSpec:
         self.latent, self.obs_noise = tuple(latent), tuple(obs_noise)
         self.label_noise, self.label_scale = float(label_noise), float(label_scale)
         self.memorize_dim, self.sizes = int(memorize_dim), tuple(sizes)
+        if not 0 <= shortcut < 1 or (shortcut > 0 and memorize_dim < 1):
+            raise ValueError(f"synthetic option 'shortcut'={shortcut} must lie in [0, 1) and needs memorize_dim >= 1")
+        self.shortcut = float(shortcut)
         self.scales = tuple(scales) if scales is not None else (1.0,) * n
         if len(self.scales) != n:
             raise ValueError(f"synthetic option 'scales' has {len(self.scales)} entries for {n} modalities")
@@ -125,8 +135,8 @@ def make_synthetic(spec: SyntheticSpec, seed: int = 0) -> Tuple[Dict[str, Dict[s
     mixing, weights = {}, {}
     widths = [d - (spec.memorize_dim if i == 0 else 0) for i, d in enumerate(spec.dims)]
     for m, d, k in zip(spec.modalities, widths, spec.latent):
-        a = torch.randn(k, d, generator=g) / math.sqrt(k)  # (k, D): mixing, rows of norm ~ sqrt(D/k)
-        mixing[m] = a
+        q, _ = torch.linalg.qr(torch.randn(d, k, generator=g))  # (D, k), orthonormal columns
+        mixing[m] = q.T  # (k, D): z is embedded along k orthonormal directions of R^D
         w = torch.randn(k, generator=g)
         weights[m] = w / w.norm()
     feats, labels, effects = {}, {}, {}
@@ -143,6 +153,12 @@ def make_synthetic(spec: SyntheticSpec, seed: int = 0) -> Tuple[Dict[str, Dict[s
         signal = f @ torch.tensor(spec.shares).sqrt()
         noise = math.sqrt(spec.label_noise) * torch.randn(n, generator=g)
         labels[split] = spec.label_scale * (signal + noise) / math.sqrt(1 + spec.label_noise)
+        if split == "train" and spec.shortcut > 0:
+            rest = signal - math.sqrt(spec.shares[0]) * f[:, 0] + noise  # what modality 1 cannot explain
+            rest = (rest - rest.mean()) / rest.std()
+            first, j = spec.modalities[0], -spec.memorize_dim
+            col = cols[first][:, j] / spec.scales[0]  # a unit-variance noise column
+            cols[first][:, j] = spec.scales[0] * (math.sqrt(spec.shortcut) * rest + math.sqrt(1 - spec.shortcut) * col)
         feats[split], effects[split] = cols, f
     return feats, labels, effects
 

@@ -1,0 +1,336 @@
+"""GCNet / MoMKE utterance features: a label pickle plus one ``.npy`` per utterance per feature.
+
+Layout (zeroQiaoba/GCNet ``gcnet/dataloader_*.py``)::
+
+    IEMOCAPFour/IEMOCAP_features_raw_4way.pkl     label pickle
+    IEMOCAPFour/features/wav2vec-large-c-UTT/<utterance>.npy
+    IEMOCAPFour/features/deberta-large-4-UTT/<utterance>.npy
+    IEMOCAPFour/features/manet_UTT/<utterance>.npy  or  <utterance>/<face>.npy
+
+The label pickle is GCNet's tuple ``(videoIDs, videoLabels, videoSpeakers, videoSentences,
+trainVids, testVids)`` (IEMOCAP) or with ``valVids`` before ``testVids`` (CMU-MOSI / MOSEI), or a
+dict with those keys. ``videoIDs[vid]`` lists the utterance names of video (dialogue) ``vid`` in
+order; ``videoLabels[vid]`` their labels: IEMOCAP class indices in [0, 4) or [0, 6), MOSI / MOSEI
+sentiment in [-3, 3]. A 2-D feature (T, D) is mean-pooled over time; a folder of ``.npy`` files
+(IEMOCAP faces) is the mean over its files (GCNet keeps faces per speaker; we average them all),
+and an empty folder gives zeros, as in GCNet (logged).
+
+IEMOCAP is evaluated leave-one-session-out: ``fold=f`` tests on session f (videos ``Ses0f...``)
+and carves the validation dialogues from the other four sessions. Report the mean over the five
+folds (``iemocap_folds`` yields them).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .contract import DataBundle, MultimodalDataset, TaskSpec
+from .registry import register_data
+from .safe_pickle import safe_load_pickle
+from .validate import (LOGGER, DataFormatError, as_array, check_class_labels, check_label_range,
+                       check_unique_ids, fix_non_finite, infer_dataset, to_str)
+
+__all__ = ["load_gcnet", "iemocap_folds", "GCNET_DATASETS", "DEFAULT_FEATURES"]
+
+#: GCNet's default utterance features (widths 512, 1024, 1024)
+DEFAULT_FEATURES = {"audio": "wav2vec-large-c-UTT", "text": "deberta-large-4-UTT", "vision": "manet_UTT"}
+#: dataset -> its task
+GCNET_DATASETS = {
+    "iemocap4": TaskSpec(kind="classification", num_classes=4, protocol="multiclass"),
+    "iemocap6": TaskSpec(kind="classification", num_classes=6, protocol="multiclass"),
+    "mosi": TaskSpec(kind="regression", num_classes=1, protocol="mosi", label_range=(-3.0, 3.0)),
+    "mosei": TaskSpec(kind="regression", num_classes=1, protocol="mosei", label_range=(-3.0, 3.0)),
+}
+_NAME_PATTERNS = (("iemocap4", r"iemocap.*(4way|four)"), ("iemocap6", r"iemocap.*(6way|six)"),
+                  ("mosei", r"mosei"), ("mosi", r"mosi"))
+_TUPLE_KEYS = {6: ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences", "trainVids", "testVids"),
+               7: ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences", "trainVids", "valVids",
+                   "testVids")}
+_SESSION = re.compile(r"^Ses0?(\d)")
+
+
+@dataclass
+class _Labels:
+    """The label pickle, with string keys: video -> utterances / labels / speakers / sentences."""
+
+    file: str
+    utterances: Dict[str, List[str]]
+    labels: Dict[str, list]
+    speakers: Dict[str, list]
+    sentences: Dict[str, list]
+    train: List[str]
+    valid: Optional[List[str]]
+    test: List[str]
+
+
+def _as_dict(raw: object, file: str) -> dict:
+    if isinstance(raw, (tuple, list)) and len(raw) in _TUPLE_KEYS:
+        return dict(zip(_TUPLE_KEYS[len(raw)], raw))
+    if isinstance(raw, dict) and "videoIDs" in raw:
+        return raw
+    what = f"a {len(raw)}-tuple" if isinstance(raw, (tuple, list)) else f"{type(raw).__name__}"
+    keys = f" with keys {', '.join(map(str, raw))}" if isinstance(raw, dict) else ""
+    raise DataFormatError(
+        f"{file}: found {what}{keys}; a GCNet label pickle is (videoIDs, videoLabels, videoSpeakers, "
+        f"videoSentences, trainVids[, valVids], testVids) or a dict with those keys")
+
+
+def _read_labels(raw: object, file: str) -> _Labels:
+    """Normalise and cross-check a GCNet label pickle."""
+    d = _as_dict(raw, file)
+    for k in ("videoIDs", "videoLabels", "trainVids", "testVids"):
+        if k not in d:
+            raise DataFormatError(f"{file}: no key {k!r} (found: {', '.join(map(str, d))}); "
+                                  f"a GCNet label pickle needs videoIDs, videoLabels, trainVids, testVids")
+    per_video = {k: {to_str(v): list(x) for v, x in dict(d.get(k) or {}).items()}
+                 for k in ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences")}
+    lists = {k: sorted(to_str(v) for v in d[k]) if d.get(k) is not None else None
+             for k in ("trainVids", "valVids", "testVids")}
+    for k, vids in lists.items():
+        for v in vids or []:
+            for table in ("videoIDs", "videoLabels"):
+                if v not in per_video[table]:
+                    raise DataFormatError(f"{file}: video {v!r} of {k} is missing from {table}; "
+                                          f"fix the label pickle")
+            n_utt, n_lab = len(per_video["videoIDs"][v]), len(per_video["videoLabels"][v])
+            if n_utt != n_lab:
+                raise DataFormatError(f"{file}: video {v!r} has {n_utt} utterances in videoIDs but "
+                                      f"{n_lab} labels in videoLabels; they must match one to one")
+    named = [(k, set(v)) for k, v in lists.items() if v]
+    for i, (ka, a) in enumerate(named):
+        for kb, b in named[i + 1:]:
+            if a & b:
+                raise DataFormatError(f"{file}: video {sorted(a & b)[0]!r} is in both {ka} and {kb}; "
+                                      f"the split lists must be disjoint")
+    return _Labels(file, per_video["videoIDs"], per_video["videoLabels"], per_video["videoSpeakers"],
+                   per_video["videoSentences"], lists["trainVids"], lists["valVids"] or None,
+                   lists["testVids"])
+
+
+def _vector(path: Path, utt: str) -> np.ndarray:
+    """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataFormatError(f"{path}: cannot read utterance {utt!r} ({' '.join(str(exc).split())[:120]}); "
+                              f"it must be a plain numeric .npy array") from None
+    x = np.asarray(x, dtype=np.float32).squeeze()
+    if x.ndim == 2:
+        x = x.mean(axis=0)  # (T, D) -> (D,)
+    if x.ndim != 1:
+        raise DataFormatError(f"{path}: utterance {utt!r} has shape {x.shape}, expected (D,) or (T, D)")
+    return x
+
+
+def _read_feature(folder: Path, utt: str, modality: str) -> Optional[np.ndarray]:
+    """(D,) feature of ``utt``, or None for an empty face folder."""
+    f = folder / f"{utt}.npy"
+    if f.is_file():
+        return _vector(f, utt)
+    d = folder / utt
+    if not d.is_dir():
+        raise DataFormatError(
+            f"{f}: missing feature of utterance {utt!r} (modality {modality!r}); expected this .npy "
+            f"file or a folder {d.name}/ of .npy files")
+    parts = [_vector(p, utt) for p in sorted(d.glob("*.npy"))]
+    if len({p.shape for p in parts}) > 1:
+        raise DataFormatError(f"{d}: files of utterance {utt!r} have different widths "
+                              f"{sorted({p.shape[0] for p in parts})}; they must share D")
+    return np.mean(parts, axis=0) if parts else None
+
+
+def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str]) -> Dict[str, np.ndarray]:
+    """modality -> (N, D) features of ``utts`` in order."""
+    out = {}
+    for m, name in features.items():
+        folder = root / name
+        if not folder.is_dir():
+            found = (", ".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
+                     if root.is_dir() else "no such folder")
+            raise DataFormatError(f"{folder}: feature folder of modality {m!r} not found (in {root}: "
+                                  f"{found}); pass features={{{m!r}: <folder name>}} or fix feature_root")
+        vecs = [_read_feature(folder, u, m) for u in utts]
+        dims = {v.shape[0]: u for v, u in zip(vecs, utts) if v is not None}
+        if len(dims) != 1:
+            detail = ", ".join(f"{d} (utterance {u!r})" for d, u in dims.items()) or "no files"
+            raise DataFormatError(f"{folder}: utterances of modality {m!r} have widths {detail}; "
+                                  f"every utterance must have the same width D")
+        (dim,) = dims
+        empty = sum(v is None for v in vecs)
+        if empty:
+            LOGGER.info("%s: %d utterances have an empty folder; their %r features are zeros (as in GCNet)",
+                        folder, empty, m)
+        out[m] = np.stack([np.zeros(dim, np.float32) if v is None else v for v in vecs])
+    return out
+
+
+def _carve(pool: List[str], fraction: float, seed: int, file: str) -> List[str]:
+    """A deterministic ``fraction`` of the dialogues in ``pool`` (at least one, not all)."""
+    k = max(1, int(round(fraction * len(pool))))
+    if k >= len(pool):
+        raise DataFormatError(f"{file}: cannot carve {k} validation videos from {len(pool)} training "
+                              f"videos; lower valid_fraction={fraction}")
+    perm = np.random.default_rng(seed).permutation(len(pool))
+    return sorted(pool[i] for i in perm[:k])
+
+
+def _split_vids(t: _Labels, dataset: str, fold: Optional[int], fraction: float, seed: int
+                ) -> Dict[str, List[str]]:
+    if fold is None:
+        valid = t.valid or _carve(t.train, fraction, seed, t.file)
+        return {"train": [v for v in t.train if v not in set(valid)], "valid": valid, "test": t.test}
+    every = _all_videos(t)
+    session = {}
+    for v in every:
+        m = _SESSION.match(v)
+        if m is None:
+            raise DataFormatError(f"{t.file}: video {v!r} does not start with 'Ses01'..'Ses05'; "
+                                  f"session folds need IEMOCAP dialogue names, pass fold=None")
+        session[v] = int(m.group(1))
+    test = [v for v in every if session[v] == fold]
+    if not test:
+        raise DataFormatError(f"{t.file}: no video of session {fold} (Ses0{fold}...); check the label pickle")
+    pool = [v for v in every if session[v] != fold]
+    valid = [v for v in (t.valid or []) if session[v] != fold] or _carve(pool, fraction, seed, t.file)
+    return {"train": [v for v in pool if v not in set(valid)], "valid": valid, "test": test}
+
+
+def _all_videos(t: _Labels) -> List[str]:
+    return sorted(set(t.train) | set(t.valid or []) | set(t.test))
+
+
+def _per_utterance(table: Dict[str, list], vids: Sequence[str], t: _Labels) -> np.ndarray:
+    """(N,) object array of a per-video list (speakers, sentences); None where it does not fit."""
+    out = []
+    for v in vids:
+        n = len(t.utterances[v])
+        vals = table.get(v, [])
+        out.extend(vals if len(vals) == n else [None] * n)
+    arr = np.empty(len(out), dtype=object)
+    arr[:] = out
+    return arr
+
+
+def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
+    """Validated (N,) targets and ids of the utterances of ``vids``."""
+    task = GCNET_DATASETS[dataset]
+    ids = [str(u) for v in vids for u in t.utterances[v]]
+    labels = as_array([y for v in vids for y in t.labels[v]], t.file, split, "videoLabels", np.float64)
+    if task.kind == "classification":
+        target = check_class_labels(labels, task.num_classes, t.file, split, ids,
+                                    fix=f"check dataset={dataset!r} (iemocap4: 4 classes, iemocap6: 6)")
+    else:
+        check_label_range(labels, -3.0, 3.0, t.file, split, ids, fix="MOSI/MOSEI sentiment lies in [-3, 3]")
+        target = labels.astype(np.float32)
+    check_unique_ids(ids, t.file, split)
+    return target, ids
+
+
+def _bundle(t: _Labels, feats: Dict[str, np.ndarray], row: Dict[str, int], dataset: str,
+            fold: Optional[int], fraction: float, seed: int, sanitize: bool, info: dict) -> DataBundle:
+    """Assemble the three splits from all utterance features (``row``: utterance -> feature row)."""
+    task = GCNET_DATASETS[dataset]
+    vid_index = {v: i for i, v in enumerate(_all_videos(t))}
+    splits = {}
+    for s, vids in _split_vids(t, dataset, fold, fraction, seed).items():
+        target, ids = _labels_of(t, vids, dataset, s)
+        idx = np.asarray([row[u] for u in ids], dtype=np.int64)
+        x = {m: fix_non_finite(f[idx], t.file, s, m, ids, sanitize, neg_inf_to_zero=(m == "audio"))
+             for m, f in feats.items()}
+        groups = np.asarray([vid_index[v] for v in vids for _ in t.utterances[v]], dtype=np.int64)
+        positions = np.asarray([i for v in vids for i in range(len(t.utterances[v]))], dtype=np.int64)
+        ds = MultimodalDataset(x, target, ids, groups=groups, positions=positions, split=s)
+        ds.extra = {k: _per_utterance(table, vids, t) for k, table in
+                    (("speakers", t.speakers), ("sentences", t.sentences)) if table}
+        splits[s] = ds
+    rule = (f"leave-one-session-out, test session {fold}" if fold is not None
+            else "the pickle's trainVids/testVids")
+    rule += ("; valid: the pickle's valVids" if t.valid
+             else f"; valid: {fraction:g} of training dialogues (seed {seed})")
+    return DataBundle(name=f"{dataset}_gcnet", task=task, splits=splits,
+                      info={**info, "fold": fold, "split_rule": rule})
+
+
+def _check_args(dataset: str, folds: Sequence[Optional[int]], fraction: float) -> None:
+    """Argument errors, raised before any feature file is read."""
+    if dataset not in GCNET_DATASETS:
+        raise ValueError(f"dataset={dataset!r}; valid: {', '.join(GCNET_DATASETS)}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"valid_fraction={fraction!r}; it must lie in (0, 1)")
+    for fold in folds:
+        if fold is not None and not dataset.startswith("iemocap"):
+            raise ValueError(f"fold={fold} is for IEMOCAP's leave-one-session-out protocol; "
+                             f"{dataset!r} has fixed splits, pass fold=None")
+        if fold not in (None, 1, 2, 3, 4, 5):
+            raise ValueError(f"fold={fold!r}; IEMOCAP folds are 1..5 (the test session)")
+
+
+def _prepare(label_path, feature_root, features, dataset, folds, fraction):
+    lp, root = Path(label_path), Path(feature_root)
+    dataset = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
+    _check_args(dataset, folds, fraction)
+    features = dict(DEFAULT_FEATURES if features is None else features)
+    if not features:
+        raise ValueError("features is empty; map at least one modality to a feature folder name")
+    t = _read_labels(safe_load_pickle(lp), lp.name)
+    utts = [str(u) for v in _all_videos(t) for u in t.utterances[v]]
+    row = {u: i for i, u in enumerate(utts)}
+    feats = _read_features(utts, root, features)
+    info = {"format": "gcnet", "dataset": dataset, "file": str(lp), "feature_root": str(root),
+            "features": features, "published_sha256": "none published"}
+    return t, feats, row, dataset, info
+
+
+@register_data("gcnet")
+def load_gcnet(label_path: str | Path, feature_root: str | Path,
+               features: Optional[Mapping[str, str]] = None, dataset: Optional[str] = None,
+               fold: Optional[int] = None, valid_fraction: float = 0.1, seed: int = 0,
+               sanitize: bool = False) -> DataBundle:
+    """Read GCNet / MoMKE utterance features into a ``DataBundle`` (one vector per utterance).
+
+    Args:
+        label_path: the label pickle, for example ``IEMOCAP_features_raw_4way.pkl``.
+        feature_root: the folder holding one sub-folder per feature name.
+        features: modality -> feature folder name; default ``DEFAULT_FEATURES``.
+        dataset: "iemocap4", "iemocap6", "mosi" or "mosei"; None infers it from the file name.
+        fold: IEMOCAP only: 1..5, the session held out as test (None: the pickle's split).
+        valid_fraction: share of training dialogues carved out as validation when the pickle has
+            no ``valVids`` (deterministic given ``seed``; whole dialogues, never utterances).
+        seed: seed of that carve.
+        sanitize: set NaN / inf features to 0 instead of raising.
+
+    Returns:
+        ``DataBundle`` "<dataset>_gcnet": inputs (N, 1, D_m), target (N,) long (IEMOCAP, protocol
+        "multiclass") or float (MOSI / MOSEI, protocol "mosi" / "mosei"), ids = utterance names,
+        groups = video index, positions = utterance index; ``dataset.extra`` holds speakers and
+        sentences.
+
+    Raises:
+        DataFormatError: a layout problem or a missing ``.npy`` (one line naming the path).
+    """
+    t, feats, row, dataset, info = _prepare(label_path, feature_root, features, dataset, [fold],
+                                            valid_fraction)
+    return _bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
+
+
+def iemocap_folds(label_path: str | Path, feature_root: str | Path,
+                  features: Optional[Mapping[str, str]] = None, dataset: Optional[str] = None,
+                  valid_fraction: float = 0.1, seed: int = 0, sanitize: bool = False
+                  ) -> Iterator[DataBundle]:
+    """The five leave-one-session-out IEMOCAP bundles (fold 1..5), reading the files once.
+
+    Evaluation over folds reports the mean of the five test results; ``bundle.info["fold"]``
+    names each one.
+    """
+    lp = Path(label_path)
+    name = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
+    if not name.startswith("iemocap"):
+        raise ValueError(f"iemocap_folds needs an IEMOCAP label pickle, got dataset={name!r}")
+    t, feats, row, dataset, info = _prepare(lp, feature_root, features, name, range(1, 6), valid_fraction)
+    return (_bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
+            for fold in range(1, 6))

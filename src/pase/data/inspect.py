@@ -1,0 +1,191 @@
+"""``pase data inspect PATH``: say which format a file is, what it holds, and what is wrong with it.
+
+``inspect_path`` unpickles the file with the restricted unpickler, detects the format from its
+structure (MMSA: splits holding ``regression_labels``; MulT: splits holding ``labels``; GCNet: a
+label pickle with ``videoIDs``), describes every split (counts, shapes, non-finite values, label
+statistics), then runs the matching loader's full validation. Problems are collected, never
+raised; ``InspectReport.ok`` is False when there is any (the CLI then exits non-zero).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Mapping, Optional
+
+import numpy as np
+
+from . import gcnet, mmsa, mult
+from .safe_pickle import safe_load_pickle
+from .validate import SPLITS, DataFormatError, infer_dataset, require_splits
+
+__all__ = ["InspectReport", "detect_format", "inspect_path"]
+
+
+@dataclass
+class InspectReport:
+    """What ``inspect_path`` found.
+
+    Attributes:
+        path: the inspected file.
+        format: "mmsa", "mult", "gcnet" or "unknown".
+        lines: the description, one line each.
+        problems: one line per problem; empty when the file loads cleanly.
+    """
+
+    path: str
+    format: str = "unknown"
+    lines: List[str] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def text(self) -> str:
+        tail = ["problems:"] + [f"  - {p}" for p in self.problems] if self.problems else ["no problems found"]
+        return "\n".join([f"{self.path}: format {self.format}"] + self.lines + tail)
+
+
+def detect_format(obj: object) -> str:
+    """ "mmsa", "mult", "gcnet" or "unknown", from the unpickled structure."""
+    if isinstance(obj, (tuple, list)) and len(obj) in (6, 7) and isinstance(obj[0], dict):
+        return "gcnet"
+    if not isinstance(obj, dict):
+        return "unknown"
+    if "videoIDs" in obj:
+        return "gcnet"
+    splits = [obj[s] for s in SPLITS if isinstance(obj.get(s), dict)]
+    if splits and all("regression_labels" in s for s in splits):
+        return "mmsa"
+    if splits and all("labels" in s for s in splits):
+        return "mult"
+    return "unknown"
+
+
+def _describe_array(key: str, value: object) -> str:
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        return f"    {key:<22} ragged ({len(value)} rows of different shapes)"
+    line = f"    {key:<22} {str(arr.shape):<18} {arr.dtype}"
+    if arr.dtype.kind == "f":
+        counts = {"NaN": int(np.isnan(arr).sum()), "+inf": int(np.isposinf(arr).sum()),
+                  "-inf": int(np.isneginf(arr).sum())}
+        line += "".join(f"  {k}: {v}" for k, v in counts.items() if v)
+    return line
+
+
+def _label_stats(labels: object) -> str:
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim == 3 and y.shape[1:] == (4, 2):  # MulT IEMOCAP one-hot pairs
+        pos = y.argmax(-1).sum(axis=0).astype(int).tolist()
+        return "    positives per emotion " + ", ".join(f"{e} {p}" for e, p in zip(mult.IEMOCAP_EMOTIONS, pos))
+    y = y[np.isfinite(y)]
+    if y.size == 0:
+        return "    labels: none finite"
+    return (f"    labels: min {y.min():.3g}  max {y.max():.3g}  mean {y.mean():.3g}  "
+            f"(negative {int((y < 0).sum())} / zero {int((y == 0).sum())} / positive {int((y > 0).sum())})")
+
+
+def _describe_splits(raw: dict, label_key: str, report: InspectReport) -> None:
+    for s in [k for k in raw if isinstance(raw[k], dict)]:
+        d = raw[s]
+        n = len(d[label_key]) if label_key in d else "?"
+        report.lines.append(f"  split {s!r}: {n} samples")
+        for k, v in d.items():
+            report.lines.append(_describe_array(k, v) if hasattr(v, "__len__") else f"    {k:<22} {v!r}")
+        if label_key in d:
+            report.lines.append(_label_stats(d[label_key]))
+
+
+def _describe_gcnet(raw: object, name: str, report: InspectReport) -> Optional[object]:
+    t = gcnet._read_labels(raw, name)
+    lists = {"train": t.train, "valid": t.valid, "test": t.test}
+    for s, vids in lists.items():
+        if vids is None:
+            report.lines.append(f"  {s}: no valVids (the loader carves validation dialogues from train)")
+            continue
+        labels = [y for v in vids for y in t.labels[v]]
+        report.lines.append(f"  {s}: {len(vids)} videos, {len(labels)} utterances")
+        if labels:
+            y = np.asarray(labels, dtype=np.float64)
+            if np.all(y == np.round(y)):
+                vals, cnt = np.unique(y, return_counts=True)
+                report.lines.append("    classes " + ", ".join(f"{int(a)}: {c}" for a, c in zip(vals, cnt)))
+            else:
+                report.lines.append(_label_stats(y))
+    return t
+
+
+def _checksum_line(path: Path, dataset: str) -> Optional[str]:
+    published = mmsa.PUBLISHED_SHA256.get((dataset, path.name))
+    if published is None:
+        return None
+    digest = mmsa._sha256(path)
+    if digest == published:
+        return f"  SHA-256 {digest} matches the one published in the MMSA README"
+    return f"  SHA-256 {digest} differs from the published {published} (a re-export or another release?)"
+
+
+def inspect_path(path: str | Path, dataset: Optional[str] = None,
+                 feature_root: Optional[str | Path] = None,
+                 features: Optional[Mapping[str, str]] = None, checksum: bool = True) -> InspectReport:
+    """Detect the format of ``path``, describe it and validate it; never raises on bad data.
+
+    Args:
+        path: an MMSA or MulT pickle, or a GCNet label pickle.
+        dataset: passed to the loader (default: inferred from the path).
+        feature_root: GCNet only: the features folder (default: ``<label folder>/features`` when
+            it exists; otherwise only the labels are checked).
+        features: GCNet only: modality -> feature folder name.
+        checksum: hash MMSA files that have a published SHA-256 and compare.
+
+    Returns:
+        ``InspectReport`` with ``.ok``, ``.format`` and ``.text``.
+    """
+    p = Path(path)
+    report = InspectReport(path=str(p))
+    try:
+        raw = safe_load_pickle(p)
+    except (DataFormatError, FileNotFoundError) as exc:
+        report.problems.append(str(exc))
+        return report
+    report.format = detect_format(raw)
+    try:
+        if report.format == "mmsa":
+            _describe_splits(raw, "regression_labels", report)
+            require_splits(raw, p.name, "MMSA")
+            ds = dataset or infer_dataset(p, mmsa._NAME_PATTERNS)
+            bundle = mmsa._from_raw(raw, p.name, ds)
+            line = _checksum_line(p, ds) if checksum else None
+            report.lines += [line] if line else []
+        elif report.format == "mult":
+            _describe_splits(raw, "labels", report)
+            require_splits(raw, p.name, "MulT")
+            bundle = mult._from_raw(raw, p.name, dataset or infer_dataset(p, mult._NAME_PATTERNS))
+        elif report.format == "gcnet":
+            _describe_gcnet(raw, p.name, report)
+            root = Path(feature_root) if feature_root else p.parent / "features"
+            if not root.is_dir():
+                t = gcnet._read_labels(raw, p.name)
+                ds = dataset or infer_dataset(p, gcnet._NAME_PATTERNS)
+                for s, vids in (("train", t.train), ("valid", t.valid or []), ("test", t.test)):
+                    gcnet._labels_of(t, vids, ds, s)
+                report.lines.append(f"  features not checked: {root} does not exist (pass feature_root)")
+                return report
+            bundle = gcnet.load_gcnet(p, root, features=features, dataset=dataset)
+        else:
+            keys = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            report.problems.append(
+                f"{p.name}: not a known format (found: {keys}); expected an MMSA or MulT dict of "
+                f"train/valid/test splits, or a GCNet label pickle with videoIDs")
+            return report
+    except (DataFormatError, ValueError) as exc:
+        report.problems.append(str(exc))
+        return report
+    sizes = " / ".join(f"{s} {len(bundle.splits[s])}" for s in SPLITS)
+    report.lines.append(f"  loads as {bundle.name!r}: {bundle.task.kind}, protocol "
+                        f"{bundle.task.protocol!r}, widths {bundle.dims()}, {sizes}")
+    return report

@@ -1,0 +1,207 @@
+"""MMSA feature pickles (``aligned_50.pkl``, ``unaligned_50.pkl``, ``unaligned_39.pkl``).
+
+Layout (thuiar/MMSA README, ``src/MMSA/data_loader.py``): a dict with "train", "valid", "test";
+each split holds, for N samples,
+
+* ``text`` (N, L, 768) BERT features, ``text_bert`` (N, 3, L) token ids / mask / segment ids;
+* ``audio`` (N, T_a, D_a), ``vision`` (N, T_v, D_v); ``audio_lengths``, ``vision_lengths`` (N,);
+* ``id`` (N,) ``video$_$clip``; ``raw_text``; ``annotations``; ``classification_labels``;
+* ``regression_labels`` (N,) in [-3, 3] (MOSI, MOSEI) or [-1, 1] (SIMS, SIMS v2), and for SIMS
+  also the unimodal ``regression_labels_T`` / ``_A`` / ``_V``.
+
+As MMSA does, ``-inf`` in audio becomes 0. Text lengths come from the ``text_bert`` mask,
+audio and vision lengths from ``*_lengths`` when present (else every step counts, as MMSA's
+aligned mode does). Groups are videos, positions the clip order inside each video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .contract import DataBundle, MultimodalDataset, TaskSpec
+from .folds import clip_order_key, group_positions, parse_clip_id
+from .registry import register_data
+from .safe_pickle import safe_load_pickle
+from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
+                       check_rows, check_unique_ids, clip_lengths, fix_non_finite, infer_dataset,
+                       require_keys, require_splits, to_str)
+
+__all__ = ["load_mmsa", "MMSA_DATASETS", "PUBLISHED_SHA256"]
+
+#: dataset -> (metric protocol, label range)
+MMSA_DATASETS = {
+    "mosi": ("mosi", (-3.0, 3.0)),
+    "mosei": ("mosei", (-3.0, 3.0)),
+    "sims": ("sims", (-1.0, 1.0)),
+    "simsv2": ("sims", (-1.0, 1.0)),
+}
+_NAME_PATTERNS = (("simsv2", r"sims[-_ ]?v2"), ("sims", r"sims"), ("mosei", r"mosei"),
+                  ("mosi", r"mosi"))
+#: published feature widths (text, audio, vision); a different width is logged, not refused
+_KNOWN_DIMS = {"mosi": {"audio": 5, "vision": 20}, "mosei": {"audio": 74, "vision": 35},
+               "sims": {"audio": 33, "vision": 709}, "simsv2": {"audio": 25, "vision": 177}}
+#: SHA-256 of the feature files, as published in the thuiar/MMSA README ("Datasets")
+PUBLISHED_SHA256 = {
+    ("mosi", "unaligned_50.pkl"): "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524",
+    ("mosi", "aligned_50.pkl"): "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9",
+    ("mosei", "unaligned_50.pkl"): "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f",
+    ("mosei", "aligned_50.pkl"): "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791",
+    ("sims", "unaligned_39.pkl"): "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f",
+}
+_EXTRA_KEYS = ("regression_labels_T", "regression_labels_A", "regression_labels_V",
+               "classification_labels", "raw_text", "annotations")
+_MODALITIES = ("text", "audio", "vision")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _text(split_dict: Mapping, text: str, file: str, split: str):
+    """The text modality (N, L, D) and its lengths (N,)."""
+    bert = None
+    if "text_bert" in split_dict:
+        bert = as_array(split_dict["text_bert"], file, split, "text_bert")
+        if bert.ndim != 3 or bert.shape[1] != 3:
+            raise DataFormatError(
+                f"{file}: split {split!r}, key 'text_bert' has shape {bert.shape}, expected "
+                f"(N, 3, L) token ids / mask / segment ids; use text='features'")
+    if text == "bert":
+        x = np.ascontiguousarray(bert.transpose(0, 2, 1))  # (N, 3, L) -> (N, L, 3)
+    else:
+        x = as_array(split_dict["text"], file, split, "text")
+    if x.ndim != 3:
+        raise DataFormatError(f"{file}: split {split!r}, key 'text' has shape {x.shape}, expected (N, L, D)")
+    if bert is not None and bert.shape[2] == x.shape[1]:
+        lengths = np.clip(bert[:, 1, :].sum(axis=1).astype(np.int64), 1, x.shape[1])
+    else:
+        lengths = np.full(len(x), x.shape[1], dtype=np.int64)
+    return x, lengths
+
+
+def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
+           modalities: Sequence[str], sanitize: bool, expected_dims: Optional[Mapping[str, int]]):
+    """Validated (features, lengths, labels, ids, extra) of one split."""
+    need = [("text_bert" if (m == "text" and text == "bert") else m) for m in modalities]
+    require_keys(split_dict, need + ["regression_labels", "id"], file, split,
+                 modalities=modalities, other_format="mult")
+    ids = [to_str(i) for i in split_dict["id"]]
+    labels = as_array(split_dict["regression_labels"], file, split, "regression_labels")
+    feats: Dict[str, np.ndarray] = {}
+    lengths: Dict[str, np.ndarray] = {}
+    for m in modalities:
+        if m == "text":
+            feats[m], lengths[m] = _text(split_dict, text, file, split)
+        else:
+            feats[m] = as_array(split_dict[m], file, split, m)
+            if feats[m].ndim != 3:
+                raise DataFormatError(f"{file}: split {split!r}, key {m!r} has shape "
+                                      f"{feats[m].shape}, expected (N, T, D)")
+    check_rows({"id": ids, "regression_labels": labels, **feats,
+                **{k: split_dict[k] for k in ("audio_lengths", "vision_lengths") if k in split_dict}},
+               file, split)
+    labels = labels.reshape(len(ids), -1)
+    for m in feats:
+        feats[m] = fix_non_finite(feats[m], file, split, m, ids, sanitize, neg_inf_to_zero=(m == "audio"))
+        if m != "text" and f"{m}_lengths" in split_dict:
+            lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
+                                      f"{m}_lengths")
+    if labels.shape[1] != 1:
+        raise DataFormatError(f"{file}: split {split!r}: 'regression_labels' has shape "
+                              f"{labels.shape}, expected (N,) one score per sample")
+    low, high = MMSA_DATASETS[dataset][1]
+    check_label_range(labels, low, high, file, split, ids,
+                      fix=f"check dataset={dataset!r} (SIMS labels lie in [-1, 1], MOSI/MOSEI in [-3, 3])")
+    check_unique_ids(ids, file, split)
+    check_dims(feats, expected_dims, file, split)
+    extra = {k: np.asarray(split_dict[k]) for k in _EXTRA_KEYS
+             if k in split_dict and len(split_dict[k]) == len(ids)}
+    return feats, lengths, labels[:, 0], ids, extra
+
+
+def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
+              modalities: Sequence[str] = _MODALITIES, sanitize: bool = False,
+              expected_dims: Optional[Mapping[str, int]] = None) -> DataBundle:
+    """Build the bundle from an already unpickled MMSA dict (``inspect`` reuses this)."""
+    require_splits(raw, file, "MMSA")
+    parts = {s: _split(raw[s], file, s, dataset, text, modalities, sanitize, expected_dims) for s in SPLITS}
+    clips = {s: [parse_clip_id(i) for i in parts[s][3]] for s in SPLITS}
+    gp = group_positions({s: [v for v, _ in clips[s]] for s in SPLITS},
+                         {s: [clip_order_key(c) for _, c in clips[s]] for s in SPLITS})
+    splits = {}
+    for s in SPLITS:
+        feats, lengths, labels, ids, extra = parts[s]
+        ds = MultimodalDataset(feats, labels.astype(np.float32), ids, lengths=lengths,
+                               groups=gp[s][0], positions=gp[s][1], split=s)
+        ds.extra = extra  # SIMS unimodal labels, raw text, annotations (N rows each)
+        splits[s] = ds
+    dims = {m: int(x.shape[-1]) for m, x in parts["train"][0].items()}
+    known = _KNOWN_DIMS[dataset]
+    odd = {m: d for m, d in dims.items() if m in known and known[m] != d}
+    if odd:
+        LOGGER.info("%s: feature widths %s differ from the published %s widths %s (custom features?)",
+                    file, odd, dataset, known)
+    protocol, label_range = MMSA_DATASETS[dataset]
+    task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
+    info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
+            "lengths_from": sorted({k for s in SPLITS for k in raw[s] if k.endswith("_lengths")}),
+            "split_rule": "the file's train/valid/test"}
+    return DataBundle(name=f"{dataset}_mmsa", task=task, splits=splits, info=info)
+
+
+@register_data("mmsa")
+def load_mmsa(path: str | Path, dataset: Optional[str] = None, text: str = "features",
+              modalities: Sequence[str] = _MODALITIES, sanitize: bool = False,
+              expected_dims: Optional[Mapping[str, int]] = None,
+              verify_checksum: bool = False) -> DataBundle:
+    """Read an MMSA feature pickle into a regression ``DataBundle``.
+
+    Args:
+        path: the pickle (read only, through ``safe_load_pickle``).
+        dataset: "mosi", "mosei", "sims" or "simsv2"; None infers it from the path
+            (``MOSI/Processed/aligned_50.pkl``).
+        text: "features" uses ``text`` (N, L, 768); "bert" uses ``text_bert`` as a float
+            (N, L, 3) tensor of token ids / mask / segment ids for a BERT encoder.
+        modalities: which of "text", "audio", "vision" to load.
+        sanitize: set NaN / inf (other than audio -inf, always 0) to 0 instead of raising.
+        expected_dims: optional modality -> D_m that the file must match.
+        verify_checksum: hash the file and compare with ``PUBLISHED_SHA256`` (a mismatch is
+            logged and recorded in ``bundle.info``, not raised: re-exports are legitimate).
+
+    Returns:
+        ``DataBundle`` "<dataset>_mmsa": regression, protocol "mosi" / "mosei" / "sims", per split
+        inputs (N, T_m, D_m), target (N,), ids, groups (video) and positions (clip order);
+        ``dataset.extra`` holds SIMS's ``regression_labels_T/A/V``, ``raw_text`` and the like.
+
+    Raises:
+        DataFormatError: any layout problem, in one line naming file, split and key.
+        UnsafePickleError: the file names a global outside the allow-list.
+    """
+    if text not in ("features", "bert"):
+        raise ValueError(f"text={text!r}; valid: 'features', 'bert'")
+    bad = [m for m in modalities if m not in _MODALITIES]
+    if bad or not modalities:
+        raise ValueError(f"modalities={tuple(modalities)!r}; choose from {_MODALITIES}")
+    p = Path(path)
+    dataset = dataset.lower() if dataset else infer_dataset(p, _NAME_PATTERNS)
+    if dataset not in MMSA_DATASETS:
+        raise ValueError(f"dataset={dataset!r}; valid: {', '.join(MMSA_DATASETS)}")
+    bundle = _from_raw(safe_load_pickle(p), p.name, dataset, text, tuple(modalities), sanitize,
+                       expected_dims)
+    published = PUBLISHED_SHA256.get((dataset, p.name))
+    bundle.info.update(file=str(p), published_sha256=published or "none published")
+    if verify_checksum:
+        digest = _sha256(p)
+        status = "none published" if published is None else ("match" if digest == published else "mismatch")
+        if status == "mismatch":
+            LOGGER.warning("%s: SHA-256 %s differs from the published %s", p.name, digest, published)
+        bundle.info.update(sha256=digest, checksum=status)
+    return bundle

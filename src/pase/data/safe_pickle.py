@@ -1,0 +1,116 @@
+"""Load pickles from the internet without letting them run code.
+
+``pickle.load`` calls whatever global a file names (``os.system``, ``builtins.eval``...), so a
+downloaded benchmark file could run code when opened. ``safe_load_pickle`` uses an unpickler whose
+``find_class`` only returns builtin containers and scalars and what numpy arrays need, under both
+spellings numpy has used: ``numpy.core.multiarray`` (numpy 1.x, which wrote the MMSA and MulT files)
+and ``numpy._core.multiarray`` (numpy 2). Anything else raises ``UnsafePickleError`` before it can
+be called.
+"""
+
+from __future__ import annotations
+
+import _codecs
+import _compat_pickle
+import collections
+import pickle
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+
+from .validate import DataFormatError
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
+    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
+
+__all__ = ["UnsafePickleError", "safe_load_pickle", "ALLOWED_GLOBALS"]
+
+
+class UnsafePickleError(DataFormatError):
+    """The pickle names a global outside the allow-list; nothing from it was called."""
+
+
+def _allowed() -> Dict[Tuple[str, str], object]:
+    table: Dict[Tuple[str, str], object] = {}
+    for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "bool",
+                 "str", "bytes", "bytearray", "slice", "range"):
+        table[("builtins", name)] = getattr(__import__("builtins"), name)
+    table[("collections", "OrderedDict")] = collections.OrderedDict
+    table[("collections", "defaultdict")] = collections.defaultdict
+    table[("_codecs", "encode")] = _codecs.encode  # protocol-2 pickles store bytes this way
+    table[("numpy", "ndarray")] = np.ndarray
+    table[("numpy", "dtype")] = np.dtype
+    for core in ("numpy.core", "numpy._core"):
+        table[(f"{core}.multiarray", "_reconstruct")] = _multiarray._reconstruct
+        table[(f"{core}.multiarray", "scalar")] = _multiarray.scalar
+        table[(f"{core}.numeric", "_frombuffer")] = _numeric._frombuffer
+    return table
+
+
+#: (module, name) -> object: the only globals a data pickle may name
+ALLOWED_GLOBALS: Dict[Tuple[str, str], object] = _allowed()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, label: str, encoding: str) -> None:
+        super().__init__(file, encoding=encoding)
+        self._label = label
+
+    def find_class(self, module: str, name: str) -> object:
+        # Python 2 names (__builtin__.set, copy_reg...) as the base class's fix_imports maps them
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        obj = ALLOWED_GLOBALS.get((module, name))
+        if obj is None:
+            raise UnsafePickleError(
+                f"{self._label}: refused to load global '{module}.{name}' (only builtin containers "
+                f"and numpy arrays are allowed; loading it with pickle.load could run code); "
+                f"re-export the file with plain dicts, lists and numpy arrays")
+        return obj
+
+
+def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
+    """Unpickle ``path`` allowing only builtin containers, scalars and numpy arrays.
+
+    Args:
+        path: the pickle file; it is only read.
+        encoding: how Python 2 ``str`` objects are decoded; "latin1" (the default) is what
+            Python-2 numpy pickles need (GCNet / DialogueRNN label files) and does not affect
+            Python-3 pickles.
+
+    Returns:
+        The unpickled object.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        UnsafePickleError: the file names a global outside ``ALLOWED_GLOBALS``; the message is one
+            line naming the file and ``module.name``.
+        DataFormatError: the file is truncated or not a pickle.
+
+    Example:
+        >>> import io, pickle, tempfile, os
+        >>> f = tempfile.NamedTemporaryFile(suffix=".pkl", delete=False)
+        >>> _ = f.write(pickle.dumps({"train": np.zeros((2, 3))})); f.close()
+        >>> safe_load_pickle(f.name)["train"].shape
+        (2, 3)
+        >>> os.remove(f.name)
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file; check the path (nothing is downloaded for you)")
+    with open(p, "rb") as fh:
+        try:
+            return _RestrictedUnpickler(fh, p.name, encoding).load()
+        except UnsafePickleError:
+            raise
+        except Exception as exc:  # any decoding failure means a damaged or foreign file
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+            raise DataFormatError(
+                f"{p.name}: truncated or not a pickle ({detail}); download it again and compare "
+                f"its size and SHA-256 with the published ones (docs/data.md)") from None

@@ -1,0 +1,243 @@
+"""Checks shared by the on-disk format loaders; every failure is one ``DataFormatError`` line.
+
+Each message names the file, the split, the key, what was expected and what was found, and the
+fix (STYLE rule 14), for example::
+
+    mosei_senti_data.pkl: split 'valid' has no key 'vision' (found: text, audio, labels, id);
+    pass modalities=('text', 'audio') or use the 'gcnet' format
+
+(printed on one line). Non-finite values follow MMSA and MulT: ``-inf`` in ``audio`` becomes 0
+(COVAREP writes log(0) there) and the count is logged on ``logging.getLogger("pase.data")``; NaN,
+``+inf``, or ``-inf`` in any other key is an error naming the sample id, unless ``sanitize=True``
+(then those values become 0 and their counts are logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["DataFormatError", "LOGGER", "require_splits", "require_keys", "as_array", "check_rows",
+           "check_dims", "fix_non_finite", "check_label_range", "check_class_labels",
+           "check_unique_ids", "clip_lengths", "to_str", "infer_dataset"]
+
+LOGGER = logging.getLogger("pase.data")
+
+#: the splits every source must provide
+SPLITS = ("train", "valid", "test")
+
+
+class DataFormatError(ValueError):
+    """A data file does not have the documented layout; the message is one line with the fix."""
+
+
+def _where(file: str, split: Optional[str]) -> str:
+    return f"{file}: split {split!r}" if split is not None else f"{file}:"
+
+
+def _join(names) -> str:
+    return ", ".join(str(n) for n in names) or "nothing"
+
+
+def require_splits(data: object, file: str, fmt: str, splits: Sequence[str] = SPLITS) -> None:
+    """Check that ``data`` is a dict holding every split in ``splits``.
+
+    Raises:
+        DataFormatError: ``"f.pkl: no split 'valid' (found: train, test); ..."``.
+    """
+    if not isinstance(data, dict):
+        raise DataFormatError(
+            f"{file}: expected a dict of splits {tuple(splits)} ({fmt} layout), found "
+            f"{type(data).__name__}; run `pase data inspect {file}` to see which format it is")
+    for s in splits:
+        if s not in data:
+            raise DataFormatError(
+                f"{file}: no split {s!r} (found: {_join(data)}); the {fmt} layout needs "
+                f"{', '.join(map(repr, splits))}; re-export the file with all three splits")
+        if not isinstance(data[s], dict):
+            raise DataFormatError(
+                f"{file}: split {s!r} is a {type(data[s]).__name__}, expected a dict of arrays "
+                f"({fmt} layout)")
+
+
+def require_keys(split_dict: Mapping, keys: Sequence[str], file: str, split: str,
+                 modalities: Sequence[str] = (), other_format: str = "") -> None:
+    """Check that ``split_dict`` holds ``keys``; a missing modality suggests dropping it.
+
+    Args:
+        keys: keys that must be present.
+        modalities: the requested modality names (a missing one is suggested away).
+        other_format: a format to suggest instead, for example "gcnet".
+    """
+    for k in keys:
+        if k in split_dict:
+            continue
+        found = _join(split_dict)
+        if k in modalities:
+            keep = tuple(m for m in modalities if m in split_dict and m != k)
+            fix = f"pass modalities={keep!r}" if keep else "pass the modalities the file holds"
+        else:
+            fix = "re-export the file with this key"
+        if other_format:
+            fix += f" or use the {other_format!r} format"
+        raise DataFormatError(f"{file}: split {split!r} has no key {k!r} (found: {found}); {fix}")
+
+
+def to_str(value: object) -> str:
+    """A sample id as ``str``: bytes are decoded as UTF-8, numpy scalars unwrapped."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", errors="replace")
+    return str(value)
+
+
+def as_array(value: object, file: str, split: str, key: str, dtype=np.float32) -> np.ndarray:
+    """``value`` as a dense array of ``dtype``; ragged rows raise with the fix.
+
+    Raises:
+        DataFormatError: ``"f.pkl: split 'train', key 'audio' is ragged ...; pad it to (N, T, D)"``.
+    """
+    try:
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            arr = np.stack([np.asarray(v, dtype=dtype) for v in arr])
+        return arr.astype(dtype, copy=False)
+    except (ValueError, TypeError) as exc:
+        shapes = sorted({np.shape(v) for v in value}, key=str)[:3] if hasattr(value, "__iter__") else []
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r} is ragged or not numeric (row shapes include "
+            f"{shapes}; {type(exc).__name__}); pad it to one (N, T, D) {np.dtype(dtype).name} array"
+        ) from None
+
+
+def check_rows(arrays: Mapping[str, object], file: str, split: str) -> int:
+    """Every value has the same number N of rows; returns N.
+
+    Raises:
+        DataFormatError: naming both keys and their shapes.
+    """
+    items = list(arrays.items())
+    ref_key, ref = items[0]
+    n = len(ref)
+    for k, v in items[1:]:
+        if len(v) != n:
+            raise DataFormatError(
+                f"{file}: split {split!r}: key {k!r} has {len(v)} rows (shape {np.shape(v)}) but "
+                f"{ref_key!r} has {n} (shape {np.shape(ref)}); every key needs one row per sample")
+    return n
+
+
+def check_dims(features: Mapping[str, np.ndarray], expected: Optional[Mapping[str, int]],
+               file: str, split: str) -> None:
+    """Feature widths D_m equal ``expected[m]`` where given."""
+    for m, d in (expected or {}).items():
+        if m in features and features[m].shape[-1] != d:
+            raise DataFormatError(
+                f"{file}: split {split!r}: modality {m!r} has width {features[m].shape[-1]} "
+                f"(shape {features[m].shape}) but {d} was configured; fix expected_dims or the file")
+
+
+def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequence[str],
+                   sanitize: bool = False, neg_inf_to_zero: bool = False) -> np.ndarray:
+    """Replace or reject non-finite values in ``arr`` (N, ...) float; returns the fixed array.
+
+    ``-inf`` becomes 0 (logged) when ``neg_inf_to_zero`` (audio, as MMSA/MulT do). Other
+    non-finite values raise, or become 0 (logged) when ``sanitize``.
+
+    Raises:
+        DataFormatError: naming the file, split, key and the first bad sample id.
+    """
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return arr
+    arr = arr.copy()
+    if neg_inf_to_zero:
+        neg = np.isneginf(arr)
+        if neg.any():
+            arr[neg] = 0.0
+            LOGGER.info("%s: split %r, key %r: set %d -inf values to 0 (as MMSA and MulT do)",
+                        file, split, key, int(neg.sum()))
+            bad &= ~neg
+            if not bad.any():
+                return arr
+    n_nan, n_pos, n_neg = (int(f(arr[bad]).sum()) for f in (np.isnan, np.isposinf, np.isneginf))
+    counts = f"{n_nan} NaN, {n_pos} +inf, {n_neg} -inf"
+    if not sanitize:
+        row = int(np.argwhere(bad.reshape(len(arr), -1).any(axis=1))[0, 0])
+        kind = "NaN" if np.isnan(arr[row]).any() else "inf"
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r}: {kind} at sample {ids[row]!r} (row {row}; "
+            f"{counts} in the split); fix the file or pass sanitize=True to set them to 0")
+    arr[bad] = 0.0
+    LOGGER.warning("%s: split %r, key %r: sanitize=True set %s values to 0", file, split, key, counts)
+    return arr
+
+
+def check_label_range(labels: np.ndarray, low: float, high: float, file: str, split: str,
+                      ids: Sequence[str], fix: str) -> None:
+    """Regression labels (N,) are finite and within [low, high]."""
+    flat = labels.reshape(len(labels), -1)
+    bad = ~np.isfinite(flat) | (flat < low) | (flat > high)
+    if bad.any():
+        row = int(np.argwhere(bad.any(axis=1))[0, 0])
+        raise DataFormatError(
+            f"{file}: split {split!r}: label {float(flat[row][bad[row]][0]):g} of sample {ids[row]!r} is "
+            f"outside [{low:g}, {high:g}] ({int(bad.any(axis=1).sum())} such samples); {fix}")
+
+
+def check_class_labels(labels: np.ndarray, num_classes: int, file: str, split: str,
+                       ids: Sequence[str], fix: str) -> np.ndarray:
+    """Class labels are integers in [0, K); returns them as int64."""
+    lab = np.asarray(labels, dtype=np.float64)
+    bad = ~np.isfinite(lab) | (lab != np.round(lab)) | (lab < 0) | (lab >= num_classes)
+    if bad.any():
+        flat, bad = lab.reshape(len(lab), -1), bad.reshape(len(lab), -1)
+        row = int(np.argwhere(bad.any(axis=1))[0, 0])
+        raise DataFormatError(
+            f"{file}: split {split!r}: label {float(flat[row][bad[row]][0]):g} of sample "
+            f"{ids[row]!r} is not a class index in [0, {num_classes}); {fix}")
+    return lab.astype(np.int64)
+
+
+def check_unique_ids(ids: Sequence[str], file: str, split: str) -> None:
+    """Sample ids are unique within the split."""
+    seen: dict = {}
+    for i, s in enumerate(ids):
+        if s in seen:
+            raise DataFormatError(
+                f"{file}: split {split!r}: sample id {s!r} occurs more than once (rows {seen[s]} "
+                f"and {i}); ids must be unique, fix the file's 'id' entries")
+        seen[s] = i
+
+
+def clip_lengths(lengths: object, steps: int, file: str, split: str, key: str) -> np.ndarray:
+    """Stored lengths (N,) clipped to [1, T]; the number clipped is logged."""
+    ln = as_array(lengths, file, split, key, dtype=np.int64).reshape(-1)
+    clipped = np.clip(ln, 1, steps)
+    n = int((clipped != ln).sum())
+    if n:
+        LOGGER.info("%s: split %r, key %r: clipped %d lengths to [1, %d]", file, split, key, n, steps)
+    return clipped
+
+
+def infer_dataset(path: str | Path, patterns: Sequence[Tuple[str, str]], arg: str = "dataset") -> str:
+    """The first dataset whose regex matches the file name, then each parent folder name.
+
+    Args:
+        patterns: (dataset, regex) pairs, tried in order, case-insensitively.
+
+    Raises:
+        DataFormatError: when nothing matches; the message lists the valid names.
+    """
+    p = Path(path)
+    for part in [p.name] + [q.name for q in p.parents]:
+        for name, rx in patterns:
+            if re.search(rx, part, flags=re.IGNORECASE):
+                return name
+    valid = ", ".join(dict.fromkeys(n for n, _ in patterns))
+    raise DataFormatError(f"{p.name}: cannot tell the dataset from the path; pass {arg}= one of {valid}")

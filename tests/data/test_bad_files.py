@@ -1,0 +1,174 @@
+"""Every documented fault gives its one-line ``DataFormatError``, and the input files stay unchanged."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+import pase.data.gcnet  # noqa: F401  (registers the loaders)
+import pase.data.mmsa  # noqa: F401
+import pase.data.mult  # noqa: F401
+from pase.data import create_data
+from pase.data.safe_pickle import UnsafePickleError
+from pase.data.validate import DataFormatError
+
+from .writers import write_gcnet, write_mmsa, write_mult
+
+
+def _set(split, key, row, value):
+    def mutate(data):
+        data[split][key][row] = value
+    return mutate
+
+
+def _nan_vision(data):
+    data["valid"]["vision"][2, 0, 0] = np.nan
+
+
+def _ragged_audio(data):
+    a = data["train"]["audio"]
+    data["train"]["audio"] = [a[0], a[1][:-2]] + list(a[2:])
+
+
+MMSA_CASES = {
+    "missing split": (lambda d: d.pop("valid"),
+                      r"^aligned_50\.pkl: no split 'valid' \(found: train, test\); the MMSA layout needs"),
+    "missing key": (lambda d: d["test"].pop("vision"),
+                    r"^aligned_50\.pkl: split 'test' has no key 'vision' \(found: .*\); "
+                    r"pass modalities=\('text', 'audio'\) or use the 'mult' format$"),
+    "missing labels": (lambda d: d["train"].pop("regression_labels"),
+                       r"split 'train' has no key 'regression_labels' .* re-export the file with this key"),
+    "ragged audio": (_ragged_audio, r"split 'train', key 'audio' is ragged .* pad it to one \(N, T, D\)"),
+    "row mismatch": (lambda d: d["valid"].update(vision=d["valid"]["vision"][:-1]),
+                     r"split 'valid': key 'vision' has 5 rows \(shape \(5, 8, 20\)\) but 'id' has 6"),
+    "nan": (_nan_vision, r"split 'valid', key 'vision': NaN at sample 'valid_vid\w+\$_\$\d+' \(row 2; "
+                         r"1 NaN, 0 \+inf, 0 -inf in the split\); fix the file or pass sanitize=True"),
+    "label range": (_set("test", "regression_labels", 1, 4.5),
+                    r"split 'test': label 4\.5 of sample .* is outside \[-3, 3\] \(1 such samples\); "
+                    r"check dataset='mosi'"),
+    "duplicate id": (lambda d: d["train"]["id"].__setitem__(3, d["train"]["id"][0]),
+                     r"split 'train': sample id .* occurs more than once \(rows 0 and 3\)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MMSA_CASES))
+def test_mmsa_faults(tmp_path, untouched, case):
+    mutate, message = MMSA_CASES[case]
+    path = write_mmsa(tmp_path, "mosi", mutate=mutate)
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=message) as err:
+        create_data("mmsa", path=path)
+    assert "\n" not in str(err.value)
+    check()
+
+
+def test_nan_is_zeroed_with_sanitize(tmp_path, untouched):
+    path = write_mmsa(tmp_path, "mosi", mutate=_nan_vision)
+    check = untouched(tmp_path)
+    bundle = create_data("mmsa", path=path, sanitize=True)
+    assert bundle.splits["valid"].features["vision"][2, 0, 0] == 0
+    check()
+
+
+def test_expected_dims(tmp_path):
+    path = write_mmsa(tmp_path, "mosi")
+    with pytest.raises(DataFormatError, match=r"modality 'audio' has width 5 .* but 74 was configured"):
+        create_data("mmsa", path=path, expected_dims={"audio": 74})
+
+
+def test_truncated_file(tmp_path, untouched):
+    path = write_mmsa(tmp_path, "mosi")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=r"^aligned_50\.pkl: truncated or not a pickle"):
+        create_data("mmsa", path=path)
+    check()
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_unsafe_global_is_refused_and_not_run(tmp_path, untouched):
+    marker = tmp_path / "pwned"
+    path = write_mult(tmp_path / "data", "mosi", mutate=lambda d: d["train"].update(id=_Payload(marker)))
+    check = untouched(tmp_path)
+    with pytest.raises(UnsafePickleError, match=r"^mosi_data\.pkl: refused to load global '\w+\.system'"):
+        create_data("mult", path=path)
+    assert not marker.exists()
+    check()
+
+
+def test_mult_missing_key_message(tmp_path, untouched):
+    path = write_mult(tmp_path, "mosei", mutate=lambda d: d["valid"].pop("vision"))
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=r"^mosei_senti_data\.pkl: split 'valid' has no key 'vision' "
+                                              r"\(found: text, audio, labels, id\); pass "
+                                              r"modalities=\('text', 'audio'\) or use the 'gcnet' format$"):
+        create_data("mult", path=path)
+    check()
+
+
+def test_mult_label_range(tmp_path):
+    path = write_mult(tmp_path, "mosi", mutate=_set("train", "labels", 0, [[-7.0]]))
+    with pytest.raises(DataFormatError, match=r"mosi_data\.pkl: split 'train': label -7 of sample .* "
+                                              r"is outside \[-3, 3\]"):
+        create_data("mult", path=path)
+
+
+def _gcnet(tmp_path, **kw):
+    path = write_gcnet(tmp_path, "iemocap4", **kw)
+    return path, dict(label_path=path, feature_root=path.parent / "features")
+
+
+def test_gcnet_missing_npy(tmp_path, untouched):
+    path, opts = _gcnet(tmp_path)
+    utt = pickle.loads(path.read_bytes())[0]["Ses02F_impro00"][1]
+    (path.parent / "features" / "deberta-large-4-UTT" / f"{utt}.npy").unlink()
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=rf"deberta-large-4-UTT/{utt}\.npy: missing feature of utterance "
+                                              rf"'{utt}' \(modality 'text'\)"):
+        create_data("gcnet", **opts)
+    check()
+
+
+def test_gcnet_missing_feature_folder(tmp_path):
+    path, opts = _gcnet(tmp_path)
+    shutil.rmtree(path.parent / "features" / "manet_UTT")
+    with pytest.raises(DataFormatError, match=r"manet_UTT: feature folder of modality 'vision' not found .*"
+                                              r"pass features="):
+        create_data("gcnet", **opts)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["videoLabels"]["Ses03M_impro01"].__setitem__(0, 4),
+     r"split '\w+': label 4 of sample 'Ses03M_impro01_F000' is not a class index in \[0, 4\)"),
+    (lambda d: d["videoLabels"]["Ses01F_impro00"].pop(),
+     r"video 'Ses01F_impro00' has \d+ utterances in videoIDs but \d+ labels in videoLabels"),
+    (lambda d: d["videoIDs"].pop("Ses05M_impro01"),
+     r"video 'Ses05M_impro01' of testVids is missing from videoIDs"),
+    (lambda d: d["trainVids"].add("Ses05M_impro01"),
+     r"video 'Ses05M_impro01' is in both trainVids and testVids"),
+])
+def test_gcnet_label_faults(tmp_path, untouched, mutate, message):
+    _, opts = _gcnet(tmp_path, mutate=mutate)
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=message) as err:
+        create_data("gcnet", **opts)
+    assert "\n" not in str(err.value)
+    check()
+
+
+def test_gcnet_not_a_label_pickle(tmp_path):
+    path = tmp_path / "IEMOCAP_features_raw_4way.pkl"
+    path.write_bytes(pickle.dumps((1, 2, 3)))
+    with pytest.raises(DataFormatError, match=r"found a 3-tuple; a GCNet label pickle is \(videoIDs"):
+        create_data("gcnet", label_path=path, feature_root=tmp_path)

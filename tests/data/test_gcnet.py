@@ -1,0 +1,136 @@
+"""GCNet / MoMKE utterance features round-trip through ``create_data("gcnet", ...)``."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import pase.data.gcnet  # noqa: F401  (registers "gcnet")
+from pase.data import create_data
+from pase.data.gcnet import iemocap_folds
+
+from .writers import write_gcnet
+
+
+def _labels(path):
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def _load(path, **kw):
+    return create_data("gcnet", label_path=path, feature_root=path.parent / "features", **kw)
+
+
+def test_iemocap_round_trip(tmp_path, untouched):
+    path = write_gcnet(tmp_path, "iemocap4")
+    check = untouched(tmp_path)
+    bundle = _load(path)
+    check()
+    videos, labels, speakers, _, train, test = _labels(path)
+    assert bundle.name == "iemocap4_gcnet"
+    assert (bundle.task.kind, bundle.task.num_classes, bundle.task.protocol) == ("classification", 4, "multiclass")
+    assert bundle.dims() == {"text": 1024, "audio": 512, "vision": 1024}
+    split_vids = {s: sorted({i.rsplit("_", 1)[0] for i in d.ids}) for s, d in bundle.splits.items()}
+    assert split_vids["test"] == sorted(test)
+    assert sorted(split_vids["train"] + split_vids["valid"]) == sorted(train)
+    assert len(split_vids["valid"]) == 1  # round(0.1 * 8 dialogues)
+    every = sorted(train | test)
+    for s, ds in bundle.splits.items():
+        vids = split_vids[s]
+        assert ds.ids == [u for v in vids for u in videos[v]]  # utterances in video order
+        assert ds.target.dtype == torch.long
+        assert ds.target.tolist() == [y for v in vids for y in labels[v]]
+        assert ds.groups.tolist() == [every.index(v) for v in vids for _ in videos[v]]
+        assert ds.positions.tolist() == [i for v in vids for i in range(len(videos[v]))]
+        assert list(ds.extra["speakers"]) == [a for v in vids for a in speakers[v]]
+        assert ds.features["audio"].shape == (len(ds), 1, 512)
+
+
+def test_pooling_of_2d_files_and_face_folders(tmp_path):
+    path = write_gcnet(tmp_path, "iemocap4")
+    bundle = _load(path)
+    ds = bundle.splits["test"]
+    root = path.parent / "features"
+    for i, utt in enumerate(ds.ids):
+        audio = np.load(root / "wav2vec-large-c-UTT" / f"{utt}.npy")
+        torch.testing.assert_close(ds.features["audio"][i, 0], torch.as_tensor(audio.mean(axis=0)))
+        face_dir = root / "manet_UTT" / utt
+        if face_dir.is_dir():
+            faces = np.stack([np.load(f) for f in sorted(face_dir.glob("*.npy"))])
+            torch.testing.assert_close(ds.features["vision"][i, 0], torch.as_tensor(faces.mean(axis=0)))
+
+
+def test_dict_layout_equals_tuple_layout(tmp_path):
+    a = _load(write_gcnet(tmp_path / "a", "iemocap6"))
+    b = _load(write_gcnet(tmp_path / "b", "iemocap6", as_tuple=False))
+    assert a.task.num_classes == 6
+    for s in a.splits:
+        assert a.splits[s].ids == b.splits[s].ids
+        torch.testing.assert_close(a.splits[s].features["text"], b.splits[s].features["text"])
+
+
+def test_mosi_uses_val_vids(tmp_path):
+    path = write_gcnet(tmp_path, "mosi")
+    assert path.name == "CMUMOSI_features_raw_2way.pkl"
+    bundle = _load(path)
+    *_, val, test = _labels(path)
+    assert (bundle.task.kind, bundle.task.protocol) == ("regression", "mosi")
+    assert bundle.splits["valid"].ids[0].startswith(val[0])
+    assert bundle.splits["test"].target.dtype == torch.float32
+    assert "valVids" in bundle.info["split_rule"]
+
+
+def test_leave_one_session_out(tmp_path):
+    path = write_gcnet(tmp_path, "iemocap4", videos_per_session=3)
+    folds = list(iemocap_folds(path, path.parent / "features"))
+    assert [b.info["fold"] for b in folds] == [1, 2, 3, 4, 5]
+    n_total = None
+    for f, b in enumerate(folds, start=1):
+        sessions = {s: {i[:5] for i in d.ids} for s, d in b.splits.items()}
+        assert sessions["test"] == {f"Ses0{f}"}
+        assert f"Ses0{f}" not in sessions["train"] | sessions["valid"]
+        ids = {s: set(d.ids) for s, d in b.splits.items()}
+        assert not (ids["train"] & ids["valid"]) and not (ids["train"] & ids["test"])
+        total = sum(len(v) for v in ids.values())
+        assert n_total in (None, total)
+        n_total = total
+    again = _load(path, fold=3)
+    assert again.splits["valid"].ids == folds[2].splits["valid"].ids  # deterministic carve
+    other = _load(path, fold=3, seed=5)
+    assert set(other.splits["test"].ids) == set(again.splits["test"].ids)
+
+
+def test_fold_arguments_are_checked(tmp_path):
+    mosi = write_gcnet(tmp_path / "m", "mosi")
+    with pytest.raises(ValueError, match="fold=1 is for IEMOCAP"):
+        _load(mosi, fold=1)
+    iemocap = write_gcnet(tmp_path / "i", "iemocap4")
+    with pytest.raises(ValueError, match=r"fold=6; IEMOCAP folds are 1\.\.5"):
+        _load(iemocap, fold=6)
+    with pytest.raises(ValueError, match="iemocap_folds needs an IEMOCAP label pickle"):
+        iemocap_folds(mosi, mosi.parent / "features")
+    nowhere = tmp_path / "no-features"  # argument errors come before any feature is read
+    with pytest.raises(ValueError, match=r"valid_fraction=0\.0; it must lie in \(0, 1\)"):
+        create_data("gcnet", label_path=iemocap, feature_root=nowhere, valid_fraction=0.0)
+    with pytest.raises(ValueError, match="fold=0"):
+        create_data("gcnet", label_path=iemocap, feature_root=nowhere, fold=0)
+
+
+def test_feature_subset_and_empty_face_folder(tmp_path, caplog):
+    path = write_gcnet(tmp_path, "iemocap4")
+    ds0 = _load(path).splits["train"]
+    utt = ds0.ids[0]
+    face_dir = path.parent / "features" / "manet_UTT" / utt
+    assert face_dir.is_dir()
+    shutil.rmtree(face_dir)
+    face_dir.mkdir()
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        bundle = _load(path, features={"vision": "manet_UTT"})
+    assert bundle.modalities == ["vision"]
+    assert (bundle.splits["train"].features["vision"][0] == 0).all()
+    assert "1 utterances have an empty folder" in caplog.text

@@ -1,0 +1,126 @@
+"""MMSA pickles round-trip through ``create_data("mmsa", ...)``."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import pase.data.mmsa  # noqa: F401  (registers "mmsa")
+from pase.data import create_data
+from pase.data.folds import parse_clip_id
+from pase.data.validate import DataFormatError
+
+from .writers import write_mmsa
+
+SIZES = (9, 6, 6)
+
+
+def _raw(path):
+    with open(path, "rb") as fh:  # our own test file: plain pickle is fine here
+        return pickle.load(fh)
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_round_trip(tmp_path, aligned, untouched):
+    path = write_mmsa(tmp_path, "mosi", aligned=aligned, sizes=SIZES)
+    check = untouched(tmp_path)
+    bundle = create_data("mmsa", path=path)
+    check()
+    raw = _raw(path)
+    assert bundle.name == "mosi_mmsa"
+    assert (bundle.task.kind, bundle.task.protocol, bundle.task.label_range) == ("regression", "mosi", (-3.0, 3.0))
+    assert bundle.dims() == {"text": 768, "audio": 5, "vision": 20}
+    for split, n in zip(("train", "valid", "test"), SIZES):
+        ds, r = bundle.splits[split], raw[split]
+        assert len(ds) == n and ds.ids == list(r["id"])
+        torch.testing.assert_close(ds.target, torch.as_tensor(r["regression_labels"]))  # exact copy
+        torch.testing.assert_close(ds.features["vision"], torch.as_tensor(r["vision"]))
+        audio = np.where(np.isneginf(r["audio"]), 0.0, r["audio"]).astype(np.float32)
+        torch.testing.assert_close(ds.features["audio"], torch.as_tensor(audio))
+        assert ds.lengths["text"].tolist() == r["text_bert"][:, 1].sum(1).astype(int).tolist()
+        assert ds.lengths["audio"].tolist() == list(r["audio_lengths"])
+        assert ds.lengths["vision"].tolist() == list(r["vision_lengths"])
+        assert list(ds.extra["raw_text"]) == list(r["raw_text"])
+
+
+def test_groups_are_videos_and_positions_clip_order(tmp_path):
+    bundle = create_data("mmsa", path=write_mmsa(tmp_path, "mosi", sizes=SIZES))
+    seen = {}
+    for ds in bundle.splits.values():
+        clips = [parse_clip_id(i) for i in ds.ids]
+        for (video, clip), g, p in zip(clips, ds.groups.tolist(), ds.positions.tolist()):
+            assert seen.setdefault(video, g) == g  # one group per video, across splits
+            same = [int(c) for v, c in clips if v == video]
+            assert p == sorted(same).index(int(clip))
+    assert len(set(seen.values())) == len(seen)
+
+
+def test_neg_inf_audio_is_zeroed_and_logged(tmp_path, caplog):
+    path = write_mmsa(tmp_path, "mosi")
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        bundle = create_data("mmsa", path=path)
+    assert "split 'train', key 'audio': set 1 -inf values to 0" in caplog.text
+    assert all(torch.isfinite(d.features["audio"]).all() for d in bundle.splits.values())
+
+
+def test_bert_text(tmp_path):
+    path = write_mmsa(tmp_path, "mosi")
+    bundle = create_data("mmsa", path=path, text="bert")
+    raw = _raw(path)["train"]["text_bert"]
+    x = bundle.splits["train"].features["text"]
+    assert x.shape == (SIZES[0], 8, 3)  # (N, 3, L) -> (N, L, 3)
+    torch.testing.assert_close(x, torch.as_tensor(raw.transpose(0, 2, 1), dtype=torch.float32))
+    assert bundle.splits["train"].lengths["text"].tolist() == raw[:, 1].sum(1).astype(int).tolist()
+
+
+def test_sims_keeps_unimodal_labels(tmp_path):
+    path = write_mmsa(tmp_path, "sims", aligned=False)
+    assert path.name == "unaligned_39.pkl"
+    bundle = create_data("mmsa", path=path)
+    assert (bundle.task.protocol, bundle.task.label_range) == ("sims", (-1.0, 1.0))
+    assert bundle.dims() == {"text": 768, "audio": 33, "vision": 709}
+    raw = _raw(path)["valid"]
+    for m in "TAV":
+        np.testing.assert_array_equal(bundle.splits["valid"].extra[f"regression_labels_{m}"],
+                                      raw[f"regression_labels_{m}"])
+
+
+def test_numpy1_file_loads_the_same(tmp_path):
+    new = create_data("mmsa", path=write_mmsa(tmp_path / "a", "mosi"))
+    old = create_data("mmsa", path=write_mmsa(tmp_path / "b", "mosi", numpy1=True))
+    for s in new.splits:
+        torch.testing.assert_close(new.splits[s].features["text"], old.splits[s].features["text"])
+        assert new.splits[s].ids == old.splits[s].ids
+
+
+def test_modalities_subset_and_dataset_argument(tmp_path):
+    path = write_mmsa(tmp_path, "mosei")
+    bundle = create_data("mmsa", path=path, modalities=("text", "audio"))
+    assert bundle.modalities == ["text", "audio"] and bundle.task.protocol == "mosei"
+    renamed = tmp_path / "features.pkl"
+    renamed.write_bytes(path.read_bytes())
+    with pytest.raises(DataFormatError, match="features.pkl: cannot tell the dataset from the path; pass dataset="):
+        create_data("mmsa", path=renamed)
+    assert create_data("mmsa", path=renamed, dataset="mosei").name == "mosei_mmsa"
+    with pytest.raises(ValueError, match="dataset='iemocap'; valid: mosi, mosei, sims, simsv2"):
+        create_data("mmsa", path=renamed, dataset="iemocap")
+
+
+def test_checksum_is_recorded(tmp_path, caplog):
+    path = write_mmsa(tmp_path, "mosi")  # named MOSI/Processed/aligned_50.pkl, like the release
+    bundle = create_data("mmsa", path=path)
+    assert bundle.info["published_sha256"].startswith("d3994fd2")
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        bundle = create_data("mmsa", path=path, verify_checksum=True)
+    assert bundle.info["checksum"] == "mismatch" and "differs from the published" in caplog.text
+
+
+def test_batches_come_out_in_one_indexing(tmp_path):
+    ds = create_data("mmsa", path=write_mmsa(tmp_path, "mosi", aligned=False)).splits["train"]
+    batch = ds.__getitems__([0, 2])
+    assert batch.inputs["audio"].shape == (2, 12, 5) and batch.ids == [ds.ids[0], ds.ids[2]]
+    assert batch.mask("audio").sum(1).tolist() == ds.lengths["audio"][[0, 2]].tolist()

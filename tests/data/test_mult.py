@@ -1,0 +1,99 @@
+"""MulT pickles round-trip through ``create_data("mult", ...)``."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import pase.data.mult  # noqa: F401  (registers "mult")
+from pase.data import create_data
+from pase.data.validate import DataFormatError
+
+from .writers import write_mult
+
+SIZES = (9, 6, 6)
+
+
+def _raw(path):
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def test_mosi_round_trip(tmp_path, untouched):
+    path = write_mult(tmp_path, "mosi", sizes=SIZES)
+    assert path.name == "mosi_data.pkl"
+    check = untouched(tmp_path)
+    bundle = create_data("mult", path=path)
+    check()
+    raw = _raw(path)
+    assert bundle.name == "mosi_mult" and bundle.task.protocol == "mosi" and bundle.task.kind == "regression"
+    assert bundle.dims() == {"text": 300, "audio": 5, "vision": 20}
+    for split, n in zip(("train", "valid", "test"), SIZES):
+        ds, r = bundle.splits[split], raw[split]
+        assert len(ds) == n and ds.target.shape == (n,)
+        torch.testing.assert_close(ds.target, torch.as_tensor(r["labels"].reshape(-1)))  # (N, 1, 1) -> (N,)
+        torch.testing.assert_close(ds.features["text"], torch.as_tensor(r["text"]))
+        audio = np.where(np.isneginf(r["audio"]), 0.0, r["audio"]).astype(np.float32)
+        torch.testing.assert_close(ds.features["audio"], torch.as_tensor(audio))
+        assert (ds.lengths["audio"] == r["audio"].shape[1]).all()
+        rows = [[x.decode() for x in row] for row in r["id"]]
+        assert ds.ids == [f"{v}$_${a}_{b}" for v, a, b in rows]
+        for (v, a, _), g, p in zip(rows, ds.groups.tolist(), ds.positions.tolist()):
+            starts = sorted(float(row[1]) for row in rows if row[0] == v)
+            assert p == starts.index(float(a))  # position = order of start time in the video
+            assert all(g2 == g for (v2, _, _), g2 in zip(rows, ds.groups.tolist()) if v2 == v)
+
+
+def test_iemocap_is_multilabel(tmp_path):
+    path = write_mult(tmp_path, "iemocap", sizes=SIZES, id_style="strings")
+    bundle = create_data("mult", path=path)
+    task = bundle.task
+    assert (task.kind, task.num_classes, task.protocol) == ("multilabel", 4, "iemocap_mult")
+    assert task.class_names == ("neutral", "happy", "sad", "angry")
+    raw = _raw(path)["test"]["labels"]
+    target = bundle.splits["test"].target
+    assert target.shape == (SIZES[2], 4) and target.dtype == torch.long
+    assert target.tolist() == raw.argmax(-1).tolist()
+
+
+def test_unaligned_and_mosei_names(tmp_path):
+    path = write_mult(tmp_path, "mosei", aligned=False)
+    assert path.name == "mosei_senti_data_noalign.pkl"
+    bundle = create_data("mult", path=path)
+    assert bundle.task.protocol == "mosei" and bundle.info["aligned"] is False
+    assert bundle.max_steps() == {"text": 6, "audio": 9, "vision": 7}
+
+
+def test_missing_ids_are_generated(tmp_path):
+    bundle = create_data("mult", path=write_mult(tmp_path, "mosi", id_style="none"))
+    assert bundle.splits["valid"].ids[:2] == ["valid_0", "valid_1"]
+    assert bundle.splits["valid"].groups is None
+
+
+def test_duplicate_ids_are_made_unique_and_logged(tmp_path, caplog):
+    def dup(data):
+        data["train"]["id"][1] = data["train"]["id"][0]
+    path = write_mult(tmp_path, "mosi", mutate=dup)
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        ids = create_data("mult", path=path).splits["train"].ids
+    assert ids[0].endswith("#0") and ids[1].endswith("#1") and len(set(ids)) == len(ids)
+    assert "1 ids occur more than once" in caplog.text
+
+
+def test_labels_must_be_one_hot_pairs(tmp_path):
+    def bad(data):
+        data["valid"]["labels"][2, 1] = [1.0, 1.0]
+    path = write_mult(tmp_path, "iemocap", mutate=bad)
+    with pytest.raises(DataFormatError, match=r"iemocap_data\.pkl: split 'valid': labels of sample .* are not "
+                                              r"one-hot \(no, yes\) pairs"):
+        create_data("mult", path=path)
+
+
+def test_sentiment_labels_with_iemocap_shape(tmp_path):
+    path = write_mult(tmp_path, "iemocap")
+    with pytest.raises(DataFormatError, match=r"'labels' has shape \(9, 4, 2\), expected \(N, 1, 1\)"):
+        create_data("mult", path=path, dataset="mosi")

@@ -1,0 +1,132 @@
+"""The restricted unpickler: loads numpy pickles of numpy 1.x and 2.x, refuses code, names the file."""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import subprocess
+
+import numpy as np
+import pytest
+
+from pase.data.safe_pickle import ALLOWED_GLOBALS, UnsafePickleError, safe_load_pickle
+from pase.data.validate import DataFormatError
+
+from .writers import numpy1_pickle, sha256
+
+
+def _payload() -> dict:
+    return {"train": {"x": np.arange(12, dtype=np.float32).reshape(2, 3, 2),
+                      "ids": np.array(["a$_$1", "b$_$2"]),
+                      "obj": np.array([b"a", "bc"], dtype=object),
+                      "lengths": [1, 2]},
+            "scalar": np.float64(0.5), "int": np.int64(3), "set": {1, 2}, "frozen": frozenset("ab"),
+            "ordered": collections.OrderedDict(a=1), "complex": 1 + 2j, "bytes": b"\x00\xff",
+            "bytearray": bytearray(b"xy"), "tuple": (None, True, 1.5), "range": range(3)}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    np.testing.assert_array_equal(a["train"]["x"], b["train"]["x"])
+    np.testing.assert_array_equal(a["train"]["ids"], b["train"]["ids"])
+    assert list(a["train"]["obj"]) == list(b["train"]["obj"])
+    for k in ("scalar", "int", "set", "frozen", "ordered", "complex", "bytes", "bytearray", "tuple", "range"):
+        assert a[k] == b[k], k
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_loads_numpy_and_builtins_at_every_protocol(tmp_path, protocol):
+    path = tmp_path / f"p{protocol}.pkl"
+    path.write_bytes(pickle.dumps(_payload(), protocol=protocol))
+    _assert_same(safe_load_pickle(path), _payload())
+
+
+def test_loads_numpy1_module_names(tmp_path):
+    """MMSA's files were written by numpy 1.x: ``numpy.core.multiarray._reconstruct``."""
+    data = numpy1_pickle(_payload())
+    assert b"numpy.core.multiarray" in data and b"numpy._core" not in data
+    path = tmp_path / "aligned_50.pkl"
+    path.write_bytes(data)
+    _assert_same(safe_load_pickle(path), _payload())
+
+
+class _Shell:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_refuses_os_system_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"train": _Shell(marker)}))
+    digest = sha256(path)
+    with pytest.raises(UnsafePickleError, match=r"^evil\.pkl: refused to load global '(posix|os|nt)\.system'"):
+        safe_load_pickle(path)
+    assert not marker.exists()
+    assert sha256(path) == digest
+
+
+class _Reduce:
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+@pytest.mark.parametrize("fn, args, name", [
+    (eval, ("1 + 1",), "builtins.eval"),
+    (exec, ("x = 1",), "builtins.exec"),
+    (getattr, ("abc", "upper"), "builtins.getattr"),
+    (__import__, ("os",), "builtins.__import__"),
+    (subprocess.Popen, (["true"],), "subprocess.Popen"),
+])
+def test_refuses_code_globals(tmp_path, fn, args, name):
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(pickle.dumps(_Reduce(fn, args)))
+    with pytest.raises(UnsafePickleError, match=rf"refused to load global '{name}'") as err:
+        safe_load_pickle(path)
+    assert "\n" not in str(err.value)
+    assert isinstance(err.value, DataFormatError)
+
+
+def test_refuses_python2_spelling(tmp_path):
+    """``__builtin__.eval`` (protocol 0, Python 2) maps to builtins.eval and is refused too."""
+    path = tmp_path / "py2.pkl"
+    path.write_bytes(b"c__builtin__\neval\n(S'1+1'\ntR.")
+    with pytest.raises(UnsafePickleError, match="refused to load global 'builtins.eval'"):
+        safe_load_pickle(path)
+
+
+def test_allow_list_has_no_callables_that_run_code():
+    names = {f"{m}.{n}" for m, n in ALLOWED_GLOBALS}
+    for bad in ("builtins.eval", "builtins.exec", "builtins.getattr", "builtins.__import__",
+                "builtins.open", "os.system", "posix.system", "subprocess.Popen", "copyreg._reconstructor"):
+        assert bad not in names
+
+
+def test_truncated_pickle_is_one_line(tmp_path):
+    path = tmp_path / "mosi_data.pkl"
+    path.write_bytes(pickle.dumps(_payload(), protocol=4)[:200])
+    digest = sha256(path)
+    message = r"^mosi_data\.pkl: truncated or not a pickle .*download it again"
+    with pytest.raises(DataFormatError, match=message) as err:
+        safe_load_pickle(path)
+    assert not isinstance(err.value, UnsafePickleError)
+    assert "\n" not in str(err.value)
+    assert sha256(path) == digest
+
+
+def test_not_a_pickle(tmp_path):
+    path = tmp_path / "notes.pkl"
+    path.write_text("this is a text file\n")
+    with pytest.raises(DataFormatError, match=r"^notes\.pkl: truncated or not a pickle"):
+        safe_load_pickle(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        safe_load_pickle(tmp_path / "absent.pkl")

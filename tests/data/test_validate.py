@@ -1,0 +1,95 @@
+"""The shared checks and their one-line messages."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from pase.data.validate import (DataFormatError, as_array, check_class_labels, check_label_range,
+                                check_rows, check_unique_ids, clip_lengths, fix_non_finite,
+                                infer_dataset, require_keys, require_splits)
+
+
+def test_missing_key_message_matches_the_house_example():
+    split = {"text": np.zeros((2, 3, 4)), "audio": np.zeros((2, 3, 4))}
+    with pytest.raises(DataFormatError) as err:
+        require_keys(split, ["text", "audio", "vision"], "mosei_senti_data.pkl", "valid",
+                     modalities=("text", "audio", "vision"), other_format="gcnet")
+    assert str(err.value) == ("mosei_senti_data.pkl: split 'valid' has no key 'vision' (found: text, audio); "
+                              "pass modalities=('text', 'audio') or use the 'gcnet' format")
+
+
+def test_missing_split_lists_found_splits():
+    with pytest.raises(DataFormatError, match=r"f\.pkl: no split 'valid' \(found: train, test\)"):
+        require_splits({"train": {}, "test": {}}, "f.pkl", "MMSA")
+    with pytest.raises(DataFormatError, match="expected a dict of splits"):
+        require_splits([1, 2], "f.pkl", "MMSA")
+
+
+def test_rows_must_agree():
+    with pytest.raises(DataFormatError, match=r"key 'audio' has 3 rows \(shape \(3, 2\)\) but 'text' has 4"):
+        check_rows({"text": np.zeros((4, 2)), "audio": np.zeros((3, 2))}, "f.pkl", "train")
+    assert check_rows({"a": [1, 2], "b": np.zeros((2, 5))}, "f.pkl", "train") == 2
+
+
+def test_ragged_rows_are_named():
+    with pytest.raises(DataFormatError, match=r"key 'audio' is ragged.*pad it to one \(N, T, D\)"):
+        as_array([np.zeros((2, 3)), np.zeros((4, 3))], "f.pkl", "train", "audio")
+
+
+def test_neg_inf_in_audio_becomes_zero_and_is_logged(caplog):
+    x = np.ones((3, 2, 2), np.float32)
+    x[1, 0, 0] = -np.inf
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        y = fix_non_finite(x, "f.pkl", "train", "audio", ["a", "b", "c"], neg_inf_to_zero=True)
+    assert y[1, 0, 0] == 0 and np.isfinite(y).all() and x[1, 0, 0] == -np.inf  # input untouched
+    assert "set 1 -inf values to 0" in caplog.text
+
+
+@pytest.mark.parametrize("key, value, audio", [("vision", np.nan, False), ("audio", np.inf, True),
+                                               ("vision", -np.inf, False), ("audio", np.nan, True)])
+def test_other_non_finite_values_name_the_sample(key, value, audio):
+    x = np.ones((3, 2), np.float32)
+    x[2, 1] = value
+    with pytest.raises(DataFormatError, match=rf"f\.pkl: split 'test', key '{key}': .* at sample 'c' "
+                                              rf"\(row 2; .*\); fix the file or pass sanitize=True"):
+        fix_non_finite(x, "f.pkl", "test", key, ["a", "b", "c"], neg_inf_to_zero=audio)
+
+
+def test_sanitize_sets_zero_and_logs(caplog):
+    x = np.ones((2, 3), np.float32)
+    x[0, 0], x[1, 2] = np.nan, np.inf
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        y = fix_non_finite(x, "f.pkl", "train", "vision", ["a", "b"], sanitize=True)
+    assert y[0, 0] == 0 and y[1, 2] == 0 and y.sum() == 4
+    assert "1 NaN, 1 +inf, 0 -inf" in caplog.text
+
+
+def test_label_checks():
+    with pytest.raises(DataFormatError, match=r"label 3.5 of sample 'b' is outside \[-3, 3\]"):
+        check_label_range(np.array([0.0, 3.5]), -3, 3, "f.pkl", "train", ["a", "b"], fix="x")
+    with pytest.raises(DataFormatError, match=r"label 4 of sample 'b' is not a class index in \[0, 4\)"):
+        check_class_labels(np.array([0, 4]), 4, "f.pkl", "train", ["a", "b"], fix="x")
+    assert check_class_labels(np.array([0.0, 3.0]), 4, "f.pkl", "train", ["a", "b"], fix="x").dtype == np.int64
+
+
+def test_unique_ids():
+    with pytest.raises(DataFormatError, match=r"sample id 'a' occurs more than once \(rows 0 and 2\)"):
+        check_unique_ids(["a", "b", "a"], "f.pkl", "train")
+
+
+def test_lengths_are_clipped_and_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        ln = clip_lengths([0, 3, 9], 5, "f.pkl", "train", "audio_lengths")
+    assert ln.tolist() == [1, 3, 5]
+    assert "clipped 2 lengths" in caplog.text
+
+
+def test_infer_dataset_uses_name_then_folders(tmp_path):
+    pats = (("sims", "sims"), ("mosei", "mosei"), ("mosi", "mosi"))
+    assert infer_dataset(tmp_path / "MOSEI" / "Processed" / "aligned_50.pkl", pats) == "mosei"
+    assert infer_dataset(tmp_path / "x" / "mosi_data.pkl", pats) == "mosi"
+    with pytest.raises(DataFormatError, match="pass dataset= one of sims, mosei, mosi"):
+        infer_dataset("/nowhere/aligned_50.pkl", pats)

@@ -1,0 +1,47 @@
+import pytest
+
+from pase.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict
+
+
+def test_defaults_round_trip():
+    cfg = Config()
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_unknown_key_names_key_and_closest(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train.lrr'; did you mean 'train.lr'\?"):
+        apply_overrides(Config(), ["train.lrr=0.1"])
+    p = tmp_path / "c.yaml"
+    p.write_text("modle:\n  d_model: 8\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'modle'; did you mean 'model'"):
+        load_config(p)
+
+
+def test_wrong_type_is_an_error():
+    with pytest.raises(ConfigError, match=r"'train.max_epochs' must be int, got str"):
+        apply_overrides(Config(), ["train.max_epochs=ten"])
+    with pytest.raises(ConfigError, match=r"'pase.sgm' must be bool"):
+        apply_overrides(Config(), ["pase.sgm=3"])
+
+
+def test_int_widens_to_float_and_yaml_scalars_parse():
+    cfg = apply_overrides(Config(), ["train.lr=1", "pase.sgm=false", "data.options.sizes=[10,5,5]",
+                                     "data.modalities=[text,audio]"])
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.pase.sgm is False
+    assert cfg.data.options == {"sizes": [10, 5, 5]}
+    assert cfg.data.modalities == ["text", "audio"]
+
+
+def test_yaml_then_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("method: pase\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(p, ["train.lr=0.5"])
+    assert cfg.method == "pase" and cfg.train.lr == 0.5 and cfg.train.batch_size == 64
+
+
+def test_missing_file_and_bad_override():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/x.yaml")
+    with pytest.raises(ConfigError, match="is not key=value"):
+        apply_overrides(Config(), ["train.lr"])

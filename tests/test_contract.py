@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from pase.data import Batch, DataBundle, MultimodalDataset, TaskSpec, collate_batches
+from pase.data.contract import select_modalities, sort_modalities
+
+
+def _ds(n=6, split="train"):
+    rng = np.random.default_rng(0)
+    return MultimodalDataset(
+        {"vision": rng.normal(size=(n, 4, 3)), "text": rng.normal(size=(n, 5)), "audio": rng.normal(size=(n, 2, 2))},
+        rng.normal(size=n), [f"{split}{i}" for i in range(n)],
+        lengths={"vision": np.array([1, 2, 3, 4, 4, 2][:n]), "audio": np.full(n, 2)},
+        groups=np.arange(n) // 2, positions=np.arange(n) % 2, split=split)
+
+
+def test_dataset_layout_and_batched_indexing():
+    ds = _ds()
+    assert ds.modalities == ["text", "audio", "vision"]  # canonical order
+    assert ds.dims() == {"text": 5, "audio": 2, "vision": 3}
+    b = ds.__getitems__([4, 1])
+    assert isinstance(b, Batch) and len(b) == 2 and b.ids == ["train4", "train1"]
+    assert b.inputs["text"].shape == (2, 1, 5)  # utterance-level: T = 1
+    torch.testing.assert_close(b.lengths["vision"], torch.tensor([4, 2]))
+    torch.testing.assert_close(b.mask("vision")[1], torch.tensor([True, True, False, False]))
+    torch.testing.assert_close(b.groups, torch.tensor([2, 0]))
+
+
+def test_collate_pads_to_longest():
+    short = MultimodalDataset({"a": np.ones((2, 2, 3))}, np.zeros(2), ["x", "y"])
+    long = MultimodalDataset({"a": np.ones((1, 4, 3))}, np.zeros(1), ["z"])
+    b = collate_batches([short.__getitems__([0, 1]), long.__getitems__([0])])
+    assert b.inputs["a"].shape == (3, 4, 3)
+    assert b.inputs["a"][0, 2:].abs().sum() == 0
+    torch.testing.assert_close(b.lengths["a"], torch.tensor([2, 2, 4]))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(features={"a": np.ones((3, 2))}, target=np.zeros(4), ids=list("abcd")),
+     r"modality 'a' has shape \(3, 1, 2\) but the target has 4 samples"),
+    (dict(features={"a": np.ones((2, 2))}, target=np.zeros(2), ids=["x", "x"]), "sample id 'x' occurs more than once"),
+    (dict(features={"a": np.ones((2, 3, 2))}, target=np.zeros(2), ids=["x", "y"], lengths={"a": np.array([0, 3])}),
+     r"lengths of 'a' must be \(N=2,\) within \[1, 3\]"),
+    (dict(features={"a": np.ones((0, 2))}, target=np.zeros(0), ids=[]), "is empty"),
+])
+def test_dataset_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MultimodalDataset(**kwargs)
+
+
+def test_bundle_checks_and_selection():
+    task = TaskSpec("regression", 1, "mosi")
+    bundle = DataBundle("t", task, {s: _ds(split=s) for s in ("train", "valid", "test")})
+    sub = select_modalities(bundle, ["audio", "text"])
+    assert sub.modalities == ["text", "audio"] and sub.dims() == {"text": 5, "audio": 2}
+    with pytest.raises(ValueError, match="has no modality 'video'"):
+        select_modalities(bundle, ["video"])
+    with pytest.raises(ValueError, match=r"missing split\(s\) \['test'\]"):
+        DataBundle("t", task, {s: _ds(split=s) for s in ("train", "valid")})
+
+
+def test_sort_modalities_and_taskspec():
+    assert sort_modalities(["vision", "zeta", "audio", "text", "alpha"]) == ["text", "audio", "vision", "alpha", "zeta"]
+    with pytest.raises(ValueError, match="kind='ordinal' is not one of"):
+        TaskSpec("ordinal", 3, "mosi")
+    assert TaskSpec("classification", 4, "multiclass").output_dim == 4

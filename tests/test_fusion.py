@@ -1,0 +1,45 @@
+import torch
+
+from pase.fusion import GateScorer, fuse, prototype_confidence, prototype_gates
+
+
+def test_gates_sum_over_present(gen):
+    scores = torch.randn(5, 3, generator=gen)
+    present = torch.tensor([[1, 1, 1], [1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    w = prototype_gates(scores, present)
+    assert (w[~present] == 0).all()
+    # alpha = w / |S| sums to one over the present modalities (rows with S empty are all zero)
+    n = present.sum(-1)
+    torch.testing.assert_close(w.sum(-1), n.float())
+    alpha = w[1, [0, 2]] / 2
+    torch.testing.assert_close(alpha, torch.softmax(scores[1, [0, 2]], -1))
+
+
+def test_gates_broadcast_over_coalitions(gen):
+    scores = torch.randn(4, 3, generator=gen)
+    masks = torch.tensor([[1, 0, 1], [1, 1, 1]], dtype=torch.bool)
+    w = prototype_gates(scores, masks[:, None, :])
+    assert w.shape == (2, 4, 3)
+    torch.testing.assert_close(w[1], prototype_gates(scores, torch.ones(3, dtype=torch.bool)))
+
+
+def test_confidence_closed_form():
+    assert float(prototype_confidence(torch.zeros(4))) == 0.0  # uniform: no confidence
+    sharp = prototype_confidence(torch.tensor([50.0, 0.0, 0.0]))
+    assert 0.99 < float(sharp) <= 1.0
+    p = torch.tensor([0.7, 0.3])
+    expected = 1 + (p * p.log()).sum() / torch.log(torch.tensor(2.0))
+    torch.testing.assert_close(prototype_confidence(p.log()), expected)
+
+
+def test_permuting_keys_changes_nothing(gen):
+    mods = ["text", "audio", "vision"]
+    reps = {m: torch.randn(6, 4, generator=gen) for m in mods}
+    conf = {m: torch.rand(6, generator=gen) for m in mods}
+    scorer = GateScorer(mods, 4)
+    shuffled_reps = {m: reps[m] for m in ["vision", "text", "audio"]}
+    shuffled_conf = {m: conf[m] for m in ["audio", "vision", "text"]}
+    torch.testing.assert_close(scorer(reps, conf), scorer(shuffled_reps, shuffled_conf))
+    w = prototype_gates(scorer(reps, conf), torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(fuse(reps, w, mods), fuse(shuffled_reps, w, mods))
+    torch.testing.assert_close(fuse(reps, w, mods)[:, 4:8], reps["audio"] * w[:, 1:2])

@@ -1,0 +1,50 @@
+import math
+
+import pytest
+import torch
+
+from pase.data import create_data
+from pase.data.synthetic import SyntheticSpec, make_synthetic
+
+
+def test_seeded_and_sized():
+    a, b = create_data("synthetic", seed=3), create_data("synthetic", seed=3)
+    assert {s: len(d) for s, d in a.splits.items()} == {"train": 1284, "valid": 229, "test": 686}
+    assert a.dims() == {"text": 100, "audio": 73, "vision": 100}
+    torch.testing.assert_close(a.splits["test"].features["audio"], b.splits["test"].features["audio"])
+    c = create_data("synthetic", seed=4)
+    assert not torch.equal(a.splits["test"].target, c.splits["test"].target)
+
+
+def test_label_is_the_documented_additive_model():
+    """y = sigma_y (sum_m sqrt(s_m) f_m + sqrt(noise) eps) / sqrt(1 + noise), exactly."""
+    spec = SyntheticSpec(sizes=(20000, 10, 10), label_noise=0.25, label_scale=1.5)
+    _, labels, effects = make_synthetic(spec, seed=0)
+    f, y = effects["train"], labels["train"]
+    # every effect has zero mean and unit variance (closed forms of linear, product and abs)
+    torch.testing.assert_close(f.mean(0), torch.zeros(3), atol=0.03, rtol=0)
+    torch.testing.assert_close(f.var(0), torch.ones(3), atol=0.05, rtol=0)
+    # least squares of y on the effects recovers sigma_y sqrt(s_m) / sqrt(1 + noise)
+    coef = torch.linalg.lstsq(f, y[:, None]).solution[:, 0]
+    expected = 1.5 * torch.tensor(spec.shares).sqrt() / math.sqrt(1.25)
+    torch.testing.assert_close(coef, expected, atol=0.02, rtol=0)
+    # explained-variance shares are the ground-truth Shapley shares
+    parts = (coef ** 2) * f.var(0)
+    torch.testing.assert_close(parts / parts.sum(), torch.tensor(spec.shares), atol=0.02, rtol=0)
+    assert abs(float(y.std()) - 1.5) < 0.03
+
+
+@pytest.mark.parametrize("opts, match", [
+    (dict(shares=(0.5, 0.5, 0.5)), "must be non-negative and sum to 1"),
+    (dict(effects=("linear", "cubic", "abs")), "effect 'cubic' is not one of"),
+    (dict(dims=(10, 5)), "'dims' has 2 entries for 3 modalities"),
+    (dict(memorize_dim=200), r"memorize_dim'=200 must lie in \[0, dims\[0\]=100\)"),
+])
+def test_bad_options(opts, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticSpec(**opts)
+
+
+def test_ground_truth_recorded():
+    b = create_data("synthetic")
+    assert b.info["ground_truth_shares"] == {"text": 0.45, "audio": 0.35, "vision": 0.2}

@@ -32,6 +32,7 @@ class DataConfig:
     path: Optional[str] = None  # file or folder of an on-disk source; None for synthetic
     options: Dict[str, Any] = field(default_factory=dict)  # source-specific keyword options
     modalities: Optional[List[str]] = None  # keep only these modalities (None: all of the source)
+    standardize: bool = False  # z-score features with train-split statistics (raw descriptors differ in scale)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class BaselineConfig:
     ogm_noise: bool = True  # OGM-GE's generalisation enhancement (Gaussian gradient noise)
     agm_alpha: float = 1.0  # AGM coefficient strength
     agm_momentum: float = 0.9  # AGM running-average momentum
+    agm_average: str = "ema"  # "ema" (agm_momentum) | "cumulative": the original code's mean over all steps
+    agm_max_gap: float = 7.0  # cap on r* - r before exp: BalanceBenchmark's cap, keeps exp() finite
     pmr_weight: float = 1.0  # PMR prototype cross-entropy weight for the weaker modality
     pmr_momentum: float = 0.9  # PMR centroid momentum
 

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 __all__ = ["TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER",
-           "select_modalities"]
+           "select_modalities", "standardize"]
 
 #: canonical order of the field's three modalities; other names sort after these, alphabetically
 MODALITY_ORDER = ("text", "audio", "vision")
@@ -291,3 +291,35 @@ def select_modalities(bundle: DataBundle, modalities: Sequence[str]) -> DataBund
                 setattr(nd, k, v)
         splits[s] = nd
     return DataBundle(bundle.name, bundle.task, splits, dict(bundle.info, modalities=list(modalities)))
+
+
+def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
+    """Z-score every feature with the train split's mean and std over real (unpadded) steps.
+
+    Statistics come from train only, so nothing of valid or test leaks; padding stays zero.
+    The statistics are recorded in ``info["standardize"]`` as per-modality means and stds.
+    """
+    stats = {}
+    for m in bundle.modalities:
+        d = bundle.splits["train"]
+        x = d.features[m].double()
+        mask = (torch.arange(x.shape[1])[None, :] < d.lengths[m][:, None]).double()[..., None]  # (N, T, 1)
+        n = mask.sum()
+        mean = (x * mask).sum((0, 1)) / n
+        std = (((x - mean) * mask).pow(2).sum((0, 1)) / n).sqrt().clamp_min(eps)
+        stats[m] = (mean.float(), std.float())
+    splits = {}
+    for s, d in bundle.splits.items():
+        feats = {}
+        for m in bundle.modalities:
+            mean, std = stats[m]
+            mask = (torch.arange(d.features[m].shape[1])[None, :] < d.lengths[m][:, None])[..., None]
+            feats[m] = torch.where(mask, (d.features[m] - mean) / std, torch.zeros(()))
+        nd = MultimodalDataset(feats, d.target, d.ids, lengths=d.lengths, groups=d.groups,
+                               positions=d.positions, split=s)
+        for k, v in vars(d).items():
+            if k not in vars(nd):
+                setattr(nd, k, v)
+        splits[s] = nd
+    info = dict(bundle.info, standardize="train-split z-score per feature")
+    return DataBundle(bundle.name, bundle.task, splits, info)

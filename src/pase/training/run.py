@@ -23,7 +23,7 @@ import torch
 from .. import __version__
 from ..config import Config, from_dict, save_config, to_dict
 from ..data import create_data
-from ..data.contract import DataBundle, select_modalities
+from ..data.contract import DataBundle, select_modalities, standardize
 from ..io import atomic_write_json, atomic_write_text
 from ..methods import create_method
 from ..metrics import MetricAccumulator, get_protocol
@@ -51,6 +51,8 @@ def load_bundle(cfg: Config) -> DataBundle:
     bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)
+    if cfg.data.standardize:
+        bundle = standardize(bundle)
     return bundle
 
 

@@ -1,0 +1,193 @@
+"""OGM-GE: on-the-fly gradient modulation with generalisation enhancement.
+
+Peng, Wei, Deng, Wang, Hu, "Balanced Multimodal Learning via On-the-fly Gradient Modulation",
+CVPR 2022; reference code github.com/GeWu-Lab/OGM-GE_CVPR2022 (``main.py``, ``train_epoch``).
+The original scores each of two modalities by the softmax probability of the true class from its
+split of a linear fusion head and damps the encoder of the dominant one. Here (docs/baselines.md)
+it is generalised to M modalities and any task:
+
+* confidence s_m: the fused head with only modality m present (``coalition_logits`` with the
+  singleton mask, reusing the encoder outputs), scored on the batch (``ogm_scores``);
+* ratio rho_m = s_m / min_n s_n (the weakest modality has rho = 1) and coefficient
+  k_m = 1 - tanh(alpha * relu(rho_m - 1)) (``ogm_coefficients``);
+* after backward, before clipping and the optimiser step: the gradient of every parameter of
+  modality m's declared group is multiplied by k_m (averaged over the micro-batches of the step),
+  then, with GE, Gaussian noise of the modulated gradient's standard deviation is added, drawn
+  from a ``torch.Generator`` seeded with ``train.seed``. Shared fusion / head parameters are
+  left alone.
+
+Letters: B batch, M modalities, O output width (K classes, E labels, 1 for regression).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Tuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import Parameter
+
+from ..data.contract import Batch, TaskSpec
+from ..shapley import scale_gradients
+from .base import Method, register_method, task_loss
+
+__all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise"]
+
+
+def ogm_scores(logits: Tensor, target: Tensor, task: TaskSpec, loss_kind: str = "auto") -> Tensor:
+    r"""Confidence :math:`s_m > 0` of each modality's unimodal predictions on one batch.
+
+    * classification: :math:`s_m = \sum_b \mathrm{softmax}(z_{m,b})_{y_b}` (the original score);
+    * multilabel: the mean over samples and labels of the probability of the true decision,
+      :math:`\sigma(z)` where the label is 1 and :math:`1 - \sigma(z)` where it is 0;
+    * regression: :math:`s_m = \frac{1}{B} \sum_b \exp(-\ell_{m,b})`, with :math:`\ell` the
+      per-sample task loss (L1 by default, MSE with ``loss_kind="mse"``): 1 for a perfect fit.
+
+    Only ratios of scores are used, so the sum (classification) and the means are equivalent.
+
+    Args:
+        logits: (M, B, O) unimodal logits (the fused head with one modality present).
+        target: (B,) or (B, E) labels.
+        task: the data's ``TaskSpec``.
+        loss_kind: ``train.loss`` ("auto", "l1", "mse"), used for regression.
+
+    Returns:
+        (M,) scores.
+
+    Example:
+        >>> task = TaskSpec("classification", 2, "demo")
+        >>> ogm_scores(torch.tensor([[[0.0, 0.0]], [[0.0, 100.0]]]), torch.tensor([1]), task)
+        tensor([0.5000, 1.0000])
+    """
+    m, b = logits.shape[:2]
+    if task.kind == "classification":
+        prob = logits.softmax(-1)  # (M, B, K)
+        return prob.gather(-1, target.long().expand(m, b).unsqueeze(-1)).squeeze(-1).sum(-1)
+    if task.kind == "multilabel":
+        prob = torch.sigmoid(logits)  # (M, B, E)
+        y = target.to(prob.dtype).expand_as(prob)
+        return (y * prob + (1 - y) * (1 - prob)).mean((-2, -1))
+    per = task_loss(logits, target, task, loss_kind, reduce_batch=False)  # (M, B)
+    return torch.exp(-per).mean(-1)
+
+
+def ogm_coefficients(scores: Tensor, alpha: float) -> Tuple[Tensor, Tensor]:
+    r"""OGM coefficients from the modalities' scores, generalised to M modalities.
+
+    .. math::
+        \rho_m = \frac{s_m}{\min_n s_n}, \qquad
+        k_m = 1 - \tanh\big(\alpha \, \mathrm{relu}(\rho_m - 1)\big)
+
+    The weakest modality keeps k = 1; the others lie in (0, 1]. Scores are floored at the
+    dtype's ``tiny`` so a zero score cannot produce NaN.
+
+    Args:
+        scores: (M,) positive scores (``ogm_scores``).
+        alpha: modulation strength (``baselines.ogm_alpha``).
+
+    Returns:
+        ``(coefficients (M,), ratios (M,))``.
+
+    Example:
+        >>> k, rho = ogm_coefficients(torch.tensor([2.0, 1.0]), alpha=1.0)
+        >>> k, rho
+        (tensor([0.2384, 1.0000]), tensor([2., 1.]))
+    """
+    s = scores.clamp_min(torch.finfo(scores.dtype).tiny)
+    ratio = s / s.min()
+    return 1.0 - torch.tanh(alpha * torch.relu(ratio - 1.0)), ratio
+
+
+def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, eps: float = 1e-8) -> None:
+    r"""OGM-GE's generalisation enhancement: ``grad += N(0, (std(grad) + eps)^2)``, in place.
+
+    Applied after the modulation, as in the original code (``parms.grad *= coeff`` then
+    ``parms.grad += zeros_like(grad).normal_(0, grad.std().item() + 1e-8)``), but without a host
+    sync. Parameters without a gradient and single-element ones (no standard deviation) are
+    skipped.
+
+    Args:
+        params: the parameters whose gradients receive noise.
+        generator: seeded generator on the gradients' device.
+        eps: added to the standard deviation (the original's 1e-8).
+    """
+    for p in params:
+        g = p.grad
+        if g is None or g.numel() < 2:
+            continue
+        noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+        g.add_(noise * (g.std() + eps))
+
+
+@register_method("ogm_ge")
+class OGMGE(Method):
+    """OGM-GE for M modalities; see the module docstring.
+
+    Config: ``baselines.ogm_alpha`` (alpha), ``baselines.ogm_noise`` (GE on / off),
+    ``train.seed`` (seeds the noise generator).
+    """
+
+    def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
+        super().__init__(cfg, task, model)
+        self.alpha = cfg.baselines.ogm_alpha
+        self.noise = cfg.baselines.ogm_noise
+        self.seed = cfg.train.seed
+        m = len(self.modalities)
+        self.register_buffer("singletons", torch.eye(m, dtype=torch.bool), persistent=False)  # (M, M)
+        self.register_buffer("coeffs", torch.ones(m))  # the coefficients of the last optimiser step
+        self._pending = torch.zeros(m)  # sum of k over the micro-batches of this step
+        self._pending_n = 0
+        self._stats: Dict[str, Tensor] = {}  # epoch sums: "coeff" per step, "ratio" per batch
+        self._counts: Dict[str, int] = {}
+        self._generators: Dict[torch.device, torch.Generator] = {}
+
+    @torch.no_grad()
+    def modulation(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Tensor]:
+        """(M,) coefficients and (M,) ratios of this batch, from the unimodal coalitions."""
+        logits = model.coalition_logits(out, self.singletons.to(batch.target.device))  # (M, B, O)
+        scores = ogm_scores(logits.float(), batch.target, self.task, self.loss_kind)
+        return ogm_coefficients(scores, self.alpha)
+
+    def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
+        total, logs = super().loss(model, batch, out)
+        coeffs, ratio = self.modulation(model, batch, out)
+        self._pending = self._pending.to(coeffs.device) + coeffs
+        self._pending_n += 1
+        self._accumulate("ratio", ratio)
+        return total, logs
+
+    def _accumulate(self, key: str, value: Tensor) -> None:
+        self._stats[key] = self._stats.get(key, torch.zeros_like(value)) + value
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[device]
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        if self._pending_n == 0:
+            return
+        coeffs = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
+        self._pending, self._pending_n = torch.zeros_like(self._pending), 0
+        self.coeffs.copy_(coeffs)
+        groups = model.modality_parameters()
+        scale_gradients(groups, {m: coeffs[i] for i, m in enumerate(self.modalities)})
+        if self.noise:
+            for m in self.modalities:
+                for p in groups[m]:
+                    if p.grad is not None:
+                        add_gradient_noise([p], self._generator(p.grad.device))
+        self._accumulate("coeff", coeffs)
+
+    def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
+        logs = self.epoch_diagnostics(model)
+        for key in ("coeff", "ratio"):  # epoch means; 1 (no modulation) before the first step
+            vals = (self._stats[key] / self._counts[key]).tolist() if key in self._stats else [1.0] * len(
+                self.modalities)
+            logs.update({f"ogm_{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
+        self._stats, self._counts = {}, {}
+        return logs
+
+    def summary(self) -> Dict[str, object]:
+        return {"ogm_coeffs": {m: float(self.coeffs[i]) for i, m in enumerate(self.modalities)}}

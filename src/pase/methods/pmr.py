@@ -1,0 +1,158 @@
+"""PMR: prototypical modal rebalance.
+
+Fan, Xu, Wang, Wang, Guo, "PMR: Prototypical Modal Rebalance for Multimodal Learning", CVPR 2023;
+reference code github.com/fanyunfeng-bit/Modal-Imbalance-PMR (``main_Prototype_grad.py``) and its
+M-modality port ``GeWu-Lab/BalanceBenchmark`` (``PMR_trainer.py``). Here (docs/baselines.md),
+for M modalities and any task:
+
+* each modality keeps class prototypes c_k^m, an EMA (``pmr_momentum``) of the class centroids
+  of its representation h^m (``PrototypeBank`` buffers held by the method, so checkpointed);
+  classes are the task's, the argmax label (multilabel) or binned regression labels
+  (``pase.binning``); a class starts from its first observed centroid;
+* prototype logits are negative Euclidean distances, -||h^m - c_k^m||; the prototype
+  cross-entropy L_m (softmax over them, against the sample's class) is PMR's PCE loss, and the
+  mean softmax probability of the true class is the modality's prototype confidence s_m;
+* rebalancing: rho_m = clip(max_n s_n / s_m - 1, 0, 1), so the strongest modality gets 0; the
+  loss is L_task + pmr_weight * sum_m rho_m L_m (for M = 2 exactly PMR's beta / lambda).
+
+The prototypes are snapshots (clones) taken before the losses; the banks take their EMA step
+after, so the in-place buffer update never touches a tensor saved for backward.
+
+Letters: B batch, M modalities, K classes, D features.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..data.contract import Batch, TaskSpec
+from ..models.build import prototype_classes
+from ..prototypes import PrototypeBank
+from .base import Method, register_method
+from .pase import prototype_targets
+
+__all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance"]
+
+
+def euclidean_logits(features: Tensor, prototypes: Tensor, initialized: Tensor) -> Tensor:
+    r"""PMR's prototype logits :math:`-\lVert h_i - c_k \rVert_2` (B, K); -inf for uninitialised classes.
+
+    The distance is :math:`\sqrt{\max(\lVert h - c \rVert^2, 10^{-12})}`, so its gradient stays
+    finite when a feature sits on its prototype.
+
+    Args:
+        features: (B, D). prototypes: (K, D). initialized: (K,) bool.
+
+    Example:
+        >>> euclidean_logits(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0], [0.0, 1.0]]),
+        ...                  torch.tensor([True, False]))
+        tensor([[-5., -inf]])
+    """
+    sq = (features.unsqueeze(1) - prototypes.unsqueeze(0)).pow(2).sum(-1)  # (B, K)
+    logits = -sq.clamp_min(1e-12).sqrt()
+    return logits.masked_fill(~initialized.unsqueeze(0), float("-inf"))
+
+
+def prototype_ce(features: Tensor, classes: Tensor, prototypes: Tensor, initialized: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""PMR's prototype cross-entropy and the prototype confidence of one modality.
+
+    .. math::
+        L = \frac{1}{|V|} \sum_{i \in V} -\log p_{i, y_i}, \quad
+        s = \frac{1}{|V|} \sum_{i \in V} p_{i, y_i}, \quad
+        p_{i,k} = \mathrm{softmax}_k\big(-\lVert h_i - c_k \rVert\big)
+
+    over the samples V whose class is initialised (softmax over the initialised classes). The
+    prototypes are detached: the gradient reaches ``features`` only. With no valid sample both
+    are 0 (the loss still part of the graph).
+
+    Args:
+        features: (B, D). classes: (B,) long. prototypes: (K, D). initialized: (K,) bool.
+
+    Returns:
+        ``(loss, confidence)``, both 0-dim; the confidence is detached.
+
+    Example:
+        >>> h = torch.tensor([[0.0], [3.0]])
+        >>> loss, conf = prototype_ce(h, torch.tensor([0, 1]), h, torch.tensor([True, True]))
+        >>> round(float(loss), 4), round(float(conf), 4)
+        (0.0486, 0.9526)
+    """
+    logits = euclidean_logits(features, prototypes.detach(), initialized)  # (B, K)
+    valid = initialized[classes]  # (B,)
+    safe = torch.where(initialized.any(), logits, torch.zeros_like(logits))  # no all -inf rows
+    logp = safe.log_softmax(-1).gather(1, classes.unsqueeze(1)).squeeze(1)  # (B,)
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    logp = torch.where(valid, logp, zero)
+    n = valid.sum().clamp_min(1)
+    conf = torch.where(valid, logp.detach().exp(), zero).sum() / n
+    return -logp.sum() / n, conf
+
+
+def pmr_rebalance(confidence: Tensor) -> Tensor:
+    r"""PMR's weights :math:`\rho_m = \mathrm{clip}(\max_n s_n / s_m - 1, 0, 1)` (M,).
+
+    The strongest modality gets 0; a modality half as confident as the strongest gets 1. For
+    M = 2 this is PMR's beta / lambda (without alpha). Confidences are floored at the dtype's
+    ``tiny``; all-zero confidences (no initialised prototype yet) give all zeros.
+
+    Example:
+        >>> pmr_rebalance(torch.tensor([0.8, 0.6, 0.2]))
+        tensor([0.0000, 0.3333, 1.0000])
+    """
+    s = confidence.clamp_min(torch.finfo(confidence.dtype).tiny)
+    return (s.max() / s - 1.0).clamp(0.0, 1.0)
+
+
+@register_method("pmr")
+class PMR(Method):
+    """PMR for M modalities; see the module docstring.
+
+    Config: ``baselines.pmr_weight`` (alpha), ``baselines.pmr_momentum`` (prototype EMA),
+    ``pase.binning`` (regression labels to classes).
+    """
+
+    def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
+        super().__init__(cfg, task, model)
+        self.weight = cfg.baselines.pmr_weight
+        self.binning = cfg.pase.binning
+        k = prototype_classes(task, self.binning)
+        self.banks = nn.ModuleDict({m: PrototypeBank(k, model.d_model, momentum=cfg.baselines.pmr_momentum)
+                                    for m in self.modalities})
+        self._stats: Dict[str, Tensor] = {}
+        self._stats_n = 0
+
+    def prototype_terms(self, out, classes: Tensor) -> Tuple[Tensor, Tensor]:
+        """(M,) prototype losses L_m (with gradient) and (M,) confidences s_m, against snapshots."""
+        losses, confs = [], []
+        for m in self.modalities:
+            protos, init = self.banks[m].prototypes.clone(), self.banks[m].initialized.clone()  # snapshots
+            loss, conf = prototype_ce(out.reps[m], classes, protos, init)
+            losses.append(loss)
+            confs.append(conf)
+        return torch.stack(losses), torch.stack(confs)
+
+    def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
+        task, logs = super().loss(model, batch, out)
+        classes = prototype_targets(batch.target, self.task, self.binning)
+        losses, confs = self.prototype_terms(out, classes)
+        rho = pmr_rebalance(confs.float())  # (M,), no gradient
+        extra = self.weight * (rho.to(losses.dtype) * losses).sum()
+        for m in self.modalities:  # EMA step after the losses (they hold clones)
+            self.banks[m].update(out.reps[m], classes)
+        for key, val in (("rho", rho), ("conf", confs.float())):
+            self._stats[key] = self._stats.get(key, torch.zeros_like(val)) + val
+        self._stats_n += 1
+        logs["pmr_loss"] = extra.detach()
+        return task + extra, logs
+
+    def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
+        logs = self.epoch_diagnostics(model)
+        for key in ("rho", "conf"):
+            if key in self._stats:
+                vals = (self._stats[key] / self._stats_n).tolist()
+                logs.update({f"pmr_{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
+        self._stats, self._stats_n = {}, 0
+        return logs

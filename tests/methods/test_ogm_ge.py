@@ -1,0 +1,119 @@
+"""OGM-GE: closed-form coefficients from hand-computed unimodal scores, GE noise, determinism."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from pase.config import apply_overrides
+from pase.methods.ogm_ge import OGMGE, ogm_coefficients
+
+# float32 products of a gradient with one scalar: equal up to one rounding
+TIGHT = dict(atol=1e-7, rtol=1e-6)
+
+
+def _hand_scores(case, reps):
+    """Scores from the head fed one modality's representation and zeros elsewhere, sample by sample."""
+    scores = []
+    for i, m in enumerate(case.mods):
+        fused = torch.cat([reps[n] if n == m else torch.zeros_like(reps[n]) for n in case.mods], -1)
+        z = case.model.head(fused).detach().double()  # (B, O)
+        y = case.batch.target
+        if case.kind == "classification":
+            s = sum(math.exp(z[b, y[b]]) / sum(math.exp(v) for v in z[b]) for b in range(len(y)))
+        elif case.kind == "multilabel":
+            p = torch.sigmoid(z)
+            s = float((y * p + (1 - y) * (1 - p)).mean())
+        else:  # L1 loss by default
+            s = sum(math.exp(-abs(float(z[b, 0]) - float(y[b]))) for b in range(len(y))) / len(y)
+        scores.append(float(s))
+    return scores
+
+
+def _step(case, method, model):
+    out = model(case.batch)
+    loss, _ = method.loss(model, case.batch, out)
+    loss.backward()
+    before = {id(p): p.grad.clone() for p in model.parameters()}
+    method.before_optimizer_step(model)
+    return out, before
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification", "multilabel"])
+@pytest.mark.parametrize("M", [2, 3])
+def test_coefficients_match_hand_computation(make_case, kind, M):
+    case = make_case(kind, M=M, overrides=["baselines.ogm_noise=false", "baselines.ogm_alpha=5.0"])
+    method = OGMGE(case.cfg, case.task, case.model)
+    out, before = _step(case, method, case.model)
+    scores = _hand_scores(case, out.reps)
+    weakest = min(scores)
+    expected = [1 - math.tanh(5.0 * max(s / weakest - 1, 0.0)) for s in scores]
+    assert expected[scores.index(weakest)] == 1.0
+    assert min(expected) < 0.99, "the case should modulate someone"
+    groups = case.model.modality_parameters()
+    for i, m in enumerate(case.mods):
+        for p in groups[m]:
+            assert_close(p.grad, before[id(p)] * expected[i], **TIGHT)
+    for p in case.model.shared_parameters():
+        assert torch.equal(p.grad, before[id(p)]), "shared fusion / head gradients must be untouched"
+    logs = method.end_validation_epoch(case.model, 0, True)
+    for i, m in enumerate(case.mods):
+        assert logs[f"ogm_coeff_{m}"] == pytest.approx(expected[i], rel=1e-5)
+
+
+def test_coefficients_average_over_micro_batches(make_case):
+    case = make_case("classification", overrides=["baselines.ogm_noise=false", "baselines.ogm_alpha=5.0"])
+    method, model = OGMGE(case.cfg, case.task, case.model), case.model
+    out = model(case.batch)
+    k1, _ = method.modulation(model, case.batch, out)
+    method.loss(model, case.batch, out)[0].backward()
+    with torch.no_grad():  # a second micro-batch: the same batch with another model state
+        for p in model.encoders["text"].parameters():
+            p.mul_(1.5)
+    out2 = model(case.batch)
+    k2, _ = method.modulation(model, case.batch, out2)
+    method.loss(model, case.batch, out2)[0].backward()
+    method.before_optimizer_step(model)
+    assert not torch.allclose(k1, k2)
+    assert_close(method.coeffs, (k1 + k2) / 2)
+
+
+def test_ratio_closed_form_and_edge_cases():
+    k, rho = ogm_coefficients(torch.tensor([3.0, 1.0, 2.0]), alpha=0.5)
+    assert_close(rho, torch.tensor([3.0, 1.0, 2.0]))
+    assert_close(k, torch.tensor([1 - math.tanh(1.0), 1.0, 1 - math.tanh(0.5)]))
+    k0, _ = ogm_coefficients(torch.tensor([0.0, 1.0]), alpha=0.5)  # a zero score: finite, weakest = 1
+    assert torch.isfinite(k0).all() and k0[0] == 1.0
+    k_eq, _ = ogm_coefficients(torch.tensor([2.0, 2.0]), alpha=0.5)  # balanced: no modulation
+    assert torch.equal(k_eq, torch.ones(2))
+
+
+def test_generalisation_noise_is_seeded_and_scaled(make_case):
+    case = make_case("classification", B=64, overrides=["baselines.ogm_alpha=5.0", "train.seed=7"])
+    runs = []
+    for _ in range(2):
+        model = case.fresh()
+        method = OGMGE(case.cfg, case.task, model)
+        _, before = _step(case, method, model)
+        runs.append((model, method, before))
+    (m1, meth1, before), (m2, _, _) = runs
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p1.grad, p2.grad), "same seed, same noise"
+    groups = m1.modality_parameters()
+    k = meth1.coeffs
+    for i, m in enumerate(case.mods):
+        w = groups[m][0]  # the first Linear's weight, 16 x D_in entries
+        assert w.grad.numel() > 1
+        noise = w.grad - before[id(w)] * k[i]
+        assert float(noise.abs().max()) > 0
+    big = m1.encoders["text"].net[4].weight  # 8 x 16 = 128 entries: the sample std is within ~25 %
+    scaled = before[id(big)] * k[0]
+    ratio = float((big.grad - scaled).std() / (scaled.std() + 1e-8))
+    assert 0.7 < ratio < 1.3
+    for p in m1.shared_parameters():
+        assert torch.equal(p.grad, before[id(p)])
+    other = apply_overrides(case.cfg, ["train.seed=8"])
+    model3 = case.fresh()
+    _step(case, OGMGE(other, case.task, model3), model3)
+    assert not torch.equal(model3.encoders["text"].net[4].weight.grad, big.grad), "another seed, other noise"

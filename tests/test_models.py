@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from pase.config import Config, apply_overrides
+from pase.data import create_data
+from pase.data.contract import DataBundle, MultimodalDataset, TaskSpec
+from pase.models import ENCODERS, build_model, create_encoder
+from pase.models.context import ContextGRU
+from pase.shapley import coalition_masks
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return create_data("synthetic", sizes=[32, 8, 8])
+
+
+@pytest.mark.parametrize("name", ENCODERS.names())
+def test_every_encoder_is_finite_and_trains(name, gen):
+    enc = create_encoder(name, d_in=5, d_model=8, hidden=16, max_len=7)
+    x = torch.randn(4, 7, 5, generator=gen)
+    lengths = torch.tensor([7, 3, 1, 5])
+    h = enc(x, lengths)
+    assert h.shape == (4, 8) and torch.isfinite(h).all()
+    h.pow(2).sum().backward()
+    for n, p in enc.named_parameters():
+        assert p.grad is not None, f"No gradient for {n}"
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer", "lstm"])
+def test_padding_is_ignored(name, gen):
+    enc = create_encoder(name, d_in=3, d_model=4, hidden=8, max_len=6, dropout=0.0).eval()
+    x = torch.randn(1, 6, 3, generator=gen)
+    lengths = torch.tensor([4])
+    y = x.clone()
+    y[:, 4:] = 100.0  # garbage after the true length
+    if name == "lstm":  # a forward LSTM reads padding after the last true step: backward half changes
+        pytest.skip("bidirectional LSTM without packing sees padding in its backward direction")
+    torch.testing.assert_close(enc(x, lengths), enc(y, lengths))
+
+
+def test_unknown_encoder_suggests():
+    with pytest.raises(KeyError, match="unknown encoder 'mpl'; did you mean 'mlp'"):
+        create_encoder("mpl", d_in=2, d_model=2)
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "pase"])
+def test_parameter_groups_cover_every_parameter_once(bundle, method):
+    cfg = apply_overrides(Config(), [f"method={method}", "model.context=true"])
+    model = build_model(cfg, bundle)
+    groups = model.modality_parameters()
+    seen = [id(p) for ps in groups.values() for p in ps] + [id(p) for p in model.shared_parameters()]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable) and len(seen) == len(set(seen))
+    enc_ids = {id(p) for p in model.encoders["audio"].parameters()}
+    assert enc_ids <= {id(p) for p in groups["audio"]}
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "pase"])
+def test_model_output_finite_and_every_parameter_gets_gradient(bundle, method):
+    cfg = apply_overrides(Config(), [f"method={method}"])
+    model = build_model(cfg, bundle)
+    batch = bundle.splits["train"].__getitems__(list(range(16)))
+    if model.banks is not None:  # initialise prototypes so the gate's confidence is live
+        for m in model.modalities:
+            model.banks[m].update(torch.randn(16, cfg.model.d_model), (batch.target >= 0).long())
+    out = model(batch)
+    assert out.logits.shape == (16, 1) and torch.isfinite(out.logits).all()
+    out.logits.sum().backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None, f"No gradient for {n}"
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "pase"])
+def test_coalitions_equal_masked_forward(bundle, method):
+    """One batched coalition pass equals a masked forward pass per coalition."""
+    cfg = apply_overrides(Config(), [f"method={method}", "model.dropout=0.0"])
+    model = build_model(cfg, bundle).eval()
+    batch = bundle.splits["valid"].__getitems__(list(range(8)))
+    out = model(batch)
+    masks = coalition_masks(3)
+    joint = model.coalition_logits(out, masks)
+    for c in range(8):
+        torch.testing.assert_close(joint[c], model(batch, present=masks[c]).logits)
+    torch.testing.assert_close(joint[-1], out.logits)
+    assert torch.allclose(joint[0], joint[0][0].expand_as(joint[0]))  # empty coalition: constant
+
+
+def test_context_gru_stays_inside_groups(gen):
+    ctx = ContextGRU(8).eval()
+    h = torch.randn(6, 8, generator=gen)
+    groups = torch.tensor([0, 1, 0, 1, 0, 2])
+    pos = torch.tensor([2, 1, 0, 0, 1, 0])
+    out = ctx(h, groups, pos)
+    perm = torch.tensor([5, 3, 1, 0, 4, 2])
+    torch.testing.assert_close(ctx(h[perm], groups[perm], pos[perm]), out[perm])  # order of the batch is irrelevant
+    h2 = h.clone()
+    h2[1] += 10.0  # change an utterance of video 1
+    out2 = ctx(h2, groups, pos)
+    torch.testing.assert_close(out2[[0, 2, 4, 5]], out[[0, 2, 4, 5]])  # videos 0 and 2 unaffected
+    assert not torch.allclose(out2[3], out[3])  # its neighbour in video 1 sees it
+
+
+def test_sequence_data_builds_transformer():
+    n = 8
+    ds = {s: MultimodalDataset({"text": torch.randn(n, 5, 3), "audio": torch.randn(n, 4, 2)}, torch.randn(n),
+                               [f"{s}{i}" for i in range(n)], lengths={"text": torch.full((n,), 3)}, split=s)
+          for s in ("train", "valid", "test")}
+    b = DataBundle("seq", TaskSpec("regression", 1, "mosi"), ds)
+    model = build_model(Config(), b)
+    assert type(model.encoders["text"]).__name__ == "TransformerEncoder"
+    assert model(ds["train"].__getitems__([0, 1])).logits.shape == (2, 1)

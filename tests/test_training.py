@@ -1,0 +1,93 @@
+"""End-to-end runs of the public API and the CLI on a tiny synthetic problem."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from conftest import TINY
+from pase.cli import main
+from pase.config import Config, apply_overrides
+from pase.training import RunDirError, evaluate, predict, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "lf"
+    cfg = apply_overrides(Config(), TINY)
+    return out, train(cfg, out, quiet=True)
+
+
+def test_run_directory_contents(run):
+    out, result = run
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "metrics.json", "log.csv", "checkpoints"}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["protocol"] == "mosi" and saved["dataset"] == "synthetic" and saved["method"] == "late_fusion"
+    assert saved["seed"] == 1111 and saved["elapsed_s"] > 0 and "pase_version" in saved
+    assert set(saved["test"]) == {"Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5",
+                                  "Mult_acc_7", "MAE", "Corr"}
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["train"]["max_epochs"] == 3 and cfg["data"]["options"]["sizes"] == [192, 64, 64]
+    rows = list(csv.DictReader(open(out / "log.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert {"train/loss", "valid/MAE", "diag/share_text", "diag/shapley_audio"} <= set(rows[0])
+    # the selected epoch is the validation optimum (MAE: lowest)
+    best = min(rows, key=lambda r: float(r["valid/MAE"]))
+    assert int(best["epoch"]) == saved["best_epoch"]
+    assert abs(float(best["valid/MAE"]) - saved["valid"]["MAE"]) < 1e-5
+
+
+def test_evaluate_reproduces_test_metrics(run):
+    out, result = run
+    res = evaluate(out / result["checkpoint"])
+    for k, v in result["test"].items():
+        assert abs(res["test"][k] - v) < 1e-6, k
+
+
+def test_predict_writes_rows_and_never_overwrites(run, tmp_path):
+    out, result = run
+    dest = tmp_path / "pred.csv"
+    assert predict(out / result["checkpoint"], dest) == 64
+    rows = list(csv.DictReader(open(dest)))
+    assert len(rows) == 64 and set(rows[0]) == {"id", "prediction", "label"}
+    before = dest.read_bytes()
+    with pytest.raises(RunDirError, match="exists; choose another --output"):
+        predict(out / result["checkpoint"], dest)
+    assert dest.read_bytes() == before
+
+
+def test_existing_run_dir_is_not_overwritten(run):
+    out, _ = run
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(RunDirError, match="already holds files"):
+        train(apply_overrides(Config(), TINY), out, quiet=True)
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_same_seed_same_metrics(run, tmp_path):
+    out, result = run
+    again = train(apply_overrides(Config(), TINY), tmp_path / "again", quiet=True)
+    assert again["test"] == result["test"] and again["valid"] == result["valid"]
+
+
+def test_pase_runs_both_phases(tmp_path):
+    cfg = apply_overrides(Config(), TINY + ["method=pase", "pase.switch_max_epoch=1"])
+    result = train(cfg, tmp_path / "p", quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "p" / "log.csv")))
+    assert [float(r["diag/phase"]) for r in rows] == [1.0, 2.0, 2.0]
+    assert result["diagnostics"]["switch_epoch"] == 1
+    assert all(0 < float(rows[-1][f"diag/sgm_coeff_{m}"]) <= 1 for m in ("text", "audio", "vision"))
+
+
+def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path / "c"), "--quiet"] + [x for s in TINY for x in ("--set", s)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "| test |" in printed and "Has0_acc_2" in printed
+    assert main(["train", "--set", "train.lrr=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pase: error: unknown config key 'train.lrr'; did you mean 'train.lr'? valid keys under train: "
+                   + ", ".join(Config().train.__dataclass_fields__)]
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def test_seeded_and_sized():
 
 def test_label_is_the_documented_additive_model():
     """y = sigma_y (sum_m sqrt(s_m) f_m + sqrt(noise) eps) / sqrt(1 + noise), exactly."""
-    spec = SyntheticSpec(sizes=(20000, 10, 10), label_noise=0.25, label_scale=1.5)
+    spec = SyntheticSpec(sizes=(20000, 10, 10), label_noise=0.25, label_scale=1.5, shortcut=0.0)
     _, labels, effects = make_synthetic(spec, seed=0)
     f, y = effects["train"], labels["train"]
     # every effect has zero mean and unit variance (closed forms of linear, product and abs)
@@ -38,7 +38,7 @@ def test_label_is_the_documented_additive_model():
     (dict(shares=(0.5, 0.5, 0.5)), "must be non-negative and sum to 1"),
     (dict(effects=("linear", "cubic", "abs")), "effect 'cubic' is not one of"),
     (dict(dims=(10, 5)), "'dims' has 2 entries for 3 modalities"),
-    (dict(memorize_dim=200), r"memorize_dim'=200 must lie in \[0, dims\[0\]=100\)"),
+    (dict(memorize_dim=200), r"memorize_dim.=200 must lie in \[0, dims\[0\]=100\)"),
 ])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):
@@ -47,4 +47,16 @@ def test_bad_options(opts, match):
 
 def test_ground_truth_recorded():
     b = create_data("synthetic")
-    assert b.info["ground_truth_shares"] == {"text": 0.45, "audio": 0.35, "vision": 0.2}
+    assert b.info["ground_truth_shares"] == {"text": 0.4, "audio": 0.35, "vision": 0.25}
+
+
+def test_shortcut_exists_on_train_only():
+    """The memorisation column carries the rest of the label on train (corr sqrt(s)), nothing on test."""
+    spec = SyntheticSpec(sizes=(4000, 10, 4000), shortcut=0.81, scales=(2.0, 1.0, 1.0))
+    feats, labels, effects = make_synthetic(spec, seed=1)
+    for split, expected in (("train", 0.9), ("test", 0.0)):
+        col = feats[split]["text"][:, -spec.memorize_dim]
+        rest = labels[split] - effects[split][:, 0] * 1.5 * math.sqrt(0.4) / math.sqrt(1.1)
+        r = torch.corrcoef(torch.stack([col, rest]))[0, 1]
+        assert abs(float(r) - expected) < 0.04, (split, float(r))
+        assert abs(float(col.std()) - 2.0) < 0.1  # same marginal scale on every split

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from conftest import TINY
+from tiny import TINY
 from pase.cli import main
 from pase.config import Config, apply_overrides
 from pase.training import RunDirError, evaluate, predict, train

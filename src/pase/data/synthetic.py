@@ -58,7 +58,7 @@ class SyntheticSpec:
 
     Args:
         modalities: names, in order.
-        dims: observed width D_m per modality (MOSI-like MMSA widths 768 / 5 / 20 by default).
+        dims: observed width D_m per modality (the bc-LSTM MOSI widths 100 / 73 / 100 by default).
         shares: ground-truth variance shares s_m, summing to 1.
         effects: effect kind per modality (``linear``, ``product``, ``abs``).
         latent: latent width k_m per modality (>= 2 for product and abs).
@@ -69,7 +69,8 @@ class SyntheticSpec:
         memorize_dim: how many of the first modality's D columns are per-sample noise.
         shortcut: in [0, 1); on the train split only, the first memorisation column of the first
             modality carries the rest of the label (y minus its own effect, standardised) with
-            this share of its unit variance, the rest noise; on valid and test it is pure noise.
+            this share of its unit variance, the rest noise; on valid and test it stays unit-variance
+            noise, as memorised sample-specific detail is on unseen samples.
             It models a dominant encoder that can fit the training labels through sample-specific
             detail (as a fine-tuned BERT does), which starves the other encoders of gradient.
         scales: a factor per modality on the observed features (small features learn slowly
@@ -80,16 +81,16 @@ class SyntheticSpec:
     def __init__(
         self,
         modalities: Sequence[str] = ("text", "audio", "vision"),
-        dims: Sequence[int] = (768, 5, 20),
-        shares: Sequence[float] = (0.5, 0.3, 0.2),
+        dims: Sequence[int] = (100, 73, 100),
+        shares: Sequence[float] = (0.4, 0.35, 0.25),
         effects: Sequence[str] = ("linear", "product", "abs"),
         latent: Sequence[int] = (8, 2, 2),
-        obs_noise: Sequence[float] = (0.3, 0.1, 0.1),
+        obs_noise: Sequence[float] = (0.3, 0.2, 0.2),
         label_noise: float = 0.1,
         label_scale: float = 1.5,
-        memorize_dim: int = 256,
-        scales: Optional[Sequence[float]] = None,
-        shortcut: float = 0.0,
+        memorize_dim: int = 40,
+        scales: Optional[Sequence[float]] = (1.0, 0.1, 0.1),
+        shortcut: float = 0.95,
         sizes: Sequence[int] = (1284, 229, 686),
     ) -> None:
         n = len(modalities)
@@ -153,12 +154,15 @@ def make_synthetic(spec: SyntheticSpec, seed: int = 0) -> Tuple[Dict[str, Dict[s
         signal = f @ torch.tensor(spec.shares).sqrt()
         noise = math.sqrt(spec.label_noise) * torch.randn(n, generator=g)
         labels[split] = spec.label_scale * (signal + noise) / math.sqrt(1 + spec.label_noise)
-        if split == "train" and spec.shortcut > 0:
-            rest = signal - math.sqrt(spec.shares[0]) * f[:, 0] + noise  # what modality 1 cannot explain
-            rest = (rest - rest.mean()) / rest.std()
+        if spec.shortcut > 0:
             first, j = spec.modalities[0], -spec.memorize_dim
-            col = cols[first][:, j] / spec.scales[0]  # a unit-variance noise column
-            cols[first][:, j] = spec.scales[0] * (math.sqrt(spec.shortcut) * rest + math.sqrt(1 - spec.shortcut) * col)
+            if split == "train":
+                rest = signal - math.sqrt(spec.shares[0]) * f[:, 0] + noise  # what modality 1 cannot explain
+                rest = (rest - rest.mean()) / rest.std()
+                col = cols[first][:, j] / spec.scales[0]  # a unit-variance noise column
+                col = math.sqrt(spec.shortcut) * rest + math.sqrt(1 - spec.shortcut) * col
+                cols[first][:, j] = spec.scales[0] * col
+            # valid / test keep the column as unit-variance noise: memorised detail of unseen samples
         feats[split], effects[split] = cols, f
     return feats, labels, effects
 

@@ -14,7 +14,8 @@ it is generalised to M modalities and any task:
   modality m's declared group is multiplied by k_m (averaged over the micro-batches of the step),
   then, with GE, Gaussian noise of the modulated gradient's standard deviation is added, drawn
   from a ``torch.Generator`` seeded with ``train.seed``. Shared fusion / head parameters are
-  left alone.
+  left alone. Under ``torch.distributed`` the coefficients are averaged over the processes, so
+  the all-reduced gradients are modulated (and noised, same seed) identically everywhere.
 
 Letters: B batch, M modalities, O output width (K classes, E labels, 1 for regression).
 """
@@ -170,6 +171,10 @@ class OGMGE(Method):
             return
         coeffs = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
         self._pending, self._pending_n = torch.zeros_like(self._pending), 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # gradients are already all-reduced: every process must scale them alike
+            torch.distributed.all_reduce(coeffs, op=torch.distributed.ReduceOp.SUM)
+            coeffs = coeffs / torch.distributed.get_world_size()
         self.coeffs.copy_(coeffs)
         groups = model.modality_parameters()
         scale_gradients(groups, {m: coeffs[i] for i, m in enumerate(self.modalities)})

@@ -56,8 +56,9 @@ class PaSE(Method):
         self.num_classes = prototype_classes(task, self.pc.binning)
         if (self.pc.pcl or self.pc.ot) and model.banks is None:
             raise ValueError("method 'pase' with pcl or ot needs a model with prototype banks (build_model)")
-        self.register_buffer("phase", torch.tensor(1))
-        self.register_buffer("switch_epoch", torch.tensor(-1))
+        # switch_max_epoch = 0: SGM from the first step (no phase 1)
+        self.register_buffer("phase", torch.tensor(2 if self.pc.sgm and self.pc.switch_max_epoch <= 0 else 1))
+        self.register_buffer("switch_epoch", torch.tensor(0 if int(self.phase) == 2 else -1))
         self.register_buffer("stale_epochs", torch.tensor(0))
         self.register_buffer("coeffs", torch.ones(m))  # smoothed phi_m
         self.register_buffer("coeffs_started", torch.tensor(False))

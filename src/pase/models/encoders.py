@@ -32,13 +32,13 @@ class MLPEncoder(nn.Module):
         d_in: input width D_in.
         d_model: output width.
         hidden: hidden width.
-        dropout: dropout after the hidden layer (and on the input).
+        dropout: dropout after the hidden layer.
     """
 
     def __init__(self, d_in: int, d_model: int, hidden: int = 128, dropout: float = 0.2, **_: object) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden, d_model), nn.ReLU(),
         )
 

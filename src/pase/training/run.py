@@ -136,6 +136,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
+        final_state = module.method.summary()  # before the best checkpoint is reloaded
         best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
         trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
         valid = dict(module.results["valid"])
@@ -146,7 +147,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,
         "best_epoch": _best_epoch(out / "log.csv", monitor, mode), "epochs_run": trainer.current_epoch,
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
-        "diagnostics": module.method.summary() if hasattr(module.method, "summary") else {},
+        "diagnostics": final_state,
         "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__,
         "checkpoint": str(Path(best).relative_to(out)) if Path(best).is_relative_to(out) else best,
     }

@@ -1,0 +1,54 @@
+"""The competition figure: each encoder's linear probe after joint training vs trained alone.
+
+Modality competition shows as a *probe deficit*: the encoder of a weak modality, trained jointly
+with a dominant one, represents its own modality worse than the same encoder trained alone on
+the same labels. ``probe_deficit`` trains the configured method on all modalities and one
+unimodal model per modality (same config, ``data.modalities=[m]``), probes every frozen encoder
+(fit on train, scored on test) and returns the per-modality scores and their differences.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from ..config import Config, apply_overrides
+from ..training.run import load_checkpoint, train
+from .probes import probe_model
+
+__all__ = ["probe_deficit", "trained_probes"]
+
+
+def trained_probes(cfg: Config, out: Path) -> Dict[str, object]:
+    """Train ``cfg`` into ``out``; returns {"metrics": metrics.json content, "probe": per-modality probes}."""
+    result = train(cfg, out, quiet=True)
+    module, _, bundle = load_checkpoint(out / result["checkpoint"])
+    return {"metrics": result, "probe": probe_model(module.model, bundle)}
+
+
+def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_dir: Optional[str | Path] = None,
+                  metric: str = "acc2") -> Dict[str, Dict[str, float]]:
+    """Probe scores of each modality's encoder, jointly trained vs alone.
+
+    Args:
+        cfg: the joint configuration (any method).
+        modalities: which modalities get a unimodal reference (default: every one but the first).
+        out_dir: where the runs go (default: a temporary folder).
+        metric: probe metric ("acc2" or "corr" for regression, "acc" for classification).
+
+    Returns:
+        modality -> {"joint", "alone", "deficit" = alone - joint}; key "__fused__" holds the joint
+        model's test metrics.
+    """
+    root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pase-competition-"))
+    joint = trained_probes(cfg, root / "joint")
+    mods = list(modalities) if modalities is not None else list(joint["probe"])[1:]
+    table: Dict[str, Dict[str, float]] = {}
+    for m in mods:
+        solo_cfg = apply_overrides(cfg, [f"data.modalities=[{m}]", "method=late_fusion"])
+        solo = trained_probes(solo_cfg, root / f"alone_{m}")
+        j, a = joint["probe"][m][metric], solo["probe"][m][metric]
+        table[m] = {"joint": j, "alone": a, "deficit": a - j}
+    table["__fused__"] = dict(joint["metrics"]["test"])
+    return table

@@ -1,0 +1,105 @@
+"""AGM: late fusion at unit coefficients, Shapley-logit efficiency, hand-computed coefficients."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from pase.methods.agm import AGM, agm_coefficients, agm_ratios, shapley_logits
+from pase.methods.base import LateFusion, task_loss
+from pase.shapley import coalition_masks
+
+# float32: Sum_m phi_m + v(empty) re-adds 2^M head outputs, exact up to a few roundings
+CLOSE = dict(atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification", "multilabel"])
+def test_unit_coefficients_are_late_fusion(make_case, kind):
+    case = make_case(kind, overrides=["baselines.agm_alpha=0.0"])  # k = exp(0) = 1 exactly
+    agm_model, lf_model = case.fresh(), case.fresh()
+    agm = AGM(case.cfg, case.task, agm_model)
+    lf = LateFusion(case.cfg, case.task, lf_model)
+    l_agm, _ = agm.loss(agm_model, case.batch, agm_model(case.batch))
+    l_lf, _ = lf.loss(lf_model, case.batch, lf_model(case.batch))
+    assert_close(l_agm, l_lf, **CLOSE)
+    l_agm.backward()
+    l_lf.backward()
+    for (name, p), q in zip(agm_model.named_parameters(), lf_model.parameters()):
+        assert p.grad is not None, f"No gradient for {name}"
+        assert_close(p.grad, q.grad, **CLOSE, msg=lambda s: f"{name}: {s}")
+
+
+@pytest.mark.parametrize("M", [2, 3, 4])
+def test_shapley_logits_are_efficient_per_sample(make_case, M):
+    case = make_case("classification", M=M)
+    out = case.model(case.batch)
+    table = case.model.coalition_logits(out, coalition_masks(M))  # (C, B, O)
+    phi, empty = shapley_logits(table)
+    assert phi.shape == (M, len(case.batch), case.task.output_dim)
+    assert_close(phi.sum(0) + empty, out.logits, **CLOSE)  # v(N), per sample and class
+    # a modality whose representation is zero is a null player: its Shapley logit vanishes
+    out.reps["audio"] = torch.zeros_like(out.reps["audio"])
+    phi0, _ = shapley_logits(case.model.coalition_logits(out, coalition_masks(M)))
+    assert_close(phi0[case.mods.index("audio")], torch.zeros_like(phi0[0]), atol=1e-6, rtol=0)
+
+
+def test_coefficients_hand_example():
+    scores, running, alpha = [0.5, 1.0, 2.0], [1.0, 0.8, 1.5], 0.5
+    mean, mean_run = sum(scores) / 3, sum(running) / 3
+    r = [math.exp(1.5 * (mean - s)) for s in scores]  # M / (M - 1) = 3 / 2
+    r_star = [math.exp(1.5 * (mean_run - s)) for s in running]
+    expected = [math.exp(alpha * (a - b)) for a, b in zip(r_star, r)]
+    got = agm_coefficients(torch.tensor(scores, dtype=torch.float64), torch.tensor(running, dtype=torch.float64),
+                           alpha, max_gap=7.0)
+    assert_close(got, torch.tensor(expected, dtype=torch.float64))
+    assert got[0] < 1 < got[2], "the best-fitting modality is damped, the worst boosted"
+    # two modalities: the original's exp(score_other - score_own)
+    assert_close(agm_ratios(torch.tensor([1.0, 3.0])), torch.tensor([math.exp(2.0), math.exp(-2.0)]))
+    assert_close(agm_ratios(torch.tensor([4.0])), torch.tensor([1.0]))  # one modality: no modulation
+    capped = agm_coefficients(torch.tensor([0.0, 50.0]), torch.tensor([50.0, 0.0]), 1.0, max_gap=7.0)
+    assert torch.isfinite(capped).all() and float(capped.max()) == pytest.approx(math.exp(7.0))
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification"])
+def test_loss_is_task_loss_of_modulated_logits(make_case, kind):
+    case = make_case(kind, overrides=["baselines.agm_alpha=2.0", "baselines.agm_momentum=0.5"])
+    agm, model = AGM(case.cfg, case.task, case.model), case.model
+    agm.running.copy_(torch.tensor([0.3, 1.2, 0.9]))
+    agm.steps.fill_(5)
+    out = model(case.batch)
+    phi, empty = shapley_logits(model.coalition_logits(out, coalition_masks(3)))
+    u = (phi + empty / 3).detach()  # unimodal predictions
+    y = case.batch.target
+    if kind == "regression":
+        s = [sum(abs(float(u[m, b, 0]) - float(y[b])) for b in range(len(y))) / len(y) for m in range(3)]
+    else:
+        s = [sum(-math.log(math.exp(u[m, b, y[b]]) / float(u[m, b].exp().sum())) for b in range(len(y))) / len(y)
+             for m in range(3)]
+    k = agm_coefficients(torch.tensor(s), torch.tensor([0.3, 1.2, 0.9]), 2.0, 7.0)
+    z = (k[:, None, None] * phi).sum(0) + empty
+    loss, _ = agm.loss(model, case.batch, out)
+    assert_close(loss, task_loss(z, y, case.task), **CLOSE)
+    assert_close(agm.running, 0.5 * torch.tensor([0.3, 1.2, 0.9]) + 0.5 * torch.tensor(s), **CLOSE)
+    logs = agm.end_validation_epoch(model, 0, True)
+    assert logs["agm_coeff_text"] == pytest.approx(float(k[0]), rel=1e-5)
+
+
+@pytest.mark.parametrize("average", ["ema", "cumulative"])
+def test_running_average(make_case, average):
+    case = make_case(overrides=[f"baselines.agm_average={average}", "baselines.agm_momentum=0.9"])
+    agm = AGM(case.cfg, case.task, case.model)
+    seq = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 2.0, 1.0]), torch.tensor([2.0, 5.0, 2.0])]
+    expected = seq[0]  # the first batch sets the average
+    for i, s in enumerate(seq):
+        agm.update_running(s)
+        if i > 0:
+            expected = 0.9 * expected + 0.1 * s if average == "ema" else torch.stack(seq[: i + 1]).mean(0)
+        assert_close(agm.running, expected)
+    assert "running" in agm.state_dict() and int(agm.steps) == 3
+
+
+def test_unknown_average_is_refused(make_case):
+    case = make_case(overrides=["baselines.agm_average=median"])
+    with pytest.raises(ValueError, match="agm_average='median' is not one of ema, cumulative"):
+        AGM(case.cfg, case.task, case.model)

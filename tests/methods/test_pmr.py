@@ -1,0 +1,97 @@
+"""PMR: prototype cross-entropy against a hand computation, rebalancing of the weaker modalities only,
+banks updated after the losses without breaking backward."""
+
+import math
+
+import pytest
+import torch
+from torch.testing import assert_close
+
+from pase.methods.base import task_loss
+from pase.methods.pase import prototype_targets
+from pase.methods.pmr import PMR, prototype_ce, pmr_rebalance
+
+CLOSE = dict(atol=1e-6, rtol=1e-5)
+
+
+def test_prototype_ce_matches_manual(gen):
+    h = torch.randn(6, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    protos = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    init = torch.tensor([True, False, True])
+    classes = torch.tensor([0, 2, 1, 2, 0, 1])  # class 1 is uninitialised: samples 2 and 5 drop out
+    loss, conf = prototype_ce(h, classes, protos, init)
+    nll, probs, hd = [], [], h.detach()
+    for i in range(6):
+        if not init[classes[i]]:
+            continue
+        d = {k: math.sqrt(sum((float(hd[i, j]) - float(protos[k, j])) ** 2 for j in range(4))) for k in (0, 2)}
+        p = math.exp(-d[int(classes[i])]) / sum(math.exp(-v) for v in d.values())
+        nll.append(-math.log(p))
+        probs.append(p)
+    assert_close(loss, torch.tensor(sum(nll) / 4, dtype=torch.float64), atol=1e-12, rtol=1e-12)
+    assert_close(conf, torch.tensor(sum(probs) / 4, dtype=torch.float64), atol=1e-12, rtol=1e-12)
+    loss.backward()
+    assert torch.isfinite(h.grad).all() and h.grad[[2, 5]].abs().sum() == 0
+    assert torch.autograd.gradcheck(lambda x: prototype_ce(x, classes, protos, init)[0], (h.detach().requires_grad_(),))
+    # nothing initialised: zero loss and confidence, still differentiable
+    z, c = prototype_ce(h, classes, protos, torch.zeros(3, dtype=torch.bool))
+    assert float(z.detach()) == 0 and float(c) == 0 and z.requires_grad
+
+
+def test_rebalance_closed_form():
+    assert_close(pmr_rebalance(torch.tensor([0.9, 0.6, 0.3, 0.9])), torch.tensor([0.0, 0.5, 1.0, 0.0]))
+    assert torch.equal(pmr_rebalance(torch.zeros(3)), torch.zeros(3))
+
+
+@pytest.mark.parametrize("kind", ["regression", "classification", "multilabel"])
+def test_extra_loss_reaches_weaker_modalities_only(make_case, kind):
+    case = make_case(kind, B=32, overrides=["baselines.pmr_weight=2.0", "baselines.pmr_momentum=0.5"])
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    classes = prototype_targets(case.batch.target, case.task, case.cfg.pase.binning)
+    with torch.no_grad():  # initialise the banks, then make text's prototypes its exact class means
+        out0 = model(case.batch)
+        for m in case.mods:
+            method.banks[m].update(out0.reps[m], classes)
+    out = model(case.batch)
+    losses, confs = {}, {}
+    for m in case.mods:
+        losses[m], confs[m] = prototype_ce(out.reps[m], classes, method.banks[m].prototypes.clone(),
+                                           method.banks[m].initialized.clone())
+    best = max(confs.values())
+    rho = {m: min(max(float(best / confs[m]) - 1, 0.0), 1.0) for m in case.mods}
+    strongest = max(confs, key=lambda m: float(confs[m]))
+    assert rho[strongest] == 0 and any(r > 0 for r in rho.values())
+    fused = task_loss(out.logits, case.batch.target, case.task)
+    expected = fused + 2.0 * sum(rho[m] * losses[m] for m in case.mods)
+    loss, logs = method.loss(model, case.batch, out)
+    assert_close(loss, expected, **CLOSE)  # against the prototypes before this batch's EMA step
+    assert_close(logs["pmr_loss"], (expected - fused).detach(), **CLOSE)
+    # gradients: the strongest encoder sees the fused task loss alone, weaker ones get more
+    loss.backward(retain_graph=True)  # fused shares the graph
+    grads = {id(p): p.grad.clone() for p in model.parameters()}
+    model.zero_grad()
+    fused.backward()
+    groups = model.modality_parameters()
+    for m in case.mods:
+        same = all(torch.allclose(grads[id(p)], p.grad, atol=1e-7) for p in groups[m])
+        assert same == (rho[m] == 0), f"{m}: rho {rho[m]}"
+
+
+def test_banks_update_after_losses_and_backward_works(make_case):
+    case = make_case("classification")
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    for step in range(3):  # step 0: empty banks, no extra loss; later steps: both, then update
+        snap = method.banks["audio"].prototypes.clone()
+        out = model(case.batch)
+        loss, logs = method.loss(model, case.batch, out)
+        loss.backward()  # after the in-place EMA step of the banks
+        assert not torch.equal(method.banks["audio"].prototypes, snap), "the EMA step ran"
+        assert (logs["pmr_loss"] == 0) == (step == 0)
+        model.zero_grad()
+    seen = torch.zeros(3, dtype=torch.bool)
+    seen[case.batch.target] = True
+    assert torch.equal(method.banks["text"].initialized, seen)
+    state = method.state_dict()
+    assert {f"banks.{m}.prototypes" for m in case.mods} <= set(state), "banks are checkpointed"
+    logs = method.end_validation_epoch(model, 0, True)
+    assert set(f"pmr_rho_{m}" for m in case.mods) <= set(logs)

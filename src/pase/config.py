@@ -45,6 +45,10 @@ class ModelConfig:
     dropout: float = 0.2
     head_hidden: int = 64  # fused prediction head hidden width (0: linear head)
     context: bool = False  # contextual GRU over the utterances of a video / dialogue (issue 3.9)
+    text_encoder: str = "auto"  # text's own encoder; "auto": `encoder`, or bert when text holds BERT token ids
+    pretrained_path: Optional[str] = None  # local Hugging Face model folder for "bert"; nothing is downloaded
+    finetune: bool = True  # train the pretrained text encoder (the paper fine-tunes BERT-base); false freezes it
+    bert_pooling: str = "cls"  # "cls": last-layer [CLS] state, as MMSA's BERT models; "mean": masked token mean
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from ..data.contract import DataBundle, TaskSpec
 from ..fusion import GateScorer
-from .encoders import create_encoder
+from ..registry import unknown_name_message
+from .encoders import ENCODERS, create_encoder
 from .fusion_model import FusionModel, build_head
 
-__all__ = ["build_model", "prototype_classes"]
+__all__ = ["build_model", "encoder_name", "prototype_classes"]
 
 
 def prototype_classes(task: TaskSpec, binning: str) -> int:
@@ -19,16 +22,41 @@ def prototype_classes(task: TaskSpec, binning: str) -> int:
     return task.num_classes
 
 
+def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
+    """The encoder of ``modality``: ``model.text_encoder`` for text unless it is "auto", else ``model.encoder``.
+
+    "auto" text that holds BERT token ids (MMSA ``text="bert"``) gets "bert"; an "auto" ``encoder``
+    is "mlp" for utterance data (T = 1) and "transformer" for sequences.
+    """
+    if modality == "text" and mc.text_encoder != "auto":
+        name = mc.text_encoder
+    elif modality == "text" and bundle.info.get("text") == "bert":
+        name = "bert"  # token ids only make sense to a token model
+    else:
+        name = mc.encoder
+    if name == "auto":
+        name = "mlp" if max(bundle.max_steps().values()) == 1 else "transformer"
+    if name != "bert" and name not in ENCODERS:
+        raise KeyError(unknown_name_message("encoder", name, ENCODERS.names() + ["bert"]))
+    return name
+
+
+def _encoder(name: str, mc, d_in: int, max_len: int) -> nn.Module:
+    if name == "bert":  # needs a pretrained folder, so it is built here rather than through ENCODERS
+        from .bert import BertTextEncoder
+
+        return BertTextEncoder(d_in, mc.d_model, mc.pretrained_path, finetune=mc.finetune,
+                               pooling=mc.bert_pooling, dropout=mc.dropout, max_len=max_len)
+    return create_encoder(name, d_in=d_in, d_model=mc.d_model, hidden=mc.hidden, layers=mc.layers,
+                          heads=mc.heads, dropout=mc.dropout, max_len=max_len)
+
+
 def build_model(cfg, bundle: DataBundle) -> FusionModel:
-    """Encoders sized from ``bundle``'s widths, a head for its task; PaSE adds gate and banks."""
+    """Encoders sized from ``bundle``'s widths (chosen per modality), a head for its task; PaSE
+    adds gate and banks."""
     mc = cfg.model
     steps = bundle.max_steps()
-    name = mc.encoder
-    if name == "auto":
-        name = "mlp" if max(steps.values()) == 1 else "transformer"
-    encoders = {m: create_encoder(name, d_in=d, d_model=mc.d_model, hidden=mc.hidden, layers=mc.layers,
-                                  heads=mc.heads, dropout=mc.dropout, max_len=steps[m])
-                for m, d in bundle.dims().items()}
+    encoders = {m: _encoder(encoder_name(mc, m, bundle), mc, d, steps[m]) for m, d in bundle.dims().items()}
     mods = list(encoders)
     head = build_head(len(mods) * mc.d_model, bundle.task.output_dim, mc.head_hidden, mc.dropout)
     gate = banks = None

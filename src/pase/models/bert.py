@@ -1,0 +1,157 @@
+"""A pretrained BERT text encoder read from a local Hugging Face model directory.
+
+The paper fine-tunes BERT-base on the text of MOSI / MOSEI (PASE_SPEC sec. 2.6-2.7). MMSA's
+pickles carry the tokenised text as ``text_bert``; ``load_mmsa(..., text="bert")`` gives it as a
+float (B, L, 3) tensor of token ids / attention mask / segment ids. ``BertTextEncoder`` casts the
+three channels to long, runs the model, takes the [CLS] state of the last layer (as MMSA's
+``BertTextEncoder`` and its models do) or the masked mean over tokens, and projects it to d_model.
+
+Nothing is downloaded: the model is loaded with ``local_files_only=True`` from a directory that
+``save_pretrained`` wrote (``config.json`` plus ``model.safetensors`` or ``pytorch_model.bin``);
+anything else stops with one line naming the directory and what is missing. ``transformers`` is
+an optional dependency (``pip install 'pase[bert]'``), imported only when the encoder is built.
+
+The encoder is not in ``ENCODERS``: the registry's generic test builds every registered encoder
+from widths alone, and this one needs a pretrained directory; ``build_model`` constructs it when
+``model.text_encoder`` is "bert", and ``tests/test_bert.py`` runs the same checks on a tiny BERT.
+Its parameters live inside ``encoders['text']``, so they form the text modality's parameter group
+(SGM modulates them); frozen (``finetune=False``) they leave every group and the optimiser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BertTextEncoder", "check_pretrained_dir", "PretrainedModelError", "POOLINGS"]
+
+POOLINGS = ("cls", "mean")
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+            "pytorch_model.bin.index.json")
+
+
+class PretrainedModelError(FileNotFoundError):
+    """The pretrained model directory is absent or incomplete; the message names what is missing."""
+
+
+def check_pretrained_dir(path: Optional[str | Path]) -> Path:
+    """The local model directory ``path``, after checking it holds a config and weights.
+
+    Raises:
+        PretrainedModelError: ``path`` is None, not a directory, or lacks ``config.json`` or a
+            weights file; one line naming the directory, what is missing and the fix.
+    """
+    if path is None:
+        raise PretrainedModelError(
+            "model.text_encoder='bert' needs model.pretrained_path: a local Hugging Face model folder "
+            "written by save_pretrained (config.json + model.safetensors or pytorch_model.bin); "
+            "nothing is downloaded")
+    p = Path(path).expanduser()
+    fix = "point model.pretrained_path at a folder written by save_pretrained (nothing is downloaded)"
+    if not p.is_dir():
+        raise PretrainedModelError(f"model.pretrained_path {str(p)!r} is not a directory; {fix}")
+    if not (p / "config.json").is_file():
+        raise PretrainedModelError(f"{p}: no config.json, so it is not a Hugging Face model directory; {fix}")
+    if not any((p / w).is_file() for w in _WEIGHTS):
+        raise PretrainedModelError(f"{p}: no weights (none of {', '.join(_WEIGHTS)}); {fix}")
+    return p
+
+
+def _load_model(path: Path) -> nn.Module:
+    """``AutoModel`` from ``path`` without its pooler (unused: [CLS] is read from the last layer)."""
+    try:
+        from transformers import AutoModel
+    except ImportError:
+        raise ImportError("model.text_encoder='bert' needs the transformers package: "
+                          "pip install 'pase[bert]'") from None
+    try:
+        return AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PretrainedModelError(f"{path}: cannot load a BERT-style model ({first[:300]}); "
+                                   "expected a folder written by BertModel.save_pretrained") from None
+
+
+class BertTextEncoder(nn.Module):
+    """A pretrained BERT over token ids, then a projection: (B, L, 3), (B,) -> (B, d_model).
+
+    Args:
+        d_in: input width; must be 3 (token ids, attention mask, segment ids; MMSA ``text="bert"``).
+        d_model: output width.
+        pretrained_path: local Hugging Face model directory (see ``check_pretrained_dir``).
+        finetune: train BERT's weights; False freezes them (no gradient, always in eval mode).
+        pooling: "cls" (last-layer [CLS] state) or "mean" (masked mean over the tokens).
+        dropout: dropout before the projection.
+        max_len: longest sequence L of the data; must fit BERT's position embeddings.
+
+    Raises:
+        PretrainedModelError: the directory is absent or incomplete.
+        ValueError: ``d_in`` is not 3, ``pooling`` is unknown, or ``max_len`` is too long.
+
+    Example:
+        >>> enc = BertTextEncoder(3, 64, "/path/to/bert-base-uncased")  # doctest: +SKIP
+        >>> enc(x, lengths).shape  # x: (8, 50, 3) floats from MMSA  # doctest: +SKIP
+        torch.Size([8, 64])
+    """
+
+    def __init__(self, d_in: int, d_model: int, pretrained_path: Optional[str | Path],
+                 finetune: bool = True, pooling: str = "cls", dropout: float = 0.2,
+                 max_len: int = 512, **_: object) -> None:
+        super().__init__()
+        if d_in != 3:
+            raise ValueError(
+                f"the 'bert' text encoder reads (B, L, 3) token ids / mask / segment ids, but the text "
+                f"modality has width {d_in}; load MMSA data with data.options.text=bert")
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.bert_pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+        path = check_pretrained_dir(pretrained_path)
+        self.bert = _load_model(path)
+        cfg = self.bert.config
+        limit = getattr(cfg, "max_position_embeddings", max_len)
+        if max_len > limit:
+            raise ValueError(f"{path}: text sequences of length {max_len} exceed the model's "
+                             f"max_position_embeddings={limit}; re-tokenise with a shorter max length")
+        self.vocab_size = int(cfg.vocab_size)
+        self.type_vocab_size = int(getattr(cfg, "type_vocab_size", 1))
+        self.finetune = finetune
+        self.pooling = pooling
+        self.bert.requires_grad_(finetune)
+        self.bert.train(finetune)  # from_pretrained returns eval mode; fine-tuning runs with BERT's dropout
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(cfg.hidden_size, d_model), nn.ReLU())
+        self._checked = False
+
+    def train(self, mode: bool = True) -> "BertTextEncoder":
+        super().train(mode)
+        if not self.finetune:
+            self.bert.eval()  # a frozen feature extractor runs without dropout
+        return self
+
+    def _check_ids(self, ids: Tensor, segments: Tensor, raw: Tensor) -> None:
+        """One-time check that the inputs are token ids this model knows (one host sync, ever)."""
+        if not torch.equal(raw, raw.round()):
+            raise ValueError("text inputs of the 'bert' encoder are not integer token ids; do not "
+                             "z-score them (data.standardize=false) and load MMSA with text=bert")
+        top, seg = int(ids.max()), int(segments.max())
+        if int(ids.min()) < 0 or top >= self.vocab_size or seg >= self.type_vocab_size:
+            raise ValueError(f"text token id {top} / segment id {seg} outside the model's vocab_size="
+                             f"{self.vocab_size} / type_vocab_size={self.type_vocab_size}; the ids were "
+                             "made with another tokenizer than model.pretrained_path's")
+        self._checked = True
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """x (B, L, 3) float ids / mask / segments, lengths (B,) (the mask says the same) -> (B, d_model)."""
+        ids, mask, segments = x.long().unbind(-1)  # (B, L, 3) -> 3 x (B, L)
+        if not self._checked:
+            self._check_ids(ids, segments, x)
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=segments)
+        h = out.last_hidden_state  # (B, L, H)
+        if self.pooling == "cls":
+            pooled = h[:, 0]  # (B, H)
+        else:
+            w = mask.to(h.dtype)[..., None]  # (B, L, 1)
+            pooled = (h * w).sum(1) / w.sum(1).clamp(min=1)  # (B, H)
+        return self.out(pooled)  # (B, H) -> (B, d_model)

@@ -1,0 +1,278 @@
+"""The optional pretrained BERT text encoder, and the paper / synthetic configuration files.
+
+BERT tests use a tiny randomly initialised BERT saved to a temporary folder (nothing is
+downloaded). ``transformers`` is optional (``pip install 'pase[bert]'``, not in the ``test``
+extra: see docs/data.md); without it those tests skip with that reason, and the paper-config runs
+swap MMSA's BERT token ids for its text features so the rest of each config is still exercised.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.writers import write_mmsa, write_mult
+from pase.config import Config, ConfigError, DataConfig, load_config
+from pase.data import create_data
+from pase.data.synthetic import SyntheticSpec, load_synthetic
+from pase.models import build_model
+from pase.models.bert import BertTextEncoder, PretrainedModelError, check_pretrained_dir
+from pase.models.build import encoder_name
+from pase.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "configs" / "paper"
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+needs_transformers = pytest.mark.skipif(
+    not HAS_TRANSFORMERS, reason="transformers is not installed (optional: pip install 'pase[bert]'); "
+                                 "the BERT encoder tests need it")
+VOCAB = 100
+# one full-batch step per epoch on the 16 training rows: every prototype class is seen at once
+QUICK = ["train.max_epochs=1", "train.batch_size=16", "train.progress_bar=false"]
+
+
+def _small_vocab(data: dict) -> None:
+    """Map the writer's token ids (100..29999) into the tiny model's vocabulary, padding stays 0."""
+    for split in data.values():
+        ids, mask = split["text_bert"][:, 0], split["text_bert"][:, 1]
+        split["text_bert"][:, 0] = (ids % (VOCAB - 2) + 2) * mask
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BERT written by ``save_pretrained`` (config.json + weights)."""
+    transformers = pytest.importorskip(
+        "transformers", reason="transformers is not installed (optional: pip install 'pase[bert]')")
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32)
+    out = tmp_path_factory.mktemp("tiny_bert")
+    transformers.BertModel(cfg).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mosi_path(tmp_path_factory) -> Path:
+    """An MMSA MOSI pickle (unaligned) whose ``text_bert`` ids fit the tiny vocabulary."""
+    return write_mmsa(tmp_path_factory.mktemp("mmsa"), "mosi", aligned=False, sizes=(16, 8, 8),
+                      mutate=_small_vocab)
+
+
+def _bert_cfg(mosi_path: Path, bert_dir, *extra: str) -> Config:
+    return load_config(None, ["data.source=mmsa", f"data.path={mosi_path}", "data.options.text=bert",
+                              "model.text_encoder=bert", f"model.pretrained_path={bert_dir}",
+                              "model.d_model=8", "model.hidden=16", "model.head_hidden=8", *QUICK, *extra])
+
+
+# ------------------------------------------------------------------ errors (no transformers needed)
+def _no_weights(tmp: Path) -> Path:
+    (tmp / "config.json").write_text("{}")
+    return tmp
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda tmp: None, r"model.text_encoder='bert' needs model.pretrained_path"),
+    (lambda tmp: tmp / "absent", r"'.*absent' is not a directory"),
+    (lambda tmp: tmp, r": no config.json, so it is not a Hugging Face model directory"),
+    (_no_weights, r": no weights \(none of model.safetensors, pytorch_model.bin"),
+], ids=["none", "absent", "no-config", "no-weights"])
+def test_bad_pretrained_dir_is_one_line(tmp_path, make, match):
+    with pytest.raises(PretrainedModelError, match=match) as err:
+        check_pretrained_dir(make(tmp_path))
+    assert "\n" not in str(err.value) and "save_pretrained" in str(err.value)
+
+
+def test_missing_dir_stops_a_run_with_one_line(tmp_path, mosi_path):
+    cfg = _bert_cfg(mosi_path, tmp_path / "no_such_bert")
+    with pytest.raises(PretrainedModelError, match=r"no_such_bert' is not a directory; point "
+                                                   r"model.pretrained_path at a folder") as err:
+        train(cfg, tmp_path / "run", quiet=True)
+    assert "\n" not in str(err.value)
+
+
+def test_bert_encoder_needs_token_ids(tmp_path, mosi_path):
+    cfg = _bert_cfg(mosi_path, tmp_path, "data.options.text=features")
+    with pytest.raises(ValueError, match=r"reads \(B, L, 3\) token ids .* has width 768; load MMSA data "
+                                         r"with data.options.text=bert"):
+        train(cfg, tmp_path / "run", quiet=True)
+
+
+def test_unknown_pooling_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"model.bert_pooling='max'; valid: cls, mean"):
+        BertTextEncoder(3, 8, tmp_path, pooling="max")
+
+
+def test_text_encoder_choice_per_modality(mosi_path):
+    ids = create_data("mmsa", path=mosi_path, text="bert")
+    feats = create_data("mmsa", path=mosi_path)
+    auto = Config().model
+    assert [encoder_name(auto, m, ids) for m in ids.modalities] == ["bert", "transformer", "transformer"]
+    assert [encoder_name(auto, m, feats) for m in feats.modalities] == ["transformer"] * 3
+    lstm_text = load_config(None, ["model.text_encoder=lstm", "model.encoder=mlp"]).model
+    assert [encoder_name(lstm_text, m, feats) for m in feats.modalities] == ["lstm", "mlp", "mlp"]
+    bad = load_config(None, ["model.text_encoder=bret"]).model
+    with pytest.raises(KeyError, match=r"unknown encoder 'bret'; did you mean 'bert'\? valid: bert, lstm"):
+        encoder_name(bad, "text", feats)
+
+
+# ------------------------------------------------------------------ the encoder itself
+def _batch(mosi_path: Path, n: int = 8):
+    return create_data("mmsa", path=mosi_path, text="bert").splits["train"].__getitems__(list(range(n)))
+
+
+@needs_transformers
+@pytest.mark.parametrize("finetune", [True, False])
+def test_finite_output_and_gradients(mosi_path, bert_dir, finetune):
+    bundle = create_data("mmsa", path=mosi_path, text="bert")
+    model = build_model(_bert_cfg(mosi_path, bert_dir, f"model.finetune={str(finetune).lower()}"), bundle)
+    enc = model.encoders["text"]
+    assert isinstance(enc, BertTextEncoder) and enc.bert.training is finetune
+    out = model(_batch(mosi_path))
+    assert out.logits.shape == (8, 1) and torch.isfinite(out.logits).all()
+    out.logits.pow(2).sum().backward()
+    named = list(enc.bert.named_parameters())
+    assert len(named) > 10
+    for n, p in named:
+        if finetune:
+            assert p.grad is not None, f"No gradient for {n}"
+            assert torch.isfinite(p.grad).all(), f"non-finite gradient for {n}"
+        else:
+            assert p.grad is None and not p.requires_grad, f"frozen {n} has a gradient"
+    for n, p in enc.out.named_parameters():  # the projection always trains
+        assert p.grad is not None, f"No gradient for {n}"
+    # BERT is part of the text group (SGM modulates it); frozen, it is in no group at all
+    groups = model.modality_parameters()
+    in_text = {id(p) for p in groups["text"]}
+    assert all((id(p) in in_text) is finetune for _, p in named)
+    listed = [id(p) for ps in groups.values() for p in ps] + [id(p) for p in model.shared_parameters()]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(listed) == sorted(trainable)  # every trainable parameter exactly once
+
+
+@needs_transformers
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_tokens_are_ignored(bert_dir, pooling, gen):
+    enc = BertTextEncoder(3, 8, bert_dir, pooling=pooling, max_len=6).eval()
+    ids = torch.randint(1, VOCAB, (2, 6), generator=gen)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    x = torch.stack([ids * mask, mask, torch.zeros_like(ids)], -1).float()  # (B, L, 3)
+    y = x.clone()
+    y[0, 4:, 0] = 7.0  # other token ids where the mask is 0
+    lengths = mask.sum(1)
+    # eval mode, same weights: the masked positions must not reach the output (float32 tolerance)
+    torch.testing.assert_close(enc(x, lengths), enc(y, lengths), rtol=1e-5, atol=1e-6)
+
+
+@needs_transformers
+def test_token_ids_from_another_tokenizer_are_refused(tmp_path, bert_dir):
+    path = write_mmsa(tmp_path, "mosi", aligned=False, sizes=(8, 4, 4))  # ids up to 29999
+    bundle = create_data("mmsa", path=path, text="bert")
+    model = build_model(_bert_cfg(path, bert_dir), bundle)
+    with pytest.raises(ValueError, match=r"token id \d+ / segment id 0 outside the model's vocab_size=100"):
+        model(bundle.splits["train"].__getitems__([0, 1]))
+
+
+@pytest.mark.slow
+@needs_transformers
+@pytest.mark.filterwarnings("ignore:Found .* module\\(s\\) in eval mode")  # the frozen BERT, on purpose
+@pytest.mark.parametrize("finetune", [True, False])
+def test_one_epoch_fine_tunes_or_freezes(tmp_path, mosi_path, bert_dir, finetune):
+    from safetensors.torch import load_file
+
+    cfg = _bert_cfg(mosi_path, bert_dir, "method=pase", f"model.finetune={str(finetune).lower()}")
+    result = train(cfg, tmp_path / "run", quiet=True)
+    assert all(math.isfinite(v) for v in result["test"].values()), result["test"]
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    prefix = "model.encoders.text.bert."
+    trained = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    pretrained = load_file(str(bert_dir / "model.safetensors"))
+    params = {n for n, _ in BertTextEncoder(3, 8, bert_dir).bert.named_parameters()}
+    assert params and params <= set(trained) and params <= set(pretrained)
+    for n in sorted(params):
+        moved = not torch.equal(trained[n], pretrained[n])
+        assert moved is finetune, f"{n}: {'unchanged' if finetune else 'changed'} after one epoch"
+
+
+# ------------------------------------------------------------------ configuration files
+@pytest.mark.parametrize("name, source, dataset, text", [
+    ("mosi", "mmsa", "mosi", "bert"), ("mosei", "mmsa", "mosei", "bert"), ("iemocap4", "mult", "iemocap", None)])
+def test_paper_config_loads_with_the_supplementary_values(name, source, dataset, text):
+    cfg = load_config(PAPER / f"{name}.yaml")
+    assert cfg.method == "pase"
+    opts = cfg.data.options
+    assert (cfg.data.source, opts.get("dataset"), opts.get("text")) == (source, dataset, text)
+    assert cfg.data.path.startswith("/path/to/")  # the placeholder the user edits (docs/data.md)
+    t, p = cfg.train, cfg.pase
+    assert (t.optimizer, t.lr, t.batch_size, t.max_epochs) == ("adam", 1e-5, 64, 200)
+    assert (p.momentum, p.alpha, p.beta, p.lambda_ot, p.lambda_pcl) == (0.98, 0.1, 0.05, 0.01, 0.1)
+    if text == "bert":
+        m = cfg.model
+        assert (m.text_encoder, m.finetune, m.pretrained_path) == ("bert", True, "/path/to/bert-base-uncased")
+
+
+def _one_emotion_each(data: dict) -> None:
+    """IEMOCAP-4 is single-label: one (no, yes) pair says yes per sample, the emotions in turn."""
+    for split in data.values():
+        yes = np.eye(4)[np.arange(len(split["labels"])) % 4]  # (N, 4)
+        split["labels"] = np.stack([1 - yes, yes], axis=-1).astype(np.float32)  # (N, 4, 2)
+
+
+def _paper_data(name: str, root: Path) -> Path:
+    if name == "iemocap4":
+        return write_mult(root, "iemocap", sizes=(16, 8, 8), mutate=_one_emotion_each)
+    return write_mmsa(root, name, aligned=False, sizes=(16, 8, 8), mutate=_small_vocab)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["mosi", "mosei", "iemocap4"])
+def test_paper_config_trains_on_its_format(tmp_path, name, request):
+    """Each paper config, pointed at a tiny file in its format, trains one epoch as written
+    (only path, epochs and batch overridden; the BERT folder becomes the tiny one)."""
+    overrides = [f"data.path={_paper_data(name, tmp_path / 'data')}", *QUICK]
+    if name != "iemocap4":
+        if HAS_TRANSFORMERS:
+            overrides.append(f"model.pretrained_path={request.getfixturevalue('bert_dir')}")
+        else:  # BERT part skipped: the MMSA text features instead of its token ids
+            overrides += ["data.options.text=features", "model.text_encoder=auto"]
+    cfg = load_config(PAPER / f"{name}.yaml", overrides)
+    result = train(cfg, tmp_path / "run", quiet=True)
+    expected = {"mosi": "mosi", "mosei": "mosei", "iemocap4": "iemocap_mult"}[name]
+    assert result["protocol"] == expected and result["epochs_run"] == 1
+    assert all(math.isfinite(v) for v in result["test"].values()), result["test"]
+
+
+def test_paper_placeholder_path_fails_clearly(tmp_path):
+    cfg = load_config(PAPER / "iemocap4.yaml", QUICK)
+    with pytest.raises(FileNotFoundError, match=r"/path/to/iemocap_data.pkl: no such file; check the path"):
+        train(cfg, tmp_path / "run", quiet=True)
+
+
+def test_synthetic_config_spells_out_the_defaults():
+    cfg = load_config(ROOT / "configs" / "synthetic.yaml")
+    options = dict(cfg.data.options)
+    assert options.pop("seed") == inspect.signature(load_synthetic).parameters["seed"].default
+    defaults = {k: p.default for k, p in inspect.signature(SyntheticSpec).parameters.items()}
+    assert set(options) == set(defaults), set(options) ^ set(defaults)
+    for k, v in options.items():
+        assert (tuple(v) if isinstance(v, list) else v) == defaults[k], f"{k}: {v} != default {defaults[k]}"
+    # the rest is the dataclass defaults, and the data equal the default benchmark's exactly
+    assert Config(method=cfg.method, data=DataConfig(source=cfg.data.source)) == Config()
+    a, b = create_data("synthetic", **cfg.data.options), create_data("synthetic")
+    for s in ("train", "valid", "test"):
+        assert torch.equal(a.splits[s].target, b.splits[s].target)
+        assert all(torch.equal(a.splits[s].features[m], b.splits[s].features[m]) for m in b.modalities)
+
+
+def test_new_model_keys_are_typed():
+    with pytest.raises(ConfigError, match=r"'model.finetune' must be bool"):
+        load_config(None, ["model.finetune=3"])
+    cfg = load_config(None, ["model.pretrained_path=/models/bert", "model.text_encoder=bert"])
+    assert (cfg.model.pretrained_path, cfg.model.text_encoder, Config().model.pretrained_path) == (
+        "/models/bert", "bert", None)

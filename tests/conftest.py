@@ -9,6 +9,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/oracles importable as `oracles`
 
+# Tiny models run many times faster on one thread, and CI's 2 cores are shared by the process pool
+torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 MOSI_DIR = Path(os.environ.get("PASE_MOSI_BCLSTM", ROOT.parent / "shared" / "data" / "mosi-bclstm"))
 

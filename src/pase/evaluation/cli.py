@@ -1,0 +1,99 @@
+"""Commands of the evaluation suite, registered on the ``pase`` command line by ``pase.cli``.
+
+    pase compare [--config FILE] [--set key=value ...] --methods a,b --seeds 5 --out DIR
+                 [--jobs N] [--no-diagnose] [--alone] [--reference NAME] [--noise-levels 0,0.5,1,2]
+    pase report DIR
+    pase diagnose --checkpoint CKPT --out DIR [--split test] [--noise-levels ...] [--no-probes]
+
+Each command is a view of one public function (``compare``, ``report``, ``diagnose``); errors
+propagate as exceptions, which the main CLI turns into one-line messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import List
+
+__all__ = ["register"]
+
+
+def _levels(text: str) -> List[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--noise-levels {text!r}: expected numbers like 0,0.5,1,2") from None
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from .compare import compare
+    from .report import summary_tables
+
+    cfg = load_config(args.config, args.set)
+    summary = compare(cfg, args.methods, args.seeds, args.out, jobs=args.jobs, diagnose=args.diagnose,
+                      alone=args.alone, reference=args.reference, noise_levels=args.noise_levels, progress=print)
+    tables = summary_tables(summary)
+    if tables:
+        t = tables[0]
+        print("| " + " | ".join(t["headers"]) + " |")
+        for row in t["rows"]:
+            print("| " + " | ".join(str(c) for c in row) + " |")
+    failed = len(summary["failed"])
+    note = f" ({failed} run(s) failed, see the summary)" if failed else ""
+    print(f"summary written to {args.out}/summary.md{note}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import report
+
+    files = report(args.dir)
+    print(f"report written to {files['report.html']} and {files['report.md']} ({len(files) - 2} figure files)")
+    return 0
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from .shapley_report import diagnose
+
+    res = diagnose(args.checkpoint, args.out, split=args.split, noise_levels=args.noise_levels, probes=args.probes)
+    shares = res["shapley"]["neg_loss"]["shares"]
+    print(f"{res['split']} Shapley shares (negative loss): " + ", ".join(f"{m} {v:.3f}" for m, v in shares.items()))
+    rob = res["robustness"]
+    print(f"robustness ({rob['metric']}): all {rob['full']:.4f}, missing-modality ratio {rob['missing_relative']:.3f}, "
+          f"noise ratio {rob['noise_relative']:.3f}")
+    print(f"diagnostics written to {args.out}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``compare``, ``report`` and ``diagnose`` to the ``pase`` sub-command parser."""
+    from .compare import DEFAULT_METHODS
+    from .robustness import DEFAULT_NOISE_LEVELS
+
+    levels = ",".join(f"{x:g}" for x in DEFAULT_NOISE_LEVELS)
+    c = subparsers.add_parser("compare", help="train several methods over several seeds and compare them")
+    c.add_argument("--config", help="YAML config shared by every run (see configs/)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    c.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma list of methods")
+    c.add_argument("--seeds", default="5", help="a count N (MMSA seeds 1111..1110+N) or a comma list")
+    c.add_argument("--out", required=True, help="comparison folder (an existing one of the same config resumes)")
+    c.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    c.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-run test-split Shapley values, probes and robustness (default: on)")
+    c.add_argument("--alone", action="store_true", help="also train each modality alone (probe-deficit reference)")
+    c.add_argument("--reference", default="late_fusion", help="method of the paired comparison")
+    c.add_argument("--noise-levels", type=_levels, default=list(DEFAULT_NOISE_LEVELS), metavar=levels,
+                   help=f"robustness noise levels in units of each feature's train std (default {levels})")
+    c.set_defaults(fn=_cmd_compare)
+
+    r = subparsers.add_parser("report", help="figures, report.md and report.html of a comparison folder")
+    r.add_argument("dir", help="the --out folder of pase compare")
+    r.set_defaults(fn=_cmd_report)
+
+    d = subparsers.add_parser("diagnose", help="Shapley values, probes and robustness of one checkpoint")
+    d.add_argument("--checkpoint", required=True)
+    d.add_argument("--out", required=True, help="folder for diagnostics.json/.csv, robustness.csv, trajectory.csv")
+    d.add_argument("--split", default="test")
+    d.add_argument("--noise-levels", type=_levels, default=list(DEFAULT_NOISE_LEVELS), metavar=levels)
+    d.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True, help="fit linear probes")
+    d.set_defaults(fn=_cmd_diagnose)

@@ -1,0 +1,495 @@
+"""Multi-seed comparison of training methods: runs, per-run diagnostics, statistics, summary.
+
+``compare(cfg, methods, seeds, out_dir)`` trains every (method, seed) pair of one configuration
+into ``out_dir/runs/<method>/seed<seed>/`` (``pase.training.train``: selection on the validation
+split only, the test split evaluated once from the selected checkpoint), optionally diagnoses
+each run (``pase.evaluation.shapley_report.diagnose``: test-split Shapley values, probes,
+robustness) and writes ``summary.csv`` / ``summary.md`` / ``summary.json``.
+
+* A failed run does not stop the others: its one-line error goes to ``FAILED.txt`` in its folder
+  and to the summary. Calling ``compare`` again resumes: runs whose ``metrics.json`` exists are
+  skipped, interrupted runs continue from ``checkpoints/last.ckpt``, failed runs start afresh.
+* ``jobs > 1`` runs them in a ``ProcessPoolExecutor`` (spawned workers, one torch thread each).
+
+Statistics (``describe``, ``paired_difference``): over the n seeds of a method, the mean, the
+sample standard deviation s (n - 1 denominator) and the 95% t-interval
+mean +- t_{0.975, n-1} s / sqrt(n); against the reference method, the same for the per-seed
+differences d_s = metric(method, s) - metric(reference, s) (a paired t-interval; "excludes 0"
+means the difference is significant at the 5% level, two-sided, without multiplicity correction).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import multiprocessing
+import re
+import shutil
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .. import __version__
+from ..config import Config, ConfigError, from_dict, save_config, to_dict
+from ..io import atomic_write_json, atomic_write_text
+from ..training.run import load_bundle, load_checkpoint, train
+from .probes import probe_model
+from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric
+from .shapley_report import diagnose, read_csv
+
+__all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
+           "paired_difference", "main_metrics", "compare", "summarize"]
+
+DEFAULT_METHODS = ("late_fusion", "ogm_ge", "agm", "pmr", "pase")
+MMSA_FIRST_SEED = 1111  # MMSA's seeds 1111, 1112, ...
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: worker start method: "spawn", because a forked child of a process that already ran OpenMP
+#: threads (libgomp) can hang; each worker then imports torch and lightning once
+START_METHOD = "spawn"
+
+
+# ---------------------------------------------------------------------------- arguments
+def parse_seeds(spec: int | str | Sequence[int]) -> List[int]:
+    """Seeds from a count (``5`` or ``"5"``: 1111..1115) or an explicit list (``"1111,1113"``,
+    ``"7,"`` for the single seed 7, or a sequence of ints)."""
+    if isinstance(spec, str):
+        parts = [p.strip() for p in spec.split(",")]
+        if len(parts) == 1:
+            spec = int(parts[0]) if parts[0].lstrip("-").isdigit() else _bad_seeds(spec)
+        else:
+            try:
+                spec = [int(p) for p in parts if p]
+            except ValueError:
+                _bad_seeds(spec)
+    if isinstance(spec, int):
+        if not 1 <= spec <= 1000:
+            raise ValueError(f"--seeds {spec}: a single number is a count of MMSA seeds (1 to 1000, "
+                             f"{MMSA_FIRST_SEED}, {MMSA_FIRST_SEED + 1}, ...); write '{spec},' for that one seed")
+        return list(range(MMSA_FIRST_SEED, MMSA_FIRST_SEED + spec))
+    seeds = list(dict.fromkeys(int(s) for s in spec))
+    if not seeds:
+        raise ValueError("--seeds: no seed given")
+    return seeds
+
+
+def _bad_seeds(spec: str):
+    raise ValueError(f"--seeds {spec!r} is neither a count (5) nor a comma list of integers (1111,1112)")
+
+
+def parse_methods(spec: str | Sequence[str]) -> List[str]:
+    """Method names from ``"a,b"`` or a sequence (duplicates dropped, order kept). Unknown names are
+    not rejected here: their runs fail and are reported, the others go on."""
+    names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
+    for m in names:
+        if not _NAME.match(m):
+            raise ValueError(f"method name {m!r} may only hold letters, digits, '_', '.', '-' (it names a folder)")
+    if not names:
+        raise ValueError("--methods: no method given (for example late_fusion,pase)")
+    return list(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------------- statistics
+def _t_cdf(t: float, df: float) -> float:
+    """Student-t CDF by Simpson's rule on the density over [0, |t|] (2,000 panels; error < 1e-9)."""
+    if t < 0:
+        return 1.0 - _t_cdf(-t, df)
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    n, h = 2000, t / 2000
+    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+    return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with ``df`` degrees of freedom (bisection on the CDF).
+
+    >>> round(t_quantile(0.975, 4), 3), round(t_quantile(0.975, 1), 3)
+    (2.776, 12.706)
+    """
+    if not 0 < p < 1 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1 - p, df)
+    lo, hi = 0.0, 1.0
+    while _t_cdf(hi, df) < p:
+        lo, hi = hi, hi * 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def describe(values: Sequence[float], level: float = 0.95) -> Dict[str, float]:
+    """n, mean, sample SD and the ``level`` t-interval of the finite ``values`` (NaN where undefined)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(xs)
+    nan = float("nan")
+    mean = statistics.fmean(xs) if n else nan
+    sd = statistics.stdev(xs) if n > 1 else nan
+    half = t_quantile(0.5 + level / 2, n - 1) * sd / math.sqrt(n) if n > 1 else nan
+    return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_difference(a: Dict[int, float], b: Dict[int, float], level: float = 0.95) -> Dict[str, Any]:
+    """``describe`` of a[s] - b[s] over the seeds s both have; adds ``excludes_zero``."""
+    seeds = sorted(set(a) & set(b))
+    d = describe([a[s] - b[s] for s in seeds], level)
+    d["excludes_zero"] = bool(math.isfinite(d["ci_low"]) and (d["ci_low"] > 0 or d["ci_high"] < 0))
+    return d
+
+
+# ---------------------------------------------------------------------------- runs
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    kind: str  # "run" (a method on all modalities) | "alone" (late fusion on one modality)
+    method: str
+    seed: int
+    out: str
+    cfg: Config
+    diagnose: bool
+    noise_levels: Tuple[float, ...]
+    modality: str = ""
+
+    @property
+    def label(self) -> str:
+        who = f"{self.modality} alone" if self.kind == "alone" else self.method
+        return f"{who} seed {self.seed}"
+
+
+def _one_line(e: BaseException) -> str:
+    raw = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)  # KeyError's str() is a repr
+    text = raw.strip().splitlines()[0] if raw.strip() else ""
+    return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
+
+
+def _train_into(cfg: Config, out: Path) -> None:
+    """Continue an interrupted run, or start afresh (a failed or partial folder is cleared)."""
+    if (out / "checkpoints" / "last.ckpt").is_file() and not (out / "FAILED.txt").is_file():
+        train(cfg, out, resume=True, quiet=True)
+        return
+    if out.exists():
+        shutil.rmtree(out)
+    train(cfg, out, quiet=True)
+
+
+def _after(job: _Job, out: Path) -> None:
+    """Per-run diagnostics, or the probe of a unimodal reference run."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    if job.kind == "run" and job.diagnose and not (out / "diagnostics.json").is_file():
+        diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels)
+    elif job.kind == "alone" and not (out / "probe.json").is_file():
+        module, _, bundle = load_checkpoint(out / metrics["checkpoint"])
+        atomic_write_json(out / "probe.json", probe_model(module.model, bundle))
+
+
+def _execute(job: _Job) -> Dict[str, Any]:
+    """Run one job; never raises (errors are returned and written next to the run)."""
+    out = Path(job.out)
+    rec = {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
+           "label": job.label, "status": "skipped", "error": "", "diagnose_error": ""}
+    t0 = time.time()
+    if not (out / "metrics.json").is_file():
+        try:
+            _train_into(job.cfg, out)
+            rec["status"] = "trained"
+        except Exception as e:  # noqa: BLE001 - recorded, the comparison goes on
+            rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
+            atomic_write_text(out / "FAILED.txt", rec["error"] + "\n")
+            return rec
+    (out / "FAILED.txt").unlink(missing_ok=True)
+    try:
+        _after(job, out)
+        (out / "DIAGNOSE_FAILED.txt").unlink(missing_ok=True)
+    except Exception as e:  # noqa: BLE001 - the trained run stays valid
+        rec["diagnose_error"] = _one_line(e)
+        atomic_write_text(out / "DIAGNOSE_FAILED.txt", rec["diagnose_error"] + "\n")
+    rec["elapsed_s"] = time.time() - t0
+    return rec
+
+
+def _init_worker() -> None:
+    import logging
+
+    import torch
+
+    torch.set_num_threads(1)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
+    done: List[Dict[str, Any]] = []
+
+    def note(rec: Dict[str, Any]) -> None:
+        done.append(rec)
+        if progress is not None:
+            extra = f": {rec['error']}" if rec["error"] else (f" (diagnostics failed: {rec['diagnose_error']})"
+                                                              if rec["diagnose_error"] else "")
+            progress(f"[{len(done)}/{len(jobs)}] {rec['label']}: {rec['status']}{extra}")
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            note(_execute(job))
+        return done
+    ctx = multiprocessing.get_context(START_METHOD)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+        futures = {pool.submit(_execute, job): job for job in jobs}
+        for fut in as_completed(futures):
+            job = futures[fut]
+            try:
+                note(fut.result())
+            except Exception as e:  # noqa: BLE001 - a worker died (BrokenProcessPool, out of memory)
+                err = _one_line(e)
+                atomic_write_text(Path(job.out) / "FAILED.txt", err + "\n")
+                note({"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
+                      "label": job.label, "status": "failed", "error": err, "diagnose_error": ""})
+    return done
+
+
+def _comparable(cfg: Config) -> Dict[str, Any]:
+    d = to_dict(cfg)
+    d.pop("method")
+    d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress_bar")}
+    return d
+
+
+def _first_difference(a: Any, b: Any, key: str = "") -> Optional[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            diff = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+            if diff:
+                return diff
+        return None
+    return None if a == b else f"{key}: {a!r} there, {b!r} now"
+
+
+def _check_base_config(cfg: Config, out: Path) -> None:
+    """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
+    import yaml
+
+    path = out / "config.yaml"
+    if path.is_file():
+        old = _comparable(from_dict(yaml.safe_load(path.read_text())))
+        diff = _first_difference(old, _comparable(cfg))
+        if diff:
+            raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
+                              "or the same --config and --set values to resume it")
+        return
+    save_config(cfg, path)
+
+
+def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,
+          alone: bool, noise_levels: Tuple[float, ...]) -> List[_Job]:
+    jobs = []
+    for m in methods:
+        for s in seeds:
+            run_cfg = dataclasses.replace(cfg, method=m, train=dataclasses.replace(cfg.train, seed=s))
+            jobs.append(_Job("run", m, s, str(out / "runs" / m / f"seed{s}"), run_cfg, diagnose_runs, noise_levels))
+    if alone:
+        mods = list(cfg.data.modalities or load_bundle(cfg).modalities)
+        for mod in mods:
+            for s in seeds:
+                solo = dataclasses.replace(cfg, method="late_fusion",
+                                           data=dataclasses.replace(cfg.data, modalities=[mod]),
+                                           train=dataclasses.replace(cfg.train, seed=s))
+                jobs.append(_Job("alone", "late_fusion", s, str(out / "alone" / mod / f"seed{s}"), solo, False,
+                                 noise_levels, mod))
+    return jobs
+
+
+def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: int | str | Sequence[int] = 5,
+            out_dir: str | Path = "compare", jobs: int = 1, diagnose: bool = True, *, alone: bool = False,
+            reference: str = "late_fusion", noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS,
+            progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Train and compare ``methods`` over ``seeds`` on one configuration; returns the summary.
+
+    Args:
+        cfg: the shared configuration (its ``method`` and ``train.seed`` are replaced per run).
+        methods: method names, a list or ``"a,b"``.
+        seeds: a count (MMSA seeds 1111..1110+N) or explicit seeds (see ``parse_seeds``).
+        out_dir: the comparison folder (created; an existing one of the same configuration resumes).
+        jobs: parallel worker processes (1: in this process).
+        diagnose: per-run test-split Shapley values, probes and robustness (``diagnose``).
+        alone: also train late fusion on each modality alone per seed (``out_dir/alone/<m>/seed<s>``),
+            the reference of the probe deficit.
+        reference: the method every other one is paired with.
+        noise_levels: robustness noise levels (units of each feature's train std).
+        progress: called with one line per finished run.
+
+    Returns:
+        the summary (``summarize``); also written to ``summary.json``, ``summary.csv``, ``summary.md``.
+
+    Raises:
+        ConfigError: ``out_dir`` holds a comparison of a different configuration.
+    """
+    methods, seeds = parse_methods(methods), parse_seeds(seeds)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_base_config(cfg, out)
+    levels = tuple(float(s) for s in noise_levels)
+    atomic_write_json(out / "compare.json", {
+        "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
+        "noise_levels": list(levels), "pase_version": __version__})
+    _run_jobs(_plan(cfg, methods, seeds, out, diagnose, alone, levels), jobs, progress)
+    from .report import write_summary  # report builds on this module's statistics
+
+    summary = summarize(out, methods, seeds, reference)
+    write_summary(summary, out)
+    return summary
+
+
+# ---------------------------------------------------------------------------- summary
+_MAIN_REGRESSION = ("Has0_acc_2", "Non0_acc_2", "Mult_acc_2", "MAE", "Corr")  # Mult_acc_2: SIMS
+
+
+def main_metrics(protocol: str) -> List[str]:
+    """The metrics of the paired comparison: Has0 / Non0 Acc-2, MAE and Corr for regression
+    protocols (Acc-2 for SIMS), the protocol's monitor otherwise."""
+    from ..metrics import get_protocol
+
+    p = get_protocol(protocol)
+    if p.task_kind == "regression":
+        return [m for m in _MAIN_REGRESSION if m in p.higher_is_better]
+    return [p.monitor]
+
+
+def _read_json(path: Path) -> Optional[Dict[str, Any]]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
+    rec: Dict[str, Any] = {"method": method, "seed": seed, "path": str(run), "error": "", "diagnose_error": ""}
+    metrics = _read_json(run / "metrics.json")
+    if metrics is None:
+        failed = run / "FAILED.txt"
+        rec.update(status="failed" if failed.is_file() else "missing",
+                   error=failed.read_text().strip() if failed.is_file() else "not run")
+        return rec
+    rec.update(status="ok", metrics=metrics, diagnostics=_read_json(run / "diagnostics.json"))
+    if (run / "DIAGNOSE_FAILED.txt").is_file():
+        rec["diagnose_error"] = (run / "DIAGNOSE_FAILED.txt").read_text().strip()
+    rec["robustness_rows"] = read_csv(run / "robustness.csv") if (run / "robustness.csv").is_file() else []
+    return rec
+
+
+def _discover(out: Path) -> Tuple[List[str], List[int]]:
+    runs = sorted(p for p in (out / "runs").glob("*/seed*") if p.is_dir())
+    methods = list(dict.fromkeys(p.parent.name for p in runs))
+    seeds = sorted({int(p.name[4:]) for p in runs if p.name[4:].lstrip("-").isdigit()})
+    return methods, seeds
+
+
+def _by_method(ok: List[Dict[str, Any]], methods: List[str],
+               get: Callable[[Dict[str, Any]], Any]) -> Dict[str, Dict[int, float]]:
+    """method -> seed -> value (runs where ``get`` returns None are left out)."""
+    table: Dict[str, Dict[int, float]] = {m: {} for m in methods}
+    for r in ok:
+        v = get(r)
+        if v is not None:
+            table[r["method"]][r["seed"]] = float(v)
+    return table
+
+
+def _dig(d: Optional[Dict[str, Any]], path: Sequence[str]) -> Any:
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _stat_tree(ok: List[Dict[str, Any]], methods: List[str], mods: List[str],
+               path: Callable[[str], Sequence[str]], level: float) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """method -> modality -> ``describe`` over seeds of ``diagnostics[path(modality)]``."""
+    tree: Dict[str, Dict[str, Dict[str, float]]] = {m: {} for m in methods}
+    for mod in mods:
+        vals = _by_method(ok, methods, lambda r: _dig(r.get("diagnostics"), path(mod)))
+        for m in methods:
+            tree[m][mod] = describe(list(vals[m].values()), level)
+    return tree
+
+
+def _diagnostic_stats(ok: List[Dict[str, Any]], methods: List[str], mods: List[str], probe_metric: str,
+                      level: float) -> Dict[str, Any]:
+    keys = ["full", "missing_relative", "noise_relative"]
+    robust = _stat_tree(ok, methods, keys, lambda k: ("robustness", k), level)
+    return {
+        "shares": {u: _stat_tree(ok, methods, mods, lambda mod, u=u: ("shapley", u, "shares", mod), level)
+                   for u in ("neg_loss", "accuracy")},
+        "shapley_values": _stat_tree(ok, methods, mods, lambda mod: ("shapley", "neg_loss", "values", mod), level),
+        "probes": {"metric": probe_metric,
+                   "values": _stat_tree(ok, methods, mods, lambda mod: ("probes", mod, probe_metric), level)},
+        "robustness": robust,
+    }
+
+
+def _alone(out: Path, mods: List[str], seeds: List[int], ok: List[Dict[str, Any]], methods: List[str],
+           probe_metric: str, level: float) -> Dict[str, Any]:
+    """Unimodal-alone probe references (``out/alone/<m>/seed<s>/probe.json``) and the paired
+    probe deficit alone - joint of every method."""
+    alone: Dict[str, Dict[int, float]] = {}
+    for mod in mods:
+        for s in seeds:
+            v = _dig(_read_json(out / "alone" / mod / f"seed{s}" / "probe.json"), (mod, probe_metric))
+            if v is not None:
+                alone.setdefault(mod, {})[s] = float(v)
+    if not alone:
+        return {}
+    deficit: Dict[str, Dict[str, Any]] = {m: {} for m in methods}
+    for mod, ref in alone.items():
+        joint = _by_method(ok, methods, lambda r: _dig(r.get("diagnostics"), ("probes", mod, probe_metric)))
+        for m in methods:
+            deficit[m][mod] = paired_difference(ref, joint[m], level)
+    return {"alone": {mod: {"values": v, **describe(list(v.values()), level)} for mod, v in alone.items()},
+            "deficit": deficit}
+
+
+def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+              reference: Optional[str] = None, level: float = 0.95) -> Dict[str, Any]:
+    """Statistics of the runs on disk in ``out_dir`` (methods and seeds from ``compare.json``
+    unless given); see the module docstring for the definitions."""
+    out = Path(out_dir)
+    meta = _read_json(out / "compare.json") or {}
+    found_methods, found_seeds = _discover(out)
+    methods = list(methods or meta.get("methods") or found_methods)
+    seeds = [int(s) for s in (seeds or meta.get("seeds") or found_seeds)]
+    reference = reference or meta.get("reference", "late_fusion")
+    runs = [_read_run(out / "runs" / m / f"seed{s}", m, s) for m in methods for s in seeds]
+    ok = [r for r in runs if r["status"] == "ok"]
+    summary: Dict[str, Any] = {
+        "out_dir": str(out), "methods": methods, "seeds": seeds, "reference": reference, "level": level,
+        "runs": runs, "reported": [m for m in methods if any(r["method"] == m for r in ok)],
+        "failed": [{"method": r["method"], "seed": r["seed"], "error": r["error"]}
+                                 for r in runs if r["status"] != "ok"], "pase_version": __version__}
+    if not ok:
+        return summary
+    first = ok[0]["metrics"]
+    protocol = first["protocol"]
+    metric_names = list(first["test"])
+    headline = headline_metric(protocol)
+    probe_metric = "acc2" if "acc_2" in headline or headline == "Mult_acc_2" else "acc"
+    diag_first = next((r["diagnostics"] for r in ok if r.get("diagnostics")), None)
+    mods = list(diag_first["modalities"]) if diag_first else list(first.get("data_info", {}).get("modalities") or [])
+    test = {k: _by_method(ok, methods, lambda r, k=k: r["metrics"]["test"].get(k)) for k in metric_names}
+    from ..metrics import get_protocol
+
+    summary.update({
+        "dataset": first["dataset"], "protocol": protocol,
+        "protocol_description": first.get("protocol_description", ""),
+        "monitor": first["monitor"], "mode": get_protocol(protocol).mode(first["monitor"]),
+        "higher_is_better": dict(get_protocol(protocol).higher_is_better),
+        "metrics": metric_names, "main_metrics": main_metrics(protocol), "headline": headline, "modalities": mods,
+        "stats": {m: {k: describe(list(test[k][m].values()), level) for k in metric_names} for m in methods},
+        "paired": ({m: {k: paired_difference(test[k][m], test[k][reference], level) for k in main_metrics(protocol)}
+                    for m in methods if m != reference} if reference in methods else {}),
+        "conditions": {m: aggregate_conditions([r["robustness_rows"] for r in ok if r["method"] == m], headline)
+                       for m in methods},
+    })
+    if mods:
+        summary.update(_diagnostic_stats(ok, methods, mods, probe_metric, level))
+        summary.update(_alone(out, mods, seeds, ok, methods, probe_metric, level))
+    return summary

@@ -1,0 +1,396 @@
+"""Comparison summaries and reports: tables, plots, Markdown and self-contained HTML.
+
+``write_summary(summary, out_dir)`` writes ``summary.csv`` (one row per run), ``summary.md``
+(the comparison tables) and ``summary.json`` for a ``pase.evaluation.compare.summarize`` result.
+``report(out_dir)`` re-reads a comparison folder and writes ``report.md`` and ``report.html``
+with PNG figures in ``figures/`` (each with the CSV of its data, same stem):
+
+* ``trajectories``: share of each modality vs epoch (training-batch Shapley shares from the
+  per-epoch log), one panel per method, mean over seeds, the PaSE phase switch as a vertical line;
+* ``shapley_test``: test-split Shapley shares per method and modality;
+* ``probes``: linear-probe score of each frozen encoder, bars per method (error bars: sample SD);
+* ``robustness_noise``: headline metric vs noise level, one panel per noisy modality;
+* ``robustness_missing``: headline metric under every missing-modality condition.
+
+Plots use matplotlib's object API (``Figure``, Agg rendering); the global backend is untouched.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..data.contract import sort_modalities
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .compare import describe, summarize
+from .shapley_report import read_csv, write_csv
+
+__all__ = ["summary_tables", "summary_markdown", "write_summary", "report"]
+
+Table = Dict[str, Any]  # {"title", "note", "headers", "rows"}
+
+
+# ---------------------------------------------------------------------------- formatting
+def _f(x: Any, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
+
+
+def _pm(d: Dict[str, float]) -> str:
+    if not d or d.get("n", 0) == 0:
+        return "n/a"
+    return _f(d["mean"]) + (f" ± {_f(d['sd'])}" if math.isfinite(d["sd"]) else "")
+
+
+def _ci(d: Dict[str, float]) -> str:
+    return f"[{_f(d['ci_low'])}, {_f(d['ci_high'])}]" if math.isfinite(d.get("ci_low", math.nan)) else "n/a"
+
+
+def _md_table(t: Table) -> str:
+    lines = [f"## {t['title']}", ""]
+    if t.get("note"):
+        lines += [t["note"], ""]
+    lines.append("| " + " | ".join(t["headers"]) + " |")
+    lines.append("|" + "---|" * len(t["headers"]))
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in t["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- tables
+def _metric_tables(s: Dict[str, Any]) -> List[Table]:
+    methods, metrics, level = s["reported"], s["metrics"], int(round(100 * s["level"]))
+    wide = {"title": "Test metrics (mean ± sample SD over seeds)",
+            "note": "Arrows: ↑ higher is better, ↓ lower is better.",
+            "headers": ["method", "n"] + [f"{k} {'↑' if s['higher_is_better'].get(k, True) else '↓'}"
+                                          for k in metrics],
+            "rows": [[m, s["stats"][m][metrics[0]]["n"]] + [_pm(s["stats"][m][k]) for k in metrics] for m in methods]}
+    long = {"title": f"{level}% t-intervals of the test metrics",
+            "note": f"mean ± t(0.5 + {level}/200, n - 1) · SD / √n; SD with the n - 1 denominator.",
+            "headers": ["method", "metric", "n", "mean", "SD", f"{level}% CI"],
+            "rows": [[m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d)]
+                     for m in methods for k, d in s["stats"][m].items()]}
+    tables = [wide, long]
+    if s.get("paired"):
+        rows = []
+        for m, per in ((m, s["paired"][m]) for m in methods if m in s["paired"]):
+            for k, d in per.items():
+                better = (d["mean"] > 0) == s["higher_is_better"].get(k, True)
+                verdict = ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else "no"
+                rows.append([m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d), verdict])
+        tables.append({"title": f"Paired differences against {s['reference']} (same seed)",
+                       "note": f"d = metric(method) - metric({s['reference']}) per seed; {level}% paired t-interval. "
+                               "'yes' when the interval excludes 0 (no multiplicity correction).",
+                       "headers": ["method", "metric", "pairs", "mean d", "SD d", f"{level}% CI", "excludes 0"],
+                       "rows": rows})
+    return tables
+
+
+def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
+    methods, mods = s["reported"], s.get("modalities") or []
+    if "shares" not in s:
+        return []
+    tables = [{"title": "Test-split Shapley shares",
+               "note": "Exact Shapley values over all 2^M coalitions of the fused head (absent modalities masked "
+                       "at the fusion input), utility over the whole test split, normalised to shares.",
+               "headers": ["method", "utility"] + mods,
+               "rows": [[m, u] + [_pm(s["shares"][u][m][mod]) for mod in mods]
+                        for m in methods for u in s["shares"]]},
+              {"title": f"Linear probes of the frozen encoders ({s['probes']['metric']}, test split)",
+               "note": "A linear model fit on the train-split representation of one modality, scored on test.",
+               "headers": ["method"] + mods,
+               "rows": [[m] + [_pm(s["probes"]["values"][m][mod]) for mod in mods] for m in methods]},
+              {"title": f"Robustness ({s['headline']} relative to the complete, clean input)",
+               "note": "missing: mean over proper non-empty modality subsets of metric(subset) / metric(all); "
+                       "noise: mean over modalities and noise levels > 0 of metric(noisy) / metric(clean).",
+               "headers": ["method", f"{s['headline']} (all)", "missing-modality ratio", "noise ratio"],
+               "rows": [[m] + [_pm(s["robustness"][m][k]) for k in ("full", "missing_relative", "noise_relative")]
+                        for m in methods]}]
+    conds = [c["condition"] for c in next((v for v in s["conditions"].values() if v), []) if c["kind"] == "missing"]
+    if conds:
+        look = {m: {c["condition"]: c for c in s["conditions"][m]} for m in methods}
+        tables.append({"title": f"Missing-modality conditions ({s['headline']}, test split)",
+                       "headers": ["method"] + conds,
+                       "rows": [[m] + [_pm(look[m].get(c, {})) for c in conds] for m in methods]})
+    if s.get("deficit"):
+        alone = s["alone"]
+        tables.append({"title": f"Probe deficit: unimodal alone minus joint ({s['probes']['metric']})",
+                       "note": "Positive: the encoder learned its modality worse when trained jointly (competition).",
+                       "headers": ["method"] + [f"{mod} (alone {_pm(alone[mod])})" for mod in alone],
+                       "rows": [[m] + [f"{_pm(s['deficit'][m][mod])} {_ci(s['deficit'][m][mod])}" for mod in alone]
+                                for m in methods]})
+    return tables
+
+
+def summary_tables(s: Dict[str, Any]) -> List[Table]:
+    """Every table of a summary (comparison statistics, diagnostics, failures)."""
+    tables = _metric_tables(s) + _diagnostic_tables(s) if "stats" in s else []
+    if s["failed"]:
+        tables.append({"title": "Failed or missing runs", "headers": ["method", "seed", "error"],
+                       "rows": [[f["method"], f["seed"], f["error"].replace("|", "/")] for f in s["failed"]]})
+    return tables
+
+
+def _header(s: Dict[str, Any]) -> List[str]:
+    if "protocol" not in s:
+        return [f"No run finished in {s['out_dir']}."]
+    level = int(round(100 * s["level"]))
+    return [f"Dataset `{s['dataset']}`, metric protocol **{s['protocol']}**: {s['protocol_description']}.",
+            f"Model selection: validation split only (each run keeps the epoch with the best valid/{s['monitor']}, "
+            f"mode {s['mode']}); the test split is evaluated once, from that checkpoint.",
+            f"Seeds: {', '.join(map(str, s['seeds']))}. Statistics: mean, sample standard deviation (n - 1), "
+            f"{level}% Student-t interval; paired per-seed differences against `{s['reference']}`."]
+
+
+def summary_markdown(s: Dict[str, Any]) -> str:
+    """``summary.md``: a header naming the protocol and the selection rule, then every table."""
+    title = f"# Method comparison: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"
+    return "\n\n".join([title] + _header(s)) + "\n\n" + "\n".join(_md_table(t) for t in summary_tables(s))
+
+
+def _csv_rows(s: Dict[str, Any]) -> List[Dict[str, Any]]:
+    rows = []
+    for r in s["runs"]:
+        row: Dict[str, Any] = {"method": r["method"], "seed": r["seed"], "status": r["status"], "error": r["error"]}
+        m = r.get("metrics") or {}
+        row.update({f"valid_{k}": v for k, v in (m.get("valid") or {}).items()})
+        row.update({f"test_{k}": v for k, v in (m.get("test") or {}).items()})
+        row.update({"best_epoch": m.get("best_epoch", ""), "elapsed_s": m.get("elapsed_s", "")})
+        d = r.get("diagnostics") or {}
+        for mod, v in (d.get("shapley", {}).get("neg_loss", {}).get("shares") or {}).items():
+            row[f"share_{mod}"] = v
+        for mod, v in (d.get("probes") or {}).items():
+            row.update({f"probe_{mod}_{k}": x for k, x in v.items()})
+        for k in ("missing_relative", "noise_relative"):
+            if k in d.get("robustness", {}):
+                row[f"robust_{k}"] = d["robustness"][k]
+        row["diagnose_error"] = r.get("diagnose_error", "")
+        rows.append(row)
+    return rows
+
+
+def write_summary(s: Dict[str, Any], out_dir: str | Path) -> None:
+    """Write ``summary.csv``, ``summary.md`` and ``summary.json`` into ``out_dir``."""
+    out = Path(out_dir)
+    rows = _csv_rows(s)
+    fields: List[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    write_csv(out / "summary.csv", rows, fields)
+    atomic_write_text(out / "summary.md", summary_markdown(s))
+    slim = {k: v for k, v in s.items() if k != "runs"}
+    slim["runs"] = [{k: v for k, v in r.items() if k not in ("robustness_rows",)} for r in s["runs"]]
+    atomic_write_json(out / "summary.json", slim)
+
+
+# ---------------------------------------------------------------------------- plots
+def _figure(ncols: int, nrows: int = 1, width: float = 4.2, height: float = 3.2):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def _save(fig, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def _run_log(r: Dict[str, Any]) -> Optional[Path]:
+    for name in ("trajectory.csv", "log.csv"):
+        if (Path(r["path"]) / name).is_file():
+            return Path(r["path"]) / name
+    return None
+
+
+def _trajectory_data(s: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Rows (method, epoch, modality, mean, sd, n, switch_epoch) of the per-epoch shares."""
+    rows: List[Dict[str, Any]] = []
+    for m in s["methods"]:
+        values: Dict[Tuple[int, str], List[float]] = {}
+        switches: List[float] = []
+        for r in (r for r in s["runs"] if r["method"] == m and r["status"] == "ok"):
+            path = _run_log(r)
+            log = read_csv(path) if path else []
+            for row in log:
+                for k, v in row.items():
+                    if k.startswith("diag/share_") and v not in ("", None):
+                        values.setdefault((int(float(row["epoch"])), k[len("diag/share_"):]), []).append(float(v))
+            sw = [float(row["diag/switch_epoch"]) for row in log if row.get("diag/switch_epoch")]
+            if sw and sw[-1] >= 0:
+                switches.append(sw[-1])
+        switch = sum(switches) / len(switches) if switches else ""
+        rank = {x: i for i, x in enumerate(sort_modalities(list({k[1] for k in values})))}
+        for (epoch, mod), vs in sorted(values.items(), key=lambda kv: (kv[0][0], rank[kv[0][1]])):
+            d = describe(vs)
+            rows.append({"method": m, "epoch": epoch, "modality": mod, "mean": d["mean"], "sd": d["sd"],
+                         "n": d["n"], "switch_epoch": switch})
+    return rows
+
+
+def _plot_trajectories(s: Dict[str, Any], figdir: Path) -> Optional[str]:
+    data = _trajectory_data(s)
+    if not data:
+        return None
+    write_csv(figdir / "trajectories.csv", data)
+    methods = [m for m in s["methods"] if any(d["method"] == m for d in data)]
+    mods = list(dict.fromkeys(d["modality"] for d in data))  # canonical order (_trajectory_data)
+    fig, axes = _figure(min(len(methods), 3), math.ceil(len(methods) / 3))
+    for ax, m in zip(axes, methods):
+        mine = [d for d in data if d["method"] == m]
+        for i, mod in enumerate(mods):
+            pts = [d for d in mine if d["modality"] == mod]
+            x, y = [d["epoch"] for d in pts], [d["mean"] for d in pts]
+            sd = [d["sd"] if math.isfinite(d["sd"]) else 0.0 for d in pts]
+            ax.plot(x, y, color=_color(i), label=mod, marker="o", markersize=2.5)
+            ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], color=_color(i),
+                            alpha=0.15, linewidth=0)
+        if mine[0]["switch_epoch"] != "":
+            ax.axvline(mine[0]["switch_epoch"], color="k", linestyle="--", linewidth=1, label="phase switch")
+        ax.set(title=m, xlabel="epoch", ylabel="Shapley share (train batches)", ylim=(0, 1))
+        ax.legend(fontsize=7)
+    for ax in axes[len(methods):]:
+        ax.set_visible(False)
+    _save(fig, figdir / "trajectories.png")
+    return "trajectories"
+
+
+def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float, float]]], ylabel: str) -> None:
+    width = 0.8 / max(len(series), 1)
+    for j, (name, vals) in enumerate(series.items()):
+        xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, [v[0] for v in vals], width, yerr=[v[1] if math.isfinite(v[1]) else 0.0 for v in vals],
+               capsize=2, color=_color(j), label=name)
+    ax.set_xticks(range(len(groups)), groups, rotation=30 if len(groups) > 4 else 0, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+
+
+def _bar_plot(stem: str, figdir: Path, groups: Sequence[str], table: Dict[str, Dict[str, Dict[str, float]]],
+              ylabel: str, group_key: str, extra: Dict[str, Any]) -> str:
+    rows = [{"method": m, group_key: g, **extra, "mean": d["mean"], "sd": d["sd"], "n": d["n"]}
+            for m, per in table.items() for g, d in per.items()]
+    write_csv(figdir / f"{stem}.csv", rows)
+    fig, axes = _figure(1, width=max(4.5, 1.1 * len(groups) + 2))
+    _grouped_bars(axes[0], groups, {m: [(per[g]["mean"], per[g]["sd"]) for g in groups] for m, per in table.items()},
+                  ylabel)
+    _save(fig, figdir / f"{stem}.png")
+    return stem
+
+
+def _plot_noise(s: Dict[str, Any], figdir: Path) -> Optional[str]:
+    rows = [{"method": m, "modality": c["modality"], "sigma": float(c["sigma"]), "metric": s["headline"],
+             "mean": c["mean"], "sd": c["sd"], "n": c["n"]}
+            for m in s["methods"] for c in s["conditions"].get(m, []) if c["kind"] == "noise"]
+    if not rows:
+        return None
+    write_csv(figdir / "robustness_noise.csv", rows)
+    mods = list(dict.fromkeys(r["modality"] for r in rows))
+    fig, axes = _figure(len(mods))
+    for ax, mod in zip(axes, mods):
+        for j, m in enumerate(s["methods"]):
+            pts = sorted((r for r in rows if r["method"] == m and r["modality"] == mod), key=lambda r: r["sigma"])
+            if pts:
+                ax.errorbar([p["sigma"] for p in pts], [p["mean"] for p in pts],
+                            yerr=[p["sd"] if math.isfinite(p["sd"]) else 0.0 for p in pts], color=_color(j),
+                            marker="o", markersize=3, capsize=2, label=m)
+        ax.set(title=f"noise on {mod}", xlabel="sigma (x train std)", ylabel=s["headline"])
+        ax.legend(fontsize=7)
+    _save(fig, figdir / "robustness_noise.png")
+    return "robustness_noise"
+
+
+def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
+    """stem -> caption of every figure written."""
+    made: Dict[str, str] = {}
+    if _plot_trajectories(s, figdir):
+        made["trajectories"] = "Contribution trajectories: Shapley share of each modality per epoch (training " \
+                               "batches), mean ± SD over seeds; dashed: phase switch (mean epoch over seeds)."
+    mods = s.get("modalities") or []
+    if "shares" in s and mods:
+        keep = lambda table: {m: table[m] for m in s["reported"]}  # noqa: E731
+        made[_bar_plot("shapley_test", figdir, mods, keep(s["shares"]["neg_loss"]), "Shapley share (test split)",
+                       "modality", {"utility": "neg_loss"})] = "Test-split Shapley shares (negative-loss utility)."
+        made[_bar_plot("probes", figdir, mods, keep(s["probes"]["values"]), f"probe {s['probes']['metric']}",
+                       "modality", {"metric": s["probes"]["metric"]})] = \
+            "Linear probes of each frozen encoder (test split), mean ± SD over seeds."
+    if _plot_noise(s, figdir):
+        made["robustness_noise"] = f"{s['headline']} under Gaussian noise on one modality (sigma in units of each " \
+                                   "feature's train-split std)."
+    missing = {m: {c["condition"]: c for c in s.get("conditions", {}).get(m, []) if c["kind"] == "missing"}
+               for m in s["methods"]}
+    conds = list(dict.fromkeys(c for per in missing.values() for c in per))
+    if conds:
+        made[_bar_plot("robustness_missing", figdir, conds, {m: per for m, per in missing.items() if per},
+                       s["headline"], "condition", {"metric": s["headline"]})] = \
+            f"{s['headline']} with only the listed modalities present (the others masked at the fusion input)."
+    return made
+
+
+# ---------------------------------------------------------------------------- documents
+_CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}"
+        "th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f2f2f2}"
+        "img{max-width:100%;border:1px solid #eee}figcaption{font-size:13px;color:#555}")
+
+
+def _inline(text: str) -> str:
+    """Escape ``text`` and render the Markdown it may hold: **bold** and `code`."""
+    out = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+
+
+def _html(title: str, header: List[str], tables: List[Table], figures: Dict[str, str]) -> str:
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts += [f"<p>{_inline(p)}</p>" for p in header]
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        parts += [f"<figure><img src='figures/{stem}.png' alt='{e(stem)}'><figcaption>{e(cap)} "
+                  f"(data: <a href='figures/{stem}.csv'>{stem}.csv</a>)</figcaption></figure>"
+                  for stem, cap in figures.items()]
+    for t in tables:
+        parts.append(f"<h2>{e(t['title'])}</h2>" + (f"<p>{e(t['note'])}</p>" if t.get("note") else ""))
+        parts.append("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in t["headers"]) + "</tr>"
+                     + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>" for row in t["rows"])
+                     + "</table>")
+    return "\n".join(parts + ["</body></html>"]) + "\n"
+
+
+def report(out_dir: str | Path) -> Dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` (+ CSV) for a comparison folder.
+
+    Returns:
+        name -> path of every file written ("report.md", "report.html", "<stem>.png", "<stem>.csv").
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder).
+    """
+    out = Path(out_dir)
+    if not (out / "runs").is_dir():
+        raise FileNotFoundError(f"{out} holds no comparison (no runs/ folder); run 'pase compare --out {out}' first")
+    s = summarize(out)
+    figdir = out / "figures"
+    figures = _plots(s, figdir) if "stats" in s else {}
+    tables = summary_tables(s)
+    title = f"PaSE comparison report: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"
+    md = [f"# {title}", *_header(s), f"Methods: {', '.join(s['methods'])}."]
+    for stem, cap in figures.items():
+        md.append(f"![{stem}](figures/{stem}.png)\n\n*{cap}* Data: [figures/{stem}.csv](figures/{stem}.csv)")
+    md += [_md_table(t) for t in tables]
+    atomic_write_text(out / "report.md", "\n\n".join(md) + "\n")
+    atomic_write_text(out / "report.html", _html(title, _header(s) + [f"Methods: {', '.join(s['methods'])}."],
+                                                 tables, figures))
+    files = {"report.md": out / "report.md", "report.html": out / "report.html"}
+    for stem in figures:
+        files.update({f"{stem}.png": figdir / f"{stem}.png", f"{stem}.csv": figdir / f"{stem}.csv"})
+    return files

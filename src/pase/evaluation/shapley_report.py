@@ -1,0 +1,188 @@
+"""Per-run diagnostics: test-split Shapley values, frozen-encoder probes, contribution trajectories.
+
+``diagnose(checkpoint, out_dir)`` loads a saved model once and writes, into ``out_dir``:
+
+* ``diagnostics.json`` / ``diagnostics.csv``: each modality's exact Shapley value and share on
+  the test split under two utilities, and a linear probe of each frozen encoder;
+* ``robustness.csv``: the protocol's metrics under every missing-modality and noise condition
+  (``pase.evaluation.robustness``), summarised in ``diagnostics.json["robustness"]``;
+* ``trajectory.csv``: the per-epoch contribution columns of the run's ``log.csv`` (when found).
+
+The Shapley utility of a coalition S is computed over the **whole split**, not per batch:
+
+    v_loss(S) = - (1/N) sum_i loss(f_S(x_i), y_i),    v_acc(S) = (1/N) sum_i 1[f_S(x_i) correct],
+
+where f_S is the fused head with the modalities outside S masked at the fusion input. The
+encoders run once per batch, all 2^M coalitions go through ``model.coalition_logits`` in one
+batched head pass, per-coalition sums are accumulated over batches and ``exact_shapley`` runs
+once on the (2^M,) utilities. Shares follow ``shapley_shares``.
+
+Shapes: B batch, C = 2^M coalitions, O output width, M modalities.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from ..data.contract import DataBundle
+from ..io import atomic_write_json, atomic_write_text
+from ..methods.base import coalition_utility, task_loss
+from ..shapley import coalition_masks, exact_shapley, shapley_shares
+from ..training.datamodule import make_loader
+from ..training.run import load_checkpoint
+from .probes import probe_model
+from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary
+
+__all__ = ["UTILITIES", "split_coalition_utilities", "split_shapley", "copy_trajectory", "diagnose",
+           "write_csv", "read_csv"]
+
+#: the utilities reported for every run: negative task loss (the training default) and accuracy
+UTILITIES = ("neg_loss", "accuracy")
+
+_TRAJECTORY_PREFIXES = ("diag/shapley_", "diag/share_", "diag/weight_", "diag/sgm_coeff_")
+_TRAJECTORY_KEYS = ("diag/phase", "diag/switch_epoch")
+
+
+def write_csv(path: str | Path, rows: Sequence[Dict[str, Any]], fields: Optional[Sequence[str]] = None) -> None:
+    """Write ``rows`` as CSV (atomically); columns in first-seen order unless ``fields`` is given."""
+    keys: List[str] = list(fields or [])
+    if not fields:
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def read_csv(path: str | Path) -> List[Dict[str, str]]:
+    """The rows of a CSV file as dicts of strings."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@torch.no_grad()
+def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split: str = "test",
+                              loss_kind: str = "auto", batch_size: int = 256,
+                              by_group: bool = False) -> Dict[str, Tensor]:
+    """(2^M,) float64 utility of every coalition over the whole ``split``, per utility name.
+
+    Coalition c holds modality i (``model.modalities`` order) iff bit i of c is set.
+    """
+    was = model.training
+    model.eval()
+    masks = coalition_masks(len(model.modalities))  # (C, M)
+    loss_sum = torch.zeros(masks.shape[0], dtype=torch.float64)
+    hit_sum = torch.zeros(masks.shape[0], dtype=torch.float64)
+    n = 0
+    for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
+        out = model(batch)  # encoders once
+        logits = model.coalition_logits(out, masks)  # (C, B, O)
+        per = task_loss(logits, batch.target, bundle.task, loss_kind, reduce_batch=False)  # (C, B)
+        loss_sum += per.double().sum(-1).cpu()
+        acc = coalition_utility(logits, batch.target, bundle.task, "accuracy", loss_kind)  # (C,) batch means
+        hit_sum += acc.double().cpu() * len(batch)
+        n += len(batch)
+    model.train(was)
+    return {"neg_loss": -loss_sum / n, "accuracy": hit_sum / n}
+
+
+def split_shapley(model: torch.nn.Module, bundle: DataBundle, split: str = "test", loss_kind: str = "auto",
+                  batch_size: int = 256, by_group: bool = False) -> Dict[str, Dict[str, Any]]:
+    """utility -> {"values": {m: phi_m}, "shares": {m: psi_m}, "coalitions": [[names], ...],
+    "utilities": [v(c), ...]} with the coalitions in bitmask order (row 0 empty, last all)."""
+    mods = list(model.modalities)
+    table = split_coalition_utilities(model, bundle, split, loss_kind, batch_size, by_group)
+    masks = coalition_masks(len(mods))
+    coalitions = [[m for i, m in enumerate(mods) if bool(row[i])] for row in masks]
+    result = {}
+    for name, util in table.items():
+        phi = exact_shapley(util)  # (M,)
+        psi = shapley_shares(phi)
+        result[name] = {"values": dict(zip(mods, phi.tolist())), "shares": dict(zip(mods, psi.tolist())),
+                        "coalitions": coalitions, "utilities": util.tolist()}
+    return result
+
+
+def copy_trajectory(log_csv: str | Path, out_csv: str | Path, monitor: Optional[str] = None) -> int:
+    """Copy the per-epoch contribution columns of ``log.csv`` (epoch, ``diag/shapley_*``,
+    ``diag/share_*``, ``diag/weight_*``, ``diag/sgm_coeff_*``, ``diag/phase``,
+    ``diag/switch_epoch`` and ``valid/<monitor>``) to ``out_csv``; returns the row count."""
+    rows = read_csv(log_csv)
+    cols = list(rows[0]) if rows else []
+    keep = ["epoch"] + [c for c in cols if c.startswith(_TRAJECTORY_PREFIXES) or c in _TRAJECTORY_KEYS]
+    if monitor and f"valid/{monitor}" in cols:
+        keep.append(f"valid/{monitor}")
+    write_csv(out_csv, rows, keep)
+    return len(rows)
+
+
+def _find_log(checkpoint: Path) -> Optional[Path]:
+    """``log.csv`` of the run a checkpoint belongs to (``<run>/checkpoints/best.ckpt``)."""
+    for parent in checkpoint.resolve().parents[:2]:
+        if (parent / "log.csv").is_file():
+            return parent / "log.csv"
+    return None
+
+
+def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
+                   probes: Dict[str, Dict[str, float]]) -> List[Dict[str, Any]]:
+    rows = []
+    for m in mods:
+        row: Dict[str, Any] = {"modality": m}
+        for u in UTILITIES:
+            row[f"shapley_{u}"] = shap[u]["values"][m]
+            row[f"share_{u}"] = shap[u]["shares"][m]
+        row.update({f"probe_{k}": v for k, v in probes.get(m, {}).items()})
+        rows.append(row)
+    return rows
+
+
+def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
+             noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS, probes: bool = True,
+             log_csv: Optional[str | Path] = None, bundle: Optional[DataBundle] = None) -> Dict[str, Any]:
+    """Diagnostics and robustness of one saved model; returns the content of ``diagnostics.json``.
+
+    Args:
+        checkpoint: a checkpoint written by ``pase train`` (``<run>/checkpoints/best.ckpt``).
+        out_dir: where the files go (default: the run folder, two levels above the checkpoint).
+        split: the evaluated split (the test split: the model was selected on validation).
+        noise_levels: sigma values in units of each feature's train-split std.
+        probes: fit a linear probe on each frozen encoder (scikit-learn).
+        log_csv: the run's per-epoch log (default: found next to the checkpoint's run folder).
+        bundle: the data, when the caller has it loaded already.
+    """
+    checkpoint = Path(checkpoint)
+    module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
+    model = module.model
+    out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parents[1]
+    out.mkdir(parents=True, exist_ok=True)
+    by_group, mods = cfg.model.context, list(model.modalities)
+    shap = split_shapley(model, bundle, split, cfg.train.loss, cfg.train.batch_size, by_group)
+    probe = probe_model(model, bundle, split) if probes else {}
+    rob = robustness_rows(model, bundle, split, noise_levels, cfg.train.batch_size, by_group)
+    write_csv(out / "robustness.csv", rob)
+    metric = headline_metric(bundle.task.protocol)
+    log_csv = Path(log_csv) if log_csv is not None else _find_log(checkpoint)
+    trajectory = None
+    if log_csv is not None and log_csv.is_file():
+        copy_trajectory(log_csv, out / "trajectory.csv", module.monitor)
+        trajectory = "trajectory.csv"
+    result = {
+        "checkpoint": str(checkpoint), "split": split, "dataset": bundle.name, "protocol": bundle.task.protocol,
+        "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
+        "shapley": shap, "probes": probe,
+        "robustness": {"metric": metric, "noise_levels": list(noise_levels),
+                       **robustness_summary(rob, metric, mods)},
+        "files": {"robustness": "robustness.csv", "trajectory": trajectory, "table": "diagnostics.csv"},
+    }
+    write_csv(out / "diagnostics.csv", _modality_rows(mods, shap, probe))
+    atomic_write_json(out / "diagnostics.json", result)
+    return result

@@ -1,0 +1,74 @@
+"""The ``compare``, ``report`` and ``diagnose`` commands through ``pase.cli.main``."""
+
+import json
+
+import pytest
+
+import pase.evaluation.compare as compare_mod
+from eval_setup import OK_METHODS, OVERRIDES, PNG_SIGNATURE
+from pase.cli import main
+
+
+def _sets(overrides):
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def test_compare_command_resumes_a_finished_comparison(comparison_copy, tmp_path, monkeypatch, capsys):
+    def no_training(*args, **kwargs):
+        raise AssertionError("finished runs must not be trained again")
+
+    monkeypatch.setattr(compare_mod, "train", no_training)
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("data:\n  options:\n    sizes: [192, 64, 64]\n")
+    (comparison_copy / "summary.md").unlink()
+    rc = main(["compare", "--config", str(cfg), *_sets(OVERRIDES), "--methods", ",".join(OK_METHODS),
+               "--seeds", "2", "--out", str(comparison_copy)])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "[1/4] late_fusion seed 1111: skipped" in printed and "summary written to" in printed
+    assert "| late_fusion | 2 |" in printed  # the mean ± SD table
+    summary = json.loads((comparison_copy / "summary.json").read_text())
+    assert summary["failed"] == [] and summary["methods"] == OK_METHODS and summary["seeds"] == [1111, 1112]
+    assert (comparison_copy / "summary.md").is_file()
+
+
+def test_compare_command_errors_are_one_line(comparison_copy, capsys):
+    rc = main(["compare", *_sets(OVERRIDES + ["train.lr=0.5"]), "--methods", "late_fusion", "--seeds", "1",
+               "--out", str(comparison_copy)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("pase: error: ") and "another configuration" in err and err.count("\n") == 1
+    rc = main(["compare", "--seeds", "1111", "--out", str(comparison_copy)])
+    assert rc == 2 and "write '1111,' for that one seed" in capsys.readouterr().err
+
+
+def test_report_command(comparison_copy, capsys):
+    assert main(["report", str(comparison_copy)]) == 0
+    assert "report written to" in capsys.readouterr().out
+    assert (comparison_copy / "figures" / "probes.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (comparison_copy / "report.html").is_file() and (comparison_copy / "report.md").is_file()
+
+
+def test_diagnose_command(comparison, tmp_path, capsys):
+    ckpt = comparison[0] / "runs" / "late_fusion" / "seed1112" / "checkpoints" / "best.ckpt"
+    rc = main(["diagnose", "--checkpoint", str(ckpt), "--out", str(tmp_path / "d"), "--noise-levels", "0,1",
+               "--no-probes"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "test Shapley shares (negative loss): text" in out
+    d = json.loads((tmp_path / "d" / "diagnostics.json").read_text())
+    assert d["probes"] == {} and d["robustness"]["noise_levels"] == [0.0, 1.0]
+    saved = json.loads((comparison[0] / "runs" / "late_fusion" / "seed1112" / "diagnostics.json").read_text())
+    assert d["shapley"] == saved["shapley"]  # the same model gives the same values
+    assert {p.name for p in (tmp_path / "d").iterdir()} == {"diagnostics.json", "diagnostics.csv",
+                                                            "robustness.csv", "trajectory.csv"}
+
+
+def test_diagnose_command_missing_checkpoint(tmp_path, capsys):
+    assert main(["diagnose", "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["compare", "report", "diagnose"])
+def test_commands_are_registered(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and command in capsys.readouterr().out

@@ -1,0 +1,128 @@
+"""``compare``: run folders, summary files and statistics, failures, resuming, parallel workers."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+import pase.evaluation.compare as compare_mod
+from eval_setup import METHODS, MODALITIES, OK_METHODS, OVERRIDES, SEEDS
+from pase.config import Config, ConfigError, apply_overrides
+from pase.evaluation.compare import compare
+
+
+def _rows(out):
+    with open(out / "summary.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_run_folders_and_summary_rows(comparison):
+    out, summary = comparison
+    assert {p.name for p in out.iterdir()} >= {"runs", "summary.csv", "summary.md", "summary.json", "config.yaml",
+                                               "compare.json"}
+    rows = _rows(out)
+    assert [(r["method"], int(r["seed"])) for r in rows] == [(m, s) for m in METHODS for s in SEEDS]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert [r["method"] for r in ok] == ["late_fusion"] * 2 + ["agm"] * 2
+    metrics = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"]
+    for r in ok:
+        run = out / "runs" / r["method"] / f"seed{r['seed']}"
+        saved = json.loads((run / "metrics.json").read_text())
+        assert saved["method"] == r["method"] and saved["seed"] == int(r["seed"])
+        for k in metrics:
+            assert float(r[f"test_{k}"]) == pytest.approx(saved["test"][k], rel=1e-12)
+            assert float(r[f"valid_{k}"]) == pytest.approx(saved["valid"][k], rel=1e-12)
+        assert float(r["elapsed_s"]) == saved["elapsed_s"] > 0
+        assert {f"share_{m}" for m in MODALITIES} <= set(r)
+
+
+def test_summary_statistics_match_the_per_seed_rows(comparison):
+    out, summary = comparison
+    rows = [r for r in _rows(out) if r["status"] == "ok"]
+    saved = json.loads((out / "summary.json").read_text())
+    for m in OK_METHODS:
+        for k in summary["metrics"]:
+            xs = np.array([float(r[f"test_{k}"]) for r in rows if r["method"] == m])
+            d = saved["stats"][m][k]
+            assert d["n"] == 2 and d["mean"] == pytest.approx(xs.mean(), abs=1e-12)
+            sd = xs.std(ddof=1)
+            assert d["sd"] == pytest.approx(sd, abs=1e-12)
+            half = 12.706 * sd / math.sqrt(2)  # t_{0.975, 1}
+            assert d["ci_high"] - d["mean"] == pytest.approx(half, abs=1e-3 * max(sd, 1e-9) + 1e-12)
+
+
+def test_paired_differences_against_late_fusion(comparison):
+    out, summary = comparison
+    rows = [r for r in _rows(out) if r["status"] == "ok"]
+    assert set(summary["paired"]["agm"]) == {"Has0_acc_2", "Non0_acc_2", "MAE", "Corr"}
+    for k, d in summary["paired"]["agm"].items():
+        by = {m: {int(r["seed"]): float(r[f"test_{k}"]) for r in rows if r["method"] == m} for m in OK_METHODS}
+        diff = np.array([by["agm"][s] - by["late_fusion"][s] for s in SEEDS])
+        assert d["n"] == 2 and d["mean"] == pytest.approx(diff.mean(), abs=1e-12)
+        assert d["sd"] == pytest.approx(diff.std(ddof=1), abs=1e-12)
+
+
+def test_summary_markdown_names_protocol_and_selection(comparison):
+    out, _ = comparison
+    md = (out / "summary.md").read_text()
+    assert "protocol **mosi**" in md and "validation split only" in md and "valid/MAE" in md
+    assert "Paired differences against late_fusion" in md and "t-interval" in md
+    for m in OK_METHODS:
+        assert f"| {m} |" in md
+
+
+def test_failing_method_is_reported_and_the_others_continue(comparison):
+    out, summary = comparison
+    for s in SEEDS:
+        text = (out / "runs" / "nope" / f"seed{s}" / "FAILED.txt").read_text()
+        assert text.startswith("KeyError: unknown method 'nope'") and text.count("\n") == 1
+    assert [(f["method"], f["seed"]) for f in summary["failed"]] == [("nope", s) for s in SEEDS]
+    assert "unknown method 'nope'" in (out / "summary.md").read_text()
+    assert summary["reported"] == OK_METHODS
+
+
+def test_resume_skips_finished_runs_and_continues_interrupted_ones(comparison_copy, monkeypatch):
+    out = comparison_copy
+    finished = out / "runs" / "agm" / "seed1111"
+    stamps = {p: p.stat().st_mtime_ns for p in (finished / "metrics.json", finished / "diagnostics.json")}
+    interrupted = out / "runs" / "late_fusion" / "seed1112"
+    (interrupted / "metrics.json").unlink()  # as if stopped after its last checkpoint
+    calls = []
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        calls.append((cfg.method, cfg.train.seed, resume))
+        raise RuntimeError("not trained in this test")
+
+    monkeypatch.setattr(compare_mod, "train", fake_train)
+    summary = compare(apply_overrides(Config(), OVERRIDES), METHODS, SEEDS, out)
+    assert sorted(calls) == [("late_fusion", 1112, True), ("nope", 1111, False), ("nope", 1112, False)]
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
+    assert {(f["method"], f["seed"]) for f in summary["failed"]} == {("late_fusion", 1112), ("nope", 1111),
+                                                                     ("nope", 1112)}
+    assert (interrupted / "FAILED.txt").read_text() == "RuntimeError: not trained in this test\n"
+
+
+def test_another_configuration_does_not_mix_into_a_comparison(comparison_copy):
+    with pytest.raises(ConfigError, match=r"another configuration \(train.lr: 0.001 there, 0.5 now\)"):
+        compare(apply_overrides(Config(), OVERRIDES + ["train.lr=0.5"]), ["late_fusion"], [1111], comparison_copy)
+
+
+def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch):
+    # forked workers: a spawned one imports torch and lightning afresh (20 s on a loaded CPU); the
+    # pool, its worker initialiser and the result collection are the same code either way
+    monkeypatch.setattr(compare_mod, "START_METHOD", "fork")
+    out = tmp_path / "par"
+    summary = compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], "1111,", out, jobs=2, alone=True)
+    assert summary["failed"] == []
+    same = json.loads((comparison[0] / "runs" / "late_fusion" / "seed1111" / "metrics.json").read_text())
+    again = json.loads((out / "runs" / "late_fusion" / "seed1111" / "metrics.json").read_text())
+    assert again["test"] == same["test"]  # a worker process reproduces the in-process run
+    for m in MODALITIES:
+        probe = json.loads((out / "alone" / m / "seed1111" / "probe.json").read_text())
+        assert list(probe) == [m] and 0 <= probe[m]["acc2"] <= 1
+        d = summary["deficit"]["late_fusion"][m]
+        joint = summary["runs"][0]["diagnostics"]["probes"][m]["acc2"]
+        assert d["n"] == 1 and d["mean"] == pytest.approx(probe[m]["acc2"] - joint)
+    assert "Probe deficit" in (out / "summary.md").read_text()

@@ -1,0 +1,94 @@
+"""Per-run diagnostics: test-split Shapley values, probes, trajectories."""
+
+import csv
+import itertools
+import json
+import math
+
+import pytest
+import torch
+
+from eval_setup import MODALITIES, OK_METHODS, SEEDS
+from pase.evaluation.shapley_report import split_coalition_utilities
+from pase.methods.base import task_loss
+from pase.shapley import coalition_masks
+from pase.training.datamodule import make_loader
+from pase.training.run import load_checkpoint
+
+RUNS = [(m, s) for m in OK_METHODS for s in SEEDS]
+
+
+def _diag(out, method, seed):
+    return json.loads((out / "runs" / method / f"seed{seed}" / "diagnostics.json").read_text())
+
+
+def _brute_force(mods, coalitions, utilities):
+    """Mean marginal contribution over all M! orders, looked up in the same utility table."""
+    v = {frozenset(c): u for c, u in zip(coalitions, utilities)}
+    phi = dict.fromkeys(mods, 0.0)
+    orders = list(itertools.permutations(mods))
+    for order in orders:
+        for k, m in enumerate(order):
+            phi[m] += v[frozenset(order[: k + 1])] - v[frozenset(order[:k])]
+    return {m: p / len(orders) for m, p in phi.items()}
+
+
+@pytest.mark.parametrize("method, seed", RUNS)
+def test_test_split_shapley_is_efficient_and_matches_brute_force(comparison, method, seed):
+    d = _diag(comparison[0], method, seed)
+    assert d["split"] == "test" and d["modalities"] == MODALITIES and d["protocol"] == "mosi"
+    for utility in ("neg_loss", "accuracy"):
+        s = d["shapley"][utility]
+        u, values = s["utilities"], s["values"]
+        assert s["coalitions"][0] == [] and s["coalitions"][-1] == MODALITIES and len(u) == 8
+        # efficiency: sum of values = v(all) - v(empty); float64 sums of float32 losses
+        assert sum(values.values()) == pytest.approx(u[-1] - u[0], abs=1e-9)
+        brute = _brute_force(MODALITIES, s["coalitions"], u)
+        for m in MODALITIES:
+            assert values[m] == pytest.approx(brute[m], abs=1e-9)
+        assert sum(s["shares"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert all(0 <= x <= 1 for x in s["shares"].values())
+
+
+def test_coalition_utilities_equal_forward_passes_with_masked_modalities(comparison):
+    out = comparison[0]
+    module, cfg, bundle = load_checkpoint(out / "runs" / "agm" / "seed1112" / "checkpoints" / "best.ckpt")
+    model = module.model
+    table = split_coalition_utilities(model, bundle, "test", batch_size=17)  # any batching
+    saved = _diag(out, "agm", 1112)["shapley"]["neg_loss"]["utilities"]
+    assert table["neg_loss"].tolist() == pytest.approx(saved, abs=1e-6)  # batch size 17 vs 64: float32 sums
+    with torch.no_grad():
+        for c, mask in enumerate(coalition_masks(3)):
+            losses, hits, n = 0.0, 0.0, 0
+            for batch in make_loader(bundle, "test", 64, False, 0):
+                logits = model(batch, present=mask).logits  # (B, 1)
+                losses += float(task_loss(logits, batch.target, bundle.task, reduce_batch=False).sum())
+                hits += float(((logits[:, 0] >= 0) == (batch.target >= 0)).sum())
+                n += len(batch)
+            assert float(table["neg_loss"][c]) == pytest.approx(-losses / n, abs=1e-5)
+            assert float(table["accuracy"][c]) == pytest.approx(hits / n, abs=1e-6)  # float32 batch means
+
+
+@pytest.mark.parametrize("method, seed", RUNS)
+def test_probes_and_diagnostics_table(comparison, method, seed):
+    run = comparison[0] / "runs" / method / f"seed{seed}"
+    d = _diag(comparison[0], method, seed)
+    assert set(d["probes"]) == set(MODALITIES)
+    assert all(0 <= p["acc2"] <= 1 and (math.isnan(p["corr"]) or -1 <= p["corr"] <= 1) for p in d["probes"].values())
+    rows = list(csv.DictReader(open(run / "diagnostics.csv")))
+    assert [r["modality"] for r in rows] == MODALITIES
+    for r in rows:
+        assert float(r["share_neg_loss"]) == pytest.approx(d["shapley"]["neg_loss"]["shares"][r["modality"]])
+        assert float(r["probe_acc2"]) == pytest.approx(d["probes"][r["modality"]]["acc2"])
+
+
+def test_trajectory_copies_the_contribution_columns_of_the_log(comparison):
+    run = comparison[0] / "runs" / "late_fusion" / "seed1111"
+    log = list(csv.DictReader(open(run / "log.csv")))
+    traj = list(csv.DictReader(open(run / "trajectory.csv")))
+    assert len(traj) == len(log) == 2
+    cols = set(traj[0])
+    assert {"epoch", "valid/MAE"} | {f"diag/{k}_{m}" for k in ("share", "shapley") for m in MODALITIES} <= cols
+    assert not any(c.startswith("train/") for c in cols)
+    for a, b in zip(traj, log):
+        assert all(a[c] == b[c] for c in cols)

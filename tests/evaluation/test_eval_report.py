@@ -1,0 +1,84 @@
+"""``report``: figures (valid PNGs) with their data as CSV, Markdown and self-contained HTML."""
+
+import csv
+import json
+import re
+
+import pytest
+
+from eval_setup import MODALITIES, OK_METHODS, PNG_SIGNATURE
+from pase.evaluation.report import report
+
+FIGURES = ["trajectories", "shapley_test", "probes", "robustness_noise", "robustness_missing"]
+
+
+@pytest.fixture(scope="module")
+def written(comparison):
+    return comparison[0], report(comparison[0])
+
+
+def test_figures_are_valid_pngs_with_csv_data(written):
+    out, files = written
+    for stem in FIGURES:
+        png, data = out / "figures" / f"{stem}.png", out / "figures" / f"{stem}.csv"
+        assert files[f"{stem}.png"] == png and png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 2000
+        rows = list(csv.DictReader(open(data)))
+        assert rows and {"method", "mean", "sd", "n"} <= set(rows[0]), stem
+        assert {r["method"] for r in rows} == set(OK_METHODS), stem  # the failed method has no data
+
+
+def test_trajectory_data_is_the_mean_over_seeds(written):
+    out, _ = written
+    rows = list(csv.DictReader(open(out / "figures" / "trajectories.csv")))
+    assert {(r["method"], r["modality"]) for r in rows} == {(m, x) for m in OK_METHODS for x in MODALITIES}
+    logs = [list(csv.DictReader(open(out / "runs" / "agm" / f"seed{s}" / "trajectory.csv"))) for s in (1111, 1112)]
+    for r in (r for r in rows if r["method"] == "agm"):
+        e = int(r["epoch"])
+        expect = sum(float(log[e][f"diag/share_{r['modality']}"]) for log in logs) / 2
+        assert float(r["mean"]) == pytest.approx(expect, abs=1e-12) and r["n"] == "2"
+        assert r["switch_epoch"] == ""  # no phase switch outside PaSE
+
+
+def test_markdown_and_html_mention_every_method_and_reference_the_figures(written):
+    out, files = written
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for m in OK_METHODS:
+        assert f"| {m} |" in md and f"<td>{m}</td>" in page
+    assert "nope" in md and "unknown method" in md  # the failure is reported
+    assert "protocol **mosi**" in md and "validation split only" in md and "protocol <b>mosi</b>" in page
+    for stem in FIGURES:
+        assert f"](figures/{stem}.png)" in md and f"src='figures/{stem}.png'" in page
+    assert not re.search(r"(src|href)=['\"]?(https?:|//)", page)  # self-contained: no remote resources
+    assert page.count("<table>") == sum(line.startswith("|---") for line in md.splitlines())  # the same tables
+
+
+def _fake_run(root, method, seed, switch):
+    """A run folder with only metrics.json and log.csv (no diagnostics), as a PaSE run writes them."""
+    run = root / "runs" / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    metrics = {"Has0_acc_2": 0.7, "Has0_F1_score": 0.7, "Non0_acc_2": 0.7, "Non0_F1_score": 0.7, "Mult_acc_5": 0.3,
+               "Mult_acc_7": 0.3, "MAE": 0.9, "Corr": 0.5}
+    json.dump({"dataset": "synthetic", "protocol": "mosi", "protocol_description": "CMU-MOSI", "monitor": "MAE",
+               "method": method, "seed": seed, "valid": metrics, "test": metrics, "elapsed_s": 1.0, "best_epoch": 3},
+              open(run / "metrics.json", "w"))
+    with open(run / "log.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "diag/share_text", "diag/share_audio", "diag/phase", "diag/switch_epoch"])
+        for e in range(5):
+            phase = 2 if e >= switch else 1
+            w.writerow([e, 0.8 - 0.05 * e, 0.2 + 0.05 * e, phase, switch if phase == 2 else -1])
+
+
+def test_phase_switch_is_marked_and_diagnostics_are_optional(tmp_path):
+    _fake_run(tmp_path, "pase", 1, 2)
+    _fake_run(tmp_path, "pase", 2, 4)
+    files = report(tmp_path)
+    assert set(files) == {"report.md", "report.html", "trajectories.png", "trajectories.csv"}
+    rows = list(csv.DictReader(open(files["trajectories.csv"])))
+    assert {float(r["switch_epoch"]) for r in rows} == {3.0}  # mean switch epoch over the two seeds
+    assert files["trajectories.png"].read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_report_of_a_folder_without_runs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no comparison"):
+        report(tmp_path)

@@ -1,0 +1,107 @@
+"""Robustness: missing-modality and noise conditions, the relative summary, the noise itself."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from eval_setup import MODALITIES, OK_METHODS, SEEDS
+from pase.data.contract import MultimodalDataset, collate_batches
+from pase.evaluation.robustness import (DEFAULT_NOISE_LEVELS, add_noise, aggregate_conditions, feature_std,
+                                        headline_metric, robustness_summary)
+
+CONDITIONS = ["text+audio+vision", "text+audio", "text+vision", "audio+vision", "text", "audio", "vision"]
+RUNS = [(m, s) for m in OK_METHODS for s in SEEDS]
+
+
+def _rows(out, method, seed):
+    return list(csv.DictReader(open(out / "runs" / method / f"seed{seed}" / "robustness.csv")))
+
+
+@pytest.mark.parametrize("method, seed", RUNS)
+def test_all_modalities_present_equals_the_runs_test_metrics(comparison, method, seed):
+    out = comparison[0]
+    test = json.loads((out / "runs" / method / f"seed{seed}" / "metrics.json").read_text())["test"]
+    rows = _rows(out, method, seed)
+    full = rows[0]
+    assert (full["kind"], full["condition"]) == ("missing", "text+audio+vision")
+    clean = [r for r in rows if r["kind"] == "noise" and float(r["sigma"]) == 0]
+    for r in [full] + clean:  # sigma = 0 is the clean input too
+        for k, v in test.items():
+            assert float(r[k]) == pytest.approx(v, abs=1e-5), k  # float32 sums in another batch order
+
+
+def test_every_condition_is_present(comparison):
+    rows = _rows(comparison[0], "agm", 1111)
+    assert [r["condition"] for r in rows if r["kind"] == "missing"] == CONDITIONS
+    noise = [(r["modality"], float(r["sigma"])) for r in rows if r["kind"] == "noise"]
+    assert noise == [(m, s) for m in MODALITIES for s in DEFAULT_NOISE_LEVELS]
+    d = json.loads((comparison[0] / "runs" / "agm" / "seed1111" / "diagnostics.json").read_text())
+    summary = robustness_summary(rows, "Has0_acc_2", MODALITIES)
+    assert d["robustness"]["metric"] == "Has0_acc_2"
+    assert d["robustness"]["missing_relative"] == pytest.approx(summary["missing_relative"])
+
+
+def test_robustness_summary_closed_form():
+    rows = [{"kind": "missing", "condition": c, "acc": a} for c, a in
+            [("a+b", 0.8), ("a", 0.6), ("b", 0.4)]]
+    rows += [{"kind": "noise", "modality": m, "sigma": s, "acc": a} for m, s, a in
+             [("a", 0.0, 0.8), ("a", 1.0, 0.4), ("a", 2.0, 0.2), ("b", 0.0, 0.8), ("b", 1.0, 0.8)]]
+    s = robustness_summary(rows, "acc", ["a", "b"])
+    assert s["full"] == 0.8
+    assert s["missing_relative"] == pytest.approx((0.6 / 0.8 + 0.4 / 0.8) / 2)
+    assert s["missing_relative_a"] == pytest.approx(0.75)
+    assert s["noise_relative_a"] == pytest.approx((0.5 + 0.25) / 2) and s["noise_relative_b"] == 1.0
+    assert s["noise_relative"] == pytest.approx((0.375 + 1.0) / 2)
+
+
+def test_headline_metric_per_protocol():
+    assert headline_metric("mosi") == "Has0_acc_2"
+    assert headline_metric("sims") == "Mult_acc_2"
+    assert headline_metric("multiclass") == "WF1"
+    assert headline_metric("iemocap_mult") == "Mean_F1"
+
+
+def _dataset(gen):
+    x = torch.randn(4000, 3, 2, generator=gen) * torch.tensor([1.0, 5.0])  # (N, T, D), feature stds 1 and 5
+    lengths = torch.randint(1, 4, (4000,), generator=gen)
+    x = x * (torch.arange(3)[None, :, None] < lengths[:, None, None])  # zero padding
+    return MultimodalDataset({"audio": x, "text": torch.randn(4000, 4, generator=gen)}, torch.zeros(4000),
+                             [str(i) for i in range(4000)], lengths={"audio": lengths})
+
+
+def test_feature_std_uses_real_steps_only(gen):
+    ds = _dataset(gen)
+
+    class _B:  # a bundle-like holder: feature_std reads bundle.splits[split]
+        splits = {"train": ds}
+
+    std = feature_std(_B())["audio"]
+    real = ds.features["audio"][torch.arange(3)[None, :] < ds.lengths["audio"][:, None]].numpy()
+    np.testing.assert_allclose(std.numpy(), real.std(0), rtol=1e-5)
+
+
+def test_add_noise_scales_with_the_feature_std_and_keeps_padding(gen):
+    ds = _dataset(gen)
+    batch = collate_batches(ds.__getitems__(list(range(4000))))
+    std = torch.tensor([1.0, 5.0])
+    noisy = add_noise(batch, "audio", 0.5, std, torch.Generator().manual_seed(0))
+    delta = noisy.inputs["audio"] - batch.inputs["audio"]  # (N, T, D)
+    mask = batch.mask("audio")  # (N, T)
+    assert torch.equal(delta[~mask], torch.zeros_like(delta[~mask]))
+    # sample std of ~8000 normals per feature: within 5% of sigma * std
+    np.testing.assert_allclose(delta[mask].std(0).numpy(), [0.5, 2.5], rtol=0.05)
+    assert noisy.inputs["text"] is batch.inputs["text"] and torch.equal(batch.inputs["audio"], ds.features["audio"])
+
+
+def test_aggregate_conditions_over_seeds():
+    seed1 = [{"kind": "missing", "condition": "a", "modality": "", "sigma": "", "acc": "0.5"},
+             {"kind": "noise", "condition": "noise:a@1", "modality": "a", "sigma": "1.0", "acc": "0.25"}]
+    seed2 = [{"kind": "missing", "condition": "a", "modality": "", "sigma": "", "acc": "0.7"},
+             {"kind": "noise", "condition": "noise:a@1", "modality": "a", "sigma": "1.0", "acc": "nan"}]
+    missing, noise = aggregate_conditions([seed1, seed2], "acc")
+    assert (missing["condition"], missing["n"]) == ("a", 2)
+    assert missing["mean"] == pytest.approx(0.6) and missing["sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert (noise["modality"], noise["sigma"], noise["n"], noise["mean"]) == ("a", "1.0", 1, 0.25)

@@ -1,0 +1,84 @@
+"""Statistics of the comparison: t-quantiles, mean / sample SD / t-interval, paired differences."""
+
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from pase.evaluation.compare import describe, main_metrics, paired_difference, parse_methods, parse_seeds, t_quantile
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (29, 2.045)])
+def test_t_quantile_matches_the_printed_table(df, expected):
+    assert t_quantile(0.975, df) == pytest.approx(expected, abs=5e-4)  # tables print 3 decimals
+
+
+@pytest.mark.parametrize("p", [0.9, 0.975, 0.995, 0.025])
+@pytest.mark.parametrize("df", [1, 3, 7.5, 29])
+def test_t_quantile_matches_scipy(p, df):
+    stats = pytest.importorskip("scipy.stats")
+    assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), abs=1e-6)  # bisection + Simpson
+
+
+def test_t_quantile_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="0 < p < 1 and df > 0"):
+        t_quantile(1.0, 3)
+
+
+def test_describe_matches_numpy_and_statistics(gen):
+    xs = np.random.default_rng(0).normal(0.7, 0.05, size=7)
+    d = describe(xs.tolist())
+    sd = statistics.stdev(xs.tolist())
+    assert d["n"] == 7
+    assert d["mean"] == pytest.approx(float(np.mean(xs)), abs=1e-12)
+    assert d["sd"] == pytest.approx(float(np.std(xs, ddof=1)), abs=1e-12) and d["sd"] == pytest.approx(sd)
+    half = 2.447 * sd / math.sqrt(7)  # t_{0.975, 6} = 2.447
+    assert d["ci_low"] == pytest.approx(np.mean(xs) - half, abs=1e-4)
+    assert d["ci_high"] == pytest.approx(np.mean(xs) + half, abs=1e-4)
+
+
+def test_describe_edge_cases():
+    one = describe([0.5])
+    assert one["n"] == 1 and one["mean"] == 0.5 and math.isnan(one["sd"]) and math.isnan(one["ci_low"])
+    assert math.isnan(describe([])["mean"])
+    assert describe([1.0, float("nan"), 3.0])["n"] == 2  # non-finite values are left out
+
+
+def test_paired_difference_matches_numpy():
+    a = {1111: 0.80, 1112: 0.82, 1113: 0.79, 1114: 0.85}
+    b = {1111: 0.78, 1112: 0.80, 1113: 0.78, 1114: 0.81, 1115: 0.5}  # 1115 has no partner
+    d = paired_difference(a, b)
+    diff = np.array([a[s] - b[s] for s in sorted(a)])
+    assert d["n"] == 4
+    assert d["mean"] == pytest.approx(diff.mean()) and d["sd"] == pytest.approx(diff.std(ddof=1))
+    half = 3.182 * diff.std(ddof=1) / 2  # t_{0.975, 3} = 3.182, sqrt(4) = 2
+    assert d["ci_low"] == pytest.approx(diff.mean() - half, abs=1e-4)
+    assert d["excludes_zero"] is True
+    assert paired_difference({1: 0.5, 2: 0.6}, {1: 0.6, 2: 0.5})["excludes_zero"] is False
+
+
+def test_parse_seeds():
+    assert parse_seeds("5") == [1111, 1112, 1113, 1114, 1115]
+    assert parse_seeds(2) == [1111, 1112]
+    assert parse_seeds("1111, 1113") == [1111, 1113]
+    assert parse_seeds("7,") == [7]
+    assert parse_seeds([3, 3, 4]) == [3, 4]
+    with pytest.raises(ValueError, match="write '1111,' for that one seed"):
+        parse_seeds("1111")
+    with pytest.raises(ValueError, match="neither a count"):
+        parse_seeds("five")
+
+
+def test_parse_methods():
+    assert parse_methods("late_fusion, pase,late_fusion") == ["late_fusion", "pase"]
+    with pytest.raises(ValueError, match="names a folder"):
+        parse_methods("../x")
+    with pytest.raises(ValueError, match="no method given"):
+        parse_methods(",")
+
+
+def test_main_metrics_per_protocol():
+    assert main_metrics("mosi") == ["Has0_acc_2", "Non0_acc_2", "MAE", "Corr"]
+    assert main_metrics("sims") == ["Mult_acc_2", "MAE", "Corr"]
+    assert main_metrics("multiclass") == ["WF1"]

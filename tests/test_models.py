@@ -109,3 +109,17 @@ def test_sequence_data_builds_transformer():
     model = build_model(Config(), b)
     assert type(model.encoders["text"]).__name__ == "TransformerEncoder"
     assert model(ds["train"].__getitems__([0, 1])).logits.shape == (2, 1)
+
+
+def test_coalition_pass_scores_every_coalition_with_the_same_head(bundle):
+    """In training mode the coalition pass switches the head's dropout off (and restores it)."""
+    cfg = apply_overrides(Config(), ["model.dropout=0.5"])
+    model = build_model(cfg, bundle).train()
+    batch = bundle.splits["train"].__getitems__(list(range(16)))
+    out = model(batch)
+    masks = coalition_masks(3)
+    first, second = model.coalition_logits(out, masks), model.coalition_logits(out, masks)
+    torch.testing.assert_close(first, second)
+    assert model.head.training
+    noisy = model.coalition_logits(out, masks, head_dropout=True)
+    assert not torch.allclose(noisy, first)

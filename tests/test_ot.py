@@ -274,3 +274,23 @@ def test_alignment_input_errors():
         ot_alignment_loss(cent, bad, torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="at least 2 modalities"):
         ot_alignment_loss({"text": cent["text"]}, {"text": prot["text"]}, torch.ones(4, dtype=torch.bool))
+
+
+def test_truncated_unroll_keeps_the_plan_and_approximates_the_gradient():
+    """Only the last iterations carry autograd: the plan is unchanged, the gradient close.
+
+    Measured relative gradient errors of 10 tail iterations against the full 100-step unroll:
+    from 6e-4 to 2e-2 for costs in [0, 0.5] at reg 0.05 (this test: 1.9e-2), up to 5e-2 for costs spanning [0, 2]
+    (Sinkhorn contracts slowly there); ``ot_alignment_loss`` uses 10.
+    """
+    g = torch.Generator().manual_seed(7)
+    M = (0.5 * torch.rand(6, 2, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
+    a = torch.full((6, 2), 0.5, dtype=torch.float64)
+    w = torch.rand(6, 2, 2, generator=g, dtype=torch.float64)
+    full = sinkhorn_log(a, a, M, reg=0.05, max_iter=100, tol=0)
+    tail = sinkhorn_log(a, a, M, reg=0.05, max_iter=100, tol=0, grad_iters=10)
+    torch.testing.assert_close(tail, full, rtol=0, atol=0)  # forward: the very same iterations
+    (g_full,) = torch.autograd.grad((full * w).sum(), M)
+    (g_tail,) = torch.autograd.grad((tail * w).sum(), M)
+    rel = float((g_tail - g_full).norm() / g_full.norm())
+    assert rel < 0.05, rel  # measured 1.9e-2 here

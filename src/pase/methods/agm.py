@@ -161,7 +161,7 @@ class AGM(Method):
         self.steps.add_(1)
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
-        table = model.coalition_logits(out, self.masks.to(batch.target.device))  # (C, B, O)
+        table = model.coalition_logits(out, self.masks.to(batch.target.device), head_dropout=True)  # (C, B, O)
         phi, empty = shapley_logits(table)  # (M, B, O), (B, O)
         with torch.no_grad():
             scores = agm_scores(phi.float(), empty.float(), batch.target, self.task, self.loss_kind)

@@ -133,15 +133,24 @@ class FusionModel(nn.Module):
         weights = self.fusion_weights(reps, proto, present)
         return FusionOutput(self.fused_logits(reps, weights), reps, weights, proto)
 
-    def coalition_logits(self, out: FusionOutput, masks: Tensor) -> Tensor:
+    def coalition_logits(self, out: FusionOutput, masks: Tensor, head_dropout: bool = False) -> Tensor:
         """Head outputs for every coalition in one batched pass, reusing the encoder outputs.
 
         Args:
             out: a forward output (its representations and prototype similarities are reused).
             masks: (C, M) bool, coalition c keeps modality m iff masks[c, m].
+            head_dropout: keep the head's dropout active in training mode. Off by default, so
+                that every coalition is scored by the same head (independent dropout masks per
+                coalition would add noise to the Shapley values).
 
         Returns:
             (C, B, O) logits; an all-absent coalition sees a zero fused input.
         """
         weights = self.fusion_weights(out.reps, out.proto_logits, masks[:, None, :])  # (C, B, M)
-        return self.fused_logits(out.reps, weights)
+        if head_dropout or not self.head.training:
+            return self.fused_logits(out.reps, weights)
+        self.head.eval()
+        try:
+            return self.fused_logits(out.reps, weights)
+        finally:
+            self.head.train()

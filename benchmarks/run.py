@@ -1,0 +1,271 @@
+"""PaSE performance benchmark (issue 6): one entry point, every figure measured in one run.
+
+    python benchmarks/run.py [--quick] [--device cpu|cuda] [--bf16] [--threads N] [--out BENCHMARKS.md]
+
+Measures, on this machine, in fresh subprocesses (one per measurement, so peak memory belongs to
+it alone): epoch time and samples/s of plain late fusion, the registered ``late_fusion`` method
+and PaSE (all parts on, phase 2) on real MOSI (bc-LSTM features), MOSI-shaped and MOSEI-shaped
+sequences; one real ``pase.training.train`` run per method through Lightning; the cost of one
+exact Shapley estimate plus gradient modulation against a plain step for M = 2..8 with encoder
+call counts; inference throughput and peak memory; RSS after each of several epochs; the load of
+a MOSEI-shaped MMSA pickle; an op-level profile of one step. It writes the report (``--out``),
+the raw results (``--json``, default ``benchmarks/results[-quick][-cuda].json``) and prints
+progress to stderr. ``--quick`` times subsets of batches and says so in the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MARK = "@@RESULT "
+MMSA_STEPS, MMSA_DIMS, MMSA_SIZES = 50, (768, 74, 35), (16326, 1871, 4659)
+
+
+def _log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------ worker side
+def _worker_main(name: str, spec: Dict[str, Any]) -> None:
+    import torch
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    import workers
+
+    t0 = time.perf_counter()
+    res = workers.WORKERS[name](spec)
+    res["worker_wall_s"] = time.perf_counter() - t0
+    res["threads"] = torch.get_num_threads()
+    print(MARK + json.dumps(res), flush=True)
+
+
+# ------------------------------------------------------------------------------------ driver side
+def _run_worker(name: str, spec: Dict[str, Any], timeout: int = 1800) -> Dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--spec", json.dumps(spec)]
+    t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        _log(f"worker {name} failed (exit {proc.returncode}):\n{tail}")
+        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else 'no output'}"}
+    res = json.loads(lines[-1][len(MARK):])
+    res["spec"] = spec
+    res["driver_wall_s"] = time.perf_counter() - t0
+    res["load_avg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    return res
+
+
+def _mem_available_mb() -> float:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _mmsa_bytes(n: int) -> int:
+    """Approximate pickle size of n MMSA samples (float32 features, float64 text_bert, ids...)."""
+    return n * (MMSA_STEPS * sum(MMSA_DIMS) * 4 + 3 * MMSA_STEPS * 8 + 400)
+
+
+def _mmsa_scale(quick: bool, tmp: Path) -> Tuple[float, str]:
+    """The largest scale 1/2^k of the MOSEI-shaped file that fits the disk and memory here."""
+    free = shutil.disk_usage(tmp).free
+    avail = _mem_available_mb() * 2**20
+    full = _mmsa_bytes(sum(MMSA_SIZES))
+    for k in range(4 if quick else 0, 8):
+        scale = 1 / 2**k
+        size = full * scale
+        if free > 1.2 * size + 2 * 2**30 and avail > 3 * size:
+            why = ("--quick: 1/16 of the samples" if quick and k == 4 else
+                   f"free disk {free / 2**30:.1f} GiB, available memory {avail / 2**30:.1f} GiB, "
+                   f"full file ~{full / 2**30:.2f} GiB")
+            return scale, why
+    return 1 / 2**8, "little disk / memory: 1/256 of the samples"
+
+
+def _shaped_sizes(name: str, n_train: Optional[int] = None, small_eval: bool = True) -> List[int]:
+    full = {"mosi_shaped": [1284, 229, 686], "mosei_shaped": [16326, 1871, 4659]}[name]
+    return [n_train or full[0]] + ([64, 64] if small_eval else full[1:])
+
+
+def plan(quick: bool, device: str, bf16: bool, threads: Optional[int]) -> List[Tuple[str, str, Dict[str, Any]]]:
+    """(key, worker, spec) of every measurement, in run order."""
+    base: Dict[str, Any] = {"device": device, "bf16": bf16, "threads": threads}
+    gpu = device == "cuda"
+    block = 8 if gpu else 1
+    mosi_full = {"full_batches": math.ceil(1284 / 64), "full_n_train": 1284}
+    mosei_full = {"full_batches": math.ceil(16326 / 64), "full_n_train": 16326}
+    q = quick
+    p: List[Tuple[str, str, Dict[str, Any]]] = [
+        ("epoch/real_mosi", "epoch", {"dataset": "real_mosi", "repeats": 3 if q else 5, "block": block}),
+        ("epoch/mosi_shaped", "epoch", {"dataset": "mosi_shaped", "sizes": _shaped_sizes("mosi_shaped"),
+                                        "batches": 3 if q else 0, "repeats": 2 if q else 3, "block": block,
+                                        **mosi_full}),
+        ("epoch/mosei_shaped", "epoch", {"dataset": "mosei_shaped",
+                                         "sizes": _shaped_sizes("mosei_shaped", 1024 if q else None),
+                                         "batches": 3 if q else 20, "repeats": 2 if q else 3, "block": block,
+                                         **mosei_full}),
+        ("shapley", "shapley", {"Ms": list(range(2, 9)), "iters": 6 if q else 30,
+                                "mosi_shaped_iters": 2 if q else 10}),
+        ("lightning/real_mosi", "lightning", {"dataset": "real_mosi", "epochs": 2 if q else 3,
+                                             "methods": ["late_fusion", "pase"]}),
+    ]
+    if not q:
+        p.append(("lightning/mosi_shaped", "lightning", {"dataset": "mosi_shaped", "epochs": 2,
+                                                         "sizes": _shaped_sizes("mosi_shaped", small_eval=False),
+                                                         "methods": ["late_fusion", "pase"]}))
+    for method in ("late_fusion", "pase"):
+        if not q:
+            p.append((f"memory/real_mosi/{method}", "memory", {"dataset": "real_mosi", "method": method,
+                                                               "epochs": 3}))
+        p.append((f"memory/mosi_shaped/{method}", "memory", {
+            "dataset": "mosi_shaped", "method": method, "sizes": _shaped_sizes("mosi_shaped", small_eval=False),
+            "epochs": 3 if q else 4, "batches": 2 if q else 0, "infer_batches": 2 if q else 0}))
+        if not q:
+            p.append((f"memory/mosei_shaped/{method}", "memory", {
+                "dataset": "mosei_shaped", "method": method, "sizes": _shaped_sizes("mosei_shaped", small_eval=False),
+                "epochs": 2, "batches": 12, "infer_batches": 24}))
+    p.append(("profile/real_mosi", "profile", {"dataset": "real_mosi", "steps": 3 if q else 10}))
+    if not q:
+        p.append(("profile/mosi_shaped", "profile", {"dataset": "mosi_shaped", "sizes": [256, 64, 64], "steps": 3}))
+    return [(k, w, {**base, **s}) for k, w, s in p]
+
+
+def _mmsa(quick: bool, threads: Optional[int]) -> Dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="pase-bench-mmsa-"))
+    try:
+        scale, why = _mmsa_scale(quick, tmp)
+        sizes = [max(8, round(n * scale)) for n in MMSA_SIZES]
+        path = tmp / "MOSEI" / "Processed" / "aligned_50.pkl"
+        _log(f"mmsa: writing {sizes} samples (scale {scale:g}; {why})")
+        w = _run_worker("mmsa_write", {"path": str(path), "sizes": sizes, "steps": MMSA_STEPS,
+                                       "dims": list(MMSA_DIMS), "threads": threads})
+        if "error" in w:
+            return {"error": w["error"], "scale": scale}
+        _log(f"mmsa: loading {w['bytes'] / 2**20:.0f} MiB")
+        ld = _run_worker("mmsa_load", {"path": str(path), "threads": threads})
+        return {"scale": scale, "scale_reason": why, "sizes": sizes, "write": w, "load": ld,
+                "full_bytes_estimate": _mmsa_bytes(sum(MMSA_SIZES))}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def machine(threads: Optional[int]) -> Dict[str, Any]:
+    import lightning
+    import numpy
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+            "torch_threads": threads or torch.get_num_threads(), "torch": torch.__version__,
+            "lightning": lightning.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "load_avg_start": [round(x, 2) for x in os.getloadavg()]}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                     text=True).stdout.strip()
+        info["git_dirty"] = bool(subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT,
+                                                capture_output=True, text=True).stdout.strip())
+    except OSError:
+        pass
+    return info
+
+
+def _args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="subsets of batches and smaller files (< 2 min)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--out", default=None, help="report path (default: BENCHMARKS.md at the project root)")
+    ap.add_argument("--json", default=None, help="raw results path (default: benchmarks/results*.json)")
+    ap.add_argument("--only", default=None, help="comma-separated key prefixes to run (e.g. epoch,mmsa)")
+    ap.add_argument("--render", metavar="JSON", default=None,
+                    help="only rewrite the report (--out) from the raw results of an earlier run")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    a = _args(argv)
+    if a.worker:
+        _worker_main(a.worker, json.loads(a.spec))
+        return 0
+    if a.render:
+        import report
+
+        raw = Path(a.render).resolve()
+        out = Path(a.out) if a.out else ROOT / "BENCHMARKS.md"
+        out.write_text(report.render(json.loads(raw.read_text()), raw.relative_to(ROOT) if raw.is_relative_to(ROOT)
+                                     else raw))
+        _log(f"wrote {out} from {raw}")
+        return 0
+    import torch
+
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("benchmarks/run.py: --device cuda but torch.cuda.is_available() is False "
+              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); run it on a CUDA machine "
+              "with a CUDA build of torch, or use --device cpu", file=sys.stderr)
+        return 2
+    if a.bf16 and a.device != "cuda":
+        print("benchmarks/run.py: --bf16 needs --device cuda (CPU timings are float32)", file=sys.stderr)
+        return 2
+    suffix = ("-quick" if a.quick else "") + ("-cuda" if a.device == "cuda" else "") + ("-bf16" if a.bf16 else "")
+    out = Path(a.out) if a.out else ROOT / "BENCHMARKS.md"
+    raw = Path(a.json) if a.json else HERE / f"results{suffix}.json"
+    only = [s for s in (a.only or "").split(",") if s]
+    command = "python benchmarks/run.py " + " ".join(x for x in (argv if argv is not None else sys.argv[1:]))
+    results: Dict[str, Any] = {"machine": machine(a.threads), "quick": a.quick, "device": a.device,
+                               "bf16": a.bf16, "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    t0 = time.perf_counter()
+    for key, worker, spec in plan(a.quick, a.device, a.bf16, a.threads):
+        if only and not any(key.startswith(o) for o in only):
+            continue
+        _log(f"{key} ...")
+        results[key] = _run_worker(worker, spec)
+        _log(f"{key}: {results[key].get('driver_wall_s', 0):.1f} s")
+    if not only or any("mmsa".startswith(o) or o.startswith("mmsa") for o in only):
+        results["mmsa"] = _mmsa(a.quick, a.threads)
+    results["total_wall_s"] = time.perf_counter() - t0
+    results["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    raw.write_text(json.dumps(results, indent=1))
+    import report
+
+    out.write_text(report.render(results, raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw))
+    _log(f"wrote {out} and {raw} in {results['total_wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

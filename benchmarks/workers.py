@@ -1,0 +1,355 @@
+"""Benchmark workers: each runs in a fresh subprocess (``run.py --worker NAME --spec JSON``) and
+returns one JSON object, so peak memory (``ru_maxrss``) belongs to one measurement only.
+
+Workers: ``epoch`` (paired epoch times of plain / late_fusion / pase), ``shapley`` (exact
+Shapley + SGM cost against a plain step for M modalities, encoder call counts), ``lightning``
+(one real ``pase.training.train`` run per method, epoch times through Lightning next to the
+plain loop), ``memory`` (inference throughput, peak memory of inference and training, RSS after
+each epoch), ``profile`` (aten calls and cProfile times per step; CUDA host syncs),
+``mmsa_write`` / ``mmsa_load`` (a MOSEI-shaped MMSA pickle and its load, ``mmsa_file.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+import mmsa_file
+import workloads as W
+from pase.methods.base import task_loss
+
+
+def _device(spec: Dict[str, Any]) -> torch.device:
+    return torch.device(spec.get("device", "cpu"))
+
+
+def _batches(bundle, split: str, limit: int, seed: int, device: torch.device, shuffle: bool = True):
+    """The first ``limit`` (0: all) batches of a seeded loader on ``device``, the loader time and
+    the loader's length. (Imported here: ``pase.training`` pulls in Lightning, which the MMSA
+    load measurement must not count.)"""
+    from pase.training.datamodule import make_loader
+
+    loader = make_loader(bundle, split, W.BATCH_SIZE, shuffle, seed)
+    t0 = time.perf_counter()
+    out = [b.to(device) for b in itertools.islice(iter(loader), limit or None)]
+    W.sync(device)
+    return out, time.perf_counter() - t0, len(loader)
+
+
+# ------------------------------------------------------------------------------------ epoch
+def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Paired epoch times: the variants step the same batches, interleaved in blocks.
+
+    Each repeat draws one shuffled epoch (or its first ``batches`` batches); for every block of
+    ``block`` batches each variant runs the block in a rotating order, timed with a device sync
+    at both ends. A variant's epoch time is its summed step time plus the loader time of the
+    epoch, scaled to the full epoch when only a subset of batches ran.
+    """
+    device, bf16 = _device(spec), spec.get("bf16", False)
+    bundle = W.load_dataset(spec["dataset"], spec.get("sizes"))
+    if bundle is None:
+        return {"skipped": f"{W.MOSI_BCLSTM} is absent"}
+    runs = {v: W.Run(v, bundle, spec["dataset"], device) for v in spec.get("variants", W.VARIANTS)}
+    ac = W.autocast_ctx(device, bf16)
+    warm, _, _ = _batches(bundle, "train", 2, 99, device)
+    for r in runs.values():
+        for b in warm:
+            r.step(b, ac)
+    block = spec.get("block", 1)
+    times: Dict[str, List[float]] = {v: [] for v in runs}
+    for rep in range(spec["repeats"]):
+        batches, t_load, n_epoch = _batches(bundle, "train", spec.get("batches", 0), rep, device)
+        acc = dict.fromkeys(runs, 0.0)
+        names = list(runs)
+        for i in range(0, len(batches), block):
+            blk = batches[i:i + block]
+            k = (rep + i // block) % len(names)
+            for v in names[k:] + names[:k]:
+                acc[v] += W.timed(lambda: [runs[v].step(b, ac) for b in blk], device)
+        scale = spec.get("full_batches", n_epoch) / len(batches)
+        for v in runs:
+            times[v].append((acc[v] + t_load) * scale)
+    n_train = spec.get("full_n_train", len(bundle.splits["train"]))
+    res: Dict[str, Any] = {"n_train": n_train, "batches_per_epoch": spec.get("full_batches", n_epoch),
+                           "batches_timed": spec.get("batches", 0) or None, "repeats": spec["repeats"],
+                           "epoch_s": {v: W.quantiles(t) for v, t in times.items()},
+                           "samples_per_s": {v: W.quantiles([n_train / x for x in t]) for v, t in times.items()},
+                           "raw_epoch_s": times}
+    if "pase" in times and "late_fusion" in times:
+        res["ratio_pase_late_fusion"] = W.quantiles([p / q for p, q in zip(times["pase"], times["late_fusion"])])
+    if "pase" in times and "plain" in times:
+        res["ratio_pase_plain"] = W.quantiles([p / q for p, q in zip(times["pase"], times["plain"])])
+        res["ratio_late_fusion_plain"] = W.quantiles(
+            [p / q for p, q in zip(times["late_fusion"], times["plain"])])
+    return res
+
+
+# ------------------------------------------------------------------------------------ shapley
+def _count_calls(modules: Dict[str, torch.nn.Module]):
+    """Forward-hook call counters: (modality -> [count], hook handles)."""
+    counts = {m: [0] for m in modules}
+    handles = [mod.register_forward_hook(lambda *_, c=counts[m]: c.__setitem__(0, c[0] + 1))
+               for m, mod in modules.items()]
+    return counts, handles
+
+
+def _shapley_one(bundle, dataset: str, device, bf16: bool, iters: int) -> Dict[str, Any]:
+    ac = W.autocast_ctx(device, bf16)
+    plain = W.Run("plain", bundle, dataset, device)
+    pase = W.Run("pase", bundle, dataset, device)
+    batches, _, _ = _batches(bundle, "train", 4, 0, device)
+    # encoder / head calls over full PaSE steps (phase 2: tracking, coalition pass, SGM)
+    enc, h1 = _count_calls(dict(pase.model.encoders.items()))
+    head, h2 = _count_calls({"head": pase.model.head})
+    for b in batches:
+        pase.step(b, ac)
+    for h in h1 + h2:
+        h.remove()
+    calls = {m: c[0] / len(batches) for m, c in enc.items()}
+    head_calls = head["head"][0] / len(batches)
+    t_plain, t_extra, t_pase_step = [], [], []
+    for i in range(iters):
+        b = batches[i % len(batches)]
+        t_plain.append(W.timed(lambda: plain.step(b, ac), device))
+        t_pase_step.append(W.timed(lambda: pase.step(b, ac), device))
+        with ac:
+            out = pase.model(b)
+            loss = task_loss(out.logits, b.target, pase.task, pase.method.loss_kind)
+        pase.opt.zero_grad(set_to_none=True)
+        loss.backward()
+
+        def extra():  # one exact Shapley estimate (2^M coalitions) + SGM on the gradients
+            with ac:
+                pase.method.track(pase.model, b, out)
+            pase.method.before_optimizer_step(pase.model)
+
+        t_extra.append(W.timed(extra, device))
+        pase.opt.step()
+    ratio = [e / p for e, p in zip(t_extra, t_plain)]
+    return {"plain_step_ms": W.quantiles([t * 1e3 for t in t_plain]),
+            "shapley_sgm_ms": W.quantiles([t * 1e3 for t in t_extra]),
+            "pase_step_ms": W.quantiles([t * 1e3 for t in t_pase_step]),
+            "ratio_shapley_sgm_plain": W.quantiles(ratio),
+            "encoder_calls_per_batch": calls, "head_calls_per_batch": head_calls,
+            "coalitions": 2 ** len(calls)}
+
+
+def shapley(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Exact Shapley + SGM cost and encoder calls per batch for M = 2..8 (and MOSI-shaped M = 3)."""
+    device, bf16 = _device(spec), spec.get("bf16", False)
+    out: Dict[str, Any] = {"sweep": {}}
+    for M in spec["Ms"]:
+        out["sweep"][str(M)] = _shapley_one(W.sweep_bundle(M), f"sweep{M}", device, bf16, spec["iters"])
+    if spec.get("mosi_shaped_iters"):
+        b = W.shaped_bundle("mosi_shaped", (256, 64, 64))
+        out["mosi_shaped"] = _shapley_one(b, "mosi_shaped", device, bf16, spec["mosi_shaped_iters"])
+    return out
+
+
+# ------------------------------------------------------------------------------------ lightning
+def _timing_callback():
+    import lightning as L
+
+    class EpochTimer(L.Callback):
+        """Wall times per epoch: training batches, validation, whole epoch."""
+
+        def __init__(self) -> None:
+            self.rows: List[Dict[str, float]] = []
+            self.t: Dict[str, float] = {}
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self.t = {"start": time.perf_counter()}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.t["last_batch"] = time.perf_counter()
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            if "start" in self.t:
+                self.t["val_start"] = time.perf_counter()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            if "val_start" in self.t:
+                self.t["val_end"] = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            t, now = self.t, time.perf_counter()
+            self.rows.append({"train_loop_s": t["last_batch"] - t["start"],
+                              "validation_s": t.get("val_end", now) - t.get("val_start", now),
+                              "epoch_s": now - t["start"]})
+
+    return EpochTimer()
+
+
+def lightning(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """``pase.training.train`` for ``epochs`` epochs per method, then the plain loop on one epoch.
+
+    The method's own cost is the plain loop; the framework's overhead is the ratio of the
+    training-loop part of a Lightning epoch to the plain-loop epoch, in the same process.
+    """
+    from pase.data import register_data
+    from pase.training import run as run_mod
+
+    dataset, device, bf16 = spec["dataset"], _device(spec), spec.get("bf16", False)
+    bundle = W.load_dataset(dataset, spec.get("sizes"))
+    if bundle is None:
+        return {"skipped": f"{W.MOSI_BCLSTM} is absent"}
+    register_data("bench_in_memory")(lambda **_: bundle)
+    timers: List[Any] = []
+    hooked = hasattr(run_mod, "_trainer")
+    if hooked:
+        orig = run_mod._trainer
+
+        def _trainer(cfg, out, callbacks, quiet):
+            timers.append(_timing_callback())
+            return orig(cfg, out, list(callbacks) + [timers[-1]], quiet)
+
+        run_mod._trainer = _trainer
+    res: Dict[str, Any] = {"epochs": spec["epochs"], "n_train": len(bundle.splits["train"]), "per_method": {},
+                           "timing_hook": hooked}
+    extra = [f"train.max_epochs={spec['epochs']}", "train.progress_bar=false", "data.source=bench_in_memory",
+             f"train.batch_size={W.BATCH_SIZE}"]
+    if device.type == "cuda":
+        extra += ["train.accelerator=gpu", f"train.precision={'bf16-mixed' if bf16 else '32-true'}"]
+    from pase.config import load_config
+    from pase.training import train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in spec["methods"]:
+            cfg = load_config(None, W.overrides(dataset, method) + extra)
+            t0 = time.perf_counter()
+            metrics = train(cfg, Path(tmp) / method, quiet=True)
+            total = time.perf_counter() - t0
+            rows = timers[-1].rows if hooked else []
+            r = W.Run(method, bundle, dataset, device)
+            ac = W.autocast_ctx(device, bf16)
+            batches, t_load, _ = _batches(bundle, "train", 0, 0, device)
+            plain_loop = W.timed(lambda: [r.step(b, ac) for b in batches], device) + t_load
+            last = rows[-1] if rows else {}
+            res["per_method"][method] = {
+                "train_total_s": total, "epochs": rows, "plain_loop_epoch_s": plain_loop,
+                "lightning_over_plain": (last["train_loop_s"] / plain_loop) if last else None,
+                "phase": metrics.get("diagnostics", {}).get("phase"),
+            }
+    return res
+
+
+# ------------------------------------------------------------------------------------ memory
+def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Inference throughput and peak, then training for ``epochs`` epochs with RSS after each.
+
+    ``ru_maxrss`` is monotone, so it is read after the data is built, after inference (the
+    inference peak) and after training (the training peak; training holds more than inference).
+    """
+    from pase.training import datamodule  # noqa: F401  (Lightning's import is part of any training run)
+
+    device, bf16 = _device(spec), spec.get("bf16", False)
+    base = W.rss_mb()
+    bundle = W.load_dataset(spec["dataset"], spec.get("sizes"))
+    if bundle is None:
+        return {"skipped": f"{W.MOSI_BCLSTM} is absent"}
+    res: Dict[str, Any] = {"rss_start_mb": base, "rss_data_mb": W.rss_mb(), "peak_data_mb": W.peak_rss_mb()}
+    run = W.Run(spec["method"], bundle, spec["dataset"], device)
+    ac = W.autocast_ctx(device, bf16)
+    split = "test"
+    batches, _, _ = _batches(bundle, split, spec.get("infer_batches", 0), 0, device, shuffle=False)
+    run.model.eval()
+    with torch.inference_mode(), ac:
+        run.model(batches[0])
+        dt = W.timed(lambda: [run.model(b) for b in batches], device)
+    n = sum(len(b) for b in batches)
+    res.update(infer_samples=n, infer_samples_per_s=n / dt, peak_infer_mb=W.peak_rss_mb())
+    if device.type == "cuda":
+        res["cuda_peak_infer_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+    run.model.train()
+    rss, times = [], []
+    for ep in range(spec["epochs"]):
+        batches, t_load, n_epoch = _batches(bundle, "train", spec.get("batches", 0), ep, device)
+        times.append(W.timed(lambda: [run.step(b, ac) for b in batches], device) + t_load)
+        del batches
+        run.method.end_validation_epoch(run.model, ep, True)  # what Lightning calls once per epoch
+        rss.append(W.rss_mb())
+    res.update(rss_after_epoch_mb=rss, epoch_s=times, batches_per_epoch=n_epoch,
+               batches_timed=spec.get("batches", 0) or None, peak_train_mb=W.peak_rss_mb())
+    if device.type == "cuda":
+        res["cuda_peak_train_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return res
+
+
+# ------------------------------------------------------------------------------------ profile
+#: functions whose cumulative time per step the profile reports (file suffix, function name)
+PROFILED = (("ot.py", "sinkhorn_log"), ("ot.py", "ot_alignment_loss"), ("prototypes.py", "pcl_loss"),
+            ("prototypes.py", "update"), ("base.py", "track"), ("fusion_model.py", "coalition_logits"),
+            ("fusion_model.py", "forward"), ("shapley.py", "scale_gradients"), ("pase.py", "loss"),
+            ("pase.py", "before_optimizer_step"), ("_tensor.py", "backward"), ("optimizer.py", "wrapper"))
+
+
+def _host_syncs(r, batches, ac) -> Dict[str, Any]:
+    """CUDA only: device-to-host synchronisations per step and where they happen, counted with
+    ``torch.cuda.set_sync_debug_mode("warn")`` (house rule 20: none in the training step)."""
+    import collections
+    import warnings
+
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for b in batches:
+                r.step(b, ac)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    where = collections.Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught
+                                if "synchroniz" in str(w.message))
+    return {"per_step": sum(where.values()) / len(batches), "top": where.most_common(6)}
+
+
+def profile(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Per training step: aten calls and self time (torch.profiler), and cProfile cumulative
+    milliseconds of the method's functions, for each variant on ``steps`` batches."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import profile as tprofile
+
+    device = _device(spec)
+    bundle = W.load_dataset(spec["dataset"], spec.get("sizes"))
+    if bundle is None:
+        return {"skipped": f"{W.MOSI_BCLSTM} is absent"}
+    ac = W.autocast_ctx(device, spec.get("bf16", False))
+    batches, _, _ = _batches(bundle, "train", spec["steps"], 0, device)
+    out: Dict[str, Any] = {}
+    for v in spec.get("variants", W.VARIANTS):
+        r = W.Run(v, bundle, spec["dataset"], device)
+        r.step(batches[0], ac)
+        with tprofile() as prof:
+            for b in batches:
+                r.step(b, ac)
+        ev = prof.key_averages()
+        n = len(batches)
+        aten = sum(e.count for e in ev if e.key.startswith("aten::"))
+        top = sorted(ev, key=lambda e: -e.self_cpu_time_total)[:6]
+        pr = cProfile.Profile()
+        pr.enable()
+        wall = W.timed(lambda: [r.step(b, ac) for b in batches], device)
+        pr.disable()
+        stats = pstats.Stats(pr).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+        cum = {}
+        for (file, _, name), (_, _, _, ct, _) in stats.items():
+            for suffix, fn in PROFILED:
+                if name == fn and file.endswith(suffix):
+                    cum[f"{suffix}:{fn}"] = cum.get(f"{suffix}:{fn}", 0.0) + ct * 1e3 / n
+        syncs = _host_syncs(r, batches, ac) if device.type == "cuda" else None
+        out[v] = {"aten_calls_per_step": aten / n, "host_syncs_per_step": syncs,
+                  "self_cpu_ms_per_step": sum(e.self_cpu_time_total for e in ev) / 1e3 / n,
+                  "top_ops": [(e.key, e.count // n, e.self_cpu_time_total / 1e3 / n) for e in top],
+                  "cprofile_step_ms": wall * 1e3 / n, "cum_ms_per_step": cum}
+    return out
+
+
+WORKERS = {"profile": profile, "epoch": epoch, "shapley": shapley, "lightning": lightning, "memory": memory,
+           "mmsa_write": mmsa_file.mmsa_write, "mmsa_load": mmsa_file.mmsa_load}

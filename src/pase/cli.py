@@ -5,8 +5,9 @@
     pase predict --checkpoint CKPT [--config FILE] [--split NAME] --output FILE.csv
     pase data inspect PATH
 
-Errors print one line (``pase: error: ...``) and exit with status 2; ``--debug`` shows the
-traceback.
+Errors print one line (``pase: error: ...``) on stderr and exit with status 2; ``--debug``
+shows the traceback. ``data inspect`` prints its report on stdout and, when the file has
+problems, the first one as the error line (exit status 1). Under DDP only rank 0 prints.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def format_table(metrics: Dict[str, Dict[str, float]], title: str = "") -> str:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from .config import load_config
     from .training import train
 
@@ -45,6 +48,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")
     result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    if rank_zero_only.rank != 0:  # a DDP worker: rank 0 reports
+        return 0
     title = (f"{result['dataset']} / {result['method']} / seed {result['seed']} / protocol "
              f"{result['protocol']} (selected on valid/{result['monitor']}, epoch {result['best_epoch']})")
     print(format_table({"valid": result["valid"], "test": result["test"]}, title))
@@ -79,7 +84,11 @@ def _cmd_data_inspect(args: argparse.Namespace) -> int:
 
     report = inspect_path(args.path)
     print(report.text)
-    return 0 if report.ok else 1
+    if report.ok:
+        return 0
+    more = f" (and {len(report.problems) - 1} more, listed above)" if len(report.problems) > 1 else ""
+    print(f"pase: error: {report.problems[0].splitlines()[0]}{more}", file=sys.stderr)
+    return 1
 
 
 def _parser() -> argparse.ArgumentParser:

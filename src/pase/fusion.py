@@ -51,12 +51,17 @@ def prototype_gates(scores: Tensor, present: Tensor) -> Tensor:
 
 
 def prototype_confidence(logits: Tensor) -> Tensor:
-    """c = 1 - H(softmax(logits)) / log K, in [0, 1]. logits (..., K) -> (...)."""
+    """c = 1 - H(softmax(logits)) / log K, in [0, 1]. logits (..., K) -> (...).
+
+    A class with logit -inf (an uninitialised prototype) has probability 0 and adds 0 log 0 = 0
+    to the entropy; value and gradient stay finite.
+    """
     k = logits.shape[-1]
     if k < 2:
         return torch.ones(logits.shape[:-1], dtype=logits.dtype, device=logits.device)
     logp = torch.log_softmax(logits, dim=-1)
-    entropy = -(logp.exp() * logp).sum(-1)
+    p = logp.exp()
+    entropy = -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)  # mask first: no 0 * -inf
     return 1 - entropy / math.log(k)
 
 

@@ -1,6 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then rename.
 
-A reader never sees a half-written file, and a crash leaves the previous version intact.
+A reader never sees a half-written file, and a crash leaves the previous version intact (at
+worst a hidden ``.<name>.*.tmp`` file stays behind; resuming a run removes those). The file
+gets the permissions a plain ``open(path, "w")`` would give (``mkstemp`` alone would make it
+private to the owner).
 """
 
 from __future__ import annotations
@@ -21,14 +24,39 @@ def atomic_save(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

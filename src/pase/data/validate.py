@@ -116,10 +116,10 @@ def as_array(value: object, file: str, split: str, key: str, dtype=np.float32) -
 
 
 def check_rows(arrays: Mapping[str, object], file: str, split: str) -> int:
-    """Every value has the same number N of rows; returns N.
+    """Every value has the same number N >= 1 of rows; returns N.
 
     Raises:
-        DataFormatError: naming both keys and their shapes.
+        DataFormatError: naming both keys and their shapes, or the empty split.
     """
     items = list(arrays.items())
     ref_key, ref = items[0]
@@ -129,6 +129,9 @@ def check_rows(arrays: Mapping[str, object], file: str, split: str) -> int:
             raise DataFormatError(
                 f"{file}: split {split!r}: key {k!r} has {len(v)} rows (shape {np.shape(v)}) but "
                 f"{ref_key!r} has {n} (shape {np.shape(ref)}); every key needs one row per sample")
+    if n == 0:
+        raise DataFormatError(f"{file}: split {split!r} is empty (0 samples in {', '.join(arrays)}); "
+                              "every split needs at least one sample, re-export the file")
     return n
 
 

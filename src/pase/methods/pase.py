@@ -16,6 +16,11 @@ The method (PASE_SPEC sections 2 and 4) as one ``Method`` whose parts switch on 
 
 Shapley values are tracked in phase 1 as well (they cost one batched head pass), so the
 per-epoch log shows the contribution shares before and after the switch.
+
+Under ``torch.distributed`` the coalition utilities are averaged over the ranks (weighted by
+their batch sizes, one all-reduce of 2^M + 1 numbers per batch) before the Shapley values are
+taken, so every rank applies the same coefficients, those a single process would compute on
+the global batch (the prototype banks all-reduce their class sums the same way).
 """
 
 from __future__ import annotations
@@ -102,6 +107,17 @@ class PaSE(Method):
         return loss
 
     # ------------------------------------------------------------------ SGM
+    @torch.no_grad()
+    def coalition_utilities(self, model: nn.Module, out, target: Tensor) -> Tensor:
+        """(2^M,) utilities of this batch; under ``torch.distributed`` those of the global batch."""
+        u = super().coalition_utilities(model, out, target)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            n = float(target.shape[0])
+            packed = torch.cat([u * n, u.new_tensor([n])])  # (C + 1,): weighted sums and the count
+            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+            u = packed[:-1] / packed[-1]
+        return u
+
     @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         shares = super().track(model, batch, out)

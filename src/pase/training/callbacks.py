@@ -1,37 +1,44 @@
-"""Callbacks for optional, order-independent logic: the per-epoch CSV log and guards."""
+"""Callbacks for optional, order-independent logic: the per-epoch CSV log, the finite guard and an
+early stopping that stays stopped across a resume."""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
 
 from ..io import atomic_write_text
 
-__all__ = ["EpochCSVLog", "NonFiniteGuard", "NonFiniteError"]
+__all__ = ["EpochCSVLog", "NonFiniteGuard", "NonFiniteError", "ResumableEarlyStopping"]
 
 
 class EpochCSVLog(L.Callback):
     """Writes ``log.csv`` (one row per finished epoch, every logged scalar), atomically each epoch.
 
-    Rows of earlier epochs are kept when a run resumes (they are read back from the file).
+    The rows live in the checkpoint (``state_dict``): the epoch-end checkpoint is saved after
+    this callback has added its epoch's row, so a resumed run starts from exactly the rows of
+    the epochs its checkpoint has finished and rewrites the file from them (a row written after
+    that checkpoint, by a run killed before the next one, is dropped and its epoch re-run).
+    Floats are written with ``repr``, so they read back bit for bit.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows: List[Dict[str, float]] = []
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.path.is_file() and not self.rows:
-            with open(self.path, newline="") as fh:
-                self.rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
-            start = trainer.current_epoch
-            self.rows = [r for r in self.rows if r["epoch"] < start]
+    def state_dict(self) -> Dict[str, Any]:
+        return {"rows": [dict(r) for r in self.rows]}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        self.rows = [dict(r) for r in state_dict.get("rows", [])]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.rows and trainer.is_global_zero:  # resumed: drop rows of epochs about to re-run
+            self._write()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
@@ -41,6 +48,9 @@ class EpochCSVLog(L.Callback):
             if isinstance(v, torch.Tensor) and v.numel() == 1:
                 row[k] = float(v)
         self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
         keys: List[str] = []
         for r in self.rows:
             keys += [k for k in r if k not in keys]
@@ -48,23 +58,63 @@ class EpochCSVLog(L.Callback):
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         for r in self.rows:
-            w.writerow({k: (int(v) if k == "epoch" else v) for k, v in r.items()})
+            w.writerow({k: (int(v) if k == "epoch" else repr(v)) for k, v in r.items()})
         atomic_write_text(self.path, buf.getvalue())
 
 
+class ResumableEarlyStopping(L.pytorch.callbacks.EarlyStopping):
+    """``EarlyStopping`` whose decision to stop is part of its checkpointed state.
+
+    Lightning restores the counters but not ``trainer.should_stop``, so a run killed after its
+    stopping epoch (during the final validation / test) would train one more epoch on resume.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stopped = False
+
+    def _note(self, trainer: L.Trainer) -> None:
+        self.stopped = self.stopped or bool(trainer.should_stop)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._note(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._note(trainer)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.stopped:  # resumed from the checkpoint of the stopping epoch
+            trainer.should_stop = True
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {**super().state_dict(), "stopped": self.stopped}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.stopped = bool(state_dict.get("stopped", False))
+
+
 class NonFiniteError(FloatingPointError):
-    """A loss or gradient became NaN or infinite; the message names epoch, step and checkpoint."""
+    """A loss, gradient or weight became NaN or infinite; the message names epoch, step and checkpoint."""
 
 
 class NonFiniteGuard(L.Callback):
-    """Stops the run on a non-finite loss or gradient, naming epoch, step and the last good checkpoint.
+    """Stops the run on a non-finite loss, gradient or weight, naming epoch, step and the last good checkpoint.
 
-    The check is one fused reduction per step (``torch.isfinite`` over the loss and the total
-    gradient norm); the last good checkpoint on disk is never touched.
+    Cost: one host sync per optimiser step. The loss of every backward pass is folded into a
+    device flag (no sync); before the optimiser step that flag and the max-norm of every
+    gradient (``torch._foreach_norm``, one fused kernel per device) are reduced to one bool.
+    The step never runs on a bad gradient. At the end of each training epoch, before the
+    checkpoint callbacks run, the weights are checked the same way (SGM scales gradients
+    after this guard has seen them), so a checkpoint on disk always holds finite weights and
+    the last good one is never touched.
     """
 
     def __init__(self, checkpoint_dir: str | Path) -> None:
         self.checkpoint_dir = Path(checkpoint_dir)
+        self._loss_ok: Optional[torch.Tensor] = None
 
     def _fail(self, trainer: L.Trainer, what: str) -> None:
         last = self.checkpoint_dir / "last.ckpt"
@@ -73,12 +123,28 @@ class NonFiniteGuard(L.Callback):
                              f"last good checkpoint: {where}. Lower train.lr, enable train.grad_clip, "
                              "or check the input data for NaN / inf (pase data inspect)")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
-            self._fail(trainer, "loss")
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        ok = torch.isfinite(loss.detach()).all()
+        self._loss_ok = ok if self._loss_ok is None else self._loss_ok & ok
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if grads and not torch.isfinite(torch.stack([g.norm() for g in grads]).sum()):
-            self._fail(trainer, "gradient")
+        loss_ok, self._loss_ok = self._loss_ok, None
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        flags = [] if loss_ok is None else [loss_ok]
+        flags += [_all_finite(grads)] if grads else []
+        if flags and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):  # the one sync
+            self._fail(trainer, "loss" if loss_ok is not None and not bool(loss_ok) else "gradient")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        weights = [p.detach() for p in pl_module.parameters()]
+        if weights and not bool(_all_finite(weights)):
+            self._fail(trainer, "weights (after the optimiser step)")
+
+
+def _all_finite(tensors: List[torch.Tensor]) -> torch.Tensor:
+    """0-dim bool: every element of every tensor is finite (NaN propagates through the max-norm)."""
+    by_device: Dict[torch.device, List[torch.Tensor]] = {}
+    for t in tensors:
+        by_device.setdefault(t.device, []).append(t)
+    flags = [torch.stack(torch._foreach_norm(ts, float("inf"))).isfinite().all() for ts in by_device.values()]
+    return torch.stack([f.to(flags[0].device) for f in flags]).all()

@@ -4,13 +4,21 @@ Logged keys are ``split/metric`` (``train/loss``, ``valid/MAE``, ``test/Has0_acc
 ``diag/...``); each split has its own metric accumulator. Gradient modulation runs in
 ``on_before_optimizer_step`` (gradients unscaled and accumulated, not yet clipped), so clipping
 acts on the modulated gradients.
+
+Under ``torch.distributed`` each rank scores its shard of the evaluation batches; at the end of
+the epoch the per-batch outputs of all ranks are gathered back into single-process order
+(``datamodule``: rank r holds batches ``r::W``), so every rank computes the same metrics, equal
+to those of one process. Losses are logged with ``sync_dist`` (summed over ranks once per epoch).
+
+Checkpoints also carry the random states (torch, numpy, Python) and the best monitor value, so a
+resumed run continues bit for bit.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import lightning as L
 import numpy as np
@@ -19,6 +27,7 @@ import torch
 from ..data.contract import Batch, TaskSpec
 from ..metrics import MetricAccumulator, get_protocol
 from ..methods.base import Method, task_loss
+from .datamodule import dist_info
 
 __all__ = ["PaseModule"]
 
@@ -43,6 +52,7 @@ class PaseModule(L.LightningModule):
         self.monitor = monitor
         self.higher = self.protocol.higher_is_better[monitor]
         self.metrics = {s: MetricAccumulator(self.protocol) for s in ("valid", "test")}
+        self._outputs: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {"valid": [], "test": []}
         self.best_value: Optional[float] = None
         self.results: Dict[str, Dict[str, float]] = {}
 
@@ -51,9 +61,9 @@ class PaseModule(L.LightningModule):
         out = self.model(batch)
         loss, logs = self.method.loss(self.model, batch, out)
         n = len(batch)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         for k, v in logs.items():
-            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n)
+            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -62,8 +72,8 @@ class PaseModule(L.LightningModule):
     def _eval_step(self, batch: Batch, split: str) -> None:
         out = self.model(batch)
         loss = task_loss(out.logits, batch.target, self.task, self.method.loss_kind)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch))
-        self.metrics[split].update(out.logits.detach().float().cpu(), batch.target.cpu())
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), sync_dist=True)
+        self._outputs[split].append((out.logits.detach().float(), batch.target))  # to the host at epoch end
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "valid")
@@ -72,10 +82,21 @@ class PaseModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     def _gather_metrics(self, split: str) -> Dict[str, float]:
+        """Metrics of the split's outputs of all ranks, in single-process batch order."""
+        batches = [(logits.cpu(), target.cpu()) for logits, target in self._outputs[split]]
+        self._outputs[split] = []
+        _, world = dist_info()
+        if world > 1:
+            per_rank: List[Any] = [None] * world
+            torch.distributed.all_gather_object(per_rank, batches)
+            longest = max(len(b) for b in per_rank)
+            batches = [per_rank[r][j] for j in range(longest) for r in range(world) if j < len(per_rank[r])]
+        for logits, target in batches:
+            self.metrics[split].update(logits, target)
         values = self.metrics[split].compute()
         self.metrics[split].reset()
-        for k, v in values.items():
-            self.log(f"{split}/{k}", float(v) if math.isfinite(v) else float("nan"), sync_dist=True)
+        for k, v in values.items():  # the same on every rank: nothing to reduce
+            self.log(f"{split}/{k}", float(v) if math.isfinite(v) else float("nan"))
         self.results[split] = values
         return values
 
@@ -106,15 +127,29 @@ class PaseModule(L.LightningModule):
 
     # ------------------------------------------------------------------ resume state
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Add the best monitor value and the random states (plain tensors, lists and numbers:
+        weights-only loadable)."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, internal, py_gauss = random.getstate()
         checkpoint["pase_state"] = {
             "best_value": self.best_value,
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state()[1].tolist(),
-            "python_rng": repr(random.getstate()),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "numpy_rng": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
+            "python_rng": [version, list(internal), py_gauss],
         }
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Restore what ``on_save_checkpoint`` added (checkpoints without it load too)."""
         state = checkpoint.get("pase_state", {})
         self.best_value = state.get("best_value")
         if "torch_rng" in state:
             torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if isinstance(state.get("numpy_rng"), list):
+            kind, keys, pos, has_gauss, gauss = state["numpy_rng"]
+            np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        if isinstance(state.get("python_rng"), list):
+            version, internal, py_gauss = state["python_rng"]
+            random.setstate((version, tuple(internal), py_gauss))

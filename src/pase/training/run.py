@@ -5,6 +5,12 @@ metrics of the selected checkpoint, protocol, dataset, method, seed, elapsed sec
 version), ``log.csv`` (one row per epoch) and ``checkpoints/`` (``best.ckpt``, ``last.ckpt``).
 Selection uses the validation split only; the test split is evaluated once, at the end, from
 the best checkpoint.
+
+Reliability (docs/reliability.md): every file is written atomically (checkpoints through
+``SafeCheckpointIO``), every checkpoint is loaded weights-only, ``last.ckpt`` is saved at the
+end of every epoch and ``train(..., resume=True)`` continues from it bit for bit on CPU, a
+non-finite loss, gradient or weight stops the run (``NonFiniteGuard``), and under
+``torch.distributed`` only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +35,8 @@ from ..io import atomic_write_json, atomic_write_text
 from ..methods import create_method
 from ..metrics import MetricAccumulator, get_protocol
 from ..models import build_model
-from .callbacks import EpochCSVLog, NonFiniteGuard
+from .callbacks import EpochCSVLog, NonFiniteGuard, ResumableEarlyStopping
+from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
 from .datamodule import make_loader
 from .lightning_module import PaseModule
 
@@ -74,7 +82,7 @@ def _build(cfg: Config, bundle: DataBundle) -> PaseModule:
 def _loaders(cfg: Config, bundle: DataBundle):
     tc = cfg.train
     mk = lambda split, shuffle: make_loader(bundle, split, tc.batch_size, shuffle, tc.seed,  # noqa: E731
-                                            by_group=cfg.model.context, num_workers=tc.num_workers)
+                                            by_group=cfg.model.context, num_workers=tc.num_workers, shard=True)
     return mk("train", True), mk("valid", False), mk("test", False)
 
 
@@ -93,13 +101,21 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         precision=tc.precision, deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
         enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False,
         num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
-        log_every_n_steps=1)
+        log_every_n_steps=1, plugins=[SafeCheckpointIO()],
+        use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
+
+
+def _rank() -> int:
+    """This process's rank: a DDP worker that Lightning started for rank > 0 knows it from the start."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
 
 
 def _check_out(out: Path, resume: bool) -> None:
     if resume:
         if not (out / "checkpoints" / "last.ckpt").is_file():
             raise RunDirError(f"{out}: no checkpoints/last.ckpt to resume from; start a new run with --out")
+        for tmp in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
+            tmp.unlink()  # an atomic write the killed run did not finish (pase.io names them so)
         return
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
@@ -109,32 +125,48 @@ def _check_out(out: Path, resume: bool) -> None:
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> Dict[str, Any]:
     """Train ``cfg`` into ``out_dir``; returns the content of ``metrics.json``.
 
+    With ``resume`` the run continues from ``out_dir/checkpoints/last.ckpt``: model, optimiser,
+    method buffers (prototype banks, SGM state), random states, callback states, the best value
+    so far and the rows of ``log.csv`` come from the checkpoint.
+
     Raises:
         RunDirError: ``out_dir`` holds files and ``resume`` is False (nothing is overwritten).
+        NonFiniteError: a loss, gradient or weight became NaN / inf (the last checkpoint is kept).
     """
     out = Path(out_dir)
-    _check_out(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
+    writer = _rank() == 0  # DDP workers of rank > 0 re-run this function in their own process
+    if writer:
+        _check_out(out, resume)
+        out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = load_bundle(cfg)
     module = _build(cfg, bundle)
-    save_config(cfg, out / "config.yaml")
+    if writer:
+        save_config(cfg, out / "config.yaml")
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
     monitor = f"valid/{module.monitor}"
     mode = protocol.mode(module.monitor)
+    # both save at the end of the training epoch, after EpochCSVLog has added the epoch's row;
+    # last.ckpt is its own callback because save_last=True only saves when best.ckpt does
     ckpt = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=str(ckpt_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1, save_last=True,
-        auto_insert_metric_name=False, enable_version_counter=False)
-    stop = L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stop_patience,
-                                             check_finite=False)
-    callbacks = [ckpt, stop, EpochCSVLog(out / "log.csv"), NonFiniteGuard(ckpt_dir)]
+        dirpath=str(ckpt_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
+        auto_insert_metric_name=False, enable_version_counter=False, save_on_train_epoch_end=True)
+    last = L.pytorch.callbacks.ModelCheckpoint(
+        dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+        enable_version_counter=False, save_on_train_epoch_end=True)
+    stop = ResumableEarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stop_patience,
+                                  check_finite=False)
+    callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv")]  # guard first
     trainer = _trainer(cfg, out, callbacks, quiet)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into its own folder
+        # every checkpoint load below goes through SafeCheckpointIO: weights-only
         trainer.fit(module, train_dl, valid_dl, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
         final_state = module.method.summary()  # before the best checkpoint is reloaded
         best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
@@ -151,7 +183,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
         "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__,
         "checkpoint": str(Path(best).relative_to(out)) if Path(best).is_relative_to(out) else best,
     }
-    atomic_write_json(out / "metrics.json", result)
+    if writer:
+        atomic_write_json(out / "metrics.json", result)
     return result
 
 
@@ -178,14 +211,7 @@ def _jsonable(obj: Any) -> Any:
 
 def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None):
     """Rebuild the model of a checkpoint (weights-only loading). Returns (module, cfg, bundle)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure is reported the same way
-        raise ValueError(f"{path}: refused or unreadable as a weights-only checkpoint "
-                         f"({str(e).splitlines()[0][:200]}); only checkpoints written by pase load") from None
+    state = safe_load_checkpoint(path)
     if cfg is None:
         cfg = from_dict(state["hyper_parameters"]["config"])
     bundle = bundle or load_bundle(cfg)

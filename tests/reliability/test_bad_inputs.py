@@ -1,0 +1,53 @@
+"""The bad-input corpus through the CLI: one error line, non-zero exit, input file untouched.
+
+Every case of ``corpus.CASES`` is built in a fresh folder, then given to ``pase data inspect
+FILE`` and to ``pase train --set data.source=... --set data.path=FILE``. Each must print exactly
+one line on stderr, ``pase: error: <message>`` (no traceback), exit non-zero, leave every file
+under the folder byte for byte as it was, and never run a forbidden global.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from data.writers import tree_digest
+from pase.cli import main
+
+from .corpus import CASES, MARKER, build
+
+#: keep the training config tiny, in case a fault slipped through and a run started
+_TINY_TRAIN = ["train.max_epochs=1", "train.progress_bar=false", "model.d_model=8", "model.hidden=8",
+               "model.head_hidden=0"]
+
+
+def _command(kind: str, case: str, path, out) -> list:
+    if kind == "inspect":
+        return ["data", "inspect", str(path)]
+    sets = [f"data.source={CASES[case].source}", f"data.path={path}"] + _TINY_TRAIN
+    return ["train", "--quiet", "--out", str(out)] + [x for s in sets for x in ("--set", s)]
+
+
+@pytest.mark.parametrize("kind", ["inspect", "train"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gives_one_error_line(tmp_path, capsys, case, kind):
+    data = tmp_path / "data"
+    path = build(case, data)
+    before = tree_digest(data)
+    code = main(_command(kind, case, path, tmp_path / "run"))
+    out, err = capsys.readouterr()
+    assert code != 0, f"{case}: {kind} exited 0"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pase: error: "), f"{case}: stderr was {err!r}"
+    assert re.search(CASES[case].message, lines[0]), f"{case}: {lines[0]!r} does not match {CASES[case].message!r}"
+    assert "Traceback" not in out + err
+    assert tree_digest(data) == before, f"{case}: {kind} changed the files under {data}"
+    assert not (data / MARKER).exists(), f"{case}: the pickle's payload ran"
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = build("NaN feature", tmp_path / "data")
+    with pytest.raises(ValueError, match=CASES["NaN feature"].message):
+        main(["--debug"] + _command("train", "NaN feature", path, tmp_path / "run"))

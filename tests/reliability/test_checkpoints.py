@@ -1,0 +1,132 @@
+"""Safe loading and atomic writing of checkpoints and run files.
+
+* every checkpoint load (``pase evaluate``, ``pase predict``, ``pase train --resume``) is
+  weights-only: a checkpoint that names a global is refused with one line naming it, and the
+  global is never called;
+* ``SafeCheckpointIO`` (the trainer's checkpoint writer) and ``pase.io`` write through a
+  temporary file in the same folder and a rename: a failing write leaves the previous file
+  intact and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+
+import pytest
+import torch
+
+from data.writers import sha256
+from pase.cli import main
+from pase.config import Config, apply_overrides, save_config
+from pase.io import atomic_write_json, atomic_write_text
+from pase.training.checkpoint import SafeCheckpointIO, UnsafeCheckpointError, safe_load_checkpoint
+from tiny import TINY
+
+
+class _Payload:
+    def __init__(self, marker) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture
+def malicious(tmp_path):
+    """(checkpoint path, marker path): a Lightning-shaped checkpoint with a payload in it."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"config": _Payload(marker)}}, path)
+    return path, marker
+
+
+def test_safe_load_names_the_forbidden_global(malicious):
+    path, marker = malicious
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.ckpt: refused: the checkpoint names the global "
+                                                    r"'(os|posix)\.system'") as err:
+        safe_load_checkpoint(path)
+    assert "\n" not in str(err.value) and not marker.exists()
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--checkpoint"],
+                                     ["predict", "--output", "p.csv", "--checkpoint"]])
+def test_cli_refuses_a_malicious_checkpoint(malicious, capsys, command):
+    path, marker = malicious
+    before = sha256(path)
+    assert main(command + [str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused: the checkpoint names the global" in err[0] and "system" in err[0]
+    assert not marker.exists() and sha256(path) == before
+
+
+def test_resume_refuses_a_malicious_last_checkpoint(tmp_path, malicious, capsys):
+    """``trainer.fit(ckpt_path=...)`` loads through ``SafeCheckpointIO``: weights-only."""
+    path, marker = malicious
+    run = tmp_path / "run"
+    save_config(apply_overrides(Config(), TINY), run / "config.yaml")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "last.ckpt").write_bytes(path.read_bytes())
+    before = sha256(run / "checkpoints" / "last.ckpt")
+    assert main(["train", "--quiet", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert re.search(r"last\.ckpt: refused: the checkpoint names the global '\w+\.system'", err[0]), err[0]
+    assert not marker.exists() and sha256(run / "checkpoints" / "last.ckpt") == before
+    assert not (run / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04 truncated zip"])
+def test_damaged_checkpoint_is_one_line(tmp_path, content):
+    path = tmp_path / "bad.ckpt"
+    path.write_bytes(content)
+    with pytest.raises(UnsafeCheckpointError, match=r"bad\.ckpt: (truncated or not a checkpoint|refused)") as err:
+        safe_load_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_not_a_pase_checkpoint(tmp_path):
+    torch.save([torch.zeros(1)], tmp_path / "list.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=r"not a pase checkpoint \(no 'state_dict'; found list\)"):
+        safe_load_checkpoint(tmp_path / "list.ckpt")
+
+
+def test_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
+    io = SafeCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    before = sha256(path)
+    assert torch.equal(io.load_checkpoint(path)["state_dict"]["w"], torch.ones(3))
+
+    def crash(obj, f, *args, **kwargs):  # a write that dies half way (disk full, kill)
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="No space left"):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert sha256(path) == before, "the previous checkpoint was damaged"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"], "a temporary file was left behind"
+
+
+def test_atomic_text_keeps_old_file_on_failure_and_plain_permissions(tmp_path):
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"a": 1})
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        atomic_write_json(path, {"a": object()})
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["metrics.json"]
+    atomic_write_text(tmp_path / "log.csv", "epoch\n0\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "log.csv").stat().st_mode) == 0o666 & ~umask
+
+
+def test_every_trainer_loads_and_saves_through_safe_checkpoint_io(tmp_path):
+    """``trainer.fit(ckpt_path=...)``, ``validate`` / ``test(ckpt_path="best")`` all go through it."""
+    from pase.training.run import _trainer
+
+    trainer = _trainer(apply_overrides(Config(), TINY), tmp_path, [], quiet=True)
+    assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)

@@ -1,0 +1,95 @@
+"""Print the Markdown tables of docs/results.md from finished run folders.
+
+    python benchmarks/results_tables.py --competition runs/competition --compare runs/mosi_compare
+
+Reads metrics.json / log.csv / diagnostics.json written by `benchmarks/competition.py` and
+`pase compare`; prints mean and sample SD over seeds, paired differences against late fusion,
+and PaSE's Shapley shares before and after its phase switch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import statistics as st
+from pathlib import Path
+
+MAIN = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+
+
+def _fmt(xs):
+    return f"{st.mean(xs):.4f} ± {st.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+
+
+def method_table(runs: dict) -> str:
+    """runs: method -> {seed: metrics.json}."""
+    lines = ["| method | seeds | " + " | ".join(MAIN) + " |", "|---|---|" + "---|" * len(MAIN)]
+    for meth, by_seed in runs.items():
+        lines.append(f"| {meth} | {len(by_seed)} | " + " | ".join(_fmt([m['test'][k] for m in by_seed.values()]) for k in MAIN) + " |")
+    ref = runs.get("late_fusion", {})
+    lines += ["", "Paired difference against late fusion (same seeds), mean ± SE, and mean / SE:", "",
+              "| method | metric | diff | diff / SE |", "|---|---|---|---|"]
+    for meth, by_seed in runs.items():
+        if meth == "late_fusion":
+            continue
+        seeds = sorted(set(by_seed) & set(ref))
+        if len(seeds) < 2:
+            continue
+        for k in ("Has0_acc_2", "Non0_acc_2", "MAE", "Corr"):
+            d = [by_seed[s]["test"][k] - ref[s]["test"][k] for s in seeds]
+            se = st.stdev(d) / math.sqrt(len(d))
+            lines.append(f"| {meth} | {k} | {st.mean(d):+.4f} ± {se:.4f} | {st.mean(d) / se if se > 0 else float('nan'):+.2f} |")
+    return "\n".join(lines)
+
+
+def shares_table(folder: str) -> str:
+    """Training-batch Shapley shares of every PaSE / late-fusion run before and after the switch."""
+    lines = ["| method | seed | switch epoch | text share (epoch before switch) | audio | vision | text share (last epoch) | audio | vision |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for log in sorted(glob.glob(f"{folder}/**/log.csv", recursive=True)):
+        rows = list(csv.DictReader(open(log)))
+        if not rows or "diag/share_text" not in rows[0]:
+            continue
+        meth = "pase" if "diag/phase" in rows[0] else "late_fusion"
+        switch = next((int(float(r["epoch"])) for r in rows if r.get("diag/phase") == "2.0"), None)
+        before = rows[switch - 1] if switch else rows[-1]
+        after = rows[-1]
+        seed = Path(log).parent.name if Path(log).parent.name.startswith("seed") else Path(log).parts[-3]
+        get = lambda r, m: float(r[f"diag/share_{m}"])  # noqa: E731
+        lines.append(f"| {meth} | {seed} | {switch} | " + " | ".join(f"{get(before, m):.3f}" for m in ("text", "audio", "vision"))
+                     + " | " + " | ".join(f"{get(after, m):.3f}" for m in ("text", "audio", "vision")) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--competition")
+    p.add_argument("--compare")
+    a = p.parse_args()
+    if a.competition:
+        runs = {}
+        for f in glob.glob(f"{a.competition}/*-*/joint/metrics.json"):
+            meth, seed = Path(f).parts[-3].rsplit("-", 1)
+            runs.setdefault(meth, {})[int(seed)] = json.load(open(f))
+        print("## built-in benchmark\n\n" + method_table(runs) + "\n")
+        print(shares_table(a.competition) + "\n")
+    if a.compare:
+        runs = {}
+        for f in glob.glob(f"{a.compare}/runs/*/seed*/metrics.json"):
+            meth, seed = Path(f).parts[-3], int(Path(f).parts[-2][4:])
+            runs.setdefault(meth, {})[seed] = json.load(open(f))
+        print("## compare\n\n" + method_table(runs) + "\n")
+        print(shares_table(f"{a.compare}/runs") + "\n")
+        lines = ["| method | seed | test Shapley share text | audio | vision |", "|---|---|---|---|---|"]
+        for f in sorted(glob.glob(f"{a.compare}/runs/*/seed*/diagnostics.json")):
+            d = json.load(open(f))
+            s = d["shapley"]["neg_loss"]["shares"]
+            lines.append(f"| {d['method']} | {d['seed']} | {s['text']:.3f} | {s['audio']:.3f} | {s['vision']:.3f} |")
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

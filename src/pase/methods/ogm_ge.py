@@ -166,6 +166,14 @@ class OGMGE(Method):
             self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[device]
 
+    def get_extra_state(self) -> Dict[str, Tensor]:
+        """The noise generators' states, so a resumed run draws the same gradient noise."""
+        return {str(dev): g.get_state() for dev, g in self._generators.items()}
+
+    def set_extra_state(self, state: Dict[str, Tensor]) -> None:
+        for dev, st in (state or {}).items():
+            self._generator(torch.device(dev)).set_state(st)
+
     def before_optimizer_step(self, model: nn.Module) -> None:
         if self._pending_n == 0:
             return

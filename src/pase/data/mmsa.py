@@ -27,7 +27,7 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, check_unique_ids, clip_lengths, fix_non_finite, infer_dataset,
+                       check_rows, resolve_source, check_unique_ids, clip_lengths, fix_non_finite, infer_dataset,
                        require_keys, require_splits, to_str)
 
 __all__ = ["load_mmsa", "MMSA_DATASETS", "PUBLISHED_SHA256"]
@@ -187,13 +187,7 @@ def load_mmsa(path: str | Path, dataset: Optional[str] = None, text: str = "feat
     """
     if text not in ("features", "bert"):
         raise ValueError(f"text={text!r}; valid: 'features', 'bert'")
-    bad = [m for m in modalities if m not in _MODALITIES]
-    if bad or not modalities:
-        raise ValueError(f"modalities={tuple(modalities)!r}; choose from {_MODALITIES}")
-    p = Path(path)
-    dataset = dataset.lower() if dataset else infer_dataset(p, _NAME_PATTERNS)
-    if dataset not in MMSA_DATASETS:
-        raise ValueError(f"dataset={dataset!r}; valid: {', '.join(MMSA_DATASETS)}")
+    p, dataset = resolve_source(path, dataset, modalities, _MODALITIES, _NAME_PATTERNS, MMSA_DATASETS)
     bundle = _from_raw(safe_load_pickle(p), p.name, dataset, text, tuple(modalities), sanitize,
                        expected_dims)
     published = PUBLISHED_SHA256.get((dataset, p.name))

@@ -27,7 +27,7 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, fix_non_finite, infer_dataset, require_keys, require_splits,
+                       check_rows, resolve_source, fix_non_finite, infer_dataset, require_keys, require_splits,
                        to_str)
 
 __all__ = ["load_mult", "MULT_DATASETS", "IEMOCAP_EMOTIONS"]
@@ -161,13 +161,7 @@ def load_mult(path: str | Path, dataset: Optional[str] = None,
         DataFormatError: any layout problem, in one line naming file, split and key.
         UnsafePickleError: the file names a global outside the allow-list.
     """
-    bad = [m for m in modalities if m not in _MODALITIES]
-    if bad or not modalities:
-        raise ValueError(f"modalities={tuple(modalities)!r}; choose from {_MODALITIES}")
-    p = Path(path)
-    dataset = dataset.lower() if dataset else infer_dataset(p, _NAME_PATTERNS)
-    if dataset not in MULT_DATASETS:
-        raise ValueError(f"dataset={dataset!r}; valid: {', '.join(MULT_DATASETS)}")
+    p, dataset = resolve_source(path, dataset, modalities, _MODALITIES, _NAME_PATTERNS, MULT_DATASETS)
     bundle = _from_raw(safe_load_pickle(p), p.name, dataset, tuple(modalities), sanitize, expected_dims)
     bundle.info["file"] = str(p)
     return bundle

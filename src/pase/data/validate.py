@@ -244,3 +244,20 @@ def infer_dataset(path: str | Path, patterns: Sequence[Tuple[str, str]], arg: st
                 return name
     valid = ", ".join(dict.fromkeys(n for n, _ in patterns))
     raise DataFormatError(f"{p.name}: cannot tell the dataset from the path; pass {arg}= one of {valid}")
+
+
+def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequence[str],
+                   valid_modalities: Sequence[str], patterns: Sequence[Tuple[str, str]],
+                   valid_datasets: Sequence[str]) -> Tuple[Path, str]:
+    """Check a loader's ``modalities`` and ``dataset`` arguments; returns (path, dataset name).
+
+    The dataset is inferred from the file and folder names when not given.
+    """
+    bad = [m for m in modalities if m not in valid_modalities]
+    if bad or not modalities:
+        raise ValueError(f"modalities={tuple(modalities)!r}; choose from {tuple(valid_modalities)}")
+    p = Path(path)
+    name = dataset.lower() if dataset else infer_dataset(p, patterns)
+    if name not in valid_datasets:
+        raise ValueError(f"dataset={name!r}; valid: {', '.join(valid_datasets)}")
+    return p, name

@@ -27,7 +27,7 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, resolve_source, check_unique_ids, clip_lengths, fix_non_finite, infer_dataset,
+                       check_rows, resolve_source, check_unique_ids, clip_lengths, fix_non_finite,
                        require_keys, require_splits, to_str)
 
 __all__ = ["load_mmsa", "MMSA_DATASETS", "PUBLISHED_SHA256"]

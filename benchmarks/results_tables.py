@@ -68,7 +68,10 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--competition")
     p.add_argument("--compare")
+    p.add_argument("--ablation", action="append", default=[])
     a = p.parse_args()
+    for folder in a.ablation:
+        print(f"## {folder}\n\n" + ablation_table(folder) + "\n")
     if a.competition:
         runs = {}
         for f in glob.glob(f"{a.competition}/*-*/joint/metrics.json"):
@@ -89,6 +92,16 @@ def main() -> None:
             s = d["shapley"]["neg_loss"]["shares"]
             lines.append(f"| {d['method']} | {d['seed']} | {s['text']:.3f} | {s['audio']:.3f} | {s['vision']:.3f} |")
         print("\n".join(lines))
+
+
+
+def ablation_table(folder: str) -> str:
+    """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs."""
+    runs = {}
+    for f in glob.glob(f"{folder}/runs/*/seed*/metrics.json"):
+        runs.setdefault(Path(f).parts[-3], {})[int(Path(f).parts[-2][4:])] = json.load(open(f))
+    order = sorted(runs, key=lambda k: (k != "late_fusion", k != "pase", k))
+    return method_table({k: runs[k] for k in order})
 
 
 if __name__ == "__main__":

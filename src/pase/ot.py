@@ -117,19 +117,26 @@ def sinkhorn_log(
     tol = max(tol, 8 * torch.finfo(M.dtype).eps)
     err, niter, converged = None, 0, False
     free = 0 if grad_iters is None else max(max_iter - grad_iters, 0)  # iterations run without autograd
-    for it in range(max_iter):
+    stop, it = max_iter, 0
+    while it < stop:
         if it == free and free > 0:
             log_u = log_u.detach()  # restart the differentiable tail from the converged potentials
         with torch.set_grad_enabled(torch.is_grad_enabled() and it >= free):
             log_v = log_b - torch.logsumexp(Mr + log_u.unsqueeze(-1), dim=-2)  # (..., K2)
             log_u = log_a - torch.logsumexp(Mr + log_v.unsqueeze(-2), dim=-1)  # (..., K1)
-        niter = it + 1
-        if checking and it >= free and (niter % check_every == 0 or niter == max_iter):
+        it = niter = it + 1
+        if checking and it <= free and it % check_every == 0:
+            with torch.no_grad():
+                err = _column_error(torch.exp(Mr + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)), b)
+            if bool(err < tol):  # converged without autograd: run only the differentiable tail
+                free, stop = it, min(it + grad_iters, max_iter)
+        elif checking and it > free and (it % check_every == 0 or it == stop):
             with torch.no_grad():
                 err = _column_error(torch.exp(Mr + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)), b)
             if bool(err < tol):  # host sync, once per check
                 converged = True
                 break
+    converged = converged or (checking and err is not None and bool(err < tol))
     if checking and not converged:
         warnings.warn(
             f"sinkhorn_log did not converge: marginal error {float(err):.3g} > tol {tol:.3g} "
@@ -308,8 +315,10 @@ def ot_alignment_loss(
     marg = weights / weights.sum(-1, keepdim=True)  # (P, K)
     pair_mask = marg.unsqueeze(-1) * marg.unsqueeze(-2) > 0  # (P, K, K)
     cost = torch.where(pair_mask, cosine_cost(src, dst), torch.zeros((), dtype=src.dtype, device=src.device))
-    plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
-                             grad_iters=grad_iters)  # (P, K, K)
+    with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
+        warnings.simplefilter("ignore", UserWarning)
+        plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
+                                 grad_iters=grad_iters)  # (P, K, K)
     transport = (plan * cost).sum(dim=(-2, -1))  # (P,)
     target = torch.diag_embed(marg)  # (P, K, K), I_S / |S|
     structure = (plan - target).pow(2).sum(dim=(-2, -1))  # (P,)

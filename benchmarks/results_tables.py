@@ -54,6 +54,8 @@ def shares_table(folder: str) -> str:
         if not rows or "diag/share_text" not in rows[0]:
             continue
         meth = "pase" if "diag/phase" in rows[0] else "late_fusion"
+        if Path(log).parent.name.startswith("seed"):  # pase compare layout: runs/<method>/seed<n>/
+            meth = Path(log).parts[-3]
         switch = next((int(float(r["epoch"])) for r in rows if r.get("diag/phase") == "2.0"), None)
         before = rows[switch - 1] if switch else rows[-1]
         after = rows[-1]

@@ -12,6 +12,7 @@ propagate as exceptions, which the main CLI turns into one-line messages.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import List
 
 __all__ = ["register"]
@@ -65,6 +66,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_crossval(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from .folds import cross_validate
+
+    summary = cross_validate(load_config(args.config, args.set), args.out,
+                             [int(f) for f in args.folds.split(",") if f.strip()])
+    print(open(Path(args.out) / "folds_summary.md").read(), end="")
+    return 0 if summary["folds"] else 1
+
+
 def register(subparsers) -> None:
     """Add ``compare``, ``report`` and ``diagnose`` to the ``pase`` sub-command parser."""
     from .compare import DEFAULT_METHODS
@@ -85,6 +96,13 @@ def register(subparsers) -> None:
     c.add_argument("--noise-levels", type=_levels, default=list(DEFAULT_NOISE_LEVELS), metavar=levels,
                    help=f"robustness noise levels in units of each feature's train std (default {levels})")
     c.set_defaults(fn=_cmd_compare)
+
+    x = subparsers.add_parser("crossval", help="train every data fold (IEMOCAP sessions) and report the mean")
+    x.add_argument("--config", help="YAML config (its data source must take a 'fold' option)")
+    x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    x.add_argument("--folds", default="1,2,3,4,5", help="comma list of folds")
+    x.add_argument("--out", required=True, help="folder for fold<f>/ runs and folds_summary.json/.md")
+    x.set_defaults(fn=_cmd_crossval)
 
     r = subparsers.add_parser("report", help="figures, report.md and report.html of a comparison folder")
     r.add_argument("dir", help="the --out folder of pase compare")

@@ -1,0 +1,39 @@
+"""Cross-validation over IEMOCAP sessions (GCNet layout): one run per fold, the mean reported."""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+
+from tiny import TINY  # noqa: E402
+from writers import write_gcnet  # noqa: E402
+
+from pase.cli import main  # noqa: E402
+from pase.data import create_data  # noqa: E402
+
+
+def test_crossval_trains_each_fold_and_reports_the_mean(tmp_path, capsys):
+    label = write_gcnet(tmp_path / "data", "iemocap4")
+    sets = [s for s in TINY if not s.startswith("data.options.sizes")] + [
+        "data.source=gcnet", f"data.options.label_path={label}",
+        f"data.options.feature_root={label.parent / 'features'}", "train.batch_size=16", "train.max_epochs=2"]
+    args = ["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")] + [x for s in sets for x in ("--set", s)]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "cv" / "folds_summary.json").read_text())
+    assert summary["protocol"] == "multiclass" and set(summary["folds"]) == {"1", "2"}
+    for k in ("WA", "UA", "WF1"):
+        vals = [summary["folds"][f][k] for f in ("1", "2")]
+        assert abs(summary["mean"][k] - statistics.mean(vals)) < 1e-12
+    # each fold held out its own session: fold f's test ids all come from session f
+    for f in ("1", "2"):
+        metrics = json.loads((tmp_path / "cv" / f"fold{f}" / "metrics.json").read_text())
+        assert metrics["test"] == summary["folds"][f]
+        held_out = create_data("gcnet", label_path=label, feature_root=label.parent / "features", fold=int(f))
+        assert all(i.startswith(f"Ses0{f}") for i in held_out.splits["test"].ids)
+    assert "| mean ± SD |" in capsys.readouterr().out
+    # a second call resumes: nothing is retrained
+    before = (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before

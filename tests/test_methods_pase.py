@@ -102,3 +102,14 @@ def test_ablation_switches_build_what_they_say(bundle):
     batch = bundle.splits["train"].__getitems__(list(range(8)))
     _, logs = method.loss(model, batch, model(batch))
     assert model.gate is not None and "pcl_loss" not in logs and "ot_loss" not in logs
+
+
+def test_loaded_phase_reaches_the_host_side_flag(bundle):
+    """A checkpoint in phase 2 restores SGM: the step reads a host flag refreshed on load."""
+    _, model, a = _setup(bundle, "pase.switch_max_epoch=1")
+    a.end_validation_epoch(model, 0, True)
+    assert int(a.phase) == 2 and a._phase2
+    _, model_b, b = _setup(bundle)
+    assert not b._phase2
+    b.load_state_dict(a.state_dict())
+    assert b._phase2 and int(b.switch_epoch) == 1

@@ -67,6 +67,9 @@ class PaSE(Method):
         self.register_buffer("stale_epochs", torch.tensor(0))
         self.register_buffer("coeffs", torch.ones(m))  # smoothed phi_m
         self.register_buffer("coeffs_started", torch.tensor(False))
+        # host-side mirror of the phase buffer, so the training step never reads the device
+        self._phase2 = int(self.phase) == 2
+        self.register_load_state_dict_post_hook(PaSE._sync_phase)
         self._pending = torch.zeros(m)  # sum of phi over the micro-batches of this step
         self._pending_n = 0
         self._ot_sum: Dict[str, Tensor] = {}
@@ -123,17 +126,22 @@ class PaSE(Method):
     @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         shares = super().track(model, batch, out)
-        if int(self.phase) == 2 and self.pc.sgm:
+        if self._phase2 and self.pc.sgm:
             self._pending = self._pending.to(shares.device) + sgm_coefficients(shares)
             self._pending_n += 1
         return shares
 
+    @staticmethod
+    def _sync_phase(module: "PaSE", incompatible_keys) -> None:
+        module._phase2 = int(module.phase) == 2  # after a checkpoint restored the buffers
+
     def before_optimizer_step(self, model: nn.Module) -> None:
-        if int(self.phase) != 2 or not self.pc.sgm or self._pending_n == 0:
+        if not self._phase2 or not self.pc.sgm or self._pending_n == 0:
             return
         phi = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
         self._pending, self._pending_n = torch.zeros_like(self._pending), 0
-        s = self.pc.sgm_smoothing if bool(self.coeffs_started) else 0.0
+        # EMA over steps, starting from the first step's value; torch.where keeps it on the device
+        s = torch.where(self.coeffs_started, self.pc.sgm_smoothing, 0.0).to(self.coeffs.dtype)
         self.coeffs.mul_(s).add_((1 - s) * phi)
         self.coeffs_started.fill_(True)
         coeffs = self.coeffs.clamp(min=self.pc.sgm_min_coeff)
@@ -153,6 +161,7 @@ class PaSE(Method):
         if int(self.phase) == 1 and self.pc.sgm and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
             self.phase.fill_(2)
+            self._phase2 = True
             self.switch_epoch.fill_(epoch + 1)  # the first epoch trained with SGM
         logs["switch_epoch"] = float(self.switch_epoch)
         return logs

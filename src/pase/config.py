@@ -12,7 +12,7 @@ import difflib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -229,7 +229,3 @@ def save_config(cfg: Config, path: str | Path) -> None:
     from .io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
-def method_sections() -> Tuple[str, ...]:
-    return tuple(_fields(Config))

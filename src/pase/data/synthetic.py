@@ -189,8 +189,3 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
             "effects": dict(zip(spec.modalities, spec.effects)),
             "bayes_r2": 1 / (1 + spec.label_noise)}
     return DataBundle("synthetic", task, splits, info)
-
-
-def ground_truth(bundle: DataBundle) -> Optional[Dict[str, float]]:
-    """The generator's ground-truth shares when ``bundle`` is synthetic, else None."""
-    return bundle.info.get("ground_truth_shares")  # type: ignore[return-value]

@@ -43,3 +43,18 @@ def test_permuting_keys_changes_nothing(gen):
     w = prototype_gates(scorer(reps, conf), torch.ones(3, dtype=torch.bool))
     torch.testing.assert_close(fuse(reps, w, mods), fuse(shuffled_reps, w, mods))
     torch.testing.assert_close(fuse(reps, w, mods)[:, 4:8], reps["audio"] * w[:, 1:2])
+
+
+def test_gate_scorer_is_one_linear_map_per_modality(gen):
+    """g^m = u_m . [h^m ; c^m] + b_m, computed batched, equals the per-modality formula."""
+    mods = ["text", "audio", "vision"]
+    scorer = GateScorer(mods, 4)
+    reps = {m: torch.randn(5, 4, generator=gen) for m in mods}
+    conf = {m: torch.rand(5, generator=gen) for m in mods}
+    got = scorer(reps, conf)
+    for i, m in enumerate(mods):
+        x = torch.cat([reps[m], conf[m][:, None]], dim=-1)  # (B, D + 1)
+        torch.testing.assert_close(got[:, i], x @ scorer.weight[i] + scorer.bias[i])
+    torch.testing.assert_close(scorer(reps), scorer(reps, {m: torch.zeros(5) for m in mods}))
+    bound = 1 / 5 ** 0.5  # nn.Linear(D + 1, 1)'s initialisation range
+    assert scorer.weight.abs().max() <= bound and scorer.bias.abs().max() <= bound

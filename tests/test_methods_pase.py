@@ -69,7 +69,7 @@ def test_pcl_and_ot_gradients_reach_the_encoders(bundle, term):
     if term == "pcl":
         loss = sum(pcl_loss(out.reps[m], classes, *snap[m]) for m in model.modalities)
     else:
-        loss = method._ot_loss(out, classes, snap)
+        loss = method._ot_loss(out.stacked.transpose(0, 1), classes, *out.banks)
     assert float(loss.detach()) > 0
     loss.backward()
     for m in model.modalities:

@@ -123,3 +123,29 @@ def test_coalition_pass_scores_every_coalition_with_the_same_head(bundle):
     assert model.head.training
     noisy = model.coalition_logits(out, masks, head_dropout=True)
     assert not torch.allclose(noisy, first)
+
+
+def test_pase_forward_reuses_one_bank_snapshot_and_the_configured_tau(bundle):
+    """The forward's prototype similarities are cos(h, c_k) / tau against the banks as they
+    were; the snapshot it carries is a copy the later EMA update does not change."""
+    from pase.fusion import prototype_confidence
+    from pase.prototypes import prototype_logits
+
+    cfg = apply_overrides(Config(), ["method=pase", "pase.tau=0.25"])
+    model = build_model(cfg, bundle)
+    batch = bundle.splits["train"].__getitems__(list(range(16)))
+    y = (batch.target >= 0).long()
+    for m in model.modalities:
+        model.banks[m].update(torch.randn(16, cfg.model.d_model), y)
+    out = model(batch)
+    for i, m in enumerate(model.modalities):
+        bank = model.banks[m]
+        torch.testing.assert_close(out.proto_logits[m],
+                                   prototype_logits(out.reps[m], bank.prototypes, 0.25, bank.initialized))
+        torch.testing.assert_close(out.stacked[:, i], out.reps[m])
+    conf = torch.stack([prototype_confidence(out.proto_logits[m]) for m in model.modalities])
+    torch.testing.assert_close(out.gate_scores, model.gate.scores(out.stacked.transpose(0, 1), conf))
+    before = out.banks[0].clone()
+    for m in model.modalities:
+        model.banks[m].update(torch.randn(16, cfg.model.d_model), y)
+    torch.testing.assert_close(out.banks[0], before)  # a copy, not a view of the banks

@@ -294,3 +294,36 @@ def test_truncated_unroll_keeps_the_plan_and_approximates_the_gradient():
     (g_tail,) = torch.autograd.grad((tail * w).sum(), M)
     rel = float((g_tail - g_full).norm() / g_full.norm())
     assert rel < 0.05, rel  # measured 1.9e-2 here
+
+
+@pytest.mark.parametrize("reg", [0.1, 0.05])
+def test_warm_start_reaches_pots_plan_in_fewer_iterations(reg):
+    """A warm start (the potentials of a nearby problem) converges to the same plan as POT, sooner."""
+    g = torch.Generator().manual_seed(11)
+    a, b, M = _random_problem(g, 4, 4, cost_scale=2.0)
+    _, cold = sinkhorn_log(a, b, M, reg, max_iter=20000, tol=1e-10, log=True, check_every=1)
+    M2 = M + 0.01 * torch.rand(M.shape, generator=g, dtype=M.dtype)  # the next step's costs
+    plan, warm = sinkhorn_log(a, b, M2, reg, max_iter=20000, tol=1e-10, log=True, check_every=1,
+                              init=cold["log_u"])
+    _, cold2 = sinkhorn_log(a, b, M2, reg, max_iter=20000, tol=1e-10, log=True, check_every=1)
+    assert_close(plan, reference_sinkhorn_log(a, b, M2, reg), atol=1e-6, rtol=0)
+    assert warm["niter"] < cold2["niter"], (warm["niter"], cold2["niter"])
+    # a start with -inf entries (an earlier problem's empty rows) is finite where mass is now
+    inf_start = cold["log_u"].clone()
+    inf_start[0] = float("-inf")
+    assert_close(sinkhorn_log(a, b, M2, reg, max_iter=20000, tol=1e-10, init=inf_start), plan, atol=1e-6, rtol=0)
+
+
+def test_alignment_warm_start_keeps_the_loss():
+    g = torch.Generator().manual_seed(5)
+    cents = {m: torch.randn(3, 8, generator=g, dtype=torch.float64) for m in ("a", "b", "c")}
+    protos = {m: torch.randn(3, 8, generator=g, dtype=torch.float64) for m in ("a", "b", "c")}
+    present = torch.tensor([True, True, True])
+    kw = dict(reg=0.1, max_iter=20000, tol=1e-9)  # random costs at reg 0.05 need > 20k iterations
+    cold, diag = ot_alignment_loss(cents, protos, present, **kw)
+    warm, diag2 = ot_alignment_loss(cents, protos, present, init=diag["log_u"], **kw)
+    assert diag["log_u"].shape == (6, 3)
+    assert_close(warm, cold, atol=1e-7, rtol=0)
+    assert diag2["niter"] < diag["niter"]
+    wrong_shape, _ = ot_alignment_loss(cents, protos, present, init=torch.zeros(2, 3, dtype=torch.float64), **kw)
+    assert_close(wrong_shape, cold, atol=1e-7, rtol=0)  # a start that does not fit is ignored

@@ -14,6 +14,7 @@ from pase.prototypes import (
     num_bins,
     pcl_loss,
     prototype_logits,
+    update_banks,
 )
 
 # float64 arithmetic of a few terms: equal up to rounding
@@ -58,7 +59,7 @@ def test_class_means_equals_loop():
     cent, present = class_centroids(h, y, 4)
     assert present.tolist() == [bool((y == k).any()) for k in range(4)]
     assert_close(cent[0], h[y == 0].mean(0), **EXACT)
-    with pytest.raises(ValueError, match=r"features \(B, D\) and classes \(B,\)"):
+    with pytest.raises(ValueError, match=r"features \(\.\.\., B, D\) and classes \(B,\)"):
         class_means(h, y[:3], 4)
 
 
@@ -163,3 +164,43 @@ def test_pcl_zero_features_finite():
     loss = pcl_loss(h, torch.tensor([0, 1, 1]), torch.zeros(2, 4), torch.ones(2, dtype=torch.bool))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(h.grad).all()
+
+
+def test_batched_forms_equal_per_modality_calls():
+    """(M, B, D) features against (M, K, D) banks: one call equals M separate ones."""
+    g = torch.Generator().manual_seed(3)
+    M, B, K, D = 3, 16, 4, 5
+    h = torch.randn(M, B, D, generator=g, dtype=torch.float64)
+    y = torch.randint(0, K, (B,), generator=g)
+    protos = torch.randn(M, K, D, generator=g, dtype=torch.float64)
+    init = torch.tensor([[True, True, False, True], [True, False, False, False], [False] * 4])
+    sums, counts = class_means(h, y, K)
+    logits = prototype_logits(h, protos, 0.2, init)
+    losses = pcl_loss(h, y, protos, init, 0.2)
+    assert losses.shape == (M,)
+    for m in range(M):
+        s_m, c_m = class_means(h[m], y, K)
+        assert_close(sums[m], s_m, **EXACT)
+        assert_close(counts, c_m, **EXACT)
+        assert_close(logits[m], prototype_logits(h[m], protos[m], 0.2, init[m]), **EXACT)
+        assert_close(losses[m], pcl_loss(h[m], y, protos[m], init[m], 0.2), **EXACT)
+    assert (logits[2] == 0).all()  # a bank with no initialised prototype: uniform, not -inf
+
+
+def test_update_banks_equals_one_update_per_bank():
+    g = torch.Generator().manual_seed(4)
+    together = [PrototypeBank(3, 4) for _ in range(3)]
+    alone = [PrototypeBank(3, 4) for _ in range(3)]
+    for step in range(3):
+        h = torch.randn(3, 10, 4, generator=g)
+        y = torch.randint(0, 2 if step == 0 else 3, (10,), generator=g)  # class 2 first seen at step 1
+        update_banks(together, h, y)
+        for b, hm in zip(alone, h):
+            b.update(hm, y)
+    for b1, b2 in zip(together, alone):
+        assert_close(b1.prototypes, b2.prototypes, atol=1e-6, rtol=1e-6)
+        assert b1.initialized.tolist() == b2.initialized.tolist() == [True, True, True]
+    with pytest.raises(ValueError, match="one feature row per bank"):
+        update_banks(together, torch.randn(2, 10, 4), y)
+    with pytest.raises(ValueError, match="one shape and momentum"):
+        update_banks([PrototypeBank(3, 4), PrototypeBank(3, 5)], torch.randn(2, 10, 4), y)

@@ -65,6 +65,10 @@ class PaseConfig:
     ot_reg: float = 0.05  # Sinkhorn epsilon on the cosine cost (log domain: stable when small)
     alpha: float = 0.1  # OT structure-term factor (supplementary alpha)
     beta: float = 0.05  # OT consistency-term factor (supplementary beta)
+    ot_warm_start: bool = True  # Sinkhorn starts from the previous step's potentials
+    ot_max_iter: int = 100  # Sinkhorn iterations at most on the CPU (stops at marginal error 1e-5)
+    ot_fixed_iter: int = 20  # Sinkhorn iterations per step on an accelerator (fixed: no host sync)
+    ot_grad_iters: int = 10  # only the last Sinkhorn iterations are differentiated (tests/test_ot.py)
     shapley_utility: str = "neg_loss"  # neg_loss | accuracy
     sgm_smoothing: float = 0.9  # EMA of the SGM coefficients over steps
     switch_patience: int = 3  # phase 2 starts after this many epochs without validation gain

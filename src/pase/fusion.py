@@ -82,17 +82,29 @@ def fuse(reps: Dict[str, Tensor], weights: Tensor, modalities: List[str]) -> Ten
 
 
 class GateScorer(nn.Module):
-    """Gate scores g^m = u_m . [h^m ; c^m] + b_m for each modality (one linear map per modality)."""
+    """Gate scores g^m = u_m . [h^m ; c^m] + b_m for each modality, all M in one batched product.
+
+    Parameters: ``weight`` (M, D + 1) (row m is u_m) and ``bias`` (M,), initialised like one
+    ``nn.Linear(D + 1, 1)`` per modality (uniform in +-1/sqrt(D + 1)).
+    """
 
     def __init__(self, modalities: List[str], d_model: int) -> None:
         super().__init__()
         self.modalities = list(modalities)
-        self.score = nn.ModuleDict({m: nn.Linear(d_model + 1, 1) for m in self.modalities})
+        bound = 1.0 / math.sqrt(d_model + 1)
+        self.weight = nn.Parameter(torch.empty(len(self.modalities), d_model + 1).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(len(self.modalities)).uniform_(-bound, bound))
 
     def forward(self, reps: Dict[str, Tensor], confidence: Optional[Dict[str, Tensor]] = None) -> Tensor:
         """reps: modality -> (B, D); confidence: modality -> (B,) or None (zeros). Returns (B, M)."""
-        cols = []
-        for m in self.modalities:
-            c = confidence[m] if confidence is not None else reps[m].new_zeros(reps[m].shape[0])
-            cols.append(self.score[m](torch.cat([reps[m], c[:, None]], dim=-1))[:, 0])
-        return torch.stack(cols, dim=-1)  # (B, M)
+        h = torch.stack([reps[m] for m in self.modalities])  # (M, B, D)
+        c = torch.stack([confidence[m] for m in self.modalities]) if confidence is not None else None
+        return self.scores(h, c)
+
+    def scores(self, h: Tensor, confidence: Optional[Tensor] = None) -> Tensor:
+        """Stacked form: h (M, B, D) in the order of ``modalities``, confidence (M, B) or None -> (B, M)."""
+        u, w_conf = self.weight[:, :-1], self.weight[:, -1]  # (M, D), (M,)
+        g = torch.einsum("mbd,md->bm", h, u.to(h.dtype)) + self.bias.to(h.dtype)  # (B, M)
+        if confidence is not None:
+            g = g + confidence.transpose(0, 1) * w_conf.to(h.dtype)
+        return g

@@ -47,6 +47,7 @@ def sinkhorn_log(
     log: bool = False,
     check_every: int = 10,
     grad_iters: Optional[int] = None,
+    init: Optional[Tensor] = None,
 ) -> Union[Tensor, Tuple[Tensor, Dict[str, object]]]:
     r"""Entropic OT plan by log-domain Sinkhorn iterations, batched over leading dims.
 
@@ -81,6 +82,9 @@ def sinkhorn_log(
             and the last ones restart from the detached potentials: the gradient of the
             (contractive) fixed point is then that of ``grad_iters`` unrolled steps, at a fraction
             of the memory and time of a full unroll (``None``: differentiate every iteration).
+        init: optional starting log potential ``log u`` (..., K1), e.g. the ``log_u`` of an
+            earlier solve of a nearby problem (a warm start: fewer iterations to the same fixed
+            point). Detached; non-finite entries start at 0, zero-mass rows stay at -inf.
 
     Returns:
         plan (..., K1, K2); with ``log=True`` the tuple ``(plan, {"niter": int, "log_u":
@@ -111,7 +115,11 @@ def sinkhorn_log(
     a, b = a.expand(*batch, K1), b.expand(*batch, K2)
     log_a, log_b = a.log(), b.log()  # (..., K1), (..., K2); zero mass -> -inf
     Mr = -M / reg  # (..., K1, K2)
-    log_u = torch.where(a > 0, 0.0, float("-inf")).to(M.dtype)  # (..., K1); zero-mass rows stay out
+    start = torch.zeros((), dtype=M.dtype, device=M.device)
+    if init is not None:
+        init = init.detach().to(M.device, M.dtype).expand(*batch, K1)
+        start = torch.where(torch.isfinite(init), init, start)
+    log_u = torch.where(a > 0, start, float("-inf")).to(M.dtype)  # (..., K1); zero-mass rows stay out
     log_v = torch.zeros_like(log_b)
     checking = tol > 0 and check_every > 0
     tol = max(tol, 8 * torch.finfo(M.dtype).eps)
@@ -249,6 +257,7 @@ def ot_alignment_loss(
     max_iter: int = 100,
     tol: float = 0.0,
     grad_iters: Optional[int] = 10,
+    init: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Dict[str, object]]:
     r"""Cross-modal alignment loss (CAL) by entropic OT, PASE_SPEC sections 2.3 and 4.
 
@@ -285,11 +294,14 @@ def ot_alignment_loss(
             host sync (the final marginal error is in the diagnostics).
         grad_iters: only the last ``grad_iters`` Sinkhorn iterations are differentiated (the
             earlier ones run without autograd); ``None`` unrolls all of them.
+        init: optional (P, K) warm start for the batched solve, the ``log_u`` of an earlier
+            call's diagnostics (pairs in the order of ``itertools.permutations`` of the sorted
+            modalities); ignored when its shape does not fit.
 
     Returns:
         ``(loss, diagnostics)``: loss a 0-dim tensor (0 with a graph if no pair shares a class);
         diagnostics (all detached) ``{"pair_cost": {"m->n": 0-dim}, "transport", "structure",
-        "consistency", "marginal_err"}``.
+        "consistency", "marginal_err", "log_u" (P, K), "niter"}``.
 
     Raises:
         KeyError: if the modality keys of the inputs differ.
@@ -317,8 +329,10 @@ def ot_alignment_loss(
     cost = torch.where(pair_mask, cosine_cost(src, dst), torch.zeros((), dtype=src.dtype, device=src.device))
     with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
         warnings.simplefilter("ignore", UserWarning)
+        if init is not None and init.shape != marg.shape:
+            init = None
         plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
-                                 grad_iters=grad_iters)  # (P, K, K)
+                                 grad_iters=grad_iters, init=init, check_every=5)  # (P, K, K)
     transport = (plan * cost).sum(dim=(-2, -1))  # (P,)
     target = torch.diag_embed(marg)  # (P, K, K), I_S / |S|
     structure = (plan - target).pow(2).sum(dim=(-2, -1))  # (P,)
@@ -332,4 +346,5 @@ def ot_alignment_loss(
     diag: Dict[str, object] = {k: v.detach() for k, v in means.items()}
     diag["pair_cost"] = {f"{names[i]}->{names[j]}": transport[q].detach() for q, (i, j) in enumerate(pairs)}
     diag["marginal_err"] = log["err"]
+    diag["log_u"], diag["niter"] = log["log_u"].detach(), log["niter"]
     return loss, diag

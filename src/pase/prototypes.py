@@ -11,7 +11,7 @@ Letters: B batch, K classes, D features.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +27,7 @@ __all__ = [
     "ema_update",
     "prototype_logits",
     "pcl_loss",
+    "update_banks",
     "PrototypeBank",
 ]
 
@@ -96,31 +97,36 @@ def labels_to_classes(target: Tensor, binning: str) -> Tensor:
 def class_means(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tensor]:
     r"""Per-class sums and counts, :math:`s_k = \sum_{i: y_i = k} h_i`, :math:`n_k = |\{i: y_i = k\}|`.
 
-    Differentiable in ``features`` (``index_add``). Class ids must lie in [0, K).
+    Differentiable in ``features`` (``index_add``). Class ids must lie in [0, K). Batched over
+    leading dims of ``features`` (e.g. M modalities sharing the labels: (M, B, D) -> (M, K, D)),
+    one ``index_add`` for all of them.
 
     Args:
-        features: (B, D). classes: (B,) long. K: number of classes.
+        features: (..., B, D). classes: (B,) long. K: number of classes.
 
     Returns:
-        ``(sums (K, D), counts (K,))``, counts in the dtype of ``features``.
+        ``(sums (..., K, D), counts (K,))``, counts in the dtype of ``features``.
 
     Example:
         >>> s, n = class_means(torch.tensor([[1.0], [3.0], [5.0]]), torch.tensor([0, 0, 2]), 3)
         >>> s.flatten(), n
         (tensor([4., 0., 5.]), tensor([2., 0., 1.]))
     """
-    if features.dim() != 2 or classes.shape != features.shape[:1]:
+    if features.dim() < 2 or classes.dim() != 1 or classes.shape[0] != features.shape[-2]:
         raise ValueError(
-            f"class_means: expected features (B, D) and classes (B,), got {tuple(features.shape)} "
+            f"class_means: expected features (..., B, D) and classes (B,), got {tuple(features.shape)} "
             f"and {tuple(classes.shape)}"
         )
-    sums = features.new_zeros(K, features.shape[1]).index_add(0, classes, features)  # (K, D)
+    lead = features.shape[:-2]
+    sums = features.new_zeros(*lead, K, features.shape[-1]).index_add(features.dim() - 2, classes, features)
     counts = features.new_zeros(K).index_add(0, classes, features.new_ones(classes.shape[0]))  # (K,)
     return sums, counts
 
 
 def class_centroids(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tensor]:
     """Differentiable batch class centroids (zeros for absent classes) and the (K,) bool presence.
+
+    features (..., B, D) -> centroids (..., K, D); batched like :func:`class_means`.
 
     Example:
         >>> c, present = class_centroids(torch.tensor([[1.0], [3.0]]), torch.tensor([0, 0]), 2)
@@ -141,11 +147,12 @@ def ema_update(
     :math:`c_k \leftarrow \mu_k` on its first observation, unchanged if :math:`n_k = 0`.
 
     Args:
-        prototypes: (K, D). initialized: (K,) bool. sums: (K, D). counts: (K,).
+        prototypes: (..., K, D). initialized: (..., K) bool. sums: (..., K, D). counts: (K,)
+            or (..., K).
         momentum: gamma (0.98, PASE_SPEC 2.2).
 
     Returns:
-        ``(prototypes (K, D), initialized (K,))``.
+        ``(prototypes (..., K, D), initialized (..., K))``.
 
     Example:
         >>> p, init = ema_update(torch.zeros(2, 1), torch.tensor([False, False]),
@@ -166,24 +173,27 @@ def prototype_logits(
     r"""Prototype logits :math:`\cos(h_i, c_k) / \tau` (B, K); uninitialised prototypes get -inf.
 
     If no prototype is initialised the logits are all zero (a uniform softmax), never all -inf.
+    Batched over leading dims: features (..., B, D) against prototypes (..., K, D) with
+    ``initialized`` (..., K), e.g. all M modalities in one call.
 
     Args:
-        features: (B, D). prototypes: (K, D). tau: temperature (> 0).
-        initialized: (K,) bool, or None for all initialised.
+        features: (..., B, D). prototypes: (..., K, D). tau: temperature (> 0).
+        initialized: (..., K) bool, or None for all initialised.
 
     Returns:
-        (B, K).
+        (..., B, K).
 
     Example:
         >>> prototype_logits(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), tau=0.5)
         tensor([[2., 0.]])
     """
-    logits = (1.0 - cosine_cost(features, prototypes)) / tau  # (B, K)
+    logits = (1.0 - cosine_cost(features, prototypes)) / tau  # (..., B, K)
     if initialized is None:
         return logits
+    init = initialized.unsqueeze(-2)  # (..., 1, K)
     neg_inf = torch.full((), float("-inf"), dtype=logits.dtype, device=logits.device)
-    masked = torch.where(initialized.unsqueeze(0), logits, neg_inf)  # (B, K)
-    return torch.where(initialized.any(), masked, torch.zeros_like(logits))
+    masked = torch.where(init, logits, neg_inf)  # (..., B, K)
+    return torch.where(init.any(-1, keepdim=True), masked, torch.zeros_like(logits))
 
 
 def pcl_loss(
@@ -197,27 +207,62 @@ def pcl_loss(
 
     over the initialised classes I and the samples V whose own class is initialised. The
     prototypes are detached (EMA targets); the gradient reaches ``features`` only. With no valid
-    sample the loss is 0 and still part of the graph.
+    sample the loss is 0 and still part of the graph. Batched over leading dims (one loss per
+    modality from (M, B, D) features and (M, K, D) banks sharing the labels).
 
     Args:
-        features: (B, D). classes: (B,) long. prototypes: (K, D). initialized: (K,) bool.
+        features: (..., B, D). classes: (B,) long. prototypes: (..., K, D). initialized: (..., K) bool.
         tau: temperature.
 
     Returns:
-        0-dim loss.
+        the loss, shape (...) (0-dim for unbatched inputs).
 
     Example:
         >>> h = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
         >>> round(float(pcl_loss(h, torch.tensor([0, 1]), h, torch.tensor([True, True]), tau=1.0)), 4)
         0.3133
     """
-    logits = prototype_logits(features, prototypes.detach(), tau, initialized)  # (B, K)
-    valid = initialized[classes]  # (B,)
-    target = logits.gather(1, classes.unsqueeze(1)).squeeze(1)  # (B,)
+    logits = prototype_logits(features, prototypes.detach(), tau, initialized)  # (..., B, K)
+    valid = initialized.index_select(-1, classes)  # (..., B)
+    index = classes.expand(logits.shape[:-1]).unsqueeze(-1)  # (..., B, 1)
+    target = logits.gather(-1, index).squeeze(-1)  # (..., B)
     zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
-    nll = torch.logsumexp(logits, dim=1) - torch.where(valid, target, zero)  # (B,)
+    nll = torch.logsumexp(logits, dim=-1) - torch.where(valid, target, zero)  # (..., B)
     nll = torch.where(valid, nll, zero)
-    return nll.sum() / valid.sum().clamp_min(1)
+    return nll.sum(-1) / valid.sum(-1).clamp_min(1)
+
+
+def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Tensor) -> None:
+    """EMA-update several banks sharing labels in one batched step: features (N, B, D), one row per bank.
+
+    The banks must have the same (K, D) and momentum. Under ``torch.distributed`` the class sums
+    and counts of all banks are all-reduced (SUM) in one collective first, so every process holds
+    the same prototypes.
+    """
+    first = banks[0]
+    K, D = first.prototypes.shape
+    if features.shape[0] != len(banks) or any(b.prototypes.shape != (K, D) or b.momentum != first.momentum
+                                               for b in banks):
+        raise ValueError(
+            f"update_banks: need one feature row per bank and banks of one shape and momentum; got "
+            f"features {tuple(features.shape)} for {len(banks)} banks of shapes "
+            f"{[tuple(b.prototypes.shape) for b in banks]}"
+        )
+    with torch.no_grad():
+        sums, counts = class_means(features.detach().to(first.prototypes.dtype), classes, K)  # (N, K, D), (K,)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            packed = torch.cat([sums.flatten(), counts])  # one collective for all banks
+            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+            sums, counts = packed[:-K].view_as(sums), packed[-K:]
+        if len(banks) == 1:
+            protos, init = first.prototypes.unsqueeze(0), first.initialized.unsqueeze(0)
+        else:
+            protos = torch.stack([b.prototypes for b in banks])  # (N, K, D)
+            init = torch.stack([b.initialized for b in banks])  # (N, K)
+        protos, init = ema_update(protos, init, sums, counts, first.momentum)
+        for i, b in enumerate(banks):
+            b.prototypes.copy_(protos[i])
+            b.initialized.copy_(init[i])
 
 
 class PrototypeBank(nn.Module):
@@ -242,18 +287,9 @@ class PrototypeBank(nn.Module):
         self.register_buffer("prototypes", torch.zeros(num_classes, dim))
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
-    @torch.no_grad()
     def update(self, features: Tensor, classes: Tensor) -> None:
         """EMA-update the bank with a batch: features (B, D) (detached here), classes (B,) long."""
-        K, D = self.prototypes.shape
-        sums, counts = class_means(features.detach().to(self.prototypes.dtype), classes, K)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            packed = torch.cat([sums, counts.unsqueeze(-1)], dim=-1)  # (K, D + 1), one collective
-            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
-            sums, counts = packed[:, :D], packed[:, D]
-        protos, init = ema_update(self.prototypes, self.initialized, sums, counts, self.momentum)
-        self.prototypes.copy_(protos)
-        self.initialized.copy_(init)
+        update_banks([self], features.unsqueeze(0), classes)
 
     def logits(self, features: Tensor, tau: float = 0.1) -> Tensor:
         """:func:`prototype_logits` against this bank: (B, D) -> (B, K)."""

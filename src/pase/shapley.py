@@ -223,7 +223,7 @@ def ema(prev: Optional[Union[Tensor, float]], new: Union[Tensor, float], momentu
 
 
 def scale_gradients(
-    groups: Mapping[str, Sequence[Parameter]], coeffs: Mapping[str, Union[float, Tensor]]
+    groups: Mapping[str, Sequence[Parameter]], coeffs: Mapping[str, Union[float, Tensor]], check: bool = True
 ) -> None:
     """Multiply, in place, the ``.grad`` of every parameter in group m by ``coeffs[m]``.
 
@@ -234,6 +234,8 @@ def scale_gradients(
     Args:
         groups: modality -> parameters (the model's ``modality_parameters()``).
         coeffs: modality -> float or 0-dim tensor; exactly the keys of ``groups``.
+        check: validate the keys and that the groups are disjoint (a caller passing the same
+            groups every step validates once and then skips it).
 
     Raises:
         KeyError: if the keys of ``groups`` and ``coeffs`` differ.
@@ -244,13 +246,13 @@ def scale_gradients(
         >>> scale_gradients({"audio": [p]}, {"audio": 0.5}); p.grad
         tensor([0.5000, 0.5000])
     """
-    if set(groups) != set(coeffs):
+    if check and set(groups) != set(coeffs):
         raise KeyError(
             f"scale_gradients: groups and coeffs need the same modality keys; "
             f"groups {sorted(groups)}, coeffs {sorted(coeffs)}"
         )
     seen: Dict[int, str] = {}
-    for m, params in groups.items():
+    for m, params in groups.items() if check else ():
         for p in params:
             if seen.setdefault(id(p), m) != m:
                 raise ValueError(f"scale_gradients: a parameter is in both groups {seen[id(p)]!r} and {m!r}")

@@ -40,6 +40,7 @@ def test_shapley_logits_are_efficient_per_sample(make_case, M):
     assert_close(phi.sum(0) + empty, out.logits, **CLOSE)  # v(N), per sample and class
     # a modality whose representation is zero is a null player: its Shapley logit vanishes
     out.reps["audio"] = torch.zeros_like(out.reps["audio"])
+    out.stacked = None  # coalition_logits re-stacks the edited representations
     phi0, _ = shapley_logits(case.model.coalition_logits(out, coalition_masks(M)))
     assert_close(phi0[case.mods.index("audio")], torch.zeros_like(phi0[0]), atol=1e-6, rtol=0)
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss
-from ..prototypes import class_centroids, labels_to_classes, pcl_loss
+from ..prototypes import class_centroids, labels_to_classes, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, register_method, task_loss
 
@@ -73,6 +73,10 @@ class PaSE(Method):
         self._pending = torch.zeros(m)  # sum of phi over the micro-batches of this step
         self._pending_n = 0
         self._ot_sum: Dict[str, Tensor] = {}
+        # (P, K) log potentials of the last Sinkhorn solve, P = M (M - 1) ordered pairs: the warm
+        # start of the next one (zeros: a cold start); a buffer, so a resumed run continues exactly
+        self.register_buffer("ot_log_u", torch.zeros(m * (m - 1), self.num_classes))
+        self._groups = None  # the model's modality parameter groups, resolved on first use
 
     # ------------------------------------------------------------------ losses
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -80,33 +84,39 @@ class PaSE(Method):
         total, logs = task, {"task_loss": task.detach()}
         if model.banks is not None:
             classes = prototype_targets(batch.target, self.task, self.pc.binning)
-            # snapshots: the banks take their EMA step below, before backward
-            snap = {m: (model.banks[m].prototypes.clone(), model.banks[m].initialized.clone())
-                    for m in self.modalities}
+            # the forward pass's snapshot of the banks (M, K, D), (M, K): they take their EMA step
+            # below, before backward; all M modalities go through each part as one batched call
+            protos, init = out.banks if out.banks is not None else model.bank_snapshot()
+            h = out.stacked.transpose(0, 1) if out.stacked is not None else torch.stack(
+                [out.reps[m] for m in self.modalities])  # (M, B, D)
             if self.pc.pcl:
-                l_pcl = torch.stack([pcl_loss(out.reps[m], classes, *snap[m], self.pc.tau)
-                                     for m in self.modalities]).mean()
+                l_pcl = pcl_loss(h, classes, protos, init, self.pc.tau).mean()
                 total = total + self.pc.lambda_pcl * l_pcl
                 logs["pcl_loss"] = l_pcl.detach()
             if self.pc.ot and len(self.modalities) > 1:
-                l_ot = self._ot_loss(out, classes, snap)
+                l_ot = self._ot_loss(h, classes, protos, init)
                 total = total + self.pc.lambda_ot * l_ot
                 logs["ot_loss"] = l_ot.detach()
-            for m in self.modalities:
-                model.banks[m].update(out.reps[m], classes)
+            update_banks([model.banks[m] for m in self.modalities], h, classes)
         self.track(model, batch, out)
         return total, logs
 
-    def _ot_loss(self, out, classes: Tensor, snap: Dict[str, Tuple[Tensor, Tensor]]) -> Tensor:
-        cents, present = {}, {}
-        for m in self.modalities:
-            cents[m], here = class_centroids(out.reps[m], classes, self.num_classes)
-            present[m] = here & snap[m][1]
-        protos = {m: snap[m][0] for m in self.modalities}
-        # on the CPU a convergence check costs no device sync, so stop Sinkhorn early there
-        tol = 1e-5 if out.logits.device.type == "cpu" else 0.0
-        loss, diag = ot_alignment_loss(cents, protos, present, reg=self.pc.ot_reg, alpha=self.pc.alpha,
-                                       beta=self.pc.beta, tol=tol)
+    def _ot_loss(self, h: Tensor, classes: Tensor, protos: Tensor, init: Tensor) -> Tensor:
+        cents, here = class_centroids(h, classes, self.num_classes)  # (M, K, D), (K,)
+        present = here & init  # (M, K)
+        on_cpu = h.device.type == "cpu"
+        # Sinkhorn starts from the previous step's potentials (the prototypes move slowly). On the
+        # CPU a convergence check costs no device sync, so it stops at a tolerance there; on an
+        # accelerator it runs a fixed count with no host sync.
+        warm = self.ot_log_u if self.pc.ot_warm_start else None
+        loss, diag = ot_alignment_loss(
+            dict(zip(self.modalities, cents.unbind(0))), dict(zip(self.modalities, protos.unbind(0))),
+            dict(zip(self.modalities, present.unbind(0))), reg=self.pc.ot_reg, alpha=self.pc.alpha,
+            beta=self.pc.beta, tol=1e-5 if on_cpu else 0.0,
+            max_iter=self.pc.ot_max_iter if on_cpu else self.pc.ot_fixed_iter,
+            grad_iters=self.pc.ot_grad_iters, init=warm)
+        if self.pc.ot_warm_start:
+            self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]
         self._ot_sum["n"] = self._ot_sum.get("n", 0) + 1
         return loss
@@ -145,7 +155,10 @@ class PaSE(Method):
         self.coeffs.mul_(s).add_((1 - s) * phi)
         self.coeffs_started.fill_(True)
         coeffs = self.coeffs.clamp(min=self.pc.sgm_min_coeff)
-        scale_gradients(model.modality_parameters(), {m: coeffs[i] for i, m in enumerate(self.modalities)})
+        check = self._groups is None  # groups resolved and validated once, then cached
+        if check:
+            self._groups = model.modality_parameters()
+        scale_gradients(self._groups, dict(zip(self.modalities, coeffs.unbind(0))), check=check)
 
     # ------------------------------------------------------------------ schedule and diagnostics
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

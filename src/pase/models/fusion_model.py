@@ -12,13 +12,14 @@ Shapes: B batch, M modalities, D = d_model, C coalitions, O output width.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..data.contract import Batch, sort_modalities
-from ..fusion import GateScorer, fuse, presence_weights, prototype_confidence, prototype_gates
+from ..fusion import GateScorer, presence_weights, prototype_confidence, prototype_gates
+from ..prototypes import prototype_logits
 from .context import ContextGRU
 
 __all__ = ["FusionModel", "FusionOutput", "build_head"]
@@ -27,12 +28,21 @@ __all__ = ["FusionModel", "FusionOutput", "build_head"]
 @dataclass
 class FusionOutput:
     """logits (B, O); reps modality -> (B, D); weights (B, M) fusion weights; proto_logits
-    modality -> (B, K) prototype similarities (empty without prototypes)."""
+    modality -> (B, K) prototype similarities (empty without prototypes).
+
+    Computed once in the forward pass and reused by the methods (coalition scoring, PCL, OT):
+    ``stacked`` (B, M, D) the representations in model order; ``gate_scores`` (B, M) the gate's
+    scores before masking (None without gate); ``banks`` the prototype snapshot the similarities
+    used, ``(prototypes (M, K, D), initialized (M, K))`` (None without banks), a copy, so the
+    in-place EMA update of the banks after the forward pass cannot disturb backward."""
 
     logits: Tensor
     reps: Dict[str, Tensor]
     weights: Tensor
     proto_logits: Dict[str, Tensor]
+    stacked: Optional[Tensor] = None
+    gate_scores: Optional[Tensor] = None
+    banks: Optional[Tuple[Tensor, Tensor]] = None
 
 
 def build_head(in_dim: int, out_dim: int, hidden: int, dropout: float) -> nn.Module:
@@ -100,38 +110,52 @@ class FusionModel(nn.Module):
             reps = {m: self.context[m](h, batch.groups, batch.positions) for m, h in reps.items()}
         return reps
 
+    def bank_snapshot(self) -> Optional[Tuple[Tensor, Tensor]]:
+        """The banks stacked (a copy): ``(prototypes (M, K, D), initialized (M, K))``, None without banks."""
+        if self.banks is None:
+            return None
+        banks = [self.banks[m] for m in self.modalities]
+        return torch.stack([b.prototypes for b in banks]), torch.stack([b.initialized for b in banks])
+
     def prototype_logits(self, reps: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """modality -> (B, K) cosine similarities to the prototypes / tau (empty without banks)."""
-        if self.banks is None:
+        snap = self.bank_snapshot()
+        if snap is None:
             return {}
-        from ..prototypes import prototype_logits
+        h = torch.stack([reps[m] for m in self.modalities])  # (M, B, D)
+        return dict(zip(self.modalities, prototype_logits(h, snap[0], self.tau, snap[1]).unbind(0)))
 
-        # clones: the banks are updated in place after the forward pass, before backward
-        return {m: prototype_logits(reps[m], self.banks[m].prototypes.clone(), self.tau,
-                                    initialized=self.banks[m].initialized.clone()) for m in self.modalities}
-
-    def fusion_weights(self, reps: Dict[str, Tensor], proto_logits: Dict[str, Tensor],
-                       present: Optional[Tensor] = None) -> Tensor:
-        """(..., B, M) fusion weights; ``present`` is (M,), (B, M) or (C, 1, M) bool (None: all)."""
-        h = reps[self.modalities[0]]
-        b, mm = h.shape[0], len(self.modalities)
+    def fusion_weights(self, scores: Optional[Tensor], present: Optional[Tensor], b: int,
+                       device: torch.device, dtype: torch.dtype) -> Tensor:
+        """(..., B, M) fusion weights from the gate scores (B, M) (None: plain late fusion) and
+        ``present``, an (M,), (B, M) or (C, 1, M) bool mask (None: all present)."""
+        mm = len(self.modalities)
         if present is None:
-            present = torch.ones(mm, dtype=torch.bool, device=h.device)
+            present = torch.ones(mm, dtype=torch.bool, device=device)
         present = present.expand(*present.shape[:-2], b, mm) if present.dim() > 1 else present.expand(b, mm)
-        if self.gate is None:
-            return presence_weights(present, h.dtype)
-        conf = {m: prototype_confidence(z) for m, z in proto_logits.items()} if proto_logits else None
-        return prototype_gates(self.gate(reps, conf), present)
+        if scores is None:
+            return presence_weights(present, dtype)
+        return prototype_gates(scores, present)
 
-    def fused_logits(self, reps: Dict[str, Tensor], weights: Tensor) -> Tensor:
-        """Head applied to the weighted concatenation: weights (..., B, M) -> (..., B, O)."""
-        return self.head(fuse(reps, weights, self.modalities))
+    def fused_logits(self, stacked: Tensor, weights: Tensor) -> Tensor:
+        """Head applied to the weighted concatenation: stacked (B, M, D), weights (..., B, M) -> (..., B, O)."""
+        return self.head((stacked * weights.unsqueeze(-1)).flatten(-2))
 
     def forward(self, batch: Batch, present: Optional[Tensor] = None) -> FusionOutput:
         reps = self.encode(batch)
-        proto = self.prototype_logits(reps)
-        weights = self.fusion_weights(reps, proto, present)
-        return FusionOutput(self.fused_logits(reps, weights), reps, weights, proto)
+        stacked = torch.stack([reps[m] for m in self.modalities], dim=-2)  # (B, M, D)
+        snap = self.bank_snapshot()
+        proto: Dict[str, Tensor] = {}
+        conf = None
+        if snap is not None:
+            z = prototype_logits(stacked.transpose(0, 1), snap[0], self.tau, snap[1])  # (M, B, K)
+            proto = dict(zip(self.modalities, z.unbind(0)))
+            conf = prototype_confidence(z)  # (M, B)
+        scores = None
+        if self.gate is not None:
+            scores = self.gate.scores(stacked.transpose(0, 1), conf)  # (B, M)
+        weights = self.fusion_weights(scores, present, stacked.shape[0], stacked.device, stacked.dtype)
+        return FusionOutput(self.fused_logits(stacked, weights), reps, weights, proto, stacked, scores, snap)
 
     def coalition_logits(self, out: FusionOutput, masks: Tensor, head_dropout: bool = False) -> Tensor:
         """Head outputs for every coalition in one batched pass, reusing the encoder outputs.
@@ -146,11 +170,15 @@ class FusionModel(nn.Module):
         Returns:
             (C, B, O) logits; an all-absent coalition sees a zero fused input.
         """
-        weights = self.fusion_weights(out.reps, out.proto_logits, masks[:, None, :])  # (C, B, M)
+        stacked = out.stacked
+        if stacked is None:  # an output built by hand
+            stacked = torch.stack([out.reps[m] for m in self.modalities], dim=-2)
+        weights = self.fusion_weights(out.gate_scores, masks[:, None, :], stacked.shape[0], stacked.device,
+                                      stacked.dtype)  # (C, B, M)
         if head_dropout or not self.head.training:
-            return self.fused_logits(out.reps, weights)
+            return self.fused_logits(stacked, weights)
         self.head.eval()
         try:
-            return self.fused_logits(out.reps, weights)
+            return self.fused_logits(stacked, weights)
         finally:
             self.head.train()

@@ -255,6 +255,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _log(f"{key} ...")
         results[key] = _run_worker(worker, spec)
         _log(f"{key}: {results[key].get('driver_wall_s', 0):.1f} s")
+        raw.write_text(json.dumps(results, indent=1))  # partial results survive an interrupted run
     if not only or any("mmsa".startswith(o) or o.startswith("mmsa") for o in only):
         results["mmsa"] = _mmsa(a.quick, a.threads)
     results["total_wall_s"] = time.perf_counter() - t0

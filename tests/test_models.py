@@ -149,3 +149,14 @@ def test_pase_forward_reuses_one_bank_snapshot_and_the_configured_tau(bundle):
     for m in model.modalities:
         model.banks[m].update(torch.randn(16, cfg.model.d_model), y)
     torch.testing.assert_close(out.banks[0], before)  # a copy, not a view of the banks
+
+
+def test_attention_dropout_is_configurable_and_off_by_default():
+    enc = create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, dropout=0.3)
+    layers = list(enc.body.layers)
+    assert all(layer.self_attn.dropout == 0.0 and layer.dropout1.p == 0.3 for layer in layers)
+    enc = create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, dropout=0.3, attn_dropout=0.1)
+    assert all(layer.self_attn.dropout == 0.1 for layer in enc.body.layers)
+    x, lengths = torch.randn(4, 6, 5), torch.tensor([6, 3, 1, 6])
+    enc.eval()
+    torch.testing.assert_close(enc(x, lengths), enc(x, lengths))  # eval: no dropout at all

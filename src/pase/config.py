@@ -43,6 +43,7 @@ class ModelConfig:
     layers: int = 1  # sequence-encoder layers
     heads: int = 4  # transformer heads
     dropout: float = 0.2
+    attn_dropout: float = 0.0  # transformer encoder: dropout on the attention probabilities (off: benchmarks/findings.md)
     head_hidden: int = 64  # fused prediction head hidden width (0: linear head)
     context: bool = False  # contextual GRU over the utterances of a video / dialogue (issue 3.9)
     text_encoder: str = "auto"  # text's own encoder; "auto": `encoder`, or bert when text holds BERT token ids

@@ -4,6 +4,13 @@ A probe fits a linear model on the frozen representation h^m of the train split 
 test split. Regression tasks get a logistic probe on the sign (Has0 Acc-2, the field's headline
 number) and a ridge probe on the value (Corr); classification tasks a multinomial logistic
 probe (accuracy). Inputs are standardised on the train split. scikit-learn does the fitting.
+
+Where the data carry ground truth (the built-in benchmark's ``effects``: each modality's own
+unit-variance effect f_m on the label), each encoder also gets an *effect probe*: a ridge probe
+of f_m (``effect_r2``, R^2 on the test split) and a logistic probe of f_m above its train median
+(``effect_acc``). The label probe mixes in what the other modalities explain (a perfect vision
+encoder reaches only about 0.66 label Acc-2 when vision explains a quarter of the label); the
+effect probe asks directly how much of its own signal the encoder has learned.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import torch
 from ..data.contract import DataBundle
 from ..training.datamodule import make_loader
 
-__all__ = ["encoder_features", "linear_probe", "probe_model"]
+__all__ = ["encoder_features", "linear_probe", "effect_probe", "probe_model"]
 
 
 @torch.no_grad()
@@ -66,15 +73,51 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
     return {"acc": float((clf.predict(b) == y_test.astype(int)).mean())}
 
 
+def effect_probe(x_train: np.ndarray, f_train: np.ndarray, x_test: np.ndarray, f_test: np.ndarray,
+                 c: float = 1.0) -> Dict[str, float]:
+    """Probe of a modality's own ground-truth effect f (N,): {"effect_r2", "effect_acc"}.
+
+    ``effect_r2``: R^2 of a ridge probe (alpha = 1 / c) on the test pair; ``effect_acc``:
+    accuracy of a logistic probe (C = c) of f above its train median.
+    """
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    a, b = scaler.transform(x_train), scaler.transform(x_test)
+    r2 = float(r2_score(f_test, Ridge(alpha=1.0 / c).fit(a, f_train).predict(b)))
+    med = float(np.median(f_train))
+    clf = LogisticRegression(C=c, max_iter=2000).fit(a, (f_train > med).astype(int))
+    return {"effect_r2": r2, "effect_acc": float((clf.predict(b) == (f_test > med).astype(int)).mean())}
+
+
 def probe_model(model: torch.nn.Module, bundle: DataBundle, test_split: str = "test") -> Dict[str, Dict[str, float]]:
-    """A linear probe per modality on ``model``'s frozen encoders (fit on train, scored on ``test_split``)."""
+    """A linear probe per modality on ``model``'s frozen encoders (fit on train, scored on ``test_split``),
+    plus the effect probes where the splits carry ground-truth ``effects`` (N, M_all) in the
+    order of ``bundle.info["effects"]``."""
     by_group = getattr(model, "context", None) is not None
     tr = encoder_features(model, bundle, "train", by_group=by_group)
     te = encoder_features(model, bundle, test_split, by_group=by_group)
     kind = bundle.task.kind
     ytr, yte = _labels(bundle, "train", tr["__ids__"]), _labels(bundle, test_split, te["__ids__"])
-    return {m: linear_probe(tr[m], ytr, te[m], yte, "regression" if kind == "regression" else "classification")
-            for m in model.modalities}
+    out = {m: linear_probe(tr[m], ytr, te[m], yte, "regression" if kind == "regression" else "classification")
+           for m in model.modalities}
+    order = list(bundle.info.get("effects", {}))
+    if all(getattr(bundle.splits[s], "effects", None) is not None for s in ("train", test_split)) and order:
+        for m in model.modalities:
+            if m in order:
+                j = order.index(m)
+                out[m].update(effect_probe(tr[m], _rows(bundle, "train", tr["__ids__"], j), te[m],
+                                           _rows(bundle, test_split, te["__ids__"], j)))
+    return out
+
+
+def _rows(bundle: DataBundle, split: str, ids: np.ndarray, j: int) -> np.ndarray:
+    """Column j of the split's ground-truth effects, in the order of ``ids``."""
+    ds = bundle.splits[split]
+    pos = {i: k for k, i in enumerate(ds.ids)}
+    return ds.effects[[pos[i] for i in ids.tolist()], j].numpy()
 
 
 def _labels(bundle: DataBundle, split: str, ids: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ def _encoder(name: str, mc, d_in: int, max_len: int) -> nn.Module:
         return BertTextEncoder(d_in, mc.d_model, mc.pretrained_path, finetune=mc.finetune,
                                pooling=mc.bert_pooling, dropout=mc.dropout, max_len=max_len)
     return create_encoder(name, d_in=d_in, d_model=mc.d_model, hidden=mc.hidden, layers=mc.layers,
-                          heads=mc.heads, dropout=mc.dropout, max_len=max_len)
+                          heads=mc.heads, dropout=mc.dropout, attn_dropout=mc.attn_dropout, max_len=max_len)
 
 
 def build_model(cfg, bundle: DataBundle) -> FusionModel:

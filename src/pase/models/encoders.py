@@ -53,15 +53,18 @@ class TransformerEncoder(nn.Module):
     Args:
         d_in: input width; d_model: output width; hidden: model width inside the encoder;
         layers: Transformer layers; heads: attention heads; max_len: longest sequence T;
-        dropout: dropout rate.
+        dropout: dropout rate of the residual, feed-forward and output paths.
+        attn_dropout: dropout on the attention probabilities (default 0: on the CPU its random
+            mask over (B, heads, T, T) was a fifth of a step, ``benchmarks/probes.py``).
     """
 
     def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, heads: int = 4,
-                 dropout: float = 0.2, max_len: int = 512, **_: object) -> None:
+                 dropout: float = 0.2, max_len: int = 512, attn_dropout: float = 0.0, **_: object) -> None:
         super().__init__()
         self.proj = nn.Linear(d_in, hidden)
         self.pos = nn.Parameter(torch.zeros(1, max_len, hidden))
         layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+        layer.self_attn.dropout = attn_dropout  # nn.MultiheadAttention reads it in every forward
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, d_model), nn.ReLU())
 

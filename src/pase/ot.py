@@ -11,6 +11,7 @@ Letters: K1, K2 support sizes, K classes, D features, P modality pairs.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from typing import Dict, Mapping, Optional, Tuple, Union
@@ -226,6 +227,14 @@ def _presence(present: Union[Tensor, Mapping[str, Tensor]], names, K: int) -> Te
     return torch.stack(rows).bool()  # (M, K)
 
 
+@functools.lru_cache(maxsize=None)
+def _reverse_pairs(M: int, device: torch.device) -> Tensor:
+    """(P,) index of pair (n, m) for each ordered pair (m, n), in ``itertools.permutations`` order."""
+    pairs = list(itertools.permutations(range(M), 2))
+    index = {p: q for q, p in enumerate(pairs)}
+    return torch.tensor([index[(j, i)] for i, j in pairs], device=device)
+
+
 def _check_alignment_inputs(centroids: Mapping[str, Tensor], prototypes: Mapping[str, Tensor]):
     names = sorted(centroids)
     if sorted(prototypes) != names:
@@ -336,8 +345,7 @@ def ot_alignment_loss(
     transport = (plan * cost).sum(dim=(-2, -1))  # (P,)
     target = torch.diag_embed(marg)  # (P, K, K), I_S / |S|
     structure = (plan - target).pow(2).sum(dim=(-2, -1))  # (P,)
-    index = {p: q for q, p in enumerate(pairs)}
-    reverse = torch.tensor([index[(j, i)] for i, j in pairs], device=src.device)  # (P,)
+    reverse = _reverse_pairs(len(names), src.device)  # (P,), cached: no host-to-device copy per step
     consistency = (plan - plan[reverse].transpose(-2, -1)).pow(2).sum(dim=(-2, -1))  # (P,)
     w = valid.to(src.dtype) / valid.sum().clamp_min(1)  # (P,), mean over valid pairs
     parts = {"transport": transport, "structure": structure, "consistency": consistency}

@@ -40,27 +40,38 @@ def main(argv=None) -> int:
             table = probe_deficit(cfg, args.modalities, out / f"{method}-{seed}")
             fused = table.pop("__fused__")
             for m, v in table.items():
-                rows.append({"method": method, "seed": seed, "modality": m, "joint": v["joint"], "alone": v["alone"],
-                             "deficit": v["deficit"], "fused_Has0_acc_2": fused["Has0_acc_2"]})
-                print(f"{method} seed {seed} {m}: joint {v['joint']:.3f} alone {v['alone']:.3f} "
-                      f"deficit {100 * v['deficit']:+.1f} pts (fused test Acc-2 {fused['Has0_acc_2']:.3f})", flush=True)
+                for metric, d in v["by_metric"].items():
+                    rows.append({"method": method, "seed": seed, "modality": m, "probe": metric, "joint": d["joint"],
+                                 "alone": d["alone"], "deficit": d["deficit"],
+                                 "fused_Has0_acc_2": fused["Has0_acc_2"]})
+                print(f"{method} seed {seed} {m}: " + "; ".join(
+                    f"{k} joint {d['joint']:.3f} alone {d['alone']:.3f} deficit {100 * d['deficit']:+.1f} pts"
+                    for k, d in v["by_metric"].items()) + f" (fused test Acc-2 {fused['Has0_acc_2']:.3f})", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "competition.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = [f"Probe deficit (alone - joint), logistic probe Acc-2 on the test split, points; "
-             f"seeds {args.seeds}; {platform.machine()} {platform.processor() or ''}".strip(),
+    lines = [f"Probe deficit (alone - joint) on the test split, points (x 100); seeds {args.seeds}; "
+             f"{platform.machine()} {platform.processor() or ''}".strip(),
              f"command: python benchmarks/competition.py {' '.join(sys.argv[1:])}", "",
-             "| method | modality | joint | alone | deficit (pts) mean ± sd | fused test Acc-2 |", "|---|---|---|---|---|---|"]
+             "Probes: `acc2` logistic probe of the label's sign; `corr` ridge probe of the label; on the built-in "
+             "benchmark `effect_r2` (R^2) and `effect_acc` (above / below the median) probe the modality's own "
+             "ground-truth effect f_m (docs/synthetic.md).", "",
+             "| method | modality | probe | joint | alone | deficit (pts) mean ± sd | seeds with deficit >= 5 | "
+             "fused test Acc-2 |", "|---|---|---|---|---|---|---|---|"]
     for method in args.methods:
         for m in args.modalities:
-            sel = [r for r in rows if r["method"] == method and r["modality"] == m]
-            d = [100 * r["deficit"] for r in sel]
-            sd = statistics.stdev(d) if len(d) > 1 else float("nan")
-            lines.append(f"| {method} | {m} | {statistics.mean(r['joint'] for r in sel):.3f} | "
-                         f"{statistics.mean(r['alone'] for r in sel):.3f} | {statistics.mean(d):+.1f} ± {sd:.1f} | "
-                         f"{statistics.mean(r['fused_Has0_acc_2'] for r in sel):.3f} |")
+            for metric in dict.fromkeys(r["probe"] for r in rows):
+                sel = [r for r in rows if r["method"] == method and r["modality"] == m and r["probe"] == metric]
+                if not sel:
+                    continue
+                d = [100 * r["deficit"] for r in sel]
+                sd = statistics.stdev(d) if len(d) > 1 else float("nan")
+                lines.append(f"| {method} | {m} | {metric} | {statistics.mean(r['joint'] for r in sel):.3f} | "
+                             f"{statistics.mean(r['alone'] for r in sel):.3f} | {statistics.mean(d):+.1f} ± {sd:.1f} | "
+                             f"{sum(x >= 5 for x in d)} / {len(d)} | "
+                             f"{statistics.mean(r['fused_Has0_acc_2'] for r in sel):.3f} |")
     (out / "competition.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -125,4 +125,9 @@ def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch)
         d = summary["deficit"]["late_fusion"][m]
         joint = summary["runs"][0]["diagnostics"]["probes"][m]["acc2"]
         assert d["n"] == 1 and d["mean"] == pytest.approx(probe[m]["acc2"] - joint)
-    assert "Probe deficit" in (out / "summary.md").read_text()
+        # the built-in benchmark's ground truth: the effect-probe deficit, paired the same way
+        e = summary["effect_probes"]["deficit"]["late_fusion"][m]
+        joint_eff = summary["runs"][0]["diagnostics"]["probes"][m]["effect_r2"]
+        assert e["n"] == 1 and e["mean"] == pytest.approx(probe[m]["effect_r2"] - joint_eff)
+    text = (out / "summary.md").read_text()
+    assert "Probe deficit" in text and "Effect-probe deficit" in text

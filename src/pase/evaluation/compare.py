@@ -492,4 +492,10 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
     if mods:
         summary.update(_diagnostic_stats(ok, methods, mods, probe_metric, level))
         summary.update(_alone(out, mods, seeds, ok, methods, probe_metric, level))
+        if any(_dig(r.get("diagnostics"), ("probes", mod, "effect_r2")) is not None for r in ok for mod in mods):
+            # ground truth (the built-in benchmark): how much of its own effect each encoder learned
+            summary["effect_probes"] = {
+                "metric": "effect_r2",
+                "values": _stat_tree(ok, methods, mods, lambda mod: ("probes", mod, "effect_r2"), level),
+                **_alone(out, mods, seeds, ok, methods, "effect_r2", level)}
     return summary

@@ -38,8 +38,10 @@ def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_d
         metric: probe metric ("acc2" or "corr" for regression, "acc" for classification).
 
     Returns:
-        modality -> {"joint", "alone", "deficit" = alone - joint}; key "__fused__" holds the joint
-        model's test metrics.
+        modality -> {"joint", "alone", "deficit" = alone - joint} for ``metric``, and under
+        "by_metric" the same triple for every probe metric both runs report (``acc2``, ``corr``,
+        and on the built-in benchmark the ground-truth ``effect_r2`` and ``effect_acc``); key
+        "__fused__" holds the joint model's test metrics.
     """
     root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pase-competition-"))
     joint = trained_probes(cfg, root / "joint")
@@ -48,7 +50,8 @@ def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_d
     for m in mods:
         solo_cfg = apply_overrides(cfg, [f"data.modalities=[{m}]", "method=late_fusion"])
         solo = trained_probes(solo_cfg, root / f"alone_{m}")
-        j, a = joint["probe"][m][metric], solo["probe"][m][metric]
-        table[m] = {"joint": j, "alone": a, "deficit": a - j}
+        pj, pa = joint["probe"][m], solo["probe"][m]
+        by = {k: {"joint": pj[k], "alone": pa[k], "deficit": pa[k] - pj[k]} for k in pj if k in pa}
+        table[m] = {**by[metric], "by_metric": by}
     table["__fused__"] = dict(joint["metrics"]["test"])
     return table

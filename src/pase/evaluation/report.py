@@ -121,6 +121,19 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
                        "headers": ["method"] + [f"{mod} (alone {_pm(alone[mod])})" for mod in alone],
                        "rows": [[m] + [f"{_pm(s['deficit'][m][mod])} {_ci(s['deficit'][m][mod])}" for mod in alone]
                                 for m in methods]})
+    eff = s.get("effect_probes")
+    if eff:
+        note = ("Ground truth of the built-in benchmark: R^2 of a ridge probe of the modality's own effect f_m "
+                "(docs/synthetic.md) from its frozen encoder, test split.")
+        tables.append({"title": "Effect probes of the frozen encoders (effect_r2, test split)", "note": note,
+                       "headers": ["method"] + mods,
+                       "rows": [[m] + [_pm(eff["values"][m][mod]) for mod in mods] for m in methods]})
+        if eff.get("deficit"):
+            tables.append({"title": "Effect-probe deficit: unimodal alone minus joint (effect_r2)",
+                           "note": "Positive: jointly trained, the encoder learned less of its own modality's effect.",
+                           "headers": ["method"] + [f"{mod} (alone {_pm(eff['alone'][mod])})" for mod in eff["alone"]],
+                           "rows": [[m] + [f"{_pm(eff['deficit'][m][mod])} {_ci(eff['deficit'][m][mod])}"
+                                           for mod in eff["alone"]] for m in methods]})
     return tables
 
 

@@ -1,0 +1,56 @@
+"""Ground-truth effect probes on the built-in benchmark (pase.evaluation.probes)."""
+
+import numpy as np
+import torch
+
+from pase.data import create_data
+from pase.data.contract import select_modalities
+from pase.evaluation.probes import effect_probe, probe_model
+
+
+class EffectModel(torch.nn.Module):
+    """A stand-in model whose 'encoder' for modality m returns column ``cols[m]`` of the
+    ground-truth effects (looked up by sample id) plus Gaussian noise of scale ``noise``."""
+
+    def __init__(self, bundle, cols, noise=0.0):
+        super().__init__()
+        self.modalities = list(cols)
+        self.cols, self.noise = cols, noise
+        self.table = {i: ds.effects[k] for ds in bundle.splits.values() for k, i in enumerate(ds.ids)}
+        self.gen = torch.Generator().manual_seed(0)
+
+    def encode(self, batch):
+        eff = torch.stack([self.table[i] for i in batch.ids])  # (B, M_all)
+        return {m: eff[:, [j]] + self.noise * torch.randn(len(batch.ids), 1, generator=self.gen)
+                for m, j in self.cols.items()}
+
+
+def test_effect_probe_closed_cases():
+    g = np.random.default_rng(0)
+    f_tr, f_te = g.standard_normal(800), g.standard_normal(400)
+    noise_tr, noise_te = g.standard_normal((800, 5)), g.standard_normal((400, 5))
+    exact = effect_probe(np.c_[f_tr, noise_tr], f_tr, np.c_[f_te, noise_te], f_te)
+    assert exact["effect_r2"] > 0.99 and exact["effect_acc"] > 0.97
+    blind = effect_probe(noise_tr, f_tr, noise_te, f_te)
+    assert blind["effect_r2"] < 0.03 and abs(blind["effect_acc"] - 0.5) < 0.08
+
+
+def test_probe_model_uses_each_modalitys_own_effect_column():
+    bundle = create_data("synthetic", sizes=[400, 50, 300])
+    right = probe_model(EffectModel(bundle, {"text": 0, "audio": 1, "vision": 2}, noise=0.1), bundle)
+    for m in ("text", "audio", "vision"):
+        assert right[m]["effect_r2"] > 0.95, (m, right[m])  # the representation is its own effect
+    swapped = probe_model(EffectModel(bundle, {"text": 1, "audio": 2, "vision": 0}, noise=0.1), bundle)
+    assert all(swapped[m]["effect_r2"] < 0.05 for m in ("text", "audio", "vision"))  # effects are independent
+    # a unimodal view keeps the full effects table: vision is still column 2
+    solo = select_modalities(bundle, ["vision"])
+    got = probe_model(EffectModel(solo, {"vision": 2}, noise=0.1), solo)
+    assert got["vision"]["effect_r2"] > 0.95 and set(got["vision"]) == {"acc2", "corr", "effect_r2", "effect_acc"}
+
+
+def test_no_effect_keys_without_ground_truth():
+    bundle = create_data("synthetic", sizes=[200, 50, 100])
+    model = EffectModel(bundle, {"text": 0, "audio": 1, "vision": 2})
+    for ds in bundle.splits.values():
+        ds.effects = None
+    assert all(set(v) == {"acc2", "corr"} for v in probe_model(model, bundle).values())

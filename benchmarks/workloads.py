@@ -136,7 +136,7 @@ class Run:
                 loss, _ = self.method.loss(self.model, batch, out)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.method.before_optimizer_step(self.model)
+        self.method.before_optimizer_step(self.model, self.opt)
         self.opt.step()
         return loss.detach()
 

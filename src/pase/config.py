@@ -75,6 +75,7 @@ class PaseConfig:
     switch_patience: int = 3  # phase 2 starts after this many epochs without validation gain
     switch_max_epoch: int = 30  # phase 2 starts at this epoch at the latest
     sgm_min_coeff: float = 0.0  # floor on phi_m (0: the paper's formula unchanged)
+    sgm_target: str = "grad"  # grad: multiply modality m's gradients by phi_m (the paper); step: its learning rate (docs/method.md)
 
 
 @dataclass(frozen=True)

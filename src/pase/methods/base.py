@@ -4,8 +4,9 @@ A ``Method`` is a pure-PyTorch ``nn.Module`` (its buffers are checkpointed with 
 any training loop can drive:
 
 1. ``loss(model, batch, out) -> (loss, logs)`` inside the training step (logs: name -> tensor);
-2. ``before_optimizer_step(model)`` after backward, before clipping and the optimiser step
-   (gradient modulation happens here, on unscaled, accumulated gradients);
+2. ``before_optimizer_step(model, optimizer)`` after backward, before clipping and the optimiser
+   step (gradient modulation happens here, on unscaled, accumulated gradients; ``optimizer``
+   may be None for methods that only touch gradients);
 3. ``end_validation_epoch(epoch, improved) -> logs`` after each validation epoch (phase schedules).
 
 ``late_fusion`` is the reference: the task loss of the fused head, nothing else.
@@ -13,7 +14,7 @@ any training loop can drive:
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +107,7 @@ class Method(nn.Module):
         self.track(model, batch, out)
         return task, {"task_loss": task.detach()}
 
-    def before_optimizer_step(self, model: nn.Module) -> None:
+    def before_optimizer_step(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         """Modulate gradients in place; the base method leaves them alone."""
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

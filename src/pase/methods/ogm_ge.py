@@ -174,7 +174,7 @@ class OGMGE(Method):
         for dev, st in (state or {}).items():
             self._generator(torch.device(dev)).set_state(st)
 
-    def before_optimizer_step(self, model: nn.Module) -> None:
+    def before_optimizer_step(self, model: nn.Module, optimizer=None) -> None:
         if self._pending_n == 0:
             return
         coeffs = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches

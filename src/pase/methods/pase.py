@@ -25,7 +25,7 @@ the global batch (the prototype banks all-reduce their class sums the same way).
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -59,6 +59,8 @@ class PaSE(Method):
         self.modalities = list(model.modalities)
         m = len(self.modalities)
         self.num_classes = prototype_classes(task, self.pc.binning)
+        if self.pc.sgm_target not in ("grad", "step"):
+            raise ValueError(f"pase.sgm_target={self.pc.sgm_target!r} is not one of grad, step")
         if (self.pc.pcl or self.pc.ot) and model.banks is None:
             raise ValueError("method 'pase' with pcl or ot needs a model with prototype banks (build_model)")
         # switch_max_epoch = 0: SGM from the first step (no phase 1)
@@ -145,7 +147,7 @@ class PaSE(Method):
     def _sync_phase(module: "PaSE", incompatible_keys) -> None:
         module._phase2 = int(module.phase) == 2  # after a checkpoint restored the buffers
 
-    def before_optimizer_step(self, model: nn.Module) -> None:
+    def before_optimizer_step(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
         if not self._phase2 or not self.pc.sgm or self._pending_n == 0:
             return
         phi = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
@@ -158,7 +160,26 @@ class PaSE(Method):
         check = self._groups is None  # groups resolved and validated once, then cached
         if check:
             self._groups = model.modality_parameters()
+        if self.pc.sgm_target == "step":
+            self._scale_steps(optimizer, coeffs)
+            return
         scale_gradients(self._groups, dict(zip(self.modalities, coeffs.unbind(0))), check=check)
+
+    def _scale_steps(self, optimizer: Optional[torch.optim.Optimizer], coeffs: Tensor) -> None:
+        """``sgm_target=step``: the learning rate of modality m's optimiser groups is phi_m times
+        its base rate (kept in the group as ``pase_base_lr``, so it is checkpointed with the
+        optimiser). Under SGD this equals scaling the gradients; under Adam, whose step is
+        invariant to a constant gradient scale, it is what still slows the dominant modality."""
+        if optimizer is None:
+            raise ValueError("pase.sgm_target=step needs the optimiser: call before_optimizer_step(model, optimizer)")
+        owner = {id(p): m for m, ps in self._groups.items() for p in ps}
+        phi = dict(zip(self.modalities, coeffs.tolist()))  # one host sync per optimiser step
+        for group in optimizer.param_groups:
+            mods = {owner.get(id(p)) for p in group["params"]}
+            if len(mods) != 1 or None in mods:
+                continue  # shared (gate, head) or mixed groups keep their rate
+            base = group.setdefault("pase_base_lr", group["lr"])
+            group["lr"] = base * phi[mods.pop()]
 
     # ------------------------------------------------------------------ schedule and diagnostics
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

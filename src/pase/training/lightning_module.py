@@ -67,7 +67,7 @@ class PaseModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.method.before_optimizer_step(self.model)
+        self.method.before_optimizer_step(self.model, optimizer)
 
     def _eval_step(self, batch: Batch, split: str) -> None:
         out = self.model(batch)

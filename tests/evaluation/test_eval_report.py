@@ -9,7 +9,7 @@ import pytest
 from eval_setup import MODALITIES, OK_METHODS, PNG_SIGNATURE
 from pase.evaluation.report import report
 
-FIGURES = ["trajectories", "shapley_test", "probes", "robustness_noise", "robustness_missing"]
+FIGURES = ["trajectories", "shapley_test", "probes", "effect_probes", "robustness_noise", "robustness_missing"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,15 @@ def test_trajectory_data_is_the_mean_over_seeds(written):
         expect = sum(float(log[e][f"diag/share_{r['modality']}"]) for log in logs) / 2
         assert float(r["mean"]) == pytest.approx(expect, abs=1e-12) and r["n"] == "2"
         assert r["switch_epoch"] == ""  # no phase switch outside PaSE
+
+
+def test_effect_probe_data_is_the_mean_over_seeds(written):
+    out, _ = written
+    rows = list(csv.DictReader(open(out / "figures" / "effect_probes.csv")))
+    diags = [json.loads((out / "runs" / "agm" / f"seed{s}" / "diagnostics.json").read_text()) for s in (1111, 1112)]
+    for r in (r for r in rows if r["method"] == "agm"):
+        expect = sum(d["probes"][r["modality"]]["effect_r2"] for d in diags) / 2
+        assert float(r["mean"]) == pytest.approx(expect, abs=1e-12) and r["metric"] == "effect_r2"
 
 
 def test_markdown_and_html_mention_every_method_and_reference_the_figures(written):

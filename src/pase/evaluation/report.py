@@ -335,6 +335,11 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
         made[_bar_plot("probes", figdir, mods, keep(s["probes"]["values"]), f"probe {s['probes']['metric']}",
                        "modality", {"metric": s["probes"]["metric"]})] = \
             "Linear probes of each frozen encoder (test split), mean ± SD over seeds."
+        if s.get("effect_probes"):
+            made[_bar_plot("effect_probes", figdir, mods, keep(s["effect_probes"]["values"]), "effect probe R^2",
+                           "modality", {"metric": "effect_r2"})] = \
+                "Effect probes (ground truth): R^2 of each frozen encoder's linear probe of its own modality's " \
+                "effect, test split, mean ± SD over seeds."
     if _plot_noise(s, figdir):
         made["robustness_noise"] = f"{s['headline']} under Gaussian noise on one modality (sigma in units of each " \
                                    "feature's train-split std)."

@@ -10,7 +10,7 @@ import pytest
 import pase.evaluation.compare as compare_mod
 from eval_setup import METHODS, MODALITIES, OK_METHODS, OVERRIDES, SEEDS
 from pase.config import Config, ConfigError, apply_overrides
-from pase.evaluation.compare import compare
+from pase.evaluation.compare import compare, summarize
 
 
 def _rows(out):
@@ -131,3 +131,33 @@ def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch)
         assert e["n"] == 1 and e["mean"] == pytest.approx(probe[m]["effect_r2"] - joint_eff)
     text = (out / "summary.md").read_text()
     assert "Probe deficit" in text and "Effect-probe deficit" in text
+
+
+def test_deficit_reduction_against_the_reference(comparison_copy):
+    """With alone references on disk, each method's reduction of the reference's probe deficit is
+    joint(method) - joint(reference), paired by seed, for the label and the effect probes."""
+    from pase.evaluation.report import report
+
+    for mod in MODALITIES:
+        for seed in (1111, 1112):
+            folder = comparison_copy / "alone" / mod / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "probe.json").write_text(json.dumps({mod: {"acc2": 0.9, "corr": 0.5, "effect_r2": 0.8,
+                                                                 "effect_acc": 0.85}}))
+    summary = summarize(comparison_copy)
+    diag = {(r["method"], r["seed"]): r["diagnostics"]["probes"] for r in summary["runs"] if r["status"] == "ok"}
+    for metric, block in (("acc2", summary), ("effect_r2", summary["effect_probes"])):
+        assert list(block["deficit_reduction"]) == ["agm"]  # the reference itself has no row
+        for mod in MODALITIES:
+            d = [diag[("agm", s)][mod][metric] - diag[("late_fusion", s)][mod][metric] for s in (1111, 1112)]
+            got = block["deficit_reduction"]["agm"][mod]
+            assert got["n"] == 2 and got["mean"] == pytest.approx(sum(d) / 2, abs=1e-12)
+            assert block["deficit"]["late_fusion"][mod]["mean"] - block["deficit"]["agm"][mod]["mean"] == \
+                pytest.approx(got["mean"], abs=1e-12)
+    report(comparison_copy)
+    md = (comparison_copy / "report.md").read_text()
+    assert "Does a method reduce the probe deficit of late_fusion? (acc2)" in md
+    assert "Does a method reduce the probe deficit of late_fusion? (effect_r2)" in md
+    verdicts = [line for line in md.splitlines() if line.startswith("| agm |")
+                and any(v in line for v in ("reduces", "increases", "no evidence"))]
+    assert len(verdicts) == 2  # one row per probe table

@@ -428,9 +428,11 @@ def _diagnostic_stats(ok: List[Dict[str, Any]], methods: List[str], mods: List[s
 
 
 def _alone(out: Path, mods: List[str], seeds: List[int], ok: List[Dict[str, Any]], methods: List[str],
-           probe_metric: str, level: float) -> Dict[str, Any]:
-    """Unimodal-alone probe references (``out/alone/<m>/seed<s>/probe.json``) and the paired
-    probe deficit alone - joint of every method."""
+           probe_metric: str, level: float, reference: Optional[str] = None) -> Dict[str, Any]:
+    """Unimodal-alone probe references (``out/alone/<m>/seed<s>/probe.json``), the paired probe
+    deficit alone - joint of every method and, against ``reference``, the paired reduction of the
+    deficit: deficit(reference) - deficit(method) = joint(method) - joint(reference) per seed
+    (positive: the method leaves the encoder closer to the one trained alone)."""
     alone: Dict[str, Dict[int, float]] = {}
     for mod in mods:
         for s in seeds:
@@ -440,12 +442,15 @@ def _alone(out: Path, mods: List[str], seeds: List[int], ok: List[Dict[str, Any]
     if not alone:
         return {}
     deficit: Dict[str, Dict[str, Any]] = {m: {} for m in methods}
+    reduction: Dict[str, Dict[str, Any]] = {}
     for mod, ref in alone.items():
         joint = _by_method(ok, methods, lambda r: _dig(r.get("diagnostics"), ("probes", mod, probe_metric)))
         for m in methods:
             deficit[m][mod] = paired_difference(ref, joint[m], level)
+            if reference in methods and m != reference and joint[m]:
+                reduction.setdefault(m, {})[mod] = paired_difference(joint[m], joint[reference], level)
     return {"alone": {mod: {"values": v, **describe(list(v.values()), level)} for mod, v in alone.items()},
-            "deficit": deficit}
+            "deficit": deficit, "deficit_reduction": reduction}
 
 
 def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
@@ -491,11 +496,11 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
     })
     if mods:
         summary.update(_diagnostic_stats(ok, methods, mods, probe_metric, level))
-        summary.update(_alone(out, mods, seeds, ok, methods, probe_metric, level))
+        summary.update(_alone(out, mods, seeds, ok, methods, probe_metric, level, reference))
         if any(_dig(r.get("diagnostics"), ("probes", mod, "effect_r2")) is not None for r in ok for mod in mods):
             # ground truth (the built-in benchmark): how much of its own effect each encoder learned
             summary["effect_probes"] = {
                 "metric": "effect_r2",
                 "values": _stat_tree(ok, methods, mods, lambda mod: ("probes", mod, "effect_r2"), level),
-                **_alone(out, mods, seeds, ok, methods, "effect_r2", level)}
+                **_alone(out, mods, seeds, ok, methods, "effect_r2", level, reference)}
     return summary

@@ -121,6 +121,7 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
                        "headers": ["method"] + [f"{mod} (alone {_pm(alone[mod])})" for mod in alone],
                        "rows": [[m] + [f"{_pm(s['deficit'][m][mod])} {_ci(s['deficit'][m][mod])}" for mod in alone]
                                 for m in methods]})
+        tables += _reduction_table(s, s["probes"]["metric"], s)
     eff = s.get("effect_probes")
     if eff:
         note = ("Ground truth of the built-in benchmark: R^2 of a ridge probe of the modality's own effect f_m "
@@ -134,7 +135,30 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
                            "headers": ["method"] + [f"{mod} (alone {_pm(eff['alone'][mod])})" for mod in eff["alone"]],
                            "rows": [[m] + [f"{_pm(eff['deficit'][m][mod])} {_ci(eff['deficit'][m][mod])}"
                                            for mod in eff["alone"]] for m in methods]})
+            tables += _reduction_table(s, "effect_r2", eff)
     return tables
+
+
+def _verdict(d: Dict[str, Any]) -> str:
+    if not d.get("excludes_zero"):
+        return "no evidence"
+    return "reduces" if d["mean"] > 0 else "increases"
+
+
+def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any]) -> List[Table]:
+    """Which methods reduce the probe deficit of the reference, with paired 95% intervals."""
+    red = block.get("deficit_reduction") or {}
+    if not red:
+        return []
+    mods = list(block["alone"])
+    level = round(100 * s.get("level", 0.95))
+    return [{"title": f"Does a method reduce the probe deficit of {s['reference']}? ({metric})",
+             "note": f"deficit({s['reference']}) - deficit(method) = probe(method) - probe({s['reference']}), paired "
+                     f"by seed, mean ± SD and {level}% t-interval; 'reduces' / 'increases' when the interval "
+                     "excludes 0 (no multiplicity correction), else 'no evidence'.",
+             "headers": ["method"] + mods,
+             "rows": [[m] + [f"{_pm(red[m][mod])} {_ci(red[m][mod])} {_verdict(red[m][mod])}" for mod in mods]
+                      for m in red]}]
 
 
 def summary_tables(s: Dict[str, Any]) -> List[Table]:

@@ -1,0 +1,69 @@
+"""Where PaSE's extra step time goes: one training step with each part of PaSE switched off.
+
+    python benchmarks/parts.py [--dataset real_mosi|mosi_shaped] [--threads 1] [--repeats 7]
+
+Every variant steps the same shuffled epoch of batches, interleaved in rotating order, in one
+process (so the ratios hold whatever the machine's load); printed as the median milliseconds per
+step and the ratio to the registered ``late_fusion`` method. ``pase`` has every part on and SGM
+active from the first step (``pase.switch_max_epoch=0``, as in ``benchmarks/run.py``); ``-X`` is
+``pase`` with part X off; ``plain`` is late fusion on the task loss without Shapley tracking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import time
+
+import torch
+
+import workloads as W
+from workers import _batches
+
+VARIANTS = {"plain": ("plain", []), "late_fusion": ("late_fusion", []), "pase": ("pase", []),
+            "-ot": ("pase", ["pase.ot=false"]), "-pcl": ("pase", ["pase.pcl=false"]),
+            "-gate": ("pase", ["pase.gate=false"]), "-sgm": ("pase", ["pase.sgm=false"]),
+            "-ot -pcl": ("pase", ["pase.ot=false", "pase.pcl=false"])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="real_mosi", choices=["real_mosi", "mosi_shaped"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=7)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    dev = torch.device("cpu")
+    sizes = [256, 64, 64] if a.dataset == "mosi_shaped" else None
+    bundle = W.load_dataset(a.dataset, sizes)
+    if bundle is None:
+        print(f"benchmarks/parts.py: {W.MOSI_BCLSTM} is absent; try --dataset mosi_shaped", file=sys.stderr)
+        return 2
+    runs = {k: W.Run(v, bundle, a.dataset, dev, extra=e) for k, (v, e) in VARIANTS.items()}
+    ac = contextlib.nullcontext()
+    batches, _, _ = _batches(bundle, "train", 0, 0, dev)
+    for r in runs.values():
+        for b in batches[:3]:
+            r.step(b, ac)
+    times = {k: [] for k in runs}
+    names = list(runs)
+    for rep in range(a.repeats):
+        for k in names[rep % len(names):] + names[:rep % len(names)]:
+            t0 = time.perf_counter()
+            for b in batches:
+                runs[k].step(b, ac)
+            times[k].append((time.perf_counter() - t0) / len(batches))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{a.dataset}, {len(batches)} batches of {W.BATCH_SIZE}, {a.threads} thread(s), "
+          f"median of {a.repeats} interleaved epochs, load average {W.load_average()}")
+    print("| variant | ms / step | x late_fusion | ms over late_fusion |")
+    print("|---|---|---|---|")
+    for k, v in med.items():
+        print(f"| {k} | {v * 1e3:.2f} | {v / med['late_fusion']:.2f} | {(v - med['late_fusion']) * 1e3:+.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,8 +2,8 @@
 
     python benchmarks/parts.py [--dataset real_mosi|mosi_shaped] [--threads 1] [--repeats 7]
 
-Every variant steps the same shuffled epoch of batches, interleaved in rotating order, in one
-process (so the ratios hold whatever the machine's load); printed as the median milliseconds per
+Every variant steps the same shuffled epoch of batches, interleaved batch by batch in rotating
+order, in one process (so the ratios hold whatever the machine's load); printed as the median milliseconds per
 step and the ratio to the registered ``late_fusion`` method. ``pase`` has every part on and SGM
 active from the first step (``pase.switch_max_epoch=0``, as in ``benchmarks/run.py``); ``-X`` is
 ``pase`` with part X off; ``plain`` is late fusion on the task loss without Shapley tracking.
@@ -50,14 +50,18 @@ def main(argv=None) -> int:
     times = {k: [] for k in runs}
     names = list(runs)
     for rep in range(a.repeats):
-        for k in names[rep % len(names):] + names[:rep % len(names)]:
-            t0 = time.perf_counter()
-            for b in batches:
+        acc = dict.fromkeys(names, 0.0)
+        for i, b in enumerate(batches):  # every batch steps every variant, in rotating order
+            k0 = (rep + i) % len(names)
+            for k in names[k0:] + names[:k0]:
+                t0 = time.perf_counter()
                 runs[k].step(b, ac)
-            times[k].append((time.perf_counter() - t0) / len(batches))
+                acc[k] += time.perf_counter() - t0
+        for k in names:
+            times[k].append(acc[k] / len(batches))
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"{a.dataset}, {len(batches)} batches of {W.BATCH_SIZE}, {a.threads} thread(s), "
-          f"median of {a.repeats} interleaved epochs, load average {W.load_average()}")
+          f"median of {a.repeats} epochs interleaved per batch, load average {W.load_average()}")
     print("| variant | ms / step | x late_fusion | ms over late_fusion |")
     print("|---|---|---|---|")
     for k, v in med.items():

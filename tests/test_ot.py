@@ -10,7 +10,7 @@ from oracles.pot_oracle import reference_emd_cost, reference_sinkhorn_log
 from torch.testing import assert_close
 
 import pase.ot as pot
-from pase.ot import cosine_cost, ot_alignment_loss, sinkhorn_cost, sinkhorn_log
+from pase.ot import cosine_cost, ot_alignment_loss, sinkhorn_cost, sinkhorn_log, sinkhorn_log_implicit
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -327,3 +327,48 @@ def test_alignment_warm_start_keeps_the_loss():
     assert diag2["niter"] < diag["niter"]
     wrong_shape, _ = ot_alignment_loss(cents, protos, present, init=torch.zeros(2, 3, dtype=torch.float64), **kw)
     assert_close(wrong_shape, cold, atol=1e-7, rtol=0)  # a start that does not fit is ignored
+
+
+@pytest.mark.parametrize("reg", [0.5, 0.1])
+def test_implicit_gradient_equals_the_converged_unroll(reg):
+    """Implicit differentiation of the fixed point = the gradient of a (very) long unroll, also
+    with zero-mass rows and columns (absent classes) in the batch."""
+    g = torch.Generator().manual_seed(3)
+    a, b, M = _random_problem(g, 3, 3, batch=(4,), cost_scale=2.0)
+    a[0, 2], b[0, 1] = 0.0, 0.0  # an absent class on each side of problem 0
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    M.requires_grad_(True)
+    w = torch.randn(M.shape, generator=g, dtype=M.dtype)
+    plan, log = sinkhorn_log_implicit(a, b, M, reg, max_iter=100000, tol=1e-13, check_every=1)
+    (g_imp,) = torch.autograd.grad((plan * w).sum(), M)
+    unrolled = sinkhorn_log(a, b, M, reg, max_iter=3000, tol=0)
+    (g_ref,) = torch.autograd.grad((unrolled * w).sum(), M)
+    assert_close(plan, unrolled.detach(), atol=1e-10, rtol=0)
+    assert float((g_imp - g_ref).norm() / g_ref.norm()) < 1e-9
+    assert float(log["err"]) < 1e-13 and torch.isfinite(g_imp).all()
+
+
+def test_implicit_gradcheck_float64():
+    g = torch.Generator().manual_seed(4)
+    a, b, M = _random_problem(g, 2, 3, cost_scale=1.0)
+    M.requires_grad_(True)
+    f = lambda m: sinkhorn_log_implicit(a, b, m, 0.3, max_iter=100000, tol=1e-14, check_every=1)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(f, (M,), eps=1e-6, atol=1e-5)
+
+
+def test_alignment_implicit_gradient_matches_the_unroll():
+    g = torch.Generator().manual_seed(6)
+    cents = {m: torch.randn(3, 8, generator=g, dtype=torch.float64, requires_grad=True) for m in ("a", "b", "c")}
+    protos = {m: torch.randn(3, 8, generator=g, dtype=torch.float64) for m in ("a", "b", "c")}
+    present = {"a": torch.tensor([True, True, False]), "b": torch.tensor([True, True, True]),
+               "c": torch.tensor([True, True, True])}
+    kw = dict(reg=0.1, max_iter=3000, alpha=0.1, beta=0.05)
+    unroll, _ = ot_alignment_loss(cents, protos, present, tol=0, grad_iters=None, **kw)
+    implicit, _ = ot_alignment_loss(cents, protos, present, tol=1e-13, gradient="implicit", **kw)
+    assert_close(implicit, unroll, atol=1e-10, rtol=0)
+    g_u = torch.autograd.grad(unroll, list(cents.values()))
+    g_i = torch.autograd.grad(implicit, list(cents.values()))
+    for x, y in zip(g_i, g_u):
+        assert_close(x, y, atol=1e-9, rtol=1e-7)
+    with pytest.raises(ValueError, match="gradient='exact' is not one of implicit, unroll"):
+        ot_alignment_loss(cents, protos, present, gradient="exact")

@@ -69,7 +69,8 @@ class PaseConfig:
     ot_warm_start: bool = True  # Sinkhorn starts from the previous step's potentials
     ot_max_iter: int = 100  # Sinkhorn iterations at most on the CPU (stops at marginal error 1e-5)
     ot_fixed_iter: int = 20  # Sinkhorn iterations per step on an accelerator (fixed: no host sync)
-    ot_grad_iters: int = 10  # only the last Sinkhorn iterations are differentiated (tests/test_ot.py)
+    ot_gradient: str = "implicit"  # implicit: exact gradient of the converged plan (one solve); unroll: last ot_grad_iters iterations
+    ot_grad_iters: int = 10  # with ot_gradient=unroll: the Sinkhorn iterations differentiated
     shapley_utility: str = "neg_loss"  # neg_loss | accuracy
     sgm_smoothing: float = 0.9  # EMA of the SGM coefficients over steps
     switch_patience: int = 3  # phase 2 starts after this many epochs without validation gain

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["sinkhorn_log", "sinkhorn_cost", "cosine_cost", "ot_alignment_loss"]
+__all__ = ["sinkhorn_log", "sinkhorn_log_implicit", "sinkhorn_cost", "cosine_cost", "ot_alignment_loss",
+           "ot_alignment_loss_stacked"]
 
 
 def _check_ot_shapes(a: Tensor, b: Tensor, M: Tensor) -> None:
@@ -162,6 +163,78 @@ def sinkhorn_log(
     return plan, {"niter": niter, "log_u": log_u, "log_v": log_v, "err": err}
 
 
+class _ImplicitSinkhorn(torch.autograd.Function):
+    """The converged entropic plan with its exact gradient by implicit differentiation.
+
+    Forward: ``sinkhorn_log`` without autograd. Backward: with P = exp((F_i + G_j - M_ij) / reg)
+    and the marginal constraints held fixed, the adjoint system
+    [[diag(P 1), P], [P^T, diag(P^T 1)]] [lam; mu] = [H 1; H^T 1], H = dL/dP * P, gives
+    dL/dM_ij = (P_ij (lam_i + mu_j) - H_ij) / reg. The system is singular along the gauge
+    (F + t, G - t) and for zero-mass rows / columns; both are pinned (a rank-one term on the
+    gauge, a unit diagonal on empty rows), which leaves lam_i + mu_j unchanged. One batched
+    ``torch.linalg.solve`` of size K1 + K2 replaces the unrolled iterations' backward.
+    """
+
+    @staticmethod
+    def forward(ctx, M, a, b, reg, kwargs, out_log):
+        with torch.no_grad():
+            plan, log = sinkhorn_log(a, b, M, reg, log=True, **kwargs)
+        out_log.update(log)
+        ctx.reg = reg
+        ctx.save_for_backward(plan)
+        return plan
+
+    @staticmethod
+    def backward(ctx, grad_plan):
+        (P,) = ctx.saved_tensors
+        K1, K2 = P.shape[-2:]
+        H = grad_plan * P  # (..., K1, K2)
+        r, c = P.sum(-1), P.sum(-2)  # (..., K1), (..., K2)
+        top = torch.cat([torch.diag_embed(r), P], dim=-1)  # (..., K1, K1 + K2)
+        bottom = torch.cat([P.transpose(-2, -1), torch.diag_embed(c)], dim=-1)
+        A = torch.cat([top, bottom], dim=-2)  # (..., K1 + K2, K1 + K2)
+        live = torch.cat([r > 0, c > 0], dim=-1)  # (..., K1 + K2)
+        n = torch.cat([(r > 0).to(P.dtype), -(c > 0).to(P.dtype)], dim=-1)  # the gauge direction
+        scale = A.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) / live.sum(-1, keepdim=True).clamp_min(1)
+        A = A + (n.unsqueeze(-1) * n.unsqueeze(-2)) * (scale / (n * n).sum(-1, keepdim=True).clamp_min(1)).unsqueeze(-1)
+        A = A + torch.diag_embed((~live).to(P.dtype))  # empty rows / columns: lam = mu = 0 there
+        rhs = torch.cat([H.sum(-1), H.sum(-2)], dim=-1)  # (..., K1 + K2)
+        z = torch.linalg.solve(A, rhs.unsqueeze(-1)).squeeze(-1)
+        lam, mu = z[..., :K1], z[..., K1:]
+        grad_M = (P * (lam.unsqueeze(-1) + mu.unsqueeze(-2)) - H) / ctx.reg
+        return grad_M, None, None, None, None, None
+
+
+def sinkhorn_log_implicit(
+    a: Tensor, b: Tensor, M: Tensor, reg: float, **kwargs
+) -> Tuple[Tensor, Dict[str, object]]:
+    """:func:`sinkhorn_log` with the gradient of the converged plan by implicit differentiation.
+
+    Every iteration runs without autograd; the gradient with respect to ``M`` is exact at the
+    fixed point (to the solver's tolerance), whatever the number of iterations, and costs one
+    batched linear solve. The marginals ``a`` and ``b`` get no gradient.
+
+    Args:
+        a, b, M, reg: as in :func:`sinkhorn_log`.
+        **kwargs: ``max_iter``, ``tol``, ``check_every``, ``init`` for :func:`sinkhorn_log`.
+
+    Returns:
+        ``(plan, log)`` as :func:`sinkhorn_log` with ``log=True``.
+
+    Example:
+        >>> a = b = torch.tensor([0.5, 0.5], dtype=torch.float64)
+        >>> M = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+        >>> plan, _ = sinkhorn_log_implicit(a, b, M, reg=1.0)
+        >>> bool(torch.allclose(plan, sinkhorn_log(a, b, M.detach(), reg=1.0)))
+        True
+    """
+    kwargs.pop("grad_iters", None)
+    kwargs.pop("log", None)
+    log: Dict[str, object] = {}
+    plan = _ImplicitSinkhorn.apply(M, a.detach(), b.detach(), reg, kwargs, log)
+    return plan, log
+
+
 def sinkhorn_cost(
     a: Tensor, b: Tensor, M: Tensor, reg: float, log: bool = False, **kwargs
 ) -> Union[Tensor, Tuple[Tensor, Dict[str, object]]]:
@@ -228,11 +301,14 @@ def _presence(present: Union[Tensor, Mapping[str, Tensor]], names, K: int) -> Te
 
 
 @functools.lru_cache(maxsize=None)
-def _reverse_pairs(M: int, device: torch.device) -> Tensor:
-    """(P,) index of pair (n, m) for each ordered pair (m, n), in ``itertools.permutations`` order."""
+def _pair_index(M: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
+    """(P,) source index m, target index n and index of the reverse pair (n, m) of every ordered
+    pair (m, n), in ``itertools.permutations`` order; cached, so no host-to-device copy per step."""
     pairs = list(itertools.permutations(range(M), 2))
     index = {p: q for q, p in enumerate(pairs)}
-    return torch.tensor([index[(j, i)] for i, j in pairs], device=device)
+    src, dst = zip(*pairs)
+    return (torch.tensor(src, device=device), torch.tensor(dst, device=device),
+            torch.tensor([index[(j, i)] for i, j in pairs], device=device))
 
 
 def _check_alignment_inputs(centroids: Mapping[str, Tensor], prototypes: Mapping[str, Tensor]):
@@ -267,6 +343,7 @@ def ot_alignment_loss(
     tol: float = 0.0,
     grad_iters: Optional[int] = 10,
     init: Optional[Tensor] = None,
+    gradient: str = "unroll",
 ) -> Tuple[Tensor, Dict[str, object]]:
     r"""Cross-modal alignment loss (CAL) by entropic OT, PASE_SPEC sections 2.3 and 4.
 
@@ -306,6 +383,8 @@ def ot_alignment_loss(
         init: optional (P, K) warm start for the batched solve, the ``log_u`` of an earlier
             call's diagnostics (pairs in the order of ``itertools.permutations`` of the sorted
             modalities); ignored when its shape does not fit.
+        gradient: "unroll" (the last ``grad_iters`` iterations) or "implicit" (exact gradient of
+            the converged plan by implicit differentiation, :func:`sinkhorn_log_implicit`).
 
     Returns:
         ``(loss, diagnostics)``: loss a 0-dim tensor (0 with a graph if no pair shares a class);
@@ -325,34 +404,83 @@ def ot_alignment_loss(
     names = _check_alignment_inputs(centroids, prototypes)
     K = centroids[names[0]].shape[0]
     mask = _presence(present, names, K).to(centroids[names[0]].device)  # (M, K)
-    pairs = list(itertools.permutations(range(len(names)), 2))  # P ordered pairs
-    src = torch.stack([centroids[names[i]] for i, _ in pairs])  # (P, K, D)
-    dst = torch.stack([prototypes[names[j]].detach() for _, j in pairs]).to(src.dtype)  # (P, K, D)
-    common = torch.stack([mask[i] & mask[j] for i, j in pairs])  # (P, K)
-    n_common = common.sum(-1, keepdim=True)  # (P, 1)
-    valid = n_common.squeeze(-1) > 0  # (P,)
+    cents = torch.stack([centroids[m] for m in names])  # (M, K, D)
+    protos = torch.stack([prototypes[m] for m in names])
+    loss, diag = ot_alignment_loss_stacked(cents, protos, mask, reg=reg, alpha=alpha, beta=beta,
+                                           max_iter=max_iter, tol=tol, grad_iters=grad_iters, init=init,
+                                           gradient=gradient)
+    pairs = itertools.permutations(names, 2)
+    diag["pair_cost"] = {f"{m}->{n}": c for (m, n), c in zip(pairs, diag["pair_cost"].unbind(0))}
+    return loss, diag
+
+
+def ot_alignment_loss_stacked(
+    centroids: Tensor,
+    prototypes: Tensor,
+    present: Tensor,
+    reg: float = 0.1,
+    alpha: float = 0.1,
+    beta: float = 0.05,
+    max_iter: int = 100,
+    tol: float = 0.0,
+    grad_iters: Optional[int] = 10,
+    init: Optional[Tensor] = None,
+    check_every: int = 5,
+    gradient: str = "implicit",
+) -> Tuple[Tensor, Dict[str, object]]:
+    """:func:`ot_alignment_loss` on stacked inputs, the form a training step already holds.
+
+    Args:
+        centroids: (M, K, D) batch class centroids, modality m in row m.
+        prototypes: (M, K, D) prototypes (detached here).
+        present: (M, K) bool, class k usable for modality m (present in the batch and initialised).
+        reg, alpha, beta, max_iter, tol, grad_iters, init: as in :func:`ot_alignment_loss`; the
+            ordered pairs (m, n) follow ``itertools.permutations(range(M), 2)``.
+        check_every: Sinkhorn iterations between convergence checks (when ``tol > 0``).
+        gradient: "implicit" (exact gradient of the converged plan, :func:`sinkhorn_log_implicit`)
+            or "unroll" (differentiate the last ``grad_iters`` iterations).
+
+    Returns:
+        ``(loss, diagnostics)`` as :func:`ot_alignment_loss`, except ``"pair_cost"``: a (P,) tensor.
+    """
+    M, K = centroids.shape[:2]
+    if M < 2 or prototypes.shape != centroids.shape or present.shape != (M, K):
+        raise ValueError(
+            f"ot_alignment_loss_stacked: expected centroids and prototypes (M >= 2, K, D) of one shape and "
+            f"present (M, K); got {tuple(centroids.shape)}, {tuple(prototypes.shape)}, {tuple(present.shape)}"
+        )
+    src_idx, dst_idx, reverse = _pair_index(M, centroids.device)  # (P,) each, cached
+    src = centroids.index_select(0, src_idx)  # (P, K, D)
+    dst = prototypes.detach().to(src.dtype).index_select(0, dst_idx)  # (P, K, D)
+    mask = present.bool()
+    common = mask.index_select(0, src_idx) & mask.index_select(0, dst_idx)  # (P, K)
+    valid = common.any(-1)  # (P,)
     # pairs sharing no class get dummy uniform marginals so the batched solve stays finite
     weights = torch.where(valid.unsqueeze(-1), common.to(src.dtype), torch.ones_like(src[..., 0]))
     marg = weights / weights.sum(-1, keepdim=True)  # (P, K)
     pair_mask = marg.unsqueeze(-1) * marg.unsqueeze(-2) > 0  # (P, K, K)
     cost = torch.where(pair_mask, cosine_cost(src, dst), torch.zeros((), dtype=src.dtype, device=src.device))
+    if init is not None and init.shape != marg.shape:
+        init = None
     with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
         warnings.simplefilter("ignore", UserWarning)
-        if init is not None and init.shape != marg.shape:
-            init = None
-        plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
-                                 grad_iters=grad_iters, init=init, check_every=5)  # (P, K, K)
-    transport = (plan * cost).sum(dim=(-2, -1))  # (P,)
+        if gradient == "implicit":
+            plan, log = sinkhorn_log_implicit(marg, marg, cost, reg, max_iter=max_iter, tol=tol, init=init,
+                                              check_every=check_every)  # (P, K, K)
+        elif gradient == "unroll":
+            plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
+                                     grad_iters=grad_iters, init=init, check_every=check_every)
+        else:
+            raise ValueError(f"ot_alignment_loss: gradient={gradient!r} is not one of implicit, unroll")
     target = torch.diag_embed(marg)  # (P, K, K), I_S / |S|
-    structure = (plan - target).pow(2).sum(dim=(-2, -1))  # (P,)
-    reverse = _reverse_pairs(len(names), src.device)  # (P,), cached: no host-to-device copy per step
-    consistency = (plan - plan[reverse].transpose(-2, -1)).pow(2).sum(dim=(-2, -1))  # (P,)
+    parts = torch.stack([(plan * cost).sum(dim=(-2, -1)),  # transport
+                         (plan - target).pow(2).sum(dim=(-2, -1)),  # structure
+                         (plan - plan[reverse].transpose(-2, -1)).pow(2).sum(dim=(-2, -1))])  # consistency (3, P)
     w = valid.to(src.dtype) / valid.sum().clamp_min(1)  # (P,), mean over valid pairs
-    parts = {"transport": transport, "structure": structure, "consistency": consistency}
-    means = {k: (v * w).sum() for k, v in parts.items()}
-    loss = means["transport"] + alpha * means["structure"] + beta * means["consistency"]
-    diag: Dict[str, object] = {k: v.detach() for k, v in means.items()}
-    diag["pair_cost"] = {f"{names[i]}->{names[j]}": transport[q].detach() for q, (i, j) in enumerate(pairs)}
-    diag["marginal_err"] = log["err"]
-    diag["log_u"], diag["niter"] = log["log_u"].detach(), log["niter"]
+    means = parts @ w  # (3,)
+    loss = means[0] + alpha * means[1] + beta * means[2]
+    transport, structure, consistency = means.detach().unbind(0)
+    diag: Dict[str, object] = {"transport": transport, "structure": structure, "consistency": consistency,
+                               "pair_cost": parts[0].detach(), "marginal_err": log["err"],
+                               "log_u": log["log_u"].detach(), "niter": log["niter"]}
     return loss, diag

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
-from ..ot import ot_alignment_loss
+from ..ot import ot_alignment_loss_stacked
 from ..prototypes import class_centroids, labels_to_classes, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, register_method, task_loss
@@ -59,6 +59,8 @@ class PaSE(Method):
         self.modalities = list(model.modalities)
         m = len(self.modalities)
         self.num_classes = prototype_classes(task, self.pc.binning)
+        if self.pc.ot_gradient not in ("implicit", "unroll"):
+            raise ValueError(f"pase.ot_gradient={self.pc.ot_gradient!r} is not one of implicit, unroll")
         if self.pc.sgm_target not in ("grad", "step"):
             raise ValueError(f"pase.sgm_target={self.pc.sgm_target!r} is not one of grad, step")
         if (self.pc.pcl or self.pc.ot) and model.banks is None:
@@ -111,12 +113,11 @@ class PaSE(Method):
         # CPU a convergence check costs no device sync, so it stops at a tolerance there; on an
         # accelerator it runs a fixed count with no host sync.
         warm = self.ot_log_u if self.pc.ot_warm_start else None
-        loss, diag = ot_alignment_loss(
-            dict(zip(self.modalities, cents.unbind(0))), dict(zip(self.modalities, protos.unbind(0))),
-            dict(zip(self.modalities, present.unbind(0))), reg=self.pc.ot_reg, alpha=self.pc.alpha,
-            beta=self.pc.beta, tol=1e-5 if on_cpu else 0.0,
+        loss, diag = ot_alignment_loss_stacked(
+            cents, protos, present, reg=self.pc.ot_reg, alpha=self.pc.alpha, beta=self.pc.beta,
+            tol=1e-5 if on_cpu else 0.0,
             max_iter=self.pc.ot_max_iter if on_cpu else self.pc.ot_fixed_iter,
-            grad_iters=self.pc.ot_grad_iters, init=warm)
+            grad_iters=self.pc.ot_grad_iters, init=warm, gradient=self.pc.ot_gradient)
         if self.pc.ot_warm_start:
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]

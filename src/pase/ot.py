@@ -426,7 +426,7 @@ def ot_alignment_loss_stacked(
     grad_iters: Optional[int] = 10,
     init: Optional[Tensor] = None,
     check_every: int = 5,
-    gradient: str = "implicit",
+    gradient: str = "unroll",
 ) -> Tuple[Tensor, Dict[str, object]]:
     """:func:`ot_alignment_loss` on stacked inputs, the form a training step already holds.
 

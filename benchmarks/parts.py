@@ -1,6 +1,6 @@
 """Where PaSE's extra step time goes: one training step with each part of PaSE switched off.
 
-    python benchmarks/parts.py [--dataset real_mosi|mosi_shaped] [--threads 1] [--repeats 7]
+    python benchmarks/parts.py [--dataset real_mosi|mosi_shaped] [--threads 1] [--repeats 7] [--out benchmarks/parts.md]
 
 Every variant steps the same shuffled epoch of batches, interleaved batch by batch in rotating
 order, in one process (so the ratios hold whatever the machine's load); printed as the median milliseconds per
@@ -16,6 +16,7 @@ import contextlib
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default="real_mosi", choices=["real_mosi", "mosi_shaped"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out", default=None, help="also write the table here (Markdown; BENCHMARKS.md includes "
+                                                 "benchmarks/parts.md)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     dev = torch.device("cpu")
@@ -60,12 +63,17 @@ def main(argv=None) -> int:
         for k in names:
             times[k].append(acc[k] / len(batches))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{a.dataset}, {len(batches)} batches of {W.BATCH_SIZE}, {a.threads} thread(s), "
-          f"median of {a.repeats} epochs interleaved per batch, load average {W.load_average()}")
-    print("| variant | ms / step | x late_fusion | ms over late_fusion |")
-    print("|---|---|---|---|")
-    for k, v in med.items():
-        print(f"| {k} | {v * 1e3:.2f} | {v / med['late_fusion']:.2f} | {(v - med['late_fusion']) * 1e3:+.2f} |")
+    cmd = "python benchmarks/parts.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["## Where PaSE's extra step time goes (`benchmarks/parts.py`)", "",
+             f"`{cmd.strip()}` at {time.strftime('%Y-%m-%d %H:%M')}: {a.dataset}, {len(batches)} batches of "
+             f"{W.BATCH_SIZE}, {a.threads} thread(s), median of {a.repeats} epochs interleaved per batch, load "
+             f"average {W.load_average()}. `-X`: PaSE with part X off.", "",
+             "| variant | ms / step | x late_fusion | ms over late_fusion |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v * 1e3:.2f} | {v / med['late_fusion']:.2f} | {(v - med['late_fusion']) * 1e3:+.2f} |"
+              for k, v in med.items()]
+    print("\n".join(lines))
+    if a.out:
+        Path(a.out).write_text("\n".join(lines) + "\n")
     return 0
 
 

@@ -51,7 +51,7 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
         f"{res['total_wall_s'] / 60:.1f} min in all; raw results `{raw}`",
         "- regenerate: `python benchmarks/run.py --threads 1` (full: 10 min at load 4 on this 2-core VM, 20 min "
         "at load 8), `python benchmarks/run.py --quick --threads 1` (2 min), `bash benchmarks/gpu.sh` (CUDA, "
-        "bf16); `python benchmarks/probes.py --threads 1` for the probes below; `python benchmarks/run.py "
+        "bf16); `python benchmarks/parts.py --threads 1` for the per-part table below; `python benchmarks/run.py "
         "--render benchmarks/results.json` rewrites this file from the raw results", "",
         "Each figure is `median (min-max)` over the repeats. Every measurement ran in a fresh subprocess; "
         "`plain` is late fusion trained on the fused task loss alone, `late_fusion` is the registered method "
@@ -235,7 +235,7 @@ def _mult_rows(res: Dict[str, Any]) -> List[tuple]:
     lt = res.get("lightning/mosi_shaped")
     if not _err(lt) and lt["n_train"] == 1284 and lt["per_method"].get("pase", {}).get("epochs"):
         t = lt["per_method"]["pase"]["epochs"][-1]
-        rows.append((f"same through Lightning (`pase.training.train`, training loop + validation)",
+        rows.append(("same through Lightning (`pase.training.train`, training loop + validation)",
                      f"{t['train_loop_s']:.2f} + {t['validation_s']:.2f} s", _ok(t["epoch_s"] <= limit)))
     mem = res.get("memory/mosi_shaped/pase")
     flat = _flat(mem)
@@ -286,7 +286,7 @@ def render(res: Dict[str, Any], raw: Path) -> str:
              "PaSE's extras at near-zero cost\"). Do not edit by hand: rerun the script.", ""]
     parts += _machine(res, raw) + _targets(res) + _epoch_section(res) + _lightning_section(res)
     parts += _shapley_section(res) + _memory_section(res) + _mmsa_section(res) + _profile_section(res)
-    for name in ("findings.md", "probes.md"):  # hand-written analysis; output of benchmarks/probes.py
+    for name in ("findings.md", "parts.md"):  # hand-written analysis; output of benchmarks/parts.py
         notes = Path(__file__).with_name(name)
         if notes.is_file():
             parts += [notes.read_text().rstrip(), ""]

@@ -55,7 +55,7 @@ class TransformerEncoder(nn.Module):
         layers: Transformer layers; heads: attention heads; max_len: longest sequence T;
         dropout: dropout rate of the residual, feed-forward and output paths.
         attn_dropout: dropout on the attention probabilities (default 0: on the CPU its random
-            mask over (B, heads, T, T) was a fifth of a step, ``benchmarks/probes.py``).
+            mask over (B, heads, T, T) was an eighth of a CPU step, ``benchmarks/findings.md``).
     """
 
     def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, heads: int = 4,

@@ -161,3 +161,22 @@ def test_sgm_step_target_needs_the_optimizer_and_a_valid_name(bundle):
         method.before_optimizer_step(model)
     with pytest.raises(ValueError, match="sgm_target='lr' is not one of grad, step"):
         _setup(bundle, "pase.sgm_target=lr")
+
+
+def test_pcl_from_the_forward_similarities_equals_pcl_loss(bundle):
+    """PaSE takes PCL from the forward pass's prototype similarities: same value and gradient as
+    pcl_loss on the representations."""
+    from pase.prototypes import pcl_from_logits
+
+    cfg, model, method = _setup(bundle, "pase.tau=0.2")
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    method.loss(model, batch, model(batch))  # initialise the banks
+    out = model(batch)
+    classes = prototype_targets(batch.target, bundle.task, "sign")
+    protos, init = out.banks
+    mine = pcl_from_logits(out.proto_stacked, classes, init).mean()
+    ref = pcl_loss(out.stacked.transpose(0, 1), classes, protos, init, 0.2).mean()
+    torch.testing.assert_close(mine, ref)
+    params = list(model.encoders.parameters())
+    for a, b in zip(torch.autograd.grad(mine, params, retain_graph=True), torch.autograd.grad(ref, params)):
+        torch.testing.assert_close(a, b)

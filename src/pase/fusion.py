@@ -103,8 +103,8 @@ class GateScorer(nn.Module):
 
     def scores(self, h: Tensor, confidence: Optional[Tensor] = None) -> Tensor:
         """Stacked form: h (M, B, D) in the order of ``modalities``, confidence (M, B) or None -> (B, M)."""
-        u, w_conf = self.weight[:, :-1], self.weight[:, -1]  # (M, D), (M,)
-        g = torch.einsum("mbd,md->bm", h, u.to(h.dtype)) + self.bias.to(h.dtype)  # (B, M)
+        w = self.weight.to(h.dtype)
+        g = (h * w[:, None, :-1]).sum(-1) + self.bias.to(h.dtype)[:, None]  # (M, B)
         if confidence is not None:
-            g = g + confidence.transpose(0, 1) * w_conf.to(h.dtype)
-        return g
+            g = g + confidence * w[:, -1:]
+        return g.transpose(0, 1)  # (B, M)

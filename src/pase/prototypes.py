@@ -27,6 +27,7 @@ __all__ = [
     "ema_update",
     "prototype_logits",
     "pcl_loss",
+    "pcl_from_logits",
     "update_banks",
     "PrototypeBank",
 ]
@@ -222,7 +223,12 @@ def pcl_loss(
         >>> round(float(pcl_loss(h, torch.tensor([0, 1]), h, torch.tensor([True, True]), tau=1.0)), 4)
         0.3133
     """
-    logits = prototype_logits(features, prototypes.detach(), tau, initialized)  # (..., B, K)
+    return pcl_from_logits(prototype_logits(features, prototypes.detach(), tau, initialized), classes, initialized)
+
+
+def pcl_from_logits(logits: Tensor, classes: Tensor, initialized: Tensor) -> Tensor:
+    """:func:`pcl_loss` from prototype logits already computed (:func:`prototype_logits` against
+    prototypes without gradient, e.g. the forward pass's): logits (..., B, K) -> loss (...)."""
     valid = initialized.index_select(-1, classes)  # (..., B)
     index = classes.expand(logits.shape[:-1]).unsqueeze(-1)  # (..., B, 1)
     target = logits.gather(-1, index).squeeze(-1)  # (..., B)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss_stacked
-from ..prototypes import class_centroids, labels_to_classes, pcl_loss, update_banks
+from ..prototypes import class_centroids, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, register_method, task_loss
 
@@ -94,7 +94,10 @@ class PaSE(Method):
             h = out.stacked.transpose(0, 1) if out.stacked is not None else torch.stack(
                 [out.reps[m] for m in self.modalities])  # (M, B, D)
             if self.pc.pcl:
-                l_pcl = pcl_loss(h, classes, protos, init, self.pc.tau).mean()
+                if out.proto_stacked is not None and model.tau == self.pc.tau:  # the forward's similarities
+                    l_pcl = pcl_from_logits(out.proto_stacked, classes, init).mean()
+                else:
+                    l_pcl = pcl_loss(h, classes, protos, init, self.pc.tau).mean()
                 total = total + self.pc.lambda_pcl * l_pcl
                 logs["pcl_loss"] = l_pcl.detach()
             if self.pc.ot and len(self.modalities) > 1:

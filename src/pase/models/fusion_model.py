@@ -34,13 +34,15 @@ class FusionOutput:
     ``stacked`` (B, M, D) the representations in model order; ``gate_scores`` (B, M) the gate's
     scores before masking (None without gate); ``banks`` the prototype snapshot the similarities
     used, ``(prototypes (M, K, D), initialized (M, K))`` (None without banks), a copy, so the
-    in-place EMA update of the banks after the forward pass cannot disturb backward."""
+    in-place EMA update of the banks after the forward pass cannot disturb backward;
+    ``proto_stacked`` (M, B, K) the similarities of ``proto_logits`` stacked (the PCL logits)."""
 
     logits: Tensor
     reps: Dict[str, Tensor]
     weights: Tensor
     proto_logits: Dict[str, Tensor]
     stacked: Optional[Tensor] = None
+    proto_stacked: Optional[Tensor] = None
     gate_scores: Optional[Tensor] = None
     banks: Optional[Tuple[Tensor, Tensor]] = None
 
@@ -131,6 +133,8 @@ class FusionModel(nn.Module):
         ``present``, an (M,), (B, M) or (C, 1, M) bool mask (None: all present)."""
         mm = len(self.modalities)
         if present is None:
+            if scores is not None:  # all present: |S| softmax(g), no mask to apply
+                return torch.softmax(scores, dim=-1) * mm
             present = torch.ones(mm, dtype=torch.bool, device=device)
         present = present.expand(*present.shape[:-2], b, mm) if present.dim() > 1 else present.expand(b, mm)
         if scores is None:
@@ -146,16 +150,16 @@ class FusionModel(nn.Module):
         stacked = torch.stack([reps[m] for m in self.modalities], dim=-2)  # (B, M, D)
         snap = self.bank_snapshot()
         proto: Dict[str, Tensor] = {}
-        conf = None
+        conf = z = None
         if snap is not None:
             z = prototype_logits(stacked.transpose(0, 1), snap[0], self.tau, snap[1])  # (M, B, K)
             proto = dict(zip(self.modalities, z.unbind(0)))
-            conf = prototype_confidence(z)  # (M, B)
+            conf = prototype_confidence(z) if self.gate is not None else None  # (M, B), the gate's input
         scores = None
         if self.gate is not None:
             scores = self.gate.scores(stacked.transpose(0, 1), conf)  # (B, M)
         weights = self.fusion_weights(scores, present, stacked.shape[0], stacked.device, stacked.dtype)
-        return FusionOutput(self.fused_logits(stacked, weights), reps, weights, proto, stacked, scores, snap)
+        return FusionOutput(self.fused_logits(stacked, weights), reps, weights, proto, stacked, z, scores, snap)
 
     def coalition_logits(self, out: FusionOutput, masks: Tensor, head_dropout: bool = False) -> Tensor:
         """Head outputs for every coalition in one batched pass, reusing the encoder outputs.

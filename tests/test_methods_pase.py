@@ -180,3 +180,27 @@ def test_pcl_from_the_forward_similarities_equals_pcl_loss(bundle):
     params = list(model.encoders.parameters())
     for a, b in zip(torch.autograd.grad(mine, params, retain_graph=True), torch.autograd.grad(ref, params)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("method_name", ["late_fusion", "pase"])
+def test_permutation_sampling_above_the_exact_limit(bundle, method_name):
+    """Above pase.shapley_exact_max_m the methods sample permutations: the estimate agrees with
+    the exact values within its reported standard error, and its SE reaches the epoch log."""
+    torch.manual_seed(0)
+    exact_cfg = apply_overrides(Config(), [f"method={method_name}", "model.dropout=0.0"])
+    model = build_model(exact_cfg, bundle)
+    exact = create_method(method_name, exact_cfg, bundle.task, model)
+    cfg = apply_overrides(exact_cfg, ["pase.shapley_exact_max_m=2", "pase.shapley_permutations=400"])
+    sampled = create_method(method_name, cfg, bundle.task, model)
+    assert exact.exact and not sampled.exact
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    with torch.no_grad():
+        out = model(batch)
+    want, none = exact.shapley_values(model, out, batch.target)
+    got, se = sampled.shapley_values(model, out, batch.target)
+    assert none is None and se.shape == (3,) and (se >= 0).all() and se.max() > 0
+    assert ((got - want).abs() <= 4 * se + 1e-6).all(), (got, want, se)
+    assert torch.allclose(got.sum(), want.sum(), atol=1e-5)  # every ordering telescopes to v(all) - v(empty)
+    sampled.track(model, batch, out)
+    logs = sampled.epoch_diagnostics(model)
+    assert all(f"shapley_se_{m}" in logs for m in model.modalities)

@@ -72,6 +72,8 @@ class PaseConfig:
     ot_gradient: str = "implicit"  # implicit: exact gradient of the converged plan (one solve); unroll: last ot_grad_iters iterations
     ot_grad_iters: int = 10  # with ot_gradient=unroll: the Sinkhorn iterations differentiated
     shapley_utility: str = "neg_loss"  # neg_loss | accuracy
+    shapley_exact_max_m: int = 8  # exact Shapley (2^M coalitions) up to this M; permutation sampling above
+    shapley_permutations: int = 32  # permutations per batch when sampling (its standard error is logged)
     sgm_smoothing: float = 0.9  # EMA of the SGM coefficients over steps
     switch_patience: int = 3  # phase 2 starts after this many epochs without validation gain
     switch_max_epoch: int = 30  # phase 2 starts at this epoch at the latest

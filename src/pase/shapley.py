@@ -152,7 +152,7 @@ def permutation_shapley(
     prefix = rank.unsqueeze(1) < steps.view(1, -1, 1)  # (R, M + 1, M): first k players in
     v = fn(prefix.reshape(R * (M + 1), M)).reshape(R, M + 1)  # (R, M + 1)
     gains = v[:, 1:] - v[:, :-1]  # (R, M), gain of the player at position k
-    contrib = torch.gather(gains, 1, rank)  # (R, M), gain of player i
+    contrib = torch.gather(gains, 1, rank.to(gains.device))  # (R, M), gain of player i
     values = contrib.mean(0)  # (M,)
     se = contrib.std(0, unbiased=True) / math.sqrt(R)  # (M,)
     return values, se

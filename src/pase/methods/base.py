@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..data.contract import Batch, TaskSpec
 from ..registry import Registry
-from ..shapley import coalition_masks, exact_shapley, shapley_shares
+from ..shapley import coalition_masks, exact_shapley, permutation_shapley, shapley_shares
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
            "LateFusion"]
@@ -99,6 +99,10 @@ class Method(nn.Module):
         self.utility = cfg.pase.shapley_utility
         self.modalities = list(model.modalities)
         self.register_buffer("masks", coalition_masks(len(self.modalities)), persistent=False)
+        # above shapley_exact_max_m modalities: Monte-Carlo permutation sampling (same permutations
+        # on every DDP rank: one generator per method, seeded by the training seed)
+        self.exact = len(self.modalities) <= cfg.pase.shapley_exact_max_m
+        self._perm_gen = torch.Generator().manual_seed(int(cfg.train.seed))
         self._epoch: Dict[str, Tensor] = {}
         self._epoch_n = 0
 
@@ -116,17 +120,31 @@ class Method(nn.Module):
 
     # ------------------------------------------------------------------ contribution tracking
     @torch.no_grad()
-    def coalition_utilities(self, model: nn.Module, out, target: Tensor) -> Tensor:
-        """(2^M,) utility of every coalition on this batch (absent modalities masked at fusion)."""
-        logits = model.coalition_logits(out, self.masks.to(target.device))  # (C, B, O)
+    def coalition_utilities(self, model: nn.Module, out, target: Tensor, masks: Optional[Tensor] = None) -> Tensor:
+        """(C,) utility of each coalition of ``masks`` (C, M) (default: all 2^M) on this batch
+        (absent modalities masked at fusion)."""
+        masks = self.masks if masks is None else masks
+        logits = model.coalition_logits(out, masks.to(target.device))  # (C, B, O)
         return coalition_utility(logits, target, self.task, self.utility, self.loss_kind).float()
+
+    @torch.no_grad()
+    def shapley_values(self, model: nn.Module, out, target: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
+        """(M,) Shapley values of this batch and their standard error (None when exact): all 2^M
+        coalitions up to ``pase.shapley_exact_max_m`` modalities, else ``pase.shapley_permutations``
+        random orderings (their R (M + 1) prefix coalitions scored in one batched head pass)."""
+        if self.exact:
+            return exact_shapley(self.coalition_utilities(model, out, target)), None
+        return permutation_shapley(lambda m: self.coalition_utilities(model, out, target, m), len(self.modalities),
+                                   self.cfg.pase.shapley_permutations, self._perm_gen)
 
     @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         """Accumulate this batch's Shapley values, shares and mean weights; returns the (M,) shares."""
-        values = exact_shapley(self.coalition_utilities(model, out, batch.target))
+        values, se = self.shapley_values(model, out, batch.target)
         shares = shapley_shares(values)
         stats = {"shapley": values, "share": shares, "weight": out.weights.detach().float().mean(0)}
+        if se is not None:
+            stats["shapley_se"] = se
         for k, v in stats.items():
             self._epoch[k] = self._epoch.get(k, torch.zeros_like(v)) + v
         self._epoch_n += 1

@@ -129,9 +129,9 @@ class PaSE(Method):
 
     # ------------------------------------------------------------------ SGM
     @torch.no_grad()
-    def coalition_utilities(self, model: nn.Module, out, target: Tensor) -> Tensor:
-        """(2^M,) utilities of this batch; under ``torch.distributed`` those of the global batch."""
-        u = super().coalition_utilities(model, out, target)
+    def coalition_utilities(self, model: nn.Module, out, target: Tensor, masks: Optional[Tensor] = None) -> Tensor:
+        """(C,) utilities of this batch; under ``torch.distributed`` those of the global batch."""
+        u = super().coalition_utilities(model, out, target, masks)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             n = float(target.shape[0])
             packed = torch.cat([u * n, u.new_tensor([n])])  # (C + 1,): weighted sums and the count

@@ -204,3 +204,8 @@ def test_permutation_sampling_above_the_exact_limit(bundle, method_name):
     sampled.track(model, batch, out)
     logs = sampled.epoch_diagnostics(model)
     assert all(f"shapley_se_{m}" in logs for m in model.modalities)
+
+
+def test_too_few_permutations_names_the_key(bundle):
+    with pytest.raises(ValueError, match=r"pase.shapley_permutations=1 must be >= 2"):
+        _setup(bundle, "pase.shapley_exact_max_m=2", "pase.shapley_permutations=1")

@@ -160,3 +160,8 @@ def test_attention_dropout_is_configurable_and_off_by_default():
     x, lengths = torch.randn(4, 6, 5), torch.tensor([6, 3, 1, 6])
     enc.eval()
     torch.testing.assert_close(enc(x, lengths), enc(x, lengths))  # eval: no dropout at all
+
+
+def test_bad_attention_dropout_names_the_key():
+    with pytest.raises(ValueError, match=r"model.attn_dropout=1.5 must lie in \[0, 1\)"):
+        create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, attn_dropout=1.5)

@@ -102,6 +102,10 @@ class Method(nn.Module):
         # above shapley_exact_max_m modalities: Monte-Carlo permutation sampling (same permutations
         # on every DDP rank: one generator per method, seeded by the training seed)
         self.exact = len(self.modalities) <= cfg.pase.shapley_exact_max_m
+        if not self.exact and cfg.pase.shapley_permutations < 2:
+            raise ValueError(f"pase.shapley_permutations={cfg.pase.shapley_permutations} must be >= 2 "
+                             f"(it sets the permutations sampled per batch above {cfg.pase.shapley_exact_max_m} "
+                             f"modalities; {len(self.modalities)} here)")
         self._perm_gen = torch.Generator().manual_seed(int(cfg.train.seed))
         self._epoch: Dict[str, Tensor] = {}
         self._epoch_n = 0

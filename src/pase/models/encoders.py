@@ -61,6 +61,8 @@ class TransformerEncoder(nn.Module):
     def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, heads: int = 4,
                  dropout: float = 0.2, max_len: int = 512, attn_dropout: float = 0.0, **_: object) -> None:
         super().__init__()
+        if not 0.0 <= attn_dropout < 1.0:
+            raise ValueError(f"model.attn_dropout={attn_dropout} must lie in [0, 1)")
         self.proj = nn.Linear(d_in, hidden)
         self.pos = nn.Parameter(torch.zeros(1, max_len, hidden))
         layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)

@@ -372,3 +372,23 @@ def test_alignment_implicit_gradient_matches_the_unroll():
         assert_close(x, y, atol=1e-9, rtol=1e-7)
     with pytest.raises(ValueError, match="gradient='exact' is not one of implicit, unroll"):
         ot_alignment_loss(cents, protos, present, gradient="exact")
+
+
+def test_alignment_runs_in_float32_under_autocast():
+    """bf16 autocast (a GPU run's default in benchmarks/gpu.sh) must not push the log-domain
+    solve into bf16: the loss and its gradient equal the float32 ones."""
+    from pase.ot import ot_alignment_loss_stacked
+
+    g = torch.Generator().manual_seed(0)
+    c = torch.randn(3, 2, 8, generator=g, requires_grad=True)
+    p = torch.randn(3, 2, 8, generator=g)
+    m = torch.ones(3, 2, dtype=torch.bool)
+    kw = dict(reg=0.05, tol=1e-5, gradient="implicit")
+    ref, _ = ot_alignment_loss_stacked(c, p, m, **kw)
+    (g_ref,) = torch.autograd.grad(ref, c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = ot_alignment_loss_stacked(c, p, m, **kw)
+    (g_ac,) = torch.autograd.grad(loss, c)
+    assert loss.dtype == torch.float32
+    assert_close(loss, ref, atol=1e-6, rtol=0)
+    assert_close(g_ac, g_ref, atol=1e-6, rtol=1e-5)

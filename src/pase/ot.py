@@ -442,6 +442,7 @@ def ot_alignment_loss_stacked(
 
     Returns:
         ``(loss, diagnostics)`` as :func:`ot_alignment_loss`, except ``"pair_cost"``: a (P,) tensor.
+        Under autocast or with half-precision inputs the loss is computed in float32.
     """
     M, K = centroids.shape[:2]
     if M < 2 or prototypes.shape != centroids.shape or present.shape != (M, K):
@@ -449,6 +450,12 @@ def ot_alignment_loss_stacked(
             f"ot_alignment_loss_stacked: expected centroids and prototypes (M >= 2, K, D) of one shape and "
             f"present (M, K); got {tuple(centroids.shape)}, {tuple(prototypes.shape)}, {tuple(present.shape)}"
         )
+    if torch.is_autocast_enabled(centroids.device.type) or centroids.dtype in (torch.float16, torch.bfloat16):
+        # the log-domain solve needs float32 (eps 0.05 turns costs into exponents up to 40): no autocast
+        with torch.autocast(centroids.device.type, enabled=False):
+            return ot_alignment_loss_stacked(
+                centroids.float(), prototypes.float(), present, reg=reg, alpha=alpha, beta=beta, max_iter=max_iter,
+                tol=tol, grad_iters=grad_iters, init=init, check_every=check_every, gradient=gradient)
     src_idx, dst_idx, reverse = _pair_index(M, centroids.device)  # (P,) each, cached
     src = centroids.index_select(0, src_idx)  # (P, K, D)
     dst = prototypes.detach().to(src.dtype).index_select(0, dst_idx)  # (P, K, D)

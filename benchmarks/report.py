@@ -116,7 +116,9 @@ def _shapley_section(res: Dict[str, Any]) -> List[str]:
             "batched head pass over the encoder outputs, exact Shapley values, shares, SGM coefficients) plus "
             "`method.before_optimizer_step` (coefficient EMA, in-place gradient scaling), after a backward; "
             "`plain step` is a whole late-fusion training step of the same encoders and head without tracking. "
-            "Encoder and head calls are counted with forward hooks over full PaSE phase-2 steps.", "",
+            "Encoder and head calls are counted with forward hooks over full PaSE phase-2 steps (since commit "
+            "after d7cb45f the coalition pass runs the head's layers itself, with the first linear layer split "
+            "by modality, so the head module's hook counts only the forward pass: 1).", "",
             "| M | coalitions | plain step ms | Shapley+SGM ms | Shapley+SGM / plain | whole PaSE step ms | "
             "encoder calls per batch (max) | head calls per batch |", "|---|---|---|---|---|---|---|---|"]
     rows = [(f"{M}", s) for M, s in r["sweep"].items()]

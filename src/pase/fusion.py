@@ -43,9 +43,7 @@ def prototype_gates(scores: Tensor, present: Tensor) -> Tensor:
     >>> w.tolist()
     [[1.0, 1.0, 0.0]]
     """
-    shape = torch.broadcast_shapes(scores.shape, present.shape)
-    scores, present = scores.expand(shape), present.expand(shape)
-    masked = scores.masked_fill(~present, float("-inf"))
+    masked = torch.where(present, scores, float("-inf"))  # broadcast (..., B, M)
     alpha = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # all-absent rows: softmax of -inf is NaN
     return alpha * present.sum(-1, keepdim=True).to(scores.dtype)
 

@@ -165,3 +165,21 @@ def test_attention_dropout_is_configurable_and_off_by_default():
 def test_bad_attention_dropout_names_the_key():
     with pytest.raises(ValueError, match=r"model.attn_dropout=1.5 must lie in \[0, 1\)"):
         create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, attn_dropout=1.5)
+
+
+@pytest.mark.parametrize("head_hidden", [0, 32])
+def test_split_first_layer_coalition_head_equals_the_concatenation(bundle, head_hidden):
+    """The coalition pass's modality-split first layer gives the head's output on each
+    coalition's weighted concatenation (dropout off), for a linear and an MLP head."""
+    cfg = apply_overrides(Config(), ["method=pase", f"model.head_hidden={head_hidden}", "model.dropout=0.3"])
+    model = build_model(cfg, bundle).train()
+    batch = bundle.splits["train"].__getitems__(list(range(16)))
+    with torch.no_grad():
+        out = model(batch)
+        masks = coalition_masks(3)
+        got = model.coalition_logits(out, masks)
+        assert model.head.training  # the coalition pass leaves the head's mode alone
+        weights = model.fusion_weights(out.gate_scores, masks[:, None, :], 16, out.stacked.device, out.stacked.dtype)
+        model.head.eval()
+        want = model.head((out.stacked * weights.unsqueeze(-1)).flatten(-2))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

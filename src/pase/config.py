@@ -69,6 +69,7 @@ class PaseConfig:
     ot_warm_start: bool = True  # Sinkhorn starts from the previous step's potentials
     ot_max_iter: int = 100  # Sinkhorn iterations at most on the CPU (stops at marginal error 1e-5)
     ot_fixed_iter: int = 20  # Sinkhorn iterations per step on an accelerator (fixed: no host sync)
+    ot_solver: str = "auto"  # auto: 2-class plan in closed form (exact), Sinkhorn otherwise; sinkhorn: always iterate
     ot_gradient: str = "implicit"  # implicit: exact gradient of the converged plan (one solve); unroll: last ot_grad_iters iterations
     ot_grad_iters: int = 10  # with ot_gradient=unroll: the Sinkhorn iterations differentiated
     shapley_utility: str = "neg_loss"  # neg_loss | accuracy

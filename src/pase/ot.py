@@ -300,6 +300,28 @@ def _presence(present: Union[Tensor, Mapping[str, Tensor]], names, K: int) -> Te
     return torch.stack(rows).bool()  # (M, K)
 
 
+def _plan_2x2_uniform(marg: Tensor, cost: Tensor, reg: float) -> Tensor:
+    r"""The entropic OT plan of (P, 2, 2) problems with marginals uniform over the present classes.
+
+    With a = b = (1/2, 1/2) the plan is [[p, 1/2 - p], [1/2 - p, p]]: the marginals fix three
+    entries given one, and every Sinkhorn scaling leaves P_11 P_22 / (P_12 P_21) =
+    exp(-(C_11 + C_22 - C_12 - C_21) / reg), so p = sigmoid(-(C_11 + C_22 - C_12 - C_21) / (2 reg)) / 2.
+    With one class present the plan is that class's unit mass, diag(marg). Differentiable in ``cost``.
+
+    Args:
+        marg: (P, 2) marginals, each (1/2, 1/2), (1, 0) or (0, 1). cost: (P, 2, 2). reg: epsilon.
+
+    Returns:
+        (P, 2, 2) plans.
+    """
+    z = cost[..., 0, 0] + cost[..., 1, 1] - cost[..., 0, 1] - cost[..., 1, 0]  # (P,)
+    p = 0.5 * torch.sigmoid(-z / (2 * reg))  # (P,)
+    q = 0.5 - p
+    sym = torch.stack([torch.stack([p, q], -1), torch.stack([q, p], -1)], -2)  # (P, 2, 2)
+    both = (marg > 0).all(-1)  # (P,)
+    return torch.where(both[:, None, None], sym, torch.diag_embed(marg))
+
+
 @functools.lru_cache(maxsize=None)
 def _pair_index(M: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
     """(P,) source index m, target index n and index of the reverse pair (n, m) of every ordered
@@ -427,6 +449,7 @@ def ot_alignment_loss_stacked(
     init: Optional[Tensor] = None,
     check_every: int = 5,
     gradient: str = "unroll",
+    solver: str = "sinkhorn",
 ) -> Tuple[Tensor, Dict[str, object]]:
     """:func:`ot_alignment_loss` on stacked inputs, the form a training step already holds.
 
@@ -439,6 +462,8 @@ def ot_alignment_loss_stacked(
         check_every: Sinkhorn iterations between convergence checks (when ``tol > 0``).
         gradient: "implicit" (exact gradient of the converged plan, :func:`sinkhorn_log_implicit`)
             or "unroll" (differentiate the last ``grad_iters`` iterations).
+        solver: "sinkhorn" (always iterate) or "auto": with K = 2 classes the plan in closed form
+            (:func:`_plan_2x2_uniform`, the exact fixed point; no iterations, plain autograd).
 
     Returns:
         ``(loss, diagnostics)`` as :func:`ot_alignment_loss`, except ``"pair_cost"``: a (P,) tensor.
@@ -455,7 +480,8 @@ def ot_alignment_loss_stacked(
         with torch.autocast(centroids.device.type, enabled=False):
             return ot_alignment_loss_stacked(
                 centroids.float(), prototypes.float(), present, reg=reg, alpha=alpha, beta=beta, max_iter=max_iter,
-                tol=tol, grad_iters=grad_iters, init=init, check_every=check_every, gradient=gradient)
+                tol=tol, grad_iters=grad_iters, init=init, check_every=check_every, gradient=gradient,
+                solver=solver)
     src_idx, dst_idx, reverse = _pair_index(M, centroids.device)  # (P,) each, cached
     src = centroids.index_select(0, src_idx)  # (P, K, D)
     dst = prototypes.detach().to(src.dtype).index_select(0, dst_idx)  # (P, K, D)
@@ -469,16 +495,23 @@ def ot_alignment_loss_stacked(
     cost = torch.where(pair_mask, cosine_cost(src, dst), torch.zeros((), dtype=src.dtype, device=src.device))
     if init is not None and init.shape != marg.shape:
         init = None
-    with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
-        warnings.simplefilter("ignore", UserWarning)
-        if gradient == "implicit":
-            plan, log = sinkhorn_log_implicit(marg, marg, cost, reg, max_iter=max_iter, tol=tol, init=init,
-                                              check_every=check_every)  # (P, K, K)
-        elif gradient == "unroll":
-            plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
-                                     grad_iters=grad_iters, init=init, check_every=check_every)
-        else:
-            raise ValueError(f"ot_alignment_loss: gradient={gradient!r} is not one of implicit, unroll")
+    if gradient not in ("implicit", "unroll"):
+        raise ValueError(f"ot_alignment_loss: gradient={gradient!r} is not one of implicit, unroll")
+    if solver not in ("sinkhorn", "auto"):
+        raise ValueError(f"ot_alignment_loss: solver={solver!r} is not one of sinkhorn, auto")
+    if solver == "auto" and K == 2:
+        plan = _plan_2x2_uniform(marg, cost, reg)  # exact: the fixed point Sinkhorn converges to
+        log = {"log_u": init if init is not None else torch.zeros_like(marg), "niter": 0,
+               "err": torch.zeros((), dtype=marg.dtype, device=marg.device)}
+    else:
+        with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
+            warnings.simplefilter("ignore", UserWarning)
+            if gradient == "implicit":
+                plan, log = sinkhorn_log_implicit(marg, marg, cost, reg, max_iter=max_iter, tol=tol, init=init,
+                                                  check_every=check_every)  # (P, K, K)
+            else:
+                plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
+                                         grad_iters=grad_iters, init=init, check_every=check_every)
     target = torch.diag_embed(marg)  # (P, K, K), I_S / |S|
     parts = torch.stack([(plan * cost).sum(dim=(-2, -1)),  # transport
                          (plan - target).pow(2).sum(dim=(-2, -1)),  # structure

@@ -59,6 +59,8 @@ class PaSE(Method):
         self.modalities = list(model.modalities)
         m = len(self.modalities)
         self.num_classes = prototype_classes(task, self.pc.binning)
+        if self.pc.ot_solver not in ("auto", "sinkhorn"):
+            raise ValueError(f"pase.ot_solver={self.pc.ot_solver!r} is not one of auto, sinkhorn")
         if self.pc.ot_gradient not in ("implicit", "unroll"):
             raise ValueError(f"pase.ot_gradient={self.pc.ot_gradient!r} is not one of implicit, unroll")
         if self.pc.sgm_target not in ("grad", "step"):
@@ -120,7 +122,7 @@ class PaSE(Method):
             cents, protos, present, reg=self.pc.ot_reg, alpha=self.pc.alpha, beta=self.pc.beta,
             tol=1e-5 if on_cpu else 0.0,
             max_iter=self.pc.ot_max_iter if on_cpu else self.pc.ot_fixed_iter,
-            grad_iters=self.pc.ot_grad_iters, init=warm, gradient=self.pc.ot_gradient)
+            grad_iters=self.pc.ot_grad_iters, init=warm, gradient=self.pc.ot_gradient, solver=self.pc.ot_solver)
         if self.pc.ot_warm_start:
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]

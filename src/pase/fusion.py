@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["presence_weights", "prototype_gates", "prototype_confidence", "fuse", "GateScorer"]
+__all__ = ["presence_weights", "prototype_gates", "prototype_confidence", "fuse", "fuse_stacked", "GateScorer"]
 
 
 def presence_weights(present: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -29,12 +29,13 @@ def presence_weights(present: Tensor, dtype: torch.dtype = torch.float32) -> Ten
     return present.to(dtype)
 
 
-def prototype_gates(scores: Tensor, present: Tensor) -> Tensor:
+def prototype_gates(scores: Tensor, present: Optional[Tensor] = None) -> Tensor:
     """Gate weights w = |S| softmax_S(scores), zero outside S.
 
     Args:
         scores: (B, M) or (..., B, M) gate scores g^m.
-        present: bool presence mask broadcastable with ``scores``: (M,), (B, M) or (C, B, M).
+        present: bool presence mask broadcastable with ``scores``: (M,), (B, M) or (C, B, M);
+            None: every modality present (M softmax(scores), no mask to apply).
 
     Returns:
         (..., B, M) weights; rows with no present modality are all zero.
@@ -43,6 +44,8 @@ def prototype_gates(scores: Tensor, present: Tensor) -> Tensor:
     >>> w.tolist()
     [[1.0, 1.0, 0.0]]
     """
+    if present is None:
+        return torch.softmax(scores, dim=-1) * scores.shape[-1]
     masked = torch.where(present, scores, float("-inf"))  # broadcast (..., B, M)
     alpha = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # all-absent rows: softmax of -inf is NaN
     return alpha * present.sum(-1, keepdim=True).to(scores.dtype)
@@ -74,9 +77,12 @@ def fuse(reps: Dict[str, Tensor], weights: Tensor, modalities: List[str]) -> Ten
     Returns:
         (..., B, M*D) fused representation.
     """
-    h = torch.stack([reps[m] for m in modalities], dim=-2)  # (B, M, D)
-    fused = h * weights.unsqueeze(-1)  # (..., B, M, D)
-    return fused.flatten(-2)  # (..., B, M*D)
+    return fuse_stacked(torch.stack([reps[m] for m in modalities], dim=-2), weights)
+
+
+def fuse_stacked(stacked: Tensor, weights: Tensor) -> Tensor:
+    """:func:`fuse` on representations already stacked: (B, M, D), weights (..., B, M) -> (..., B, M*D)."""
+    return (stacked * weights.unsqueeze(-1)).flatten(-2)
 
 
 class GateScorer(nn.Module):

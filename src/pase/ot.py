@@ -475,6 +475,10 @@ def ot_alignment_loss_stacked(
             f"ot_alignment_loss_stacked: expected centroids and prototypes (M >= 2, K, D) of one shape and "
             f"present (M, K); got {tuple(centroids.shape)}, {tuple(prototypes.shape)}, {tuple(present.shape)}"
         )
+    if gradient not in ("implicit", "unroll"):
+        raise ValueError(f"ot_alignment_loss: gradient={gradient!r} is not one of implicit, unroll")
+    if solver not in ("sinkhorn", "auto"):
+        raise ValueError(f"ot_alignment_loss: solver={solver!r} is not one of sinkhorn, auto")
     if torch.is_autocast_enabled(centroids.device.type) or centroids.dtype in (torch.float16, torch.bfloat16):
         # the log-domain solve needs float32 (eps 0.05 turns costs into exponents up to 40): no autocast
         with torch.autocast(centroids.device.type, enabled=False):
@@ -495,10 +499,6 @@ def ot_alignment_loss_stacked(
     cost = torch.where(pair_mask, cosine_cost(src, dst), torch.zeros((), dtype=src.dtype, device=src.device))
     if init is not None and init.shape != marg.shape:
         init = None
-    if gradient not in ("implicit", "unroll"):
-        raise ValueError(f"ot_alignment_loss: gradient={gradient!r} is not one of implicit, unroll")
-    if solver not in ("sinkhorn", "auto"):
-        raise ValueError(f"ot_alignment_loss: solver={solver!r} is not one of sinkhorn, auto")
     if solver == "auto" and K == 2:
         plan = _plan_2x2_uniform(marg, cost, reg)  # exact: the fixed point Sinkhorn converges to
         log = {"log_u": init if init is not None else torch.zeros_like(marg), "niter": 0,

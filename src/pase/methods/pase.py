@@ -93,8 +93,7 @@ class PaSE(Method):
             # the forward pass's snapshot of the banks (M, K, D), (M, K): they take their EMA step
             # below, before backward; all M modalities go through each part as one batched call
             protos, init = out.banks if out.banks is not None else model.bank_snapshot()
-            h = out.stacked.transpose(0, 1) if out.stacked is not None else torch.stack(
-                [out.reps[m] for m in self.modalities])  # (M, B, D)
+            h = model.stacked_reps(out).transpose(0, 1)  # (M, B, D)
             if self.pc.pcl:
                 if out.proto_stacked is not None and model.tau == self.pc.tau:  # the forward's similarities
                     l_pcl = pcl_from_logits(out.proto_stacked, classes, init).mean()
@@ -123,7 +122,7 @@ class PaSE(Method):
             tol=1e-5 if on_cpu else 0.0,
             max_iter=self.pc.ot_max_iter if on_cpu else self.pc.ot_fixed_iter,
             grad_iters=self.pc.ot_grad_iters, init=warm, gradient=self.pc.ot_gradient, solver=self.pc.ot_solver)
-        if self.pc.ot_warm_start:
+        if self.pc.ot_warm_start and diag["niter"]:  # niter 0: the closed form ran, no potentials to keep
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]
         self._ot_sum["n"] = self._ot_sum.get("n", 0) + 1

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data.contract import Batch, sort_modalities
-from ..fusion import GateScorer, presence_weights, prototype_confidence, prototype_gates
+from ..fusion import GateScorer, fuse_stacked, presence_weights, prototype_confidence, prototype_gates
 from ..prototypes import prototype_logits
 from .context import ContextGRU
 
@@ -119,22 +119,21 @@ class FusionModel(nn.Module):
         banks = [self.banks[m] for m in self.modalities]
         return torch.stack([b.prototypes for b in banks]), torch.stack([b.initialized for b in banks])
 
-    def prototype_logits(self, reps: Dict[str, Tensor]) -> Dict[str, Tensor]:
-        """modality -> (B, K) cosine similarities to the prototypes / tau (empty without banks)."""
-        snap = self.bank_snapshot()
-        if snap is None:
-            return {}
-        h = torch.stack([reps[m] for m in self.modalities])  # (M, B, D)
-        return dict(zip(self.modalities, prototype_logits(h, snap[0], self.tau, snap[1]).unbind(0)))
+    def stacked_reps(self, out: "FusionOutput") -> Tensor:
+        """(B, M, D) representations of a forward output, in model order (stacked by the forward
+        pass; re-stacked from ``out.reps`` for an output built or edited by hand)."""
+        if out.stacked is not None:
+            return out.stacked
+        return torch.stack([out.reps[m] for m in self.modalities], dim=-2)
 
     def fusion_weights(self, scores: Optional[Tensor], present: Optional[Tensor], b: int,
                        device: torch.device, dtype: torch.dtype) -> Tensor:
         """(..., B, M) fusion weights from the gate scores (B, M) (None: plain late fusion) and
         ``present``, an (M,), (B, M) or (C, 1, M) bool mask (None: all present)."""
         mm = len(self.modalities)
+        if present is None and scores is not None:
+            return prototype_gates(scores)  # all present: no mask to apply
         if present is None:
-            if scores is not None:  # all present: |S| softmax(g), no mask to apply
-                return torch.softmax(scores, dim=-1) * mm
             present = torch.ones(mm, dtype=torch.bool, device=device)
         present = present.expand(*present.shape[:-2], b, mm) if present.dim() > 1 else present.expand(b, mm)
         if scores is None:
@@ -143,7 +142,7 @@ class FusionModel(nn.Module):
 
     def fused_logits(self, stacked: Tensor, weights: Tensor) -> Tensor:
         """Head applied to the weighted concatenation: stacked (B, M, D), weights (..., B, M) -> (..., B, O)."""
-        return self.head((stacked * weights.unsqueeze(-1)).flatten(-2))
+        return self.head(fuse_stacked(stacked, weights))
 
     def forward(self, batch: Batch, present: Optional[Tensor] = None) -> FusionOutput:
         reps = self.encode(batch)
@@ -174,9 +173,7 @@ class FusionModel(nn.Module):
         Returns:
             (C, B, O) logits; an all-absent coalition sees a zero fused input.
         """
-        stacked = out.stacked
-        if stacked is None:  # an output built by hand
-            stacked = torch.stack([out.reps[m] for m in self.modalities], dim=-2)
+        stacked = self.stacked_reps(out)
         weights = self.fusion_weights(out.gate_scores, masks[:, None, :], stacked.shape[0], stacked.device,
                                       stacked.dtype)  # (C, B, M)
         if head_dropout:

@@ -97,6 +97,8 @@ def exact_shapley(utilities: Tensor) -> Tensor:
     if not utilities.is_floating_point():
         utilities = utilities.to(torch.get_default_dtype())
     W = _shapley_weights(M, utilities.device, utilities.dtype)  # (M, C)
+    if utilities.dim() == 1:
+        return torch.mv(W, utilities)  # (M,): the per-batch case, one call
     flat = utilities.reshape(utilities.shape[0], -1)  # (C, X)
     return (W @ flat).reshape(M, *utilities.shape[1:])  # (M, ...)
 
@@ -183,11 +185,9 @@ def shapley_shares(values: Tensor, eps: float = 1e-3) -> Tensor:
     if not eps > 0:
         raise ValueError(f"shapley_shares: eps must be > 0, got {eps}")
     tiny = torch.finfo(values.dtype).tiny
-    total = values.abs().sum(0, keepdim=True)  # (1, ...)
-    clamped = torch.maximum(values, eps * total.clamp_min(tiny))  # (M, ...)
-    shares = clamped / clamped.sum(0, keepdim=True)
-    uniform = torch.full_like(values, 1.0 / values.shape[0])
-    return torch.where(total > tiny / eps, shares, uniform)
+    floor = (values.abs().sum(0, keepdim=True) * eps).clamp_min_(tiny)  # (1, ...), f > 0
+    clamped = torch.maximum(values, floor)  # (M, ...); all equal to f (uniform shares) when every value is ~0
+    return clamped / clamped.sum(0, keepdim=True)
 
 
 def sgm_coefficients(shares: Tensor) -> Tensor:
@@ -207,7 +207,7 @@ def sgm_coefficients(shares: Tensor) -> Tensor:
         tensor([0.6065, 1.0000, 1.0000])
     """
     s = shares.clamp_min(torch.finfo(shares.dtype).tiny)
-    return torch.exp(s.min(0, keepdim=True).values / s - 1.0)
+    return torch.div(s.amin(0, keepdim=True), s).sub_(1.0).exp_()
 
 
 def ema(prev: Optional[Union[Tensor, float]], new: Union[Tensor, float], momentum: float):

@@ -25,7 +25,7 @@ from ..registry import Registry
 from ..shapley import coalition_masks, exact_shapley, permutation_shapley, shapley_shares
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
-           "LateFusion"]
+           "LateFusion", "RunningMean"]
 
 METHODS: Registry = Registry("method")
 
@@ -82,6 +82,37 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
     return hit.float().mean(-1)
 
 
+class RunningMean:
+    """Sum of same-shaped tensors until :meth:`pop` returns their mean (None if nothing was
+    added) and resets: the micro-batches of one optimiser step, the batches of one epoch.
+
+    A plain object, so the per-batch updates skip ``nn.Module.__setattr__`` (tens of
+    microseconds per training step when a method keeps such state as module attributes). ``add``
+    takes ownership of its first tensor (later adds accumulate into it in place).
+    """
+
+    __slots__ = ("total", "n")
+
+    def __init__(self) -> None:
+        self.total: Optional[Tensor] = None
+        self.n = 0
+
+    def add(self, x: Tensor) -> None:
+        self.total = x if self.n == 0 else self.total.add_(x.to(self.total.device))
+        self.n += 1
+
+    def pop(self) -> Optional[Tensor]:
+        if self.n == 0:
+            return None
+        mean = self.total / self.n
+        self.total, self.n = None, 0
+        return mean
+
+
+#: the rows of a method's per-epoch tracking sums, in order (``shapley_se`` only when sampled)
+_TRACKED = ("shapley", "share", "weight", "shapley_se")
+
+
 class Method(nn.Module):
     """Base class: the fused task loss, no modulation, no schedule.
 
@@ -107,8 +138,7 @@ class Method(nn.Module):
                              f"(it sets the permutations sampled per batch above {cfg.pase.shapley_exact_max_m} "
                              f"modalities; {len(self.modalities)} here)")
         self._perm_gen = torch.Generator().manual_seed(int(cfg.train.seed))
-        self._epoch: Dict[str, Tensor] = {}
-        self._epoch_n = 0
+        self._epoch = RunningMean()  # (rows of _TRACKED, M) over this epoch's batches
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task = task_loss(out.logits, batch.target, self.task, self.loss_kind)
@@ -146,22 +176,16 @@ class Method(nn.Module):
         """Accumulate this batch's Shapley values, shares and mean weights; returns the (M,) shares."""
         values, se = self.shapley_values(model, out, batch.target)
         shares = shapley_shares(values)
-        stats = {"shapley": values, "share": shares, "weight": out.weights.detach().float().mean(0)}
-        if se is not None:
-            stats["shapley_se"] = se
-        for k, v in stats.items():
-            self._epoch[k] = self._epoch.get(k, torch.zeros_like(v)) + v
-        self._epoch_n += 1
+        rows = [values, shares, out.weights.detach().mean(0).to(values.dtype)] + ([se] if se is not None else [])
+        self._epoch.add(torch.stack(rows))  # (3 or 4, M): one accumulator, one add per batch
         return shares
 
     def epoch_diagnostics(self, model: nn.Module) -> Dict[str, float]:
         """Epoch means of the tracked values (one host sync per epoch); resets the sums."""
         logs: Dict[str, float] = {}
-        n = max(self._epoch_n, 1)
-        for k, v in self._epoch.items():
-            vals = (v / n).tolist()
-            logs.update({f"{k}_{m}": vals[i] for i, m in enumerate(self.modalities)})
-        self._epoch, self._epoch_n = {}, 0
+        mean = self._epoch.pop()
+        for key, vals in zip(_TRACKED, mean.tolist() if mean is not None else []):
+            logs.update({f"{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
         return logs
 
     def summary(self) -> Dict[str, object]:

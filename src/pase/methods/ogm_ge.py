@@ -30,7 +30,7 @@ from torch.nn import Parameter
 
 from ..data.contract import Batch, TaskSpec
 from ..shapley import scale_gradients
-from .base import Method, register_method, task_loss
+from .base import Method, RunningMean, register_method, task_loss
 
 __all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise"]
 
@@ -136,8 +136,7 @@ class OGMGE(Method):
         m = len(self.modalities)
         self.register_buffer("singletons", torch.eye(m, dtype=torch.bool), persistent=False)  # (M, M)
         self.register_buffer("coeffs", torch.ones(m))  # the coefficients of the last optimiser step
-        self._pending = torch.zeros(m)  # sum of k over the micro-batches of this step
-        self._pending_n = 0
+        self._pending = RunningMean()  # k over the micro-batches of this step
         self._stats: Dict[str, Tensor] = {}  # epoch sums: "coeff" per step, "ratio" per batch
         self._counts: Dict[str, int] = {}
         self._generators: Dict[torch.device, torch.Generator] = {}
@@ -152,8 +151,7 @@ class OGMGE(Method):
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         total, logs = super().loss(model, batch, out)
         coeffs, ratio = self.modulation(model, batch, out)
-        self._pending = self._pending.to(coeffs.device) + coeffs
-        self._pending_n += 1
+        self._pending.add(coeffs)
         self._accumulate("ratio", ratio)
         return total, logs
 
@@ -175,10 +173,10 @@ class OGMGE(Method):
             self._generator(torch.device(dev)).set_state(st)
 
     def before_optimizer_step(self, model: nn.Module, optimizer=None) -> None:
-        if self._pending_n == 0:
+        coeffs = self._pending.pop()  # mean over the micro-batches of this step
+        if coeffs is None:
             return
-        coeffs = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
-        self._pending, self._pending_n = torch.zeros_like(self._pending), 0
+        coeffs = coeffs.to(self.coeffs.device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # gradients are already all-reduced: every process must scale them alike
             torch.distributed.all_reduce(coeffs, op=torch.distributed.ReduceOp.SUM)

@@ -35,7 +35,7 @@ from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss_stacked
 from ..prototypes import class_centroids, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
-from .base import Method, register_method, task_loss
+from .base import Method, RunningMean, register_method, task_loss
 
 __all__ = ["PaSE", "prototype_targets"]
 
@@ -75,9 +75,9 @@ class PaSE(Method):
         self.register_buffer("coeffs_started", torch.tensor(False))
         # host-side mirror of the phase buffer, so the training step never reads the device
         self._phase2 = int(self.phase) == 2
+        self._coeffs_started = False  # host-side mirror of coeffs_started
         self.register_load_state_dict_post_hook(PaSE._sync_phase)
-        self._pending = torch.zeros(m)  # sum of phi over the micro-batches of this step
-        self._pending_n = 0
+        self._pending = RunningMean()  # phi over the micro-batches of this step
         self._ot_sum: Dict[str, Tensor] = {}
         # (P, K) log potentials of the last Sinkhorn solve, P = M (M - 1) ordered pairs: the warm
         # start of the next one (zeros: a cold start); a buffer, so a resumed run continues exactly
@@ -129,7 +129,6 @@ class PaSE(Method):
         return loss
 
     # ------------------------------------------------------------------ SGM
-    @torch.no_grad()
     def coalition_utilities(self, model: nn.Module, out, target: Tensor, masks: Optional[Tensor] = None) -> Tensor:
         """(C,) utilities of this batch; under ``torch.distributed`` those of the global batch."""
         u = super().coalition_utilities(model, out, target, masks)
@@ -140,27 +139,29 @@ class PaSE(Method):
             u = packed[:-1] / packed[-1]
         return u
 
-    @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         shares = super().track(model, batch, out)
         if self._phase2 and self.pc.sgm:
-            self._pending = self._pending.to(shares.device) + sgm_coefficients(shares)
-            self._pending_n += 1
+            self._pending.add(sgm_coefficients(shares))
         return shares
 
     @staticmethod
     def _sync_phase(module: "PaSE", incompatible_keys) -> None:
         module._phase2 = int(module.phase) == 2  # after a checkpoint restored the buffers
+        module._coeffs_started = bool(module.coeffs_started)
 
     def before_optimizer_step(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:
-        if not self._phase2 or not self.pc.sgm or self._pending_n == 0:
+        phi = self._pending.pop()  # mean over the micro-batches of this step
+        if not self._phase2 or not self.pc.sgm or phi is None:
             return
-        phi = (self._pending / self._pending_n).to(self.coeffs.device)  # mean over micro-batches
-        self._pending, self._pending_n = torch.zeros_like(self._pending), 0
-        # EMA over steps, starting from the first step's value; torch.where keeps it on the device
-        s = torch.where(self.coeffs_started, self.pc.sgm_smoothing, 0.0).to(self.coeffs.dtype)
-        self.coeffs.mul_(s).add_((1 - s) * phi)
-        self.coeffs_started.fill_(True)
+        # EMA over steps, starting from the first step's value (the host mirror of coeffs_started
+        # decides, so there is no device read)
+        if self._coeffs_started:
+            self.coeffs.lerp_(phi.to(self.coeffs.device, self.coeffs.dtype), 1.0 - self.pc.sgm_smoothing)
+        else:
+            self.coeffs.copy_(phi)
+            self.coeffs_started.fill_(True)
+            self._coeffs_started = True  # set once per run: Module.__setattr__ is fine here
         coeffs = self.coeffs.clamp(min=self.pc.sgm_min_coeff)
         check = self._groups is None  # groups resolved and validated once, then cached
         if check:

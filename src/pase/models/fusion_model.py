@@ -140,6 +140,16 @@ class FusionModel(nn.Module):
             return presence_weights(present, dtype)
         return prototype_gates(scores, present)
 
+    def coalition_weights(self, scores: Optional[Tensor], masks: Tensor, dtype: torch.dtype) -> Tensor:
+        """Fusion weights of every coalition: masks (C, M) bool -> (C, B, M) from the gate scores
+        (B, M), or (C, 1, M) presence weights without a gate (the same for every sample)."""
+        present = masks[:, None, :]  # (C, 1, M)
+        if scores is None:
+            return presence_weights(present, dtype)
+        masked = torch.where(present, scores, float("-inf"))  # (C, B, M)
+        alpha = torch.softmax(masked, dim=-1).nan_to_num_(0.0)  # the empty coalition: all zero
+        return alpha.mul_(masks.sum(-1, dtype=alpha.dtype)[:, None, None])  # |S| softmax_S, as prototype_gates
+
     def fused_logits(self, stacked: Tensor, weights: Tensor) -> Tensor:
         """Head applied to the weighted concatenation: stacked (B, M, D), weights (..., B, M) -> (..., B, O)."""
         return self.head(fuse_stacked(stacked, weights))
@@ -174,13 +184,13 @@ class FusionModel(nn.Module):
             (C, B, O) logits; an all-absent coalition sees a zero fused input.
         """
         stacked = self.stacked_reps(out)
-        weights = self.fusion_weights(out.gate_scores, masks[:, None, :], stacked.shape[0], stacked.device,
-                                      stacked.dtype)  # (C, B, M)
+        layers = list(self.head) if isinstance(self.head, nn.Sequential) else [self.head]
+        if not head_dropout and isinstance(layers[0], nn.Linear) and all(isinstance(x, _PLAIN_LAYERS) for x in layers):
+            return _coalition_head(layers, stacked, out.gate_scores, masks)
+        weights = self.coalition_weights(out.gate_scores, masks, stacked.dtype)  # (C, B, M) or (C, 1, M)
         if head_dropout:
             return self.fused_logits(stacked, weights)
-        layers = list(self.head) if isinstance(self.head, nn.Sequential) else [self.head]
-        if isinstance(layers[0], nn.Linear) and all(isinstance(x, _PLAIN_LAYERS) for x in layers):
-            return _coalition_head(layers, stacked, weights)
+        weights = weights.expand(-1, stacked.shape[0], -1)
         if not self.head.training:  # a custom head: run it as it is, in eval mode
             return self.fused_logits(stacked, weights)
         self.head.eval()
@@ -194,21 +204,48 @@ class FusionModel(nn.Module):
 _PLAIN_LAYERS = (nn.Linear, nn.ReLU, nn.Dropout)
 
 
-def _coalition_head(layers: List[nn.Module], stacked: Tensor, weights: Tensor) -> Tensor:
-    """The head on every coalition's weighted concatenation, dropout skipped, with the first
-    linear layer split by modality: W [w_1 h_1; ...; w_M h_M] = sum_m w_m (W_m h_m), so each
-    modality's projection W_m h_m is computed once for all C coalitions (M times fewer
-    multiply-adds in that layer than projecting C concatenations).
+#: gate-score gaps are clipped here in the coalition pass (weight ratios below e^-60, about 1e-26)
+_GATE_GAP = 60.0
 
-    layers: Linear first, then Linear / ReLU / Dropout. stacked (B, M, D), weights (C, B, M) -> (C, B, O).
+
+def _coalition_head(layers: List[nn.Module], stacked: Tensor, scores: Optional[Tensor], masks: Tensor) -> Tensor:
+    """The head on every coalition's weighted concatenation, dropout skipped, in a few matrix
+    products (no (C, B, M) softmax, no (C, B, M * D) concatenation).
+
+    The first linear layer is split by modality: W [w_1 h_1; ...; w_M h_M] = sum_m w_m q_m with
+    q_m = W_m h_m computed once for all C coalitions. With the gate, coalition S weighs modality
+    m by |S| e_m / sum_{n in S} e_n, e_m = exp(g_m - max_n g_n) (``prototype_gates``), so its
+    first-layer output is |S| / (sum_{n in S} e_n) * sum_{m in S} e_m q_m: one (C, M) mask
+    product for the numerators and one for the denominators. Gaps g_max - g_m are clipped at
+    ``_GATE_GAP`` (60) so that no e_m or e_m q_m underflows; a coalition whose every member lies more than
+    60 below the best score (the gate gives them < 1e-26 of its weight) weighs them equally.
+
+    layers: Linear first, then Linear / ReLU / Dropout. stacked (B, M, D); scores (B, M) gate
+    scores or None (plain late fusion: weight 1 per present modality); masks (C, M) bool.
+    Returns (C, B, O). The projections are (M, B, H), so the mask products are plain (C, M) x
+    (M, B * H) matrix products.
     """
     first = layers[0]
     b, mm, d = stacked.shape
-    q = torch.einsum("bmd,hmd->bmh", stacked, first.weight.view(first.out_features, mm, d))  # (B, M, H)
-    x = torch.einsum("cbm,bmh->cbh", weights.to(q.dtype), q)  # (C, B, H)
+    c = masks.shape[0]
+    inplace = not torch.is_grad_enabled()
+    w1 = first.weight.view(first.out_features, mm, d).permute(1, 2, 0)  # (M, D, H)
+    q = torch.bmm(stacked.transpose(0, 1), w1 if w1.dtype == stacked.dtype else w1.to(stacked.dtype))  # (M, B, H)
+    mf = masks.to(q.dtype)  # (C, M)
+    if scores is None:
+        x = torch.mm(mf, q.view(mm, -1)).view(c, b, -1)  # (C, B, H)
+    else:
+        g = scores.t().float()  # (M, B)
+        e = torch.exp((g - g.amax(0, keepdim=True)).clamp_min_(-_GATE_GAP))  # (M, B), max 1
+        x = torch.mm(mf, (q * e.unsqueeze(-1).to(q.dtype)).view(mm, -1)).view(c, b, -1)  # (C, B, H)
+        den = torch.mm(mf.float(), e).clamp_min_(1e-30)  # (C, B); 0 (clamped) only for the empty coalition
+        scale = (mf.float().sum(-1, keepdim=True) / den).unsqueeze(-1).to(x.dtype)  # (C, B, 1): |S| / sum_S e
+        x = x.mul_(scale) if inplace else x * scale
     if first.bias is not None:
-        x = x + first.bias
+        x = x.add_(first.bias.to(x.dtype)) if inplace else x + first.bias.to(x.dtype)
     for layer in layers[1:]:
-        if not isinstance(layer, nn.Dropout):
+        if isinstance(layer, nn.ReLU):
+            x = torch.relu_(x) if inplace else torch.relu(x)
+        elif not isinstance(layer, nn.Dropout):
             x = layer(x)
     return x

@@ -161,3 +161,23 @@ def test_deficit_reduction_against_the_reference(comparison_copy):
     verdicts = [line for line in md.splitlines() if line.startswith("| agm |")
                 and any(v in line for v in ("reduces", "increases", "no evidence"))]
     assert len(verdicts) == 2  # one row per probe table
+
+
+def test_r2_shares_against_the_generators_ground_truth(comparison):
+    """On the built-in benchmark the summary compares each method's test-split r2 Shapley shares
+    with the generator's ground-truth shares: per-seed share - truth, averaged, and the verdict."""
+    out, summary = comparison
+    st = summary["share_truth"]
+    truth = {m: v for m, v in summary["runs"][0]["diagnostics"]["ground_truth_shares"].items() if m in MODALITIES}
+    assert st["truth"] == pytest.approx({m: v / sum(truth.values()) for m, v in truth.items()})
+    for method in OK_METHODS:
+        runs = [r for r in summary["runs"] if r["method"] == method and r["status"] == "ok"]
+        worst = 0.0
+        for m in MODALITIES:
+            err = [r["diagnostics"]["shapley"]["r2"]["shares"][m] - st["truth"][m] for r in runs]
+            assert st["error"][method][m]["mean"] == pytest.approx(np.mean(err), abs=1e-12)
+            assert st["error"][method][m]["sd"] == pytest.approx(np.std(err, ddof=1), abs=1e-12)
+            worst = max(worst, abs(np.mean(err)))
+        assert st["max_abs_error"][method] == pytest.approx(worst)
+        assert st["within_0.05"][method] == (worst <= 0.05)
+    assert "ground truth (r2 utility)" in (out / "summary.md").read_text()

@@ -59,14 +59,19 @@ def test_coalition_utilities_equal_forward_passes_with_masked_modalities(compari
     assert table["neg_loss"].tolist() == pytest.approx(saved, abs=1e-6)  # batch size 17 vs 64: float32 sums
     with torch.no_grad():
         for c, mask in enumerate(coalition_masks(3)):
-            losses, hits, n = 0.0, 0.0, 0
+            losses, hits, n, preds, ys = 0.0, 0.0, 0, [], []
             for batch in make_loader(bundle, "test", 64, False, 0):
                 logits = model(batch, present=mask).logits  # (B, 1)
                 losses += float(task_loss(logits, batch.target, bundle.task, reduce_batch=False).sum())
                 hits += float(((logits[:, 0] >= 0) == (batch.target >= 0)).sum())
                 n += len(batch)
+                preds.append(logits[:, 0].double())
+                ys.append(batch.target.double())
             assert float(table["neg_loss"][c]) == pytest.approx(-losses / n, abs=1e-5)
             assert float(table["accuracy"][c]) == pytest.approx(hits / n, abs=1e-6)  # float32 batch means
+            y, pred = torch.cat(ys), torch.cat(preds)
+            r2 = 1 - float(((pred - y) ** 2).mean() / y.var(unbiased=False))  # sklearn's r2_score
+            assert float(table["r2"][c]) == pytest.approx(r2, abs=1e-5)
 
 
 @pytest.mark.parametrize("method, seed", RUNS)
@@ -92,3 +97,43 @@ def test_trajectory_copies_the_contribution_columns_of_the_log(comparison):
     assert not any(c.startswith("train/") for c in cols)
     for a, b in zip(traj, log):
         assert all(a[c] == b[c] for c in cols)
+
+
+class _Pick(torch.nn.Module):
+    """An 'encoder' passing its one-feature input through: (B, 1, 1) -> (B, 1)."""
+
+    def forward(self, x, lengths):
+        return x[:, 0, :]
+
+
+def test_r2_shares_of_an_additive_oracle_are_the_ground_truth_shares():
+    """A model that predicts y by least squares on the generator's own effects (one zero-mean term
+    per modality) gets r2 Shapley shares equal to the ground-truth variance shares, and its r2
+    Shapley values sum to R^2(all) - R^2(empty) = the oracle's R^2 (close to the Bayes R^2)."""
+    from pase.data.contract import DataBundle, MultimodalDataset
+    from pase.data.registry import create_data
+    from pase.evaluation.shapley_report import split_shapley
+    from pase.models.fusion_model import FusionModel
+
+    src = create_data("synthetic", sizes=[32, 32, 20000])
+    test = src.splits["test"]
+    mods = ["text", "audio", "vision"]
+    eff = test.effects.double()  # (N, 3), columns in the generator's modality order
+    feats = {m: eff[:, [j]].float().unsqueeze(1) for j, m in enumerate(mods)}  # (N, 1, 1)
+    bundle = DataBundle("oracle", src.task, {s: MultimodalDataset(feats, test.target, test.ids, split=s)
+                                             for s in ("train", "valid", "test")})  # only test is read
+    design = torch.cat([eff, torch.ones(len(eff), 1, dtype=torch.float64)], 1)
+    coef = torch.linalg.lstsq(design, test.target.double().unsqueeze(1)).solution[:, 0]  # (4,)
+    head = torch.nn.Linear(3, 1)
+    with torch.no_grad():
+        head.weight.copy_(coef[:3].float()[None])
+        head.bias.fill_(float(coef[3]))
+    model = FusionModel({m: _Pick() for m in mods}, head, d_model=1)
+    got = split_shapley(model, bundle, "test")["r2"]
+    truth = src.info["ground_truth_shares"]
+    for m in mods:
+        assert abs(got["shares"][m] - truth[m]) < 0.02, (m, got["shares"], truth)
+    utils = got["utilities"]
+    assert sum(got["values"].values()) == pytest.approx(utils[-1] - utils[0], abs=1e-9)  # efficiency
+    assert abs(utils[0]) < 1e-3  # the empty coalition predicts the mean: R^2 ~ 0
+    assert utils[-1] == pytest.approx(src.info["bayes_r2"], abs=0.01)

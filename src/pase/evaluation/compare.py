@@ -417,14 +417,38 @@ def _diagnostic_stats(ok: List[Dict[str, Any]], methods: List[str], mods: List[s
                       level: float) -> Dict[str, Any]:
     keys = ["full", "missing_relative", "noise_relative"]
     robust = _stat_tree(ok, methods, keys, lambda k: ("robustness", k), level)
-    return {
+    utilities = list(dict.fromkeys(u for r in ok for u in (_dig(r.get("diagnostics"), ("shapley",)) or {})))
+    out = {
         "shares": {u: _stat_tree(ok, methods, mods, lambda mod, u=u: ("shapley", u, "shares", mod), level)
-                   for u in ("neg_loss", "accuracy")},
+                   for u in utilities},
         "shapley_values": _stat_tree(ok, methods, mods, lambda mod: ("shapley", "neg_loss", "values", mod), level),
         "probes": {"metric": probe_metric,
                    "values": _stat_tree(ok, methods, mods, lambda mod: ("probes", mod, probe_metric), level)},
         "robustness": robust,
     }
+    truth = next((r["diagnostics"]["ground_truth_shares"] for r in ok
+                  if _dig(r.get("diagnostics"), ("ground_truth_shares",))), None)
+    if truth and "r2" in utilities:
+        out["share_truth"] = _share_truth(ok, methods, mods, truth, level)
+    return out
+
+
+def _share_truth(ok: List[Dict[str, Any]], methods: List[str], mods: List[str], truth: Dict[str, float],
+                 level: float) -> Dict[str, Any]:
+    """Test-split ``r2`` Shapley shares against the generator's ground-truth shares (issue 3's
+    criterion: within 0.05). The truth is renormalised over the modalities of the runs."""
+    total = sum(truth[m] for m in mods)
+    want = {m: truth[m] / total for m in mods}
+    error = _stat_tree(ok, methods, mods, lambda mod: ("shapley", "r2", "shares", mod), level)
+    for m in methods:
+        for mod in mods:
+            d = error[m][mod]
+            for k in ("mean", "ci_low", "ci_high"):
+                d[k] -= want[mod]  # share - truth; SD and n unchanged
+    worst = {m: max((abs(error[m][mod]["mean"]) for mod in mods if error[m][mod]["n"]), default=float("nan"))
+             for m in methods}
+    return {"utility": "r2", "truth": want, "error": error, "max_abs_error": worst,
+            "within_0.05": {m: bool(worst[m] <= 0.05) for m in methods}}
 
 
 def _alone(out: Path, mods: List[str], seeds: List[int], ok: List[Dict[str, Any]], methods: List[str],

@@ -88,6 +88,21 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
     return tables
 
 
+def _share_truth_table(s: Dict[str, Any], methods: List[str], mods: List[str]) -> List[Table]:
+    st = s.get("share_truth")
+    if not st:
+        return []
+    truth = ", ".join(f"{mod} {_f(st['truth'][mod])}" for mod in mods)
+    return [{"title": "Test-split shares against the generator's ground truth (r2 utility)",
+             "note": f"Share - truth per modality, mean ± SD over seeds [{int(round(100 * s['level']))}% CI]; "
+                     f"truth: {truth}. "
+                     "The r2 utility (explained variance of each coalition's predictions) measures what the "
+                     "truth defines; 'within 0.05' when every modality's mean error is at most 0.05.",
+             "headers": ["method"] + mods + ["max abs error", "within 0.05"],
+             "rows": [[m] + [f"{_pm(st['error'][m][mod])} {_ci(st['error'][m][mod])}" for mod in mods]
+                      + [_f(st["max_abs_error"][m]), "yes" if st["within_0.05"][m] else "no"] for m in methods]}]
+
+
 def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
     methods, mods = s["reported"], s.get("modalities") or []
     if "shares" not in s:
@@ -98,6 +113,7 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
                "headers": ["method", "utility"] + mods,
                "rows": [[m, u] + [_pm(s["shares"][u][m][mod]) for mod in mods]
                         for m in methods for u in s["shares"]]},
+              *_share_truth_table(s, methods, mods),
               {"title": f"Linear probes of the frozen encoders ({s['probes']['metric']}, test split)",
                "note": "A linear model fit on the train-split representation of one modality, scored on test.",
                "headers": ["method"] + mods,

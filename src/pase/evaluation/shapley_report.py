@@ -42,7 +42,8 @@ from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, 
 __all__ = ["UTILITIES", "split_coalition_utilities", "split_shapley", "copy_trajectory", "diagnose",
            "write_csv", "read_csv"]
 
-#: the utilities reported for every run: negative task loss (the training default) and accuracy
+#: the utilities reported for every run: negative task loss (the training default) and accuracy;
+#: regression runs add ``r2`` (see :func:`split_coalition_utilities`)
 UTILITIES = ("neg_loss", "accuracy")
 
 _TRAJECTORY_PREFIXES = ("diag/shapley_", "diag/share_", "diag/weight_", "diag/sgm_coeff_")
@@ -74,6 +75,12 @@ def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split:
                               by_group: bool = False) -> Dict[str, Tensor]:
     """(2^M,) float64 utility of every coalition over the whole ``split``, per utility name.
 
+    ``neg_loss`` (minus the task loss), ``accuracy`` and, for regression, ``r2``: the coalition's
+    explained variance 1 - MSE(S) / Var(y) over the split. Its Shapley values sum to R^2(all) -
+    R^2(empty), and for predictions that add one zero-mean term per modality they are each
+    modality's share of the explained label variance: the quantity the built-in benchmark's
+    ground-truth shares define (an L1 or accuracy utility does not measure that).
+
     Coalition c holds modality i (``model.modalities`` order) iff bit i of c is set.
     """
     was = model.training
@@ -81,6 +88,9 @@ def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split:
     masks = coalition_masks(len(model.modalities))  # (C, M)
     loss_sum = torch.zeros(masks.shape[0], dtype=torch.float64)
     hit_sum = torch.zeros(masks.shape[0], dtype=torch.float64)
+    sse = torch.zeros(masks.shape[0], dtype=torch.float64)  # regression: squared errors, and y's moments
+    y_sum = y_sq = 0.0
+    regression = bundle.task.kind == "regression"
     n = 0
     for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
         out = model(batch)  # encoders once
@@ -89,9 +99,17 @@ def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split:
         loss_sum += per.double().sum(-1).cpu()
         acc = coalition_utility(logits, batch.target, bundle.task, "accuracy", loss_kind)  # (C,) batch means
         hit_sum += acc.double().cpu() * len(batch)
+        if regression:
+            y = batch.target.double().cpu()
+            sse += (logits[..., 0].double().cpu() - y).pow(2).sum(-1)
+            y_sum, y_sq = y_sum + float(y.sum()), y_sq + float(y.pow(2).sum())
         n += len(batch)
     model.train(was)
-    return {"neg_loss": -loss_sum / n, "accuracy": hit_sum / n}
+    table = {"neg_loss": -loss_sum / n, "accuracy": hit_sum / n}
+    var = y_sq / n - (y_sum / n) ** 2 if n else 0.0
+    if regression and var > 0:
+        table["r2"] = 1.0 - sse / (n * var)
+    return table
 
 
 def split_shapley(model: torch.nn.Module, bundle: DataBundle, split: str = "test", loss_kind: str = "auto",
@@ -137,7 +155,7 @@ def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
     rows = []
     for m in mods:
         row: Dict[str, Any] = {"modality": m}
-        for u in UTILITIES:
+        for u in shap:
             row[f"shapley_{u}"] = shap[u]["values"][m]
             row[f"share_{u}"] = shap[u]["shares"][m]
         row.update({f"probe_{k}": v for k, v in probes.get(m, {}).items()})
@@ -179,6 +197,7 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         "checkpoint": str(checkpoint), "split": split, "dataset": bundle.name, "protocol": bundle.task.protocol,
         "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
         "shapley": shap, "probes": probe,
+        "ground_truth_shares": bundle.info.get("ground_truth_shares"),  # the built-in benchmark's; else None
         "robustness": {"metric": metric, "noise_levels": list(noise_levels),
                        **robustness_summary(rob, metric, mods)},
         "files": {"robustness": "robustness.csv", "trajectory": trajectory, "table": "diagnostics.csv"},

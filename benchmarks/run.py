@@ -140,7 +140,7 @@ def plan(quick: bool, device: str, bf16: bool, threads: Optional[int]) -> List[T
                                                                "epochs": 3}))
         p.append((f"memory/mosi_shaped/{method}", "memory", {
             "dataset": "mosi_shaped", "method": method, "sizes": _shaped_sizes("mosi_shaped", small_eval=False),
-            "epochs": 3 if q else 4, "batches": 2 if q else 0, "infer_batches": 2 if q else 0}))
+            "epochs": 3 if q else 8, "batches": 2 if q else 0, "infer_batches": 2 if q else 0}))
         if not q:
             p.append((f"memory/mosei_shaped/{method}", "memory", {
                 "dataset": "mosei_shaped", "method": method, "sizes": _shaped_sizes("mosei_shaped", small_eval=False),

@@ -396,15 +396,16 @@ def test_alignment_runs_in_float32_under_autocast():
 
 @pytest.mark.parametrize("reg", [0.3, 0.5])
 def test_two_class_closed_form_is_the_sinkhorn_fixed_point(reg):
-    """K = 2 with marginals uniform over the present classes: the closed-form plan equals the
+    """K = 2, uniform marginals: [[p, 1/2 - p], [1/2 - p, p]] with the closed-form p equals the
     converged Sinkhorn plan, and its autograd gradient equals the implicit one."""
-    from pase.ot import _plan_2x2_uniform
+    from pase.ot import _two_class_p
 
     g = torch.Generator().manual_seed(9)
-    marg = torch.tensor([[0.5, 0.5], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
+    marg = torch.full((4, 2), 0.5, dtype=torch.float64)
     M = (2 * torch.rand(4, 2, 2, generator=g, dtype=torch.float64)).requires_grad_(True)
     w = torch.randn(4, 2, 2, generator=g, dtype=torch.float64)
-    plan = _plan_2x2_uniform(marg, M, reg)
+    p = _two_class_p(M, reg)
+    plan = torch.stack([torch.stack([p, 0.5 - p], -1), torch.stack([0.5 - p, p], -1)], -2)
     ref, _ = sinkhorn_log_implicit(marg, marg, M, reg, max_iter=100000, tol=1e-14, check_every=1)
     assert_close(plan, ref, atol=1e-12, rtol=0)
     (g_closed,) = torch.autograd.grad((plan * w).sum(), M)
@@ -416,15 +417,24 @@ def test_auto_solver_matches_sinkhorn_and_falls_back_for_more_classes():
     from pase.ot import ot_alignment_loss_stacked
 
     g = torch.Generator().manual_seed(10)
-    for K in (2, 3):
-        c = torch.randn(3, K, 6, generator=g, dtype=torch.float64, requires_grad=True)
-        p = torch.randn(3, K, 6, generator=g, dtype=torch.float64)
-        present = torch.ones(3, K, dtype=torch.bool)
-        present[0, 1] = False  # an absent class for modality 0
+    # presence patterns (rows: modalities): all present; one class absent for one modality (pairs
+    # sharing one class); a modality with class 0 only and one with class 1 only (a pair sharing none)
+    patterns = [[[1, 1], [1, 1], [1, 1], [1, 1]], [[1, 0], [1, 1], [1, 1], [1, 1]],
+                [[1, 0], [0, 1], [1, 1], [1, 1]], [[1, 1], [1, 0], [1, 0], [0, 1]]]
+    for K, pattern in [(2, pt) for pt in patterns] + [(3, None)]:
+        c = torch.randn(4, K, 6, generator=g, dtype=torch.float64, requires_grad=True)
+        p = torch.randn(4, K, 6, generator=g, dtype=torch.float64)
+        present = torch.ones(4, K, dtype=torch.bool)
+        if pattern is not None:
+            present = torch.tensor(pattern, dtype=torch.bool)
+        else:
+            present[0, 1] = False  # an absent class for modality 0
         kw = dict(reg=0.2, tol=1e-13, max_iter=100000, gradient="implicit")
-        ref, _ = ot_alignment_loss_stacked(c, p, present, solver="sinkhorn", **kw)
+        ref, ref_diag = ot_alignment_loss_stacked(c, p, present, solver="sinkhorn", **kw)
         auto, diag = ot_alignment_loss_stacked(c, p, present, solver="auto", **kw)
         assert_close(auto, ref, atol=1e-10, rtol=0)
+        for k in ("transport", "structure", "consistency", "pair_cost"):
+            assert_close(diag[k], ref_diag[k], atol=1e-10, rtol=0)
         for x, y in zip(torch.autograd.grad(auto, c), torch.autograd.grad(ref, c)):
             assert_close(x, y, atol=1e-9, rtol=1e-7)
         assert (diag["niter"] == 0) == (K == 2)  # closed form only for two classes

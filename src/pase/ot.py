@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import itertools
 import warnings
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -300,26 +300,40 @@ def _presence(present: Union[Tensor, Mapping[str, Tensor]], names, K: int) -> Te
     return torch.stack(rows).bool()  # (M, K)
 
 
-def _plan_2x2_uniform(marg: Tensor, cost: Tensor, reg: float) -> Tensor:
-    r"""The entropic OT plan of (P, 2, 2) problems with marginals uniform over the present classes.
+def _two_class_p(cost: Tensor, reg: float) -> Tensor:
+    r"""The diagonal entry p of the entropic OT plans of (P, 2, 2) problems with uniform marginals.
 
     With a = b = (1/2, 1/2) the plan is [[p, 1/2 - p], [1/2 - p, p]]: the marginals fix three
     entries given one, and every Sinkhorn scaling leaves P_11 P_22 / (P_12 P_21) =
-    exp(-(C_11 + C_22 - C_12 - C_21) / reg), so p = sigmoid(-(C_11 + C_22 - C_12 - C_21) / (2 reg)) / 2.
-    With one class present the plan is that class's unit mass, diag(marg). Differentiable in ``cost``.
-
-    Args:
-        marg: (P, 2) marginals, each (1/2, 1/2), (1, 0) or (0, 1). cost: (P, 2, 2). reg: epsilon.
-
-    Returns:
-        (P, 2, 2) plans.
+    exp(-(C_11 + C_22 - C_12 - C_21) / reg), so p = sigmoid(-(C_11 + C_22 - C_12 - C_21) / (2 reg)) / 2,
+    the exact fixed point (no iterations). Differentiable in ``cost``. cost (P, 2, 2) -> p (P,).
     """
-    z = cost[..., 0, 0] + cost[..., 1, 1] - cost[..., 0, 1] - cost[..., 1, 0]  # (P,)
-    p = 0.5 * torch.sigmoid(-z / (2 * reg))  # (P,)
+    c = cost.flatten(-2)  # (P, 4): C_11, C_12, C_21, C_22
+    return 0.5 * torch.sigmoid((c[..., 1] + c[..., 2] - c[..., 0] - c[..., 3]) / (2 * reg))
+
+
+def _two_class_terms(cost: Tensor, common: Tensor, reverse: Tensor, reg: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """The three per-pair terms of the alignment loss for K = 2 in closed form: (P,) transport,
+    structure and consistency, for cost (P, 2, 2), ``common`` (P, 2) the classes a pair shares and
+    ``reverse`` (P,) the index of pair (n, m).
+
+    Both classes shared: the plan [[p, q], [q, p]], q = 1/2 - p (:func:`_two_class_p`), so transport
+    p (C_11 + C_22) + q (C_12 + C_21), structure ||plan - I/2||^2 = 4 q^2 and consistency
+    ||plan_mn - plan_nm^T||^2 = 4 (p_mn - p_nm)^2 (the plans are symmetric). One class k shared:
+    the plan is that class's unit mass, equal to its target, so transport C_kk and the other two 0.
+    No class shared: the dummy uniform problem (the pair has weight 0 in the loss). These are the
+    terms :func:`ot_alignment_loss_stacked` computes from a converged Sinkhorn plan (tested equal).
+    """
+    p = _two_class_p(cost, reg)  # (P,)
     q = 0.5 - p
-    sym = torch.stack([torch.stack([p, q], -1), torch.stack([q, p], -1)], -2)  # (P, 2, 2)
-    both = (marg > 0).all(-1)  # (P,)
-    return torch.where(both[:, None, None], sym, torch.diag_embed(marg))
+    c = cost.flatten(-2)
+    single = common.any(-1) & ~common.all(-1)  # (P,) exactly one shared class
+    zero = torch.zeros((), dtype=cost.dtype, device=cost.device)
+    transport = torch.where(single, torch.where(common[:, 0], c[:, 0], c[:, 3]),
+                            p * (c[:, 0] + c[:, 3]) + q * (c[:, 1] + c[:, 2]))
+    structure = torch.where(single, zero, 4 * q * q)
+    consistency = torch.where(single, zero, 4 * (p - p.index_select(0, reverse)).pow(2))
+    return transport, structure, consistency
 
 
 @functools.lru_cache(maxsize=None)
@@ -492,6 +506,12 @@ def ot_alignment_loss_stacked(
     mask = present.bool()
     common = mask.index_select(0, src_idx) & mask.index_select(0, dst_idx)  # (P, K)
     valid = common.any(-1)  # (P,)
+    if solver == "auto" and K == 2:  # the whole loss in closed form: no plan tensor, no iterations
+        parts = torch.stack(_two_class_terms(cosine_cost(src, dst), common, reverse, reg))  # (3, P)
+        log = {"log_u": init if init is not None and init.shape == (src.shape[0], K) else
+               torch.zeros(src.shape[0], K, dtype=src.dtype, device=src.device),
+               "niter": 0, "err": torch.zeros((), dtype=src.dtype, device=src.device)}
+        return _alignment_loss(parts, valid, alpha, beta, log)
     # pairs sharing no class get dummy uniform marginals so the batched solve stays finite
     weights = torch.where(valid.unsqueeze(-1), common.to(src.dtype), torch.ones_like(src[..., 0]))
     marg = weights / weights.sum(-1, keepdim=True)  # (P, K)
@@ -499,24 +519,26 @@ def ot_alignment_loss_stacked(
     cost = torch.where(pair_mask, cosine_cost(src, dst), torch.zeros((), dtype=src.dtype, device=src.device))
     if init is not None and init.shape != marg.shape:
         init = None
-    if solver == "auto" and K == 2:
-        plan = _plan_2x2_uniform(marg, cost, reg)  # exact: the fixed point Sinkhorn converges to
-        log = {"log_u": init if init is not None else torch.zeros_like(marg), "niter": 0,
-               "err": torch.zeros((), dtype=marg.dtype, device=marg.device)}
-    else:
-        with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
-            warnings.simplefilter("ignore", UserWarning)
-            if gradient == "implicit":
-                plan, log = sinkhorn_log_implicit(marg, marg, cost, reg, max_iter=max_iter, tol=tol, init=init,
-                                                  check_every=check_every)  # (P, K, K)
-            else:
-                plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
-                                         grad_iters=grad_iters, init=init, check_every=check_every)
+    with warnings.catch_warnings():  # non-convergence is reported in diag["marginal_err"], once per call
+        warnings.simplefilter("ignore", UserWarning)
+        if gradient == "implicit":
+            plan, log = sinkhorn_log_implicit(marg, marg, cost, reg, max_iter=max_iter, tol=tol, init=init,
+                                              check_every=check_every)  # (P, K, K)
+        else:
+            plan, log = sinkhorn_log(marg, marg, cost, reg, max_iter=max_iter, tol=tol, log=True,
+                                     grad_iters=grad_iters, init=init, check_every=check_every)
     target = torch.diag_embed(marg)  # (P, K, K), I_S / |S|
     parts = torch.stack([(plan * cost).sum(dim=(-2, -1)),  # transport
                          (plan - target).pow(2).sum(dim=(-2, -1)),  # structure
                          (plan - plan[reverse].transpose(-2, -1)).pow(2).sum(dim=(-2, -1))])  # consistency (3, P)
-    w = valid.to(src.dtype) / valid.sum().clamp_min(1)  # (P,), mean over valid pairs
+    return _alignment_loss(parts, valid, alpha, beta, log)
+
+
+def _alignment_loss(parts: Tensor, valid: Tensor, alpha: float, beta: float,
+                    log: Dict[str, Any]) -> Tuple[Tensor, Dict[str, object]]:
+    """The loss and diagnostics of :func:`ot_alignment_loss_stacked` from the (3, P) per-pair
+    transport, structure and consistency terms (mean over the valid pairs)."""
+    w = valid.to(parts.dtype) / valid.sum().clamp_min(1)  # (P,), mean over valid pairs
     means = parts @ w  # (3,)
     loss = means[0] + alpha * means[1] + beta * means[2]
     transport, structure, consistency = means.detach().unbind(0)

@@ -8,7 +8,7 @@ from pase.data import create_data
 from pase.methods import create_method
 from pase.methods.pase import prototype_targets
 from pase.models import build_model
-from pase.prototypes import pcl_loss
+from pase.prototypes import class_means, pcl_loss
 from pase.shapley import exact_shapley, sgm_coefficients, shapley_shares
 
 
@@ -77,7 +77,7 @@ def test_pcl_and_ot_gradients_reach_the_encoders(bundle, term):
     if term == "pcl":
         loss = sum(pcl_loss(out.reps[m], classes, *snap[m]) for m in model.modalities)
     else:
-        loss = method._ot_loss(out.stacked.transpose(0, 1), classes, *out.banks)
+        loss = method._ot_loss(class_means(out.stacked.transpose(0, 1), classes, 2), *out.banks)
     assert float(loss.detach()) > 0
     loss.backward()
     for m in model.modalities:

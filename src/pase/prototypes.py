@@ -238,12 +238,14 @@ def pcl_from_logits(logits: Tensor, classes: Tensor, initialized: Tensor) -> Ten
     return nll.sum(-1) / valid.sum(-1).clamp_min(1)
 
 
-def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Tensor) -> None:
+def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Tensor,
+                 stats: Optional[Tuple[Tensor, Tensor]] = None) -> None:
     """EMA-update several banks sharing labels in one batched step: features (N, B, D), one row per bank.
 
     The banks must have the same (K, D) and momentum. Under ``torch.distributed`` the class sums
     and counts of all banks are all-reduced (SUM) in one collective first, so every process holds
-    the same prototypes.
+    the same prototypes. ``stats``: this batch's ``class_means(features, classes, K)`` when the
+    caller has them already (e.g. for the OT centroids); they are used detached.
     """
     first = banks[0]
     K, D = first.prototypes.shape
@@ -255,7 +257,9 @@ def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Te
             f"{[tuple(b.prototypes.shape) for b in banks]}"
         )
     with torch.no_grad():
-        sums, counts = class_means(features.detach().to(first.prototypes.dtype), classes, K)  # (N, K, D), (K,)
+        if stats is None:
+            stats = class_means(features.detach(), classes, K)
+        sums, counts = (t.detach().to(first.prototypes.dtype) for t in stats)  # (N, K, D), (K,)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             packed = torch.cat([sums.flatten(), counts])  # one collective for all banks
             torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss_stacked
-from ..prototypes import class_centroids, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
+from ..prototypes import class_means, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, RunningMean, register_method, task_loss
 
@@ -101,18 +101,21 @@ class PaSE(Method):
                     l_pcl = pcl_loss(h, classes, protos, init, self.pc.tau).mean()
                 total = total + self.pc.lambda_pcl * l_pcl
                 logs["pcl_loss"] = l_pcl.detach()
+            stats = None
             if self.pc.ot and len(self.modalities) > 1:
-                l_ot = self._ot_loss(h, classes, protos, init)
+                stats = class_means(h, classes, self.num_classes)  # (M, K, D) sums, (K,) counts; also the EMA's
+                l_ot = self._ot_loss(stats, protos, init)
                 total = total + self.pc.lambda_ot * l_ot
                 logs["ot_loss"] = l_ot.detach()
-            update_banks([model.banks[m] for m in self.modalities], h, classes)
+            update_banks([model.banks[m] for m in self.modalities], h, classes, stats)
         self.track(model, batch, out)
         return total, logs
 
-    def _ot_loss(self, h: Tensor, classes: Tensor, protos: Tensor, init: Tensor) -> Tensor:
-        cents, here = class_centroids(h, classes, self.num_classes)  # (M, K, D), (K,)
-        present = here & init  # (M, K)
-        on_cpu = h.device.type == "cpu"
+    def _ot_loss(self, stats: Tuple[Tensor, Tensor], protos: Tensor, init: Tensor) -> Tensor:
+        sums, counts = stats
+        cents = sums / counts.clamp_min(1).unsqueeze(-1)  # (M, K, D) batch class centroids (class_centroids)
+        present = (counts > 0) & init  # (M, K)
+        on_cpu = sums.device.type == "cpu"
         # Sinkhorn starts from the previous step's potentials (the prototypes move slowly). On the
         # CPU a convergence check costs no device sync, so it stops at a tolerance there; on an
         # accelerator it runs a fixed count with no host sync.

@@ -1,6 +1,6 @@
 """Does ``torch.compile`` help PaSE's small per-step ops? Eager against compiled, on this CPU.
 
-    python benchmarks/compile_probe.py
+    python benchmarks/compile_probe.py [--step]
 
 1. One Sinkhorn iteration: the body of ``pase.ot.sinkhorn_log`` on the (P, K, K) = (6, 2, 2)
    problem of a PaSE step with three modalities and sign classes.
@@ -8,11 +8,17 @@
    D 64, K 2): prototype similarities, confidences, gate scores and weights, PCL from the
    similarities, batch class centroids and the OT alignment loss (the library's own functions,
    composed as ``FusionModel.forward`` and ``PaSE.loss`` do; no EMA, no Shapley pass, no SGM).
+3. With ``--step`` (needs ``../shared/data/mosi-bclstm``): whole real-MOSI training steps of late
+   fusion, PaSE, and PaSE with its forward extras (similarities, confidences, gate scores) and its
+   loss extras (PCL, centroids, OT) each compiled as one graph, interleaved per batch; prints the
+   first epoch's time (compilation included) and the median step times and ratios.
 
 Prints the compile time and the median microseconds per call (1 thread).
 """
 
+import contextlib
 import statistics
+import sys
 import time
 
 import torch
@@ -28,16 +34,86 @@ def body(log_u, Mr, log_a, log_b):
     return log_u, log_v
 
 
-def extras(stacked, protos, init, classes, gate_w, gate_b):
-    """PaSE's extras of one step: (B, M) gate weights, PCL loss, OT loss."""
-    h = stacked.transpose(0, 1)  # (M, B, D)
-    z = prototype_logits(h, protos, 0.1, init)  # (M, B, K)
+def forward_extras(h, protos, init, gate_w, gate_b, tau: float = 0.1):
+    """(M, B, K) prototype similarities and (B, M) gate scores, as ``FusionModel.forward``."""
+    z = prototype_logits(h, protos, tau, init)  # (M, B, K)
     g = (h * gate_w[:, None, :-1]).sum(-1) + gate_b[:, None] + prototype_confidence(z) * gate_w[:, -1:]
-    weights = prototype_gates(g.transpose(0, 1))
+    return z, g.transpose(0, 1)
+
+
+def loss_extras(h, z, classes, protos, init):
+    """PCL and OT losses, as ``PaSE.loss`` (default weights and OT settings)."""
     pcl = pcl_from_logits(z, classes, init).mean()
     cents, here = class_centroids(h, classes, protos.shape[1])
     ot, _ = ot_alignment_loss_stacked(cents, protos, here & init, reg=0.05, alpha=0.1, beta=0.05, solver="auto")
-    return weights, pcl, ot
+    return pcl, ot
+
+
+def extras(stacked, protos, init, classes, gate_w, gate_b):
+    """PaSE's extras of one step: (B, M) gate weights, PCL loss, OT loss."""
+    h = stacked.transpose(0, 1)  # (M, B, D)
+    z, scores = forward_extras(h, protos, init, gate_w, gate_b)
+    return (prototype_gates(scores), *loss_extras(h, z, classes, protos, init))
+
+
+def whole_steps() -> None:
+    """Real-MOSI steps: late fusion, PaSE eager, PaSE with its extras compiled (two graphs)."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import workloads as W
+    from workers import _batches
+
+    from pase.methods.base import task_loss
+    from pase.methods.pase import prototype_targets
+    from pase.models.fusion_model import FusionOutput
+    from pase.prototypes import update_banks
+
+    bundle = W.load_dataset("real_mosi")
+    if bundle is None:
+        print(f"--step: {W.MOSI_BCLSTM} is absent")
+        return
+    cpu, ac = torch.device("cpu"), contextlib.nullcontext()
+    batches, _, _ = _batches(bundle, "train", 0, 0, cpu)
+    late, pase, fast = (W.Run(v, bundle, "real_mosi", cpu) for v in ("late_fusion", "pase", "pase"))
+    fwd_c, loss_c = torch.compile(forward_extras), torch.compile(loss_extras)
+
+    def compiled_step(batch):  # PaSE's step (forward, loss, EMA, tracking, SGM) with two compiled graphs
+        m, meth = fast.model, fast.method
+        reps = m.encode(batch)
+        stacked = torch.stack([reps[k] for k in m.modalities], dim=-2)  # (B, M, D)
+        protos, init = m.bank_snapshot()
+        h = stacked.transpose(0, 1)
+        z, scores = fwd_c(h, protos, init, m.gate.weight, m.gate.bias, m.tau)
+        weights = m.fusion_weights(scores, None, stacked.shape[0], cpu, stacked.dtype)
+        logits = m.fused_logits(stacked, weights)
+        out = FusionOutput(logits, reps, weights, dict(zip(m.modalities, z.unbind(0))), stacked, z, scores,
+                           (protos, init))
+        classes = prototype_targets(batch.target, meth.task, meth.pc.binning)
+        pcl, ot = loss_c(h, z, classes, protos, init)
+        loss = task_loss(logits, batch.target, meth.task, meth.loss_kind) + meth.pc.lambda_pcl * pcl \
+            + meth.pc.lambda_ot * ot
+        update_banks([m.banks[k] for k in m.modalities], h, classes)
+        meth.track(m, batch, out)
+        fast.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        meth.before_optimizer_step(m, fast.opt)
+        fast.opt.step()
+
+    t0 = time.perf_counter()
+    for b in batches:
+        compiled_step(b)
+    print(f"whole steps: first compiled epoch {time.perf_counter() - t0:.1f} s ({len(batches)} batches, "
+          "compilation included)")
+    steps = {"late_fusion": lambda b: late.step(b, ac), "pase": lambda b: pase.step(b, ac), "pase_compiled": compiled_step}
+    times = {k: [] for k in steps}
+    for _ in range(6):
+        for b in batches:
+            for k, f in steps.items():
+                t0 = time.perf_counter()
+                f(b)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print("whole steps, median ms (x late fusion): " +
+          ", ".join(f"{k} {v:.2f} ({v / med['late_fusion']:.2f} x)" for k, v in med.items()))
 
 
 def bench(f, n=2000):
@@ -78,6 +154,8 @@ def main() -> None:
     step(compiled)
     print(f"PaSE extras, forward + backward: compile {time.perf_counter() - t0:.1f} s; "
           f"eager {bench(lambda: step(extras), 1000):.0f} us, compiled {bench(lambda: step(compiled), 1000):.0f} us")
+    if "--step" in sys.argv[1:]:
+        whole_steps()
 
 
 if __name__ == "__main__":

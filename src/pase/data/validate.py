@@ -145,6 +145,19 @@ def check_dims(features: Mapping[str, np.ndarray], expected: Optional[Mapping[st
                 f"(shape {features[m].shape}) but {d} was configured; fix expected_dims or the file")
 
 
+#: elements per chunk of the finiteness check (a 16 MiB bool mask at most)
+_FINITE_CHUNK = 1 << 24
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """``np.isfinite(arr).all()`` over row chunks, so the temporary mask stays small (loading a
+    MOSEI-sized array no longer holds a bool copy of it)."""
+    if arr.ndim == 0 or arr.size <= _FINITE_CHUNK:
+        return bool(np.isfinite(arr).all())
+    rows = max(1, _FINITE_CHUNK // max(1, arr.size // len(arr)))
+    return all(np.isfinite(arr[i:i + rows]).all() for i in range(0, len(arr), rows))
+
+
 def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequence[str],
                    sanitize: bool = False, neg_inf_to_zero: bool = False) -> np.ndarray:
     """Replace or reject non-finite values in ``arr`` (N, ...) float; returns the fixed array.
@@ -155,9 +168,9 @@ def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequen
     Raises:
         DataFormatError: naming the file, split, key and the first bad sample id.
     """
+    if _all_finite(arr):
+        return arr  # the common case, checked in row chunks: no mask of the whole array
     bad = ~np.isfinite(arr)
-    if not bad.any():
-        return arr
     arr = arr.copy()
     if neg_inf_to_zero:
         neg = np.isneginf(arr)

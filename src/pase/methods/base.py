@@ -176,7 +176,7 @@ class Method(nn.Module):
         """Accumulate this batch's Shapley values, shares and mean weights; returns the (M,) shares."""
         values, se = self.shapley_values(model, out, batch.target)
         shares = shapley_shares(values)
-        rows = [values, shares, out.weights.detach().mean(0).to(values.dtype)] + ([se] if se is not None else [])
+        rows = [values, shares, out.weights.detach().mean(0, dtype=values.dtype)] + ([se] if se is not None else [])
         self._epoch.add(torch.stack(rows))  # (3 or 4, M): one accumulator, one add per batch
         return shares
 

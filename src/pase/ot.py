@@ -477,7 +477,7 @@ def ot_alignment_loss_stacked(
         gradient: "implicit" (exact gradient of the converged plan, :func:`sinkhorn_log_implicit`)
             or "unroll" (differentiate the last ``grad_iters`` iterations).
         solver: "sinkhorn" (always iterate) or "auto": with K = 2 classes the plan in closed form
-            (:func:`_plan_2x2_uniform`, the exact fixed point; no iterations, plain autograd).
+            (:func:`_two_class_terms`, the exact fixed point; no iterations, plain autograd).
 
     Returns:
         ``(loss, diagnostics)`` as :func:`ot_alignment_loss`, except ``"pair_cost"``: a (P,) tensor.

@@ -188,3 +188,24 @@ def test_split_first_layer_coalition_head_equals_the_concatenation(bundle, head_
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     out.gate_scores = out.gate_scores - 1000.0 * torch.arange(3.0)
     assert torch.isfinite(model.coalition_logits(out, masks)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_coalition_pass_under_half_precision_autocast_is_finite_and_close(bundle, dtype):
+    """Under fp16 / bf16 autocast ("16-mixed" / "bf16-mixed") every coalition, the empty one
+    included, stays finite and close to the float32 pass: the gate's exponentials and mask
+    products run in float32 (in fp16 the denominator's floor rounded to 0 and gave 0 / 0)."""
+    cfg = apply_overrides(Config(), ["method=pase", "model.head_hidden=32"])
+    model = build_model(cfg, bundle).eval()  # no dropout: both passes see the same representations
+    batch = bundle.splits["train"].__getitems__(list(range(8)))
+    masks = coalition_masks(3)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=dtype):
+            out = model(batch)
+            out.gate_scores = out.gate_scores - 25.0 * torch.arange(3.0)  # gaps past fp16's exp range
+            got = model.coalition_logits(out, masks)
+        out32 = model(batch)
+        out32.gate_scores = out32.gate_scores - 25.0 * torch.arange(3.0)
+        ref = model.coalition_logits(out32, masks)
+    assert got.dtype == dtype and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), ref, atol=0.05, rtol=0.05)

@@ -114,6 +114,24 @@ def test_bank_update_has_no_grad_and_separation():
     assert set(dict(bank.named_buffers())) == {"prototypes", "initialized"}
 
 
+def test_bank_update_from_half_precision_features_sums_in_float32():
+    """bf16 features (bf16-mixed training) update the float32 banks as their float32 values would,
+    within bf16's rounding of the inputs: the class sums are taken in float32 (in bf16 an
+    index_add over 1,024 samples lost whole units)."""
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(3, 1024, 4, generator=g) + 1.0
+    classes = (torch.arange(1024) % 3 == 0).long()
+    rounded = feats.bfloat16()
+
+    def run(f):
+        banks = [PrototypeBank(num_classes=2, dim=4) for _ in range(3)]
+        update_banks(banks, f, classes)
+        return torch.stack([b.prototypes for b in banks])
+
+    assert_close(run(rounded), run(rounded.float()), atol=1e-6, rtol=1e-6)  # the same sums
+    assert (run(rounded) - run(feats)).abs().max() < 1e-2  # only the inputs' rounding
+
+
 def test_prototype_logits_masking():
     h = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
     c = torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]])

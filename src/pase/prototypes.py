@@ -245,7 +245,7 @@ def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Te
     The banks must have the same (K, D) and momentum. Under ``torch.distributed`` the class sums
     and counts of all banks are all-reduced (SUM) in one collective first, so every process holds
     the same prototypes. ``stats``: this batch's ``class_means(features, classes, K)`` when the
-    caller has them already (e.g. for the OT centroids); they are used detached.
+    caller has them already (e.g. for the OT centroids), summed in float32; used detached.
     """
     first = banks[0]
     K, D = first.prototypes.shape
@@ -257,8 +257,8 @@ def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Te
             f"{[tuple(b.prototypes.shape) for b in banks]}"
         )
     with torch.no_grad():
-        if stats is None:
-            stats = class_means(features.detach(), classes, K)
+        if stats is None:  # summed in the banks' dtype (float32), not in a half-precision feature dtype
+            stats = class_means(features.detach().to(first.prototypes.dtype), classes, K)
         sums, counts = (t.detach().to(first.prototypes.dtype) for t in stats)  # (N, K, D), (K,)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             packed = torch.cat([sums.flatten(), counts])  # one collective for all banks

@@ -103,7 +103,8 @@ class PaSE(Method):
                 logs["pcl_loss"] = l_pcl.detach()
             stats = None
             if self.pc.ot and len(self.modalities) > 1:
-                stats = class_means(h, classes, self.num_classes)  # (M, K, D) sums, (K,) counts; also the EMA's
+                # (M, K, D) sums and (K,) counts, summed in float32 (the EMA's too; no-op without autocast)
+                stats = class_means(h.float(), classes, self.num_classes)
                 l_ot = self._ot_loss(stats, protos, init)
                 total = total + self.pc.lambda_ot * l_ot
                 logs["ot_loss"] = l_ot.detach()

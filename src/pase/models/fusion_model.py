@@ -11,6 +11,7 @@ Shapes: B batch, M modalities, D = d_model, C coalitions, O output width.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -147,8 +148,8 @@ class FusionModel(nn.Module):
         if scores is None:
             return presence_weights(present, dtype)
         masked = torch.where(present, scores, float("-inf"))  # (C, B, M)
-        alpha = torch.softmax(masked, dim=-1).nan_to_num_(0.0)  # the empty coalition: all zero
-        return alpha.mul_(masks.sum(-1, dtype=alpha.dtype)[:, None, None])  # |S| softmax_S, as prototype_gates
+        alpha = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # the empty coalition: all zero
+        return alpha * masks.sum(-1, dtype=alpha.dtype)[:, None, None]  # |S| softmax_S, as prototype_gates
 
     def fused_logits(self, stacked: Tensor, weights: Tensor) -> Tensor:
         """Head applied to the weighted concatenation: stacked (B, M, D), weights (..., B, M) -> (..., B, O)."""
@@ -216,9 +217,11 @@ def _coalition_head(layers: List[nn.Module], stacked: Tensor, scores: Optional[T
     q_m = W_m h_m computed once for all C coalitions. With the gate, coalition S weighs modality
     m by |S| e_m / sum_{n in S} e_n, e_m = exp(g_m - max_n g_n) (``prototype_gates``), so its
     first-layer output is |S| / (sum_{n in S} e_n) * sum_{m in S} e_m q_m: one (C, M) mask
-    product for the numerators and one for the denominators. Gaps g_max - g_m are clipped at
-    ``_GATE_GAP`` (60) so that no e_m or e_m q_m underflows; a coalition whose every member lies more than
-    60 below the best score (the gate gives them < 1e-26 of its weight) weighs them equally.
+    product for the numerators and one for the denominators, in float32 under autocast. Gaps
+    g_max - g_m are clipped at ``_GATE_GAP`` (60) so that no e_m or e_m q_m underflows: exact for
+    every coalition when no score lies more than 60 below the sample's best (the gate then gives
+    it under 1e-26 of its weight); beyond that, such a member weighs as if it were 60 below, which
+    matters only in a coalition whose best member is itself near or past 60 below.
 
     layers: Linear first, then Linear / ReLU / Dropout. stacked (B, M, D); scores (B, M) gate
     scores or None (plain late fusion: weight 1 per present modality); masks (C, M) bool.
@@ -231,16 +234,21 @@ def _coalition_head(layers: List[nn.Module], stacked: Tensor, scores: Optional[T
     inplace = not torch.is_grad_enabled()
     w1 = first.weight.view(first.out_features, mm, d).permute(1, 2, 0)  # (M, D, H)
     q = torch.bmm(stacked.transpose(0, 1), w1 if w1.dtype == stacked.dtype else w1.to(stacked.dtype))  # (M, B, H)
-    mf = masks.to(q.dtype)  # (C, M)
     if scores is None:
-        x = torch.mm(mf, q.view(mm, -1)).view(c, b, -1)  # (C, B, H)
+        x = torch.mm(masks.to(q.dtype), q.view(mm, -1)).view(c, b, -1)  # (C, B, H)
     else:
-        g = scores.t().float()  # (M, B)
-        e = torch.exp((g - g.amax(0, keepdim=True)).clamp_min_(-_GATE_GAP))  # (M, B), max 1
-        x = torch.mm(mf, (q * e.unsqueeze(-1).to(q.dtype)).view(mm, -1)).view(c, b, -1)  # (C, B, H)
-        den = torch.mm(mf.float(), e).clamp_min_(1e-30)  # (C, B); 0 (clamped) only for the empty coalition
-        scale = (mf.float().sum(-1, keepdim=True) / den).unsqueeze(-1).to(x.dtype)  # (C, B, 1): |S| / sum_S e
-        x = x.mul_(scale) if inplace else x * scale
+        # the gate's exponentials and the mask products in float32 whatever the autocast (in half
+        # precision e_m underflows past a gap of about 17, and the clamp below would round to 0)
+        half = q.dtype in (torch.float16, torch.bfloat16)
+        with torch.autocast(q.device.type, enabled=False) if half else contextlib.nullcontext():
+            mf = masks.float()  # (C, M)
+            g = scores.t().float()  # (M, B)
+            e = torch.exp((g - g.amax(0, keepdim=True)).clamp_min_(-_GATE_GAP))  # (M, B), max 1
+            x = torch.mm(mf, (q.float() * e.unsqueeze(-1)).view(mm, -1)).view(c, b, -1)  # (C, B, H)
+            den = torch.mm(mf, e).clamp_min_(1e-30)  # (C, B); 0 (clamped) only for the empty coalition
+            scale = (mf.sum(-1, keepdim=True) / den).unsqueeze(-1)  # (C, B, 1): |S| / sum_S e
+            x = x.mul_(scale) if inplace else x * scale
+        x = x.to(q.dtype)
     if first.bias is not None:
         x = x.add_(first.bias.to(x.dtype)) if inplace else x + first.bias.to(x.dtype)
     for layer in layers[1:]:

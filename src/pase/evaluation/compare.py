@@ -428,7 +428,7 @@ def _diagnostic_stats(ok: List[Dict[str, Any]], methods: List[str], mods: List[s
     }
     truth = next((r["diagnostics"]["ground_truth_shares"] for r in ok
                   if _dig(r.get("diagnostics"), ("ground_truth_shares",))), None)
-    if truth and "r2" in utilities:
+    if truth and "r2" in utilities and all(m in truth for m in mods) and sum(truth[m] for m in mods) > 0:
         out["share_truth"] = _share_truth(ok, methods, mods, truth, level)
     return out
 

@@ -368,7 +368,7 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
         made["trajectories"] = "Contribution trajectories: Shapley share of each modality per epoch (training " \
                                "batches), mean ± SD over seeds; dashed: phase switch (mean epoch over seeds)."
     mods = s.get("modalities") or []
-    if "shares" in s and mods:
+    if "neg_loss" in s.get("shares", {}) and mods:
         keep = lambda table: {m: table[m] for m in s["reported"]}  # noqa: E731
         made[_bar_plot("shapley_test", figdir, mods, keep(s["shares"]["neg_loss"]), "Shapley share (test split)",
                        "modality", {"utility": "neg_loss"})] = "Test-split Shapley shares (negative-loss utility)."

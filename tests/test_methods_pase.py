@@ -66,6 +66,22 @@ def test_phase_one_leaves_gradients_alone(bundle):
         torch.testing.assert_close(a, b)
 
 
+def test_non_finite_coalition_utilities_modulate_nothing(bundle, monkeypatch):
+    """A batch whose coalition utilities are NaN (a diverging coalition) leaves the gradients
+    alone in phase 2 instead of scaling them by NaN coefficients."""
+    cfg, model, method = _setup(bundle, "pase.sgm_smoothing=0.0", "pase.switch_max_epoch=0")
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    monkeypatch.setattr(type(method), "coalition_utilities",
+                        lambda self, *a, **k: torch.full((8,), float("nan")))
+    loss, _ = method.loss(model, batch, model(batch))
+    loss.backward()
+    before = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    method.before_optimizer_step(model)
+    for a, p in zip(before, [p for p in model.parameters() if p.grad is not None]):
+        torch.testing.assert_close(p.grad, a)
+    torch.testing.assert_close(method.coeffs, torch.ones(3))
+
+
 @pytest.mark.parametrize("term", ["pcl", "ot"])
 def test_pcl_and_ot_gradients_reach_the_encoders(bundle, term):
     cfg, model, method = _setup(bundle, "pase.gate=false")

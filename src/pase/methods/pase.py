@@ -146,7 +146,8 @@ class PaSE(Method):
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         shares = super().track(model, batch, out)
         if self._phase2 and self.pc.sgm:
-            self._pending.add(sgm_coefficients(shares))
+            # a batch whose coalition utilities are not finite (a diverging coalition) modulates nothing
+            self._pending.add(sgm_coefficients(shares).nan_to_num_(nan=1.0, posinf=1.0, neginf=1.0))
         return shares
 
     @staticmethod

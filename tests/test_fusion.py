@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from pase.fusion import GateScorer, fuse, prototype_confidence, prototype_gates
@@ -58,3 +59,22 @@ def test_gate_scorer_is_one_linear_map_per_modality(gen):
     torch.testing.assert_close(scorer(reps), scorer(reps, {m: torch.zeros(5) for m in mods}))
     bound = 1 / 5 ** 0.5  # nn.Linear(D + 1, 1)'s initialisation range
     assert scorer.weight.abs().max() <= bound and scorer.bias.abs().max() <= bound
+
+
+def test_gate_input_ablations_drop_exactly_one_term():
+    """pase.gate_inputs: "confidence" scores ignore the representation, "representation" scores
+    ignore the confidence, "both" is their sum minus the shared bias; a bad value names the key."""
+    g = torch.Generator().manual_seed(5)
+    h, h2 = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g)
+    c, c2 = torch.rand(3, 4, generator=g), torch.rand(3, 4, generator=g)
+    gates = {k: GateScorer(["a", "b", "c"], 6, inputs=k) for k in GateScorer.INPUTS}
+    for k in ("confidence", "representation"):
+        gates[k].load_state_dict(gates["both"].state_dict())
+    conf_only, rep_only, both = gates["confidence"], gates["representation"], gates["both"]
+    torch.testing.assert_close(conf_only.scores(h, c), conf_only.scores(h2, c))
+    assert not torch.allclose(conf_only.scores(h, c), conf_only.scores(h, c2))
+    torch.testing.assert_close(rep_only.scores(h, c), rep_only.scores(h, c2))
+    assert not torch.allclose(rep_only.scores(h, c), rep_only.scores(h2, c))
+    torch.testing.assert_close(both.scores(h, c), conf_only.scores(h, c) + rep_only.scores(h, c) - both.bias)
+    with pytest.raises(ValueError, match="pase.gate_inputs='entropy' is not one of both, confidence, representation"):
+        GateScorer(["a"], 6, inputs="entropy")

@@ -89,11 +89,18 @@ class GateScorer(nn.Module):
     """Gate scores g^m = u_m . [h^m ; c^m] + b_m for each modality, all M in one batched product.
 
     Parameters: ``weight`` (M, D + 1) (row m is u_m) and ``bias`` (M,), initialised like one
-    ``nn.Linear(D + 1, 1)`` per modality (uniform in +-1/sqrt(D + 1)).
+    ``nn.Linear(D + 1, 1)`` per modality (uniform in +-1/sqrt(D + 1)). ``inputs`` ablates the score's
+    terms: "both" (the default), "confidence" (g^m = u_m,c c^m + b_m) or "representation"
+    (g^m = u_m,h . h^m + b_m); the parameters keep their shape, the dropped term is not computed.
     """
 
-    def __init__(self, modalities: List[str], d_model: int) -> None:
+    INPUTS = ("both", "confidence", "representation")
+
+    def __init__(self, modalities: List[str], d_model: int, inputs: str = "both") -> None:
         super().__init__()
+        if inputs not in self.INPUTS:
+            raise ValueError(f"pase.gate_inputs={inputs!r} is not one of {', '.join(self.INPUTS)}")
+        self.inputs = inputs
         self.modalities = list(modalities)
         bound = 1.0 / math.sqrt(d_model + 1)
         self.weight = nn.Parameter(torch.empty(len(self.modalities), d_model + 1).uniform_(-bound, bound))
@@ -108,7 +115,9 @@ class GateScorer(nn.Module):
     def scores(self, h: Tensor, confidence: Optional[Tensor] = None) -> Tensor:
         """Stacked form: h (M, B, D) in the order of ``modalities``, confidence (M, B) or None -> (B, M)."""
         w = self.weight.to(h.dtype)
-        g = (h * w[:, None, :-1]).sum(-1) + self.bias.to(h.dtype)[:, None]  # (M, B)
-        if confidence is not None:
+        g = self.bias.to(h.dtype)[:, None].expand(h.shape[0], h.shape[1])  # (M, B)
+        if self.inputs != "confidence":
+            g = g + (h * w[:, None, :-1]).sum(-1)
+        if confidence is not None and self.inputs != "representation":
             g = g + confidence * w[:, -1:]
         return g.transpose(0, 1)  # (B, M)

@@ -63,7 +63,7 @@ def build_model(cfg, bundle: DataBundle) -> FusionModel:
     pc = cfg.pase
     if cfg.method == "pase":
         if pc.gate:
-            gate = GateScorer(sorted(mods), mc.d_model)
+            gate = GateScorer(sorted(mods), mc.d_model, inputs=pc.gate_inputs)
         if pc.pcl or pc.ot or pc.gate:
             from ..prototypes import PrototypeBank
 

@@ -57,7 +57,8 @@ class PaseConfig:
     pcl: bool = True  # prototype-guided calibration loss (sec. 2.2)
     ot: bool = True  # entropic-OT cross-modal alignment (sec. 2.3)
     gate: bool = True  # prototype-gated fusion (sec. 2.4)
-    gate_inputs: str = "both"  # the gate score's terms: both | confidence | representation (an ablation)
+    gate_inputs: str = "confidence"  # the gate score's terms: confidence | both | representation; confidence
+    # chosen on validation (docs/results.md section 7; "both" was the default before)
     sgm: bool = True  # Shapley gradient modulation in phase 2 (sec. 2.5)
     lambda_pcl: float = 0.1  # PCL weight; the paper's mu = 0.1 (which term it weights is unstated)
     lambda_ot: float = 0.01  # OT weight; the paper's lambda = 0.01

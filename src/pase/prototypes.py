@@ -24,6 +24,7 @@ __all__ = [
     "labels_to_classes",
     "class_means",
     "class_centroids",
+    "centroids_from_sums",
     "ema_update",
     "prototype_logits",
     "pcl_loss",
@@ -134,8 +135,13 @@ def class_centroids(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, 
         >>> c.flatten(), present
         (tensor([2., 0.]), tensor([ True, False]))
     """
-    sums, counts = class_means(features, classes, K)
-    return sums / counts.clamp_min(1).unsqueeze(-1), counts > 0  # (K, D), (K,)
+    return centroids_from_sums(*class_means(features, classes, K))
+
+
+def centroids_from_sums(sums: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
+    """:func:`class_centroids` from the ``(sums (..., K, D), counts (K,))`` of :func:`class_means`,
+    for a caller that also needs the sums (PaSE's prototype EMA)."""
+    return sums / counts.clamp_min(1).unsqueeze(-1), counts > 0  # (..., K, D), (K,)
 
 
 def ema_update(

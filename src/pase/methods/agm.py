@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..data.contract import Batch, TaskSpec
 from ..shapley import exact_shapley
-from .base import Method, register_method, task_loss
+from .base import Method, RunningMean, pop_means, register_method, task_loss
 
 __all__ = ["AGM", "shapley_logits", "agm_scores", "agm_ratios", "agm_coefficients", "AVERAGES"]
 
@@ -146,8 +146,7 @@ class AGM(Method):
         m = len(self.modalities)
         self.register_buffer("running", torch.zeros(m))  # running average of the scores s_m
         self.register_buffer("steps", torch.tensor(0))  # training batches seen
-        self._stats: Dict[str, Tensor] = {}
-        self._stats_n = 0
+        self._stats = {"coeff": RunningMean(), "score": RunningMean()}  # epoch means, per batch
 
     @torch.no_grad()
     def update_running(self, scores: Tensor) -> None:
@@ -171,18 +170,13 @@ class AGM(Method):
         z = torch.einsum("m,mbo->bo", coeffs.to(phi.dtype), phi) + empty  # (B, O)
         task = task_loss(z, batch.target, self.task, self.loss_kind)
         self.track(model, batch, out)
-        for key, val in (("coeff", coeffs), ("score", scores)):
-            self._stats[key] = self._stats.get(key, torch.zeros_like(val)) + val
-        self._stats_n += 1
+        self._stats["coeff"].add(coeffs)
+        self._stats["score"].add(scores)
         return task, {"task_loss": task.detach()}
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         logs = self.epoch_diagnostics(model)
-        for key in ("coeff", "score"):
-            if key in self._stats:
-                vals = (self._stats[key] / self._stats_n).tolist()
-                logs.update({f"agm_{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
-        self._stats, self._stats_n = {}, 0
+        logs.update(pop_means(self._stats, "agm", self.modalities))
         return logs
 
     def summary(self) -> Dict[str, object]:

@@ -14,7 +14,7 @@ any training loop can drive:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from ..registry import Registry
 from ..shapley import coalition_masks, exact_shapley, permutation_shapley, shapley_shares
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
-           "LateFusion", "RunningMean"]
+           "LateFusion", "RunningMean", "pop_means"]
 
 METHODS: Registry = Registry("method")
 
@@ -87,8 +87,8 @@ class RunningMean:
     added) and resets: the micro-batches of one optimiser step, the batches of one epoch.
 
     A plain object, so the per-batch updates skip ``nn.Module.__setattr__`` (tens of
-    microseconds per training step when a method keeps such state as module attributes). ``add``
-    takes ownership of its first tensor (later adds accumulate into it in place).
+    microseconds per training step when a method keeps such state as module attributes). The
+    added tensors are never modified (they may be saved for a backward pass).
     """
 
     __slots__ = ("total", "n")
@@ -98,7 +98,7 @@ class RunningMean:
         self.n = 0
 
     def add(self, x: Tensor) -> None:
-        self.total = x if self.n == 0 else self.total.add_(x.to(self.total.device))
+        self.total = x if self.n == 0 else self.total + x.to(self.total.device)
         self.n += 1
 
     def pop(self) -> Optional[Tensor]:
@@ -107,6 +107,20 @@ class RunningMean:
         mean = self.total / self.n
         self.total, self.n = None, 0
         return mean
+
+
+def pop_means(stats: Dict[str, RunningMean], prefix: str, modalities: List[str],
+              default: Optional[float] = None) -> Dict[str, float]:
+    """Epoch log entries ``<prefix>_<key>_<modality>`` from per-key (M,) running means, which are
+    reset; a key with nothing added is left out, or logged as ``default`` for every modality."""
+    logs: Dict[str, float] = {}
+    for key, acc in stats.items():
+        mean = acc.pop()
+        if mean is None and default is None:
+            continue
+        vals = mean.tolist() if mean is not None else [default] * len(modalities)
+        logs.update({f"{prefix}_{key}_{m}": vals[i] for i, m in enumerate(modalities)})
+    return logs
 
 
 #: the rows of a method's per-epoch tracking sums, in order (``shapley_se`` only when sampled)

@@ -30,7 +30,7 @@ from torch.nn import Parameter
 
 from ..data.contract import Batch, TaskSpec
 from ..shapley import scale_gradients
-from .base import Method, RunningMean, register_method, task_loss
+from .base import Method, RunningMean, pop_means, register_method, task_loss
 
 __all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise"]
 
@@ -137,8 +137,7 @@ class OGMGE(Method):
         self.register_buffer("singletons", torch.eye(m, dtype=torch.bool), persistent=False)  # (M, M)
         self.register_buffer("coeffs", torch.ones(m))  # the coefficients of the last optimiser step
         self._pending = RunningMean()  # k over the micro-batches of this step
-        self._stats: Dict[str, Tensor] = {}  # epoch sums: "coeff" per step, "ratio" per batch
-        self._counts: Dict[str, int] = {}
+        self._stats = {"coeff": RunningMean(), "ratio": RunningMean()}  # epoch means: per step, per batch
         self._generators: Dict[torch.device, torch.Generator] = {}
 
     @torch.no_grad()
@@ -152,12 +151,8 @@ class OGMGE(Method):
         total, logs = super().loss(model, batch, out)
         coeffs, ratio = self.modulation(model, batch, out)
         self._pending.add(coeffs)
-        self._accumulate("ratio", ratio)
+        self._stats["ratio"].add(ratio)
         return total, logs
-
-    def _accumulate(self, key: str, value: Tensor) -> None:
-        self._stats[key] = self._stats.get(key, torch.zeros_like(value)) + value
-        self._counts[key] = self._counts.get(key, 0) + 1
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
@@ -189,15 +184,11 @@ class OGMGE(Method):
                 for p in groups[m]:
                     if p.grad is not None:
                         add_gradient_noise([p], self._generator(p.grad.device))
-        self._accumulate("coeff", coeffs)
+        self._stats["coeff"].add(coeffs)
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         logs = self.epoch_diagnostics(model)
-        for key in ("coeff", "ratio"):  # epoch means; 1 (no modulation) before the first step
-            vals = (self._stats[key] / self._counts[key]).tolist() if key in self._stats else [1.0] * len(
-                self.modalities)
-            logs.update({f"ogm_{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
-        self._stats, self._counts = {}, {}
+        logs.update(pop_means(self._stats, "ogm", self.modalities, default=1.0))  # 1: no modulation yet
         return logs
 
     def summary(self) -> Dict[str, object]:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss_stacked
-from ..prototypes import class_means, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
+from ..prototypes import centroids_from_sums, class_means, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, RunningMean, register_method, task_loss
 
@@ -113,10 +113,9 @@ class PaSE(Method):
         return total, logs
 
     def _ot_loss(self, stats: Tuple[Tensor, Tensor], protos: Tensor, init: Tensor) -> Tensor:
-        sums, counts = stats
-        cents = sums / counts.clamp_min(1).unsqueeze(-1)  # (M, K, D) batch class centroids (class_centroids)
-        present = (counts > 0) & init  # (M, K)
-        on_cpu = sums.device.type == "cpu"
+        cents, here = centroids_from_sums(*stats)  # (M, K, D) batch class centroids, (K,)
+        present = here & init  # (M, K)
+        on_cpu = cents.device.type == "cpu"
         # Sinkhorn starts from the previous step's potentials (the prototypes move slowly). On the
         # CPU a convergence check costs no device sync, so it stops at a tolerance there; on an
         # accelerator it runs a fixed count with no host sync.

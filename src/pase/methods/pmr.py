@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..prototypes import PrototypeBank
-from .base import Method, register_method
+from .base import Method, RunningMean, pop_means, register_method
 from .pase import prototype_targets
 
 __all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance"]
@@ -121,8 +121,7 @@ class PMR(Method):
         k = prototype_classes(task, self.binning)
         self.banks = nn.ModuleDict({m: PrototypeBank(k, model.d_model, momentum=cfg.baselines.pmr_momentum)
                                     for m in self.modalities})
-        self._stats: Dict[str, Tensor] = {}
-        self._stats_n = 0
+        self._stats = {"rho": RunningMean(), "conf": RunningMean()}  # epoch means, per batch
 
     def prototype_terms(self, out, classes: Tensor) -> Tuple[Tensor, Tensor]:
         """(M,) prototype losses L_m (with gradient) and (M,) confidences s_m, against snapshots."""
@@ -142,17 +141,12 @@ class PMR(Method):
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         for m in self.modalities:  # EMA step after the losses (they hold clones)
             self.banks[m].update(out.reps[m], classes)
-        for key, val in (("rho", rho), ("conf", confs.float())):
-            self._stats[key] = self._stats.get(key, torch.zeros_like(val)) + val
-        self._stats_n += 1
+        self._stats["rho"].add(rho)
+        self._stats["conf"].add(confs.float())
         logs["pmr_loss"] = extra.detach()
         return task + extra, logs
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         logs = self.epoch_diagnostics(model)
-        for key in ("rho", "conf"):
-            if key in self._stats:
-                vals = (self._stats[key] / self._stats_n).tolist()
-                logs.update({f"pmr_{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
-        self._stats, self._stats_n = {}, 0
+        logs.update(pop_means(self._stats, "pmr", self.modalities))
         return logs

@@ -141,16 +141,6 @@ class FusionModel(nn.Module):
             return presence_weights(present, dtype)
         return prototype_gates(scores, present)
 
-    def coalition_weights(self, scores: Optional[Tensor], masks: Tensor, dtype: torch.dtype) -> Tensor:
-        """Fusion weights of every coalition: masks (C, M) bool -> (C, B, M) from the gate scores
-        (B, M), or (C, 1, M) presence weights without a gate (the same for every sample)."""
-        present = masks[:, None, :]  # (C, 1, M)
-        if scores is None:
-            return presence_weights(present, dtype)
-        masked = torch.where(present, scores, float("-inf"))  # (C, B, M)
-        alpha = torch.softmax(masked, dim=-1).nan_to_num(0.0)  # the empty coalition: all zero
-        return alpha * masks.sum(-1, dtype=alpha.dtype)[:, None, None]  # |S| softmax_S, as prototype_gates
-
     def fused_logits(self, stacked: Tensor, weights: Tensor) -> Tensor:
         """Head applied to the weighted concatenation: stacked (B, M, D), weights (..., B, M) -> (..., B, O)."""
         return self.head(fuse_stacked(stacked, weights))
@@ -188,10 +178,10 @@ class FusionModel(nn.Module):
         layers = list(self.head) if isinstance(self.head, nn.Sequential) else [self.head]
         if not head_dropout and isinstance(layers[0], nn.Linear) and all(isinstance(x, _PLAIN_LAYERS) for x in layers):
             return _coalition_head(layers, stacked, out.gate_scores, masks)
-        weights = self.coalition_weights(out.gate_scores, masks, stacked.dtype)  # (C, B, M) or (C, 1, M)
+        weights = self.fusion_weights(out.gate_scores, masks[:, None, :], stacked.shape[0], stacked.device,
+                                      stacked.dtype)  # (C, B, M)
         if head_dropout:
             return self.fused_logits(stacked, weights)
-        weights = weights.expand(-1, stacked.shape[0], -1)
         if not self.head.training:  # a custom head: run it as it is, in eval mode
             return self.fused_logits(stacked, weights)
         self.head.eval()

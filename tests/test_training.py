@@ -91,3 +91,27 @@ def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
                    + ", ".join(Config().train.__dataclass_fields__)]
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.ckpt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_sgd_is_heavy_ball_with_the_configured_momentum():
+    from pase.training.lightning_module import build_optimizer
+    import torch
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = build_optimizer([{"params": [p]}], {"optimizer": "sgd", "lr": 0.1, "weight_decay": 0.0, "momentum": 0.5})
+    expect, buf = torch.tensor([1.0, -2.0]), torch.zeros(2)
+    for _ in range(3):  # loss = |p|^2 / 2, gradient p; buf <- 0.5 buf + g (first step buf = g); p <- p - 0.1 buf
+        opt.zero_grad()
+        (p.pow(2).sum() / 2).backward()
+        buf = 0.5 * buf + expect
+        expect = expect - 0.1 * buf
+        opt.step()
+    assert torch.allclose(p.detach(), expect, atol=1e-7)
+    with pytest.raises(ValueError, match=r"train.optimizer='lbfgs' is not one of adam, adamw, sgd"):
+        build_optimizer([{"params": [p]}], {"optimizer": "lbfgs", "lr": 0.1, "weight_decay": 0.0})
+
+
+def test_unknown_optimizer_stops_before_training(tmp_path):
+    cfg = apply_overrides(Config(), TINY + ["train.optimizer=rmsprop"])
+    with pytest.raises(ValueError, match="train.optimizer='rmsprop' is not one of adam, adamw, sgd"):
+        train(cfg, tmp_path / "r", quiet=True)
+    assert not (tmp_path / "r" / "checkpoints").exists()

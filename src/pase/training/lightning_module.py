@@ -29,7 +29,26 @@ from ..metrics import MetricAccumulator, get_protocol
 from ..methods.base import Method, task_loss
 from .datamodule import dist_info
 
-__all__ = ["PaseModule"]
+__all__ = ["PaseModule", "build_optimizer", "OPTIMIZERS"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+def build_optimizer(groups: List[Dict[str, Any]], tc: Dict[str, Any]) -> torch.optim.Optimizer:
+    """The optimiser named by ``train.optimizer`` over ``groups`` (one per modality, then shared).
+
+    ``sgd`` is heavy-ball SGD with ``train.momentum`` (OGM-GE, AGM and PMR were published with
+    SGD; under Adam a slowly varying gradient factor such as SGM's phi_m is largely normalised
+    away, see docs/method.md).
+    """
+    name, lr, wd = tc["optimizer"], tc["lr"], tc["weight_decay"]
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=tc.get("momentum", 0.9), weight_decay=wd)
+    raise ValueError(f"train.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 class PaseModule(L.LightningModule):
@@ -48,6 +67,8 @@ class PaseModule(L.LightningModule):
         super().__init__()
         self.model, self.method, self.task = model, method, task
         self.save_hyperparameters({"config": config})
+        if config["train"]["optimizer"] not in OPTIMIZERS:  # fail before training, not at fit()
+            raise ValueError(f"train.optimizer={config['train']['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
         self.protocol = get_protocol(task.protocol)
         self.monitor = monitor
         self.higher = self.protocol.higher_is_better[monitor]
@@ -120,10 +141,7 @@ class PaseModule(L.LightningModule):
         groups = [{"params": ps} for ps in self.model.modality_parameters().values()]
         groups.append({"params": self.model.shared_parameters()})
         groups += [{"params": list(self.method.parameters())}] if any(True for _ in self.method.parameters()) else []
-        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}.get(tc["optimizer"])
-        if cls is None:
-            raise ValueError(f"train.optimizer={tc['optimizer']!r} is not one of adam, adamw")
-        return cls(groups, lr=tc["lr"], weight_decay=tc["weight_decay"])
+        return build_optimizer(groups, tc)
 
     # ------------------------------------------------------------------ resume state
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

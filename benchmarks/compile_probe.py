@@ -1,6 +1,6 @@
 """Does ``torch.compile`` help PaSE's small per-step ops? Eager against compiled, on this CPU.
 
-    python benchmarks/compile_probe.py [--step]
+    python benchmarks/compile_probe.py [--step] [--encoders]
 
 1. One Sinkhorn iteration: the body of ``pase.ot.sinkhorn_log`` on the (P, K, K) = (6, 2, 2)
    problem of a PaSE step with three modalities and sign classes.
@@ -12,6 +12,9 @@
    fusion, PaSE, and PaSE with its forward extras (similarities, confidences, gate scores) and its
    loss extras (PCL, centroids, OT) each compiled as one graph, interleaved per batch; prints the
    first epoch's time (compilation included) and the median step times and ratios.
+4. With ``--encoders``: MOSI-shaped sequence steps (512 training samples, Transformer encoders)
+   of PaSE eager against PaSE with every encoder compiled in place (``nn.Module.compile``), the
+   part that dominates a sequence step; two passes over the batches, interleaved per batch.
 
 Prints the compile time and the median microseconds per call (1 thread).
 """
@@ -116,6 +119,36 @@ def whole_steps() -> None:
           ", ".join(f"{k} {v:.2f} ({v / med['late_fusion']:.2f} x)" for k, v in med.items()))
 
 
+def encoder_steps() -> None:
+    """MOSI-shaped PaSE steps: eager encoders against ``nn.Module.compile``d encoders."""
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import workloads as W
+    from workers import _batches
+
+    cpu, ac = torch.device("cpu"), contextlib.nullcontext()
+    bundle = W.load_dataset("mosi_shaped", [512, 64, 64])
+    runs = {"eager": W.Run("pase", bundle, "mosi_shaped", cpu), "compiled": W.Run("pase", bundle, "mosi_shaped", cpu)}
+    for enc in runs["compiled"].model.encoders.values():
+        enc.compile()
+    batches, _, _ = _batches(bundle, "train", 0, 0, cpu)
+    t0 = time.perf_counter()
+    for b in batches[:2]:
+        runs["compiled"].step(b, ac)
+    print(f"encoders compiled: compile and two steps {time.perf_counter() - t0:.1f} s")
+    for b in batches[:2]:
+        runs["eager"].step(b, ac)
+    times = {k: [] for k in runs}
+    for _ in range(2):
+        for i, b in enumerate(batches):
+            for k in (list(runs) if i % 2 == 0 else list(runs)[::-1]):
+                t0 = time.perf_counter()
+                runs[k].step(b, ac)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print(f"MOSI-shaped PaSE step: eager {med['eager']:.1f} ms, encoders compiled {med['compiled']:.1f} ms "
+          f"({med['compiled'] / med['eager']:.2f} x)")
+
+
 def bench(f, n=2000):
     for _ in range(50):
         f()
@@ -156,6 +189,8 @@ def main() -> None:
           f"eager {bench(lambda: step(extras), 1000):.0f} us, compiled {bench(lambda: step(compiled), 1000):.0f} us")
     if "--step" in sys.argv[1:]:
         whole_steps()
+    if "--encoders" in sys.argv[1:]:
+        encoder_steps()
 
 
 if __name__ == "__main__":

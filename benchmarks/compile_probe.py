@@ -40,7 +40,7 @@ def body(log_u, Mr, log_a, log_b):
 def forward_extras(h, protos, init, gate_w, gate_b, tau: float = 0.1):
     """(M, B, K) prototype similarities and (B, M) gate scores, as ``FusionModel.forward``."""
     z = prototype_logits(h, protos, tau, init)  # (M, B, K)
-    g = (h * gate_w[:, None, :-1]).sum(-1) + gate_b[:, None] + prototype_confidence(z) * gate_w[:, -1:]
+    g = (h * gate_w[:, None, :-1]).sum(-1) + gate_b[:, None] + prototype_confidence(z, init) * gate_w[:, -1:]
     return z, g.transpose(0, 1)
 
 

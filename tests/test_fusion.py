@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -31,6 +33,26 @@ def test_confidence_closed_form():
     p = torch.tensor([0.7, 0.3])
     expected = 1 + (p * p.log()).sum() / torch.log(torch.tensor(2.0))
     torch.testing.assert_close(prototype_confidence(p.log()), expected)
+
+
+def test_confidence_is_normalised_by_the_initialised_prototypes():
+    """Entropy over the n initialised classes divided by log n, not log K; n < 2 gives 0."""
+    z = torch.tensor([[[float("-inf"), 1.0, 2.0, float("-inf")]],  # modality 0: classes 1, 2 initialised
+                      [[0.5, 1.0, 2.0, float("-inf")]],  # modality 1: classes 0, 1, 2
+                      [[float("-inf"), float("-inf"), 3.0, float("-inf")]],  # modality 2: class 2 only
+                      [[0.0, 0.0, 0.0, 0.0]]], requires_grad=True)  # modality 3: none yet (logits 0)
+    init = torch.isfinite(z.detach()[:, 0]) & torch.tensor([[True], [True], [True], [False]])
+    c = prototype_confidence(z, init)
+    assert c.shape == (4, 1)
+
+    def closed(logits):
+        p = torch.softmax(torch.tensor(logits), -1)
+        return 1 + float((p * p.log()).sum()) / math.log(len(logits))
+    torch.testing.assert_close(c[:, 0], torch.tensor([closed([1.0, 2.0]), closed([0.5, 1.0, 2.0]), 0.0, 0.0]))
+    c.sum().backward()
+    assert torch.isfinite(z.grad).all()
+    full = torch.tensor([[0.2, -1.0, 0.7]])  # every class initialised: the log K form
+    torch.testing.assert_close(prototype_confidence(full, torch.ones(3, dtype=torch.bool)), prototype_confidence(full))
 
 
 def test_permuting_keys_changes_nothing(gen):

@@ -224,3 +224,27 @@ def test_permutation_sampling_above_the_exact_limit(bundle, method_name):
 def test_too_few_permutations_names_the_key(bundle):
     with pytest.raises(ValueError, match=r"pase.shapley_permutations=1 must be >= 2"):
         _setup(bundle, "pase.shapley_exact_max_m=2", "pase.shapley_permutations=1")
+
+
+@pytest.mark.parametrize("binning, iterative", [("sign", False), ("round7", True)])
+def test_epoch_log_has_the_largest_ot_marginal_error(bundle, binning, iterative, monkeypatch):
+    """``diag/ot_marginal_err`` is the epoch's largest Sinkhorn column-marginal error (0 for the
+    two-class closed form); an unconverged solve (3 iterations) shows up there."""
+    import pase.methods.pase as P
+    cfg, model, method = _setup(bundle, f"pase.binning={binning}", "pase.ot_max_iter=3", "pase.ot_warm_start=false")
+    seen = []
+    real = P.ot_alignment_loss_stacked
+
+    def spy(*a, **k):
+        loss, diag = real(*a, **k)
+        seen.append(float(diag["marginal_err"]))
+        return loss, diag
+    monkeypatch.setattr(P, "ot_alignment_loss_stacked", spy)
+    for i in range(3):
+        batch = bundle.splits["train"].__getitems__(list(range(16 * i, 16 * i + 16)))
+        method.loss(model, batch, model(batch))
+    logs = method.end_validation_epoch(model, 0, True)
+    assert len(seen) >= 2  # the first step initialises the banks; OT runs once they exist
+    assert logs["ot_marginal_err"] == pytest.approx(max(seen), rel=1e-6)
+    assert (logs["ot_marginal_err"] > 1e-6) == iterative, seen
+    assert "ot_marginal_err" not in method.end_validation_epoch(model, 1, True)  # reset each epoch

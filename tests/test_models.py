@@ -143,7 +143,7 @@ def test_pase_forward_reuses_one_bank_snapshot_and_the_configured_tau(bundle):
         torch.testing.assert_close(out.proto_logits[m],
                                    prototype_logits(out.reps[m], bank.prototypes, 0.25, bank.initialized))
         torch.testing.assert_close(out.stacked[:, i], out.reps[m])
-    conf = torch.stack([prototype_confidence(out.proto_logits[m]) for m in model.modalities])
+    conf = torch.stack([prototype_confidence(out.proto_logits[m], model.banks[m].initialized) for m in model.modalities])
     torch.testing.assert_close(out.gate_scores, model.gate.scores(out.stacked.transpose(0, 1), conf))
     before = out.banks[0].clone()
     for m in model.modalities:

@@ -51,11 +51,14 @@ def prototype_gates(scores: Tensor, present: Optional[Tensor] = None) -> Tensor:
     return alpha * present.sum(-1, keepdim=True).to(scores.dtype)
 
 
-def prototype_confidence(logits: Tensor) -> Tensor:
-    """c = 1 - H(softmax(logits)) / log K, in [0, 1]. logits (..., K) -> (...).
+def prototype_confidence(logits: Tensor, initialized: Optional[Tensor] = None) -> Tensor:
+    """c = 1 - H(softmax(logits)) / log n, in [0, 1]. logits (..., K) -> (...).
 
-    A class with logit -inf (an uninitialised prototype) has probability 0 and adds 0 log 0 = 0
-    to the entropy; value and gradient stay finite.
+    n is the number of initialised prototypes (``initialized`` (..., K) bool, broadcast over the
+    batch dim of ``logits``: an (M, K) mask for (M, B, K) logits; None: all K). A class with logit
+    -inf (an uninitialised prototype) has probability 0 and adds 0 log 0 = 0 to the entropy, so
+    log n is the largest entropy possible; with n < 2 there is nothing to discriminate and c = 0.
+    Value and gradient stay finite.
     """
     k = logits.shape[-1]
     if k < 2:
@@ -63,7 +66,10 @@ def prototype_confidence(logits: Tensor) -> Tensor:
     logp = torch.log_softmax(logits, dim=-1)
     p = logp.exp()
     entropy = -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)  # mask first: no 0 * -inf
-    return 1 - entropy / math.log(k)
+    if initialized is None:
+        return 1 - entropy / math.log(k)
+    n = initialized.sum(-1, keepdim=True).to(logits.dtype)  # (..., 1): broadcasts over the batch dim
+    return torch.where(n >= 2, 1 - entropy / n.clamp_min(2).log(), torch.zeros_like(entropy))
 
 
 def fuse(reps: Dict[str, Tensor], weights: Tensor, modalities: List[str]) -> Tensor:

@@ -129,6 +129,9 @@ class PaSE(Method):
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]
         self._ot_sum["n"] = self._ot_sum.get("n", 0) + 1
+        err = diag["marginal_err"].detach()  # 0 for the closed form; a tensor, so no host sync here
+        prev = self._ot_sum.get("ot_marginal_err")
+        self._ot_sum["ot_marginal_err"] = err if prev is None else torch.maximum(prev, err)
         return loss
 
     # ------------------------------------------------------------------ SGM
@@ -202,6 +205,7 @@ class PaSE(Method):
                 logs[f"proto_sep_{m}"] = float(model.banks[m].separation())
         if "ot_cost" in self._ot_sum:
             logs["ot_cost"] = float(self._ot_sum.pop("ot_cost")) / max(self._ot_sum.pop("n"), 1)
+            logs["ot_marginal_err"] = float(self._ot_sum.pop("ot_marginal_err"))  # the epoch's largest
         if int(self.phase) == 1 and self.pc.sgm and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
             self.phase.fill_(2)

@@ -154,7 +154,7 @@ class FusionModel(nn.Module):
         if snap is not None:
             z = prototype_logits(stacked.transpose(0, 1), snap[0], self.tau, snap[1])  # (M, B, K)
             proto = dict(zip(self.modalities, z.unbind(0)))
-            conf = prototype_confidence(z) if self.gate is not None else None  # (M, B), the gate's input
+            conf = prototype_confidence(z, snap[1]) if self.gate is not None else None  # (M, B), the gate's input
         scores = None
         if self.gate is not None:
             scores = self.gate.scores(stacked.transpose(0, 1), conf)  # (B, M)

@@ -37,3 +37,10 @@ def test_crossval_trains_each_fold_and_reports_the_mean(tmp_path, capsys):
     before = (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns
     assert main(args) == 0
     assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before
+    # a rerun with another configuration into the same folder stops before mixing folds
+    capsys.readouterr()
+    other = [a.replace("train.max_epochs=2", "train.max_epochs=3") for a in args]
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "fold1 holds fold 1 of another configuration (train.max_epochs: 2 there, 3 now)" in err, err
+    assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before

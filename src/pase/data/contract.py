@@ -297,7 +297,8 @@ def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
     """Z-score every feature with the train split's mean and std over real (unpadded) steps.
 
     Statistics come from train only, so nothing of valid or test leaks; padding stays zero.
-    The statistics are recorded in ``info["standardize"]`` as per-modality means and stds.
+    ``info["standardize"]`` names the rule (a string); the means and stds themselves are not
+    stored (they are a function of the train split: rerun ``standardize`` to get them).
     """
     stats = {}
     for m in bundle.modalities:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
-from ..config import Config, apply_overrides
+import yaml
+
+from ..config import Config, ConfigError, apply_overrides, from_dict, to_dict
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import train
+from .compare import _first_difference
 
 __all__ = ["cross_validate"]
 
@@ -29,10 +32,15 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     protocol = None
     for f in folds:
         run = out / f"fold{f}"
+        fold_cfg = apply_overrides(cfg, [f"data.options.fold={f}", "train.progress_bar=false"])
         if (run / "metrics.json").is_file():
+            diff = _other_config(run, fold_cfg)
+            if diff:
+                raise ConfigError(f"{run} holds fold {f} of another configuration ({diff}); pass a new --out, "
+                                  "or the same --config and --set values to resume it")
             result = json.loads((run / "metrics.json").read_text())
         else:
-            result = train(apply_overrides(cfg, [f"data.options.fold={f}", "train.progress_bar=false"]), run, quiet=True)
+            result = train(fold_cfg, run, quiet=True)
         per_fold[f] = result["test"]
         protocol = result["protocol"]
     names = list(next(iter(per_fold.values())))
@@ -47,3 +55,15 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" for k in names) + " |")
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
+
+
+def _other_config(run: Path, cfg: Config) -> Optional[str]:
+    """The first difference between the configuration a finished fold ran with (its
+    ``config.yaml``) and ``cfg`` (the progress bar aside); None when they agree."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return f"no {path.name} beside its metrics.json"
+    old, new = to_dict(from_dict(yaml.safe_load(path.read_text()))), to_dict(cfg)
+    for d in (old, new):
+        d["train"].pop("progress_bar", None)
+    return _first_difference(old, new)

@@ -115,3 +115,30 @@ def test_unknown_optimizer_stops_before_training(tmp_path):
     with pytest.raises(ValueError, match="train.optimizer='rmsprop' is not one of adam, adamw, sgd"):
         train(cfg, tmp_path / "r", quiet=True)
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_train_losses_are_batch_size_weighted_epoch_means(tmp_path, monkeypatch):
+    """log.csv's train/loss is sum_b n_b loss_b / sum_b n_b over the epoch's steps (the last batch
+    is smaller here, so an unweighted mean of batch means would differ)."""
+    import lightning as L
+    import pase.training.run as run_module
+
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append((trainer.current_epoch, float(outputs["loss"]), len(batch)))
+
+    real = run_module._trainer
+    monkeypatch.setattr(run_module, "_trainer", lambda cfg, out, cbs, quiet: real(cfg, out, list(cbs) + [Record()], quiet))
+    sets = [s for s in TINY if not s.startswith("data.options.sizes")] + ["data.options.sizes=[200,64,64]",
+                                                                          "method=pase"]
+    train(apply_overrides(Config(), sets), tmp_path / "w", quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "w" / "log.csv")))
+    assert len(rows) == 3 and {"train/task_loss", "train/pcl_loss", "train/ot_loss"} <= set(rows[0])
+    for e, row in enumerate(rows):
+        steps = [(loss, n) for ep, loss, n in seen if ep == e]
+        assert [n for _, n in steps] == [64, 64, 64, 8]
+        expect = sum(loss * n for loss, n in steps) / sum(n for _, n in steps)
+        assert float(row["train/loss"]) == pytest.approx(expect, rel=1e-6)
+        assert abs(expect - sum(loss for loss, _ in steps) / len(steps)) > 1e-6  # weighting matters here

@@ -14,6 +14,7 @@ banks all-reduce their class sums and PaSE all-reduces the coalition utilities, 
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -65,3 +66,9 @@ def test_ddp_two_processes_match_one(tmp_path):
     torch.testing.assert_close(r0["weights"], one["weights"], atol=1e-2, rtol=0)
     for k, v in one["valid"].items():
         assert abs(r0["valid"][k] - v) < 2e-3, f"valid/{k}: ddp {r0['valid'][k]} vs single {v}"
+    # the epoch's training losses are summed over both ranks (weighted by batch size) before the
+    # mean: rank 0's log matches the single process's over the same global batches
+    rows = {name: list(csv.DictReader(open(tmp_path / name / "run" / "log.csv"))) for name in ("ddp", "single")}
+    for k in ("train/task_loss", "train/pcl_loss", "train/ot_loss"):
+        a, b = float(rows["ddp"][-1][k]), float(rows["single"][-1][k])
+        assert abs(a - b) < 2e-3 * max(1.0, abs(b)), f"{k}: ddp {a} vs single {b}"

@@ -8,7 +8,8 @@ acts on the modulated gradients.
 Under ``torch.distributed`` each rank scores its shard of the evaluation batches; at the end of
 the epoch the per-batch outputs of all ranks are gathered back into single-process order
 (``datamodule``: rank r holds batches ``r::W``), so every rank computes the same metrics, equal
-to those of one process. Losses are logged with ``sync_dist`` (summed over ranks once per epoch).
+to those of one process. Losses are logged with ``sync_dist`` (summed over ranks once per epoch;
+the training losses are summed here and logged once per epoch, ``_log_train``).
 
 Checkpoints also carry the random states (torch, numpy, Python) and the best monitor value, so a
 resumed run continues bit for bit.
@@ -76,16 +77,41 @@ class PaseModule(L.LightningModule):
         self._outputs: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {"valid": [], "test": []}
         self.best_value: Optional[float] = None
         self.results: Dict[str, Dict[str, float]] = {}
+        self._train_sums: Dict[str, Tuple[torch.Tensor, int]] = {}  # train loss sums of the running epoch
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         out = self.model(batch)
         loss, logs = self.method.loss(self.model, batch, out)
-        n = len(batch)
-        self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
-        for k, v in logs.items():
-            self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+        self._log_train({"loss": loss.detach(), **logs}, len(batch), batch_idx)
         return loss
+
+    def _log_train(self, values: Dict[str, torch.Tensor], n: int, batch_idx: int) -> None:
+        """Epoch means of the training losses, weighted by batch size, as ``self.log(...,
+        on_epoch=True, batch_size=n)`` computes them, but summed here and handed to Lightning once,
+        at the epoch's last batch: one ``self.log`` per value and step cost about 0.7 ms on the
+        CPU, more than PaSE's extras at utterance level. Under DDP the sums and sizes are added
+        over ranks. With an epoch of unknown length every step is logged as before."""
+        last = self.trainer.num_training_batches
+        if not isinstance(last, int) or last <= 0:
+            for k, v in values.items():
+                self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
+            return
+        for k, v in values.items():
+            total, count = self._train_sums.get(k, (0.0, 0))
+            self._train_sums[k] = (total + v.float() * n, count + n)
+        if batch_idx + 1 < last:
+            return
+        sums = dict(self._train_sums)
+        self._train_sums.clear()
+        keys = list(sums)
+        totals = torch.stack([sums[k][0] for k in keys])  # (L,)
+        counts = torch.tensor([float(sums[k][1]) for k in keys], device=totals.device)
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        for k, mean in zip(keys, (totals / counts).unbind(0)):
+            self.log(f"train/{k}", mean, on_step=False, on_epoch=True, batch_size=1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.method.before_optimizer_step(self.model, optimizer)

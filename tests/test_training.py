@@ -131,7 +131,7 @@ def test_train_losses_are_batch_size_weighted_epoch_means(tmp_path, monkeypatch)
 
     real = run_module._trainer
     monkeypatch.setattr(run_module, "_trainer", lambda cfg, out, cbs, quiet: real(cfg, out, list(cbs) + [Record()], quiet))
-    sets = [s for s in TINY if not s.startswith("data.options.sizes")] + ["data.options.sizes=[200,64,64]",
+    sets = [s for s in TINY if not s.startswith("data.options.sizes")] + ["data.options.sizes=[200,80,64]",
                                                                           "method=pase"]
     train(apply_overrides(Config(), sets), tmp_path / "w", quiet=True)
     rows = list(csv.DictReader(open(tmp_path / "w" / "log.csv")))
@@ -142,3 +142,9 @@ def test_train_losses_are_batch_size_weighted_epoch_means(tmp_path, monkeypatch)
         expect = sum(loss * n for loss, n in steps) / sum(n for _, n in steps)
         assert float(row["train/loss"]) == pytest.approx(expect, rel=1e-6)
         assert abs(expect - sum(loss for loss, _ in steps) / len(steps)) > 1e-6  # weighting matters here
+    # valid/loss of the last epoch is the L1 loss of the last checkpoint over the whole valid split
+    from pase.training.run import _outputs, load_checkpoint
+    module, cfg, bundle = load_checkpoint(tmp_path / "w" / "checkpoints" / "last.ckpt")
+    _, logits, target = _outputs(module, bundle, cfg, "valid")
+    l1 = float((logits.squeeze(-1) - target).abs().mean())
+    assert float(rows[-1]["valid/loss"]) == pytest.approx(l1, rel=1e-5)

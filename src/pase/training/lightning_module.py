@@ -8,8 +8,8 @@ acts on the modulated gradients.
 Under ``torch.distributed`` each rank scores its shard of the evaluation batches; at the end of
 the epoch the per-batch outputs of all ranks are gathered back into single-process order
 (``datamodule``: rank r holds batches ``r::W``), so every rank computes the same metrics, equal
-to those of one process. Losses are logged with ``sync_dist`` (summed over ranks once per epoch;
-the training losses are summed here and logged once per epoch, ``_log_train``).
+to those of one process. The losses of every split are summed here, weighted by batch size, and
+logged once per epoch (their sums and sizes added over ranks).
 
 Checkpoints also carry the random states (torch, numpy, Python) and the best monitor value, so a
 resumed run continues bit for bit.
@@ -77,7 +77,7 @@ class PaseModule(L.LightningModule):
         self._outputs: Dict[str, List[Tuple[torch.Tensor, torch.Tensor]]] = {"valid": [], "test": []}
         self.best_value: Optional[float] = None
         self.results: Dict[str, Dict[str, float]] = {}
-        self._train_sums: Dict[str, Tuple[torch.Tensor, int]] = {}  # train loss sums of the running epoch
+        self._sums: Dict[str, Dict[str, Tuple[torch.Tensor, int]]] = {}  # split -> key -> (sum n v, sum n)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -87,23 +87,32 @@ class PaseModule(L.LightningModule):
         return loss
 
     def _log_train(self, values: Dict[str, torch.Tensor], n: int, batch_idx: int) -> None:
-        """Epoch means of the training losses, weighted by batch size, as ``self.log(...,
-        on_epoch=True, batch_size=n)`` computes them, but summed here and handed to Lightning once,
-        at the epoch's last batch: one ``self.log`` per value and step cost about 0.7 ms on the
-        CPU, more than PaSE's extras at utterance level. Under DDP the sums and sizes are added
-        over ranks. With an epoch of unknown length every step is logged as before."""
+        """Training losses as epoch means weighted by batch size, as ``self.log(...,
+        on_epoch=True, batch_size=n)`` computes them, but summed here (:meth:`_add_sums`) and
+        handed to Lightning once, at the epoch's last batch: one ``self.log`` per value and step
+        cost about 0.7 ms on the CPU, more than PaSE's extras at utterance level
+        (``benchmarks/log_probe.py``). With an epoch of unknown length every step is logged."""
         last = self.trainer.num_training_batches
         if not isinstance(last, int) or last <= 0:
             for k, v in values.items():
                 self.log(f"train/{k}", v, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
             return
+        self._add_sums("train", values, n)
+        if batch_idx + 1 == last:
+            self._log_sums("train")
+
+    def _add_sums(self, split: str, values: Dict[str, torch.Tensor], n: int) -> None:
+        sums = self._sums.setdefault(split, {})
         for k, v in values.items():
-            total, count = self._train_sums.get(k, (0.0, 0))
-            self._train_sums[k] = (total + v.float() * n, count + n)
-        if batch_idx + 1 < last:
+            total, count = sums.get(k, (0.0, 0))
+            sums[k] = (total + v.detach().float() * n, count + n)
+
+    def _log_sums(self, split: str) -> None:
+        """Log ``split/<key>`` = sum_b n_b v_b / sum_b n_b of the values added since the last call
+        (sums and sizes added over ranks under DDP), then reset."""
+        sums = self._sums.pop(split, {})
+        if not sums:
             return
-        sums = dict(self._train_sums)
-        self._train_sums.clear()
         keys = list(sums)
         totals = torch.stack([sums[k][0] for k in keys])  # (L,)
         counts = torch.tensor([float(sums[k][1]) for k in keys], device=totals.device)
@@ -111,7 +120,7 @@ class PaseModule(L.LightningModule):
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
         for k, mean in zip(keys, (totals / counts).unbind(0)):
-            self.log(f"train/{k}", mean, on_step=False, on_epoch=True, batch_size=1)
+            self.log(f"{split}/{k}", mean, on_step=False, on_epoch=True, batch_size=1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.method.before_optimizer_step(self.model, optimizer)
@@ -119,7 +128,7 @@ class PaseModule(L.LightningModule):
     def _eval_step(self, batch: Batch, split: str) -> None:
         out = self.model(batch)
         loss = task_loss(out.logits, batch.target, self.task, self.method.loss_kind)
-        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, batch_size=len(batch), sync_dist=True)
+        self._add_sums(split, {"loss": loss}, len(batch))  # logged at the epoch's end (_gather_metrics)
         self._outputs[split].append((out.logits.detach().float(), batch.target))  # to the host at epoch end
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -130,6 +139,7 @@ class PaseModule(L.LightningModule):
 
     def _gather_metrics(self, split: str) -> Dict[str, float]:
         """Metrics of the split's outputs of all ranks, in single-process batch order."""
+        self._log_sums(split)
         batches = [(logits.cpu(), target.cpu()) for logits, target in self._outputs[split]]
         self._outputs[split] = []
         _, world = dist_info()

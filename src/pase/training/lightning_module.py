@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
 import numpy as np
@@ -107,20 +107,25 @@ class PaseModule(L.LightningModule):
             total, count = sums.get(k, (0.0, 0))
             sums[k] = (total + v.detach().float() * n, count + n)
 
-    def _log_sums(self, split: str) -> None:
+    def _log_sums(self, split: str, keys: Sequence[str] = ()) -> None:
         """Log ``split/<key>`` = sum_b n_b v_b / sum_b n_b of the values added since the last call
-        (sums and sizes added over ranks under DDP), then reset."""
+        (sums and sizes added over ranks under DDP), then reset. ``keys``: the keys every rank
+        must reduce even with nothing added (a rank without evaluation batches still takes part
+        in the all-reduce, with zeros)."""
         sums = self._sums.pop(split, {})
-        if not sums:
+        keys = list(sums) or list(keys)
+        distributed = self.trainer.world_size > 1
+        if not keys or not (sums or distributed):
             return
-        keys = list(sums)
-        totals = torch.stack([sums[k][0] for k in keys])  # (L,)
-        counts = torch.tensor([float(sums[k][1]) for k in keys], device=totals.device)
-        if self.trainer.world_size > 1:
+        zero = (torch.zeros((), device=self.device), 0)
+        totals = torch.stack([sums.get(k, zero)[0] for k in keys]).to(self.device)  # (L,)
+        counts = torch.tensor([float(sums.get(k, zero)[1]) for k in keys], device=totals.device)
+        if distributed:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        for k, mean in zip(keys, (totals / counts).unbind(0)):
-            self.log(f"{split}/{k}", mean, on_step=False, on_epoch=True, batch_size=1)
+        for k, total, count in zip(keys, totals.unbind(0), counts.unbind(0)):
+            if float(count) > 0:
+                self.log(f"{split}/{k}", total / count, on_step=False, on_epoch=True, batch_size=1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.method.before_optimizer_step(self.model, optimizer)
@@ -139,7 +144,7 @@ class PaseModule(L.LightningModule):
 
     def _gather_metrics(self, split: str) -> Dict[str, float]:
         """Metrics of the split's outputs of all ranks, in single-process batch order."""
-        self._log_sums(split)
+        self._log_sums(split, keys=("loss",))
         batches = [(logits.cpu(), target.cpu()) for logits, target in self._outputs[split]]
         self._outputs[split] = []
         _, world = dist_info()

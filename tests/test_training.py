@@ -148,3 +148,14 @@ def test_train_losses_are_batch_size_weighted_epoch_means(tmp_path, monkeypatch)
     _, logits, target = _outputs(module, bundle, cfg, "valid")
     l1 = float((logits.squeeze(-1) - target).abs().mean())
     assert float(rows[-1]["valid/loss"]) == pytest.approx(l1, rel=1e-5)
+
+
+def test_ddp_with_fewer_batches_than_devices_stops_with_one_line(tmp_path, capsys):
+    """Checked before Lightning launches any rank, and before anything is written to the run folder."""
+    args = ["train", "--quiet", "--out", str(tmp_path / "d")] + [x for s in TINY + [
+        "train.strategy=ddp", "train.devices=2", "train.accelerator=cpu"] for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "split 'valid' has 64 samples = 1 batch(es) of train.batch_size=64" in err[0], err
+    assert "use fewer devices or a smaller train.batch_size" in err[0]
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing written

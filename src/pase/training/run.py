@@ -86,6 +86,20 @@ def _loaders(cfg: Config, bundle: DataBundle):
     return mk("train", True), mk("valid", False), mk("test", False)
 
 
+def _check_shards(cfg: Config, loaders: Dict[str, Any]) -> None:
+    """Under multi-device DDP every rank needs at least one batch of every split (Lightning stops
+    otherwise, mid-launch and once per rank): say so before anything starts."""
+    devices = cfg.train.devices
+    if not (isinstance(devices, int) and devices > 1 and "ddp" in str(cfg.train.strategy)):
+        return
+    for split, loader in loaders.items():
+        if len(loader) < devices:
+            raise ValueError(
+                f"train.devices={devices} with train.strategy={cfg.train.strategy} gives each rank a share of the "
+                f"{split} batches, but split {split!r} has {len(loader.dataset)} samples = {len(loader)} batch(es) "
+                f"of train.batch_size={cfg.train.batch_size}: use fewer devices or a smaller train.batch_size")
+
+
 def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: bool) -> L.Trainer:
     tc = cfg.train
     logger: Any = False
@@ -141,6 +155,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     t0 = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = load_bundle(cfg)
+    train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
+    _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     module = _build(cfg, bundle)
     if writer:
         save_config(cfg, out / "config.yaml")
@@ -160,7 +176,6 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
                                   check_finite=False)
     callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv")]  # guard first
     trainer = _trainer(cfg, out, callbacks, quiet)
-    train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")

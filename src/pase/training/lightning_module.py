@@ -42,14 +42,17 @@ def build_optimizer(groups: List[Dict[str, Any]], tc: Dict[str, Any]) -> torch.o
     SGD; under Adam a slowly varying gradient factor such as SGM's phi_m is largely normalised
     away, see docs/method.md).
     """
-    name, lr, wd = tc["optimizer"], tc["lr"], tc["weight_decay"]
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=wd)
+    name, lr, wd = check_optimizer(tc["optimizer"]), tc["lr"], tc["weight_decay"]
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=tc.get("momentum", 0.9), weight_decay=wd)
-    raise ValueError(f"train.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](groups, lr=lr, weight_decay=wd)
+
+
+def check_optimizer(name: str) -> str:
+    """``name`` if it is one of :data:`OPTIMIZERS`; otherwise the one error naming the key."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"train.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
+    return name
 
 
 class PaseModule(L.LightningModule):
@@ -68,8 +71,7 @@ class PaseModule(L.LightningModule):
         super().__init__()
         self.model, self.method, self.task = model, method, task
         self.save_hyperparameters({"config": config})
-        if config["train"]["optimizer"] not in OPTIMIZERS:  # fail before training, not at fit()
-            raise ValueError(f"train.optimizer={config['train']['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
+        check_optimizer(config["train"]["optimizer"])  # fail before training, not at fit()
         self.protocol = get_protocol(task.protocol)
         self.monitor = monitor
         self.higher = self.protocol.higher_is_better[monitor]
@@ -123,8 +125,8 @@ class PaseModule(L.LightningModule):
         if distributed:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
             counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
-        for k, total, count in zip(keys, totals.unbind(0), counts.unbind(0)):
-            if float(count) > 0:
+        for k, total, count in zip(keys, totals.unbind(0), counts.tolist()):  # one host read for all counts
+            if count > 0:
                 self.log(f"{split}/{k}", total / count, on_step=False, on_epoch=True, batch_size=1)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -109,6 +109,17 @@ def test_another_configuration_does_not_mix_into_a_comparison(comparison_copy):
         compare(apply_overrides(Config(), OVERRIDES + ["train.lr=0.5"]), ["late_fusion"], [1111], comparison_copy)
 
 
+@pytest.mark.parametrize("text", ["train: [unclosed\n", "train:\n  no_such_key: 1\n"])
+def test_an_unreadable_saved_configuration_is_named(tmp_path, text):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=rf"{out / 'config.yaml'}: not a readable pase configuration") as e:
+        compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], [1111], out)
+    assert "\n" not in str(e.value)
+    assert (out / "config.yaml").read_text() == text  # left as it was
+
+
 def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch):
     # forked workers: a spawned one imports torch and lightning afresh (20 s on a loaded CPU); the
     # pool, its worker initialiser and the result collection are the same code either way

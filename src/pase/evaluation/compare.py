@@ -267,14 +267,26 @@ def _first_difference(a: Any, b: Any, key: str = "") -> Optional[str]:
     return None if a == b else f"{key}: {a!r} there, {b!r} now"
 
 
-def _check_base_config(cfg: Config, out: Path) -> None:
-    """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
+def config_difference(path: Path, cfg: Config, view: Callable[[Config], Dict[str, Any]] = to_dict) -> Optional[str]:
+    """The first difference between the configuration saved at ``path`` (a run's or a
+    comparison's ``config.yaml``) and ``cfg``, both seen through ``view`` (what may differ is
+    left out there); None when they agree. A file that is not a pase configuration is a
+    :class:`ConfigError` naming it."""
     import yaml
 
+    try:
+        old = from_dict(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ConfigError, TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: not a readable pase configuration ({_one_line(e)}); move the folder aside "
+                          "or pass a new --out") from e
+    return _first_difference(view(old), view(cfg))
+
+
+def _check_base_config(cfg: Config, out: Path) -> None:
+    """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
     path = out / "config.yaml"
     if path.is_file():
-        old = _comparable(from_dict(yaml.safe_load(path.read_text())))
-        diff = _first_difference(old, _comparable(cfg))
+        diff = config_difference(path, cfg, _comparable)
         if diff:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")

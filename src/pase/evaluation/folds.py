@@ -15,12 +15,10 @@ import statistics
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-import yaml
-
-from ..config import Config, ConfigError, apply_overrides, from_dict, to_dict
+from ..config import Config, ConfigError, apply_overrides, to_dict
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import train
-from .compare import _first_difference
+from .compare import config_difference
 
 __all__ = ["cross_validate"]
 
@@ -63,7 +61,10 @@ def _other_config(run: Path, cfg: Config) -> Optional[str]:
     path = run / "config.yaml"
     if not path.is_file():
         return f"no {path.name} beside its metrics.json"
-    old, new = to_dict(from_dict(yaml.safe_load(path.read_text()))), to_dict(cfg)
-    for d in (old, new):
-        d["train"].pop("progress_bar", None)
-    return _first_difference(old, new)
+    return config_difference(path, cfg, _without_progress_bar)
+
+
+def _without_progress_bar(cfg: Config) -> Dict[str, object]:
+    d = to_dict(cfg)
+    d["train"].pop("progress_bar", None)
+    return d

@@ -159,3 +159,16 @@ def test_ddp_with_fewer_batches_than_devices_stops_with_one_line(tmp_path, capsy
     assert len(err) == 1 and "split 'valid' has 64 samples = 1 batch(es) of train.batch_size=64" in err[0], err
     assert "use fewer devices or a smaller train.batch_size" in err[0]
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("values, mode, best", [
+    (["nan", "0.30", "0.50"], "max", 2), (["0.10", "nan", "0.50"], "max", 2), (["0.4", "nan", "0.2"], "min", 2),
+    (["0.5", "0.5", "0.1"], "max", 0),  # a tie keeps the earlier epoch, as ModelCheckpoint does
+    (["nan", "nan"], "max", None),
+])
+def test_best_epoch_skips_a_nan_monitor(tmp_path, values, mode, best):
+    from pase.training.run import _best_epoch
+
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,valid/Corr\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
+    assert _best_epoch(log, "valid/Corr", mode) == best

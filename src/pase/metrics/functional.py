@@ -47,8 +47,12 @@ TASK_KINDS: Tuple[str, ...] = ("regression", "classification", "multilabel")
 # SIMS cut points inside [-1, 1]; class i holds edges[i-1] < x <= edges[i] (MMSA's `>` and `<=`)
 _SIMS_EDGES: Dict[int, Tuple[float, ...]] = {2: (0.0,), 3: (-0.1, 0.1), 5: (-0.7, -0.1, 0.1, 0.7)}
 
-# a standard deviation below sqrt(eps64) * max|x| is treated as zero by Corr
-_CORR_RTOL = float(np.finfo(np.float64).eps) ** 0.5
+# Corr: a standard deviation at float64 rounding level (below _CORR_ZERO * max|x|: the centred
+# values are rounding noise) is zero and gives NaN; one below _CORR_NEAR * max|x| is kept, as
+# np.corrcoef (MMSA) and scipy keep it, with a warning that r rests on tiny differences
+_EPS64 = float(np.finfo(np.float64).eps)
+_CORR_ZERO = 16 * _EPS64
+_CORR_NEAR = _EPS64 ** 0.5
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -189,23 +193,31 @@ def _mae(preds: np.ndarray, target: np.ndarray) -> float:
 
 
 def _pearson(preds: np.ndarray, target: np.ndarray) -> float:
-    """Pearson r in float64; warns and returns NaN when a variance is (close to) zero."""
+    """Pearson r in float64, as ``np.corrcoef``; NaN with a warning when a variance is zero (at
+    float64 rounding level), a warning when it is nearly zero (r is still returned)."""
     x, y = preds.astype(np.float64), target.astype(np.float64)
     if x.size < 2:
         warnings.warn(f"Corr needs at least 2 samples, got {x.size}; returning NaN", RuntimeWarning, stacklevel=3)
         return float("nan")
     xc, y_c = x - x.mean(), y - y.mean()
     for name, v, c in (("preds", x, xc), ("target", y, y_c)):
-        std = float(np.sqrt(np.mean(c * c)))
-        if std <= _CORR_RTOL * float(np.max(np.abs(v))):
+        std, scale = float(np.sqrt(np.mean(c * c))), float(np.max(np.abs(v)))
+        if std <= _CORR_ZERO * scale:
             warnings.warn(
-                f"Corr: the variance of {name} is close to zero (std {std:.3g} over {v.size} samples); "
-                f"Pearson correlation is undefined, returning NaN (constant predictions often mean the "
-                f"model collapsed to the mean label)",
+                f"Corr: the variance of {name} is zero (std {std:.3g} over {v.size} samples); Pearson "
+                f"correlation is undefined, returning NaN (constant predictions often mean the model "
+                f"collapsed to the mean label)",
                 RuntimeWarning,
                 stacklevel=3,
             )
             return float("nan")
+        if std <= _CORR_NEAR * scale:
+            warnings.warn(
+                f"Corr: {name} are nearly constant (std {std:.3g} against values up to {scale:.3g}, "
+                f"{v.size} samples); the correlation rests on tiny differences (a collapsed model?)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
     r = np.sum(xc * y_c) / (np.sqrt(np.sum(xc * xc)) * np.sqrt(np.sum(y_c * y_c)))
     return float(np.clip(r, -1.0, 1.0))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import os
 import time
 import warnings
@@ -207,7 +208,8 @@ def _best_epoch(log_csv: Path, key: str, mode: str) -> Optional[int]:
     if not log_csv.is_file():
         return None
     with open(log_csv, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get(key)]
+        # a NaN monitor never wins (Lightning's ModelCheckpoint counts it as the worst value)
+        rows = [r for r in csv.DictReader(fh) if r.get(key) and math.isfinite(float(r[key]))]
     if not rows:
         return None
     pick = max if mode == "max" else min

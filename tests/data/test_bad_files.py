@@ -52,6 +52,26 @@ MMSA_CASES = {
                     r"check dataset='mosi'"),
     "duplicate id": (lambda d: d["train"]["id"].__setitem__(3, d["train"]["id"][0]),
                      r"split 'train': sample id .* occurs more than once \(rows 0 and 3\)"),
+    "scalar id": (lambda d: d["train"].update(id=7),
+                  r"^aligned_50\.pkl: split 'train', key 'id' is int 7, expected one row per sample"),
+    "labels None": (lambda d: d["valid"].update(regression_labels=None),
+                    r"^aligned_50\.pkl: split 'valid', key 'regression_labels' is NoneType None, expected one "
+                    r"row per sample"),
+    "text labels": (lambda d: d["test"].update(regression_labels=np.array(["0.5"] * 5 + ["abc"])),
+                    r"^aligned_50\.pkl: split 'test', key 'regression_labels' holds text such as 'abc', "
+                    r"expected float32 numbers"),
+    "lengths (N, 2)": (lambda d: d["train"].update(audio_lengths=np.ones((9, 2), int)),
+                       r"^aligned_50\.pkl: split 'train', key 'audio_lengths' has shape \(9, 2\), expected "
+                       r"\(N,\) one length per sample"),
+    "lengths NaN": (_set("valid", "vision_lengths", 4, float("nan")),
+                    r"^aligned_50\.pkl: split 'valid', key 'vision_lengths': length nan at row 4; lengths "
+                    r"must be finite"),
+    "audio T=0": (lambda d: [d[s].update(audio=d[s]["audio"][:, :0]) for s in d],
+                  r"^aligned_50\.pkl: split 'train', key 'audio' has shape \(9, 0, 5\): no time steps "
+                  r"\(T = 0\); .* leave it out \(modalities=\.\.\.\)$"),
+    "vision D=0": (lambda d: [d[s].update(vision=d[s]["vision"][:, :, :0]) for s in d],
+                   r"^aligned_50\.pkl: split 'train', key 'vision' has shape \(9, 8, 0\): no features "
+                   r"\(D = 0\)"),
 }
 
 
@@ -117,6 +137,15 @@ def test_mult_missing_key_message(tmp_path, untouched):
     check()
 
 
+def test_mult_scalar_id(tmp_path, untouched):
+    path = write_mult(tmp_path, "mosi", mutate=lambda d: d["train"].update(id=3))
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=r"^mosi_data\.pkl: split 'train', key 'id' is int 3, expected "
+                                              r"one row per sample \(a list or an \(N, \.\.\.\) array\)"):
+        create_data("mult", path=path)
+    check()
+
+
 def test_mult_label_range(tmp_path):
     path = write_mult(tmp_path, "mosi", mutate=_set("train", "labels", 0, [[-7.0]]))
     with pytest.raises(DataFormatError, match=r"mosi_data\.pkl: split 'train': label -7 of sample .* "
@@ -140,6 +169,30 @@ def test_gcnet_missing_npy(tmp_path, untouched):
     check()
 
 
+@pytest.mark.parametrize("content, message", [
+    (np.array(["abc"] * 4), r"cannot read utterance '{utt}' \(could not convert string to float"),
+    (np.full(1024, np.nan, np.float32), r"utterance '{utt}' \(modality 'text'\) holds 1024 NaN / inf values; "
+                                        r"fix the file or pass sanitize=True"),
+    (np.zeros((1, 0), np.float32), r"utterance '{utt}' \(modality 'text'\) has shape \(1, 0\), no values"),
+])
+def test_gcnet_bad_npy_is_named(tmp_path, untouched, content, message):
+    path, opts = _gcnet(tmp_path)
+    utt = pickle.loads(path.read_bytes())[0]["Ses02F_impro00"][1]
+    np.save(path.parent / "features" / "deberta-large-4-UTT" / f"{utt}.npy", content)
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=rf"deberta-large-4-UTT/{utt}\.npy: " + message.format(utt=utt)):
+        create_data("gcnet", **opts)
+    check()
+
+
+def test_gcnet_nan_npy_with_sanitize_becomes_zero(tmp_path):
+    path, opts = _gcnet(tmp_path)
+    utt = pickle.loads(path.read_bytes())[0]["Ses05M_impro01"][0]
+    np.save(path.parent / "features" / "deberta-large-4-UTT" / f"{utt}.npy", np.full(1024, np.nan, np.float32))
+    test = create_data("gcnet", sanitize=True, **opts).splits["test"]
+    assert float(test.features["text"][test.ids.index(utt)].abs().sum()) == 0.0
+
+
 def test_gcnet_missing_feature_folder(tmp_path):
     path, opts = _gcnet(tmp_path)
     shutil.rmtree(path.parent / "features" / "manet_UTT")
@@ -157,6 +210,13 @@ def test_gcnet_missing_feature_folder(tmp_path):
      r"video 'Ses05M_impro01' of testVids is missing from videoIDs"),
     (lambda d: d["trainVids"].add("Ses05M_impro01"),
      r"video 'Ses05M_impro01' is in both trainVids and testVids"),
+    (lambda d: d["videoLabels"].__setitem__("Ses02M_impro01", None),
+     r"^IEMOCAP_features_raw_4way\.pkl: videoLabels\['Ses02M_impro01'\] is NoneType None, expected a list "
+     r"with one entry per utterance"),
+    (lambda d: d.__setitem__("trainVids", None),
+     r"^IEMOCAP_features_raw_4way\.pkl: trainVids is NoneType None, expected a set or list of video ids"),
+    (lambda d: d.__setitem__("testVids", set()),
+     r"^IEMOCAP_features_raw_4way\.pkl: testVids is empty; the pickle's split needs at least one video"),
 ])
 def test_gcnet_label_faults(tmp_path, untouched, mutate, message):
     _, opts = _gcnet(tmp_path, mutate=mutate)

@@ -11,7 +11,7 @@ import pytest
 
 from pase.data.inspect import detect_format, inspect_path
 
-from .writers import write_gcnet, write_mmsa, write_mult
+from .writers import write_gcnet, write_mmsa, write_mosi_bclstm, write_mult
 
 
 @pytest.mark.parametrize("writer, fmt, loads_as", [
@@ -88,3 +88,50 @@ def test_detect_format():
     assert detect_format(({}, {}, {}, {}, set(), set())) == "gcnet"
     assert detect_format({"videoIDs": {}}) == "gcnet"
     assert detect_format([1, 2]) == "unknown"
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda d: d["train"].update(regression_labels=None),
+     "split 'train', key 'regression_labels' is NoneType None, expected one row per sample"),
+    (lambda d: d["valid"].update(regression_labels=np.array(["x"] * 6)),
+     "split 'valid', key 'regression_labels' holds text such as 'x', expected float32 numbers"),
+    (lambda d: [d[s].update(audio=d[s]["audio"][:, :0]) for s in d],
+     "split 'train', key 'audio' has shape (9, 0, 5): no time steps (T = 0)"),
+    (lambda d: [d[s].update(vision=d[s]["vision"][:, :, :0]) for s in d],
+     "split 'train', key 'vision' has shape (9, 10, 0): no features (D = 0)"),
+    (lambda d: d["test"].update(audio_lengths=np.full(6, np.nan)),
+     "split 'test', key 'audio_lengths': length nan at row 0; lengths must be finite"),
+])
+def test_bad_labels_empty_modalities_and_lengths_are_problems(tmp_path, untouched, mutate, problem):
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=mutate)
+    check = untouched(tmp_path)
+    report = inspect_path(path, checksum=False)
+    check()
+    assert not report.ok and report.format == "mmsa", report.text
+    assert len(report.problems) == 1, report.problems
+    assert report.problems[0].startswith(f"unaligned_50.pkl: {problem}"), report.problems
+
+
+def test_a_folder_is_a_problem_that_says_so(tmp_path):
+    write_mmsa(tmp_path, "mosi")
+    report = inspect_path(tmp_path / "MOSI")
+    assert not report.ok
+    assert report.problems == [f"{tmp_path / 'MOSI'}: is a folder, but a pickle file is expected here (pass "
+                               f"one of the pickles in it: Processed/aligned_50.pkl)"]
+    mosi = write_mosi_bclstm(tmp_path / "mosi-bclstm")
+    report = inspect_path(mosi)
+    assert not report.ok and "a mosi-bclstm folder, not a pickle" in report.problems[0]
+    assert f"--set data.path={mosi}" in report.problems[0]
+
+
+@pytest.mark.parametrize("mutate, problem", [
+    (lambda d: d.__setitem__("testVids", set()), "testVids is empty"),
+    (lambda d: d["videoLabels"]["Ses01F_impro00"].__setitem__(0, "happy"),
+     "split 'train', key 'videoLabels' holds text such as 'happy', expected float64 numbers"),
+])
+def test_gcnet_label_problems_without_features(tmp_path, mutate, problem):
+    path = write_gcnet(tmp_path, "iemocap4", mutate=mutate)
+    shutil.rmtree(path.parent / "features")
+    report = inspect_path(path)
+    assert not report.ok and report.format == "gcnet", report.text
+    assert report.problems[0].startswith(f"IEMOCAP_features_raw_4way.pkl: {problem}"), report.problems

@@ -124,3 +124,10 @@ def test_batches_come_out_in_one_indexing(tmp_path):
     batch = ds.__getitems__([0, 2])
     assert batch.inputs["audio"].shape == (2, 12, 5) and batch.ids == [ds.ids[0], ds.ids[2]]
     assert batch.mask("audio").sum(1).tolist() == ds.lengths["audio"][[0, 2]].tolist()
+
+
+def test_extras_that_are_not_one_row_per_sample_are_left_out(tmp_path):
+    path = write_mmsa(tmp_path, "mosi", mutate=lambda d: d["train"].update(raw_text=None, annotations=3))
+    bundle = create_data("mmsa", path=path)
+    assert sorted(bundle.splits["train"].extra) == ["classification_labels"]
+    assert sorted(bundle.splits["valid"].extra) == ["annotations", "classification_labels", "raw_text"]

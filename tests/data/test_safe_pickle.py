@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import pickle
+import re
 import subprocess
 
 import numpy as np
@@ -130,3 +131,15 @@ def test_not_a_pickle(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         safe_load_pickle(tmp_path / "absent.pkl")
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path):
+    (tmp_path / "Processed").mkdir()
+    (tmp_path / "Processed" / "aligned_50.pkl").write_bytes(pickle.dumps({}))
+    with pytest.raises(IsADirectoryError, match=rf"^{re.escape(str(tmp_path))}: is a folder, but a pickle file is expected here "
+                                                r"\(pass one of the pickles in it: Processed/aligned_50\.pkl\)$"):
+        safe_load_pickle(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"empty: is a folder, .*it holds no \.pkl file; pass the "
+                                                r"pickle's own path"):
+        safe_load_pickle(tmp_path / "empty")

@@ -7,9 +7,10 @@ import logging
 import numpy as np
 import pytest
 
+from pase.data.contract import MultimodalDataset
 from pase.data.validate import (DataFormatError, as_array, check_class_labels, check_label_range,
-                                check_rows, check_unique_ids, clip_lengths, fix_non_finite,
-                                infer_dataset, require_keys, require_splits)
+                                check_rows, check_sequences, check_unique_ids, clip_lengths,
+                                fix_non_finite, infer_dataset, is_rows, require_keys, require_splits)
 
 
 def test_missing_key_message_matches_the_house_example():
@@ -109,3 +110,46 @@ def test_finiteness_check_in_chunks_finds_a_value_in_any_chunk(monkeypatch):
         assert not V._all_finite(y)
         with pytest.raises(DataFormatError, match=f"NaN at sample '{'abcdefghijk'[row]}'"):
             V.fix_non_finite(y, "f.pkl", "train", "text", list("abcdefghijk"))
+
+
+@pytest.mark.parametrize("value, shown", [(None, "NoneType None"), (7, "int 7"), ("abc", "str abc"),
+                                          (np.array(3), "ndarray 3")])
+def test_scalar_where_rows_are_expected(value, shown):
+    with pytest.raises(DataFormatError, match=rf"^f\.pkl: split 'train', key 'id' is {shown}, expected one row "
+                                              r"per sample"):
+        check_rows({"labels": np.zeros(2), "id": value}, "f.pkl", "train")
+    assert is_rows([]) and is_rows({1}) and is_rows(np.zeros((0, 2))) and not is_rows(value)
+
+
+def test_text_that_is_not_a_number():
+    np.testing.assert_array_equal(as_array(np.array(["1.5", "-2"]), "f.pkl", "train", "k"), [1.5, -2.0])
+    with pytest.raises(DataFormatError, match=r"key 'k' holds text such as 'abc', expected float32 numbers"):
+        as_array(np.array(["1.5", "abc"]), "f.pkl", "train", "k")
+
+
+def test_lengths_must_be_one_finite_value_per_sample(caplog):
+    with pytest.raises(DataFormatError, match=r"key 'audio_lengths' has shape \(3, 2\), expected \(N,\)"):
+        clip_lengths(np.ones((3, 2)), 5, "f.pkl", "train", "audio_lengths")
+    with pytest.raises(DataFormatError, match=r"key 'audio_lengths': length inf at row 1; lengths must be finite"):
+        clip_lengths([2, np.inf, 3], 5, "f.pkl", "train", "audio_lengths")
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        np.testing.assert_array_equal(clip_lengths([[0], [9], [3]], 5, "f.pkl", "train", "a"), [1, 5, 3])
+    assert "clipped 2 lengths to [1, 5]" in caplog.text
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((2, 3), r"has shape \(2, 3\), expected \(N, T, D\)$"),
+    ((2, 0, 4), r"has shape \(2, 0, 4\): no time steps \(T = 0\)"),
+    ((2, 3, 0), r"has shape \(2, 3, 0\): no features \(D = 0\)"),
+])
+def test_sequences_need_steps_and_features(shape, message):
+    with pytest.raises(DataFormatError, match=r"^f\.pkl: split 'valid', key 'audio' " + message):
+        check_sequences(np.zeros(shape), "f.pkl", "valid", "audio")
+    check_sequences(np.zeros((2, 1, 1)), "f.pkl", "valid", "audio")
+
+
+def test_dataset_refuses_an_empty_modality():
+    with pytest.raises(ValueError, match=r"split 'test': modality 'audio' has shape \(2, 1, 0\), with no time "
+                                         r"steps or no features"):
+        MultimodalDataset({"text": np.ones((2, 4)), "audio": np.ones((2, 0))}, np.zeros(2), ["a", "b"],
+                          split="test")

@@ -223,3 +223,41 @@ def write_gcnet(root: Path, dataset: str = "iemocap4", videos_per_session: int =
         mutate(d)
     obj = tuple(d[k_] for k_ in keys) if as_tuple else d
     return _dump(root / name, obj, protocol=2)
+
+
+BCLSTM_DIMS = {"text": 100, "audio": 73, "video": 100}
+BCLSTM_COLUMNS = ("segment_id", "video_id", "clip_id", "start", "end", "text", "label", "label_bin",
+                  "std_split", "bclstm_split", "bclstm_row")
+
+
+def write_mosi_bclstm(root: Path, videos: Sequence[int] = (4, 2), clips: int = 3, seed: int = 0,
+                      edit: Optional[Dict[str, Callable[[str], str]]] = None) -> Path:
+    """A tiny ``mosi-bclstm`` folder: ``mosi_index.csv``, ``features/{text,audio,video}_{train,test}0.csv``
+    (headerless, quoted, ``width`` features plus a trailing label) and ``SHA256SUMS``.
+
+    ``videos`` is (train videos, test videos), each with ``clips`` segments. ``edit`` maps a file's
+    relative path to a function of its text, applied before ``SHA256SUMS`` is written (as a user
+    re-exporting the folder would). Returns the folder.
+    """
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    (root / "features").mkdir(parents=True, exist_ok=True)
+    index, feats = [], {}
+    for split, n_vid in zip(("train", "test"), videos):
+        rows = []
+        for v in range(n_vid):
+            for c in range(1, clips + 1):
+                label = float(np.round(rng.uniform(-3, 3), 1))
+                rows.append([f"{split}vid{v}_{c}", f"{split}vid{v}", c, c * 2.0, c * 2.0 + 1.5,
+                             f"SEGMENT {c}", label, int(label >= 0), "train", split, len(rows)])
+        index += rows
+        for m, dim in BCLSTM_DIMS.items():
+            x = rng.standard_normal((len(rows), dim)).tolist()
+            feats[f"features/{m}_{split}0.csv"] = "".join(
+                ",".join(f'"{v!r}"' for v in x[i] + [float(r[6] >= 0)]) + "\n" for i, r in enumerate(rows))
+    files = {"mosi_index.csv": ",".join(BCLSTM_COLUMNS) + "\n"
+             + "".join(",".join(str(c) for c in r) + "\n" for r in index), **feats}
+    for rel, text in files.items():
+        (root / rel).write_text((edit or {}).get(rel, lambda t: t)(text))
+    (root / "SHA256SUMS").write_text("".join(f"{sha256(root / rel)}  {rel}\n" for rel in sorted(files)))
+    return root

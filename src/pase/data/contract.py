@@ -131,8 +131,8 @@ class MultimodalDataset(Dataset):
         split: the split name, kept for messages.
 
     Raises:
-        ValueError: when the sample counts, lengths or ids are inconsistent; the message names the
-            modality, both shapes and the fix.
+        ValueError: when the sample counts, lengths or ids are inconsistent, or a modality has no
+            steps or no features; the message names the modality, the shapes and the fix.
     """
 
     def __init__(
@@ -163,6 +163,10 @@ class MultimodalDataset(Dataset):
                 raise ValueError(
                     f"split {split!r}: modality {m!r} has shape {tuple(x.shape)} but the target has "
                     f"{n} samples; expected (N={n}, T, D) or (N={n}, D)")
+            if 0 in x.shape[1:]:
+                raise ValueError(f"split {split!r}: modality {m!r} has shape {tuple(x.shape)}, with no time "
+                                 f"steps or no features; every modality needs T >= 1 and D >= 1, drop it or "
+                                 f"fix its source")
             self.features[m] = x.contiguous()
             if lengths is not None and m in lengths:
                 ln = torch.as_tensor(np.asarray(lengths[m])).long().reshape(-1)

@@ -33,7 +33,7 @@ from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, DataFormatError, as_array, check_class_labels, check_label_range,
-                       check_unique_ids, fix_non_finite, infer_dataset, to_str)
+                       check_unique_ids, fix_non_finite, infer_dataset, is_rows, to_str)
 
 __all__ = ["load_gcnet", "iemocap_folds", "GCNET_DATASETS", "DEFAULT_FEATURES"]
 
@@ -80,6 +80,20 @@ def _as_dict(raw: object, file: str) -> dict:
         f"videoSentences, trainVids[, valVids], testVids) or a dict with those keys")
 
 
+def _per_video(d: dict, key: str, file: str) -> Dict[str, list]:
+    """``d[key]`` (video -> one entry per utterance) with string keys and list values; a value that
+    is not a list is an error in videoIDs / videoLabels and left out of the optional tables."""
+    out = {}
+    for v, x in dict(d.get(key) or {}).items():
+        if not is_rows(x) and key not in ("videoIDs", "videoLabels"):
+            continue  # speakers / sentences of this video become None (``_per_utterance``)
+        if not is_rows(x):
+            raise DataFormatError(f"{file}: {key}[{to_str(v)!r}] is {type(x).__name__} {to_str(x)[:30]}, "
+                                  f"expected a list with one entry per utterance; fix the label pickle")
+        out[to_str(v)] = list(x)
+    return out
+
+
 def _read_labels(raw: object, file: str) -> _Labels:
     """Normalise and cross-check a GCNet label pickle."""
     d = _as_dict(raw, file)
@@ -87,10 +101,15 @@ def _read_labels(raw: object, file: str) -> _Labels:
         if k not in d:
             raise DataFormatError(f"{file}: no key {k!r} (found: {', '.join(map(str, d))}); "
                                   f"a GCNet label pickle needs videoIDs, videoLabels, trainVids, testVids")
-    per_video = {k: {to_str(v): list(x) for v, x in dict(d.get(k) or {}).items()}
+    per_video = {k: _per_video(d, k, file)
                  for k in ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences")}
-    lists = {k: sorted(to_str(v) for v in d[k]) if d.get(k) is not None else None
-             for k in ("trainVids", "valVids", "testVids")}
+    lists = {}
+    for k in ("trainVids", "valVids", "testVids"):
+        vids = d.get(k)
+        if (vids is not None or k != "valVids") and not is_rows(vids):
+            raise DataFormatError(f"{file}: {k} is {type(vids).__name__} {to_str(vids)[:30]}, expected a set or "
+                                  f"list of video ids; fix the label pickle")
+        lists[k] = None if vids is None else sorted(to_str(v) for v in vids)
     for k, vids in lists.items():
         for v in vids or []:
             for table in ("videoIDs", "videoLabels"):
@@ -112,14 +131,27 @@ def _read_labels(raw: object, file: str) -> _Labels:
                    lists["testVids"])
 
 
-def _vector(path: Path, utt: str) -> np.ndarray:
-    """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time."""
+def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> np.ndarray:
+    """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time.
+
+    NaN / inf (except ``-inf`` in audio, set to 0 later as for the other formats) raise here,
+    naming the file, unless ``sanitize``.
+    """
     try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+        raw = np.load(path, allow_pickle=False)
+        x = np.asarray(raw, dtype=np.float32).squeeze()
+    except (ValueError, TypeError, OSError, EOFError) as exc:
         raise DataFormatError(f"{path}: cannot read utterance {utt!r} ({' '.join(str(exc).split())[:120]}); "
                               f"it must be a plain numeric .npy array") from None
-    x = np.asarray(x, dtype=np.float32).squeeze()
+    if x.size == 0:
+        raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) has shape {raw.shape}, no "
+                              f"values; expected (D,) or (T, D) with T, D >= 1, re-extract the feature")
+    bad = ~np.isfinite(x)
+    if modality == "audio":
+        bad &= ~np.isneginf(x)
+    if bad.any() and not sanitize:
+        raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) holds {int(bad.sum())} NaN / "
+                              f"inf values; fix the file or pass sanitize=True to set them to 0")
     if x.ndim == 2:
         x = x.mean(axis=0)  # (T, D) -> (D,)
     if x.ndim != 1:
@@ -127,24 +159,25 @@ def _vector(path: Path, utt: str) -> np.ndarray:
     return x
 
 
-def _read_feature(folder: Path, utt: str, modality: str) -> Optional[np.ndarray]:
+def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Optional[np.ndarray]:
     """(D,) feature of ``utt``, or None for an empty face folder."""
     f = folder / f"{utt}.npy"
     if f.is_file():
-        return _vector(f, utt)
+        return _vector(f, utt, modality, sanitize)
     d = folder / utt
     if not d.is_dir():
         raise DataFormatError(
             f"{f}: missing feature of utterance {utt!r} (modality {modality!r}); expected this .npy "
             f"file or a folder {d.name}/ of .npy files")
-    parts = [_vector(p, utt) for p in sorted(d.glob("*.npy"))]
+    parts = [_vector(p, utt, modality, sanitize) for p in sorted(d.glob("*.npy"))]
     if len({p.shape for p in parts}) > 1:
         raise DataFormatError(f"{d}: files of utterance {utt!r} have different widths "
                               f"{sorted({p.shape[0] for p in parts})}; they must share D")
     return np.mean(parts, axis=0) if parts else None
 
 
-def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str]) -> Dict[str, np.ndarray]:
+def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
+                   sanitize: bool) -> Dict[str, np.ndarray]:
     """modality -> (N, D) features of ``utts`` in order."""
     out = {}
     for m, name in features.items():
@@ -154,7 +187,7 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str])
                      if root.is_dir() else "no such folder")
             raise DataFormatError(f"{folder}: feature folder of modality {m!r} not found (in {root}: "
                                   f"{found}); pass features={{{m!r}: <folder name>}} or fix feature_root")
-        vecs = [_read_feature(folder, u, m) for u in utts]
+        vecs = [_read_feature(folder, u, m, sanitize) for u in utts]
         dims = {v.shape[0]: u for v, u in zip(vecs, utts) if v is not None}
         if len(dims) != 1:
             detail = ", ".join(f"{d} (utterance {u!r})" for d, u in dims.items()) or "no files"
@@ -182,6 +215,10 @@ def _carve(pool: List[str], fraction: float, seed: int, file: str) -> List[str]:
 def _split_vids(t: _Labels, dataset: str, fold: Optional[int], fraction: float, seed: int
                 ) -> Dict[str, List[str]]:
     if fold is None:
+        for key, vids in (("trainVids", t.train), ("testVids", t.test)):
+            if not vids:
+                raise DataFormatError(f"{t.file}: {key} is empty; the pickle's split needs at least one "
+                                      f"video in it, fix the label pickle (IEMOCAP: or pass fold=1..5)")
         valid = t.valid or _carve(t.train, fraction, seed, t.file)
         return {"train": [v for v in t.train if v not in set(valid)], "valid": valid, "test": t.test}
     every = _all_videos(t)
@@ -270,7 +307,7 @@ def _check_args(dataset: str, folds: Sequence[Optional[int]], fraction: float) -
             raise ValueError(f"fold={fold!r}; IEMOCAP folds are 1..5 (the test session)")
 
 
-def _prepare(label_path, feature_root, features, dataset, folds, fraction):
+def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanitize):
     lp, root = Path(label_path), Path(feature_root)
     dataset = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
     _check_args(dataset, folds, fraction)
@@ -280,7 +317,7 @@ def _prepare(label_path, feature_root, features, dataset, folds, fraction):
     t = _read_labels(safe_load_pickle(lp), lp.name)
     utts = [str(u) for v in _all_videos(t) for u in t.utterances[v]]
     row = {u: i for i, u in enumerate(utts)}
-    feats = _read_features(utts, root, features)
+    feats = _read_features(utts, root, features, sanitize)
     info = {"format": "gcnet", "dataset": dataset, "file": str(lp), "feature_root": str(root),
             "features": features, "published_sha256": "none published"}
     return t, feats, row, dataset, info
@@ -314,7 +351,7 @@ def load_gcnet(label_path: str | Path, feature_root: str | Path,
         DataFormatError: a layout problem or a missing ``.npy`` (one line naming the path).
     """
     t, feats, row, dataset, info = _prepare(label_path, feature_root, features, dataset, [fold],
-                                            valid_fraction)
+                                            valid_fraction, sanitize)
     return _bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
 
 
@@ -331,6 +368,7 @@ def iemocap_folds(label_path: str | Path, feature_root: str | Path,
     name = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
     if not name.startswith("iemocap"):
         raise ValueError(f"iemocap_folds needs an IEMOCAP label pickle, got dataset={name!r}")
-    t, feats, row, dataset, info = _prepare(lp, feature_root, features, name, range(1, 6), valid_fraction)
+    t, feats, row, dataset, info = _prepare(lp, feature_root, features, name, range(1, 6), valid_fraction,
+                                            sanitize)
     return (_bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
             for fold in range(1, 6))

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import gcnet, mmsa, mult
 from .safe_pickle import safe_load_pickle
-from .validate import SPLITS, DataFormatError, infer_dataset, require_splits
+from .validate import SPLITS, DataFormatError, infer_dataset, is_rows, require_splits
 
 __all__ = ["InspectReport", "detect_format", "inspect_path"]
 
@@ -78,7 +78,10 @@ def _describe_array(key: str, value: object) -> str:
 
 
 def _label_stats(labels: object) -> str:
-    y = np.asarray(labels, dtype=np.float64)
+    try:
+        y = np.asarray(labels, dtype=np.float64)
+    except (TypeError, ValueError):  # the loader's validation then names the key as a problem
+        return f"    labels: not numeric ({getattr(labels, 'dtype', type(labels).__name__)})"
     if y.ndim == 3 and y.shape[1:] == (4, 2):  # MulT IEMOCAP one-hot pairs
         pos = y.argmax(-1).sum(axis=0).astype(int).tolist()
         return "    positives per emotion " + ", ".join(f"{e} {p}" for e, p in zip(mult.IEMOCAP_EMOTIONS, pos))
@@ -92,7 +95,7 @@ def _label_stats(labels: object) -> str:
 def _describe_splits(raw: dict, label_key: str, report: InspectReport) -> None:
     for s in [k for k in raw if isinstance(raw[k], dict)]:
         d = raw[s]
-        n = len(d[label_key]) if label_key in d else "?"
+        n = len(d[label_key]) if label_key in d and is_rows(d[label_key]) else "?"
         report.lines.append(f"  split {s!r}: {n} samples")
         for k, v in d.items():
             report.lines.append(_describe_array(k, v) if hasattr(v, "__len__") else f"    {k:<22} {v!r}")
@@ -110,7 +113,11 @@ def _describe_gcnet(raw: object, name: str, report: InspectReport) -> Optional[o
         labels = [y for v in vids for y in t.labels[v]]
         report.lines.append(f"  {s}: {len(vids)} videos, {len(labels)} utterances")
         if labels:
-            y = np.asarray(labels, dtype=np.float64)
+            try:
+                y = np.asarray(labels, dtype=np.float64)
+            except (TypeError, ValueError):  # the loader's validation then names the video
+                report.lines.append(_label_stats(labels))
+                continue
             if np.all(y == np.round(y)):
                 vals, cnt = np.unique(y, return_counts=True)
                 report.lines.append("    classes " + ", ".join(f"{int(a)}: {c}" for a, c in zip(vals, cnt)))
@@ -149,7 +156,10 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
     report = InspectReport(path=str(p))
     try:
         raw = safe_load_pickle(p)
-    except (DataFormatError, FileNotFoundError) as exc:
+    except (DataFormatError, FileNotFoundError, IsADirectoryError) as exc:
+        if p.is_dir() and (p / "mosi_index.csv").is_file():
+            exc = (f"{p}: a mosi-bclstm folder, not a pickle; it is checked when loaded "
+                   f"(--set data.source=mosi_bclstm --set data.path={p})")
         report.problems.append(str(exc))
         return report
     report.format = detect_format(raw)
@@ -171,7 +181,7 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
             if not root.is_dir():
                 t = gcnet._read_labels(raw, p.name)
                 ds = dataset or infer_dataset(p, gcnet._NAME_PATTERNS)
-                for s, vids in (("train", t.train), ("valid", t.valid or []), ("test", t.test)):
+                for s, vids in gcnet._split_vids(t, ds, None, 0.1, 0).items():
                     gcnet._labels_of(t, vids, ds, s)
                 report.lines.append(f"  features not checked: {root} does not exist (pass feature_root)")
                 return report

@@ -27,8 +27,8 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, resolve_source, check_unique_ids, clip_lengths, fix_non_finite,
-                       require_keys, require_splits, to_str)
+                       check_rows, check_sequences, resolve_source, check_unique_ids, clip_lengths,
+                       fix_non_finite, is_rows, require_keys, require_rows, require_splits, to_str)
 
 __all__ = ["load_mmsa", "MMSA_DATASETS", "PUBLISHED_SHA256"]
 
@@ -78,8 +78,7 @@ def _text(split_dict: Mapping, text: str, file: str, split: str):
         x = np.ascontiguousarray(bert.transpose(0, 2, 1))  # (N, 3, L) -> (N, L, 3)
     else:
         x = as_array(split_dict["text"], file, split, "text")
-    if x.ndim != 3:
-        raise DataFormatError(f"{file}: split {split!r}, key 'text' has shape {x.shape}, expected (N, L, D)")
+    check_sequences(x, file, split, "text_bert" if text == "bert" else "text", "(N, L, D)")
     if bert is not None and bert.shape[2] == x.shape[1]:
         lengths = np.clip(bert[:, 1, :].sum(axis=1).astype(np.int64), 1, x.shape[1])
     else:
@@ -93,6 +92,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     need = [("text_bert" if (m == "text" and text == "bert") else m) for m in modalities]
     require_keys(split_dict, need + ["regression_labels", "id"], file, split,
                  modalities=modalities, other_format="mult")
+    require_rows(split_dict["id"], file, split, "id")
     ids = [to_str(i) for i in split_dict["id"]]
     labels = as_array(split_dict["regression_labels"], file, split, "regression_labels")
     feats: Dict[str, np.ndarray] = {}
@@ -102,9 +102,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
             feats[m], lengths[m] = _text(split_dict, text, file, split)
         else:
             feats[m] = as_array(split_dict[m], file, split, m)
-            if feats[m].ndim != 3:
-                raise DataFormatError(f"{file}: split {split!r}, key {m!r} has shape "
-                                      f"{feats[m].shape}, expected (N, T, D)")
+            check_sequences(feats[m], file, split, m)
     check_rows({"id": ids, "regression_labels": labels, **feats,
                 **{k: split_dict[k] for k in ("audio_lengths", "vision_lengths") if k in split_dict}},
                file, split)
@@ -123,7 +121,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     check_unique_ids(ids, file, split)
     check_dims(feats, expected_dims, file, split)
     extra = {k: np.asarray(split_dict[k]) for k in _EXTRA_KEYS
-             if k in split_dict and len(split_dict[k]) == len(ids)}
+             if k in split_dict and is_rows(split_dict[k]) and len(split_dict[k]) == len(ids)}
     return feats, lengths, labels[:, 0], ids, extra
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import random
+import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -30,6 +31,8 @@ __all__ = ["load_mosi_bclstm", "default_root", "verify_checksums", "MosiDataErro
 
 _FEATURES = {"text": "text_{split}0.csv", "audio": "audio_{split}0.csv", "vision": "video_{split}0.csv"}
 _DIMS = {"text": 100, "audio": 73, "vision": 100}
+#: columns of mosi_index.csv the loader reads
+_INDEX_COLUMNS = ("segment_id", "video_id", "clip_id", "label", "bclstm_split", "bclstm_row")
 
 
 class MosiDataError(ValueError):
@@ -47,10 +50,14 @@ def verify_checksums(root: Path) -> int:
     if not sums.is_file():
         raise MosiDataError(f"{sums}: missing; the mosi-bclstm folder must hold its SHA256SUMS file")
     n = 0
-    for line in sums.read_text().splitlines():
+    for lineno, line in enumerate(sums.read_text().splitlines(), 1):
         if not line.strip():
             continue
-        digest, name = line.split(maxsplit=1)
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            raise MosiDataError(f"{sums}: line {lineno} is {line.strip()[:60]!r}, expected '<64 hex digits>  "
+                                "<file name>' (sha256sum's format); restore the folder's SHA256SUMS")
+        digest, name = parts
         path = root / name.strip().lstrip("*")
         if not path.is_file():
             raise MosiDataError(f"{path}: listed in SHA256SUMS but missing; restore the folder")
@@ -71,7 +78,38 @@ def _read_matrix(path: Path, width: int) -> np.ndarray:
     if rows.ndim != 2 or rows.shape[1] != width + 1:
         raise MosiDataError(f"{path}: expected {width} feature columns plus a label column, "
                             f"got shape {rows.shape}")
+    bad = ~np.isfinite(rows[:, :width])
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise MosiDataError(f"{path}: non-finite value {rows[row, col]} at row {row + 1}, column {col + 1} "
+                            f"({int(bad.any(axis=1).sum())} such rows); restore the file")
     return rows[:, :width].astype(np.float32)
+
+
+def _read_index(path: Path) -> List[dict]:
+    """Rows of ``mosi_index.csv``: ``label`` a float in [-3, 3], ``clip_id`` and ``bclstm_row`` ints."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        found = reader.fieldnames or []
+        missing = [c for c in _INDEX_COLUMNS if c not in found]
+        if missing:
+            raise MosiDataError(f"{path}: no column {missing[0]!r} (found: {', '.join(found) or 'nothing'}); "
+                                f"expected columns {', '.join(_INDEX_COLUMNS)}; restore the file")
+        rows = []
+        for r in reader:
+            for col, kind in (("label", float), ("clip_id", int), ("bclstm_row", int)):
+                try:
+                    r[col] = kind(r[col])
+                except (TypeError, ValueError):
+                    raise MosiDataError(
+                        f"{path}: line {reader.line_num} (segment {r['segment_id']!r}), column {col!r} is "
+                        f"{r[col]!r}, expected {'a number' if kind is float else 'an integer'}; restore the file"
+                    ) from None
+            if not -3.0 <= r["label"] <= 3.0:  # NaN fails too
+                raise MosiDataError(f"{path}: line {reader.line_num} (segment {r['segment_id']!r}): label "
+                                    f"{r['label']:g} is outside [-3, 3] (MOSI sentiment); restore the file")
+            rows.append(r)
+    return rows
 
 
 def _carve_valid(videos: List[str], counts: Dict[str, int], fraction: float, seed: int) -> set:
@@ -99,20 +137,28 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
         modalities: which of text, audio, vision to load.
 
     Raises:
-        MosiDataError: missing folder or file, checksum mismatch, malformed CSV.
+        MosiDataError: missing folder or file, checksum mismatch, malformed CSV or SHA256SUMS line,
+            missing index column, non-numeric or out-of-range label, NaN / inf feature.
+        ValueError: ``valid_fraction`` outside (0, 1), or so large it leaves no train video;
+            ``modalities`` given as one string.
     """
+    if not 0.0 < valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction={valid_fraction!r} (data.options.valid_fraction); it must lie strictly "
+                         f"between 0 and 1 (default 0.15): the train videos are split into train and valid")
     root = Path(path) if path is not None else default_root()
     if not (root / "mosi_index.csv").is_file():
         raise MosiDataError(f"{root}: not a mosi-bclstm folder (no mosi_index.csv); pass data.path=FOLDER")
+    if isinstance(modalities, str):
+        raise ValueError(f"modalities={modalities!r} (data.options.modalities) must be a list, for example "
+                         f"[text, audio]; valid: {', '.join(_FEATURES)}")
     unknown = [m for m in modalities if m not in _FEATURES]
     if unknown:
         raise MosiDataError(f"mosi_bclstm has no modality {unknown[0]!r}; valid: {', '.join(_FEATURES)}")
     checked = verify_checksums(root) if verify else 0
-    with open(root / "mosi_index.csv", newline="") as fh:
-        index = list(csv.DictReader(fh))
+    index = _read_index(root / "mosi_index.csv")
     per_split = {}
     for split in ("train", "test"):
-        rows = sorted((r for r in index if r["bclstm_split"] == split), key=lambda r: int(r["bclstm_row"]))
+        rows = sorted((r for r in index if r["bclstm_split"] == split), key=lambda r: r["bclstm_row"])
         feats = {m: _read_matrix(root / "features" / _FEATURES[m].format(split=split), _DIMS[m])
                  for m in modalities}
         for m, x in feats.items():
@@ -125,6 +171,9 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
     for r in train_rows:
         counts[r["video_id"]] = counts.get(r["video_id"], 0) + 1
     valid_videos = _carve_valid(list(counts), counts, valid_fraction, valid_seed)
+    if len(valid_videos) == len(counts):
+        raise ValueError(f"valid_fraction={valid_fraction!r} (data.options.valid_fraction) moves all "
+                         f"{len(counts)} train videos to valid; lower it (default 0.15)")
     video_index = {v: i for i, v in enumerate(sorted({r["video_id"] for r in index}))}
 
     def make(rows, feats, keep, split):
@@ -132,10 +181,10 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
         sel = [rows[i] for i in idx]
         return MultimodalDataset(
             {m: x[idx] for m, x in feats.items()},
-            np.array([float(r["label"]) for r in sel], dtype=np.float32),
+            np.array([r["label"] for r in sel], dtype=np.float32),
             [r["segment_id"] for r in sel],
             groups=np.array([video_index[r["video_id"]] for r in sel]),
-            positions=np.array([int(r["clip_id"]) for r in sel]),
+            positions=np.array([r["clip_id"] for r in sel]),
             split=split)
 
     splits = {

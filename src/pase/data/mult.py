@@ -27,8 +27,8 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, resolve_source, fix_non_finite, require_keys, require_splits,
-                       to_str)
+                       check_rows, check_sequences, resolve_source, fix_non_finite, require_keys,
+                       require_splits, to_str)
 
 __all__ = ["load_mult", "MULT_DATASETS", "IEMOCAP_EMOTIONS"]
 
@@ -104,8 +104,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, modalities:
                file, split)
     ids, videos, keys = _ids(split_dict, len(labels), file, split)
     for m, x in feats.items():
-        if x.ndim != 3:
-            raise DataFormatError(f"{file}: split {split!r}, key {m!r} has shape {x.shape}, expected (N, T, D)")
+        check_sequences(x, file, split, m)
         feats[m] = fix_non_finite(x, file, split, m, ids, sanitize, neg_inf_to_zero=(m == "audio"))
     check_dims(feats, expected_dims, file, split)
     if dataset == "iemocap":

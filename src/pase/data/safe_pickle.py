@@ -89,6 +89,7 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
 
     Raises:
         FileNotFoundError: when ``path`` does not exist.
+        IsADirectoryError: when ``path`` is a folder (the message lists pickles inside it).
         UnsafePickleError: the file names a global outside ``ALLOWED_GLOBALS``; the message is one
             line naming the file and ``module.name``.
         DataFormatError: the file is truncated or not a pickle.
@@ -102,6 +103,11 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
         >>> os.remove(f.name)
     """
     p = Path(path)
+    if p.is_dir():
+        found = sorted(str(q.relative_to(p)) for q in [*p.glob("*.pkl"), *p.glob("*/*.pkl")])[:4]
+        hint = (f"pass one of the pickles in it: {', '.join(found)}" if found
+                else "it holds no .pkl file; pass the pickle's own path")
+        raise IsADirectoryError(f"{p}: is a folder, but a pickle file is expected here ({hint})")
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file; check the path (nothing is downloaded for you)")
     with open(p, "rb") as fh:

@@ -23,7 +23,8 @@ import numpy as np
 
 __all__ = ["DataFormatError", "LOGGER", "require_splits", "require_keys", "as_array", "check_rows",
            "check_dims", "fix_non_finite", "check_label_range", "check_class_labels",
-           "check_unique_ids", "clip_lengths", "to_str", "infer_dataset"]
+           "check_unique_ids", "clip_lengths", "to_str", "infer_dataset", "is_rows", "require_rows",
+           "check_sequences"]
 
 LOGGER = logging.getLogger("pase.data")
 
@@ -96,23 +97,59 @@ def to_str(value: object) -> str:
     return str(value)
 
 
+def is_rows(value: object) -> bool:
+    """True for a list, tuple, set or array of rows; False for None, a scalar, a string or a 0-d array."""
+    scalar = isinstance(value, (str, bytes)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+    return not scalar and hasattr(value, "__len__")
+
+
+def require_rows(value: object, file: str, split: str, key: str) -> None:
+    """``value`` is a sequence or array of rows (N, ...), not None, a scalar or a string.
+
+    Raises:
+        DataFormatError: ``"f.pkl: split 'train', key 'id' is int 7, expected one row per sample ..."``.
+    """
+    if not is_rows(value):
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r} is {type(value).__name__} {to_str(value)[:30]}, "
+            f"expected one row per sample (a list or an (N, ...) array); re-export the file with one "
+            f"{key!r} entry per sample")
+
+
 def as_array(value: object, file: str, split: str, key: str, dtype=np.float32) -> np.ndarray:
     """``value`` as a dense array of ``dtype``; ragged rows raise with the fix.
 
     Raises:
-        DataFormatError: ``"f.pkl: split 'train', key 'audio' is ragged ...; pad it to (N, T, D)"``.
+        DataFormatError: ``"f.pkl: split 'train', key 'audio' is ragged ...; pad it to (N, T, D)"``;
+            also for None, a scalar (``require_rows``) or text that is not a number.
     """
+    require_rows(value, file, split, key)
+    arr = None
     try:
         arr = np.asarray(value)
         if arr.dtype == object:
             arr = np.stack([np.asarray(v, dtype=dtype) for v in arr])
         return arr.astype(dtype, copy=False)
     except (ValueError, TypeError) as exc:
+        if arr is not None and arr.dtype.kind in "US":  # dense, but text that is not a number
+            flat = arr.reshape(-1)
+            bad = next((to_str(v) for v in flat if not _is_number(v)), to_str(flat[0]))
+            raise DataFormatError(
+                f"{file}: split {split!r}, key {key!r} holds text such as {bad[:30]!r}, "
+                f"expected {np.dtype(dtype).name} numbers; re-export the file with numeric arrays") from None
         shapes = sorted({np.shape(v) for v in value}, key=str)[:3] if hasattr(value, "__iter__") else []
         raise DataFormatError(
             f"{file}: split {split!r}, key {key!r} is ragged or not numeric (row shapes include "
             f"{shapes}; {type(exc).__name__}); pad it to one (N, T, D) {np.dtype(dtype).name} array"
         ) from None
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def check_rows(arrays: Mapping[str, object], file: str, split: str) -> int:
@@ -122,6 +159,8 @@ def check_rows(arrays: Mapping[str, object], file: str, split: str) -> int:
         DataFormatError: naming both keys and their shapes, or the empty split.
     """
     items = list(arrays.items())
+    for k, v in items:
+        require_rows(v, file, split, k)
     ref_key, ref = items[0]
     n = len(ref)
     for k, v in items[1:]:
@@ -133,6 +172,21 @@ def check_rows(arrays: Mapping[str, object], file: str, split: str) -> int:
         raise DataFormatError(f"{file}: split {split!r} is empty (0 samples in {', '.join(arrays)}); "
                               "every split needs at least one sample, re-export the file")
     return n
+
+
+def check_sequences(x: np.ndarray, file: str, split: str, key: str, layout: str = "(N, T, D)") -> None:
+    """``x`` is 3-D with at least one step and one feature (T >= 1, D >= 1).
+
+    Raises:
+        DataFormatError: naming the key, its shape and the empty axis.
+    """
+    if x.ndim != 3:
+        raise DataFormatError(f"{file}: split {split!r}, key {key!r} has shape {x.shape}, expected {layout}")
+    if 0 in x.shape[1:]:
+        axis = "no time steps (T = 0)" if x.shape[1] == 0 else "no features (D = 0)"
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r} has shape {x.shape}: {axis}; re-export the file with "
+            f"that modality's features, or leave it out (modalities=...)")
 
 
 def check_dims(features: Mapping[str, np.ndarray], expected: Optional[Mapping[str, int]],
@@ -232,8 +286,20 @@ def check_unique_ids(ids: Sequence[str], file: str, split: str) -> None:
 
 
 def clip_lengths(lengths: object, steps: int, file: str, split: str, key: str) -> np.ndarray:
-    """Stored lengths (N,) clipped to [1, T]; the number clipped is logged."""
-    ln = as_array(lengths, file, split, key, dtype=np.int64).reshape(-1)
+    """Stored lengths (N,) clipped to [1, T]; the number clipped is logged.
+
+    Raises:
+        DataFormatError: the lengths are not (N,) or (N, 1), or one is NaN / inf.
+    """
+    raw = as_array(lengths, file, split, key, dtype=np.float64)
+    if raw.size != len(raw):
+        raise DataFormatError(f"{file}: split {split!r}, key {key!r} has shape {raw.shape}, expected (N,) "
+                              f"one length per sample; fix the file or delete the key (every step then counts)")
+    if not np.isfinite(raw).all():
+        row = int(np.argwhere(~np.isfinite(raw.reshape(-1)))[0, 0])
+        raise DataFormatError(f"{file}: split {split!r}, key {key!r}: length {raw.reshape(-1)[row]} at row "
+                              f"{row}; lengths must be finite step counts, fix the file or delete the key")
+    ln = raw.reshape(-1).astype(np.int64)
     clipped = np.clip(ln, 1, steps)
     n = int((clipped != ln).sum())
     if n:

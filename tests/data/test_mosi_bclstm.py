@@ -1,0 +1,86 @@
+"""Faults in a tiny ``mosi-bclstm`` folder give one ``MosiDataError`` line naming the file and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from pase.data.mosi_bclstm import MosiDataError, load_mosi_bclstm
+
+from .writers import write_mosi_bclstm
+
+
+def _cell(line_no: int, column: int, value: str):
+    """Edit of a CSV text: cell ``column`` of line ``line_no`` (0 = first line) becomes ``value``."""
+    def edit(text: str) -> str:
+        lines = text.splitlines()
+        cells = lines[line_no].split(",")
+        cells[column] = value
+        lines[line_no] = ",".join(cells)
+        return "\n".join(lines) + "\n"
+    return edit
+
+
+def test_tiny_folder_loads(tmp_path, untouched):
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    check = untouched(root)
+    bundle = load_mosi_bclstm(path=str(root))
+    check()
+    assert {s: len(d) for s, d in bundle.splits.items()} == {"train": 9, "valid": 3, "test": 6}
+    assert bundle.info["checksums_verified"] == 7
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"mosi_index.csv": lambda t: t.replace("bclstm_split", "split_bclstm", 1)},
+     r"mosi_index\.csv: no column 'bclstm_split' \(found: segment_id, .*split_bclstm, bclstm_row\); "
+     r"expected columns segment_id, video_id, clip_id, label, bclstm_split, bclstm_row; restore the file$"),
+    ({"mosi_index.csv": _cell(2, 6, "abc")},
+     r"mosi_index\.csv: line 3 \(segment 'trainvid0_2'\), column 'label' is 'abc', expected a number"),
+    ({"mosi_index.csv": _cell(2, 2, "x")},
+     r"mosi_index\.csv: line 3 \(segment 'trainvid0_2'\), column 'clip_id' is 'x', expected an integer"),
+    ({"mosi_index.csv": _cell(2, 6, "9")},
+     r"mosi_index\.csv: line 3 \(segment 'trainvid0_2'\): label 9 is outside \[-3, 3\] \(MOSI sentiment\)"),
+    ({"mosi_index.csv": _cell(1, 6, "nan")},
+     r"mosi_index\.csv: line 2 \(segment 'trainvid0_1'\): label nan is outside \[-3, 3\]"),
+    ({"features/text_train0.csv": _cell(4, 7, '"nan"')},
+     r"features/text_train0\.csv: non-finite value nan at row 5, column 8 \(1 such rows\); restore the file$"),
+    ({"features/audio_test0.csv": _cell(0, 0, '"inf"')},
+     r"features/audio_test0\.csv: non-finite value inf at row 1, column 1"),
+])
+def test_malformed_index_and_features(tmp_path, untouched, edit, message):
+    root = write_mosi_bclstm(tmp_path / "mosi", edit=edit)
+    check = untouched(root)
+    with pytest.raises(MosiDataError, match=message) as err:
+        load_mosi_bclstm(path=str(root))
+    assert "\n" not in str(err.value)
+    check()
+
+
+def test_malformed_sha256sums_line(tmp_path, untouched):
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    sums = root / "SHA256SUMS"
+    sums.write_text(sums.read_text() + "abc\n")
+    check = untouched(root)
+    with pytest.raises(MosiDataError, match=r"SHA256SUMS: line 8 is 'abc', expected '<64 hex digits>  "
+                                            r"<file name>' \(sha256sum's format\); restore"):
+        load_mosi_bclstm(path=str(root))
+    check()
+
+
+@pytest.mark.parametrize("fraction, message", [
+    (0.0, r"^valid_fraction=0\.0 \(data\.options\.valid_fraction\); it must lie strictly between 0 and 1"),
+    (1.0, r"^valid_fraction=1\.0 \(data\.options\.valid_fraction\); it must lie strictly between 0 and 1"),
+    (0.99, r"^valid_fraction=0\.99 \(data\.options\.valid_fraction\) moves all 4 train videos to valid; "
+           r"lower it"),
+])
+def test_valid_fraction_is_checked(tmp_path, fraction, message):
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    with pytest.raises(ValueError, match=message):
+        load_mosi_bclstm(path=str(root), valid_fraction=fraction)
+
+
+def test_modalities_as_one_string(tmp_path):
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    with pytest.raises(ValueError, match=r"^modalities='text' \(data\.options\.modalities\) must be a list, "
+                                         r"for example \[text, audio\]"):
+        load_mosi_bclstm(path=str(root), modalities="text")
+    assert load_mosi_bclstm(path=str(root), modalities=["text"]).modalities == ["text"]

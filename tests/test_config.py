@@ -45,3 +45,25 @@ def test_missing_file_and_bad_override():
         load_config("/nonexistent/x.yaml")
     with pytest.raises(ConfigError, match="is not key=value"):
         apply_overrides(Config(), ["train.lr"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.max_epochs=0", "'train.max_epochs' must be at least 1, got 0"),
+    ("train.batch_size=-2", "'train.batch_size' must be at least 1, got -2"),
+    ("model.d_model=0", "'model.d_model' must be at least 1, got 0"),
+    ("model.heads=0", "'model.heads' must be at least 1, got 0"),
+    ("data.modalities=text", "'data.modalities' must be a list, for example [text, audio], got str 'text'"),
+    ("data.modalities=[text, 3]", "'data.modalities[1]' must be str, got int 3"),
+    ("train=3", "'train' is a section; set its keys (for example train.KEY=VALUE)"),
+])
+def test_values_that_cannot_work_are_named(override, message):
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [override])
+    assert message in str(e.value)
+
+
+def test_an_option_replaced_by_an_earlier_override_is_named():
+    with pytest.raises(ConfigError, match=r"'data.options.fold' was set to 3 by an earlier --set; it is not a mapping"):
+        apply_overrides(Config(), ["data.options.fold=3", "data.options.fold.x=1"])
+    with pytest.raises(ConfigError, match=r"'data.options' was set to 3 by an earlier --set; it is not a mapping"):
+        apply_overrides(Config(), ["data.options=3", "data.options.fold=1"])

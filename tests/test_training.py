@@ -172,3 +172,48 @@ def test_best_epoch_skips_a_nan_monitor(tmp_path, values, mode, best):
     log = tmp_path / "log.csv"
     log.write_text("epoch,valid/Corr\n" + "".join(f"{i},{v}\n" for i, v in enumerate(values)))
     assert _best_epoch(log, "valid/Corr", mode) == best
+
+
+def test_evaluate_and_predict_apply_set_to_the_checkpoints_own_config(run, tmp_path, capsys):
+    out, result = run
+    ckpt = str(out / result["checkpoint"])
+    assert main(["evaluate", "--checkpoint", ckpt, "--set", "data.source=nope"]) == 2  # no longer ignored
+    assert "nope" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", ckpt, "--output", str(tmp_path / "p.csv"), "--set", "no.such=1"]) == 2
+    assert "unknown config key 'no'" in capsys.readouterr().err and not (tmp_path / "p.csv").exists()
+    res = evaluate(ckpt, overrides=["train.batch_size=7"])  # a harmless change evaluates the same
+    assert res["test"] == pytest.approx(result["test"], abs=1e-6)
+
+
+def test_unknown_split_and_mismatched_weights_are_one_clear_line(run, capsys):
+    out, result = run
+    ckpt = str(out / result["checkpoint"])
+    assert main(["evaluate", "--checkpoint", ckpt, "--splits", "valid,tset"]) == 2
+    assert capsys.readouterr().err == "pase: error: split 'tset' not in the data; valid: train, valid, test\n"
+    assert main(["evaluate", "--checkpoint", ckpt, "--set", "model.hidden=8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pase: error: {ckpt}: its weights do not fit the model of this configuration (")
+    assert err.endswith("(drop --config / --set)\n") and err.count("\n") == 1
+
+
+def test_resume_takes_no_out_or_config_and_out_is_never_a_file(run, tmp_path, capsys):
+    out, _ = run
+    assert main(["train", "--resume", str(out), "--out", str(tmp_path / "x")]) == 2
+    assert "drop --out" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    with pytest.raises(RunDirError, match="is a file, not a run folder"):
+        train(apply_overrides(Config(), TINY), afile, quiet=True)
+    assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.loss=MSE", "train.loss='MSE' is not one of auto, l1, mse"),
+    ("model.encoder=transformer", "model.hidden=30 is not divisible by model.heads=4; choose heads that divide it "
+                                  "(for example 3)"),
+])
+def test_settings_that_would_be_ignored_or_crash_stop_before_training(tmp_path, override, message):
+    sets = TINY + [override] + (["model.hidden=30"] if "hidden" in message else [])
+    with pytest.raises(ValueError) as e:
+        train(apply_overrides(Config(), sets), tmp_path / "r", quiet=True)
+    assert message in str(e.value) and not (tmp_path / "r").exists()

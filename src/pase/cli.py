@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+from .errors import RunInterrupted
+
 __all__ = ["main", "format_table"]
 
 
@@ -42,6 +44,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
     if args.resume:
+        if args.out or args.config:
+            raise ValueError(f"--resume {args.resume} continues that folder with its own config.yaml; drop "
+                             f"{' and '.join(o for o, v in (('--out', args.out), ('--config', args.config)) if v)} "
+                             "(--set may change only how long and where it trains)")
         cfg = load_config(Path(args.resume) / "config.yaml", args.set)
         out = Path(args.resume)
     else:
@@ -62,7 +68,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .training import evaluate
 
     cfg = load_config(args.config, args.set) if args.config else None
-    res = evaluate(args.checkpoint, cfg, splits=args.splits.split(","))
+    res = evaluate(args.checkpoint, cfg, splits=args.splits.split(","), overrides=() if args.config else args.set)
     print(format_table(res, f"{args.checkpoint}"))
     if args.json:
         print(json.dumps(res))
@@ -74,7 +80,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .training import predict
 
     cfg = load_config(args.config, args.set) if args.config else None
-    n = predict(args.checkpoint, args.output, cfg, split=args.split)
+    n = predict(args.checkpoint, args.output, cfg, split=args.split, overrides=() if args.config else args.set)
     print(f"wrote {n} rows to {args.output}")
     return 0
 
@@ -145,6 +151,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     try:
         return args.fn(args)
+    except RunInterrupted as e:
+        print(f"pase: interrupted: {e}", file=sys.stderr)
+        return 143 if e.signal == "SIGTERM" else 130
     except KeyboardInterrupt:
         print("pase: interrupted", file=sys.stderr)
         return 130

@@ -18,7 +18,8 @@ import yaml
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "PaseConfig", "BaselineConfig",
-    "ConfigError", "load_config", "apply_overrides", "to_dict", "from_dict", "save_config",
+    "ConfigError", "load_config", "apply_overrides", "to_dict", "from_dict", "save_config", "config_difference",
+    "first_difference",
 ]
 
 
@@ -50,6 +51,9 @@ class ModelConfig:
     pretrained_path: Optional[str] = None  # local Hugging Face model folder for "bert"; nothing is downloaded
     finetune: bool = True  # train the pretrained text encoder (the paper fine-tunes BERT-base); false freezes it
     bert_pooling: str = "cls"  # "cls": last-layer [CLS] state, as MMSA's BERT models; "mean": masked token mean
+
+    def __post_init__(self) -> None:
+        _at_least(self, "model", {"d_model": 1, "hidden": 1, "layers": 1, "heads": 1, "head_hidden": 0})
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,9 @@ class TrainConfig:
     num_workers: int = 0
     progress_bar: bool = True
 
+    def __post_init__(self) -> None:
+        _at_least(self, "train", {"max_epochs": 1, "batch_size": 1, "early_stop_patience": 0, "num_workers": 0})
+
 
 @dataclass(frozen=True)
 class Config:
@@ -126,6 +133,14 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pase: PaseConfig = field(default_factory=PaseConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+
+def _at_least(section: Any, name: str, minimum: Mapping[str, int]) -> None:
+    """ConfigError naming the first integer field of ``section`` below its minimum."""
+    for key, low in minimum.items():
+        value = getattr(section, key)
+        if isinstance(value, int) and value < low:
+            raise ConfigError(f"config key '{name}.{key}' must be at least {low}, got {value}")
 
 
 def _fields(cls) -> Dict[str, dataclasses.Field]:
@@ -154,6 +169,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {key!r} must be a mapping, got {type(value).__name__} {value!r}")
         return dict(value)
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} must be a list, for example [text, audio], got "
+                              f"{type(value).__name__} {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
@@ -205,6 +225,9 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         for i, part in enumerate(parts[:-1]):
             if cls is None:  # inside a free-form dict (data.options)
                 node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node!r} by an "
+                                      "earlier --set; it is not a mapping, so it has no keys to set")
                 continue
             fields = _fields(cls)
             if part not in fields:
@@ -212,9 +235,15 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             t = typing.get_type_hints(cls)[part]
             cls = t if dataclasses.is_dataclass(t) else None
             where += part + "."
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node.get(part)!r} by "
+                                  "an earlier --set; it is not a mapping, so it has no keys to set")
             node = node[part]
         if cls is not None and parts[-1] not in _fields(cls):
             raise _unknown(key, where, list(_fields(cls)))
+        if cls is not None and dataclasses.is_dataclass(typing.get_type_hints(cls)[parts[-1]]):
+            raise ConfigError(f"override {item!r}: {key.strip()!r} is a section; set its keys (for example "
+                              f"{key.strip()}.KEY=VALUE)")
         node[parts[-1]] = _parse_value(text)
     return from_dict(data)
 
@@ -235,6 +264,32 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         except ConfigError as e:
             raise ConfigError(f"{p}: {e}") from None
     return apply_overrides(cfg, overrides)
+
+
+def first_difference(a: Any, b: Any, key: str = "") -> Optional[str]:
+    """``"key: a there, b now"`` for the first (sorted) key where nested dicts ``a`` and ``b`` differ; None if equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            diff = first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
+            if diff:
+                return diff
+        return None
+    return None if a == b else f"{key}: {a!r} there, {b!r} now"
+
+
+def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Optional[str]:
+    """The first difference between the configuration saved at ``path`` (a run's or a
+    comparison's ``config.yaml``) and ``cfg``, both seen through ``view`` (a function of a Config
+    to nested dicts that leaves out what may differ); None when they agree. A file that is not a
+    pase configuration is a :class:`ConfigError` naming it."""
+    path = Path(path)
+    try:
+        old = from_dict(yaml.safe_load(path.read_text()) or {})
+    except (yaml.YAMLError, ConfigError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not a readable pase configuration ({first}); move the folder aside "
+                          "or pass a new --out") from e
+    return first_difference(view(old), view(cfg))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

@@ -72,3 +72,19 @@ def test_commands_are_registered(command, capsys):
     with pytest.raises(SystemExit) as e:
         main([command, "--help"])
     assert e.value.code == 0 and command in capsys.readouterr().out
+
+
+def test_diagnose_never_overwrites_another_diagnosis(comparison, tmp_path, capsys):
+    ckpt = comparison[0] / "runs" / "late_fusion" / "seed1112" / "checkpoints" / "best.ckpt"
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "diagnostics.json").write_text("my notes")
+    args = ["diagnose", "--checkpoint", str(ckpt), "--noise-levels", "0", "--no-probes", "--out"]
+    assert main(args + [str(out)]) == 2
+    assert "holds another diagnosis" in capsys.readouterr().err
+    assert (out / "diagnostics.json").read_text() == "my notes" and len(list(out.iterdir())) == 1
+    (tmp_path / "f").write_text("x")
+    assert main(args + [str(tmp_path / "f")]) == 2 and "is a file, not a folder" in capsys.readouterr().err
+    assert main(args + [str(tmp_path / "e"), "--split", "tset"]) == 2
+    assert "split 'tset' not in the data" in capsys.readouterr().err
+    assert main(args + [str(tmp_path / "e")]) == 0 and main(args + [str(tmp_path / "e")]) == 0  # its own: refreshed

@@ -19,7 +19,7 @@ import time
 import pytest
 import torch
 
-from pase.config import Config, apply_overrides
+from pase.config import Config, ConfigError, apply_overrides
 from pase.training import RunDirError, datamodule, train
 from pase.training.datamodule import EpochSampler, GroupBatchSampler
 from tiny import TINY
@@ -90,21 +90,101 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert not list(killed.rglob(".*.tmp")), "a temporary file survived the resume"
 
 
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_training_with_one_line_and_a_resumable_folder(tmp_path, sig, code):
+    """Lightning turns Ctrl-C into exit 1 and SIGTERM into exit 0, both silent: pase names the
+    signal and the resume command, and exits as a shell expects (128 + signal)."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_pase("--out", str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=tmp_path, env=ENV, text=True)
+    last, t0 = run / "checkpoints" / "last.ckpt", time.time()
+    while _saved_epoch(last) < 0 and proc.poll() is None and time.time() - t0 < TIMEOUT:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted; give it more epochs"
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=TIMEOUT)[1]
+    lines = [line for line in err.splitlines() if line.startswith("pase:")]
+    assert proc.returncode == code, err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith(f"pase: interrupted: training interrupted by {sig.name}"), err[-2000:]
+    assert lines[0].endswith(f"continue with pase train --resume {run}")
+    assert not (run / "metrics.json").exists() and _saved_epoch(last) >= 0
+
+
 def test_resuming_a_finished_early_stopped_run_trains_no_more(tmp_path):
-    """Killed after its stopping epoch (say, during the final test), a run resumes to the same end."""
+    """Killed after its stopping epoch (during the final test: no metrics.json yet), a run resumes to the same end."""
     cfg = apply_overrides(Config(), TINY + ["train.max_epochs=40", "train.early_stop_patience=1", "train.lr=0.01"])
     first = train(cfg, tmp_path / "run", quiet=True)
     log = (tmp_path / "run" / "log.csv").read_text()
     assert first["epochs_run"] < 40, "the run should have stopped early"
+    (tmp_path / "run" / "metrics.json").unlink()  # the kill came before metrics.json was written
     again = train(cfg, tmp_path / "run", resume=True, quiet=True)
     assert (again["epochs_run"], again["test"], again["valid"]) == (first["epochs_run"], first["test"], first["valid"])
     assert (tmp_path / "run" / "log.csv").read_text() == log
 
 
-def test_resume_needs_a_last_checkpoint(tmp_path):
+def test_a_finished_run_is_not_resumed_and_left_as_it_was(tmp_path):
+    run = tmp_path / "run"
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])
+    train(cfg, run, quiet=True)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(RunDirError, match=r"is a finished run \(2 epochs; train.max_epochs=2 is reached"):
+        train(cfg, run, resume=True, quiet=True)
+    with pytest.raises(ConfigError, match=r"another configuration \(train.lr: 0.001 there, 0.5 now\)"):
+        train(apply_overrides(cfg, ["train.lr=0.5"]), run, resume=True, quiet=True)
+    with pytest.raises(ConfigError, match="train.max_epochs=1, but .* has already trained 2 epochs"):
+        train(apply_overrides(cfg, ["train.max_epochs=1"]), run, resume=True, quiet=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_moved_run_trained_longer_equals_one_long_run(tmp_path):
+    """Lightning keeps absolute checkpoint paths: a moved folder must still select and test its own best."""
+    sets = TINY + ["train.early_stop_patience=100", "train.lr=0.01"]
+    straight = train(apply_overrides(Config(), sets + ["train.max_epochs=4"]), tmp_path / "straight", quiet=True)
+    short = train(apply_overrides(Config(), sets + ["train.max_epochs=2"]), tmp_path / "a", quiet=True)
+    (tmp_path / "a").rename(tmp_path / "b")
+    longer = train(apply_overrides(Config(), sets + ["train.max_epochs=4"]), tmp_path / "b", resume=True, quiet=True)
+    assert straight["best_epoch"] >= 2, "pick settings whose best epoch comes after the move"
+    for key in ("best_epoch", "epochs_run", "valid", "test"):
+        assert longer[key] == straight[key], key
+    assert longer["checkpoint"] == "checkpoints/best.ckpt"  # inside the moved folder
+    assert (tmp_path / "b" / "log.csv").read_text() == (tmp_path / "straight" / "log.csv").read_text()
+    kept = json.loads((tmp_path / "b" / "metrics.epochs2.json").read_text())
+    assert kept["test"] == short["test"]  # the finished run's results are kept, not overwritten
+
+
+def test_checkpoint_state_follows_a_moved_folder(tmp_path):
+    """Lightning drops the best score of a moved folder (a worse epoch then overwrites best.ckpt)
+    and keeps the old best path (a copy would test the original's checkpoint)."""
+    from pase.training.callbacks import RelocatableCheckpoint
+
+    old, new = tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints"
+    saved = RelocatableCheckpoint(dirpath=str(old), filename="best", monitor="valid/MAE", mode="min")
+    saved.best_model_path, saved.best_model_score = str(old / "best.ckpt"), torch.tensor(0.7)
+    saved.best_k_models, saved.kth_best_model_path = {str(old / "best.ckpt"): torch.tensor(0.7)}, str(old / "best.ckpt")
+    saved.last_model_path = str(old / "best.ckpt")
+    moved = RelocatableCheckpoint(dirpath=str(new), filename="best", monitor="valid/MAE", mode="min")
+    moved.load_state_dict(saved.state_dict())
+    assert moved.best_model_score == torch.tensor(0.7)
+    assert moved.best_model_path == str(new / "best.ckpt") == moved.kth_best_model_path == moved.last_model_path
+    assert moved.best_k_models == {str(new / "best.ckpt"): torch.tensor(0.7)}
+    same = RelocatableCheckpoint(dirpath=str(old), filename="best", monitor="valid/MAE", mode="min")
+    same.load_state_dict(saved.state_dict())
+    assert same.best_model_path == str(old / "best.ckpt") and same.best_model_score == torch.tensor(0.7)
+
+
+def test_resume_needs_a_run_folder(tmp_path):
     (tmp_path / "run").mkdir()
-    with pytest.raises(RunDirError, match="no checkpoints/last.ckpt to resume from"):
+    with pytest.raises(RunDirError, match="no config.yaml, so not a pase run folder"):
         train(apply_overrides(Config(), TINY), tmp_path / "run", resume=True, quiet=True)
+
+
+def test_a_run_killed_in_its_first_epoch_restarts_in_place(tmp_path):
+    cfg = apply_overrides(Config(), TINY)
+    fresh = train(cfg, tmp_path / "fresh", quiet=True)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text((tmp_path / "fresh" / "config.yaml").read_text())
+    again = train(cfg, tmp_path / "run", resume=True, quiet=True)  # no last.ckpt: from the first epoch
+    assert (again["valid"], again["test"]) == (fresh["valid"], fresh["test"])
 
 
 # ---------------------------------------------------------------------- the orders behind it

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import __version__
-from ..config import Config, ConfigError, from_dict, save_config, to_dict
+from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import load_bundle, load_checkpoint, train
 from .probes import probe_model
@@ -257,31 +257,6 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
     return d
 
 
-def _first_difference(a: Any, b: Any, key: str = "") -> Optional[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            diff = _first_difference(a.get(k), b.get(k), f"{key}.{k}" if key else k)
-            if diff:
-                return diff
-        return None
-    return None if a == b else f"{key}: {a!r} there, {b!r} now"
-
-
-def config_difference(path: Path, cfg: Config, view: Callable[[Config], Dict[str, Any]] = to_dict) -> Optional[str]:
-    """The first difference between the configuration saved at ``path`` (a run's or a
-    comparison's ``config.yaml``) and ``cfg``, both seen through ``view`` (what may differ is
-    left out there); None when they agree. A file that is not a pase configuration is a
-    :class:`ConfigError` naming it."""
-    import yaml
-
-    try:
-        old = from_dict(yaml.safe_load(path.read_text()))
-    except (yaml.YAMLError, ConfigError, TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable pase configuration ({_one_line(e)}); move the folder aside "
-                          "or pass a new --out") from e
-    return _first_difference(view(old), view(cfg))
-
-
 def _check_base_config(cfg: Config, out: Path) -> None:
     """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
     path = out / "config.yaml"
@@ -342,6 +317,8 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     _check_base_config(cfg, out)
     levels = tuple(float(s) for s in noise_levels)

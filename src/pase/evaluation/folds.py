@@ -15,10 +15,9 @@ import statistics
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..config import Config, ConfigError, apply_overrides, to_dict
+from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import train
-from .compare import config_difference
 
 __all__ = ["cross_validate"]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -35,7 +36,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..methods.base import coalition_utility, task_loss
 from ..shapley import coalition_masks, exact_shapley, shapley_shares
 from ..training.datamodule import make_loader
-from ..training.run import load_checkpoint
+from ..training.run import RunDirError, check_split, load_checkpoint
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary
 
@@ -163,6 +164,25 @@ def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
     return rows
 
 
+def _check_diagnosis_dir(out: Path, checkpoint: Path) -> None:
+    """``out`` may receive a diagnosis of ``checkpoint``: a folder (or nothing yet) whose
+    diagnostics.json, if any, is one of the same checkpoint (it is refreshed); never a file, never
+    another checkpoint's or a foreign diagnostics.json (nothing is overwritten then)."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
+    previous = out / "diagnostics.json"
+    if not previous.is_file():
+        return
+    try:
+        theirs = json.loads(previous.read_text()).get("checkpoint")
+        same = theirs is not None and Path(theirs).resolve() == checkpoint.resolve()
+    except (ValueError, AttributeError, OSError):
+        same = False
+    if not same:
+        raise RunDirError(f"{previous} holds another diagnosis (not of {checkpoint}); pass another --out "
+                          "(nothing was overwritten)")
+
+
 def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
              noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS, probes: bool = True,
              log_csv: Optional[str | Path] = None, bundle: Optional[DataBundle] = None) -> Dict[str, Any]:
@@ -178,9 +198,11 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         bundle: the data, when the caller has it loaded already.
     """
     checkpoint = Path(checkpoint)
-    module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
-    model = module.model
     out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parents[1]
+    _check_diagnosis_dir(out, checkpoint)
+    module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
+    check_split(bundle, split)
+    model = module.model
     out.mkdir(parents=True, exist_ok=True)
     by_group, mods = cfg.model.context, list(model.modalities)
     shap = split_shapley(model, bundle, split, cfg.train.loss, cfg.train.batch_size, by_group)

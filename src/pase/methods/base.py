@@ -141,6 +141,11 @@ class Method(nn.Module):
         self.cfg = cfg
         self.task = task
         self.loss_kind = cfg.train.loss
+        if self.loss_kind not in ("auto", "l1", "mse"):
+            raise ValueError(f"train.loss={self.loss_kind!r} is not one of auto, l1, mse")
+        if self.loss_kind != "auto" and task.kind != "regression":
+            raise ValueError(f"train.loss={self.loss_kind!r} is a regression loss, but this data's targets are "
+                             f"{task.kind}: use train.loss=auto (cross-entropy)")
         self.utility = cfg.pase.shapley_utility
         self.modalities = list(model.modalities)
         self.register_buffer("masks", coalition_masks(len(self.modalities)), persistent=False)

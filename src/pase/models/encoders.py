@@ -65,6 +65,9 @@ class TransformerEncoder(nn.Module):
             raise ValueError(f"model.attn_dropout={attn_dropout} must lie in [0, 1)")
         self.proj = nn.Linear(d_in, hidden)
         self.pos = nn.Parameter(torch.zeros(1, max_len, hidden))
+        if hidden % heads:
+            raise ValueError(f"the transformer encoder's width model.hidden={hidden} is not divisible by "
+                             f"model.heads={heads}; choose heads that divide it (for example {_divisor(hidden, heads)})")
         layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
         layer.self_attn.dropout = attn_dropout  # nn.MultiheadAttention reads it in every forward
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
@@ -96,3 +99,8 @@ class LSTMEncoder(nn.Module):
 def create_encoder(name: str, **kwargs) -> nn.Module:
     """Build the encoder registered as ``name`` (``mlp``, ``transformer``, ``lstm``)."""
     return ENCODERS.create(name, **kwargs)
+
+
+def _divisor(n: int, near: int) -> int:
+    """The divisor of n closest to ``near`` (the smaller on a tie)."""
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - near), d))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -13,7 +14,8 @@ import torch
 
 from ..io import atomic_write_text
 
-__all__ = ["EpochCSVLog", "NonFiniteGuard", "NonFiniteError", "ResumableEarlyStopping"]
+__all__ = ["EpochCSVLog", "InterruptRecorder", "NonFiniteGuard", "NonFiniteError", "RelocatableCheckpoint",
+           "ResumableEarlyStopping"]
 
 
 class EpochCSVLog(L.Callback):
@@ -60,6 +62,43 @@ class EpochCSVLog(L.Callback):
         for r in self.rows:
             w.writerow({k: (int(v) if k == "epoch" else repr(v)) for k, v in r.items()})
         atomic_write_text(self.path, buf.getvalue())
+
+
+class RelocatableCheckpoint(L.pytorch.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` whose restored state follows a run folder that was moved or copied.
+
+    Lightning keeps absolute paths in the state and, when the folder differs, drops the best
+    score (a worse epoch then overwrites ``best.ckpt``) while keeping the old ``best_model_path``
+    (a copied run would test the original's checkpoint). Paths under the saved folder are mapped
+    to the same names under this one, so a resumed copy behaves as the original would.
+    """
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new:
+            def move(path: Any) -> Any:
+                if isinstance(path, str) and path.startswith(old + os.sep):
+                    return new + path[len(old):]
+                return path
+
+            state_dict = {k: move(v) for k, v in state_dict.items()}
+            state_dict["dirpath"] = new
+            state_dict["best_k_models"] = {move(k): v for k, v in (state_dict.get("best_k_models") or {}).items()}
+        super().load_state_dict(state_dict)
+
+
+class InterruptRecorder(L.Callback):
+    """Remembers the KeyboardInterrupt or SIGTERM that stopped ``fit`` (Lightning turns the first
+    into ``sys.exit(1)`` and the second into a bare ``SystemExit``), so ``train`` can say so."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = "SIGINT"
+        elif isinstance(exception, L.pytorch.utilities.exceptions.SIGTERMException):
+            self.signal = "SIGTERM"
 
 
 class ResumableEarlyStopping(L.pytorch.callbacks.EarlyStopping):

@@ -29,19 +29,21 @@ import lightning as L
 import torch
 
 from .. import __version__
-from ..config import Config, from_dict, save_config, to_dict
+from ..config import Config, ConfigError, apply_overrides, config_difference, from_dict, save_config, to_dict
 from ..data import create_data
 from ..data.contract import DataBundle, select_modalities, standardize
+from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
 from ..methods import create_method
 from ..metrics import MetricAccumulator, get_protocol
 from ..models import build_model
-from .callbacks import EpochCSVLog, NonFiniteGuard, ResumableEarlyStopping
+from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, RelocatableCheckpoint,
+                        ResumableEarlyStopping)
 from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
 from .datamodule import make_loader
 from .lightning_module import PaseModule
 
-__all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError"]
+__all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError", "RunInterrupted"]
 
 log = logging.getLogger("pase")
 for _name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
@@ -50,6 +52,12 @@ for _name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilit
 
 class RunDirError(FileExistsError):
     """The output directory already holds a run; nothing in it is touched."""
+
+
+#: the settings a resumed run may change (how long and where it trains, how it reports); any
+#: other difference from the run's config.yaml would mix two configurations in one run
+RESUMABLE = ("train.max_epochs", "train.early_stop_patience", "train.progress_bar", "train.num_workers",
+             "train.accelerator", "train.devices", "train.strategy")
 
 
 def load_bundle(cfg: Config) -> DataBundle:
@@ -126,15 +134,61 @@ def _rank() -> int:
 
 
 def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"{out} is a file, not a run folder; pass a new --out (nothing was overwritten)")
     if resume:
-        if not (out / "checkpoints" / "last.ckpt").is_file():
-            raise RunDirError(f"{out}: no checkpoints/last.ckpt to resume from; start a new run with --out")
+        if not (out / "config.yaml").is_file():
+            raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
         for tmp in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
             tmp.unlink()  # an atomic write the killed run did not finish (pase.io names them so)
         return
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
                           "(nothing was overwritten)")
+
+
+def _resumable_view(cfg: Config) -> Dict[str, Any]:
+    d = to_dict(cfg)
+    for key in RESUMABLE:
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    return d
+
+
+def _check_resume(cfg: Config, out: Path, writer: bool = True) -> Optional[Path]:
+    """The checkpoint a resume of ``out`` continues from (None: no epoch finished yet, so the run
+    starts again from its first epoch in the same folder), after checking, before anything is
+    written, that ``cfg`` differs from the run's config.yaml only in :data:`RESUMABLE` settings and
+    that there is something left to train. A finished run that trains longer keeps its previous
+    metrics.json as ``metrics.epochs<N>.json``."""
+    diff = config_difference(out / "config.yaml", cfg, _resumable_view)
+    if diff:
+        raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
+                          f"{', '.join(RESUMABLE)}: pass a new --out to train this configuration")
+    last = out / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return None
+    state = safe_load_checkpoint(last)
+    done = int(state.get("epoch", -1)) + 1  # last.ckpt is saved at the end of an epoch
+    if cfg.train.max_epochs < done:
+        raise ConfigError(f"train.max_epochs={cfg.train.max_epochs}, but {out} has already trained {done} epochs; "
+                          f"pass train.max_epochs of at least {done}")
+    stopped = any(k.startswith("ResumableEarlyStopping") and isinstance(v, dict) and v.get("stopped")
+                  for k, v in (state.get("callbacks") or {}).items())
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        if stopped or cfg.train.max_epochs == done:
+            why = ("early stopping ended it" if stopped else
+                   f"train.max_epochs={done} is reached; raise it with --set to train longer")
+            raise RunDirError(f"{out} is a finished run ({done} epochs; {why}): nothing to resume "
+                              "(nothing was changed)")
+        kept = out / f"metrics.epochs{done}.json"
+        if not writer:
+            return last
+        if kept.exists():
+            raise RunDirError(f"{kept} exists; move it aside to train {out} longer (nothing was changed)")
+        metrics.rename(kept)
+    return last
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> Dict[str, Any]:
@@ -152,14 +206,15 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     writer = _rank() == 0  # DDP workers of rank > 0 re-run this function in their own process
     if writer:
         _check_out(out, resume)
-        out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = load_bundle(cfg)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     module = _build(cfg, bundle)
+    start = _check_resume(cfg, out, writer) if resume else None  # the same on every rank; renames on rank 0
     if writer:
+        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
@@ -167,15 +222,16 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     mode = protocol.mode(module.monitor)
     # both save at the end of the training epoch, after EpochCSVLog has added the epoch's row;
     # last.ckpt is its own callback because save_last=True only saves when best.ckpt does
-    ckpt = L.pytorch.callbacks.ModelCheckpoint(
+    ckpt = RelocatableCheckpoint(
         dirpath=str(ckpt_dir), filename="best", monitor=monitor, mode=mode, save_top_k=1,
         auto_insert_metric_name=False, enable_version_counter=False, save_on_train_epoch_end=True)
-    last = L.pytorch.callbacks.ModelCheckpoint(
+    last = RelocatableCheckpoint(
         dirpath=str(ckpt_dir), filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
         enable_version_counter=False, save_on_train_epoch_end=True)
     stop = ResumableEarlyStopping(monitor=monitor, mode=mode, patience=cfg.train.early_stop_patience,
                                   check_finite=False)
-    callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv")]  # guard first
+    interrupt = InterruptRecorder()
+    callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv"), interrupt]  # guard first
     trainer = _trainer(cfg, out, callbacks, quiet)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -183,13 +239,22 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into its own folder
         # every checkpoint load below goes through SafeCheckpointIO: weights-only
-        trainer.fit(module, train_dl, valid_dl, ckpt_path=str(ckpt_dir / "last.ckpt") if resume else None)
-        final_state = module.method.summary()  # before the best checkpoint is reloaded
-        best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
-        trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
-        valid = dict(module.results["valid"])
-        trainer.test(module, test_dl, ckpt_path=best, verbose=False)
-        test = dict(module.results["test"])
+        try:
+            trainer.fit(module, train_dl, valid_dl, ckpt_path=str(start) if start else None)
+            final_state = module.method.summary()  # before the best checkpoint is reloaded
+            best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
+            trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
+            valid = dict(module.results["valid"])
+            trainer.test(module, test_dl, ckpt_path=best, verbose=False)
+            test = dict(module.results["test"])
+        except (KeyboardInterrupt, SystemExit) as e:
+            sig = interrupt.signal or ("SIGINT" if isinstance(e, KeyboardInterrupt) else None)
+            if sig is None:
+                raise
+            kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
+                    else "no epoch had finished")
+            raise RunInterrupted(f"training interrupted by {sig} in epoch {trainer.current_epoch}; {kept}: "
+                                 f"continue with pase train --resume {out}", sig) from None
     result = {
         "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,
@@ -226,14 +291,24 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None):
-    """Rebuild the model of a checkpoint (weights-only loading). Returns (module, cfg, bundle)."""
+def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None,
+                    overrides: Sequence[str] = ()):
+    """Rebuild the model of a checkpoint (weights-only loading). Returns (module, cfg, bundle).
+
+    ``cfg``: the configuration to rebuild it with (default: the checkpoint's own), ``overrides``
+    ``key=value`` changes applied to the checkpoint's own (for example a moved ``data.path``)."""
     state = safe_load_checkpoint(path)
     if cfg is None:
-        cfg = from_dict(state["hyper_parameters"]["config"])
+        cfg = apply_overrides(from_dict(state["hyper_parameters"]["config"]), overrides)
     bundle = bundle or load_bundle(cfg)
     module = _build(cfg, bundle)
-    module.load_state_dict(state["state_dict"])
+    try:
+        module.load_state_dict(state["state_dict"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[1:3])
+        raise ValueError(f"{path}: its weights do not fit the model of this configuration ({detail[:300]}); "
+                         "evaluate it with the configuration it was trained with (drop --config / --set)") from None
     module.eval()
     return module, cfg, bundle
 
@@ -250,10 +325,19 @@ def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str):
     return ids, torch.cat(logits), torch.cat(targets)
 
 
+def check_split(bundle: DataBundle, split: str) -> None:
+    """KeyError naming ``split`` and the splits the data has, unless it has that split."""
+    if split not in bundle.splits:
+        raise KeyError(f"split {split!r} not in the data; valid: {', '.join(bundle.splits)}")
+
+
 def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
-             splits: Sequence[str] = ("valid", "test")) -> Dict[str, Dict[str, float]]:
-    """Re-evaluate a saved model: split -> metrics (protocol of the checkpoint's data)."""
-    module, cfg, bundle = load_checkpoint(checkpoint, cfg)
+             splits: Sequence[str] = ("valid", "test"), overrides: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
+    """Re-evaluate a saved model: split -> metrics (protocol of the checkpoint's data);
+    ``overrides`` change the checkpoint's own configuration (see :func:`load_checkpoint`)."""
+    module, cfg, bundle = load_checkpoint(checkpoint, cfg, overrides=overrides)
+    for s in splits:
+        check_split(bundle, s)
     result = {}
     for s in splits:
         _, logits, target = _outputs(module, bundle, cfg, s)
@@ -263,14 +347,14 @@ def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
     return result
 
 
-def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = None, split: str = "test") -> int:
+def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = None, split: str = "test",
+            overrides: Sequence[str] = ()) -> int:
     """Write one CSV row per sample of ``split`` (id, prediction(s), label); returns the row count."""
     output = Path(output)
     if output.exists():
         raise RunDirError(f"{output} exists; choose another --output (nothing was overwritten)")
-    module, cfg, bundle = load_checkpoint(checkpoint, cfg)
-    if split not in bundle.splits:
-        raise KeyError(f"split {split!r} not in the data; valid: {', '.join(bundle.splits)}")
+    module, cfg, bundle = load_checkpoint(checkpoint, cfg, overrides=overrides)
+    check_split(bundle, split)
     ids, logits, target = _outputs(module, bundle, cfg, split)
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -118,10 +118,19 @@ def test_a_folder_is_a_problem_that_says_so(tmp_path):
     assert not report.ok
     assert report.problems == [f"{tmp_path / 'MOSI'}: is a folder, but a pickle file is expected here (pass "
                                f"one of the pickles in it: Processed/aligned_50.pkl)"]
+
+
+def test_a_mosi_bclstm_folder_is_loaded_and_described(tmp_path, untouched):
     mosi = write_mosi_bclstm(tmp_path / "mosi-bclstm")
+    check = untouched(mosi)
     report = inspect_path(mosi)
-    assert not report.ok and "a mosi-bclstm folder, not a pickle" in report.problems[0]
-    assert f"--set data.path={mosi}" in report.problems[0]
+    check()
+    assert report.ok and report.format == "mosi_bclstm", report.text
+    assert f"7 files match SHA256SUMS; load with --set data.source=mosi_bclstm --set data.path={mosi}" in report.text
+    assert "train 9 / valid 3 / test 6" in report.text
+    bad = write_mosi_bclstm(tmp_path / "bad", edit={"mosi_index.csv": lambda t: t.replace("bclstm_split", "x", 1)})
+    report = inspect_path(bad)
+    assert not report.ok and report.problems[0].startswith(f"{bad / 'mosi_index.csv'}: no column 'bclstm_split'")
 
 
 @pytest.mark.parametrize("mutate, problem", [

@@ -108,6 +108,8 @@ def test_modalities_subset_and_dataset_argument(tmp_path):
     assert create_data("mmsa", path=renamed, dataset="mosei").name == "mosei_mmsa"
     with pytest.raises(ValueError, match="dataset='iemocap'; valid: mosi, mosei, sims, simsv2"):
         create_data("mmsa", path=renamed, dataset="iemocap")
+    with pytest.raises(ValueError, match=r"modalities='text' \(data.options.modalities\) must be a list"):
+        create_data("mmsa", path=path, modalities="text")  # not the letters t, e, x, t
 
 
 def test_checksum_is_recorded(tmp_path, caplog):

@@ -15,7 +15,7 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
-from . import gcnet, mmsa, mult
+from . import gcnet, mmsa, mosi_bclstm, mult
 from .safe_pickle import safe_load_pickle
 from .validate import SPLITS, DataFormatError, infer_dataset, is_rows, require_splits
 
@@ -142,7 +142,7 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
     """Detect the format of ``path``, describe it and validate it; never raises on bad data.
 
     Args:
-        path: an MMSA or MulT pickle, or a GCNet label pickle.
+        path: an MMSA or MulT pickle, a GCNet label pickle, or a mosi-bclstm folder.
         dataset: passed to the loader (default: inferred from the path).
         feature_root: GCNet only: the features folder (default: ``<label folder>/features`` when
             it exists; otherwise only the labels are checked).
@@ -154,12 +154,19 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
     """
     p = Path(path)
     report = InspectReport(path=str(p))
+    if p.is_dir() and (p / "mosi_index.csv").is_file():  # the bc-LSTM MOSI release: a folder of CSVs
+        report.format = "mosi_bclstm"
+        try:
+            bundle = mosi_bclstm.load_mosi_bclstm(path=str(p), verify=checksum)
+        except (DataFormatError, ValueError) as exc:  # MosiDataError is a ValueError
+            report.problems.append(str(exc))
+            return report
+        report.lines.append(f"  mosi-bclstm folder; {bundle.info['checksums_verified']} files match SHA256SUMS; "
+                            f"load with --set data.source=mosi_bclstm --set data.path={p}")
+        return _loads_as(report, bundle)
     try:
         raw = safe_load_pickle(p)
     except (DataFormatError, FileNotFoundError, IsADirectoryError) as exc:
-        if p.is_dir() and (p / "mosi_index.csv").is_file():
-            exc = (f"{p}: a mosi-bclstm folder, not a pickle; it is checked when loaded "
-                   f"(--set data.source=mosi_bclstm --set data.path={p})")
         report.problems.append(str(exc))
         return report
     report.format = detect_format(raw)
@@ -195,6 +202,11 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
     except (DataFormatError, ValueError) as exc:
         report.problems.append(str(exc))
         return report
+    return _loads_as(report, bundle)
+
+
+def _loads_as(report: InspectReport, bundle) -> InspectReport:
+    """Add the line describing what ``bundle`` loads as (name, task, protocol, widths, split sizes)."""
     sizes = " / ".join(f"{s} {len(bundle.splits[s])}" for s in SPLITS)
     report.lines.append(f"  loads as {bundle.name!r}: {bundle.task.kind}, protocol "
                         f"{bundle.task.protocol!r}, widths {bundle.dims()}, {sizes}")

@@ -332,6 +332,9 @@ def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequenc
 
     The dataset is inferred from the file and folder names when not given.
     """
+    if isinstance(modalities, str):
+        raise ValueError(f"modalities={modalities!r} (data.options.modalities) must be a list, for example "
+                         f"[text, audio]; choose from {tuple(valid_modalities)}")
     bad = [m for m in modalities if m not in valid_modalities]
     if bad or not modalities:
         raise ValueError(f"modalities={tuple(modalities)!r}; choose from {tuple(valid_modalities)}")

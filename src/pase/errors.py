@@ -3,9 +3,11 @@
 __all__ = ["RunInterrupted"]
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C (SIGINT) or SIGTERM; ``signal`` names which. The last finished
-    epoch's checkpoint is kept and ``pase train --resume DIR`` continues from it."""
+    epoch's checkpoint is kept and ``pase train --resume DIR`` continues from it. A
+    KeyboardInterrupt, so that ``except Exception`` (a comparison recording a failed run and going
+    on) lets it through."""
 
     def __init__(self, message: str, signal: str) -> None:
         super().__init__(message)

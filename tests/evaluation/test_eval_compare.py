@@ -104,6 +104,21 @@ def test_resume_skips_finished_runs_and_continues_interrupted_ones(comparison_co
     assert (interrupted / "FAILED.txt").read_text() == "RuntimeError: not trained in this test\n"
 
 
+def test_an_interrupted_run_stops_the_comparison(comparison_copy, monkeypatch):
+    """Ctrl-C or SIGTERM in a run ends the comparison (it is not recorded as one failed run)."""
+    from pase.errors import RunInterrupted
+
+    (comparison_copy / "runs" / "late_fusion" / "seed1112" / "metrics.json").unlink()
+
+    def interrupted(cfg, run, resume=False, quiet=False):
+        raise RunInterrupted("training interrupted by SIGTERM in epoch 1", "SIGTERM")
+
+    monkeypatch.setattr(compare_mod, "train", interrupted)
+    with pytest.raises(RunInterrupted):
+        compare(apply_overrides(Config(), OVERRIDES), METHODS, SEEDS, comparison_copy)
+    assert not (comparison_copy / "runs" / "late_fusion" / "seed1112" / "FAILED.txt").exists()
+
+
 def test_another_configuration_does_not_mix_into_a_comparison(comparison_copy):
     with pytest.raises(ConfigError, match=r"another configuration \(train.lr: 0.001 there, 0.5 now\)"):
         compare(apply_overrides(Config(), OVERRIDES + ["train.lr=0.5"]), ["late_fusion"], [1111], comparison_copy)

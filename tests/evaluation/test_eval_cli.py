@@ -88,3 +88,12 @@ def test_diagnose_never_overwrites_another_diagnosis(comparison, tmp_path, capsy
     assert main(args + [str(tmp_path / "e"), "--split", "tset"]) == 2
     assert "split 'tset' not in the data" in capsys.readouterr().err
     assert main(args + [str(tmp_path / "e")]) == 0 and main(args + [str(tmp_path / "e")]) == 0  # its own: refreshed
+
+
+def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["compare", "--methods", "late_fusion", "--seeds", "1", "--out", str(afile)]) == 2
+    assert capsys.readouterr().err == f"pase: error: --out {afile} is a file, not a comparison folder; pass another " \
+                                      "--out (nothing was overwritten)\n"
+    assert afile.read_text() == "mine"

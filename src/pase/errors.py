@@ -9,6 +9,9 @@ class RunInterrupted(KeyboardInterrupt):
     KeyboardInterrupt, so that ``except Exception`` (a comparison recording a failed run and going
     on) lets it through."""
 
-    def __init__(self, message: str, signal: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, signal: str = "SIGINT") -> None:
+        super().__init__(message, signal)  # both in args: the exception pickles (pase compare --jobs N)
         self.signal = signal
+
+    def __str__(self) -> str:
+        return str(self.args[0])

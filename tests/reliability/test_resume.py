@@ -221,3 +221,13 @@ def test_ranks_together_see_the_single_process_batches(monkeypatch, n):
         assert merged == single
     else:  # the last global batch is padded by wrap-around
         assert merged[:-1] == single[:-1] and set(single[-1]) <= set(merged[-1])
+
+
+def test_the_interruption_pickles_for_worker_processes():
+    import pickle
+
+    from pase.errors import RunInterrupted
+
+    e = pickle.loads(pickle.dumps(RunInterrupted("training interrupted by SIGTERM in epoch 2", "SIGTERM")))
+    assert (str(e), e.signal, isinstance(e, KeyboardInterrupt)) == (
+        "training interrupted by SIGTERM in epoch 2", "SIGTERM", True)

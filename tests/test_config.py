@@ -55,6 +55,7 @@ def test_missing_file_and_bad_override():
     ("data.modalities=text", "'data.modalities' must be a list, for example [text, audio], got str 'text'"),
     ("data.modalities=[text, 3]", "'data.modalities[1]' must be str, got int 3"),
     ("train=3", "'train' is a section; set its keys (for example train.KEY=VALUE)"),
+    ("train.lr.x=1", "'train.lr' is a single value, not a section; it has no keys (set it as train.lr=VALUE)"),
 ])
 def test_values_that_cannot_work_are_named(override, message):
     with pytest.raises(ConfigError) as e:

@@ -233,12 +233,15 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             if part not in fields:
                 raise _unknown(".".join(parts[: i + 1]), where, list(fields))
             t = typing.get_type_hints(cls)[part]
+            if not dataclasses.is_dataclass(t) and typing.get_origin(t) not in (dict, Dict) and t is not dict:
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a single value, not a "
+                                  f"section; it has no keys (set it as {'.'.join(parts[: i + 1])}=VALUE)")
             cls = t if dataclasses.is_dataclass(t) else None
             where += part + "."
-            if not isinstance(node.get(part), dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node.get(part)!r} by "
-                                  "an earlier --set; it is not a mapping, so it has no keys to set")
             node = node[part]
+            if not isinstance(node, dict):  # a free-form dict field that an earlier --set replaced
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node!r} by an "
+                                  "earlier --set; it is not a mapping, so it has no keys to set")
         if cls is not None and parts[-1] not in _fields(cls):
             raise _unknown(key, where, list(_fields(cls)))
         if cls is not None and dataclasses.is_dataclass(typing.get_type_hints(cls)[parts[-1]]):

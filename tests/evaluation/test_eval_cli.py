@@ -90,6 +90,19 @@ def test_diagnose_never_overwrites_another_diagnosis(comparison, tmp_path, capsy
     assert main(args + [str(tmp_path / "e")]) == 0 and main(args + [str(tmp_path / "e")]) == 0  # its own: refreshed
 
 
+
+def test_diagnose_refreshes_its_own_diagnosis_from_another_directory(comparison, tmp_path, monkeypatch, capsys):
+    run = comparison[0] / "runs" / "late_fusion" / "seed1112"
+    args = ["diagnose", "--noise-levels", "0", "--no-probes", "--out", str(tmp_path / "d"), "--checkpoint"]
+    monkeypatch.chdir(run.parent)
+    assert main(args + ["seed1112/checkpoints/best.ckpt"]) == 0  # saved as a relative path
+    monkeypatch.chdir(tmp_path)
+    assert main(args + [str(run / "checkpoints" / "best.ckpt")]) == 0  # the same checkpoint: refreshed
+    other = comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt"
+    assert other.is_file() and main(args + [str(other)]) == 2  # another run's checkpoint: refused
+    assert "holds another diagnosis" in capsys.readouterr().err
+
+
 def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")

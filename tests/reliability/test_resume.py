@@ -133,6 +133,9 @@ def test_a_finished_run_is_not_resumed_and_left_as_it_was(tmp_path):
         train(apply_overrides(cfg, ["train.lr=0.5"]), run, resume=True, quiet=True)
     with pytest.raises(ConfigError, match="train.max_epochs=1, but .* has already trained 2 epochs"):
         train(apply_overrides(cfg, ["train.max_epochs=1"]), run, resume=True, quiet=True)
+    with pytest.raises(ValueError, match="no_such_strategy"):  # a resumable setting the trainer refuses
+        train(apply_overrides(cfg, ["train.max_epochs=4", "train.strategy=no_such_strategy"]), run, resume=True,
+              quiet=True)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 

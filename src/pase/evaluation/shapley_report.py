@@ -164,19 +164,25 @@ def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
     return rows
 
 
-def _check_diagnosis_dir(out: Path, checkpoint: Path) -> None:
+def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[str, Any]] = None) -> None:
     """``out`` may receive a diagnosis of ``checkpoint``: a folder (or nothing yet) whose
     diagnostics.json, if any, is one of the same checkpoint (it is refreshed); never a file, never
-    another checkpoint's or a foreign diagnostics.json (nothing is overwritten then)."""
+    another checkpoint's or a foreign diagnostics.json (nothing is overwritten then). The same
+    checkpoint: the same file, or, for a diagnosis saved under another working directory or
+    before its folder moved, the same last three path parts (``seed1111/checkpoints/best.ckpt``)
+    and the same ``identity`` (dataset, method, seed). Without ``identity`` only the folder is checked."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
     previous = out / "diagnostics.json"
-    if not previous.is_file():
+    if identity is None or not previous.is_file():
         return
     try:
-        theirs = json.loads(previous.read_text()).get("checkpoint")
-        same = theirs is not None and Path(theirs).resolve() == checkpoint.resolve()
-    except (ValueError, AttributeError, OSError):
+        saved = json.loads(previous.read_text())
+        theirs = Path(saved["checkpoint"])
+        mine = checkpoint.resolve()
+        same = theirs.resolve() == mine or (
+            theirs.parts[-3:] == mine.parts[-3:] and all(saved.get(k) == v for k, v in identity.items()))
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
         same = False
     if not same:
         raise RunDirError(f"{previous} holds another diagnosis (not of {checkpoint}); pass another --out "
@@ -199,9 +205,10 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     """
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parents[1]
-    _check_diagnosis_dir(out, checkpoint)
+    _check_diagnosis_dir(out, checkpoint)  # before the work: not a file
     module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
     check_split(bundle, split)
+    _check_diagnosis_dir(out, checkpoint, {"dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed})
     model = module.model
     out.mkdir(parents=True, exist_ok=True)
     by_group, mods = cfg.model.context, list(model.modalities)

@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -155,19 +155,20 @@ def _resumable_view(cfg: Config) -> Dict[str, Any]:
     return d
 
 
-def _check_resume(cfg: Config, out: Path, writer: bool = True) -> Optional[Path]:
-    """The checkpoint a resume of ``out`` continues from (None: no epoch finished yet, so the run
-    starts again from its first epoch in the same folder), after checking, before anything is
-    written, that ``cfg`` differs from the run's config.yaml only in :data:`RESUMABLE` settings and
-    that there is something left to train. A finished run that trains longer keeps its previous
-    metrics.json as ``metrics.epochs<N>.json``."""
+def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path]]:
+    """``(checkpoint, keep)`` for a resume of ``out``: the checkpoint it continues from (None: no
+    epoch finished yet, so the run starts again from its first epoch in the same folder) and, for a
+    finished run that trains longer, where its previous metrics.json is to be kept
+    (``metrics.epochs<N>.json``; the caller renames it once the trainer is built). Checks, writing
+    nothing, that ``cfg`` differs from the run's config.yaml only in :data:`RESUMABLE` settings and
+    that there is something left to train."""
     diff = config_difference(out / "config.yaml", cfg, _resumable_view)
     if diff:
         raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
                           f"{', '.join(RESUMABLE)}: pass a new --out to train this configuration")
     last = out / "checkpoints" / "last.ckpt"
     if not last.is_file():
-        return None
+        return None, None
     state = safe_load_checkpoint(last)
     done = int(state.get("epoch", -1)) + 1  # last.ckpt is saved at the end of an epoch
     if cfg.train.max_epochs < done:
@@ -183,12 +184,10 @@ def _check_resume(cfg: Config, out: Path, writer: bool = True) -> Optional[Path]
             raise RunDirError(f"{out} is a finished run ({done} epochs; {why}): nothing to resume "
                               "(nothing was changed)")
         kept = out / f"metrics.epochs{done}.json"
-        if not writer:
-            return last
         if kept.exists():
             raise RunDirError(f"{kept} exists; move it aside to train {out} longer (nothing was changed)")
-        metrics.rename(kept)
-    return last
+        return last, kept
+    return last, None
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> Dict[str, Any]:
@@ -212,10 +211,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     module = _build(cfg, bundle)
-    start = _check_resume(cfg, out, writer) if resume else None  # the same on every rank; renames on rank 0
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    start, keep = _check_resume(cfg, out) if resume else (None, None)
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
     monitor = f"valid/{module.monitor}"
@@ -232,7 +228,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
                                   check_finite=False)
     interrupt = InterruptRecorder()
     callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv"), interrupt]  # guard first
-    trainer = _trainer(cfg, out, callbacks, quiet)
+    trainer = _trainer(cfg, out, callbacks, quiet)  # checks accelerator, devices and strategy
+    if writer:  # the first write of the run, after every check
+        if keep is not None:
+            (out / "metrics.json").rename(keep)
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")

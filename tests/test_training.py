@@ -200,6 +200,10 @@ def test_resume_takes_no_out_or_config_and_out_is_never_a_file(run, tmp_path, ca
     out, _ = run
     assert main(["train", "--resume", str(out), "--out", str(tmp_path / "x")]) == 2
     assert "drop --out" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == (f"pase: error: {tmp_path / 'empty'}: no config.yaml, so not a pase run folder "
+                                       "to resume; start a new run with --out\n")
     afile = tmp_path / "afile.txt"
     afile.write_text("mine")
     with pytest.raises(RunDirError, match="is a file, not a run folder"):

@@ -41,15 +41,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     from .config import load_config
-    from .training import train
+    from .training import RunDirError, train
 
     if args.resume:
         if args.out or args.config:
             raise ValueError(f"--resume {args.resume} continues that folder with its own config.yaml; drop "
                              f"{' and '.join(o for o, v in (('--out', args.out), ('--config', args.config)) if v)} "
                              "(--set may change only how long and where it trains)")
-        cfg = load_config(Path(args.resume) / "config.yaml", args.set)
         out = Path(args.resume)
+        if not (out / "config.yaml").is_file():
+            raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
+        cfg = load_config(out / "config.yaml", args.set)
     else:
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")

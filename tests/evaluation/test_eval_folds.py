@@ -33,10 +33,14 @@ def test_crossval_trains_each_fold_and_reports_the_mean(tmp_path, capsys):
         held_out = create_data("gcnet", label_path=label, feature_root=label.parent / "features", fold=int(f))
         assert all(i.startswith(f"Ses0{f}") for i in held_out.splits["test"].ids)
     assert "| mean ± SD |" in capsys.readouterr().out
-    # a second call resumes: nothing is retrained
+    # a second call resumes: nothing is retrained, and a fold interrupted before its metrics.json continues
     before = (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns
+    fold2 = json.loads((tmp_path / "cv" / "fold2" / "metrics.json").read_text())
+    (tmp_path / "cv" / "fold2" / "metrics.json").unlink()
     assert main(args) == 0
     assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before
+    again = json.loads((tmp_path / "cv" / "fold2" / "metrics.json").read_text())
+    assert (again["test"], again["best_epoch"]) == (fold2["test"], fold2["best_epoch"])
     # a rerun with another configuration into the same folder stops before mixing folds
     capsys.readouterr()
     other = [a.replace("train.max_epochs=2", "train.max_epochs=3") for a in args]

@@ -3,7 +3,8 @@
 GCNet's IEMOCAP protocol holds out one of the 5 sessions at a time; the published figure is the
 mean over the 5 folds. ``cross_validate`` trains the configuration once per fold (the source's
 ``fold`` option, for example ``data.options.fold`` of the ``gcnet`` source), into
-``OUT/fold<f>/``, skips folds whose ``metrics.json`` exists (resume), and writes
+``OUT/fold<f>/``, skips folds whose ``metrics.json`` exists and continues an interrupted one
+from its last checkpoint (resume), and writes
 ``OUT/folds_summary.json`` and ``OUT/folds_summary.md``: every fold's test metrics and their mean
 and sample standard deviation. Selection inside each fold uses that fold's validation split only.
 """
@@ -36,8 +37,8 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                 raise ConfigError(f"{run} holds fold {f} of another configuration ({diff}); pass a new --out, "
                                   "or the same --config and --set values to resume it")
             result = json.loads((run / "metrics.json").read_text())
-        else:
-            result = train(fold_cfg, run, quiet=True)
+        else:  # an interrupted fold (its config.yaml written) continues; train checks its configuration
+            result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
         per_fold[f] = result["test"]
         protocol = result["protocol"]
     names = list(next(iter(per_fold.values())))

@@ -1,6 +1,7 @@
 """The ``compare``, ``report`` and ``diagnose`` commands through ``pase.cli.main``."""
 
 import json
+import shutil
 
 import pytest
 
@@ -100,6 +101,14 @@ def test_diagnose_refreshes_its_own_diagnosis_from_another_directory(comparison,
     assert main(args + [str(run / "checkpoints" / "best.ckpt")]) == 0  # the same checkpoint: refreshed
     other = comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt"
     assert other.is_file() and main(args + [str(other)]) == 2  # another run's checkpoint: refused
+    assert "holds another diagnosis" in capsys.readouterr().err
+    copy = tmp_path / "renamed_run"  # a run folder copied under another name: its own diagnosis is refreshed
+    shutil.copytree(run, copy)
+    own = ["diagnose", "--noise-levels", "0", "--no-probes", "--out", str(copy), "--checkpoint"]
+    assert main(own + [str(copy / "checkpoints" / "best.ckpt")]) == 0
+    capsys.readouterr()
+    assert (copy / "checkpoints" / "last.ckpt").is_file()
+    assert main(own + [str(copy / "checkpoints" / "last.ckpt")]) == 2  # not the best checkpoint's diagnosis
     assert "holds another diagnosis" in capsys.readouterr().err
 
 

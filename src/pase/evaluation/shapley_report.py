@@ -169,8 +169,9 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     diagnostics.json, if any, is one of the same checkpoint (it is refreshed); never a file, never
     another checkpoint's or a foreign diagnostics.json (nothing is overwritten then). The same
     checkpoint: the same file, or, for a diagnosis saved under another working directory or
-    before its folder moved, the same last three path parts (``seed1111/checkpoints/best.ckpt``)
-    and the same ``identity`` (dataset, method, seed). Without ``identity`` only the folder is checked."""
+    before its folder moved or was copied, the same ``identity`` (dataset, method, seed) and
+    either the same last three path parts (``seed1111/checkpoints/best.ckpt``) or, in the
+    checkpoint's own run folder, the same file name. Without ``identity`` only the folder is checked."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
     previous = out / "diagnostics.json"
@@ -180,8 +181,10 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
         saved = json.loads(previous.read_text())
         theirs = Path(saved["checkpoint"])
         mine = checkpoint.resolve()
+        own_run = out.resolve() == mine.parents[1]  # the diagnosis in the checkpoint's own run folder
         same = theirs.resolve() == mine or (
-            theirs.parts[-3:] == mine.parts[-3:] and all(saved.get(k) == v for k, v in identity.items()))
+            (theirs.parts[-3:] == mine.parts[-3:] or (own_run and theirs.name == mine.name))
+            and all(saved.get(k) == v for k, v in identity.items()))
     except (ValueError, KeyError, TypeError, AttributeError, OSError):
         same = False
     if not same:

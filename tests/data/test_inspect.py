@@ -71,8 +71,11 @@ def test_gcnet_labels_only_when_features_are_absent(tmp_path):
     path = write_gcnet(tmp_path, "mosi")
     shutil.rmtree(path.parent / "features")
     report = inspect_path(path)
-    assert report.ok and "features not checked" in report.text
+    assert report.ok and f"features not checked: {path.parent / 'features'} does not exist" in report.text
     assert "valid: 1 videos" in report.text
+    (tmp_path / "feats.txt").write_text("x")
+    report = inspect_path(path, feature_root=tmp_path / "feats.txt")
+    assert f"features not checked: {tmp_path / 'feats.txt'} is a file, not a folder" in report.text
 
 
 def test_gcnet_missing_npy_is_a_problem(tmp_path):

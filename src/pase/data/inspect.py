@@ -190,7 +190,8 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
                 ds = dataset or infer_dataset(p, gcnet._NAME_PATTERNS)
                 for s, vids in gcnet._split_vids(t, ds, None, 0.1, 0).items():
                     gcnet._labels_of(t, vids, ds, s)
-                report.lines.append(f"  features not checked: {root} does not exist (pass feature_root)")
+                why = "is a file, not a folder" if root.exists() else "does not exist"
+                report.lines.append(f"  features not checked: {root} {why} (pass the features folder as feature_root)")
                 return report
             bundle = gcnet.load_gcnet(p, root, features=features, dataset=dataset)
         else:

@@ -41,7 +41,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     from .config import load_config
-    from .training import RunDirError, train
+    from .training import train
+    from .training.run import check_run_folder
 
     if args.resume:
         if args.out or args.config:
@@ -49,8 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                              f"{' and '.join(o for o, v in (('--out', args.out), ('--config', args.config)) if v)} "
                              "(--set may change only how long and where it trains)")
         out = Path(args.resume)
-        if not (out / "config.yaml").is_file():
-            raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
+        check_run_folder(out, resume=True)  # before its config.yaml is read
         cfg = load_config(out / "config.yaml", args.set)
     else:
         cfg = load_config(args.config, args.set)

@@ -223,23 +223,18 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         parts = key.strip().split(".")
         node, cls, where = data, Config, ""
         for i, part in enumerate(parts[:-1]):
-            if cls is None:  # inside a free-form dict (data.options)
-                node = node.setdefault(part, {})
-                if not isinstance(node, dict):
-                    raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node!r} by an "
-                                      "earlier --set; it is not a mapping, so it has no keys to set")
-                continue
-            fields = _fields(cls)
-            if part not in fields:
-                raise _unknown(".".join(parts[: i + 1]), where, list(fields))
-            t = typing.get_type_hints(cls)[part]
-            if not dataclasses.is_dataclass(t) and typing.get_origin(t) not in (dict, Dict) and t is not dict:
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a single value, not a "
-                                  f"section; it has no keys (set it as {'.'.join(parts[: i + 1])}=VALUE)")
-            cls = t if dataclasses.is_dataclass(t) else None
-            where += part + "."
-            node = node[part]
-            if not isinstance(node, dict):  # a free-form dict field that an earlier --set replaced
+            if cls is not None:  # a dataclass section; below it, free-form dicts (data.options)
+                fields = _fields(cls)
+                if part not in fields:
+                    raise _unknown(".".join(parts[: i + 1]), where, list(fields))
+                t = typing.get_type_hints(cls)[part]
+                if not dataclasses.is_dataclass(t) and typing.get_origin(t) not in (dict, Dict) and t is not dict:
+                    raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a single value, not a "
+                                      f"section; it has no keys (set it as {'.'.join(parts[: i + 1])}=VALUE)")
+                cls = t if dataclasses.is_dataclass(t) else None
+                where += part + "."
+            node = node.setdefault(part, {})  # a section or dict field always exists; option dicts grow
+            if not isinstance(node, dict):  # a dict field or option that an earlier --set replaced
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node!r} by an "
                                   "earlier --set; it is not a mapping, so it has no keys to set")
         if cls is not None and parts[-1] not in _fields(cls):

@@ -85,9 +85,9 @@ def _per_video(d: dict, key: str, file: str) -> Dict[str, list]:
     is not a list is an error in videoIDs / videoLabels and left out of the optional tables."""
     out = {}
     for v, x in dict(d.get(key) or {}).items():
-        if not is_rows(x) and key not in ("videoIDs", "videoLabels"):
-            continue  # speakers / sentences of this video become None (``_per_utterance``)
         if not is_rows(x):
+            if key not in ("videoIDs", "videoLabels"):
+                continue  # speakers / sentences of this video become None (``_per_utterance``)
             raise DataFormatError(f"{file}: {key}[{to_str(v)!r}] is {type(x).__name__} {to_str(x)[:30]}, "
                                   f"expected a list with one entry per utterance; fix the label pickle")
         out[to_str(v)] = list(x)

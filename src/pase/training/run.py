@@ -133,12 +133,17 @@ def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
 
 
-def _check_out(out: Path, resume: bool) -> None:
+def check_run_folder(out: Path, resume: bool) -> None:
+    """``out`` can take a run: not a file, and for a resume a run folder (with its config.yaml)."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a run folder; pass a new --out (nothing was overwritten)")
+    if resume and not (out / "config.yaml").is_file():
+        raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    check_run_folder(out, resume)
     if resume:
-        if not (out / "config.yaml").is_file():
-            raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
         for tmp in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
             tmp.unlink()  # an atomic write the killed run did not finish (pase.io names them so)
         return

@@ -1,4 +1,5 @@
-"""benchmarks/selection_gap.py: the test curve it records is a pure observer of training.
+"""benchmarks/selection_gap.py: the test curve it records is a pure observer of training, and its
+cross-fitted reading equals a brute-force recomputation.
 
 Scoring the test split after every validation epoch must not move the run: same random stream,
 same selected epoch, same metrics.json as a run without the callback, and the curve's row at the
@@ -8,6 +9,9 @@ selected epoch is the test score that metrics.json reports.
 import importlib.util
 import json
 from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, mean_absolute_error
 
 from pase.config import load_config
 from pase.training import train
@@ -31,8 +35,34 @@ def test_test_curve_does_not_change_the_run(tmp_path):
     assert watched["test"] == plain["test"] and watched["valid"] == plain["valid"]
     assert watched["best_epoch"] == plain["best_epoch"]
     curve = json.loads((tmp_path / "watched" / "test_curve.json").read_text())
-    assert [r["epoch"] for r in curve] == list(range(watched["epochs_run"]))
-    assert curve[watched["best_epoch"]]["test"] == watched["test"]
+    rows = curve["epochs"]
+    assert [r["epoch"] for r in rows] == list(range(watched["epochs_run"]))
+    assert rows[watched["best_epoch"]]["test"] == watched["test"]
+    assert len(curve["ids"]) == len(curve["groups"]) == len(curve["target"]) == 128
     r = sg.readings(tmp_path / "watched")
-    assert r["test_selected"] == max(row["test"][sg.KEY] for row in curve) >= r["valid_selected"]
-    assert r["last"] == curve[-1]["test"][sg.KEY]
+    assert r["test_selected"] == max(row["test"][sg.KEY] for row in rows) >= r["valid_selected"]
+    assert r["last"] == rows[-1]["test"][sg.KEY]
+
+
+def test_crossfit_selects_each_fold_on_the_other_by_brute_force():
+    sg = _module()
+    rng = np.random.default_rng(0)
+    n, epochs = 60, 5
+    groups = rng.integers(0, 7, n).tolist()  # 7 "videos"
+    target = rng.normal(0, 1.5, n)
+    fold = np.array([sorted(set(groups)).index(g) % 2 for g in groups])
+    # epoch 1 is best on fold 0's videos, epoch 3 on fold 1's: each fold takes the other's best
+    noise = [(2.0, 2.0), (0.1, 1.5), (1.0, 1.0), (1.5, 0.1), (3.0, 3.0)]
+    logits = [target + rng.normal(0, 1, n) * np.where(fold == 0, a, b) for a, b in noise]
+    curve = {"ids": [str(i) for i in range(n)], "groups": groups, "target": target.tolist(),
+             "epochs": [{"epoch": e, "logits": lg[:, None].tolist()} for e, lg in enumerate(logits)]}
+    out = sg.crossfit({"protocol": "mosi", "monitor": "MAE"}, curve)
+    pred, chosen = np.empty(n), []
+    for f in range(2):
+        rest = fold != f
+        e = int(np.argmin([mean_absolute_error(target[rest], lg[rest]) for lg in logits]))
+        chosen.append(e)
+        pred[fold == f] = logits[e][fold == f]
+    assert out["epochs"] == chosen == [3, 1]
+    np.testing.assert_allclose(out["metrics"]["MAE"], mean_absolute_error(target, pred), rtol=1e-6)
+    np.testing.assert_allclose(out["metrics"]["Has0_acc_2"], accuracy_score(target >= 0, pred >= 0), rtol=1e-9)

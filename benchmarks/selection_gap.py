@@ -1,7 +1,7 @@
 """How much of a reported score is model selection? Validation-selected against test-selected epochs.
 
     python benchmarks/selection_gap.py CONFIG|- OUT VARIANTS SEEDS [KEY=VALUE ...]
-    python benchmarks/selection_gap.py --table OUT
+    python benchmarks/selection_gap.py --table OUT [--plot FIGURE.png]
 
 Trains like ``benchmarks/variants.py`` (same arguments, same run folders ``OUT/runs/<variant>/seed<seed>``,
 same ``metrics.json``), with one diagnostic callback added: at the end of every validation epoch it
@@ -29,6 +29,7 @@ test split adds. This is a diagnostic of the protocol, not a way to choose model
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics as st
 import sys
@@ -168,9 +169,60 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def curves(out: Path) -> List[Dict[str, Any]]:
+    """One row per variant and epoch: mean over the seeds that reached it of the validation
+    monitor, validation Has0 Acc-2 (log.csv) and test Has0 Acc-2 (test_curve.json)."""
+    rows: List[Dict[str, Any]] = []
+    for vdir in sorted((out / "runs").iterdir()):
+        per_epoch: Dict[int, Dict[str, List[float]]] = {}
+        monitor = None
+        for s in sorted(vdir.glob("seed*")):
+            if not (s / "test_curve.json").is_file():
+                continue
+            monitor = json.loads((s / "metrics.json").read_text())["monitor"]
+            with open(s / "log.csv", newline="") as f:
+                log = {int(r["epoch"]): r for r in csv.DictReader(f)}
+            for r in json.loads((s / "test_curve.json").read_text())["epochs"]:
+                d = per_epoch.setdefault(r["epoch"], {"valid_monitor": [], "valid_acc": [], "test_acc": []})
+                d["valid_monitor"].append(float(log[r["epoch"]][f"valid/{monitor}"]))
+                d["valid_acc"].append(float(log[r["epoch"]][f"valid/{KEY}"]))
+                d["test_acc"].append(r["test"][KEY])
+        for e in sorted(per_epoch):
+            d = per_epoch[e]
+            rows.append({"variant": vdir.name, "epoch": e, "seeds": len(d["test_acc"]), "monitor": monitor,
+                         **{k: st.mean(v) for k, v in d.items()}})
+    return rows
+
+
+def plot(rows: List[Dict[str, Any]], path: Path) -> None:
+    """Three panels by epoch: validation monitor, validation and test Has0 Acc-2; CSV beside it."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    monitor = rows[0]["monitor"] if rows else "monitor"
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == variant]
+        x = [r["epoch"] for r in rs]
+        for ax, key in zip(axes, ("valid_monitor", "valid_acc", "test_acc")):
+            ax.plot(x, [r[key] for r in rs], marker=".", label=variant)
+    for ax, title in zip(axes, (f"validation {monitor} (selection)", f"validation {KEY}", f"test {KEY}")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch (mean over the seeds still running)")
+        ax.grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    with open(path.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def main(argv) -> int:
     if argv[:1] == ["--table"]:
         print(table(Path(argv[1])))
+        if argv[2:3] == ["--plot"]:
+            plot(curves(Path(argv[1])), Path(argv[3]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("config")

@@ -21,6 +21,7 @@ themselves (the trainer runs with ``use_distributed_sampler=False``):
 
 from __future__ import annotations
 
+import heapq
 from typing import Iterator, List, Sequence, Tuple
 
 import torch
@@ -85,12 +86,18 @@ class EpochSampler(Sampler[int]):
 
 
 class GroupBatchSampler(Sampler[List[int]]):
-    """Batches made of whole groups (videos / dialogues), about ``batch_size`` samples each.
+    """Batches made of whole groups (videos / dialogues), the same number of batches every epoch.
 
-    The groups are visited in the order of ``self.sampler`` (an ``EpochSampler`` over groups,
-    shuffled every epoch when ``shuffle``; Lightning finds it as ``batch_sampler.sampler`` and
-    calls its ``set_epoch``); a group larger than ``batch_size`` forms a batch of its own. With
-    ``shard`` under ``torch.distributed`` rank r takes batches ``r::W``, padded when ``pad``.
+    The number of batches is fixed, ``K = min(groups, ceil(samples / batch_size))``: Lightning
+    reads a training loader's length once, and an epoch with fewer batches than that length never
+    reaches its validation (before this was fixed, greedy packing in a shuffled order gave 22 or
+    23 batches on MOSI, and epochs with 22 skipped validation, logging and the phase switch). The
+    groups are visited in the order of ``self.sampler`` (an ``EpochSampler`` over groups, shuffled
+    every epoch when ``shuffle``; Lightning finds it as ``batch_sampler.sampler`` and calls its
+    ``set_epoch``), each joining the batch that holds the fewest samples so far (the lowest index
+    on ties), so batches hold about ``samples / K <= batch_size`` samples; a group larger than that
+    fills a batch of its own. With ``shard`` under ``torch.distributed`` rank r takes batches
+    ``r::W``, padded when ``pad``.
     """
 
     def __init__(self, groups: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,
@@ -99,17 +106,16 @@ class GroupBatchSampler(Sampler[List[int]]):
         order = torch.argsort(groups, stable=True)
         ids, counts = torch.unique_consecutive(groups[order], return_counts=True)
         self.members = [idx.tolist() for idx in torch.split(order, counts.tolist())]
+        self.n_batches = min(len(self.members), -(-len(groups) // batch_size))
         self.sampler = EpochSampler(len(self.members), shuffle, seed)
 
     def _batches(self) -> List[List[int]]:
-        batches, cur = [], []
+        batches: List[List[int]] = [[] for _ in range(self.n_batches)]
+        heap = [(0, k) for k in range(self.n_batches)]  # (samples so far, batch index)
         for gi in self.sampler.order():
-            if cur and len(cur) + len(self.members[gi]) > self.batch_size:
-                batches.append(cur)
-                cur = []
-            cur = cur + self.members[gi]
-        if cur:
-            batches.append(cur)
+            size, k = heapq.heappop(heap)
+            batches[k] += self.members[gi]
+            heapq.heappush(heap, (size + len(self.members[gi]), k))
         return _shard(batches, self.shard, self.pad)
 
     def __iter__(self) -> Iterator[List[int]]:
@@ -118,7 +124,7 @@ class GroupBatchSampler(Sampler[List[int]]):
         return iter(batches)
 
     def __len__(self) -> int:
-        return len(self._batches())
+        return len(_shard(list(range(self.n_batches)), self.shard, self.pad))
 
 
 class ShardedBatches(Sampler[List[int]]):

@@ -1,0 +1,92 @@
+"""Context batches (whole videos) come in the same number every epoch, so no epoch loses its validation.
+
+Lightning reads a training loader's length once; an epoch with fewer batches than that never
+reaches validation, logging or PaSE's phase switch. Greedy packing of shuffled videos gave 22 or
+23 batches per epoch on real MOSI, and the 22-batch epochs repeated the previous epoch's row in
+log.csv. These tests pin the fixed count and the end-to-end consequence.
+"""
+
+import csv
+import random
+
+import lightning as L
+import torch
+
+from pase.config import load_config
+from pase.data import register_data
+from pase.data.contract import DataBundle, MultimodalDataset
+from pase.training import run as run_mod
+from pase.training import train
+from pase.training.datamodule import GroupBatchSampler
+
+import tiny
+
+
+def _ragged_groups(n_groups=40, seed=0):
+    rng = random.Random(seed)
+    sizes = [rng.randint(1, 14) for _ in range(n_groups)]
+    return torch.tensor([g for g, s in enumerate(sizes) for _ in range(s)]), sizes
+
+
+def test_same_batch_count_every_epoch_whole_groups_every_sample_once():
+    groups, sizes = _ragged_groups()
+    n, bs = len(groups), 16
+    s = GroupBatchSampler(groups, bs, shuffle=True, seed=5)
+    expected = -(-n // bs)
+    orders = []
+    for _ in range(30):
+        length = len(s)
+        batches = list(s)
+        assert len(batches) == length == expected and all(batches)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(n))  # every sample exactly once
+        for b in batches:  # whole groups: a group's members all sit in one batch
+            for g in set(groups[b].tolist()):
+                assert (groups[b] == g).sum().item() == sizes[g]
+        assert max(map(len, batches)) <= n / expected + max(sizes)
+        orders.append(tuple(map(tuple, batches)))
+    assert len(set(orders)) == 30  # shuffled: a new composition every epoch
+
+
+def test_few_large_groups_one_batch_each():
+    groups = torch.tensor([0] * 50 + [1] * 40 + [2] * 30)
+    batches = list(GroupBatchSampler(groups, 16, shuffle=False))
+    assert sorted(map(len, batches)) == [30, 40, 50]
+
+
+def _grouped(bundle: DataBundle) -> DataBundle:
+    """The synthetic bundle with ragged 'videos' attached to every split."""
+    splits = {}
+    for name, ds in bundle.splits.items():
+        n = len(ds.ids)
+        groups, sizes = _ragged_groups(n_groups=n, seed=len(name))
+        groups, positions = groups[:n], torch.cat([torch.arange(s) for s in sizes])[:n]
+        splits[name] = MultimodalDataset({m: ds.features[m] for m in ds.modalities}, ds.target, ds.ids,
+                                         groups=groups, positions=positions, split=name)
+    return DataBundle(bundle.name, bundle.task, splits, dict(bundle.info))
+
+
+def test_context_training_validates_every_epoch(tmp_path):
+    base = run_mod.load_bundle(load_config(None, tiny.TINY))
+    register_data("test_grouped_synthetic")(lambda **_: _grouped(base))
+    # seed 1114: the former greedy packing gave 17, 16, 16, 15 batches in the first epochs here, so
+    # epochs 1 to 3 ended before the length Lightning had read and skipped their validation
+    cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic", "model.context=true",
+                                        "train.max_epochs=6", "train.early_stop_patience=10", "train.batch_size=16", "train.seed=1114"])
+    seen = []
+
+    class Count(L.Callback):
+        def on_validation_epoch_end(self, trainer, pl_module):
+            if not trainer.sanity_checking and trainer.state.fn == "fit":
+                seen.append(trainer.current_epoch)
+
+    orig = run_mod._trainer
+    run_mod._trainer = lambda c, o, cbs, q: orig(c, o, list(cbs) + [Count()], q)
+    try:
+        result = train(cfg, tmp_path / "run", quiet=True)
+    finally:
+        run_mod._trainer = orig
+    assert seen == list(range(6)) and result["epochs_run"] == 6
+    with open(tmp_path / "run" / "log.csv", newline="") as f:
+        losses = [r["train/loss"] for r in csv.DictReader(f)]
+    assert len(losses) == 6 and len(set(losses)) == 6  # no epoch repeats the previous row

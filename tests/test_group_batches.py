@@ -10,6 +10,7 @@ import csv
 import random
 
 import lightning as L
+import pytest
 import torch
 
 from pase.config import load_config
@@ -90,3 +91,15 @@ def test_context_training_validates_every_epoch(tmp_path):
     with open(tmp_path / "run" / "log.csv", newline="") as f:
         losses = [r["train/loss"] for r in csv.DictReader(f)]
     assert len(losses) == 6 and len(set(losses)) == 6  # no epoch repeats the previous row
+
+
+def test_an_epoch_without_validation_stops_the_run(tmp_path, monkeypatch):
+    """A loader shorter than its length would skip validation; the run stops instead of logging stale rows."""
+    base = run_mod.load_bundle(load_config(None, tiny.TINY))
+    register_data("test_grouped_synthetic_short")(lambda **_: _grouped(base))
+    monkeypatch.setattr(GroupBatchSampler, "__len__", lambda self: self.n_batches + 1)
+    cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic_short", "model.context=true",
+                                        "train.batch_size=16"])
+    with pytest.raises(RuntimeError, match=r"epoch 0 ended without its validation pass: the training loader gave "
+                                           r"\d+ batches, Lightning expected \d+"):
+        train(cfg, tmp_path / "run", quiet=True)

@@ -26,11 +26,17 @@ class EpochCSVLog(L.Callback):
     the epochs its checkpoint has finished and rewrites the file from them (a row written after
     that checkpoint, by a run killed before the next one, is dropped and its epoch re-run).
     Floats are written with ``repr``, so they read back bit for bit.
+
+    Every row must follow a validation pass of its epoch: Lightning keeps the last logged values,
+    so a row of an epoch that skipped validation (a training loader shorter than the length
+    Lightning read) would silently repeat the previous epoch's metrics, and selection, early
+    stopping and PaSE's phase switch would act on them. Such an epoch stops the run with an error.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.rows: List[Dict[str, float]] = []
+        self._validated, self._batches = False, 0
 
     def state_dict(self) -> Dict[str, Any]:
         return {"rows": [dict(r) for r in self.rows]}
@@ -42,8 +48,26 @@ class EpochCSVLog(L.Callback):
         if self.rows and trainer.is_global_zero:  # resumed: drop rows of epochs about to re-run
             self._write()
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._validated, self._batches = False, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._batches += 1
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        if not self._validated:
+            raise RuntimeError(
+                f"epoch {trainer.current_epoch} ended without its validation pass: the training loader gave "
+                f"{self._batches} batches, Lightning expected {trainer.num_training_batches}; its metrics would "
+                "repeat the previous epoch's. The training loader's length is wrong (a sampler whose batch "
+                "count changes between epochs); the last finished epoch's checkpoint is kept")
+        if not trainer.is_global_zero:
             return
         row = {"epoch": float(trainer.current_epoch)}
         for k, v in sorted(trainer.callback_metrics.items()):

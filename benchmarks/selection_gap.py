@@ -22,7 +22,8 @@ The table compares three readings of the same runs:
   with its own label, but the test split is read for selection: a protocol reading, not a hold-out;
 * **last**: the last epoch trained.
 
-Use it to read a published figure: the gap between the first two columns is what selecting on the
+A run folder left by an interrupted run (files but no ``test_curve.json``) is reported as failed
+and skipped; delete it to run it again. Use it to read a published figure: the gap between the first two columns is what selecting on the
 test split adds. This is a diagnostic of the protocol, not a way to choose models.
 """
 
@@ -239,7 +240,11 @@ def main(argv) -> int:
                 continue
             cfg = apply_overrides(load_config(None if a.config == "-" else a.config, a.sets),
                                   [f"method={method}", *sets, f"train.seed={seed}", "train.progress_bar=false"])
-            run_one(cfg, run)
+            try:
+                run_one(cfg, run)
+            except Exception as e:  # noqa: BLE001 - report and continue with the other runs, as variants.py
+                print(variant, seed, "FAILED", e, flush=True)
+                continue
             r = readings(run)
             print(variant, seed, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
     print(table(a.out))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import statistics as st
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ from pase.config import apply_overrides, load_config
 from pase.metrics import MetricAccumulator, get_protocol
 from pase.training import run as run_mod
 from pase.training import train
+from pase.training.datamodule import make_loader
 
 KEY = "Has0_acc_2"
 
@@ -63,8 +65,7 @@ class TestCurve(L.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            ids, logits, target = run_mod._outputs(pl_module, self.bundle_ref["bundle"], self.cfg, "test")
+        ids, logits, target = self._outputs(trainer, pl_module)
         pl_module.train(was_training)
         test = self.bundle_ref["bundle"].splits["test"]
         if test.groups is None:  # no videos: every sample is its own group
@@ -75,6 +76,21 @@ class TestCurve(L.Callback):
         self.rows.append({"epoch": trainer.current_epoch, "test": _score(self.bundle_ref["bundle"].task.protocol,
                                                                           logits, target),
                           "logits": logits.tolist()})
+
+    def _outputs(self, trainer, pl_module):
+        """Test ids, logits (CPU float32) and targets, each batch moved and cast as Lightning's own
+        test loop does (device transfer, precision plugin), under a forked torch random state."""
+        plugin, bundle = trainer.precision_plugin, self.bundle_ref["bundle"]
+        loader = make_loader(bundle, "test", self.cfg.train.batch_size, False, 0, by_group=self.cfg.model.context)
+        ids, logits, targets = [], [], []
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), plugin.forward_context():
+            for batch in loader:
+                moved = plugin.convert_input(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
+                ids += batch.ids
+                logits.append(pl_module.model(moved).logits.float().cpu())
+                targets.append(batch.target)
+        return ids, torch.cat(logits), torch.cat(targets)
 
     def state(self) -> Dict[str, Any]:
         return {"ids": self.ids, "groups": self.groups, "target": self.target, "epochs": self.rows}
@@ -104,7 +120,8 @@ def run_one(cfg, run: Path) -> Dict[str, Any]:
         result = train(cfg, run, quiet=True)
     finally:
         run_mod.load_bundle, run_mod._trainer = orig_load, orig_trainer
-    (run / "test_curve.json").write_text(json.dumps(curve.state()))
+    if run_mod._rank() == 0:  # single-process use is the intended one; under DDP only rank 0 writes
+        (run / "test_curve.json").write_text(json.dumps(curve.state()))
     return result
 
 
@@ -125,6 +142,7 @@ def crossfit(metrics: Dict[str, Any], curve: Dict[str, Any], folds: int = 2) -> 
     for f in range(folds):
         rest = fold != f
         score = [sign * _score(metrics["protocol"], lg[rest], target[rest])[metrics["monitor"]] for lg in logits]
+        score = [v if math.isfinite(v) else -math.inf for v in score]  # NaN is the worst, as in ModelCheckpoint
         e = max(range(len(score)), key=lambda k: score[k])
         chosen.append(curve["epochs"][e]["epoch"])
         pred[fold == f] = logits[e][fold == f]

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sklearn.metrics import accuracy_score, mean_absolute_error
 
 from pase.config import load_config
@@ -26,10 +27,12 @@ def _module():
     return mod
 
 
-def test_test_curve_does_not_change_the_run(tmp_path):
+@pytest.mark.parametrize("precision", ["32-true", "64-true"])
+def test_test_curve_does_not_change_the_run(tmp_path, precision):
+    """Also in double precision: the test pass casts its batches as Lightning's test loop does."""
     sg = _module()
     sets = ["method=pase", "train.max_epochs=4", "train.seed=3", "train.progress_bar=false",
-            "pase.switch_max_epoch=1", "data.options.sizes=[256,128,128]"]
+            "pase.switch_max_epoch=1", "data.options.sizes=[256,128,128]", f"train.precision={precision}"]
     watched = sg.run_one(load_config(None, sets), tmp_path / "watched")
     plain = train(load_config(None, sets), tmp_path / "plain", quiet=True)
     assert watched["test"] == plain["test"] and watched["valid"] == plain["valid"]

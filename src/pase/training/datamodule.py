@@ -95,8 +95,8 @@ class GroupBatchSampler(Sampler[List[int]]):
     groups are visited in the order of ``self.sampler`` (an ``EpochSampler`` over groups, shuffled
     every epoch when ``shuffle``; Lightning finds it as ``batch_sampler.sampler`` and calls its
     ``set_epoch``), each joining the batch that holds the fewest samples so far (the lowest index
-    on ties), so batches hold about ``samples / K <= batch_size`` samples; a group larger than that
-    fills a batch of its own. With ``shard`` under ``torch.distributed`` rank r takes batches
+    on ties), so batches hold about ``samples / K <= batch_size`` samples on average; a batch can
+    exceed that by up to its last group's size (less than ``batch_size`` plus the largest group). With ``shard`` under ``torch.distributed`` rank r takes batches
     ``r::W``, padded when ``pad``.
     """
 

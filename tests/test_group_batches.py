@@ -103,3 +103,22 @@ def test_an_epoch_without_validation_stops_the_run(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match=r"epoch 0 ended without its validation pass: the training loader gave "
                                            r"\d+ batches, Lightning expected \d+"):
         train(cfg, tmp_path / "run", quiet=True)
+
+
+def test_predict_of_a_context_model_keeps_the_splits_row_order(tmp_path):
+    """Whole-video batches are dealt out of order; the CSV still follows the split's rows."""
+    from pase.training import evaluate, predict
+
+    base = run_mod.load_bundle(load_config(None, tiny.TINY))
+    bundle = _grouped(base)
+    register_data("test_grouped_synthetic_predict")(lambda **_: bundle)
+    cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic_predict", "model.context=true",
+                                        "train.max_epochs=1", "train.batch_size=16"])
+    result = train(cfg, tmp_path / "run", quiet=True)
+    ckpt = tmp_path / "run" / result["checkpoint"]
+    assert predict(ckpt, tmp_path / "p.csv") == 64
+    with open(tmp_path / "p.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == list(bundle.splits["test"].ids)
+    assert all(abs(float(r["label"]) - v) < 1e-5 for r, v in zip(rows, bundle.splits["test"].target.tolist()))
+    assert evaluate(ckpt, splits=("test",))["test"] == result["test"]

@@ -321,6 +321,7 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
 
 @torch.no_grad()
 def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str):
+    """Ids, logits and targets of ``split`` in the split's row order (``pase predict``'s CSV order)."""
     loader = make_loader(bundle, split, cfg.train.batch_size, False, 0, by_group=cfg.model.context)
     ids, logits, targets = [], [], []
     for batch in loader:
@@ -328,7 +329,10 @@ def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str):
         ids += batch.ids
         logits.append(out.logits)
         targets.append(batch.target)
-    return ids, torch.cat(logits), torch.cat(targets)
+    # the split's own row order, whatever the batching (context models batch whole videos)
+    row = {sid: i for i, sid in enumerate(bundle.splits[split].ids)}
+    order = torch.tensor(sorted(range(len(ids)), key=lambda k: row[ids[k]]), dtype=torch.long)
+    return [ids[k] for k in order.tolist()], torch.cat(logits)[order], torch.cat(targets)[order]
 
 
 def check_split(bundle: DataBundle, split: str) -> None:
@@ -355,7 +359,7 @@ def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
 
 def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = None, split: str = "test",
             overrides: Sequence[str] = ()) -> int:
-    """Write one CSV row per sample of ``split`` (id, prediction(s), label); returns the row count."""
+    """Write one CSV row per sample of ``split`` in the split's row order (id, prediction(s), label); returns the row count."""
     output = Path(output)
     if output.exists():
         raise RunDirError(f"{output} exists; choose another --output (nothing was overwritten)")

@@ -45,7 +45,6 @@ from pase.config import apply_overrides, load_config
 from pase.metrics import MetricAccumulator, get_protocol
 from pase.training import run as run_mod
 from pase.training import train
-from pase.training.datamodule import make_loader
 
 KEY = "Has0_acc_2"
 
@@ -78,19 +77,16 @@ class TestCurve(L.Callback):
                           "logits": logits.tolist()})
 
     def _outputs(self, trainer, pl_module):
-        """Test ids, logits (CPU float32) and targets, each batch moved and cast as Lightning's own
-        test loop does (device transfer, precision plugin), under a forked torch random state."""
-        plugin, bundle = trainer.precision_plugin, self.bundle_ref["bundle"]
-        loader = make_loader(bundle, "test", self.cfg.train.batch_size, False, 0, by_group=self.cfg.model.context)
-        ids, logits, targets = [], [], []
+        """Test ids, logits and targets, each batch moved and cast as Lightning's own test loop does
+        (device transfer, precision plugin), under a forked torch random state."""
+        plugin = trainer.precision_plugin
+
+        def prepare(batch):
+            return plugin.convert_input(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
+
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad(), plugin.forward_context():
-            for batch in loader:
-                moved = plugin.convert_input(pl_module.transfer_batch_to_device(batch, pl_module.device, 0))
-                ids += batch.ids
-                logits.append(pl_module.model(moved).logits.float().cpu())
-                targets.append(batch.target)
-        return ids, torch.cat(logits), torch.cat(targets)
+        with torch.random.fork_rng(devices=devices), plugin.forward_context():
+            return run_mod._outputs(pl_module, self.bundle_ref["bundle"], self.cfg, "test", prepare)
 
     def state(self) -> Dict[str, Any]:
         return {"ids": self.ids, "groups": self.groups, "target": self.target, "epochs": self.rows}

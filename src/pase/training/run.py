@@ -23,7 +23,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -320,14 +320,17 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
 
 
 @torch.no_grad()
-def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str):
-    """Ids, logits and targets of ``split`` in the split's row order (``pase predict``'s CSV order)."""
+def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str,
+             prepare: Optional[Callable[[Any], Any]] = None):
+    """Ids, logits (host, float32) and targets of ``split`` in the split's row order (``pase
+    predict``'s CSV order). ``prepare`` maps each loaded batch to the model's input (for example a
+    device transfer and precision cast); targets are taken from the loaded batch."""
     loader = make_loader(bundle, split, cfg.train.batch_size, False, 0, by_group=cfg.model.context)
     ids, logits, targets = [], [], []
     for batch in loader:
-        out = module.model(batch)
+        out = module.model(prepare(batch) if prepare is not None else batch)
         ids += batch.ids
-        logits.append(out.logits)
+        logits.append(out.logits.float().cpu())
         targets.append(batch.target)
     # the split's own row order, whatever the batching (context models batch whole videos)
     row = {sid: i for i, sid in enumerate(bundle.splits[split].ids)}

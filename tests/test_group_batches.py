@@ -7,7 +7,6 @@ log.csv. These tests pin the fixed count and the end-to-end consequence.
 """
 
 import csv
-import random
 
 import lightning as L
 import pytest
@@ -15,7 +14,6 @@ import torch
 
 from pase.config import load_config
 from pase.data import register_data
-from pase.data.contract import DataBundle, MultimodalDataset
 from pase.training import run as run_mod
 from pase.training import train
 from pase.training.datamodule import GroupBatchSampler
@@ -23,14 +21,8 @@ from pase.training.datamodule import GroupBatchSampler
 import tiny
 
 
-def _ragged_groups(n_groups=40, seed=0):
-    rng = random.Random(seed)
-    sizes = [rng.randint(1, 14) for _ in range(n_groups)]
-    return torch.tensor([g for g, s in enumerate(sizes) for _ in range(s)]), sizes
-
-
 def test_same_batch_count_every_epoch_whole_groups_every_sample_once():
-    groups, sizes = _ragged_groups()
+    groups, sizes = tiny.ragged_groups()
     n, bs = len(groups), 16
     s = GroupBatchSampler(groups, bs, shuffle=True, seed=5)
     expected = -(-n // bs)
@@ -55,21 +47,9 @@ def test_few_large_groups_one_batch_each():
     assert sorted(map(len, batches)) == [30, 40, 50]
 
 
-def _grouped(bundle: DataBundle) -> DataBundle:
-    """The synthetic bundle with ragged 'videos' attached to every split."""
-    splits = {}
-    for name, ds in bundle.splits.items():
-        n = len(ds.ids)
-        groups, sizes = _ragged_groups(n_groups=n, seed=len(name))
-        groups, positions = groups[:n], torch.cat([torch.arange(s) for s in sizes])[:n]
-        splits[name] = MultimodalDataset({m: ds.features[m] for m in ds.modalities}, ds.target, ds.ids,
-                                         groups=groups, positions=positions, split=name)
-    return DataBundle(bundle.name, bundle.task, splits, dict(bundle.info))
-
-
 def test_context_training_validates_every_epoch(tmp_path):
     base = run_mod.load_bundle(load_config(None, tiny.TINY))
-    register_data("test_grouped_synthetic")(lambda **_: _grouped(base))
+    register_data("test_grouped_synthetic")(lambda **_: tiny.grouped(base))
     # seed 1114: the former greedy packing gave 17, 16, 16, 15 batches in the first epochs here, so
     # epochs 1 to 3 ended before the length Lightning had read and skipped their validation
     cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic", "model.context=true",
@@ -96,7 +76,7 @@ def test_context_training_validates_every_epoch(tmp_path):
 def test_an_epoch_without_validation_stops_the_run(tmp_path, monkeypatch):
     """A loader shorter than its length would skip validation; the run stops instead of logging stale rows."""
     base = run_mod.load_bundle(load_config(None, tiny.TINY))
-    register_data("test_grouped_synthetic_short")(lambda **_: _grouped(base))
+    register_data("test_grouped_synthetic_short")(lambda **_: tiny.grouped(base))
     monkeypatch.setattr(GroupBatchSampler, "__len__", lambda self: self.n_batches + 1)
     cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic_short", "model.context=true",
                                         "train.batch_size=16"])
@@ -110,7 +90,7 @@ def test_predict_of_a_context_model_keeps_the_splits_row_order(tmp_path):
     from pase.training import evaluate, predict
 
     base = run_mod.load_bundle(load_config(None, tiny.TINY))
-    bundle = _grouped(base)
+    bundle = tiny.grouped(base)
     register_data("test_grouped_synthetic_predict")(lambda **_: bundle)
     cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic_predict", "model.context=true",
                                         "train.max_epochs=1", "train.batch_size=16"])

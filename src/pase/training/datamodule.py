@@ -4,7 +4,10 @@ Every order is a pure function of ``(seed, epoch, rank, world size)``: the shuff
 epoch e is ``randperm`` under a generator seeded with ``seed + e`` (``EpochSampler``; Lightning
 calls ``set_epoch`` before each epoch, and without it each new iteration moves to the next
 epoch), so a run resumed at epoch k sees exactly the batches an uninterrupted run sees, with
-no generator state to checkpoint.
+no generator state to checkpoint. Lightning creates a resumed run's first training iterator
+before it calls ``set_epoch``, so the samplers draw an order at the first ``next`` (generators),
+and ``set_loader_epoch`` points a resumed run's loader at its next epoch beforehand (worker
+processes fetch indices as soon as an iterator exists).
 
 With ``shard=True`` under ``torch.distributed`` (world size W) the loaders shard the data
 themselves (the trainer runs with ``use_distributed_sampler=False``):
@@ -29,7 +32,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from ..data.contract import DataBundle, MultimodalDataset, collate_batches
 
-__all__ = ["EpochSampler", "GroupBatchSampler", "ShardedBatches", "make_loader", "dist_info"]
+__all__ = ["EpochSampler", "GroupBatchSampler", "ShardedBatches", "make_loader", "set_loader_epoch", "dist_info"]
 
 
 def dist_info() -> Tuple[int, int]:
@@ -76,9 +79,11 @@ class EpochSampler(Sampler[int]):
         return torch.randperm(self.n, generator=g).tolist()
 
     def __iter__(self) -> Iterator[int]:
+        # a generator: the order is drawn at the first ``next``, after Lightning's ``set_epoch``
+        # (Lightning creates a resumed run's first iterator before it sets the epoch)
         order = _shard(self.order(), self.shard, pad=True)
         self.epoch += 1  # the next iteration is the next epoch unless set_epoch says otherwise
-        return iter(order)
+        yield from order
 
     def __len__(self) -> int:
         rank, world = dist_info() if self.shard else (0, 1)
@@ -119,9 +124,10 @@ class GroupBatchSampler(Sampler[List[int]]):
         return _shard(batches, self.shard, self.pad)
 
     def __iter__(self) -> Iterator[List[int]]:
+        # a generator, as EpochSampler's: batches are dealt at the first ``next``, after ``set_epoch``
         batches = self._batches()
         self.sampler.epoch += 1  # as EpochSampler: the next iteration is the next epoch
-        return iter(batches)
+        yield from batches
 
     def __len__(self) -> int:
         return len(_shard(list(range(self.n_batches)), self.shard, self.pad))
@@ -135,11 +141,20 @@ class ShardedBatches(Sampler[List[int]]):
         self.sampler = getattr(batches, "sampler", None)
 
     def __iter__(self) -> Iterator[List[int]]:
-        return iter(_shard(list(self.batches), shard=True, pad=False))
+        yield from _shard(list(self.batches), shard=True, pad=False)
 
     def __len__(self) -> int:
         rank, world = dist_info()
         return len(range(rank, len(self.batches), world))
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Point the order of ``loader`` at ``epoch`` (as Lightning's ``set_epoch`` does before each
+    epoch). A resumed run calls it before training: worker processes fetch their first indices
+    when Lightning creates the iterator, which it does before it sets the epoch."""
+    for sampler in (loader.sampler, getattr(loader.batch_sampler, "sampler", None)):
+        if isinstance(sampler, EpochSampler):
+            sampler.set_epoch(epoch)
 
 
 def make_loader(bundle: DataBundle, split: str, batch_size: int, shuffle: bool, seed: int,

@@ -40,7 +40,7 @@ from ..models import build_model
 from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, RelocatableCheckpoint,
                         ResumableEarlyStopping)
 from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
-from .datamodule import make_loader
+from .datamodule import make_loader, set_loader_epoch
 from .lightning_module import PaseModule
 
 __all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError", "RunInterrupted"]
@@ -160,11 +160,12 @@ def _resumable_view(cfg: Config) -> Dict[str, Any]:
     return d
 
 
-def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path]]:
-    """``(checkpoint, keep)`` for a resume of ``out``: the checkpoint it continues from (None: no
-    epoch finished yet, so the run starts again from its first epoch in the same folder) and, for a
+def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path], int]:
+    """``(checkpoint, keep, done)`` for a resume of ``out``: the checkpoint it continues from (None: no
+    epoch finished yet, so the run starts again from its first epoch in the same folder), for a
     finished run that trains longer, where its previous metrics.json is to be kept
-    (``metrics.epochs<N>.json``; the caller renames it once the trainer is built). Checks, writing
+    (``metrics.epochs<N>.json``; the caller renames it once the trainer is built), and the number
+    of epochs already trained (the index of the next epoch). Checks, writing
     nothing, that ``cfg`` differs from the run's config.yaml only in :data:`RESUMABLE` settings and
     that there is something left to train."""
     diff = config_difference(out / "config.yaml", cfg, _resumable_view)
@@ -173,7 +174,7 @@ def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path
                           f"{', '.join(RESUMABLE)}: pass a new --out to train this configuration")
     last = out / "checkpoints" / "last.ckpt"
     if not last.is_file():
-        return None, None
+        return None, None, 0
     state = safe_load_checkpoint(last)
     done = int(state.get("epoch", -1)) + 1  # last.ckpt is saved at the end of an epoch
     if cfg.train.max_epochs < done:
@@ -191,8 +192,8 @@ def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path
         kept = out / f"metrics.epochs{done}.json"
         if kept.exists():
             raise RunDirError(f"{kept} exists; move it aside to train {out} longer (nothing was changed)")
-        return last, kept
-    return last, None
+        return last, kept, done
+    return last, None, done
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> Dict[str, Any]:
@@ -216,7 +217,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     module = _build(cfg, bundle)
-    start, keep = _check_resume(cfg, out) if resume else (None, None)
+    start, keep, done = _check_resume(cfg, out) if resume else (None, None, 0)
+    set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
     monitor = f"valid/{module.monitor}"

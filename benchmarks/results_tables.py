@@ -24,16 +24,16 @@ def _fmt(xs):
     return f"{st.mean(xs):.4f} ± {st.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
 
 
-def method_table(runs: dict) -> str:
-    """runs: method -> {seed: metrics.json}."""
+def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
+    """runs: method -> {seed: metrics.json}; paired differences against ``ref_name``."""
     lines = ["| method | seeds | " + " | ".join(MAIN) + " |", "|---|---|" + "---|" * len(MAIN)]
     for meth, by_seed in runs.items():
         lines.append(f"| {meth} | {len(by_seed)} | " + " | ".join(_fmt([m['test'][k] for m in by_seed.values()]) for k in MAIN) + " |")
-    ref = runs.get("late_fusion", {})
-    lines += ["", "Paired difference against late fusion (same seeds), mean ± SE, and mean / SE:", "",
+    ref = runs.get(ref_name, {})
+    lines += ["", f"Paired difference against {ref_name} (same seeds), mean ± SE, and mean / SE:", "",
               "| method | metric | diff | diff / SE |", "|---|---|---|---|"]
     for meth, by_seed in runs.items():
-        if meth == "late_fusion":
+        if meth == ref_name:
             continue
         seeds = sorted(set(by_seed) & set(ref))
         if len(seeds) < 2:
@@ -71,9 +71,15 @@ def main() -> None:
     p.add_argument("--competition")
     p.add_argument("--compare")
     p.add_argument("--ablation", action="append", default=[])
+    p.add_argument("--ref", default="late_fusion",
+                   help="variant folder the --ablation differences are paired against (default late_fusion)")
+    p.add_argument("--shares", action="append", default=[],
+                   help="print the before / after switch Shapley shares of every run under this folder")
     a = p.parse_args()
     for folder in a.ablation:
-        print(f"## {folder}\n\n" + ablation_table(folder) + "\n")
+        print(f"## {folder}\n\n" + ablation_table(folder, a.ref) + "\n")
+    for folder in a.shares:
+        print(shares_table(folder) + "\n")
     if a.competition:
         runs = {}
         for f in glob.glob(f"{a.competition}/*-*/joint/metrics.json"):
@@ -97,13 +103,13 @@ def main() -> None:
 
 
 
-def ablation_table(folder: str) -> str:
+def ablation_table(folder: str, ref_name: str = "late_fusion") -> str:
     """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs."""
     runs = {}
     for f in glob.glob(f"{folder}/runs/*/seed*/metrics.json"):
         runs.setdefault(Path(f).parts[-3], {})[int(Path(f).parts[-2][4:])] = json.load(open(f))
-    order = sorted(runs, key=lambda k: (k != "late_fusion", k != "pase", k))
-    return method_table({k: runs[k] for k in order})
+    order = sorted(runs, key=lambda k: (k != ref_name, k != "pase", k))
+    return method_table({k: runs[k] for k in order}, ref_name)
 
 
 if __name__ == "__main__":

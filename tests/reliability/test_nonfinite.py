@@ -25,6 +25,7 @@ from pase.fusion import prototype_confidence
 from pase.ot import ot_alignment_loss, sinkhorn_log
 from pase.shapley import exact_shapley, sgm_coefficients, shapley_shares
 from pase.training import train
+from pase.training.callbacks import NonFiniteError
 from pase.training.lightning_module import PaseModule
 from tiny import TINY
 
@@ -67,6 +68,44 @@ def test_huge_learning_rate_stops_in_the_first_epoch(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------------- degenerate inputs, unit by unit
+def _loss_scaled_trainer(monkeypatch, init_scale):
+    """Lightning's 16-mixed plugin with a CPU GradScaler (on a CPU Lightning maps 16-mixed to bf16
+    without a scaler; this is the GPU's loss-scaled setting, run on the CPU)."""
+    import lightning as L
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from pase.training import run as run_mod
+
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    real = L.Trainer
+
+    def trainer(*args, **kw):
+        kw.pop("precision")
+        kw["plugins"] = list(kw["plugins"]) + [MixedPrecision("16-mixed", "cpu", scaler=scaler)]
+        return real(*args, **kw)
+
+    monkeypatch.setattr(run_mod.L, "Trainer", trainer)
+    return scaler
+
+
+def test_loss_scaler_overflows_are_skipped_steps_not_errors(tmp_path, monkeypatch):
+    """At a high loss scale the first fp16 gradients overflow: the scaler skips those steps and lowers
+    its scale; the guard must not call that a non-finite gradient (it stopped at step 0 before)."""
+    scaler = _loss_scaled_trainer(monkeypatch, 2.0 ** 24)
+    result = train(apply_overrides(Config(), TINY + ["train.max_epochs=2"]), tmp_path / "run", quiet=True)
+    assert result["epochs_run"] == 2 and math.isfinite(result["test"]["MAE"])
+    assert scaler.get_scale() < 2.0 ** 24  # steps really overflowed and were skipped
+
+
+def test_a_nan_loss_still_stops_a_loss_scaled_run(tmp_path, monkeypatch):
+    _loss_scaled_trainer(monkeypatch, 2.0 ** 10)
+    step = PaseModule.training_step
+    monkeypatch.setattr(PaseModule, "training_step",
+                        lambda self, batch, i: step(self, batch, i) * (float("nan") if self.current_epoch else 1.0))
+    with pytest.raises(NonFiniteError, match=r"non-finite loss at epoch 1, step \d+"):
+        train(apply_overrides(Config(), TINY + ["train.max_epochs=2"]), tmp_path / "run", quiet=True)
+
+
 def test_sinkhorn_identical_prototypes_and_zero_features_are_finite():
     """Identical points give a constant cost: the plan is a b^T, finite (also with zero vectors)."""
     a = b = torch.full((3,), 1 / 3)

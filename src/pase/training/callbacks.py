@@ -169,7 +169,8 @@ class NonFiniteGuard(L.Callback):
     Cost: one host sync per optimiser step. The loss of every backward pass is folded into a
     device flag (no sync); before the optimiser step that flag and the max-norm of every
     gradient (``torch._foreach_norm``, one fused kernel per device) are reduced to one bool.
-    The step never runs on a bad gradient. At the end of each training epoch, before the
+    The step never runs on a bad gradient. Under a loss scaler (``train.precision=16-mixed``)
+    only the loss is checked before the step: overflowing gradients are the scaler's to skip. At the end of each training epoch, before the
     checkpoint callbacks run, the weights are checked the same way (SGM scales gradients
     after this guard has seen them), so a checkpoint on disk always holds finite weights and
     the last good one is never touched.
@@ -192,9 +193,12 @@ class NonFiniteGuard(L.Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         loss_ok, self._loss_ok = self._loss_ok, None
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         flags = [] if loss_ok is None else [loss_ok]
-        flags += [_all_finite(grads)] if grads else []
+        # With a loss scaler (16-mixed) an infinite gradient is an overflow of the scaled loss:
+        # the scaler skips that step and lowers its scale, so only the loss is checked here.
+        if getattr(trainer.precision_plugin, "scaler", None) is None:
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            flags += [_all_finite(grads)] if grads else []
         if flags and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):  # the one sync
             self._fail(trainer, "loss" if loss_ok is not None and not bool(loss_ok) else "gradient")
 

@@ -44,3 +44,21 @@ def test_epoch_diagnostics_are_batch_means_of_the_tracked_values(gen):
         assert abs(logs[f"share_{m}"] - float((want[0][1][i] + want[1][1][i]) / 2)) < 1e-6
         assert logs[f"weight_{m}"] == 1.0  # late fusion: every present modality weighs 1
     assert method.epoch_diagnostics(model) == {}  # the sums were reset
+
+
+def test_sampled_shapley_generator_state_is_checkpointed_and_old_checkpoints_load():
+    """Above ``shapley_exact_max_m`` the permutation generator's state is in the state dict (a resumed
+    run draws the same permutations); a state dict from before it existed loads with the seed's state."""
+    from pase.methods.base import PermutationGenerator
+
+    gen = PermutationGenerator(5)
+    torch.randperm(10, generator=gen.generator)  # advance it
+    state = gen.state_dict()
+    assert set(state) == {"_extra_state"}
+    fresh = PermutationGenerator(5)
+    fresh.load_state_dict(state)
+    assert torch.equal(torch.randperm(10, generator=fresh.generator), torch.randperm(10, generator=gen.generator))
+    old = PermutationGenerator(5)
+    old.load_state_dict({}, strict=True)  # a checkpoint without the key
+    assert torch.equal(torch.randperm(10, generator=old.generator),
+                       torch.randperm(10, generator=torch.Generator().manual_seed(5)))

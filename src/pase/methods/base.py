@@ -82,6 +82,28 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
     return hit.float().mean(-1)
 
 
+
+class PermutationGenerator(nn.Module):
+    """The generator of the Monte-Carlo permutations, with its state in the checkpoint so a resumed
+    run draws the permutations an uninterrupted one draws (a checkpoint written before this state
+    existed loads with the generator at its seed)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.generator = torch.Generator().manual_seed(seed)
+        self._register_load_state_dict_pre_hook(self._default_state)
+
+    @staticmethod
+    def _default_state(state_dict, prefix, *args) -> None:
+        state_dict.setdefault(prefix + "_extra_state", None)
+
+    def get_extra_state(self) -> Tensor:
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: Optional[Tensor]) -> None:
+        if state is not None:
+            self.generator.set_state(state)
+
 class RunningMean:
     """Sum of same-shaped tensors until :meth:`pop` returns their mean (None if nothing was
     added) and resets: the micro-batches of one optimiser step, the batches of one epoch.
@@ -156,7 +178,8 @@ class Method(nn.Module):
             raise ValueError(f"pase.shapley_permutations={cfg.pase.shapley_permutations} must be >= 2 "
                              f"(it sets the permutations sampled per batch above {cfg.pase.shapley_exact_max_m} "
                              f"modalities; {len(self.modalities)} here)")
-        self._perm_gen = torch.Generator().manual_seed(int(cfg.train.seed))
+        if not self.exact:  # a child module only then, so exact runs keep their checkpoint keys
+            self.permutations = PermutationGenerator(int(cfg.train.seed))
         self._epoch = RunningMean()  # (rows of _TRACKED, M) over this epoch's batches
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -188,7 +211,7 @@ class Method(nn.Module):
         if self.exact:
             return exact_shapley(self.coalition_utilities(model, out, target)), None
         return permutation_shapley(lambda m: self.coalition_utilities(model, out, target, m), len(self.modalities),
-                                   self.cfg.pase.shapley_permutations, self._perm_gen)
+                                   self.cfg.pase.shapley_permutations, self.permutations.generator)
 
     @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:

@@ -1,11 +1,12 @@
-"""Context models (``model.context=true``) keep the guarantees of the other models.
+"""Settings off the default path keep the guarantees of the default one.
 
-The utterance-context layer reads the other utterances of a video, and its training loader deals
-whole videos into batches (``GroupBatchSampler``). Two guarantees therefore need their own check:
-nothing the run chooses depends on the test split, and no prediction depends on a test label
-(the layer sees features only); and a run resumed from its folder equals an uninterrupted one
-(the video batches of epoch k are a function of the seed and k, also after a resume; the same
-test covers worker processes, which fetch indices as soon as an iterator exists).
+Context models (``model.context=true``) read the other utterances of a video, and their training
+loader deals whole videos into batches (``GroupBatchSampler``): nothing the run chooses may depend
+on the test split, and no prediction on a test label (the layer sees features only). A run resumed
+from its folder must equal an uninterrupted one with whole-video batches, with worker processes
+(which fetch indices as soon as an iterator exists), with sampled Shapley values (the permutation
+generator's state is in the checkpoint) and in float64 (the checkpoint is loaded before Lightning
+converts the module, so the module is built in float64 first).
 """
 
 from __future__ import annotations
@@ -72,11 +73,16 @@ def test_context_run_ignores_the_test_split_and_never_reads_a_test_label(tmp_pat
     assert not torch.equal(preds["clean"][2], preds["relabelled"][2])
 
 
-@pytest.mark.parametrize("sets", [["model.context=true"], ["model.context=true", "train.num_workers=1"],
-                                  ["model.context=false", "train.num_workers=1"]], ids=["context", "context-worker", "worker"])
-def test_a_resumed_run_trains_the_batches_of_an_uninterrupted_one(tmp_path, sets):
-    """Lightning creates a resumed run's first training iterator before it sets the epoch: whole-video
-    batches dealt then, or indices a worker process fetched then, came from epoch 0's order."""
+@pytest.mark.parametrize("sets", [
+    ["model.context=true"], ["model.context=true", "train.num_workers=1"], ["model.context=false", "train.num_workers=1"],
+    ["model.context=false", "pase.shapley_exact_max_m=2", "pase.shapley_permutations=4"],
+    ["model.context=false", "train.precision=64-true"]],
+    ids=["context", "context-worker", "worker", "sampled-shapley", "float64"])
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, sets):
+    """Lightning creates a resumed run's first training iterator before it sets the epoch (whole-video
+    batches dealt then, or indices a worker process fetched then, came from epoch 0's order), and it
+    loads the checkpoint before converting the module to float64; the permutation generator of
+    sampled Shapley values restarted from its seed. Each case failed before its fix."""
     bundle = _bundle()
     source = f"test_resume_{tmp_path.name}"  # one per case
     register_data(source)(lambda **_: bundle)

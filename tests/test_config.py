@@ -33,6 +33,18 @@ def test_int_widens_to_float_and_yaml_scalars_parse():
     assert cfg.data.modalities == ["text", "audio"]
 
 
+def test_exponent_notation_without_a_dot_is_a_float(tmp_path):
+    """YAML 1.1 reads 1e-5 as a string; float settings accept it (from --set and from a file)."""
+    cfg = apply_overrides(Config(), ["train.lr=1e-5", "train.grad_clip=-2.5E+1"])
+    assert (cfg.train.lr, cfg.train.grad_clip) == (1e-5, -25.0)
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 3e-4\n")
+    assert load_config(p).train.lr == 3e-4
+    for bad in ("1e-5x", "nan", "inf", "fast"):
+        with pytest.raises(ConfigError, match=r"'train.lr' must be float, got str"):
+            apply_overrides(Config(), [f"train.lr={bad}"])
+
+
 def test_yaml_then_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("method: pase\ntrain:\n  lr: 0.01\n")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +155,13 @@ def _unknown(key: str, where: str, valid: Sequence[str]) -> ConfigError:
                        f"{where.rstrip('.') or 'the top level'}: {', '.join(valid)}")
 
 
+#: a decimal number (``1e-5``, ``-2.5E+3``, ``3``); not ``nan`` or ``inf``
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against the field's type; ints may become floats, nothing else converts."""
+    """Check ``value`` against the field's type; ints may become floats, and so may strings in
+    exponent notation without a dot (YAML reads ``1e-5`` as a string); nothing else converts."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
@@ -175,6 +181,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
                               f"{type(value).__name__} {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
             annotation is int and isinstance(value, bool)):

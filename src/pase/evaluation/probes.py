@@ -22,6 +22,7 @@ import torch
 
 from ..data.contract import DataBundle
 from ..training.datamodule import make_loader
+from ..training.precision import inference
 
 __all__ = ["encoder_features", "linear_probe", "effect_probe", "probe_model"]
 
@@ -35,11 +36,12 @@ def encoder_features(model: torch.nn.Module, bundle: DataBundle, split: str, bat
     model.eval()
     feats: Dict[str, list] = {m: [] for m in model.modalities}
     ids = []
-    for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
-        reps = model.encode(batch)
-        for m in feats:
-            feats[m].append(reps[m].float().cpu().numpy())
-        ids += batch.ids
+    with inference(model) as convert:
+        for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
+            reps = model.encode(convert(batch))
+            for m in feats:
+                feats[m].append(reps[m].float().cpu().numpy())
+            ids += batch.ids
     model.train(was)
     out = {m: np.concatenate(v) for m, v in feats.items()}
     out["__ids__"] = np.array(ids)

@@ -34,6 +34,7 @@ from torch import Tensor
 from ..data.contract import Batch, DataBundle
 from ..metrics import MetricAccumulator, Protocol, get_protocol
 from ..training.datamodule import make_loader
+from ..training.precision import inference
 
 __all__ = ["DEFAULT_NOISE_LEVELS", "headline_metric", "condition_name", "feature_std", "add_noise",
            "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
@@ -94,11 +95,12 @@ def evaluate_condition(model: torch.nn.Module, bundle: DataBundle, split: str = 
     mask = None if present is None else torch.tensor([m in present for m in mods])  # (M,)
     gen = torch.Generator().manual_seed(seed)
     acc = MetricAccumulator(bundle.task.protocol)
-    for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
-        if noise is not None and float(noise["sigma"]) > 0:
-            batch = add_noise(batch, str(noise["modality"]), float(noise["sigma"]), noise["std"], gen)
-        out = model(batch, present=mask)
-        acc.update(out.logits.float().cpu(), batch.target.cpu())
+    with inference(model) as convert:
+        for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
+            if noise is not None and float(noise["sigma"]) > 0:
+                batch = add_noise(batch, str(noise["modality"]), float(noise["sigma"]), noise["std"], gen)
+            out = model(convert(batch), present=mask)
+            acc.update(out.logits.float().cpu(), batch.target.cpu())
     model.train(was)
     return acc.compute()
 

@@ -36,6 +36,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..methods.base import coalition_utility, task_loss
 from ..shapley import coalition_masks, exact_shapley, shapley_shares
 from ..training.datamodule import make_loader
+from ..training.precision import inference
 from ..training.run import RunDirError, check_split, load_checkpoint
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary
@@ -93,18 +94,20 @@ def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split:
     y_sum = y_sq = 0.0
     regression = bundle.task.kind == "regression"
     n = 0
-    for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
-        out = model(batch)  # encoders once
-        logits = model.coalition_logits(out, masks)  # (C, B, O)
-        per = task_loss(logits, batch.target, bundle.task, loss_kind, reduce_batch=False)  # (C, B)
-        loss_sum += per.double().sum(-1).cpu()
-        acc = coalition_utility(logits, batch.target, bundle.task, "accuracy", loss_kind)  # (C,) batch means
-        hit_sum += acc.double().cpu() * len(batch)
-        if regression:
-            y = batch.target.double().cpu()
-            sse += (logits[..., 0].double().cpu() - y).pow(2).sum(-1)
-            y_sum, y_sq = y_sum + float(y.sum()), y_sq + float(y.pow(2).sum())
-        n += len(batch)
+    with inference(model) as convert:  # the run's training precision
+        for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
+            batch = convert(batch)
+            out = model(batch)  # encoders once
+            logits = model.coalition_logits(out, masks)  # (C, B, O)
+            per = task_loss(logits, batch.target, bundle.task, loss_kind, reduce_batch=False)  # (C, B)
+            loss_sum += per.double().sum(-1).cpu()
+            acc = coalition_utility(logits, batch.target, bundle.task, "accuracy", loss_kind)  # (C,) batch means
+            hit_sum += acc.double().cpu() * len(batch)
+            if regression:
+                y = batch.target.double().cpu()
+                sse += (logits[..., 0].double().cpu() - y).pow(2).sum(-1)
+                y_sum, y_sq = y_sum + float(y.sum()), y_sq + float(y.pow(2).sum())
+            n += len(batch)
     model.train(was)
     table = {"neg_loss": -loss_sum / n, "accuracy": hit_sum / n}
     var = y_sq / n - (y_sum / n) ** 2 if n else 0.0

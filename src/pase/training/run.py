@@ -41,6 +41,7 @@ from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, Relocata
                         ResumableEarlyStopping)
 from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
 from .datamodule import make_loader, set_loader_epoch
+from .precision import inference, precision_plugin, set_inference_precision, trainer_precision
 from .lightning_module import PaseModule
 
 __all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError", "RunInterrupted"]
@@ -119,12 +120,13 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         logger = TensorBoardLogger(str(out), name="tensorboard", version="")
     except ImportError:
         pass
+    precision = trainer_precision(tc.precision)  # {"precision": ...} or {"plugins": [...]}
     return L.Trainer(
         max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
-        precision=tc.precision, deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
+        precision=precision.get("precision"), deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
         enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False,
         num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
-        log_every_n_steps=1, plugins=[SafeCheckpointIO()],
+        log_every_n_steps=1, plugins=[SafeCheckpointIO(), *precision.get("plugins", [])],
         use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
 
 
@@ -313,7 +315,8 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     if cfg is None:
         cfg = apply_overrides(from_dict(state["hyper_parameters"]["config"]), overrides)
     bundle = bundle or load_bundle(cfg)
-    module = _build(cfg, bundle)
+    plugin = precision_plugin(cfg.train.precision)
+    module = plugin.convert_module(_build(cfg, bundle))  # before the weights: float64 ones stay exact
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as e:
@@ -322,6 +325,7 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
         raise ValueError(f"{path}: its weights do not fit the model of this configuration ({detail[:300]}); "
                          "evaluate it with the configuration it was trained with (drop --config / --set)") from None
     module.eval()
+    set_inference_precision(module.model, plugin)  # evaluation loops run it as its test loop did
     return module, cfg, bundle
 
 
@@ -333,11 +337,12 @@ def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str,
     device transfer and precision cast); targets are taken from the loaded batch."""
     loader = make_loader(bundle, split, cfg.train.batch_size, False, 0, by_group=cfg.model.context)
     ids, logits, targets = [], [], []
-    for batch in loader:
-        out = module.model(prepare(batch) if prepare is not None else batch)
-        ids += batch.ids
-        logits.append(out.logits.float().cpu())
-        targets.append(batch.target)
+    with inference(module.model) as convert:
+        for batch in loader:
+            out = module.model(prepare(batch) if prepare is not None else convert(batch))
+            ids += batch.ids
+            logits.append(out.logits.float().cpu())
+            targets.append(batch.target)
     # the split's own row order, whatever the batching (context models batch whole videos)
     row = {sid: i for i, sid in enumerate(bundle.splits[split].ids)}
     order = torch.tensor(sorted(range(len(ids)), key=lambda k: row[ids[k]]), dtype=torch.long)

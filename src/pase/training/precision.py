@@ -1,0 +1,76 @@
+"""A checkpoint scored at the precision it was trained and tested at.
+
+``pase evaluate``, ``pase predict`` and ``pase diagnose`` rebuild a model on the CPU and run it
+outside Lightning's loops. Built in float32 and run without autocast, a ``64-true`` checkpoint's
+weights were rounded and a ``bf16-mixed`` model was scored in float32, so the full-input condition
+of the diagnostics did not reproduce ``metrics.json``'s test metrics (Corr 0.364 against 0.367 on a
+tiny bf16-mixed run). :func:`precision_plugin` gives the Lightning precision plugin of a run's
+``train.precision`` as Lightning applies it on a CPU (``16-mixed`` becomes ``bf16-mixed`` there),
+``run.load_checkpoint`` converts the module with it before loading the weights, and every
+evaluation loop runs inside :func:`inference`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import warnings
+from typing import Any, Callable, Dict, Iterator
+
+from lightning.fabric.connector import _convert_precision_to_unified_args
+from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+from torch import nn
+
+from ..data.contract import Batch
+
+__all__ = ["precision_plugin", "trainer_precision", "set_inference_precision", "inference", "HalfPrecisionExactTargets"]
+
+
+class HalfPrecisionExactTargets(HalfPrecision):
+    """``16-true`` / ``bf16-true`` that leaves a batch's targets as stored: Lightning's own plugin casts
+    every floating tensor of the batch, so labels were rounded to 8 (bf16) or 11 (fp16) bits of
+    mantissa and the test metrics of ``metrics.json`` compared predictions with rounded labels."""
+
+    def convert_input(self, data: Any) -> Any:
+        if isinstance(data, Batch):
+            return dataclasses.replace(super().convert_input(data), target=data.target)
+        return super().convert_input(data)
+
+
+def precision_plugin(precision: Any) -> Precision:
+    """The precision plugin of ``precision`` (a ``train.precision`` value) on a CPU."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*supported for historical reasons.*")
+        p = _convert_precision_to_unified_args(precision)
+    if p == "64-true":
+        return DoublePrecision()
+    if p in ("16-mixed", "bf16-mixed"):
+        return MixedPrecision("bf16-mixed", "cpu")  # what Lightning runs for either on a CPU
+    if p in ("16-true", "bf16-true"):
+        return HalfPrecisionExactTargets(p)
+    return Precision()
+
+
+def trainer_precision(precision: Any) -> Dict[str, Any]:
+    """The trainer's precision arguments: the setting itself, or for the true half precisions the
+    plugin that keeps targets exact (``{"plugins": [...]}``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*supported for historical reasons.*")
+        p = _convert_precision_to_unified_args(precision)
+    if p in ("16-true", "bf16-true"):
+        return {"plugins": [HalfPrecisionExactTargets(p)]}
+    return {"precision": precision}
+
+
+def set_inference_precision(model: nn.Module, plugin: Precision) -> None:
+    """Mark ``model`` (already converted by ``plugin``) to be run by :func:`inference` under ``plugin``."""
+    model.__dict__["_inference_precision"] = plugin  # a plain attribute, outside the state dict
+
+
+@contextlib.contextmanager
+def inference(model: nn.Module) -> Iterator[Callable[[Any], Any]]:
+    """Within: the forward context of ``model``'s training precision (autocast for the mixed ones);
+    yields the conversion of a batch to the model's input precision (identity for unmarked models)."""
+    plugin = model.__dict__.get("_inference_precision") or Precision()
+    with plugin.forward_context():
+        yield plugin.convert_input

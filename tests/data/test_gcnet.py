@@ -134,3 +134,37 @@ def test_feature_subset_and_empty_face_folder(tmp_path, caplog):
     assert bundle.modalities == ["vision"]
     assert (bundle.splits["train"].features["vision"][0] == 0).all()
     assert "1 utterances have an empty folder" in caplog.text
+
+
+def test_audio_minus_inf_frames_are_zeroed_before_pooling(tmp_path):
+    """As MMSA sets audio -inf (log of silence) to 0: a (T, D) file with -inf in one frame pools to the
+    mean with that frame at 0, not to a whole column of 0 (pooled first, the column was -inf)."""
+    path = write_gcnet(tmp_path, "mosi")
+    utt = _load(path).splits["test"].ids[0]
+    x = np.ones((4, 512), np.float32)
+    x[0, :10] = -np.inf
+    np.save(path.parent / "features" / "wav2vec-large-c-UTT" / f"{utt}.npy", x)
+    ds = _load(path).splits["test"]
+    got = ds.features["audio"][ds.ids.index(utt), 0]
+    torch.testing.assert_close(got[:10], torch.full((10,), 0.75))
+    torch.testing.assert_close(got[10:], torch.ones(502))
+
+
+def test_labels_one_per_utterance_in_a_list_load_and_one_hot_rows_are_named(tmp_path):
+    def bracketed(d):
+        for v in d["videoLabels"]:
+            d["videoLabels"][v] = [[y] for y in d["videoLabels"][v]]
+
+    plain = _load(write_gcnet(tmp_path / "a", "mosi"))
+    wrapped = _load(write_gcnet(tmp_path / "b", "mosi", mutate=bracketed))
+    for s in plain.splits:
+        assert wrapped.splits[s].target.shape == (len(plain.splits[s]),)
+        assert torch.equal(wrapped.splits[s].target, plain.splits[s].target)
+
+    def one_hot(d):
+        for v in d["videoLabels"]:
+            d["videoLabels"][v] = [list(np.eye(4, dtype=int)[y]) for y in d["videoLabels"][v]]
+
+    with pytest.raises(Exception, match=r"videoLabels of split 'train' give labels of shape \(\d+, 4\), expected one "
+                                        r"number per utterance.*one-hot rows\? store each utterance's class index"):
+        _load(write_gcnet(tmp_path / "c", "iemocap4", mutate=one_hot))

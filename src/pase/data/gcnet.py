@@ -134,8 +134,9 @@ def _read_labels(raw: object, file: str) -> _Labels:
 def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> np.ndarray:
     """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time.
 
-    NaN / inf (except ``-inf`` in audio, set to 0 later as for the other formats) raise here,
-    naming the file, unless ``sanitize``.
+    NaN / inf raise here, naming the file, unless ``sanitize``; ``-inf`` in audio (log-energies of
+    silent frames) is set to 0 as MMSA does, before a (T, D) array is pooled: pooled first, one
+    ``-inf`` frame would make its whole feature column ``-inf`` and then 0.
     """
     try:
         raw = np.load(path, allow_pickle=False)
@@ -152,6 +153,8 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> np.ndarray:
     if bad.any() and not sanitize:
         raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) holds {int(bad.sum())} NaN / "
                               f"inf values; fix the file or pass sanitize=True to set them to 0")
+    if modality == "audio":
+        x = np.where(np.isneginf(x), np.float32(0.0), x)
     if x.ndim == 2:
         x = x.mean(axis=0)  # (T, D) -> (D,)
     if x.ndim != 1:
@@ -258,6 +261,13 @@ def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
     task = GCNET_DATASETS[dataset]
     ids = [str(u) for v in vids for u in t.utterances[v]]
     labels = as_array([y for v in vids for y in t.labels[v]], t.file, split, "videoLabels", np.float64)
+    if labels.ndim == 2 and labels.shape[1] == 1:  # one [y] per utterance
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        hint = (" (one-hot rows? store each utterance's class index, e.g. argmax of the row)"
+                if task.kind == "classification" else "")
+        raise DataFormatError(f"{t.file}: videoLabels of split {split!r} give labels of shape {labels.shape}, "
+                              f"expected one number per utterance, shape ({len(ids)},){hint}")
     if task.kind == "classification":
         target = check_class_labels(labels, task.num_classes, t.file, split, ids,
                                     fix=f"check dataset={dataset!r} (iemocap4: 4 classes, iemocap6: 6)")

@@ -45,6 +45,17 @@ def test_tiny_folder_loads(tmp_path, untouched):
      r"features/text_train0\.csv: non-finite value nan at row 5, column 8 \(1 such rows\); restore the file$"),
     ({"features/audio_test0.csv": _cell(0, 0, '"inf"')},
      r"features/audio_test0\.csv: non-finite value inf at row 1, column 1"),
+    # bclstm_row off by one: two segments would claim CSV row 2 and row 1 nobody
+    ({"mosi_index.csv": _cell(2, 10, "2")},
+     r"mosi_index\.csv: the train segments' bclstm_row values must be 0\.\.11, each once \(they locate rows of "
+     r"the feature CSVs\); sorted, position 1 holds 2 \(segment 'trainvid0_[23]'\): a duplicate, a gap or 1-based"),
+    ({"mosi_index.csv": lambda t: "\n".join(t.splitlines()[:1] + [
+        ",".join(line.split(",")[:10] + [str(int(line.split(",")[10]) + 1)]) for line in t.splitlines()[1:]]) + "\n"},
+     r"the train segments' bclstm_row values must be 0\.\.11, each once .* position 0 holds 1"),
+    # the CSV's rows in another order than the index: its label_bin column disagrees
+    ({"features/video_test0.csv": lambda t: "".join(reversed(t.splitlines(keepends=True)))},
+     r"features/video_test0\.csv: row \d+ ends with label_bin [01] but mosi_index\.csv gives its segment "
+     r"'testvid\d_\d' the label -?[\d.]+ \(\d+ such rows\): the CSV's rows and the index disagree"),
 ])
 def test_malformed_index_and_features(tmp_path, untouched, edit, message):
     root = write_mosi_bclstm(tmp_path / "mosi", edit=edit)

@@ -20,7 +20,7 @@ import hashlib
 import random
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -69,10 +69,11 @@ def verify_checksums(root: Path) -> int:
     return n
 
 
-def _read_matrix(path: Path, width: int) -> np.ndarray:
-    """A headerless CSV of ``width`` feature columns plus a trailing label column -> (N, width)."""
+def _read_matrix(path: Path, width: int) -> Tuple[np.ndarray, np.ndarray]:
+    """A headerless CSV of ``width`` feature columns plus a trailing label column -> (N, width)
+    features and the (N,) trailing ``label_bin`` column."""
     try:
-        rows = np.loadtxt(path, delimiter=",", dtype=np.float64, converters=None, quotechar='"')
+        rows = np.loadtxt(path, delimiter=",", dtype=np.float64, converters=None, quotechar='"', ndmin=2)
     except ValueError as e:
         raise MosiDataError(f"{path}: not a numeric CSV ({e})") from None
     if rows.ndim != 2 or rows.shape[1] != width + 1:
@@ -83,7 +84,32 @@ def _read_matrix(path: Path, width: int) -> np.ndarray:
         row, col = (int(i) for i in np.argwhere(bad)[0])
         raise MosiDataError(f"{path}: non-finite value {rows[row, col]} at row {row + 1}, column {col + 1} "
                             f"({int(bad.any(axis=1).sum())} such rows); restore the file")
-    return rows[:, :width].astype(np.float32)
+    return rows[:, :width].astype(np.float32), rows[:, width]
+
+
+def _check_rows(index: Path, split: str, rows: List[dict]) -> None:
+    """The ``bclstm_row`` values of a split's segments are 0..N-1, each once: row r of the feature
+    CSVs belongs to the segment whose ``bclstm_row`` is r (a duplicate or a gap would hand a
+    segment its neighbour's features)."""
+    for expected, r in enumerate(rows):
+        if r["bclstm_row"] != expected:
+            raise MosiDataError(
+                f"{index}: the {split} segments' bclstm_row values must be 0..{len(rows) - 1}, each once (they "
+                f"locate rows of the feature CSVs); sorted, position {expected} holds {r['bclstm_row']} (segment "
+                f"{r['segment_id']!r}): a duplicate, a gap or 1-based numbering; restore the file")
+
+
+def _check_label_bin(path: Path, rows: List[dict], label_bin: np.ndarray) -> None:
+    """The trailing ``label_bin`` column (1 when the sentiment is >= 0) agrees with the index's labels,
+    so the feature rows and the index's segments are in the same order."""
+    expected = np.array([float(r["label"] >= 0) for r in rows])
+    wrong = np.flatnonzero(label_bin != expected)
+    if wrong.size:
+        i = int(wrong[0])
+        raise MosiDataError(
+            f"{path}: row {i + 1} ends with label_bin {label_bin[i]:g} but mosi_index.csv gives its segment "
+            f"{rows[i]['segment_id']!r} the label {rows[i]['label']:g} ({wrong.size} such rows): the CSV's rows and "
+            f"the index disagree; restore the files")
 
 
 def _read_index(path: Path) -> List[dict]:
@@ -159,12 +185,15 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
     per_split = {}
     for split in ("train", "test"):
         rows = sorted((r for r in index if r["bclstm_split"] == split), key=lambda r: r["bclstm_row"])
-        feats = {m: _read_matrix(root / "features" / _FEATURES[m].format(split=split), _DIMS[m])
-                 for m in modalities}
-        for m, x in feats.items():
-            if x.shape[0] != len(rows):
-                raise MosiDataError(f"{root / 'features' / _FEATURES[m].format(split=split)}: {x.shape[0]} rows "
-                                    f"but mosi_index.csv lists {len(rows)} {split} segments")
+        _check_rows(root / "mosi_index.csv", split, rows)
+        feats = {}
+        for m in modalities:
+            path = root / "features" / _FEATURES[m].format(split=split)
+            feats[m], label_bin = _read_matrix(path, _DIMS[m])
+            if feats[m].shape[0] != len(rows):
+                raise MosiDataError(f"{path}: {feats[m].shape[0]} rows but mosi_index.csv lists {len(rows)} {split} "
+                                    f"segments")
+            _check_label_bin(path, rows, label_bin)
         per_split[split] = (rows, feats)
     train_rows = per_split["train"][0]
     counts: Dict[str, int] = {}

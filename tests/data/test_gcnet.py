@@ -168,3 +168,14 @@ def test_labels_one_per_utterance_in_a_list_load_and_one_hot_rows_are_named(tmp_
     with pytest.raises(Exception, match=r"videoLabels of split 'train' give labels of shape \(\d+, 4\), expected one "
                                         r"number per utterance.*one-hot rows\? store each utterance's class index"):
         _load(write_gcnet(tmp_path / "c", "iemocap4", mutate=one_hot))
+
+
+def test_an_utterance_in_train_and_test_is_refused(tmp_path):
+    """Disjoint dialogue lists are checked already; an utterance name listed under a train and a test
+    dialogue would still put one sample in both splits."""
+    def share(d):
+        test_vid, train_vid = sorted(d["testVids"])[0], sorted(d["trainVids"])[0]
+        d["videoIDs"][test_vid][0] = d["videoIDs"][train_vid][0]
+
+    with pytest.raises(Exception, match=r"sample id\(s\) occur in both split 'train' and split 'test'"):
+        _load(write_gcnet(tmp_path, "iemocap4", mutate=share))

@@ -133,3 +133,18 @@ def test_extras_that_are_not_one_row_per_sample_are_left_out(tmp_path):
     bundle = create_data("mmsa", path=path)
     assert sorted(bundle.splits["train"].extra) == ["classification_labels"]
     assert sorted(bundle.splits["valid"].extra) == ["annotations", "classification_labels", "raw_text"]
+
+
+@pytest.mark.parametrize("source", ["mmsa", "mult"])
+def test_a_sample_in_two_splits_is_refused(tmp_path, source):
+    """A test sample that is also a training sample would leak its label into the score."""
+    from .writers import write_mult
+
+    def share(data):  # the first test sample gets the id of a training sample
+        data["test"]["id"] = data["test"]["id"].astype(object)
+        data["test"]["id"][0] = data["train"]["id"][2]
+
+    path = (write_mmsa if source == "mmsa" else write_mult)(tmp_path, "mosi", mutate=share)
+    with pytest.raises(DataFormatError, match=r"1 sample id\(s\) occur in both split 'train' and split 'test' \(for "
+                                              r"example .*\); a sample in two splits leaks its label"):
+        create_data(source, path=path)

@@ -32,8 +32,8 @@ import numpy as np
 from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
-from .validate import (LOGGER, DataFormatError, as_array, check_class_labels, check_label_range,
-                       check_unique_ids, fix_non_finite, infer_dataset, is_rows, to_str)
+from .validate import (LOGGER, DataFormatError, as_array, check_class_labels, check_disjoint_splits,
+                       check_label_range, check_unique_ids, fix_non_finite, infer_dataset, is_rows, to_str)
 
 __all__ = ["load_gcnet", "iemocap_folds", "GCNET_DATASETS", "DEFAULT_FEATURES"]
 
@@ -299,6 +299,7 @@ def _bundle(t: _Labels, feats: Dict[str, np.ndarray], row: Dict[str, int], datas
             else "the pickle's trainVids/testVids")
     rule += ("; valid: the pickle's valVids" if t.valid
              else f"; valid: {fraction:g} of training dialogues (seed {seed})")
+    check_disjoint_splits(splits, t.file)
     return DataBundle(name=f"{dataset}_gcnet", task=task, splits=splits,
                       info={**info, "fold": fold, "split_rule": rule})
 

@@ -26,9 +26,9 @@ from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
-from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, check_sequences, resolve_source, check_unique_ids, clip_lengths,
-                       fix_non_finite, is_rows, require_keys, require_rows, require_splits, to_str)
+from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_disjoint_splits,
+                       check_label_range, check_rows, check_sequences, resolve_source, check_unique_ids,
+                       clip_lengths, fix_non_finite, is_rows, require_keys, require_rows, require_splits, to_str)
 
 __all__ = ["load_mmsa", "MMSA_DATASETS", "PUBLISHED_SHA256"]
 
@@ -152,6 +152,7 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
             "lengths_from": sorted({k for s in SPLITS for k in raw[s] if k.endswith("_lengths")}),
             "split_rule": "the file's train/valid/test"}
+    check_disjoint_splits(splits, file)
     return DataBundle(name=f"{dataset}_mmsa", task=task, splits=splits, info=info)
 
 

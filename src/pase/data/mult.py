@@ -26,9 +26,9 @@ from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
-from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_label_range,
-                       check_rows, check_sequences, resolve_source, fix_non_finite, require_keys,
-                       require_splits, to_str)
+from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_disjoint_splits,
+                       check_label_range, check_rows, check_sequences, resolve_source, fix_non_finite,
+                       require_keys, require_splits, to_str)
 
 __all__ = ["load_mult", "MULT_DATASETS", "IEMOCAP_EMOTIONS"]
 
@@ -135,6 +135,7 @@ def _from_raw(raw: object, file: str, dataset: str, modalities: Sequence[str] = 
         splits[s] = MultimodalDataset(feats, target, ids, groups=groups, positions=positions, split=s)
     info = {"format": "mult", "dataset": dataset, "file": file, "aligned": "noalign" not in file,
             "split_rule": "the file's train/valid/test", "published_sha256": "none published"}
+    check_disjoint_splits(splits, file)
     return DataBundle(name=f"{dataset}_mult", task=MULT_DATASETS[dataset], splits=splits, info=info)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -283,6 +283,20 @@ def check_unique_ids(ids: Sequence[str], file: str, split: str) -> None:
                 f"{file}: split {split!r}: sample id {s!r} occurs more than once (rows {seen[s]} "
                 f"and {i}); ids must be unique, fix the file's 'id' entries")
         seen[s] = i
+
+
+def check_disjoint_splits(splits: Mapping[str, Any], file: str) -> None:
+    """No sample id sits in two splits (``splits``: split name -> dataset with ``ids``): a test
+    sample that is also a training sample leaks its label into the score."""
+    names = list(splits)
+    for k, a in enumerate(names):
+        seen = set(splits[a].ids)
+        for b in names[k + 1:]:
+            both = seen.intersection(splits[b].ids)
+            if both:
+                raise DataFormatError(
+                    f"{file}: {len(both)} sample id(s) occur in both split {a!r} and split {b!r} (for example "
+                    f"{sorted(both)[0]!r}); a sample in two splits leaks its label across them: remove it from one")
 
 
 def clip_lengths(lengths: object, steps: int, file: str, split: str, key: str) -> np.ndarray:

@@ -148,3 +148,12 @@ def test_a_sample_in_two_splits_is_refused(tmp_path, source):
     with pytest.raises(DataFormatError, match=r"1 sample id\(s\) occur in both split 'train' and split 'test' \(for "
                                               r"example .*\); a sample in two splits leaks its label"):
         create_data(source, path=path)
+
+
+def test_another_datasets_widths_under_a_pinned_dataset_warn(tmp_path, caplog):
+    """A SIMS file read with dataset='mosi' (what configs/paper/mosi.yaml pins) loads, but says so."""
+    path = write_mmsa(tmp_path, "sims")
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        create_data("mmsa", path=path, dataset="mosi")
+    assert "differ from the published mosi widths" in caplog.text
+    assert "they are sims's: set data.options.dataset=sims if this is its file" in caplog.text

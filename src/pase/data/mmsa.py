@@ -144,9 +144,11 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     dims = {m: int(x.shape[-1]) for m, x in parts["train"][0].items()}
     known = _KNOWN_DIMS[dataset]
     odd = {m: d for m, d in dims.items() if m in known and known[m] != d}
-    if odd:
-        LOGGER.info("%s: feature widths %s differ from the published %s widths %s (custom features?)",
-                    file, odd, dataset, known)
+    if odd:  # a warning, not an error: re-extracted features are legitimate; another dataset's file is not
+        like = [d for d, w in _KNOWN_DIMS.items() if d != dataset and all(dims.get(m) == w[m] for m in w if m in dims)]
+        hint = f"; they are {like[0]}'s: set data.options.dataset={like[0]} if this is its file" if like else ""
+        LOGGER.warning("%s: feature widths %s differ from the published %s widths %s (custom features?)%s",
+                       file, odd, dataset, known, hint)
     protocol, label_range = MMSA_DATASETS[dataset]
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,

@@ -80,3 +80,21 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
         apply_overrides(Config(), ["data.options.fold=3", "data.options.fold.x=1"])
     with pytest.raises(ConfigError, match=r"'data.options' was set to 3 by an earlier --set; it is not a mapping"):
         apply_overrides(Config(), ["data.options=3", "data.options.fold=1"])
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["data.source=gcnet", "data.path=/somewhere"],
+     r"^data\.path is not an option of data source 'gcnet'; it takes data\.options\.label_path, "
+     r"data\.options\.feature_root, "),
+    (["data.source=mmsa", "data.options.fold=1"],
+     r"^data\.options\.fold is not an option of data source 'mmsa'; it takes data\.options\.path, "),
+    (["data.options.sizs=[1,2,3]"],
+     r"^data\.options\.sizs is not an option of the built-in benchmark; did you mean data\.options\.sizes\? "
+     r"It takes data\.options\.seed, "),
+])
+def test_an_option_the_data_source_does_not_take_is_named(sets, message):
+    """Before, a raw TypeError ("load_gcnet() got an unexpected keyword argument 'path'")."""
+    from pase.training.run import load_bundle
+
+    with pytest.raises((ConfigError, ValueError), match=message):
+        load_bundle(apply_overrides(Config(), sets))

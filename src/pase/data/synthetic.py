@@ -24,6 +24,8 @@ gradient: modality competition.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -175,6 +177,13 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
         seed: the data seed (independent of the training seed, so every run sees the same data).
         **options: ``SyntheticSpec`` arguments.
     """
+    known = [k for k in inspect.signature(SyntheticSpec).parameters]
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise ValueError(f"data.options.{unknown[0]} is not an option of the built-in benchmark"
+                         + (f"; did you mean data.options.{close[0]}?" if close else "")
+                         + f" It takes data.options.seed, {', '.join('data.options.' + k for k in known)}")
     spec = SyntheticSpec(**options)
     feats, labels, effects = make_synthetic(spec, seed)
     splits = {}

@@ -16,6 +16,7 @@ non-finite loss, gradient or weight stops the run (``NonFiniteGuard``), and unde
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import logging
 import math
@@ -31,6 +32,7 @@ import torch
 from .. import __version__
 from ..config import Config, ConfigError, apply_overrides, config_difference, from_dict, save_config, to_dict
 from ..data import create_data
+from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, select_modalities, standardize
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
@@ -61,11 +63,24 @@ RESUMABLE = ("train.max_epochs", "train.early_stop_patience", "train.progress_ba
              "train.accelerator", "train.devices", "train.strategy")
 
 
+def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
+    """Every option is one the source's loader takes (else one line naming the accepted ones)."""
+    params = inspect.signature(DATA_SOURCES.get(source)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    for key in opts:
+        if key not in params:
+            where = "data.path" if key == "path" else f"data.options.{key}"
+            accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
+            raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
+
+
 def load_bundle(cfg: Config) -> DataBundle:
     """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
     opts = dict(cfg.data.options)
     if cfg.data.path is not None:
         opts["path"] = cfg.data.path
+    _check_data_options(cfg.data.source, opts)
     bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)

@@ -179,3 +179,16 @@ def test_an_utterance_in_train_and_test_is_refused(tmp_path):
 
     with pytest.raises(Exception, match=r"sample id\(s\) occur in both split 'train' and split 'test'"):
         _load(write_gcnet(tmp_path, "iemocap4", mutate=share))
+
+
+def test_the_split_rule_says_where_valid_came_from(tmp_path):
+    """MOSI-style valVids, IEMOCAP fold 1: valVids of the test session are dropped; with none left,
+    validation is carved from training, and the provenance note says so."""
+    def val_in_session_1(d):
+        d["valVids"] = [v for v in sorted(d["trainVids"]) if v.startswith("Ses01")][:1]
+        d["trainVids"] = set(d["trainVids"]) - set(d["valVids"])
+
+    path = write_gcnet(tmp_path, "iemocap4", as_tuple=False, mutate=val_in_session_1)
+    assert _load(path).info["split_rule"].endswith("valid: the pickle's valVids")
+    assert _load(path, fold=2).info["split_rule"].endswith("valid: the pickle's valVids outside the test session")
+    assert "valid: 0.1 of training dialogues (seed 0)" in _load(path, fold=1).info["split_rule"]

@@ -157,3 +157,19 @@ def test_another_datasets_widths_under_a_pinned_dataset_warn(tmp_path, caplog):
         create_data("mmsa", path=path, dataset="mosi")
     assert "differ from the published mosi widths" in caplog.text
     assert "they are sims's: set data.options.dataset=sims if this is its file" in caplog.text
+
+
+def test_ids_as_one_column_load_as_ids_and_a_broken_bert_mask_is_named(tmp_path):
+    plain = create_data("mmsa", path=write_mmsa(tmp_path / "a", "mosi"))
+    column = create_data("mmsa", path=write_mmsa(tmp_path / "b", "mosi",
+                                                 mutate=lambda d: [d[s].update(id=d[s]["id"][:, None]) for s in d]))
+    for s in plain.splits:  # not "['vid$_$1']"
+        assert column.splits[s].ids == plain.splits[s].ids
+
+    def nan_mask(d):
+        d["train"]["text_bert"] = d["train"]["text_bert"].astype(np.float64)
+        d["train"]["text_bert"][2, 1, 0] = np.nan
+
+    with pytest.raises(DataFormatError, match=r"key 'text_bert': the attention mask \(row 1 of \(N, 3, L\)\) of "
+                                              r"sample row 2 holds values other than 0 and 1"):
+        create_data("mmsa", path=write_mmsa(tmp_path / "c", "mosi", mutate=nan_mask))

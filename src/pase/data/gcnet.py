@@ -284,7 +284,8 @@ def _bundle(t: _Labels, feats: Dict[str, np.ndarray], row: Dict[str, int], datas
     task = GCNET_DATASETS[dataset]
     vid_index = {v: i for i, v in enumerate(_all_videos(t))}
     splits = {}
-    for s, vids in _split_vids(t, dataset, fold, fraction, seed).items():
+    parts = _split_vids(t, dataset, fold, fraction, seed)
+    for s, vids in parts.items():
         target, ids = _labels_of(t, vids, dataset, s)
         idx = np.asarray([row[u] for u in ids], dtype=np.int64)
         x = {m: fix_non_finite(f[idx], t.file, s, m, ids, sanitize, neg_inf_to_zero=(m == "audio"))
@@ -297,8 +298,9 @@ def _bundle(t: _Labels, feats: Dict[str, np.ndarray], row: Dict[str, int], datas
         splits[s] = ds
     rule = (f"leave-one-session-out, test session {fold}" if fold is not None
             else "the pickle's trainVids/testVids")
-    rule += ("; valid: the pickle's valVids" if t.valid
-             else f"; valid: {fraction:g} of training dialogues (seed {seed})")
+    from_pickle = bool(t.valid) and set(parts["valid"]) <= set(t.valid)  # a fold may drop them all
+    rule += (("; valid: the pickle's valVids" + (" outside the test session" if fold is not None else ""))
+             if from_pickle else f"; valid: {fraction:g} of training dialogues (seed {seed})")
     check_disjoint_splits(splits, t.file)
     return DataBundle(name=f"{dataset}_gcnet", task=task, splits=splits,
                       info={**info, "fold": fold, "split_rule": rule})

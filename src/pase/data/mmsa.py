@@ -80,7 +80,13 @@ def _text(split_dict: Mapping, text: str, file: str, split: str):
         x = as_array(split_dict["text"], file, split, "text")
     check_sequences(x, file, split, "text_bert" if text == "bert" else "text", "(N, L, D)")
     if bert is not None and bert.shape[2] == x.shape[1]:
-        lengths = np.clip(bert[:, 1, :].sum(axis=1).astype(np.int64), 1, x.shape[1])
+        mask = bert[:, 1, :]
+        if not np.isin(mask, (0, 1)).all():
+            row = int(np.flatnonzero(~np.isin(mask, (0, 1)).all(axis=1))[0])
+            raise DataFormatError(f"{file}: split {split!r}, key 'text_bert': the attention mask (row 1 of "
+                                  f"(N, 3, L)) of sample row {row} holds values other than 0 and 1; it sets "
+                                  f"the text lengths, fix the file")
+        lengths = np.clip(mask.sum(axis=1).astype(np.int64), 1, x.shape[1])
     else:
         lengths = np.full(len(x), x.shape[1], dtype=np.int64)
     return x, lengths
@@ -93,7 +99,13 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     require_keys(split_dict, need + ["regression_labels", "id"], file, split,
                  modalities=modalities, other_format="mult")
     require_rows(split_dict["id"], file, split, "id")
-    ids = [to_str(i) for i in split_dict["id"]]
+    raw_ids = split_dict["id"]
+    if isinstance(raw_ids, np.ndarray) and raw_ids.ndim == 2 and raw_ids.shape[1] == 1:
+        raw_ids = raw_ids[:, 0]  # (N, 1): one id per row
+    if isinstance(raw_ids, np.ndarray) and raw_ids.ndim != 1:
+        raise DataFormatError(f"{file}: split {split!r}, key 'id' has shape {raw_ids.shape}, expected (N,) "
+                              f"strings such as 'video$_$clip'; fix the file's 'id' entries")
+    ids = [to_str(i) for i in raw_ids]
     labels = as_array(split_dict["regression_labels"], file, split, "regression_labels")
     feats: Dict[str, np.ndarray] = {}
     lengths: Dict[str, np.ndarray] = {}

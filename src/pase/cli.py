@@ -90,7 +90,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from .data.inspect import inspect_path
 
-    report = inspect_path(args.path)
+    report = inspect_path(args.path, dataset=args.dataset)
     print(report.text)
     if report.ok:
         return 0
@@ -132,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True)
     di = dsub.add_parser("inspect", help="detect a file's format and report its content and problems")
     di.add_argument("path")
+    di.add_argument("--dataset", default=None,
+                    help="the dataset when the path does not tell (for example mosi, mosei, sims, iemocap4)")
     di.set_defaults(fn=_cmd_data_inspect)
     _register_extra(sub)
     return p

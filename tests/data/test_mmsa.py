@@ -103,8 +103,13 @@ def test_modalities_subset_and_dataset_argument(tmp_path):
     assert bundle.modalities == ["text", "audio"] and bundle.task.protocol == "mosei"
     renamed = tmp_path / "features.pkl"
     renamed.write_bytes(path.read_bytes())
-    with pytest.raises(DataFormatError, match="features.pkl: cannot tell the dataset from the path; pass dataset="):
+    with pytest.raises(DataFormatError, match=r"features.pkl: cannot tell the dataset from the path; set "
+                                              r"data.options.dataset \(pase data inspect: --dataset; Python: "
+                                              r"dataset=\) to one of "):
         create_data("mmsa", path=renamed)
+    from pase.cli import main
+    assert main(["data", "inspect", str(renamed)]) == 1  # the path does not tell
+    assert main(["data", "inspect", str(renamed), "--dataset", "mosei"]) == 0
     assert create_data("mmsa", path=renamed, dataset="mosei").name == "mosei_mmsa"
     with pytest.raises(ValueError, match="dataset='iemocap'; valid: mosi, mosei, sims, simsv2"):
         create_data("mmsa", path=renamed, dataset="iemocap")

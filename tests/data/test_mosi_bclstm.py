@@ -66,6 +66,12 @@ def test_malformed_index_and_features(tmp_path, untouched, edit, message):
     check()
 
 
+def test_an_index_with_a_byte_order_mark_loads(tmp_path):
+    """A spreadsheet's UTF-8 export starts with a BOM; it used to read as part of 'segment_id'."""
+    root = write_mosi_bclstm(tmp_path / "mosi", edit={"mosi_index.csv": lambda t: "\ufeff" + t})
+    assert len(load_mosi_bclstm(path=str(root)).splits["test"]) == 6
+
+
 def test_malformed_sha256sums_line(tmp_path, untouched):
     root = write_mosi_bclstm(tmp_path / "mosi")
     sums = root / "SHA256SUMS"

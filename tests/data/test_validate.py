@@ -92,7 +92,7 @@ def test_infer_dataset_uses_name_then_folders(tmp_path):
     pats = (("sims", "sims"), ("mosei", "mosei"), ("mosi", "mosi"))
     assert infer_dataset(tmp_path / "MOSEI" / "Processed" / "aligned_50.pkl", pats) == "mosei"
     assert infer_dataset(tmp_path / "x" / "mosi_data.pkl", pats) == "mosi"
-    with pytest.raises(DataFormatError, match="pass dataset= one of sims, mosei, mosi"):
+    with pytest.raises(DataFormatError, match=r"set data.options.dataset \(pase data inspect: --dataset; Python: dataset=\) to one of sims, mosei, mosi"):
         infer_dataset("/nowhere/aligned_50.pkl", pats)
 
 

@@ -114,7 +114,7 @@ def _check_label_bin(path: Path, rows: List[dict], label_bin: np.ndarray) -> Non
 
 def _read_index(path: Path) -> List[dict]:
     """Rows of ``mosi_index.csv``: ``label`` a float in [-3, 3], ``clip_id`` and ``bclstm_row`` ints."""
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM from a spreadsheet export is not a column name
         reader = csv.DictReader(fh)
         found = reader.fieldnames or []
         missing = [c for c in _INDEX_COLUMNS if c not in found]

@@ -336,7 +336,8 @@ def infer_dataset(path: str | Path, patterns: Sequence[Tuple[str, str]], arg: st
             if re.search(rx, part, flags=re.IGNORECASE):
                 return name
     valid = ", ".join(dict.fromkeys(n for n, _ in patterns))
-    raise DataFormatError(f"{p.name}: cannot tell the dataset from the path; pass {arg}= one of {valid}")
+    raise DataFormatError(f"{p.name}: cannot tell the dataset from the path; set data.options.{arg} (pase data "
+                          f"inspect: --{arg}; Python: {arg}=) to one of {valid}")
 
 
 def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequence[str],

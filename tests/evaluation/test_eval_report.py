@@ -91,3 +91,15 @@ def test_phase_switch_is_marked_and_diagnostics_are_optional(tmp_path):
 def test_report_of_a_folder_without_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no comparison"):
         report(tmp_path)
+
+
+def test_wide_table_names_a_metric_averaged_over_fewer_seeds():
+    """One seed's Corr is NaN (dropped by describe): its cell says n=3, the row's n stays 4."""
+    from pase.evaluation.compare import describe
+    from pase.evaluation.report import _metric_tables
+
+    stats = {"pase": {"MAE": describe([0.9, 0.8, 0.85, 0.95]), "Corr": describe([0.6, float("nan"), 0.7, 0.5])}}
+    s = {"reported": ["pase"], "metrics": ["MAE", "Corr"], "level": 0.95, "stats": stats,
+         "higher_is_better": {"MAE": False, "Corr": True}}
+    wide = _metric_tables(s)[0]
+    assert wide["rows"] == [["pase", 4, "0.8750 ± 0.0645", "0.6000 ± 0.1000 (n=3)"]]

@@ -21,6 +21,15 @@ def test_t_quantile_matches_scipy(p, df):
     assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), abs=1e-6)  # bisection + Simpson
 
 
+@pytest.mark.parametrize("p", [0.999, 0.9995, 0.99999])
+@pytest.mark.parametrize("df", [1, 2, 4, 1000])
+def test_t_quantile_in_the_far_tail_matches_scipy(p, df):
+    """High levels with 2 or 3 seeds put the quantile in the hundreds or thousands (df 1: 636.6 at
+    0.9995), where integrating the density over t itself gave 5700 (a decreasing CDF)."""
+    stats = pytest.importorskip("scipy.stats")
+    assert t_quantile(p, df) == pytest.approx(float(stats.t.ppf(p, df)), rel=1e-7)
+
+
 def test_t_quantile_rejects_bad_arguments():
     with pytest.raises(ValueError, match="0 < p < 1 and df > 0"):
         t_quantile(1.0, 3)

@@ -94,12 +94,15 @@ def parse_methods(spec: str | Sequence[str]) -> List[str]:
 
 # ---------------------------------------------------------------------------- statistics
 def _t_cdf(t: float, df: float) -> float:
-    """Student-t CDF by Simpson's rule on the density over [0, |t|] (2,000 panels; error < 1e-9)."""
+    """Student-t CDF by Simpson's rule (2,000 panels) after the substitution t = sqrt(df) tan(theta):
+    the density becomes c sqrt(df) cos(theta)^(df - 1) on [0, atan(|t| / sqrt(df))], bounded for any t
+    (integrated over t itself, panels wider than the density's peak at |t| in the hundreds made the
+    CDF wrong and even decreasing; tested against SciPy to p = 0.99999 and df = 1)."""
     if t < 0:
         return 1.0 - _t_cdf(-t, df)
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-    n, h = 2000, t / 2000
-    f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(math.pi)  # c sqrt(df)
+    n, h = 2000, math.atan(t / math.sqrt(df)) / 2000
+    f = [c * math.cos(i * h) ** (df - 1) for i in range(n + 1)]
     return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
 
 

@@ -192,3 +192,12 @@ def test_the_split_rule_says_where_valid_came_from(tmp_path):
     assert _load(path).info["split_rule"].endswith("valid: the pickle's valVids")
     assert _load(path, fold=2).info["split_rule"].endswith("valid: the pickle's valVids outside the test session")
     assert "valid: 0.1 of training dialogues (seed 0)" in _load(path, fold=1).info["split_rule"]
+
+
+def test_video_tables_that_are_not_dicts_are_named(tmp_path):
+    def as_list(d):  # the per-video lists without their video ids
+        d["videoIDs"] = list(d["videoIDs"].values())
+
+    with pytest.raises(Exception, match=r"videoIDs is list, expected a dict video id -> list with one entry per "
+                                        r"utterance \(GCNet's layout\); fix the label pickle"):
+        _load(write_gcnet(tmp_path, "iemocap4", mutate=as_list))

@@ -84,7 +84,14 @@ def _per_video(d: dict, key: str, file: str) -> Dict[str, list]:
     """``d[key]`` (video -> one entry per utterance) with string keys and list values; a value that
     is not a list is an error in videoIDs / videoLabels and left out of the optional tables."""
     out = {}
-    for v, x in dict(d.get(key) or {}).items():
+    try:
+        table = dict(d.get(key) or {})
+    except (TypeError, ValueError):  # a list of per-video lists, no video ids
+        if key not in ("videoIDs", "videoLabels"):
+            return out
+        raise DataFormatError(f"{file}: {key} is {type(d.get(key)).__name__}, expected a dict video id -> list with "
+                              f"one entry per utterance (GCNet's layout); fix the label pickle") from None
+    for v, x in table.items():
         if not is_rows(x):
             if key not in ("videoIDs", "videoLabels"):
                 continue  # speakers / sentences of this video become None (``_per_utterance``)

@@ -63,7 +63,7 @@ def test_coefficients_hand_example():
 
 
 @pytest.mark.parametrize("kind", ["regression", "classification"])
-def test_loss_is_task_loss_of_modulated_logits(make_case, kind):
+def test_loss_value_is_the_fused_loss_and_gradients_follow_the_originals_hooks(make_case, kind):
     case = make_case(kind, overrides=["baselines.agm_alpha=2.0", "baselines.agm_momentum=0.5"])
     agm, model = AGM(case.cfg, case.task, case.model), case.model
     agm.running.copy_(torch.tensor([0.3, 1.2, 0.9]))
@@ -78,9 +78,20 @@ def test_loss_is_task_loss_of_modulated_logits(make_case, kind):
         s = [sum(-math.log(math.exp(u[m, b, y[b]]) / float(u[m, b].exp().sum())) for b in range(len(y))) / len(y)
              for m in range(3)]
     k = agm_coefficients(torch.tensor(s), torch.tensor([0.3, 1.2, 0.9]), 2.0, 7.0)
-    z = (k[:, None, None] * phi).sum(0) + empty
     loss, _ = agm.loss(model, case.batch, out)
-    assert_close(loss, task_loss(z, y, case.task), **CLOSE)
+    # the value is the fused prediction's loss (the original's hooks act on the backward pass only)
+    assert_close(loss, task_loss(out.logits, y, case.task), **CLOSE)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    # the original: loss of sum_m phi_m + v(empty), phi_m's gradient multiplied by k_m in a hook
+    ref = case.fresh()
+    phi2, empty2 = shapley_logits(ref.coalition_logits(ref(case.batch), coalition_masks(3)))
+    phi2.register_hook(lambda g: g * k[:, None, None].to(g.dtype))
+    task_loss(phi2.sum(0) + empty2, y, case.task).backward()
+    for n, p in ref.named_parameters():
+        if p.grad is not None:
+            assert_close(got[n], p.grad, atol=1e-6, rtol=1e-4)
+    assert float(k.max() / k.min()) > 1.5  # the coefficients really differ
     assert_close(agm.running, 0.5 * torch.tensor([0.3, 1.2, 0.9]) + 0.5 * torch.tensor(s), **CLOSE)
     logs = agm.end_validation_epoch(model, 0, True)
     assert logs["agm_coeff_text"] == pytest.approx(float(k[0]), rel=1e-5)

@@ -90,7 +90,7 @@ def test_ratio_closed_form_and_edge_cases():
 
 
 def test_generalisation_noise_is_seeded_and_scaled(make_case):
-    case = make_case("classification", B=64, overrides=["baselines.ogm_alpha=5.0", "train.seed=7"])
+    case = make_case("classification", B=64, overrides=["baselines.ogm_alpha=500.0", "train.seed=7"])
     runs = []
     for _ in range(2):
         model = case.fresh()
@@ -104,16 +104,18 @@ def test_generalisation_noise_is_seeded_and_scaled(make_case):
     for i, m in enumerate(case.mods):  # every modality, the weakest included, gets noise (as the original)
         w = m1.encoders[m].hidden.weight
         assert float((w.grad - before[id(w)] * k[i]).abs().max()) > 0
-    big = m1.encoders["text"].out.weight  # 8 x 16 = 128 entries: the sample std is within ~25 %
-    scaled = before[id(big)] * k[0]
-    ratio = float((big.grad - scaled).std() / (scaled.std() + 1e-8))
-    assert 0.7 < ratio < 1.3
+    i = int(k.argmin())  # the dominant modality
+    big = m1.encoders[case.mods[i]].out.weight  # 8 x 16 = 128 entries: the sample std is within ~25 %
+    scaled = before[id(big)] * k[i]
+    # the noise has the spread of the gradient before modulation (the original's right-hand side)
+    ratio = float((big.grad - scaled).std() / (before[id(big)].std() + 1e-8))
+    assert 0.7 < ratio < 1.3 and float(k[i]) < 0.5, (ratio, k)  # k well below 1: the two readings differ
     for p in m1.shared_parameters():
         assert torch.equal(p.grad, before[id(p)])
     other = apply_overrides(case.cfg, ["train.seed=8"])
     model3 = case.fresh()
     _step(case, OGMGE(other, case.task, model3), model3)
-    assert not torch.equal(model3.encoders["text"].out.weight.grad, big.grad), "another seed, other noise"
+    assert not torch.equal(model3.encoders[case.mods[i]].out.weight.grad, big.grad), "another seed, other noise"
 
 
 def test_noise_generator_state_travels_with_the_state_dict():

@@ -99,12 +99,14 @@ def ogm_coefficients(scores: Tensor, alpha: float) -> Tuple[Tensor, Tensor]:
     return 1.0 - torch.tanh(alpha * torch.relu(ratio - 1.0)), ratio
 
 
-def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, eps: float = 1e-8) -> None:
-    r"""OGM-GE's generalisation enhancement: ``grad += N(0, (std(grad) + eps)^2)``, in place.
+def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, eps: float = 1e-8,
+                       scale: float | Tensor = 1.0) -> None:
+    r"""OGM-GE's generalisation enhancement: ``grad += N(0, (std(grad / scale) + eps)^2)``, in place.
 
-    Applied after the modulation, as in the original code (``parms.grad *= coeff`` then
-    ``parms.grad += zeros_like(grad).normal_(0, grad.std().item() + 1e-8)``), but without a host
-    sync. Parameters without a gradient and single-element ones (no standard deviation) are
+    Applied to gradients already multiplied by ``scale`` (the modulation coefficient k), with the
+    standard deviation of the gradient *before* the modulation, as in the original code
+    (``parms.grad = parms.grad * coeff + zeros_like(parms.grad).normal_(0, parms.grad.std().item()
+    + 1e-8)``: the right-hand side is evaluated before the assignment), but without a host sync. Parameters without a gradient and single-element ones (no standard deviation) are
     skipped.
 
     Args:
@@ -117,7 +119,7 @@ def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, 
         if g is None or g.numel() < 2:
             continue
         noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
-        g.add_(noise * (g.std() + eps))
+        g.add_(noise * (g.std() / scale + eps))
 
 
 @register_method("ogm_ge")
@@ -179,11 +181,12 @@ class OGMGE(Method):
         self.coeffs.copy_(coeffs)
         groups = model.modality_parameters()
         scale_gradients(groups, {m: coeffs[i] for i, m in enumerate(self.modalities)})
-        if self.noise:
-            for m in self.modalities:
+        if self.noise:  # noise of the unmodulated gradient's spread (k = 0 in float32 only at tanh = 1)
+            for i, m in enumerate(self.modalities):
                 for p in groups[m]:
                     if p.grad is not None:
-                        add_gradient_noise([p], self._generator(p.grad.device))
+                        add_gradient_noise([p], self._generator(p.grad.device),
+                                           scale=coeffs[i].clamp_min(1e-6).to(p.grad.device, p.grad.dtype))
         self._stats["coeff"].add(coeffs)
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

@@ -81,8 +81,9 @@ def _text(split_dict: Mapping, text: str, file: str, split: str):
     check_sequences(x, file, split, "text_bert" if text == "bert" else "text", "(N, L, D)")
     if bert is not None and bert.shape[2] == x.shape[1]:
         mask = bert[:, 1, :]
-        if not np.isin(mask, (0, 1)).all():
-            row = int(np.flatnonzero(~np.isin(mask, (0, 1)).all(axis=1))[0])
+        binary = np.isin(mask, (0, 1))
+        if not binary.all():
+            row = int(np.flatnonzero(~binary.all(axis=1))[0])
             raise DataFormatError(f"{file}: split {split!r}, key 'text_bert': the attention mask (row 1 of "
                                   f"(N, 3, L)) of sample row {row} holds values other than 0 and 1; it sets "
                                   f"the text lengths, fix the file")

@@ -62,17 +62,18 @@ def _md_table(t: Table) -> str:
 # ---------------------------------------------------------------------------- tables
 def _metric_tables(s: Dict[str, Any]) -> List[Table]:
     methods, metrics, level = s["reported"], s["metrics"], int(round(100 * s["level"]))
-    def cell(m: str, k: str) -> str:  # a metric over fewer seeds than the row's n (NaN dropped) says so
-        d = s["stats"][m][k]
-        return _pm(d) + (f" (n={d['n']})" if d["n"] != max(s["stats"][m][j]["n"] for j in metrics) else "")
+
+    def row(m: str) -> List[Any]:  # a metric over fewer seeds than the row's n (NaN dropped) says so
+        n = max(s["stats"][m][k]["n"] for k in metrics)
+        return [m, n] + [_pm(d) + (f" (n={d['n']})" if d["n"] != n else "")
+                         for d in (s["stats"][m][k] for k in metrics)]
 
     wide = {"title": "Test metrics (mean ± sample SD over seeds)",
             "note": "Arrows: ↑ higher is better, ↓ lower is better. n: seeds; a metric that is NaN for some "
                     "seed (Corr of a constant prediction) gives its own n.",
             "headers": ["method", "n"] + [f"{k} {'↑' if s['higher_is_better'].get(k, True) else '↓'}"
                                           for k in metrics],
-            "rows": [[m, max(s["stats"][m][k]["n"] for k in metrics)] + [cell(m, k) for k in metrics]
-                     for m in methods]}
+            "rows": [row(m) for m in methods]}
     long = {"title": f"{level}% t-intervals of the test metrics",
             "note": f"mean ± t(0.5 + {level}/200, n - 1) · SD / √n; SD with the n - 1 denominator.",
             "headers": ["method", "metric", "n", "mean", "SD", f"{level}% CI"],

@@ -82,7 +82,6 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
     return hit.float().mean(-1)
 
 
-
 class PermutationGenerator(nn.Module):
     """The generator of the Monte-Carlo permutations, with its state in the checkpoint so a resumed
     run draws the permutations an uninterrupted one draws (a checkpoint written before this state
@@ -103,6 +102,7 @@ class PermutationGenerator(nn.Module):
     def set_extra_state(self, state: Optional[Tensor]) -> None:
         if state is not None:
             self.generator.set_state(state)
+
 
 class RunningMean:
     """Sum of same-shaped tensors until :meth:`pop` returns their mean (None if nothing was

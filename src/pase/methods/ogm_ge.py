@@ -106,8 +106,8 @@ def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, 
     Applied to gradients already multiplied by ``scale`` (the modulation coefficient k), with the
     standard deviation of the gradient *before* the modulation, as in the original code
     (``parms.grad = parms.grad * coeff + zeros_like(parms.grad).normal_(0, parms.grad.std().item()
-    + 1e-8)``: the right-hand side is evaluated before the assignment), but without a host sync. Parameters without a gradient and single-element ones (no standard deviation) are
-    skipped.
+    + 1e-8)``: the right-hand side is evaluated before the assignment), but without a host sync.
+    Parameters without a gradient and single-element ones (no standard deviation) are skipped.
 
     Args:
         params: the parameters whose gradients receive noise.

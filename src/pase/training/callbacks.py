@@ -170,10 +170,10 @@ class NonFiniteGuard(L.Callback):
     device flag (no sync); before the optimiser step that flag and the max-norm of every
     gradient (``torch._foreach_norm``, one fused kernel per device) are reduced to one bool.
     The step never runs on a bad gradient. Under a loss scaler (``train.precision=16-mixed``)
-    only the loss is checked before the step: overflowing gradients are the scaler's to skip. At the end of each training epoch, before the
-    checkpoint callbacks run, the weights are checked the same way (SGM scales gradients
-    after this guard has seen them), so a checkpoint on disk always holds finite weights and
-    the last good one is never touched.
+    only the loss is checked before the step: overflowing gradients are the scaler's to skip.
+    At the end of each training epoch, before the checkpoint callbacks run, the weights are
+    checked the same way (SGM scales gradients after this guard has seen them), so a checkpoint
+    on disk always holds finite weights and the last good one is never touched.
     """
 
     def __init__(self, checkpoint_dir: str | Path) -> None:

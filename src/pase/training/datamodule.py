@@ -101,8 +101,8 @@ class GroupBatchSampler(Sampler[List[int]]):
     every epoch when ``shuffle``; Lightning finds it as ``batch_sampler.sampler`` and calls its
     ``set_epoch``), each joining the batch that holds the fewest samples so far (the lowest index
     on ties), so batches hold about ``samples / K <= batch_size`` samples on average; a batch can
-    exceed that by up to its last group's size (less than ``batch_size`` plus the largest group). With ``shard`` under ``torch.distributed`` rank r takes batches
-    ``r::W``, padded when ``pad``.
+    exceed that by up to its last group's size (less than ``batch_size`` plus the largest group).
+    With ``shard`` under ``torch.distributed`` rank r takes batches ``r::W``, padded when ``pad``.
     """
 
     def __init__(self, groups: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0,

@@ -37,11 +37,16 @@ class HalfPrecisionExactTargets(HalfPrecision):
         return super().convert_input(data)
 
 
-def precision_plugin(precision: Any) -> Precision:
-    """The precision plugin of ``precision`` (a ``train.precision`` value) on a CPU."""
+def _unified(precision: Any) -> str:
+    """Lightning's name of a ``train.precision`` value ("16" -> "16-mixed", 64 -> "64-true", ...)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*supported for historical reasons.*")
-        p = _convert_precision_to_unified_args(precision)
+        return str(_convert_precision_to_unified_args(precision))
+
+
+def precision_plugin(precision: Any) -> Precision:
+    """The precision plugin of ``precision`` (a ``train.precision`` value) on a CPU."""
+    p = _unified(precision)
     if p == "64-true":
         return DoublePrecision()
     if p in ("16-mixed", "bf16-mixed"):
@@ -54,9 +59,7 @@ def precision_plugin(precision: Any) -> Precision:
 def trainer_precision(precision: Any) -> Dict[str, Any]:
     """The trainer's precision arguments: the setting itself, or for the true half precisions the
     plugin that keeps targets exact (``{"plugins": [...]}``)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*supported for historical reasons.*")
-        p = _convert_precision_to_unified_args(precision)
+    p = _unified(precision)
     if p in ("16-true", "bf16-true"):
         return {"plugins": [HalfPrecisionExactTargets(p)]}
     return {"precision": precision}

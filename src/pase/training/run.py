@@ -233,11 +233,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     bundle = load_bundle(cfg)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
-    module = _build(cfg, bundle)
-    if str(cfg.train.precision).startswith("64"):
-        # Lightning loads a resumed run's checkpoint before its precision plugin converts the
-        # module: built in float32, the float64 weights and buffers would be rounded on the way
-        module.double()
+    # Lightning loads a resumed run's checkpoint before its precision plugin converts the module:
+    # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
+    module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))
     start, keep, done = _check_resume(cfg, out) if resume else (None, None, 0)
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"

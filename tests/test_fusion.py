@@ -59,7 +59,7 @@ def test_permuting_keys_changes_nothing(gen):
     mods = ["text", "audio", "vision"]
     reps = {m: torch.randn(6, 4, generator=gen) for m in mods}
     conf = {m: torch.rand(6, generator=gen) for m in mods}
-    scorer = GateScorer(mods, 4)
+    scorer = GateScorer(mods, 4, inputs="both")
     shuffled_reps = {m: reps[m] for m in ["vision", "text", "audio"]}
     shuffled_conf = {m: conf[m] for m in ["audio", "vision", "text"]}
     torch.testing.assert_close(scorer(reps, conf), scorer(shuffled_reps, shuffled_conf))
@@ -71,7 +71,7 @@ def test_permuting_keys_changes_nothing(gen):
 def test_gate_scorer_is_one_linear_map_per_modality(gen):
     """g^m = u_m . [h^m ; c^m] + b_m, computed batched, equals the per-modality formula."""
     mods = ["text", "audio", "vision"]
-    scorer = GateScorer(mods, 4)
+    scorer = GateScorer(mods, 4, inputs="both")
     reps = {m: torch.randn(5, 4, generator=gen) for m in mods}
     conf = {m: torch.rand(5, generator=gen) for m in mods}
     got = scorer(reps, conf)

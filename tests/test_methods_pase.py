@@ -248,3 +248,25 @@ def test_epoch_log_has_the_largest_ot_marginal_error(bundle, binning, iterative,
     assert logs["ot_marginal_err"] == pytest.approx(max(seen), rel=1e-6)
     assert (logs["ot_marginal_err"] > 1e-6) == iterative, seen
     assert "ot_marginal_err" not in method.end_validation_epoch(model, 1, True)  # reset each epoch
+
+
+def test_a_schedule_without_an_sgm_epoch_is_named(tmp_path, caplog):
+    """switch_patience >= early_stop_patience: the run would stop when the switch comes."""
+    from tiny import TINY
+
+    from pase.methods.pase import schedule_warning
+    from pase.training import train
+
+    assert schedule_warning(Config(method="pase")) is None  # defaults: 3 < 10
+    assert schedule_warning(apply_overrides(Config(), ["method=late_fusion", "train.early_stop_patience=2"])) is None
+    assert schedule_warning(apply_overrides(Config(), ["method=pase", "pase.sgm=false", "train.early_stop_patience=3"])) is None
+    msg = schedule_warning(apply_overrides(Config(), ["method=pase", "train.early_stop_patience=3"]))
+    assert "pase.switch_patience=3 >= train.early_stop_patience=3" in msg and "only at pase.switch_max_epoch=30" in msg
+    msg = schedule_warning(apply_overrides(Config(), ["method=pase", "train.early_stop_patience=2",
+                                                      "train.max_epochs=30"]))
+    assert "never (pase.switch_max_epoch=30 >= train.max_epochs=30)" in msg
+    cfg = apply_overrides(Config(), ["method=pase", *TINY, "train.max_epochs=1", "train.early_stop_patience=1",
+                                     "pase.switch_patience=1"])
+    with caplog.at_level("WARNING", logger="pase"):
+        train(cfg, tmp_path / "run", quiet=True)
+    assert any("pase.switch_patience=1 >= train.early_stop_patience=1" in r.getMessage() for r in caplog.records)

@@ -209,3 +209,23 @@ def test_coalition_pass_under_half_precision_autocast_is_finite_and_close(bundle
         ref = model.coalition_logits(out32, masks)
     assert got.dtype == dtype and torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), ref, atol=0.05, rtol=0.05)
+
+
+def test_gate_rows_follow_the_model_order(bundle):
+    """The gate's own dict API (``GateScorer.forward``) scores the modalities the model fuses in
+    the same columns, so a per-modality gate reading names the right modality."""
+    from pase.fusion import GateScorer, prototype_confidence
+
+    cfg = apply_overrides(Config(), ["method=pase"])
+    model = build_model(cfg, bundle)
+    assert model.gate.modalities == model.modalities == ["text", "audio", "vision"]
+    batch = bundle.splits["train"].__getitems__(list(range(16)))
+    y = (batch.target >= 0).long()
+    for m in model.modalities:
+        model.banks[m].update(torch.randn(16, cfg.model.d_model), y)
+    out = model(batch)
+    conf = {m: prototype_confidence(out.proto_logits[m], model.banks[m].initialized) for m in model.modalities}
+    torch.testing.assert_close(model.gate(out.reps, conf), out.gate_scores)
+    with pytest.raises(ValueError, match="not the model's order"):
+        type(model)(dict(model.encoders), model.head, cfg.model.d_model,
+                     gate=GateScorer(sorted(model.modalities), cfg.model.d_model))

@@ -372,14 +372,14 @@ def ot_alignment_loss(
     centroids: Mapping[str, Tensor],
     prototypes: Mapping[str, Tensor],
     present: Union[Tensor, Mapping[str, Tensor]],
-    reg: float = 0.1,
+    reg: float = 0.05,
     alpha: float = 0.1,
     beta: float = 0.05,
     max_iter: int = 100,
     tol: float = 0.0,
     grad_iters: Optional[int] = 10,
     init: Optional[Tensor] = None,
-    gradient: str = "unroll",
+    gradient: str = "implicit",
 ) -> Tuple[Tensor, Dict[str, object]]:
     r"""Cross-modal alignment loss (CAL) by entropic OT, PASE_SPEC sections 2.3 and 4.
 
@@ -402,7 +402,8 @@ def ot_alignment_loss(
     0.05 weights a *consistency* term between the two directions' plans, both indexed
     (class of m, class of n). It is not zero by symmetry, because one direction uses m's
     centroids and n's prototypes and the other n's centroids and m's prototypes. Gradients reach
-    the centroids only (through the cost and the unrolled plan).
+    the centroids only (through the cost and the plan). The defaults of ``reg``, ``alpha``, ``beta``,
+    ``max_iter`` and ``gradient`` are the toolkit's (``pase.ot_reg`` and so on).
 
     Args:
         centroids: modality -> (K, D) batch class centroids (absent classes: any finite row,
@@ -454,7 +455,7 @@ def ot_alignment_loss_stacked(
     centroids: Tensor,
     prototypes: Tensor,
     present: Tensor,
-    reg: float = 0.1,
+    reg: float = 0.05,
     alpha: float = 0.1,
     beta: float = 0.05,
     max_iter: int = 100,
@@ -462,7 +463,7 @@ def ot_alignment_loss_stacked(
     grad_iters: Optional[int] = 10,
     init: Optional[Tensor] = None,
     check_every: int = 5,
-    gradient: str = "unroll",
+    gradient: str = "implicit",
     solver: str = "sinkhorn",
 ) -> Tuple[Tensor, Dict[str, object]]:
     """:func:`ot_alignment_loss` on stacked inputs, the form a training step already holds.

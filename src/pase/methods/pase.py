@@ -37,7 +37,7 @@ from ..prototypes import centroids_from_sums, class_means, labels_to_classes, pc
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, RunningMean, register_method, task_loss
 
-__all__ = ["PaSE", "prototype_targets"]
+__all__ = ["PaSE", "prototype_targets", "schedule_warning"]
 
 
 def prototype_targets(target: Tensor, task: TaskSpec, binning: str) -> Tensor:
@@ -47,6 +47,24 @@ def prototype_targets(target: Tensor, task: TaskSpec, binning: str) -> Tensor:
     if task.kind == "multilabel":
         return target.argmax(-1)
     return target.long()
+
+
+def schedule_warning(cfg) -> Optional[str]:
+    """Why the configured schedule may never train an SGM epoch, or None.
+
+    The switch after ``pase.switch_patience`` stale validation epochs and early stopping after
+    ``train.early_stop_patience`` count the same epochs; with the first not below the second, the
+    run stops when (or before) the switch would come, so phase 2 can start only at
+    ``pase.switch_max_epoch``, and never if that is not below ``train.max_epochs``.
+    """
+    pc, tc = cfg.pase, cfg.train
+    if cfg.method != "pase" or not pc.sgm or pc.switch_max_epoch <= 0 or pc.switch_patience < tc.early_stop_patience:
+        return None
+    later = (f"only at pase.switch_max_epoch={pc.switch_max_epoch}" if pc.switch_max_epoch < tc.max_epochs
+             else f"never (pase.switch_max_epoch={pc.switch_max_epoch} >= train.max_epochs={tc.max_epochs})")
+    return (f"pase.switch_patience={pc.switch_patience} >= train.early_stop_patience={tc.early_stop_patience}: "
+            f"early stopping ends the run before a stale-validation switch trains an SGM epoch, so phase 2 "
+            f"starts {later}; set pase.switch_patience below {tc.early_stop_patience} or raise train.early_stop_patience")
 
 
 @register_method("pase")

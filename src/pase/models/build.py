@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..data.contract import DataBundle, TaskSpec
+from ..data.contract import DataBundle, TaskSpec, sort_modalities
 from ..fusion import GateScorer
 from ..registry import unknown_name_message
 from .encoders import ENCODERS, create_encoder
@@ -57,13 +57,13 @@ def build_model(cfg, bundle: DataBundle) -> FusionModel:
     mc = cfg.model
     steps = bundle.max_steps()
     encoders = {m: _encoder(encoder_name(mc, m, bundle), mc, d, steps[m]) for m, d in bundle.dims().items()}
-    mods = list(encoders)
+    mods = sort_modalities(list(encoders))  # the model's order: the gate's rows follow it
     head = build_head(len(mods) * mc.d_model, bundle.task.output_dim, mc.head_hidden, mc.dropout)
     gate = banks = None
     pc = cfg.pase
     if cfg.method == "pase":
         if pc.gate:
-            gate = GateScorer(sorted(mods), mc.d_model, inputs=pc.gate_inputs)
+            gate = GateScorer(mods, mc.d_model, inputs=pc.gate_inputs)
         if pc.pcl or pc.ot or pc.gate:
             from ..prototypes import PrototypeBank
 

@@ -77,6 +77,9 @@ class FusionModel(nn.Module):
         self.modalities: List[str] = sort_modalities(encoders)
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         self.context = nn.ModuleDict({m: ContextGRU(d_model) for m in self.modalities}) if context else None
+        if gate is not None and gate.modalities != self.modalities:
+            raise ValueError(f"the gate's modalities {gate.modalities} are not the model's order {self.modalities}: "
+                             f"build it as GateScorer({self.modalities!r}, ...) so its row m scores modality m")
         self.gate = gate
         self.banks = nn.ModuleDict(banks) if banks else None
         self.head = head

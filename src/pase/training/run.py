@@ -37,6 +37,7 @@ from ..data.contract import DataBundle, select_modalities, standardize
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
 from ..methods import create_method
+from ..methods.pase import schedule_warning
 from ..metrics import MetricAccumulator, get_protocol
 from ..models import build_model
 from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, RelocatableCheckpoint,
@@ -229,6 +230,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     if writer:
         _check_out(out, resume)
     t0 = time.time()
+    why = schedule_warning(cfg)
+    if why and writer:
+        log.warning(why)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = load_bundle(cfg)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)

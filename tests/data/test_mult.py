@@ -97,3 +97,17 @@ def test_sentiment_labels_with_iemocap_shape(tmp_path):
     path = write_mult(tmp_path, "iemocap")
     with pytest.raises(DataFormatError, match=r"'labels' has shape \(9, 4, 2\), expected \(N, 1, 1\)"):
         create_data("mult", path=path, dataset="mosi")
+
+
+def test_meta_rows_with_a_singleton_axis_read_as_rows(tmp_path):
+    """id (N, 1, 3) is the (N, 3) meta layout with an extra axis: the same ids, groups and positions."""
+    plain = create_data("mult", path=write_mult(tmp_path / "a", "mosi", sizes=SIZES))
+
+    def boxed(data):
+        for s in ("train", "valid", "test"):
+            data[s]["id"] = data[s]["id"][:, None, :]
+    bundle = create_data("mult", path=write_mult(tmp_path / "b", "mosi", sizes=SIZES, mutate=boxed))
+    for split in ("train", "valid", "test"):
+        a, b = plain.splits[split], bundle.splits[split]
+        assert b.ids == a.ids and "$_$" in b.ids[0]
+        assert b.groups.tolist() == a.groups.tolist() and b.positions.tolist() == a.positions.tolist()

@@ -7,7 +7,7 @@ each split holds ``text`` (N, T, 300) GloVe, ``audio`` (N, T_a, D_a) COVAREP, ``
 * MOSI / MOSEI: ``labels`` (N, 1, 1) float sentiment in [-3, 3] -> regression target (N,);
 * IEMOCAP: ``labels`` (N, 4, 2), one (no, yes) one-hot pair per emotion in the order neutral,
   happy, sad, angry -> multi-label target (N, 4) = argmax of each pair (as MulT does);
-* ``id``: (N, 3) rows (video, start, end), often bytes, or (N,) strings; they become unique
+* ``id``: (N, 3) rows (video, start, end; also read as (N, 1, 3)), often bytes, or (N,) strings; they become unique
   strings ``video$_$start_end`` (a duplicate gets ``#row`` appended, logged).
 
 As MulT does, ``-inf`` in audio becomes 0. MulT pads sequences and stores no lengths, so every
@@ -50,6 +50,8 @@ def _ids(split_dict: Mapping, n: int, file: str, split: str
     if "id" not in split_dict:
         return [f"{split}_{i}" for i in range(n)], None, None
     raw = np.asarray(split_dict["id"])
+    if raw.ndim > 2 and all(d == 1 for d in raw.shape[1:-1]):  # (N, 1, 3): the meta rows with a singleton axis
+        raw = raw.reshape(len(raw), raw.shape[-1])
     if raw.ndim == 2 and raw.shape[1] >= 2:  # (N, 3) meta rows: video, start, end
         rows = [[to_str(x) for x in r] for r in raw]
         videos = [r[0] for r in rows]

@@ -139,6 +139,59 @@ def test_a_finished_run_is_not_resumed_and_left_as_it_was(tmp_path):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_finished_run_without_its_last_checkpoint_is_not_trained_again(tmp_path):
+    run = tmp_path / "run"
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])
+    train(cfg, run, quiet=True)
+    (run / "checkpoints" / "last.ckpt").unlink()  # deleted to save disk
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(RunDirError, match=r"holds a finished run \(metrics.json\) but no checkpoints/last.ckpt"):
+        train(apply_overrides(cfg, ["train.max_epochs=4"]), run, resume=True, quiet=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_resume_follows_the_checkpoint_not_an_edited_config_and_refusing_removes_nothing(tmp_path):
+    """config.yaml edited by hand after the run: the checkpoint's own configuration decides, and a
+    refused resume leaves every file (partial writes included) and metrics.json where they were."""
+    run = tmp_path / "run"
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])
+    train(cfg, run, quiet=True)
+    edited = (run / "config.yaml").read_text().replace("lr: 0.001", "lr: 0.5")
+    assert edited != (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(edited)
+    (run / ".metrics.json.abc.tmp").write_text("a write of another process")
+    (run / "checkpoints" / ".last.ckpt.xyz.tmp").write_text("a write of another process")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    longer = apply_overrides(cfg, ["train.lr=0.5", "train.max_epochs=4"])  # what the CLI reads from config.yaml
+    with pytest.raises(ConfigError, match=r"last.ckpt was trained with another configuration .*"
+                                          r"\(train.lr: 0.001 there, 0.5 now\)"):
+        train(longer, run, resume=True, quiet=True)
+    with pytest.raises(ConfigError, match=r"another configuration \(model.d_model"):
+        train(apply_overrides(longer, ["model.d_model=8"]), run, resume=True, quiet=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_checkpoint_that_does_not_fit_the_data_is_refused_before_anything_moves(tmp_path):
+    run = tmp_path / "run"
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])
+    train(cfg, run, quiet=True)
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    key = next(k for k in state["state_dict"] if k.startswith("model.encoders.audio") and k.endswith("weight"))
+    state["state_dict"][key] = state["state_dict"][key][:, :-1]  # as if the audio features lost a column
+    torch.save(state, run / "checkpoints" / "last.ckpt")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"last.ckpt does not fit the model .* has the data changed"):
+        train(apply_overrides(cfg, ["train.max_epochs=4"]), run, resume=True, quiet=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_a_relative_run_folder_names_its_checkpoint_relative(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), "runs/a", quiet=True)
+    assert result["checkpoint"] == "checkpoints/best.ckpt"
+    assert json.loads((tmp_path / "runs" / "a" / "metrics.json").read_text())["checkpoint"] == "checkpoints/best.ckpt"
+
+
 def test_a_moved_run_trained_longer_equals_one_long_run(tmp_path):
     """Lightning keeps absolute checkpoint paths: a moved folder must still select and test its own best."""
     sets = TINY + ["train.early_stop_patience=100", "train.lr=0.01"]

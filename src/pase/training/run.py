@@ -30,7 +30,8 @@ import lightning as L
 import torch
 
 from .. import __version__
-from ..config import Config, ConfigError, apply_overrides, config_difference, from_dict, save_config, to_dict
+from ..config import (Config, ConfigError, apply_overrides, config_difference, first_difference, from_dict,
+                      save_config, to_dict)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, select_modalities, standardize
@@ -162,8 +163,6 @@ def check_run_folder(out: Path, resume: bool) -> None:
 def _check_out(out: Path, resume: bool) -> None:
     check_run_folder(out, resume)
     if resume:
-        for tmp in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
-            tmp.unlink()  # an atomic write the killed run did not finish (pase.io names them so)
         return
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
@@ -178,7 +177,15 @@ def _resumable_view(cfg: Config) -> Dict[str, Any]:
     return d
 
 
-def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path], int]:
+def _clean_partial_writes(out: Path) -> None:
+    """Remove the atomic writes a killed run did not finish (``pase.io`` names them ``.*.tmp``);
+    called once every check of a resume has passed."""
+    for tmp in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
+        tmp.unlink()
+
+
+def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = None
+                  ) -> Tuple[Optional[Path], Optional[Path], int]:
     """``(checkpoint, keep, done)`` for a resume of ``out``: the checkpoint it continues from (None: no
     epoch finished yet, so the run starts again from its first epoch in the same folder), for a
     finished run that trains longer, where its previous metrics.json is to be kept
@@ -191,16 +198,33 @@ def _check_resume(cfg: Config, out: Path) -> Tuple[Optional[Path], Optional[Path
         raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
                           f"{', '.join(RESUMABLE)}: pass a new --out to train this configuration")
     last = out / "checkpoints" / "last.ckpt"
+    metrics = out / "metrics.json"
     if not last.is_file():
+        if metrics.is_file():  # a finished run whose last.ckpt is gone: training again would overwrite it
+            raise RunDirError(f"{out} holds a finished run (metrics.json) but no checkpoints/last.ckpt to continue "
+                              "from; pass a new --out to train again (nothing was changed)")
         return None, None, 0
     state = safe_load_checkpoint(last)
+    saved = (state.get("hyper_parameters") or {}).get("config")
+    if saved is not None:  # config.yaml may have been edited since: the checkpoint's own config decides
+        diff = first_difference(_resumable_view(from_dict(saved)), _resumable_view(cfg))
+        if diff:
+            raise ConfigError(f"{last} was trained with another configuration than {out / 'config.yaml'} and "
+                              f"--set now give ({diff}); a resume may change only {', '.join(RESUMABLE)}: "
+                              "restore config.yaml or pass a new --out (nothing was changed)")
+    if module is not None:
+        try:  # the same model (data widths, modalities): checked before metrics.json is set aside
+            module.load_state_dict(state["state_dict"])
+        except (RuntimeError, KeyError) as e:
+            first = str(e).strip().splitlines()[0]
+            raise ConfigError(f"{last} does not fit the model this configuration builds from its data ({first}); "
+                              "has the data changed? (nothing was changed)") from e
     done = int(state.get("epoch", -1)) + 1  # last.ckpt is saved at the end of an epoch
     if cfg.train.max_epochs < done:
         raise ConfigError(f"train.max_epochs={cfg.train.max_epochs}, but {out} has already trained {done} epochs; "
                           f"pass train.max_epochs of at least {done}")
     stopped = any(k.startswith("ResumableEarlyStopping") and isinstance(v, dict) and v.get("stopped")
                   for k, v in (state.get("callbacks") or {}).items())
-    metrics = out / "metrics.json"
     if metrics.is_file():
         if stopped or cfg.train.max_epochs == done:
             why = ("early stopping ended it" if stopped else
@@ -240,7 +264,9 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     # Lightning loads a resumed run's checkpoint before its precision plugin converts the module:
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
     module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))
-    start, keep, done = _check_resume(cfg, out) if resume else (None, None, 0)
+    start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
+    if resume and writer:
+        _clean_partial_writes(out)
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
@@ -293,11 +319,18 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
         "diagnostics": final_state,
         "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__,
-        "checkpoint": str(Path(best).relative_to(out)) if Path(best).is_relative_to(out) else best,
+        "checkpoint": _relative(Path(best), out),
     }
     if writer:
         atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _relative(path: Path, out: Path) -> str:
+    """``path`` relative to the run folder ``out`` when inside it (Lightning's paths are absolute,
+    ``out`` may be relative), so a moved or copied run folder names its own checkpoint."""
+    full, root = path.resolve(), out.resolve()
+    return str(full.relative_to(root)) if full.is_relative_to(root) else str(path)
 
 
 def _best_epoch(log_csv: Path, key: str, mode: str) -> Optional[int]:

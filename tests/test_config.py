@@ -45,6 +45,27 @@ def test_exponent_notation_without_a_dot_is_a_float(tmp_path):
             apply_overrides(Config(), [f"train.lr={bad}"])
 
 
+def test_yaml_12_scalars_in_options_and_text_fields(tmp_path):
+    """Free-form data options get numbers too (they have no type to coerce to); 017 is decimal;
+    yes / no / dates stay text; an int given to a text field is its text; the saved config.yaml
+    reads back the same."""
+    from pase.config import save_config
+
+    cfg = apply_overrides(Config(), ["data.options.shortcut=5e-1", "data.options.obs_noise=[3e-1,2e-1,2e-1]",
+                                     "train.seed=017", "train.precision=32", "data.options.tag=no",
+                                     "data.options.day=2024-01-01", "data.options.code='1e-5'"])
+    assert cfg.data.options == {"shortcut": 0.5, "obs_noise": [0.3, 0.2, 0.2], "tag": "no", "day": "2024-01-01",
+                                "code": "1e-5"}
+    assert (cfg.train.seed, cfg.train.precision) == (17, "32")
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  options:\n    valid_fraction: 1e-1\n")
+    assert load_config(p).data.options == {"valid_fraction": 0.1}
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+    with pytest.raises(ConfigError, match=r"'data.path' must be str, got float 2.5; quote it"):
+        apply_overrides(Config(), ["data.path=2.5"])
+
+
 def test_yaml_then_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("method: pase\ntrain:\n  lr: 0.01\n")
@@ -65,7 +86,7 @@ def test_missing_file_and_bad_override():
     ("model.d_model=0", "'model.d_model' must be at least 1, got 0"),
     ("model.heads=0", "'model.heads' must be at least 1, got 0"),
     ("data.modalities=text", "'data.modalities' must be a list, for example [text, audio], got str 'text'"),
-    ("data.modalities=[text, 3]", "'data.modalities[1]' must be str, got int 3"),
+    ("data.modalities=[text, 1.5]", "'data.modalities[1]' must be str, got float 1.5"),
     ("train=3", "'train' is a section; set its keys (for example train.KEY=VALUE)"),
     ("train.lr.x=1", "'train.lr' is a single value, not a section; it has no keys (set it as train.lr=VALUE)"),
 ])

@@ -28,6 +28,51 @@ class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message names it and the fix."""
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's core scalars: ``1e-5`` is a float (YAML 1.1 reads a
+    string), ``017`` is 17 (not octal 15), ``yes`` / ``no`` / ``on`` / ``off`` stay strings and so
+    do dates (``2024-01-01``), which no configuration key holds."""
+
+    yaml_implicit_resolvers = {
+        c: [(tag, rx) for tag, rx in rs if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp")]
+        for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+#: YAML 1.2 core schema's implicit scalars: (tag, pattern, first characters)
+_CORE_12 = [
+    ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
+    ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
+    ("tag:yaml.org,2002:float",
+     re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+     list("-+.0123456789")),
+]
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper that also quotes the strings YAML 1.2 reads as other types (``1e-5``),
+    so a saved config.yaml reads back the same under :class:`_Loader` and under YAML 1.1."""
+
+
+for _tag, _rx, _first in _CORE_12:
+    _Loader.add_implicit_resolver(_tag, _rx, _first)
+    _Dumper.add_implicit_resolver(_tag, _rx, _first)
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _yaml(text: str) -> Any:
+    """YAML text to Python values with YAML 1.2's scalars (:class:`_Loader`)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"  # built-in competition benchmark (docs/synthetic.md)
@@ -184,10 +229,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return float(value)
     if annotation is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
+    if annotation is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # train.precision=32: the text as written (decimal ints only, see _Loader)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
             annotation is int and isinstance(value, bool)):
+        hint = (f"; quote it to pass the text: --set {key}='\"{value}\"'" if annotation is str else "")
         raise ConfigError(f"config key {key!r} must be {annotation.__name__}, got "
-                          f"{type(value).__name__} {value!r}")
+                          f"{type(value).__name__} {value!r}{hint}")
     return value
 
 
@@ -215,7 +263,7 @@ def to_dict(cfg: Any) -> Dict[str, Any]:
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+    return _yaml(text) if text != "" else ""
 
 
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
@@ -262,7 +310,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for examples")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = _yaml(p.read_text()) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
         try:
@@ -290,7 +338,7 @@ def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Opt
     pase configuration is a :class:`ConfigError` naming it."""
     path = Path(path)
     try:
-        old = from_dict(yaml.safe_load(path.read_text()) or {})
+        old = from_dict(_yaml(path.read_text()) or {})
     except (yaml.YAMLError, ConfigError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: not a readable pase configuration ({first}); move the folder aside "
@@ -302,4 +350,4 @@ def save_config(cfg: Config, path: str | Path) -> None:
     """Write the fully resolved config as YAML (atomically)."""
     from .io import atomic_write_text
 
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False))

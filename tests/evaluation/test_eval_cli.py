@@ -104,12 +104,39 @@ def test_diagnose_refreshes_its_own_diagnosis_from_another_directory(comparison,
     assert "holds another diagnosis" in capsys.readouterr().err
     copy = tmp_path / "renamed_run"  # a run folder copied under another name: its own diagnosis is refreshed
     shutil.copytree(run, copy)
-    own = ["diagnose", "--noise-levels", "0", "--no-probes", "--out", str(copy), "--checkpoint"]
+    own = ["diagnose", "--no-probes", "--out", str(copy), "--checkpoint"]  # the comparison's noise levels
+    before = (copy / "diagnostics.json").read_bytes()
+    for other_options in (["--noise-levels", "0"], ["--split", "valid"]):  # another diagnosis: refused
+        assert main(own + [str(copy / "checkpoints" / "best.ckpt"), *other_options]) == 2
+        assert "holds a diagnosis of this checkpoint with" in capsys.readouterr().err
+    assert (copy / "diagnostics.json").read_bytes() == before
     assert main(own + [str(copy / "checkpoints" / "best.ckpt")]) == 0
     capsys.readouterr()
     assert (copy / "checkpoints" / "last.ckpt").is_file()
     assert main(own + [str(copy / "checkpoints" / "last.ckpt")]) == 2  # not the best checkpoint's diagnosis
     assert "holds another diagnosis" in capsys.readouterr().err
+
+
+def test_diagnose_leaves_files_it_did_not_write(comparison, tmp_path, capsys):
+    ckpt = comparison[0] / "runs" / "late_fusion" / "seed1112" / "checkpoints" / "best.ckpt"
+    for name in ("robustness.csv", "diagnostics.csv", "trajectory.csv"):
+        mine = tmp_path / name.split(".")[0]
+        mine.mkdir()
+        (mine / name).write_text("mine")
+        rc = main(["diagnose", "--checkpoint", str(ckpt), "--out", str(mine), "--noise-levels", "0", "--no-probes"])
+        assert rc == 2 and f"{name} exists but" in capsys.readouterr().err
+        assert (mine / name).read_text() == "mine" and len(list(mine.iterdir())) == 1
+
+
+def test_compare_exits_1_when_a_run_failed_and_refuses_an_absent_reference(tmp_path, capsys):
+    rc = main(["compare", "--methods", "no_such_method", "--seeds", "1", "--out", str(tmp_path / "c"),
+               "--no-diagnose"])
+    assert rc == 1 and "1 run(s) failed" in capsys.readouterr().out
+    rc = main(["compare", "--methods", "late_fusion,pmr", "--seeds", "1", "--reference", "agm",
+               "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--reference agm is not one of the compared methods (late_fusion, pmr)" in err
+    assert not (tmp_path / "d").exists()
 
 
 def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):

@@ -12,6 +12,7 @@ propagate as exceptions, which the main CLI turns into one-line messages.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import List
 
@@ -42,7 +43,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     failed = len(summary["failed"])
     note = f" ({failed} run(s) failed, see the summary)" if failed else ""
     print(f"summary written to {args.out}/summary.md{note}")
-    return 0
+    bad = [r for r in summary["runs"] if r.get("diagnose_error")]
+    if bad:
+        print(f"pase compare: diagnostics failed for {len(bad)} run(s), for example {bad[0]['method']} seed "
+              f"{bad[0]['seed']}: {bad[0]['diagnose_error']}", file=sys.stderr)
+    return 1 if failed or bad else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -92,7 +97,8 @@ def register(subparsers) -> None:
     c.add_argument("--diagnose", action=argparse.BooleanOptionalAction, default=True,
                    help="per-run test-split Shapley values, probes and robustness (default: on)")
     c.add_argument("--alone", action="store_true", help="also train each modality alone (probe-deficit reference)")
-    c.add_argument("--reference", default="late_fusion", help="method of the paired comparison")
+    c.add_argument("--reference", default=None, help="method of the paired comparison, one of --methods "
+                                                      "(default: late_fusion when compared)")
     c.add_argument("--noise-levels", type=_levels, default=list(DEFAULT_NOISE_LEVELS), metavar=levels,
                    help=f"robustness noise levels in units of each feature's train std (default {levels})")
     c.set_defaults(fn=_cmd_compare)

@@ -293,7 +293,7 @@ def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose
 
 def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: int | str | Sequence[int] = 5,
             out_dir: str | Path = "compare", jobs: int = 1, diagnose: bool = True, *, alone: bool = False,
-            reference: str = "late_fusion", noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS,
+            reference: Optional[str] = None, noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS,
             progress: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
     """Train and compare ``methods`` over ``seeds`` on one configuration; returns the summary.
 
@@ -306,7 +306,8 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         diagnose: per-run test-split Shapley values, probes and robustness (``diagnose``).
         alone: also train late fusion on each modality alone per seed (``out_dir/alone/<m>/seed<s>``),
             the reference of the probe deficit.
-        reference: the method every other one is paired with.
+        reference: the method every other one is paired with; one of ``methods`` (None: late fusion
+            when it is compared, else no paired comparison).
         noise_levels: robustness noise levels (units of each feature's train std).
         progress: called with one line per finished run.
 
@@ -317,6 +318,10 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         ConfigError: ``out_dir`` holds a comparison of a different configuration.
     """
     methods, seeds = parse_methods(methods), parse_seeds(seeds)
+    if reference is not None and reference not in methods:
+        raise ConfigError(f"--reference {reference} is not one of the compared methods ({', '.join(methods)}); "
+                          f"add it to --methods or pair with one of them")
+    reference = reference or "late_fusion"
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out_dir)

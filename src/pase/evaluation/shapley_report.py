@@ -167,18 +167,32 @@ def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
     return rows
 
 
-def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[str, Any]] = None) -> None:
+#: the files a diagnosis writes beside diagnostics.json
+_DIAGNOSIS_FILES = ("robustness.csv", "diagnostics.csv", "trajectory.csv")
+
+
+def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[str, Any]] = None,
+                         options: Optional[Dict[str, Any]] = None) -> None:
     """``out`` may receive a diagnosis of ``checkpoint``: a folder (or nothing yet) whose
     diagnostics.json, if any, is one of the same checkpoint (it is refreshed); never a file, never
     another checkpoint's or a foreign diagnostics.json (nothing is overwritten then). The same
     checkpoint: the same file, or, for a diagnosis saved under another working directory or
     before its folder moved or was copied, the same ``identity`` (dataset, method, seed) and
     either the same last three path parts (``seed1111/checkpoints/best.ckpt``) or, in the
-    checkpoint's own run folder, the same file name. Without ``identity`` only the folder is checked."""
+    checkpoint's own run folder, the same file name. Without ``identity`` only the folder is checked.
+    A diagnosis of the same checkpoint with other ``options`` (split, noise levels) is another
+    diagnosis too, and a folder holding the files a diagnosis writes without its diagnostics.json
+    is refused (they are somebody else's)."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
     previous = out / "diagnostics.json"
-    if identity is None or not previous.is_file():
+    if not previous.is_file():
+        theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
+        if theirs:
+            raise RunDirError(f"{out / theirs[0]} exists but {previous} does not, so it is not a diagnosis to "
+                              "refresh; pass another --out (nothing was overwritten)")
+        return
+    if identity is None:
         return
     try:
         saved = json.loads(previous.read_text())
@@ -193,6 +207,11 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     if not same:
         raise RunDirError(f"{previous} holds another diagnosis (not of {checkpoint}); pass another --out "
                           "(nothing was overwritten)")
+    kept = {"split": saved.get("split"), "noise_levels": (saved.get("robustness") or {}).get("noise_levels")}
+    for key, value in (options or {}).items():
+        if kept.get(key) is not None and kept[key] != value:
+            raise RunDirError(f"{previous} holds a diagnosis of this checkpoint with {key}={kept[key]!r}, not "
+                              f"{value!r}; pass another --out to keep both (nothing was overwritten)")
 
 
 def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
@@ -214,7 +233,8 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     _check_diagnosis_dir(out, checkpoint)  # before the work: not a file
     module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
     check_split(bundle, split)
-    _check_diagnosis_dir(out, checkpoint, {"dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed})
+    _check_diagnosis_dir(out, checkpoint, {"dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed},
+                         {"split": split, "noise_levels": [float(x) for x in noise_levels]})
     model = module.model
     out.mkdir(parents=True, exist_ok=True)
     by_group, mods = cfg.model.context, list(model.modalities)

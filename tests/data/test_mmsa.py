@@ -97,7 +97,7 @@ def test_numpy1_file_loads_the_same(tmp_path):
         assert new.splits[s].ids == old.splits[s].ids
 
 
-def test_modalities_subset_and_dataset_argument(tmp_path):
+def test_modalities_subset_and_dataset_argument(tmp_path, capsys):
     path = write_mmsa(tmp_path, "mosei")
     bundle = create_data("mmsa", path=path, modalities=("text", "audio"))
     assert bundle.modalities == ["text", "audio"] and bundle.task.protocol == "mosei"
@@ -110,6 +110,10 @@ def test_modalities_subset_and_dataset_argument(tmp_path):
     from pase.cli import main
     assert main(["data", "inspect", str(renamed)]) == 1  # the path does not tell
     assert main(["data", "inspect", str(renamed), "--dataset", "mosei"]) == 0
+    assert main(["data", "inspect", str(renamed), "--dataset", "MOSEI"]) == 0  # any case, as the loader
+    capsys.readouterr()
+    assert main(["data", "inspect", str(renamed), "--dataset", "bogus"]) == 1  # a problem with the input
+    assert "dataset='bogus'; valid: mosi, mosei, sims, simsv2" in capsys.readouterr().out
     assert create_data("mmsa", path=renamed, dataset="mosei").name == "mosei_mmsa"
     with pytest.raises(ValueError, match="dataset='iemocap'; valid: mosi, mosei, sims, simsv2"):
         create_data("mmsa", path=renamed, dataset="iemocap")

@@ -136,6 +136,14 @@ def _checksum_line(path: Path, dataset: str) -> Optional[str]:
     return f"  SHA-256 {digest} differs from the published {published} (a re-export or another release?)"
 
 
+def _dataset(dataset: Optional[str], p: Path, patterns, valid) -> str:
+    """``--dataset`` (any case) or the name inferred from the path, checked against the format's datasets."""
+    name = dataset.lower() if dataset else infer_dataset(p, patterns)
+    if name not in valid:
+        raise ValueError(f"dataset={name!r}; valid: {', '.join(valid)} (pass one with --dataset)")
+    return name
+
+
 def inspect_path(path: str | Path, dataset: Optional[str] = None,
                  feature_root: Optional[str | Path] = None,
                  features: Optional[Mapping[str, str]] = None, checksum: bool = True) -> InspectReport:
@@ -174,26 +182,27 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
         if report.format == "mmsa":
             _describe_splits(raw, "regression_labels", report)
             require_splits(raw, p.name, "MMSA")
-            ds = dataset or infer_dataset(p, mmsa._NAME_PATTERNS)
+            ds = _dataset(dataset, p, mmsa._NAME_PATTERNS, mmsa.MMSA_DATASETS)
             bundle = mmsa._from_raw(raw, p.name, ds)
             line = _checksum_line(p, ds) if checksum else None
             report.lines += [line] if line else []
         elif report.format == "mult":
             _describe_splits(raw, "labels", report)
             require_splits(raw, p.name, "MulT")
-            bundle = mult._from_raw(raw, p.name, dataset or infer_dataset(p, mult._NAME_PATTERNS))
+            bundle = mult._from_raw(raw, p.name, _dataset(dataset, p, mult._NAME_PATTERNS, mult.MULT_DATASETS))
         elif report.format == "gcnet":
             _describe_gcnet(raw, p.name, report)
             root = Path(feature_root) if feature_root else p.parent / "features"
             if not root.is_dir():
                 t = gcnet._read_labels(raw, p.name)
-                ds = dataset or infer_dataset(p, gcnet._NAME_PATTERNS)
+                ds = _dataset(dataset, p, gcnet._NAME_PATTERNS, gcnet.GCNET_DATASETS)
                 for s, vids in gcnet._split_vids(t, ds, None, 0.1, 0).items():
                     gcnet._labels_of(t, vids, ds, s)
                 why = "is a file, not a folder" if root.exists() else "does not exist"
                 report.lines.append(f"  features not checked: {root} {why} (pass the features folder as feature_root)")
                 return report
-            bundle = gcnet.load_gcnet(p, root, features=features, dataset=dataset)
+            bundle = gcnet.load_gcnet(p, root, features=features,
+                                      dataset=_dataset(dataset, p, gcnet._NAME_PATTERNS, gcnet.GCNET_DATASETS))
         else:
             keys = ", ".join(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
             report.problems.append(

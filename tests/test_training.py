@@ -185,6 +185,31 @@ def test_evaluate_and_predict_apply_set_to_the_checkpoints_own_config(run, tmp_p
     assert res["test"] == pytest.approx(result["test"], abs=1e-6)
 
 
+def test_evaluate_json_is_one_strict_json_object_on_stdout(run, capsys, monkeypatch):
+    import json
+
+    import pase.training
+
+    out, result = run
+    ckpt = str(out / result["checkpoint"])
+    assert main(["evaluate", "--checkpoint", ckpt, "--splits", "test", "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["test"] == pytest.approx(result["test"], abs=1e-6)
+    assert "Has0_acc_2" in printed.err  # the table
+    fake = {"test": {"MAE": 1.0, "Corr": float("nan")}}  # a constant prediction has no correlation
+    monkeypatch.setattr(pase.training, "evaluate", lambda *a, **k: fake)
+    assert main(["evaluate", "--checkpoint", ckpt, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c)) == \
+        {"test": {"MAE": 1.0, "Corr": None}}
+
+
+def test_noise_levels_must_be_numbers(capsys):
+    for bad in (",", "a,b", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            main(["diagnose", "--checkpoint", "x.ckpt", "--out", "d", "--noise-levels", bad])
+        assert "expected non-negative numbers" in capsys.readouterr().err
+
+
 def test_unknown_split_and_mismatched_weights_are_one_clear_line(run, capsys):
     out, result = run
     ckpt = str(out / result["checkpoint"])

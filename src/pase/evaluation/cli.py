@@ -12,6 +12,7 @@ propagate as exceptions, which the main CLI turns into one-line messages.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import List
@@ -21,9 +22,12 @@ __all__ = ["register"]
 
 def _levels(text: str) -> List[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        levels = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--noise-levels {text!r}: expected numbers like 0,0.5,1,2") from None
+        levels = []
+    if not levels or not all(math.isfinite(x) and x >= 0 for x in levels):
+        raise argparse.ArgumentTypeError(f"--noise-levels {text!r}: expected non-negative numbers like 0,0.5,1,2")
+    return levels
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

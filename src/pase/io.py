@@ -8,13 +8,14 @@ private to the owner).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file"]
 
 
 def atomic_save(path: str | Path, write: Callable[[str], None]) -> None:
@@ -77,3 +78,12 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, (set, tuple)):
         return list(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, read in 4 MiB chunks (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -128,6 +128,52 @@ def test_diagnose_leaves_files_it_did_not_write(comparison, tmp_path, capsys):
         assert (mine / name).read_text() == "mine" and len(list(mine.iterdir())) == 1
 
 
+def test_an_interrupted_diagnosis_in_its_own_run_folder_is_redone(comparison_copy):
+    """Killed after robustness.csv and before diagnostics.json: resuming the comparison diagnoses again."""
+    from pase.config import Config, apply_overrides
+    from pase.evaluation.compare import compare
+
+    run = comparison_copy / "runs" / "late_fusion" / "seed1111"
+    (run / "diagnostics.json").unlink()
+    (run / "robustness.csv").write_text("half written")
+    summary = compare(apply_overrides(Config(), OVERRIDES), "late_fusion", "1111,", comparison_copy)
+    assert summary["runs"][0]["diagnose_error"] == ""
+    assert json.loads((run / "diagnostics.json").read_text())["split"] == "test"
+    assert (run / "robustness.csv").read_text() != "half written"
+
+
+def test_resuming_a_comparison_with_other_noise_levels_is_refused(comparison_copy, capsys):
+    before = (comparison_copy / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").read_bytes()
+    rc = main(["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,",
+               "--noise-levels", "0,3", "--out", str(comparison_copy)])
+    assert rc == 2 and "was diagnosed with --noise-levels 0,0.5,1,2" in capsys.readouterr().err
+    assert (comparison_copy / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").read_bytes() == before
+
+
+def test_a_diagnosis_is_not_replaced_by_another_checkpoint_with_a_look_alike_path(comparison, tmp_path, capsys):
+    """Two sweeps' seed1111/checkpoints/best.ckpt of one method, dataset and seed (say, two learning
+    rates): different weights, so different checkpoints."""
+    import torch
+
+    ckpt = comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt"
+    twin = tmp_path / "other_sweep" / "seed1111" / "checkpoints" / "best.ckpt"
+    twin.parent.mkdir(parents=True)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for v in state["state_dict"].values():
+        if v.is_floating_point():
+            v.mul_(0.5)  # the other sweep's weights
+    torch.save(state, twin)
+    args = ["diagnose", "--noise-levels", "0", "--no-probes", "--out", str(tmp_path / "d"), "--checkpoint"]
+    assert main(args + [str(ckpt)]) == 0
+    saved = (tmp_path / "d" / "diagnostics.json").read_bytes()
+    assert main(args + [str(twin)]) == 2 and "holds another diagnosis" in capsys.readouterr().err
+    assert (tmp_path / "d" / "diagnostics.json").read_bytes() == saved
+    same = tmp_path / "copy" / "seed1111" / "checkpoints" / "best.ckpt"  # the same bytes elsewhere: refreshed
+    same.parent.mkdir(parents=True)
+    same.write_bytes(ckpt.read_bytes())
+    assert main(args + [str(same)]) == 0
+
+
 def test_compare_exits_1_when_a_run_failed_and_refuses_an_absent_reference(tmp_path, capsys):
     rc = main(["compare", "--methods", "no_such_method", "--seeds", "1", "--out", str(tmp_path / "c"),
                "--no-diagnose"])
@@ -137,6 +183,10 @@ def test_compare_exits_1_when_a_run_failed_and_refuses_an_absent_reference(tmp_p
     err = capsys.readouterr().err
     assert rc == 2 and "--reference agm is not one of the compared methods (late_fusion, pmr)" in err
     assert not (tmp_path / "d").exists()
+    rc = main(["compare", "--methods", "late_fusion", "--seeds", "1", "--alone", "--no-diagnose",
+               "--out", str(tmp_path / "e")])
+    assert rc == 2 and "--alone trains the references of the probe deficit" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
 
 
 def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):

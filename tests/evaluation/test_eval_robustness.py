@@ -105,3 +105,13 @@ def test_aggregate_conditions_over_seeds():
     assert (missing["condition"], missing["n"]) == ("a", 2)
     assert missing["mean"] == pytest.approx(0.6) and missing["sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert (noise["modality"], noise["sigma"], noise["n"], noise["mean"]) == ("a", "1.0", 1, 0.25)
+
+
+def test_a_repeated_noise_level_is_scored_once(comparison):
+    from pase.evaluation.robustness import robustness_rows
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    rows = robustness_rows(module.model, bundle, noise_levels=[0, 1, 1.0])
+    noise = [(r["modality"], r["sigma"]) for r in rows if r["kind"] == "noise"]
+    assert noise == [(m, s) for m in MODALITIES for s in (0.0, 1.0)]

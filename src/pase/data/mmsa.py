@@ -16,12 +16,12 @@ aligned mode does). Groups are videos, positions the clip order inside each vide
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..io import sha256_file
 from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
@@ -55,14 +55,6 @@ PUBLISHED_SHA256 = {
 _EXTRA_KEYS = ("regression_labels_T", "regression_labels_A", "regression_labels_V",
                "classification_labels", "raw_text", "annotations")
 _MODALITIES = ("text", "audio", "vision")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _text(split_dict: Mapping, text: str, file: str, split: str):
@@ -207,7 +199,7 @@ def load_mmsa(path: str | Path, dataset: Optional[str] = None, text: str = "feat
     published = PUBLISHED_SHA256.get((dataset, p.name))
     bundle.info.update(file=str(p), published_sha256=published or "none published")
     if verify_checksum:
-        digest = _sha256(p)
+        digest = sha256_file(p)
         status = "none published" if published is None else ("match" if digest == published else "mismatch")
         if status == "mismatch":
             LOGGER.warning("%s: SHA-256 %s differs from the published %s", p.name, digest, published)

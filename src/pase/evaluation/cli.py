@@ -27,7 +27,7 @@ def _levels(text: str) -> List[float]:
         levels = []
     if not levels or not all(math.isfinite(x) and x >= 0 for x in levels):
         raise argparse.ArgumentTypeError(f"--noise-levels {text!r}: expected non-negative numbers like 0,0.5,1,2")
-    return levels
+    return list(dict.fromkeys(levels))  # a repeated level once
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

@@ -322,6 +322,9 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ConfigError(f"--reference {reference} is not one of the compared methods ({', '.join(methods)}); "
                           f"add it to --methods or pair with one of them")
     reference = reference or "late_fusion"
+    if alone and not diagnose:
+        raise ConfigError("--alone trains the references of the probe deficit, which needs the runs' probes: "
+                          "drop --no-diagnose, or --alone")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     out = Path(out_dir)
@@ -329,7 +332,11 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     _check_base_config(cfg, out)
-    levels = tuple(float(s) for s in noise_levels)
+    levels = tuple(dict.fromkeys(float(s) for s in noise_levels))
+    before = _read_json(out / "compare.json") or {}
+    if diagnose and before.get("diagnose") and [float(x) for x in before.get("noise_levels", levels)] != list(levels):
+        raise ConfigError(f"{out} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in before['noise_levels'])}; "
+                          "pass the same levels to resume it, or a new --out (nothing was changed)")
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
         "noise_levels": list(levels), "pase_version": __version__})

@@ -28,14 +28,15 @@ def trained_probes(cfg: Config, out: Path) -> Dict[str, object]:
 
 
 def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_dir: Optional[str | Path] = None,
-                  metric: str = "acc2") -> Dict[str, Dict[str, float]]:
+                  metric: Optional[str] = None) -> Dict[str, Dict[str, float]]:
     """Probe scores of each modality's encoder, jointly trained vs alone.
 
     Args:
         cfg: the joint configuration (any method).
         modalities: which modalities get a unimodal reference (default: every one but the first).
         out_dir: where the runs go (default: a temporary folder).
-        metric: probe metric ("acc2" or "corr" for regression, "acc" for classification).
+        metric: probe metric ("acc2" or "corr" for regression, "acc" for classification; None:
+            "acc2" for regression, "acc" otherwise).
 
     Returns:
         modality -> {"joint", "alone", "deficit" = alone - joint} for ``metric``, and under
@@ -46,6 +47,10 @@ def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_d
     root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pase-competition-"))
     joint = trained_probes(cfg, root / "joint")
     mods = list(modalities) if modalities is not None else list(joint["probe"])[1:]
+    scores = next(iter(joint["probe"].values()), {})
+    metric = metric or ("acc2" if "acc2" in scores else "acc")
+    if metric not in scores:  # before the unimodal runs are trained
+        raise ValueError(f"probe metric {metric!r} is not one of this task's probe metrics: {', '.join(scores)}")
     table: Dict[str, Dict[str, float]] = {}
     for m in mods:
         solo_cfg = apply_overrides(cfg, [f"data.modalities=[{m}]", "method=late_fusion"])

@@ -111,9 +111,11 @@ def robustness_rows(model: torch.nn.Module, bundle: DataBundle, split: str = "te
     """One row per condition: every non-empty subset of modalities present ("missing" rows, the
     full set first), then every (modality, sigma) noise level ("noise" rows).
 
-    Row keys: kind, condition, modality, sigma, then the protocol's metrics.
+    Row keys: kind, condition, modality, sigma, then the protocol's metrics. A repeated noise
+    level is scored once.
     """
     mods = list(model.modalities)
+    noise_levels = list(dict.fromkeys(float(s) for s in noise_levels))
     rows: List[Dict[str, object]] = []
     for k in range(len(mods), 0, -1):
         for subset in itertools.combinations(mods, k):

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..data.contract import DataBundle
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, sha256_file
 from ..methods.base import coalition_utility, task_loss
 from ..shapley import coalition_masks, exact_shapley, shapley_shares
 from ..training.datamodule import make_loader
@@ -176,19 +176,20 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     """``out`` may receive a diagnosis of ``checkpoint``: a folder (or nothing yet) whose
     diagnostics.json, if any, is one of the same checkpoint (it is refreshed); never a file, never
     another checkpoint's or a foreign diagnostics.json (nothing is overwritten then). The same
-    checkpoint: the same file, or, for a diagnosis saved under another working directory or
-    before its folder moved or was copied, the same ``identity`` (dataset, method, seed) and
-    either the same last three path parts (``seed1111/checkpoints/best.ckpt``) or, in the
-    checkpoint's own run folder, the same file name. Without ``identity`` only the folder is checked.
-    A diagnosis of the same checkpoint with other ``options`` (split, noise levels) is another
-    diagnosis too, and a folder holding the files a diagnosis writes without its diagnostics.json
-    is refused (they are somebody else's)."""
+    checkpoint: the same file; in the checkpoint's own run folder (moved or copied), the same file
+    name and ``identity`` (dataset, method, seed); elsewhere, the same bytes (the SHA-256 the
+    diagnosis records; diagnoses without it: the same last three path parts and identity).
+    Without ``identity`` only the folder is checked. A diagnosis of the same checkpoint with other
+    ``options`` (split, noise levels) is another diagnosis too. Outside the run's own folder, the
+    files a diagnosis writes without a diagnostics.json beside them are refused (somebody else's);
+    inside it they are the leftovers of an interrupted diagnosis and are replaced."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
     previous = out / "diagnostics.json"
+    own_run = out.resolve() == checkpoint.resolve().parents[1]  # the checkpoint's own run folder
     if not previous.is_file():
         theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
-        if theirs:
+        if theirs and not own_run:  # in its own run folder they are an interrupted diagnosis of the run
             raise RunDirError(f"{out / theirs[0]} exists but {previous} does not, so it is not a diagnosis to "
                               "refresh; pass another --out (nothing was overwritten)")
         return
@@ -198,10 +199,14 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
         saved = json.loads(previous.read_text())
         theirs = Path(saved["checkpoint"])
         mine = checkpoint.resolve()
-        own_run = out.resolve() == mine.parents[1]  # the diagnosis in the checkpoint's own run folder
-        same = theirs.resolve() == mine or (
-            (theirs.parts[-3:] == mine.parts[-3:] or (own_run and theirs.name == mine.name))
-            and all(saved.get(k) == v for k, v in identity.items()))
+        if theirs.resolve() == mine:
+            same = True
+        elif own_run:  # a moved or copied run folder: its own diagnosis of the same file name
+            same = theirs.name == mine.name and all(saved.get(k) == v for k, v in identity.items())
+        elif "checkpoint_sha256" in saved:  # elsewhere: the same bytes (not merely a path that looks alike)
+            same = saved["checkpoint_sha256"] == sha256_file(checkpoint)
+        else:  # a diagnosis written before the fingerprint was recorded
+            same = theirs.parts[-3:] == mine.parts[-3:] and all(saved.get(k) == v for k, v in identity.items())
     except (ValueError, KeyError, TypeError, AttributeError, OSError):
         same = False
     if not same:
@@ -241,15 +246,18 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     shap = split_shapley(model, bundle, split, cfg.train.loss, cfg.train.batch_size, by_group)
     probe = probe_model(model, bundle, split) if probes else {}
     rob = robustness_rows(model, bundle, split, noise_levels, cfg.train.batch_size, by_group)
-    write_csv(out / "robustness.csv", rob)
     metric = headline_metric(bundle.task.protocol)
     log_csv = Path(log_csv) if log_csv is not None else _find_log(checkpoint)
+    # every figure is computed; now the files, diagnostics.json last (it marks a finished diagnosis)
+    write_csv(out / "robustness.csv", rob)
     trajectory = None
     if log_csv is not None and log_csv.is_file():
         copy_trajectory(log_csv, out / "trajectory.csv", module.monitor)
         trajectory = "trajectory.csv"
+    else:
+        (out / "trajectory.csv").unlink(missing_ok=True)  # an earlier diagnosis's, not this one's
     result = {
-        "checkpoint": str(checkpoint), "split": split, "dataset": bundle.name, "protocol": bundle.task.protocol,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "split": split, "dataset": bundle.name, "protocol": bundle.task.protocol,
         "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
         "shapley": shap, "probes": probe,
         "ground_truth_shares": bundle.info.get("ground_truth_shares"),  # the built-in benchmark's; else None

@@ -48,3 +48,28 @@ def test_crossval_trains_each_fold_and_reports_the_mean(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fold1 holds fold 1 of another configuration (train.max_epochs: 2 there, 3 now)" in err, err
     assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch):
+    """Corr of a constant prediction is NaN in one fold: the mean is over the others, with n."""
+    import math
+
+    import pase.evaluation.folds as folds
+    from pase.config import Config
+
+    results = {1: {"MAE": 1.0, "Corr": 0.5}, 2: {"MAE": 2.0, "Corr": float("nan")}, 3: {"MAE": 3.0, "Corr": 0.7}}
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        return {"test": results[cfg.data.options["fold"]], "protocol": "mosi"}
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    summary = folds.cross_validate(Config(), tmp_path / "cv", folds=[1, 2, 3])
+    assert summary["mean"]["MAE"] == 2.0 and summary["n"] == {"MAE": 3, "Corr": 2}
+    assert math.isclose(summary["mean"]["Corr"], 0.6) and math.isclose(summary["sd"]["Corr"], statistics.stdev([0.5, 0.7]))
+    assert "0.6000 ± 0.1414 (n=2)" in (tmp_path / "cv" / "folds_summary.md").read_text()
+    try:
+        folds.cross_validate(Config(), tmp_path / "cv2", folds=[])
+    except ValueError as e:
+        assert "no folds to train" in str(e)
+    else:
+        raise AssertionError("an empty fold list must be refused")

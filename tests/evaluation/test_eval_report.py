@@ -103,3 +103,13 @@ def test_wide_table_names_a_metric_averaged_over_fewer_seeds():
          "higher_is_better": {"MAE": False, "Corr": True}}
     wide = _metric_tables(s)[0]
     assert wide["rows"] == [["pase", 4, "0.8750 ± 0.0645", "0.6000 ± 0.1000 (n=3)"]]
+
+
+def test_the_header_names_a_paired_reference_only_when_it_was_compared(comparison):
+    from pase.evaluation.report import summary_markdown
+
+    s = dict(comparison[1])
+    assert "paired per-seed differences against `late_fusion`" in summary_markdown(s)
+    s["reference"] = "pmr"
+    text = summary_markdown(s)
+    assert "no paired differences (the reference `pmr` was not compared)" in text and "against `pmr`" not in text

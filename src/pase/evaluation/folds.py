@@ -6,12 +6,13 @@ mean over the 5 folds. ``cross_validate`` trains the configuration once per fold
 ``OUT/fold<f>/``, skips folds whose ``metrics.json`` exists and continues an interrupted one
 from its last checkpoint (resume), and writes
 ``OUT/folds_summary.json`` and ``OUT/folds_summary.md``: every fold's test metrics and their mean
-and sample standard deviation. Selection inside each fold uses that fold's validation split only.
+and sample standard deviation (over the folds where the metric is finite; ``n`` counts them). Selection inside each fold uses that fold's validation split only.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -26,6 +27,8 @@ __all__ = ["cross_validate"]
 def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 2, 3, 4, 5)) -> Dict[str, object]:
     """Train ``cfg`` on every fold; returns {"folds": {f: test metrics}, "mean": ..., "sd": ...}."""
     out = Path(out_dir)
+    if not list(folds):
+        raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
     per_fold: Dict[int, Dict[str, float]] = {}
     protocol = None
     for f in folds:
@@ -42,15 +45,19 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
         per_fold[f] = result["test"]
         protocol = result["protocol"]
     names = list(next(iter(per_fold.values())))
-    mean = {k: statistics.mean(m[k] for m in per_fold.values()) for k in names}
-    sd = {k: statistics.stdev(m[k] for m in per_fold.values()) if len(per_fold) > 1 else float("nan") for k in names}
+    # a NaN fold (Corr of a constant prediction) is left out of its metric's mean, and n says so
+    finite = {k: [m[k] for m in per_fold.values() if math.isfinite(m[k])] for k in names}
+    n = {k: len(v) for k, v in finite.items()}
+    mean = {k: statistics.mean(v) if v else float("nan") for k, v in finite.items()}
+    sd = {k: statistics.stdev(v) if len(v) > 1 else float("nan") for k, v in finite.items()}
     summary = {"protocol": protocol, "method": cfg.method, "seed": cfg.train.seed,
-               "folds": {str(f): m for f, m in per_fold.items()}, "mean": mean, "sd": sd}
+               "folds": {str(f): m for f, m in per_fold.items()}, "mean": mean, "sd": sd, "n": n}
     atomic_write_json(out / "folds_summary.json", summary)
     lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}", "",
              "| fold | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {f} | " + " | ".join(f"{m[k]:.4f}" for k in names) + " |" for f, m in per_fold.items()]
-    lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" for k in names) + " |")
+    lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" + (f" (n={n[k]})" if n[k] < len(per_fold)
+                                                                                   else "") for k in names) + " |")
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
 

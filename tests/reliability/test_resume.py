@@ -185,6 +185,31 @@ def test_a_checkpoint_that_does_not_fit_the_data_is_refused_before_anything_move
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_folder_another_process_is_writing_is_refused(tmp_path):
+    """Two resumes of one folder (or two new runs into it) at once: the second stops at the first write."""
+    fcntl = pytest.importorskip("fcntl")
+    run = tmp_path / "run"
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+    train(cfg, run, quiet=True)
+    (run / ".partial.tmp").write_text("another process's write in flight")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with open(run / ".lock", "a") as other:  # the other process's lock
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunDirError, match=r"another process is writing .*run"):
+            train(apply_overrides(cfg, ["train.max_epochs=2"]), run, resume=True, quiet=True)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+        (tmp_path / "new").mkdir()
+        (tmp_path / "new" / ".lock").touch()
+        with open(tmp_path / "new" / ".lock", "a") as other_new:
+            fcntl.flock(other_new, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(RunDirError, match="another process is writing"):
+                train(cfg, tmp_path / "new", quiet=True)
+        assert [p.name for p in (tmp_path / "new").iterdir()] == [".lock"]
+    longer = train(apply_overrides(cfg, ["train.max_epochs=2"]), run, resume=True, quiet=True)  # released
+    assert longer["epochs_run"] == 2 and not (run / ".partial.tmp").exists()
+    assert train(cfg, tmp_path / "new", quiet=True)["epochs_run"] == 1  # a folder holding only a lock is free
+
+
 def test_a_relative_run_folder_names_its_checkpoint_relative(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), "runs/a", quiet=True)

@@ -164,7 +164,7 @@ def _check_out(out: Path, resume: bool) -> None:
     check_run_folder(out, resume)
     if resume:
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
                           "(nothing was overwritten)")
 
@@ -246,10 +246,37 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     so far and the rows of ``log.csv`` come from the checkpoint.
 
     Raises:
-        RunDirError: ``out_dir`` holds files and ``resume`` is False (nothing is overwritten).
+        RunDirError: ``out_dir`` holds files and ``resume`` is False, or another process is
+            writing it (nothing is overwritten).
         NonFiniteError: a loss, gradient or weight became NaN / inf (the last checkpoint is kept).
     """
-    out = Path(out_dir)
+    held: list = []  # the run folder's lock, taken at the first write and released here
+    try:
+        return _train(cfg, Path(out_dir), resume, quiet, held)
+    finally:
+        for fd in held:
+            os.close(fd)  # closing the descriptor releases its lock
+
+
+def _lock_run(out: Path) -> Optional[int]:
+    """An exclusive lock on ``out/.lock`` (the descriptor; None where ``fcntl`` is missing).
+    Raises RunDirError when another process holds it. Released when the descriptor is closed or
+    the process ends, so a killed run leaves no stale lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return None
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunDirError(f"another process is writing {out} (it holds {out / '.lock'}); wait for it to end, or "
+                          "pass a new --out (nothing was changed)") from None
+    return fd
+
+
+def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dict[str, Any]:
     writer = _rank() == 0  # DDP workers of rank > 0 re-run this function in their own process
     if writer:
         _check_out(out, resume)
@@ -265,8 +292,6 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
     module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))
     start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
-    if resume and writer:
-        _clean_partial_writes(out)
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
@@ -286,9 +311,16 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv"), interrupt]  # guard first
     trainer = _trainer(cfg, out, callbacks, quiet)  # checks accelerator, devices and strategy
     if writer:  # the first write of the run, after every check
+        out.mkdir(parents=True, exist_ok=True)
+        fd = _lock_run(out)
+        if fd is not None:
+            held.append(fd)
+        if not resume and any(p.name != ".lock" for p in out.iterdir()):  # another process got there first
+            raise RunDirError(f"{out} already holds files; pass a new --out (nothing was overwritten)")
+        if resume:
+            _clean_partial_writes(out)  # under the lock: no other process's write in flight
         if keep is not None:
             (out / "metrics.json").rename(keep)
-        out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

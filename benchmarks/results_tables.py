@@ -29,9 +29,12 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
     lines = ["| method | seeds | " + " | ".join(MAIN) + " |", "|---|---|" + "---|" * len(MAIN)]
     for meth, by_seed in runs.items():
         lines.append(f"| {meth} | {len(by_seed)} | " + " | ".join(_fmt([m['test'][k] for m in by_seed.values()]) for k in MAIN) + " |")
-    ref = runs.get(ref_name, {})
+    if ref_name not in runs:
+        raise SystemExit(f"results_tables.py: no runs of the reference {ref_name!r} to pair with; found "
+                         f"{', '.join(runs) or 'none'} (pass --ref with one of them)")
+    ref = runs[ref_name]
     lines += ["", f"Paired difference against {ref_name} (same seeds), mean ± SE, and mean / SE:", "",
-              "| method | metric | diff | diff / SE |", "|---|---|---|---|"]
+              "| method | pairs | metric | diff | diff / SE |", "|---|---|---|---|---|"]
     for meth, by_seed in runs.items():
         if meth == ref_name:
             continue
@@ -41,7 +44,8 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
         for k in ("Has0_acc_2", "Non0_acc_2", "MAE", "Corr"):
             d = [by_seed[s]["test"][k] - ref[s]["test"][k] for s in seeds]
             se = st.stdev(d) / math.sqrt(len(d))
-            lines.append(f"| {meth} | {k} | {st.mean(d):+.4f} ± {se:.4f} | {st.mean(d) / se if se > 0 else float('nan'):+.2f} |")
+            lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | "
+                         f"{st.mean(d) / se if se > 0 else float('nan'):+.2f} |")
     return "\n".join(lines)
 
 
@@ -53,15 +57,20 @@ def shares_table(folder: str) -> str:
         rows = list(csv.DictReader(open(log)))
         if not rows or "diag/share_text" not in rows[0]:
             continue
-        meth = "pase" if "diag/phase" in rows[0] else "late_fusion"
-        if Path(log).parent.name.startswith("seed"):  # pase compare layout: runs/<method>/seed<n>/
+        if Path(log).parent.name.startswith("seed"):  # pase compare / variants layout: runs/<method>/seed<n>/
             meth = Path(log).parts[-3]
+        elif Path(log).parent.name == "joint":  # benchmarks/competition.py layout: <method>-<seed>/joint/
+            meth = Path(log).parts[-3].rsplit("-", 1)[0]
+        else:
+            meth = "pase" if "diag/phase" in rows[0] else "late_fusion"
         switch = next((int(float(r["epoch"])) for r in rows if r.get("diag/phase") == "2.0"), None)
-        before = rows[switch - 1] if switch else rows[-1]
+        # switch 0: SGM from the first epoch, no epoch before it; None: no SGM epoch, the last in both columns
+        before = rows[-1] if switch is None else (rows[switch - 1] if switch > 0 else None)
         after = rows[-1]
         seed = Path(log).parent.name if Path(log).parent.name.startswith("seed") else Path(log).parts[-3]
         get = lambda r, m: float(r[f"diag/share_{m}"])  # noqa: E731
-        lines.append(f"| {meth} | {seed} | {switch} | " + " | ".join(f"{get(before, m):.3f}" for m in ("text", "audio", "vision"))
+        lines.append(f"| {meth} | {seed} | {switch} | " + " | ".join(f"{get(before, m):.3f}" if before else "-"
+                                                                    for m in ("text", "audio", "vision"))
                      + " | " + " | ".join(f"{get(after, m):.3f}" for m in ("text", "audio", "vision")) + " |")
     return "\n".join(lines)
 
@@ -104,7 +113,9 @@ def main() -> None:
 
 
 def ablation_table(folder: str, ref_name: str = "late_fusion") -> str:
-    """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs."""
+    """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs; ``ref_name``
+    a folder name or the variant as given to variants.py (``late_fusion:model.context=true``)."""
+    ref_name = ref_name.replace(":", "_").replace("=", "-")
     runs = {}
     for f in glob.glob(f"{folder}/runs/*/seed*/metrics.json"):
         runs.setdefault(Path(f).parts[-3], {})[int(Path(f).parts[-2][4:])] = json.load(open(f))

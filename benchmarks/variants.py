@@ -4,14 +4,15 @@
 
 VARIANTS is a comma list of ``method[:key=value[:key=value]]`` (for example
 ``pase,pase:pase.sgm=false,late_fusion:model.context=true``), SEEDS a comma list, CONFIG a YAML file
-or ``-`` for the built-in benchmark; trailing KEY=VALUE pairs apply to every run. Tables:
-``python benchmarks/results_tables.py --ablation OUT``.
+or ``-`` for the built-in benchmark; trailing KEY=VALUE pairs apply to every run. A run folder of
+another configuration (another CONFIG or other trailing pairs into the same OUT) stops the script;
+an interrupted run is resumed. Tables: ``python benchmarks/results_tables.py --ablation OUT``.
 """
 
 import sys
 from pathlib import Path
 
-from pase.config import apply_overrides, load_config
+from pase.config import apply_overrides, config_difference, load_config
 from pase.training import train
 
 
@@ -22,12 +23,16 @@ def main(argv) -> int:
         for variant in variants:
             method, *sets = variant.split(":")
             run = out / "runs" / variant.replace(":", "_").replace("=", "-") / f"seed{seed}"
-            if (run / "metrics.json").exists():
-                continue
             cfg = apply_overrides(load_config(None if config == "-" else config, extra),
                                   [f"method={method}", *sets, f"train.seed={seed}", "train.progress_bar=false"])
+            if (run / "config.yaml").is_file():  # the folder name leaves out CONFIG and the trailing KEY=VALUE
+                diff = config_difference(run / "config.yaml", cfg)
+                if diff:
+                    raise SystemExit(f"variants.py: {run} holds another configuration ({diff}); pass a new OUT")
+            if (run / "metrics.json").exists():
+                continue
             try:
-                result = train(cfg, run, quiet=True)
+                result = train(cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
                 print(variant, seed, {k: round(v, 4) for k, v in result["test"].items()}, flush=True)
             except Exception as e:  # noqa: BLE001 - report and continue with the other variants
                 print(variant, seed, "FAILED", e, flush=True)

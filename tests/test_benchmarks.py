@@ -31,3 +31,31 @@ def test_quick_shapley_sweep_counts_one_encoder_call_per_batch(tmp_path):
         assert math.isfinite(ratio) and ratio > 0
     rows = [r for r in out.read_text().splitlines() if r.startswith("| encoders run once per batch up to M = 8")]
     assert len(rows) == 1 and rows[0].endswith("| max 1 call per batch | **met** |"), rows
+
+
+def _script(*args, timeout=300):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
+    """variants.py trains into runs/<variant>/seed<s>/ and refuses to reuse a folder of another
+    configuration (its name leaves out the trailing KEY=VALUE); results_tables.py pairs by seed
+    and names a missing reference instead of printing an empty table."""
+    tiny = ["data.options.sizes=[192,64,64]", "train.max_epochs=1", "model.d_model=16", "model.hidden=32",
+            "model.head_hidden=16"]
+    out = tmp_path / "v"
+    proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "late_fusion,pase:pase.sgm=false", "1111,1112", *tiny)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "late_fusion", "1111", *tiny, "train.lr=0.5")
+    assert proc.returncode != 0 and "holds another configuration (train.lr: 0.001 there, 0.5 now)" in proc.stderr
+    proc = _script(ROOT / "benchmarks" / "results_tables.py", "--ablation", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = {v: {s: json.loads((out / "runs" / v / f"seed{s}" / "metrics.json").read_text())["test"]
+                for s in (1111, 1112)} for v in ("late_fusion", "pase_pase.sgm-false")}
+    d = [runs["pase_pase.sgm-false"][s]["MAE"] - runs["late_fusion"][s]["MAE"] for s in (1111, 1112)]
+    mean, se = sum(d) / 2, abs(d[0] - d[1]) / 2  # the SE of a 2-sample mean: |d1 - d2| / 2
+    row = next(r for r in proc.stdout.splitlines() if r.startswith("| pase_pase.sgm-false | 2 | MAE |"))
+    assert f"{mean:+.4f} ± {se:.4f}" in row, row
+    proc = _script(ROOT / "benchmarks" / "results_tables.py", "--ablation", out, "--ref", "agm")
+    assert proc.returncode != 0 and "no runs of the reference 'agm'" in proc.stderr

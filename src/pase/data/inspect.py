@@ -15,6 +15,7 @@ from typing import List, Mapping, Optional
 
 import numpy as np
 
+from ..io import sha256_file
 from . import gcnet, mmsa, mosi_bclstm, mult
 from .safe_pickle import safe_load_pickle
 from .validate import SPLITS, DataFormatError, infer_dataset, is_rows, require_splits
@@ -130,7 +131,7 @@ def _checksum_line(path: Path, dataset: str) -> Optional[str]:
     published = mmsa.PUBLISHED_SHA256.get((dataset, path.name))
     if published is None:
         return None
-    digest = mmsa._sha256(path)
+    digest = sha256_file(path)
     if digest == published:
         return f"  SHA-256 {digest} matches the one published in the MMSA README"
     return f"  SHA-256 {digest} differs from the published {published} (a re-export or another release?)"

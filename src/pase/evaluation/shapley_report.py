@@ -257,7 +257,8 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     else:
         (out / "trajectory.csv").unlink(missing_ok=True)  # an earlier diagnosis's, not this one's
     result = {
-        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "split": split, "dataset": bundle.name, "protocol": bundle.task.protocol,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "split": split,
+        "dataset": bundle.name, "protocol": bundle.task.protocol,
         "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
         "shapley": shap, "probes": probe,
         "ground_truth_shares": bundle.info.get("ground_truth_shares"),  # the built-in benchmark's; else None

@@ -124,8 +124,8 @@ def _rows(bundle: DataBundle, split: str, ids: np.ndarray, j: int) -> np.ndarray
 
 def _labels(bundle: DataBundle, split: str, ids: np.ndarray) -> np.ndarray:
     """The probe targets of ``ids``; a multi-label target becomes the index of its first positive
-    label (right when exactly one label is on, as in MulT's IEMOCAP, where every sample holds one
-    of four emotions; a sample with none counts as class 0)."""
+    label: right when exactly one label is on (not checked here); a sample with none counts as
+    class 0."""
     ds = bundle.splits[split]
     pos = {i: k for k, i in enumerate(ds.ids)}
     t = ds.target[[pos[i] for i in ids.tolist()]]

@@ -33,9 +33,27 @@ def test_padding_is_ignored(name, gen):
     lengths = torch.tensor([4])
     y = x.clone()
     y[:, 4:] = 100.0  # garbage after the true length
-    if name == "lstm":  # a forward LSTM reads padding after the last true step: backward half changes
-        pytest.skip("bidirectional LSTM without packing sees padding in its backward direction")
     torch.testing.assert_close(enc(x, lengths), enc(y, lengths))
+    torch.testing.assert_close(enc(x, lengths), enc(x[:, :4], lengths))  # as if never padded
+
+
+def test_odd_hidden_widths_build_every_encoder(gen):
+    for name in ENCODERS.names():
+        enc = create_encoder(name, d_in=5, d_model=8, hidden=33, heads=3, max_len=4)
+        assert enc(torch.randn(2, 4, 5, generator=gen), torch.tensor([4, 2])).shape == (2, 8)
+
+
+def test_positions_cover_the_longest_split(gen):
+    """A test split with longer sequences than the training split gets positions too."""
+    sizes = {"train": (6, 5), "valid": (3, 5), "test": (3, 9)}
+    splits = {s: MultimodalDataset({"text": torch.randn(n, t, 4, generator=gen), "audio": torch.randn(n, t, 3, generator=gen)},
+                                   torch.randn(n, generator=gen), [f"{s}{i}" for i in range(n)], split=s)
+              for s, (n, t) in sizes.items()}
+    bundle = DataBundle("toy", TaskSpec("regression", 1, "mosi"), splits)
+    assert bundle.max_steps() == {"text": 9, "audio": 9}
+    model = build_model(apply_overrides(Config(), ["model.d_model=8", "model.heads=2"]), bundle)
+    out = model(bundle.splits["test"].__getitems__([0, 1, 2]))
+    assert out.logits.shape[0] == 3 and torch.isfinite(out.logits).all()
 
 
 def test_unknown_encoder_suggests():

@@ -275,8 +275,9 @@ class DataBundle:
         return self.splits["train"].dims()
 
     def max_steps(self) -> Dict[str, int]:
-        """modality -> T_m of the training split (1 for utterance-level data)."""
-        return {m: int(x.shape[1]) for m, x in self.splits["train"].features.items()}
+        """modality -> the longest T_m over the splits (1 for utterance-level data): what an
+        encoder with positions must cover, also when a test split is longer than the training one."""
+        return {m: max(int(ds.features[m].shape[1]) for ds in self.splits.values()) for m in self.modalities}
 
 
 def select_modalities(bundle: DataBundle, modalities: Sequence[str]) -> DataBundle:

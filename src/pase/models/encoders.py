@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..registry import Registry
 
@@ -83,16 +84,22 @@ class TransformerEncoder(nn.Module):
 
 @ENCODERS.register("lstm")
 class LSTMEncoder(nn.Module):
-    """A one-layer bidirectional LSTM with masked mean pooling over its outputs."""
+    """A bidirectional LSTM (``layers`` layers, ``hidden // 2`` units per direction) over the true
+    steps only (packed: the backward direction starts at step ``lengths[b] - 1``, never in the
+    padding), with masked mean pooling over its outputs."""
 
     def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, dropout: float = 0.2,
                  **_: object) -> None:
         super().__init__()
         self.rnn = nn.LSTM(d_in, hidden // 2, num_layers=layers, batch_first=True, bidirectional=True)
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, d_model), nn.ReLU())
+        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * (hidden // 2), d_model), nn.ReLU())
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
-        h, _ = self.rnn(x)  # (B, T, H)
+        if x.shape[1] == 1:  # utterance level: nothing to pack
+            h, _ = self.rnn(x)
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            h, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])  # (B, T, H)
         return self.out(masked_mean(h, lengths))
 
 

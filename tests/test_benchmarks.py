@@ -59,3 +59,5 @@ def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     assert f"{mean:+.4f} ± {se:.4f}" in row, row
     proc = _script(ROOT / "benchmarks" / "results_tables.py", "--ablation", out, "--ref", "agm")
     assert proc.returncode != 0 and "no runs of the reference 'agm'" in proc.stderr
+    proc = _script(ROOT / "benchmarks" / "results_tables.py", "--compare", out, "--ref", "pase:pase.sgm=false")
+    assert proc.returncode == 0 and "Paired difference against pase_pase.sgm-false" in proc.stdout, proc.stderr

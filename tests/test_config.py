@@ -64,6 +64,7 @@ def test_yaml_12_scalars_in_options_and_text_fields(tmp_path):
     assert load_config(tmp_path / "saved.yaml") == cfg
     with pytest.raises(ConfigError, match=r"'data.path' must be str, got float 2.5; quote it"):
         apply_overrides(Config(), ["data.path=2.5"])
+    assert apply_overrides(Config(), ["train.max_epochs=1_000"]).train.max_epochs == 1000  # as YAML 1.1
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -31,7 +31,8 @@ class ConfigError(ValueError):
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2's core scalars: ``1e-5`` is a float (YAML 1.1 reads a
     string), ``017`` is 17 (not octal 15), ``yes`` / ``no`` / ``on`` / ``off`` stay strings and so
-    do dates (``2024-01-01``), which no configuration key holds."""
+    do dates (``2024-01-01``), which no configuration key holds. Digit separators (``1_000``) are
+    kept from YAML 1.1; binary and base-60 numbers (``0b101``, ``1:30``) are text."""
 
     yaml_implicit_resolvers = {
         c: [(tag, rx) for tag, rx in rs if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp")]
@@ -41,9 +42,9 @@ class _Loader(yaml.SafeLoader):
 #: YAML 1.2 core schema's implicit scalars: (tag, pattern, first characters)
 _CORE_12 = [
     ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")),
-    ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
+    ("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")),
     ("tag:yaml.org,2002:float",
-     re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+     re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
      list("-+.0123456789")),
 ]
 
@@ -62,7 +63,7 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
     text = loader.construct_scalar(node)
     if text.startswith(("0o", "0x")):
         return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)
+    return int(text.replace("_", ""), 10)
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
@@ -230,7 +231,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if annotation is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
     if annotation is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # train.precision=32: the text as written (decimal ints only, see _Loader)
+        return str(value)  # train.precision=32: its decimal text (017 -> "17"; quote to keep other text)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
             annotation is int and isinstance(value, bool)):
         hint = (f"; quote it to pass the text: --set {key}='\"{value}\"'" if annotation is str else "")

@@ -150,6 +150,15 @@ def test_resuming_a_comparison_with_other_noise_levels_is_refused(comparison_cop
     assert (comparison_copy / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").read_bytes() == before
 
 
+def test_a_no_diagnose_call_does_not_hide_the_levels_of_kept_diagnoses(comparison_copy, capsys):
+    """--no-diagnose rewrites compare.json; the kept diagnoses still decide which levels may resume."""
+    common = ["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,", "--out", str(comparison_copy)]
+    assert main(common + ["--no-diagnose"]) == 0
+    capsys.readouterr()
+    assert main(common + ["--noise-levels", "0,2"]) == 2
+    assert "was diagnosed with --noise-levels 0,0.5,1,2" in capsys.readouterr().err
+
+
 def test_a_diagnosis_is_not_replaced_by_another_checkpoint_with_a_look_alike_path(comparison, tmp_path, capsys):
     """Two sweeps' seed1111/checkpoints/best.ckpt of one method, dataset and seed (say, two learning
     rates): different weights, so different checkpoints."""

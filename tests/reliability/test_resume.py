@@ -171,6 +171,20 @@ def test_a_resume_follows_the_checkpoint_not_an_edited_config_and_refusing_remov
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_run_configured_with_tuples_in_python_resumes_from_its_config_yaml(tmp_path):
+    """The checkpoint keeps the tuple, config.yaml a list: the same configuration."""
+    from pase.config import load_config
+
+    run = tmp_path / "run"
+    sets = [s for s in TINY if not s.startswith("data.options.sizes")] + ["train.max_epochs=1"]
+    cfg = apply_overrides(Config(), sets)
+    cfg = cfg.__class__(**{**cfg.__dict__, "data": cfg.data.__class__(
+        **{**cfg.data.__dict__, "options": {"sizes": (192, 64, 64)}})})
+    train(cfg, run, quiet=True)
+    again = train(load_config(run / "config.yaml", ["train.max_epochs=2"]), run, resume=True, quiet=True)
+    assert again["epochs_run"] == 2
+
+
 def test_a_checkpoint_that_does_not_fit_the_data_is_refused_before_anything_moves(tmp_path):
     run = tmp_path / "run"
     cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])

@@ -333,10 +333,12 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     out.mkdir(parents=True, exist_ok=True)
     _check_base_config(cfg, out)
     levels = tuple(dict.fromkeys(float(s) for s in noise_levels))
-    before = _read_json(out / "compare.json") or {}
-    if diagnose and before.get("diagnose") and [float(x) for x in before.get("noise_levels", levels)] != list(levels):
-        raise ConfigError(f"{out} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in before['noise_levels'])}; "
-                          "pass the same levels to resume it, or a new --out (nothing was changed)")
+    if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
+        for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
+            kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")
+            if kept is not None and [float(x) for x in kept] != list(levels):
+                raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
+                                  "the same levels to resume this comparison, or a new --out (nothing was changed)")
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
         "noise_levels": list(levels), "pase_version": __version__})

@@ -186,7 +186,8 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
     previous = out / "diagnostics.json"
-    own_run = out.resolve() == checkpoint.resolve().parents[1]  # the checkpoint's own run folder
+    parents = checkpoint.resolve().parents
+    own_run = len(parents) > 1 and out.resolve() == parents[1]  # the checkpoint's own run folder
     if not previous.is_file():
         theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
         if theirs and not own_run:  # in its own run folder they are an interrupted diagnosis of the run

@@ -169,8 +169,17 @@ def _check_out(out: Path, resume: bool) -> None:
                           "(nothing was overwritten)")
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, recursively: a config built in Python may hold tuples, its config.yaml lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _resumable_view(cfg: Config) -> Dict[str, Any]:
-    d = to_dict(cfg)
+    d = _plain(to_dict(cfg))
     for key in RESUMABLE:
         section, name = key.split(".")
         d[section].pop(name, None)
@@ -207,7 +216,12 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     state = safe_load_checkpoint(last)
     saved = (state.get("hyper_parameters") or {}).get("config")
     if saved is not None:  # config.yaml may have been edited since: the checkpoint's own config decides
-        diff = first_difference(_resumable_view(from_dict(saved)), _resumable_view(cfg))
+        try:
+            trained = from_dict(saved)
+        except (ConfigError, TypeError, ValueError) as e:
+            raise ConfigError(f"{last}: its saved configuration is not one this version reads ({e}); "
+                              "pass a new --out (nothing was changed)") from e
+        diff = first_difference(_resumable_view(trained), _resumable_view(cfg))
         if diff:
             raise ConfigError(f"{last} was trained with another configuration than {out / 'config.yaml'} and "
                               f"--set now give ({diff}); a resume may change only {', '.join(RESUMABLE)}: "

@@ -25,7 +25,7 @@ from pase.training.datamodule import EpochSampler, GroupBatchSampler
 from tiny import TINY
 
 #: PaSE switches to SGM after epoch 0, so the kill lands in phase 2 with live SGM state
-SETS = ["data.options.sizes=[384,64,64]", "train.max_epochs=8", "train.early_stop_patience=100",
+SETS = ["data.options.sizes=[384,64,64]", "train.max_epochs=20", "train.early_stop_patience=100",
         "train.progress_bar=false", "model.d_model=16", "model.hidden=32", "model.head_hidden=16",
         "method=pase", "pase.switch_max_epoch=1"]
 TIMEOUT = 300
@@ -56,7 +56,8 @@ def _kill_mid_epoch(proc, run, min_epoch=1):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed; give it more epochs"
-    per_epoch = times[min_epoch] - times.get(min_epoch - 1, t0)
+    first = min(times)  # on an idle machine an epoch can pass between two polls: estimate from what was seen
+    per_epoch = (times[epoch] - times[first]) / max(epoch - first, 1)
     time.sleep(0.3 * per_epoch)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -222,6 +223,26 @@ def test_a_run_folder_another_process_is_writing_is_refused(tmp_path):
     longer = train(apply_overrides(cfg, ["train.max_epochs=2"]), run, resume=True, quiet=True)  # released
     assert longer["epochs_run"] == 2 and not (run / ".partial.tmp").exists()
     assert train(cfg, tmp_path / "new", quiet=True)["epochs_run"] == 1  # a folder holding only a lock is free
+
+
+def test_a_resume_whose_folder_changed_after_its_checks_stops(tmp_path, monkeypatch):
+    """Another process finished an epoch between this resume's checks and its lock: stop, change nothing."""
+    import pase.training.run as run_mod
+
+    run = tmp_path / "run"
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+    train(cfg, run, quiet=True)
+    lock = run_mod._lock_run
+
+    def late_lock(out):  # the other process's write lands just before this one locks
+        os.utime(run / "checkpoints" / "last.ckpt", ns=(1, 1))
+        return lock(out)
+
+    monkeypatch.setattr(run_mod, "_lock_run", late_lock)
+    metrics = (run / "metrics.json").read_bytes()
+    with pytest.raises(RunDirError, match="changed while this resume was starting"):
+        train(apply_overrides(cfg, ["train.max_epochs=2"]), run, resume=True, quiet=True)
+    assert (run / "metrics.json").read_bytes() == metrics and not (run / "metrics.epochs1.json").exists()
 
 
 def test_a_relative_run_folder_names_its_checkpoint_relative(tmp_path, monkeypatch):

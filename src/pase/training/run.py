@@ -186,6 +186,17 @@ def _resumable_view(cfg: Config) -> Dict[str, Any]:
     return d
 
 
+def _folder_state(out: Path) -> Tuple[Optional[Tuple[int, int]], ...]:
+    """(mtime_ns, size) of the files a resume's checks read, None for an absent one."""
+    def stat(p: Path) -> Optional[Tuple[int, int]]:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_mtime_ns, st.st_size
+    return tuple(stat(out / f) for f in ("checkpoints/last.ckpt", "metrics.json", "config.yaml"))
+
+
 def _clean_partial_writes(out: Path) -> None:
     """Remove the atomic writes a killed run did not finish (``pase.io`` names them ``.*.tmp``);
     called once every check of a resume has passed."""
@@ -306,6 +317,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
     module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))
     start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
+    checked = _folder_state(out) if resume else None  # what the resume checks saw
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"
     protocol = get_protocol(bundle.task.protocol)
@@ -331,6 +343,9 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
             held.append(fd)
         if not resume and any(p.name != ".lock" for p in out.iterdir()):  # another process got there first
             raise RunDirError(f"{out} already holds files; pass a new --out (nothing was overwritten)")
+        if resume and _folder_state(out) != checked:  # another process wrote it after the checks
+            raise RunDirError(f"{out} changed while this resume was starting (another process trained it); run "
+                              "the resume again (nothing was changed)")
         if resume:
             _clean_partial_writes(out)  # under the lock: no other process's write in flight
         if keep is not None:

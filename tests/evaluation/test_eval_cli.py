@@ -198,6 +198,17 @@ def test_compare_exits_1_when_a_run_failed_and_refuses_an_absent_reference(tmp_p
     assert not (tmp_path / "e").exists()
 
 
+def test_compare_exits_1_when_a_unimodal_reference_failed(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("probe failed")
+
+    monkeypatch.setattr(compare_mod, "probe_model", broken)  # the alone references' probe only
+    rc = main(["compare", *_sets(OVERRIDES + ["train.max_epochs=1"]), "--methods", "late_fusion", "--seeds", "1111,",
+               "--alone", "--noise-levels", "0", "--out", str(tmp_path / "c")])
+    assert rc == 1 and "unimodal reference(s) failed" in capsys.readouterr().err
+    assert (tmp_path / "c" / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").is_file()
+
+
 def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("mine")

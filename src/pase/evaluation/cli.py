@@ -51,7 +51,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if bad:
         print(f"pase compare: diagnostics failed for {len(bad)} run(s), for example {bad[0]['method']} seed "
               f"{bad[0]['seed']}: {bad[0]['diagnose_error']}", file=sys.stderr)
-    return 1 if failed or bad else 0
+    alone = sorted(p.parent for name in ("FAILED.txt", "DIAGNOSE_FAILED.txt")
+                   for p in Path(args.out).glob(f"alone/*/seed*/{name}")) if args.alone else []
+    if alone:
+        print(f"pase compare: {len(alone)} unimodal reference(s) failed, for example {alone[0]}", file=sys.stderr)
+    return 1 if failed or bad or alone else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -94,14 +94,14 @@ def main() -> None:
         for f in glob.glob(f"{a.competition}/*-*/joint/metrics.json"):
             meth, seed = Path(f).parts[-3].rsplit("-", 1)
             runs.setdefault(meth, {})[int(seed)] = json.load(open(f))
-        print("## built-in benchmark\n\n" + method_table(runs, _folder(a.ref)) + "\n")
+        print("## built-in benchmark\n\n" + method_table(runs, variant_folder(a.ref)) + "\n")
         print(shares_table(a.competition) + "\n")
     if a.compare:
         runs = {}
         for f in glob.glob(f"{a.compare}/runs/*/seed*/metrics.json"):
             meth, seed = Path(f).parts[-3], int(Path(f).parts[-2][4:])
             runs.setdefault(meth, {})[seed] = json.load(open(f))
-        print("## compare\n\n" + method_table(runs, _folder(a.ref)) + "\n")
+        print("## compare\n\n" + method_table(runs, variant_folder(a.ref)) + "\n")
         print(shares_table(f"{a.compare}/runs") + "\n")
         lines = ["| method | seed | test Shapley share text | audio | vision |", "|---|---|---|---|---|"]
         for f in sorted(glob.glob(f"{a.compare}/runs/*/seed*/diagnostics.json")):
@@ -112,15 +112,16 @@ def main() -> None:
 
 
 
-def _folder(variant: str) -> str:
-    """The run-folder name of a variant as variants.py writes it (``a:b=c`` -> ``a_b-c``)."""
+def variant_folder(variant: str) -> str:
+    """The run-folder name of a variant (``a:b=c`` -> ``a_b-c``): variants.py and selection_gap.py
+    write runs under it, ``--ref`` finds them by it."""
     return variant.replace(":", "_").replace("=", "-")
 
 
 def ablation_table(folder: str, ref_name: str = "late_fusion") -> str:
     """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs; ``ref_name``
     a folder name or the variant as given to variants.py (``late_fusion:model.context=true``)."""
-    ref_name = _folder(ref_name)
+    ref_name = variant_folder(ref_name)
     runs = {}
     for f in glob.glob(f"{folder}/runs/*/seed*/metrics.json"):
         runs.setdefault(Path(f).parts[-3], {})[int(Path(f).parts[-2][4:])] = json.load(open(f))

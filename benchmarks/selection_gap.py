@@ -234,6 +234,8 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> None:
 
 
 def main(argv) -> int:
+    from results_tables import variant_folder  # a sibling script; run_one stays importable without it
+
     if argv[:1] == ["--table"]:
         print(table(Path(argv[1])))
         if argv[2:3] == ["--plot"]:
@@ -249,7 +251,7 @@ def main(argv) -> int:
     for seed in [int(s) for s in a.seeds.split(",")]:
         for variant in a.variants.split(","):
             method, *sets = variant.split(":")
-            run = a.out / "runs" / variant.replace(":", "_").replace("=", "-") / f"seed{seed}"
+            run = a.out / "runs" / variant_folder(variant) / f"seed{seed}"
             if (run / "test_curve.json").exists():
                 continue
             cfg = apply_overrides(load_config(None if a.config == "-" else a.config, a.sets),

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pase.config import apply_overrides, config_difference, load_config
 from pase.training import train
+from results_tables import variant_folder  # a sibling script: benchmarks/ is on sys.path when run
 
 
 def main(argv) -> int:
@@ -22,7 +23,7 @@ def main(argv) -> int:
     for seed in seeds:
         for variant in variants:
             method, *sets = variant.split(":")
-            run = out / "runs" / variant.replace(":", "_").replace("=", "-") / f"seed{seed}"
+            run = out / "runs" / variant_folder(variant) / f"seed{seed}"
             cfg = apply_overrides(load_config(None if config == "-" else config, extra),
                                   [f"method={method}", *sets, f"train.seed={seed}", "train.progress_bar=false"])
             if (run / "config.yaml").is_file():  # the folder name leaves out CONFIG and the trailing KEY=VALUE

@@ -10,8 +10,9 @@ over the present set S, with the gate score g^m = u_m . [h^m ; c^m] + b_m comput
 representation and its prototype confidence c^m = 1 - H(softmax(s^m)) / log K (s^m: the sample's
 prototype similarities, H: entropy). A modality that matches one class prototype sharply earns
 weight. ``pase.gate_inputs`` ablates the terms; the toolkit's default, "confidence"
-(g^m = u_m,c c^m + b_m), was chosen on validation over "both" (docs/results.md section 7). The factor |S| keeps the mean weight of present modalities at 1, so masking a modality
-does not change the scale of the others.
+(g^m = u_m,c c^m + b_m), was chosen on validation over "both" (docs/results.md section 7). The
+factor |S| keeps the mean weight of present modalities at 1, so masking a modality does not
+change the scale of the others.
 """
 
 from __future__ import annotations
@@ -97,8 +98,9 @@ class GateScorer(nn.Module):
 
     Parameters: ``weight`` (M, D + 1) (row m is u_m) and ``bias`` (M,), initialised like one
     ``nn.Linear(D + 1, 1)`` per modality (uniform in +-1/sqrt(D + 1)). ``inputs`` ablates the score's
-    terms: "confidence" (g^m = u_m,c c^m + b_m; the default, as ``pase.gate_inputs``), "both" or "representation"
-    (g^m = u_m,h . h^m + b_m); the parameters keep their shape, the dropped term is not computed.
+    terms: "confidence" (g^m = u_m,c c^m + b_m; the default, as ``pase.gate_inputs``), "both" or
+    "representation" (g^m = u_m,h . h^m + b_m); the parameters keep their shape, the dropped term
+    is not computed.
     """
 
     INPUTS = ("both", "confidence", "representation")

@@ -18,7 +18,7 @@ import numpy as np
 from ..io import sha256_file
 from . import gcnet, mmsa, mosi_bclstm, mult
 from .safe_pickle import safe_load_pickle
-from .validate import SPLITS, DataFormatError, infer_dataset, is_rows, require_splits
+from .validate import SPLITS, DataFormatError, is_rows, require_splits, resolve_dataset
 
 __all__ = ["InspectReport", "detect_format", "inspect_path"]
 
@@ -138,11 +138,7 @@ def _checksum_line(path: Path, dataset: str) -> Optional[str]:
 
 
 def _dataset(dataset: Optional[str], p: Path, patterns, valid) -> str:
-    """``--dataset`` (any case) or the name inferred from the path, checked against the format's datasets."""
-    name = dataset.lower() if dataset else infer_dataset(p, patterns)
-    if name not in valid:
-        raise ValueError(f"dataset={name!r}; valid: {', '.join(valid)} (pass one with --dataset)")
-    return name
+    return resolve_dataset(p, dataset, patterns, valid, hint=" (pass one with --dataset)")
 
 
 def inspect_path(path: str | Path, dataset: Optional[str] = None,

@@ -7,8 +7,9 @@ each split holds ``text`` (N, T, 300) GloVe, ``audio`` (N, T_a, D_a) COVAREP, ``
 * MOSI / MOSEI: ``labels`` (N, 1, 1) float sentiment in [-3, 3] -> regression target (N,);
 * IEMOCAP: ``labels`` (N, 4, 2), one (no, yes) one-hot pair per emotion in the order neutral,
   happy, sad, angry -> multi-label target (N, 4) = argmax of each pair (as MulT does);
-* ``id``: (N, 3) rows (video, start, end; also read as (N, 1, 3)), often bytes, or (N,) strings; they become unique
-  strings ``video$_$start_end`` (a duplicate gets ``#row`` appended, logged).
+* ``id``: (N, 3) rows (video, start, end; also read as (N, 1, 3)), often bytes, or (N,)
+  strings; they become unique strings ``video$_$start_end`` (a duplicate gets ``#row``
+  appended, logged).
 
 As MulT does, ``-inf`` in audio becomes 0. MulT pads sequences and stores no lengths, so every
 step counts (length T).

@@ -354,7 +354,14 @@ def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequenc
     if bad or not modalities:
         raise ValueError(f"modalities={tuple(modalities)!r}; choose from {tuple(valid_modalities)}")
     p = Path(path)
-    name = dataset.lower() if dataset else infer_dataset(p, patterns)
+    return p, resolve_dataset(p, dataset, patterns, valid_datasets)
+
+
+def resolve_dataset(path: Path, dataset: Optional[str], patterns: Sequence[Tuple[str, str]],
+                    valid_datasets: Sequence[str], hint: str = "") -> str:
+    """``dataset`` (any case), or the name inferred from ``path`` when None, checked against the
+    format's datasets; ``hint`` ends the error message (how to pass one)."""
+    name = dataset.lower() if dataset else infer_dataset(path, patterns)
     if name not in valid_datasets:
-        raise ValueError(f"dataset={name!r}; valid: {', '.join(valid_datasets)}")
-    return p, name
+        raise ValueError(f"dataset={name!r}; valid: {', '.join(valid_datasets)}{hint}")
+    return name

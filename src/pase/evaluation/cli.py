@@ -21,13 +21,15 @@ __all__ = ["register"]
 
 
 def _levels(text: str) -> List[float]:
+    from .robustness import unique_levels
+
     try:
         levels = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         levels = []
     if not levels or not all(math.isfinite(x) and x >= 0 for x in levels):
         raise argparse.ArgumentTypeError(f"--noise-levels {text!r}: expected non-negative numbers like 0,0.5,1,2")
-    return list(dict.fromkeys(levels))  # a repeated level once
+    return unique_levels(levels)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:

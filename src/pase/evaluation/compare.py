@@ -38,7 +38,7 @@ from ..config import Config, ConfigError, config_difference, save_config, to_dic
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import load_bundle, load_checkpoint, train
 from .probes import probe_model
-from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric
+from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
 from .shapley_report import diagnose, read_csv
 
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
@@ -332,7 +332,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     _check_base_config(cfg, out)
-    levels = tuple(dict.fromkeys(float(s) for s in noise_levels))
+    levels = tuple(unique_levels(noise_levels))
     if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
         for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
             kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")

@@ -6,7 +6,8 @@ mean over the 5 folds. ``cross_validate`` trains the configuration once per fold
 ``OUT/fold<f>/``, skips folds whose ``metrics.json`` exists and continues an interrupted one
 from its last checkpoint (resume), and writes
 ``OUT/folds_summary.json`` and ``OUT/folds_summary.md``: every fold's test metrics and their mean
-and sample standard deviation (over the folds where the metric is finite; ``n`` counts them). Selection inside each fold uses that fold's validation split only.
+and sample standard deviation (over the folds where the metric is finite; ``n`` counts them).
+Selection inside each fold uses that fold's validation split only.
 """
 
 from __future__ import annotations

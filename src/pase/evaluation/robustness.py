@@ -36,11 +36,18 @@ from ..metrics import MetricAccumulator, Protocol, get_protocol
 from ..training.datamodule import make_loader
 from ..training.precision import inference
 
-__all__ = ["DEFAULT_NOISE_LEVELS", "headline_metric", "condition_name", "feature_std", "add_noise",
+__all__ = ["DEFAULT_NOISE_LEVELS", "unique_levels", "headline_metric", "condition_name", "feature_std", "add_noise",
            "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
 
 #: noise levels in units of each feature's train-split standard deviation
 DEFAULT_NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
+
+
+
+def unique_levels(levels: Sequence[float]) -> List[float]:
+    """Noise levels as floats, each once, in the order given: what is scored and recorded."""
+    return list(dict.fromkeys(float(s) for s in levels))
+
 
 _REGRESSION_HEADLINES = ("Has0_acc_2", "Mult_acc_2")  # MOSI/MOSEI, then SIMS
 
@@ -115,7 +122,7 @@ def robustness_rows(model: torch.nn.Module, bundle: DataBundle, split: str = "te
     level is scored once.
     """
     mods = list(model.modalities)
-    noise_levels = list(dict.fromkeys(float(s) for s in noise_levels))
+    noise_levels = unique_levels(noise_levels)
     rows: List[Dict[str, object]] = []
     for k in range(len(mods), 0, -1):
         for subset in itertools.combinations(mods, k):

@@ -39,7 +39,7 @@ from ..training.datamodule import make_loader
 from ..training.precision import inference
 from ..training.run import RunDirError, check_split, load_checkpoint
 from .probes import probe_model
-from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary
+from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary, unique_levels
 
 __all__ = ["UTILITIES", "split_coalition_utilities", "split_shapley", "copy_trajectory", "diagnose",
            "write_csv", "read_csv"]
@@ -236,11 +236,12 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     """
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parents[1]
+    noise_levels = unique_levels(noise_levels)  # as scored, so as recorded and compared
     _check_diagnosis_dir(out, checkpoint)  # before the work: not a file
     module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
     check_split(bundle, split)
     _check_diagnosis_dir(out, checkpoint, {"dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed},
-                         {"split": split, "noise_levels": [float(x) for x in noise_levels]})
+                         {"split": split, "noise_levels": noise_levels})
     model = module.model
     out.mkdir(parents=True, exist_ok=True)
     by_group, mods = cfg.model.context, list(model.modalities)
@@ -263,7 +264,7 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
         "shapley": shap, "probes": probe,
         "ground_truth_shares": bundle.info.get("ground_truth_shares"),  # the built-in benchmark's; else None
-        "robustness": {"metric": metric, "noise_levels": list(noise_levels),
+        "robustness": {"metric": metric, "noise_levels": noise_levels,
                        **robustness_summary(rob, metric, mods)},
         "files": {"robustness": "robustness.csv", "trajectory": trajectory, "table": "diagnostics.csv"},
     }

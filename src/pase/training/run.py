@@ -341,12 +341,12 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         fd = _lock_run(out)
         if fd is not None:
             held.append(fd)
-        if not resume and any(p.name != ".lock" for p in out.iterdir()):  # another process got there first
-            raise RunDirError(f"{out} already holds files; pass a new --out (nothing was overwritten)")
-        if resume and _folder_state(out) != checked:  # another process wrote it after the checks
+        if not resume:
+            _check_out(out, resume)  # again under the lock: another process may have got there first
+        elif _folder_state(out) != checked:  # another process wrote it after the checks
             raise RunDirError(f"{out} changed while this resume was starting (another process trained it); run "
                               "the resume again (nothing was changed)")
-        if resume:
+        else:
             _clean_partial_writes(out)  # under the lock: no other process's write in flight
         if keep is not None:
             (out / "metrics.json").rename(keep)

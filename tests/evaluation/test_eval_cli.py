@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -126,6 +127,37 @@ def test_diagnose_leaves_files_it_did_not_write(comparison, tmp_path, capsys):
         rc = main(["diagnose", "--checkpoint", str(ckpt), "--out", str(mine), "--noise-levels", "0", "--no-probes"])
         assert rc == 2 and f"{name} exists but" in capsys.readouterr().err
         assert (mine / name).read_text() == "mine" and len(list(mine.iterdir())) == 1
+
+
+def test_an_interrupted_diagnosis_elsewhere_is_redone_but_not_by_another_checkpoint(comparison, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """Killed between robustness.csv and diagnostics.json in a folder of the user's: the same
+    checkpoint diagnoses again there; another checkpoint's diagnosis leaves the leftovers alone."""
+    from pase.evaluation import shapley_report
+
+    runs = comparison[0] / "runs" / "late_fusion"
+    ckpt, other = (runs / s / "checkpoints" / "best.ckpt" for s in ("seed1112", "seed1111"))
+    out = tmp_path / "d"
+    args = ["diagnose", "--noise-levels", "0", "--no-probes", "--out", str(out), "--checkpoint"]
+    real = shapley_report.write_csv
+
+    def killed(path, *a, **k):
+        real(path, *a, **k)
+        if Path(path).name == "robustness.csv":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(shapley_report, "write_csv", killed)
+    assert main(args + [str(ckpt)]) == 130  # Ctrl-C
+    monkeypatch.setattr(shapley_report, "write_csv", real)
+    assert (out / "robustness.csv").is_file() and not (out / "diagnostics.json").exists()
+    left = (out / "robustness.csv").read_bytes()
+    assert main(args + [str(other)]) == 2  # not its leftovers
+    assert "interrupted diagnosis of another checkpoint" in capsys.readouterr().err
+    assert (out / "robustness.csv").read_bytes() == left and not (out / "diagnostics.json").exists()
+    assert main(args + [str(ckpt)]) == 0  # its own: redone
+    saved = json.loads((out / "diagnostics.json").read_text())
+    assert saved["checkpoint"] == str(ckpt) and sorted(p.name for p in out.iterdir()) == [
+        "diagnostics.csv", "diagnostics.json", "robustness.csv", "trajectory.csv"]
 
 
 def test_an_interrupted_diagnosis_in_its_own_run_folder_is_redone(comparison_copy):

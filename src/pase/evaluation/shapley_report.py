@@ -171,6 +171,31 @@ def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
 _DIAGNOSIS_FILES = ("robustness.csv", "diagnostics.csv", "trajectory.csv")
 
 
+#: written before the files of a diagnosis and removed after its diagnostics.json: whose leftovers they are
+_PARTIAL = ".diagnosis-in-progress.json"
+
+
+def _same_checkpoint(record: Path, checkpoint: Path, identity: Dict[str, Any], own_run: bool) -> bool:
+    """Whether the diagnosis record ``record`` (a diagnostics.json, or the in-progress record) is of
+    ``checkpoint``: the same file; in its own run folder, the same file name and ``identity``;
+    elsewhere, the same bytes (or, for a record without the fingerprint, the same last three path
+    parts and identity)."""
+    try:
+        saved = json.loads(record.read_text())
+        theirs = Path(saved["checkpoint"])
+        mine = checkpoint.resolve()
+        if theirs.resolve() == mine:
+            return True
+        if own_run:  # a moved or copied run folder: its own diagnosis of the same file name
+            return theirs.name == mine.name and all(saved.get(k) == v for k, v in identity.items())
+        if "checkpoint_sha256" in saved:  # elsewhere: the same bytes (not merely a path that looks alike)
+            return saved["checkpoint_sha256"] == sha256_file(checkpoint)
+        # a diagnosis written before the fingerprint was recorded
+        return theirs.parts[-3:] == mine.parts[-3:] and all(saved.get(k) == v for k, v in identity.items())
+    except (ValueError, KeyError, TypeError, AttributeError, OSError):
+        return False
+
+
 def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[str, Any]] = None,
                          options: Optional[Dict[str, Any]] = None) -> None:
     """``out`` may receive a diagnosis of ``checkpoint``: a folder (or nothing yet) whose
@@ -181,8 +206,10 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     diagnosis records; diagnoses without it: the same last three path parts and identity).
     Without ``identity`` only the folder is checked. A diagnosis of the same checkpoint with other
     ``options`` (split, noise levels) is another diagnosis too. Outside the run's own folder, the
-    files a diagnosis writes without a diagnostics.json beside them are refused (somebody else's);
-    inside it they are the leftovers of an interrupted diagnosis and are replaced."""
+    files a diagnosis writes without a diagnostics.json beside them are refused (somebody else's)
+    unless the in-progress record (``_PARTIAL``, written before them) names the same checkpoint:
+    then, as inside the run's own folder, they are the leftovers of an interrupted diagnosis and
+    are replaced."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a folder; pass another --out (nothing was overwritten)")
     previous = out / "diagnostics.json"
@@ -190,29 +217,21 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     own_run = len(parents) > 1 and out.resolve() == parents[1]  # the checkpoint's own run folder
     if not previous.is_file():
         theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
-        if theirs and not own_run:  # in its own run folder they are an interrupted diagnosis of the run
+        partial = out / _PARTIAL
+        if theirs and not own_run and not partial.is_file():  # in its own run folder: an interrupted diagnosis
             raise RunDirError(f"{out / theirs[0]} exists but {previous} does not, so it is not a diagnosis to "
                               "refresh; pass another --out (nothing was overwritten)")
+        if theirs and not own_run and identity is not None and not _same_checkpoint(partial, checkpoint, identity,
+                                                                                  own_run):
+            raise RunDirError(f"{out / theirs[0]} is left from an interrupted diagnosis of another checkpoint "
+                              f"({partial}); pass another --out (nothing was overwritten)")
         return
     if identity is None:
         return
-    try:
-        saved = json.loads(previous.read_text())
-        theirs = Path(saved["checkpoint"])
-        mine = checkpoint.resolve()
-        if theirs.resolve() == mine:
-            same = True
-        elif own_run:  # a moved or copied run folder: its own diagnosis of the same file name
-            same = theirs.name == mine.name and all(saved.get(k) == v for k, v in identity.items())
-        elif "checkpoint_sha256" in saved:  # elsewhere: the same bytes (not merely a path that looks alike)
-            same = saved["checkpoint_sha256"] == sha256_file(checkpoint)
-        else:  # a diagnosis written before the fingerprint was recorded
-            same = theirs.parts[-3:] == mine.parts[-3:] and all(saved.get(k) == v for k, v in identity.items())
-    except (ValueError, KeyError, TypeError, AttributeError, OSError):
-        same = False
-    if not same:
+    if not _same_checkpoint(previous, checkpoint, identity, own_run):
         raise RunDirError(f"{previous} holds another diagnosis (not of {checkpoint}); pass another --out "
                           "(nothing was overwritten)")
+    saved = json.loads(previous.read_text())
     kept = {"split": saved.get("split"), "noise_levels": (saved.get("robustness") or {}).get("noise_levels")}
     for key, value in (options or {}).items():
         if kept.get(key) is not None and kept[key] != value:
@@ -250,7 +269,13 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     rob = robustness_rows(model, bundle, split, noise_levels, cfg.train.batch_size, by_group)
     metric = headline_metric(bundle.task.protocol)
     log_csv = Path(log_csv) if log_csv is not None else _find_log(checkpoint)
-    # every figure is computed; now the files, diagnostics.json last (it marks a finished diagnosis)
+    # every figure is computed; now the files, diagnostics.json last (it marks a finished diagnosis),
+    # after a record of whose they are, so an interrupted diagnosis can be redone wherever it was
+    digest = sha256_file(checkpoint)
+    identity = {"checkpoint": str(checkpoint), "checkpoint_sha256": digest,
+                "dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed}
+    if not (out / "diagnostics.json").is_file():  # else that file already says whose they are
+        atomic_write_json(out / _PARTIAL, identity)
     write_csv(out / "robustness.csv", rob)
     trajectory = None
     if log_csv is not None and log_csv.is_file():
@@ -259,7 +284,7 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     else:
         (out / "trajectory.csv").unlink(missing_ok=True)  # an earlier diagnosis's, not this one's
     result = {
-        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint), "split": split,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": digest, "split": split,
         "dataset": bundle.name, "protocol": bundle.task.protocol,
         "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
         "shapley": shap, "probes": probe,
@@ -270,4 +295,5 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     }
     write_csv(out / "diagnostics.csv", _modality_rows(mods, shap, probe))
     atomic_write_json(out / "diagnostics.json", result)
+    (out / _PARTIAL).unlink(missing_ok=True)
     return result

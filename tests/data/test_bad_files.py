@@ -9,9 +9,6 @@ import shutil
 import numpy as np
 import pytest
 
-import pase.data.gcnet  # noqa: F401  (registers the loaders)
-import pase.data.mmsa  # noqa: F401
-import pase.data.mult  # noqa: F401
 from pase.data import create_data
 from pase.data.safe_pickle import UnsafePickleError
 from pase.data.validate import DataFormatError
@@ -32,6 +29,15 @@ def _nan_vision(data):
 def _ragged_audio(data):
     a = data["train"]["audio"]
     data["train"]["audio"] = [a[0], a[1][:-2]] + list(a[2:])
+
+
+def _huge(key, value):
+    """A float64 ``value`` beyond float32's range in ``key``: finite in the file, but cast to float32 it became
+    inf (vision: "inf at sample ...") or -inf (audio: silently 0, as COVAREP's log(0))."""
+    def mutate(data):
+        data["valid"][key] = data["valid"][key].astype(np.float64)
+        data["valid"][key][1, 0, 3] = value
+    return mutate
 
 
 MMSA_CASES = {
@@ -69,6 +75,16 @@ MMSA_CASES = {
     "audio T=0": (lambda d: [d[s].update(audio=d[s]["audio"][:, :0]) for s in d],
                   r"^aligned_50\.pkl: split 'train', key 'audio' has shape \(9, 0, 5\): no time steps "
                   r"\(T = 0\); .* leave it out \(modalities=\.\.\.\)$"),
+    "vision 1e39": (_huge("vision", 1e39), r"^aligned_50\.pkl: split 'valid', key 'vision' holds 1e\+39 at index "
+                                           r"\(1, 0, 3\) \(1 such values\), beyond the range of float32"),
+    "audio -1e39": (_huge("audio", -1e39),
+                    r"^aligned_50\.pkl: split 'valid', key 'audio' holds -1e\+39 at index \(1, 0, 3\) \(1 such "
+                    r"values\), beyond the range of float32 \(about ±3\.4e\+38\): loaded, it would become inf; "
+                    r"rescale or fix that feature in the file$"),
+    "text labels (object array)": (lambda d: d["test"].update(regression_labels=np.array(["0.5"] * 5 + ["pos"],
+                                                                                         dtype=object)),
+                                   r"^aligned_50\.pkl: split 'test', key 'regression_labels' holds text such as "
+                                   r"'pos', expected float32 numbers"),
     "vision D=0": (lambda d: [d[s].update(vision=d[s]["vision"][:, :, :0]) for s in d],
                    r"^aligned_50\.pkl: split 'train', key 'vision' has shape \(9, 8, 0\): no features "
                    r"\(D = 0\)"),

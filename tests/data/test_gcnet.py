@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-import pase.data.gcnet  # noqa: F401  (registers "gcnet")
 from pase.data import create_data
 from pase.data.gcnet import iemocap_folds
+from pase.data.validate import DataFormatError
 
 from .writers import write_gcnet
 
@@ -201,3 +202,45 @@ def test_video_tables_that_are_not_dicts_are_named(tmp_path):
     with pytest.raises(Exception, match=r"videoIDs is list, expected a dict video id -> list with one entry per "
                                         r"utterance \(GCNet's layout\); fix the label pickle"):
         _load(write_gcnet(tmp_path, "iemocap4", mutate=as_list))
+
+
+def test_sanitize_zeroes_non_finite_values_before_pooling(tmp_path, caplog):
+    """sanitize=True sets one NaN to 0 where it is, then pools: over the frames of a (T, D) file and over
+    the files of a face folder. Pooled first, the NaN made its whole pooled column NaN and then 0."""
+    path = write_gcnet(tmp_path, "iemocap4")
+    ids = _load(path).splits["train"].ids
+    feats = path.parent / "features"
+    x = np.full((3, 512), 2.0, np.float32)
+    x[0, 5] = np.nan
+    np.save(feats / "wav2vec-large-c-UTT" / f"{ids[0]}.npy", x)
+    face = next(u for u in ids if (feats / "manet_UTT" / u).is_dir())
+    first, second = sorted((feats / "manet_UTT" / face).glob("*.npy"))
+    y = np.full(1024, 2.0, np.float32)
+    y[7] = np.inf
+    np.save(first, y)
+    np.save(second, np.full(1024, 4.0, np.float32))
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        ds = _load(path, sanitize=True).splits["train"]
+    audio = ds.features["audio"][ds.ids.index(ids[0]), 0]
+    assert float(audio[5]) == pytest.approx(4 / 3) and float(audio[4]) == 2.0  # (0 + 2 + 2) / 3
+    vision = ds.features["vision"][ds.ids.index(face), 0]
+    assert float(vision[7]) == 2.0 and float(vision[6]) == 3.0  # (0 + 4) / 2, (2 + 4) / 2
+    assert "wav2vec-large-c-UTT: sanitize=True set 1 NaN / inf values to 0 in the 'audio' files" in caplog.text
+    assert "manet_UTT: sanitize=True set 1 NaN / inf values to 0 in the 'vision' files" in caplog.text
+
+
+@pytest.mark.parametrize("value", [-1e39, 1e39])
+def test_a_float64_value_beyond_float32_is_named_not_zeroed(tmp_path, value):
+    """-1e39 in a float64 audio file is finite: it must not become -inf and then 0 as COVAREP's log(0)."""
+    path = write_gcnet(tmp_path, "iemocap4")
+    utt = _load(path).splits["train"].ids[1]
+    f = path.parent / "features" / "wav2vec-large-c-UTT" / f"{utt}.npy"
+    x = np.ones((1, 512))
+    x[0, 5] = value
+    np.save(f, x)
+    shown = re.escape(f"{value:g}")
+    with pytest.raises(DataFormatError, match=rf"^{re.escape(str(f))}: utterance '{utt}' \(modality 'audio'\) holds "
+                                              rf"{shown} at index \(0, 5\) \(1 such values\), beyond the range of "
+                                              r"float32 \(about ±3\.4e\+38\): loaded, it would become inf; rescale "
+                                              r"or fix that feature in the file$"):
+        _load(path)

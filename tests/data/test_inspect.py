@@ -147,3 +147,26 @@ def test_gcnet_label_problems_without_features(tmp_path, mutate, problem):
     report = inspect_path(path)
     assert not report.ok and report.format == "gcnet", report.text
     assert report.problems[0].startswith(f"IEMOCAP_features_raw_4way.pkl: {problem}"), report.problems
+
+
+def test_ragged_mult_ids_are_reported_with_the_loaders_message(tmp_path):
+    ragged = [(b"v", b"1", b"2")] * 8 + [(b"v", b"1")]
+    report = inspect_path(write_mult(tmp_path, "mosi", mutate=lambda d: d["train"].update(id=ragged)))
+    assert not report.ok and report.format == "mult"
+    assert report.problems == ["mosi_data.pkl: split 'train', key 'id' has rows of different lengths (2, 3 "
+                               "entries); expected (N, 3) rows (video, start, end) or (N,) strings, fix the file's "
+                               "'id' entries or delete the key (ids then become train_0, train_1, ...)"]
+
+
+def test_a_loader_failure_of_any_type_is_reported_not_raised(tmp_path, monkeypatch):
+    """inspect never raises on bad data: a gap in a loader's checks (here a TypeError) is still a problem line."""
+    import pase.data.mmsa as M
+
+    def broken(*args, **kwargs):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(M, "_from_raw", broken)
+    report = inspect_path(write_mmsa(tmp_path, "mosi"), checksum=False)
+    assert not report.ok and report.format == "mmsa"
+    assert report.problems == ["aligned_50.pkl: the mmsa loader failed with TypeError: unhashable type: 'list' (a "
+                               "layout it does not name yet); please report it with this line"]

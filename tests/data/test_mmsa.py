@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 
 import numpy as np
 import pytest
 import torch
 
-import pase.data.mmsa  # noqa: F401  (registers "mmsa")
 from pase.data import create_data
 from pase.data.folds import parse_clip_id
 from pase.data.validate import DataFormatError
@@ -182,3 +182,127 @@ def test_ids_as_one_column_load_as_ids_and_a_broken_bert_mask_is_named(tmp_path)
     with pytest.raises(DataFormatError, match=r"key 'text_bert': the attention mask \(row 1 of \(N, 3, L\)\) of "
                                               r"sample row 2 holds values other than 0 and 1"):
         create_data("mmsa", path=write_mmsa(tmp_path / "c", "mosi", mutate=nan_mask))
+
+
+def _bert_as_rows(data):  # text_bert stored (N, L, 3) instead of (N, 3, L)
+    for s in data:
+        data[s]["text_bert"] = data[s]["text_bert"].transpose(0, 2, 1).copy()
+
+
+@pytest.mark.parametrize("fault, logged", [
+    (_bert_as_rows, r"key 'text_bert' has shape \(9, 8, 3\), expected \(N, 3, L\) token ids / mask / segment ids; "
+                    r"ignored \(text='features' does not need it\): every text step counts"),
+    (lambda d: d["train"].update(text_bert=None), r"key 'text_bert' is NoneType None, expected one row per sample.*"
+                                                  r"; ignored \(text='features' does not need it\)"),
+    (lambda d: d["train"].update(text_bert=np.array(["ids"] * 9)), r"key 'text_bert' holds text such as 'ids'.*"
+                                                                   r"; ignored \(text='features' does not need it\)"),
+])
+def test_a_malformed_text_bert_is_ignored_when_text_uses_the_features(tmp_path, caplog, fault, logged):
+    """text='features' does not need text_bert: a malformed one is logged and left out (every text step
+    counts), the text features load as stored; text='bert' needs it and still refuses it."""
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=fault)
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        bundle = create_data("mmsa", path=path)
+    assert re.search(r"unaligned_50\.pkl: split 'train', " + logged, caplog.text)
+    ds, raw = bundle.splits["train"], _raw(path)["train"]
+    assert ds.lengths["text"].tolist() == [8] * SIZES[0]
+    torch.testing.assert_close(ds.features["text"], torch.as_tensor(raw["text"]))  # exact copy
+    with pytest.raises(DataFormatError, match=r"^unaligned_50\.pkl: split 'train', key 'text_bert' "):
+        create_data("mmsa", path=path, text="bert")
+
+
+@pytest.mark.parametrize("text", ["features", "bert"])
+def test_a_text_bert_with_another_row_count_is_named(tmp_path, text):
+    def extra_row(d):
+        d["train"]["text_bert"] = np.concatenate([d["train"]["text_bert"], d["train"]["text_bert"][:1]])
+
+    with pytest.raises(DataFormatError, match=r"^unaligned_50\.pkl: split 'train': key 'text_bert' has 10 rows "
+                                              r"\(shape \(10, 3, 8\)\) but 'id' has 9 \(shape \(9,\)\); every key "
+                                              r"needs one row per sample$"):
+        create_data("mmsa", path=write_mmsa(tmp_path, "mosi", aligned=False, mutate=extra_row), text=text)
+
+
+def test_an_empty_split_says_it_is_empty(tmp_path):
+    """Rows are counted before any key is parsed: an empty split is named as such, not as a bad shape."""
+    def empty(d):
+        d["test"].update({k: [] for k in ("text", "audio", "vision", "regression_labels", "id", "text_bert",
+                                          "audio_lengths", "vision_lengths")})
+
+    with pytest.raises(DataFormatError, match=r"^unaligned_50\.pkl: split 'test' is empty \(0 samples in id, "
+                                              r"regression_labels, text, audio, vision, text_bert, audio_lengths, "
+                                              r"vision_lengths\); every split needs at least one sample"):
+        create_data("mmsa", path=write_mmsa(tmp_path, "mosi", aligned=False, mutate=empty))
+
+
+def test_an_all_zero_bert_mask_is_logged(tmp_path, caplog):
+    def no_tokens(d):
+        d["train"]["text_bert"][[0, 4], 1] = 0
+
+    path = write_mmsa(tmp_path, "mosi", mutate=no_tokens)
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        ds = create_data("mmsa", path=path).splits["train"]
+    assert ds.lengths["text"][[0, 4]].tolist() == [1, 1]
+    assert ("aligned_50.pkl: split 'train', key 'text_bert': 2 samples have an all-zero attention mask (no "
+            "tokens; for example row 0); their text length is set to 1") in caplog.text
+
+
+def test_a_key_that_is_not_a_string_is_ignored(tmp_path):
+    """A split key such as 7 is left out by the loader, and inspect describes it instead of raising."""
+    from pase.data.inspect import inspect_path
+
+    path = write_mmsa(tmp_path, "mosi", mutate=lambda d: d["train"].update({7: np.zeros(9)}))
+    bundle = create_data("mmsa", path=path)
+    assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]
+    report = inspect_path(path, checksum=False)
+    assert report.ok, report.text
+    assert re.search(r"^    7 +\(9,\) +float64$", report.text, flags=re.MULTILINE)
+
+
+def _left_pad(key, rows=None):
+    """Move the first L steps of ``key`` to the end (zeros first), in every split or in ``rows`` of train."""
+    def mutate(d):
+        for s in d:
+            x, ln = d[s][key], np.asarray(d[s][f"{key}_lengths"])
+            for i in (range(len(x)) if rows is None else rows if s == "train" else []):
+                real = x[i, :ln[i]].copy()
+                x[i] = 0
+                x[i, x.shape[1] - ln[i]:] = real
+    return mutate
+
+
+def test_left_padded_sequences_with_lengths_are_refused(tmp_path, monkeypatch):
+    """*_lengths mean "the first L steps are real" (MMSA); a left-padded file would have its real steps
+    masked as padding. Most padded samples look left-padded: one error naming the file, split, key and fix;
+    the same in chunks of one row."""
+    import pase.data.mmsa as M
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=_left_pad("vision"))
+    raw = _raw(path)["train"]
+    padded = int((np.asarray(raw["vision_lengths"]) < 10).sum())
+    message = (rf"^unaligned_50\.pkl: split 'train', key 'vision': {padded} of {padded} padded samples are zero over "
+               r"their first T - L steps and not zero after step L \(T = 10; for example sample '.+', L = \d+\): "
+               r"the data look left-padded, but 'vision_lengths' counts the real steps at the start \(as MMSA's "
+               r"models read it\); re-pad each sample to the right \(real steps first, zeros after\) or delete the "
+               r"'vision_lengths' key \(every step then counts\)$")
+    with pytest.raises(DataFormatError, match=message):
+        create_data("mmsa", path=path)
+    monkeypatch.setattr(M, "_PAD_CHUNK", 10 * 20)  # one (T, D) row per chunk
+    with pytest.raises(DataFormatError, match=message):
+        create_data("mmsa", path=path)
+
+    def without_lengths(d):
+        _left_pad("vision")(d)
+        for s in d:
+            del d[s]["vision_lengths"]
+
+    dropped = write_mmsa(tmp_path / "b", "mosi", aligned=False, mutate=without_lengths)
+    ds = create_data("mmsa", path=dropped).splits["train"]  # the documented fix: every step counts
+    assert ds.lengths["vision"].tolist() == [10] * SIZES[0]
+
+
+def test_a_few_left_padded_looking_samples_load(tmp_path):
+    """Right-padded data whose first steps happen to be zero in a minority of samples are not refused."""
+    ln = np.asarray(_raw(write_mmsa(tmp_path / "a", "mosi", aligned=False))["train"]["audio_lengths"])
+    few = [int(i) for i in np.flatnonzero(ln < 12)[:2]]
+    path = write_mmsa(tmp_path / "b", "mosi", aligned=False, mutate=_left_pad("audio", rows=few))
+    assert len(create_data("mmsa", path=path).splits["train"]) == SIZES[0]

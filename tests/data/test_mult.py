@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-import pase.data.mult  # noqa: F401  (registers "mult")
 from pase.data import create_data
 from pase.data.validate import DataFormatError
 
@@ -111,3 +110,30 @@ def test_meta_rows_with_a_singleton_axis_read_as_rows(tmp_path):
         a, b = plain.splits[split], bundle.splits[split]
         assert b.ids == a.ids and "$_$" in b.ids[0]
         assert b.groups.tolist() == a.groups.tolist() and b.positions.tolist() == a.positions.tolist()
+
+
+@pytest.mark.parametrize("ragged", [
+    lambda d: [(b"v", b"1", b"2")] * 8 + [(b"v", b"1")],  # a list of tuples
+    lambda d: np.array([tuple(r) for r in d["train"]["id"][:-1]] + [(b"v", b"1")], dtype=object),  # object rows
+])
+def test_ragged_id_rows_are_named(tmp_path, ragged):
+    """One meta row shorter than the others: one line naming the file, split and key, not numpy's error."""
+    path = write_mult(tmp_path, "mosi", mutate=lambda d: d["train"].update(id=ragged(d)))
+    with pytest.raises(DataFormatError, match=r"^mosi_data\.pkl: split 'train', key 'id' has rows of different "
+                                              r"lengths \(2, 3 entries\); expected \(N, 3\) rows \(video, start, "
+                                              r"end\) or \(N,\) strings, fix the file's 'id' entries or delete the "
+                                              r"key \(ids then become train_0, train_1, \.\.\.\)$"):
+        create_data("mult", path=path)
+
+
+def test_id_rows_in_an_object_array_read_as_rows(tmp_path):
+    plain = create_data("mult", path=write_mult(tmp_path / "a", "mosi"))
+
+    def as_objects(data):
+        for s in data:
+            rows = np.empty(len(data[s]["id"]), dtype=object)
+            rows[:] = [tuple(r) for r in data[s]["id"]]
+            data[s]["id"] = rows
+    boxed = create_data("mult", path=write_mult(tmp_path / "b", "mosi", mutate=as_objects))
+    for s in plain.splits:
+        assert boxed.splits[s].ids == plain.splits[s].ids

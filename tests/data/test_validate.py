@@ -153,3 +153,28 @@ def test_dataset_refuses_an_empty_modality():
                                          r"steps or no features"):
         MultimodalDataset({"text": np.ones((2, 4)), "audio": np.ones((2, 0))}, np.zeros(2), ["a", "b"],
                           split="test")
+
+
+def test_a_float64_value_beyond_float32_is_named_not_made_inf():
+    x = np.zeros((3, 2, 4))
+    x[1, 0, 3], x[2, 1, 0] = -1e39, 5e38
+    with pytest.raises(DataFormatError, match=r"^f\.pkl: split 'valid', key 'audio' holds -1e\+39 at index \(1, 0, 3\) "
+                                              r"\(2 such values\), beyond the range of float32 \(about ±3\.4e\+38\): "
+                                              r"loaded, it would become inf; rescale or fix that feature in the file$"):
+        as_array(x, "f.pkl", "valid", "audio")
+    rows = np.empty(2, dtype=object)
+    rows[:] = [np.array([1.0, 2.0]), np.array([3.0, 1e39])]  # an object array of rows: the same check
+    with pytest.raises(DataFormatError, match=r"key 'audio' \(row 1\) holds 1e\+39 at index \(1,\) \(1 such values\)"):
+        as_array(rows, "f.pkl", "valid", "audio")
+    np.testing.assert_array_equal(as_array(np.array([1e39, -np.inf]), "f.pkl", "valid", "k", np.float64),
+                                  [1e39, -np.inf])  # float64 holds it; inf in the file stays inf (fix_non_finite)
+    assert np.isneginf(as_array(np.array([-np.inf, 1.0]), "f.pkl", "valid", "k")[0])
+
+
+def test_text_in_an_object_array_is_named_as_text():
+    labels = np.array(["0.5"] * 5 + ["pos"], dtype=object)  # labels pickled as Python strings
+    with pytest.raises(DataFormatError, match=r"^f\.pkl: split 'test', key 'regression_labels' holds text such as "
+                                              r"'pos', expected float32 numbers; re-export the file with numeric "
+                                              r"arrays$"):
+        as_array(labels, "f.pkl", "test", "regression_labels")
+    np.testing.assert_array_equal(as_array(np.array(["0.5", "-2"], dtype=object), "f.pkl", "test", "k"), [0.5, -2.0])

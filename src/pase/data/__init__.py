@@ -2,7 +2,7 @@
 
 from .contract import Batch, DataBundle, MultimodalDataset, TaskSpec, collate_batches, sort_modalities
 from .registry import DATA_SOURCES, create_data, register_data
-from . import gcnet, mmsa, mosi_bclstm, mult, synthetic  # noqa: F401  (register the sources)
+from . import gcnet, mmsa, mosi_bclstm, mult, synthetic  # importing them registers the sources
 
 __all__ = ["Batch", "DataBundle", "MultimodalDataset", "TaskSpec", "collate_batches", "sort_modalities",
-           "DATA_SOURCES", "create_data", "register_data"]
+           "DATA_SOURCES", "create_data", "register_data", "gcnet", "mmsa", "mosi_bclstm", "mult", "synthetic"]

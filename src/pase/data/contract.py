@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .validate import LOGGER
+
 __all__ = ["TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER",
            "select_modalities", "standardize"]
 
@@ -302,18 +304,26 @@ def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
     """Z-score every feature with the train split's mean and std over real (unpadded) steps.
 
     Statistics come from train only, so nothing of valid or test leaks; padding stays zero.
+    A feature constant on train (std < ``eps``) is only centred (scale 1, logged once with the
+    count): dividing by ``eps`` would blow a valid / test value 0.3 up to 300000.
     ``info["standardize"]`` names the rule (a string); the means and stds themselves are not
     stored (they are a function of the train split: rerun ``standardize`` to get them).
     """
-    stats = {}
+    stats, constant = {}, {}
     for m in bundle.modalities:
         d = bundle.splits["train"]
         x = d.features[m].double()
         mask = (torch.arange(x.shape[1])[None, :] < d.lengths[m][:, None]).double()[..., None]  # (N, T, 1)
         n = mask.sum()
         mean = (x * mask).sum((0, 1)) / n
-        std = (((x - mean) * mask).pow(2).sum((0, 1)) / n).sqrt().clamp_min(eps)
-        stats[m] = (mean.float(), std.float())
+        std = (((x - mean) * mask).pow(2).sum((0, 1)) / n).sqrt()  # (D,)
+        flat = std < eps
+        constant[m] = int(flat.sum())
+        stats[m] = (mean.float(), torch.where(flat, torch.ones_like(std), std).float())
+    if any(constant.values()):
+        detail = ", ".join(f"{m} {c}" for m, c in constant.items() if c)
+        LOGGER.info("standardize: %d feature columns are constant on the train split (std < %g; %s); they are "
+                    "centred, not scaled", sum(constant.values()), eps, detail)
     splits = {}
     for s, d in bundle.splits.items():
         feats = {}

@@ -25,15 +25,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
-from .validate import (LOGGER, DataFormatError, as_array, check_class_labels, check_disjoint_splits,
-                       check_label_range, check_unique_ids, fix_non_finite, infer_dataset, is_rows, to_str)
+from .validate import (LOGGER, DataFormatError, as_array, cast_checked, check_class_labels,
+                       check_disjoint_splits, check_label_range, check_unique_ids, fix_non_finite,
+                       infer_dataset, is_rows, to_str)
 
 __all__ = ["load_gcnet", "iemocap_folds", "GCNET_DATASETS", "DEFAULT_FEATURES"]
 
@@ -138,39 +139,47 @@ def _read_labels(raw: object, file: str) -> _Labels:
                    lists["testVids"])
 
 
-def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> np.ndarray:
-    """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time.
+def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.ndarray, int]:
+    """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time; and how
+    many NaN / inf values ``sanitize`` set to 0 in it.
 
     NaN / inf raise here, naming the file, unless ``sanitize``; ``-inf`` in audio (log-energies of
-    silent frames) is set to 0 as MMSA does, before a (T, D) array is pooled: pooled first, one
-    ``-inf`` frame would make its whole feature column ``-inf`` and then 0.
+    silent frames) is set to 0 as MMSA does. Both happen before a (T, D) array is pooled: pooled
+    first, one bad frame would make its whole feature column non-finite and then 0. A float64 value
+    beyond float32's range raises (it is not inf in the file).
     """
     try:
         raw = np.load(path, allow_pickle=False)
-        x = np.asarray(raw, dtype=np.float32).squeeze()
+        x = cast_checked(np.asarray(raw), np.float32, f"{path}: utterance {utt!r} (modality {modality!r})")
+    except DataFormatError:
+        raise
     except (ValueError, TypeError, OSError, EOFError) as exc:
         raise DataFormatError(f"{path}: cannot read utterance {utt!r} ({' '.join(str(exc).split())[:120]}); "
                               f"it must be a plain numeric .npy array") from None
+    x = x.squeeze()
     if x.size == 0:
         raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) has shape {raw.shape}, no "
                               f"values; expected (D,) or (T, D) with T, D >= 1, re-extract the feature")
     bad = ~np.isfinite(x)
     if modality == "audio":
         bad &= ~np.isneginf(x)
-    if bad.any() and not sanitize:
-        raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) holds {int(bad.sum())} NaN / "
+    n_bad = int(bad.sum())
+    if n_bad and not sanitize:
+        raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) holds {n_bad} NaN / "
                               f"inf values; fix the file or pass sanitize=True to set them to 0")
-    if modality == "audio":
-        x = np.where(np.isneginf(x), np.float32(0.0), x)
+    zero = (bad | np.isneginf(x)) if modality == "audio" else bad
+    if zero.any():
+        x = np.where(zero, np.float32(0.0), x)
     if x.ndim == 2:
         x = x.mean(axis=0)  # (T, D) -> (D,)
     if x.ndim != 1:
         raise DataFormatError(f"{path}: utterance {utt!r} has shape {x.shape}, expected (D,) or (T, D)")
-    return x
+    return x, n_bad
 
 
-def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Optional[np.ndarray]:
-    """(D,) feature of ``utt``, or None for an empty face folder."""
+def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Tuple[Optional[np.ndarray], int]:
+    """(D,) feature of ``utt`` (None for an empty face folder), and the count of values ``sanitize``
+    set to 0 in its file(s)."""
     f = folder / f"{utt}.npy"
     if f.is_file():
         return _vector(f, utt, modality, sanitize)
@@ -180,10 +189,11 @@ def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Opti
             f"{f}: missing feature of utterance {utt!r} (modality {modality!r}); expected this .npy "
             f"file or a folder {d.name}/ of .npy files")
     parts = [_vector(p, utt, modality, sanitize) for p in sorted(d.glob("*.npy"))]
-    if len({p.shape for p in parts}) > 1:
+    if len({p.shape for p, _ in parts}) > 1:
         raise DataFormatError(f"{d}: files of utterance {utt!r} have different widths "
-                              f"{sorted({p.shape[0] for p in parts})}; they must share D")
-    return np.mean(parts, axis=0) if parts else None
+                              f"{sorted({p.shape[0] for p, _ in parts})}; they must share D")
+    zeroed = sum(n for _, n in parts)
+    return (np.mean([p for p, _ in parts], axis=0) if parts else None), zeroed
 
 
 def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
@@ -197,7 +207,12 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
                      if root.is_dir() else "no such folder")
             raise DataFormatError(f"{folder}: feature folder of modality {m!r} not found (in {root}: "
                                   f"{found}); pass features={{{m!r}: <folder name>}} or fix feature_root")
-        vecs = [_read_feature(folder, u, m, sanitize) for u in utts]
+        read = [_read_feature(folder, u, m, sanitize) for u in utts]
+        vecs = [v for v, _ in read]
+        zeroed = sum(n for _, n in read)
+        if zeroed:
+            LOGGER.warning("%s: sanitize=True set %d NaN / inf values to 0 in the %r files, before pooling them",
+                           folder, zeroed, m)
         dims = {v.shape[0]: u for v, u in zip(vecs, utts) if v is not None}
         if len(dims) != 1:
             detail = ", ".join(f"{d} (utterance {u!r})" for d, u in dims.items()) or "no files"

@@ -57,32 +57,106 @@ _EXTRA_KEYS = ("regression_labels_T", "regression_labels_A", "regression_labels_
 _MODALITIES = ("text", "audio", "vision")
 
 
-def _text(split_dict: Mapping, text: str, file: str, split: str):
-    """The text modality (N, L, D) and its lengths (N,)."""
-    bert = None
-    if "text_bert" in split_dict:
+def _bert(split_dict: Mapping, text: str, file: str, split: str) -> Optional[np.ndarray]:
+    """``text_bert`` (N, 3, L) as an array, or None when absent. With text="features" it is optional:
+    a malformed one (not numeric, ragged, not (N, 3, L)) is ignored (logged) and every text step counts."""
+    if "text_bert" not in split_dict:
+        return None
+    try:
         bert = as_array(split_dict["text_bert"], file, split, "text_bert")
         if bert.ndim != 3 or bert.shape[1] != 3:
             raise DataFormatError(
                 f"{file}: split {split!r}, key 'text_bert' has shape {bert.shape}, expected "
-                f"(N, 3, L) token ids / mask / segment ids; use text='features'")
+                f"(N, 3, L) token ids / mask / segment ids" + ("; use text='features'" if text == "bert" else ""))
+    except DataFormatError as exc:
+        if text == "bert":
+            raise
+        LOGGER.warning("%s; ignored (text='features' does not need it): every text step counts", exc)
+        return None
+    return bert
+
+
+def _text(split_dict: Mapping, text: str, file: str, split: str):
+    """The text modality (N, L, D) and its lengths (N,) (from the ``text_bert`` mask when it fits)."""
+    bert = _bert(split_dict, text, file, split)
     if text == "bert":
         x = np.ascontiguousarray(bert.transpose(0, 2, 1))  # (N, 3, L) -> (N, L, 3)
     else:
         x = as_array(split_dict["text"], file, split, "text")
     check_sequences(x, file, split, "text_bert" if text == "bert" else "text", "(N, L, D)")
-    if bert is not None and bert.shape[2] == x.shape[1]:
-        mask = bert[:, 1, :]
-        binary = np.isin(mask, (0, 1))
-        if not binary.all():
-            row = int(np.flatnonzero(~binary.all(axis=1))[0])
-            raise DataFormatError(f"{file}: split {split!r}, key 'text_bert': the attention mask (row 1 of "
-                                  f"(N, 3, L)) of sample row {row} holds values other than 0 and 1; it sets "
-                                  f"the text lengths, fix the file")
-        lengths = np.clip(mask.sum(axis=1).astype(np.int64), 1, x.shape[1])
-    else:
-        lengths = np.full(len(x), x.shape[1], dtype=np.int64)
-    return x, lengths
+    if bert is not None and bert.shape[2] != x.shape[1]:
+        LOGGER.warning("%s: split %r, key 'text_bert' has %d tokens per sample (shape %s) but 'text' has %d "
+                       "steps; its mask is ignored, every text step counts", file, split, bert.shape[2],
+                       bert.shape, x.shape[1])
+        bert = None
+    if bert is None:
+        return x, np.full(len(x), x.shape[1], dtype=np.int64)
+    mask = bert[:, 1, :]
+    binary = np.isin(mask, (0, 1))
+    if not binary.all():
+        row = int(np.flatnonzero(~binary.all(axis=1))[0])
+        raise DataFormatError(f"{file}: split {split!r}, key 'text_bert': the attention mask (row 1 of "
+                              f"(N, 3, L)) of sample row {row} holds values other than 0 and 1; it sets "
+                              f"the text lengths, fix the file")
+    lengths = mask.sum(axis=1).astype(np.int64)
+    empty = int((lengths == 0).sum())
+    if empty:
+        LOGGER.warning("%s: split %r, key 'text_bert': %d samples have an all-zero attention mask (no tokens; "
+                       "for example row %d); their text length is set to 1", file, split, empty,
+                       int(np.argmax(lengths == 0)))
+    return x, np.clip(lengths, 1, x.shape[1])
+
+
+def _text_steps(split_dict: Mapping, feats: Mapping[str, np.ndarray]) -> Optional[int]:
+    """L, the text's steps: from the loaded text, else from the stored ``text`` / ``text_bert`` array."""
+    if "text" in feats:
+        return int(feats["text"].shape[1])
+    for key, axis in (("text", 1), ("text_bert", 2)):
+        value = split_dict.get(key)
+        if isinstance(value, np.ndarray) and value.ndim == 3:
+            return int(value.shape[axis])
+    return None
+
+
+#: values read at a time by the left-padding check (64 MiB of float32)
+_PAD_CHUNK = 1 << 24
+
+
+def _check_right_padded(x: np.ndarray, lengths: np.ndarray, file: str, split: str, key: str,
+                        ids: Sequence[str]) -> None:
+    """Refuse ``x`` (N, T, D) when most padded samples (length L < T) look left-padded: zero at
+    steps [0, T - L) and not zero somewhere in [L, T). MMSA's models read the first L steps as real.
+
+    Only padded rows that are zero at step 0 can be left-padded, and only those are read in full
+    (in row chunks), so a right-padded file costs one (N, D) read.
+
+    Raises:
+        DataFormatError: naming the file, split, key, how many samples look left-padded and the fix.
+    """
+    steps = x.shape[1]
+    padded = np.flatnonzero(lengths < steps)
+    cand = padded[~x[padded, 0].any(axis=1)]  # (P,) padded rows with an all-zero first step
+    if 2 * len(cand) <= len(padded):
+        return
+    t = np.arange(steps)
+    rows = max(1, _PAD_CHUNK // (steps * x.shape[2]))
+    left = []
+    for i in range(0, len(cand), rows):
+        idx = cand[i:i + rows]
+        nz = x[idx].any(axis=2)  # (B, T): steps with a non-zero feature
+        ln = lengths[idx][:, None]
+        lead_zero = ~(nz & (t < steps - ln)).any(axis=1)
+        trail = (nz & (t >= ln)).any(axis=1)
+        left.append(idx[lead_zero & trail])
+    left = np.concatenate(left)
+    if 2 * len(left) > len(padded):
+        row = int(left[0])
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r}: {len(left)} of {len(padded)} padded samples are zero over "
+            f"their first T - L steps and not zero after step L (T = {steps}; for example sample {ids[row]!r}, "
+            f"L = {int(lengths[row])}): the data look left-padded, but '{key}_lengths' counts the real steps at "
+            f"the start (as MMSA's models read it); re-pad each sample to the right (real steps first, zeros "
+            f"after) or delete the '{key}_lengths' key (every step then counts)")
 
 
 def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
@@ -98,6 +172,10 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     if isinstance(raw_ids, np.ndarray) and raw_ids.ndim != 1:
         raise DataFormatError(f"{file}: split {split!r}, key 'id' has shape {raw_ids.shape}, expected (N,) "
                               f"strings such as 'video$_$clip'; fix the file's 'id' entries")
+    rows = {k: split_dict[k] for k in ("text_bert", "audio_lengths", "vision_lengths")
+            if k in split_dict and (k != "text_bert" or is_rows(split_dict[k]))}  # optional keys
+    check_rows({"id": raw_ids, "regression_labels": split_dict["regression_labels"],
+                **{k: split_dict[k] for k in need}, **rows}, file, split)  # before parsing: N = 0 says so
     ids = [to_str(i) for i in raw_ids]
     labels = as_array(split_dict["regression_labels"], file, split, "regression_labels")
     feats: Dict[str, np.ndarray] = {}
@@ -108,15 +186,15 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
         else:
             feats[m] = as_array(split_dict[m], file, split, m)
             check_sequences(feats[m], file, split, m)
-    check_rows({"id": ids, "regression_labels": labels, **feats,
-                **{k: split_dict[k] for k in ("audio_lengths", "vision_lengths") if k in split_dict}},
-               file, split)
     labels = labels.reshape(len(ids), -1)
+    text_steps = _text_steps(split_dict, feats)
     for m in feats:
         feats[m] = fix_non_finite(feats[m], file, split, m, ids, sanitize, neg_inf_to_zero=(m == "audio"))
         if m != "text" and f"{m}_lengths" in split_dict:
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
                                       f"{m}_lengths")
+            if feats[m].shape[1] != text_steps:  # unaligned: its own steps, read as "the first L are real"
+                _check_right_padded(feats[m], lengths[m], file, split, m, ids)
     if labels.shape[1] != 1:
         raise DataFormatError(f"{file}: split {split!r}: 'regression_labels' has shape "
                               f"{labels.shape}, expected (N,) one score per sample")
@@ -157,7 +235,7 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     protocol, label_range = MMSA_DATASETS[dataset]
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
-            "lengths_from": sorted({k for s in SPLITS for k in raw[s] if k.endswith("_lengths")}),
+            "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")}),
             "split_rule": "the file's train/valid/test"}
     check_disjoint_splits(splits, file)
     return DataBundle(name=f"{dataset}_mmsa", task=task, splits=splits, info=info)

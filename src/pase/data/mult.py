@@ -29,7 +29,7 @@ from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_disjoint_splits,
                        check_label_range, check_rows, check_sequences, resolve_source, fix_non_finite,
-                       require_keys, require_splits, to_str)
+                       is_rows, require_keys, require_splits, to_str)
 
 __all__ = ["load_mult", "MULT_DATASETS", "IEMOCAP_EMOTIONS"]
 
@@ -45,12 +45,31 @@ _NAME_PATTERNS = (("iemocap", r"iemocap"), ("mosei", r"mosei"), ("mosi", r"mosi"
 _MODALITIES = ("text", "audio", "vision")
 
 
+def _id_array(value: object, file: str, split: str) -> np.ndarray:
+    """The ``id`` entries as one array: (N,) strings or (N, 3) rows (also an object array of rows).
+
+    Raises:
+        DataFormatError: rows of different lengths, naming the file, split and key.
+    """
+    try:
+        raw = np.asarray(value)
+        if raw.dtype == object and raw.ndim == 1 and len(raw) and all(is_rows(r) for r in raw):
+            raw = np.asarray(raw.tolist())  # an object array of equal (video, start, end) rows -> (N, 3)
+        return raw
+    except ValueError:
+        sizes = sorted({len(r) if is_rows(r) else 1 for r in value})
+        raise DataFormatError(
+            f"{file}: split {split!r}, key 'id' has rows of different lengths ({', '.join(map(str, sizes))} "
+            f"entries); expected (N, 3) rows (video, start, end) or (N,) strings, fix the file's 'id' "
+            f"entries or delete the key (ids then become {split}_0, {split}_1, ...)") from None
+
+
 def _ids(split_dict: Mapping, n: int, file: str, split: str
          ) -> Tuple[List[str], Optional[List[str]], Optional[List[tuple]]]:
     """(ids, videos, order keys) of one split; videos / keys are None when the file has no ids."""
     if "id" not in split_dict:
         return [f"{split}_{i}" for i in range(n)], None, None
-    raw = np.asarray(split_dict["id"])
+    raw = _id_array(split_dict["id"], file, split)
     if raw.ndim > 2 and all(d == 1 for d in raw.shape[1:-1]):  # (N, 1, 3): the meta rows with a singleton axis
         raw = raw.reshape(len(raw), raw.shape[-1])
     if raw.ndim == 2 and raw.shape[1] >= 2:  # (N, 3) meta rows: video, start, end

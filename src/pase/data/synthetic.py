@@ -75,9 +75,13 @@ class SyntheticSpec:
             noise, as memorised sample-specific detail is on unseen samples.
             It models a dominant encoder that can fit the training labels through sample-specific
             detail (as a fine-tuned BERT does), which starves the other encoders of gradient.
-        scales: a factor per modality on the observed features (small features learn slowly
+        scales: a positive factor per modality on the observed features (small features learn slowly
             under Adam, as raw acoustic descriptors do); default 1 for every modality.
-        sizes: train / valid / test sample counts (MOSI's 1,284 / 229 / 686).
+        sizes: train / valid / test sample counts (MOSI's 1,284 / 229 / 686); train needs at least 2.
+
+    Raises:
+        ValueError: an option out of range, naming it: also a train size below 2, a scale not above 0,
+            or an observed width (for the first modality: D_1 - memorize_dim) below the latent width.
     """
 
     def __init__(
@@ -110,8 +114,15 @@ class SyntheticSpec:
                 raise ValueError(f"synthetic effect {e!r} needs latent width >= 2, got {k}")
         if not 0 <= memorize_dim < dims[0]:
             raise ValueError(f"synthetic option 'memorize_dim'={memorize_dim} must lie in [0, dims[0]={dims[0]})")
-        if len(sizes) != 3 or min(sizes) < 1:
-            raise ValueError(f"synthetic option 'sizes' must be 3 positive counts (train, valid, test), got {sizes}")
+        for i, (m, d, k) in enumerate(zip(modalities, dims, latent)):
+            width = d - (memorize_dim if i == 0 else 0)  # the first modality's memorisation columns hold no latent
+            if width < k:
+                shown = f"{d} - memorize_dim {memorize_dim} = {width}" if width != d else f"{d}"
+                raise ValueError(f"synthetic option 'dims': modality {m!r} has observed width {shown}, below its "
+                                 f"latent width {k} (option 'latent'); raise dims[{i}] or lower latent[{i}]")
+        if len(sizes) != 3 or min(sizes) < 1 or sizes[0] < 2:
+            raise ValueError(f"synthetic option 'sizes' must be 3 positive counts (train, valid, test) with at least "
+                             f"2 training samples (the shortcut column is standardised over train), got {sizes}")
         self.modalities = tuple(modalities)
         self.dims, self.shares, self.effects = tuple(dims), tuple(shares), tuple(effects)
         self.latent, self.obs_noise = tuple(latent), tuple(obs_noise)
@@ -123,6 +134,8 @@ class SyntheticSpec:
         self.scales = tuple(scales) if scales is not None else (1.0,) * n
         if len(self.scales) != n:
             raise ValueError(f"synthetic option 'scales' has {len(self.scales)} entries for {n} modalities")
+        if not all(c > 0 for c in self.scales):  # also refuses NaN; a zero scale divides by zero (shortcut)
+            raise ValueError(f"synthetic option 'scales' must be positive factors, got {list(self.scales)}")
 
     def ground_truth_shares(self) -> Dict[str, float]:
         """Exact Shapley shares of the explained label variance, s_m."""

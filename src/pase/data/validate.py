@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["DataFormatError", "LOGGER", "require_splits", "require_keys", "as_array", "check_rows",
            "check_dims", "fix_non_finite", "check_label_range", "check_class_labels",
            "check_unique_ids", "clip_lengths", "to_str", "infer_dataset", "is_rows", "require_rows",
-           "check_sequences"]
+           "check_sequences", "cast_checked"]
 
 LOGGER = logging.getLogger("pase.data")
 
@@ -121,17 +121,21 @@ def as_array(value: object, file: str, split: str, key: str, dtype=np.float32) -
 
     Raises:
         DataFormatError: ``"f.pkl: split 'train', key 'audio' is ragged ...; pad it to (N, T, D)"``;
-            also for None, a scalar (``require_rows``) or text that is not a number.
+            also for None, a scalar (``require_rows``), text that is not a number (a string array or
+            an object array of strings) or a finite value beyond the range of ``dtype``.
     """
     require_rows(value, file, split, key)
     arr = None
+    where = f"{file}: split {split!r}, key {key!r}"
     try:
         arr = np.asarray(value)
-        if arr.dtype == object:
-            arr = np.stack([np.asarray(v, dtype=dtype) for v in arr])
-        return arr.astype(dtype, copy=False)
+        if arr.dtype == object:  # rows stored one by one: each is cast on its own
+            return np.stack([cast_checked(np.asarray(v), dtype, f"{where} (row {i})") for i, v in enumerate(arr)])
+        return cast_checked(arr, dtype, where)
+    except DataFormatError:
+        raise
     except (ValueError, TypeError) as exc:
-        if arr is not None and arr.dtype.kind in "US":  # dense, but text that is not a number
+        if arr is not None and (arr.dtype.kind in "US" or _holds_text(arr)):  # text that is not a number
             flat = arr.reshape(-1)
             bad = next((to_str(v) for v in flat if not _is_number(v)), to_str(flat[0]))
             raise DataFormatError(
@@ -142,6 +146,32 @@ def as_array(value: object, file: str, split: str, key: str, dtype=np.float32) -
             f"{file}: split {split!r}, key {key!r} is ragged or not numeric (row shapes include "
             f"{shapes}; {type(exc).__name__}); pad it to one (N, T, D) {np.dtype(dtype).name} array"
         ) from None
+
+
+def cast_checked(arr: np.ndarray, dtype, where: str) -> np.ndarray:
+    """``arr.astype(dtype)``, but a finite value beyond the range of ``dtype`` (float64 1e39 as
+    float32) raises instead of silently becoming inf; ``where`` starts the message.
+
+    Raises:
+        DataFormatError: ``"f.pkl: split 'valid', key 'vision' holds 1e+39 at index (1, 0, 0) (1 such
+            values), beyond the range of float32 (about ±3.4e+38): ..."``.
+    """
+    with np.errstate(over="raise"):
+        try:
+            return arr.astype(dtype, copy=False)
+        except FloatingPointError:
+            pass
+    big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)  # only on this error path
+    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(big)), arr.shape))
+    raise DataFormatError(
+        f"{where} holds {float(arr[idx]):g} at index {idx} ({int(big.sum())} such values), beyond the range "
+        f"of {np.dtype(dtype).name} (about ±{float(np.finfo(dtype).max):.3g}): loaded, it would become inf; "
+        f"rescale or fix that feature in the file")
+
+
+def _holds_text(arr: np.ndarray) -> bool:
+    """An object array with a string among its entries (labels pickled as Python strings)."""
+    return arr.dtype == object and any(isinstance(v, (str, bytes)) for v in arr.reshape(-1))
 
 
 def _is_number(value: object) -> bool:

@@ -1,0 +1,45 @@
+"""``contract.standardize``: train-split z-scores, and features that are constant on train."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from pase.data.contract import DataBundle, MultimodalDataset, TaskSpec, standardize
+
+
+def _split(rng, n, split, constants):
+    """(N, 4) audio and (N, 3) vision; ``constants`` maps (modality, column) -> the value it holds."""
+    feats = {"audio": rng.standard_normal((n, 4)).astype(np.float32),
+             "vision": rng.standard_normal((n, 3)).astype(np.float32)}
+    for (m, col), value in constants.items():
+        feats[m][:, col] = value
+    return MultimodalDataset(feats, rng.uniform(-3, 3, n).astype(np.float32), [f"{split}{i}" for i in range(n)],
+                             split=split)
+
+
+def test_a_column_constant_on_train_is_centred_not_divided_by_eps(caplog):
+    """A feature constant on train (an unused Facet / COVAREP channel) has std 0 there: it is centred with
+    scale 1, so test's 5.3 against train's 5.0 becomes 0.3 (divided by eps = 1e-6 it was 300000)."""
+    rng = np.random.default_rng(0)
+    train = {("audio", 2): 5.0, ("vision", 0): 0.0, ("vision", 1): -1.0}
+    bundle = DataBundle("t", TaskSpec("regression", 1, "mosi", (-3.0, 3.0)), {
+        "train": _split(rng, 50, "train", train),
+        "valid": _split(rng, 10, "valid", train),
+        "test": _split(rng, 10, "test", {("audio", 2): 5.3, ("vision", 0): 0.25, ("vision", 1): -1.0})})
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        out = standardize(bundle)
+    test = out.splits["test"].features
+    torch.testing.assert_close(test["audio"][:, 0, 2], torch.full((10,), 0.3), rtol=0, atol=1e-6)  # 5.3 - 5.0
+    torch.testing.assert_close(test["vision"][:, 0, 0], torch.full((10,), 0.25), rtol=0, atol=0)
+    assert (test["vision"][:, 0, 1] == 0).all() and (out.splits["train"].features["audio"][:, 0, 2] == 0).all()
+    for m, cols in (("audio", [0, 1, 3]), ("vision", [2])):  # the others: z-scores against numpy's train stats
+        raw = bundle.splits["train"].features[m][:, 0, cols].double()
+        mean, std = raw.mean(0), raw.std(0, unbiased=False)
+        want = (bundle.splits["test"].features[m][:, 0, cols].double() - mean) / std
+        torch.testing.assert_close(test[m][:, 0, cols].double(), want, rtol=1e-5, atol=1e-5)  # float32 round-off
+    lines = [r.getMessage() for r in caplog.records if "standardize" in r.getMessage()]
+    assert lines == ["standardize: 3 feature columns are constant on the train split (std < 1e-06; audio 1, "
+                     "vision 2); they are centred, not scaled"]

@@ -1,6 +1,6 @@
 """Does ``torch.compile`` help PaSE's small per-step ops? Eager against compiled, on this CPU.
 
-    python benchmarks/compile_probe.py [--step] [--encoders]
+    python benchmarks/compile_probe.py [--step] [--whole] [--encoders]
 
 1. One Sinkhorn iteration: the body of ``pase.ot.sinkhorn_log`` on the (P, K, K) = (6, 2, 2)
    problem of a PaSE step with three modalities and sign classes.
@@ -12,7 +12,13 @@
    fusion, PaSE, and PaSE with its forward extras (similarities, confidences, gate scores) and its
    loss extras (PCL, centroids, OT) each compiled as one graph, interleaved per batch; prints the
    first epoch's time (compilation included) and the median step times and ratios.
-4. With ``--encoders``: MOSI-shaped sequence steps (512 training samples, Transformer encoders)
+4. With ``--whole`` (needs ``../shared/data/mosi-bclstm``): whole real-MOSI training steps of late
+   fusion and of PaSE, each eager and each with its forward pass and loss (``model(batch)`` and
+   ``method.loss``: encoders, head, PaSE's parts, the EMA of the banks, the Shapley pass) compiled
+   as one ``torch.compile``d function and Adam's step compiled too (backward runs the compiled
+   backward graph); interleaved per batch; prints the compile time of each, the graph breaks and
+   the median step times and ratios (the route "the whole step as one graph" of BENCHMARKS.md).
+5. With ``--encoders``: MOSI-shaped sequence steps (512 training samples, Transformer encoders)
    of PaSE eager against PaSE with every encoder compiled in place (``nn.Module.compile``), the
    part that dominates a sequence step; two passes over the batches, interleaved per batch.
 
@@ -59,23 +65,31 @@ def extras(stacked, protos, init, classes, gate_w, gate_b):
     return (prototype_gates(scores), *loss_extras(h, z, classes, protos, init))
 
 
-def whole_steps() -> None:
-    """Real-MOSI steps: late fusion, PaSE eager, PaSE with its extras compiled (two graphs)."""
+def _real_mosi(flag: str):
+    """(workloads module, bundle, training batches) of real MOSI on the CPU, or None (printed why)."""
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
     import workloads as W
     from workers import _batches
 
+    bundle = W.load_dataset("real_mosi")
+    if bundle is None:
+        print(f"{flag}: {W.MOSI_BCLSTM} is absent")
+        return None
+    return W, bundle, _batches(bundle, "train", 0, 0, torch.device("cpu"))[0]
+
+
+def whole_steps() -> None:
+    """Real-MOSI steps: late fusion, PaSE eager, PaSE with its extras compiled (two graphs)."""
     from pase.methods.base import task_loss
     from pase.methods.pase import prototype_targets
     from pase.models.fusion_model import FusionOutput
     from pase.prototypes import update_banks
 
-    bundle = W.load_dataset("real_mosi")
-    if bundle is None:
-        print(f"--step: {W.MOSI_BCLSTM} is absent")
+    loaded = _real_mosi("--step")
+    if loaded is None:
         return
+    W, bundle, batches = loaded
     cpu, ac = torch.device("cpu"), contextlib.nullcontext()
-    batches, _, _ = _batches(bundle, "train", 0, 0, cpu)
     late, pase, fast = (W.Run(v, bundle, "real_mosi", cpu) for v in ("late_fusion", "pase", "pase"))
     fwd_c, loss_c = torch.compile(forward_extras), torch.compile(loss_extras)
 
@@ -117,6 +131,70 @@ def whole_steps() -> None:
     med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
     print("whole steps, median ms (x late fusion): " +
           ", ".join(f"{k} {v:.2f} ({v / med['late_fusion']:.2f} x)" for k, v in med.items()))
+
+
+def compiled_whole_steps() -> None:
+    """Real-MOSI steps of late fusion and PaSE, eager and with forward + loss and Adam compiled."""
+    loaded = _real_mosi("--whole")
+    if loaded is None:
+        return
+    W, bundle, batches = loaded
+    cpu = torch.device("cpu")
+    batches = [b for b in batches if b.target.shape[0] == batches[0].target.shape[0]]  # one shape: no recompiles
+    runs = {f"{v}{tag}": W.Run(v, bundle, "real_mosi", cpu) for tag in ("", "_compiled") for v in ("late_fusion", "pase")}
+
+    def make(run, compiled):
+        def fwd_loss(batch):
+            return run.method.loss(run.model, batch, run.model(batch))[0]
+
+        f = torch.compile(fwd_loss) if compiled else fwd_loss
+        opt_step = torch.compile(run.opt.step) if compiled else run.opt.step
+
+        def step(batch):
+            loss = f(batch)
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            run.method.before_optimizer_step(run.model, run.opt)
+            opt_step()
+        return step
+
+    import torch._dynamo as dynamo
+    dynamo.config.recompile_limit = 64  # two compiled runs share fwd_loss's code object; see the recompiles
+    dynamo.config.accumulated_recompile_limit = 512
+    dynamo.config.allow_unspec_int_on_nn_module = True  # the per-batch counters of the Shapley accumulators
+    steps = {k: make(r, k.endswith("_compiled")) for k, r in runs.items()}
+    for k in steps:
+        if k.endswith("_compiled"):
+            counters = dynamo.utils.counters
+            counters.clear()
+            t0 = time.perf_counter()
+            for b in batches[:3]:
+                steps[k](b)
+            breaks = sum(counters["graph_break"].values())
+            print(f"{k}: compile and 3 steps {time.perf_counter() - t0:.1f} s, {breaks} graph break(s), "
+                  f"{sum(counters['stats'].get(x, 0) for x in ('unique_graphs',))} graph(s)")
+            t0 = time.perf_counter()
+            for b in batches:
+                steps[k](b)
+            print(f"{k}: the rest of the first epoch {time.perf_counter() - t0:.1f} s (recompiles included), "
+                  f"{counters['stats'].get('unique_graphs', 0)} graph(s) in all")
+        else:
+            for b in batches[:3]:
+                steps[k](b)
+    times = {k: [] for k in steps}
+    names = list(steps)
+    for rep in range(6):
+        for i, b in enumerate(batches):
+            k0 = (rep + i) % len(names)
+            for k in names[k0:] + names[:k0]:
+                t0 = time.perf_counter()
+                steps[k](b)
+                times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    print("whole steps, median ms: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()))
+    print(f"pase / late fusion: eager {med['pase'] / med['late_fusion']:.2f} x, both compiled "
+          f"{med['pase_compiled'] / med['late_fusion_compiled']:.2f} x, compiled pase / eager late fusion "
+          f"{med['pase_compiled'] / med['late_fusion']:.2f} x")
 
 
 def encoder_steps() -> None:
@@ -189,6 +267,8 @@ def main() -> None:
           f"eager {bench(lambda: step(extras), 1000):.0f} us, compiled {bench(lambda: step(compiled), 1000):.0f} us")
     if "--step" in sys.argv[1:]:
         whole_steps()
+    if "--whole" in sys.argv[1:]:
+        compiled_whole_steps()
     if "--encoders" in sys.argv[1:]:
         encoder_steps()
 

@@ -77,6 +77,11 @@ def test_pase_runs_both_phases(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "p" / "log.csv")))
     assert [float(r["diag/phase"]) for r in rows] == [1.0, 2.0, 2.0]
     assert result["diagnostics"]["switch_epoch"] == 1
+    import torch  # the selected checkpoint's own state, not the last epoch's
+    saved = torch.load(tmp_path / "p" / result["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    assert result["diagnostics_selected"] == {
+        "phase": int(saved["method.phase"]), "switch_epoch": int(saved["method.switch_epoch"]),
+        "sgm_coeffs": {m: float(c) for m, c in zip(("text", "audio", "vision"), saved["method.coeffs"])}}
     assert all(0 < float(rows[-1][f"diag/sgm_coeff_{m}"]) <= 1 for m in ("text", "audio", "vision"))
 
 
@@ -246,3 +251,49 @@ def test_settings_that_would_be_ignored_or_crash_stop_before_training(tmp_path, 
     with pytest.raises(ValueError) as e:
         train(apply_overrides(Config(), sets), tmp_path / "r", quiet=True)
     assert message in str(e.value) and not (tmp_path / "r").exists()
+
+
+def test_compiled_training_step_trains_as_eager_does(tmp_path, monkeypatch):
+    """train.compile: the captured step (the banks' EMA, the OT warm start, the Shapley and SGM
+    bookkeeping inside it) trains the same model as the eager step. Captured with torch.compile's
+    aot_eager backend (the same graph capture, no C++ compilation: inductor's kernels are checked
+    against eager in benchmarks/compile_probe.py --whole, BENCHMARKS.md)."""
+    import torch._dynamo
+
+    from pase.training import lightning_module
+
+    monkeypatch.setattr(lightning_module, "COMPILE_BACKEND", "aot_eager")
+    sets = TINY + ["method=pase", "pase.switch_max_epoch=1", "model.dropout=0.2"]
+    eager = train(apply_overrides(Config(), sets), tmp_path / "eager", quiet=True)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = train(apply_overrides(Config(), sets + ["train.compile=true"]), tmp_path / "compiled", quiet=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the step was captured, not run eagerly
+    torch._dynamo.reset()
+    rows = [list(csv.DictReader(open(tmp_path / d / "log.csv"))) for d in ("eager", "compiled")]
+    assert [r["diag/phase"] for r in rows[1]] == ["1.0", "2.0", "2.0"] and len(rows[0]) == len(rows[1])
+    for a, b in zip(*rows):
+        for k in a:
+            if k != "epoch" and a[k] and not k.startswith("time"):
+                assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-6), k
+    assert compiled["test"] == pytest.approx(eager["test"], rel=1e-4, abs=1e-6)
+
+
+def test_compile_without_a_cpp_compiler_stops_before_training(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("TORCHINDUCTOR_CPP_COMPILER", raising=False)
+    with pytest.raises(ValueError, match="train.compile=true on the CPU needs a C\\+\\+ compiler"):
+        train(apply_overrides(Config(), TINY + ["train.compile=true"]), tmp_path / "r", quiet=True)
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+
+def test_metrics_record_the_precision_that_ran(tmp_path):
+    """On a CPU Lightning runs 16-mixed as bf16-mixed: the record says what ran, beside what was asked."""
+    result = train(apply_overrides(Config(), TINY + ["train.precision=16-mixed", "train.max_epochs=1"]),
+                   tmp_path / "r", quiet=True)
+    assert (result["precision_effective"], result["accelerator_effective"]) == ("bf16-mixed", "CPUAccelerator")
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert saved["precision_effective"] == "bf16-mixed"
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["train"]["precision"] == "16-mixed"

@@ -165,6 +165,7 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     deterministic: bool = True
+    compile: bool = False  # torch.compile the training step's forward pass and losses (long runs; BENCHMARKS.md, "train.compile")
     num_workers: int = 0
     progress_bar: bool = True
 

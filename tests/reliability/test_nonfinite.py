@@ -67,6 +67,24 @@ def test_huge_learning_rate_stops_in_the_first_epoch(tmp_path, capsys):
                                       r"last good checkpoint: none yet", err[0]), err
 
 
+def test_weights_that_diverge_in_an_epochs_last_step_stop_before_its_validation(tmp_path, capsys, monkeypatch):
+    """The step's gradient was finite, the weights after it are not: the guard names it before the
+    validation pass scores NaN predictions (which stopped with a metrics error naming no epoch)."""
+    real_step = torch.optim.Adam.step
+
+    def diverging(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", diverging)
+    assert main(_args(tmp_path / "run", ["train.max_epochs=2", "train.batch_size=100000"])) == 2  # 1 step / epoch
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.match(r"pase: error: non-finite weights \(after the optimiser step\) at epoch 0, "
+                                      r"step 1; last good checkpoint: none yet", err[0]), err
+
+
 # ---------------------------------------------------------------------- degenerate inputs, unit by unit
 def _loss_scaled_trainer(monkeypatch, init_scale):
     """Lightning's 16-mixed plugin with a CPU GradScaler (on a CPU Lightning maps 16-mixed to bf16

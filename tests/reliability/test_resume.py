@@ -266,6 +266,28 @@ def test_a_moved_run_trained_longer_equals_one_long_run(tmp_path):
     assert (tmp_path / "b" / "log.csv").read_text() == (tmp_path / "straight" / "log.csv").read_text()
     kept = json.loads((tmp_path / "b" / "metrics.epochs2.json").read_text())
     assert kept["test"] == short["test"]  # the finished run's results are kept, not overwritten
+    # ... and so is the model they describe: the longer run replaced best.ckpt
+    assert kept["checkpoint"] == "checkpoints/best.epochs2.ckpt"
+    assert longer["best_epoch"] != short["best_epoch"], "pick settings whose best.ckpt changes"
+    from pase.training import evaluate
+    again = evaluate(tmp_path / "b" / kept["checkpoint"])
+    assert again["valid"] == pytest.approx(short["valid"]) and again["test"] == pytest.approx(short["test"])
+
+
+def test_more_patience_on_resume_is_the_patience_used(tmp_path):
+    """train.early_stop_patience may change on resume: the new value decides, as in one run with it
+    (Lightning's EarlyStopping restored the checkpoint's patience)."""
+    sets = TINY + ["train.lr=0", "train.max_epochs=8"]  # lr 0: never improves after epoch 0
+    one = train(apply_overrides(Config(), sets + ["train.early_stop_patience=4"]), tmp_path / "one", quiet=True)
+    assert one["epochs_run"] == 5
+    first = train(apply_overrides(Config(), sets + ["train.early_stop_patience=2"]), tmp_path / "r", quiet=True)
+    assert first["epochs_run"] == 3  # stopped by early stopping
+    more = train(apply_overrides(Config(), sets + ["train.early_stop_patience=4"]), tmp_path / "r", resume=True,
+                 quiet=True)
+    assert more["epochs_run"] == one["epochs_run"]
+    with pytest.raises(RunDirError, match="early stopping ended it"):  # the same patience again: finished
+        train(apply_overrides(Config(), sets + ["train.early_stop_patience=4"]), tmp_path / "r", resume=True,
+              quiet=True)
 
 
 def test_checkpoint_state_follows_a_moved_folder(tmp_path):

@@ -127,7 +127,7 @@ class RunningMean:
         if self.n == 0:
             return None
         mean = self.total / self.n
-        self.total, self.n = None, 0
+        self.n = 0  # the next add replaces total; keeping its type spares train.compile a recompile
         return mean
 
 

@@ -96,7 +96,8 @@ class PaSE(Method):
         self._coeffs_started = False  # host-side mirror of coeffs_started
         self.register_load_state_dict_post_hook(PaSE._sync_phase)
         self._pending = RunningMean()  # phi over the micro-batches of this step
-        self._ot_sum: Dict[str, Tensor] = {}
+        self._ot_cost = RunningMean()  # the epoch's OT transport costs
+        self._ot_err: Optional[Tensor] = None  # the epoch's largest Sinkhorn marginal error (a tensor: no sync)
         # (P, K) log potentials of the last Sinkhorn solve, P = M (M - 1) ordered pairs: the warm
         # start of the next one (zeros: a cold start); a buffer, so a resumed run continues exactly
         self.register_buffer("ot_log_u", torch.zeros(m * (m - 1), self.num_classes))
@@ -145,11 +146,10 @@ class PaSE(Method):
             grad_iters=self.pc.ot_grad_iters, init=warm, gradient=self.pc.ot_gradient, solver=self.pc.ot_solver)
         if self.pc.ot_warm_start and diag["niter"]:  # niter 0: the closed form ran, no potentials to keep
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
-        self._ot_sum["ot_cost"] = self._ot_sum.get("ot_cost", 0) + diag["transport"]
-        self._ot_sum["n"] = self._ot_sum.get("n", 0) + 1
-        err = diag["marginal_err"].detach()  # 0 for the closed form; a tensor, so no host sync here
-        prev = self._ot_sum.get("ot_marginal_err")
-        self._ot_sum["ot_marginal_err"] = err if prev is None else torch.maximum(prev, err)
+        self._ot_cost.add(diag["transport"].detach())
+        err = diag["marginal_err"].detach()  # 0 for the closed form
+        # reset to 0 (not None) at each epoch's end, so train.compile sees one type and never recompiles for it
+        self._ot_err = err if self._ot_err is None else torch.maximum(self._ot_err, err)
         return loss
 
     # ------------------------------------------------------------------ SGM
@@ -221,9 +221,11 @@ class PaSE(Method):
             logs[f"sgm_coeff_{m}"] = float(self.coeffs[i]) if int(self.phase) == 2 else 1.0
             if model.banks is not None:
                 logs[f"proto_sep_{m}"] = float(model.banks[m].separation())
-        if "ot_cost" in self._ot_sum:
-            logs["ot_cost"] = float(self._ot_sum.pop("ot_cost")) / max(self._ot_sum.pop("n"), 1)
-            logs["ot_marginal_err"] = float(self._ot_sum.pop("ot_marginal_err"))  # the epoch's largest
+        cost = self._ot_cost.pop()
+        if cost is not None:
+            logs["ot_cost"] = float(cost)
+            logs["ot_marginal_err"] = float(self._ot_err)  # the epoch's largest
+            self._ot_err = torch.zeros_like(self._ot_err)
         if int(self.phase) == 1 and self.pc.sgm and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
             self.phase.fill_(2)

@@ -155,8 +155,19 @@ class ResumableEarlyStopping(L.pytorch.callbacks.EarlyStopping):
         return {**super().state_dict(), "stopped": self.stopped}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self.stopped = bool(state_dict.get("stopped", False))
+        configured = self.patience
+        super().load_state_dict(state_dict)  # Lightning restores the checkpoint's patience too
+        self.patience = configured  # train.early_stop_patience may change on resume (run.RESUMABLE)
+        self.stopped = early_stopped(state_dict, configured)
+
+
+def early_stopped(state: Dict[str, Any], patience: int) -> bool:
+    """Whether a ``ResumableEarlyStopping`` state (from a checkpoint) ends the run under ``patience``:
+    its saved decision, unless the patience changed since, then whether the stale epochs reach it."""
+    stopped = bool(state.get("stopped", False))
+    if stopped and state.get("patience", patience) != patience:
+        return int(state.get("wait_count", 0)) >= patience
+    return stopped
 
 
 class NonFiniteError(FloatingPointError):
@@ -171,8 +182,8 @@ class NonFiniteGuard(L.Callback):
     gradient (``torch._foreach_norm``, one fused kernel per device) are reduced to one bool.
     The step never runs on a bad gradient. Under a loss scaler (``train.precision=16-mixed``)
     only the loss is checked before the step: overflowing gradients are the scaler's to skip.
-    At the end of each training epoch, before the checkpoint callbacks run, the weights are
-    checked the same way (SGM scales gradients after this guard has seen them), so a checkpoint
+    At the end of each training epoch (before its validation pass, and again before the
+    checkpoint callbacks run), the weights are checked the same way (SGM scales gradients after this guard has seen them), so a checkpoint
     on disk always holds finite weights and the last good one is never touched.
     """
 
@@ -202,7 +213,14 @@ class NonFiniteGuard(L.Callback):
         if flags and not bool(torch.stack([f.to(flags[0].device) for f in flags]).all()):  # the one sync
             self._fail(trainer, "loss" if loss_ok is not None and not bool(loss_ok) else "gradient")
 
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":  # the epoch's validation runs before on_train_epoch_end
+            self._check_weights(trainer, pl_module)
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check_weights(trainer, pl_module)
+
+    def _check_weights(self, trainer, pl_module) -> None:
         weights = [p.detach() for p in pl_module.parameters()]
         if weights and not bool(_all_finite(weights)):
             self._fail(trainer, "weights (after the optimiser step)")

@@ -18,6 +18,7 @@ resumed run continues bit for bit.
 from __future__ import annotations
 
 import math
+import os
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -30,7 +31,7 @@ from ..metrics import MetricAccumulator, get_protocol
 from ..methods.base import Method, task_loss
 from .datamodule import dist_info
 
-__all__ = ["PaseModule", "build_optimizer", "OPTIMIZERS"]
+__all__ = ["PaseModule", "build_optimizer", "check_compile", "compile_settings", "OPTIMIZERS"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
@@ -53,6 +54,39 @@ def check_optimizer(name: str) -> str:
     if name not in OPTIMIZERS:
         raise ValueError(f"train.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}")
     return name
+
+
+#: torch.compile's backend for train.compile (the tests use "aot_eager": the same graph capture,
+#: eager kernels, no C++ compilation)
+COMPILE_BACKEND = "inductor"
+
+
+def compile_settings() -> None:
+    """Set, for this process, what ``train.compile`` needs: the methods' per-batch integer counters
+    (Shapley accumulators, OT cost means) are not specialised, so they do not recompile the step
+    at every batch; a few more graphs are allowed (the first batch, the last smaller batch, the
+    phase switch); and inductor draws random numbers as eager PyTorch does (``fallback_random``),
+    so dropout masks, and with them the trained weights, match an eager run's up to rounding.
+    Process-wide settings (entering ``config.patch`` at every step cost more than PaSE's extras)."""
+    import torch._dynamo.config
+    import torch._inductor.config
+
+    torch._dynamo.config.allow_unspec_int_on_nn_module = True
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+    torch._inductor.config.fallback_random = True
+
+
+def check_compile(accelerator: str) -> None:
+    """``train.compile=true`` needs inductor's C++ compiler for CPU kernels; one error if it is absent."""
+    if accelerator not in ("cpu", "auto") or os.environ.get("TORCHINDUCTOR_CPP_COMPILER"):
+        return
+    import shutil
+
+    from torch._inductor import config as inductor_config
+    cxx = inductor_config.cpp.cxx[-1] or "g++"
+    if shutil.which(cxx) is None:
+        raise ValueError(f"train.compile=true on the CPU needs a C++ compiler ({cxx!r}, used by torch.compile's "
+                         "inductor) on the PATH; install one (for example g++) or set train.compile=false")
 
 
 class PaseModule(L.LightningModule):
@@ -80,13 +114,24 @@ class PaseModule(L.LightningModule):
         self.best_value: Optional[float] = None
         self.results: Dict[str, Dict[str, float]] = {}
         self._sums: Dict[str, Dict[str, Tuple[torch.Tensor, int]]] = {}  # split -> key -> (sum n v, sum n)
+        self._compiled = None  # train.compile: the compiled _forward_loss, made at the first step
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch)
-        loss, logs = self.method.loss(self.model, batch, out)
+        if self.hparams.config["train"].get("compile"):
+            if self._compiled is None:
+                compile_settings()
+                self._compiled = torch.compile(self._forward_loss, backend=COMPILE_BACKEND)
+            loss, logs = self._compiled(batch)
+        else:
+            loss, logs = self._forward_loss(batch)
         self._log_train({"loss": loss.detach(), **logs}, len(batch), batch_idx)
         return loss
+
+    def _forward_loss(self, batch: Batch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """The model's forward pass and the method's losses (with its per-batch bookkeeping: the
+        prototype banks' EMA step, the Shapley pass): what ``train.compile`` compiles."""
+        return self.method.loss(self.model, batch, self.model(batch))
 
     def _log_train(self, values: Dict[str, torch.Tensor], n: int, batch_idx: int) -> None:
         """Training losses as epoch means weighted by batch size, as ``self.log(...,

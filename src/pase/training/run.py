@@ -16,11 +16,13 @@ non-finite loss, gradient or weight stops the run (``NonFiniteGuard``), and unde
 from __future__ import annotations
 
 import csv
+import json
 import inspect
 import io
 import logging
 import math
 import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -42,11 +44,11 @@ from ..methods.pase import schedule_warning
 from ..metrics import MetricAccumulator, get_protocol
 from ..models import build_model
 from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, RelocatableCheckpoint,
-                        ResumableEarlyStopping)
+                        ResumableEarlyStopping, early_stopped)
 from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
 from .datamodule import make_loader, set_loader_epoch
 from .precision import inference, precision_plugin, set_inference_precision, trainer_precision
-from .lightning_module import PaseModule
+from .lightning_module import PaseModule, check_compile
 
 __all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError", "RunInterrupted"]
 
@@ -62,7 +64,7 @@ class RunDirError(FileExistsError):
 #: the settings a resumed run may change (how long and where it trains, how it reports); any
 #: other difference from the run's config.yaml would mix two configurations in one run
 RESUMABLE = ("train.max_epochs", "train.early_stop_patience", "train.progress_bar", "train.num_workers",
-             "train.accelerator", "train.devices", "train.strategy")
+             "train.accelerator", "train.devices", "train.strategy", "train.compile")
 
 
 def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
@@ -138,6 +140,10 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
     except ImportError:
         pass
     precision = trainer_precision(tc.precision)  # {"precision": ...} or {"plugins": [...]}
+    if tc.compile:
+        check_compile(tc.accelerator)
+        log.warning("train.compile=true: the first training steps compile the step (seconds with inductor's cache, "
+                 "a minute or more without it on a CPU); it pays off in long runs (BENCHMARKS.md, section train.compile)")
     return L.Trainer(
         max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
         precision=precision.get("precision"), deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
@@ -204,6 +210,28 @@ def _clean_partial_writes(out: Path) -> None:
         tmp.unlink()
 
 
+def _kept_checkpoint(out: Path, kept: Path) -> Path:
+    """Where the selected checkpoint of a finished run that trains longer is kept beside its
+    ``metrics.epochs<N>.json``: ``checkpoints/best.epochs<N>.ckpt``."""
+    return out / "checkpoints" / f"best.{kept.stem.split('.', 1)[1]}.ckpt"
+
+
+def _keep_finished(out: Path, kept: Path) -> None:
+    """Set a finished run's record aside before it trains longer: its selected checkpoint is
+    copied to :func:`_kept_checkpoint` (the longer run replaces ``best.ckpt``), then metrics.json
+    is written to ``kept`` naming that copy, then removed; each write is atomic."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = out / (metrics.get("checkpoint") or "checkpoints/best.ckpt")
+    if best.is_file():
+        copy = _kept_checkpoint(out, kept)
+        tmp = copy.with_name(f".{copy.name}.tmp")
+        shutil.copy2(best, tmp)
+        os.replace(tmp, copy)
+        metrics["checkpoint"] = _relative(copy, out)
+    atomic_write_json(kept, metrics)
+    (out / "metrics.json").unlink()
+
+
 def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = None
                   ) -> Tuple[Optional[Path], Optional[Path], int]:
     """``(checkpoint, keep, done)`` for a resume of ``out``: the checkpoint it continues from (None: no
@@ -248,7 +276,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     if cfg.train.max_epochs < done:
         raise ConfigError(f"train.max_epochs={cfg.train.max_epochs}, but {out} has already trained {done} epochs; "
                           f"pass train.max_epochs of at least {done}")
-    stopped = any(k.startswith("ResumableEarlyStopping") and isinstance(v, dict) and v.get("stopped")
+    stopped = any(k.startswith("ResumableEarlyStopping") and isinstance(v, dict)
+                  and early_stopped(v, cfg.train.early_stop_patience)
                   for k, v in (state.get("callbacks") or {}).items())
     if metrics.is_file():
         if stopped or cfg.train.max_epochs == done:
@@ -257,8 +286,9 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
             raise RunDirError(f"{out} is a finished run ({done} epochs; {why}): nothing to resume "
                               "(nothing was changed)")
         kept = out / f"metrics.epochs{done}.json"
-        if kept.exists():
-            raise RunDirError(f"{kept} exists; move it aside to train {out} longer (nothing was changed)")
+        for path in (kept, _kept_checkpoint(out, kept)):
+            if path.exists():
+                raise RunDirError(f"{path} exists; move it aside to train {out} longer (nothing was changed)")
         return last, kept, done
     return last, None, done
 
@@ -349,7 +379,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         else:
             _clean_partial_writes(out)  # under the lock: no other process's write in flight
         if keep is not None:
-            (out / "metrics.json").rename(keep)
+            _keep_finished(out, keep)
         save_config(cfg, out / "config.yaml")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -362,6 +392,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
             final_state = module.method.summary()  # before the best checkpoint is reloaded
             best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
             trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
+            selected_state = module.method.summary()  # the selected checkpoint's (its buffers are loaded)
             valid = dict(module.results["valid"])
             trainer.test(module, test_dl, ckpt_path=best, verbose=False)
             test = dict(module.results["test"])
@@ -378,8 +409,10 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,
         "best_epoch": _best_epoch(out / "log.csv", monitor, mode), "epochs_run": trainer.current_epoch,
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
-        "diagnostics": final_state,
+        "diagnostics": final_state, "diagnostics_selected": selected_state,
         "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__,
+        # what ran, which may differ from what was asked (on a CPU Lightning runs 16-mixed as bf16-mixed)
+        "precision_effective": str(trainer.precision), "accelerator_effective": type(trainer.accelerator).__name__,
         "checkpoint": _relative(Path(best), out),
     }
     if writer:

@@ -76,9 +76,11 @@ def _epoch_section(res: Dict[str, Any]) -> List[str]:
                  if r["batches_timed"] else f"full epoch ({r['batches_per_epoch']} batches) x {r['repeats']}")
         for v, q in r["epoch_s"].items():
             out.append(f"| {ds} | {v} | {_q(q, 3)} | {_q(r['samples_per_s'][v], 0)} | {timed} |")
+        qc, qcc = r.get("ratio_pase_compile_late_fusion"), r.get("ratio_pase_compile_late_fusion_compile")
         ratios.append(f"| {ds} | {_q(r.get('ratio_pase_late_fusion'))} | {_q(r.get('ratio_pase_plain'))} | "
-                      f"{_q(r.get('ratio_late_fusion_plain'))} |")
-    out += ["", "| data | pase / late_fusion | pase / plain | late_fusion / plain |", "|---|---|---|---|"] + ratios
+                      f"{_q(r.get('ratio_late_fusion_plain'))} | {_q(qc) if qc else '-'} | {_q(qcc) if qcc else '-'} |")
+    out += ["", "| data | pase / late_fusion | pase / plain | late_fusion / plain | pase+compile / late_fusion | "
+            "pase+compile / late_fusion+compile |", "|---|---|---|---|---|---|"] + ratios
     return out + [""]
 
 
@@ -203,6 +205,13 @@ def _targets(res: Dict[str, Any]) -> List[str]:
         q = None if _err(r) else r.get("ratio_pase_late_fusion")
         rows.append((f"PaSE epoch <= {EPOCH_RATIO} x late fusion, M = 3, {DATASETS[ds]}",
                      f"{_q(q)} x" if q else str(_err(r)), _ok(q["median"] <= EPOCH_RATIO) if q else "n/a"))
+        qc = None if _err(r) else r.get("ratio_pase_compile_late_fusion")
+        if qc:
+            qcc = r.get("ratio_pase_compile_late_fusion_compile")
+            both = f"; both compiled: {_q(qcc)} x" if qcc else ""
+            rows.append((f"the same with `train.compile=true` for PaSE (forward pass and losses compiled, late fusion "
+                         f"eager), epochs after the first, which compiled in {r['compile_first_epoch_s']:.1f} s",
+                         f"{_q(qc)} x{both}", _ok(qc["median"] <= EPOCH_RATIO)))
     s = res.get("shapley")
     if not _err(s):
         q3 = s["sweep"].get("3", {}).get("ratio_shapley_sgm_plain")

@@ -117,7 +117,8 @@ def plan(quick: bool, device: str, bf16: bool, threads: Optional[int]) -> List[T
     mosei_full = {"full_batches": math.ceil(16326 / 64), "full_n_train": 16326}
     q = quick
     p: List[Tuple[str, str, Dict[str, Any]]] = [
-        ("epoch/real_mosi", "epoch", {"dataset": "real_mosi", "repeats": 3 if q else 5, "block": block}),
+        ("epoch/real_mosi", "epoch", {"dataset": "real_mosi", "repeats": 3 if q else 5, "block": block,
+                                      "variants": ["plain", "late_fusion", "pase", "late_fusion+compile", "pase+compile"]}),
         ("epoch/mosi_shaped", "epoch", {"dataset": "mosi_shaped", "sizes": _shaped_sizes("mosi_shaped"),
                                         "batches": 3 if q else 0, "repeats": 2 if q else 3, "block": block,
                                         **mosi_full}),

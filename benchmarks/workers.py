@@ -57,9 +57,14 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     runs = {v: W.Run(v, bundle, spec["dataset"], device) for v in spec.get("variants", W.VARIANTS)}
     ac = W.autocast_ctx(device, bf16)
     warm, _, _ = _batches(bundle, "train", 2, 99, device)
-    for r in runs.values():
-        for b in warm:
+    whole, _, _ = _batches(bundle, "train", 0, 99, device)  # compiled runs: every batch shape, compiled once
+    compile_s = {}
+    for v, r in runs.items():
+        t0 = time.perf_counter()
+        for b in (whole if r.compiled else warm):
             r.step(b, ac)
+        if r.compiled:
+            compile_s[v] = time.perf_counter() - t0
     block = spec.get("block", 1)
     times: Dict[str, List[float]] = {v: [] for v in runs}
     for rep in range(spec["repeats"]):
@@ -82,6 +87,13 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
                            "raw_epoch_s": times}
     if "pase" in times and "late_fusion" in times:
         res["ratio_pase_late_fusion"] = W.quantiles([p / q for p, q in zip(times["pase"], times["late_fusion"])])
+    if "pase+compile" in times and "late_fusion" in times:
+        res["ratio_pase_compile_late_fusion"] = W.quantiles(
+            [p / q for p, q in zip(times["pase+compile"], times["late_fusion"])])
+        res["compile_first_epoch_s"] = compile_s["pase+compile"]  # its first epoch, compilation included
+    if "pase+compile" in times and "late_fusion+compile" in times:
+        res["ratio_pase_compile_late_fusion_compile"] = W.quantiles(
+            [p / q for p, q in zip(times["pase+compile"], times["late_fusion+compile"])])
     if "pase" in times and "plain" in times:
         res["ratio_pase_plain"] = W.quantiles([p / q for p, q in zip(times["pase"], times["plain"])])
         res["ratio_late_fusion_plain"] = W.quantiles(

@@ -107,11 +107,15 @@ class Run:
     ``plain`` is the late-fusion model trained on the fused task loss only (no per-batch Shapley
     tracking); ``late_fusion`` is the registered method (which tracks Shapley values every batch);
     ``pase`` is PaSE with all parts on, forced into phase 2 (SGM active) from the first step.
+    A ``+compile`` suffix (``pase+compile``) runs the forward pass and the method's losses as
+    ``train.compile=true`` does (``torch.compile``; the optimiser step stays eager).
     """
 
     def __init__(self, variant: str, bundle: DataBundle, dataset: str, device: torch.device,
                  extra: Sequence[str] = (), seed: int = 0) -> None:
         torch.manual_seed(seed)
+        self.compiled = variant.endswith("+compile")
+        variant = variant.removesuffix("+compile")
         self.variant = variant
         self.cfg = load_config(None, overrides(dataset, variant) + list(extra))
         self.task = bundle.task
@@ -125,15 +129,23 @@ class Run:
         groups += [{"params": own}] if own else []
         self.opt = torch.optim.Adam(groups, lr=self.cfg.train.lr)
         self.device = device
+        self._forward_loss = self._eager_forward_loss
+        if self.compiled:
+            from pase.training.lightning_module import compile_settings
+
+            compile_settings()
+            self._forward_loss = torch.compile(self._eager_forward_loss)
+
+    def _eager_forward_loss(self, batch) -> torch.Tensor:
+        out = self.model(batch)
+        if self.variant == "plain":
+            return task_loss(out.logits, batch.target, self.task, self.method.loss_kind)
+        return self.method.loss(self.model, batch, out)[0]
 
     def step(self, batch, autocast: contextlib.AbstractContextManager) -> torch.Tensor:
         """One training step, in PaseModule's order; returns the (detached) loss."""
         with autocast:
-            out = self.model(batch)
-            if self.variant == "plain":
-                loss = task_loss(out.logits, batch.target, self.task, self.method.loss_kind)
-            else:
-                loss, _ = self.method.loss(self.model, batch, out)
+            loss = self._forward_loss(batch)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.method.before_optimizer_step(self.model, self.opt)

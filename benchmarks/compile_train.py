@@ -28,10 +28,12 @@ from workers import _timing_callback
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=12, help="at least 2 (the later epochs are the steady state)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="late_fusion,pase,pase+compile")
     a = ap.parse_args(argv)
+    if a.epochs < 2:
+        ap.error("--epochs must be at least 2: the first epoch compiles, the later ones are timed")
     torch.set_num_threads(a.threads)
     from pase.config import load_config
     from pase.data import register_data

@@ -283,7 +283,8 @@ def test_left_padded_sequences_with_lengths_are_refused(tmp_path, monkeypatch):
                r"their first T - L steps and not zero after step L \(T = 10; for example sample '.+', L = \d+\): "
                r"the data look left-padded, but 'vision_lengths' counts the real steps at the start \(as MMSA's "
                r"models read it\); re-pad each sample to the right \(real steps first, zeros after\) or delete the "
-               r"'vision_lengths' key \(every step then counts\)$")
+               r"'vision_lengths' key \(every step then counts\)\. If the padding is not zeros, or 'vision_lengths' "
+               r"counts fewer steps than are real, fix that instead$")
     with pytest.raises(DataFormatError, match=message):
         create_data("mmsa", path=path)
     monkeypatch.setattr(M, "_PAD_CHUNK", 10 * 20)  # one (T, D) row per chunk

@@ -169,6 +169,9 @@ def test_a_float64_value_beyond_float32_is_named_not_made_inf():
     np.testing.assert_array_equal(as_array(np.array([1e39, -np.inf]), "f.pkl", "valid", "k", np.float64),
                                   [1e39, -np.inf])  # float64 holds it; inf in the file stays inf (fix_non_finite)
     assert np.isneginf(as_array(np.array([-np.inf, 1.0]), "f.pkl", "valid", "k")[0])
+    from pase.data.validate import cast_checked
+    with pytest.raises(DataFormatError, match=r"^k holds 1e\+39 at index \(0,\)"):  # numbers in an object array
+        cast_checked(np.array([1e39, 2.0], dtype=object), np.float32, "k")
 
 
 def test_text_in_an_object_array_is_named_as_text():

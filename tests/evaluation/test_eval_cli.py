@@ -118,6 +118,22 @@ def test_diagnose_refreshes_its_own_diagnosis_from_another_directory(comparison,
     assert "holds another diagnosis" in capsys.readouterr().err
 
 
+def test_a_relative_checkpoint_path_from_another_run_is_another_checkpoint(comparison, tmp_path, monkeypatch,
+                                                                           capsys):
+    """`pase diagnose --checkpoint checkpoints/best.ckpt --out ../shared` from two run folders: the
+    same relative path, two checkpoints; the second must not refresh the first's diagnosis."""
+    runs = comparison[0] / "runs" / "late_fusion"
+    shared = tmp_path / "shared"
+    args = ["diagnose", "--noise-levels", "0", "--no-probes", "--out", str(shared), "--checkpoint",
+            "checkpoints/best.ckpt"]
+    monkeypatch.chdir(runs / "seed1111")
+    assert main(args) == 0
+    before = (shared / "diagnostics.json").read_bytes()
+    monkeypatch.chdir(runs / "seed1112")
+    assert main(args) == 2 and "holds another diagnosis" in capsys.readouterr().err
+    assert (shared / "diagnostics.json").read_bytes() == before
+
+
 def test_diagnose_leaves_files_it_did_not_write(comparison, tmp_path, capsys):
     ckpt = comparison[0] / "runs" / "late_fusion" / "seed1112" / "checkpoints" / "best.ckpt"
     for name in ("robustness.csv", "diagnostics.csv", "trajectory.csv"):

@@ -274,6 +274,40 @@ def test_a_moved_run_trained_longer_equals_one_long_run(tmp_path):
     assert again["valid"] == pytest.approx(short["valid"]) and again["test"] == pytest.approx(short["test"])
 
 
+def test_training_longer_sets_aside_the_diagnosis_and_finishes_an_interrupted_keep(tmp_path):
+    """The run folder's diagnosis describes the replaced model: it is set aside with metrics.json.
+    A copy of the selected checkpoint left by an interrupted keep is finished, not refused; a
+    foreign file of that name is refused and nothing moves."""
+    import shutil
+
+    sets = TINY + ["train.early_stop_patience=100"]
+    run = tmp_path / "r"
+    train(apply_overrides(Config(), sets + ["train.max_epochs=1"]), run, quiet=True)
+    (run / "diagnostics.json").write_text('{"of": "the one-epoch model"}')
+    (run / "robustness.csv").write_text("a,b\n")
+    copy = run / "checkpoints" / "best.epochs1.ckpt"
+    copy.write_bytes(b"somebody's file")
+    longer = apply_overrides(Config(), sets + ["train.max_epochs=2"])
+    with pytest.raises(RunDirError, match="best.epochs1.ckpt exists; move it aside"):
+        train(longer, run, resume=True, quiet=True)
+    assert (run / "metrics.json").is_file() and (run / "diagnostics.json").is_file()
+    shutil.copy2(run / "checkpoints" / "best.ckpt", copy)  # as an interrupted keep left it
+    result = train(longer, run, resume=True, quiet=True)
+    assert result["epochs_run"] == 2 and not (run / "diagnostics.json").exists()
+    assert (run / "diagnostics.epochs1.json").read_text() == '{"of": "the one-epoch model"}'
+    assert (run / "robustness.epochs1.csv").is_file()
+    assert json.loads((run / "metrics.epochs1.json").read_text())["checkpoint"] == "checkpoints/best.epochs1.ckpt"
+
+
+def test_a_changed_patience_decides_from_the_stale_epochs():
+    from pase.training.callbacks import early_stopped
+
+    stopped = {"stopped": True, "wait_count": 10, "patience": 10}
+    running = {"stopped": False, "wait_count": 8, "patience": 10}
+    assert early_stopped(stopped, 10) and not early_stopped(stopped, 15) and early_stopped(stopped, 5)
+    assert not early_stopped(running, 10) and early_stopped(running, 5) and not early_stopped(running, 9)
+
+
 def test_more_patience_on_resume_is_the_patience_used(tmp_path):
     """train.early_stop_patience may change on resume: the new value decides, as in one run with it
     (Lightning's EarlyStopping restored the checkpoint's patience)."""

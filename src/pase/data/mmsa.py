@@ -156,7 +156,8 @@ def _check_right_padded(x: np.ndarray, lengths: np.ndarray, file: str, split: st
             f"their first T - L steps and not zero after step L (T = {steps}; for example sample {ids[row]!r}, "
             f"L = {int(lengths[row])}): the data look left-padded, but '{key}_lengths' counts the real steps at "
             f"the start (as MMSA's models read it); re-pad each sample to the right (real steps first, zeros "
-            f"after) or delete the '{key}_lengths' key (every step then counts)")
+            f"after) or delete the '{key}_lengths' key (every step then counts). If the padding is not zeros, or "
+            f"'{key}_lengths' counts fewer steps than are real, fix that instead")
 
 
 def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,

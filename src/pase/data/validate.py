@@ -161,7 +161,12 @@ def cast_checked(arr: np.ndarray, dtype, where: str) -> np.ndarray:
             return arr.astype(dtype, copy=False)
         except FloatingPointError:
             pass
-    big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)  # only on this error path
+    try:  # only on this error path; an object array of numbers first becomes float64
+        arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataFormatError(f"{where} is not numeric or holds a value beyond float64; fix that feature in the "
+                              "file") from None
+    big = np.isfinite(arr) & (np.abs(arr) > np.finfo(dtype).max)
     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(big)), arr.shape))
     raise DataFormatError(
         f"{where} holds {float(arr[idx]):g} at index {idx} ({int(big.sum())} such values), beyond the range "

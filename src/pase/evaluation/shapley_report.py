@@ -177,19 +177,21 @@ _PARTIAL = ".diagnosis-in-progress.json"
 
 def _same_checkpoint(record: Path, checkpoint: Path, identity: Dict[str, Any], own_run: bool) -> bool:
     """Whether the diagnosis record ``record`` (a diagnostics.json, or the in-progress record) is of
-    ``checkpoint``: the same file; in its own run folder, the same file name and ``identity``;
-    elsewhere, the same bytes (or, for a record without the fingerprint, the same last three path
-    parts and identity)."""
+    ``checkpoint``: outside its run folder, the same bytes (the recorded SHA-256); else the same
+    file; in its own run folder, the same file name and ``identity``; for a record without the
+    fingerprint elsewhere, the same last three path parts and identity."""
     try:
         saved = json.loads(record.read_text())
         theirs = Path(saved["checkpoint"])
         mine = checkpoint.resolve()
+        if not own_run and "checkpoint_sha256" in saved:
+            # elsewhere: the same bytes, whatever the path says (a relative path names another file from
+            # another folder; a path's file may have been replaced since, say by a longer run)
+            return saved["checkpoint_sha256"] == sha256_file(checkpoint)
         if theirs.resolve() == mine:
             return True
         if own_run:  # a moved or copied run folder: its own diagnosis of the same file name
             return theirs.name == mine.name and all(saved.get(k) == v for k, v in identity.items())
-        if "checkpoint_sha256" in saved:  # elsewhere: the same bytes (not merely a path that looks alike)
-            return saved["checkpoint_sha256"] == sha256_file(checkpoint)
         # a diagnosis written before the fingerprint was recorded
         return theirs.parts[-3:] == mine.parts[-3:] and all(saved.get(k) == v for k, v in identity.items())
     except (ValueError, KeyError, TypeError, AttributeError, OSError):

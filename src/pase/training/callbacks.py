@@ -163,11 +163,11 @@ class ResumableEarlyStopping(L.pytorch.callbacks.EarlyStopping):
 
 def early_stopped(state: Dict[str, Any], patience: int) -> bool:
     """Whether a ``ResumableEarlyStopping`` state (from a checkpoint) ends the run under ``patience``:
-    its saved decision, unless the patience changed since, then whether the stale epochs reach it."""
-    stopped = bool(state.get("stopped", False))
-    if stopped and state.get("patience", patience) != patience:
+    its saved decision, unless the patience changed since, then whether its stale epochs reach the
+    new one (as in one run with it; patience is this callback's only stopping rule)."""
+    if state.get("patience", patience) != patience:
         return int(state.get("wait_count", 0)) >= patience
-    return stopped
+    return bool(state.get("stopped", False))
 
 
 class NonFiniteError(FloatingPointError):

@@ -80,6 +80,8 @@ def check_compile(accelerator: str) -> None:
     """``train.compile=true`` needs inductor's C++ compiler for CPU kernels; one error if it is absent."""
     if accelerator not in ("cpu", "auto") or os.environ.get("TORCHINDUCTOR_CPP_COMPILER"):
         return
+    if accelerator == "auto" and torch.cuda.is_available():  # auto picks the GPU: Triton kernels, no C++
+        return
     import shutil
 
     from torch._inductor import config as inductor_config

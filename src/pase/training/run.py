@@ -38,7 +38,7 @@ from ..data import create_data
 from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, select_modalities, standardize
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, sha256_file
 from ..methods import create_method
 from ..methods.pase import schedule_warning
 from ..metrics import MetricAccumulator, get_protocol
@@ -216,18 +216,59 @@ def _kept_checkpoint(out: Path, kept: Path) -> Path:
     return out / "checkpoints" / f"best.{kept.stem.split('.', 1)[1]}.ckpt"
 
 
+#: a diagnosis's files in a run folder, set aside with metrics.json when the run trains longer
+_RUN_DIAGNOSIS = ("diagnostics.json", "diagnostics.csv", "robustness.csv", "trajectory.csv")
+
+
+def _selected_checkpoint(out: Path, metrics: Dict[str, Any]) -> Path:
+    """The checkpoint a finished run's metrics.json names, inside ``out`` (a path outside it, as
+    older versions wrote absolute paths, falls back to ``checkpoints/best.ckpt``)."""
+    named = Path(metrics.get("checkpoint") or "checkpoints/best.ckpt")
+    path = named if named.is_absolute() else out / named
+    if not path.resolve().is_relative_to(out.resolve()):
+        path = out / "checkpoints" / "best.ckpt"
+    return path
+
+
+def _leftover_keep(out: Path, kept: Path) -> bool:
+    """Whether ``kept`` and the checkpoint copy beside it are what an interrupted
+    :func:`_keep_finished` of this run wrote (so finishing it again is safe): the kept record is
+    metrics.json but for its checkpoint, and the copy has the bytes of the selected checkpoint."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    if kept.exists():
+        try:
+            record = json.loads(kept.read_text())
+        except (OSError, ValueError):
+            return False
+        if {k: v for k, v in record.items() if k != "checkpoint"} != \
+                {k: v for k, v in metrics.items() if k != "checkpoint"}:
+            return False
+    copy = _kept_checkpoint(out, kept)
+    return not copy.exists() or sha256_file(copy) == sha256_file(_selected_checkpoint(out, metrics))
+
+
 def _keep_finished(out: Path, kept: Path) -> None:
     """Set a finished run's record aside before it trains longer: its selected checkpoint is
-    copied to :func:`_kept_checkpoint` (the longer run replaces ``best.ckpt``), then metrics.json
-    is written to ``kept`` naming that copy, then removed; each write is atomic."""
+    copied to :func:`_kept_checkpoint` (the longer run replaces ``best.ckpt``), its diagnosis
+    files get the same ``.epochs<N>`` infix, then metrics.json is written to ``kept`` naming the
+    copy (``checkpoint`` null, with ``checkpoint_note``, when the selected checkpoint is gone) and
+    removed. Each write is atomic; a resume finishes an interrupted one (:func:`_leftover_keep`)."""
     metrics = json.loads((out / "metrics.json").read_text())
-    best = out / (metrics.get("checkpoint") or "checkpoints/best.ckpt")
+    best = _selected_checkpoint(out, metrics)
+    tag = kept.stem.split(".", 1)[1]  # epochs<N>
     if best.is_file():
         copy = _kept_checkpoint(out, kept)
         tmp = copy.with_name(f".{copy.name}.tmp")
         shutil.copy2(best, tmp)
         os.replace(tmp, copy)
         metrics["checkpoint"] = _relative(copy, out)
+    else:
+        metrics["checkpoint"] = None
+        metrics["checkpoint_note"] = f"{_relative(best, out)} was missing when this run was trained longer"
+    for name in _RUN_DIAGNOSIS:  # a diagnosis of the replaced model must not pass for the new one's
+        if (out / name).is_file():
+            stem, ext = name.split(".")
+            os.replace(out / name, out / f"{stem}.{tag}.{ext}")
     atomic_write_json(kept, metrics)
     (out / "metrics.json").unlink()
 
@@ -287,7 +328,7 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
                               "(nothing was changed)")
         kept = out / f"metrics.epochs{done}.json"
         for path in (kept, _kept_checkpoint(out, kept)):
-            if path.exists():
+            if path.exists() and not _leftover_keep(out, kept):
                 raise RunDirError(f"{path} exists; move it aside to train {out} longer (nothing was changed)")
         return last, kept, done
     return last, None, done

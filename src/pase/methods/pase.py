@@ -97,7 +97,9 @@ class PaSE(Method):
         self.register_load_state_dict_post_hook(PaSE._sync_phase)
         self._pending = RunningMean()  # phi over the micro-batches of this step
         self._ot_cost = RunningMean()  # the epoch's OT transport costs
-        self._ot_err: Optional[Tensor] = None  # the epoch's largest Sinkhorn marginal error (a tensor: no sync)
+        # the epoch's largest Sinkhorn marginal error: a tensor (no sync), updated in place (one type from the
+        # first step on, so train.compile never recompiles for it); not checkpointed, as the epoch sums are not
+        self.register_buffer("ot_err_max", torch.zeros(()), persistent=False)
         # (P, K) log potentials of the last Sinkhorn solve, P = M (M - 1) ordered pairs: the warm
         # start of the next one (zeros: a cold start); a buffer, so a resumed run continues exactly
         self.register_buffer("ot_log_u", torch.zeros(m * (m - 1), self.num_classes))
@@ -148,8 +150,7 @@ class PaSE(Method):
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_cost.add(diag["transport"].detach())
         err = diag["marginal_err"].detach()  # 0 for the closed form
-        # reset to 0 (not None) at each epoch's end, so train.compile sees one type and never recompiles for it
-        self._ot_err = err if self._ot_err is None else torch.maximum(self._ot_err, err)
+        torch.maximum(self.ot_err_max, err.to(self.ot_err_max.dtype), out=self.ot_err_max)
         return loss
 
     # ------------------------------------------------------------------ SGM
@@ -224,8 +225,8 @@ class PaSE(Method):
         cost = self._ot_cost.pop()
         if cost is not None:
             logs["ot_cost"] = float(cost)
-            logs["ot_marginal_err"] = float(self._ot_err)  # the epoch's largest
-            self._ot_err = torch.zeros_like(self._ot_err)
+            logs["ot_marginal_err"] = float(self.ot_err_max)  # the epoch's largest
+            self.ot_err_max.zero_()
         if int(self.phase) == 1 and self.pc.sgm and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
             self.phase.fill_(2)

@@ -206,6 +206,10 @@ def _targets(res: Dict[str, Any]) -> List[str]:
         rows.append((f"PaSE epoch <= {EPOCH_RATIO} x late fusion, M = 3, {DATASETS[ds]}",
                      f"{_q(q)} x" if q else str(_err(r)), _ok(q["median"] <= EPOCH_RATIO) if q else "n/a"))
         qc = None if _err(r) else r.get("ratio_pase_compile_late_fusion")
+        failed = None if _err(r) else (r.get("compile_errors") or {}).get("pase+compile")
+        if failed:
+            rows.append((f"the same with `train.compile=true` for PaSE, {DATASETS[ds]}", f"did not compile: {failed}",
+                         "n/a"))
         if qc:
             qcc = r.get("ratio_pase_compile_late_fusion_compile")
             both = f"; both compiled: {_q(qcc)} x" if qcc else ""

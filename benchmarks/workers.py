@@ -58,11 +58,18 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     ac = W.autocast_ctx(device, bf16)
     warm, _, _ = _batches(bundle, "train", 2, 99, device)
     whole, _, _ = _batches(bundle, "train", 0, 99, device)  # compiled runs: every batch shape, compiled once
-    compile_s = {}
-    for v, r in runs.items():
+    compile_s, compile_errors = {}, {}
+    for v, r in list(runs.items()):
         t0 = time.perf_counter()
-        for b in (whole if r.compiled else warm):
-            r.step(b, ac)
+        try:
+            for b in (whole if r.compiled else warm):
+                r.step(b, ac)
+        except Exception as e:  # noqa: BLE001 - a compiled variant that cannot compile here is dropped, named
+            if not r.compiled:
+                raise
+            compile_errors[v] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            del runs[v]
+            continue
         if r.compiled:
             compile_s[v] = time.perf_counter() - t0
     block = spec.get("block", 1)
@@ -85,6 +92,8 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
                            "epoch_s": {v: W.quantiles(t) for v, t in times.items()},
                            "samples_per_s": {v: W.quantiles([n_train / x for x in t]) for v, t in times.items()},
                            "raw_epoch_s": times}
+    if compile_errors:
+        res["compile_errors"] = compile_errors
     if "pase" in times and "late_fusion" in times:
         res["ratio_pase_late_fusion"] = W.quantiles([p / q for p, q in zip(times["pase"], times["late_fusion"])])
     if "pase+compile" in times and "late_fusion" in times:

@@ -440,3 +440,28 @@ def test_auto_solver_matches_sinkhorn_and_falls_back_for_more_classes():
         assert (diag["niter"] == 0) == (K == 2)  # closed form only for two classes
     with pytest.raises(ValueError, match="solver='newton' is not one of sinkhorn, auto"):
         ot_alignment_loss_stacked(c, p, present, solver="newton")
+
+
+def test_float32_implicit_gradient_is_finite_for_well_aligned_prototypes():
+    """Near a permutation plan (class centroids close to their prototypes) the adjoint system of
+    the implicit gradient is singular to float32 precision: solved in float32 it gave inf / NaN in
+    about 1 of 15 such K = 3 problems. Every float32 gradient is finite and matches float64."""
+    from pase.ot import ot_alignment_loss_stacked
+
+    g = torch.Generator().manual_seed(3)
+    K, checked = 3, 0
+    for _ in range(40):
+        base = torch.randn(K, 16, generator=g, dtype=torch.float64)
+        c = torch.stack([base + 0.1 * torch.randn(K, 16, generator=g, dtype=torch.float64) for _ in range(3)])
+        p = torch.stack([base + 0.1 * torch.randn(K, 16, generator=g, dtype=torch.float64) for _ in range(3)])
+        present = torch.ones(3, K, dtype=torch.bool)
+        grads = {}
+        for dt in (torch.float64, torch.float32):
+            cg = c.to(dt).clone().requires_grad_(True)
+            loss, _ = ot_alignment_loss_stacked(cg, p.to(dt), present, reg=0.05, tol=1e-5, max_iter=100,
+                                                check_every=5, gradient="implicit")
+            grads[dt], = torch.autograd.grad(loss, cg)
+        assert torch.isfinite(grads[torch.float32]).all()
+        torch.testing.assert_close(grads[torch.float32].double(), grads[torch.float64], rtol=1e-3, atol=1e-4)
+        checked += 1
+    assert checked == 40

@@ -7,7 +7,7 @@ present and 0 for absent modalities. Prototype-gated fusion (PaSE sec. 2.4) uses
     alpha^m = softmax_{m in S}(g^m),   w^m = |S| * alpha^m,
 
 over the present set S, with the gate score g^m = u_m . [h^m ; c^m] + b_m computed from the
-representation and its prototype confidence c^m = 1 - H(softmax(s^m)) / log K (s^m: the sample's
+representation and its prototype confidence c^m = 1 - H(softmax(s^m)) / log n (n: the initialised prototypes; s^m: the sample's
 prototype similarities, H: entropy). A modality that matches one class prototype sharply earns
 weight. ``pase.gate_inputs`` ablates the terms; the toolkit's default, "confidence"
 (g^m = u_m,c c^m + b_m), was chosen on validation over "both" (docs/results.md section 7). The
@@ -59,7 +59,8 @@ def prototype_confidence(logits: Tensor, initialized: Optional[Tensor] = None) -
     n is the number of initialised prototypes (``initialized`` (..., K) bool, broadcast over the
     batch dim of ``logits``: an (M, K) mask for (M, B, K) logits; None: all K). A class with logit
     -inf (an uninitialised prototype) has probability 0 and adds 0 log 0 = 0 to the entropy, so
-    log n is the largest entropy possible; with n < 2 there is nothing to discriminate and c = 0.
+    log n is the largest entropy possible; with n < 2 initialised prototypes there is nothing to
+    discriminate and c = 0 (logits with a single class, K = 1, give c = 1: one sharp match).
     Value and gradient stay finite.
     """
     k = logits.shape[-1]

@@ -186,7 +186,12 @@ class _ImplicitSinkhorn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_plan):
-        (P,) = ctx.saved_tensors
+        (P_saved,) = ctx.saved_tensors
+        # In float64: near a permutation plan the off-plan entries are ~exp(-1/reg) (1e-9 at 0.05), so
+        # the system has K - 1 near-null directions below float32's precision and a float32 solve gave
+        # inf / NaN gradients; the system is (K1 + K2)^2, so the cast costs nothing measurable
+        wide = torch.float32 if P_saved.device.type == "mps" else torch.float64  # MPS has no float64
+        P, grad_plan = P_saved.to(wide), grad_plan.to(wide)
         K1, K2 = P.shape[-2:]
         H = grad_plan * P  # (..., K1, K2)
         r, c = P.sum(-1), P.sum(-2)  # (..., K1), (..., K2)
@@ -202,7 +207,7 @@ class _ImplicitSinkhorn(torch.autograd.Function):
         z = torch.linalg.solve_ex(A, rhs.unsqueeze(-1)).result.squeeze(-1)  # no error check: no host sync
         lam, mu = z[..., :K1], z[..., K1:]
         grad_M = (P * (lam.unsqueeze(-1) + mu.unsqueeze(-2)) - H) / ctx.reg
-        return grad_M, None, None, None, None, None
+        return grad_M.to(P_saved.dtype), None, None, None, None, None
 
 
 def sinkhorn_log_implicit(

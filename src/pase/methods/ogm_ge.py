@@ -12,7 +12,7 @@ it is generalised to M modalities and any task:
   k_m = 1 - tanh(alpha * relu(rho_m - 1)) (``ogm_coefficients``);
 * after backward, before clipping and the optimiser step: the gradient of every parameter of
   modality m's declared group is multiplied by k_m (averaged over the micro-batches of the step),
-  then, with GE, Gaussian noise of the modulated gradient's standard deviation is added, drawn
+  then, with GE, Gaussian noise of the unmodulated gradient's standard deviation is added, drawn
   from a ``torch.Generator`` seeded with ``train.seed``. Shared fusion / head parameters are
   left alone. Under ``torch.distributed`` the coefficients are averaged over the processes, so
   the all-reduced gradients are modulated (and noised, same seed) identically everywhere.

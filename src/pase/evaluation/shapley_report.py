@@ -37,7 +37,7 @@ from ..methods.base import coalition_utility, task_loss
 from ..shapley import coalition_masks, exact_shapley, shapley_shares
 from ..training.datamodule import make_loader
 from ..training.precision import inference
-from ..training.run import RunDirError, check_split, load_checkpoint
+from ..training.run import DIAGNOSIS_FILES, RunDirError, check_split, load_checkpoint
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary, unique_levels
 
@@ -168,7 +168,7 @@ def _modality_rows(mods: Sequence[str], shap: Dict[str, Dict[str, Any]],
 
 
 #: the files a diagnosis writes beside diagnostics.json
-_DIAGNOSIS_FILES = ("robustness.csv", "diagnostics.csv", "trajectory.csv")
+_DIAGNOSIS_FILES = tuple(f for f in DIAGNOSIS_FILES if f != "diagnostics.json")
 
 
 #: written before the files of a diagnosis and removed after its diagnostics.json: whose leftovers they are

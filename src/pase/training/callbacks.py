@@ -183,8 +183,9 @@ class NonFiniteGuard(L.Callback):
     The step never runs on a bad gradient. Under a loss scaler (``train.precision=16-mixed``)
     only the loss is checked before the step: overflowing gradients are the scaler's to skip.
     At the end of each training epoch (before its validation pass, and again before the
-    checkpoint callbacks run), the weights are checked the same way (SGM scales gradients after this guard has seen them), so a checkpoint
-    on disk always holds finite weights and the last good one is never touched.
+    checkpoint callbacks run), the weights are checked the same way (SGM scales gradients after
+    this guard has seen them), so a checkpoint on disk always holds finite weights and the last
+    good one is never touched.
     """
 
     def __init__(self, checkpoint_dir: str | Path) -> None:

@@ -210,14 +210,20 @@ def _clean_partial_writes(out: Path) -> None:
         tmp.unlink()
 
 
+def _kept_tag(kept: Path) -> str:
+    """``epochs<N>`` of ``metrics.epochs<N>.json``: the infix of everything a longer run sets aside."""
+    return kept.stem.split(".", 1)[1]
+
+
 def _kept_checkpoint(out: Path, kept: Path) -> Path:
     """Where the selected checkpoint of a finished run that trains longer is kept beside its
     ``metrics.epochs<N>.json``: ``checkpoints/best.epochs<N>.ckpt``."""
-    return out / "checkpoints" / f"best.{kept.stem.split('.', 1)[1]}.ckpt"
+    return out / "checkpoints" / f"best.{_kept_tag(kept)}.ckpt"
 
 
-#: a diagnosis's files in a run folder, set aside with metrics.json when the run trains longer
-_RUN_DIAGNOSIS = ("diagnostics.json", "diagnostics.csv", "robustness.csv", "trajectory.csv")
+#: the files ``pase diagnose`` writes into a folder (diagnostics.json last, marking it finished); in a
+#: run folder they are set aside with metrics.json when the run trains longer
+DIAGNOSIS_FILES = ("diagnostics.json", "robustness.csv", "diagnostics.csv", "trajectory.csv")
 
 
 def _selected_checkpoint(out: Path, metrics: Dict[str, Any]) -> Path:
@@ -255,7 +261,7 @@ def _keep_finished(out: Path, kept: Path) -> None:
     removed. Each write is atomic; a resume finishes an interrupted one (:func:`_leftover_keep`)."""
     metrics = json.loads((out / "metrics.json").read_text())
     best = _selected_checkpoint(out, metrics)
-    tag = kept.stem.split(".", 1)[1]  # epochs<N>
+    tag = _kept_tag(kept)
     if best.is_file():
         copy = _kept_checkpoint(out, kept)
         tmp = copy.with_name(f".{copy.name}.tmp")
@@ -265,7 +271,7 @@ def _keep_finished(out: Path, kept: Path) -> None:
     else:
         metrics["checkpoint"] = None
         metrics["checkpoint_note"] = f"{_relative(best, out)} was missing when this run was trained longer"
-    for name in _RUN_DIAGNOSIS:  # a diagnosis of the replaced model must not pass for the new one's
+    for name in DIAGNOSIS_FILES:  # a diagnosis of the replaced model must not pass for the new one's
         if (out / name).is_file():
             stem, ext = name.split(".")
             os.replace(out / name, out / f"{stem}.{tag}.{ext}")
@@ -327,9 +333,9 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
             raise RunDirError(f"{out} is a finished run ({done} epochs; {why}): nothing to resume "
                               "(nothing was changed)")
         kept = out / f"metrics.epochs{done}.json"
-        for path in (kept, _kept_checkpoint(out, kept)):
-            if path.exists() and not _leftover_keep(out, kept):
-                raise RunDirError(f"{path} exists; move it aside to train {out} longer (nothing was changed)")
+        there = [p for p in (kept, _kept_checkpoint(out, kept)) if p.exists()]
+        if there and not _leftover_keep(out, kept):
+            raise RunDirError(f"{there[0]} exists; move it aside to train {out} longer (nothing was changed)")
         return last, kept, done
     return last, None, done
 

@@ -257,6 +257,12 @@ def _mult_rows(res: Dict[str, Any]) -> List[tuple]:
         rows.append((f"PaSE MOSI-shaped epoch <= 1/5 of MulT's {MULT_GPU_S if gpu else MULT_CPU_S} s on {where} "
                      f"= {limit:.2f} s (MulT figure from the issue, not measured here); plain loop, {threads} thread(s)",
                      f"{_q(q)} s", _ok(q["median"] <= limit)))
+    e2 = res.get("epoch/mosi_shaped/threads2")
+    if e2 is not None and not _err(e2):
+        q, load = e2["epoch_s"]["pase"], e2.get("load_avg_1min", ["?", "?"])
+        rows.append((f"the same on 2 threads, as MulT's figure (both cores of this machine; 1-minute load average "
+                     f"{load[0]} before, {load[1]} after: other jobs on the cores slow a 2-thread step most)",
+                     f"{_q(q)} s; late fusion {_q(e2['epoch_s']['late_fusion'])} s", _ok(q["median"] <= limit)))
     lt = res.get("lightning/mosi_shaped")
     if not _err(lt) and lt["n_train"] == 1284 and lt["per_method"].get("pase", {}).get("epochs"):
         t = lt["per_method"]["pase"]["epochs"][-1]

@@ -6,6 +6,7 @@ from pase.data import create_data
 from pase.data.contract import DataBundle, MultimodalDataset, TaskSpec
 from pase.models import ENCODERS, build_model, create_encoder
 from pase.models.context import ContextGRU
+from pase.models.encoders import UniformDropout
 from pase.shapley import coalition_masks
 
 
@@ -178,6 +179,35 @@ def test_attention_dropout_is_configurable_and_off_by_default():
     x, lengths = torch.randn(4, 6, 5), torch.tensor([6, 3, 1, 6])
     enc.eval()
     torch.testing.assert_close(enc(x, lengths), enc(x, lengths))  # eval: no dropout at all
+
+
+@pytest.mark.parametrize("p,dtype", [(0.2, torch.float32), (0.5, torch.float32), (0.3, torch.bfloat16)])
+def test_uniform_dropout_has_dropouts_law_and_gradient(p, dtype):
+    """The Transformer's CPU dropout: each entry is zeroed with probability p (binomial bound, 5 SD)
+    and otherwise scaled by 1 / (1 - p), as nn.Dropout's; the gradient is the same mask; bf16
+    keeps its dtype and the probability; eval mode and p = 0 are the identity."""
+    torch.manual_seed(0)
+    n = 200_000
+    x = (torch.rand(n) + 0.5).to(dtype).requires_grad_(True)  # no zeros: a zero output is a dropped entry
+    drop = UniformDropout(p).train()
+    y = drop(x)
+    assert y.dtype == dtype
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - p) < 5 * (p * (1 - p) / n) ** 0.5
+    kept = ~dropped
+    torch.testing.assert_close(y[kept], (x[kept].float() * (1.0 / (1.0 - p))).to(dtype))
+    g = torch.randn(n).to(dtype)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, torch.where(kept, g.float() * (1.0 / (1.0 - p)), 0.0).to(dtype))
+    assert not torch.equal(drop(x), drop(x))  # a new mask every call
+    assert torch.equal(drop.eval()(x), x) and torch.equal(UniformDropout(0.0).train()(x), x)
+
+
+def test_transformer_encoder_drops_with_uniform_dropout():
+    enc = create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, layers=2, dropout=0.3)
+    for layer in enc.body.layers:
+        assert all(type(getattr(layer, k)) is UniformDropout and getattr(layer, k).p == 0.3
+                   for k in ("dropout", "dropout1", "dropout2"))
 
 
 def test_bad_attention_dropout_names_the_key():

@@ -11,7 +11,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..registry import Registry
 
-__all__ = ["ENCODERS", "create_encoder", "MLPEncoder", "TransformerEncoder", "LSTMEncoder", "masked_mean"]
+__all__ = ["ENCODERS", "create_encoder", "MLPEncoder", "TransformerEncoder", "LSTMEncoder", "UniformDropout",
+           "masked_mean"]
 
 ENCODERS: Registry = Registry("encoder")
 
@@ -23,6 +24,23 @@ def masked_mean(x: Tensor, lengths: Tensor) -> Tensor:
     steps = torch.arange(x.shape[1], device=x.device)
     mask = (steps[None, :] < lengths[:, None]).to(x.dtype)  # (B, T)
     return (x * mask[..., None]).sum(1) / lengths.clamp(min=1).to(x.dtype)[:, None]
+
+
+class UniformDropout(nn.Dropout):
+    """``nn.Dropout`` whose mask, on the CPU, is drawn as ``uniform >= p`` (kept entries scaled
+    by 1 / (1 - p), as ``nn.Dropout`` does). torch's CPU dropout draws its mask with
+    ``bernoulli_`` and then divides and multiplies in separate passes; on the Transformer
+    encoder's (B, T, H) activations that was about a tenth of a MOSI-shaped training step, this
+    form about a third of it (``benchmarks/findings.md``). The masks have the same law but other
+    random draws, so a run differs from one with ``nn.Dropout``. On other devices, in eval mode
+    and at p = 0 it is ``nn.Dropout`` (CUDA's dropout is one fused kernel)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0 or self.p == 1.0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        # float32 draws whatever x's dtype, so a bf16 x keeps the probability p exactly
+        keep = torch.rand(x.shape, dtype=torch.float32, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * keep.to(x.dtype)
 
 
 @ENCODERS.register("mlp")
@@ -71,6 +89,8 @@ class TransformerEncoder(nn.Module):
                              f"model.heads={heads}; choose heads that divide it (for example {_divisor(hidden, heads)})")
         layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
         layer.self_attn.dropout = attn_dropout  # nn.MultiheadAttention reads it in every forward
+        for name in ("dropout", "dropout1", "dropout2"):  # the feed-forward and the two residual paths
+            setattr(layer, name, UniformDropout(dropout))
         self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, d_model), nn.ReLU())
 

@@ -50,19 +50,8 @@ def main(argv=None) -> int:
     for r in runs.values():
         for b in batches[:3]:
             r.step(b, ac)
-    times = {k: [] for k in runs}
-    names = list(runs)
-    for rep in range(a.repeats):
-        acc = dict.fromkeys(names, 0.0)
-        for i, b in enumerate(batches):  # every batch steps every variant, in rotating order
-            k0 = (rep + i) % len(names)
-            for k in names[k0:] + names[:k0]:
-                t0 = time.perf_counter()
-                runs[k].step(b, ac)
-                acc[k] += time.perf_counter() - t0
-        for k in names:
-            times[k].append(acc[k] / len(batches))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = W.interleaved_ms({k: (lambda b, r=r: r.step(b, ac)) for k, r in runs.items()}, batches, a.repeats)
+    med = {k: statistics.median(v) / 1e3 for k, v in times.items()}
     cmd = "python benchmarks/parts.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["## Where PaSE's extra step time goes (`benchmarks/parts.py`)", "",
              f"`{cmd.strip()}` at {time.strftime('%Y-%m-%d %H:%M')}: {a.dataset}, {len(batches)} batches of "

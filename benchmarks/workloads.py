@@ -14,7 +14,7 @@ import os
 import resource
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -151,6 +151,25 @@ class Run:
         self.method.before_optimizer_step(self.model, self.opt)
         self.opt.step()
         return loss.detach()
+
+
+def interleaved_ms(steps: Dict[str, Callable[[Any], Any]], batches: Sequence[Any], repeats: int) -> Dict[str, List[float]]:
+    """Per-epoch mean milliseconds per step of each variant in ``steps`` (name -> step(batch)),
+    ``repeats`` epochs: every batch steps every variant, in an order that rotates by batch and
+    epoch, so the variants share the machine's load and the ratios are paired."""
+    names = list(steps)
+    times: Dict[str, List[float]] = {k: [] for k in names}
+    for rep in range(repeats):
+        acc = dict.fromkeys(names, 0.0)
+        for i, b in enumerate(batches):
+            k0 = (rep + i) % len(names)
+            for k in names[k0:] + names[:k0]:
+                t0 = time.perf_counter()
+                steps[k](b)
+                acc[k] += time.perf_counter() - t0
+        for k in names:
+            times[k].append(acc[k] / len(batches) * 1e3)
+    return times
 
 
 def autocast_ctx(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:

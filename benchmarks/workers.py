@@ -48,7 +48,8 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     Each repeat draws one shuffled epoch (or its first ``batches`` batches); for every block of
     ``block`` batches each variant runs the block in a rotating order, timed with a device sync
     at both ends. A variant's epoch time is its summed step time plus the loader time of the
-    epoch, scaled to the full epoch when only a subset of batches ran.
+    epoch, scaled to the full epoch's samples when only a subset of batches ran. Ratios are the
+    median over repeats of the per-repeat paired ratios.
     """
     device, bf16 = _device(spec), spec.get("bf16", False)
     bundle = W.load_dataset(spec["dataset"], spec.get("sizes"))
@@ -57,7 +58,8 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     runs = {v: W.Run(v, bundle, spec["dataset"], device) for v in spec.get("variants", W.VARIANTS)}
     ac = W.autocast_ctx(device, bf16)
     warm, _, _ = _batches(bundle, "train", 2, 99, device)
-    whole, _, _ = _batches(bundle, "train", 0, 99, device)  # compiled runs: every batch shape, compiled once
+    # compiled runs: every batch shape, compiled once (built only for them: a whole MOSEI epoch is GiBs)
+    whole = _batches(bundle, "train", 0, 99, device)[0] if any(r.compiled for r in runs.values()) else []
     compile_s, compile_errors = {}, {}
     for v, r in list(runs.items()):
         t0 = time.perf_counter()
@@ -83,7 +85,8 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
             k = (rep + i // block) % len(names)
             for v in names[k:] + names[:k]:
                 acc[v] += W.timed(lambda: [runs[v].step(b, ac) for b in blk], device)
-        scale = spec.get("full_batches", n_epoch) / len(batches)
+        # to the full epoch by samples (a subset has full batches only; the epoch ends in a smaller one)
+        scale = spec.get("full_n_train", len(bundle.splits["train"])) / sum(len(b) for b in batches)
         for v in runs:
             times[v].append((acc[v] + t_load) * scale)
     n_train = spec.get("full_n_train", len(bundle.splits["train"]))
@@ -131,6 +134,8 @@ def _shapley_one(bundle, dataset: str, device, bf16: bool, iters: int) -> Dict[s
         pase.step(b, ac)
     for h in h1 + h2:
         h.remove()
+    for b in batches:  # plain's warm-up, as PaSE's counted steps were its own
+        plain.step(b, ac)
     calls = {m: c[0] / len(batches) for m, c in enc.items()}
     head_calls = head["head"][0] / len(batches)
     t_plain, t_extra, t_pase_step = [], [], []
@@ -147,7 +152,7 @@ def _shapley_one(bundle, dataset: str, device, bf16: bool, iters: int) -> Dict[s
         def extra():  # one exact Shapley estimate (2^M coalitions) + SGM on the gradients
             with ac:
                 pase.method.track(pase.model, b, out)
-            pase.method.before_optimizer_step(pase.model)
+            pase.method.before_optimizer_step(pase.model, pase.opt)
 
         t_extra.append(W.timed(extra, device))
         pase.opt.step()
@@ -288,17 +293,21 @@ def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
         res["cuda_peak_infer_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         torch.cuda.reset_peak_memory_stats(device)
     run.model.train()
-    rss, times = [], []
+    rss, rss_raw, cuda, times = [], [], [], []
     for ep in range(spec["epochs"]):
         batches, t_load, n_epoch = _batches(bundle, "train", spec.get("batches", 0), ep, device)
         times.append(W.timed(lambda: [run.step(b, ac) for b in batches], device) + t_load)
         del batches
         run.method.end_validation_epoch(run.model, ep, True)  # what Lightning calls once per epoch
-        rss.append(W.rss_mb())
-    res.update(rss_after_epoch_mb=rss, epoch_s=times, batches_per_epoch=n_epoch,
+        rss_raw.append(W.rss_mb())
+        rss.append(W.live_rss_mb())  # after gc and malloc_trim: what the process still holds
+        if device.type == "cuda":
+            cuda.append(torch.cuda.memory_allocated(device) / 2**20)
+    res.update(rss_after_epoch_mb=rss, rss_untrimmed_after_epoch_mb=rss_raw, epoch_s=times, batches_per_epoch=n_epoch,
                batches_timed=spec.get("batches", 0) or None, peak_train_mb=W.peak_rss_mb())
     if device.type == "cuda":
         res["cuda_peak_train_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        res["cuda_allocated_after_epoch_mb"] = cuda
     return res
 
 

@@ -61,3 +61,20 @@ def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     assert proc.returncode != 0 and "no runs of the reference 'agm'" in proc.stderr
     proc = _script(ROOT / "benchmarks" / "results_tables.py", "--compare", out, "--ref", "pase:pase.sgm=false")
     assert proc.returncode == 0 and "Paired difference against pase_pase.sgm-false" in proc.stdout, proc.stderr
+
+
+def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():
+    """The memory target's flatness check (benchmarks/report.py): a trimmed RSS series that holds
+    its value passes, one that grows 6 MiB every epoch (below the old 24 MiB threshold) fails, and
+    on a GPU the CUDA-allocated series decides, not RSS."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    flat = [700.0, 760.0, 760.1, 760.0, 760.2, 760.1, 760.0, 760.1]
+    leak = [700.0] + [760.0 + 6.0 * i for i in range(7)]
+    assert math.isclose(report.rss_slope(leak), 6.0)
+    assert report._flat({"rss_after_epoch_mb": flat}) is True
+    assert report._flat({"rss_after_epoch_mb": leak}) is False
+    assert report._flat({"rss_after_epoch_mb": flat, "cuda_allocated_after_epoch_mb": leak}) is False

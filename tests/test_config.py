@@ -110,6 +110,7 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
      r"data\.options\.feature_root, "),
     (["data.source=mmsa", "data.options.fold=1"],
      r"^data\.options\.fold is not an option of data source 'mmsa'; it takes data\.options\.path, "),
+    (["data.options.foo=3"], r"^data\.options\.foo is not an option of the built-in benchmark; it takes data\.options\.seed, "),
     (["data.options.sizs=[1,2,3]"],
      r"^data\.options\.sizs is not an option of the built-in benchmark; did you mean data\.options\.sizes\? "
      r"It takes data\.options\.seed, "),

@@ -245,6 +245,9 @@ def test_resume_takes_no_out_or_config_and_out_is_never_a_file(run, tmp_path, ca
     ("train.loss=MSE", "train.loss='MSE' is not one of auto, l1, mse"),
     ("model.encoder=transformer", "model.hidden=30 is not divisible by model.heads=4; choose heads that divide it "
                                   "(for example 3)"),
+    # once refused only at the first training step, after config.yaml was written: the same --out was then refused
+    ("pase.shapley_utility=acc", "pase.shapley_utility='acc' is not one of neg_loss, accuracy"),
+    ("data.path=/elsewhere/mosi-bclstm", "data.path is not used by the built-in benchmark"),
 ])
 def test_settings_that_would_be_ignored_or_crash_stop_before_training(tmp_path, override, message):
     sets = TINY + [override] + (["model.hidden=30"] if "hidden" in message else [])

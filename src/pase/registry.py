@@ -15,10 +15,10 @@ T = TypeVar("T")
 
 
 def unknown_name_message(kind: str, name: str, valid: List[str]) -> str:
-    """``unknown <kind> 'nme'; did you mean 'name'? valid: a, b, c``."""
+    """``unknown <kind> 'nme'; did you mean 'name'? valid: a, b, c`` (``...; valid: ...`` without a close name)."""
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {kind} {name!r}{hint} valid: {', '.join(sorted(valid))}"
+    return f"unknown {kind} {name!r}{hint}{';' if not hint else ''} valid: {', '.join(sorted(valid))}"
 
 
 class Registry(Generic[T]):

@@ -191,12 +191,16 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
         **options: ``SyntheticSpec`` arguments.
     """
     known = [k for k in inspect.signature(SyntheticSpec).parameters]
+    if "path" in options:  # data.path arrives as the option "path"
+        raise ValueError("data.path is not used by the built-in benchmark (data.source=synthetic, generated in "
+                         "memory): remove data.path, or set data.source to the format of the files there "
+                         "(for example mosi_bclstm or mmsa)")
     unknown = [k for k in options if k not in known]
     if unknown:
         close = difflib.get_close_matches(unknown[0], known, n=1)
         raise ValueError(f"data.options.{unknown[0]} is not an option of the built-in benchmark"
-                         + (f"; did you mean data.options.{close[0]}?" if close else "")
-                         + f" It takes data.options.seed, {', '.join('data.options.' + k for k in known)}")
+                         + (f"; did you mean data.options.{close[0]}? It" if close else "; it")
+                         + f" takes data.options.seed, {', '.join('data.options.' + k for k in known)}")
     spec = SyntheticSpec(**options)
     feats, labels, effects = make_synthetic(spec, seed)
     splits = {}

@@ -63,6 +63,10 @@ def task_loss(logits: Tensor, target: Tensor, task: TaskSpec, kind: str = "auto"
     return per.mean(-1) if reduce_batch else per
 
 
+#: the coalition utilities of ``pase.shapley_utility``
+UTILITIES = ("neg_loss", "accuracy")
+
+
 def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: str, loss_kind: str) -> Tensor:
     """Utility of each coalition's predictions: logits (C, B, O) -> (C,).
 
@@ -72,7 +76,7 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
     if utility == "neg_loss":
         return -task_loss(logits, target, task, loss_kind)
     if utility != "accuracy":
-        raise ValueError(f"unknown Shapley utility {utility!r}; valid: neg_loss, accuracy")
+        raise ValueError(f"pase.shapley_utility={utility!r} is not one of {', '.join(UTILITIES)}")
     if task.kind == "regression":
         hit = (logits[..., 0] >= 0) == (target >= 0)
     elif task.kind == "classification":
@@ -169,6 +173,8 @@ class Method(nn.Module):
             raise ValueError(f"train.loss={self.loss_kind!r} is a regression loss, but this data's targets are "
                              f"{task.kind}: use train.loss=auto (cross-entropy)")
         self.utility = cfg.pase.shapley_utility
+        if self.utility not in UTILITIES:  # checked here, before a run folder is written, not at the first step
+            raise ValueError(f"pase.shapley_utility={self.utility!r} is not one of {', '.join(UTILITIES)}")
         self.modalities = list(model.modalities)
         self.register_buffer("masks", coalition_masks(len(self.modalities)), persistent=False)
         # above shapley_exact_max_m modalities: Monte-Carlo permutation sampling (same permutations

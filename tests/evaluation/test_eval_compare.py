@@ -104,6 +104,42 @@ def test_resume_skips_finished_runs_and_continues_interrupted_ones(comparison_co
     assert (interrupted / "FAILED.txt").read_text() == "RuntimeError: not trained in this test\n"
 
 
+def test_a_run_another_process_holds_is_left_alone_and_a_failed_one_is_set_aside(comparison_copy, monkeypatch):
+    """A run folder whose lock another process holds is reported but not marked failed, so the next
+    call continues it from its checkpoint (before, FAILED.txt was written into it and the next call
+    deleted it, checkpoints and all, and retrained from epoch 0); a failed run's folder is set aside
+    as .seed<N>.failed-<time>, not deleted, and the summaries do not read it."""
+    from pase.training.run import RunDirError
+
+    out = comparison_copy
+    held = out / "runs" / "late_fusion" / "seed1112"
+    (held / "metrics.json").unlink()  # interrupted after its last checkpoint
+    ckpt = (held / "checkpoints" / "last.ckpt").read_bytes()
+    calls = []
+
+    def locked(cfg, run, resume=False, quiet=False):
+        calls.append((cfg.method, cfg.train.seed, resume))
+        raise RunDirError(f"another process is writing {run} (it holds {run / '.lock'}); wait for it to end")
+
+    monkeypatch.setattr(compare_mod, "train", locked)
+    lines = []
+    summary = compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], SEEDS, out, progress=lines.append)
+    assert calls == [("late_fusion", 1112, True)] and "failed: RunDirError: another process" in lines[-1]
+    assert summary["failed"][0]["error"].startswith("unfinished (interrupted, or another process is training it)")
+    assert not (held / "FAILED.txt").exists() and (held / "checkpoints" / "last.ckpt").read_bytes() == ckpt
+    calls.clear()
+    compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], SEEDS, out)
+    assert calls == [("late_fusion", 1112, True)]  # continued from its checkpoint, not started afresh
+
+    (held / "FAILED.txt").write_text("RuntimeError: diverged\n")  # a run that really failed
+    calls.clear()
+    compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], SEEDS, out)
+    assert calls == [("late_fusion", 1112, False)]
+    aside = [p for p in held.parent.iterdir() if p.name.startswith(".seed1112.failed-")]
+    assert len(aside) == 1 and (aside[0] / "checkpoints" / "last.ckpt").read_bytes() == ckpt
+    assert [p.name for p in held.parent.glob("seed*")] == ["seed1111"]  # the summaries' pattern skips it
+
+
 def test_an_interrupted_run_stops_the_comparison(comparison_copy, monkeypatch):
     """Ctrl-C or SIGTERM in a run ends the comparison (it is not recorded as one failed run)."""
     from pase.errors import RunInterrupted

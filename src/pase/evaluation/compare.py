@@ -8,7 +8,9 @@ robustness) and writes ``summary.csv`` / ``summary.md`` / ``summary.json``.
 
 * A failed run does not stop the others: its one-line error goes to ``FAILED.txt`` in its folder
   and to the summary. Calling ``compare`` again resumes: runs whose ``metrics.json`` exists are
-  skipped, interrupted runs continue from ``checkpoints/last.ckpt``, failed runs start afresh.
+  skipped, interrupted runs continue from ``checkpoints/last.ckpt``, failed runs start afresh (the
+  failed folder set aside, not deleted); a run another process holds (its lock) is reported and
+  left alone.
 * ``jobs > 1`` runs them in a ``ProcessPoolExecutor`` (spawned workers, one torch thread each).
 
 Statistics (``describe``, ``paired_difference``): over the n seeds of a method, the mean, the
@@ -36,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import __version__
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import load_bundle, load_checkpoint, train
+from ..training.run import RunDirError, load_bundle, load_checkpoint, train
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
 from .shapley_report import diagnose, read_csv
@@ -170,12 +172,18 @@ def _one_line(e: BaseException) -> str:
 
 
 def _train_into(cfg: Config, out: Path) -> None:
-    """Continue an interrupted run, or start afresh (a failed or partial folder is cleared)."""
+    """Continue an interrupted run, or start afresh. The folder of a failed run is not deleted but
+    set aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with whatever
+    checkpoints it holds."""
     if (out / "checkpoints" / "last.ckpt").is_file() and not (out / "FAILED.txt").is_file():
         train(cfg, out, resume=True, quiet=True)
         return
     if out.exists():
-        shutil.rmtree(out)
+        if any(p.is_file() for p in out.rglob("*") if p.name not in ("FAILED.txt", ".lock")):
+            aside = out.with_name(f".{out.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}")
+            out.rename(aside)
+        else:
+            shutil.rmtree(out)  # nothing of the run's own: its error line (or nothing) alone
     train(cfg, out, quiet=True)
 
 
@@ -199,6 +207,9 @@ def _execute(job: _Job) -> Dict[str, Any]:
         try:
             _train_into(job.cfg, out)
             rec["status"] = "trained"
+        except RunDirError as e:  # another process holds the run (its lock): nothing was touched, nor is now
+            rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
+            return rec
         except Exception as e:  # noqa: BLE001 - recorded, the comparison goes on
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
             atomic_write_text(out / "FAILED.txt", rec["error"] + "\n")
@@ -374,8 +385,10 @@ def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
     metrics = _read_json(run / "metrics.json")
     if metrics is None:
         failed = run / "FAILED.txt"
+        unfinished = ("unfinished (interrupted, or another process is training it): the same command continues "
+                      "it from checkpoints/last.ckpt" if (run / "checkpoints" / "last.ckpt").is_file() else "not run")
         rec.update(status="failed" if failed.is_file() else "missing",
-                   error=failed.read_text().strip() if failed.is_file() else "not run")
+                   error=failed.read_text().strip() if failed.is_file() else unfinished)
         return rec
     rec.update(status="ok", metrics=metrics, diagnostics=_read_json(run / "diagnostics.json"))
     if (run / "DIAGNOSE_FAILED.txt").is_file():

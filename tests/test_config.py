@@ -35,14 +35,57 @@ def test_int_widens_to_float_and_yaml_scalars_parse():
 
 def test_exponent_notation_without_a_dot_is_a_float(tmp_path):
     """YAML 1.1 reads 1e-5 as a string; float settings accept it (from --set and from a file)."""
-    cfg = apply_overrides(Config(), ["train.lr=1e-5", "train.grad_clip=-2.5E+1"])
-    assert (cfg.train.lr, cfg.train.grad_clip) == (1e-5, -25.0)
+    cfg = apply_overrides(Config(), ["train.lr=1e-5", "train.grad_clip=+2.5E+1"])
+    assert (cfg.train.lr, cfg.train.grad_clip) == (1e-5, 25.0)
     p = tmp_path / "c.yaml"
     p.write_text("train:\n  lr: 3e-4\n")
     assert load_config(p).train.lr == 3e-4
     for bad in ("1e-5x", "nan", "inf", "fast"):
         with pytest.raises(ConfigError, match=r"'train.lr' must be float, got str"):
             apply_overrides(Config(), [f"train.lr={bad}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("pase.tau=-1", "'pase.tau' must be a number above 0, got -1"),
+    ("pase.ot_reg=0", "'pase.ot_reg' must be a number above 0, got 0"),
+    ("pase.lambda_ot=.nan", "'pase.lambda_ot' must be a number at least 0, got nan"),
+    ("pase.lambda_pcl=-1", "'pase.lambda_pcl' must be a number at least 0"),
+    ("train.lr=-0.1", "'train.lr' must be a number at least 0"),
+    ("train.grad_clip=-1", "'train.grad_clip' must be a number at least 0"),
+    ("model.dropout=1", "'model.dropout' must be in [0, 1), got 1"),
+    ("pase.momentum=1.5", "'pase.momentum' must be in [0, 1)"),
+    ("baselines.agm_momentum=-0.1", "'baselines.agm_momentum' must be in [0, 1)"),
+    ("data.modalities=[]", "'data.modalities' is an empty list"),
+    ("data.modalities=[text,text]", "'data.modalities' names 'text' twice"),
+])
+def test_values_outside_their_range_are_named(override, message):
+    """Before, each of these trained without a word (a negative temperature, learning rate or
+    clipping norm; [] meant every modality, [text, text] text alone) or stopped later as a
+    non-finite loss that blamed the learning rate or the data."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [override])
+    assert message in str(e.value)
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
+    """PyYAML keeps the last of a repeated key: a second train: section dropped the first one's lr
+    and batch_size without a word."""
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 0.01\n  batch_size: 16\ntrain:\n  seed: 7\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not valid YAML \(key 'train' appears twice \(lines 1 and 4\); "
+                                          r"keep one of them at line 4, column 1\)"):
+        load_config(p)
+    p.write_text("train:\n  lr: 0.01\n  lr: 0.02\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' appears twice \(lines 2 and 3\)"):
+        load_config(p)
+    p.write_text("train:\n\tlr: 0.1\n")  # the YAML problem and its place, not only what PyYAML was reading
+    with pytest.raises(ConfigError, match=r"found character '\\t' that cannot start any token at line 2, column 1"):
+        load_config(p)
+    p.write_bytes(b"train:\n  lr: \xff\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(byte 13\); save the config as UTF-8"):
+        load_config(p)
+    with pytest.raises(ConfigError, match=r"override 'train.lr=\[1,2': the value is not valid YAML \(expected"):
+        apply_overrides(Config(), ["train.lr=[1,2"])
 
 
 def test_yaml_12_scalars_in_options_and_text_fields(tmp_path):

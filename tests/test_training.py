@@ -208,6 +208,30 @@ def test_evaluate_json_is_one_strict_json_object_on_stdout(run, capsys, monkeypa
         {"test": {"MAE": 1.0, "Corr": None}}
 
 
+def test_evaluate_with_another_config_that_changes_the_inputs_is_refused(run, tmp_path, capsys):
+    """--config on evaluate / predict replaced the checkpoint's configuration wholesale: a config
+    without the run's data settings scored the weights on other inputs, silently. Settings of the
+    evaluation itself (here train.max_epochs) may differ; what the model sees may not."""
+    import yaml
+
+    out, result = run
+    ckpt = str(out / result["checkpoint"])
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    same = tmp_path / "same.yaml"
+    same.write_text(yaml.safe_dump({**saved, "train": {**saved["train"], "max_epochs": 99}}))
+    assert main(["evaluate", "--checkpoint", ckpt, "--config", str(same), "--splits", "test", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test"] == pytest.approx(result["test"], rel=1e-12)
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({**saved, "data": {**saved["data"], "standardize": True}}))
+    for cmd in (["evaluate"], ["predict", "--output", str(tmp_path / "p.csv")]):
+        assert main([*cmd, "--checkpoint", ckpt, "--config", str(other)]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"pase: error: {ckpt}: the given configuration differs from the one the checkpoint was trained "
+                       "with (data.standardize: False there, True now); drop --config to use the checkpoint's own, and "
+                       "--set only what moved (for example --set data.path=NEW/PLACE)\n")
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_noise_levels_must_be_numbers(capsys):
     for bad in (",", "a,b", "-1", "nan"):
         with pytest.raises(SystemExit):

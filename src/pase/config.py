@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import re
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -37,6 +38,21 @@ class _Loader(yaml.SafeLoader):
     yaml_implicit_resolvers = {
         c: [(tag, rx) for tag, rx in rs if tag.rsplit(":", 1)[-1] not in ("bool", "int", "float", "timestamp")]
         for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """A mapping whose keys are unique: PyYAML keeps the last of a repeated key silently, so a
+        second ``train:`` section would drop the first one's settings without a word."""
+        seen: Dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one of them",
+                    key_node.start_mark)
+            if isinstance(key, Hashable):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 #: YAML 1.2 core schema's implicit scalars: (tag, pattern, first characters)
@@ -69,6 +85,7 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
+
 def _yaml(text: str) -> Any:
     """YAML text to Python values with YAML 1.2's scalars (:class:`_Loader`)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
@@ -81,6 +98,16 @@ class DataConfig:
     options: Dict[str, Any] = field(default_factory=dict)  # source-specific keyword options
     modalities: Optional[List[str]] = None  # keep only these modalities (None: all of the source)
     standardize: bool = False  # z-score features with train-split statistics (raw descriptors differ in scale)
+
+    def __post_init__(self) -> None:
+        mods = self.modalities
+        if isinstance(mods, (list, tuple)):
+            if not mods:
+                raise ConfigError("config key 'data.modalities' is an empty list; name at least one modality, or "
+                                  "leave it unset (null) for all of the source's")
+            twice = sorted({m for m in mods if list(mods).count(m) > 1}, key=str)
+            if twice:
+                raise ConfigError(f"config key 'data.modalities' names {twice[0]!r} twice; name each modality once")
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "model", {"d_model": 1, "hidden": 1, "layers": 1, "heads": 1, "head_hidden": 0})
+        _in_range(self, "model", {"dropout": "[0,1)", "attn_dropout": "[0,1)"})
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,13 @@ class PaseConfig:
     sgm_min_coeff: float = 0.0  # floor on phi_m (0: the paper's formula unchanged)
     sgm_target: str = "grad"  # grad: multiply modality m's gradients by phi_m (the paper); step: its learning rate (docs/method.md)
 
+    def __post_init__(self) -> None:
+        _at_least(self, "pase", {"ot_max_iter": 1, "ot_fixed_iter": 1, "ot_grad_iters": 1, "shapley_exact_max_m": 1,
+                                 "shapley_permutations": 1, "switch_patience": 0})
+        _in_range(self, "pase", {"tau": ">0", "ot_reg": ">0", "lambda_pcl": ">=0", "lambda_ot": ">=0",
+                                 "momentum": "[0,1)", "alpha": ">=0", "beta": ">=0", "sgm_smoothing": "[0,1)",
+                                 "sgm_min_coeff": "[0,1]"})
+
 
 @dataclass(frozen=True)
 class BaselineConfig:
@@ -145,6 +180,10 @@ class BaselineConfig:
     agm_max_gap: float = 7.0  # cap on r* - r before exp: BalanceBenchmark's cap, keeps exp() finite
     pmr_weight: float = 1.0  # PMR prototype cross-entropy weight for the weaker modality
     pmr_momentum: float = 0.9  # PMR centroid momentum
+
+    def __post_init__(self) -> None:
+        _in_range(self, "baselines", {"ogm_alpha": ">=0", "agm_alpha": ">=0", "agm_momentum": "[0,1)",
+                                      "agm_max_gap": ">0", "pmr_weight": ">=0", "pmr_momentum": "[0,1)"})
 
 
 @dataclass(frozen=True)
@@ -171,6 +210,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "train", {"max_epochs": 1, "batch_size": 1, "early_stop_patience": 0, "num_workers": 0})
+        _in_range(self, "train", {"lr": ">=0", "weight_decay": ">=0", "grad_clip": ">=0", "momentum": "[0,1)"})
 
 
 @dataclass(frozen=True)
@@ -189,6 +229,24 @@ def _at_least(section: Any, name: str, minimum: Mapping[str, int]) -> None:
         value = getattr(section, key)
         if isinstance(value, int) and value < low:
             raise ConfigError(f"config key '{name}.{key}' must be at least {low}, got {value}")
+
+
+def _in_range(section: Any, name: str, bounds: Mapping[str, str]) -> None:
+    """ConfigError naming the first number of ``section`` outside its range: ``bounds`` maps a key to
+    ">0", ">=0" or "[0,1)" (a probability or momentum). NaN and infinity are refused too: before,
+    a negative temperature or learning rate trained silently, or stopped later as a non-finite loss."""
+    import math
+
+    for key, rule in bounds.items():
+        value = getattr(section, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # a wrong type is from_dict's error
+        ok = math.isfinite(value) and {">0": value > 0, ">=0": value >= 0, "[0,1)": 0 <= value < 1,
+                                       "[0,1]": 0 <= value <= 1}[rule]
+        if not ok:
+            want = {">0": "a number above 0", ">=0": "a number at least 0", "[0,1)": "in [0, 1)",
+                    "[0,1]": "in [0, 1]"}[rule]
+            raise ConfigError(f"config key '{name}.{key}' must be {want}, got {value!r}")
 
 
 def _fields(cls) -> Dict[str, dataclasses.Field]:
@@ -300,8 +358,23 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
         if cls is not None and dataclasses.is_dataclass(typing.get_type_hints(cls)[parts[-1]]):
             raise ConfigError(f"override {item!r}: {key.strip()!r} is a section; set its keys (for example "
                               f"{key.strip()}.KEY=VALUE)")
-        node[parts[-1]] = _parse_value(text)
+        try:
+            node[parts[-1]] = _parse_value(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)}); quote a text "
+                              f"value, close a list ([a, b])") from None
     return from_dict(data)
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem, where it is (1-based line and column) and, when
+    PyYAML gives one, what it was reading (``str(e)``'s first line is often only the latter)."""
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if not problem:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(e, "context", None)
+    return f"{problem}{where}" + (f", {context}" if context else "")
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
@@ -313,8 +386,10 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
             raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for examples")
         try:
             raw = _yaml(p.read_text()) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{p}: not valid YAML ({yaml_problem(e)})") from None
         try:
             cfg = from_dict(raw)
         except ConfigError as e:
@@ -342,7 +417,8 @@ def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Opt
     try:
         old = from_dict(_yaml(path.read_text()) or {})
     except (yaml.YAMLError, ConfigError, TypeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = (yaml_problem(e) if isinstance(e, yaml.YAMLError) else
+                 str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         raise ConfigError(f"{path}: not a readable pase configuration ({first}); move the folder aside "
                           "or pass a new --out") from e
     return first_difference(view(old), view(cfg))

@@ -134,6 +134,30 @@ def test_a_relative_checkpoint_path_from_another_run_is_another_checkpoint(compa
     assert (shared / "diagnostics.json").read_bytes() == before
 
 
+def test_a_diagnosis_is_not_written_into_another_runs_folder(comparison, tmp_path, capsys):
+    """`pase diagnose --checkpoint X --out <run Y's folder>` wrote X's diagnosis there, and `pase
+    compare` then reported X's shares as Y's. A run folder takes only a diagnosis of the checkpoint
+    its metrics.json names (the same file or the same bytes: a copied run folder still works)."""
+    import shutil
+
+    from pase.training.run import DIAGNOSIS_FILES
+
+    runs = comparison[0] / "runs" / "late_fusion"
+    y = tmp_path / "y"
+    shutil.copytree(runs / "seed1112", y)
+    for f in DIAGNOSIS_FILES:
+        (y / f).unlink(missing_ok=True)
+    args = ["--noise-levels", "0", "--no-probes", "--out", str(y)]
+    other = runs / "seed1111" / "checkpoints" / "best.ckpt"
+    assert main(["diagnose", "--checkpoint", str(other), *args]) == 2
+    assert f"{y} is the folder of another run (its metrics.json names {y / 'checkpoints' / 'best.ckpt'}), not of " \
+           f"{other}" in capsys.readouterr().err
+    assert not (y / "diagnostics.json").exists()
+    same_bytes = runs / "seed1112" / "checkpoints" / "best.ckpt"  # the copy's own model, in the original folder
+    assert main(["diagnose", "--checkpoint", str(same_bytes), *args]) == 0
+    assert (y / "diagnostics.json").is_file()
+
+
 def test_diagnose_leaves_files_it_did_not_write(comparison, tmp_path, capsys):
     ckpt = comparison[0] / "runs" / "late_fusion" / "seed1112" / "checkpoints" / "best.ckpt"
     for name in ("robustness.csv", "diagnostics.csv", "trajectory.csv"):

@@ -198,6 +198,23 @@ def _same_checkpoint(record: Path, checkpoint: Path, identity: Dict[str, Any], o
         return False
 
 
+def _check_other_run(out: Path, checkpoint: Path) -> None:
+    """``out`` is a run folder (it holds metrics.json) but not the one ``checkpoint`` lies in: it
+    may receive the diagnosis only if its metrics.json names the same checkpoint (same file or same
+    bytes). Else ``pase compare`` would later read another model's diagnosis as that run's."""
+    try:
+        named = json.loads((out / "metrics.json").read_text()).get("checkpoint")
+        theirs = (out / named).resolve() if named else None
+    except (ValueError, TypeError, AttributeError, OSError):
+        theirs = None
+    if theirs is not None and (theirs == checkpoint.resolve() or (
+            theirs.is_file() and sha256_file(theirs) == sha256_file(checkpoint))):
+        return
+    raise RunDirError(f"{out} is the folder of another run (its metrics.json names "
+                      f"{theirs if theirs is not None else 'no checkpoint'}), not of {checkpoint}; pass another --out "
+                      "(nothing was written)")
+
+
 def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[str, Any]] = None,
                          options: Optional[Dict[str, Any]] = None) -> None:
     """``out`` may receive a diagnosis of ``checkpoint``: a folder (or nothing yet) whose
@@ -217,6 +234,8 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     previous = out / "diagnostics.json"
     parents = checkpoint.resolve().parents
     own_run = len(parents) > 1 and out.resolve() == parents[1]  # the checkpoint's own run folder
+    if not own_run and (out / "metrics.json").is_file():
+        _check_other_run(out, checkpoint)
     if not previous.is_file():
         theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
         partial = out / _PARTIAL

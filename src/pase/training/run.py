@@ -496,6 +496,30 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def _what_predicts(cfg: Config) -> Dict[str, Any]:
+    """The settings a trained model's predictions depend on (``_check_evaluation_config``): the
+    method, the model, the data except where its files lie, and the precision."""
+    d = to_dict(cfg)
+    data = dict(d["data"], path=None)
+    data["options"] = {k: v for k, v in (data.get("options") or {}).items()
+                       if not (k == "path" or k.endswith(("_path", "_root")))}
+    return {"method": d["method"], "data": data, "model": d["model"], "pase": d["pase"],
+            "baselines": d["baselines"], "train.precision": d["train"]["precision"]}
+
+
+def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config) -> None:
+    """A configuration given to evaluate a checkpoint (``--config``) may move the data (``data.path``,
+    a loader's ``*_path`` / ``*_root`` options) and change how evaluation runs, not what the model
+    sees or is: other data settings (standardisation, sizes, modalities), the model or the method
+    would score the weights on other inputs, silently (a run trained with standardised features
+    scored MAE 1.0051 instead of its 0.8515 under a config without ``data.standardize``)."""
+    diff = first_difference(_what_predicts(saved), _what_predicts(cfg))
+    if diff:
+        raise ConfigError(f"{path}: the given configuration differs from the one the checkpoint was trained with "
+                          f"({diff}); drop --config to use the checkpoint's own, and --set only what moved (for "
+                          f"example --set data.path=NEW/PLACE)")
+
+
 def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None,
                     overrides: Sequence[str] = ()):
     """Rebuild the model of a checkpoint (weights-only loading). Returns (module, cfg, bundle).
@@ -505,6 +529,8 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     state = safe_load_checkpoint(path)
     if cfg is None:
         cfg = apply_overrides(from_dict(state["hyper_parameters"]["config"]), overrides)
+    else:
+        _check_evaluation_config(path, from_dict(state["hyper_parameters"]["config"]), cfg)
     bundle = bundle or load_bundle(cfg)
     plugin = precision_plugin(cfg.train.precision)
     module = plugin.convert_module(_build(cfg, bundle))  # before the weights: float64 ones stay exact

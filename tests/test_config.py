@@ -67,6 +67,11 @@ def test_values_outside_their_range_are_named(override, message):
     assert message in str(e.value)
 
 
+def test_a_folder_given_as_the_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=rf"config file '{tmp_path}' is a folder; pass a YAML file"):
+        load_config(tmp_path)
+
+
 def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
     """PyYAML keeps the last of a repeated key: a second train: section dropped the first one's lr
     and batch_size without a word."""
@@ -151,6 +156,8 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
     (["data.source=gcnet", "data.path=/somewhere"],
      r"^data\.path is not an option of data source 'gcnet'; it takes data\.options\.label_path, "
      r"data\.options\.feature_root, "),
+    (["data.source=mmsa"], r"^data source 'mmsa' needs data\.path \(docs/data\.md\); set it in the config or "
+                           r"with --set data\.path=\.\.\.$"),
     (["data.source=mmsa", "data.options.fold=1"],
      r"^data\.options\.fold is not an option of data source 'mmsa'; it takes data\.options\.path, "),
     (["data.options.foo=3"], r"^data\.options\.foo is not an option of the built-in benchmark; it takes data\.options\.seed, "),

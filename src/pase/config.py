@@ -382,6 +382,8 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
     cfg = Config()
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(f"config file {str(p)!r} is a folder; pass a YAML file (see configs/ for examples)")
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for examples")
         try:

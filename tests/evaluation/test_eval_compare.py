@@ -243,3 +243,12 @@ def test_r2_shares_against_the_generators_ground_truth(comparison):
         assert st["max_abs_error"][method] == pytest.approx(worst)
         assert st["within_0.05"][method] == (worst <= 0.05)
     assert "ground truth (r2 utility)" in (out / "summary.md").read_text()
+
+
+def test_a_damaged_metrics_file_is_named(comparison_copy):
+    bad = comparison_copy / "runs" / "agm" / "seed1111" / "metrics.json"
+    bad.write_text('{"test": ')
+    with pytest.raises(ConfigError, match=rf"^{bad}: not readable JSON \(.*\); restore it, or move its run folder "
+                                          r"aside to retrain that run$"):
+        summarize(comparison_copy)
+    assert bad.read_text() == '{"test": '

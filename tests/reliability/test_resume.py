@@ -319,7 +319,8 @@ def test_more_patience_on_resume_is_the_patience_used(tmp_path):
     more = train(apply_overrides(Config(), sets + ["train.early_stop_patience=4"]), tmp_path / "r", resume=True,
                  quiet=True)
     assert more["epochs_run"] == one["epochs_run"]
-    with pytest.raises(RunDirError, match="early stopping ended it"):  # the same patience again: finished
+    with pytest.raises(RunDirError, match="early stopping ended it after 4 epochs without improvement; raise "
+                                          "train.early_stop_patience"):  # the same patience again: finished
         train(apply_overrides(Config(), sets + ["train.early_stop_patience=4"]), tmp_path / "r", resume=True,
               quiet=True)
 

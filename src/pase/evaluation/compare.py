@@ -377,7 +377,13 @@ def main_metrics(protocol: str) -> List[str]:
 
 
 def _read_json(path: Path) -> Optional[Dict[str, Any]]:
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not readable JSON ({e}); restore it, or move its run folder aside to retrain "
+                          "that run") from None
 
 
 def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:

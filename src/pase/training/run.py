@@ -79,12 +79,23 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
             raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
 
 
+def _check_required_options(source: str, opts: Dict[str, Any]) -> None:
+    """Every argument the source's loader requires is given (else one line naming the key)."""
+    params = inspect.signature(DATA_SOURCES.get(source)).parameters
+    for name, p in params.items():
+        if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in opts:
+            key = "data.path" if name == "path" else f"data.options.{name}"
+            raise ConfigError(f"data source {source!r} needs {key} (docs/data.md); set it in the config or with "
+                              f"--set {key}=...")
+
+
 def load_bundle(cfg: Config) -> DataBundle:
     """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
     opts = dict(cfg.data.options)
     if cfg.data.path is not None:
         opts["path"] = cfg.data.path
     _check_data_options(cfg.data.source, opts)
+    _check_required_options(cfg.data.source, opts)
     bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)
@@ -328,7 +339,9 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
                   for k, v in (state.get("callbacks") or {}).items())
     if metrics.is_file():
         if stopped or cfg.train.max_epochs == done:
-            why = ("early stopping ended it" if stopped else
+            why = (f"early stopping ended it after {cfg.train.early_stop_patience} epochs without improvement; "
+                   "raise train.early_stop_patience (and train.max_epochs if needed) with --set to train longer"
+                   if stopped else
                    f"train.max_epochs={done} is reached; raise it with --set to train longer")
             raise RunDirError(f"{out} is a finished run ({done} epochs; {why}): nothing to resume "
                               "(nothing was changed)")

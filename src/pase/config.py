@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 from collections.abc import Hashable
@@ -83,7 +84,6 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-
 
 
 def _yaml(text: str) -> Any:
@@ -235,8 +235,6 @@ def _in_range(section: Any, name: str, bounds: Mapping[str, str]) -> None:
     """ConfigError naming the first number of ``section`` outside its range: ``bounds`` maps a key to
     ">0", ">=0" or "[0,1)" (a probability or momentum). NaN and infinity are refused too: before,
     a negative temperature or learning rate trained silently, or stopped later as a non-finite loss."""
-    import math
-
     for key, rule in bounds.items():
         value = getattr(section, key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):

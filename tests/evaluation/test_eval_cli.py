@@ -288,3 +288,22 @@ def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):
     assert capsys.readouterr().err == f"pase: error: --out {afile} is a file, not a comparison folder; pass another " \
                                       "--out (nothing was overwritten)\n"
     assert afile.read_text() == "mine"
+
+
+def test_an_interrupted_comparison_says_to_rerun_the_comparison(comparison_copy, monkeypatch, capsys):
+    """The run's own advice (pase train --resume <that one run>) was passed on; the way to continue a
+    comparison is the same pase compare command."""
+    from pase.errors import RunInterrupted
+
+    (comparison_copy / "runs" / "late_fusion" / "seed1112" / "metrics.json").unlink()
+
+    def interrupted(cfg, run, resume=False, quiet=False):
+        raise RunInterrupted(f"training interrupted by SIGINT in epoch 1; continue with pase train --resume {run}")
+
+    monkeypatch.setattr(compare_mod, "train", interrupted)
+    rc = main(["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,1112", "--out",
+               str(comparison_copy)])
+    err = capsys.readouterr().err
+    assert rc == 130 and err == ("pase: interrupted: training interrupted by SIGINT in epoch 1; run the same pase "
+                                 "compare command again to continue the comparison (finished runs are kept, "
+                                 "interrupted ones continue from their checkpoints)\n")

@@ -252,3 +252,51 @@ def test_a_damaged_metrics_file_is_named(comparison_copy):
                                           r"aside to retrain that run$"):
         summarize(comparison_copy)
     assert bad.read_text() == '{"test": '
+
+
+def test_a_dead_worker_fails_no_run_for_good(comparison_copy, monkeypatch):
+    """One killed --jobs worker breaks the pool: every pending run then fails with BrokenProcessPool.
+    None of them failed by itself, so none gets FAILED.txt (which made the next call restart
+    partly trained runs from scratch); the message says what to do."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadPool:
+        def __init__(self, *a, **k):
+            pass
+
+        def submit(self, fn, job):
+            fut = Future()
+            fut.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+            return fut
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(compare_mod, "ProcessPoolExecutor", DeadPool)
+    out = comparison_copy
+    run = out / "runs" / "late_fusion" / "seed1112"
+    (run / "metrics.json").unlink()
+    lines = []
+    compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], SEEDS, out, jobs=2, progress=lines.append)
+    assert any("a worker process died (killed, or out of memory?); run the same command again" in x for x in lines)
+    assert not (run / "FAILED.txt").exists() and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_runs_trained_by_different_code_are_flagged(comparison_copy):
+    """Finished runs are kept across calls, so a comparison continued after a code change mixed two
+    versions of the code without a word (every metrics.json said pase_version 0.1.0). Each run now
+    records the package's source fingerprint, and the summary warns when they differ."""
+    from pase import code_fingerprint
+    from pase.evaluation.report import summary_markdown
+
+    runs = comparison_copy / "runs"
+    one = runs / "agm" / "seed1111" / "metrics.json"
+    assert json.loads(one.read_text())["code_sha256"] == code_fingerprint()
+    assert "code_warning" not in summarize(comparison_copy)
+    saved = json.loads(one.read_text())
+    one.write_text(json.dumps({**saved, "code_sha256": "0123456789abcdef"}))
+    s = summarize(comparison_copy)
+    assert s["code_warning"].startswith(f"the runs come from 2 versions of the pase code (0123456789abcdef, "
+                                        f"{code_fingerprint()}; metrics.json code_sha256)")
+    assert "**Warning: the runs come from 2 versions of the pase code" in summary_markdown(s)

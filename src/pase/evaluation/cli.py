@@ -37,15 +37,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
     from .report import summary_tables
 
+    from ..errors import RunInterrupted
+
     cfg = load_config(args.config, args.set)
-    summary = compare(cfg, args.methods, args.seeds, args.out, jobs=args.jobs, diagnose=args.diagnose,
-                      alone=args.alone, reference=args.reference, noise_levels=args.noise_levels, progress=print)
+    try:
+        summary = compare(cfg, args.methods, args.seeds, args.out, jobs=args.jobs, diagnose=args.diagnose,
+                          alone=args.alone, reference=args.reference, noise_levels=args.noise_levels, progress=print)
+    except RunInterrupted as e:  # the advice is the comparison's, not one run folder's
+        first = str(e).split("; continue with", 1)[0]
+        raise RunInterrupted(f"{first}; run the same pase compare command again to continue the comparison "
+                             "(finished runs are kept, interrupted ones continue from their checkpoints)",
+                             e.signal) from None
     tables = summary_tables(summary)
     if tables:
         t = tables[0]
         print("| " + " | ".join(t["headers"]) + " |")
         for row in t["rows"]:
             print("| " + " | ".join(str(c) for c in row) + " |")
+    if summary.get("code_warning"):
+        print(f"pase compare: warning: {summary['code_warning']}", file=sys.stderr)
     failed = len(summary["failed"])
     note = f" ({failed} run(s) failed, see the summary)" if failed else ""
     print(f"summary written to {args.out}/summary.md{note}")

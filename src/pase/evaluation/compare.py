@@ -32,6 +32,7 @@ import shutil
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -250,17 +251,33 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
             note(_execute(job))
         return done
     ctx = multiprocessing.get_context(START_METHOD)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
+    try:
         futures = {pool.submit(_execute, job): job for job in jobs}
         for fut in as_completed(futures):
             job = futures[fut]
             try:
                 note(fut.result())
-            except Exception as e:  # noqa: BLE001 - a worker died (BrokenProcessPool, out of memory)
+            except BrokenProcessPool as e:
+                # a worker died (killed, out of memory): every run still pending or running fails with it, none
+                # by its own fault, so no FAILED.txt: the next call continues each from its checkpoint
+                note({"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
+                      "label": job.label, "status": "failed", "diagnose_error": "",
+                      "error": f"{_one_line(e)}: a worker process died (killed, or out of memory?); run the same "
+                               f"command again, with fewer --jobs if memory is short"})
+            except Exception as e:  # noqa: BLE001 - the run's own error, raised in its worker
                 err = _one_line(e)
                 atomic_write_text(Path(job.out) / "FAILED.txt", err + "\n")
                 note({"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
                       "label": job.label, "status": "failed", "error": err, "diagnose_error": ""})
+    except BaseException:
+        # Ctrl-C or SIGTERM (a worker's RunInterrupted, or the main process's): queued runs are not started
+        # and the workers are stopped, rather than waited for at exit (a second Ctrl-C then hung)
+        pool.shutdown(wait=False, cancel_futures=True)
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        raise
+    pool.shutdown(wait=True)
     return done
 
 
@@ -519,6 +536,12 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
         "runs": runs, "reported": [m for m in methods if any(r["method"] == m for r in ok)],
         "failed": [{"method": r["method"], "seed": r["seed"], "error": r["error"]}
                                  for r in runs if r["status"] != "ok"], "pase_version": __version__}
+    codes = sorted({r["metrics"].get("code_sha256", "unrecorded") for r in ok})
+    if len(codes) > 1:  # finished runs are kept across calls: code changed in between
+        summary["code_warning"] = (
+            f"the runs come from {len(codes)} versions of the pase code ({', '.join(codes)}; metrics.json "
+            "code_sha256): a difference between methods may be a difference between code; rerun into a new --out "
+            "to compare one version")
     if not ok:
         return summary
     first = ok[0]["metrics"]

@@ -210,7 +210,8 @@ def _header(s: Dict[str, Any]) -> List[str]:
 def summary_markdown(s: Dict[str, Any]) -> str:
     """``summary.md``: a header naming the protocol and the selection rule, then every table."""
     title = f"# Method comparison: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"
-    return "\n\n".join([title] + _header(s)) + "\n\n" + "\n".join(_md_table(t) for t in summary_tables(s))
+    warn = [f"**Warning: {s['code_warning']}.**"] if s.get("code_warning") else []
+    return "\n\n".join([title] + warn + _header(s)) + "\n\n" + "\n".join(_md_table(t) for t in summary_tables(s))
 
 
 def _csv_rows(s: Dict[str, Any]) -> List[Dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import lightning as L
 import torch
 
-from .. import __version__
+from .. import __version__, code_fingerprint
 from ..config import (Config, ConfigError, apply_overrides, config_difference, first_difference, from_dict,
                       save_config, to_dict)
 from ..data import create_data
@@ -470,7 +470,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         "best_epoch": _best_epoch(out / "log.csv", monitor, mode), "epochs_run": trainer.current_epoch,
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
         "diagnostics": final_state, "diagnostics_selected": selected_state,
-        "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__,
+        "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__, "code_sha256": code_fingerprint(),
         # what ran, which may differ from what was asked (on a CPU Lightning runs 16-mixed as bf16-mixed)
         "precision_effective": str(trainer.precision), "accelerator_effective": type(trainer.accelerator).__name__,
         "checkpoint": _relative(Path(best), out),

@@ -251,8 +251,7 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
             note(_execute(job))
         return done
     ctx = multiprocessing.get_context(START_METHOD)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker)
-    try:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
         futures = {pool.submit(_execute, job): job for job in jobs}
         for fut in as_completed(futures):
             job = futures[fut]
@@ -270,14 +269,6 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
                 atomic_write_text(Path(job.out) / "FAILED.txt", err + "\n")
                 note({"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
                       "label": job.label, "status": "failed", "error": err, "diagnose_error": ""})
-    except BaseException:
-        # Ctrl-C or SIGTERM (a worker's RunInterrupted, or the main process's): queued runs are not started
-        # and the workers are stopped, rather than waited for at exit (a second Ctrl-C then hung)
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in list(getattr(pool, "_processes", {}).values()):
-            proc.terminate()
-        raise
-    pool.shutdown(wait=True)
     return done
 
 

@@ -250,6 +250,10 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
         for job in jobs:
             note(_execute(job))
         return done
+    def failure(job: _Job, err: str) -> Dict[str, Any]:
+        return {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
+                "label": job.label, "status": "failed", "error": err, "diagnose_error": ""}
+
     ctx = multiprocessing.get_context(START_METHOD)
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
         futures = {pool.submit(_execute, job): job for job in jobs}
@@ -260,15 +264,12 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
             except BrokenProcessPool as e:
                 # a worker died (killed, out of memory): every run still pending or running fails with it, none
                 # by its own fault, so no FAILED.txt: the next call continues each from its checkpoint
-                note({"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
-                      "label": job.label, "status": "failed", "diagnose_error": "",
-                      "error": f"{_one_line(e)}: a worker process died (killed, or out of memory?); run the same "
-                               f"command again, with fewer --jobs if memory is short"})
+                note(failure(job, f"{_one_line(e)}: a worker process died (killed, or out of memory?); run the same "
+                                  f"command again, with fewer --jobs if memory is short"))
             except Exception as e:  # noqa: BLE001 - the run's own error, raised in its worker
                 err = _one_line(e)
                 atomic_write_text(Path(job.out) / "FAILED.txt", err + "\n")
-                note({"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
-                      "label": job.label, "status": "failed", "error": err, "diagnose_error": ""})
+                note(failure(job, err))
     return done
 
 

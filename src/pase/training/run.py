@@ -68,20 +68,15 @@ RESUMABLE = ("train.max_epochs", "train.early_stop_patience", "train.progress_ba
 
 
 def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
-    """Every option is one the source's loader takes (else one line naming the accepted ones)."""
+    """Every option is one the source's loader takes, and every argument it requires is given (else
+    one line naming the key: the accepted ones, or the missing one)."""
     params = inspect.signature(DATA_SOURCES.get(source)).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    for key in opts:
-        if key not in params:
-            where = "data.path" if key == "path" else f"data.options.{key}"
-            accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
-            raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
-
-
-def _check_required_options(source: str, opts: Dict[str, Any]) -> None:
-    """Every argument the source's loader requires is given (else one line naming the key)."""
-    params = inspect.signature(DATA_SOURCES.get(source)).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        for key in opts:
+            if key not in params:
+                where = "data.path" if key == "path" else f"data.options.{key}"
+                accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
+                raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
     for name, p in params.items():
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in opts:
             key = "data.path" if name == "path" else f"data.options.{name}"
@@ -95,7 +90,6 @@ def load_bundle(cfg: Config) -> DataBundle:
     if cfg.data.path is not None:
         opts["path"] = cfg.data.path
     _check_data_options(cfg.data.source, opts)
-    _check_required_options(cfg.data.source, opts)
     bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)

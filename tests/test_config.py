@@ -57,6 +57,10 @@ def test_exponent_notation_without_a_dot_is_a_float(tmp_path):
     ("baselines.agm_momentum=-0.1", "'baselines.agm_momentum' must be in [0, 1)"),
     ("data.modalities=[]", "'data.modalities' is an empty list"),
     ("data.modalities=[text,text]", "'data.modalities' names 'text' twice"),
+    ("train.precision=17", "'train.precision' must be one of 32-true, 16-mixed"),
+    ("train.devices=abc", "'train.devices' must be a count of at least 1, -1 (all), 'auto'"),
+    ("train.devices=0", "'train.devices' must be a count of at least 1"),
+    ("train.devices=[0,-1]", "'train.devices' must be a count of at least 1"),
 ])
 def test_values_outside_their_range_are_named(override, message):
     """Before, each of these trained without a word (a negative temperature, learning rate or
@@ -65,6 +69,26 @@ def test_values_outside_their_range_are_named(override, message):
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), [override])
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["train.precision=16", "train.precision=bf16-mixed", "train.devices=auto",
+                                      "train.devices=-1", "train.devices=[0,1]", "train.devices='0,1'"])
+def test_lightnings_device_and_precision_settings_are_accepted(override):
+    apply_overrides(Config(), [override])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  1: 3\n", "config key 1 under train is not a name (YAML read it as int); valid keys there: max_epochs"),
+    ("true: 3\n", "config key True under the top level is not a name (YAML read it as bool)"),
+    ("data:\n  options:\n    2: x\n", "config key 'data.options' has the key 2, which YAML read as int"),
+])
+def test_a_key_yaml_reads_as_a_number_is_named(tmp_path, text, message):
+    """Before: 'can only concatenate str (not "int") to str'."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"{p}: ") and message in str(e.value)
 
 
 def test_a_folder_given_as_the_config_file_is_named(tmp_path):
@@ -164,6 +188,11 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
     (["data.options.sizs=[1,2,3]"],
      r"^data\.options\.sizs is not an option of the built-in benchmark; did you mean data\.options\.sizes\? "
      r"It takes data\.options\.seed, "),
+    (["data.options.seed=abc"], r"^config key 'data\.options\.seed' must be int, got str 'abc'$"),
+    (["data.source=mmsa", "data.path=/x", "data.options.sanitize=maybe"],
+     r"^config key 'data\.options\.sanitize' must be bool, got str 'maybe'$"),
+    (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=/y", "data.options.fold=1.5"],
+     r"^config key 'data\.options\.fold' must be int, got float 1\.5$"),
 ])
 def test_an_option_the_data_source_does_not_take_is_named(sets, message):
     """Before, a raw TypeError ("load_gcnet() got an unexpected keyword argument 'path'")."""

@@ -55,6 +55,9 @@ def test_predict_writes_rows_and_never_overwrites(run, tmp_path):
     with pytest.raises(RunDirError, match="exists; choose another --output"):
         predict(out / result["checkpoint"], dest)
     assert dest.read_bytes() == before
+    with pytest.raises(RunDirError, match=r"--output .*pred\.csv/p\.csv: .*pred\.csv is a file, not a folder"):
+        predict(out / result["checkpoint"], dest / "p.csv")
+    assert predict(out / result["checkpoint"], tmp_path / "new" / "sub" / "p.csv") == 64  # new folders are made
 
 
 def test_existing_run_dir_is_not_overwritten(run):

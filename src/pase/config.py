@@ -22,7 +22,7 @@ import yaml
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "PaseConfig", "BaselineConfig",
     "ConfigError", "load_config", "apply_overrides", "to_dict", "from_dict", "save_config", "config_difference",
-    "first_difference",
+    "first_difference", "coerce_value",
 ]
 
 
@@ -211,6 +211,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _at_least(self, "train", {"max_epochs": 1, "batch_size": 1, "early_stop_patience": 0, "num_workers": 0})
         _in_range(self, "train", {"lr": ">=0", "weight_decay": ">=0", "grad_clip": ">=0", "momentum": "[0,1)"})
+        if self.precision not in _PRECISIONS:
+            raise ConfigError(f"config key 'train.precision' must be one of {', '.join(_PRECISIONS)}, got "
+                              f"{self.precision!r}")
+        d = self.devices
+        if not (d == "auto" or (isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1))
+                or (isinstance(d, str) and re.fullmatch(r"-1|\d+|(\d+,)+\d*", d.strip()) and d.strip() != "0")
+                or (isinstance(d, list) and d and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                       for i in d))):
+            raise ConfigError(f"config key 'train.devices' must be a count of at least 1, -1 (all), 'auto', or a list "
+                              f"of device indices such as [0, 1], got {d!r}")
+
+
+#: Lightning's precision settings (``train.precision``; an integer in YAML is read as its text)
+_PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "32", "16", "bf16", "64",
+               "transformer-engine", "transformer-engine-float16")
 
 
 @dataclass(frozen=True)
@@ -262,7 +277,7 @@ def _unknown(key: str, where: str, valid: Sequence[str]) -> ConfigError:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
+def coerce_value(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against the field's type; ints may become floats, and so may strings in
     exponent notation without a dot (YAML reads ``1e-5`` as a string); nothing else converts."""
     origin = typing.get_origin(annotation)
@@ -273,16 +288,20 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        return coerce_value(value, inner[0], key)
     if origin in (dict, Dict) or annotation is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {key!r} must be a mapping, got {type(value).__name__} {value!r}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"config key {key!r} has the key {bad[0]!r}, which YAML read as {type(bad[0]).__name__}: "
+                              "option names are text; quote it if it is meant as one")
         return dict(value)
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} must be a list, for example [text, audio], got "
                               f"{type(value).__name__} {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+        return [coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
@@ -305,13 +324,17 @@ def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
+        if not isinstance(key, str):  # YAML reads `1:` or `true:` as a number or flag
+            where = prefix.rstrip(".") or "the top level"
+            raise ConfigError(f"config key {key!r} under {where} is not a name (YAML read it as "
+                              f"{type(key).__name__}); valid keys there: {', '.join(fields)}")
         if key not in fields:
             raise _unknown(prefix + key, prefix, list(fields))
         t = hints[key]
         if dataclasses.is_dataclass(t):
             kwargs[key] = from_dict(value or {}, t, prefix + key + ".")
         else:
-            kwargs[key] = _coerce(value, t, prefix + key)
+            kwargs[key] = coerce_value(value, t, prefix + key)
     return cls(**kwargs)
 
 

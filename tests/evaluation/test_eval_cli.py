@@ -290,6 +290,24 @@ def test_compare_out_naming_a_file_is_refused(tmp_path, capsys):
     assert afile.read_text() == "mine"
 
 
+def test_compare_out_naming_another_kind_of_folder_is_refused(tmp_path, capsys):
+    """A comparison writes summary.md, summary.csv and config.yaml into --out: a folder that is not a
+    comparison (the user's own files, or a training run) is refused before anything is written."""
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes")
+    assert main(["compare", "--methods", "late_fusion", "--seeds", "1", "--out", str(mine)]) == 2
+    assert capsys.readouterr().err == f"pase: error: --out {mine} is not a comparison folder (no compare.json; it " \
+                                      "holds summary.md); pass a new or empty --out (nothing was written)\n"
+    assert [p.name for p in mine.iterdir()] == ["summary.md"] and (mine / "summary.md").read_text() == "my notes"
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("method: pase\n")
+    assert main(["compare", "--methods", "late_fusion", "--seeds", "1", "--out", str(run)]) == 2
+    assert "is a training run's folder (no compare.json; it holds checkpoints)" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"]
+
+
 def test_an_interrupted_comparison_says_to_rerun_the_comparison(comparison_copy, monkeypatch, capsys):
     """The run's own advice (pase train --resume <that one run>) was passed on; the way to continue a
     comparison is the same pase compare command."""

@@ -73,3 +73,10 @@ def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch)
         assert "no folds to train" in str(e)
     else:
         raise AssertionError("an empty fold list must be refused")
+
+
+def test_crossval_folds_that_are_not_numbers_are_named(tmp_path, capsys):
+    assert main(["crossval", "--folds", "a,b", "--out", str(tmp_path / "cv")]) == 2
+    assert capsys.readouterr().err == "pase: error: --folds 'a,b' is not a comma list of fold numbers, for example " \
+                                      "--folds 1,2,3,4,5\n"
+    assert not (tmp_path / "cv").exists()

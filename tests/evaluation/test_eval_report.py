@@ -93,6 +93,19 @@ def test_report_of_a_folder_without_runs(tmp_path):
         report(tmp_path)
 
 
+def test_report_of_a_comparison_without_a_finished_run_is_refused(tmp_path):
+    """An empty runs/ folder, or one whose only run never finished, gives an error naming what it
+    found, and writes no (empty) report.md or report.html."""
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no finished run to report \(runs/ is empty\)"):
+        report(tmp_path)
+    (tmp_path / "runs" / "pase" / "seed1" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "pase" / "seed1" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match=r"pase seed 1: unfinished .*pase compare --out"):
+        report(tmp_path)
+    assert not (tmp_path / "report.md").exists() and not (tmp_path / "report.html").exists()
+
+
 def test_wide_table_names_a_metric_averaged_over_fewer_seeds():
     """One seed's Corr is NaN (dropped by describe): its cell says n=3, the row's n stays 4."""
     from pase.evaluation.compare import describe

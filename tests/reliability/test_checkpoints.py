@@ -81,9 +81,25 @@ def test_resume_refuses_a_malicious_last_checkpoint(tmp_path, malicious, capsys)
 def test_damaged_checkpoint_is_one_line(tmp_path, content):
     path = tmp_path / "bad.ckpt"
     path.write_bytes(content)
-    with pytest.raises(UnsafeCheckpointError, match=r"bad\.ckpt: (truncated or not a checkpoint|refused)") as err:
+    with pytest.raises(UnsafeCheckpointError, match=r"bad\.ckpt: (truncated or not a checkpoint|refused|not a PyTorch "
+                                                   r"checkpoint)") as err:
         safe_load_checkpoint(path)
     assert "\n" not in str(err.value)
+
+
+def test_a_run_folder_or_its_config_as_checkpoint_names_the_file_to_pass(tmp_path):
+    """The two likely slips: the run's folder, and its config.yaml. Neither is called a security
+    refusal; the message names a checkpoint file to pass instead."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"state_dict": {}}, run / "checkpoints" / "best.ckpt")
+    (run / "config.yaml").write_text("method: pase\n")
+    with pytest.raises(FileNotFoundError, match=r"'.*run' is a folder; pass a checkpoint file, for example "
+                                                r".*run/checkpoints/best\.ckpt$"):
+        safe_load_checkpoint(run)
+    with pytest.raises(UnsafeCheckpointError, match=r"config\.yaml: not a PyTorch checkpoint \(it starts with "
+                                                   r"b'meth'; .*pass a \.ckpt file from a run's checkpoints/"):
+        safe_load_checkpoint(run / "config.yaml")
 
 
 def test_not_a_pase_checkpoint(tmp_path):

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import List
 
+from ..config import ConfigError
+
 __all__ = ["register"]
 
 
@@ -95,8 +97,12 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     from ..config import load_config
     from .folds import cross_validate
 
-    summary = cross_validate(load_config(args.config, args.set), args.out,
-                             [int(f) for f in args.folds.split(",") if f.strip()])
+    try:
+        folds = [int(f) for f in args.folds.split(",") if f.strip()]
+    except ValueError:
+        raise ConfigError(f"--folds {args.folds!r} is not a comma list of fold numbers, for example --folds 1,2,3,4,5") \
+            from None
+    summary = cross_validate(load_config(args.config, args.set), args.out, folds)
     print(open(Path(args.out) / "folds_summary.md").read(), end="")
     return 0 if summary["folds"] else 1
 

@@ -280,6 +280,21 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
     return d
 
 
+def _check_comparison_folder(out: Path) -> None:
+    """``out`` is new, empty, or a comparison (``compare.json``; or only the ``config.yaml`` a comparison
+    writes first): a comparison writes summary.* and config.yaml, so any other folder is refused."""
+    if not out.is_dir() or (out / "compare.json").is_file():
+        return
+    other = sorted(p.name for p in out.iterdir() if p.name != "config.yaml")
+    if not other:
+        return
+    what = ("a training run's folder" if (out / "metrics.json").is_file() or (out / "checkpoints").is_dir()
+            else "not a comparison folder")
+    shown = ", ".join(other[:4]) + (f" and {len(other) - 4} more" if len(other) > 4 else "")
+    raise ConfigError(f"--out {out} is {what} (no compare.json; it holds {shown}); pass a new or empty --out "
+                      "(nothing was written)")
+
+
 def _check_base_config(cfg: Config, out: Path) -> None:
     """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
     path = out / "config.yaml"
@@ -350,6 +365,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
+    _check_comparison_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_base_config(cfg, out)
     levels = tuple(unique_levels(noise_levels))

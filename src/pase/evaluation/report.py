@@ -442,12 +442,18 @@ def report(out_dir: str | Path) -> Dict[str, Path]:
         name -> path of every file written ("report.md", "report.html", "<stem>.png", "<stem>.csv").
 
     Raises:
-        FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder).
+        FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder) or no finished run.
     """
     out = Path(out_dir)
     if not (out / "runs").is_dir():
         raise FileNotFoundError(f"{out} holds no comparison (no runs/ folder); run 'pase compare --out {out}' first")
     s = summarize(out)
+    if not s["reported"]:  # an empty report with exit 0 would read as a comparison that found nothing
+        detail = "; ".join(f"{r['method']} seed {r['seed']}: {r['error']}" for r in s["runs"][:3])
+        raise FileNotFoundError(
+            f"{out} holds no finished run to report" + (f" ({len(s['runs'])} run(s): {detail})" if detail else
+                                                      " (runs/ is empty)")
+            + f"; run or continue the comparison with 'pase compare --out {out}' first")
     figdir = out / "figures"
     figures = _plots(s, figdir) if "stats" in s else {}
     tables = summary_tables(s)

@@ -40,8 +40,18 @@ def safe_load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Dict[st
             (the message names it), or it is truncated or not a checkpoint.
     """
     p = Path(path)
+    if p.is_dir():
+        found = sorted(str(c) for c in (p / "checkpoints" / "best.ckpt", p / "checkpoints" / "last.ckpt") if c.is_file())
+        raise FileNotFoundError(f"checkpoint {str(p)!r} is a folder; pass a checkpoint file"
+                                + (f", for example {found[0]}" if found else " (a run's checkpoints/best.ckpt)"))
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    if head and not (head.startswith(b"PK\x03\x04") or head[0] == 0x80):  # a zip archive, or a legacy pickle
+        raise UnsafeCheckpointError(
+            f"{p}: not a PyTorch checkpoint (it starts with {head!r}; a checkpoint is a zip archive written by "
+            "torch.save); pass a .ckpt file from a run's checkpoints/, for example checkpoints/best.ckpt")
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

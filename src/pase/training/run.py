@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+import typing
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -32,7 +33,7 @@ import lightning as L
 import torch
 
 from .. import __version__, code_fingerprint
-from ..config import (Config, ConfigError, apply_overrides, config_difference, first_difference, from_dict,
+from ..config import (Config, ConfigError, coerce_value, apply_overrides, config_difference, first_difference, from_dict,
                       save_config, to_dict)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES
@@ -77,6 +78,12 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
                 where = "data.path" if key == "path" else f"data.options.{key}"
                 accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
                 raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
+    hints = typing.get_type_hints(DATA_SOURCES.get(source))
+    for key, value in opts.items():  # a number, flag or text option of the wrong type (seed=abc) is named here
+        want = hints.get(key)
+        inner = [a for a in typing.get_args(want) if a is not type(None)] if typing.get_origin(want) is typing.Union else [want]
+        if len(inner) == 1 and inner[0] in (int, float, bool, str):
+            coerce_value(value, want, "data.path" if key == "path" else f"data.options.{key}")
     for name, p in params.items():
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in opts:
             key = "data.path" if name == "path" else f"data.options.{name}"
@@ -601,6 +608,10 @@ def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = 
     output = Path(output)
     if output.exists():
         raise RunDirError(f"{output} exists; choose another --output (nothing was overwritten)")
+    parent = next(p for p in output.absolute().parents if p.exists())  # checked before the model is loaded
+    if not parent.is_dir():
+        raise RunDirError(f"--output {output}: {parent} is a file, not a folder; choose another --output "
+                          "(nothing was overwritten)")
     module, cfg, bundle = load_checkpoint(checkpoint, cfg, overrides=overrides)
     check_split(bundle, split)
     ids, logits, target = _outputs(module, bundle, cfg, split)

@@ -48,7 +48,19 @@ def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "late_fusion,pase:pase.sgm=false", "1111,1112", *tiny)
     assert proc.returncode == 0, proc.stderr[-2000:]
     proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "late_fusion", "1111", *tiny, "train.lr=0.5")
-    assert proc.returncode != 0 and "holds another configuration (train.lr: 0.001 there, 0.5 now)" in proc.stderr
+    assert proc.returncode != 0 and "holds runs of other shared settings (train.lr: 0.001 there, 0.5 now" in proc.stderr
+    # a new variant with other shared settings would land in a new folder: refused by the record too
+    proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "agm", "1111", *tiny, "train.lr=0.5")
+    assert proc.returncode != 0 and "holds runs of other shared settings" in proc.stderr
+    assert not (out / "runs" / "agm").exists()
+    # a typo in a later variant stops the script before the first one trains
+    proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "agm,pase:pase.sgmm=false", "1111", *tiny)
+    assert proc.returncode != 0 and "variant 'pase:pase.sgmm=false': unknown config key 'pase.sgmm'" in proc.stderr
+    assert not (out / "runs" / "agm").exists()
+    # a failed run is recorded in its folder, the script exits 1, and the other runs are kept
+    proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "late_fusion:train.monitor=nope", "1111", *tiny)
+    failed = out / "runs" / "late_fusion_train.monitor-nope" / "seed1111" / "FAILED.txt"
+    assert proc.returncode == 1 and failed.is_file() and "train.monitor='nope'" in failed.read_text(), proc.stderr
     proc = _script(ROOT / "benchmarks" / "results_tables.py", "--ablation", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = {v: {s: json.loads((out / "runs" / v / f"seed{s}" / "metrics.json").read_text())["test"]

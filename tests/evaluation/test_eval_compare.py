@@ -270,11 +270,8 @@ def test_a_dead_worker_fails_no_run_for_good(comparison_copy, monkeypatch):
             fut.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
             return fut
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
 
     monkeypatch.setattr(compare_mod, "ProcessPoolExecutor", DeadPool)
     out = comparison_copy

@@ -404,3 +404,41 @@ def test_the_interruption_pickles_for_worker_processes():
     e = pickle.loads(pickle.dumps(RunInterrupted("training interrupted by SIGTERM in epoch 2", "SIGTERM")))
     assert (str(e), e.signal, isinstance(e, KeyboardInterrupt)) == (
         "training interrupted by SIGTERM in epoch 2", "SIGTERM", True)
+
+
+def test_ctrl_c_to_a_parallel_comparison_stops_running_runs_and_starts_no_queued_one(tmp_path):
+    """``pase compare --jobs 2`` interrupted by a SIGINT that reaches the parent process alone (kill -INT):
+    before, the queued runs trained on before the command exited. Now the running runs stop at their
+    last checkpoint (the signal is passed on to the workers), the queued ones never start, the command
+    exits 130 with one line, and rerunning it would continue the stopped runs."""
+    sets = ["data.options.sizes=[512,64,64]", "train.max_epochs=400", "train.early_stop_patience=400",
+            "train.progress_bar=false", "model.d_model=16", "model.hidden=32", "model.head_hidden=16"]
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "pase.cli", "compare", "--methods", "late_fusion,pase", "--seeds", "2",
+           "--jobs", "2", "--no-diagnose", "--out", str(out)] + [x for s in sets for x in ("--set", s)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=ENV, text=True,
+                            start_new_session=True)  # its own process group: the workers are killed with it below
+    try:
+        _interrupt_comparison(proc, out)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _interrupt_comparison(proc, out):
+    lasts, t0 = [out / "runs" / "late_fusion" / f"seed{s}" / "checkpoints" / "last.ckpt" for s in (1111, 1112)], time.time()
+    while min(_saved_epoch(p) for p in lasts) < 0 and proc.poll() is None and time.time() - t0 < TIMEOUT:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the runs ended before they could be interrupted; give them more epochs"
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    lines = [line for line in err.splitlines() if line.startswith("pase:")]
+    assert proc.returncode == 130, err[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("pase: interrupted: comparison interrupted by SIGINT after 0 of 4 "
+                                                   "runs"), err[-2000:]
+    assert "run the same pase compare command again" in lines[0] and "Traceback" not in err, err[-2000:]
+    assert not (out / "runs" / "pase").exists(), "a queued run started after the interrupt"
+    for last in lasts:
+        assert _saved_epoch(last) >= 0 and not (last.parent.parent / "metrics.json").exists()
+        assert not (last.parent.parent / "FAILED.txt").exists()

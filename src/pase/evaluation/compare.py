@@ -27,17 +27,21 @@ import functools
 import json
 import math
 import multiprocessing
+import os
 import re
 import shutil
+import signal
 import statistics
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import __version__
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
+from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import RunDirError, load_bundle, load_checkpoint, train
 from .probes import probe_model
@@ -226,14 +230,71 @@ def _execute(job: _Job) -> Dict[str, Any]:
     return rec
 
 
-def _init_worker() -> None:
+#: set in a pool worker by its initializer: the comparison's stop event (set on Ctrl-C)
+_STOP: Optional[Any] = None
+
+
+def _init_worker(stop: Optional[Any] = None) -> None:
     import logging
 
     import torch
 
+    global _STOP
+    _STOP = stop
     torch.set_num_threads(1)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    # an idle worker ignores Ctrl-C (dying would break the pool); a busy one stops its run (_execute_in_worker)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _execute_in_worker(job: _Job) -> Dict[str, Any]:
+    """``_execute`` in a pool worker: not started once the comparison is interrupted (a run already
+    handed to a worker cannot be cancelled); Ctrl-C (SIGINT) interrupts the run, as in one process."""
+    if _STOP is not None and _STOP.is_set():
+        raise RunInterrupted(f"{job.label}: not started, the comparison was interrupted")
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return _execute(job)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: seconds an interrupted comparison waits for its running runs to stop on their own (a terminal's
+#: Ctrl-C reaches every worker) before it passes the signal on to them (it reached this process alone)
+INTERRUPT_GRACE_S = 10.0
+
+
+def _stop_pool(pool: ProcessPoolExecutor, futures: Sequence[Any], stop: Any) -> None:
+    """After Ctrl-C: queued runs never start, running ones stop at their last checkpoint (their own
+    interrupt handling), idle workers exit. A second Ctrl-C kills the workers at once (every file a
+    run writes is written atomically, so its folder continues from its last checkpoint)."""
+    stop.set()
+    for f in futures:
+        f.cancel()
+    try:
+        _, pending = wait(futures, timeout=INTERRUPT_GRACE_S)
+        if pending:  # the signal reached this process alone (kill -INT): pass it on (idle workers ignore it)
+            for proc in multiprocessing.active_children():
+                os.kill(proc.pid, signal.SIGINT)
+            wait(pending, timeout=120)
+        pool.shutdown(wait=True, cancel_futures=True)
+    except KeyboardInterrupt:
+        for proc in multiprocessing.active_children():
+            proc.kill()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _submit_all(pool: ProcessPoolExecutor, jobs: List[_Job]) -> Dict[Any, _Job]:
+    """Submit every job; the workers start here, and they inherit an ignored SIGINT, so Ctrl-C while
+    one imports torch does not kill it (it would break the pool)."""
+    main = threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        return {pool.submit(_execute_in_worker, job): job for job in jobs}
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, old)
 
 
 def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
@@ -255,8 +316,11 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
                 "label": job.label, "status": "failed", "error": err, "diagnose_error": ""}
 
     ctx = multiprocessing.get_context(START_METHOD)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {pool.submit(_execute, job): job for job in jobs}
+    stop = ctx.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(stop,))
+    futures: Dict[Any, _Job] = {}
+    try:
+        futures = _submit_all(pool, jobs)
         for fut in as_completed(futures):
             job = futures[fut]
             try:
@@ -270,6 +334,12 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
                 err = _one_line(e)
                 atomic_write_text(Path(job.out) / "FAILED.txt", err + "\n")
                 note(failure(job, err))
+    except KeyboardInterrupt as e:  # Ctrl-C here, or a run's RunInterrupted from its worker
+        _stop_pool(pool, list(futures), stop)
+        sig = getattr(e, "signal", "SIGINT")
+        raise RunInterrupted(f"comparison interrupted by {sig} after {len(done)} of {len(jobs)} runs; the running "
+                             "ones stopped at their last checkpoint, the queued ones did not start", sig) from None
+    pool.shutdown(wait=True)
     return done
 
 

@@ -94,7 +94,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from .data.inspect import inspect_path
 
-    report = inspect_path(args.path, dataset=args.dataset)
+    features = None
+    if args.features:
+        pairs = [x.split("=", 1) for x in args.features.split(",") if x.strip()]
+        if not pairs or any(len(kv) != 2 or not kv[0].strip() or not kv[1].strip() for kv in pairs):
+            raise ValueError(f"--features {args.features!r} is not MODALITY=FOLDER pairs, for example "
+                             "--features audio=wav2vec-large-c-UTT,text=deberta-large-4-UTT")
+        features = {k.strip(): v.strip() for k, v in pairs}
+    report = inspect_path(args.path, dataset=args.dataset, feature_root=args.feature_root, features=features)
     print(report.text)
     if report.ok:
         return 0
@@ -139,6 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("path")
     di.add_argument("--dataset", default=None,
                     help="the dataset when the path does not tell (for example mosi, mosei, sims, iemocap4)")
+    di.add_argument("--feature-root", default=None,
+                    help="GCNet / MoMKE: the features folder (default: <label folder>/features), as "
+                         "data.options.feature_root")
+    di.add_argument("--features", default=None, metavar="MODALITY=FOLDER,...",
+                    help="GCNet / MoMKE: feature folder names other than the defaults, as data.options.features")
     di.set_defaults(fn=_cmd_data_inspect)
     _register_extra(sub)
     return p

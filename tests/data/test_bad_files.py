@@ -40,6 +40,13 @@ def _huge(key, value):
     return mutate
 
 
+def _left_pad_mask(data):
+    """One valid sample's tokens moved to the end (left padding): its length was the mask's sum, so
+    the model read its padding as text."""
+    bert = data["valid"]["text_bert"]
+    bert[0, 1] = bert[0, 1][::-1].copy()
+
+
 MMSA_CASES = {
     "missing split": (lambda d: d.pop("valid"),
                       r"^aligned_50\.pkl: no split 'valid' \(found: train, test\); the MMSA layout needs"),
@@ -88,6 +95,17 @@ MMSA_CASES = {
     "vision D=0": (lambda d: [d[s].update(vision=d[s]["vision"][:, :, :0]) for s in d],
                    r"^aligned_50\.pkl: split 'train', key 'vision' has shape \(9, 8, 0\): no features "
                    r"\(D = 0\)"),
+    # the review's findings (each loaded silently, or with a message that named no file or key)
+    "left-padded text mask": (_left_pad_mask,
+                              r"^aligned_50\.pkl: split 'valid', key 'text_bert': the attention mask \(row 1 of "
+                              r"\(N, 3, L\)\) of sample row 0 has a 1 after a 0 \(1 such samples; .*re-pad the "
+                              r"file's text right$"),
+    "width differs between splits": (lambda d: d["test"].update(vision=d["test"]["vision"][:, :, :10]),
+                                     r"^aligned_50\.pkl: split 'test', key 'vision' has width 10 \(shape "
+                                     r"\(6, 8, 10\)\) but split 'train' has 20; .*re-export the file$"),
+    "True/False labels": (lambda d: d["train"].update(regression_labels=d["train"]["regression_labels"] >= 0),
+                          r"^aligned_50\.pkl: split 'train', key 'regression_labels' holds True/False values, "
+                          r"not sentiment scores"),
 }
 
 
@@ -248,3 +266,27 @@ def test_gcnet_not_a_label_pickle(tmp_path):
     path.write_bytes(pickle.dumps((1, 2, 3)))
     with pytest.raises(DataFormatError, match=r"found a 3-tuple; a GCNet label pickle is \(videoIDs"):
         create_data("gcnet", label_path=path, feature_root=tmp_path)
+
+
+def test_a_nan_in_text_bert_names_that_key(tmp_path):
+    """With text=bert the message named key 'text', which was clean."""
+    def nan_bert(d):
+        d["train"]["text_bert"] = d["train"]["text_bert"].astype(np.float64)
+        d["train"]["text_bert"][2, 0, 0] = np.nan
+    path = write_mmsa(tmp_path, "mosi", mutate=nan_bert)
+    with pytest.raises(DataFormatError, match=r"^aligned_50\.pkl: split 'train', key 'text_bert': NaN at sample"):
+        create_data("mmsa", path=path, text="bert")
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d["train"].update(labels=d["train"]["labels"] >= 0),
+     r"^mosi_data\.pkl: split 'train', key 'labels' holds True/False values, not sentiment scores"),
+    (lambda d: d["valid"].update(audio=d["valid"]["audio"][:, :, :3]),
+     r"^mosi_data\.pkl: split 'valid', key 'audio' has width 3 \(shape \(6, 6, 3\)\) but split 'train' has 5"),
+])
+def test_mult_flag_labels_and_split_widths(tmp_path, untouched, mutate, message):
+    path = write_mult(tmp_path, "mosi", mutate=mutate)
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=message):
+        create_data("mult", path=path)
+    check()

@@ -78,6 +78,28 @@ def test_gcnet_labels_only_when_features_are_absent(tmp_path):
     assert f"features not checked: {tmp_path / 'feats.txt'} is a file, not a folder" in report.text
 
 
+def test_gcnet_folders_with_other_names_are_inspected_through_the_command(tmp_path, capsys):
+    """Renamed feature folders were a problem with a fix ('pass features=...') the command could not
+    take; --features and --feature-root pass them as data.options.features / feature_root do."""
+    from pase.cli import main
+
+    path = write_gcnet(tmp_path / "g", "iemocap4")
+    feats = tmp_path / "feats"
+    (path.parent / "features").rename(feats)
+    names = {}
+    for folder in sorted(feats.iterdir()):
+        names[folder.name] = "my-" + folder.name
+        folder.rename(feats / names[folder.name])
+    assert main(["data", "inspect", str(path), "--feature-root", str(feats)]) == 1
+    assert "feature folder of modality" in capsys.readouterr().err
+    from pase.data.gcnet import DEFAULT_FEATURES  # modality -> default folder name
+    spec = ",".join(f"{m}={names[d]}" for m, d in DEFAULT_FEATURES.items() if d in names)
+    assert main(["data", "inspect", str(path), "--feature-root", str(feats), "--features", spec]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    assert main(["data", "inspect", str(path), "--features", "audio"]) == 2
+    assert "is not MODALITY=FOLDER pairs" in capsys.readouterr().err
+
+
 def test_gcnet_missing_npy_is_a_problem(tmp_path):
     path = write_gcnet(tmp_path, "iemocap4")
     next((path.parent / "features" / "deberta-large-4-UTT").glob("*.npy")).unlink()

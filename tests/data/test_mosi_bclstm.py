@@ -52,6 +52,13 @@ def test_tiny_folder_loads(tmp_path, untouched):
     ({"mosi_index.csv": lambda t: "\n".join(t.splitlines()[:1] + [
         ",".join(line.split(",")[:10] + [str(int(line.split(",")[10]) + 1)]) for line in t.splitlines()[1:]]) + "\n"},
      r"the train segments' bclstm_row values must be 0\.\.11, each once .* position 0 holds 1"),
+    # a segment listed twice (it was a container error without the file or line)
+    ({"mosi_index.csv": _cell(2, 0, "trainvid0_1")},
+     r"mosi_index\.csv: line 3: segment_id 'trainvid0_1' is already on line 2; each segment is listed once"),
+    # a test segment of a training video: the split is no longer speaker-independent (it loaded silently)
+    ({"mosi_index.csv": _cell(13, 1, "trainvid0")},
+     r"mosi_index\.csv: video 'trainvid0' has segments in both bclstm_split train and test \(1 such video\(s\)\); "
+     r"a test video's neighbours in training leak its labels"),
     # the CSV's rows in another order than the index: its label_bin column disagrees
     ({"features/video_test0.csv": lambda t: "".join(reversed(t.splitlines(keepends=True)))},
      r"features/video_test0\.csv: row \d+ ends with label_bin [01] but mosi_index\.csv gives its segment "
@@ -101,3 +108,12 @@ def test_modalities_as_one_string(tmp_path):
                                          r"for example \[text, audio\]"):
         load_mosi_bclstm(path=str(root), modalities="text")
     assert load_mosi_bclstm(path=str(root), modalities=["text"]).modalities == ["text"]
+
+
+def test_an_index_that_is_not_utf8_is_named(tmp_path):
+    """A re-save in a legacy encoding (cp1252 'é') gave the bare codec error."""
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    index = root / "mosi_index.csv"
+    index.write_bytes(index.read_bytes().replace(b"SEGMENT 1", "caf\u00e9".encode("cp1252"), 1))
+    with pytest.raises(MosiDataError, match=r"mosi_index\.csv: not UTF-8 text \(byte \d+\); save it as UTF-8"):
+        load_mosi_bclstm(path=str(root), verify=False)

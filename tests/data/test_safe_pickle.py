@@ -143,3 +143,21 @@ def test_a_folder_is_named_as_a_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match=r"empty: is a folder, .*it holds no \.pkl file; pass the "
                                                 r"pickle's own path"):
         safe_load_pickle(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_bytes_after_the_pickle_are_reported(tmp_path, caplog, protocol):
+    """Bytes after the pickle's end (a damaged or concatenated file) were ignored without a word; a
+    whole file gives no warning at any protocol (the unpickler's read-ahead is not counted)."""
+    big = {"x": np.arange(300_000, dtype=np.float32), "y": list(range(1000))}
+    whole, damaged = tmp_path / "whole.pkl", tmp_path / "damaged.pkl"
+    whole.write_bytes(pickle.dumps(big, protocol=protocol))
+    damaged.write_bytes(whole.read_bytes() + b"\x00" * 4096)
+    with caplog.at_level("WARNING", logger="pase.data"):
+        np.testing.assert_array_equal(safe_load_pickle(whole)["x"], big["x"])
+        assert not caplog.records
+        np.testing.assert_array_equal(safe_load_pickle(damaged)["x"], big["x"])
+    size = whole.stat().st_size
+    assert [r.getMessage() for r in caplog.records] == [
+        f"damaged.pkl: 4096 bytes follow the end of the pickle (read {size} of {size + 4096} bytes): the file may be "
+        "damaged or two files concatenated; compare its size and SHA-256 with the published ones (docs/data.md)"]

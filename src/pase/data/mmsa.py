@@ -27,8 +27,9 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_disjoint_splits,
-                       check_label_range, check_rows, check_sequences, resolve_source, check_unique_ids,
-                       clip_lengths, fix_non_finite, is_rows, require_keys, require_rows, require_splits, to_str)
+                       check_label_range, check_rows, check_sequences, check_split_widths, resolve_source,
+                       check_unique_ids, clip_lengths, fix_non_finite, is_rows, refuse_flag_labels, require_keys,
+                       require_rows, require_splits, to_str)
 
 __all__ = ["load_mmsa", "MMSA_DATASETS", "PUBLISHED_SHA256"]
 
@@ -98,6 +99,12 @@ def _text(split_dict: Mapping, text: str, file: str, split: str):
         raise DataFormatError(f"{file}: split {split!r}, key 'text_bert': the attention mask (row 1 of "
                               f"(N, 3, L)) of sample row {row} holds values other than 0 and 1; it sets "
                               f"the text lengths, fix the file")
+    gap = np.flatnonzero((mask[:, 1:] > mask[:, :-1]).any(axis=1))  # a 1 after a 0: not right-padded
+    if gap.size:
+        raise DataFormatError(f"{file}: split {split!r}, key 'text_bert': the attention mask (row 1 of (N, 3, L)) of "
+                              f"sample row {int(gap[0])} has a 1 after a 0 ({gap.size} such samples; "
+                              f"{mask[gap[0]].astype(int).tolist()[:12]}...): the text lengths are the masks' leading "
+                              "ones, so the tokens must come first (right padding); re-pad the file's text right")
     lengths = mask.sum(axis=1).astype(np.int64)
     empty = int((lengths == 0).sum())
     if empty:
@@ -178,6 +185,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     check_rows({"id": raw_ids, "regression_labels": split_dict["regression_labels"],
                 **{k: split_dict[k] for k in need}, **rows}, file, split)  # before parsing: N = 0 says so
     ids = [to_str(i) for i in raw_ids]
+    refuse_flag_labels(split_dict["regression_labels"], file, split, "regression_labels")
     labels = as_array(split_dict["regression_labels"], file, split, "regression_labels")
     feats: Dict[str, np.ndarray] = {}
     lengths: Dict[str, np.ndarray] = {}
@@ -190,7 +198,8 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     labels = labels.reshape(len(ids), -1)
     text_steps = _text_steps(split_dict, feats)
     for m in feats:
-        feats[m] = fix_non_finite(feats[m], file, split, m, ids, sanitize, neg_inf_to_zero=(m == "audio"))
+        key = "text_bert" if (m == "text" and text == "bert") else m  # the file's key, for the message
+        feats[m] = fix_non_finite(feats[m], file, split, key, ids, sanitize, neg_inf_to_zero=(m == "audio"))
         if m != "text" and f"{m}_lengths" in split_dict:
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
                                       f"{m}_lengths")
@@ -215,6 +224,7 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     """Build the bundle from an already unpickled MMSA dict (``inspect`` reuses this)."""
     require_splits(raw, file, "MMSA")
     parts = {s: _split(raw[s], file, s, dataset, text, modalities, sanitize, expected_dims) for s in SPLITS}
+    check_split_widths({s: parts[s][0] for s in SPLITS}, file)
     clips = {s: [parse_clip_id(i) for i in parts[s][3]] for s in SPLITS}
     gp = group_positions({s: [v for v, _ in clips[s]] for s in SPLITS},
                          {s: [clip_order_key(c) for _, c in clips[s]] for s in SPLITS})

@@ -114,6 +114,13 @@ def _check_label_bin(path: Path, rows: List[dict], label_bin: np.ndarray) -> Non
 
 def _read_index(path: Path) -> List[dict]:
     """Rows of ``mosi_index.csv``: ``label`` a float in [-3, 3], ``clip_id`` and ``bclstm_row`` ints."""
+    try:
+        return _parse_index(path)
+    except UnicodeDecodeError as e:
+        raise MosiDataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8, or restore the file") from None
+
+
+def _parse_index(path: Path) -> List[dict]:
     with open(path, newline="", encoding="utf-8-sig") as fh:  # a BOM from a spreadsheet export is not a column name
         reader = csv.DictReader(fh)
         found = reader.fieldnames or []
@@ -121,8 +128,12 @@ def _read_index(path: Path) -> List[dict]:
         if missing:
             raise MosiDataError(f"{path}: no column {missing[0]!r} (found: {', '.join(found) or 'nothing'}); "
                                 f"expected columns {', '.join(_INDEX_COLUMNS)}; restore the file")
-        rows = []
+        rows, lines = [], {}
         for r in reader:
+            first = lines.setdefault(r["segment_id"], reader.line_num)
+            if first != reader.line_num:
+                raise MosiDataError(f"{path}: line {reader.line_num}: segment_id {r['segment_id']!r} is already on "
+                                    f"line {first}; each segment is listed once: restore the file")
             for col, kind in (("label", float), ("clip_id", int), ("bclstm_row", int)):
                 try:
                     r[col] = kind(r[col])
@@ -196,6 +207,11 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
             _check_label_bin(path, rows, label_bin)
         per_split[split] = (rows, feats)
     train_rows = per_split["train"][0]
+    shared = sorted({r["video_id"] for r in train_rows} & {r["video_id"] for r in per_split["test"][0]})
+    if shared:  # the release's test split is speaker-independent: whole videos, never seen in training
+        raise MosiDataError(f"{root / 'mosi_index.csv'}: video {shared[0]!r} has segments in both bclstm_split train "
+                            f"and test ({len(shared)} such video(s)); a test video's neighbours in training leak its "
+                            "labels: restore the file")
     counts: Dict[str, int] = {}
     for r in train_rows:
         counts[r["video_id"]] = counts.get(r["video_id"], 0) + 1

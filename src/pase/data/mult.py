@@ -28,8 +28,8 @@ from .folds import clip_order_key, group_positions, parse_clip_id
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_disjoint_splits,
-                       check_label_range, check_rows, check_sequences, resolve_source, fix_non_finite,
-                       is_rows, require_keys, require_splits, to_str)
+                       check_label_range, check_rows, check_sequences, check_split_widths, fix_non_finite, is_rows,
+                       refuse_flag_labels, require_keys, require_splits, resolve_source, to_str)
 
 __all__ = ["load_mult", "MULT_DATASETS", "IEMOCAP_EMOTIONS"]
 
@@ -136,6 +136,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, modalities:
             raise DataFormatError(
                 f"{file}: split {split!r}: 'labels' has shape {labels.shape}, expected (N, 1, 1) "
                 f"sentiment scores; for IEMOCAP (N, 4, 2) pass dataset='iemocap'")
+        refuse_flag_labels(split_dict["labels"], file, split, "labels")
         target = labels.reshape(-1)
         check_label_range(target, -3.0, 3.0, file, split, ids,
                           fix="MOSI/MOSEI sentiment lies in [-3, 3]; check the file and dataset=")
@@ -147,6 +148,7 @@ def _from_raw(raw: object, file: str, dataset: str, modalities: Sequence[str] = 
     """Build the bundle from an already unpickled MulT dict (``inspect`` reuses this)."""
     require_splits(raw, file, "MulT")
     parts = {s: _split(raw[s], file, s, dataset, modalities, sanitize, expected_dims) for s in SPLITS}
+    check_split_widths({s: parts[s][0] for s in SPLITS}, file)
     have_ids = all(parts[s][3] is not None for s in SPLITS)
     gp = group_positions({s: parts[s][3] for s in SPLITS},
                          {s: parts[s][4] for s in SPLITS}) if have_ids else {}

@@ -19,7 +19,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .validate import DataFormatError
+from .validate import LOGGER, DataFormatError
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -112,7 +112,7 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
         raise FileNotFoundError(f"{p}: no such file; check the path (nothing is downloaded for you)")
     with open(p, "rb") as fh:
         try:
-            return _RestrictedUnpickler(fh, p.name, encoding).load()
+            obj = _RestrictedUnpickler(fh, p.name, encoding).load()
         except UnsafePickleError:
             raise
         except Exception as exc:  # any decoding failure means a damaged or foreign file
@@ -120,3 +120,10 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
             raise DataFormatError(
                 f"{p.name}: truncated or not a pickle ({detail}); download it again and compare "
                 f"its size and SHA-256 with the published ones (docs/data.md)") from None
+        end = fh.tell()
+    extra = p.stat().st_size - end
+    if extra > 0:  # a warning, not an error: the object read is whole, but the file holds more than one dump
+        LOGGER.warning("%s: %d bytes follow the end of the pickle (read %d of %d bytes): the file may be damaged or "
+                       "two files concatenated; compare its size and SHA-256 with the published ones (docs/data.md)",
+                       p.name, extra, end, end + extra)
+    return obj

@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["DataFormatError", "LOGGER", "require_splits", "require_keys", "as_array", "check_rows",
            "check_dims", "fix_non_finite", "check_label_range", "check_class_labels",
            "check_unique_ids", "clip_lengths", "to_str", "infer_dataset", "is_rows", "require_rows",
-           "check_sequences", "cast_checked"]
+           "check_sequences", "cast_checked", "refuse_flag_labels", "check_split_widths"]
 
 LOGGER = logging.getLogger("pase.data")
 
@@ -281,6 +281,26 @@ def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequen
     arr[bad] = 0.0
     LOGGER.warning("%s: split %r, key %r: sanitize=True set %s values to 0", file, split, key, counts)
     return arr
+
+
+def refuse_flag_labels(value: object, file: str, split: str, key: str) -> None:
+    """Sentiment scores stored as True / False (binarised labels, or the wrong key) are refused:
+    they would load as scores 0 and 1."""
+    if np.asarray(value).dtype == bool:
+        raise DataFormatError(f"{file}: split {split!r}, key {key!r} holds True/False values, not sentiment scores; "
+                              "store the real-valued labels (binarised labels cannot give MAE, Corr or Acc-7)")
+
+
+def check_split_widths(feats: Mapping[str, Mapping[str, np.ndarray]], file: str) -> None:
+    """Every split has the train split's feature width per modality (``feats``: split -> modality ->
+    (N, T, D)); the message names the split, the key, its shape and the train width."""
+    train = feats.get("train", {})
+    for split, mods in feats.items():
+        for m, x in mods.items():
+            if m in train and x.shape[-1] != train[m].shape[-1]:
+                raise DataFormatError(f"{file}: split {split!r}, key {m!r} has width {x.shape[-1]} (shape "
+                                      f"{tuple(x.shape)}) but split 'train' has {train[m].shape[-1]}; the splits "
+                                      "come from different feature extractions: re-export the file")
 
 
 def check_label_range(labels: np.ndarray, low: float, high: float, file: str, split: str,

@@ -465,3 +465,23 @@ def test_float32_implicit_gradient_is_finite_for_well_aligned_prototypes():
         torch.testing.assert_close(grads[torch.float32].double(), grads[torch.float64], rtol=1e-3, atol=1e-4)
         checked += 1
     assert checked == 40
+
+
+def test_an_early_converged_solve_differentiates_all_grad_iters_iterations():
+    """After the solve converged in its autograd-free part, the differentiable tail ran only to the
+    next convergence check (5 iterations), not the documented ``grad_iters`` (10): it now runs whole,
+    and its gradient is the one of a fixed-count solve with the same iterations."""
+    g = torch.Generator().manual_seed(3)
+    M = torch.rand(4, 3, 3, generator=g, dtype=torch.float64)
+    a = torch.full((4, 3), 1 / 3, dtype=torch.float64)
+    kw = dict(reg=0.1, max_iter=500, tol=1e-9, check_every=5, log=True)  # 5: the alignment loss's checks
+    _, plain = sinkhorn_log(a, a, M, **kw)  # stops at a check
+    Mt = M.clone().requires_grad_(True)
+    tail, log = sinkhorn_log(a, a, Mt, grad_iters=10, **kw)
+    assert log["niter"] == plain["niter"] + 10
+    Mf = M.clone().requires_grad_(True)
+    fixed = sinkhorn_log(a, a, Mf, reg=0.1, max_iter=log["niter"], tol=0, grad_iters=10)
+    w = torch.rand(4, 3, 3, generator=g, dtype=torch.float64)
+    (g_tail,) = torch.autograd.grad((tail * w).sum(), Mt)
+    (g_fixed,) = torch.autograd.grad((fixed * w).sum(), Mf)
+    torch.testing.assert_close(g_tail, g_fixed, rtol=0, atol=0)

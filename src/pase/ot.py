@@ -140,7 +140,8 @@ def sinkhorn_log(
                 err = _column_error(torch.exp(Mr + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)), b)
             if bool(err < tol):  # converged without autograd: run only the differentiable tail
                 free, stop = it, min(it + grad_iters, max_iter)
-        elif checking and it > free and (it % check_every == 0 or it == stop):
+        elif checking and it > free and (it == stop or (grad_iters is None and it % check_every == 0)):
+            # a differentiable tail of grad_iters iterations runs whole (checked once, at its end)
             with torch.no_grad():
                 err = _column_error(torch.exp(Mr + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)), b)
             if bool(err < tol):  # host sync, once per check
@@ -285,6 +286,8 @@ def cosine_cost(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
     """
     if x.shape[-1] != y.shape[-1]:
         raise ValueError(f"cosine_cost: feature dims differ: x {tuple(x.shape)}, y {tuple(y.shape)}")
+    if y.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+        y = y.to(x.dtype)  # float32 prototypes (kept so under bf16-true) against half-precision features
     xn = F.normalize(x, dim=-1, eps=eps)
     yn = F.normalize(y, dim=-1, eps=eps)
     return 1.0 - xn @ yn.transpose(-2, -1)  # (..., K1, K2)

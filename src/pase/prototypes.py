@@ -295,6 +295,9 @@ class PrototypeBank(nn.Module):
                 [0., 0.]]), tensor([ True, False]))
     """
 
+    #: an EMA: kept in float32 under half precision (``training.precision.keep_float32_state``)
+    FLOAT32_STATE = ("prototypes",)
+
     def __init__(self, num_classes: int, dim: int, momentum: float = 0.98) -> None:
         super().__init__()
         if not 0.0 <= momentum < 1.0:

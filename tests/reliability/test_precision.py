@@ -54,3 +54,35 @@ def test_metrics_of_rounded_labels_differ():
     exact.update(pred, y)
     rounded.update(pred, y.bfloat16().float())
     assert exact.compute()["MAE"] != rounded.compute()["MAE"]
+
+
+def test_true_half_precision_keeps_the_running_averages_in_float32():
+    """A prototype EMA (momentum 0.98) stored in bf16 froze once 2 % of the gap fell under half a
+    rounding step: from 1.0 towards class means of 1.5 it stopped at 1.375. Kept in float32 it
+    follows the closed form 1.5 - 0.5 * 0.98^n."""
+    from pase.prototypes import PrototypeBank
+
+    kept = HalfPrecisionExactTargets("bf16-true").convert_module(PrototypeBank(num_classes=1, dim=1))
+    rounded = PrototypeBank(num_classes=1, dim=1).to(torch.bfloat16)  # Lightning's plugin alone did this
+    assert kept.prototypes.dtype == torch.float32 and kept.initialized.dtype == torch.bool
+    for bank in (kept, rounded):
+        bank.update(torch.ones(4, 1, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.long))  # first mean: 1.0
+        for _ in range(300):
+            bank.update(torch.full((4, 1), 1.5, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.long))
+    assert abs(float(kept.prototypes) - (1.5 - 0.5 * 0.98 ** 300)) < 1e-5
+    assert float(rounded.prototypes) < 1.4  # frozen far from 1.4988
+
+
+@pytest.mark.parametrize("method, state", [("pase", ["banks.text.prototypes", "coeffs", "ot_log_u"]),
+                                           ("agm", ["running"]), ("pmr", ["banks.text.prototypes"])])
+def test_a_bf16_true_run_keeps_its_running_averages_in_float32_and_the_weights_in_bf16(tmp_path, method, state):
+    result = train(apply_overrides(Config(), TINY + [f"method={method}", "train.precision=bf16-true",
+                                                     "pase.switch_max_epoch=1", "train.max_epochs=2"]),
+                   tmp_path / "run", quiet=True)
+    sd = torch.load(tmp_path / "run" / result["checkpoint"], weights_only=True)["state_dict"]
+    for name in state:
+        key = next(k for k in sd if k.endswith(name))
+        assert sd[key].dtype == torch.float32, key
+    weights = [v for k, v in sd.items() if k.endswith(".weight")]
+    assert weights and all(w.dtype == torch.bfloat16 for w in weights)
+    assert evaluate(tmp_path / "run" / result["checkpoint"])["test"] == result["test"]

@@ -17,9 +17,9 @@ M modalities). Here (docs/baselines.md), for M modalities and any task:
    from the running averages of the scores (EMA with ``agm_momentum``, or the original's
    cumulative mean); coefficients k_m = exp(alpha * min(r*_m - r_m, max_gap));
 4. the training loss is the task loss of the modulated logits
-   z = sum_m k_m phi_m + v(empty) (k detached): the gradient reaching each modality through its
-   Shapley logit is scaled by k_m, as the original's backward hooks on phi_m do. With all k = 1,
-   z = v(N), plain late fusion. Evaluation uses the model's ordinary fused logits.
+   z = sum_m (k_m phi_m + (1 - k_m) stopgrad(phi_m)) + v(empty) (k detached): the forward value is
+   v(N) whatever k, and the gradient reaching each modality through its Shapley logit is scaled
+   by k_m, as the original's backward hooks on phi_m do. With all k = 1, plain late fusion. Evaluation uses the model's ordinary fused logits.
 
 Letters: B batch, M modalities, C = 2^M coalitions, O output width.
 """
@@ -133,6 +133,9 @@ class AGM(Method):
     Config: ``baselines.agm_alpha``, ``agm_momentum``, ``agm_average``, ``agm_max_gap``.
     The running scores are buffers (checkpointed).
     """
+
+    #: a running average, kept in float32 under half precision (``training.precision.keep_float32_state``)
+    FLOAT32_STATE = ("running",)
 
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
         super().__init__(cfg, task, model)

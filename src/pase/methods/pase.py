@@ -71,6 +71,9 @@ def schedule_warning(cfg) -> Optional[str]:
 class PaSE(Method):
     """The PaSE training method; see the module docstring."""
 
+    #: running averages, kept in float32 under half precision (``training.precision.keep_float32_state``)
+    FLOAT32_STATE = ("coeffs", "ot_log_u", "ot_err_max")
+
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
         super().__init__(cfg, task, model)
         self.pc = cfg.pase

@@ -19,17 +19,40 @@ from typing import Any, Callable, Dict, Iterator
 
 from lightning.fabric.connector import _convert_precision_to_unified_args
 from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+import torch
 from torch import nn
 
 from ..data.contract import Batch
 
-__all__ = ["precision_plugin", "trainer_precision", "set_inference_precision", "inference", "HalfPrecisionExactTargets"]
+__all__ = ["keep_float32_state", "FLOAT32_STATE", "precision_plugin", "trainer_precision", "set_inference_precision", "inference", "HalfPrecisionExactTargets"]
+
+
+#: the attribute naming a module's running-average buffers (``FLOAT32_STATE = ("prototypes",)``)
+FLOAT32_STATE = "FLOAT32_STATE"
+
+
+def keep_float32_state(module: nn.Module) -> nn.Module:
+    """Cast back to float32 the buffers each submodule lists in ``FLOAT32_STATE`` (prototype banks,
+    SGM coefficients, AGM's running scores): exponential moving averages with momentum 0.98 move by
+    2 % of the gap per step, under half of bf16's rounding step once the gap is small, so in bf16
+    they froze (a prototype stopped at 1.375 on its way from 1 to 1.5). Their users cast them to
+    the features' dtype where they meet (``ot.cosine_cost``)."""
+    for sub in module.modules():
+        for name in getattr(sub, FLOAT32_STATE, ()):
+            buf = sub._buffers.get(name)
+            if buf is not None and buf.is_floating_point() and buf.dtype in (torch.float16, torch.bfloat16):
+                sub._buffers[name] = buf.float()
+    return module
 
 
 class HalfPrecisionExactTargets(HalfPrecision):
     """``16-true`` / ``bf16-true`` that leaves a batch's targets as stored: Lightning's own plugin casts
     every floating tensor of the batch, so labels were rounded to 8 (bf16) or 11 (fp16) bits of
-    mantissa and the test metrics of ``metrics.json`` compared predictions with rounded labels."""
+    mantissa and the test metrics of ``metrics.json`` compared predictions with rounded labels.
+    Running averages stay in float32 (:func:`keep_float32_state`)."""
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        return keep_float32_state(super().convert_module(module))
 
     def convert_input(self, data: Any) -> Any:
         if isinstance(data, Batch):

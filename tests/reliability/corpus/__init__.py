@@ -74,7 +74,8 @@ CASES: Dict[str, Case] = {
     "mismatched rows": Case("mmsa", lambda d: d["valid"].update(vision=d["valid"]["vision"][:-1]), None,
                             r"split 'valid': key 'vision' has 5 rows .* but 'id' has 6"),
     "mismatched widths": Case("mmsa", _wider_valid_audio, None,
-                              r"splits disagree on feature widths: .*'valid': \{.*'audio': 6"),
+                              r"aligned_50\.pkl: split 'valid', key 'audio' has width 6 \(shape \(6, 8, 6\)\) but split "
+                              r"'train' has 5"),
     "label out of range": Case("mmsa", _set("test", "regression_labels", 1, 4.5), None,
                                r"split 'test': label 4\.5 of sample .* is outside \[-3, 3\]"),
     "NaN label": Case("mmsa", _set("train", "regression_labels", 0, np.nan), None,

@@ -290,3 +290,26 @@ def test_mult_flag_labels_and_split_widths(tmp_path, untouched, mutate, message)
     with pytest.raises(DataFormatError, match=message):
         create_data("mult", path=path)
     check()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    # lengths a quarter of the real frames: the model read a quarter of them, without a word
+    (lambda d: d["train"].update(vision_lengths=[max(1, int(x) // 4) for x in d["train"]["vision_lengths"]]),
+     r"^unaligned_50\.pkl: split 'train', key 'vision': \d+ of \d+ padded samples are not zero at the step right "
+     r"after their 'vision_lengths' .*the lengths count fewer steps than are real"),
+    (lambda d: d["valid"]["audio_lengths"].__setitem__(2, 3.5),
+     r"^unaligned_50\.pkl: split 'valid', key 'audio_lengths': length 3\.5 at row 2 is not a whole number of steps"),
+])
+def test_unaligned_lengths_that_undercount_or_are_fractional_are_refused(tmp_path, untouched, mutate, message):
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=mutate)
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=message):
+        create_data("mmsa", path=path)
+    check()
+
+
+def test_right_padded_unaligned_lengths_load_as_stored(tmp_path):
+    path = write_mmsa(tmp_path, "mosi", aligned=False)
+    bundle = create_data("mmsa", path=path)
+    x, ln = bundle.splits["train"].features["vision"], bundle.splits["train"].lengths["vision"]
+    assert all(np.abs(x[i, int(n):]).sum() == 0 and np.abs(x[i, int(n) - 1]).sum() > 0 for i, n in enumerate(ln))

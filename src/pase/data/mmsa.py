@@ -167,6 +167,24 @@ def _check_right_padded(x: np.ndarray, lengths: np.ndarray, file: str, split: st
             f"'{key}_lengths' counts fewer steps than are real, fix that instead")
 
 
+def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, split: str, key: str,
+                             ids: Sequence[str]) -> None:
+    """Refuse ``x`` (N, T, D), right-padded, when most padded samples are not zero at the step right
+    after their length: ``*_lengths`` then counts fewer steps than are real, and the model would read
+    only the first L (a quarter of the frames in a review's example). One (N, D) read."""
+    padded = np.flatnonzero(lengths < x.shape[1])
+    if not len(padded):
+        return
+    real = x[padded, lengths[padded]].any(axis=1)  # (P,): a non-zero feature at step L
+    if 2 * int(real.sum()) > len(padded):
+        row = int(padded[np.argmax(real)])
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r}: {int(real.sum())} of {len(padded)} padded samples are not zero at "
+            f"the step right after their '{key}_lengths' (for example sample {ids[row]!r}, L = {int(lengths[row])}): "
+            f"the lengths count fewer steps than are real, so the model would read only the first L; fix "
+            f"'{key}_lengths' or delete it (every step then counts)")
+
+
 def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
            modalities: Sequence[str], sanitize: bool, expected_dims: Optional[Mapping[str, int]]):
     """Validated (features, lengths, labels, ids, extra) of one split."""
@@ -205,6 +223,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
                                       f"{m}_lengths")
             if feats[m].shape[1] != text_steps:  # unaligned: its own steps, read as "the first L are real"
                 _check_right_padded(feats[m], lengths[m], file, split, m, ids)
+                _check_lengths_not_short(feats[m], lengths[m], file, split, m, ids)
     if labels.shape[1] != 1:
         raise DataFormatError(f"{file}: split {split!r}: 'regression_labels' has shape "
                               f"{labels.shape}, expected (N,) one score per sample")

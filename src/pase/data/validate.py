@@ -368,7 +368,12 @@ def clip_lengths(lengths: object, steps: int, file: str, split: str, key: str) -
         row = int(np.argwhere(~np.isfinite(raw.reshape(-1)))[0, 0])
         raise DataFormatError(f"{file}: split {split!r}, key {key!r}: length {raw.reshape(-1)[row]} at row "
                               f"{row}; lengths must be finite step counts, fix the file or delete the key")
-    ln = raw.reshape(-1).astype(np.int64)
+    flat = raw.reshape(-1)
+    frac = np.flatnonzero(flat != np.round(flat))
+    if frac.size:  # a count with a fraction was truncated silently
+        raise DataFormatError(f"{file}: split {split!r}, key {key!r}: length {flat[frac[0]]:g} at row {int(frac[0])} "
+                              f"is not a whole number of steps ({frac.size} such rows); fix the file or delete the key")
+    ln = flat.astype(np.int64)
     clipped = np.clip(ln, 1, steps)
     n = int((clipped != ln).sum())
     if n:

@@ -56,6 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")
+    args.run_dir = out  # for the advice of an interrupt outside the training loop
     result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
     if rank_zero_only.rank != 0:  # a DDP worker: rank 0 reports
         return 0
@@ -165,6 +166,18 @@ def _register_extra(sub) -> None:
     register(sub)
 
 
+def _interrupt_advice(args: argparse.Namespace) -> str:
+    """What to run after Ctrl-C outside a training loop; every file is written atomically, so the
+    same command (or a resume) continues."""
+    if args.command == "train" and getattr(args, "run_dir", None) is not None:
+        return f"; finished epochs are kept: continue with pase train --resume {args.run_dir}"
+    if args.command in ("compare", "crossval"):
+        return f"; run the same pase {args.command} command again to continue (finished runs are kept)"
+    if args.command in ("diagnose", "report", "predict", "evaluate"):
+        return f"; run the same pase {args.command} command again (what it was writing is redone)"
+    return ""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -175,8 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RunInterrupted as e:
         print(f"pase: interrupted: {e}", file=sys.stderr)
         return 143 if e.signal == "SIGTERM" else 130
-    except KeyboardInterrupt:
-        print("pase: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # outside a training loop (metrics.json, a diagnosis, a report): say what to do
+        print(f"pase: interrupted{_interrupt_advice(args)}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
         if args.debug:

@@ -115,7 +115,11 @@ def test_diagnose_refreshes_its_own_diagnosis_from_another_directory(comparison,
     capsys.readouterr()
     assert (copy / "checkpoints" / "last.ckpt").is_file()
     assert main(own + [str(copy / "checkpoints" / "last.ckpt")]) == 2  # not the best checkpoint's diagnosis
-    assert "holds another diagnosis" in capsys.readouterr().err
+    assert "metrics.json names" in capsys.readouterr().err
+    for f in ("diagnostics.json", "diagnostics.csv", "trajectory.csv"):  # as an interrupted diagnosis leaves it
+        (copy / f).unlink(missing_ok=True)
+    assert main(own + [str(copy / "checkpoints" / "last.ckpt")]) == 2  # was accepted: compare then read it
+    assert "as the selected model, not" in capsys.readouterr().err and not (copy / "diagnostics.json").exists()
 
 
 def test_a_relative_checkpoint_path_from_another_run_is_another_checkpoint(comparison, tmp_path, monkeypatch,
@@ -325,3 +329,22 @@ def test_an_interrupted_comparison_says_to_rerun_the_comparison(comparison_copy,
     assert rc == 130 and err == ("pase: interrupted: training interrupted by SIGINT in epoch 1; run the same pase "
                                  "compare command again to continue the comparison (finished runs are kept, "
                                  "interrupted ones continue from their checkpoints)\n")
+
+
+@pytest.mark.parametrize("command, advice", [
+    (["train", "--out", "RUN"], "; finished epochs are kept: continue with pase train --resume RUN"),
+    (["compare", "--methods", "late_fusion", "--seeds", "1", "--out", "CMP"],
+     "; run the same pase compare command again to continue (finished runs are kept)"),
+])
+def test_ctrl_c_outside_the_training_loop_says_what_to_run(tmp_path, monkeypatch, capsys, command, advice):
+    """Ctrl-C while metrics.json or a diagnosis was written printed only 'pase: interrupted'."""
+    import pase.training
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pase.training, "train", interrupted)
+    monkeypatch.setattr(compare_mod, "compare", interrupted)
+    assert main(command) == 130
+    assert capsys.readouterr().err == f"pase: interrupted{advice}\n"

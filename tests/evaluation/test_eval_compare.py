@@ -140,6 +140,35 @@ def test_a_run_another_process_holds_is_left_alone_and_a_failed_one_is_set_aside
     assert [p.name for p in held.parent.glob("seed*")] == ["seed1111"]  # the summaries' pattern skips it
 
 
+def test_a_run_in_its_first_epoch_is_neither_set_aside_while_held_nor_marked_failed(comparison_copy, monkeypatch):
+    """A run folder holding only config.yaml is a run in its first epoch: while another process holds its
+    lock (it is training it) the folder is left alone (before, it was renamed to .seed<N>.failed-<time>
+    and both processes then wrote the same run), and once the lock is free it restarts in place (before,
+    an interrupted first epoch was set aside as a failure)."""
+    from pase.training.run import lock_run
+
+    out = comparison_copy
+    run = out / "runs" / "late_fusion" / "seed1112"
+    config = (run / "config.yaml").read_bytes()
+    for p in sorted(run.rglob("*"), reverse=True):  # back to what a run killed in its first epoch leaves
+        if p.name not in ("config.yaml", ".lock"):
+            p.rmdir() if p.is_dir() else p.unlink()
+    calls = []
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, r, resume=False, quiet=False: calls.append(resume))
+    fd = lock_run(run)  # the other process
+    try:
+        lines = []
+        compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], SEEDS, out, progress=lines.append)
+    finally:
+        __import__("os").close(fd)
+    assert calls == [] and "another process is writing" in lines[-1]
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml"] and (run / "config.yaml").read_bytes() == config
+    assert not [p for p in run.parent.iterdir() if ".failed-" in p.name] and not (run / "FAILED.txt").exists()
+    compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], SEEDS, out)
+    assert calls == [True]  # restarted in place (a resume with no epoch finished), not set aside
+    assert not [p for p in run.parent.iterdir() if ".failed-" in p.name]
+
+
 def test_an_interrupted_run_stops_the_comparison(comparison_copy, monkeypatch):
     """Ctrl-C or SIGTERM in a run ends the comparison (it is not recorded as one failed run)."""
     from pase.errors import RunInterrupted

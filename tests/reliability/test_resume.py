@@ -232,13 +232,13 @@ def test_a_resume_whose_folder_changed_after_its_checks_stops(tmp_path, monkeypa
     run = tmp_path / "run"
     cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
     train(cfg, run, quiet=True)
-    lock = run_mod._lock_run
+    lock = run_mod.lock_run
 
     def late_lock(out):  # the other process's write lands just before this one locks
         os.utime(run / "checkpoints" / "last.ckpt", ns=(1, 1))
         return lock(out)
 
-    monkeypatch.setattr(run_mod, "_lock_run", late_lock)
+    monkeypatch.setattr(run_mod, "lock_run", late_lock)
     metrics = (run / "metrics.json").read_bytes()
     with pytest.raises(RunDirError, match="changed while this resume was starting"):
         train(apply_overrides(cfg, ["train.max_epochs=2"]), run, resume=True, quiet=True)
@@ -442,3 +442,30 @@ def _interrupt_comparison(proc, out):
     for last in lasts:
         assert _saved_epoch(last) >= 0 and not (last.parent.parent / "metrics.json").exists()
         assert not (last.parent.parent / "FAILED.txt").exists()
+
+
+def test_a_resume_without_last_checkpoint_refuses_a_folder_that_is_not_a_killed_first_epoch(tmp_path):
+    """--resume with no last.ckpt restarts a run killed in its first epoch in place; any other folder
+    with a config.yaml (the user's notes, another run's best.ckpt, a comparison) was trained over, its
+    log.csv and best.ckpt replaced."""
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])
+    done = tmp_path / "done"
+    train(cfg, done, quiet=True)
+    cases = {"notes": {"config.yaml": None, "notes.txt": b"mine"},
+             "later best": {"config.yaml": None, "checkpoints/best.ckpt": (done / "checkpoints" / "last.ckpt")},
+             "comparison": {"config.yaml": None, "compare.json": b"{}"},
+             "long log": {"config.yaml": None, "log.csv": (done / "log.csv")}}
+    for name, files in cases.items():
+        run = tmp_path / name.replace(" ", "_")
+        (run / "checkpoints").mkdir(parents=True)
+        for rel, content in files.items():
+            src = done / rel if content is None else content
+            (run / rel).write_bytes(src.read_bytes() if isinstance(src, type(done)) else src)
+        before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        with pytest.raises(RunDirError, match=r"not a run interrupted in its first epoch \((it holds|its)"):
+            train(cfg, run, resume=True, quiet=True)
+        assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before, name
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.yaml").write_bytes((done / "config.yaml").read_bytes())
+    assert train(cfg, killed, resume=True, quiet=True)["test"] == json.loads((done / "metrics.json").read_text())["test"]

@@ -43,7 +43,7 @@ from .. import __version__
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import RunDirError, load_bundle, load_checkpoint, train
+from ..training.run import RunDirError, lock_run, load_bundle, load_checkpoint, train
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
 from .shapley_report import diagnose, read_csv
@@ -177,19 +177,34 @@ def _one_line(e: BaseException) -> str:
 
 
 def _train_into(cfg: Config, out: Path) -> None:
-    """Continue an interrupted run, or start afresh. The folder of a failed run is not deleted but
-    set aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with whatever
-    checkpoints it holds."""
-    if (out / "checkpoints" / "last.ckpt").is_file() and not (out / "FAILED.txt").is_file():
+    """Continue an interrupted run, or start afresh. A run interrupted in its first epoch (its folder
+    holds only config.yaml) restarts in place. The folder of a failed run is not deleted but set
+    aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with whatever
+    checkpoints it holds; never while another process holds the folder's lock (it is training it)."""
+    failed = (out / "FAILED.txt").is_file()
+    if (out / "checkpoints" / "last.ckpt").is_file() and not failed:
         train(cfg, out, resume=True, quiet=True)
         return
-    if out.exists():
-        if any(p.is_file() for p in out.rglob("*") if p.name not in ("FAILED.txt", ".lock")):
-            aside = out.with_name(f".{out.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}-{time.time_ns() % 10**9:09d}")
-            out.rename(aside)
+    if not out.exists():
+        train(cfg, out, quiet=True)
+        return
+    fd = lock_run(out)  # another process training this run (its first epoch): RunDirError, nothing touched
+    try:
+        files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+        if not failed and files == {"config.yaml"}:  # interrupted in its first epoch: restart it in place
+            restart = True
         else:
-            shutil.rmtree(out)  # nothing of the run's own: its error line (or nothing) alone
-    train(cfg, out, quiet=True)
+            restart = False
+            if files - {"FAILED.txt"}:
+                aside = out.with_name(f".{out.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                      f"{time.time_ns() % 10**9:09d}")
+                out.rename(aside)
+            else:
+                shutil.rmtree(out)  # nothing of the run's own: its error line (or nothing) alone
+    finally:
+        if fd is not None:
+            os.close(fd)
+    train(cfg, out, resume=restart, quiet=True)
 
 
 def _after(job: _Job, out: Path) -> None:

@@ -198,10 +198,11 @@ def _same_checkpoint(record: Path, checkpoint: Path, identity: Dict[str, Any], o
         return False
 
 
-def _check_other_run(out: Path, checkpoint: Path) -> None:
-    """``out`` is a run folder (it holds metrics.json) but not the one ``checkpoint`` lies in: it
-    may receive the diagnosis only if its metrics.json names the same checkpoint (same file or same
-    bytes). Else ``pase compare`` would later read another model's diagnosis as that run's."""
+def _check_other_run(out: Path, checkpoint: Path, own_run: bool = False) -> None:
+    """``out`` is a run folder (it holds metrics.json): it may receive the diagnosis only if its
+    metrics.json names the same checkpoint (same file or same bytes), whether ``checkpoint`` lies in
+    it (``own_run``: its last.ckpt is not the selected model) or elsewhere. Else ``pase compare``
+    would later read another model's diagnosis as that run's."""
     try:
         named = json.loads((out / "metrics.json").read_text()).get("checkpoint")
         theirs = (out / named).resolve() if named else None
@@ -210,6 +211,10 @@ def _check_other_run(out: Path, checkpoint: Path) -> None:
     if theirs is not None and (theirs == checkpoint.resolve() or (
             theirs.is_file() and sha256_file(theirs) == sha256_file(checkpoint))):
         return
+    if own_run:
+        raise RunDirError(f"{out}'s metrics.json names {theirs if theirs is not None else 'no checkpoint'} as the "
+                          f"selected model, not {checkpoint}: the run folder holds only the diagnosis of its selected "
+                          "checkpoint (pase compare reads it as the run's); pass another --out (nothing was written)")
     raise RunDirError(f"{out} is the folder of another run (its metrics.json names "
                       f"{theirs if theirs is not None else 'no checkpoint'}), not of {checkpoint}; pass another --out "
                       "(nothing was written)")
@@ -234,8 +239,8 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     previous = out / "diagnostics.json"
     parents = checkpoint.resolve().parents
     own_run = len(parents) > 1 and out.resolve() == parents[1]  # the checkpoint's own run folder
-    if not own_run and (out / "metrics.json").is_file():
-        _check_other_run(out, checkpoint)
+    if (out / "metrics.json").is_file():  # also in its own folder: only the selected checkpoint's diagnosis
+        _check_other_run(out, checkpoint, own_run)
     if not previous.is_file():
         theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
         partial = out / _PARTIAL

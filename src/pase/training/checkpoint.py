@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -22,9 +23,13 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..io import atomic_save
 
-__all__ = ["UnsafeCheckpointError", "safe_load_checkpoint", "SafeCheckpointIO"]
+__all__ = ["CheckpointWriteError", "UnsafeCheckpointError", "safe_load_checkpoint", "SafeCheckpointIO"]
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, most often); the previous one is intact."""
 
 
 class UnsafeCheckpointError(ValueError):
@@ -76,7 +81,18 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO does not take storage_options")
-        atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
+        try:
+            atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
+        except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as "unexpected pos ..."
+            p = Path(path)
+            try:
+                free = f"{shutil.disk_usage(p.parent).free / 2**20:.0f} MiB free on its disk"
+            except OSError:
+                free = "free space unknown"
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
+            raise CheckpointWriteError(
+                f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept: free "
+                f"space, then continue with pase train --resume {p.parent.parent}") from None
 
     def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:

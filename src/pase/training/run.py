@@ -291,6 +291,28 @@ def _keep_finished(out: Path, kept: Path) -> None:
     (out / "metrics.json").unlink()
 
 
+def _check_first_epoch_leftovers(out: Path) -> None:
+    """A resume without ``last.ckpt`` trains from scratch in ``out``, so ``out`` must hold only what a
+    run killed in its first epoch leaves: config.yaml, the lock, and (killed between the epoch's
+    writes) log.csv with one row and an epoch-0 best.ckpt, or a temporary file of an atomic write.
+    Anything else (a comparison's folder, another run's checkpoint, the user's files) is refused:
+    they would be overwritten."""
+    found = [p for p in out.rglob("*") if p.is_file()]
+    allowed = {"config.yaml", ".lock", "log.csv", "checkpoints/best.ckpt"}
+    other = [str(p.relative_to(out)) for p in found
+             if str(p.relative_to(out)) not in allowed and not p.name.endswith(".tmp")]
+    why = f"it holds {other[0]}" if other else None
+    if why is None and (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 2:
+        why = "its log.csv has more than one epoch"
+    best = out / "checkpoints" / "best.ckpt"
+    if why is None and best.is_file() and int(safe_load_checkpoint(best).get("epoch", 0)) > 0:
+        why = "its checkpoints/best.ckpt is from a later epoch than the first"
+    if why:
+        raise RunDirError(f"{out} has no checkpoints/last.ckpt, and it is not a run interrupted in its first epoch "
+                          f"({why}): --resume would train from scratch over it; pass a new --out (nothing was "
+                          "changed)")
+
+
 def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = None
                   ) -> Tuple[Optional[Path], Optional[Path], int]:
     """``(checkpoint, keep, done)`` for a resume of ``out``: the checkpoint it continues from (None: no
@@ -310,6 +332,7 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
         if metrics.is_file():  # a finished run whose last.ckpt is gone: training again would overwrite it
             raise RunDirError(f"{out} holds a finished run (metrics.json) but no checkpoints/last.ckpt to continue "
                               "from; pass a new --out to train again (nothing was changed)")
+        _check_first_epoch_leftovers(out)
         return None, None, 0
     state = safe_load_checkpoint(last)
     saved = (state.get("hyper_parameters") or {}).get("config")
@@ -374,7 +397,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
             os.close(fd)  # closing the descriptor releases its lock
 
 
-def _lock_run(out: Path) -> Optional[int]:
+def lock_run(out: Path) -> Optional[int]:
     """An exclusive lock on ``out/.lock`` (the descriptor; None where ``fcntl`` is missing).
     Raises RunDirError when another process holds it. Released when the descriptor is closed or
     the process ends, so a killed run leaves no stale lock."""
@@ -429,7 +452,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     trainer = _trainer(cfg, out, callbacks, quiet)  # checks accelerator, devices and strategy
     if writer:  # the first write of the run, after every check
         out.mkdir(parents=True, exist_ok=True)
-        fd = _lock_run(out)
+        fd = lock_run(out)
         if fd is not None:
             held.append(fd)
         if not resume:

@@ -270,3 +270,18 @@ def test_a_schedule_without_an_sgm_epoch_is_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="pase"):
         train(cfg, tmp_path / "run", quiet=True)
     assert any("pase.switch_patience=1 >= train.early_stop_patience=1" in r.getMessage() for r in caplog.records)
+
+
+def test_the_regression_loss_of_half_precision_logits_uses_exact_labels():
+    """bf16 logits (autocast, bf16-true) against labels: the labels were cast to bf16 (8 bits of mantissa),
+    so v(all) of the test-split Shapley report was not minus the run's MAE."""
+    from pase.data.contract import TaskSpec
+    from pase.methods.base import task_loss
+
+    task = TaskSpec(kind="regression", num_classes=1, protocol="mosi", label_range=(-3.0, 3.0))
+    y = torch.tensor([0.2, -1.4, 2.6, 1.8])
+    logits = torch.tensor([[0.5], [-1.0], [2.0], [1.0]], dtype=torch.bfloat16)
+    exact = (logits.float()[:, 0] - y).abs().mean()
+    assert task_loss(logits, y, task).dtype == torch.float32
+    assert float(task_loss(logits, y, task)) == float(exact)
+    assert float((logits[:, 0] - y.bfloat16()).abs().mean()) != float(exact)  # what it computed before

@@ -115,3 +115,21 @@ def test_a_repeated_noise_level_is_scored_once(comparison):
     rows = robustness_rows(module.model, bundle, noise_levels=[0, 1, 1.0])
     noise = [(r["modality"], r["sigma"]) for r in rows if r["kind"] == "noise"]
     assert noise == [(m, s) for m in MODALITIES for s in (0.0, 1.0)]
+
+
+def test_a_token_id_input_gets_no_noise_rows(comparison):
+    """BERT text is token ids: Gaussian noise made them negative and the embedding lookup failed, so the
+    whole diagnosis of a BERT run was lost. Such an encoder (``TOKEN_IDS``) gets no noise rows; the
+    others keep theirs, and its missing-modality rows stay."""
+    from pase.evaluation.robustness import robustness_rows
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    from pase.models.bert import BertTextEncoder
+
+    assert BertTextEncoder.TOKEN_IDS
+    module.model.encoders["text"].TOKEN_IDS = True  # as BertTextEncoder declares (transformers is not installed here)
+    rows = robustness_rows(module.model, bundle, noise_levels=[0, 1])
+    assert [(r["modality"], r["sigma"]) for r in rows if r["kind"] == "noise"] == \
+        [(m, s) for m in MODALITIES if m != "text" for s in (0.0, 1.0)]
+    assert sum(r["kind"] == "missing" for r in rows) == 2 ** len(MODALITIES) - 1

@@ -24,6 +24,7 @@ Shapes: B batch, T steps, D features, M modalities.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import statistics
 from typing import Dict, List, Optional, Sequence
@@ -38,6 +39,8 @@ from ..training.precision import inference
 
 __all__ = ["DEFAULT_NOISE_LEVELS", "unique_levels", "headline_metric", "condition_name", "feature_std", "add_noise",
            "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
+
+LOGGER = logging.getLogger("pase.evaluation")
 
 #: noise levels in units of each feature's train-split standard deviation
 DEFAULT_NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
@@ -130,7 +133,13 @@ def robustness_rows(model: torch.nn.Module, bundle: DataBundle, split: str = "te
             rows.append({"kind": "missing", "condition": condition_name(subset), "modality": "", "sigma": "",
                          **res})
     std = feature_std(bundle)
+    encoders = getattr(model, "encoders", {})
     for m in mods:
+        if m in encoders and getattr(encoders[m], "TOKEN_IDS", False):
+            # Gaussian noise on token ids (BERT text) is no condition: it made ids negative and the
+            # embedding lookup failed, losing the whole diagnosis; that modality has no noise rows
+            LOGGER.info("robustness: no noise rows for %r: its input is token ids", m)
+            continue
         for s in noise_levels:
             res = evaluate_condition(model, bundle, split, noise={"modality": m, "sigma": s, "std": std[m]},
                                      batch_size=batch_size, by_group=by_group, seed=seed)

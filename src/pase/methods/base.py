@@ -50,7 +50,11 @@ def task_loss(logits: Tensor, target: Tensor, task: TaskSpec, kind: str = "auto"
     """
     lead = logits.shape[:-2]
     if task.kind == "regression":
+        # in float32 at least: half-precision targets are rounded (bf16 changed 446 of 686 MOSI labels),
+        # so the loss, and the test-split Shapley utilities, differed from the MAE of exact labels
         pred = logits[..., 0]  # (..., B)
+        if pred.dtype in (torch.float16, torch.bfloat16):
+            pred = pred.float()
         tgt = target.to(pred.dtype).expand_as(pred)
         per = (pred - tgt).pow(2) if kind == "mse" else (pred - tgt).abs()
     elif task.kind == "classification":

@@ -97,6 +97,9 @@ class BertTextEncoder(nn.Module):
         torch.Size([8, 64])
     """
 
+    #: its input is token ids, not features: feature noise (``evaluation.robustness``) does not apply
+    TOKEN_IDS = True
+
     def __init__(self, d_in: int, d_model: int, pretrained_path: Optional[str | Path],
                  finetune: bool = True, pooling: str = "cls", dropout: float = 0.2,
                  max_len: int = 512, **_: object) -> None:

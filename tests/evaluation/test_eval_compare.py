@@ -329,3 +329,32 @@ def test_runs_trained_by_different_code_are_flagged(comparison_copy):
     assert s["code_warning"].startswith(f"the runs come from 2 versions of the pase code (0123456789abcdef, "
                                         f"{code_fingerprint()}; metrics.json code_sha256)")
     assert "**Warning: the runs come from 2 versions of the pase code" in summary_markdown(s)
+
+
+def test_report_carries_the_code_warning_failed_diagnoses_and_strict_json(comparison_copy):
+    """From a review of the reports: report.md / report.html dropped the mixed-code warning; a failed
+    diagnosis was listed nowhere in summary.md or the report while the diagnostic tables silently
+    averaged over fewer seeds; summary.json held NaN literals (one seed's SD), which strict JSON
+    readers refuse."""
+    from pase.evaluation.report import report, write_summary
+
+    out = comparison_copy
+    one = out / "runs" / "agm" / "seed1111" / "metrics.json"
+    one.write_text(json.dumps({**json.loads(one.read_text()), "code_sha256": "0123456789abcdef"}))
+    run = out / "runs" / "late_fusion" / "seed1112"
+    for f in ("diagnostics.json", "robustness.csv", "trajectory.csv"):
+        (run / f).unlink(missing_ok=True)
+    (run / "DIAGNOSE_FAILED.txt").write_text("RuntimeError: diag boom\n")
+    s = summarize(out)
+    write_summary(s, out)
+    files = report(out)
+    for name in ("report.md", "report.html"):
+        text = files[name].read_text()
+        assert "Warning" in text and "2 versions of the pase code" in text, name
+        assert "Failed diagnoses" in text and "diag boom" in text, name
+    assert "diag boom" in (out / "summary.md").read_text()
+    json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in summary.json"))
+    s1 = summarize(out, seeds=[1111])  # one seed: every SD is NaN
+    write_summary(s1, out)
+    saved = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    assert saved["stats"]["late_fusion"]["MAE"]["sd"] is None

@@ -190,14 +190,22 @@ def summary_tables(s: Dict[str, Any]) -> List[Table]:
     if s["failed"]:
         tables.append({"title": "Failed or missing runs", "headers": ["method", "seed", "error"],
                        "rows": [[f["method"], f["seed"], f["error"].replace("|", "/")] for f in s["failed"]]})
+    bad = [r for r in s["runs"] if r.get("diagnose_error")]
+    if bad:  # their runs count in the test metrics but not in the diagnostic tables (shares, probes, robustness)
+        tables.append({"title": "Failed diagnoses: these runs are left out of the diagnostic tables (shares, probes, "
+                                "robustness), which then average over fewer seeds than the test metrics",
+                       "headers": ["method", "seed", "error"],
+                       "rows": [[r["method"], r["seed"], r["diagnose_error"].replace("|", "/")] for r in bad]})
     return tables
 
 
 def _header(s: Dict[str, Any]) -> List[str]:
+    """The header lines of summary.md, report.md and report.html (the code-version warning first)."""
+    warn = [f"**Warning: {s['code_warning']}.**"] if s.get("code_warning") else []
     if "protocol" not in s:
-        return [f"No run finished in {s['out_dir']}."]
+        return warn + [f"No run finished in {s['out_dir']}."]
     level = int(round(100 * s["level"]))
-    return [f"Dataset `{s['dataset']}`, metric protocol **{s['protocol']}**: {s['protocol_description']}.",
+    return warn + [f"Dataset `{s['dataset']}`, metric protocol **{s['protocol']}**: {s['protocol_description']}.",
             f"Model selection: validation split only (each run keeps the epoch with the best valid/{s['monitor']}, "
             f"mode {s['mode']}); the test split is evaluated once, from that checkpoint.",
             f"Seeds: {', '.join(map(str, s['seeds']))}. Statistics: mean, sample standard deviation (n - 1), "
@@ -210,8 +218,7 @@ def _header(s: Dict[str, Any]) -> List[str]:
 def summary_markdown(s: Dict[str, Any]) -> str:
     """``summary.md``: a header naming the protocol and the selection rule, then every table."""
     title = f"# Method comparison: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"
-    warn = [f"**Warning: {s['code_warning']}.**"] if s.get("code_warning") else []
-    return "\n\n".join([title] + warn + _header(s)) + "\n\n" + "\n".join(_md_table(t) for t in summary_tables(s))
+    return "\n\n".join([title] + _header(s)) + "\n\n" + "\n".join(_md_table(t) for t in summary_tables(s))
 
 
 def _csv_rows(s: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -246,7 +253,18 @@ def write_summary(s: Dict[str, Any], out_dir: str | Path) -> None:
     atomic_write_text(out / "summary.md", summary_markdown(s))
     slim = {k: v for k, v in s.items() if k != "runs"}
     slim["runs"] = [{k: v for k, v in r.items() if k not in ("robustness_rows",)} for r in s["runs"]]
-    atomic_write_json(out / "summary.json", slim)
+    atomic_write_json(out / "summary.json", _finite_or_null(slim))  # NaN (one seed's SD) is not JSON
+
+
+def _finite_or_null(obj: Any) -> Any:
+    """``obj`` with NaN and infinite floats as None: strict JSON readers refuse the NaN literal."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------------------- plots

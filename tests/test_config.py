@@ -72,7 +72,8 @@ def test_values_outside_their_range_are_named(override, message):
 
 
 @pytest.mark.parametrize("override", ["train.precision=16", "train.precision=bf16-mixed", "train.devices=auto",
-                                      "train.devices=-1", "train.devices=[0,1]", "train.devices='0,1'"])
+                                      "train.devices=-1", "train.devices=[0,1]", "train.devices='0,1'",
+                                      "train.devices='0, 1'", "train.devices='1, 2,'"])
 def test_lightnings_device_and_precision_settings_are_accepted(override):
     apply_overrides(Config(), [override])
 
@@ -200,3 +201,23 @@ def test_an_option_the_data_source_does_not_take_is_named(sets, message):
 
     with pytest.raises((ConfigError, ValueError), match=message):
         load_bundle(apply_overrides(Config(), sets))
+
+
+def test_a_plug_in_loader_whose_type_hints_do_not_resolve_still_loads(monkeypatch):
+    """The typed data.options check read the loader's hints; a loader with a TYPE_CHECKING-only
+    annotation (NameError) or a functools.partial (TypeError) then failed before loading."""
+    import functools
+
+    from pase.data import create_data
+    from pase.data.registry import DATA_SOURCES
+    from pase.training.run import load_bundle
+
+    def odd(seed=0, **kw):
+        return create_data("synthetic", seed=seed, **kw)
+
+    odd.__annotations__ = {"seed": "NotImportedHere"}  # a TYPE_CHECKING-only name: get_type_hints raises NameError
+
+    for name, fn in (("odd_hints", odd), ("partial", functools.partial(odd, sizes=[16, 8, 8]))):
+        monkeypatch.setitem(DATA_SOURCES._items, name, fn)
+        bundle = load_bundle(apply_overrides(Config(), [f"data.source={name}", "data.options.sizes=[16,8,8]"]))
+        assert len(bundle.splits["train"]) == 16

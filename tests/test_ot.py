@@ -485,3 +485,17 @@ def test_an_early_converged_solve_differentiates_all_grad_iters_iterations():
     (g_tail,) = torch.autograd.grad((tail * w).sum(), Mt)
     (g_fixed,) = torch.autograd.grad((fixed * w).sum(), Mf)
     torch.testing.assert_close(g_tail, g_fixed, rtol=0, atol=0)
+
+
+def test_a_solve_differentiable_throughout_still_stops_at_convergence():
+    """grad_iters >= max_iter leaves no autograd-free start: the solve stops at its first converged
+    check, as grad_iters=None does (it ran all max_iter iterations, a 10 x longer graph)."""
+    g = torch.Generator().manual_seed(5)
+    M = torch.rand(2, 3, 3, generator=g, dtype=torch.float64)
+    a = torch.full((2, 3), 1 / 3, dtype=torch.float64)
+    kw = dict(reg=0.1, max_iter=100, tol=1e-5, check_every=5, log=True)
+    _, plain = sinkhorn_log(a, a, M, **kw)
+    assert plain["niter"] < 100
+    for grad_iters in (100, 200):
+        _, log = sinkhorn_log(a, a, M.clone().requires_grad_(True), grad_iters=grad_iters, **kw)
+        assert log["niter"] == plain["niter"], grad_iters

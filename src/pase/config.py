@@ -216,7 +216,8 @@ class TrainConfig:
                               f"{self.precision!r}")
         d = self.devices
         if not (d == "auto" or (isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1))
-                or (isinstance(d, str) and re.fullmatch(r"-1|\d+|(\d+,)+\d*", d.strip()) and d.strip() != "0")
+                or (isinstance(d, str) and re.fullmatch(r"-1|\d+|(\d+,)+\d*", re.sub(r"\s", "", d))
+                    and d.strip() != "0")  # "0, 1" and "1, 2," as Lightning parses them
                 or (isinstance(d, list) and d and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
                                                        for i in d))):
             raise ConfigError(f"config key 'train.devices' must be a count of at least 1, -1 (all), 'auto', or a list "

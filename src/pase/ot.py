@@ -140,8 +140,9 @@ def sinkhorn_log(
                 err = _column_error(torch.exp(Mr + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)), b)
             if bool(err < tol):  # converged without autograd: run only the differentiable tail
                 free, stop = it, min(it + grad_iters, max_iter)
-        elif checking and it > free and (it == stop or (grad_iters is None and it % check_every == 0)):
-            # a differentiable tail of grad_iters iterations runs whole (checked once, at its end)
+        elif checking and it > free and (it == stop or ((grad_iters is None or free == 0) and it % check_every == 0)):
+            # a differentiable tail after an autograd-free start runs whole (checked once, at its end); a
+            # solve that is differentiable throughout (grad_iters >= max_iter) stops at convergence as before
             with torch.no_grad():
                 err = _column_error(torch.exp(Mr + log_u.unsqueeze(-1) + log_v.unsqueeze(-2)), b)
             if bool(err < tol):  # host sync, once per check

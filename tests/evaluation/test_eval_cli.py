@@ -348,3 +348,21 @@ def test_ctrl_c_outside_the_training_loop_says_what_to_run(tmp_path, monkeypatch
     monkeypatch.setattr(compare_mod, "compare", interrupted)
     assert main(command) == 130
     assert capsys.readouterr().err == f"pase: interrupted{advice}\n"
+
+
+def test_a_run_whose_metrics_name_an_old_absolute_path_takes_its_own_diagnosis(comparison, tmp_path, capsys):
+    """Older versions wrote the checkpoint's absolute path into metrics.json; a run moved since then
+    selects its checkpoints/best.ckpt (run._selected_checkpoint), so diagnosing that into its own
+    folder is allowed (the own-folder check refused it), and its last.ckpt still is not."""
+    run = tmp_path / "moved"
+    shutil.copytree(comparison[0] / "runs" / "late_fusion" / "seed1111", run)
+    for f in ("diagnostics.json", "diagnostics.csv", "trajectory.csv", "robustness.csv"):
+        (run / f).unlink(missing_ok=True)
+    m = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**m, "checkpoint": "/home/olduser/runs/x/checkpoints/best.ckpt"}))
+    own = ["diagnose", "--no-probes", "--noise-levels", "0", "--out", str(run), "--checkpoint"]
+    assert main(own + [str(run / "checkpoints" / "best.ckpt")]) == 0, capsys.readouterr().err
+    assert (run / "diagnostics.json").is_file()
+    capsys.readouterr()
+    if (run / "checkpoints" / "last.ckpt").read_bytes() != (run / "checkpoints" / "best.ckpt").read_bytes():
+        assert main(own + [str(run / "checkpoints" / "last.ckpt")]) == 2

@@ -358,3 +358,32 @@ def test_report_carries_the_code_warning_failed_diagnoses_and_strict_json(compar
     write_summary(s1, out)
     saved = json.loads((out / "summary.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert saved["stats"]["late_fusion"]["MAE"]["sd"] is None
+
+
+def test_stopping_the_pool_signals_only_its_own_workers(monkeypatch):
+    """_stop_pool passed SIGINT to (and on a second Ctrl-C killed) every multiprocessing child of the
+    process, including a caller's own; it now signals the pool's workers only."""
+    import multiprocessing
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    ctx = multiprocessing.get_context("spawn")
+    other = ctx.Process(target=time.sleep, args=(30,))
+    other.start()
+    try:
+        class Pool:
+            _processes = {}  # no worker of its own
+
+            def shutdown(self, wait=True, cancel_futures=False):
+                pass
+
+        pending = Future()
+        pending.set_running_or_notify_cancel()  # running: cannot be cancelled
+        threading.Timer(0.5, pending.set_result, args=(None,)).start()
+        monkeypatch.setattr(compare_mod, "INTERRUPT_GRACE_S", 0.1)
+        compare_mod._stop_pool(Pool(), [pending], ctx.Event())
+        assert other.is_alive()
+    finally:
+        other.kill()
+        other.join()

@@ -468,4 +468,6 @@ def test_a_resume_without_last_checkpoint_refuses_a_folder_that_is_not_a_killed_
     killed = tmp_path / "killed"
     killed.mkdir()
     (killed / "config.yaml").write_bytes((done / "config.yaml").read_bytes())
+    (killed / "tensorboard").mkdir()  # the TensorBoard logger writes from the first step when it is installed
+    (killed / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"x")
     assert train(cfg, killed, resume=True, quiet=True)["test"] == json.loads((done / "metrics.json").read_text())["test"]

@@ -190,7 +190,8 @@ def _train_into(cfg: Config, out: Path) -> None:
         return
     fd = lock_run(out)  # another process training this run (its first epoch): RunDirError, nothing touched
     try:
-        files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+        files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
+        files = {f for f in files if not f.startswith("tensorboard/")}  # the logger's, from the first step
         if not failed and files == {"config.yaml"}:  # interrupted in its first epoch: restart it in place
             restart = True
         else:
@@ -285,17 +286,20 @@ def _stop_pool(pool: ProcessPoolExecutor, futures: Sequence[Any], stop: Any) -> 
     interrupt handling), idle workers exit. A second Ctrl-C kills the workers at once (every file a
     run writes is written atomically, so its folder continues from its last checkpoint)."""
     stop.set()
+    # the pool's own workers only (a caller's other child processes are not ours to signal)
+    workers = list((getattr(pool, "_processes", None) or {}).values())
     for f in futures:
         f.cancel()
     try:
         _, pending = wait(futures, timeout=INTERRUPT_GRACE_S)
         if pending:  # the signal reached this process alone (kill -INT): pass it on (idle workers ignore it)
-            for proc in multiprocessing.active_children():
-                os.kill(proc.pid, signal.SIGINT)
+            for proc in workers:
+                if proc.is_alive():
+                    os.kill(proc.pid, signal.SIGINT)
             wait(pending, timeout=120)
         pool.shutdown(wait=True, cancel_futures=True)
     except KeyboardInterrupt:
-        for proc in multiprocessing.active_children():
+        for proc in workers:
             proc.kill()
         pool.shutdown(wait=False, cancel_futures=True)
 

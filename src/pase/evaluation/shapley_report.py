@@ -203,9 +203,13 @@ def _check_other_run(out: Path, checkpoint: Path, own_run: bool = False) -> None
     metrics.json names the same checkpoint (same file or same bytes), whether ``checkpoint`` lies in
     it (``own_run``: its last.ckpt is not the selected model) or elsewhere. Else ``pase compare``
     would later read another model's diagnosis as that run's."""
+    from ..training.run import _selected_checkpoint
+
     try:
-        named = json.loads((out / "metrics.json").read_text()).get("checkpoint")
-        theirs = (out / named).resolve() if named else None
+        metrics = json.loads((out / "metrics.json").read_text())
+        named = metrics.get("checkpoint")
+        # in its own folder, the rule the run itself follows (an older absolute path: checkpoints/best.ckpt)
+        theirs = (_selected_checkpoint(out, metrics) if own_run else (out / named)).resolve() if named else None
     except (ValueError, TypeError, AttributeError, OSError):
         theirs = None
     if theirs is not None and (theirs == checkpoint.resolve() or (

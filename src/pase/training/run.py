@@ -78,7 +78,10 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
                 where = "data.path" if key == "path" else f"data.options.{key}"
                 accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
                 raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
-    hints = typing.get_type_hints(DATA_SOURCES.get(source))
+    try:
+        hints = typing.get_type_hints(DATA_SOURCES.get(source))
+    except (NameError, TypeError):  # a plug-in loader with hints that do not resolve here, or a partial: unchecked
+        hints = {}
     for key, value in opts.items():  # a number, flag or text option of the wrong type (seed=abc) is named here
         want = hints.get(key)
         inner = [a for a in typing.get_args(want) if a is not type(None)] if typing.get_origin(want) is typing.Union else [want]
@@ -293,14 +296,14 @@ def _keep_finished(out: Path, kept: Path) -> None:
 
 def _check_first_epoch_leftovers(out: Path) -> None:
     """A resume without ``last.ckpt`` trains from scratch in ``out``, so ``out`` must hold only what a
-    run killed in its first epoch leaves: config.yaml, the lock, and (killed between the epoch's
-    writes) log.csv with one row and an epoch-0 best.ckpt, or a temporary file of an atomic write.
+    run killed in its first epoch leaves: config.yaml, the lock, the TensorBoard logger's folder, and
+    (killed between the epoch's writes) log.csv with one row and an epoch-0 best.ckpt, or a
+    temporary file of an atomic write.
     Anything else (a comparison's folder, another run's checkpoint, the user's files) is refused:
     they would be overwritten."""
-    found = [p for p in out.rglob("*") if p.is_file()]
+    found = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
     allowed = {"config.yaml", ".lock", "log.csv", "checkpoints/best.ckpt"}
-    other = [str(p.relative_to(out)) for p in found
-             if str(p.relative_to(out)) not in allowed and not p.name.endswith(".tmp")]
+    other = [f for f in found if f not in allowed and not f.endswith(".tmp") and not f.startswith("tensorboard/")]
     why = f"it holds {other[0]}" if other else None
     if why is None and (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 2:
         why = "its log.csv has more than one epoch"

@@ -222,6 +222,17 @@ def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch)
         assert e["n"] == 1 and e["mean"] == pytest.approx(probe[m]["effect_r2"] - joint_eff)
     text = (out / "summary.md").read_text()
     assert "Probe deficit" in text and "Effect-probe deficit" in text
+    # a failed reference is listed (its seed was silently missing from the deficits), and a reference
+    # trained by other code counts in the code-version warning (its probe feeds the deficit tables)
+    ref = out / "alone" / MODALITIES[0] / "seed1111"
+    (ref / "FAILED.txt").write_text("RuntimeError: alone boom\n")
+    m = json.loads((ref / "metrics.json").read_text())
+    (ref / "metrics.json").write_text(json.dumps({**m, "code_sha256": "0" * 16}))
+    s = summarize(out)
+    assert s["failed_alone"] == [{"modality": MODALITIES[0], "seed": "1111", "error": "RuntimeError: alone boom"}]
+    assert "2 versions of the pase code" in s["code_warning"]
+    from pase.evaluation.report import summary_markdown
+    assert "Failed unimodal references" in summary_markdown(s) and "alone boom" in summary_markdown(s)
 
 
 def test_deficit_reduction_against_the_reference(comparison_copy):

@@ -633,7 +633,14 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
         "runs": runs, "reported": [m for m in methods if any(r["method"] == m for r in ok)],
         "failed": [{"method": r["method"], "seed": r["seed"], "error": r["error"]}
                                  for r in runs if r["status"] != "ok"], "pase_version": __version__}
-    codes = sorted({r["metrics"].get("code_sha256", "unrecorded") for r in ok})
+    alone_runs = [p for p in sorted(out.glob("alone/*/seed*")) if p.name[4:].isdigit() and int(p.name[4:]) in seeds]
+    failed_alone = [{"modality": p.parent.name, "seed": p.name[4:], "error": (p / "FAILED.txt").read_text().strip()}
+                    for p in alone_runs if (p / "FAILED.txt").is_file()]
+    if failed_alone:  # their seeds are missing from the probe-deficit tables
+        summary["failed_alone"] = failed_alone
+    alone_codes = [(_read_json(p / "metrics.json") or {}).get("code_sha256", "unrecorded")
+                   for p in alone_runs if (p / "metrics.json").is_file()]  # their probes feed the deficit tables
+    codes = sorted({r["metrics"].get("code_sha256", "unrecorded") for r in ok} | set(alone_codes))
     if len(codes) > 1:  # finished runs are kept across calls: code changed in between
         summary["code_warning"] = (
             f"the runs come from {len(codes)} versions of the pase code ({', '.join(codes)}; metrics.json "

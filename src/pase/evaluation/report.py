@@ -190,6 +190,10 @@ def summary_tables(s: Dict[str, Any]) -> List[Table]:
     if s["failed"]:
         tables.append({"title": "Failed or missing runs", "headers": ["method", "seed", "error"],
                        "rows": [[f["method"], f["seed"], f["error"].replace("|", "/")] for f in s["failed"]]})
+    if s.get("failed_alone"):
+        tables.append({"title": "Failed unimodal references (--alone): their seeds are left out of the probe-deficit "
+                                "tables", "headers": ["modality", "seed", "error"],
+                       "rows": [[f["modality"], f["seed"], f["error"].replace("|", "/")] for f in s["failed_alone"]]})
     bad = [r for r in s["runs"] if r.get("diagnose_error")]
     if bad:  # their runs count in the test metrics but not in the diagnostic tables (shares, probes, robustness)
         tables.append({"title": "Failed diagnoses: these runs are left out of the diagnostic tables (shares, probes, "

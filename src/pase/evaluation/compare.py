@@ -43,7 +43,7 @@ from .. import __version__
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import RunDirError, lock_run, load_bundle, load_checkpoint, train
+from ..training.run import RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
 from .shapley_report import diagnose, read_csv
@@ -190,8 +190,7 @@ def _train_into(cfg: Config, out: Path) -> None:
         return
     fd = lock_run(out)  # another process training this run (its first epoch): RunDirError, nothing touched
     try:
-        files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != ".lock"}
-        files = {f for f in files if not f.startswith("tensorboard/")}  # the logger's, from the first step
+        files = set(run_files(out))
         if not failed and files == {"config.yaml"}:  # interrupted in its first epoch: restart it in place
             restart = True
         else:

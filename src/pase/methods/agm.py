@@ -19,7 +19,8 @@ M modalities). Here (docs/baselines.md), for M modalities and any task:
 4. the training loss is the task loss of the modulated logits
    z = sum_m (k_m phi_m + (1 - k_m) stopgrad(phi_m)) + v(empty) (k detached): the forward value is
    v(N) whatever k, and the gradient reaching each modality through its Shapley logit is scaled
-   by k_m, as the original's backward hooks on phi_m do. With all k = 1, plain late fusion. Evaluation uses the model's ordinary fused logits.
+   by k_m, as the original's backward hooks on phi_m do. With all k = 1, plain late fusion.
+   Evaluation uses the model's ordinary fused logits.
 
 Letters: B batch, M modalities, C = 2^M coalitions, O output width.
 """

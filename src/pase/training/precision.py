@@ -17,14 +17,15 @@ import dataclasses
 import warnings
 from typing import Any, Callable, Dict, Iterator
 
+import torch
 from lightning.fabric.connector import _convert_precision_to_unified_args
 from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
-import torch
 from torch import nn
 
 from ..data.contract import Batch
 
-__all__ = ["keep_float32_state", "FLOAT32_STATE", "precision_plugin", "trainer_precision", "set_inference_precision", "inference", "HalfPrecisionExactTargets"]
+__all__ = ["keep_float32_state", "FLOAT32_STATE", "precision_plugin", "trainer_precision", "set_inference_precision",
+           "inference", "HalfPrecisionExactTargets"]
 
 
 #: the attribute naming a module's running-average buffers (``FLOAT32_STATE = ("prototypes",)``)
@@ -40,7 +41,7 @@ def keep_float32_state(module: nn.Module) -> nn.Module:
     for sub in module.modules():
         for name in getattr(sub, FLOAT32_STATE, ()):
             buf = sub._buffers.get(name)
-            if buf is not None and buf.is_floating_point() and buf.dtype in (torch.float16, torch.bfloat16):
+            if buf is not None and buf.dtype in (torch.float16, torch.bfloat16):
                 sub._buffers[name] = buf.float()
     return module
 

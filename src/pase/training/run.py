@@ -27,14 +27,14 @@ import time
 import typing
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
 
 from .. import __version__, code_fingerprint
-from ..config import (Config, ConfigError, coerce_value, apply_overrides, config_difference, first_difference, from_dict,
-                      save_config, to_dict)
+from ..config import (Config, ConfigError, apply_overrides, coerce_value, config_difference, first_difference,
+                      from_dict, save_config, to_dict)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, select_modalities, standardize
@@ -68,28 +68,34 @@ RESUMABLE = ("train.max_epochs", "train.early_stop_patience", "train.progress_ba
              "train.accelerator", "train.devices", "train.strategy", "train.compile")
 
 
+def _option_key(name: str) -> str:
+    """The config key of a loader argument: ``path`` is ``data.path``, the others ``data.options.<name>``."""
+    return "data.path" if name == "path" else f"data.options.{name}"
+
+
 def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
-    """Every option is one the source's loader takes, and every argument it requires is given (else
-    one line naming the key: the accepted ones, or the missing one)."""
-    params = inspect.signature(DATA_SOURCES.get(source)).parameters
+    """Every option is one the source's loader takes, of the type it declares, and every argument it
+    requires is given (else one line naming the key: the accepted ones, the type, or the missing one)."""
+    loader = DATA_SOURCES.get(source)
+    params = inspect.signature(loader).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         for key in opts:
             if key not in params:
-                where = "data.path" if key == "path" else f"data.options.{key}"
                 accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
-                raise ConfigError(f"{where} is not an option of data source {source!r}; it takes {accepted}")
+                raise ConfigError(f"{_option_key(key)} is not an option of data source {source!r}; it takes {accepted}")
     try:
-        hints = typing.get_type_hints(DATA_SOURCES.get(source))
+        hints = typing.get_type_hints(loader)
     except (NameError, TypeError):  # a plug-in loader with hints that do not resolve here, or a partial: unchecked
         hints = {}
     for key, value in opts.items():  # a number, flag or text option of the wrong type (seed=abc) is named here
         want = hints.get(key)
-        inner = [a for a in typing.get_args(want) if a is not type(None)] if typing.get_origin(want) is typing.Union else [want]
+        union = typing.get_origin(want) is typing.Union
+        inner = [a for a in typing.get_args(want) if a is not type(None)] if union else [want]
         if len(inner) == 1 and inner[0] in (int, float, bool, str):
-            coerce_value(value, want, "data.path" if key == "path" else f"data.options.{key}")
+            coerce_value(value, want, _option_key(key))
     for name, p in params.items():
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in opts:
-            key = "data.path" if name == "path" else f"data.options.{name}"
+            key = _option_key(name)
             raise ConfigError(f"data source {source!r} needs {key} (docs/data.md); set it in the config or with "
                               f"--set {key}=...")
 
@@ -294,6 +300,14 @@ def _keep_finished(out: Path, kept: Path) -> None:
     (out / "metrics.json").unlink()
 
 
+def run_files(out: Path) -> List[str]:
+    """The files of a run folder as POSIX paths relative to it, without the lock and the TensorBoard
+    logger's folder (written from the first step when tensorboard is installed): what a resume or a
+    comparison asks of a folder without ``last.ckpt``."""
+    files = (p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    return sorted(f for f in files if f != ".lock" and not f.startswith("tensorboard/"))
+
+
 def _check_first_epoch_leftovers(out: Path) -> None:
     """A resume without ``last.ckpt`` trains from scratch in ``out``, so ``out`` must hold only what a
     run killed in its first epoch leaves: config.yaml, the lock, the TensorBoard logger's folder, and
@@ -301,9 +315,8 @@ def _check_first_epoch_leftovers(out: Path) -> None:
     temporary file of an atomic write.
     Anything else (a comparison's folder, another run's checkpoint, the user's files) is refused:
     they would be overwritten."""
-    found = [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()]
-    allowed = {"config.yaml", ".lock", "log.csv", "checkpoints/best.ckpt"}
-    other = [f for f in found if f not in allowed and not f.endswith(".tmp") and not f.startswith("tensorboard/")]
+    allowed = {"config.yaml", "log.csv", "checkpoints/best.ckpt"}
+    other = [f for f in run_files(out) if f not in allowed and not f.endswith(".tmp")]
     why = f"it holds {other[0]}" if other else None
     if why is None and (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 2:
         why = "its log.csv has more than one epoch"

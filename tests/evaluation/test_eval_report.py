@@ -126,3 +126,24 @@ def test_the_header_names_a_paired_reference_only_when_it_was_compared(compariso
     s["reference"] = "pmr"
     text = summary_markdown(s)
     assert "no paired differences (the reference `pmr` was not compared)" in text and "against `pmr`" not in text
+
+
+def test_a_method_keeps_its_colour_in_every_bar_figure():
+    """A bar's colour is its method's place in the comparison, not in the figure: with the first
+    method absent from one figure (no finished run with that diagnosis) the second keeps colour C1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from pase.evaluation.report import _grouped_bars
+
+    for series in ({"late_fusion": [(0.5, 0.1)], "pase": [(0.6, 0.1)]}, {"pase": [(0.6, 0.1)]}):
+        fig, ax = plt.subplots()
+        _grouped_bars(ax, ["text"], series, "share", ["late_fusion", "pase"])
+        colours = {c.get_label(): c.patches[0].get_facecolor() for c in ax.containers if hasattr(c, "patches")}
+        assert colours["pase"] == to_rgba("C1")
+        if "late_fusion" in series:
+            assert colours["late_fusion"] == to_rgba("C0")
+        plt.close(fig)

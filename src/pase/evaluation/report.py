@@ -349,25 +349,28 @@ def _plot_trajectories(s: Dict[str, Any], figdir: Path) -> Optional[str]:
     return "trajectories"
 
 
-def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float, float]]], ylabel: str) -> None:
+def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float, float]]], ylabel: str,
+                  order: Sequence[str]) -> None:
+    """One bar per series and group; a series' colour is its method's place in ``order`` (the
+    comparison's methods), so a method keeps its colour in every figure whichever methods it shows."""
     width = 0.8 / max(len(series), 1)
     for j, (name, vals) in enumerate(series.items()):
         xs = [i + (j - (len(series) - 1) / 2) * width for i in range(len(groups))]
         ax.bar(xs, [v[0] for v in vals], width, yerr=[v[1] if math.isfinite(v[1]) else 0.0 for v in vals],
-               capsize=2, color=_color(j), label=name)
+               capsize=2, color=_color(list(order).index(name) if name in order else j), label=name)
     ax.set_xticks(range(len(groups)), groups, rotation=30 if len(groups) > 4 else 0, fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=7)
 
 
 def _bar_plot(stem: str, figdir: Path, groups: Sequence[str], table: Dict[str, Dict[str, Dict[str, float]]],
-              ylabel: str, group_key: str, extra: Dict[str, Any]) -> str:
+              ylabel: str, group_key: str, extra: Dict[str, Any], order: Sequence[str]) -> str:
     rows = [{"method": m, group_key: g, **extra, "mean": d["mean"], "sd": d["sd"], "n": d["n"]}
             for m, per in table.items() for g, d in per.items()]
     write_csv(figdir / f"{stem}.csv", rows)
     fig, axes = _figure(1, width=max(4.5, 1.1 * len(groups) + 2))
     _grouped_bars(axes[0], groups, {m: [(per[g]["mean"], per[g]["sd"]) for g in groups] for m, per in table.items()},
-                  ylabel)
+                  ylabel, order)
     _save(fig, figdir / f"{stem}.png")
     return stem
 
@@ -404,13 +407,13 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
     if "neg_loss" in s.get("shares", {}) and mods:
         keep = lambda table: {m: table[m] for m in s["reported"]}  # noqa: E731
         made[_bar_plot("shapley_test", figdir, mods, keep(s["shares"]["neg_loss"]), "Shapley share (test split)",
-                       "modality", {"utility": "neg_loss"})] = "Test-split Shapley shares (negative-loss utility)."
+                       "modality", {"utility": "neg_loss"}, s["methods"])] = "Test-split Shapley shares (negative-loss utility)."
         made[_bar_plot("probes", figdir, mods, keep(s["probes"]["values"]), f"probe {s['probes']['metric']}",
-                       "modality", {"metric": s["probes"]["metric"]})] = \
+                       "modality", {"metric": s["probes"]["metric"]}, s["methods"])] = \
             "Linear probes of each frozen encoder (test split), mean ± SD over seeds."
         if s.get("effect_probes"):
             made[_bar_plot("effect_probes", figdir, mods, keep(s["effect_probes"]["values"]), "effect probe R^2",
-                           "modality", {"metric": "effect_r2"})] = \
+                           "modality", {"metric": "effect_r2"}, s["methods"])] = \
                 "Effect probes (ground truth): R^2 of each frozen encoder's linear probe of its own modality's " \
                 "effect, test split, mean ± SD over seeds."
     if _plot_noise(s, figdir):
@@ -421,7 +424,7 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
     conds = list(dict.fromkeys(c for per in missing.values() for c in per))
     if conds:
         made[_bar_plot("robustness_missing", figdir, conds, {m: per for m, per in missing.items() if per},
-                       s["headline"], "condition", {"metric": s["headline"]})] = \
+                       s["headline"], "condition", {"metric": s["headline"]}, s["methods"])] = \
             f"{s['headline']} with only the listed modalities present (the others masked at the fusion input)."
     return made
 

@@ -9,6 +9,7 @@ import pytest
 
 import pase.evaluation.compare as compare_mod
 from eval_setup import METHODS, MODALITIES, OK_METHODS, OVERRIDES, SEEDS
+from pase import code_fingerprint
 from pase.config import Config, ConfigError, apply_overrides
 from pase.evaluation.compare import compare, summarize
 
@@ -212,7 +213,8 @@ def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch)
     assert again["test"] == same["test"]  # a worker process reproduces the in-process run
     for m in MODALITIES:
         probe = json.loads((out / "alone" / m / "seed1111" / "probe.json").read_text())
-        assert list(probe) == [m] and 0 <= probe[m]["acc2"] <= 1
+        assert list(probe) == [m, "code_sha256"] and 0 <= probe[m]["acc2"] <= 1
+        assert probe["code_sha256"] == code_fingerprint()
         d = summary["deficit"]["late_fusion"][m]
         joint = summary["runs"][0]["diagnostics"]["probes"][m]["acc2"]
         assert d["n"] == 1 and d["mean"] == pytest.approx(probe[m]["acc2"] - joint)
@@ -327,7 +329,6 @@ def test_runs_trained_by_different_code_are_flagged(comparison_copy):
     """Finished runs are kept across calls, so a comparison continued after a code change mixed two
     versions of the code without a word (every metrics.json said pase_version 0.1.0). Each run now
     records the package's source fingerprint, and the summary warns when they differ."""
-    from pase import code_fingerprint
     from pase.evaluation.report import summary_markdown
 
     runs = comparison_copy / "runs"
@@ -338,8 +339,15 @@ def test_runs_trained_by_different_code_are_flagged(comparison_copy):
     one.write_text(json.dumps({**saved, "code_sha256": "0123456789abcdef"}))
     s = summarize(comparison_copy)
     assert s["code_warning"].startswith(f"the runs come from 2 versions of the pase code (0123456789abcdef, "
-                                        f"{code_fingerprint()}; metrics.json code_sha256)")
+                                        f"{code_fingerprint()}; code_sha256 of metrics.json")
     assert "**Warning: the runs come from 2 versions of the pase code" in summary_markdown(s)
+    one.write_text(json.dumps(saved))
+    # a diagnosis is code too: its figures fill the Shapley, probe and robustness tables
+    diag = runs / "late_fusion" / "seed1112" / "diagnostics.json"
+    assert json.loads(diag.read_text())["code_sha256"] == code_fingerprint()
+    assert "code_warning" not in summarize(comparison_copy)
+    diag.write_text(json.dumps({k: v for k, v in json.loads(diag.read_text()).items() if k != "code_sha256"}))
+    assert f"({code_fingerprint()}, unrecorded;" in summarize(comparison_copy)["code_warning"]
 
 
 def test_report_carries_the_code_warning_failed_diagnoses_and_strict_json(comparison_copy):

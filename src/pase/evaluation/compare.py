@@ -39,7 +39,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .. import __version__
+from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
@@ -214,7 +214,7 @@ def _after(job: _Job, out: Path) -> None:
         diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels)
     elif job.kind == "alone" and not (out / "probe.json").is_file():
         module, _, bundle = load_checkpoint(out / metrics["checkpoint"])
-        atomic_write_json(out / "probe.json", probe_model(module.model, bundle))
+        atomic_write_json(out / "probe.json", {**probe_model(module.model, bundle), "code_sha256": code_fingerprint()})
 
 
 def _execute(job: _Job) -> Dict[str, Any]:
@@ -637,14 +637,16 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
                     for p in alone_runs if (p / "FAILED.txt").is_file()]
     if failed_alone:  # their seeds are missing from the probe-deficit tables
         summary["failed_alone"] = failed_alone
-    alone_codes = [(_read_json(p / "metrics.json") or {}).get("code_sha256", "unrecorded")
-                   for p in alone_runs if (p / "metrics.json").is_file()]  # their probes feed the deficit tables
-    codes = sorted({r["metrics"].get("code_sha256", "unrecorded") for r in ok} | set(alone_codes))
-    if len(codes) > 1:  # finished runs are kept across calls: code changed in between
+    # the code of every file that feeds a table: the runs, their diagnoses, the --alone runs and their probes
+    records = [r["metrics"] for r in ok] + [r["diagnostics"] for r in ok if r.get("diagnostics")]
+    records += [_read_json(p / name) or {} for p in alone_runs for name in ("metrics.json", "probe.json")
+                if (p / name).is_file()]
+    codes = sorted({rec.get("code_sha256", "unrecorded") for rec in records})
+    if len(codes) > 1:  # finished runs and diagnoses are kept across calls: code changed in between
         summary["code_warning"] = (
-            f"the runs come from {len(codes)} versions of the pase code ({', '.join(codes)}; metrics.json "
-            "code_sha256): a difference between methods may be a difference between code; rerun into a new --out "
-            "to compare one version")
+            f"the runs come from {len(codes)} versions of the pase code ({', '.join(codes)}; code_sha256 of "
+            "metrics.json, diagnostics.json and probe.json): a difference between methods may be a difference "
+            "between code; rerun into a new --out to compare one version")
     if not ok:
         return summary
     first = ok[0]["metrics"]

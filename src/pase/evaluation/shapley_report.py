@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .. import code_fingerprint
 from ..data.contract import DataBundle
 from ..io import atomic_write_json, atomic_write_text, sha256_file
 from ..methods.base import coalition_utility, task_loss
@@ -322,6 +323,7 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         "robustness": {"metric": metric, "noise_levels": noise_levels,
                        **robustness_summary(rob, metric, mods)},
         "files": {"robustness": "robustness.csv", "trajectory": trajectory, "table": "diagnostics.csv"},
+        "code_sha256": code_fingerprint(),  # which code computed these figures (pase compare compares it)
     }
     write_csv(out / "diagnostics.csv", _modality_rows(mods, shap, probe))
     atomic_write_json(out / "diagnostics.json", result)

@@ -9,9 +9,9 @@ class RunInterrupted(KeyboardInterrupt):
     KeyboardInterrupt, so that ``except Exception`` (a comparison recording a failed run and going
     on) lets it through."""
 
-    def __init__(self, message: str, signal: str = "SIGINT") -> None:
-        super().__init__(message, signal)  # both in args: the exception pickles (pase compare --jobs N)
-        self.signal = signal
+    def __init__(self, message: str, signal: str = "SIGINT", advice: str = "") -> None:
+        super().__init__(message, signal, advice)  # all in args: the exception pickles (pase compare --jobs N)
+        self.message, self.signal, self.advice = message, signal, advice
 
     def __str__(self) -> str:
-        return str(self.args[0])
+        return f"{self.message}; {self.advice}" if self.advice else self.message

@@ -320,7 +320,7 @@ def test_an_interrupted_comparison_says_to_rerun_the_comparison(comparison_copy,
     (comparison_copy / "runs" / "late_fusion" / "seed1112" / "metrics.json").unlink()
 
     def interrupted(cfg, run, resume=False, quiet=False):
-        raise RunInterrupted(f"training interrupted by SIGINT in epoch 1; continue with pase train --resume {run}")
+        raise RunInterrupted("training interrupted by SIGINT in epoch 1", "SIGINT", f"continue with pase train --resume {run}")
 
     monkeypatch.setattr(compare_mod, "train", interrupted)
     rc = main(["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,1112", "--out",

@@ -401,9 +401,13 @@ def test_the_interruption_pickles_for_worker_processes():
 
     from pase.errors import RunInterrupted
 
-    e = pickle.loads(pickle.dumps(RunInterrupted("training interrupted by SIGTERM in epoch 2", "SIGTERM")))
+    e = pickle.loads(pickle.dumps(RunInterrupted("training interrupted by SIGTERM in epoch 2", "SIGTERM",
+                                                 "continue with pase train --resume RUN")))
     assert (str(e), e.signal, isinstance(e, KeyboardInterrupt)) == (
-        "training interrupted by SIGTERM in epoch 2", "SIGTERM", True)
+        "training interrupted by SIGTERM in epoch 2; continue with pase train --resume RUN", "SIGTERM", True)
+    # pase compare replaces the run's advice with its own from these fields (no parsing of the text)
+    assert (e.message, e.advice) == ("training interrupted by SIGTERM in epoch 2",
+                                     "continue with pase train --resume RUN")
 
 
 def test_ctrl_c_to_a_parallel_comparison_stops_running_runs_and_starts_no_queued_one(tmp_path):

@@ -46,10 +46,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         summary = compare(cfg, args.methods, args.seeds, args.out, jobs=args.jobs, diagnose=args.diagnose,
                           alone=args.alone, reference=args.reference, noise_levels=args.noise_levels, progress=print)
     except RunInterrupted as e:  # the advice is the comparison's, not one run folder's
-        first = str(e).split("; continue with", 1)[0]
-        raise RunInterrupted(f"{first}; run the same pase compare command again to continue the comparison "
-                             "(finished runs are kept, interrupted ones continue from their checkpoints)",
-                             e.signal) from None
+        raise RunInterrupted(e.message, e.signal, "run the same pase compare command again to continue the "
+                             "comparison (finished runs are kept, interrupted ones continue from their "
+                             "checkpoints)") from None
     tables = summary_tables(summary)
     if tables:
         t = tables[0]

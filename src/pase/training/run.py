@@ -502,8 +502,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
                 raise
             kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
                     else "no epoch had finished")
-            raise RunInterrupted(f"training interrupted by {sig} in epoch {trainer.current_epoch}; {kept}: "
-                                 f"continue with pase train --resume {out}", sig) from None
+            raise RunInterrupted(f"training interrupted by {sig} in epoch {trainer.current_epoch}; {kept}", sig,
+                                 f"continue with pase train --resume {out}") from None
     result = {
         "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,

@@ -16,7 +16,9 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -183,10 +185,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    previous = _raise_on_sigterm()
     try:
         return args.fn(args)
-    except RunInterrupted as e:
-        print(f"pase: interrupted: {e}", file=sys.stderr)
+    except RunInterrupted as e:  # a training loop's (with its advice), or a SIGTERM elsewhere
+        print(f"pase: interrupted: {e if e.advice else e.message + _interrupt_advice(args)}", file=sys.stderr)
         return 143 if e.signal == "SIGTERM" else 130
     except KeyboardInterrupt:  # outside a training loop (metrics.json, a diagnosis, a report): say what to do
         print(f"pase: interrupted{_interrupt_advice(args)}", file=sys.stderr)
@@ -199,6 +202,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             msg = msg[1:-1]
         print(f"pase: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise RunInterrupted("stopped by SIGTERM", "SIGTERM")
+
+
+def _raise_on_sigterm():
+    """SIGTERM outside a training loop (writing metrics.json, a diagnosis, a report) stops with one
+    line and exit 143 like Ctrl-C, instead of a silent kill; every file is written atomically. Inside
+    ``fit`` Lightning's own handler takes over (``training.run._lightning_handles_sigterm``). Returns
+    the previous handler, or None where none can be set (not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -366,3 +367,49 @@ def test_a_run_whose_metrics_name_an_old_absolute_path_takes_its_own_diagnosis(c
     capsys.readouterr()
     if (run / "checkpoints" / "last.ckpt").read_bytes() != (run / "checkpoints" / "best.ckpt").read_bytes():
         assert main(own + [str(run / "checkpoints" / "last.ckpt")]) == 2
+
+
+@pytest.mark.parametrize("command, advice", [
+    (["train", "--out", "RUN"], "; finished epochs are kept: continue with pase train --resume RUN"),
+    (["compare", "--methods", "late_fusion", "--seeds", "1", "--out", "CMP"],
+     "; run the same pase compare command again to continue the comparison (finished runs are kept, interrupted "
+     "ones continue from their checkpoints)"),
+])
+def test_sigterm_outside_the_training_loop_says_what_to_run(tmp_path, monkeypatch, capsys, command, advice):
+    """SIGTERM while metrics.json, a diagnosis or a report was written killed the process silently
+    (exit 143, no line); it now stops like Ctrl-C, and the process's own handler is put back after."""
+    import os
+    import signal
+
+    import pase.training
+
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode: before the sleep
+        time.sleep(30)
+        raise AssertionError("SIGTERM did not stop the command")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pase.training, "train", terminated)
+    monkeypatch.setattr(compare_mod, "compare", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(command) == 143
+    assert capsys.readouterr().err == f"pase: interrupted: stopped by SIGTERM{advice}\n"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_lightning_gets_the_default_sigterm_handler_while_it_trains():
+    """Lightning installs its own SIGTERM handler (a stop at the next step, recorded for the message
+    and the resumable folder) only where none is set; the command's handler is set aside meanwhile."""
+    import signal
+
+    from pase.cli import _raise_on_sigterm
+    from pase.training.run import _lightning_handles_sigterm
+
+    previous = _raise_on_sigterm()
+    try:
+        mine = signal.getsignal(signal.SIGTERM)
+        with _lightning_handles_sigterm():
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -15,6 +15,7 @@ non-finite loss, gradient or weight stops the run (``NonFiniteGuard``), and unde
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import inspect
@@ -23,6 +24,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 import typing
 import warnings
@@ -481,7 +484,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         if keep is not None:
             _keep_finished(out, keep)
         save_config(cfg, out / "config.yaml")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _lightning_handles_sigterm():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
@@ -525,6 +528,21 @@ def _relative(path: Path, out: Path) -> str:
     ``out`` may be relative), so a moved or copied run folder names its own checkpoint."""
     full, root = path.resolve(), out.resolve()
     return str(full.relative_to(root)) if full.is_relative_to(root) else str(path)
+
+
+@contextlib.contextmanager
+def _lightning_handles_sigterm():
+    """Lightning installs its SIGTERM handler (a stop at the next step, then ``InterruptRecorder``)
+    only where the default one is set; the ``pase`` command sets its own for the time outside the
+    training loop (``cli._raise_on_sigterm``), so the default is put back while Lightning runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _best_epoch(log_csv: Path, key: str, mode: str) -> Optional[int]:

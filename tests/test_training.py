@@ -327,3 +327,15 @@ def test_metrics_record_the_precision_that_ran(tmp_path):
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["precision_effective"] == "bf16-mixed"
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["train"]["precision"] == "16-mixed"
+
+
+def test_a_batch_holding_the_whole_training_split_is_named(tmp_path, caplog):
+    """train.batch_size=100000 trained silently with one optimiser step per epoch."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        train(apply_overrides(Config(), TINY + ["train.batch_size=100000", "train.max_epochs=1"]), tmp_path / "one",
+              quiet=True)
+        train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), tmp_path / "many", quiet=True)
+    said = [r.getMessage() for r in caplog.records if "holds the whole training split" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("train.batch_size=100000 holds the whole training split (")

@@ -446,6 +446,10 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     bundle = load_bundle(cfg)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
+    if writer and len(train_dl) == 1 and len(bundle.splits["train"]) > 1:
+        log.warning(f"train.batch_size={cfg.train.batch_size} holds the whole training split "
+                    f"({len(bundle.splits['train'])} samples): every epoch is one optimiser step; a smaller "
+                    "batch size trains more per epoch")
     # Lightning loads a resumed run's checkpoint before its precision plugin converts the module:
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
     module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))

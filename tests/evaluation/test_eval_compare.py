@@ -406,3 +406,21 @@ def test_stopping_the_pool_signals_only_its_own_workers(monkeypatch):
     finally:
         other.kill()
         other.join()
+
+
+def test_a_diagnosis_cut_short_feeds_no_condition_rows(comparison_copy):
+    """A diagnosis writes robustness.csv before diagnostics.json; one that failed in between (a
+    damaged log.csv) left the rows, which fed the missing-modality and noise tables and figures a
+    seed that the Shapley, probe and robustness tables left out."""
+    run = comparison_copy / "runs" / "late_fusion" / "seed1112"
+    assert (run / "robustness.csv").is_file()
+    full = [c for c in summarize(comparison_copy)["conditions"]["late_fusion"] if c["kind"] == "missing"]
+    assert {c["n"] for c in full} == {2}
+    (run / "diagnostics.json").unlink()
+    (run / "DIAGNOSE_FAILED.txt").write_text("UnicodeDecodeError: log.csv\n")
+    s = summarize(comparison_copy)
+    cut = [c for c in s["conditions"]["late_fusion"] if c["kind"] == "missing"]
+    assert {c["n"] for c in cut} == {1}
+    with open(comparison_copy / "runs" / "late_fusion" / "seed1111" / "robustness.csv") as fh:
+        kept = {r["condition"]: float(r[s["headline"]]) for r in csv.DictReader(fh) if r["kind"] == "missing"}
+    assert {c["condition"]: c["mean"] for c in cut} == pytest.approx(kept)  # the seed left: 1111 alone

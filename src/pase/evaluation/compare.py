@@ -512,7 +512,10 @@ def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
     rec.update(status="ok", metrics=metrics, diagnostics=_read_json(run / "diagnostics.json"))
     if (run / "DIAGNOSE_FAILED.txt").is_file():
         rec["diagnose_error"] = (run / "DIAGNOSE_FAILED.txt").read_text().strip()
-    rec["robustness_rows"] = read_csv(run / "robustness.csv") if (run / "robustness.csv").is_file() else []
+    # a diagnosis writes robustness.csv before diagnostics.json: without the latter (a diagnosis that
+    # failed or was cut short) the rows would feed the condition tables a seed the others leave out
+    finished = rec["diagnostics"] is not None and not rec["diagnose_error"]
+    rec["robustness_rows"] = read_csv(run / "robustness.csv") if finished and (run / "robustness.csv").is_file() else []
     return rec
 
 

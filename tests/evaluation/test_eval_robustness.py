@@ -133,3 +133,22 @@ def test_a_token_id_input_gets_no_noise_rows(comparison):
     assert [(r["modality"], r["sigma"]) for r in rows if r["kind"] == "noise"] == \
         [(m, s) for m in MODALITIES if m != "text" for s in (0.0, 1.0)]
     assert sum(r["kind"] == "missing" for r in rows) == 2 ** len(MODALITIES) - 1
+
+
+def test_a_modality_constant_on_train_gets_no_noise_rows(comparison):
+    """Noise is scaled by each feature's train std: for a modality all zeros on train (absent from a
+    dataset) it added nothing, and its rows counted as perfect robustness (noise_relative_audio 1.0,
+    raising the mean). It now gets no noise rows; its ratio is NaN and left out of the mean."""
+    from pase.evaluation.robustness import robustness_rows
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    for split in ("train", "test"):
+        bundle.splits[split].features["audio"].zero_()
+    rows = robustness_rows(module.model, bundle, noise_levels=[0, 1])
+    assert [(r["modality"], r["sigma"]) for r in rows if r["kind"] == "noise"] == \
+        [(m, s) for m in MODALITIES if m != "audio" for s in (0.0, 1.0)]
+    summary = robustness_summary(rows, "Has0_acc_2", MODALITIES)
+    assert np.isnan(summary["noise_relative_audio"])
+    assert summary["noise_relative"] == pytest.approx((summary["noise_relative_text"]
+                                                       + summary["noise_relative_vision"]) / 2)

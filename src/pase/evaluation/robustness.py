@@ -140,6 +140,11 @@ def robustness_rows(model: torch.nn.Module, bundle: DataBundle, split: str = "te
             # embedding lookup failed, losing the whole diagnosis; that modality has no noise rows
             LOGGER.info("robustness: no noise rows for %r: its input is token ids", m)
             continue
+        if not bool((std[m] > 0).any()):
+            # noise in units of a train std of 0 is no noise: its rows would equal the clean input and
+            # count as perfect robustness (noise_relative_<m> 1.0); none, so that ratio is NaN, left out
+            LOGGER.warning("robustness: no noise rows for %r: every feature is constant on the train split", m)
+            continue
         for s in noise_levels:
             res = evaluate_condition(model, bundle, split, noise={"modality": m, "sigma": s, "std": std[m]},
                                      batch_size=batch_size, by_group=by_group, seed=seed)

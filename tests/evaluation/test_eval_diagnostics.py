@@ -138,3 +138,24 @@ def test_r2_shares_of_an_additive_oracle_are_the_ground_truth_shares():
     assert sum(got["values"].values()) == pytest.approx(utils[-1] - utils[0], abs=1e-9)  # efficiency
     assert abs(utils[0]) < 1e-3  # the empty coalition predicts the mean: R^2 ~ 0
     assert utils[-1] == pytest.approx(src.info["bayes_r2"], abs=0.01)
+
+
+def test_the_ground_truth_of_a_two_modality_run_is_over_its_modalities(tmp_path, comparison):
+    """A text + audio run's diagnostics.json recorded the generator's three shares (0.4, 0.35, 0.25),
+    against which its two shares cannot be read; they are now renormalised over its modalities."""
+    from tiny import TINY
+
+    from pase.config import Config, apply_overrides
+    from pase.evaluation.shapley_report import diagnose
+    from pase.training import train
+
+    three = _diag(comparison[0], "late_fusion", 1111)
+    gen = three["ground_truth_shares_generator"]
+    assert three["ground_truth_shares"] == pytest.approx(gen) and sum(gen.values()) == pytest.approx(1)
+    run = tmp_path / "two"
+    metrics = train(apply_overrides(Config(), TINY + ["train.max_epochs=1", "data.modalities=[text,audio]"]), run,
+                    quiet=True)
+    got = diagnose(run / metrics["checkpoint"], run, noise_levels=[0])
+    total = gen["text"] + gen["audio"]
+    assert got["ground_truth_shares"] == pytest.approx({"text": gen["text"] / total, "audio": gen["audio"] / total})
+    assert got["ground_truth_shares_generator"] == gen

@@ -176,6 +176,15 @@ _DIAGNOSIS_FILES = tuple(f for f in DIAGNOSIS_FILES if f != "diagnostics.json")
 _PARTIAL = ".diagnosis-in-progress.json"
 
 
+def _truth_over(truth: Optional[Dict[str, float]], mods: Sequence[str]) -> Optional[Dict[str, float]]:
+    """The generator's ground-truth shares renormalised over the modalities a run uses (a run on
+    text and audio: text 0.4 / 0.75, audio 0.35 / 0.75), the shares its Shapley values estimate."""
+    if not truth or any(m not in truth for m in mods):
+        return None
+    total = sum(float(truth[m]) for m in mods)
+    return {m: float(truth[m]) / total for m in mods} if total > 0 else None
+
+
 def _same_checkpoint(record: Path, checkpoint: Path, identity: Dict[str, Any], own_run: bool) -> bool:
     """Whether the diagnosis record ``record`` (a diagnostics.json, or the in-progress record) is of
     ``checkpoint``: outside its run folder, the same bytes (the recorded SHA-256); else the same
@@ -319,7 +328,9 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         "dataset": bundle.name, "protocol": bundle.task.protocol,
         "method": cfg.method, "seed": cfg.train.seed, "modalities": mods,
         "shapley": shap, "probes": probe,
-        "ground_truth_shares": bundle.info.get("ground_truth_shares"),  # the built-in benchmark's; else None
+        # the built-in benchmark's, over the run's modalities (else None); the generator's own beside it
+        "ground_truth_shares": _truth_over(bundle.info.get("ground_truth_shares"), mods),
+        "ground_truth_shares_generator": bundle.info.get("ground_truth_shares"),
         "robustness": {"metric": metric, "noise_levels": noise_levels,
                        **robustness_summary(rob, metric, mods)},
         "files": {"robustness": "robustness.csv", "trajectory": trajectory, "table": "diagnostics.csv"},

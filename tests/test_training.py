@@ -229,10 +229,20 @@ def test_evaluate_with_another_config_that_changes_the_inputs_is_refused(run, tm
     for cmd in (["evaluate"], ["predict", "--output", str(tmp_path / "p.csv")]):
         assert main([*cmd, "--checkpoint", ckpt, "--config", str(other)]) == 2
         err = capsys.readouterr().err
-        assert err == (f"pase: error: {ckpt}: the given configuration differs from the one the checkpoint was trained "
-                       "with (data.standardize: False there, True now); drop --config to use the checkpoint's own, and "
-                       "--set only what moved (for example --set data.path=NEW/PLACE)\n")
+        assert err == (f"pase: error: {ckpt}: the given --config changes what the checkpoint was trained with "
+                       "(data.standardize: False there, True now); drop --config to use the checkpoint's own, and "
+                       "--set only what moved (for example --set data.path=NEW/PLACE) or how evaluation runs "
+                       "(train.batch_size, train.accelerator)\n")
+        # --set alone went unchecked: the same change scored the weights on other inputs, exit 0
+        assert main([*cmd, "--checkpoint", ckpt, "--set", "data.standardize=true"]) == 2
+        assert "the given --set changes what the checkpoint was trained with (data.standardize: False there, " \
+               "True now)" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
+    # a config for another dataset is named by its source, not by the first of its many sorted differences
+    mosi = tmp_path / "mosi.yaml"
+    mosi.write_text(yaml.safe_dump({**saved, "data": {**saved["data"], "source": "mosi_bclstm", "options": {}}}))
+    assert main(["evaluate", "--checkpoint", ckpt, "--config", str(mosi)]) == 2
+    assert "(data.source: 'synthetic' there, 'mosi_bclstm' now)" in capsys.readouterr().err
 
 
 def test_noise_levels_must_be_numbers(capsys):

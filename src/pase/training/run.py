@@ -582,17 +582,22 @@ def _what_predicts(cfg: Config) -> Dict[str, Any]:
             "baselines": d["baselines"], "train.precision": d["train"]["precision"]}
 
 
-def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config) -> None:
-    """A configuration given to evaluate a checkpoint (``--config``) may move the data (``data.path``,
+def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config, via_set: bool = False) -> None:
+    """A configuration given to evaluate a checkpoint (``--config``, or ``--set`` on its own) may move the data (``data.path``,
     a loader's ``*_path`` / ``*_root`` options) and change how evaluation runs, not what the model
     sees or is: other data settings (standardisation, sizes, modalities), the model or the method
     would score the weights on other inputs, silently (a run trained with standardised features
     scored MAE 1.0051 instead of its 0.8515 under a config without ``data.standardize``)."""
-    diff = first_difference(_what_predicts(saved), _what_predicts(cfg))
+    # the method and the data source first: a config for another dataset differs in many keys, and
+    # the sorted first of them (data.options.dims) would hide the one that says so
+    diff = (first_difference({"method": saved.method, "data.source": saved.data.source},
+                             {"method": cfg.method, "data.source": cfg.data.source})
+            or first_difference(_what_predicts(saved), _what_predicts(cfg)))
     if diff:
-        raise ConfigError(f"{path}: the given configuration differs from the one the checkpoint was trained with "
-                          f"({diff}); drop --config to use the checkpoint's own, and --set only what moved (for "
-                          f"example --set data.path=NEW/PLACE)")
+        given = "--set" if via_set else "--config"
+        raise ConfigError(f"{path}: the given {given} changes what the checkpoint was trained with ({diff}); "
+                          "drop --config to use the checkpoint's own, and --set only what moved (for example "
+                          "--set data.path=NEW/PLACE) or how evaluation runs (train.batch_size, train.accelerator)")
 
 
 def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None,
@@ -602,10 +607,12 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     ``cfg``: the configuration to rebuild it with (default: the checkpoint's own), ``overrides``
     ``key=value`` changes applied to the checkpoint's own (for example a moved ``data.path``)."""
     state = safe_load_checkpoint(path)
+    saved = from_dict(state["hyper_parameters"]["config"])
     if cfg is None:
-        cfg = apply_overrides(from_dict(state["hyper_parameters"]["config"]), overrides)
+        cfg = apply_overrides(saved, overrides)
+        _check_evaluation_config(path, saved, cfg, via_set=True)  # --set data.standardize=false: other inputs
     else:
-        _check_evaluation_config(path, from_dict(state["hyper_parameters"]["config"]), cfg)
+        _check_evaluation_config(path, saved, cfg)
     bundle = bundle or load_bundle(cfg)
     plugin = precision_plugin(cfg.train.precision)
     module = plugin.convert_module(_build(cfg, bundle))  # before the weights: float64 ones stay exact

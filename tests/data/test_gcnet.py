@@ -131,7 +131,7 @@ def test_feature_subset_and_empty_face_folder(tmp_path, caplog):
     shutil.rmtree(face_dir)
     face_dir.mkdir()
     with caplog.at_level(logging.INFO, logger="pase.data"):
-        bundle = _load(path, features={"vision": "manet_UTT"})
+        bundle = _load(path, features={"audio": None, "text": None})  # None leaves a modality out
     assert bundle.modalities == ["vision"]
     assert (bundle.splits["train"].features["vision"][0] == 0).all()
     assert "1 utterances have an empty folder" in caplog.text
@@ -244,3 +244,20 @@ def test_a_float64_value_beyond_float32_is_named_not_zeroed(tmp_path, value):
                                               r"float32 \(about ±3\.4e\+38\): loaded, it would become inf; rescale "
                                               r"or fix that feature in the file$"):
         _load(path)
+
+
+def test_features_replace_named_folders_and_refuse_other_modalities(tmp_path):
+    """data.options.features replaced the whole default mapping: naming one modality's folder
+    dropped the other two silently, and a misspelt modality ('audo') was read as a new one."""
+    path = write_gcnet(tmp_path, "iemocap4")
+    feats = path.parent / "features"
+    shutil.copytree(feats / "wav2vec-large-c-UTT", feats / "my-audio")
+    bundle = _load(path, features={"audio": "my-audio"})
+    assert sorted(bundle.modalities) == ["audio", "text", "vision"]
+    assert bundle.info["features"] == {"audio": "my-audio", "text": "deberta-large-4-UTT", "vision": "manet_UTT"}
+    with pytest.raises(ValueError, match="unknown modality 'audo'; did you mean 'audio'"):
+        _load(path, features={"audo": "my-audio"})
+    with pytest.raises(ValueError, match="leaves every modality out"):
+        _load(path, features={"audio": None, "text": None, "vision": None})
+    # the features folder defaults to the label pickle's folder / features, as data inspect says
+    assert create_data("gcnet", label_path=path).splits["train"].ids == bundle.splits["train"].ids

@@ -29,6 +29,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..registry import unknown_name_message
 from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
@@ -342,13 +343,26 @@ def _check_args(dataset: str, folds: Sequence[Optional[int]], fraction: float) -
             raise ValueError(f"fold={fold!r}; IEMOCAP folds are 1..5 (the test session)")
 
 
+def _feature_folders(features: Optional[Mapping[str, Optional[str]]]) -> Dict[str, str]:
+    """``DEFAULT_FEATURES`` with the folders ``features`` names instead (a None folder leaves that
+    modality out). Another modality name is refused: it was read as a new modality, silently."""
+    given = dict(features or {})
+    for m in given:
+        if m not in DEFAULT_FEATURES:
+            raise ValueError(f"features: {unknown_name_message('modality', str(m), list(DEFAULT_FEATURES))} "
+                             "(a modality -> feature folder name; choose modalities with data.modalities)")
+    out = {m: str(given.get(m, folder)) for m, folder in DEFAULT_FEATURES.items() if given.get(m, folder) is not None}
+    if not out:
+        raise ValueError("features leaves every modality out; map at least one modality to a feature folder name")
+    return out
+
+
 def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanitize):
-    lp, root = Path(label_path), Path(feature_root)
+    lp = Path(label_path)
+    root = Path(feature_root) if feature_root is not None else lp.parent / "features"
     dataset = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
     _check_args(dataset, folds, fraction)
-    features = dict(DEFAULT_FEATURES if features is None else features)
-    if not features:
-        raise ValueError("features is empty; map at least one modality to a feature folder name")
+    features = _feature_folders(features)
     t = _read_labels(safe_load_pickle(lp), lp.name)
     utts = [str(u) for v in _all_videos(t) for u in t.utterances[v]]
     row = {u: i for i, u in enumerate(utts)}
@@ -359,16 +373,18 @@ def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanit
 
 
 @register_data("gcnet")
-def load_gcnet(label_path: str | Path, feature_root: str | Path,
-               features: Optional[Mapping[str, str]] = None, dataset: Optional[str] = None,
+def load_gcnet(label_path: str | Path, feature_root: Optional[str | Path] = None,
+               features: Optional[Mapping[str, Optional[str]]] = None, dataset: Optional[str] = None,
                fold: Optional[int] = None, valid_fraction: float = 0.1, seed: int = 0,
                sanitize: bool = False) -> DataBundle:
     """Read GCNet / MoMKE utterance features into a ``DataBundle`` (one vector per utterance).
 
     Args:
         label_path: the label pickle, for example ``IEMOCAP_features_raw_4way.pkl``.
-        feature_root: the folder holding one sub-folder per feature name.
-        features: modality -> feature folder name; default ``DEFAULT_FEATURES``.
+        feature_root: the folder holding one sub-folder per feature name (default: the label
+            pickle's folder / ``features``, as GCNet lays them out).
+        features: modality -> feature folder name, replacing ``DEFAULT_FEATURES``'s folder of that
+            modality (the others keep theirs); None leaves a modality out.
         dataset: "iemocap4", "iemocap6", "mosi" or "mosei"; None infers it from the file name.
         fold: IEMOCAP only: 1..5, the session held out as test (None: the pickle's split).
         valid_fraction: share of training dialogues carved out as validation when the pickle has
@@ -390,8 +406,8 @@ def load_gcnet(label_path: str | Path, feature_root: str | Path,
     return _bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
 
 
-def iemocap_folds(label_path: str | Path, feature_root: str | Path,
-                  features: Optional[Mapping[str, str]] = None, dataset: Optional[str] = None,
+def iemocap_folds(label_path: str | Path, feature_root: Optional[str | Path] = None,
+                  features: Optional[Mapping[str, Optional[str]]] = None, dataset: Optional[str] = None,
                   valid_fraction: float = 0.1, seed: int = 0, sanitize: bool = False
                   ) -> Iterator[DataBundle]:
     """The five leave-one-session-out IEMOCAP bundles (fold 1..5), reading the files once.

@@ -80,3 +80,28 @@ def test_crossval_folds_that_are_not_numbers_are_named(tmp_path, capsys):
     assert capsys.readouterr().err == "pase: error: --folds 'a,b' is not a comma list of fold numbers, for example " \
                                       "--folds 1,2,3,4,5\n"
     assert not (tmp_path / "cv").exists()
+
+
+def test_crossval_refuses_a_file_or_somebody_elses_folder(tmp_path, monkeypatch):
+    """crossval --out wrote into any folder, replacing a folds_summary.md there, and an existing
+    file as --out ended in '[Errno 20] Not a directory'. Nothing is written now."""
+    import pytest
+
+    import pase.evaluation.folds as folds
+    from pase.config import Config, ConfigError
+
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: pytest.fail("trained"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep\n")
+    (mine / "folds_summary.md").write_text("my summary\n")
+    with pytest.raises(ConfigError, match=r"holds files that are not a cross-validation's \(notes.txt\)"):
+        folds.cross_validate(Config(), mine, folds=[1])
+    (mine / "notes.txt").unlink()  # a summary without fold runs is not this command's either
+    with pytest.raises(ConfigError, match=r"not a cross-validation's \(folds_summary.md\); pass a new --out"):
+        folds.cross_validate(Config(), mine, folds=[1])
+    assert (mine / "folds_summary.md").read_text() == "my summary\n"
+    (tmp_path / "preds.csv").write_text("id,pred\n")
+    with pytest.raises(ConfigError, match="preds.csv is a file, not a folder"):
+        folds.cross_validate(Config(), tmp_path / "preds.csv", folds=[1])
+    assert (tmp_path / "preds.csv").read_text() == "id,pred\n"

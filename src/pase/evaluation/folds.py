@@ -30,6 +30,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     out = Path(out_dir)
     if not list(folds):
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
+    _check_out(out)
     per_fold: Dict[int, Dict[str, float]] = {}
     protocol = None
     for f in folds:
@@ -61,6 +62,26 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                                                                                    else "") for k in names) + " |")
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
+
+
+_SUMMARIES = ("folds_summary.json", "folds_summary.md")
+
+
+def _check_out(out: Path) -> None:
+    """``out`` is new, empty or an earlier cross-validation's folder (``fold<k>/`` runs and this
+    command's summaries), never a file or somebody else's folder: the summaries are rewritten there."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder; pass a new --out (nothing was written)")
+    if not out.is_dir():
+        return
+    entries = list(out.iterdir())
+    runs = [p for p in entries if p.is_dir() and p.name.startswith("fold") and p.name[4:].isdigit()]
+    foreign = sorted(p.name for p in entries if p not in runs and p.name not in _SUMMARIES)
+    if foreign or (entries and not runs):
+        what = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "") if foreign else \
+            ", ".join(p.name for p in entries)
+        raise ConfigError(f"--out {out} holds files that are not a cross-validation's ({what}); pass a new --out "
+                          "(nothing was written)")
 
 
 def _other_config(run: Path, cfg: Config) -> Optional[str]:

@@ -413,3 +413,13 @@ def test_lightning_gets_the_default_sigterm_handler_while_it_trains():
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_compare_names_an_unknown_method_before_anything_trains(tmp_path, capsys, monkeypatch):
+    """pase compare --methods late_fusion,psae trained and diagnosed late fusion (60 epochs by
+    default), then failed psae's runs and exited 1."""
+    monkeypatch.setattr(compare_mod, "compare", lambda *a, **k: pytest.fail("the comparison started"))
+    assert main(["compare", "--methods", "late_fusion,psae", "--seeds", "1", "--out", str(tmp_path / "cmp")]) == 2
+    assert capsys.readouterr().err == ("pase: error: --methods: unknown method 'psae'; did you mean 'pase'? valid: "
+                                       "agm, late_fusion, ogm_ge, pase, pmr (nothing was trained)\n")
+    assert not (tmp_path / "cmp").exists()

@@ -35,13 +35,18 @@ def _levels(text: str) -> List[float]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from .compare import compare
+    from ..config import ConfigError, load_config
+    from ..errors import RunInterrupted
+    from ..methods import METHODS
+    from ..registry import unknown_name_message
+    from .compare import compare, parse_methods
     from .report import summary_tables
 
-    from ..errors import RunInterrupted
-
     cfg = load_config(args.config, args.set)
+    for name in parse_methods(args.methods):  # before any run trains (the API runs the others, then fails)
+        if name not in METHODS:
+            raise ConfigError(f"--methods: {unknown_name_message('method', name, METHODS.names())} "
+                              "(nothing was trained)")
     try:
         summary = compare(cfg, args.methods, args.seeds, args.out, jobs=args.jobs, diagnose=args.diagnose,
                           alone=args.alone, reference=args.reference, noise_levels=args.noise_levels, progress=print)

@@ -166,7 +166,18 @@ def test_mult_missing_key_message(tmp_path, untouched):
     check = untouched(tmp_path)
     with pytest.raises(DataFormatError, match=r"^mosei_senti_data\.pkl: split 'valid' has no key 'vision' "
                                               r"\(found: text, audio, labels, id\); pass "
-                                              r"modalities=\('text', 'audio'\) or use the 'gcnet' format$"):
+                                              r"modalities=\('text', 'audio'\)$"):  # a MulT file: no other format
+        create_data("mult", path=path)
+    check()
+
+
+def test_an_mmsa_file_given_to_the_mult_loader_points_to_mmsa(tmp_path, untouched):
+    """The MulT loader suggested the 'gcnet' format for any file without 'labels', also for an MMSA
+    pickle, whose splits hold regression_labels."""
+    path = write_mmsa(tmp_path, "mosi")
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=r"has no key 'labels' \(found: .*regression_labels.*\); re-export the "
+                                              r"file with this key or use the 'mmsa' format$"):
         create_data("mult", path=path)
     check()
 

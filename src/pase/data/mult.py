@@ -118,8 +118,9 @@ def _iemocap_target(labels: np.ndarray, file: str, split: str, ids: Sequence[str
 def _split(split_dict: Mapping, file: str, split: str, dataset: str, modalities: Sequence[str],
            sanitize: bool, expected_dims: Optional[Mapping[str, int]]):
     """Validated (features, target, ids, videos, order keys) of one split."""
-    require_keys(split_dict, list(modalities) + ["labels"], file, split, modalities=modalities,
-                 other_format="gcnet")
+    # the format the keys found point to: MMSA's splits hold regression_labels, GCNet's pickles videoIDs
+    other = "mmsa" if "regression_labels" in split_dict else "gcnet" if "videoIDs" in split_dict else ""
+    require_keys(split_dict, list(modalities) + ["labels"], file, split, modalities=modalities, other_format=other)
     labels = as_array(split_dict["labels"], file, split, "labels")
     feats: Dict[str, np.ndarray] = {m: as_array(split_dict[m], file, split, m) for m in modalities}
     check_rows({"labels": labels, **feats, **({"id": split_dict["id"]} if "id" in split_dict else {})},

@@ -156,6 +156,12 @@ def test_a_mosi_bclstm_folder_is_loaded_and_described(tmp_path, untouched):
     bad = write_mosi_bclstm(tmp_path / "bad", edit={"mosi_index.csv": lambda t: t.replace("bclstm_split", "x", 1)})
     report = inspect_path(bad)
     assert not report.ok and report.problems[0].startswith(f"{bad / 'mosi_index.csv'}: no column 'bclstm_split'")
+    # one file of the folder (the index, a feature CSV) was read as a damaged pickle: "download it again"
+    for one in [mosi / "mosi_index.csv", *sorted(mosi.glob("*/*.csv"))[:1]]:
+        report = inspect_path(one)
+        assert report.problems == [f"{one} is one file of the mosi-bclstm folder {mosi}; inspect the folder: "
+                                   f"pase data inspect {mosi}"], report.text
+    assert len(list(mosi.glob("*/*.csv"))) > 0
 
 
 @pytest.mark.parametrize("mutate, problem", [

@@ -170,6 +170,13 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
         report.lines.append(f"  mosi-bclstm folder; {bundle.info['checksums_verified']} files match SHA256SUMS; "
                             f"load with --set data.source=mosi_bclstm --set data.path={p}")
         return _loads_as(report, bundle)
+    home = next((d for d in list(p.parents)[:3] if (d / "mosi_index.csv").is_file()), None)
+    if p.is_file() and home is not None and p.suffix.lower() in (".csv", ".txt", ".md", ""):
+        # a file of a mosi-bclstm folder (its index, a feature CSV, SHA256SUMS): not a damaged pickle
+        report.format = "mosi_bclstm"
+        report.problems.append(f"{p} is one file of the mosi-bclstm folder {home}; inspect the folder: "
+                               f"pase data inspect {home}")
+        return report
     try:
         raw = safe_load_pickle(p)
     except (DataFormatError, FileNotFoundError, IsADirectoryError) as exc:

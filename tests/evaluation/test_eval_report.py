@@ -147,3 +147,14 @@ def test_a_method_keeps_its_colour_in_every_bar_figure():
         if "late_fusion" in series:
             assert colours["late_fusion"] == to_rgba("C0")
         plt.close(fig)
+
+
+def test_report_of_a_training_run_says_what_it_reads(tmp_path):
+    """pase report on a training run's folder advised 'run pase compare --out RUN first', which
+    compare then refuses (the folder belongs to a run)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(run))} is the folder of one training run, not a "
+                                                "comparison; pase report reads the --out folder of pase compare"):
+        report(run)

@@ -167,7 +167,8 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.nda
     n_bad = int(bad.sum())
     if n_bad and not sanitize:
         raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) holds {n_bad} NaN / "
-                              f"inf values; fix the file or pass sanitize=True to set them to 0")
+                              f"inf values; fix the file or pass sanitize=True "
+                              "(--set data.options.sanitize=true) to set them to 0")
     zero = (bad | np.isneginf(x)) if modality == "audio" else bad
     if zero.any():
         x = np.where(zero, np.float32(0.0), x)

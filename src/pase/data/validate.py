@@ -277,7 +277,8 @@ def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequen
         kind = "NaN" if np.isnan(arr[row]).any() else "inf"
         raise DataFormatError(
             f"{file}: split {split!r}, key {key!r}: {kind} at sample {ids[row]!r} (row {row}; "
-            f"{counts} in the split); fix the file or pass sanitize=True to set them to 0")
+            f"{counts} in the split); fix the file or pass sanitize=True "
+            "(--set data.options.sanitize=true) to set them to 0")
     arr[bad] = 0.0
     LOGGER.warning("%s: split %r, key %r: sanitize=True set %s values to 0", file, split, key, counts)
     return arr

@@ -471,6 +471,9 @@ def report(out_dir: str | Path) -> Dict[str, Path]:
     """
     out = Path(out_dir)
     if not (out / "runs").is_dir():
+        if (out / "metrics.json").is_file():  # pase compare refuses a training run's folder as --out
+            raise FileNotFoundError(f"{out} is the folder of one training run, not a comparison; pase report reads "
+                                    "the --out folder of pase compare (pase evaluate reads a run)")
         raise FileNotFoundError(f"{out} holds no comparison (no runs/ folder); run 'pase compare --out {out}' first")
     s = summarize(out)
     if not s["reported"]:  # an empty report with exit 0 would read as a comparison that found nothing

@@ -257,9 +257,19 @@ def test_unknown_split_and_mismatched_weights_are_one_clear_line(run, capsys):
     ckpt = str(out / result["checkpoint"])
     assert main(["evaluate", "--checkpoint", ckpt, "--splits", "valid,tset"]) == 2
     assert capsys.readouterr().err == "pase: error: split 'tset' not in the data; valid: train, valid, test\n"
-    assert main(["evaluate", "--checkpoint", ckpt, "--set", "model.hidden=8"]) == 2
+    assert main(["evaluate", "--checkpoint", ckpt, "--set", "model.hidden=8"]) == 2  # refused before loading
+    assert "the given --set changes what the checkpoint was trained with (model.hidden: 32 there, 8 now)" in \
+        capsys.readouterr().err
+    # weights that do not fit the checkpoint's own configuration (an edited file) are one line too
+    import torch
+
+    state = torch.load(ckpt, weights_only=True)
+    state["hyper_parameters"]["config"]["model"]["hidden"] = 8
+    edited = out.parent / "edited.ckpt"
+    torch.save(state, edited)
+    assert main(["evaluate", "--checkpoint", str(edited)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"pase: error: {ckpt}: its weights do not fit the model of this configuration (")
+    assert err.startswith(f"pase: error: {edited}: its weights do not fit the model of this configuration (")
     assert err.endswith("(drop --config / --set)\n") and err.count("\n") == 1
 
 

@@ -260,9 +260,14 @@ def test_a_diagnosis_is_not_replaced_by_another_checkpoint_with_a_look_alike_pat
     assert main(args + [str(same)]) == 0
 
 
-def test_compare_exits_1_when_a_run_failed_and_refuses_an_absent_reference(tmp_path, capsys):
-    rc = main(["compare", "--methods", "no_such_method", "--seeds", "1", "--out", str(tmp_path / "c"),
-               "--no-diagnose"])
+def test_compare_exits_1_when_a_run_failed_and_refuses_an_absent_reference(tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("run failed")
+
+    with monkeypatch.context() as m:
+        m.setattr(compare_mod, "train", broken)
+        rc = main(["compare", "--methods", "late_fusion", "--seeds", "1", "--out", str(tmp_path / "c"),
+                   "--no-diagnose"])
     assert rc == 1 and "1 run(s) failed" in capsys.readouterr().out
     rc = main(["compare", "--methods", "late_fusion,pmr", "--seeds", "1", "--reference", "agm",
                "--out", str(tmp_path / "d")])

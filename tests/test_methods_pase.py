@@ -265,7 +265,18 @@ def test_a_schedule_without_an_sgm_epoch_is_named(tmp_path, caplog):
     msg = schedule_warning(apply_overrides(Config(), ["method=pase", "train.early_stop_patience=2",
                                                       "train.max_epochs=30"]))
     assert "never (pase.switch_max_epoch=30 >= train.max_epochs=30)" in msg
-    cfg = apply_overrides(Config(), ["method=pase", *TINY, "train.max_epochs=1", "train.early_stop_patience=1",
+    # early stopping with patience 0 stops as 1 does, while switch_patience 0 switches after epoch 0:
+    # SGM trains from epoch 1, no warning (it said "set pase.switch_patience below 0")
+    assert schedule_warning(apply_overrides(Config(), ["method=pase", "train.early_stop_patience=0",
+                                                      "pase.switch_patience=0"])) is None
+    # a run too short for the earliest SGM epoch (switch_patience + 1, or switch_max_epoch) trained silently
+    msg = schedule_warning(apply_overrides(Config(), ["method=pase", "train.max_epochs=4"]))
+    assert msg.startswith("train.max_epochs=4 ends the run before its first SGM epoch could come (epoch 4 at the "
+                          "earliest")
+    assert schedule_warning(apply_overrides(Config(), ["method=pase", "train.max_epochs=5"])) is None
+    assert "(epoch 2 at the earliest" in schedule_warning(
+        apply_overrides(Config(), ["method=pase", "train.max_epochs=2", "pase.switch_max_epoch=2"]))
+    cfg = apply_overrides(Config(), ["method=pase", *TINY, "train.max_epochs=3", "train.early_stop_patience=1",
                                      "pase.switch_patience=1"])
     with caplog.at_level("WARNING", logger="pase"):
         train(cfg, tmp_path / "run", quiet=True)

@@ -80,12 +80,26 @@ def test_pase_runs_both_phases(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "p" / "log.csv")))
     assert [float(r["diag/phase"]) for r in rows] == [1.0, 2.0, 2.0]
     assert result["diagnostics"]["switch_epoch"] == 1
+    assert (result["diagnostics"]["phase"], result["diagnostics"]["sgm_epochs"]) == (2, 2)
     import torch  # the selected checkpoint's own state, not the last epoch's
     saved = torch.load(tmp_path / "p" / result["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    sgm = max(0, result["best_epoch"] + 1 - int(saved["method.switch_epoch"]))  # epochs 0..best trained with SGM
     assert result["diagnostics_selected"] == {
-        "phase": int(saved["method.phase"]), "switch_epoch": int(saved["method.switch_epoch"]),
+        "phase": 2 if sgm else 1, "switch_epoch": int(saved["method.switch_epoch"]) if sgm else -1, "sgm_epochs": sgm,
         "sgm_coeffs": {m: float(c) for m, c in zip(("text", "audio", "vision"), saved["method.coeffs"])}}
     assert all(0 < float(rows[-1][f"diag/sgm_coeff_{m}"]) <= 1 for m in ("text", "audio", "vision"))
+
+
+def test_a_switch_decided_in_the_last_epoch_is_not_reported_as_trained(tmp_path):
+    """The switch is decided in the validation of the epoch before the first SGM epoch, so a run
+    ending there reported phase 2 and switch_epoch 2 for a model no SGM epoch trained."""
+    cfg = apply_overrides(Config(), TINY + ["method=pase", "pase.switch_max_epoch=2", "train.max_epochs=2"])
+    result = train(cfg, tmp_path / "p", quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "p" / "log.csv")))
+    assert [float(r["diag/phase"]) for r in rows] == [1.0, 1.0] and float(rows[-1]["diag/switch_epoch"]) == 2
+    for key in ("diagnostics", "diagnostics_selected"):
+        state = result[key]
+        assert (state["phase"], state["switch_epoch"], state["sgm_epochs"]) == (1, -1, 0), key
 
 
 def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):

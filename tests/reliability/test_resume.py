@@ -306,6 +306,10 @@ def test_a_changed_patience_decides_from_the_stale_epochs():
     running = {"stopped": False, "wait_count": 8, "patience": 10}
     assert early_stopped(stopped, 10) and not early_stopped(stopped, 15) and early_stopped(stopped, 5)
     assert not early_stopped(running, 10) and early_stopped(running, 5) and not early_stopped(running, 9)
+    # patience 0 stops as 1 does (Lightning counts a stale epoch first): a run whose last epoch
+    # improved goes on when resumed with patience 0 (it ended at once before)
+    improving = {"stopped": False, "wait_count": 0, "patience": 10}
+    assert not early_stopped(improving, 0) and early_stopped({**improving, "wait_count": 1}, 0)
 
 
 def test_more_patience_on_resume_is_the_patience_used(tmp_path):

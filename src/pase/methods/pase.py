@@ -53,18 +53,30 @@ def schedule_warning(cfg) -> Optional[str]:
     """Why the configured schedule may never train an SGM epoch, or None.
 
     The switch after ``pase.switch_patience`` stale validation epochs and early stopping after
-    ``train.early_stop_patience`` count the same epochs; with the first not below the second, the
+    ``train.early_stop_patience`` count the same epochs (early stopping needs at least one: a
+    patience of 0 stops as 1 does, as Lightning counts); with the first not below the second, the
     run stops when (or before) the switch would come, so phase 2 can start only at
-    ``pase.switch_max_epoch``, and never if that is not below ``train.max_epochs``.
+    ``pase.switch_max_epoch``, and never if that is not below ``train.max_epochs``. Epoch 0 always
+    improves, so the first SGM epoch is ``switch_patience + 1`` at the earliest (0: epoch 1): a run
+    of no more epochs never trains one either.
     """
     pc, tc = cfg.pase, cfg.train
-    if cfg.method != "pase" or not pc.sgm or pc.switch_max_epoch <= 0 or pc.switch_patience < tc.early_stop_patience:
+    if cfg.method != "pase" or not pc.sgm or pc.switch_max_epoch <= 0:
+        return None
+    stop = max(tc.early_stop_patience, 1)  # the stale epochs after which early stopping ends the run
+    earliest = min(pc.switch_patience + 1, pc.switch_max_epoch)  # the first SGM epoch at the earliest
+    if earliest >= tc.max_epochs:
+        return (f"train.max_epochs={tc.max_epochs} ends the run before its first SGM epoch could come (epoch "
+                f"{earliest} at the earliest: pase.switch_patience={pc.switch_patience} stale epochs after epoch 0, "
+                f"or pase.switch_max_epoch={pc.switch_max_epoch}), so phase 2 never trains; raise "
+                "train.max_epochs or lower pase.switch_patience / pase.switch_max_epoch")
+    if pc.switch_patience < stop:
         return None
     later = (f"only at pase.switch_max_epoch={pc.switch_max_epoch}" if pc.switch_max_epoch < tc.max_epochs
              else f"never (pase.switch_max_epoch={pc.switch_max_epoch} >= train.max_epochs={tc.max_epochs})")
     return (f"pase.switch_patience={pc.switch_patience} >= train.early_stop_patience={tc.early_stop_patience}: "
             f"early stopping ends the run before a stale-validation switch trains an SGM epoch, so phase 2 "
-            f"starts {later}; set pase.switch_patience below {tc.early_stop_patience} or raise train.early_stop_patience")
+            f"starts {later}; set pase.switch_patience below {stop} or raise train.early_stop_patience")
 
 
 @register_method("pase")

@@ -166,7 +166,8 @@ def early_stopped(state: Dict[str, Any], patience: int) -> bool:
     its saved decision, unless the patience changed since, then whether its stale epochs reach the
     new one (as in one run with it; patience is this callback's only stopping rule)."""
     if state.get("patience", patience) != patience:
-        return int(state.get("wait_count", 0)) >= patience
+        # Lightning stops once a stale epoch brings the count to the patience, so 0 stops as 1 does
+        return int(state.get("wait_count", 0)) >= max(patience, 1)
     return bool(state.get("stopped", False))
 
 

@@ -511,12 +511,14 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
                     else "no epoch had finished")
             raise RunInterrupted(f"training interrupted by {sig} in epoch {trainer.current_epoch}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
+    best_epoch = _best_epoch(out / "log.csv", monitor, mode)
     result = {
         "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,
-        "best_epoch": _best_epoch(out / "log.csv", monitor, mode), "epochs_run": trainer.current_epoch,
+        "best_epoch": best_epoch, "epochs_run": trainer.current_epoch,
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
-        "diagnostics": final_state, "diagnostics_selected": selected_state,
+        "diagnostics": _as_trained(final_state, trainer.current_epoch),
+        "diagnostics_selected": _as_trained(selected_state, None if best_epoch is None else best_epoch + 1),
         "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__, "code_sha256": code_fingerprint(),
         # what ran, which may differ from what was asked (on a CPU Lightning runs 16-mixed as bf16-mixed)
         "precision_effective": str(trainer.precision), "accelerator_effective": type(trainer.accelerator).__name__,
@@ -525,6 +527,19 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     if writer:
         atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _as_trained(state: Any, epochs: Optional[int]) -> Any:
+    """A method state as the model of ``epochs`` trained epochs was trained: PaSE decides its switch
+    in the validation of the epoch before the first SGM epoch, so a checkpoint of that epoch (the
+    last one, or the selected one) holds phase 2 and that switch epoch though no SGM epoch trained
+    it. Here ``phase`` is that of its last trained epoch, ``sgm_epochs`` how many used SGM, and
+    ``switch_epoch`` the first of them (-1: none)."""
+    if not isinstance(state, dict) or epochs is None or not {"phase", "switch_epoch"} <= set(state):
+        return state
+    first = int(state["switch_epoch"])
+    sgm = max(0, epochs - first) if first >= 0 else 0
+    return dict(state, phase=2 if sgm else 1, switch_epoch=first if sgm else -1, sgm_epochs=sgm)
 
 
 def _relative(path: Path, out: Path) -> str:

@@ -296,3 +296,27 @@ def test_the_regression_loss_of_half_precision_logits_uses_exact_labels():
     assert task_loss(logits, y, task).dtype == torch.float32
     assert float(task_loss(logits, y, task)) == float(exact)
     assert float((logits[:, 0] - y.bfloat16()).abs().mean()) != float(exact)  # what it computed before
+
+
+def test_each_loss_weight_goes_with_its_own_term(bundle):
+    """From mutation testing: swapping lambda_pcl and lambda_ot in the total survived every test."""
+    _, model, method = _setup(bundle, "pase.lambda_pcl=0.3", "pase.lambda_ot=0.7")
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    first, logs = method.loss(model, batch, model(batch))
+    # before the banks hold a prototype, no class is usable for OT: its loss is 0, not a match to zeros
+    assert float(logs["ot_loss"]) == 0.0
+    total, logs = method.loss(model, batch, model(batch))
+    assert float(logs["pcl_loss"]) > 0 and float(logs["ot_loss"]) > 0
+    want = logs["task_loss"] + 0.3 * logs["pcl_loss"] + 0.7 * logs["ot_loss"]
+    assert float(total) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_an_improving_epoch_resets_the_stale_count(bundle):
+    """The switch needs switch_patience stale epochs in a row: improved, stale, improved, stale
+    stays in phase 1 (a count that was not reset survived every test)."""
+    _, model, method = _setup(bundle, "pase.switch_patience=2", "pase.switch_max_epoch=10")
+    for epoch, improved in enumerate([True, False, True, False]):
+        method.end_validation_epoch(model, epoch, improved)
+    assert int(method.phase) == 1 and int(method.stale_epochs) == 1
+    method.end_validation_epoch(model, 4, False)
+    assert int(method.phase) == 2 and int(method.switch_epoch) == 5

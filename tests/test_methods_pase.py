@@ -320,3 +320,21 @@ def test_an_improving_epoch_resets_the_stale_count(bundle):
     assert int(method.phase) == 1 and int(method.stale_epochs) == 1
     method.end_validation_epoch(model, 4, False)
     assert int(method.phase) == 2 and int(method.switch_epoch) == 5
+
+
+def test_sgm_coefficients_smooth_from_the_first_steps_value_and_respect_the_floor(bundle):
+    """Every SGM test ran with sgm_smoothing=0; at the default 0.9 the EMA must start from the first
+    step's phi (not from ones) and then move by 1 - 0.9 per step; sgm_min_coeff floors what scales."""
+    _, model, method = _setup(bundle, "pase.sgm_smoothing=0.9", "pase.switch_max_epoch=0", "pase.sgm_min_coeff=0.5")
+    groups = model.modality_parameters()
+    phi1, phi2 = torch.tensor([0.2, 1.0, 0.8]), torch.tensor([1.0, 0.6, 0.4])
+    expected = [phi1, 0.9 * phi1 + 0.1 * phi2]
+    for phi, want in zip((phi1, phi2), expected):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        method._pending.add(phi)
+        method.before_optimizer_step(model)
+        torch.testing.assert_close(method.coeffs, want)
+        for i, m in enumerate(method.modalities):
+            scale = max(float(want[i]), 0.5)
+            assert all(torch.allclose(p.grad, torch.full_like(p, scale)) for p in groups[m]), m

@@ -76,6 +76,21 @@ def test_label_probe_scores_on_constructed_features():
     assert linear_probe(f_tr, c_tr, f_te, c_te, "classification") == {"acc": 0.75}
 
 
+def test_multilabel_probe_scores_each_label_on_its_own():
+    """Multi-label targets (MulT's IEMOCAP) get one binary probe per label and the mean per-label
+    accuracy: a sample with no positive label is right on every label the probe calls negative
+    (not class 0 of a multinomial probe), and a label constant on train is predicted constant."""
+    from pase.evaluation.probes import linear_probe
+
+    rng = np.random.default_rng(1)
+    x_tr = rng.normal(size=(300, 2))
+    y_tr = np.stack([x_tr[:, 0] > 0, x_tr[:, 1] > 0, np.zeros(300, bool)], 1).astype(int)
+    x_te = np.array([[2.0, 2.0], [-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0]])
+    y_te = np.array([[1, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 1]])
+    # labels 0 and 1 right on all four samples, label 2 (never on in train) wrong on the last one
+    assert linear_probe(x_tr, y_tr, x_te, y_te, "multilabel")["acc"] == pytest.approx((1 + 1 + 0.75) / 3)
+
+
 def test_permutation_standard_error_is_the_sd_over_sqrt_r():
     """A 2-player game with v({0}) = 1, v({1}) = 0, v({0, 1}) = 4: player 0's marginal contribution is
     1 (first) or 4 (second) with probability 1/2 each, sd 1.5, so se = 1.5 / sqrt(R)."""

@@ -3,7 +3,9 @@
 A probe fits a linear model on the frozen representation h^m of the train split and scores the
 test split. Regression tasks get a logistic probe on the sign (Has0 Acc-2, the field's headline
 number) and a ridge probe on the value (Corr); classification tasks a multinomial logistic
-probe (accuracy). Inputs are standardised on the train split. scikit-learn does the fitting.
+probe (accuracy); multi-label tasks (MulT's IEMOCAP) a binary logistic probe per label, scored
+by the mean per-label accuracy (MulT's per-emotion accuracy, averaged). Inputs are standardised
+on the train split. scikit-learn does the fitting.
 
 Where the data carry ground truth (the built-in benchmark's ``effects``: each modality's own
 unit-variance effect f_m on the label), each encoder also gets an *effect probe*: a ridge probe
@@ -53,12 +55,15 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
     """Fit a linear probe on (x_train, y_train), score on the test pair.
 
     Args:
-        x_*: (N, D) features; y_*: (N,) labels (float for regression, int for classification).
-        kind: "regression" or "classification".
+        x_*: (N, D) features; y_*: (N,) labels (float for regression, int for classification),
+            (N, L) 0/1 labels for multilabel.
+        kind: "regression", "classification" or "multilabel".
         c: inverse regularisation strength of the logistic probe (ridge alpha = 1 / c).
 
     Returns:
-        regression: {"acc2", "corr"}; classification: {"acc"}.
+        regression: {"acc2", "corr"}; classification: {"acc"}; multilabel: {"acc"}, the mean
+        over labels of each label's binary accuracy (a label constant on the train split is
+        predicted as that constant).
     """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.preprocessing import StandardScaler
@@ -71,6 +76,14 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
         pred = Ridge(alpha=1.0 / c).fit(a, y_train).predict(b)
         corr = float(np.corrcoef(pred, y_test)[0, 1]) if pred.std() > 1e-12 else float("nan")
         return {"acc2": acc2, "corr": corr}
+    if kind == "multilabel":
+        accs = []
+        for j in range(y_train.shape[1]):
+            yj = y_train[:, j].astype(int)
+            pred = (np.full(len(b), yj[0]) if np.all(yj == yj[0])
+                    else LogisticRegression(C=c, max_iter=2000).fit(a, yj).predict(b))
+            accs.append(float((pred == y_test[:, j].astype(int)).mean()))
+        return {"acc": float(np.mean(accs))}
     clf = LogisticRegression(C=c, max_iter=2000).fit(a, y_train.astype(int))
     return {"acc": float((clf.predict(b) == y_test.astype(int)).mean())}
 
@@ -103,8 +116,7 @@ def probe_model(model: torch.nn.Module, bundle: DataBundle, test_split: str = "t
     te = encoder_features(model, bundle, test_split, by_group=by_group)
     kind = bundle.task.kind
     ytr, yte = _labels(bundle, "train", tr["__ids__"]), _labels(bundle, test_split, te["__ids__"])
-    out = {m: linear_probe(tr[m], ytr, te[m], yte, "regression" if kind == "regression" else "classification")
-           for m in model.modalities}
+    out = {m: linear_probe(tr[m], ytr, te[m], yte, kind) for m in model.modalities}
     order = list(bundle.info.get("effects", {}))
     if all(getattr(bundle.splits[s], "effects", None) is not None for s in ("train", test_split)) and order:
         for m in model.modalities:
@@ -123,12 +135,7 @@ def _rows(bundle: DataBundle, split: str, ids: np.ndarray, j: int) -> np.ndarray
 
 
 def _labels(bundle: DataBundle, split: str, ids: np.ndarray) -> np.ndarray:
-    """The probe targets of ``ids``; a multi-label target becomes the index of its first positive
-    label: right when exactly one label is on (not checked here); a sample with none counts as
-    class 0."""
+    """The probe targets of ``ids``: (N,) values or classes, (N, L) 0/1 labels for multilabel."""
     ds = bundle.splits[split]
     pos = {i: k for k, i in enumerate(ds.ids)}
-    t = ds.target[[pos[i] for i in ids.tolist()]]
-    if bundle.task.kind == "multilabel":
-        t = t.argmax(-1)
-    return t.numpy()
+    return ds.target[[pos[i] for i in ids.tolist()]].numpy()

@@ -102,6 +102,31 @@ def test_a_switch_decided_in_the_last_epoch_is_not_reported_as_trained(tmp_path)
         assert (state["phase"], state["switch_epoch"], state["sgm_epochs"]) == (1, -1, 0), key
 
 
+def test_stale_epochs_count_at_the_precision_the_checkpoint_compares(tmp_path, monkeypatch):
+    """Validation values lower in float64 but equal in float32 (as Lightning's ModelCheckpoint and
+    EarlyStopping see a logged float) are not an improvement for the phase switch either: the
+    switch after patience 1 and the selected epoch 0 must agree (the stale count was reset by a
+    float64 gain the checkpoint never saw, so the switch came at switch_max_epoch instead)."""
+    from pase.metrics.stateful import MetricAccumulator
+
+    orig, valid_maes = MetricAccumulator.compute, iter([0.5, 0.5 - 1e-9, 0.5 - 2e-9, 0.5 - 3e-9])
+
+    def compute(self):
+        values = orig(self)
+        if len(self._preds) and sum(len(p) for p in self._preds) == 48:  # the valid split, 48 samples
+            values["MAE"] = next(valid_maes, 0.5)  # then the selected checkpoint's evaluation
+        return values
+
+    monkeypatch.setattr(MetricAccumulator, "compute", compute)
+    cfg = apply_overrides(Config(), TINY + ["data.options.sizes=[192,48,32]", "method=pase", "train.max_epochs=4",
+                                            "pase.switch_patience=1", "pase.switch_max_epoch=30"])
+    result = train(cfg, tmp_path / "p", quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "p" / "log.csv")))
+    assert [float(r["valid/MAE"]) for r in rows] == [0.5] * 4
+    assert result["best_epoch"] == 0
+    assert [float(r["diag/phase"]) for r in rows] == [1.0, 1.0, 2.0, 2.0]  # switch after 1 stale epoch
+
+
 def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "c"), "--quiet"] + [x for s in TINY for x in ("--set", s)]
     assert main(args) == 0

@@ -49,6 +49,17 @@ def build_optimizer(groups: List[Dict[str, Any]], tc: Dict[str, Any]) -> torch.o
     return {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](groups, lr=lr, weight_decay=wd)
 
 
+def improves(value: float, best: Optional[float], higher: bool) -> bool:
+    """Whether a validation value beats the best so far, compared as Lightning's checkpoint and
+    early-stopping callbacks compare the logged value: as a tensor of torch's default dtype
+    (float32 unless changed; ``self.log`` converts a float so), so the phase switch's stale count
+    and the saved best epoch agree on values equal at that precision."""
+    if best is None:
+        return True
+    v, b = (torch.tensor(x, dtype=torch.get_default_dtype()) for x in (value, best))
+    return bool(v > b) if higher else bool(v < b)
+
+
 def check_optimizer(name: str) -> str:
     """``name`` if it is one of :data:`OPTIMIZERS`; otherwise the one error naming the key."""
     if name not in OPTIMIZERS:
@@ -216,7 +227,7 @@ class PaseModule(L.LightningModule):
         if self.trainer.sanity_checking or self.trainer.state.fn != "fit":
             return
         v = values[self.monitor]
-        improved = self.best_value is None or (v > self.best_value if self.higher else v < self.best_value)
+        improved = improves(v, self.best_value, self.higher)
         if improved and math.isfinite(v):
             self.best_value = v
         for k, val in self.method.end_validation_epoch(self.model, self.current_epoch, improved).items():

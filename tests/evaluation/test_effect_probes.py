@@ -35,6 +35,36 @@ def test_effect_probe_closed_cases():
     assert blind["effect_r2"] < 0.03 and abs(blind["effect_acc"] - 0.5) < 0.08
 
 
+def test_a_unit_that_fired_once_on_train_does_not_swing_the_probe():
+    """A near-dead ReLU unit: active on one training sample with a tiny value, so its train SD is
+    tiny and a test activation of it lies hundreds of SDs out. Standardising without clipping
+    (a StandardScaler + Ridge pipeline) gives a large negative R^2 here; the probe clips test
+    inputs to the standardised train range, so the informative column decides. Both probes use
+    the same standardisation (``standardise``), checked against scikit-learn's scaler."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from pase.evaluation.probes import linear_probe, standardise
+
+    g = np.random.default_rng(0)
+    f_tr, f_te = g.standard_normal(300), g.standard_normal(100)
+    dead_tr, dead_te = np.zeros(300), np.zeros(100)
+    dead_tr[0], dead_te[:5] = 1e-5, 1e-2  # fired once on train; on five test samples, 1000 x larger
+    x_tr = np.c_[f_tr + 0.5 * g.standard_normal(300), dead_tr]
+    x_te = np.c_[f_te + 0.5 * g.standard_normal(100), dead_te]
+    unclipped = r2_score(f_te, make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x_tr, f_tr).predict(x_te))
+    assert unclipped < -1  # the failure this guards against
+    assert effect_probe(x_tr, f_tr, x_te, f_te)["effect_r2"] > 0.6  # 1 / 1.25 for the informative column
+    a, b = standardise(x_tr, x_te)
+    scaler = StandardScaler().fit(x_tr)
+    np.testing.assert_allclose(a, scaler.transform(x_tr))
+    np.testing.assert_allclose(b[:, 0], np.clip(scaler.transform(x_te)[:, 0], a[:, 0].min(), a[:, 0].max()))
+    assert b[:5, 1].max() == a[:, 1].max()  # the far-out activations sit at the train maximum
+    assert linear_probe(x_tr, f_tr, x_te, f_te, "regression")["corr"] > 0.8
+
+
 def test_probe_model_uses_each_modalitys_own_effect_column():
     bundle = create_data("synthetic", sizes=[400, 50, 300])
     right = probe_model(EffectModel(bundle, {"text": 0, "audio": 1, "vision": 2}, noise=0.1), bundle)

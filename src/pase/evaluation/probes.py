@@ -5,7 +5,10 @@ test split. Regression tasks get a logistic probe on the sign (Has0 Acc-2, the f
 number) and a ridge probe on the value (Corr); classification tasks a multinomial logistic
 probe (accuracy); multi-label tasks (MulT's IEMOCAP) a binary logistic probe per label, scored
 by the mean per-label accuracy (MulT's per-emotion accuracy, averaged). Inputs are standardised
-on the train split. scikit-learn does the fitting.
+on the train split, and test inputs clipped to the standardised range seen on train
+(``standardise``): a ReLU unit that fired on one training sample has a tiny train spread, so an
+activation of it at test time would otherwise be hundreds of standard deviations out and swing
+the probe's prediction (an effect R^2 of -17 on a 1-epoch model). scikit-learn does the fitting.
 
 Where the data carry ground truth (the built-in benchmark's ``effects``: each modality's own
 unit-variance effect f_m on the label), each encoder also gets an *effect probe*: a ridge probe
@@ -17,7 +20,7 @@ effect probe asks directly how much of its own signal the encoder has learned.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +29,7 @@ from ..data.contract import DataBundle
 from ..training.datamodule import make_loader
 from ..training.precision import inference
 
-__all__ = ["encoder_features", "linear_probe", "effect_probe", "probe_model"]
+__all__ = ["encoder_features", "standardise", "linear_probe", "effect_probe", "probe_model"]
 
 
 @torch.no_grad()
@@ -50,6 +53,17 @@ def encoder_features(model: torch.nn.Module, bundle: DataBundle, split: str, bat
     return out
 
 
+def standardise(x_train: np.ndarray, x_test: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Both inputs standardised with the train split's mean and SD (scikit-learn's StandardScaler),
+    the test input then clipped per column to the range the train split spans, so a probe is never
+    asked to extrapolate beyond the values it was fit on."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_train)
+    a, b = scaler.transform(x_train), scaler.transform(x_test)
+    return a, np.clip(b, a.min(0), a.max(0))
+
+
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                  kind: str, c: float = 1.0) -> Dict[str, float]:
     """Fit a linear probe on (x_train, y_train), score on the test pair.
@@ -66,10 +80,8 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
         predicted as that constant).
     """
     from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(x_train)
-    a, b = scaler.transform(x_train), scaler.transform(x_test)
+    a, b = standardise(x_train, x_test)
     if kind == "regression":
         clf = LogisticRegression(C=c, max_iter=2000).fit(a, (y_train >= 0).astype(int))
         acc2 = float((clf.predict(b) == (y_test >= 0).astype(int)).mean())
@@ -97,10 +109,8 @@ def effect_probe(x_train: np.ndarray, f_train: np.ndarray, x_test: np.ndarray, f
     """
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.metrics import r2_score
-    from sklearn.preprocessing import StandardScaler
 
-    scaler = StandardScaler().fit(x_train)
-    a, b = scaler.transform(x_train), scaler.transform(x_test)
+    a, b = standardise(x_train, x_test)
     r2 = float(r2_score(f_test, Ridge(alpha=1.0 / c).fit(a, f_train).predict(b)))
     med = float(np.median(f_train))
     clf = LogisticRegression(C=c, max_iter=2000).fit(a, (f_train > med).astype(int))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from pase.methods.agm import AGM, agm_coefficients, agm_ratios, shapley_logits
+from pase.methods.agm import AGM, agm_coefficients, agm_ratios, agm_scores, shapley_logits
 from pase.methods.base import LateFusion, task_loss
 from pase.shapley import coalition_masks
 
@@ -60,6 +60,25 @@ def test_coefficients_hand_example():
     assert_close(agm_ratios(torch.tensor([4.0])), torch.tensor([1.0]))  # one modality: no modulation
     capped = agm_coefficients(torch.tensor([0.0, 50.0]), torch.tensor([50.0, 0.0]), 1.0, max_gap=7.0)
     assert torch.isfinite(capped).all() and float(capped.max()) == pytest.approx(math.exp(7.0))
+
+
+def test_scores_floor_the_true_class_probability_at_1e_8_as_the_original():
+    """The original scores -log(max(p_true, 1e-8)) per sample: a per-sample loss above
+    -log 1e-8 = 18.42 counts as 18.42, a smaller one as itself; u_m = phi_m + v(empty) / M."""
+    from pase.data.contract import TaskSpec
+
+    task = TaskSpec("classification", 3, "demo")
+    phi = torch.tensor([[[40.0, 0.0, 0.0], [0.0, 2.0, 0.0]],      # modality 0: sample 0 very wrong, 1 right
+                        [[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]], dtype=torch.float64)
+    empty = torch.tensor([[0.0, 0.0, 2.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    target = torch.tensor([2, 1])
+    u = phi + empty / 2
+    p_true = torch.softmax(u, -1)[:, torch.arange(2), target]  # (M, B)
+    expected = (-torch.log(p_true.clamp_min(1e-8))).mean(-1)
+    got = agm_scores(phi, empty, target, task)
+    assert_close(got, expected)
+    assert float(-torch.log(p_true[0, 0])) > 30  # the cap is in play for modality 0's first sample
+    assert float(got[0]) == pytest.approx((-math.log(1e-8) - math.log(float(p_true[0, 1]))) / 2)
 
 
 @pytest.mark.parametrize("kind", ["regression", "classification"])

@@ -195,13 +195,22 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+def _status_mb(key: str) -> Optional[float]:
+    """A ``/proc/self/status`` memory line (``VmRSS``, ``VmHWM``) in MiB; None where there is none."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 def rss_mb() -> float:
     """Current resident set size (VmRSS) in MiB."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    v = _status_mb("VmRSS")
+    return float("nan") if v is None else v
 
 
 def live_rss_mb() -> float:
@@ -219,8 +228,12 @@ def live_rss_mb() -> float:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss, KiB on Linux) in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process so far in MiB: ``VmHWM``, which starts afresh at
+    exec. Not ``ru_maxrss``: on Linux exec carries the parent's high-water mark into the child's,
+    so a worker started by the driver (torch and Lightning imported, about 400 MiB) read at least
+    the driver's peak from its first instruction. ``ru_maxrss`` only where /proc is missing."""
+    v = _status_mb("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if v is None else v
 
 
 def quantiles(values: Sequence[float]) -> Dict[str, float]:

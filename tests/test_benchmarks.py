@@ -90,3 +90,21 @@ def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():
     assert report._flat({"rss_after_epoch_mb": flat}) is True
     assert report._flat({"rss_after_epoch_mb": leak}) is False
     assert report._flat({"rss_after_epoch_mb": flat, "cuda_allocated_after_epoch_mb": leak}) is False
+
+
+def test_a_workers_peak_memory_is_its_own_not_its_parents(tmp_path):
+    """A worker started by a parent holding 600 MiB reads its own peak (VmHWM), not the parent's:
+    ``ru_maxrss`` carries the parent's high-water mark across exec, which put a floor of about
+    400 MiB (the driver's) under every worker's peak and flipped small MMSA-load verdicts."""
+    if not Path("/proc/self/status").exists():
+        import pytest
+        pytest.skip("no /proc/self/status on this system: peak_rss_mb falls back to ru_maxrss there")
+    child = ("import sys, resource; sys.path.insert(0, sys.argv[1]); import workloads as W; "
+             "print(W.peak_rss_mb(), W.rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    parent = ("import subprocess, sys; x = bytearray(600 * 2 ** 20); x[::4096] = b'\\x01' * len(x[::4096]); "
+              f"print(subprocess.run([sys.executable, '-c', {child!r}, {str(ROOT / 'benchmarks')!r}], "
+              "capture_output=True, text=True, check=True).stdout)")
+    out = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, check=True).stdout
+    peak, rss, ru_maxrss = map(float, out.split())
+    assert ru_maxrss > 600  # the inherited mark the old reading returned
+    assert rss <= peak < 600 and peak < ru_maxrss - 100

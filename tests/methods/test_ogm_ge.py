@@ -89,8 +89,9 @@ def test_ratio_closed_form_and_edge_cases():
     assert torch.equal(k_eq, torch.ones(2))
 
 
-def test_generalisation_noise_is_seeded_and_scaled(make_case):
-    case = make_case("classification", B=64, overrides=["baselines.ogm_alpha=500.0", "train.seed=7"])
+@pytest.mark.parametrize("alpha", ["500.0", "1e9"])  # 1e9: k underflows to exactly 0 in float32
+def test_generalisation_noise_is_seeded_and_scaled(make_case, alpha):
+    case = make_case("classification", B=64, overrides=[f"baselines.ogm_alpha={alpha}", "train.seed=7"])
     runs = []
     for _ in range(2):
         model = case.fresh()

@@ -22,7 +22,7 @@ Letters: B batch, M modalities, O output width (K classes, E labels, 1 for regre
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -32,7 +32,7 @@ from ..data.contract import Batch, TaskSpec
 from ..shapley import scale_gradients
 from .base import Method, RunningMean, pop_means, register_method, task_loss
 
-__all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise"]
+__all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise", "noise_spreads"]
 
 
 def ogm_scores(logits: Tensor, target: Tensor, task: TaskSpec, loss_kind: str = "auto") -> Tensor:
@@ -100,26 +100,37 @@ def ogm_coefficients(scores: Tensor, alpha: float) -> Tuple[Tensor, Tensor]:
 
 
 def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, eps: float = 1e-8,
-                       scale: float | Tensor = 1.0) -> None:
-    r"""OGM-GE's generalisation enhancement: ``grad += N(0, (std(grad / scale) + eps)^2)``, in place.
+                       stds: Optional[Sequence[Tensor]] = None) -> None:
+    r"""OGM-GE's generalisation enhancement: ``grad += N(0, (sigma + eps)^2)``, in place.
 
-    Applied to gradients already multiplied by ``scale`` (the modulation coefficient k), with the
-    standard deviation of the gradient *before* the modulation, as in the original code
-    (``parms.grad = parms.grad * coeff + zeros_like(parms.grad).normal_(0, parms.grad.std().item()
-    + 1e-8)``: the right-hand side is evaluated before the assignment), but without a host sync.
-    Parameters without a gradient and single-element ones (no standard deviation) are skipped.
+    ``sigma`` is the standard deviation of the gradient *before* the modulation (``stds``, one
+    0-dim tensor per parameter, taken before the gradients were scaled; default: the gradient as
+    it is now), as in the original code (``parms.grad = parms.grad * coeff + zeros_like(parms.grad)
+    .normal_(0, parms.grad.std().item() + 1e-8)``: the right-hand side is evaluated before the
+    assignment), but without a host sync. Taken before the scaling, it holds however small the
+    coefficient: recovering it as std(k g) / k lost it where k underflows to 0 in float32
+    (1 - tanh(x) for x above about 9). Parameters without a gradient and single-element ones
+    (no standard deviation) are skipped.
 
     Args:
         params: the parameters whose gradients receive noise.
         generator: seeded generator on the gradients' device.
         eps: added to the standard deviation (the original's 1e-8).
+        stds: per parameter of ``params``, the spread to use (``noise_spreads``), or None.
     """
-    for p in params:
+    params = list(params)
+    for p, sd in zip(params, stds if stds is not None else [None] * len(params)):
         g = p.grad
         if g is None or g.numel() < 2:
             continue
         noise = torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
-        g.add_(noise * (g.std() / scale + eps))
+        g.add_(noise * ((g.std() if sd is None else sd) + eps))
+
+
+def noise_spreads(params: Sequence[Parameter]) -> List[Optional[Tensor]]:
+    """The gradients' standard deviations (0-dim tensors, no host sync; None where there is no
+    gradient or a single element), taken before modulation for ``add_gradient_noise``."""
+    return [p.grad.std() if p.grad is not None and p.grad.numel() > 1 else None for p in params]
 
 
 @register_method("ogm_ge")
@@ -180,13 +191,12 @@ class OGMGE(Method):
             coeffs = coeffs / torch.distributed.get_world_size()
         self.coeffs.copy_(coeffs)
         groups = model.modality_parameters()
+        spreads = {m: noise_spreads(groups[m]) for m in self.modalities} if self.noise else {}
         scale_gradients(groups, {m: coeffs[i] for i, m in enumerate(self.modalities)})
-        if self.noise:  # noise of the unmodulated gradient's spread (k = 0 in float32 only at tanh = 1)
-            for i, m in enumerate(self.modalities):
-                for p in groups[m]:
-                    if p.grad is not None:
-                        add_gradient_noise([p], self._generator(p.grad.device),
-                                           scale=coeffs[i].clamp_min(1e-6).to(p.grad.device, p.grad.dtype))
+        for m, sds in spreads.items():  # noise of the unmodulated gradient's spread
+            for p, sd in zip(groups[m], sds):
+                if sd is not None:
+                    add_gradient_noise([p], self._generator(p.grad.device), stds=[sd])
         self._stats["coeff"].add(coeffs)
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

@@ -102,11 +102,14 @@ def test_loss_value_is_the_fused_loss_and_gradients_follow_the_originals_hooks(m
     assert_close(loss, task_loss(out.logits, y, case.task), **CLOSE)
     loss.backward()
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    # the original: loss of sum_m phi_m + v(empty), phi_m's gradient multiplied by k_m in a hook
+    # the original (MOSEI_net.py): the loss of sum_m u_m, u_m = phi_m + v(empty) / M (its m_t, m_a),
+    # with u_m's gradient multiplied by k_m in a backward hook: v(empty)'s path (with an MLP head
+    # more than a bias) is scaled too
     ref = case.fresh()
     phi2, empty2 = shapley_logits(ref.coalition_logits(ref(case.batch), coalition_masks(3)))
-    phi2.register_hook(lambda g: g * k[:, None, None].to(g.dtype))
-    task_loss(phi2.sum(0) + empty2, y, case.task).backward()
+    u2 = phi2 + empty2 / 3
+    u2.register_hook(lambda g: g * k[:, None, None].to(g.dtype))
+    task_loss(u2.sum(0), y, case.task).backward()
     for n, p in ref.named_parameters():
         if p.grad is not None:
             assert_close(got[n], p.grad, atol=1e-6, rtol=1e-4)

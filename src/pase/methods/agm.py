@@ -171,11 +171,14 @@ class AGM(Method):
             running = self.running.to(scores.device)
             coeffs = agm_coefficients(scores, running, self.alpha, self.max_gap)  # r* from before this batch
             self.update_running(scores.to(self.running.device))
-        # the original's backward hooks: the forward value stays v(N) = sum_m phi_m + v(empty), the
-        # gradient through phi_m is scaled by k_m (scaling phi_m itself moved the logits and the
-        # point where the loss's gradient is taken: a saturated loss killed the boosted gradient)
+        # the original's backward hooks: the forward value stays v(N) = sum_m u_m with the unimodal
+        # outputs u_m = phi_m + v(empty) / M (the original's m_t, m_a), the gradient through u_m is
+        # scaled by k_m, so v(empty)'s path gets the mean of k (scaling u_m itself moved the logits
+        # and the point where the loss's gradient is taken: a saturated loss killed the boosted
+        # gradient)
         k = coeffs.to(phi.dtype)[:, None, None]
-        z = (k * phi + (1 - k) * phi.detach()).sum(0) + empty  # (B, O)
+        u = phi + empty / phi.shape[0]  # (M, B, O)
+        z = (k * u + (1 - k) * u.detach()).sum(0)  # (B, O)
         task = task_loss(z, batch.target, self.task, self.loss_kind)
         self.track(model, batch, out)
         self._stats["coeff"].add(coeffs)

@@ -174,6 +174,7 @@ class PaseConfig:
 class BaselineConfig:
     ogm_alpha: float = 0.3  # OGM-GE modulation strength (CVPR 2022 uses 0.1 to 0.8)
     ogm_noise: bool = True  # OGM-GE's generalisation enhancement (Gaussian gradient noise)
+    ogm_rule: str = "original"  # original: k = 1 - tanh(alpha rho) for the leaders; continuous: 1 - tanh(alpha relu(rho - 1))
     agm_alpha: float = 1.0  # AGM coefficient strength
     agm_momentum: float = 0.9  # AGM running-average momentum
     agm_average: str = "ema"  # "ema" (agm_momentum) | "cumulative": the original code's mean over all steps

@@ -16,9 +16,11 @@ TIGHT = dict(atol=1e-7, rtol=1e-6)
 def _hand_scores(case, reps):
     """Scores from the head fed one modality's representation and zeros elsewhere, sample by sample."""
     scores = []
+    empty = case.model.head(torch.cat([torch.zeros_like(reps[n]) for n in case.mods], -1)).detach().double()
     for i, m in enumerate(case.mods):
         fused = torch.cat([reps[n] if n == m else torch.zeros_like(reps[n]) for n in case.mods], -1)
-        z = case.model.head(fused).detach().double()  # (B, O)
+        # the modality's output with a 1/M share of the empty input's (the original's bias / 2)
+        z = case.model.head(fused).detach().double() - (1 - 1 / len(case.mods)) * empty  # (B, O)
         y = case.batch.target
         if case.kind == "classification":
             s = sum(math.exp(z[b, y[b]]) / sum(math.exp(v) for v in z[b]) for b in range(len(y)))
@@ -42,13 +44,19 @@ def _step(case, method, model):
 
 @pytest.mark.parametrize("kind", ["regression", "classification", "multilabel"])
 @pytest.mark.parametrize("M", [2, 3])
-def test_coefficients_match_hand_computation(make_case, kind, M):
-    case = make_case(kind, M=M, overrides=["baselines.ogm_noise=false", "baselines.ogm_alpha=5.0"])
+@pytest.mark.parametrize("rule", ["original", "continuous"])
+def test_coefficients_match_hand_computation(make_case, kind, M, rule):
+    alpha = 5.0 if rule == "continuous" else 0.3
+    case = make_case(kind, M=M, overrides=["baselines.ogm_noise=false", f"baselines.ogm_alpha={alpha}",
+                                           f"baselines.ogm_rule={rule}"])
     method = OGMGE(case.cfg, case.task, case.model)
     out, before = _step(case, method, case.model)
     scores = _hand_scores(case, out.reps)
     weakest = min(scores)
-    expected = [1 - math.tanh(5.0 * max(s / weakest - 1, 0.0)) for s in scores]
+    if rule == "continuous":
+        expected = [1 - math.tanh(alpha * max(s / weakest - 1, 0.0)) for s in scores]
+    else:  # the released code: 1 - tanh(alpha * ratio) for a modality ahead of the weakest
+        expected = [1 - math.tanh(alpha * s / weakest) if s > weakest else 1.0 for s in scores]
     assert expected[scores.index(weakest)] == 1.0
     assert min(expected) < 0.99, "the case should modulate someone"
     groups = case.model.modality_parameters()
@@ -60,6 +68,42 @@ def test_coefficients_match_hand_computation(make_case, kind, M):
     logs = method.end_validation_epoch(case.model, 0, True)
     for i, m in enumerate(case.mods):
         assert logs[f"ogm_coeff_{m}"] == pytest.approx(expected[i], rel=1e-5)
+
+
+def test_two_modality_linear_head_scores_are_the_originals():
+    """With a linear head over [h_a, h_v] and two modalities, the original (main.py) scores each
+    modality by sum_b softmax(h W_m^T + b / 2)[y] and damps the leader by 1 - tanh(alpha * ratio)."""
+    from pase.data.contract import Batch, TaskSpec
+    from pase.config import Config
+    from pase.models.fusion_model import FusionModel, build_head
+    from conftest import TinyEncoder
+
+    torch.manual_seed(3)
+    task = TaskSpec("classification", 3, "demo")
+    enc = {"audio": TinyEncoder(4, d_model=5), "vision": TinyEncoder(6, d_model=5)}
+    head = build_head(10, 3, hidden=0, dropout=0.0)
+    model = FusionModel(enc, head, d_model=5)
+    lin = [mod for mod in head.modules() if isinstance(mod, torch.nn.Linear)]
+    assert len(lin) == 1
+    with torch.no_grad():
+        lin[0].bias.copy_(torch.tensor([2.0, -1.5, 0.5]))
+    B = 16
+    batch = Batch(inputs={"audio": torch.randn(B, 1, 4), "vision": torch.randn(B, 1, 6)},
+                  lengths={m: torch.ones(B, dtype=torch.long) for m in enc},
+                  target=torch.randint(0, 3, (B,)), ids=[str(i) for i in range(B)])
+    cfg = apply_overrides(Config(), ["baselines.ogm_alpha=0.5", "baselines.ogm_noise=false"])
+    method = OGMGE(cfg, task, model)
+    out = model(batch)
+    k, rho = method.modulation(model, batch, out)
+    W, b = lin[0].weight.detach().double(), lin[0].bias.detach().double()
+    s = []
+    for j, m in enumerate(("audio", "vision")):
+        z = out.reps[m].detach().double() @ W[:, 5 * j:5 * (j + 1)].T + b / 2
+        s.append(float(z.softmax(-1).gather(-1, batch.target[:, None]).sum()))
+    lead = max(s) / min(s)
+    expected = [1 - math.tanh(0.5 * lead) if v == max(s) else 1.0 for v in s]
+    assert_close(k.double(), torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=1e-6)
+    assert float(rho.max()) == pytest.approx(lead, rel=1e-5)
 
 
 def test_coefficients_average_over_micro_batches(make_case):
@@ -80,13 +124,20 @@ def test_coefficients_average_over_micro_batches(make_case):
 
 
 def test_ratio_closed_form_and_edge_cases():
-    k, rho = ogm_coefficients(torch.tensor([3.0, 1.0, 2.0]), alpha=0.5)
+    k, rho = ogm_coefficients(torch.tensor([3.0, 1.0, 2.0]), alpha=0.5, rule="continuous")
     assert_close(rho, torch.tensor([3.0, 1.0, 2.0]))
     assert_close(k, torch.tensor([1 - math.tanh(1.0), 1.0, 1 - math.tanh(0.5)]))
-    k0, _ = ogm_coefficients(torch.tensor([0.0, 1.0]), alpha=0.5)  # a zero score: finite, weakest = 1
-    assert torch.isfinite(k0).all() and k0[0] == 1.0
-    k_eq, _ = ogm_coefficients(torch.tensor([2.0, 2.0]), alpha=0.5)  # balanced: no modulation
-    assert torch.equal(k_eq, torch.ones(2))
+    k, _ = ogm_coefficients(torch.tensor([3.0, 1.0, 2.0]), alpha=0.5)  # the original's rule
+    assert_close(k, torch.tensor([1 - math.tanh(1.5), 1.0, 1 - math.tanh(1.0)]))
+    k, _ = ogm_coefficients(torch.tensor([1.001, 1.0]), alpha=0.5)  # any lead: at most 1 - tanh(alpha)
+    assert float(k[0]) == pytest.approx(1 - math.tanh(0.5005), rel=1e-5)
+    for rule in ("original", "continuous"):
+        k0, _ = ogm_coefficients(torch.tensor([0.0, 1.0]), alpha=0.5, rule=rule)  # a zero score: finite
+        assert torch.isfinite(k0).all() and k0[0] == 1.0
+        k_eq, _ = ogm_coefficients(torch.tensor([2.0, 2.0]), alpha=0.5, rule=rule)  # tied: no modulation
+        assert torch.equal(k_eq, torch.ones(2))
+    with pytest.raises(ValueError, match="baselines.ogm_rule='paper' is not one of original, continuous"):
+        ogm_coefficients(torch.ones(2), 0.5, "paper")
 
 
 @pytest.mark.parametrize("alpha", ["500.0", "1e9"])  # 1e9: k underflows to exactly 0 in float32

@@ -7,9 +7,12 @@ split of a linear fusion head and damps the encoder of the dominant one. Here (d
 it is generalised to M modalities and any task:
 
 * confidence s_m: the fused head with only modality m present (``coalition_logits`` with the
-  singleton mask, reusing the encoder outputs), scored on the batch (``ogm_scores``);
+  singleton mask, reusing the encoder outputs) minus (1 - 1/M) times the empty coalition's
+  output (with a linear head: W_m h_m + b / M, the original's split of the head), scored on the
+  batch (``ogm_scores``);
 * ratio rho_m = s_m / min_n s_n (the weakest modality has rho = 1) and coefficient
-  k_m = 1 - tanh(alpha * relu(rho_m - 1)) (``ogm_coefficients``);
+  k_m = 1 - tanh(alpha * rho_m) for rho_m > 1, else 1 (the original), or the continuous
+  1 - tanh(alpha * relu(rho_m - 1)) with ``baselines.ogm_rule=continuous`` (``ogm_coefficients``);
 * after backward, before clipping and the optimiser step: the gradient of every parameter of
   modality m's declared group is multiplied by k_m (averaged over the micro-batches of the step),
   then, with GE, Gaussian noise of the unmodulated gradient's standard deviation is added, drawn
@@ -72,31 +75,44 @@ def ogm_scores(logits: Tensor, target: Tensor, task: TaskSpec, loss_kind: str = 
     return torch.exp(-per).mean(-1)
 
 
-def ogm_coefficients(scores: Tensor, alpha: float) -> Tuple[Tensor, Tensor]:
+OGM_RULES = ("original", "continuous")
+
+
+def ogm_coefficients(scores: Tensor, alpha: float, rule: str = "original") -> Tuple[Tensor, Tensor]:
     r"""OGM coefficients from the modalities' scores, generalised to M modalities.
 
     .. math::
         \rho_m = \frac{s_m}{\min_n s_n}, \qquad
-        k_m = 1 - \tanh\big(\alpha \, \mathrm{relu}(\rho_m - 1)\big)
+        k_m = \begin{cases} 1 - \tanh(\alpha \rho_m) & \rho_m > 1 \\ 1 & \text{otherwise}
+        \end{cases} \text{ (original)}, \qquad
+        k_m = 1 - \tanh\big(\alpha \, \mathrm{relu}(\rho_m - 1)\big) \text{ (continuous)}
 
-    The weakest modality keeps k = 1; the others lie in (0, 1]. Scores are floored at the
-    dtype's ``tiny`` so a zero score cannot produce NaN.
+    ``original`` is the released code's rule (``main.py``: the dominant modality gets
+    ``1 - tanh(alpha * ratio)``, at most 1 - tanh(alpha) however small its lead); ``continuous``
+    is 1 at rho = 1 and damps in proportion to the lead. The weakest modality keeps k = 1 under
+    both (and so does any tied with it). Scores are floored at the dtype's ``tiny`` so a zero
+    score cannot produce NaN.
 
     Args:
         scores: (M,) positive scores (``ogm_scores``).
         alpha: modulation strength (``baselines.ogm_alpha``).
+        rule: ``baselines.ogm_rule``, one of ``OGM_RULES``.
 
     Returns:
         ``(coefficients (M,), ratios (M,))``.
 
     Example:
-        >>> k, rho = ogm_coefficients(torch.tensor([2.0, 1.0]), alpha=1.0)
+        >>> k, rho = ogm_coefficients(torch.tensor([2.0, 1.0]), alpha=1.0, rule="continuous")
         >>> k, rho
         (tensor([0.2384, 1.0000]), tensor([2., 1.]))
     """
     s = scores.clamp_min(torch.finfo(scores.dtype).tiny)
     ratio = s / s.min()
-    return 1.0 - torch.tanh(alpha * torch.relu(ratio - 1.0)), ratio
+    if rule == "original":
+        return torch.where(ratio > 1, 1.0 - torch.tanh(alpha * ratio), torch.ones_like(ratio)), ratio
+    if rule == "continuous":
+        return 1.0 - torch.tanh(alpha * torch.relu(ratio - 1.0)), ratio
+    raise ValueError(f"baselines.ogm_rule={rule!r} is not one of {', '.join(OGM_RULES)}")
 
 
 def add_gradient_noise(params: Iterable[Parameter], generator: torch.Generator, eps: float = 1e-8,
@@ -147,7 +163,11 @@ class OGMGE(Method):
         self.noise = cfg.baselines.ogm_noise
         self.seed = cfg.train.seed
         m = len(self.modalities)
-        self.register_buffer("singletons", torch.eye(m, dtype=torch.bool), persistent=False)  # (M, M)
+        self.rule = cfg.baselines.ogm_rule
+        ogm_coefficients(torch.ones(1), self.alpha, self.rule)  # an unknown rule stops here, before training
+        # the M singletons and the empty coalition (M + 1, M)
+        self.register_buffer("singletons", torch.cat([torch.eye(m, dtype=torch.bool), torch.zeros(1, m, dtype=torch.bool)]),
+                             persistent=False)
         self.register_buffer("coeffs", torch.ones(m))  # the coefficients of the last optimiser step
         self._pending = RunningMean()  # k over the micro-batches of this step
         self._stats = {"coeff": RunningMean(), "ratio": RunningMean()}  # epoch means: per step, per batch
@@ -156,9 +176,14 @@ class OGMGE(Method):
     @torch.no_grad()
     def modulation(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Tensor]:
         """(M,) coefficients and (M,) ratios of this batch, from the unimodal coalitions."""
-        logits = model.coalition_logits(out, self.singletons.to(batch.target.device))  # (M, B, O)
-        scores = ogm_scores(logits.float(), batch.target, self.task, self.loss_kind)
-        return ogm_coefficients(scores, self.alpha)
+        table = model.coalition_logits(out, self.singletons.to(batch.target.device)).float()  # (M + 1, B, O)
+        m = table.shape[0] - 1
+        # each modality's output with a 1/M share of the empty coalition's (with a linear head the
+        # original's W_m h_m + b / 2 for two modalities; the full bias favoured no one but blurred
+        # the scores' ratio)
+        logits = table[:m] - (1.0 - 1.0 / m) * table[m]
+        scores = ogm_scores(logits, batch.target, self.task, self.loss_kind)
+        return ogm_coefficients(scores, self.alpha, self.rule)
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         total, logs = super().loss(model, batch, out)

@@ -52,7 +52,7 @@ MMSA_CASES = {
                       r"^aligned_50\.pkl: no split 'valid' \(found: train, test\); the MMSA layout needs"),
     "missing key": (lambda d: d["test"].pop("vision"),
                     r"^aligned_50\.pkl: split 'test' has no key 'vision' \(found: .*\); "
-                    r"pass modalities=\('text', 'audio'\) or use the 'mult' format$"),
+                    r"pass modalities=\('text', 'audio'\)$"),
     "missing labels": (lambda d: d["train"].pop("regression_labels"),
                        r"split 'train' has no key 'regression_labels' .* re-export the file with this key"),
     "ragged audio": (_ragged_audio, r"split 'train', key 'audio' is ragged .* pad it to one \(N, T, D\)"),

@@ -252,7 +252,7 @@ def test_a_key_that_is_not_a_string_is_ignored(tmp_path):
 
     path = write_mmsa(tmp_path, "mosi", mutate=lambda d: d["train"].update({7: np.zeros(9)}))
     bundle = create_data("mmsa", path=path)
-    assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]
+    assert bundle.info["lengths_from"] == ["text_bert mask (audio, vision aligned to the text)"]
     report = inspect_path(path, checksum=False)
     assert report.ok, report.text
     assert re.search(r"^    7 +\(9,\) +float64$", report.text, flags=re.MULTILINE)
@@ -307,3 +307,28 @@ def test_a_few_left_padded_looking_samples_load(tmp_path):
     few = [int(i) for i in np.flatnonzero(ln < 12)[:2]]
     path = write_mmsa(tmp_path / "b", "mosi", aligned=False, mutate=_left_pad("audio", rows=few))
     assert len(create_data("mmsa", path=path).splits["train"]) == SIZES[0]
+
+
+def test_aligned_audio_and_vision_take_the_text_lengths_as_mmsa_does(tmp_path):
+    """MMSA's aligned models read audio and vision with the text mask's lengths; an aligned file's
+    '*_lengths' (here the full step count) must not count the word-aligned padding as real."""
+    T = 8
+    path = write_mmsa(tmp_path, "mosi", text_len=T, mutate=lambda d: [
+        d[s].update(audio_lengths=[T] * len(d[s]["id"]), vision_lengths=[T] * len(d[s]["id"])) for s in d])
+    bundle = create_data("mmsa", path=path)
+    raw = pickle.load(open(path, "rb"))
+    for s in ("train", "valid", "test"):
+        mask_len = raw[s]["text_bert"][:, 1].sum(axis=1).astype(int)
+        assert mask_len.min() < T  # some samples are padded
+        ds = bundle.splits[s]
+        for m in ("text", "audio", "vision"):
+            assert ds.lengths[m].tolist() == mask_len.tolist(), (s, m)
+    assert bundle.info["lengths_from"] == ["text_bert mask (audio, vision aligned to the text)"]
+
+
+@pytest.mark.parametrize("key", ["audio_lengths", "vision_lengths", "text_bert"])
+def test_a_length_key_missing_from_one_split_is_refused(tmp_path, key):
+    """Without the key the test split would count padding as real steps while train did not."""
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=lambda d: d["test"].pop(key))
+    with pytest.raises(DataFormatError, match=rf"key '{key}' is in split\(s\) 'train', 'valid' but not in 'test'"):
+        create_data("mmsa", path=path)

@@ -9,9 +9,10 @@ each split holds, for N samples,
 * ``regression_labels`` (N,) in [-3, 3] (MOSI, MOSEI) or [-1, 1] (SIMS, SIMS v2), and for SIMS
   also the unimodal ``regression_labels_T`` / ``_A`` / ``_V``.
 
-As MMSA does, ``-inf`` in audio becomes 0. Text lengths come from the ``text_bert`` mask,
-audio and vision lengths from ``*_lengths`` when present (else every step counts, as MMSA's
-aligned mode does). Groups are videos, positions the clip order inside each video.
+As MMSA does, ``-inf`` in audio becomes 0. Text lengths come from the ``text_bert`` mask;
+audio and vision aligned to the text (as many steps as it) take the text lengths, as MMSA's
+aligned models do, otherwise their ``*_lengths`` (else every step counts). A length key must be
+in every split or in none. Groups are videos, positions the clip order inside each video.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     """Validated (features, lengths, labels, ids, extra) of one split."""
     need = [("text_bert" if (m == "text" and text == "bert") else m) for m in modalities]
     require_keys(split_dict, need + ["regression_labels", "id"], file, split,
-                 modalities=modalities, other_format="mult")
+                 modalities=modalities, other_format="mult" if "labels" in split_dict else "")
     require_rows(split_dict["id"], file, split, "id")
     raw_ids = split_dict["id"]
     if isinstance(raw_ids, np.ndarray) and raw_ids.ndim == 2 and raw_ids.shape[1] == 1:
@@ -218,9 +219,14 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     for m in feats:
         key = "text_bert" if (m == "text" and text == "bert") else m  # the file's key, for the message
         feats[m] = fix_non_finite(feats[m], file, split, key, ids, sanitize, neg_inf_to_zero=(m == "audio"))
-        if m != "text" and f"{m}_lengths" in split_dict:
+        if m != "text" and f"{m}_lengths" in split_dict:  # checked even where unused (aligned)
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
                                       f"{m}_lengths")
+        if m != "text" and feats[m].shape[1] == text_steps and "text" in lengths:
+            # aligned to the words: MMSA's aligned models read audio and vision with the text
+            # lengths (the text_bert mask), whatever '*_lengths' the file carries
+            lengths[m] = lengths["text"].copy()
+        elif m != "text" and f"{m}_lengths" in split_dict:
             if feats[m].shape[1] != text_steps:  # unaligned: its own steps, read as "the first L are real"
                 _check_right_padded(feats[m], lengths[m], file, split, m, ids)
                 _check_lengths_not_short(feats[m], lengths[m], file, split, m, ids)
@@ -237,11 +243,29 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     return feats, lengths, labels[:, 0], ids, extra
 
 
+def _check_length_keys_in_every_split(raw: Mapping, file: str, text: str, modalities: Sequence[str]) -> None:
+    """Refuse a file whose length keys (``text_bert``'s mask, ``audio_lengths``, ``vision_lengths``)
+    are in some splits but not others: the splits without one would count every step, padding
+    included, while the others count real steps (MMSA itself stops there with a KeyError)."""
+    keys = ([] if "text" not in modalities or text == "bert" else ["text_bert"]) + \
+        [f"{m}_lengths" for m in modalities if m != "text"]
+    for key in keys:
+        missing = [s for s in SPLITS if key not in raw[s]]
+        if 0 < len(missing) < len(SPLITS):
+            have = [s for s in SPLITS if s not in missing]
+            raise DataFormatError(
+                f"{file}: key {key!r} is in split(s) {', '.join(map(repr, have))} but not in "
+                f"{', '.join(map(repr, missing))}: those splits would count every step (padding included) as "
+                f"real, the others only the real steps; re-export the file with {key!r} in every split, or "
+                f"delete it from every split (every step then counts)")
+
+
 def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
               modalities: Sequence[str] = _MODALITIES, sanitize: bool = False,
               expected_dims: Optional[Mapping[str, int]] = None) -> DataBundle:
     """Build the bundle from an already unpickled MMSA dict (``inspect`` reuses this)."""
     require_splits(raw, file, "MMSA")
+    _check_length_keys_in_every_split(raw, file, text, modalities)
     parts = {s: _split(raw[s], file, s, dataset, text, modalities, sanitize, expected_dims) for s in SPLITS}
     check_split_widths({s: parts[s][0] for s in SPLITS}, file)
     clips = {s: [parse_clip_id(i) for i in parts[s][3]] for s in SPLITS}
@@ -264,8 +288,13 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
                        file, odd, dataset, known, hint)
     protocol, label_range = MMSA_DATASETS[dataset]
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
+    tr = parts["train"][0]
+    aligned = sorted(m for m in tr if m != "text" and "text" in tr and tr[m].shape[1] == tr["text"].shape[1])
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
-            "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")}),
+            "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")
+                                    and k[:-len("_lengths")] not in aligned}
+                                   | ({"text_bert mask (" + ", ".join(aligned) + " aligned to the text)"}
+                                      if aligned else set())),
             "split_rule": "the file's train/valid/test"}
     check_disjoint_splits(splits, file)
     return DataBundle(name=f"{dataset}_mmsa", task=task, splits=splits, info=info)

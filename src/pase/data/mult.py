@@ -103,7 +103,8 @@ def _iemocap_target(labels: np.ndarray, file: str, split: str, ids: Sequence[str
     else:
         raise DataFormatError(
             f"{file}: split {split!r}: 'labels' has shape {labels.shape}, expected (N, 4, 2) one-hot "
-            f"pairs per emotion ({', '.join(IEMOCAP_EMOTIONS)}); is this the IEMOCAP file? pass dataset=")
+            f"pairs per emotion ({', '.join(IEMOCAP_EMOTIONS)}); if this is not the IEMOCAP file, pass "
+            f"dataset='mosi' or dataset='mosei'")
     ok = np.isin(labels, (0.0, 1.0)).reshape(len(labels), -1).all(axis=1)
     if pairs is not None:
         ok &= (pairs.sum(axis=-1) == 1).all(axis=1)

@@ -121,11 +121,24 @@ def test_truncated_pickle_is_one_line(tmp_path):
     assert sha256(path) == digest
 
 
-def test_not_a_pickle(tmp_path):
-    path = tmp_path / "notes.pkl"
-    path.write_text("this is a text file\n")
-    with pytest.raises(DataFormatError, match=r"^notes\.pkl: truncated or not a pickle"):
-        safe_load_pickle(path)
+def test_a_file_of_another_type_is_named_not_sent_for_download(tmp_path):
+    """A text, .npy or zip (torch.save) file passed as the pickle: say what it is (a re-download
+    would not help); an unrecognised binary file keeps the truncated-or-foreign message."""
+    import torch
+
+    cases = {"notes.pkl": (lambda p: p.write_text("this is a text file\n"), "a text file"),
+             "feats.pkl": (lambda p: p.write_text("a,b,c\n1,2,3\n"), r"a text file \(comma-separated\)"),
+             "arr.pkl": (lambda p: np.save(open(p, "wb"), np.zeros(3)), r"a NumPy \.npy array"),
+             "model.pkl": (lambda p: torch.save({"w": torch.zeros(2)}, p), r"a zip archive \(a torch\.save file")}
+    for name, (write, kind) in cases.items():
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(DataFormatError, match=rf"^{re.escape(name)}: is {kind}.*, not a pickle .*pass the pickle"):
+            safe_load_pickle(path)
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(bytes([0xff, 0xfe, 0x00, 0x81]) * 8)
+    with pytest.raises(DataFormatError, match=r"^junk\.pkl: truncated or not a pickle .*download it again"):
+        safe_load_pickle(junk)
 
 
 def test_missing_file(tmp_path):

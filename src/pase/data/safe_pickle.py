@@ -75,6 +75,30 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return obj
 
 
+#: leading bytes of files often passed where a pickle belongs
+_MAGIC = ((b"\x93NUMPY", "a NumPy .npy array"), (b"PK\x03\x04", "a zip archive (a torch.save file or .npz)"),
+          (b"\x89HDF", "an HDF5 file"))
+
+
+def _foreign_kind(p: Path) -> str:
+    """What a file that failed to unpickle is, from its first bytes ('' when unknown): a wrong file
+    type wants another file, not a fresh download."""
+    with open(p, "rb") as fh:
+        head = fh.read(512)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    # pickles of protocol 2 and up start with PROTO (0x80); protocol 0 ones are text, usually
+    # opening with MARK '(', an empty list / dict or a GLOBAL 'c'
+    if head and head[:1] not in (b"\x80", b"(", b"]", b"}", b"c"):
+        try:
+            head.decode("utf-8")
+            return "a text file" + (" (comma-separated)" if b"," in head.split(b"\n")[0] else "")
+        except UnicodeDecodeError:
+            pass
+    return ""
+
+
 def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
     """Unpickle ``path`` allowing only builtin containers, scalars and numpy arrays.
 
@@ -117,6 +141,10 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
             raise
         except Exception as exc:  # any decoding failure means a damaged or foreign file
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+            kind = _foreign_kind(p)
+            if kind:
+                raise DataFormatError(f"{p.name}: is {kind}, not a pickle ({detail}); pass the pickle file the "
+                                      f"format expects (docs/data.md)") from None
             raise DataFormatError(
                 f"{p.name}: truncated or not a pickle ({detail}); download it again and compare "
                 f"its size and SHA-256 with the published ones (docs/data.md)") from None

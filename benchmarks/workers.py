@@ -265,11 +265,23 @@ def lightning(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ memory
+def _stream(bundle, split: str, limit: int, seed: int, device: torch.device, shuffle: bool = True):
+    """The first ``limit`` (0: all) batches of a seeded loader, moved to ``device`` one at a time,
+    as a training or inference run holds them (``_batches`` builds the whole list first)."""
+    from pase.training.datamodule import make_loader
+
+    loader = make_loader(bundle, split, W.BATCH_SIZE, shuffle, seed)
+    for b in itertools.islice(iter(loader), limit or None):
+        yield b.to(device)
+
+
 def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Inference throughput and peak, then training for ``epochs`` epochs with RSS after each.
 
-    ``ru_maxrss`` is monotone, so it is read after the data is built, after inference (the
-    inference peak) and after training (the training peak; training holds more than inference).
+    Batches are streamed from the loader one at a time (loading and collation are timed with the
+    steps), so the peaks are the run's, not a pre-built copy of the split's. The peak (VmHWM) is
+    monotone, so it is read after the data is built, after inference (the inference peak) and
+    after training (the training peak; training holds more than inference).
     """
     from pase.training import datamodule  # noqa: F401  (Lightning's import is part of any training run)
 
@@ -278,26 +290,29 @@ def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
     bundle = W.load_dataset(spec["dataset"], spec.get("sizes"))
     if bundle is None:
         return {"skipped": f"{W.MOSI_BCLSTM} is absent"}
-    res: Dict[str, Any] = {"rss_start_mb": base, "rss_data_mb": W.rss_mb(), "peak_data_mb": W.peak_rss_mb()}
+    res: Dict[str, Any] = {"rss_start_mb": base, "rss_data_mb": W.rss_mb(), "peak_data_mb": W.peak_rss_mb(),
+                           "streamed": True, "peak_source": "VmHWM"}
     run = W.Run(spec["method"], bundle, spec["dataset"], device)
     ac = W.autocast_ctx(device, bf16)
-    split = "test"
-    batches, _, _ = _batches(bundle, split, spec.get("infer_batches", 0), 0, device, shuffle=False)
+    limit = spec.get("infer_batches", 0)
     run.model.eval()
     with torch.inference_mode(), ac:
-        run.model(batches[0])
-        dt = W.timed(lambda: [run.model(b) for b in batches], device)
-    n = sum(len(b) for b in batches)
-    res.update(infer_samples=n, infer_samples_per_s=n / dt, peak_infer_mb=W.peak_rss_mb())
+        run.model(next(_stream(bundle, "test", 1, 0, device, shuffle=False)))  # warm-up
+        sizes: List[int] = []
+        dt = W.timed(lambda: [sizes.append(len(b)) or run.model(b)
+                              for b in _stream(bundle, "test", limit, 0, device, shuffle=False)], device)
+    n = sum(sizes)
+    res.update(infer_samples=n, infer_of=len(bundle.splits["test"].ids), infer_samples_per_s=n / dt,
+               peak_infer_mb=W.peak_rss_mb())
     if device.type == "cuda":
         res["cuda_peak_infer_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         torch.cuda.reset_peak_memory_stats(device)
     run.model.train()
     rss, rss_raw, cuda, times = [], [], [], []
+    n_epoch = -(-len(bundle.splits["train"].ids) // W.BATCH_SIZE)
     for ep in range(spec["epochs"]):
-        batches, t_load, n_epoch = _batches(bundle, "train", spec.get("batches", 0), ep, device)
-        times.append(W.timed(lambda: [run.step(b, ac) for b in batches], device) + t_load)
-        del batches
+        times.append(W.timed(lambda: [run.step(b, ac) for b in _stream(bundle, "train", spec.get("batches", 0), ep,
+                                                                       device)], device))
         run.method.end_validation_epoch(run.model, ep, True)  # what Lightning calls once per epoch
         rss_raw.append(W.rss_mb())
         rss.append(W.live_rss_mb())  # after gc and malloc_trim: what the process still holds

@@ -260,6 +260,8 @@ def test_gcnet_missing_feature_folder(tmp_path):
      r"with one entry per utterance"),
     (lambda d: d.__setitem__("trainVids", None),
      r"^IEMOCAP_features_raw_4way\.pkl: trainVids is NoneType None, expected a set or list of video ids"),
+    (lambda d: d["videoIDs"]["Ses01F_impro00"].__setitem__(1, d["videoIDs"]["Ses01F_impro00"][0]),
+     r"sample id 'Ses01F_impro00_\w+' occurs more than once .*fix the file's 'videoIDs' entries$"),
     (lambda d: d.__setitem__("testVids", set()),
      r"^IEMOCAP_features_raw_4way\.pkl: testVids is empty; the pickle's split needs at least one video"),
 ])

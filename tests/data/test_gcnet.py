@@ -261,3 +261,20 @@ def test_features_replace_named_folders_and_refuse_other_modalities(tmp_path):
         _load(path, features={"audio": None, "text": None, "vision": None})
     # the features folder defaults to the label pickle's folder / features, as data inspect says
     assert create_data("gcnet", label_path=path).splits["train"].ids == bundle.splits["train"].ids
+
+
+def test_a_modality_with_no_file_at_all_is_named(tmp_path):
+    """Every utterance folder of a modality empty: the error says no .npy was found (it read
+    'have widths no files')."""
+    path = write_gcnet(tmp_path, "iemocap4")
+    face_root = path.parent / "features" / "manet_UTT"
+    for p in list(face_root.iterdir()):
+        if p.is_dir():
+            shutil.rmtree(p)
+            p.mkdir()
+        else:
+            p.unlink()
+            (face_root / p.stem).mkdir()
+    with pytest.raises(DataFormatError, match=r"manet_UTT: no \.npy feature file of modality 'vision' was found "
+                                              r"for any of the \d+ utterances .*features=\{'vision': null\}"):
+        _load(path)

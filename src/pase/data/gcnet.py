@@ -216,8 +216,12 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
             LOGGER.warning("%s: sanitize=True set %d NaN / inf values to 0 in the %r files, before pooling them",
                            folder, zeroed, m)
         dims = {v.shape[0]: u for v, u in zip(vecs, utts) if v is not None}
+        if not dims:
+            raise DataFormatError(f"{folder}: no .npy feature file of modality {m!r} was found for any of the "
+                                  f"{len(utts)} utterances (every utterance folder is empty); check feature_root "
+                                  f"and the folder name, or leave the modality out (features={{{m!r}: null}})")
         if len(dims) != 1:
-            detail = ", ".join(f"{d} (utterance {u!r})" for d, u in dims.items()) or "no files"
+            detail = ", ".join(f"{d} (utterance {u!r})" for d, u in dims.items())
             raise DataFormatError(f"{folder}: utterances of modality {m!r} have widths {detail}; "
                                   f"every utterance must have the same width D")
         (dim,) = dims
@@ -298,7 +302,7 @@ def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
     else:
         check_label_range(labels, -3.0, 3.0, t.file, split, ids, fix="MOSI/MOSEI sentiment lies in [-3, 3]")
         target = labels.astype(np.float32)
-    check_unique_ids(ids, t.file, split)
+    check_unique_ids(ids, t.file, split, key="videoIDs")
     return target, ids
 
 

@@ -330,14 +330,14 @@ def check_class_labels(labels: np.ndarray, num_classes: int, file: str, split: s
     return lab.astype(np.int64)
 
 
-def check_unique_ids(ids: Sequence[str], file: str, split: str) -> None:
-    """Sample ids are unique within the split."""
+def check_unique_ids(ids: Sequence[str], file: str, split: str, key: str = "id") -> None:
+    """Sample ids are unique within the split; ``key`` names where the file keeps them."""
     seen: dict = {}
     for i, s in enumerate(ids):
         if s in seen:
             raise DataFormatError(
                 f"{file}: split {split!r}: sample id {s!r} occurs more than once (rows {seen[s]} "
-                f"and {i}); ids must be unique, fix the file's 'id' entries")
+                f"and {i}); ids must be unique, fix the file's {key!r} entries")
         seen[s] = i
 
 

@@ -255,6 +255,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     results: Dict[str, Any] = {"machine": machine(a.threads), "quick": a.quick, "device": a.device,
                                "bf16": a.bf16, "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     t0 = time.perf_counter()
+    import workloads as W
+
+    if not W.MOSI_BCLSTM.is_dir():  # the real-MOSI rows are skipped; say so before, not only in the report
+        _log(f"WARNING: {W.MOSI_BCLSTM} is absent, so every real-MOSI row is skipped (n/a); set PASE_MOSI_BCLSTM "
+             f"to the mosi-bclstm folder to measure them")
     for key, worker, spec in plan(a.quick, a.device, a.bf16, a.threads):
         if only and not any(key.startswith(o) for o in only):
             continue

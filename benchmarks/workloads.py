@@ -27,7 +27,8 @@ from pase.methods.base import task_loss
 from pase.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MOSI_BCLSTM = ROOT.parent / "shared" / "data" / "mosi-bclstm"
+#: the real MOSI folder: ``PASE_MOSI_BCLSTM`` when set (a checkout elsewhere), else ../shared/data/mosi-bclstm
+MOSI_BCLSTM = Path(os.environ.get("PASE_MOSI_BCLSTM") or ROOT.parent / "shared" / "data" / "mosi-bclstm")
 
 #: dataset shape -> (train / valid / test sizes, T steps, modality widths); MMSA's aligned_50 files
 SHAPES = {
@@ -81,7 +82,8 @@ def sweep_bundle(M: int, train_size: int = 512, seed: int = 0) -> DataBundle:
 
 
 def real_mosi() -> Optional[DataBundle]:
-    """The real MOSI bc-LSTM bundle, or None when ``../shared/data/mosi-bclstm`` is absent."""
+    """The real MOSI bc-LSTM bundle, or None when ``MOSI_BCLSTM`` is absent (set ``PASE_MOSI_BCLSTM``
+    to a copy elsewhere)."""
     if not MOSI_BCLSTM.is_dir():
         return None
     return create_data("mosi_bclstm", path=str(MOSI_BCLSTM))

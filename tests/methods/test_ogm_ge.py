@@ -70,37 +70,31 @@ def test_coefficients_match_hand_computation(make_case, kind, M, rule):
         assert logs[f"ogm_coeff_{m}"] == pytest.approx(expected[i], rel=1e-5)
 
 
-def test_two_modality_linear_head_scores_are_the_originals():
+def test_two_modality_linear_head_scores_are_the_originals(make_case):
     """With a linear head over [h_a, h_v] and two modalities, the original (main.py) scores each
     modality by sum_b softmax(h W_m^T + b / 2)[y] and damps the leader by 1 - tanh(alpha * ratio)."""
-    from pase.data.contract import Batch, TaskSpec
-    from pase.config import Config
     from pase.models.fusion_model import FusionModel, build_head
-    from conftest import TinyEncoder
 
+    case = make_case("classification", M=2, B=16, seed=3,
+                     overrides=["baselines.ogm_alpha=0.5", "baselines.ogm_noise=false"])
     torch.manual_seed(3)
-    task = TaskSpec("classification", 3, "demo")
-    enc = {"audio": TinyEncoder(4, d_model=5), "vision": TinyEncoder(6, d_model=5)}
-    head = build_head(10, 3, hidden=0, dropout=0.0)
-    model = FusionModel(enc, head, d_model=5)
+    d = 8  # the case's encoder width
+    head = build_head(2 * d, 3, hidden=0, dropout=0.0)
+    model = FusionModel(case.model.encoders, head, d_model=d)
     lin = [mod for mod in head.modules() if isinstance(mod, torch.nn.Linear)]
     assert len(lin) == 1
     with torch.no_grad():
         lin[0].bias.copy_(torch.tensor([2.0, -1.5, 0.5]))
-    B = 16
-    batch = Batch(inputs={"audio": torch.randn(B, 1, 4), "vision": torch.randn(B, 1, 6)},
-                  lengths={m: torch.ones(B, dtype=torch.long) for m in enc},
-                  target=torch.randint(0, 3, (B,)), ids=[str(i) for i in range(B)])
-    cfg = apply_overrides(Config(), ["baselines.ogm_alpha=0.5", "baselines.ogm_noise=false"])
-    method = OGMGE(cfg, task, model)
-    out = model(batch)
-    k, rho = method.modulation(model, batch, out)
+    method = OGMGE(case.cfg, case.task, model)
+    out = model(case.batch)
+    k, rho = method.modulation(model, case.batch, out)
     W, b = lin[0].weight.detach().double(), lin[0].bias.detach().double()
     s = []
-    for j, m in enumerate(("audio", "vision")):
-        z = out.reps[m].detach().double() @ W[:, 5 * j:5 * (j + 1)].T + b / 2
-        s.append(float(z.softmax(-1).gather(-1, batch.target[:, None]).sum()))
+    for j, m in enumerate(case.mods):
+        z = out.reps[m].detach().double() @ W[:, d * j:d * (j + 1)].T + b / 2
+        s.append(float(z.softmax(-1).gather(-1, case.batch.target[:, None]).sum()))
     lead = max(s) / min(s)
+    assert lead > 1.001  # someone leads
     expected = [1 - math.tanh(0.5 * lead) if v == max(s) else 1.0 for v in s]
     assert_close(k.double(), torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=1e-6)
     assert float(rho.max()) == pytest.approx(lead, rel=1e-5)

@@ -64,7 +64,9 @@ _TRUNC = r"aligned_50\.pkl: truncated or not a pickle \(.*\); download it again"
 CASES: Dict[str, Case] = {
     "truncated pickle": Case("mmsa", None, _truncate, _TRUNC),
     "empty file": Case("mmsa", None, lambda p: p.write_bytes(b""), _TRUNC),
-    "text, not a pickle": Case("mmsa", None, lambda p: p.write_text("id,label\n1,0.5\n"), _TRUNC),
+    "text, not a pickle": Case("mmsa", None, lambda p: p.write_text("id,label\n1,0.5\n"),
+                               r"aligned_50\.pkl: is a text file \(comma-separated\), not a pickle \(.*\); "
+                               r"pass the pickle file"),
     "wrong type (a list)": Case("mmsa", None, lambda p: p.write_bytes(pickle.dumps([[0.1, 0.2], [0.3]])),
                                 r"aligned_50\.pkl: (expected a dict of splits .* found list|not a known format "
                                 r"\(found: list\))"),

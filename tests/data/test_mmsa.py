@@ -332,3 +332,21 @@ def test_a_length_key_missing_from_one_split_is_refused(tmp_path, key):
     path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=lambda d: d["test"].pop(key))
     with pytest.raises(DataFormatError, match=rf"key '{key}' is in split\(s\) 'train', 'valid' but not in 'test'"):
         create_data("mmsa", path=path)
+
+
+def test_aligned_lengths_without_the_text_modality_and_an_unaligned_coincidence(tmp_path):
+    """Aligned audio takes the text mask's lengths even when text is not loaded; an unaligned file
+    whose audio happens to have as many steps as the text keeps its own 'audio_lengths'."""
+    T = 8
+    path = write_mmsa(tmp_path / "a", "mosi", text_len=T, mutate=lambda d: [
+        d[s].update(audio_lengths=[T] * len(d[s]["id"])) for s in d])
+    raw = pickle.load(open(path, "rb"))
+    only = create_data("mmsa", path=path, modalities=("audio", "vision"))
+    assert only.splits["train"].lengths["audio"].tolist() == raw["train"]["text_bert"][:, 1].sum(1).astype(int).tolist()
+    path = write_mmsa(tmp_path / "u", "mosi", aligned=False, text_len=T, steps=(T, 10))
+    raw = pickle.load(open(path, "rb"))
+    assert path.name.startswith("unaligned")
+    bundle = create_data("mmsa", path=path)
+    for s in ("train", "test"):
+        assert bundle.splits[s].lengths["audio"].tolist() == list(raw[s]["audio_lengths"])
+    assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]

@@ -129,6 +129,9 @@ def test_a_file_of_another_type_is_named_not_sent_for_download(tmp_path):
     cases = {"notes.pkl": (lambda p: p.write_text("this is a text file\n"), "a text file"),
              "feats.pkl": (lambda p: p.write_text("a,b,c\n1,2,3\n"), r"a text file \(comma-separated\)"),
              "arr.pkl": (lambda p: np.save(open(p, "wb"), np.zeros(3)), r"a NumPy \.npy array"),
+             # a multi-byte character cut by the 512-byte sniff (a SIMS raw-text CSV)
+             "zh.pkl": (lambda p: p.write_bytes(("id,text\n" + "a" * 503 + "情感,1\n").encode()),
+                        r"a text file \(comma-separated\)"),
              "model.pkl": (lambda p: torch.save({"w": torch.zeros(2)}, p), r"a zip archive \(a torch\.save file")}
     for name, (write, kind) in cases.items():
         path = tmp_path / name

@@ -10,8 +10,9 @@ each split holds, for N samples,
   also the unimodal ``regression_labels_T`` / ``_A`` / ``_V``.
 
 As MMSA does, ``-inf`` in audio becomes 0. Text lengths come from the ``text_bert`` mask;
-audio and vision aligned to the text (as many steps as it) take the text lengths, as MMSA's
-aligned models do, otherwise their ``*_lengths`` (else every step counts). A length key must be
+audio and vision aligned to the text (as many steps as it, in an ``aligned*`` file or without
+their own ``*_lengths``) take the text lengths, as MMSA's aligned models do, otherwise their
+``*_lengths`` (else every step counts). A length key must be
 in every split or in none. Groups are videos, positions the clip order inside each video.
 """
 
@@ -186,6 +187,26 @@ def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, spli
             f"'{key}_lengths' or delete it (every step then counts)")
 
 
+def _aligned(file: str, split_dict: Mapping, m: str, steps: int, text_steps: Optional[int]) -> bool:
+    """Whether modality m is read as aligned to the words: as many steps as the text, in a file
+    named ``aligned*`` (MMSA's ``aligned_50.pkl``) or without its own ``*_lengths``."""
+    return steps == text_steps and (Path(file).name.startswith("aligned") or f"{m}_lengths" not in split_dict)
+
+
+def _word_lengths(split_dict: Mapping, lengths: Mapping[str, np.ndarray], text_steps: Optional[int]
+                  ) -> Optional[np.ndarray]:
+    """The text lengths (N,) that aligned audio and vision take: the loaded text's, else the sums
+    of the stored ``text_bert`` mask (text not among the loaded modalities); None without either."""
+    if "text" in lengths:
+        return lengths["text"]
+    bert = split_dict.get("text_bert")
+    if isinstance(bert, np.ndarray) and bert.ndim == 3 and bert.shape[1] == 3 and bert.shape[2] == text_steps:
+        mask = bert[:, 1, :]
+        if np.isin(mask, (0, 1)).all():
+            return np.clip(mask.sum(axis=1).astype(np.int64), 1, text_steps)
+    return None
+
+
 def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
            modalities: Sequence[str], sanitize: bool, expected_dims: Optional[Mapping[str, int]]):
     """Validated (features, lengths, labels, ids, extra) of one split."""
@@ -222,10 +243,12 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
         if m != "text" and f"{m}_lengths" in split_dict:  # checked even where unused (aligned)
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
                                       f"{m}_lengths")
-        if m != "text" and feats[m].shape[1] == text_steps and "text" in lengths:
+        word_lengths = _word_lengths(split_dict, lengths, text_steps)
+        if m != "text" and word_lengths is not None and _aligned(file, split_dict, m, feats[m].shape[1], text_steps):
             # aligned to the words: MMSA's aligned models read audio and vision with the text
-            # lengths (the text_bert mask), whatever '*_lengths' the file carries
-            lengths[m] = lengths["text"].copy()
+            # lengths (the text_bert mask), whatever '*_lengths' the file carries (an unaligned file
+            # whose steps equal the text's by chance keeps its own lengths)
+            lengths[m] = word_lengths.copy()
         elif m != "text" and f"{m}_lengths" in split_dict:
             if feats[m].shape[1] != text_steps:  # unaligned: its own steps, read as "the first L are real"
                 _check_right_padded(feats[m], lengths[m], file, split, m, ids)
@@ -288,8 +311,9 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
                        file, odd, dataset, known, hint)
     protocol, label_range = MMSA_DATASETS[dataset]
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
-    tr = parts["train"][0]
-    aligned = sorted(m for m in tr if m != "text" and "text" in tr and tr[m].shape[1] == tr["text"].shape[1])
+    tr, steps = parts["train"][0], _text_steps(raw["train"], parts["train"][0])
+    words = _word_lengths(raw["train"], parts["train"][1], steps) is not None
+    aligned = sorted(m for m in tr if m != "text" and words and _aligned(file, raw["train"], m, tr[m].shape[1], steps))
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
             "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")
                                     and k[:-len("_lengths")] not in aligned}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import _codecs
 import _compat_pickle
+import codecs
 import collections
 import pickle
 from pathlib import Path
@@ -91,8 +92,8 @@ def _foreign_kind(p: Path) -> str:
     # pickles of protocol 2 and up start with PROTO (0x80); protocol 0 ones are text, usually
     # opening with MARK '(', an empty list / dict or a GLOBAL 'c'
     if head and head[:1] not in (b"\x80", b"(", b"]", b"}", b"c"):
-        try:
-            head.decode("utf-8")
+        try:  # incremental: a multi-byte character cut at the 512th byte is not an error
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
             return "a text file" + (" (comma-separated)" if b"," in head.split(b"\n")[0] else "")
         except UnicodeDecodeError:
             pass

@@ -350,3 +350,14 @@ def test_aligned_lengths_without_the_text_modality_and_an_unaligned_coincidence(
     for s in ("train", "test"):
         assert bundle.splits[s].lengths["audio"].tolist() == list(raw[s]["audio_lengths"])
     assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]
+
+
+def test_an_aligned_file_without_a_text_mask_keeps_its_own_lengths(tmp_path):
+    """No text_bert, so no word lengths: aligned audio keeps its valid 'audio_lengths' (it took the
+    text's 'every step' instead), and the info does not claim a mask."""
+    T = 8
+    path = write_mmsa(tmp_path, "mosi", text_len=T, mutate=lambda d: [
+        (d[s].pop("text_bert"), d[s].update(audio_lengths=[3] * len(d[s]["id"]))) for s in d])
+    bundle = create_data("mmsa", path=path)
+    assert set(bundle.splits["train"].lengths["audio"].tolist()) == {3}
+    assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]

@@ -193,12 +193,10 @@ def _aligned(file: str, split_dict: Mapping, m: str, steps: int, text_steps: Opt
     return steps == text_steps and (Path(file).name.startswith("aligned") or f"{m}_lengths" not in split_dict)
 
 
-def _word_lengths(split_dict: Mapping, lengths: Mapping[str, np.ndarray], text_steps: Optional[int]
-                  ) -> Optional[np.ndarray]:
-    """The text lengths (N,) that aligned audio and vision take: the loaded text's, else the sums
-    of the stored ``text_bert`` mask (text not among the loaded modalities); None without either."""
-    if "text" in lengths:
-        return lengths["text"]
+def _word_lengths(split_dict: Mapping, text_steps: Optional[int]) -> Optional[np.ndarray]:
+    """The text lengths (N,) that aligned audio and vision take: the sums of the stored ``text_bert``
+    mask (whether or not text is loaded), clipped to [1, L]; None without a usable mask (then
+    ``*_lengths``, or every step, counts)."""
     bert = split_dict.get("text_bert")
     if isinstance(bert, np.ndarray) and bert.ndim == 3 and bert.shape[1] == 3 and bert.shape[2] == text_steps:
         mask = bert[:, 1, :]
@@ -243,7 +241,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
         if m != "text" and f"{m}_lengths" in split_dict:  # checked even where unused (aligned)
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
                                       f"{m}_lengths")
-        word_lengths = _word_lengths(split_dict, lengths, text_steps)
+        word_lengths = _word_lengths(split_dict, text_steps)
         if m != "text" and word_lengths is not None and _aligned(file, split_dict, m, feats[m].shape[1], text_steps):
             # aligned to the words: MMSA's aligned models read audio and vision with the text
             # lengths (the text_bert mask), whatever '*_lengths' the file carries (an unaligned file
@@ -312,7 +310,7 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     protocol, label_range = MMSA_DATASETS[dataset]
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
     tr, steps = parts["train"][0], _text_steps(raw["train"], parts["train"][0])
-    words = _word_lengths(raw["train"], parts["train"][1], steps) is not None
+    words = _word_lengths(raw["train"], steps) is not None
     aligned = sorted(m for m in tr if m != "text" and words and _aligned(file, raw["train"], m, tr[m].shape[1], steps))
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
             "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")

@@ -145,7 +145,7 @@ def _memory_section(res: Dict[str, Any]) -> List[str]:
     peaks = ("batches are streamed from the loader one at a time, as a run holds them; peaks are `VmHWM` (monotone, "
              "so the training peak includes the data)" if streamed else
              "**this run predates two fixes from a review**: each split's batches were built as one list first, so "
-             "the peaks also count that copy (20 to 35 % above a streamed run on MOSI-shaped data), and peaks are "
+             "the peaks also count that copy (a review measured 13 to 22 % above a streamed run on MOSI-shaped data), and peaks are "
              "`ru_maxrss`, which a worker inherits from the driver (about 400 MiB) at exec; both overstate, "
              "so the verdicts against MulT's 10 GB hold")
     out = ["## Inference throughput and peak memory", "",

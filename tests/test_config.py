@@ -221,3 +221,11 @@ def test_a_plug_in_loader_whose_type_hints_do_not_resolve_still_loads(monkeypatc
         monkeypatch.setitem(DATA_SOURCES._items, name, fn)
         bundle = load_bundle(apply_overrides(Config(), [f"data.source={name}", "data.options.sizes=[16,8,8]"]))
         assert len(bundle.splits["train"]) == 16
+
+
+@pytest.mark.parametrize("key, value", [("ogm_rule", "paper"), ("agm_average", "mean")])
+def test_a_baseline_choice_is_checked_with_the_config(key, value):
+    """An unknown choice stops when the config is read, so `pase compare` does not train the other
+    methods first and fail on this one."""
+    with pytest.raises(ConfigError, match=rf"baselines.{key}={value!r} is not one of"):
+        apply_overrides(Config(), [f"baselines.{key}={value}"])

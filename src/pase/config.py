@@ -183,6 +183,9 @@ class BaselineConfig:
     pmr_momentum: float = 0.9  # PMR centroid momentum
 
     def __post_init__(self) -> None:
+        for key, allowed in (("ogm_rule", ("original", "continuous")), ("agm_average", ("ema", "cumulative"))):
+            if getattr(self, key) not in allowed:  # here, so `pase compare` stops before the first run
+                raise ConfigError(f"baselines.{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
         _in_range(self, "baselines", {"ogm_alpha": ">=0", "agm_alpha": ">=0", "agm_momentum": "[0,1)",
                                       "agm_max_gap": ">0", "pmr_weight": ">=0", "pmr_momentum": "[0,1)"})
 

@@ -28,15 +28,27 @@ def _device(spec: Dict[str, Any]) -> torch.device:
     return torch.device(spec.get("device", "cpu"))
 
 
-def _batches(bundle, split: str, limit: int, seed: int, device: torch.device, shuffle: bool = True):
-    """The first ``limit`` (0: all) batches of a seeded loader on ``device``, the loader time and
-    the loader's length. (Imported here: ``pase.training`` pulls in Lightning, which the MMSA
-    load measurement must not count.)"""
+def _loader(bundle, split: str, seed: int, shuffle: bool = True):
+    """A seeded loader of ``split``. (Imported here: ``pase.training`` pulls in Lightning, which
+    the MMSA load measurement must not count.)"""
     from pase.training.datamodule import make_loader
 
-    loader = make_loader(bundle, split, W.BATCH_SIZE, shuffle, seed)
+    return make_loader(bundle, split, W.BATCH_SIZE, shuffle, seed)
+
+
+def _stream(loader, limit: int, device: torch.device):
+    """The first ``limit`` (0: all) batches of ``loader``, moved to ``device`` one at a time, as a
+    training or inference run holds them."""
+    for b in itertools.islice(iter(loader), limit or None):
+        yield b.to(device)
+
+
+def _batches(bundle, split: str, limit: int, seed: int, device: torch.device, shuffle: bool = True):
+    """The first ``limit`` (0: all) batches of a seeded loader on ``device``, built as one list, the
+    loader time and the loader's length."""
+    loader = _loader(bundle, split, seed, shuffle)
     t0 = time.perf_counter()
-    out = [b.to(device) for b in itertools.islice(iter(loader), limit or None)]
+    out = list(_stream(loader, limit, device))
     W.sync(device)
     return out, time.perf_counter() - t0, len(loader)
 
@@ -265,16 +277,6 @@ def lightning(spec: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ memory
-def _stream(bundle, split: str, limit: int, seed: int, device: torch.device, shuffle: bool = True):
-    """The first ``limit`` (0: all) batches of a seeded loader, moved to ``device`` one at a time,
-    as a training or inference run holds them (``_batches`` builds the whole list first)."""
-    from pase.training.datamodule import make_loader
-
-    loader = make_loader(bundle, split, W.BATCH_SIZE, shuffle, seed)
-    for b in itertools.islice(iter(loader), limit or None):
-        yield b.to(device)
-
-
 def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Inference throughput and peak, then training for ``epochs`` epochs with RSS after each.
 
@@ -297,10 +299,10 @@ def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
     limit = spec.get("infer_batches", 0)
     run.model.eval()
     with torch.inference_mode(), ac:
-        run.model(next(_stream(bundle, "test", 1, 0, device, shuffle=False)))  # warm-up
+        test = _loader(bundle, "test", 0, shuffle=False)
+        run.model(next(_stream(test, 1, device)))  # warm-up
         sizes: List[int] = []
-        dt = W.timed(lambda: [sizes.append(len(b)) or run.model(b)
-                              for b in _stream(bundle, "test", limit, 0, device, shuffle=False)], device)
+        dt = W.timed(lambda: [sizes.append(len(b)) or run.model(b) for b in _stream(test, limit, device)], device)
     n = sum(sizes)
     res.update(infer_samples=n, infer_of=len(bundle.splits["test"].ids), infer_samples_per_s=n / dt,
                peak_infer_mb=W.peak_rss_mb())
@@ -309,10 +311,10 @@ def memory(spec: Dict[str, Any]) -> Dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(device)
     run.model.train()
     rss, rss_raw, cuda, times = [], [], [], []
-    n_epoch = -(-len(bundle.splits["train"].ids) // W.BATCH_SIZE)
     for ep in range(spec["epochs"]):
-        times.append(W.timed(lambda: [run.step(b, ac) for b in _stream(bundle, "train", spec.get("batches", 0), ep,
-                                                                       device)], device))
+        train = _loader(bundle, "train", ep)
+        n_epoch = len(train)
+        times.append(W.timed(lambda: [run.step(b, ac) for b in _stream(train, spec.get("batches", 0), device)], device))
         run.method.end_validation_epoch(run.model, ep, True)  # what Lightning calls once per epoch
         rss_raw.append(W.rss_mb())
         rss.append(W.live_rss_mb())  # after gc and malloc_trim: what the process still holds

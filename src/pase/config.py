@@ -170,6 +170,11 @@ class PaseConfig:
                                  "sgm_min_coeff": "[0,1]"})
 
 
+#: choices of ``baselines.ogm_rule`` and ``baselines.agm_average`` (the methods read them from here)
+OGM_RULES = ("original", "continuous")
+AGM_AVERAGES = ("ema", "cumulative")
+
+
 @dataclass(frozen=True)
 class BaselineConfig:
     ogm_alpha: float = 0.3  # OGM-GE modulation strength (CVPR 2022 uses 0.1 to 0.8)
@@ -183,7 +188,7 @@ class BaselineConfig:
     pmr_momentum: float = 0.9  # PMR centroid momentum
 
     def __post_init__(self) -> None:
-        for key, allowed in (("ogm_rule", ("original", "continuous")), ("agm_average", ("ema", "cumulative"))):
+        for key, allowed in (("ogm_rule", OGM_RULES), ("agm_average", AGM_AVERAGES)):
             if getattr(self, key) not in allowed:  # here, so `pase compare` stops before the first run
                 raise ConfigError(f"baselines.{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
         _in_range(self, "baselines", {"ogm_alpha": ">=0", "agm_alpha": ">=0", "agm_momentum": "[0,1)",

@@ -235,22 +235,23 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
             check_sequences(feats[m], file, split, m)
     labels = labels.reshape(len(ids), -1)
     text_steps = _text_steps(split_dict, feats)
+    word_lengths = _word_lengths(split_dict, text_steps)
     for m in feats:
         key = "text_bert" if (m == "text" and text == "bert") else m  # the file's key, for the message
         feats[m] = fix_non_finite(feats[m], file, split, key, ids, sanitize, neg_inf_to_zero=(m == "audio"))
-        if m != "text" and f"{m}_lengths" in split_dict:  # checked even where unused (aligned)
-            lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split,
-                                      f"{m}_lengths")
-        word_lengths = _word_lengths(split_dict, text_steps)
-        if m != "text" and word_lengths is not None and _aligned(file, split_dict, m, feats[m].shape[1], text_steps):
+        if m == "text":
+            continue
+        own = f"{m}_lengths" in split_dict
+        if own:  # checked even where unused (aligned)
+            lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split, f"{m}_lengths")
+        if word_lengths is not None and _aligned(file, split_dict, m, feats[m].shape[1], text_steps):
             # aligned to the words: MMSA's aligned models read audio and vision with the text
             # lengths (the text_bert mask), whatever '*_lengths' the file carries (an unaligned file
             # whose steps equal the text's by chance keeps its own lengths)
             lengths[m] = word_lengths.copy()
-        elif m != "text" and f"{m}_lengths" in split_dict:
-            if feats[m].shape[1] != text_steps:  # unaligned: its own steps, read as "the first L are real"
-                _check_right_padded(feats[m], lengths[m], file, split, m, ids)
-                _check_lengths_not_short(feats[m], lengths[m], file, split, m, ids)
+        elif own and feats[m].shape[1] != text_steps:  # unaligned: its own steps, "the first L are real"
+            _check_right_padded(feats[m], lengths[m], file, split, m, ids)
+            _check_lengths_not_short(feats[m], lengths[m], file, split, m, ids)
     if labels.shape[1] != 1:
         raise DataFormatError(f"{file}: split {split!r}: 'regression_labels' has shape "
                               f"{labels.shape}, expected (N,) one score per sample")

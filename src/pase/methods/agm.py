@@ -33,6 +33,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..config import AGM_AVERAGES
 from ..data.contract import Batch, TaskSpec
 from ..shapley import exact_shapley
 from .base import Method, RunningMean, pop_means, register_method, task_loss
@@ -40,7 +41,7 @@ from .base import Method, RunningMean, pop_means, register_method, task_loss
 __all__ = ["AGM", "shapley_logits", "agm_scores", "agm_ratios", "agm_coefficients", "AVERAGES"]
 
 #: running averages of the unimodal scores
-AVERAGES = ("ema", "cumulative")
+AVERAGES = AGM_AVERAGES  # the choices of baselines.agm_average (pase.config)
 
 _MAX_LOSS = -math.log(1e-8)  # the original floors the true-class probability at 1e-8
 

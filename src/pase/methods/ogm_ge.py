@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import Parameter
 
+from ..config import OGM_RULES
 from ..data.contract import Batch, TaskSpec
 from ..shapley import scale_gradients
 from .base import Method, RunningMean, pop_means, register_method, task_loss
@@ -73,9 +74,6 @@ def ogm_scores(logits: Tensor, target: Tensor, task: TaskSpec, loss_kind: str = 
         return (y * prob + (1 - y) * (1 - prob)).mean((-2, -1))
     per = task_loss(logits, target, task, loss_kind, reduce_batch=False)  # (M, B)
     return torch.exp(-per).mean(-1)
-
-
-OGM_RULES = ("original", "continuous")
 
 
 def ogm_coefficients(scores: Tensor, alpha: float, rule: str = "original") -> Tuple[Tensor, Tensor]:
@@ -163,8 +161,7 @@ class OGMGE(Method):
         self.noise = cfg.baselines.ogm_noise
         self.seed = cfg.train.seed
         m = len(self.modalities)
-        self.rule = cfg.baselines.ogm_rule
-        ogm_coefficients(torch.ones(1), self.alpha, self.rule)  # an unknown rule stops here, before training
+        self.rule = cfg.baselines.ogm_rule  # checked against OGM_RULES with the config
         # the M singletons and the empty coalition (M + 1, M)
         self.register_buffer("singletons", torch.cat([torch.eye(m, dtype=torch.bool), torch.zeros(1, m, dtype=torch.bool)]),
                              persistent=False)

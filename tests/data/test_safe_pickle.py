@@ -35,7 +35,7 @@ def _assert_same(a: dict, b: dict) -> None:
         assert a[k] == b[k], k
 
 
-@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
 def test_loads_numpy_and_builtins_at_every_protocol(tmp_path, protocol):
     path = tmp_path / f"p{protocol}.pkl"
     path.write_bytes(pickle.dumps(_payload(), protocol=protocol))
@@ -128,6 +128,9 @@ def test_a_file_of_another_type_is_named_not_sent_for_download(tmp_path):
 
     cases = {"notes.pkl": (lambda p: p.write_text("this is a text file\n"), "a text file"),
              "feats.pkl": (lambda p: p.write_text("a,b,c\n1,2,3\n"), r"a text file \(comma-separated\)"),
+             # a first 'c' is protocol 0's GLOBAL opcode: not a refused global, but a text file
+             "clips.pkl": (lambda p: p.write_text("clip_id,label\n1,0.5\n"), r"a text file \(comma-separated\)"),
+             "cues.pkl": (lambda p: p.write_text("cue sheet\nline two\n"), "a text file"),
              "arr.pkl": (lambda p: np.save(open(p, "wb"), np.zeros(3)), r"a NumPy \.npy array"),
              # a multi-byte character cut by the 512-byte sniff (a SIMS raw-text CSV)
              "zh.pkl": (lambda p: p.write_bytes(("id,text\n" + "a" * 503 + "情感,1\n").encode()),

@@ -68,6 +68,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         obj = ALLOWED_GLOBALS.get((module, name))
+        if obj is None and not (_dotted(module) and _dotted(name)):
+            # not a name a pickler writes: a text file whose first letter is GLOBAL's opcode 'c'
+            raise pickle.UnpicklingError(f"GLOBAL names no Python object ({module!r}, {name!r})")
         if obj is None:
             raise UnsafePickleError(
                 f"{self._label}: refused to load global '{module}.{name}' (only builtin containers "
@@ -81,6 +84,11 @@ _MAGIC = ((b"\x93NUMPY", "a NumPy .npy array"), (b"PK\x03\x04", "a zip archive (
           (b"\x89HDF", "an HDF5 file"))
 
 
+def _dotted(text: str) -> bool:
+    """Whether ``text`` is a dotted Python name, as a pickle's GLOBAL module and name are."""
+    return bool(text) and all(part.isidentifier() for part in text.split("."))
+
+
 def _foreign_kind(p: Path) -> str:
     """What a file that failed to unpickle is, from its first bytes ('' when unknown): a wrong file
     type wants another file, not a fresh download."""
@@ -90,8 +98,9 @@ def _foreign_kind(p: Path) -> str:
         if head.startswith(magic):
             return kind
     # pickles of protocol 2 and up start with PROTO (0x80); protocol 0 ones are text, usually
-    # opening with MARK '(', an empty list / dict or a GLOBAL 'c'
-    if head and head[:1] not in (b"\x80", b"(", b"]", b"}", b"c"):
+    # opening with MARK '(', an empty list / dict or a GLOBAL 'c' followed by a module name
+    protocol0_global = head[:1] == b"c" and _dotted(head[1:].split(b"\n")[0].decode("latin1"))
+    if head and head[:1] not in (b"\x80", b"(", b"]", b"}") and not protocol0_global:
         try:  # incremental: a multi-byte character cut at the 512th byte is not an error
             codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
             return "a text file" + (" (comma-separated)" if b"," in head.split(b"\n")[0] else "")

@@ -105,3 +105,54 @@ def test_crossval_refuses_a_file_or_somebody_elses_folder(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match="preds.csv is a file, not a folder"):
         folds.cross_validate(Config(), tmp_path / "preds.csv", folds=[1])
     assert (tmp_path / "preds.csv").read_text() == "id,pred\n"
+
+
+def test_crossval_over_seeds_reports_the_seeds_mean_of_fold_means(tmp_path, monkeypatch, capsys):
+    """--seeds trains every fold per seed into seed<s>/fold<f>/; each seed's figure is its fold
+    mean, and the summary is the mean and sample SD of those over the seeds. The layouts do not mix."""
+    import math
+
+    import pytest
+
+    import pase.evaluation.folds as folds
+    from pase.config import ConfigError, save_config
+
+    trained = []
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        s, f = cfg.train.seed, cfg.data.options["fold"]
+        trained.append((s, f, Path(run).relative_to(Path(run).parents[1 if Path(run).parent.name.startswith("seed")
+                                                                   else 0]).as_posix()))
+        Path(run).mkdir(parents=True)
+        save_config(cfg, Path(run) / "config.yaml")
+        test = {"MAE": s % 10 + f / 10, "Corr": float("nan") if (s, f) == (1112, 2) else f / 10}
+        (Path(run) / "metrics.json").write_text(json.dumps({"test": test, "protocol": "mosi"}))
+        return {"test": test, "protocol": "mosi"}
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    args = ["crossval", "--folds", "1,2,3", "--seeds", "1111,1112", "--out", str(tmp_path / "cv")]
+    assert main(args) == 0
+    assert trained == [(s, f, f"seed{s}/fold{f}") for s in (1111, 1112) for f in (1, 2, 3)]
+    summary = json.loads((tmp_path / "cv" / "folds_summary.json").read_text())
+    fold_mae = {s: statistics.mean(s % 10 + f / 10 for f in (1, 2, 3)) for s in (1111, 1112)}  # 1.2, 2.2
+    assert summary["fold_means"]["1111"]["MAE"] == pytest.approx(fold_mae[1111])
+    assert summary["mean"]["MAE"] == pytest.approx(1.7) and summary["sd"]["MAE"] == pytest.approx(math.sqrt(0.5))
+    # seed 1112's Corr is the mean of its finite folds (0.1, 0.3); both seeds count
+    assert summary["fold_means"]["1112"]["Corr"] == pytest.approx(0.2) and summary["n"]["Corr"] == 2
+    assert summary["runs"]["1112"]["2"]["MAE"] == pytest.approx(2.2)
+    out = capsys.readouterr().out
+    assert "| 1111 | 1.2000 | 0.2000 |" in out and "| mean ± SD | 1.7000 ± 0.7071 | 0.2000 ± 0.0000 |" in out
+    assert "| 1112 / 2 | 2.2000 | nan |" in out
+    # a second call reads the finished runs back; a seed count is MMSA's seeds
+    trained.clear()
+    assert main(args) == 0 and trained == []
+    assert main(["crossval", "--folds", "1", "--seeds", "2", "--out", str(tmp_path / "cv")]) == 0
+    assert trained == [] and json.loads((tmp_path / "cv" / "folds_summary.json").read_text())["seeds"] == [1111, 1112]
+    # one seed's layout and the seeds' layout are not mixed in one folder
+    with pytest.raises(ConfigError, match=r"holds a cross-validation of seed<s>/ runs, not one with no --seeds"):
+        folds.cross_validate(folds.Config(), tmp_path / "cv", folds=[1])
+    assert main(["crossval", "--folds", "1", "--out", str(tmp_path / "one")]) == 0
+    with pytest.raises(ConfigError, match=r"holds a cross-validation of one seed's fold<f>/ runs, not one with --seeds"):
+        folds.cross_validate(folds.Config(), tmp_path / "one", folds=[1], seeds=[1111])
+    assert main(["crossval", "--seeds", "x,y", "--out", str(tmp_path / "bad")]) == 2
+    assert "--seeds 'x,y' is neither a count" in capsys.readouterr().err and not (tmp_path / "bad").exists()

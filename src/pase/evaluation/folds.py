@@ -7,7 +7,10 @@ mean over the 5 folds. ``cross_validate`` trains the configuration once per fold
 from its last checkpoint (resume), and writes
 ``OUT/folds_summary.json`` and ``OUT/folds_summary.md``: every fold's test metrics and their mean
 and sample standard deviation (over the folds where the metric is finite; ``n`` counts them).
-Selection inside each fold uses that fold's validation split only.
+Selection inside each fold uses that fold's validation split only. With several training seeds
+(``seeds``, ``pase crossval --seeds``) every seed trains every fold into ``OUT/seed<s>/fold<f>/``;
+each seed's figure is its fold mean, and the summary reports the mean and sample SD of those over
+the seeds (every fold of every seed is listed too).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import math
 import statistics
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..io import atomic_write_json, atomic_write_text
@@ -25,14 +28,59 @@ from ..training.run import train
 __all__ = ["cross_validate"]
 
 
-def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 2, 3, 4, 5)) -> Dict[str, object]:
-    """Train ``cfg`` on every fold; returns {"folds": {f: test metrics}, "mean": ..., "sd": ...}."""
+def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 2, 3, 4, 5),
+                   seeds: Optional[Sequence[int]] = None) -> Dict[str, object]:
+    """Train ``cfg`` on every fold, for one seed or several.
+
+    Args:
+        cfg: the configuration; its data source must take a ``fold`` option.
+        out_dir: ``OUT``: ``fold<f>/`` runs (one seed, ``cfg.train.seed``), or ``seed<s>/fold<f>/``
+            with ``seeds``; new, empty or an earlier cross-validation's folder of the same layout.
+        folds: the folds to hold out.
+        seeds: training seeds (None: the config's one). Each seed's figure is its mean over the
+            folds (the protocol's reported number); the summary gives their mean and sample SD.
+
+    Returns:
+        One seed: {"folds": {f: test metrics}, "mean", "sd", "n"} over the folds. Several:
+        {"runs": {s: {f: test metrics}}, "fold_means": {s: fold mean}, "mean", "sd", "n"} over seeds.
+    """
     out = Path(out_dir)
     if not list(folds):
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
-    _check_out(out)
+    if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
+        raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
+    _check_out(out, by_seed=seeds is not None)
+    if seeds is None:
+        per_fold, protocol = _train_folds(cfg, out, folds)
+        mean, sd, n = _mean_sd(list(per_fold.values()))
+        summary = {"protocol": protocol, "method": cfg.method, "seed": cfg.train.seed,
+                   "folds": {str(f): m for f, m in per_fold.items()}, "mean": mean, "sd": sd, "n": n}
+        lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}", ""]
+        lines += _table("fold", {str(f): m for f, m in per_fold.items()}, mean, sd, n, len(per_fold))
+    else:
+        runs: Dict[int, Dict[int, Dict[str, float]]] = {}
+        for s in seeds:
+            runs[s], protocol = _train_folds(apply_overrides(cfg, [f"train.seed={s}"]), out / f"seed{s}", folds)
+        fold_means = {s: _mean_sd(list(r.values()))[0] for s, r in runs.items()}
+        mean, sd, n = _mean_sd(list(fold_means.values()))
+        summary = {"protocol": protocol, "method": cfg.method, "seeds": list(seeds), "folds_trained": list(folds),
+                   "runs": {str(s): {str(f): m for f, m in r.items()} for s, r in runs.items()},
+                   "fold_means": {str(s): m for s, m in fold_means.items()}, "mean": mean, "sd": sd, "n": n}
+        lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}, seeds {list(seeds)}",
+                 "", "Each seed's row is its mean over the folds (the protocol's figure); the last row is the "
+                 "mean and sample SD of those over the seeds.", ""]
+        lines += _table("seed", {str(s): m for s, m in fold_means.items()}, mean, sd, n, len(seeds))
+        lines += ["", "Every fold:", ""]
+        lines += _table("seed / fold", {f"{s} / {f}": m for s, r in runs.items() for f, m in r.items()})
+    atomic_write_json(out / "folds_summary.json", summary)
+    atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
+    return summary
+
+
+def _train_folds(cfg: Config, out: Path, folds: Sequence[int]) -> Tuple[Dict[int, Dict[str, float]], str]:
+    """Train (or resume, or read back) every fold of one configuration into ``out/fold<f>/``."""
     per_fold: Dict[int, Dict[str, float]] = {}
-    protocol = None
+    protocol = ""
     for f in folds:
         run = out / f"fold{f}"
         fold_cfg = apply_overrides(cfg, [f"data.options.fold={f}", "train.progress_bar=false"])
@@ -46,42 +94,61 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
             result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
         per_fold[f] = result["test"]
         protocol = result["protocol"]
-    names = list(next(iter(per_fold.values())))
-    # a NaN fold (Corr of a constant prediction) is left out of its metric's mean, and n says so
-    finite = {k: [m[k] for m in per_fold.values() if math.isfinite(m[k])] for k in names}
-    n = {k: len(v) for k, v in finite.items()}
+    return per_fold, protocol
+
+
+def _mean_sd(rows: List[Dict[str, float]]) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, int]]:
+    """Mean, sample SD and count of each metric over ``rows``; a NaN (Corr of a constant
+    prediction) is left out of its metric, and the count says so."""
+    finite = {k: [m[k] for m in rows if math.isfinite(m[k])] for k in rows[0]}
     mean = {k: statistics.mean(v) if v else float("nan") for k, v in finite.items()}
     sd = {k: statistics.stdev(v) if len(v) > 1 else float("nan") for k, v in finite.items()}
-    summary = {"protocol": protocol, "method": cfg.method, "seed": cfg.train.seed,
-               "folds": {str(f): m for f, m in per_fold.items()}, "mean": mean, "sd": sd, "n": n}
-    atomic_write_json(out / "folds_summary.json", summary)
-    lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}", "",
-             "| fold | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {f} | " + " | ".join(f"{m[k]:.4f}" for k in names) + " |" for f, m in per_fold.items()]
-    lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" + (f" (n={n[k]})" if n[k] < len(per_fold)
-                                                                                   else "") for k in names) + " |")
-    atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
-    return summary
+    return mean, sd, {k: len(v) for k, v in finite.items()}
+
+
+def _table(first: str, rows: Dict[str, Dict[str, float]], mean: Optional[Dict[str, float]] = None,
+           sd: Optional[Dict[str, float]] = None, n: Optional[Dict[str, int]] = None, total: int = 0) -> List[str]:
+    """Markdown rows: one per entry of ``rows``, then ``mean ± SD`` (with n where a NaN was left out)."""
+    names = list(next(iter(rows.values())))
+    lines = [f"| {first} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {key} | " + " | ".join(f"{m[k]:.4f}" for k in names) + " |" for key, m in rows.items()]
+    if mean is not None:
+        lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" + (f" (n={n[k]})" if n[k] < total
+                                                                                       else "") for k in names) + " |")
+    return lines
 
 
 _SUMMARIES = ("folds_summary.json", "folds_summary.md")
 
 
-def _check_out(out: Path) -> None:
-    """``out`` is new, empty or an earlier cross-validation's folder (``fold<k>/`` runs and this
-    command's summaries), never a file or somebody else's folder: the summaries are rewritten there."""
+def _check_out(out: Path, by_seed: bool = False) -> None:
+    """``out`` is new, empty or an earlier cross-validation's folder of the same layout
+    (``fold<f>/`` runs, or ``seed<s>/fold<f>/`` with seeds, and this command's summaries), never a
+    file or somebody else's folder: the summaries are rewritten there."""
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder; pass a new --out (nothing was written)")
     if not out.is_dir():
         return
     entries = list(out.iterdir())
-    runs = [p for p in entries if p.is_dir() and p.name.startswith("fold") and p.name[4:].isdigit()]
-    foreign = sorted(p.name for p in entries if p not in runs and p.name not in _SUMMARIES)
-    if foreign or (entries and not runs):
+    runs = [p for p in entries if _numbered(p, "fold")]
+    seeded = [p for p in entries if _numbered(p, "seed") and all(_numbered(q, "fold") for q in p.iterdir())]
+    if runs and seeded:
+        raise ConfigError(f"--out {out} mixes fold<f>/ and seed<s>/ runs; pass a new --out (nothing was written)")
+    if (runs and by_seed) or (seeded and not by_seed):
+        held, wanted = ("one seed's fold<f>/ runs", "--seeds") if runs else ("seed<s>/ runs", "no --seeds")
+        raise ConfigError(f"--out {out} holds a cross-validation of {held}, not one with {wanted}; pass a new --out "
+                          "or the same options as before (nothing was written)")
+    foreign = sorted(p.name for p in entries if p not in runs + seeded and p.name not in _SUMMARIES)
+    if foreign or (entries and not runs + seeded):
         what = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "") if foreign else \
             ", ".join(p.name for p in entries)
         raise ConfigError(f"--out {out} holds files that are not a cross-validation's ({what}); pass a new --out "
                           "(nothing was written)")
+
+
+def _numbered(p: Path, prefix: str) -> bool:
+    """``p`` is a folder named ``<prefix><digits>``."""
+    return p.is_dir() and p.name.startswith(prefix) and p.name[len(prefix):].isdigit()
 
 
 def _other_config(run: Path, cfg: Config) -> Optional[str]:

@@ -223,7 +223,7 @@ def test_a_plug_in_loader_whose_type_hints_do_not_resolve_still_loads(monkeypatc
         assert len(bundle.splits["train"]) == 16
 
 
-@pytest.mark.parametrize("key, value", [("ogm_rule", "paper"), ("agm_average", "mean")])
+@pytest.mark.parametrize("key, value", [("ogm_rule", "paper"), ("agm_average", "mean"), ("pmr_rule", "step")])
 def test_a_baseline_choice_is_checked_with_the_config(key, value):
     """An unknown choice stops when the config is read, so `pase compare` does not train the other
     methods first and fail on this one."""

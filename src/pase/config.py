@@ -170,9 +170,10 @@ class PaseConfig:
                                  "sgm_min_coeff": "[0,1]"})
 
 
-#: choices of ``baselines.ogm_rule`` and ``baselines.agm_average`` (the methods read them from here)
+#: choices of ``baselines.ogm_rule``, ``agm_average`` and ``pmr_rule`` (the methods read them from here)
 OGM_RULES = ("original", "continuous")
 AGM_AVERAGES = ("ema", "cumulative")
+PMR_RULES = ("continuous", "original")
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,10 @@ class BaselineConfig:
     agm_max_gap: float = 7.0  # cap on r* - r before exp: BalanceBenchmark's cap, keeps exp() finite
     pmr_weight: float = 1.0  # PMR prototype cross-entropy weight for the weaker modality
     pmr_momentum: float = 0.9  # PMR centroid momentum
+    pmr_rule: str = "continuous"  # continuous: weight clip(max s / s_m - 1, 0, 1); original: 1 for every modality below the most confident
 
     def __post_init__(self) -> None:
-        for key, allowed in (("ogm_rule", OGM_RULES), ("agm_average", AGM_AVERAGES)):
+        for key, allowed in (("ogm_rule", OGM_RULES), ("agm_average", AGM_AVERAGES), ("pmr_rule", PMR_RULES)):
             if getattr(self, key) not in allowed:  # here, so `pase compare` stops before the first run
                 raise ConfigError(f"baselines.{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
         _in_range(self, "baselines", {"ogm_alpha": ">=0", "agm_alpha": ">=0", "agm_momentum": "[0,1)",

@@ -43,9 +43,22 @@ def test_rebalance_closed_form():
     assert torch.equal(pmr_rebalance(torch.zeros(3)), torch.zeros(3))
 
 
-@pytest.mark.parametrize("kind", ["regression", "classification", "multilabel"])
-def test_extra_loss_reaches_weaker_modalities_only(make_case, kind):
-    case = make_case(kind, B=32, overrides=["baselines.pmr_weight=2.0", "baselines.pmr_momentum=0.5"])
+def test_original_rule_is_the_released_step():
+    """main_Prototype_grad.py: ratio = s_a / s_v; > 1: lambda (visual) = alpha, < 1: beta (audio)
+    = alpha, a tie: neither. For M modalities every one below the most confident gets the step."""
+    for s_a, s_v in ((0.7, 0.4), (0.4, 0.7), (0.5, 0.5), (0.51, 0.5)):
+        ratio = s_a / s_v
+        beta, lam = (0.0, 1.0) if ratio > 1 else (1.0, 0.0) if ratio < 1 else (0.0, 0.0)
+        assert pmr_rebalance(torch.tensor([s_a, s_v]), "original").tolist() == [beta, lam]
+    assert pmr_rebalance(torch.tensor([0.9, 0.6, 0.3, 0.9]), "original").tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert torch.equal(pmr_rebalance(torch.zeros(3), "original"), torch.zeros(3))
+
+
+@pytest.mark.parametrize("kind,rule", [("regression", "continuous"), ("classification", "continuous"),
+                                       ("multilabel", "continuous"), ("regression", "original")])
+def test_extra_loss_reaches_weaker_modalities_only(make_case, kind, rule):
+    case = make_case(kind, B=32, overrides=["baselines.pmr_weight=2.0", "baselines.pmr_momentum=0.5",
+                                            f"baselines.pmr_rule={rule}"])
     method, model = PMR(case.cfg, case.task, case.model), case.model
     classes = prototype_targets(case.batch.target, case.task, case.cfg.pase.binning)
     with torch.no_grad():  # initialise the banks, then make text's prototypes its exact class means
@@ -58,7 +71,10 @@ def test_extra_loss_reaches_weaker_modalities_only(make_case, kind):
         losses[m], confs[m] = prototype_ce(out.reps[m], classes, method.banks[m].prototypes.clone(),
                                            method.banks[m].initialized.clone())
     best = max(confs.values())
-    rho = {m: min(max(float(best / confs[m]) - 1, 0.0), 1.0) for m in case.mods}
+    if rule == "continuous":
+        rho = {m: min(max(float(best / confs[m]) - 1, 0.0), 1.0) for m in case.mods}
+    else:  # the released step: alpha for every modality below the most confident
+        rho = {m: float(confs[m] < best) for m in case.mods}
     strongest = max(confs, key=lambda m: float(confs[m]))
     assert rho[strongest] == 0 and any(r > 0 for r in rho.values())
     fused = task_loss(out.logits, case.batch.target, case.task)

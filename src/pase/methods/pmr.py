@@ -13,7 +13,10 @@ for M modalities and any task:
   cross-entropy L_m (softmax over them, against the sample's class) is PMR's PCE loss, and the
   mean softmax probability of the true class is the modality's prototype confidence s_m;
 * rebalancing: rho_m = clip(max_n s_n / s_m - 1, 0, 1), so the strongest modality gets 0; the
-  loss is L_task + pmr_weight * sum_m rho_m L_m (for M = 2 exactly PMR's beta / lambda).
+  loss is L_task + pmr_weight * sum_m rho_m L_m (our continuous form of PMR's beta / lambda).
+  ``baselines.pmr_rule=original`` takes the released script's step instead: rho_m = 1 for every
+  modality less confident than the most confident one (for M = 2 its beta / lambda: alpha on the
+  weaker modality, 0 at a tie).
 
 The prototypes are snapshots (clones) taken before the losses; the banks take their EMA step
 after, so the in-place buffer update never touches a tensor saved for backward.
@@ -91,18 +94,25 @@ def prototype_ce(features: Tensor, classes: Tensor, prototypes: Tensor, initiali
     return -logp.sum() / n, conf
 
 
-def pmr_rebalance(confidence: Tensor) -> Tensor:
-    r"""PMR's weights :math:`\rho_m = \mathrm{clip}(\max_n s_n / s_m - 1, 0, 1)` (M,).
+def pmr_rebalance(confidence: Tensor, rule: str = "continuous") -> Tensor:
+    r"""PMR's weights (M,) of each modality's prototype cross-entropy, without alpha.
 
-    The strongest modality gets 0; a modality half as confident as the strongest gets 1. For
-    M = 2 this is PMR's beta / lambda (without alpha). Confidences are floored at the dtype's
-    ``tiny``; all-zero confidences (no initialised prototype yet) give all zeros.
+    ``continuous`` (our default): :math:`\rho_m = \mathrm{clip}(\max_n s_n / s_m - 1, 0, 1)`; the
+    strongest modality gets 0, a modality half as confident as the strongest 1. ``original``
+    (``main_Prototype_grad.py``): 1 for every modality with :math:`s_m < \max_n s_n`, else 0; for
+    M = 2 the script's beta / lambda (the weaker modality, nobody at a tie). Confidences are
+    floored at the dtype's ``tiny``; all-zero confidences (no initialised prototype yet) give all
+    zeros under both rules.
 
     Example:
         >>> pmr_rebalance(torch.tensor([0.8, 0.6, 0.2]))
         tensor([0.0000, 0.3333, 1.0000])
+        >>> pmr_rebalance(torch.tensor([0.8, 0.6, 0.8]), "original")
+        tensor([0., 1., 0.])
     """
     s = confidence.clamp_min(torch.finfo(confidence.dtype).tiny)
+    if rule == "original":
+        return (s < s.max()).to(s.dtype)
     return (s.max() / s - 1.0).clamp(0.0, 1.0)
 
 
@@ -111,12 +121,14 @@ class PMR(Method):
     """PMR for M modalities; see the module docstring.
 
     Config: ``baselines.pmr_weight`` (alpha), ``baselines.pmr_momentum`` (prototype EMA),
-    ``pase.binning`` (regression labels to classes).
+    ``baselines.pmr_rule`` (the weights' rule, ``pmr_rebalance``), ``pase.binning`` (regression
+    labels to classes).
     """
 
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
         super().__init__(cfg, task, model)
         self.weight = cfg.baselines.pmr_weight
+        self.rule = cfg.baselines.pmr_rule  # checked in pase.config (PMR_RULES)
         self.binning = cfg.pase.binning
         k = prototype_classes(task, self.binning)
         self.banks = nn.ModuleDict({m: PrototypeBank(k, model.d_model, momentum=cfg.baselines.pmr_momentum)
@@ -137,7 +149,7 @@ class PMR(Method):
         task, logs = super().loss(model, batch, out)
         classes = prototype_targets(batch.target, self.task, self.binning)
         losses, confs = self.prototype_terms(out, classes)
-        rho = pmr_rebalance(confs.float())  # (M,), no gradient
+        rho = pmr_rebalance(confs.float(), self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         for m in self.modalities:  # EMA step after the losses (they hold clones)
             self.banks[m].update(out.reps[m], classes)

@@ -15,7 +15,10 @@ import glob
 import json
 import math
 import statistics as st
+import sys
 from pathlib import Path
+
+from pase.data.contract import sort_modalities
 
 MAIN = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
 
@@ -49,14 +52,33 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
     return "\n".join(lines)
 
 
+def _finished(run: Path) -> bool:
+    """Whether the run folder ``run`` finished (its ``metrics.json`` written); a failed or
+    interrupted one is named on stderr, so a table never mixes it in or drops it silently."""
+    if (run / "metrics.json").is_file():
+        return True
+    why = "failed: FAILED.txt" if (run / "FAILED.txt").is_file() else "no metrics.json: unfinished"
+    print(f"results_tables.py: left out {run} ({why})", file=sys.stderr)
+    return False
+
+
+def _share_modalities(columns) -> list:
+    """The modalities of the ``diag/share_<m>`` columns, in the canonical order."""
+    return sort_modalities([c[len("diag/share_"):] for c in columns if c.startswith("diag/share_")])
+
+
 def shares_table(folder: str) -> str:
-    """Training-batch Shapley shares of every PaSE / late-fusion run before and after the switch."""
-    lines = ["| method | seed | switch epoch | text share (epoch before switch) | audio | vision | text share (last epoch) | audio | vision |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """Training-batch Shapley shares of every finished run before and after PaSE's phase switch."""
+    lines, mods = [], None
     for log in sorted(glob.glob(f"{folder}/**/log.csv", recursive=True)):
         rows = list(csv.DictReader(open(log)))
-        if not rows or "diag/share_text" not in rows[0]:
+        if not rows or not any(c.startswith("diag/share_") for c in rows[0]) or not _finished(Path(log).parent):
             continue
+        if mods is None:
+            mods = _share_modalities(rows[0])
+            lines = ["| method | seed | switch epoch | " + " | ".join(f"{m} share (epoch before switch)" for m in mods)
+                     + " | " + " | ".join(f"{m} share (last epoch)" for m in mods) + " |",
+                     "|---|---|---|" + "---|" * (2 * len(mods))]
         if Path(log).parent.name.startswith("seed"):  # pase compare / variants layout: runs/<method>/seed<n>/
             meth = Path(log).parts[-3]
         elif Path(log).parent.name == "joint":  # benchmarks/competition.py layout: <method>-<seed>/joint/
@@ -68,11 +90,36 @@ def shares_table(folder: str) -> str:
         before = rows[-1] if switch is None else (rows[switch - 1] if switch > 0 else None)
         after = rows[-1]
         seed = Path(log).parent.name if Path(log).parent.name.startswith("seed") else Path(log).parts[-3]
-        get = lambda r, m: float(r[f"diag/share_{m}"])  # noqa: E731
-        lines.append(f"| {meth} | {seed} | {switch} | " + " | ".join(f"{get(before, m):.3f}" if before else "-"
-                                                                    for m in ("text", "audio", "vision"))
-                     + " | " + " | ".join(f"{get(after, m):.3f}" for m in ("text", "audio", "vision")) + " |")
+        get = lambda r, m: f"{float(r[f'diag/share_{m}']):.3f}" if r and r.get(f"diag/share_{m}") else "-"  # noqa: E731
+        lines.append(f"| {meth} | {seed} | {switch} | " + " | ".join(get(before, m) for m in mods)
+                     + " | " + " | ".join(get(after, m) for m in mods) + " |")
     return "\n".join(lines)
+
+
+def test_shares_table(folder: str) -> str:
+    """Test-split Shapley shares (negative-loss utility) of every finished run of a comparison."""
+    found = [json.load(open(f)) for f in sorted(glob.glob(f"{folder}/runs/*/seed*/diagnostics.json"))
+             if _finished(Path(f).parent)]
+    if not found:
+        return ""
+    mods = list(found[0].get("modalities") or found[0]["shapley"]["neg_loss"]["shares"])
+    lines = ["| method | seed | " + " | ".join(f"test Shapley share {m}" for m in mods) + " |",
+             "|---|---|" + "---|" * len(mods)]
+    for d in found:
+        s = d["shapley"]["neg_loss"]["shares"]
+        lines.append(f"| {d['method']} | {d['seed']} | " + " | ".join(f"{s[m]:.3f}" if m in s else "-" for m in mods)
+                     + " |")
+    return "\n".join(lines)
+
+
+def _runs(folder: str) -> dict:
+    """method or variant folder -> {seed: metrics.json} of ``folder/runs/<name>/seed<s>/``; the
+    folders without a metrics.json are named on stderr (``_finished``)."""
+    runs = {}
+    for d in sorted(glob.glob(f"{folder}/runs/*/seed*/")):
+        if _finished(Path(d)):
+            runs.setdefault(Path(d).parts[-2], {})[int(Path(d).name[4:])] = json.load(open(Path(d) / "metrics.json"))
+    return runs
 
 
 def main() -> None:
@@ -97,18 +144,9 @@ def main() -> None:
         print("## built-in benchmark\n\n" + method_table(runs, variant_folder(a.ref)) + "\n")
         print(shares_table(a.competition) + "\n")
     if a.compare:
-        runs = {}
-        for f in glob.glob(f"{a.compare}/runs/*/seed*/metrics.json"):
-            meth, seed = Path(f).parts[-3], int(Path(f).parts[-2][4:])
-            runs.setdefault(meth, {})[seed] = json.load(open(f))
-        print("## compare\n\n" + method_table(runs, variant_folder(a.ref)) + "\n")
+        print("## compare\n\n" + method_table(_runs(a.compare), variant_folder(a.ref)) + "\n")
         print(shares_table(f"{a.compare}/runs") + "\n")
-        lines = ["| method | seed | test Shapley share text | audio | vision |", "|---|---|---|---|---|"]
-        for f in sorted(glob.glob(f"{a.compare}/runs/*/seed*/diagnostics.json")):
-            d = json.load(open(f))
-            s = d["shapley"]["neg_loss"]["shares"]
-            lines.append(f"| {d['method']} | {d['seed']} | {s['text']:.3f} | {s['audio']:.3f} | {s['vision']:.3f} |")
-        print("\n".join(lines))
+        print(test_shares_table(a.compare))
 
 
 
@@ -122,9 +160,7 @@ def ablation_table(folder: str, ref_name: str = "late_fusion") -> str:
     """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs; ``ref_name``
     a folder name or the variant as given to variants.py (``late_fusion:model.context=true``)."""
     ref_name = variant_folder(ref_name)
-    runs = {}
-    for f in glob.glob(f"{folder}/runs/*/seed*/metrics.json"):
-        runs.setdefault(Path(f).parts[-3], {})[int(Path(f).parts[-2][4:])] = json.load(open(f))
+    runs = _runs(folder)
     order = sorted(runs, key=lambda k: (k != ref_name, k != "pase", k))
     return method_table({k: runs[k] for k in order}, ref_name)
 

@@ -63,6 +63,7 @@ def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     assert proc.returncode == 1 and failed.is_file() and "train.monitor='nope'" in failed.read_text(), proc.stderr
     proc = _script(ROOT / "benchmarks" / "results_tables.py", "--ablation", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"left out {failed.parent} (failed: FAILED.txt)" in proc.stderr, proc.stderr
     runs = {v: {s: json.loads((out / "runs" / v / f"seed{s}" / "metrics.json").read_text())["test"]
                 for s in (1111, 1112)} for v in ("late_fusion", "pase_pase.sgm-false")}
     d = [runs["pase_pase.sgm-false"][s]["MAE"] - runs["late_fusion"][s]["MAE"] for s in (1111, 1112)]
@@ -73,6 +74,36 @@ def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     assert proc.returncode != 0 and "no runs of the reference 'agm'" in proc.stderr
     proc = _script(ROOT / "benchmarks" / "results_tables.py", "--compare", out, "--ref", "pase:pase.sgm=false")
     assert proc.returncode == 0 and "Paired difference against pase_pase.sgm-false" in proc.stdout, proc.stderr
+
+
+def test_results_tables_read_finished_runs_of_any_modalities(tmp_path, capsys):
+    """The shares tables took every log.csv, a failed or interrupted run's included, while the
+    metric table dropped it silently; and they assumed text, audio and vision."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import results_tables as rt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    header = "epoch,diag/phase,diag/share_audio,diag/share_text\n"
+    for seed, log, done in ((1111, "0,1.0,0.2,0.8\n1,2.0,0.3,0.7\n2,2.0,0.4,0.6\n", True),
+                            (1112, "0,1.0,0.1,0.9\n", False)):
+        run = tmp_path / "runs" / "pase" / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "log.csv").write_text(header + log)
+        if done:
+            (run / "metrics.json").write_text(json.dumps({"test": {"MAE": 1.0}}))
+            (run / "diagnostics.json").write_text(json.dumps({
+                "method": "pase", "seed": seed, "modalities": ["text", "audio"],
+                "shapley": {"neg_loss": {"shares": {"text": 0.75, "audio": 0.25}}}}))
+        else:
+            (run / "FAILED.txt").write_text("Traceback ...\n")
+    table = rt.shares_table(str(tmp_path / "runs")).splitlines()
+    assert table[0].startswith("| method | seed | switch epoch | text share (epoch before switch) | audio share")
+    assert table[2:] == ["| pase | seed1111 | 1 | 0.800 | 0.200 | 0.600 | 0.400 |"]
+    assert rt.test_shares_table(str(tmp_path)).splitlines()[2:] == ["| pase | 1111 | 0.750 | 0.250 |"]
+    assert list(rt._runs(str(tmp_path))["pase"]) == [1111]
+    err = capsys.readouterr().err
+    assert f"left out {tmp_path / 'runs' / 'pase' / 'seed1112'} (failed: FAILED.txt)" in err, err
 
 
 def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():

@@ -131,7 +131,15 @@ def main() -> None:
                    help="method or variant the paired differences are against (default late_fusion)")
     p.add_argument("--shares", action="append", default=[],
                    help="print the before / after switch Shapley shares of every run under this folder")
+    p.add_argument("--replot-trajectories", action="append", default=[], metavar="CSV",
+                   help="redraw the PNG beside a trajectories CSV (pase report's format) from the CSV alone")
     a = p.parse_args()
+    for path in a.replot_trajectories:
+        from pase.evaluation.report import plot_trajectories
+
+        png = Path(path).with_suffix(".png")
+        plot_trajectories(list(csv.DictReader(open(path))), png)
+        print(f"redrew {png}")
     for folder in a.ablation:
         print(f"## {folder}\n\n" + ablation_table(folder, a.ref) + "\n")
     for folder in a.shares:

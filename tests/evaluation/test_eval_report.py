@@ -158,3 +158,23 @@ def test_report_of_a_training_run_says_what_it_reads(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(run))} is the folder of one training run, not a "
                                                 "comparison; pase report reads the --out folder of pase compare"):
         report(run)
+
+
+def test_trajectory_epochs_some_seeds_did_not_reach_are_drawn_apart(tmp_path, monkeypatch):
+    """Early stopping ends seeds at different epochs: the tail (n below the seed count) was drawn
+    like the rest, down to a single seed with no band. It is now a dotted line from the last epoch
+    every seed reached, without a band."""
+    import pase.evaluation.report as rep
+
+    drawn = {}
+    monkeypatch.setattr(rep, "_save", lambda fig, path: drawn.update(fig=fig, path=path))
+    rows = [{"method": "pase", "epoch": str(e), "modality": mod, "mean": str(0.1 * e + (0.5 if mod == "text" else 0)),
+             "sd": "" if e > 2 else "0.01", "n": str(3 if e <= 2 else 1), "switch_epoch": "1.5"}
+            for e in range(5) for mod in ("text", "audio")]  # as read back from the CSV: strings
+    rep.plot_trajectories(rows, tmp_path / "t.png")
+    ax = drawn["fig"].axes[0]
+    solid = [list(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "-"]
+    dotted = [list(line.get_xdata()) for line in ax.lines if line.get_linestyle() == ":"]
+    assert solid == [[0, 1, 2], [0, 1, 2]] and dotted == [[2, 3, 4], [2, 3, 4]]
+    assert len(ax.collections) == 2 and all(len(c.get_paths()[0].vertices) < 12 for c in ax.collections)
+    assert ax.get_title() == "pase (3 seeds)" and "fewer than 3 seeds" in [t.get_text() for t in ax.get_legend().texts]

@@ -327,26 +327,53 @@ def _plot_trajectories(s: Dict[str, Any], figdir: Path) -> Optional[str]:
     if not data:
         return None
     write_csv(figdir / "trajectories.csv", data)
-    methods = [m for m in s["methods"] if any(d["method"] == m for d in data)]
-    mods = list(dict.fromkeys(d["modality"] for d in data))  # canonical order (_trajectory_data)
+    plot_trajectories(data, figdir / "trajectories.png", s["methods"])
+    return "trajectories"
+
+
+def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[Sequence[str]] = None) -> None:
+    """One panel per method: each modality's mean share per epoch with a ± SD band, and the mean
+    phase switch (dashed). Runs stop at different epochs (early stopping), so the epochs that not
+    every seed reached (``n`` below the method's largest) are drawn dotted and without a band: a
+    mean over the seeds still running, down to one.
+
+    Args:
+        data: rows of ``trajectories.csv`` (method, epoch, modality, mean, sd, n, switch_epoch);
+            values may be strings, as read back from the CSV.
+        path: the PNG to write.
+        methods: panel order (default: the order of first appearance in ``data``).
+    """
+    rows = [{**d, "epoch": int(float(d["epoch"])), "mean": float(d["mean"]), "sd": float(d["sd"] or "nan"),
+             "n": int(float(d["n"])), "switch_epoch": "" if d["switch_epoch"] in ("", None) else float(d["switch_epoch"])}
+            for d in data]
+    present = list(dict.fromkeys(d["method"] for d in rows))
+    methods = [m for m in (methods or present) if m in present]
+    mods = list(dict.fromkeys(d["modality"] for d in rows))  # canonical order (_trajectory_data)
     fig, axes = _figure(min(len(methods), 3), math.ceil(len(methods) / 3))
     for ax, m in zip(axes, methods):
-        mine = [d for d in data if d["method"] == m]
+        mine = [d for d in rows if d["method"] == m]
+        seeds = max(d["n"] for d in mine)
         for i, mod in enumerate(mods):
             pts = [d for d in mine if d["modality"] == mod]
-            x, y = [d["epoch"] for d in pts], [d["mean"] for d in pts]
-            sd = [d["sd"] if math.isfinite(d["sd"]) else 0.0 for d in pts]
+            full = [d for d in pts if d["n"] == seeds]
+            tail = [d for d in pts if d["n"] < seeds]
+            x, y = [d["epoch"] for d in full], [d["mean"] for d in full]
+            sd = [d["sd"] if math.isfinite(d["sd"]) else 0.0 for d in full]
             ax.plot(x, y, color=_color(i), label=mod, marker="o", markersize=2.5)
             ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], color=_color(i),
                             alpha=0.15, linewidth=0)
+            if tail:  # joined to the last epoch of every seed
+                joined = full[-1:] + tail
+                ax.plot([d["epoch"] for d in joined], [d["mean"] for d in joined], color=_color(i), linestyle=":",
+                        marker="o", markersize=1.5, label=f"fewer than {seeds} seeds" if i == 0 else None)
         if mine[0]["switch_epoch"] != "":
             ax.axvline(mine[0]["switch_epoch"], color="k", linestyle="--", linewidth=1, label="phase switch")
-        ax.set(title=m, xlabel="epoch", ylabel="Shapley share (train batches)", ylim=(0, 1))
+        ax.set(title=f"{m} ({seeds} seed{'s' if seeds > 1 else ''})", xlabel="epoch",
+               ylabel="Shapley share (train batches)", ylim=(0, 1))
         ax.legend(fontsize=7)
     for ax in axes[len(methods):]:
         ax.set_visible(False)
-    _save(fig, figdir / "trajectories.png")
-    return "trajectories"
+    _save(fig, path)
 
 
 def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float, float]]], ylabel: str,
@@ -402,7 +429,9 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
     made: Dict[str, str] = {}
     if _plot_trajectories(s, figdir):
         made["trajectories"] = "Contribution trajectories: Shapley share of each modality per epoch (training " \
-                               "batches), mean ± SD over seeds; dashed: phase switch (mean epoch over seeds)."
+                               "batches), mean ± SD over seeds; dotted: epochs that only some seeds reached (early " \
+                               "stopping; the mean of those still running, n in the CSV); dashed: phase switch " \
+                               "(mean epoch over seeds)."
     mods = s.get("modalities") or []
     if "neg_loss" in s.get("shares", {}) and mods:
         keep = lambda table: {m: table[m] for m in s["reported"]}  # noqa: E731

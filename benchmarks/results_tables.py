@@ -43,6 +43,7 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
             continue
         seeds = sorted(set(by_seed) & set(ref))
         if len(seeds) < 2:
+            lines.append(f"| {meth} | {len(seeds)} | (fewer than 2 seeds shared with {ref_name}: no SE) | | |")
             continue
         for k in ("Has0_acc_2", "Non0_acc_2", "MAE", "Corr"):
             d = [by_seed[s]["test"][k] - ref[s]["test"][k] for s in seeds]
@@ -71,6 +72,8 @@ def shares_table(folder: str) -> str:
     """Training-batch Shapley shares of every finished run before and after PaSE's phase switch."""
     lines, mods = [], None
     for log in sorted(glob.glob(f"{folder}/**/log.csv", recursive=True)):
+        if any(part == "alone" or part.startswith("alone_") for part in Path(log).relative_to(folder).parts):
+            continue  # unimodal references (pase compare --alone, competition.py): one modality, no fusion
         rows = list(csv.DictReader(open(log)))
         if not rows or not any(c.startswith("diag/share_") for c in rows[0]) or not _finished(Path(log).parent):
             continue

@@ -97,6 +97,11 @@ def test_results_tables_read_finished_runs_of_any_modalities(tmp_path, capsys):
                 "shapley": {"neg_loss": {"shares": {"text": 0.75, "audio": 0.25}}}}))
         else:
             (run / "FAILED.txt").write_text("Traceback ...\n")
+    ref = tmp_path / "alone" / "text" / "seed1111"  # a unimodal reference (--alone): not a fused run
+    ref.mkdir(parents=True)
+    (ref / "log.csv").write_text("epoch,diag/share_text\n0,1.0\n")
+    (ref / "metrics.json").write_text(json.dumps({"test": {"MAE": 1.2}}))
+    assert rt.shares_table(str(tmp_path)) == rt.shares_table(str(tmp_path / "runs"))
     table = rt.shares_table(str(tmp_path / "runs")).splitlines()
     assert table[0].startswith("| method | seed | switch epoch | text share (epoch before switch) | audio share")
     assert table[2:] == ["| pase | seed1111 | 1 | 0.800 | 0.200 | 0.600 | 0.400 |"]

@@ -178,3 +178,16 @@ def test_trajectory_epochs_some_seeds_did_not_reach_are_drawn_apart(tmp_path, mo
     assert solid == [[0, 1, 2], [0, 1, 2]] and dotted == [[2, 3, 4], [2, 3, 4]]
     assert len(ax.collections) == 2 and all(len(c.get_paths()[0].vertices) < 12 for c in ax.collections)
     assert ax.get_title() == "pase (3 seeds)" and "fewer than 3 seeds" in [t.get_text() for t in ax.get_legend().texts]
+
+
+def test_report_command_names_the_runs_left_out(comparison_copy, capsys):
+    """pase report wrote the report and said nothing of the failed runs on the console (pase
+    compare does); they were only in the report's last table."""
+    from pase.cli import main
+
+    (comparison_copy / "runs" / "agm" / "seed1112" / "metrics.json").unlink()  # an unfinished run
+    assert main(["report", str(comparison_copy)]) == 0
+    captured = capsys.readouterr()
+    assert "report written to" in captured.out
+    line = next(x for x in captured.err.splitlines() if x.startswith("pase report: "))
+    assert line.startswith("pase report: 3 run(s) left out of the tables (2 failed, 1 missing), for example "), line

@@ -65,22 +65,41 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     failed = len(summary["failed"])
     note = f" ({failed} run(s) failed, see the summary)" if failed else ""
     print(f"summary written to {args.out}/summary.md{note}")
+    problems = _problems("pase compare", summary, Path(args.out), alone=args.alone, runs=False)
+    return 1 if failed or problems else 0
+
+
+def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) -> List[str]:
+    """Print (stderr) and return one line per kind of failure in a comparison folder: runs that
+    failed or never finished (``runs``), failed diagnoses, failed unimodal references."""
+    lines = []
+    bad_runs = [r for r in summary["runs"] if r["status"] != "ok"]
+    if runs and bad_runs:
+        kinds = ", ".join(f"{sum(r['status'] == k for r in bad_runs)} {k}" for k in ("failed", "missing")
+                          if any(r["status"] == k for r in bad_runs))
+        lines.append(f"{command}: {len(bad_runs)} run(s) left out of the tables ({kinds}), for example "
+                     f"{bad_runs[0]['method']} seed {bad_runs[0]['seed']}: {bad_runs[0]['error'][:200]}")
     bad = [r for r in summary["runs"] if r.get("diagnose_error")]
     if bad:
-        print(f"pase compare: diagnostics failed for {len(bad)} run(s), for example {bad[0]['method']} seed "
-              f"{bad[0]['seed']}: {bad[0]['diagnose_error']}", file=sys.stderr)
-    alone = sorted(p.parent for name in ("FAILED.txt", "DIAGNOSE_FAILED.txt")
-                   for p in Path(args.out).glob(f"alone/*/seed*/{name}")) if args.alone else []
-    if alone:
-        print(f"pase compare: {len(alone)} unimodal reference(s) failed, for example {alone[0]}", file=sys.stderr)
-    return 1 if failed or bad or alone else 0
+        lines.append(f"{command}: diagnostics failed for {len(bad)} run(s), for example {bad[0]['method']} seed "
+                     f"{bad[0]['seed']}: {bad[0]['diagnose_error']}")
+    refs = sorted(p.parent for name in ("FAILED.txt", "DIAGNOSE_FAILED.txt")
+                  for p in out.glob(f"alone/*/seed*/{name}")) if alone else []
+    if refs:
+        lines.append(f"{command}: {len(refs)} unimodal reference(s) failed, for example {refs[0]}")
+    for line in lines:
+        print(line, file=sys.stderr)
+    return lines
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import report
 
+    from .compare import summarize
+
     files = report(args.dir)
     print(f"report written to {files['report.html']} and {files['report.md']} ({len(files) - 2} figure files)")
+    _problems("pase report", summarize(args.dir), Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
     return 0
 
 

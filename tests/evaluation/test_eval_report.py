@@ -118,7 +118,7 @@ def test_wide_table_names_a_metric_averaged_over_fewer_seeds():
     assert wide["rows"] == [["pase", 4, "0.8750 ± 0.0645", "0.6000 ± 0.1000 (n=3)"]]
 
 
-def test_the_header_names_a_paired_reference_only_when_it_was_compared(comparison):
+def test_the_header_names_a_paired_reference_only_when_it_was_compared(comparison, comparison_copy):
     from pase.evaluation.report import summary_markdown
 
     s = dict(comparison[1])
@@ -126,6 +126,16 @@ def test_the_header_names_a_paired_reference_only_when_it_was_compared(compariso
     s["reference"] = "pmr"
     text = summary_markdown(s)
     assert "no paired differences (the reference `pmr` was not compared)" in text and "against `pmr`" not in text
+    # a reference whose every run failed: no paired table of n/a rows under a header that pairs
+    from pase.evaluation.compare import summarize
+
+    copy = comparison_copy
+    for seed in (1111, 1112):
+        (copy / "runs" / "late_fusion" / f"seed{seed}" / "metrics.json").unlink()
+    s = summarize(copy, reference="late_fusion")
+    text = summary_markdown(s)
+    assert s["paired"] == {} and "Paired differences" not in text
+    assert "no paired differences (the reference `late_fusion` has no finished run)" in text
 
 
 def test_a_method_keeps_its_colour_in_every_bar_figure():

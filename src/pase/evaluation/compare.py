@@ -670,7 +670,7 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
         "metrics": metric_names, "main_metrics": main_metrics(protocol), "headline": headline, "modalities": mods,
         "stats": {m: {k: describe(list(test[k][m].values()), level) for k in metric_names} for m in methods},
         "paired": ({m: {k: paired_difference(test[k][m], test[k][reference], level) for k in main_metrics(protocol)}
-                    for m in methods if m != reference} if reference in methods else {}),
+                    for m in methods if m != reference} if reference in summary["reported"] else {}),
         "conditions": {m: aggregate_conditions([r["robustness_rows"] for r in ok if r["method"] == m], headline)
                        for m in methods},
     })

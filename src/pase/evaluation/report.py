@@ -214,9 +214,10 @@ def _header(s: Dict[str, Any]) -> List[str]:
             f"mode {s['mode']}); the test split is evaluated once, from that checkpoint.",
             f"Seeds: {', '.join(map(str, s['seeds']))}. Statistics: mean, sample standard deviation (n - 1), "
             f"{level}% Student-t interval; " + (f"paired per-seed differences against `{s['reference']}`."
-                                                 if s["reference"] in s["methods"] else
+                                                 if s["reference"] in s["reported"] else
                                                  f"no paired differences (the reference `{s['reference']}` "
-                                                 "was not compared).")]
+                                                 + ("has no finished run)." if s["reference"] in s["methods"]
+                                                    else "was not compared)."))]
 
 
 def summary_markdown(s: Dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ problems, the first one as the error line (exit status 1). Under DDP only rank 0
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -200,6 +201,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, KeyError) and msg.startswith(("'", '"')):
             msg = msg[1:-1]
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "--resume" not in msg:
+            msg += "; free space" + (_interrupt_advice(args) or ", then run the same command again")
         print(f"pase: error: {msg}", file=sys.stderr)
         return 2
     finally:

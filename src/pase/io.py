@@ -11,30 +11,57 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
+           "FileWriteError"]
+
+
+class FileWriteError(OSError):
+    """A file could not be written (a full disk, a read-only folder); its previous version is intact.
+    The message names the file and the free space; ``errno`` is the cause's, ``cause`` the error."""
 
 
 def atomic_save(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
+
+    Raises:
+        FileWriteError: the folder, the temporary file or the rename failed with an ``OSError``
+            (the previous ``path``, if any, is untouched and the temporary file removed).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         os.chmod(tmp, 0o666 & ~_UMASK)
         write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileWriteError):
+            raise _write_error(path, exc) from None
         raise
+
+
+def _write_error(path: Path, exc: OSError) -> FileWriteError:
+    folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its disk"
+    except OSError:
+        free = "free space unknown"
+    err = FileWriteError(f"{path}: could not be written ({exc.strerror or exc}; {free}); its previous version, if "
+                         "any, is intact")
+    err.errno, err.cause = exc.errno, exc
+    return err
 
 
 def _fsync_dir(folder: Path) -> None:

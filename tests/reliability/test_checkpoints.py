@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +141,54 @@ def test_atomic_text_keeps_old_file_on_failure_and_plain_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "log.csv").stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path):
+    """A full disk while writing log.csv or metrics.json ended in a bare '[Errno 28] No space left
+    on device': no file named, no advice. The error now names the file and the free space."""
+    import errno
+
+    from pase.io import FileWriteError, atomic_save
+
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"a": 1})
+    before = path.read_bytes()
+
+    def full(tmp):
+        Path(tmp).write_bytes(b"{\"a\": ")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(FileWriteError, match=rf"^{re.escape(str(path))}: could not be written \(No space left on "
+                                             r"device; \d+ MiB free on its disk\); its previous version, if any, "
+                                             r"is intact$") as err:
+        atomic_save(path, full)
+    assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["metrics.json"]
+
+
+def test_a_full_disk_during_training_says_what_to_run(tmp_path, monkeypatch, capsys):
+    """pase train whose log.csv write hits a full disk: one line naming the file, and how to continue."""
+    import errno
+
+    import pase.training.callbacks as callbacks
+    from pase.io import atomic_save
+
+    calls = []
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def second_fails(path, text):  # log.csv after the second epoch
+        calls.append(path)
+        atomic_save(path, full) if len(calls) == 2 else atomic_write_text(path, text)
+
+    monkeypatch.setattr(callbacks, "atomic_write_text", second_fails)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--quiet"] + [x for s in TINY + ["train.max_epochs=3"]
+                                                         for x in ("--set", s)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pase: error: {out / 'log.csv'}: could not be written (No space left on device; "), err
+    assert err.endswith(f"; free space; finished epochs are kept: continue with pase train --resume {out}"), err
 
 
 def test_every_trainer_loads_and_saves_through_safe_checkpoint_io(tmp_path):

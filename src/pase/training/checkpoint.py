@@ -89,6 +89,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
                 free = f"{shutil.disk_usage(p.parent).free / 2**20:.0f} MiB free on its disk"
             except OSError:
                 free = "free space unknown"
+            exc = getattr(exc, "cause", exc)  # atomic_save's FileWriteError: the error of the write itself
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
             raise CheckpointWriteError(
                 f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept: free "

@@ -1,10 +1,13 @@
 """Print the Markdown tables of docs/results.md from finished run folders.
 
     python benchmarks/results_tables.py --competition runs/competition --compare runs/mosi_compare
+    python benchmarks/results_tables.py --replot-trajectories docs/figures/mosi/trajectories.csv
 
 Reads metrics.json / log.csv / diagnostics.json written by `benchmarks/competition.py` and
 `pase compare`; prints mean and sample SD over seeds, paired differences against late fusion,
-and PaSE's Shapley shares before and after its phase switch.
+and PaSE's Shapley shares before and after its phase switch. Only finished runs (a
+metrics.json) enter a table; each one left out is named on stderr. ``--replot-trajectories``
+redraws a trajectory figure from its CSV alone.
 """
 
 from __future__ import annotations

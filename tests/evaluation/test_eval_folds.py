@@ -142,7 +142,8 @@ def test_crossval_over_seeds_reports_the_seeds_mean_of_fold_means(tmp_path, monk
     assert summary["runs"]["1112"]["2"]["MAE"] == pytest.approx(2.2)
     out = capsys.readouterr().out
     assert "| 1111 | 1.2000 | 0.2000 |" in out and "| mean ± SD | 1.7000 ± 0.7071 | 0.2000 ± 0.0000 |" in out
-    assert "| 1112 / 2 | 2.2000 | nan |" in out
+    assert "| 1112 / 2 | 2.2000 | nan |" in out and "| 1112 | 2.2000 | 0.2000 (2 folds) |" in out
+    assert summary["fold_counts"]["1112"] == {"MAE": 3, "Corr": 2}
     # a second call reads the finished runs back; a seed count is MMSA's seeds
     trained.clear()
     assert main(args) == 0 and trained == []
@@ -156,3 +157,50 @@ def test_crossval_over_seeds_reports_the_seeds_mean_of_fold_means(tmp_path, monk
         folds.cross_validate(folds.Config(), tmp_path / "one", folds=[1], seeds=[1111])
     assert main(["crossval", "--seeds", "x,y", "--out", str(tmp_path / "bad")]) == 2
     assert "--seeds 'x,y' is neither a count" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_crossval_checks_every_fold_and_the_folder_before_training(tmp_path, monkeypatch, capsys):
+    """A bad fold number stopped the command only at its turn, after the folds before it trained; a
+    repeated fold was averaged once under a header that named it twice; a user's folder called
+    fold2 was taken for a run and written beside; Ctrl-C advised resuming one fold's run, which
+    writes no summary."""
+    import pytest
+
+    import pase.evaluation.folds as folds
+    from pase.config import apply_overrides, load_config, save_config
+    from pase.errors import RunInterrupted
+
+    label = write_gcnet(tmp_path / "data", "iemocap4")
+    sets = [x for s in ["data.source=gcnet", f"data.options.label_path={label}", "train.max_epochs=1"]
+            for x in ("--set", s)]
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: pytest.fail("trained"))
+    assert main(["crossval", "--folds", "1,6", "--out", str(tmp_path / "cv")] + sets) == 2
+    assert "pase: error: --folds: fold=6; IEMOCAP folds are 1..5 (the test session) (nothing was trained)" in \
+        capsys.readouterr().err and not (tmp_path / "cv").exists()
+    assert main(["crossval", "--folds", "1,1", "--out", str(tmp_path / "cv")] + sets) == 2
+    assert "--folds 1,1 names a fold twice" in capsys.readouterr().err and not (tmp_path / "cv").exists()
+    # a changed --set is found at any fold already there, before the others train
+    done = tmp_path / "cv_done" / "fold2"
+    done.mkdir(parents=True)
+    save_config(apply_overrides(load_config(None, [a for a in sets if a != "--set"]),
+                                ["data.options.fold=2", "train.progress_bar=false"]), done / "config.yaml")
+    (done / "metrics.json").write_text(json.dumps({"test": {"WA": 0.5}, "protocol": "multiclass"}))
+    assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv_done")] + sets
+                + ["--set", "train.lr=0.01"]) == 2
+    assert "fold2 holds fold 2 of another configuration (train.lr: 0.001 there, 0.01 now)" in capsys.readouterr().err
+    assert not (tmp_path / "cv_done" / "fold1").exists()
+    mine = tmp_path / "mine" / "fold2"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep\n")
+    assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "mine")] + sets) == 2
+    assert "holds files that are not a cross-validation's (fold2)" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["fold2"]
+
+    def interrupted(cfg, run, resume=False, quiet=False):
+        raise RunInterrupted("training interrupted by SIGTERM in epoch 3", "SIGTERM",
+                             f"finished epochs are kept: continue with pase train --resume {run}")
+
+    monkeypatch.setattr(folds, "train", interrupted)
+    assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")] + sets) == 143
+    err = capsys.readouterr().err
+    assert "run the same pase crossval command again to continue the cross-validation" in err and "--resume" not in err

@@ -377,6 +377,15 @@ def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanit
     return t, feats, row, dataset, info
 
 
+def check_options(label_path: str | Path, dataset: Optional[str] = None, fold: Optional[int] = None,
+                  valid_fraction: float = 0.1, **_) -> None:
+    """The argument errors ``load_gcnet`` would raise, without reading any file (the dataset is
+    inferred from the label file's name when not given): ``pase crossval`` checks every fold
+    before the first one trains."""
+    name = dataset.lower() if dataset else infer_dataset(Path(label_path), _NAME_PATTERNS)
+    _check_args(name, [fold], valid_fraction)
+
+
 @register_data("gcnet")
 def load_gcnet(label_path: str | Path, feature_root: Optional[str | Path] = None,
                features: Optional[Mapping[str, Optional[str]]] = None, dataset: Optional[str] = None,
@@ -409,6 +418,9 @@ def load_gcnet(label_path: str | Path, feature_root: Optional[str | Path] = None
     t, feats, row, dataset, info = _prepare(label_path, feature_root, features, dataset, [fold],
                                             valid_fraction, sanitize)
     return _bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
+
+
+load_gcnet.check_options = check_options  # read by pase crossval (evaluation/folds.py)
 
 
 def iemocap_folds(label_path: str | Path, feature_root: Optional[str | Path] = None,

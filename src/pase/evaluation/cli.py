@@ -51,9 +51,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         summary = compare(cfg, args.methods, args.seeds, args.out, jobs=args.jobs, diagnose=args.diagnose,
                           alone=args.alone, reference=args.reference, noise_levels=args.noise_levels, progress=print)
     except RunInterrupted as e:  # the advice is the comparison's, not one run folder's
-        raise RunInterrupted(e.message, e.signal, "run the same pase compare command again to continue the "
-                             "comparison (finished runs are kept, interrupted ones continue from their "
-                             "checkpoints)") from None
+        raise _rerun(e, "compare", "comparison") from None
     tables = summary_tables(summary)
     if tables:
         t = tables[0]
@@ -116,6 +114,14 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rerun(e, command: str, what: str):
+    """The interruption ``e`` of one run inside ``pase <command>``, advising the whole command."""
+    from ..errors import RunInterrupted
+
+    return RunInterrupted(e.message, e.signal, f"run the same pase {command} command again to continue the {what} "
+                          "(finished runs are kept, interrupted ones continue from their checkpoints)")
+
+
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from ..config import load_config
     from .folds import cross_validate
@@ -132,7 +138,12 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
             seeds = parse_seeds(args.seeds)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    cross_validate(load_config(args.config, args.set), args.out, folds, seeds)
+    from ..errors import RunInterrupted
+
+    try:
+        cross_validate(load_config(args.config, args.set), args.out, folds, seeds)
+    except RunInterrupted as e:  # the advice is the cross-validation's, not one fold's run folder
+        raise _rerun(e, "crossval", "cross-validation") from None
     print(open(Path(args.out) / "folds_summary.md").read(), end="")
     return 0
 

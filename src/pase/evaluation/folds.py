@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
+from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import train
 
@@ -47,9 +48,13 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     out = Path(out_dir)
     if not list(folds):
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
+    if len(set(folds)) != len(list(folds)):
+        raise ConfigError(f"--folds {','.join(map(str, folds))} names a fold twice; name each once (nothing was trained)")
     if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
         raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
     _check_out(out, by_seed=seeds is not None)
+    configs = {s: cfg if s is None else apply_overrides(cfg, [f"train.seed={s}"]) for s in (seeds or [None])}
+    _check_folds(configs, out, folds)
     if seeds is None:
         per_fold, protocol = _train_folds(cfg, out, folds)
         mean, sd, n = _mean_sd(list(per_fold.values()))
@@ -60,21 +65,49 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     else:
         runs: Dict[int, Dict[int, Dict[str, float]]] = {}
         for s in seeds:
-            runs[s], protocol = _train_folds(apply_overrides(cfg, [f"train.seed={s}"]), out / f"seed{s}", folds)
-        fold_means = {s: _mean_sd(list(r.values()))[0] for s, r in runs.items()}
+            runs[s], protocol = _train_folds(configs[s], out / f"seed{s}", folds)
+        per_seed = {s: _mean_sd(list(r.values())) for s, r in runs.items()}
+        fold_means = {s: v[0] for s, v in per_seed.items()}
         mean, sd, n = _mean_sd(list(fold_means.values()))
         summary = {"protocol": protocol, "method": cfg.method, "seeds": list(seeds), "folds_trained": list(folds),
                    "runs": {str(s): {str(f): m for f, m in r.items()} for s, r in runs.items()},
-                   "fold_means": {str(s): m for s, m in fold_means.items()}, "mean": mean, "sd": sd, "n": n}
+                   "fold_means": {str(s): m for s, m in fold_means.items()},
+                   "fold_counts": {str(s): v[2] for s, v in per_seed.items()}, "mean": mean, "sd": sd, "n": n}
         lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}, seeds {list(seeds)}",
-                 "", "Each seed's row is its mean over the folds (the protocol's figure); the last row is the "
-                 "mean and sample SD of those over the seeds.", ""]
-        lines += _table("seed", {str(s): m for s, m in fold_means.items()}, mean, sd, n, len(seeds))
+                 "", "Each seed's row is its mean over the folds (the protocol's figure; '(k folds)' where a "
+                 "metric was NaN in the others); the last row is the mean and sample SD of those over the seeds.", ""]
+        lines += _table("seed", {str(s): m for s, m in fold_means.items()}, mean, sd, n, len(seeds),
+                        counts={str(s): v[2] for s, v in per_seed.items()}, of=len(folds))
         lines += ["", "Every fold:", ""]
         lines += _table("seed / fold", {f"{s} / {f}": m for s, r in runs.items() for f, m in r.items()})
     atomic_write_json(out / "folds_summary.json", summary)
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
+
+
+def _fold_config(cfg: Config, f: int) -> Config:
+    return apply_overrides(cfg, [f"data.options.fold={f}", "train.progress_bar=false"])
+
+
+def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequence[int]) -> None:
+    """Before any fold trains: every fold's data options (the source's ``check_options``, where it
+    has one) and every run folder already there against the configuration it would continue."""
+    any_cfg = next(iter(configs.values()))
+    source = any_cfg.data.source
+    check = getattr(DATA_SOURCES.get(source), "check_options", None) if source in DATA_SOURCES else None
+    for f in folds:  # a bad last fold stopped the command only after the others had trained
+        if check is not None:
+            try:
+                check(**{**any_cfg.data.options, "fold": f})
+            except ValueError as exc:
+                raise ConfigError(f"--folds: {exc} (nothing was trained)") from None
+    for s, cfg in configs.items():  # a changed --set was found at the first finished fold, after the others
+        for f in folds:
+            run = (out if s is None else out / f"seed{s}") / f"fold{f}"
+            diff = _other_config(run, _fold_config(cfg, f)) if (run / "config.yaml").is_file() else None
+            if diff:
+                raise ConfigError(f"{run} holds fold {f} of another configuration ({diff}); pass a new --out, "
+                                  "or the same --config and --set values to resume it (nothing was trained)")
 
 
 def _train_folds(cfg: Config, out: Path, folds: Sequence[int]) -> Tuple[Dict[int, Dict[str, float]], str]:
@@ -83,12 +116,8 @@ def _train_folds(cfg: Config, out: Path, folds: Sequence[int]) -> Tuple[Dict[int
     protocol = ""
     for f in folds:
         run = out / f"fold{f}"
-        fold_cfg = apply_overrides(cfg, [f"data.options.fold={f}", "train.progress_bar=false"])
-        if (run / "metrics.json").is_file():
-            diff = _other_config(run, fold_cfg)
-            if diff:
-                raise ConfigError(f"{run} holds fold {f} of another configuration ({diff}); pass a new --out, "
-                                  "or the same --config and --set values to resume it")
+        fold_cfg = _fold_config(cfg, f)
+        if (run / "metrics.json").is_file():  # its configuration checked by _check_folds
             result = json.loads((run / "metrics.json").read_text())
         else:  # an interrupted fold (its config.yaml written) continues; train checks its configuration
             result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
@@ -107,11 +136,18 @@ def _mean_sd(rows: List[Dict[str, float]]) -> Tuple[Dict[str, float], Dict[str, 
 
 
 def _table(first: str, rows: Dict[str, Dict[str, float]], mean: Optional[Dict[str, float]] = None,
-           sd: Optional[Dict[str, float]] = None, n: Optional[Dict[str, int]] = None, total: int = 0) -> List[str]:
-    """Markdown rows: one per entry of ``rows``, then ``mean ± SD`` (with n where a NaN was left out)."""
+           sd: Optional[Dict[str, float]] = None, n: Optional[Dict[str, int]] = None, total: int = 0,
+           counts: Optional[Dict[str, Dict[str, int]]] = None, of: int = 0) -> List[str]:
+    """Markdown rows: one per entry of ``rows`` (a row's cell says '(k folds)' where ``counts``
+    gives fewer than ``of``), then ``mean ± SD`` (with n where a NaN was left out)."""
     names = list(next(iter(rows.values())))
     lines = [f"| {first} | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {key} | " + " | ".join(f"{m[k]:.4f}" for k in names) + " |" for key, m in rows.items()]
+
+    def cell(key: str, k: str) -> str:
+        c = counts[key][k] if counts else of
+        return f"{rows[key][k]:.4f}" + (f" ({c} folds)" if c < of else "")
+
+    lines += [f"| {key} | " + " | ".join(cell(key, k) for k in names) + " |" for key in rows]
     if mean is not None:
         lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" + (f" (n={n[k]})" if n[k] < total
                                                                                        else "") for k in names) + " |")
@@ -130,8 +166,9 @@ def _check_out(out: Path, by_seed: bool = False) -> None:
     if not out.is_dir():
         return
     entries = list(out.iterdir())
-    runs = [p for p in entries if _numbered(p, "fold")]
-    seeded = [p for p in entries if _numbered(p, "seed") and all(_numbered(q, "fold") for q in p.iterdir())]
+    runs = [p for p in entries if _numbered(p, "fold") and _run_or_empty(p)]
+    seeded = [p for p in entries if _numbered(p, "seed") and all(_numbered(q, "fold") and _run_or_empty(q)
+                                                                  for q in p.iterdir())]
     if runs and seeded:
         raise ConfigError(f"--out {out} mixes fold<f>/ and seed<s>/ runs; pass a new --out (nothing was written)")
     if (runs and by_seed) or (seeded and not by_seed):
@@ -144,6 +181,12 @@ def _check_out(out: Path, by_seed: bool = False) -> None:
             ", ".join(p.name for p in entries)
         raise ConfigError(f"--out {out} holds files that are not a cross-validation's ({what}); pass a new --out "
                           "(nothing was written)")
+
+
+def _run_or_empty(p: Path) -> bool:
+    """``p`` is an empty folder or a training run's (its ``config.yaml``, written first), not a
+    user's folder that happens to be called ``fold2``."""
+    return (p / "config.yaml").is_file() or not any(p.iterdir())
 
 
 def _numbered(p: Path, prefix: str) -> bool:

@@ -107,6 +107,9 @@ def test_modalities_subset_and_dataset_argument(tmp_path, capsys):
                                               r"data.options.dataset \(pase data inspect: --dataset; Python: "
                                               r"dataset=\) to one of "):
         create_data("mmsa", path=renamed)
+    # a mistyped path is named as missing, not as a name without a dataset in it
+    with pytest.raises(FileNotFoundError, match=r"mine_nothere.pkl: no such file; check the path"):
+        create_data("mmsa", path=tmp_path / "mine_nothere.pkl")
     from pase.cli import main
     assert main(["data", "inspect", str(renamed)]) == 1  # the path does not tell
     assert main(["data", "inspect", str(renamed), "--dataset", "mosei"]) == 0

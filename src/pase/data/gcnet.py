@@ -35,7 +35,7 @@ from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, DataFormatError, as_array, cast_checked, check_class_labels,
                        check_disjoint_splits, check_label_range, check_unique_ids, fix_non_finite,
-                       infer_dataset, is_rows, to_str)
+                       infer_dataset, is_rows, require_file, to_str)
 
 __all__ = ["load_gcnet", "iemocap_folds", "GCNET_DATASETS", "DEFAULT_FEATURES"]
 
@@ -365,6 +365,7 @@ def _feature_folders(features: Optional[Mapping[str, Optional[str]]]) -> Dict[st
 def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanitize):
     lp = Path(label_path)
     root = Path(feature_root) if feature_root is not None else lp.parent / "features"
+    require_file(lp)
     dataset = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
     _check_args(dataset, folds, fraction)
     features = _feature_folders(features)

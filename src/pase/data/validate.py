@@ -23,7 +23,7 @@ import numpy as np
 
 __all__ = ["DataFormatError", "LOGGER", "require_splits", "require_keys", "as_array", "check_rows",
            "check_dims", "fix_non_finite", "check_label_range", "check_class_labels",
-           "check_unique_ids", "clip_lengths", "to_str", "infer_dataset", "is_rows", "require_rows",
+           "check_unique_ids", "clip_lengths", "to_str", "infer_dataset", "is_rows", "require_rows", "require_file",
            "check_sequences", "cast_checked", "refuse_flag_labels", "check_split_widths"]
 
 LOGGER = logging.getLogger("pase.data")
@@ -415,7 +415,15 @@ def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequenc
     if bad or not modalities:
         raise ValueError(f"modalities={tuple(modalities)!r}; choose from {tuple(valid_modalities)}")
     p = Path(path)
+    require_file(p)
     return p, resolve_dataset(p, dataset, patterns, valid_datasets)
+
+
+def require_file(path: Path) -> None:
+    """A mistyped path is named as missing before its name is read for a dataset (it was reported as
+    a name without a dataset in it)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; check the path (nothing is downloaded for you)")
 
 
 def resolve_dataset(path: Path, dataset: Optional[str], patterns: Sequence[Tuple[str, str]],

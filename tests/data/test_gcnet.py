@@ -166,9 +166,24 @@ def test_labels_one_per_utterance_in_a_list_load_and_one_hot_rows_are_named(tmp_
         for v in d["videoLabels"]:
             d["videoLabels"][v] = [list(np.eye(4, dtype=int)[y]) for y in d["videoLabels"][v]]
 
-    with pytest.raises(Exception, match=r"videoLabels of split 'train' give labels of shape \(\d+, 4\), expected one "
-                                        r"number per utterance.*one-hot rows\? store each utterance's class index"):
+    with pytest.raises(Exception, match=r"videoLabels of video '[^']+' \(split 'train'\) hold a label of shape \(4,\), "
+                                        r"expected one number per utterance.*one-hot rows\? store each utterance's "
+                                        r"class index"):
         _load(write_gcnet(tmp_path / "c", "iemocap4", mutate=one_hot))
+
+    # one video's labels bracketed or one-hot, the others plain: read per utterance ("ragged ... pad it to
+    # one (N, T, D) float64 array" before)
+    def first_only(wrap):
+        def mutate(d):
+            v = sorted(d["trainVids"])[0]
+            d["videoLabels"][v] = [wrap(y) for y in d["videoLabels"][v]]
+        return mutate
+
+    mixed = _load(write_gcnet(tmp_path / "d", "mosi", mutate=first_only(lambda y: [y])))
+    assert all(torch.equal(mixed.splits[s].target, plain.splits[s].target) for s in plain.splits)
+    with pytest.raises(Exception, match=r"videoLabels of video '[^']+' \(split 'train'\) hold a label of shape \(4,\)"
+                                        r".*one-hot rows\?"):
+        _load(write_gcnet(tmp_path / "e", "iemocap4", mutate=first_only(lambda y: list(np.eye(4, dtype=int)[y]))))
 
 
 def test_an_utterance_in_train_and_test_is_refused(tmp_path):

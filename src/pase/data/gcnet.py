@@ -288,14 +288,17 @@ def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
     """Validated (N,) targets and ids of the utterances of ``vids``."""
     task = GCNET_DATASETS[dataset]
     ids = [str(u) for v in vids for u in t.utterances[v]]
-    labels = as_array([y for v in vids for y in t.labels[v]], t.file, split, "videoLabels", np.float64)
-    if labels.ndim == 2 and labels.shape[1] == 1:  # one [y] per utterance
-        labels = labels[:, 0]
-    if labels.ndim != 1:
-        hint = (" (one-hot rows? store each utterance's class index, e.g. argmax of the row)"
-                if task.kind == "classification" else "")
-        raise DataFormatError(f"{t.file}: videoLabels of split {split!r} give labels of shape {labels.shape}, "
-                              f"expected one number per utterance, shape ({len(ids)},){hint}")
+    hint = (" (one-hot rows? store each utterance's class index, e.g. argmax of the row)"
+            if task.kind == "classification" else "")
+    flat = []
+    for v in vids:  # per utterance: a [y] is y, whatever the other videos hold; a longer row names its video
+        for y in t.labels[v]:
+            a = np.asarray(y)
+            if a.ndim > 0 and a.size != 1:
+                raise DataFormatError(f"{t.file}: videoLabels of video {v!r} (split {split!r}) hold a label of shape "
+                                      f"{a.shape}, expected one number per utterance{hint}")
+            flat.append(a.reshape(()) if a.ndim > 0 else y)
+    labels = as_array(flat, t.file, split, "videoLabels", np.float64)
     if task.kind == "classification":
         target = check_class_labels(labels, task.num_classes, t.file, split, ids,
                                     fix=f"check dataset={dataset!r} (iemocap4: 4 classes, iemocap6: 6)")

@@ -3,6 +3,7 @@
 import json
 import shutil
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -413,11 +414,48 @@ def test_lightning_gets_the_default_sigterm_handler_while_it_trains():
     previous = _raise_on_sigterm()
     try:
         mine = signal.getsignal(signal.SIGTERM)
-        with _lightning_handles_sigterm():
+        with _lightning_handles_sigterm(types.SimpleNamespace(received_sigterm=False)):
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("where", ["between fit and validate", "last test batch"])
+def test_sigterm_after_the_training_loop_stops_the_run_with_one_line(tmp_path, monkeypatch, capsys, where):
+    """Between fit and the final validation the default handler was set: SIGTERM killed the run
+    silently. At the last test batch Lightning's loop let it pass: the run ended with exit 0. Both
+    now stop with one line, exit 143 and the resume command."""
+    import os
+    import signal
+
+    from pase.methods.base import Method
+    from pase.training.lightning_module import PaseModule
+
+    if where == "between fit and validate":
+        original = Method.summary
+        calls = []
+
+        def summary(self):
+            calls.append(1)
+            if len(calls) == 1:  # the summary right after fit
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(self)
+
+        monkeypatch.setattr(Method, "summary", summary)
+    else:
+        original = PaseModule.on_test_epoch_end
+
+        def last_batch(self):  # Lightning's handler is set during the test call: it only records the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+            return original(self)
+
+        monkeypatch.setattr(PaseModule, "on_test_epoch_end", last_batch)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--quiet"] + [x for s in OVERRIDES for x in ("--set", s)]) == 143
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pase: interrupted: training interrupted by SIGTERM in epoch "), err
+    assert err.endswith(f"continue with pase train --resume {out}") and not (out / "metrics.json").exists()
 
 
 def test_compare_names_an_unknown_method_before_anything_trains(tmp_path, capsys, monkeypatch):

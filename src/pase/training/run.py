@@ -488,23 +488,28 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         if keep is not None:
             _keep_finished(out, keep)
         save_config(cfg, out / "config.yaml")
-    with warnings.catch_warnings(), _lightning_handles_sigterm():
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into its own folder
-        # every checkpoint load below goes through SafeCheckpointIO: weights-only
+        # every checkpoint load below goes through SafeCheckpointIO: weights-only. Lightning handles
+        # SIGTERM inside each trainer call; between them the caller's handler (pase's: an interrupt)
         try:
-            trainer.fit(module, train_dl, valid_dl, ckpt_path=str(start) if start else None)
+            with _lightning_handles_sigterm(trainer):
+                trainer.fit(module, train_dl, valid_dl, ckpt_path=str(start) if start else None)
             final_state = module.method.summary()  # before the best checkpoint is reloaded
             best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
-            trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
+            with _lightning_handles_sigterm(trainer):
+                trainer.validate(module, valid_dl, ckpt_path=best, verbose=False)
             selected_state = module.method.summary()  # the selected checkpoint's (its buffers are loaded)
             valid = dict(module.results["valid"])
-            trainer.test(module, test_dl, ckpt_path=best, verbose=False)
+            with _lightning_handles_sigterm(trainer):
+                trainer.test(module, test_dl, ckpt_path=best, verbose=False)
             test = dict(module.results["test"])
         except (KeyboardInterrupt, SystemExit) as e:
-            sig = interrupt.signal or ("SIGINT" if isinstance(e, KeyboardInterrupt) else None)
+            sig = (e.signal if isinstance(e, RunInterrupted) else
+                   interrupt.signal or ("SIGINT" if isinstance(e, KeyboardInterrupt) else None))
             if sig is None:
                 raise
             kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
@@ -550,10 +555,14 @@ def _relative(path: Path, out: Path) -> str:
 
 
 @contextlib.contextmanager
-def _lightning_handles_sigterm():
-    """Lightning installs its SIGTERM handler (a stop at the next step, then ``InterruptRecorder``)
-    only where the default one is set; the ``pase`` command sets its own for the time outside the
-    training loop (``cli._raise_on_sigterm``), so the default is put back while Lightning runs."""
+def _lightning_handles_sigterm(trainer: L.Trainer):
+    """One trainer call (fit, validate, test) with Lightning's SIGTERM handling alone.
+
+    Lightning's handler stops at the next step (then ``InterruptRecorder``), composed with any
+    handler already set; the ``pase`` command sets its own, which raises at once
+    (``cli._raise_on_sigterm``), so the default is put back for the call and the caller's restored
+    after it, for the time between calls. Lightning's evaluation loop lets a SIGTERM at its last
+    batch pass (the call returns normally): that one stops the run here."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -562,6 +571,8 @@ def _lightning_handles_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if trainer.received_sigterm:
+        raise RunInterrupted("stopped by SIGTERM", "SIGTERM")
 
 
 def _best_epoch(log_csv: Path, key: str, mode: str) -> Optional[int]:

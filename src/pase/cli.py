@@ -173,6 +173,8 @@ def _interrupt_advice(args: argparse.Namespace) -> str:
     """What to run after Ctrl-C outside a training loop; every file is written atomically, so the
     same command (or a resume) continues."""
     if args.command == "train" and getattr(args, "run_dir", None) is not None:
+        if not (Path(args.run_dir) / "config.yaml").is_file():  # stopped before the run folder was written
+            return "; no run folder was written: run the same pase train command again"
         return f"; finished epochs are kept: continue with pase train --resume {args.run_dir}"
     if args.command in ("compare", "crossval"):
         return f"; run the same pase {args.command} command again to continue (finished runs are kept)"

@@ -348,6 +348,8 @@ def test_ctrl_c_outside_the_training_loop_says_what_to_run(tmp_path, monkeypatch
     import pase.training
 
     def interrupted(*a, **k):
+        (tmp_path / "RUN").mkdir(exist_ok=True)  # after the run folder was written
+        (tmp_path / "RUN" / "config.yaml").write_text("method: late_fusion\n")
         raise KeyboardInterrupt
 
     monkeypatch.chdir(tmp_path)
@@ -355,6 +357,20 @@ def test_ctrl_c_outside_the_training_loop_says_what_to_run(tmp_path, monkeypatch
     monkeypatch.setattr(compare_mod, "compare", interrupted)
     assert main(command) == 130
     assert capsys.readouterr().err == f"pase: interrupted{advice}\n"
+
+
+def test_ctrl_c_before_the_run_folder_is_written_advises_no_resume(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while the data loaded advised 'pase train --resume RUN', which then failed: RUN had no
+    config.yaml yet."""
+    import pase.training
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(pase.training, "train", interrupted)
+    assert main(["train", "--out", "RUN"]) == 130
+    assert capsys.readouterr().err == "pase: interrupted; no run folder was written: run the same pase train command again\n"
 
 
 def test_a_run_whose_metrics_name_an_old_absolute_path_takes_its_own_diagnosis(comparison, tmp_path, capsys):
@@ -390,6 +406,8 @@ def test_sigterm_outside_the_training_loop_says_what_to_run(tmp_path, monkeypatc
     import pase.training
 
     def terminated(*a, **k):
+        (tmp_path / "RUN").mkdir(exist_ok=True)  # after the run folder was written
+        (tmp_path / "RUN" / "config.yaml").write_text("method: late_fusion\n")
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs at the next bytecode: before the sleep
         time.sleep(30)
         raise AssertionError("SIGTERM did not stop the command")
@@ -454,7 +472,8 @@ def test_sigterm_after_the_training_loop_stops_the_run_with_one_line(tmp_path, m
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--quiet"] + [x for s in OVERRIDES for x in ("--set", s)]) == 143
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pase: interrupted: training interrupted by SIGTERM in epoch "), err
+    assert err.startswith("pase: interrupted: training interrupted by SIGTERM during the final evaluation; "
+                          "the checkpoint of the last finished epoch is kept"), err
     assert err.endswith(f"continue with pase train --resume {out}") and not (out / "metrics.json").exists()
 
 
@@ -466,3 +485,16 @@ def test_compare_names_an_unknown_method_before_anything_trains(tmp_path, capsys
     assert capsys.readouterr().err == ("pase: error: --methods: unknown method 'psae'; did you mean 'pase'? valid: "
                                        "agm, late_fusion, ogm_ge, pase, pmr (nothing was trained)\n")
     assert not (tmp_path / "cmp").exists()
+
+
+def test_the_command_line_is_parsed_without_importing_torch():
+    """Building the parser imported pase.evaluation.compare for two defaults, and with it torch,
+    Lightning, scipy and matplotlib: `pase --help` took seconds, and Ctrl-C in that window gave a
+    traceback (the parser runs before the command's one-line interrupt handling)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pase.cli; pase.cli._parser(); "
+            "print(sorted(m for m in ('torch', 'lightning', 'scipy', 'matplotlib', 'sklearn') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]

@@ -150,8 +150,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``compare``, ``report`` and ``diagnose`` to the ``pase`` sub-command parser."""
-    from .compare import DEFAULT_METHODS
-    from .robustness import DEFAULT_NOISE_LEVELS
+    from .defaults import DEFAULT_METHODS, DEFAULT_NOISE_LEVELS
 
     levels = ",".join(f"{x:g}" for x in DEFAULT_NOISE_LEVELS)
     c = subparsers.add_parser("compare", help="train several methods over several seeds and compare them")

@@ -44,6 +44,7 @@ from ..config import Config, ConfigError, config_difference, save_config, to_dic
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
 from ..training.run import RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train
+from .defaults import DEFAULT_METHODS
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
 from .shapley_report import diagnose, read_csv
@@ -51,7 +52,6 @@ from .shapley_report import diagnose, read_csv
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
            "paired_difference", "main_metrics", "compare", "summarize"]
 
-DEFAULT_METHODS = ("late_fusion", "ogm_ge", "agm", "pmr", "pase")
 MMSA_FIRST_SEED = 1111  # MMSA's seeds 1111, 1112, ...
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 #: worker start method: "spawn", because a forked child of a process that already ran OpenMP

@@ -36,14 +36,13 @@ from ..data.contract import Batch, DataBundle
 from ..metrics import MetricAccumulator, Protocol, get_protocol
 from ..training.datamodule import make_loader
 from ..training.precision import inference
+from .defaults import DEFAULT_NOISE_LEVELS
 
 __all__ = ["DEFAULT_NOISE_LEVELS", "unique_levels", "headline_metric", "condition_name", "feature_std", "add_noise",
            "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
 
 LOGGER = logging.getLogger("pase.evaluation")
 
-#: noise levels in units of each feature's train-split standard deviation
-DEFAULT_NOISE_LEVELS = (0.0, 0.5, 1.0, 2.0)
 
 
 

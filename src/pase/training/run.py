@@ -495,9 +495,11 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # resuming into its own folder
         # every checkpoint load below goes through SafeCheckpointIO: weights-only. Lightning handles
         # SIGTERM inside each trainer call; between them the caller's handler (pase's: an interrupt)
+        where = None  # during fit: the epoch
         try:
             with _lightning_handles_sigterm(trainer):
                 trainer.fit(module, train_dl, valid_dl, ckpt_path=str(start) if start else None)
+            where = "during the final evaluation"
             final_state = module.method.summary()  # before the best checkpoint is reloaded
             best = ckpt.best_model_path or str(ckpt_dir / "last.ckpt")
             with _lightning_handles_sigterm(trainer):
@@ -514,7 +516,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
                 raise
             kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
                     else "no epoch had finished")
-            raise RunInterrupted(f"training interrupted by {sig} in epoch {trainer.current_epoch}; {kept}", sig,
+            where = where or f"in epoch {trainer.current_epoch}"
+            raise RunInterrupted(f"training interrupted by {sig} {where}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
     best_epoch = _best_epoch(out / "log.csv", monitor, mode)
     result = {

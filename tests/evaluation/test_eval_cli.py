@@ -498,3 +498,19 @@ def test_the_command_line_is_parsed_without_importing_torch():
             "print(sorted(m for m in ('torch', 'lightning', 'scipy', 'matplotlib', 'sklearn') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr[-2000:]
+
+
+def test_no_diagnosis_goes_into_a_run_that_has_not_finished(comparison, tmp_path, capsys):
+    """Diagnosing an interrupted run's last.ckpt into its own folder was accepted; when the run then
+    finished, pase compare kept that diagnosis of an intermediate checkpoint as the selected model's."""
+    run = tmp_path / "unfinished"
+    shutil.copytree(comparison[0] / "runs" / "late_fusion" / "seed1111", run)
+    for f in ("metrics.json", "diagnostics.json", "diagnostics.csv", "trajectory.csv", "robustness.csv"):
+        (run / f).unlink(missing_ok=True)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["diagnose", "--no-probes", "--noise-levels", "0", "--out", str(run), "--checkpoint",
+                 str(run / "checkpoints" / "last.ckpt")]) == 2
+    assert "is a run folder whose training has not finished (no metrics.json)" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert main(["diagnose", "--no-probes", "--noise-levels", "0", "--out", str(tmp_path / "peek"), "--checkpoint",
+                 str(run / "checkpoints" / "last.ckpt")]) == 0  # elsewhere it is fine

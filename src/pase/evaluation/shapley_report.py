@@ -255,6 +255,12 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     own_run = len(parents) > 1 and out.resolve() == parents[1]  # the checkpoint's own run folder
     if (out / "metrics.json").is_file():  # also in its own folder: only the selected checkpoint's diagnosis
         _check_other_run(out, checkpoint, own_run)
+    elif (out / "config.yaml").is_file() and (out / "checkpoints").is_dir():
+        # a run still training (or interrupted): once it finishes, pase compare would read this diagnosis
+        # of an intermediate checkpoint as the selected model's
+        raise RunDirError(f"{out} is a run folder whose training has not finished (no metrics.json); its diagnosis "
+                          "would later pass for the selected model's: pass another --out, or finish the run first "
+                          "(nothing was written)")
     if not previous.is_file():
         theirs = [f for f in _DIAGNOSIS_FILES if (out / f).exists()]
         partial = out / _PARTIAL

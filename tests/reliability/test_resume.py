@@ -359,6 +359,7 @@ def test_a_run_killed_in_its_first_epoch_restarts_in_place(tmp_path):
     cfg = apply_overrides(Config(), TINY)
     fresh = train(cfg, tmp_path / "fresh", quiet=True)
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".lock").touch()  # taken before config.yaml is written: a killed run leaves both
     (tmp_path / "run" / "config.yaml").write_text((tmp_path / "fresh" / "config.yaml").read_text())
     again = train(cfg, tmp_path / "run", resume=True, quiet=True)  # no last.ckpt: from the first epoch
     assert (again["valid"], again["test"]) == (fresh["valid"], fresh["test"])
@@ -459,10 +460,13 @@ def test_a_resume_without_last_checkpoint_refuses_a_folder_that_is_not_a_killed_
     cfg = apply_overrides(Config(), TINY + ["train.max_epochs=2"])
     done = tmp_path / "done"
     train(cfg, done, quiet=True)
-    cases = {"notes": {"config.yaml": None, "notes.txt": b"mine"},
-             "later best": {"config.yaml": None, "checkpoints/best.ckpt": (done / "checkpoints" / "last.ckpt")},
-             "comparison": {"config.yaml": None, "compare.json": b"{}"},
-             "long log": {"config.yaml": None, "log.csv": (done / "log.csv")}}
+    cases = {"notes": {".lock": b"", "config.yaml": None, "notes.txt": b"mine"},
+             "later best": {".lock": b"", "config.yaml": None,
+                            "checkpoints/best.ckpt": (done / "checkpoints" / "last.ckpt")},
+             "comparison": {".lock": b"", "config.yaml": None, "compare.json": b"{}"},
+             "long log": {".lock": b"", "config.yaml": None, "log.csv": (done / "log.csv")},
+             # the user's own config.yaml in a folder no run wrote (no lock): it was rewritten, comments lost
+             "own config": {"config.yaml": b"# my notes\n" + (done / "config.yaml").read_bytes()}}
     for name, files in cases.items():
         run = tmp_path / name.replace(" ", "_")
         (run / "checkpoints").mkdir(parents=True)
@@ -470,11 +474,13 @@ def test_a_resume_without_last_checkpoint_refuses_a_folder_that_is_not_a_killed_
             src = done / rel if content is None else content
             (run / rel).write_bytes(src.read_bytes() if isinstance(src, type(done)) else src)
         before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-        with pytest.raises(RunDirError, match=r"not a run interrupted in its first epoch \((it holds|its)"):
+        with pytest.raises(RunDirError, match=r"not a run interrupted in its first epoch \((it holds|its|it has no "
+                                             r"\.lock, which a run writes before its config\.yaml)"):
             train(cfg, run, resume=True, quiet=True)
         assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before, name
     killed = tmp_path / "killed"
     killed.mkdir()
+    (killed / ".lock").touch()
     (killed / "config.yaml").write_bytes((done / "config.yaml").read_bytes())
     (killed / "tensorboard").mkdir()  # the TensorBoard logger writes from the first step when it is installed
     (killed / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"x")

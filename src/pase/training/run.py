@@ -313,7 +313,8 @@ def run_files(out: Path) -> List[str]:
 
 def _check_first_epoch_leftovers(out: Path) -> None:
     """A resume without ``last.ckpt`` trains from scratch in ``out``, so ``out`` must hold only what a
-    run killed in its first epoch leaves: config.yaml, the lock, the TensorBoard logger's folder, and
+    run killed in its first epoch leaves: config.yaml, the lock (always: it is taken before config.yaml
+    is written, so a user's folder with a config.yaml of its own is told apart), the TensorBoard logger's folder, and
     (killed between the epoch's writes) log.csv with one row and an epoch-0 best.ckpt, or a
     temporary file of an atomic write.
     Anything else (a comparison's folder, another run's checkpoint, the user's files) is refused:
@@ -323,6 +324,8 @@ def _check_first_epoch_leftovers(out: Path) -> None:
     why = f"it holds {other[0]}" if other else None
     if why is None and (out / "log.csv").is_file() and len((out / "log.csv").read_text().splitlines()) > 2:
         why = "its log.csv has more than one epoch"
+    if why is None and not (out / ".lock").is_file():  # every run takes it before it writes config.yaml
+        why = "it has no .lock, which a run writes before its config.yaml: that config.yaml is not a run's"
     best = out / "checkpoints" / "best.ckpt"
     if why is None and best.is_file() and int(safe_load_checkpoint(best).get("epoch", 0)) > 0:
         why = "its checkpoints/best.ckpt is from a later epoch than the first"

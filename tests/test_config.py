@@ -184,7 +184,10 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
     (["data.source=mmsa"], r"^data source 'mmsa' needs data\.path \(docs/data\.md\); set it in the config or "
                            r"with --set data\.path=\.\.\.$"),
     (["data.source=mmsa", "data.options.fold=1"],
-     r"^data\.options\.fold is not an option of data source 'mmsa'; it takes data\.options\.path, "),
+     r"^data\.options\.fold is not an option of data source 'mmsa'; it takes data\.path, data\.options\.dataset, "),
+    # data.path overwrote it silently (config.yaml recorded both, the run read data.path)
+    (["data.source=mmsa", "data.path=/x", "data.options.path=/y"],
+     r"^data\.options\.path='/y': the data path is data\.path, not an option; set data\.path instead"),
     (["data.options.foo=3"], r"^data\.options\.foo is not an option of the built-in benchmark; it takes data\.options\.seed, "),
     (["data.options.sizs=[1,2,3]"],
      r"^data\.options\.sizs is not an option of the built-in benchmark; did you mean data\.options\.sizes\? "

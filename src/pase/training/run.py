@@ -84,7 +84,7 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         for key in opts:
             if key not in params:
-                accepted = ", ".join(f"data.options.{k}" for k in params) or "none"
+                accepted = ", ".join(_option_key(k) for k in params) or "none"
                 raise ConfigError(f"{_option_key(key)} is not an option of data source {source!r}; it takes {accepted}")
     try:
         hints = typing.get_type_hints(loader)
@@ -106,6 +106,9 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
 def load_bundle(cfg: Config) -> DataBundle:
     """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
     opts = dict(cfg.data.options)
+    if "path" in opts:  # data.path overwrote it silently, and config.yaml recorded both
+        raise ConfigError(f"data.options.path={opts['path']!r}: the data path is data.path, not an option; set "
+                          "data.path instead (--set data.path=...)")
     if cfg.data.path is not None:
         opts["path"] = cfg.data.path
     _check_data_options(cfg.data.source, opts)

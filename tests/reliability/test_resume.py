@@ -485,3 +485,30 @@ def test_a_resume_without_last_checkpoint_refuses_a_folder_that_is_not_a_killed_
     (killed / "tensorboard").mkdir()  # the TensorBoard logger writes from the first step when it is installed
     (killed / "tensorboard" / "events.out.tfevents.1.host").write_bytes(b"x")
     assert train(cfg, killed, resume=True, quiet=True)["test"] == json.loads((done / "metrics.json").read_text())["test"]
+
+
+def test_a_resume_may_move_the_data(tmp_path, capsys):
+    """config.yaml keeps data.path as given (relative to where the run started): a run whose data
+    moved, or resumed from another folder, could not be resumed, and --set data.path=NEW was refused
+    as another configuration. It may move now, as for pase evaluate; nothing else may."""
+    import shutil
+
+    from data.writers import write_mmsa
+
+    path = write_mmsa(tmp_path / "a", "mosi")
+    sets = ["method=late_fusion", "data.source=mmsa", f"data.path={path}", "train.batch_size=8",
+            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8"]
+    whole = train(apply_overrides(Config(), sets + ["train.max_epochs=2"]), tmp_path / "whole", quiet=True)
+    train(apply_overrides(Config(), sets + ["train.max_epochs=1"]), tmp_path / "run", quiet=True)
+    moved = tmp_path / "b" / "mosi_aligned.pkl"
+    moved.parent.mkdir()
+    shutil.move(path, moved)
+    from pase.cli import main
+
+    args = ["train", "--resume", str(tmp_path / "run"), "--quiet", "--set", "train.max_epochs=2"]
+    assert main(args + ["--set", f"data.path={moved}"]) == 0, capsys.readouterr().err
+    again = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert (again["test"], again["best_epoch"]) == (whole["test"], whole["best_epoch"])
+    assert main(args[:3] + ["--quiet", "--set", "train.max_epochs=3", "--set", f"data.path={moved}",
+                            "--set", "train.lr=0.5"]) == 2
+    assert "was trained with another configuration (train.lr" in capsys.readouterr().err

@@ -212,10 +212,15 @@ def _plain(value: Any) -> Any:
 
 
 def _resumable_view(cfg: Config) -> Dict[str, Any]:
+    """The settings a resume must keep: all but :data:`RESUMABLE` and where the data lies (``data.path``,
+    a loader's ``*_path`` / ``*_root`` options), which may move between the runs, as for evaluation."""
     d = _plain(to_dict(cfg))
     for key in RESUMABLE:
         section, name = key.split(".")
         d[section].pop(name, None)
+    d["data"].pop("path", None)
+    d["data"]["options"] = {k: v for k, v in (d["data"].get("options") or {}).items()
+                            if not k.endswith(("_path", "_root"))}
     return d
 
 
@@ -350,7 +355,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     diff = config_difference(out / "config.yaml", cfg, _resumable_view)
     if diff:
         raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
-                          f"{', '.join(RESUMABLE)}: pass a new --out to train this configuration")
+                          f"{', '.join(RESUMABLE)} and where the data lies (data.path, *_path / *_root "
+                          "options): pass a new --out to train this configuration")
     last = out / "checkpoints" / "last.ckpt"
     metrics = out / "metrics.json"
     if not last.is_file():

@@ -204,3 +204,8 @@ def test_crossval_checks_every_fold_and_the_folder_before_training(tmp_path, mon
     assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")] + sets) == 143
     err = capsys.readouterr().err
     assert "run the same pase crossval command again to continue the cross-validation" in err and "--resume" not in err
+    # a fold killed after taking its lock, before its config.yaml, is a run's folder: it goes on to train
+    (tmp_path / "locked" / "fold1").mkdir(parents=True)
+    (tmp_path / "locked" / "fold1" / ".lock").touch()
+    assert main(["crossval", "--folds", "1", "--out", str(tmp_path / "locked")] + sets) == 143
+    assert "run the same pase crossval command again" in capsys.readouterr().err

@@ -184,9 +184,9 @@ def _check_out(out: Path, by_seed: bool = False) -> None:
 
 
 def _run_or_empty(p: Path) -> bool:
-    """``p`` is an empty folder or a training run's (its ``config.yaml``, written first), not a
-    user's folder that happens to be called ``fold2``."""
-    return (p / "config.yaml").is_file() or not any(p.iterdir())
+    """``p`` is an empty folder or a training run's (its ``config.yaml``, or only the ``.lock`` a run
+    takes before writing it), not a user's folder that happens to be called ``fold2``."""
+    return (p / "config.yaml").is_file() or all(q.name == ".lock" for q in p.iterdir())
 
 
 def _numbered(p: Path, prefix: str) -> bool:

@@ -187,7 +187,7 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
      r"^data\.options\.fold is not an option of data source 'mmsa'; it takes data\.path, data\.options\.dataset, "),
     # data.path overwrote it silently (config.yaml recorded both, the run read data.path)
     (["data.source=mmsa", "data.path=/x", "data.options.path=/y"],
-     r"^data\.options\.path='/y': the data path is data\.path, not an option; set data\.path instead"),
+     r"^data\.options\.path='/y' and data\.path='/x': the data path is data\.path; drop data\.options\.path"),
     (["data.options.foo=3"], r"^data\.options\.foo is not an option of the built-in benchmark; it takes data\.options\.seed, "),
     (["data.options.sizs=[1,2,3]"],
      r"^data\.options\.sizs is not an option of the built-in benchmark; did you mean data\.options\.sizes\? "

@@ -22,7 +22,11 @@ __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atom
 
 class FileWriteError(OSError):
     """A file could not be written (a full disk, a read-only folder); its previous version is intact.
-    The message names the file and the free space; ``errno`` is the cause's, ``cause`` the error."""
+    Built as ``FileWriteError(errno, message)``: ``errno`` is the cause's (kept when pickled, as
+    from a ``pase compare --jobs`` worker), the message names the file and the free space."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 def atomic_save(path: str | Path, write: Callable[[str], None]) -> None:
@@ -48,20 +52,18 @@ def atomic_save(path: str | Path, write: Callable[[str], None]) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(exc, OSError) and not isinstance(exc, FileWriteError):
-            raise _write_error(path, exc) from None
+            raise FileWriteError(exc.errno, f"{path}: could not be written ({exc.strerror or exc}; "
+                                 f"{free_space(path)}); its previous version, if any, is intact") from exc
         raise
 
 
-def _write_error(path: Path, exc: OSError) -> FileWriteError:
+def free_space(path: Path) -> str:
+    """'N MiB free on its disk' for the disk ``path`` (or its nearest existing parent) lies on."""
     folder = next((p for p in (path.parent, *path.parents) if p.exists()), Path("."))
     try:
-        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its disk"
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on its disk"
     except OSError:
-        free = "free space unknown"
-    err = FileWriteError(f"{path}: could not be written ({exc.strerror or exc}; {free}); its previous version, if "
-                         "any, is intact")
-    err.errno, err.cause = exc.errno, exc
-    return err
+        return "free space unknown"
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -131,6 +131,7 @@ def test_a_file_of_another_type_is_named_not_sent_for_download(tmp_path):
              # a first 'c' is protocol 0's GLOBAL opcode: not a refused global, but a text file
              "clips.pkl": (lambda p: p.write_text("clip_id,label\n1,0.5\n"), r"a text file \(comma-separated\)"),
              "cues.pkl": (lambda p: p.write_text("cue sheet\nline two\n"), "a text file"),
+             "ids.pkl": (lambda p: p.write_text("clip_id\nvid_a\n"), "a text file"),  # two dotted names
              "arr.pkl": (lambda p: np.save(open(p, "wb"), np.zeros(3)), r"a NumPy \.npy array"),
              # a multi-byte character cut by the 512-byte sniff (a SIMS raw-text CSV)
              "zh.pkl": (lambda p: p.write_bytes(("id,text\n" + "a" * 503 + "情感,1\n").encode()),

@@ -204,6 +204,17 @@ def test_crossval_checks_every_fold_and_the_folder_before_training(tmp_path, mon
     assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")] + sets) == 143
     err = capsys.readouterr().err
     assert "run the same pase crossval command again to continue the cross-validation" in err and "--resume" not in err
+    # the data may move between calls (as for a resume): a finished fold of the old place is no conflict
+    moved = tmp_path / "moved" / label.name
+    moved.parent.mkdir()
+    moved.write_bytes(label.read_bytes())
+    other = [a.replace(f"data.options.label_path={label}", f"data.options.label_path={moved}") for a in sets]
+    assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv_done")] + other
+                + ["--set", f"data.options.feature_root={label.parent / 'features'}"]) == 143
+    capsys.readouterr()
+    # a loader argument the source needs is named, as by pase train (it was check_options' TypeError)
+    assert main(["crossval", "--folds", "1", "--out", str(tmp_path / "cv_none"), "--set", "data.source=gcnet"]) == 2
+    assert "data source 'gcnet' needs data.options.label_path" in capsys.readouterr().err
     # a fold killed after taking its lock, before its config.yaml, is a run's folder: it goes on to train
     (tmp_path / "locked" / "fold1").mkdir(parents=True)
     (tmp_path / "locked" / "fold1" / ".lock").touch()

@@ -164,6 +164,21 @@ def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path):
         atomic_save(path, full)
     assert err.value.errno == errno.ENOSPC and isinstance(err.value, OSError)
     assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["metrics.json"]
+    import pickle  # a pase compare --jobs worker's error reaches the CLI pickled: errno and message survive
+
+    again = pickle.loads(pickle.dumps(err.value))
+    assert (type(again), again.errno, str(again)) == (FileWriteError, errno.ENOSPC, str(err.value))
+
+
+def test_a_run_folder_gets_its_lock_file_without_fcntl(tmp_path, monkeypatch):
+    """Where fcntl is missing (Windows) no .lock was written, so a run killed in its first epoch
+    could not restart in place (the restart needs the run's .lock)."""
+    import sys
+
+    from pase.training.run import lock_run
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # import fcntl raises ImportError
+    assert lock_run(tmp_path) is None and (tmp_path / ".lock").is_file()
 
 
 def test_a_full_disk_during_training_says_what_to_run(tmp_path, monkeypatch, capsys):

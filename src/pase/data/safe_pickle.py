@@ -14,6 +14,7 @@ import _codecs
 import _compat_pickle
 import codecs
 import collections
+import os
 import pickle
 from pathlib import Path
 from typing import Dict, Tuple
@@ -58,9 +59,10 @@ ALLOWED_GLOBALS: Dict[Tuple[str, str], object] = _allowed()
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, file, label: str, encoding: str) -> None:
+    def __init__(self, file, label: str, encoding: str, pickle_end: bool = True) -> None:
         super().__init__(file, encoding=encoding)
         self._label = label
+        self._pickle_end = pickle_end  # the file ends with STOP, as every pickle does
 
     def find_class(self, module: str, name: str) -> object:
         # Python 2 names (__builtin__.set, copy_reg...) as the base class's fix_imports maps them
@@ -68,7 +70,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         obj = ALLOWED_GLOBALS.get((module, name))
-        if obj is None and not (_dotted(module) and _dotted(name)):
+        if obj is None and not (_dotted(module) and _dotted(name) and self._pickle_end):
             # not a name a pickler writes: a text file whose first letter is GLOBAL's opcode 'c'
             raise pickle.UnpicklingError(f"GLOBAL names no Python object ({module!r}, {name!r})")
         if obj is None:
@@ -89,6 +91,16 @@ def _dotted(text: str) -> bool:
     return bool(text) and all(part.isidentifier() for part in text.split("."))
 
 
+def _ends_with_stop(p: Path) -> bool:
+    """Whether the file's last byte is pickle's STOP opcode '.'."""
+    with open(p, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() == 0:
+            return False
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"."
+
+
 def _foreign_kind(p: Path) -> str:
     """What a file that failed to unpickle is, from its first bytes ('' when unknown): a wrong file
     type wants another file, not a fresh download."""
@@ -98,8 +110,9 @@ def _foreign_kind(p: Path) -> str:
         if head.startswith(magic):
             return kind
     # pickles of protocol 2 and up start with PROTO (0x80); protocol 0 ones are text, usually
-    # opening with MARK '(', an empty list / dict or a GLOBAL 'c' followed by a module name
-    protocol0_global = head[:1] == b"c" and _dotted(head[1:].split(b"\n")[0].decode("latin1"))
+    # opening with MARK '(', an empty list / dict or a GLOBAL 'c' followed by a module name (and,
+    # like every pickle, ending with STOP '.': a one-column text file 'clip_id\nvid_a\n' does not)
+    protocol0_global = head[:1] == b"c" and _dotted(head[1:].split(b"\n")[0].decode("latin1")) and _ends_with_stop(p)
     if head and head[:1] not in (b"\x80", b"(", b"]", b"}") and not protocol0_global:
         try:  # incremental: a multi-byte character cut at the 512th byte is not an error
             codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
@@ -146,7 +159,7 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
         raise FileNotFoundError(f"{p}: no such file; check the path (nothing is downloaded for you)")
     with open(p, "rb") as fh:
         try:
-            obj = _RestrictedUnpickler(fh, p.name, encoding).load()
+            obj = _RestrictedUnpickler(fh, p.name, encoding, _ends_with_stop(p)).load()
         except UnsafePickleError:
             raise
         except Exception as exc:  # any decoding failure means a damaged or foreign file

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import train
+from ..training.run import data_options, train, without_data_location
 
 __all__ = ["cross_validate"]
 
@@ -96,9 +96,10 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
     source = any_cfg.data.source
     check = getattr(DATA_SOURCES.get(source), "check_options", None) if source in DATA_SOURCES else None
     for f in folds:  # a bad last fold stopped the command only after the others had trained
+        opts = data_options(_fold_config(any_cfg, f))  # the options the loader takes, and those it needs
         if check is not None:
             try:
-                check(**{**any_cfg.data.options, "fold": f})
+                check(**opts)
             except ValueError as exc:
                 raise ConfigError(f"--folds: {exc} (nothing was trained)") from None
     for s, cfg in configs.items():  # a changed --set was found at the first finished fold, after the others
@@ -204,6 +205,9 @@ def _other_config(run: Path, cfg: Config) -> Optional[str]:
 
 
 def _without_progress_bar(cfg: Config) -> Dict[str, object]:
+    """What a fold folder must share with the command: all but the progress bar and where the data
+    lies (it may move, as for pase train --resume)."""
     d = to_dict(cfg)
     d["train"].pop("progress_bar", None)
+    d["data"] = without_data_location(d["data"])
     return d

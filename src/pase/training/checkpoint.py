@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import pickle
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ..io import atomic_save
+from ..io import FileWriteError, atomic_save, free_space
 
 __all__ = ["CheckpointWriteError", "UnsafeCheckpointError", "safe_load_checkpoint", "SafeCheckpointIO"]
 
@@ -85,11 +84,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
             atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
         except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as "unexpected pos ..."
             p = Path(path)
-            try:
-                free = f"{shutil.disk_usage(p.parent).free / 2**20:.0f} MiB free on its disk"
-            except OSError:
-                free = "free space unknown"
-            exc = getattr(exc, "cause", exc)  # atomic_save's FileWriteError: the error of the write itself
+            free = free_space(p)
+            exc = (exc.__cause__ or exc) if isinstance(exc, FileWriteError) else exc  # the write's own error
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
             raise CheckpointWriteError(
                 f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept: free "

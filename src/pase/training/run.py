@@ -103,16 +103,24 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
                               f"--set {key}=...")
 
 
-def load_bundle(cfg: Config) -> DataBundle:
-    """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
+def data_options(cfg: Config) -> Dict[str, Any]:
+    """The loader arguments of ``cfg.data`` (its options and ``data.path``), checked against the
+    source's loader (``_check_data_options``)."""
     opts = dict(cfg.data.options)
-    if "path" in opts:  # data.path overwrote it silently, and config.yaml recorded both
-        raise ConfigError(f"data.options.path={opts['path']!r}: the data path is data.path, not an option; set "
-                          "data.path instead (--set data.path=...)")
+    if "path" in opts and cfg.data.path is not None and opts["path"] != cfg.data.path:
+        # data.path overrode it silently, and config.yaml recorded both (a run of an older version may hold it)
+        raise ConfigError(f"data.options.path={opts['path']!r} and data.path={cfg.data.path!r}: the data path is "
+                          "data.path; drop data.options.path (or, resuming an older run, --set data.options.path="
+                          "the data.path value)")
     if cfg.data.path is not None:
         opts["path"] = cfg.data.path
     _check_data_options(cfg.data.source, opts)
-    bundle = create_data(cfg.data.source, **opts)
+    return opts
+
+
+def load_bundle(cfg: Config) -> DataBundle:
+    """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
+    bundle = create_data(cfg.data.source, **data_options(cfg))
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)
     if cfg.data.standardize:
@@ -211,16 +219,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def without_data_location(data: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``data`` section of a config dict without where the files lie (``data.path``, a loader's
+    ``path`` / ``*_path`` / ``*_root`` options): what may move between a run and its resume or evaluation."""
+    options = {k: v for k, v in (data.get("options") or {}).items() if not (k == "path" or k.endswith(("_path", "_root")))}
+    return {**{k: v for k, v in data.items() if k != "path"}, "options": options}
+
+
 def _resumable_view(cfg: Config) -> Dict[str, Any]:
-    """The settings a resume must keep: all but :data:`RESUMABLE` and where the data lies (``data.path``,
-    a loader's ``*_path`` / ``*_root`` options), which may move between the runs, as for evaluation."""
+    """The settings a resume must keep: all but :data:`RESUMABLE` and where the data lies
+    (``without_data_location``), which may move between the runs, as for evaluation."""
     d = _plain(to_dict(cfg))
     for key in RESUMABLE:
         section, name = key.split(".")
         d[section].pop(name, None)
-    d["data"].pop("path", None)
-    d["data"]["options"] = {k: v for k, v in (d["data"].get("options") or {}).items()
-                            if not k.endswith(("_path", "_root"))}
+    d["data"] = without_data_location(d["data"])
     return d
 
 
@@ -432,11 +445,12 @@ def lock_run(out: Path) -> Optional[int]:
     """An exclusive lock on ``out/.lock`` (the descriptor; None where ``fcntl`` is missing).
     Raises RunDirError when another process holds it. Released when the descriptor is closed or
     the process ends, so a killed run leaves no stale lock."""
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)  # the file marks a run's folder everywhere
     try:
         import fcntl
-    except ImportError:  # Windows: no lock
+    except ImportError:  # Windows: the file, no lock
+        os.close(fd)
         return None
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -616,9 +630,7 @@ def _what_predicts(cfg: Config) -> Dict[str, Any]:
     """The settings a trained model's predictions depend on (``_check_evaluation_config``): the
     method, the model, the data except where its files lie, and the precision."""
     d = to_dict(cfg)
-    data = dict(d["data"], path=None)
-    data["options"] = {k: v for k, v in (data.get("options") or {}).items()
-                       if not (k == "path" or k.endswith(("_path", "_root")))}
+    data = without_data_location(d["data"])
     return {"method": d["method"], "data": data, "model": d["model"], "pase": d["pase"],
             "baselines": d["baselines"], "train.precision": d["train"]["precision"]}
 

@@ -152,9 +152,10 @@ def main() -> None:
         print(shares_table(folder) + "\n")
     if a.competition:
         runs = {}
-        for f in glob.glob(f"{a.competition}/*-*/joint/metrics.json"):
-            meth, seed = Path(f).parts[-3].rsplit("-", 1)
-            runs.setdefault(meth, {})[int(seed)] = json.load(open(f))
+        for d in sorted(glob.glob(f"{a.competition}/*-*/joint/")):
+            if _finished(Path(d)):  # an unfinished one is named on stderr
+                meth, seed = Path(d).parts[-2].rsplit("-", 1)
+                runs.setdefault(meth, {})[int(seed)] = json.load(open(Path(d) / "metrics.json"))
         print("## built-in benchmark\n\n" + method_table(runs, variant_folder(a.ref)) + "\n")
         print(shares_table(a.competition) + "\n")
     if a.compare:

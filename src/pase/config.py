@@ -187,7 +187,8 @@ class BaselineConfig:
     agm_max_gap: float = 7.0  # cap on r* - r before exp: BalanceBenchmark's cap, keeps exp() finite
     pmr_weight: float = 1.0  # PMR prototype cross-entropy weight for the weaker modality
     pmr_momentum: float = 0.9  # PMR centroid momentum
-    pmr_rule: str = "continuous"  # continuous: weight clip(max s / s_m - 1, 0, 1); original: 1 for every modality below the most confident
+    # continuous: weight clip(max s / s_m - 1, 0, 1); original: 1 for every modality below the most confident
+    pmr_rule: str = "continuous"
 
     def __post_init__(self) -> None:
         for key, allowed in (("ogm_rule", OGM_RULES), ("agm_average", AGM_AVERAGES), ("pmr_rule", PMR_RULES)):

@@ -365,11 +365,16 @@ def _feature_folders(features: Optional[Mapping[str, Optional[str]]]) -> Dict[st
     return out
 
 
+def _dataset_name(label_path: Path, dataset: Optional[str]) -> str:
+    """``dataset`` in lower case, or the one the label file's name tells (``_NAME_PATTERNS``)."""
+    return dataset.lower() if dataset else infer_dataset(label_path, _NAME_PATTERNS)
+
+
 def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanitize):
     lp = Path(label_path)
     root = Path(feature_root) if feature_root is not None else lp.parent / "features"
     require_file(lp)
-    dataset = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
+    dataset = _dataset_name(lp, dataset)
     _check_args(dataset, folds, fraction)
     features = _feature_folders(features)
     t = _read_labels(safe_load_pickle(lp), lp.name)
@@ -386,8 +391,7 @@ def check_options(label_path: str | Path, dataset: Optional[str] = None, fold: O
     """The argument errors ``load_gcnet`` would raise, without reading any file (the dataset is
     inferred from the label file's name when not given): ``pase crossval`` checks every fold
     before the first one trains."""
-    name = dataset.lower() if dataset else infer_dataset(Path(label_path), _NAME_PATTERNS)
-    _check_args(name, [fold], valid_fraction)
+    _check_args(_dataset_name(Path(label_path), dataset), [fold], valid_fraction)
 
 
 @register_data("gcnet")
@@ -437,7 +441,7 @@ def iemocap_folds(label_path: str | Path, feature_root: Optional[str | Path] = N
     names each one.
     """
     lp = Path(label_path)
-    name = dataset.lower() if dataset else infer_dataset(lp, _NAME_PATTERNS)
+    name = _dataset_name(lp, dataset)
     if not name.startswith("iemocap"):
         raise ValueError(f"iemocap_folds needs an IEMOCAP label pickle, got dataset={name!r}")
     t, feats, row, dataset, info = _prepare(lp, feature_root, features, name, range(1, 6), valid_fraction,

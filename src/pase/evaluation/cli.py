@@ -91,13 +91,12 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import report
+    from .report import load_comparison, report
 
-    from .compare import summarize
-
-    files = report(args.dir)
+    summary = load_comparison(args.dir)  # read once: the report and the lines about its failed runs
+    files = report(args.dir, summary)
     print(f"report written to {files['report.html']} and {files['report.md']} ({len(files) - 2} figure files)")
-    _problems("pase report", summarize(args.dir), Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
+    _problems("pase report", summary, Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
     return 0
 
 
@@ -173,8 +172,9 @@ def register(subparsers) -> None:
     x.add_argument("--config", help="YAML config (its data source must take a 'fold' option)")
     x.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     x.add_argument("--folds", default="1,2,3,4,5", help="comma list of folds")
-    x.add_argument("--seeds", default=None, help="training seeds: a count N (MMSA seeds 1111..1110+N) or a comma "
-                                                 "list; every seed trains every fold (default: the config's train.seed)")
+    x.add_argument("--seeds", default=None,
+                   help="training seeds: a count N (MMSA seeds 1111..1110+N) or a comma list; every seed trains "
+                        "every fold (default: the config's train.seed)")
     x.add_argument("--out", required=True, help="folder for fold<f>/ runs (seed<s>/fold<f>/ with --seeds) and "
                                                 "folds_summary.json/.md")
     x.set_defaults(fn=_cmd_crossval)

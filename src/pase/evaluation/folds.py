@@ -49,7 +49,8 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     if not list(folds):
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
     if len(set(folds)) != len(list(folds)):
-        raise ConfigError(f"--folds {','.join(map(str, folds))} names a fold twice; name each once (nothing was trained)")
+        raise ConfigError(f"--folds {','.join(map(str, folds))} names a fold twice; name each once "
+                          "(nothing was trained)")
     if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
         raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
     _check_out(out, by_seed=seeds is not None)

@@ -345,8 +345,8 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
         methods: panel order (default: the order of first appearance in ``data``).
     """
     rows = [{**d, "epoch": int(float(d["epoch"])), "mean": float(d["mean"]), "sd": float(d["sd"] or "nan"),
-             "n": int(float(d["n"])), "switch_epoch": "" if d["switch_epoch"] in ("", None) else float(d["switch_epoch"])}
-            for d in data]
+             "n": int(float(d["n"])),
+             "switch_epoch": "" if d["switch_epoch"] in ("", None) else float(d["switch_epoch"])} for d in data]
     present = list(dict.fromkeys(d["method"] for d in rows))
     methods = [m for m in (methods or present) if m in present]
     mods = list(dict.fromkeys(d["modality"] for d in rows))  # canonical order (_trajectory_data)
@@ -490,15 +490,9 @@ def _html(title: str, header: List[str], tables: List[Table], figures: Dict[str,
     return "\n".join(parts + ["</body></html>"]) + "\n"
 
 
-def report(out_dir: str | Path) -> Dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``figures/*.png`` (+ CSV) for a comparison folder.
-
-    Returns:
-        name -> path of every file written ("report.md", "report.html", "<stem>.png", "<stem>.csv").
-
-    Raises:
-        FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder) or no finished run.
-    """
+def load_comparison(out_dir: str | Path) -> Dict[str, Any]:
+    """``summarize`` of a comparison folder with at least one finished run (else one
+    FileNotFoundError saying what the folder is and what to run)."""
     out = Path(out_dir)
     if not (out / "runs").is_dir():
         if (out / "metrics.json").is_file():  # pase compare refuses a training run's folder as --out
@@ -512,6 +506,24 @@ def report(out_dir: str | Path) -> Dict[str, Path]:
             f"{out} holds no finished run to report" + (f" ({len(s['runs'])} run(s): {detail})" if detail else
                                                       " (runs/ is empty)")
             + f"; run or continue the comparison with 'pase compare --out {out}' first")
+    return s
+
+
+def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` (+ CSV) for a comparison folder.
+
+    Args:
+        out_dir: the ``--out`` folder of ``pase compare``.
+        summary: its ``load_comparison`` (read here when not given).
+
+    Returns:
+        name -> path of every file written ("report.md", "report.html", "<stem>.png", "<stem>.csv").
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder) or no finished run.
+    """
+    out = Path(out_dir)
+    s = summary if summary is not None else load_comparison(out)
     figdir = out / "figures"
     figures = _plots(s, figdir) if "stats" in s else {}
     tables = summary_tables(s)

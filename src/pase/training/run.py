@@ -222,7 +222,8 @@ def _plain(value: Any) -> Any:
 def without_data_location(data: Dict[str, Any]) -> Dict[str, Any]:
     """The ``data`` section of a config dict without where the files lie (``data.path``, a loader's
     ``path`` / ``*_path`` / ``*_root`` options): what may move between a run and its resume or evaluation."""
-    options = {k: v for k, v in (data.get("options") or {}).items() if not (k == "path" or k.endswith(("_path", "_root")))}
+    options = {k: v for k, v in (data.get("options") or {}).items()
+               if not (k == "path" or k.endswith(("_path", "_root")))}
     return {**{k: v for k, v in data.items() if k != "path"}, "options": options}
 
 
@@ -335,7 +336,8 @@ def run_files(out: Path) -> List[str]:
 def _check_first_epoch_leftovers(out: Path) -> None:
     """A resume without ``last.ckpt`` trains from scratch in ``out``, so ``out`` must hold only what a
     run killed in its first epoch leaves: config.yaml, the lock (always: it is taken before config.yaml
-    is written, so a user's folder with a config.yaml of its own is told apart), the TensorBoard logger's folder, and
+    is written, so a user's folder with a config.yaml of its own is told apart), the TensorBoard
+    logger's folder, and
     (killed between the epoch's writes) log.csv with one row and an epoch-0 best.ckpt, or a
     temporary file of an atomic write.
     Anything else (a comparison's folder, another run's checkpoint, the user's files) is refused:

@@ -512,3 +512,46 @@ def test_a_resume_may_move_the_data(tmp_path, capsys):
     assert main(args[:3] + ["--quiet", "--set", "train.max_epochs=3", "--set", f"data.path={moved}",
                             "--set", "train.lr=0.5"]) == 2
     assert "was trained with another configuration (train.lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change", ["features", "labels"])
+def test_a_resume_refuses_other_data_of_the_same_shape(tmp_path, capsys, change):
+    """Data may move for a resume, but only the same data: a file of the same shapes with other
+    features (another extractor) or other labels passed the checkpoint's shape check and trained on."""
+    from data.writers import write_mmsa
+
+    from pase.cli import main
+
+    path = write_mmsa(tmp_path / "a", "mosi")
+
+    def mutate(data):
+        for s in data.values():
+            if change == "features":
+                s["audio"] = s["audio"][::-1].copy()  # the same values, other samples: sum |r_i| agrees
+            else:
+                s["regression_labels"] = -s["regression_labels"]
+
+    other = write_mmsa(tmp_path / "b", "mosi", mutate=mutate)
+    sets = ["method=late_fusion", "data.source=mmsa", f"data.path={path}", "train.batch_size=8",
+            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8",
+            "data.standardize=true", "train.max_epochs=1"]
+    train(apply_overrides(Config(), sets), tmp_path / "run", quiet=True)
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    args = ["train", "--resume", str(tmp_path / "run"), "--quiet", "--set", "train.max_epochs=2"]
+    assert main(args + ["--set", f"data.path={other}"]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data" in err and ("feature values" if change == "features" else "targets") in err
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    assert main(args) == 0, capsys.readouterr().err  # the run's own data resumes
+
+
+def test_elapsed_time_counts_every_process_of_a_resumed_run(tmp_path):
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+    first = train(cfg, tmp_path / "run", quiet=True)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = state["pase_state"]["elapsed_s"]
+    assert 0 < saved <= first["elapsed_s"]
+    state["pase_state"]["elapsed_s"] = saved + 1000.0  # as if the first process had taken 1000 s longer
+    torch.save(state, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    again = train(apply_overrides(cfg, ["train.max_epochs=2"]), tmp_path / "run", resume=True, quiet=True)
+    assert again["elapsed_s"] > saved + 1000.0

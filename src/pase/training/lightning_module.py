@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
@@ -128,6 +129,11 @@ class PaseModule(L.LightningModule):
         self.results: Dict[str, Dict[str, float]] = {}
         self._sums: Dict[str, Dict[str, Tuple[torch.Tensor, int]]] = {}  # split -> key -> (sum n v, sum n)
         self._compiled = None  # train.compile: the compiled _forward_loss, made at the first step
+        # set by pase.training.run: the data's fingerprint, this process's start (time.time()) and
+        # the seconds earlier processes trained this run (a resume), all saved in every checkpoint
+        self.data_fingerprint: Optional[Dict[str, Any]] = None
+        self.started: Optional[float] = None
+        self.elapsed_before = 0.0
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -256,6 +262,8 @@ class PaseModule(L.LightningModule):
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "numpy_rng": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
             "python_rng": [version, list(internal), py_gauss],
+            "data": self.data_fingerprint,
+            "elapsed_s": self.elapsed_before + (time.time() - self.started if self.started is not None else 0.0),
         }
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

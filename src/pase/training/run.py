@@ -40,7 +40,7 @@ from ..config import (Config, ConfigError, apply_overrides, coerce_value, config
                       from_dict, save_config, to_dict)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES
-from ..data.contract import DataBundle, select_modalities, standardize
+from ..data.contract import DataBundle, fingerprint, fingerprint_difference, select_modalities, standardize
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, sha256_file
 from ..methods import create_method
@@ -393,7 +393,16 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
             raise ConfigError(f"{last} was trained with another configuration than {out / 'config.yaml'} and "
                               f"--set now give ({diff}); a resume may change only {', '.join(RESUMABLE)}: "
                               "restore config.yaml or pass a new --out (nothing was changed)")
+    pase_state = state.get("pase_state") or {}
     if module is not None:
+        saved_data = pase_state.get("data")
+        why = (fingerprint_difference(saved_data, module.data_fingerprint)
+               if isinstance(saved_data, dict) and module.data_fingerprint is not None else None)
+        if why:  # checkpoints written before the fingerprint existed hold none: nothing to compare
+            raise ConfigError(f"{last} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
+                              f"({why}); point data.path at the run's data, or pass a new --out to train on "
+                              "this data (nothing was changed)")
+        module.elapsed_before = float(pase_state.get("elapsed_s") or 0.0)
         try:  # the same model (data widths, modalities): checked before metrics.json is set aside
             module.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError) as e:
@@ -481,6 +490,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     # Lightning loads a resumed run's checkpoint before its precision plugin converts the module:
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
     module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))
+    module.data_fingerprint, module.started = fingerprint(bundle), t0  # saved in every checkpoint
     start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
     checked = _folder_state(out) if resume else None  # what the resume checks saw
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
@@ -555,7 +565,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
         "diagnostics": _as_trained(final_state, trainer.current_epoch),
         "diagnostics_selected": _as_trained(selected_state, None if best_epoch is None else best_epoch + 1),
-        "elapsed_s": round(time.time() - t0, 3), "pase_version": __version__, "code_sha256": code_fingerprint(),
+        # every process's time up to the last checkpoint it saved, and this process's whole time
+        "elapsed_s": round(module.elapsed_before + time.time() - t0, 3), "pase_version": __version__, "code_sha256": code_fingerprint(),
         # what ran, which may differ from what was asked (on a CPU Lightning runs 16-mixed as bf16-mixed)
         "precision_effective": str(trainer.precision), "accelerator_effective": type(trainer.accelerator).__name__,
         "checkpoint": _relative(Path(best), out),

@@ -50,7 +50,7 @@ def test_test_curve_does_not_change_the_run(tmp_path, precision):
 def test_crossfit_selects_each_fold_on_the_other_by_brute_force():
     sg = _module()
     rng = np.random.default_rng(0)
-    n, epochs = 60, 5
+    n = 60
     groups = rng.integers(0, 7, n).tolist()  # 7 "videos"
     target = rng.normal(0, 1.5, n)
     fold = np.array([sorted(set(groups)).index(g) % 2 for g in groups])

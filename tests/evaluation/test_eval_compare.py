@@ -424,3 +424,36 @@ def test_a_diagnosis_cut_short_feeds_no_condition_rows(comparison_copy):
     with open(comparison_copy / "runs" / "late_fusion" / "seed1111" / "robustness.csv") as fh:
         kept = {r["condition"]: float(r[s["headline"]]) for r in csv.DictReader(fh) if r["kind"] == "missing"}
     assert {c["condition"]: c["mean"] for c in cut} == pytest.approx(kept)  # the seed left: 1111 alone
+
+
+def test_a_comparison_may_move_its_data_but_diagnoses_only_the_same_data(tmp_path):
+    """Rerunning a comparison after its data moved was refused as another configuration, and its
+    runs' diagnoses read the data from where the checkpoint said it lay. The data may move now (as
+    for pase train --resume); a run is diagnosed only on the data it was trained on."""
+    import shutil
+
+    from data.writers import write_mmsa
+
+    path = write_mmsa(tmp_path / "a", "mosi", sizes=(40, 16, 16))
+    sets = ["data.source=mmsa", "data.options.dataset=mosi", "train.batch_size=8", "train.max_epochs=1",
+            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8"]
+    out = tmp_path / "cmp"
+    compare(apply_overrides(Config(), sets + [f"data.path={path}"]), ["late_fusion"], [1111], out, diagnose=False)
+    moved = tmp_path / "b: moved" / "aligned_50.pkl"  # a colon: the path must reach the run's config intact
+    moved.parent.mkdir()
+    shutil.move(path, moved)
+    res = compare(apply_overrides(Config(), sets + [f"data.path={json.dumps(str(moved))}"]), ["late_fusion"], [1111],
+                  out)
+    run = out / "runs" / "late_fusion" / "seed1111"
+    assert [r["diagnose_error"] for r in res["runs"]] == [""] and (run / "diagnostics.json").is_file()
+    assert str(moved) in (out / "config.yaml").read_text()  # the comparison names where its data lies now
+
+    def mutate(data):
+        for s in data.values():
+            s["regression_labels"] = -s["regression_labels"]
+
+    other = write_mmsa(tmp_path / "c", "mosi", sizes=(40, 16, 16), mutate=mutate)
+    (run / "diagnostics.json").unlink()
+    res = compare(apply_overrides(Config(), sets + [f"data.path={other}"]), ["late_fusion"], [1111], out)
+    assert "was trained on other data" in res["runs"][0]["diagnose_error"]
+    assert not (run / "diagnostics.json").exists()

@@ -3,7 +3,7 @@
     pase compare [--config FILE] [--set key=value ...] --methods a,b --seeds 5 --out DIR
                  [--jobs N] [--no-diagnose] [--alone] [--reference NAME] [--noise-levels 0,0.5,1,2]
     pase report DIR
-    pase diagnose --checkpoint CKPT --out DIR [--split test] [--noise-levels ...] [--no-probes]
+    pase diagnose --checkpoint CKPT --out DIR [--split test] [--set KEY=VALUE] [--noise-levels ...] [--no-probes]
 
 Each command is a view of one public function (``compare``, ``report``, ``diagnose``); errors
 propagate as exceptions, which the main CLI turns into one-line messages.
@@ -103,7 +103,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_diagnose(args: argparse.Namespace) -> int:
     from .shapley_report import diagnose
 
-    res = diagnose(args.checkpoint, args.out, split=args.split, noise_levels=args.noise_levels, probes=args.probes)
+    res = diagnose(args.checkpoint, args.out, split=args.split, noise_levels=args.noise_levels, probes=args.probes,
+                   overrides=args.set)
     shares = res["shapley"]["neg_loss"]["shares"]
     print(f"{res['split']} Shapley shares (negative loss): " + ", ".join(f"{m} {v:.3f}" for m, v in shares.items()))
     rob = res["robustness"]
@@ -187,6 +188,8 @@ def register(subparsers) -> None:
     d.add_argument("--checkpoint", required=True)
     d.add_argument("--out", required=True, help="folder for diagnostics.json/.csv, robustness.csv, trajectory.csv")
     d.add_argument("--split", default="test")
+    d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the checkpoint's configuration as for pase evaluate (moved data: data.path=NEW)")
     d.add_argument("--noise-levels", type=_levels, default=list(DEFAULT_NOISE_LEVELS), metavar=levels)
     d.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True, help="fit linear probes")
     d.set_defaults(fn=_cmd_diagnose)

@@ -43,7 +43,8 @@ from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train
+from ..training.run import (RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train,
+                            without_data_location)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
@@ -210,11 +211,22 @@ def _train_into(cfg: Config, out: Path) -> None:
 def _after(job: _Job, out: Path) -> None:
     """Per-run diagnostics, or the probe of a unimodal reference run."""
     metrics = json.loads((out / "metrics.json").read_text())
+    # where the data lies now (JSON is YAML: any path, or null, parses back as itself)
+    moved = [f"data.{k}={json.dumps(v)}" for k, v in _data_location(job.cfg).items()]
     if job.kind == "run" and job.diagnose and not (out / "diagnostics.json").is_file():
-        diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels)
+        diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels, overrides=moved)
     elif job.kind == "alone" and not (out / "probe.json").is_file():
-        module, _, bundle = load_checkpoint(out / metrics["checkpoint"])
+        module, _, bundle = load_checkpoint(out / metrics["checkpoint"], overrides=moved, same_data=True)
         atomic_write_json(out / "probe.json", {**probe_model(module.model, bundle), "code_sha256": code_fingerprint()})
+
+
+def _data_location(cfg: Config) -> Dict[str, Any]:
+    """``path`` and the location options (``options.<name>``) of ``cfg.data``: what
+    :func:`without_data_location` leaves out, as ``--set`` keys below ``data.``."""
+    d = to_dict(cfg)["data"]
+    kept = without_data_location(d)
+    return {**{"path": d.get("path")},
+            **{f"options.{k}": v for k, v in (d.get("options") or {}).items() if k not in kept["options"]}}
 
 
 def _execute(job: _Job) -> Dict[str, Any]:
@@ -362,9 +374,12 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
 
 
 def _comparable(cfg: Config) -> Dict[str, Any]:
+    """What the runs of one comparison share: all but the method, the seed, the progress bar and
+    where the data lies (it may move between calls, as for pase train --resume)."""
     d = to_dict(cfg)
     d.pop("method")
     d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress_bar")}
+    d["data"] = without_data_location(d["data"])
     return d
 
 
@@ -391,8 +406,9 @@ def _check_base_config(cfg: Config, out: Path) -> None:
         if diff:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")
-        return
-    save_config(cfg, path)
+        if config_difference(path, cfg, to_dict) is None:
+            return
+    save_config(cfg, path)  # new, or the data moved: config.yaml names where it lies now
 
 
 def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,

@@ -287,7 +287,8 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
 
 def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split: str = "test",
              noise_levels: Sequence[float] = DEFAULT_NOISE_LEVELS, probes: bool = True,
-             log_csv: Optional[str | Path] = None, bundle: Optional[DataBundle] = None) -> Dict[str, Any]:
+             log_csv: Optional[str | Path] = None, bundle: Optional[DataBundle] = None,
+             overrides: Sequence[str] = ()) -> Dict[str, Any]:
     """Diagnostics and robustness of one saved model; returns the content of ``diagnostics.json``.
 
     Args:
@@ -298,12 +299,15 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         probes: fit a linear probe on each frozen encoder (scikit-learn).
         log_csv: the run's per-epoch log (default: found next to the checkpoint's run folder).
         bundle: the data, when the caller has it loaded already.
+        overrides: ``key=value`` changes to the checkpoint's configuration, as for ``pase evaluate``
+            (moved data: ``data.path=NEW``); the data must be the data the checkpoint was trained on
+            (its fingerprint; to score a model on other data, use ``pase evaluate``).
     """
     checkpoint = Path(checkpoint)
     out = Path(out_dir) if out_dir is not None else checkpoint.resolve().parents[1]
     noise_levels = unique_levels(noise_levels)  # as scored, so as recorded and compared
     _check_diagnosis_dir(out, checkpoint)  # before the work: not a file
-    module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle)
+    module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle, overrides=overrides, same_data=True)
     check_split(bundle, split)
     _check_diagnosis_dir(out, checkpoint, {"dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed},
                          {"split": split, "noise_levels": noise_levels})

@@ -667,11 +667,14 @@ def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config, via_s
 
 
 def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None,
-                    overrides: Sequence[str] = ()):
+                    overrides: Sequence[str] = (), same_data: bool = False):
     """Rebuild the model of a checkpoint (weights-only loading). Returns (module, cfg, bundle).
 
     ``cfg``: the configuration to rebuild it with (default: the checkpoint's own), ``overrides``
-    ``key=value`` changes applied to the checkpoint's own (for example a moved ``data.path``)."""
+    ``key=value`` changes applied to the checkpoint's own (for example a moved ``data.path``).
+    ``same_data``: refuse data other than the checkpoint was trained on (its fingerprint; a
+    checkpoint without one is not checked), as for a run's own diagnosis; evaluating a model on
+    other data is otherwise allowed."""
     state = safe_load_checkpoint(path)
     saved = from_dict(state["hyper_parameters"]["config"])
     if cfg is None:
@@ -680,6 +683,11 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     else:
         _check_evaluation_config(path, saved, cfg)
     bundle = bundle or load_bundle(cfg)
+    saved_data = (state.get("pase_state") or {}).get("data")
+    why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data and isinstance(saved_data, dict) else None
+    if why:
+        raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
+                         f"({why}); point data.path at the run's data")
     plugin = precision_plugin(cfg.train.precision)
     module = plugin.convert_module(_build(cfg, bundle))  # before the weights: float64 ones stay exact
     try:

@@ -364,3 +364,35 @@ def test_an_aligned_file_without_a_text_mask_keeps_its_own_lengths(tmp_path):
     bundle = create_data("mmsa", path=path)
     assert set(bundle.splits["train"].lengths["audio"].tolist()) == {3}
     assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]
+
+
+@pytest.mark.parametrize("name,zero_after_words,borrows", [
+    ("unaligned_50.pkl", False, False), ("unaligned_50.pkl", True, False),
+    ("custom.pkl", False, False), ("custom.pkl", True, True)])
+def test_text_lengths_are_borrowed_only_where_the_frames_after_the_words_are_padding(
+        tmp_path, name, zero_after_words, borrows):
+    """Without 'audio_lengths', audio with as many steps as the text took the text mask's lengths,
+    even in a file named unaligned* whose frames after the words were real: those frames were cut
+    without a word (review). A file named unaligned* never borrows; an unnamed one only where the
+    steps after the words are zeros; otherwise every step counts."""
+    T = 8
+
+    def mutate(d):
+        rng = np.random.default_rng(1)
+        for s in d.values():
+            n, words = len(s["id"]), s["text_bert"][:, 1].sum(axis=1).astype(int)
+            s["audio"] = rng.standard_normal((n, T, 5)).astype(np.float32) + 3.0  # no zero frame
+            if zero_after_words:
+                for i, w in enumerate(words):
+                    s["audio"][i, w:] = 0.0
+            s.pop("audio_lengths", None)
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False, text_len=T, steps=(T, 10), mutate=mutate)
+    path = path.rename(path.with_name(name))
+    raw = pickle.load(open(path, "rb"))
+    assert (raw["train"]["text_bert"][:, 1].sum(1) < T).any()  # some samples have padding after the words
+    bundle = create_data("mmsa", path=path, dataset="mosi")
+    for s in ("train", "valid", "test"):
+        words = raw[s]["text_bert"][:, 1].sum(1).astype(int).tolist()
+        assert bundle.splits[s].lengths["audio"].tolist() == (words if borrows else [T] * len(words)), s
+    assert ("text_bert mask (audio aligned to the text)" in bundle.info["lengths_from"]) == borrows

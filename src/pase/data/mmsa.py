@@ -187,10 +187,22 @@ def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, spli
             f"'{key}_lengths' or delete it (every step then counts)")
 
 
-def _aligned(file: str, split_dict: Mapping, m: str, steps: int, text_steps: Optional[int]) -> bool:
-    """Whether modality m is read as aligned to the words: as many steps as the text, in a file
-    named ``aligned*`` (MMSA's ``aligned_50.pkl``) or without its own ``*_lengths``."""
-    return steps == text_steps and (Path(file).name.startswith("aligned") or f"{m}_lengths" not in split_dict)
+def _aligned(file: str, split_dict: Mapping, m: str, x: np.ndarray, text_steps: Optional[int],
+             word_lengths: Optional[np.ndarray]) -> bool:
+    """Whether modality m (``x``: (N, T, D)) is read as aligned to the words, taking the text
+    lengths: as many steps as the text, and a file named ``aligned*`` (MMSA's ``aligned_50.pkl``),
+    or, in a file named neither ``aligned*`` nor ``unaligned*`` and without its own ``*_lengths``,
+    features that are padding after the words (most padded samples zero at step L; otherwise
+    borrowing the text lengths would drop real frames, so every step counts)."""
+    if word_lengths is None or x.shape[1] != text_steps:
+        return False
+    name = Path(file).name
+    if name.startswith("aligned"):
+        return True
+    if name.startswith("unaligned") or f"{m}_lengths" in split_dict:
+        return False
+    padded = np.flatnonzero(word_lengths < x.shape[1])
+    return 2 * int(x[padded, word_lengths[padded]].any(axis=1).sum()) <= len(padded)
 
 
 def _word_lengths(split_dict: Mapping, text_steps: Optional[int]) -> Optional[np.ndarray]:
@@ -244,7 +256,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
         own = f"{m}_lengths" in split_dict
         if own:  # checked even where unused (aligned)
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split, f"{m}_lengths")
-        if word_lengths is not None and _aligned(file, split_dict, m, feats[m].shape[1], text_steps):
+        if _aligned(file, split_dict, m, feats[m], text_steps, word_lengths):
             # aligned to the words: MMSA's aligned models read audio and vision with the text
             # lengths (the text_bert mask), whatever '*_lengths' the file carries (an unaligned file
             # whose steps equal the text's by chance keeps its own lengths)
@@ -311,8 +323,8 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     protocol, label_range = MMSA_DATASETS[dataset]
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
     tr, steps = parts["train"][0], _text_steps(raw["train"], parts["train"][0])
-    words = _word_lengths(raw["train"], steps) is not None
-    aligned = sorted(m for m in tr if m != "text" and words and _aligned(file, raw["train"], m, tr[m].shape[1], steps))
+    words = _word_lengths(raw["train"], steps)
+    aligned = sorted(m for m in tr if m != "text" and _aligned(file, raw["train"], m, tr[m], steps, words))
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
             "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")
                                     and k[:-len("_lengths")] not in aligned}

@@ -52,7 +52,7 @@ MMSA_CASES = {
                       r"^aligned_50\.pkl: no split 'valid' \(found: train, test\); the MMSA layout needs"),
     "missing key": (lambda d: d["test"].pop("vision"),
                     r"^aligned_50\.pkl: split 'test' has no key 'vision' \(found: .*\); "
-                    r"pass modalities=\('text', 'audio'\)$"),
+                    r"pass modalities=\('text', 'audio'\) \(--set 'data.modalities=\[text, audio\]'\)$"),
     "missing labels": (lambda d: d["train"].pop("regression_labels"),
                        r"split 'train' has no key 'regression_labels' .* re-export the file with this key"),
     "ragged audio": (_ragged_audio, r"split 'train', key 'audio' is ragged .* pad it to one \(N, T, D\)"),
@@ -166,7 +166,8 @@ def test_mult_missing_key_message(tmp_path, untouched):
     check = untouched(tmp_path)
     with pytest.raises(DataFormatError, match=r"^mosei_senti_data\.pkl: split 'valid' has no key 'vision' "
                                               r"\(found: text, audio, labels, id\); pass "
-                                              r"modalities=\('text', 'audio'\)$"):  # a MulT file: no other format
+                                              r"modalities=\('text', 'audio'\) \(--set 'data.modalities=\[text, audio\]'\)$"):
+        # a MulT file: no other format
         create_data("mult", path=path)
     check()
 
@@ -326,3 +327,25 @@ def test_right_padded_unaligned_lengths_load_as_stored(tmp_path):
     bundle = create_data("mmsa", path=path)
     x, ln = bundle.splits["train"].features["vision"], bundle.splits["train"].lengths["vision"]
     assert all(np.abs(x[i, int(n):]).sum() == 0 and np.abs(x[i, int(n) - 1]).sum() > 0 for i, n in enumerate(ln))
+
+
+@pytest.mark.parametrize("fault", ["missing", "nan"])
+def test_data_modalities_reaches_the_loader(tmp_path, capsys, fault):
+    """--set data.modalities=[text,audio] on a file without (or with a broken) vision stopped with
+    'pass modalities=...': the setting was applied after the loader had read and checked every
+    modality, so only data.options.modalities worked (review)."""
+    from pase.cli import main
+
+    def mutate(d):
+        for s in d.values():
+            if fault == "missing":
+                s.pop("vision")
+            else:
+                s["vision"][0, 0, 0] = np.nan
+
+    path = write_mmsa(tmp_path, "mosi", sizes=(24, 8, 8), mutate=mutate)
+    args = ["train", "--quiet", "--out", str(tmp_path / "run"), "--set", "data.source=mmsa", "--set",
+            f"data.path={path}", "--set", "train.max_epochs=1", "--set", "train.batch_size=8",
+            "--set", "model.d_model=8", "--set", "model.hidden=16", "--set", "model.head_hidden=8"]
+    assert main(args + ["--set", "data.modalities=[text, audio]"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.json").is_file()

@@ -19,7 +19,8 @@ def test_missing_key_message_matches_the_house_example():
         require_keys(split, ["text", "audio", "vision"], "mosei_senti_data.pkl", "valid",
                      modalities=("text", "audio", "vision"), other_format="gcnet")
     assert str(err.value) == ("mosei_senti_data.pkl: split 'valid' has no key 'vision' (found: text, audio); "
-                              "pass modalities=('text', 'audio') or use the 'gcnet' format")
+                              "pass modalities=('text', 'audio') (--set 'data.modalities=[text, audio]') or use the "
+                              "'gcnet' format")
 
 
 def test_missing_split_lists_found_splits():
@@ -181,3 +182,11 @@ def test_text_in_an_object_array_is_named_as_text():
                                               r"arrays$"):
         as_array(labels, "f.pkl", "test", "regression_labels")
     np.testing.assert_array_equal(as_array(np.array(["0.5", "-2"], dtype=object), "f.pkl", "test", "k"), [0.5, -2.0])
+
+
+@pytest.mark.parametrize("alias", ["val", "dev"])
+def test_a_validation_split_named_otherwise_is_named_in_the_fix(alias):
+    """A file with train / val / test was told to 're-export the file with all three splits'."""
+    with pytest.raises(DataFormatError) as err:
+        require_splits({"train": {}, alias: {}, "test": {}}, "f.pkl", "MMSA")
+    assert str(err.value).endswith(f"it names it {alias!r}: rename that key to 'valid' (the MMSA layout's name)")

@@ -4,7 +4,7 @@ Each message names the file, the split, the key, what was expected and what was 
 fix (STYLE rule 14), for example::
 
     mosei_senti_data.pkl: split 'valid' has no key 'vision' (found: text, audio, labels, id);
-    pass modalities=('text', 'audio') or use the 'gcnet' format
+    pass modalities=('text', 'audio') (--set 'data.modalities=[text, audio]') or use the 'gcnet' format
 
 (printed on one line). Non-finite values follow MMSA and MulT: ``-inf`` in ``audio`` becomes 0
 (COVAREP writes log(0) there) and the count is logged on ``logging.getLogger("pase.data")``; NaN,
@@ -44,6 +44,11 @@ def _join(names) -> str:
     return ", ".join(str(n) for n in names) or "nothing"
 
 
+#: what other toolkits call a split, for the error that asks for the layout's name
+_SPLIT_ALIASES = {"valid": ("val", "dev", "validation", "Valid", "VALID"), "train": ("Train", "TRAIN", "training"),
+                  "test": ("Test", "TEST", "testing")}
+
+
 def require_splits(data: object, file: str, fmt: str, splits: Sequence[str] = SPLITS) -> None:
     """Check that ``data`` is a dict holding every split in ``splits``.
 
@@ -56,9 +61,12 @@ def require_splits(data: object, file: str, fmt: str, splits: Sequence[str] = SP
             f"{type(data).__name__}; run `pase data inspect {file}` to see which format it is")
     for s in splits:
         if s not in data:
+            alias = next((a for a in _SPLIT_ALIASES.get(s, ()) if a in data), None)
+            fix = (f"it names it {alias!r}: rename that key to {s!r} (the {fmt} layout's name)" if alias is not None
+                   else "re-export the file with all three splits")
             raise DataFormatError(
                 f"{file}: no split {s!r} (found: {_join(data)}); the {fmt} layout needs "
-                f"{', '.join(map(repr, splits))}; re-export the file with all three splits")
+                f"{', '.join(map(repr, splits))}; {fix}")
         if not isinstance(data[s], dict):
             raise DataFormatError(
                 f"{file}: split {s!r} is a {type(data[s]).__name__}, expected a dict of arrays "
@@ -80,7 +88,8 @@ def require_keys(split_dict: Mapping, keys: Sequence[str], file: str, split: str
         found = _join(split_dict)
         if k in modalities:
             keep = tuple(m for m in modalities if m in split_dict and m != k)
-            fix = f"pass modalities={keep!r}" if keep else "pass the modalities the file holds"
+            fix = (f"pass modalities={keep!r} (--set 'data.modalities=[{', '.join(keep)}]')" if keep
+                   else "pass the modalities the file holds (data.modalities)")
         else:
             fix = "re-export the file with this key"
         if other_format:

@@ -119,8 +119,14 @@ def data_options(cfg: Config) -> Dict[str, Any]:
 
 
 def load_bundle(cfg: Config) -> DataBundle:
-    """The ``DataBundle`` named by ``cfg.data`` (source, path, options)."""
-    bundle = create_data(cfg.data.source, **data_options(cfg))
+    """The ``DataBundle`` named by ``cfg.data`` (source, path, options). ``data.modalities`` also
+    reaches a loader that takes ``modalities`` (unless ``data.options.modalities`` is set), so a
+    file without an unused modality loads, and the unused one is neither read nor checked."""
+    opts = data_options(cfg)
+    if (cfg.data.modalities and "modalities" not in opts
+            and "modalities" in inspect.signature(DATA_SOURCES.get(cfg.data.source)).parameters):
+        opts["modalities"] = tuple(cfg.data.modalities)
+    bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)
     if cfg.data.standardize:

@@ -293,3 +293,24 @@ def test_a_modality_with_no_file_at_all_is_named(tmp_path):
     with pytest.raises(DataFormatError, match=r"manet_UTT: no \.npy feature file of modality 'vision' was found "
                                               r"for any of the \d+ utterances .*features=\{'vision': null\}"):
         _load(path)
+
+
+def test_a_validation_list_under_another_name_is_refused_and_unlisted_videos_are_named(tmp_path, caplog):
+    """A dict label pickle with devVids instead of valVids loaded without a word: valid was carved
+    from train and the dev videos were in no split (review)."""
+    def rename(d):
+        d["devVids"] = d.pop("valVids")
+
+    path = write_gcnet(tmp_path / "a", "mosi", as_tuple=False, mutate=rename)
+    with pytest.raises(DataFormatError, match=r"key 'devVids' is not a split list this loader reads .* rename it "
+                                              r"to valVids"):
+        _load(path)
+
+    def drop(d):
+        d["valVids"] = []  # its one video is now in no list: valid is carved from train, the video unused
+
+    path = write_gcnet(tmp_path / "b", "mosi", as_tuple=False, mutate=drop)
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        bundle = _load(path)
+    assert re.search(r"1 of 8 videos in videoIDs are in no split list \(for example 'vid_5_f'\)", caplog.text)
+    assert not any(i.startswith("vid_5_f") for s in bundle.splits.values() for i in s.ids)

@@ -110,6 +110,10 @@ def _read_labels(raw: object, file: str) -> _Labels:
         if k not in d:
             raise DataFormatError(f"{file}: no key {k!r} (found: {', '.join(map(str, d))}); "
                                   f"a GCNet label pickle needs videoIDs, videoLabels, trainVids, testVids")
+    other = sorted(str(k) for k in d if str(k).endswith("Vids") and k not in ("trainVids", "valVids", "testVids"))
+    if other:  # devVids / validVids were ignored: their videos fell out of every split
+        raise DataFormatError(f"{file}: key {other[0]!r} is not a split list this loader reads (trainVids, valVids, "
+                              f"testVids); rename it to valVids if it lists the validation videos")
     per_video = {k: _per_video(d, k, file)
                  for k in ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences")}
     lists = {}
@@ -135,6 +139,10 @@ def _read_labels(raw: object, file: str) -> _Labels:
             if a & b:
                 raise DataFormatError(f"{file}: video {sorted(a & b)[0]!r} is in both {ka} and {kb}; "
                                       f"the split lists must be disjoint")
+    unused = sorted(set(per_video["videoIDs"]) - {v for _, vids in named for v in vids})
+    if unused:
+        LOGGER.warning("%s: %d of %d videos in videoIDs are in no split list (for example %r); they are not used",
+                       file, len(unused), len(per_video["videoIDs"]), unused[0])
     return _Labels(file, per_video["videoIDs"], per_video["videoLabels"], per_video["videoSpeakers"],
                    per_video["videoSentences"], lists["trainVids"], lists["valVids"] or None,
                    lists["testVids"])

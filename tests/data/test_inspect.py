@@ -198,3 +198,17 @@ def test_a_loader_failure_of_any_type_is_reported_not_raised(tmp_path, monkeypat
     assert not report.ok and report.format == "mmsa"
     assert report.problems == ["aligned_50.pkl: the mmsa loader failed with TypeError: unhashable type: 'list' (a "
                                "layout it does not name yet); please report it with this line"]
+
+
+def test_a_text_bert_that_text_bert_loading_refuses_is_a_problem(tmp_path):
+    """inspect checked the file as text='features' only: a (N, L, 3) text_bert passed ('no problems
+    found', exit 0) though the paper's configs (data.options.text=bert) refuse it (review)."""
+    def transpose(data):
+        for s in data.values():
+            s["text_bert"] = np.ascontiguousarray(s["text_bert"].transpose(0, 2, 1))
+
+    assert inspect_path(write_mmsa(tmp_path / "ok", "mosi"), checksum=False).ok
+    report = inspect_path(write_mmsa(tmp_path / "bad", "mosi", mutate=transpose), checksum=False)
+    assert not report.ok
+    assert report.problems[0].startswith("with data.options.text=bert: aligned_50.pkl: split 'train', key "
+                                         "'text_bert' has shape (9, 8, 3), expected (N, 3, L)"), report.problems

@@ -189,6 +189,11 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
             require_splits(raw, p.name, "MMSA")
             ds = _dataset(dataset, p, mmsa._NAME_PATTERNS, mmsa.MMSA_DATASETS)
             bundle = mmsa._from_raw(raw, p.name, ds)
+            if any("text_bert" in raw[s] for s in SPLITS if isinstance(raw.get(s), dict)):
+                try:  # the paper's configs read the BERT tokens (data.options.text=bert): checked too
+                    mmsa._from_raw(raw, p.name, ds, text="bert", modalities=("text",))
+                except (DataFormatError, ValueError) as exc:
+                    report.problems.append(f"with data.options.text=bert: {exc}")
             line = _checksum_line(p, ds) if checksum else None
             report.lines += [line] if line else []
         elif report.format == "mult":

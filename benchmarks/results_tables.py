@@ -26,8 +26,18 @@ from pase.data.contract import sort_modalities
 MAIN = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
 
 
+def _finite(xs):
+    return [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+
+
 def _fmt(xs):
-    return f"{st.mean(xs):.4f} ± {st.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"
+    """mean ± sample SD of the finite values; "(n=k)" when some were left out (Corr of a constant
+    prediction is NaN), as pase report does."""
+    ok = _finite(xs)
+    n = f" (n={len(ok)})" if len(ok) < len(xs) else ""
+    if not ok:
+        return "n/a" + n
+    return (f"{st.mean(ok):.4f} ± {st.stdev(ok):.4f}" if len(ok) > 1 else f"{ok[0]:.4f}") + n
 
 
 def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
@@ -49,7 +59,10 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
             lines.append(f"| {meth} | {len(seeds)} | (fewer than 2 seeds shared with {ref_name}: no SE) | | |")
             continue
         for k in ("Has0_acc_2", "Non0_acc_2", "MAE", "Corr"):
-            d = [by_seed[s]["test"][k] - ref[s]["test"][k] for s in seeds]
+            d = _finite(by_seed[s]["test"][k] - ref[s]["test"][k] for s in seeds)  # a NaN pair is left out
+            if len(d) < 2:
+                lines.append(f"| {meth} | {len(d)} | {k} | (fewer than 2 finite pairs: no SE) | |")
+                continue
             se = st.stdev(d) / math.sqrt(len(d))
             lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | "
                          f"{st.mean(d) / se if se > 0 else float('nan'):+.2f} |")

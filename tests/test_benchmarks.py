@@ -111,6 +111,28 @@ def test_results_tables_read_finished_runs_of_any_modalities(tmp_path, capsys):
     assert f"left out {tmp_path / 'runs' / 'pase' / 'seed1112'} (failed: FAILED.txt)" in err, err
 
 
+def test_results_tables_leave_out_a_nan_metric_and_say_so():
+    """A seed whose Corr is NaN (a constant prediction; metrics.json holds NaN) crashed the table
+    (statistics.stdev on NaN); it is left out, with n, as pase report does (review)."""
+    import statistics
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import results_tables as rt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    keys = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+    lf = {s: {"test": {k: 0.5 + 0.01 * i for k in keys}} for i, s in enumerate((1, 2, 3))}
+    pmr = {s: {"test": {**{k: 0.6 + 0.02 * i for k in keys}, "Corr": (float("nan") if s == 2 else 0.7 + 0.01 * s)}}
+           for i, s in enumerate((1, 2, 3))}
+    table = rt.method_table({"late_fusion": lf, "pmr": pmr})
+    row = next(line for line in table.splitlines() if line.startswith("| pmr | 3 |"))
+    assert row.endswith(f"| {statistics.mean([0.71, 0.73]):.4f} ± {statistics.stdev([0.71, 0.73]):.4f} (n=2) |")
+    d = [0.71 - 0.5, 0.73 - 0.52]
+    se = statistics.stdev(d) / math.sqrt(2)
+    assert f"| pmr | 2 | Corr | {statistics.mean(d):+.4f} ± {se:.4f} |" in table
+
+
 def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():
     """The memory target's flatness check (benchmarks/report.py): a trimmed RSS series that holds
     its value passes, one that grows 6 MiB every epoch (below the old 24 MiB threshold) fails, and

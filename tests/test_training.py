@@ -242,12 +242,14 @@ def test_evaluate_json_is_one_strict_json_object_on_stdout(run, capsys, monkeypa
     assert main(["evaluate", "--checkpoint", ckpt, "--splits", "test", "--json"]) == 0
     printed = capsys.readouterr()
     assert json.loads(printed.out)["test"] == pytest.approx(result["test"], abs=1e-6)
-    assert "Has0_acc_2" in printed.err  # the table
+    assert {k: json.loads(printed.out)[k] for k in ("dataset", "protocol")} == \
+        {"dataset": result["dataset"], "protocol": result["protocol"]}  # every result names its protocol
+    assert "Has0_acc_2" in printed.err and f"protocol {result['protocol']}" in printed.err  # the table
     fake = {"test": {"MAE": 1.0, "Corr": float("nan")}}  # a constant prediction has no correlation
     monkeypatch.setattr(pase.training, "evaluate", lambda *a, **k: fake)
     assert main(["evaluate", "--checkpoint", ckpt, "--json"]) == 0
     assert json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c)) == \
-        {"test": {"MAE": 1.0, "Corr": None}}
+        {"dataset": None, "protocol": None, "test": {"MAE": 1.0, "Corr": None}}
 
 
 def test_evaluate_with_another_config_that_changes_the_inputs_is_refused(run, tmp_path, capsys):

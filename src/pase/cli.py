@@ -76,12 +76,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set) if args.config else None
     res = evaluate(args.checkpoint, cfg, splits=args.splits.split(","), overrides=() if args.config else args.set)
+    named = {k: getattr(res, k, None) for k in ("dataset", "protocol")}  # every result names its protocol
+    title = f"{args.checkpoint} / {named['dataset']} / protocol {named['protocol']}"
     if args.json:  # stdout is one strict JSON object (NaN, e.g. Corr of a constant prediction, is null)
-        print(format_table(res, f"{args.checkpoint}"), file=sys.stderr)
-        print(json.dumps({s: {k: (v if math.isfinite(v) else None) for k, v in m.items()} for s, m in res.items()},
-                         allow_nan=False))
+        print(format_table(res, title), file=sys.stderr)
+        print(json.dumps({**named, **{s: {k: (v if math.isfinite(v) else None) for k, v in m.items()}
+                                      for s, m in res.items()}}, allow_nan=False))
     else:
-        print(format_table(res, f"{args.checkpoint}"))
+        print(format_table(res, title))
     return 0
 
 
@@ -132,8 +134,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--config")
     e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     e.add_argument("--splits", default="valid,test")
-    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout "
-                                                        "(the table goes to stderr; NaN becomes null)")
+    e.add_argument("--json", action="store_true", help="print the metrics as one JSON object on stdout: "
+                                                        "'dataset', 'protocol' and split -> metrics (the table "
+                                                        "goes to stderr; NaN becomes null)")
     e.set_defaults(fn=_cmd_evaluate)
 
     pr = sub.add_parser("predict", help="write per-sample predictions as CSV")

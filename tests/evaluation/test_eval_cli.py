@@ -31,6 +31,7 @@ def test_compare_command_resumes_a_finished_comparison(comparison_copy, tmp_path
     assert rc == 0
     assert "[1/4] late_fusion seed 1111: skipped" in printed and "summary written to" in printed
     assert "| late_fusion | 2 |" in printed  # the mean ± SD table
+    assert "synthetic, protocol mosi: Test metrics (mean ± sample SD over seeds)" in printed  # it names its protocol
     summary = json.loads((comparison_copy / "summary.json").read_text())
     assert summary["failed"] == [] and summary["methods"] == OK_METHODS and summary["seeds"] == [1111, 1112]
     assert (comparison_copy / "summary.md").is_file()
@@ -57,7 +58,7 @@ def test_diagnose_command(comparison, tmp_path, capsys):
     rc = main(["diagnose", "--checkpoint", str(ckpt), "--out", str(tmp_path / "d"), "--noise-levels", "0,1",
                "--no-probes"])
     out = capsys.readouterr().out
-    assert rc == 0 and "test Shapley shares (negative loss): text" in out
+    assert rc == 0 and "test Shapley shares (negative loss): text" in out and "synthetic, protocol mosi\n" in out
     d = json.loads((tmp_path / "d" / "diagnostics.json").read_text())
     assert d["probes"] == {} and d["robustness"]["noise_levels"] == [0.0, 1.0]
     saved = json.loads((comparison[0] / "runs" / "late_fusion" / "seed1112" / "diagnostics.json").read_text())

@@ -32,6 +32,7 @@ def test_run_folders_and_summary_rows(comparison):
         run = out / "runs" / r["method"] / f"seed{r['seed']}"
         saved = json.loads((run / "metrics.json").read_text())
         assert saved["method"] == r["method"] and saved["seed"] == int(r["seed"])
+        assert (r["dataset"], r["protocol"]) == (saved["dataset"], saved["protocol"]) == ("synthetic", "mosi")
         for k in metrics:
             assert float(r[f"test_{k}"]) == pytest.approx(saved["test"][k], rel=1e-12)
             assert float(r[f"valid_{k}"]) == pytest.approx(saved["valid"][k], rel=1e-12)

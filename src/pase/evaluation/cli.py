@@ -55,6 +55,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     tables = summary_tables(summary)
     if tables:
         t = tables[0]
+        print(f"{summary.get('dataset', '')}, protocol {summary.get('protocol', 'n/a')}: {t['title']}")
         print("| " + " | ".join(t["headers"]) + " |")
         for row in t["rows"]:
             print("| " + " | ".join(str(c) for c in row) + " |")
@@ -105,6 +106,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 
     res = diagnose(args.checkpoint, args.out, split=args.split, noise_levels=args.noise_levels, probes=args.probes,
                    overrides=args.set)
+    print(f"{res.get('dataset', '')}, protocol {res.get('protocol', 'n/a')}")
     shares = res["shapley"]["neg_loss"]["shares"]
     print(f"{res['split']} Shapley shares (negative loss): " + ", ".join(f"{m} {v:.3f}" for m, v in shares.items()))
     rob = res["robustness"]

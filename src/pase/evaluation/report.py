@@ -229,8 +229,9 @@ def summary_markdown(s: Dict[str, Any]) -> str:
 def _csv_rows(s: Dict[str, Any]) -> List[Dict[str, Any]]:
     rows = []
     for r in s["runs"]:
-        row: Dict[str, Any] = {"method": r["method"], "seed": r["seed"], "status": r["status"], "error": r["error"]}
         m = r.get("metrics") or {}
+        row: Dict[str, Any] = {"method": r["method"], "seed": r["seed"], "status": r["status"], "error": r["error"],
+                               "dataset": m.get("dataset", ""), "protocol": m.get("protocol", "")}  # what was scored
         row.update({f"valid_{k}": v for k, v in (m.get("valid") or {}).items()})
         row.update({f"test_{k}": v for k, v in (m.get("test") or {}).items()})
         row.update({"best_epoch": m.get("best_epoch", ""), "elapsed_s": m.get("elapsed_s", "")})

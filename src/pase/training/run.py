@@ -734,14 +734,24 @@ def check_split(bundle: DataBundle, split: str) -> None:
         raise KeyError(f"split {split!r} not in the data; valid: {', '.join(bundle.splits)}")
 
 
+class Evaluation(dict):
+    """split -> metrics, naming what they were computed under: ``.protocol`` (the metric
+    protocol of the data) and ``.dataset``."""
+
+    def __init__(self, protocol: str, dataset: str) -> None:
+        super().__init__()
+        self.protocol, self.dataset = protocol, dataset
+
+
 def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
-             splits: Sequence[str] = ("valid", "test"), overrides: Sequence[str] = ()) -> Dict[str, Dict[str, float]]:
-    """Re-evaluate a saved model: split -> metrics (protocol of the checkpoint's data);
-    ``overrides`` change the checkpoint's own configuration (see :func:`load_checkpoint`)."""
+             splits: Sequence[str] = ("valid", "test"), overrides: Sequence[str] = ()) -> Evaluation:
+    """Re-evaluate a saved model: split -> metrics (an :class:`Evaluation`, a dict that names the
+    protocol of the checkpoint's data); ``overrides`` change the checkpoint's own configuration
+    (see :func:`load_checkpoint`)."""
     module, cfg, bundle = load_checkpoint(checkpoint, cfg, overrides=overrides)
     for s in splits:
         check_split(bundle, s)
-    result = {}
+    result = Evaluation(bundle.task.protocol, bundle.name)
     for s in splits:
         _, logits, target = _outputs(module, bundle, cfg, s)
         acc = MetricAccumulator(bundle.task.protocol)

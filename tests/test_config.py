@@ -159,6 +159,10 @@ def test_missing_file_and_bad_override():
     ("train.batch_size=-2", "'train.batch_size' must be at least 1, got -2"),
     ("model.d_model=0", "'model.d_model' must be at least 1, got 0"),
     ("model.heads=0", "'model.heads' must be at least 1, got 0"),
+    # these trained (SGM from epoch 0) or stopped inside numpy naming no key (review)
+    ("pase.switch_max_epoch=-5", "'pase.switch_max_epoch' must be at least 0, got -5"),
+    ("train.seed=-1", "'train.seed' must be at least 0, got -1"),
+    ("train.seed=4294967296", "'train.seed' must be at most 4294967295, got 4294967296"),
     ("data.modalities=text", "'data.modalities' must be a list, for example [text, audio], got str 'text'"),
     ("data.modalities=[text, 1.5]", "'data.modalities[1]' must be str, got float 1.5"),
     ("train=3", "'train' is a section; set its keys (for example train.KEY=VALUE)"),

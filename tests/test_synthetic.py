@@ -39,6 +39,12 @@ def test_label_is_the_documented_additive_model():
     (dict(effects=("linear", "cubic", "abs")), "effect 'cubic' is not one of"),
     (dict(dims=(10, 5)), "'dims' has 2 entries for 3 modalities"),
     (dict(memorize_dim=200), r"memorize_dim.=200 must lie in \[0, dims\[0\]=100\)"),
+    # these trained on silently, or stopped with 'math domain error' naming no option (review)
+    (dict(label_noise=-1.0), r"'label_noise'=-1.0 must be a variance of at least 0"),
+    (dict(label_scale=0.0), r"'label_scale'=0.0 must be a standard deviation above 0"),
+    (dict(label_scale=-1.0), r"'label_scale'=-1.0 must be"),
+    (dict(obs_noise=(-1.0, 0.2, 0.2)), r"'obs_noise' must be standard deviations of at least 0"),
+    (dict(latent=(0, 2, 2)), r"'latent' must be widths of at least 1, got \[0, 2, 2\]"),
 ])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):

@@ -140,6 +140,21 @@ def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("override, line", [
+    ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: bert, lstm, mlp, transformer"),
+    ("model.text_encoder=cnn", "config key 'model.text_encoder': unknown encoder 'cnn'; valid:"),
+    ("pase.binning=round5", "config key 'pase.binning': unknown binning 'round5'; valid: sign, polarity, round7"),
+    ("method=nonsense", "config key 'method': unknown method 'nonsense'; valid: agm, late_fusion, ogm_ge, pase"),
+])
+def test_an_unknown_name_is_named_with_its_config_key(tmp_path, capsys, override, line):
+    """'unknown encoder' did not say whether model.encoder or model.text_encoder held it (review)."""
+    args = ["train", "--out", str(tmp_path / "r"), "--quiet", "--set", "method=pase"]
+    assert main(args + [x for s in TINY + [override] for x in ("--set", s)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("pase: error: " + line), err
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
 def test_sgd_is_heavy_ball_with_the_configured_momentum():
     from pase.training.lightning_module import build_optimizer
     import torch

@@ -164,7 +164,7 @@ class PaseConfig:
 
     def __post_init__(self) -> None:
         _at_least(self, "pase", {"ot_max_iter": 1, "ot_fixed_iter": 1, "ot_grad_iters": 1, "shapley_exact_max_m": 1,
-                                 "shapley_permutations": 1, "switch_patience": 0})
+                                 "shapley_permutations": 1, "switch_patience": 0, "switch_max_epoch": 0})
         _in_range(self, "pase", {"tau": ">0", "ot_reg": ">0", "lambda_pcl": ">=0", "lambda_ot": ">=0",
                                  "momentum": "[0,1)", "alpha": ">=0", "beta": ">=0", "sgm_smoothing": "[0,1)",
                                  "sgm_min_coeff": "[0,1]"})
@@ -221,7 +221,10 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        _at_least(self, "train", {"max_epochs": 1, "batch_size": 1, "early_stop_patience": 0, "num_workers": 0})
+        _at_least(self, "train", {"max_epochs": 1, "batch_size": 1, "early_stop_patience": 0, "num_workers": 0,
+                                  "seed": 0})
+        if isinstance(self.seed, int) and self.seed > 2**32 - 1:  # numpy's seed range, as Lightning seeds it
+            raise ConfigError(f"config key 'train.seed' must be at most {2**32 - 1}, got {self.seed}")
         _in_range(self, "train", {"lr": ">=0", "weight_decay": ">=0", "grad_clip": ">=0", "momentum": "[0,1)"})
         if self.precision not in _PRECISIONS:
             raise ConfigError(f"config key 'train.precision' must be one of {', '.join(_PRECISIONS)}, got "

@@ -79,7 +79,7 @@ def test_failing_method_is_reported_and_the_others_continue(comparison):
     out, summary = comparison
     for s in SEEDS:
         text = (out / "runs" / "nope" / f"seed{s}" / "FAILED.txt").read_text()
-        assert text.startswith("KeyError: unknown method 'nope'") and text.count("\n") == 1
+        assert text.startswith("KeyError: config key 'method': unknown method 'nope'") and text.count("\n") == 1
     assert [(f["method"], f["seed"]) for f in summary["failed"]] == [("nope", s) for s in SEEDS]
     assert "unknown method 'nope'" in (out / "summary.md").read_text()
     assert summary["reported"] == OK_METHODS

@@ -112,6 +112,15 @@ class SyntheticSpec:
                 raise ValueError(f"synthetic effect {e!r} is not one of {sorted(EFFECTS)}")
             if e != "linear" and k < 2:
                 raise ValueError(f"synthetic effect {e!r} needs latent width >= 2, got {k}")
+        if not all(isinstance(k, int) and k >= 1 for k in latent):  # k = 0: a zero effect, shares untrue
+            raise ValueError(f"synthetic option 'latent' must be widths of at least 1, got {list(latent)}")
+        if not all(math.isfinite(s) and s >= 0 for s in obs_noise):
+            raise ValueError(f"synthetic option 'obs_noise' must be standard deviations of at least 0, got "
+                             f"{list(obs_noise)}")
+        if not (math.isfinite(label_noise) and label_noise >= 0):  # a variance: sqrt of a negative one failed
+            raise ValueError(f"synthetic option 'label_noise'={label_noise} must be a variance of at least 0")
+        if not (math.isfinite(label_scale) and label_scale > 0):  # 0: every label 0 (Non0 and Corr undefined)
+            raise ValueError(f"synthetic option 'label_scale'={label_scale} must be a standard deviation above 0")
         if not 0 <= memorize_dim < dims[0]:
             raise ValueError(f"synthetic option 'memorize_dim'={memorize_dim} must lie in [0, dims[0]={dims[0]})")
         for i, (m, d, k) in enumerate(zip(modalities, dims, latent)):

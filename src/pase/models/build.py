@@ -14,10 +14,13 @@ __all__ = ["build_model", "encoder_name", "prototype_classes"]
 
 
 def prototype_classes(task: TaskSpec, binning: str) -> int:
-    """K, the number of prototype classes: the task's classes, or the regression binning's bins."""
+    """K, the number of prototype classes: the task's classes, or the regression binning's bins
+    (``binning`` is ``pase.binning``; an unknown one is named with that key)."""
     if task.kind == "regression":
-        from ..prototypes import num_bins
+        from ..prototypes import BINNINGS, num_bins
 
+        if binning not in BINNINGS:
+            raise ValueError(f"config key 'pase.binning': unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
         return num_bins(binning)
     return task.num_classes
 
@@ -28,8 +31,9 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
     "auto" text that holds BERT token ids (MMSA ``text="bert"``) gets "bert"; an "auto" ``encoder``
     is "mlp" for utterance data (T = 1) and "transformer" for sequences.
     """
+    key = "model.encoder"
     if modality == "text" and mc.text_encoder != "auto":
-        name = mc.text_encoder
+        name, key = mc.text_encoder, "model.text_encoder"
     elif modality == "text" and bundle.info.get("text") == "bert":
         name = "bert"  # token ids only make sense to a token model
     else:
@@ -37,7 +41,7 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
     if name == "auto":
         name = "mlp" if max(bundle.max_steps().values()) == 1 else "transformer"
     if name != "bert" and name not in ENCODERS:
-        raise KeyError(unknown_name_message("encoder", name, ENCODERS.names() + ["bert"]))
+        raise KeyError(f"config key {key!r}: " + unknown_name_message("encoder", name, ENCODERS.names() + ["bert"]))
     return name
 
 

@@ -92,6 +92,18 @@ def test_a_key_yaml_reads_as_a_number_is_named(tmp_path, text, message):
     assert str(e.value).startswith(f"{p}: ") and message in str(e.value)
 
 
+@pytest.mark.parametrize("value", ["false", "[]", "0", "''"])
+def test_a_section_that_is_not_a_mapping_is_refused_not_read_as_defaults(tmp_path, value):
+    """`pase: false` (meaning "PaSE off"?) loaded as every PaSE part on: a falsy section was read
+    as all defaults (review). An empty section (`pase:`, null) still means the defaults."""
+    p = tmp_path / "c.yaml"
+    p.write_text(f"method: pase\npase: {value}\n")
+    with pytest.raises(ConfigError, match=r"config section pase must be a mapping of its keys \(for example pase: "):
+        load_config(p)
+    p.write_text("method: pase\npase:\n")
+    assert load_config(p).pase == Config().pase
+
+
 def test_a_folder_given_as_the_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match=rf"config file '{tmp_path}' is a folder; pass a YAML file"):
         load_config(tmp_path)

@@ -335,7 +335,9 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
 def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
     """Build a (nested) config dataclass from a mapping, rejecting unknown keys and wrong types."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
+        where = prefix.rstrip(".") or "top level"
+        example = f" (for example {where}: {{KEY: VALUE}})" if prefix else ""
+        raise ConfigError(f"config section {where} must be a mapping of its keys{example}, got {data!r}")
     fields = _fields(cls)
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -348,7 +350,7 @@ def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
             raise _unknown(prefix + key, prefix, list(fields))
         t = hints[key]
         if dataclasses.is_dataclass(t):
-            kwargs[key] = from_dict(value or {}, t, prefix + key + ".")
+            kwargs[key] = from_dict({} if value is None else value, t, prefix + key + ".")  # `pase: false`: an error
         else:
             kwargs[key] = coerce_value(value, t, prefix + key)
     return cls(**kwargs)

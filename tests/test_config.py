@@ -209,6 +209,12 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
      r"^data\.options\.sizs is not an option of the built-in benchmark; did you mean data\.options\.sizes\? "
      r"It takes data\.options\.seed, "),
     (["data.options.seed=abc"], r"^config key 'data\.options\.seed' must be int, got str 'abc'$"),
+    # the closest name was offered for the generator's options only, never for seed (review)
+    (["data.options.sead=1"], r"^data\.options\.sead is not an option of the built-in benchmark; did you mean "
+                              r"data\.options\.seed\? "),
+    (["data.source=mmsa", "data.path=/x", "data.options.datset=mosi"],
+     r"^data\.options\.datset is not an option of data source 'mmsa'; did you mean data\.options\.dataset\?; it "
+     r"takes data\.path, "),
     (["data.source=mmsa", "data.path=/x", "data.options.sanitize=maybe"],
      r"^config key 'data\.options\.sanitize' must be bool, got str 'maybe'$"),
     (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=/y", "data.options.fold=1.5"],

@@ -45,6 +45,15 @@ def test_label_is_the_documented_additive_model():
     (dict(label_scale=-1.0), r"'label_scale'=-1.0 must be"),
     (dict(obs_noise=(-1.0, 0.2, 0.2)), r"'obs_noise' must be standard deviations of at least 0"),
     (dict(latent=(0, 2, 2)), r"'latent' must be widths of at least 1, got \[0, 2, 2\]"),
+    # wrong types: raw Python / torch errors, or modalities=text read as t, e, x, t (review)
+    (dict(sizes="abc"), r"'sizes' must be a list of whole numbers \(train, valid, test\), for example the default "
+                        r"\[1284, 229, 686\]; got 'abc'"),
+    (dict(sizes=[200.5, 100, 100]), r"'sizes' must be a list of whole numbers"),
+    (dict(shares=["a", "b", "c"]), r"'shares' must be a list of numbers \(one per modality\)"),
+    (dict(modalities="text"), r"'modalities' must be a list of names .* got 'text'"),
+    (dict(memorize_dim=1.5), r"'memorize_dim' must be a whole number, got 1.5"),
+    (dict(label_noise="x"), r"'label_noise' must be a number, got 'x'"),
+    (dict(dims=[True, 73, 100]), r"'dims' must be a list of whole numbers"),
 ])
 def test_bad_options(opts, match):
     with pytest.raises(ValueError, match=match):

@@ -77,6 +77,11 @@ def test_parse_seeds():
         parse_seeds("1111")
     with pytest.raises(ValueError, match="neither a count"):
         parse_seeds("five")
+    # every run started and failed inside numpy before (review)
+    with pytest.raises(ValueError, match=r"--seeds: seed -1 is outside 0 to 4294967295"):
+        parse_seeds("-1,")
+    with pytest.raises(ValueError, match=r"seed 4294967296 is outside"):
+        parse_seeds([1, 2**32])
 
 
 def test_parse_methods():

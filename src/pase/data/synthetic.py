@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -99,6 +99,11 @@ class SyntheticSpec:
         shortcut: float = 0.95,
         sizes: Sequence[int] = (1284, 229, 686),
     ) -> None:
+        _check_types({"modalities": (modalities, str), "dims": (dims, int), "shares": (shares, float),
+                      "effects": (effects, str), "latent": (latent, int), "obs_noise": (obs_noise, float),
+                      "scales": (scales, float), "sizes": (sizes, int)},
+                     {"label_noise": (label_noise, float), "label_scale": (label_scale, float),
+                      "memorize_dim": (memorize_dim, int), "shortcut": (shortcut, float)})
         n = len(modalities)
         for name, v in (("dims", dims), ("shares", shares), ("effects", effects), ("latent", latent),
                         ("obs_noise", obs_noise)):
@@ -191,6 +196,36 @@ def make_synthetic(spec: SyntheticSpec, seed: int = 0) -> Tuple[Dict[str, Dict[s
     return feats, labels, effects
 
 
+#: each list option's default, written as --set takes it (the example in a type error)
+_DEFAULTS = {"modalities": "[text, audio, vision]", "dims": "[100, 73, 100]", "shares": "[0.4, 0.35, 0.25]",
+             "effects": "[linear, product, abs]", "latent": "[8, 2, 2]", "obs_noise": "[0.3, 0.2, 0.2]",
+             "scales": "[1.0, 0.1, 0.1]", "sizes": "[1284, 229, 686]"}
+
+
+def _check_types(lists: Dict[str, Tuple[Any, type]], scalars: Dict[str, Tuple[Any, type]]) -> None:
+    """ValueError naming the first option whose type is wrong: a list option that is not a list of
+    ``str`` / ``int`` / numbers (``float`` allows ints; ``None`` is allowed for ``scales``), a scalar
+    that is not one. Before, ``sizes=abc`` compared str with int and ``modalities=text`` was read as
+    the four modalities t, e, x, t."""
+    def fits(x: Any, want: type) -> bool:
+        if isinstance(x, bool):
+            return False
+        return isinstance(x, (int, float)) if want is float else isinstance(x, want)
+
+    names = {str: "names", int: "whole numbers", float: "numbers"}
+    for name, (v, want) in lists.items():
+        if v is None and name == "scales":
+            continue
+        if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not all(fits(x, want) for x in v):
+            raise ValueError(f"synthetic option {name!r} must be a list of {names[want]} ("
+                             + ("train, valid, test" if name == "sizes" else "one per modality")
+                             + f"), for example the default {_DEFAULTS[name]}; got {v!r}")
+    for name, (v, want) in scalars.items():
+        if not fits(v, want):
+            raise ValueError(f"synthetic option {name!r} must be a {'whole number' if want is int else 'number'}, "
+                             f"got {v!r}")
+
+
 @register_data("synthetic")
 def load_synthetic(seed: int = 0, **options) -> DataBundle:
     """The built-in benchmark as a ``DataBundle`` (protocol "mosi": MOSI-style regression metrics).
@@ -206,7 +241,7 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
                          "(for example mosi_bclstm or mmsa)")
     unknown = [k for k in options if k not in known]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
+        close = difflib.get_close_matches(unknown[0], ["seed"] + known, n=1)
         raise ValueError(f"data.options.{unknown[0]} is not an option of the built-in benchmark"
                          + (f"; did you mean data.options.{close[0]}? It" if close else "; it")
                          + f" takes data.options.seed, {', '.join('data.options.' + k for k in known)}")

@@ -81,6 +81,9 @@ def parse_seeds(spec: int | str | Sequence[int]) -> List[int]:
     seeds = list(dict.fromkeys(int(s) for s in spec))
     if not seeds:
         raise ValueError("--seeds: no seed given")
+    bad = [s for s in seeds if not 0 <= s <= 2**32 - 1]
+    if bad:  # as train.seed: every run would start and fail inside numpy
+        raise ValueError(f"--seeds: seed {bad[0]} is outside 0 to {2**32 - 1} (numpy's seed range)")
     return seeds
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import json
 import inspect
 import io
@@ -85,7 +86,10 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
         for key in opts:
             if key not in params:
                 accepted = ", ".join(_option_key(k) for k in params) or "none"
-                raise ConfigError(f"{_option_key(key)} is not an option of data source {source!r}; it takes {accepted}")
+                close = difflib.get_close_matches(key, list(params), n=1)
+                hint = f"; did you mean {_option_key(close[0])}?" if close else ""
+                raise ConfigError(f"{_option_key(key)} is not an option of data source {source!r}{hint}; it takes "
+                                  f"{accepted}")
     try:
         hints = typing.get_type_hints(loader)
     except (NameError, TypeError):  # a plug-in loader with hints that do not resolve here, or a partial: unchecked

@@ -119,6 +119,17 @@ def test_context_gru_stays_inside_groups(gen):
     assert not torch.allclose(out2[3], out[3])  # its neighbour in video 1 sees it
 
 
+def test_context_gru_keeps_videos_apart_with_negative_positions(gen):
+    """The sort key group * (max_pos + 1) + position let a video with negative positions slide into
+    the previous one: video 0's output changed by 0.15 when batched with video 1 (review)."""
+    ctx = ContextGRU(8).eval()
+    h = torch.randn(5, 8, generator=gen)
+    groups, pos = torch.tensor([0, 0, 0, 1, 1]), torch.tensor([0, 1, 2, -3, -2])
+    both = ctx(h, groups, pos)
+    torch.testing.assert_close(both[:3], ctx(h[:3], groups[:3], pos[:3]))
+    torch.testing.assert_close(both[3:], ctx(h[3:], groups[3:], pos[3:] + 3))  # only the order counts
+
+
 def test_sequence_data_builds_transformer():
     n = 8
     ds = {s: MultimodalDataset({"text": torch.randn(n, 5, 3), "audio": torch.randn(n, 4, 2)}, torch.randn(n),
@@ -277,3 +288,13 @@ def test_gate_rows_follow_the_model_order(bundle):
     with pytest.raises(ValueError, match="not the model's order"):
         type(model)(dict(model.encoders), model.head, cfg.model.d_model,
                      gate=GateScorer(sorted(model.modalities), cfg.model.d_model))
+
+
+def test_widths_too_small_for_a_bidirectional_layer_are_named():
+    """model.hidden=1 (LSTM) and model.d_model=1 with context passed the config's minimum of 1 and
+    failed inside torch ('hidden_size must be greater than zero') (review)."""
+    with pytest.raises(ValueError, match=r"model.context=true needs model.d_model of at least 2 .* got 1"):
+        ContextGRU(1)
+    with pytest.raises(ValueError, match=r"the LSTM encoder needs model.hidden of at least 2 .* got 1"):
+        create_encoder("lstm", d_in=4, d_model=8, hidden=1)
+    assert ContextGRU(2)(torch.randn(3, 2), torch.tensor([0, 0, 1]), torch.tensor([0, 1, 0])).shape == (3, 2)

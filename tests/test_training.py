@@ -141,7 +141,12 @@ def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("override, line", [
-    ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: bert, lstm, mlp, transformer"),
+    ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: lstm, mlp, transformer"),
+    # audio and vision got a BERT, which failed naming the text modality's width (review)
+    ("model.encoder=bert", "config key 'model.encoder': encoder 'bert' reads text token ids, but modality 'audio' "
+                           "holds features; set model.text_encoder=bert (or leave it auto)"),
+    # torch's 'hidden_size must be greater than zero' (review)
+    ("model.encoder=lstm --set model.hidden=1", "the LSTM encoder needs model.hidden of at least 2"),
     ("model.text_encoder=cnn", "config key 'model.text_encoder': unknown encoder 'cnn'; valid:"),
     ("pase.binning=round5", "config key 'pase.binning': unknown binning 'round5'; valid: sign, polarity, round7"),
     ("method=nonsense", "config key 'method': unknown method 'nonsense'; valid: agm, late_fusion, ogm_ge, pase"),
@@ -149,7 +154,8 @@ def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
 def test_an_unknown_name_is_named_with_its_config_key(tmp_path, capsys, override, line):
     """'unknown encoder' did not say whether model.encoder or model.text_encoder held it (review)."""
     args = ["train", "--out", str(tmp_path / "r"), "--quiet", "--set", "method=pase"]
-    assert main(args + [x for s in TINY + [override] for x in ("--set", s)]) == 2
+    sets = TINY + override.split(" --set ")
+    assert main(args + [x for s in sets for x in ("--set", s)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("pase: error: " + line), err
     assert not (tmp_path / "r").exists()  # nothing written
@@ -415,3 +421,26 @@ def test_a_batch_holding_the_whole_training_split_is_named(tmp_path, caplog):
         train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), tmp_path / "many", quiet=True)
     said = [r.getMessage() for r in caplog.records if "holds the whole training split" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("train.batch_size=100000 holds the whole training split (")
+
+
+def test_a_transformer_model_scores_data_with_other_sequence_lengths(tmp_path, capsys):
+    """The position table was sized from the data being scored, so pase evaluate on a file whose
+    longest sequence differed (shorter too) failed with 'weights do not fit ... drop --set' (review).
+    It keeps the trained size: shorter sequences score, longer ones are refused with one line."""
+    from data.writers import write_mmsa
+
+    train_path = write_mmsa(tmp_path / "a", "mosi", aligned=False, sizes=(24, 8, 8), steps=(12, 10))
+    run = tmp_path / "run"
+    sets = ["data.source=mmsa", f"data.path={train_path}", "model.encoder=transformer", "train.max_epochs=1",
+            "train.batch_size=8", "model.d_model=8", "model.hidden=16", "model.head_hidden=8", "train.progress_bar=false"]
+    result = train(apply_overrides(Config(), sets), run, quiet=True)
+    ckpt = run / result["checkpoint"]
+    shorter = write_mmsa(tmp_path / "b", "mosi", aligned=False, sizes=(24, 8, 8), steps=(9, 10), seed=3)
+    res = evaluate(ckpt, overrides=[f"data.path={shorter}"])
+    assert set(res) == {"valid", "test"} and 0 <= res["test"]["Has0_acc_2"] <= 1
+    assert evaluate(ckpt)["test"] == pytest.approx(result["test"], abs=1e-6)  # its own data as before
+    longer = write_mmsa(tmp_path / "c", "mosi", aligned=False, sizes=(24, 8, 8), steps=(14, 10), seed=3)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--set", f"data.path={longer}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["pase: error: sequences of 14 steps are longer than the 12 this transformer encoder has positions "
+                   "for (the longest in the data it was built for); cut the sequences to 12 steps"]

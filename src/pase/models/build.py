@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping, Optional
+
 from torch import nn
 
 from ..data.contract import DataBundle, TaskSpec, sort_modalities
@@ -40,8 +42,13 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
         name = mc.encoder
     if name == "auto":
         name = "mlp" if max(bundle.max_steps().values()) == 1 else "transformer"
+    if name == "bert" and modality != "text":  # token ids are text's alone; audio / vision got a BERT and failed late
+        raise ValueError(f"config key {key!r}: encoder 'bert' reads text token ids, but modality {modality!r} holds "
+                         f"features; set model.text_encoder=bert (or leave it auto) and {key} to one of "
+                         f"{', '.join(ENCODERS.names())}")
     if name != "bert" and name not in ENCODERS:
-        raise KeyError(f"config key {key!r}: " + unknown_name_message("encoder", name, ENCODERS.names() + ["bert"]))
+        valid = ENCODERS.names() + (["bert"] if key == "model.text_encoder" else [])
+        raise KeyError(f"config key {key!r}: " + unknown_name_message("encoder", name, valid))
     return name
 
 
@@ -55,12 +62,14 @@ def _encoder(name: str, mc, d_in: int, max_len: int) -> nn.Module:
                           heads=mc.heads, dropout=mc.dropout, attn_dropout=mc.attn_dropout, max_len=max_len)
 
 
-def build_model(cfg, bundle: DataBundle) -> FusionModel:
+def build_model(cfg, bundle: DataBundle, max_steps: Optional[Mapping[str, int]] = None) -> FusionModel:
     """Encoders sized from ``bundle``'s widths (chosen per modality), a head for its task; PaSE
-    adds gate and banks."""
+    adds gate and banks. ``max_steps`` (modality -> T) replaces the data's longest sequences where
+    given: a saved model keeps the position table it was trained with, whatever data it scores."""
     mc = cfg.model
-    steps = bundle.max_steps()
-    encoders = {m: _encoder(encoder_name(mc, m, bundle), mc, d, steps[m]) for m, d in bundle.dims().items()}
+    steps = {**bundle.max_steps(), **(max_steps or {})}
+    names = {m: encoder_name(mc, m, bundle) for m in bundle.dims()}  # every name checked before any encoder is built
+    encoders = {m: _encoder(names[m], mc, d, steps[m]) for m, d in bundle.dims().items()}
     mods = sort_modalities(list(encoders))  # the model's order: the gate's rows follow it
     head = build_head(len(mods) * mc.d_model, bundle.task.output_dim, mc.head_hidden, mc.dropout)
     gate = banks = None

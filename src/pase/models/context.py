@@ -21,12 +21,18 @@ class ContextGRU(nn.Module):
 
     def __init__(self, d_model: int, dropout: float = 0.1) -> None:
         super().__init__()
+        if d_model < 2:
+            raise ValueError(f"model.context=true needs model.d_model of at least 2 (its GRU has d_model // 2 units "
+                             f"per direction), got {d_model}")
         self.rnn = nn.GRU(d_model, d_model // 2, batch_first=True, bidirectional=True)
         self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * (d_model // 2), d_model))
 
     def forward(self, h: Tensor, groups: Tensor, positions: Tensor) -> Tensor:
-        # order samples by (group, position): key = group * (max_pos + 1) + position
-        key = groups * (int(positions.max()) + 1 if positions.numel() else 1) + positions
+        # order samples by (group, position): key = group * span + (position - min_pos), span = the
+        # positions' range; offsets in [0, span) keep videos apart whatever the signs (negative
+        # positions merged two videos with the old key group * (max_pos + 1) + position)
+        lo, hi = (int(v) for v in torch.aminmax(positions)) if positions.numel() else (0, 0)
+        key = groups * (hi - lo + 1) + (positions - lo)
         order = torch.argsort(key)
         _, counts = torch.unique_consecutive(groups[order], return_counts=True)  # (G,)
         seqs = torch.split(h[order], counts.tolist())  # G tensors (L_g, D)

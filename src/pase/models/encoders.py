@@ -97,6 +97,10 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         t = x.shape[1]
+        if t > self.pos.shape[1]:
+            raise ValueError(f"sequences of {t} steps are longer than the {self.pos.shape[1]} this transformer encoder "
+                             "has positions for (the longest in the data it was built for); cut the sequences to "
+                             f"{self.pos.shape[1]} steps")
         h = self.proj(x) + self.pos[:, :t]  # (B, T, H)
         pad = torch.arange(t, device=x.device)[None, :] >= lengths[:, None]  # (B, T) True at padding
         h = self.body(h, src_key_padding_mask=pad if t > 1 else None)
@@ -112,6 +116,9 @@ class LSTMEncoder(nn.Module):
     def __init__(self, d_in: int, d_model: int, hidden: int = 128, layers: int = 1, dropout: float = 0.2,
                  **_: object) -> None:
         super().__init__()
+        if hidden < 2:
+            raise ValueError(f"the LSTM encoder needs model.hidden of at least 2 (hidden // 2 units per direction), "
+                             f"got {hidden}")
         self.rnn = nn.LSTM(d_in, hidden // 2, num_layers=layers, batch_first=True, bidirectional=True)
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * (hidden // 2), d_model), nn.ReLU())
 

@@ -147,8 +147,8 @@ def _monitor(cfg: Config, bundle: DataBundle) -> str:
     return monitor
 
 
-def _build(cfg: Config, bundle: DataBundle) -> PaseModule:
-    model = build_model(cfg, bundle)
+def _build(cfg: Config, bundle: DataBundle, max_steps: Optional[Dict[str, int]] = None) -> PaseModule:
+    model = build_model(cfg, bundle, max_steps)
     method = create_method(cfg.method, cfg, bundle.task, model)
     return PaseModule(model, method, bundle.task, to_dict(cfg), _monitor(cfg, bundle))
 
@@ -699,7 +699,11 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                          f"({why}); point data.path at the run's data")
     plugin = precision_plugin(cfg.train.precision)
-    module = plugin.convert_module(_build(cfg, bundle))  # before the weights: float64 ones stay exact
+    # a transformer encoder's position table as trained (its length was the training data's longest
+    # sequence): other data, with shorter or longer sequences, is scored by the same model
+    steps = {k.split(".")[2]: int(v.shape[1]) for k, v in state["state_dict"].items()
+             if k.startswith("model.encoders.") and k.endswith(".pos") and k.count(".") == 3}
+    module = plugin.convert_module(_build(cfg, bundle, steps))  # before the weights: float64 ones stay exact
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as e:

@@ -409,7 +409,7 @@ def _check_base_config(cfg: Config, out: Path) -> None:
         if diff:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")
-        if config_difference(path, cfg, to_dict) is None:
+        if config_difference(path, cfg, _data_location) is None:
             return
     save_config(cfg, path)  # new, or the data moved: config.yaml names where it lies now
 

@@ -576,7 +576,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
         "diagnostics": _as_trained(final_state, trainer.current_epoch),
         "diagnostics_selected": _as_trained(selected_state, None if best_epoch is None else best_epoch + 1),
         # every process's time up to the last checkpoint it saved, and this process's whole time
-        "elapsed_s": round(module.elapsed_before + time.time() - t0, 3), "pase_version": __version__, "code_sha256": code_fingerprint(),
+        "elapsed_s": round(module.elapsed_before + time.time() - t0, 3),
+        "pase_version": __version__, "code_sha256": code_fingerprint(),
         # what ran, which may differ from what was asked (on a CPU Lightning runs 16-mixed as bf16-mixed)
         "precision_effective": str(trainer.precision), "accelerator_effective": type(trainer.accelerator).__name__,
         "checkpoint": _relative(Path(best), out),
@@ -694,7 +695,8 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
         _check_evaluation_config(path, saved, cfg)
     bundle = bundle or load_bundle(cfg)
     saved_data = (state.get("pase_state") or {}).get("data")
-    why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data and isinstance(saved_data, dict) else None
+    why = (fingerprint_difference(saved_data, fingerprint(bundle))
+           if same_data and isinstance(saved_data, dict) else None)
     if why:
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                          f"({why}); point data.path at the run's data")

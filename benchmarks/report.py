@@ -50,8 +50,9 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
         f"- run: `{res['command']}` ({'quick' if res['quick'] else 'full'}, device {res['device']}"
         f"{', bf16 autocast' if res['bf16'] else ', float32'}), started {res['started']}, "
         f"{res['total_wall_s'] / 60:.1f} min in all; raw results `{raw}`",
-        "- regenerate: `python benchmarks/run.py --threads 1` (full: 10 min at load 4 on this 2-core VM, 20 min "
-        "at load 8), `python benchmarks/run.py --quick --threads 1` (2 min), `bash benchmarks/gpu.sh` (CUDA, "
+        "- regenerate: `python benchmarks/run.py --threads 1` (full: 10 to 20 min on this 2-core VM, longer "
+        "under load; this run's length is above), `python benchmarks/run.py --quick --threads 1` (a few "
+        "minutes), `bash benchmarks/gpu.sh` (CUDA, "
         "bf16); `python benchmarks/parts.py --threads 1` for the per-part table below; `python benchmarks/run.py "
         "--render benchmarks/results.json` rewrites this file from the raw results", "",
         "Each figure is `median (min-max)` over the repeats. Every measurement ran in a fresh subprocess; "

@@ -30,6 +30,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+# the pase of this checkout, not whichever one is installed: the commit machine() records is the
+# code the workers time (they run this file too)
+sys.path.insert(0, str(ROOT / "src"))
 MARK = "@@RESULT "
 MMSA_STEPS, MMSA_DIMS, MMSA_SIZES = 50, (768, 74, 35), (16326, 1871, 4659)
 
@@ -203,6 +206,12 @@ def machine(threads: Optional[int]) -> Dict[str, Any]:
                                                 capture_output=True, text=True).stdout.strip())
     except OSError:
         pass
+    import pase
+
+    info["pase_file"] = pase.__file__  # must lie under ROOT/src: the timed code is the recorded commit's
+    if not Path(pase.__file__).resolve().is_relative_to(ROOT / "src"):
+        _log(f"warning: pase is imported from {pase.__file__}, not from {ROOT / 'src'}: the recorded commit "
+             "is not the timed code")
     return info
 
 

@@ -140,6 +140,17 @@ def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_a_ddp_worker_names_its_rank_in_an_error_line(capsys, monkeypatch):
+    """Under DDP every rank printed the same 'pase: error: ...' line: two identical lines, or a
+    worker's own failure that looked like rank 0's (review). Rank 0 stays 'pase'."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(["train", "--set", "train.lrr=1"]) == 2
+    assert capsys.readouterr().err.startswith("pase (rank 1): error: unknown config key 'train.lrr'")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main(["train", "--set", "train.lrr=1"]) == 2
+    assert capsys.readouterr().err.startswith("pase: error: unknown config key 'train.lrr'")
+
+
 @pytest.mark.parametrize("override, line", [
     ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: lstm, mlp, transformer"),
     # audio and vision got a BERT, which failed naming the text modality's width (review)
@@ -218,14 +229,21 @@ def test_train_losses_are_batch_size_weighted_epoch_means(tmp_path, monkeypatch)
     assert float(rows[-1]["valid/loss"]) == pytest.approx(l1, rel=1e-5)
 
 
-def test_ddp_with_fewer_batches_than_devices_stops_with_one_line(tmp_path, capsys):
-    """Checked before Lightning launches any rank, and before anything is written to the run folder."""
+@pytest.mark.parametrize("strategy, devices", [("ddp", "2"), ("auto", "2"), ("auto", "'2'"), ("ddp_spawn", "2")])
+def test_ddp_with_fewer_batches_than_devices_stops_with_one_line(tmp_path, capsys, strategy, devices):
+    """Checked before Lightning launches any rank, and before anything is written to the run folder;
+    also for DDP asked for as strategy=auto with devices 2 or '2' (a review saw two raw lines and a
+    gloo error), and ddp_spawn is refused ('bad value(s) in fds_to_keep' before)."""
     args = ["train", "--quiet", "--out", str(tmp_path / "d")] + [x for s in TINY + [
-        "train.strategy=ddp", "train.devices=2", "train.accelerator=cpu"] for x in ("--set", s)]
+        f"train.strategy={strategy}", f"train.devices={devices}", "train.accelerator=cpu"] for x in ("--set", s)]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "split 'valid' has 64 samples = 1 batch(es) of train.batch_size=64" in err[0], err
-    assert "use fewer devices or a smaller train.batch_size" in err[0]
+    if strategy == "ddp_spawn":
+        assert err == ["pase: error: train.strategy=ddp_spawn starts its processes by spawn, which pase does not "
+                       "support (its run folder lock and loaders are per process); use train.strategy=ddp"]
+    else:
+        assert len(err) == 1 and "split 'valid' has 64 samples = 1 batch(es) of train.batch_size=64" in err[0], err
+        assert "runs 2 processes" in err[0] and "use fewer devices or a smaller train.batch_size" in err[0]
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing written
 
 

@@ -7,7 +7,9 @@
 
 Errors print one line (``pase: error: ...``) on stderr and exit with status 2; ``--debug``
 shows the traceback. ``data inspect`` prints its report on stdout and, when the file has
-problems, the first one as the error line (exit status 1). Under DDP only rank 0 prints.
+problems, the first one as the error line (exit status 1). Under DDP only rank 0 prints results;
+an error or an interruption is printed by every rank that meets it, the ranks above 0 naming
+themselves (``pase (rank 1): error: ...``), so a rank's own failure is never hidden.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -186,6 +189,12 @@ def _interrupt_advice(args: argparse.Namespace) -> str:
     return ""
 
 
+def _who() -> str:
+    """``pase``, or ``pase (rank N)`` in a DDP worker of rank N > 0 (Lightning sets its environment)."""
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+    return f"pase (rank {rank})" if rank else "pase"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
@@ -195,10 +204,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.fn(args)
     except RunInterrupted as e:  # a training loop's (with its advice), or a SIGTERM elsewhere
-        print(f"pase: interrupted: {e if e.advice else e.message + _interrupt_advice(args)}", file=sys.stderr)
+        print(f"{_who()}: interrupted: {e if e.advice else e.message + _interrupt_advice(args)}", file=sys.stderr)
         return 143 if e.signal == "SIGTERM" else 130
     except KeyboardInterrupt:  # outside a training loop (metrics.json, a diagnosis, a report): say what to do
-        print(f"pase: interrupted{_interrupt_advice(args)}", file=sys.stderr)
+        print(f"{_who()}: interrupted{_interrupt_advice(args)}", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
         if args.debug:
@@ -208,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             msg = msg[1:-1]
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "--resume" not in msg:
             msg += "; free space" + (_interrupt_advice(args) or ", then run the same command again")
-        print(f"pase: error: {msg}", file=sys.stderr)
+        print(f"{_who()}: error: {msg}", file=sys.stderr)
         return 2
     finally:
         if previous is not None:

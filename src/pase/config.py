@@ -229,6 +229,10 @@ class TrainConfig:
         if self.precision not in _PRECISIONS:
             raise ConfigError(f"config key 'train.precision' must be one of {', '.join(_PRECISIONS)}, got "
                               f"{self.precision!r}")
+        if self.precision == "16-true" and self.optimizer in ("adam", "adamw"):
+            raise ConfigError(f"train.precision=16-true with train.optimizer={self.optimizer}: Adam's eps (1e-8) is 0 "
+                              "in float16, so a weight whose gradient is 0 gets 0/0 = NaN at the first step; use "
+                              "train.precision=16-mixed (float32 weights) or bf16-true, or train.optimizer=sgd")
         d = self.devices
         if not (d == "auto" or (isinstance(d, int) and not isinstance(d, bool) and (d >= 1 or d == -1))
                 or (isinstance(d, str) and re.fullmatch(r"-1|\d+|(\d+,)+\d*", re.sub(r"\s", "", d))

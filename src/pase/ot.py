@@ -289,8 +289,11 @@ def cosine_cost(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
         raise ValueError(f"cosine_cost: feature dims differ: x {tuple(x.shape)}, y {tuple(y.shape)}")
     if y.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
         y = y.to(x.dtype)  # float32 prototypes (kept so under bf16-true) against half-precision features
-    xn = F.normalize(x, dim=-1, eps=eps)
-    yn = F.normalize(y, dim=-1, eps=eps)
+    # a floor the dtype can hold: 1e-8 is 0 in float16, where a zero prototype then gave 0/0 = NaN
+    # (forward and gradient) under train.precision=16-true
+    floor = max(eps, float(torch.finfo(x.dtype).tiny), float(torch.finfo(y.dtype).tiny))
+    xn = F.normalize(x, dim=-1, eps=floor)
+    yn = F.normalize(y, dim=-1, eps=floor)
     return 1.0 - xn @ yn.transpose(-2, -1)  # (..., K1, K2)
 
 

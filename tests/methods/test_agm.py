@@ -143,3 +143,29 @@ def test_unknown_average_is_refused(make_case):
     object.__setattr__(cfg.baselines, "agm_average", "median")  # past the frozen config's own check
     with pytest.raises(ValueError, match="agm_average='median' is not one of ema, cumulative"):
         AGM(cfg, case.task, case.model)
+
+
+def test_under_ddp_the_scores_are_the_global_batchs(make_case, monkeypatch):
+    """Each rank took AGM's coefficients and running scores from its own half batch: on one step
+    the ranks boosted and damped the same modality in opposite directions (review). A simulated
+    second rank of 3 * B samples with scores [1, 2, 3] must move the scores to the weighted mean."""
+    from pase.methods.base import batch_weighted_mean
+
+    case = make_case()
+    agm, model = AGM(case.cfg, case.task, case.model), case.model
+    out = model(case.batch)
+    phi, empty = shapley_logits(model.coalition_logits(out, coalition_masks(3)))
+    local = agm_scores(phi.float(), empty.float(), case.batch.target, case.task)
+    B = case.batch.target.shape[0]
+    other = torch.tensor([1.0, 2.0, 3.0])
+
+    def all_reduce(packed, op=None):  # this rank's (sums, count) plus the other rank's
+        packed += torch.cat([other * 3 * B, torch.tensor([3.0 * B])])
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    expected = (local * B + other * 3 * B) / (4 * B)
+    assert_close(batch_weighted_mean(local, B), expected)
+    model.eval()  # the same head dropout draw as above
+    agm.loss(model, case.batch, model(case.batch))
+    assert_close(agm.running, expected)  # the first step sets the running scores to the global ones

@@ -10,6 +10,7 @@ test metrics compared its predictions with labels rounded to 8 bits of mantissa.
 from __future__ import annotations
 
 import csv
+import math
 
 import pytest
 import torch
@@ -86,3 +87,39 @@ def test_a_bf16_true_run_keeps_its_running_averages_in_float32_and_the_weights_i
     weights = [v for k, v in sd.items() if k.endswith(".weight")]
     assert weights and all(w.dtype == torch.bfloat16 for w in weights)
     assert evaluate(tmp_path / "run" / result["checkpoint"])["test"] == result["test"]
+
+
+def test_float16_cosine_cost_and_prototype_logits_stay_finite_with_an_empty_prototype():
+    """F.normalize's eps 1e-8 is 0 in float16: a prototype still at zero gave 0/0 = NaN in the
+    forward pass and in the features' gradient, so train.precision=16-true PaSE stopped at its first
+    step with 'non-finite gradient' (review). The floor is now one float16 can hold."""
+    from pase.ot import cosine_cost
+
+    x = torch.randn(4, 8, dtype=torch.float16, requires_grad=True)
+    protos = torch.zeros(2, 8, dtype=torch.float16)
+    protos[0] = 1.0  # class 1 never seen: its prototype is still zeros
+    c = cosine_cost(x, protos)
+    assert torch.isfinite(c).all() and torch.equal(c[:, 1], torch.ones(4, dtype=torch.float16))
+    c.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    ref = cosine_cost(x.detach().float(), protos.float())
+    torch.testing.assert_close(c.float(), ref, atol=2e-3, rtol=0)
+
+
+def test_float16_weights_with_adam_are_refused_with_the_fix():
+    """Adam's eps 1e-8 is 0 in float16: one step gave [-inf, nan, ...] weights (review)."""
+    from pase.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.precision=16-true with train.optimizer=adam: Adam's eps \(1e-8\) is "
+                                          r"0 in float16, .* use train.precision=16-mixed"):
+        apply_overrides(Config(), ["train.precision=16-true"])
+    assert apply_overrides(Config(), ["train.precision=16-true", "train.optimizer=sgd"]).train.optimizer == "sgd"
+
+
+def test_a_float16_pase_run_with_sgd_trains_to_finite_metrics(tmp_path):
+    """The end-to-end case of the review: 16-true PaSE (gate, PCL, OT on) stopped at step 0."""
+    result = train(apply_overrides(Config(), TINY + ["method=pase", "train.precision=16-true", "train.optimizer=sgd",
+                                                     "pase.switch_max_epoch=0", "train.max_epochs=2"]),
+                   tmp_path / "run", quiet=True)
+    assert math.isfinite(result["test"]["MAE"]) and math.isfinite(result["valid"]["MAE"]), result["test"]
+    assert result["diagnostics"]["phase"] == 2  # SGM ran too

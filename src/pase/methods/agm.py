@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from ..config import AGM_AVERAGES
 from ..data.contract import Batch, TaskSpec
 from ..shapley import exact_shapley
-from .base import Method, RunningMean, pop_means, register_method, task_loss
+from .base import Method, RunningMean, batch_weighted_mean, pop_means, register_method, task_loss
 
 __all__ = ["AGM", "shapley_logits", "agm_scores", "agm_ratios", "agm_coefficients", "AVERAGES"]
 
@@ -169,6 +169,9 @@ class AGM(Method):
         phi, empty = shapley_logits(table)  # (M, B, O), (B, O)
         with torch.no_grad():
             scores = agm_scores(phi.float(), empty.float(), batch.target, self.task, self.loss_kind)
+            # the global batch's scores under DDP: every rank takes the same coefficients and running
+            # averages (each rank's half batch gave opposite decisions on one step before)
+            scores = batch_weighted_mean(scores, batch.target.shape[0])
             running = self.running.to(scores.device)
             coeffs = agm_coefficients(scores, running, self.alpha, self.max_gap)  # r* from before this batch
             self.update_running(scores.to(self.running.device))

@@ -41,6 +41,18 @@ def create_method(name: str, cfg, task: TaskSpec, model: nn.Module) -> "Method":
     return METHODS.create(name, cfg, task, model)
 
 
+def batch_weighted_mean(x: Tensor, n: int) -> Tensor:
+    """``x``, a mean over this process's ``n`` samples; under ``torch.distributed``, the mean over
+    every process's samples (sums weighted by each process's count, all-reduced), so methods that
+    decide from batch statistics (PaSE's coalition utilities, AGM's scores) decide the same on
+    every rank, as one process with the global batch would."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        packed = torch.cat([x.reshape(-1) * n, x.new_tensor([float(n)])])  # the weighted sums and the count
+        torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+        return (packed[:-1] / packed[-1]).reshape(x.shape)
+    return x
+
+
 def task_loss(logits: Tensor, target: Tensor, task: TaskSpec, kind: str = "auto",
               reduce_batch: bool = True) -> Tensor:
     """The task loss of ``logits`` (..., B, O) against ``target`` (B,) or (B, E).

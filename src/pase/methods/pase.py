@@ -35,7 +35,7 @@ from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss_stacked
 from ..prototypes import centroids_from_sums, class_means, labels_to_classes, pcl_from_logits, pcl_loss, update_banks
 from ..shapley import scale_gradients, sgm_coefficients
-from .base import Method, RunningMean, register_method, task_loss
+from .base import Method, RunningMean, batch_weighted_mean, register_method, task_loss
 
 __all__ = ["PaSE", "prototype_targets", "schedule_warning"]
 
@@ -171,13 +171,7 @@ class PaSE(Method):
     # ------------------------------------------------------------------ SGM
     def coalition_utilities(self, model: nn.Module, out, target: Tensor, masks: Optional[Tensor] = None) -> Tensor:
         """(C,) utilities of this batch; under ``torch.distributed`` those of the global batch."""
-        u = super().coalition_utilities(model, out, target, masks)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            n = float(target.shape[0])
-            packed = torch.cat([u * n, u.new_tensor([n])])  # (C + 1,): weighted sums and the count
-            torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
-            u = packed[:-1] / packed[-1]
-        return u
+        return batch_weighted_mean(super().coalition_utilities(model, out, target, masks), target.shape[0])
 
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         shares = super().track(model, batch, out)

@@ -160,18 +160,25 @@ def _loaders(cfg: Config, bundle: DataBundle):
     return mk("train", True), mk("valid", False), mk("test", False)
 
 
-def _check_shards(cfg: Config, loaders: Dict[str, Any]) -> None:
-    """Under multi-device DDP every rank needs at least one batch of every split (Lightning stops
-    otherwise, mid-launch and once per rank): say so before anything starts."""
-    devices = cfg.train.devices
-    if not (isinstance(devices, int) and devices > 1 and "ddp" in str(cfg.train.strategy)):
+def _check_shards(cfg: Config, trainer: L.Trainer, loaders: Dict[str, Any]) -> None:
+    """Under multi-process DDP (however it was asked for: ``strategy=auto`` with ``devices=2`` runs
+    it too) every rank needs at least one batch of every split (Lightning stops otherwise,
+    mid-launch and once per rank), and the processes must be started as ``ddp`` starts them:
+    say so before anything starts."""
+    world = trainer.world_size
+    if world <= 1:
         return
+    method = getattr(trainer.strategy, "_start_method", "popen")
+    if method != "popen":  # ddp_spawn / ddp_fork: the spawned workers failed with 'bad value(s) in fds_to_keep'
+        raise ValueError(f"train.strategy={cfg.train.strategy} starts its processes by {method}, which pase does "
+                         "not support (its run folder lock and loaders are per process); use train.strategy=ddp")
     for split, loader in loaders.items():
-        if len(loader) < devices:
+        if len(loader) < world:
             raise ValueError(
-                f"train.devices={devices} with train.strategy={cfg.train.strategy} gives each rank a share of the "
-                f"{split} batches, but split {split!r} has {len(loader.dataset)} samples = {len(loader)} batch(es) "
-                f"of train.batch_size={cfg.train.batch_size}: use fewer devices or a smaller train.batch_size")
+                f"train.devices={cfg.train.devices} with train.strategy={cfg.train.strategy} runs {world} processes, "
+                f"each with a share of the {split} batches, but split {split!r} has {len(loader.dataset)} samples = "
+                f"{len(loader)} batch(es) of train.batch_size={cfg.train.batch_size}: use fewer devices or a smaller "
+                "train.batch_size")
 
 
 def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: bool) -> L.Trainer:
@@ -492,7 +499,6 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = load_bundle(cfg)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
-    _check_shards(cfg, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     if writer and len(train_dl) == 1 and len(bundle.splits["train"]) > 1:
         log.warning(f"train.batch_size={cfg.train.batch_size} holds the whole training split "
                     f"({len(bundle.splits['train'])} samples): every epoch is one optimiser step; a smaller "
@@ -521,6 +527,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     interrupt = InterruptRecorder()
     callbacks = [ckpt, last, stop, NonFiniteGuard(ckpt_dir), EpochCSVLog(out / "log.csv"), interrupt]  # guard first
     trainer = _trainer(cfg, out, callbacks, quiet)  # checks accelerator, devices and strategy
+    _check_shards(cfg, trainer, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     if writer:  # the first write of the run, after every check
         out.mkdir(parents=True, exist_ok=True)
         fd = lock_run(out)

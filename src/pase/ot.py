@@ -183,17 +183,20 @@ class _ImplicitSinkhorn(torch.autograd.Function):
             plan, log = sinkhorn_log(a, b, M, reg, log=True, **kwargs)
         out_log.update(log)
         ctx.reg = reg
-        ctx.save_for_backward(plan)
+        ctx.save_for_backward(M, log["log_u"], log["log_v"])
         return plan
 
     @staticmethod
     def backward(ctx, grad_plan):
-        (P_saved,) = ctx.saved_tensors
-        # In float64: near a permutation plan the off-plan entries are ~exp(-1/reg) (1e-9 at 0.05), so
-        # the system has K - 1 near-null directions below float32's precision and a float32 solve gave
-        # inf / NaN gradients; the system is (K1 + K2)^2, so the cast costs nothing measurable
-        wide = torch.float32 if P_saved.device.type == "mps" else torch.float64  # MPS has no float64
-        P, grad_plan = P_saved.to(wide), grad_plan.to(wide)
+        M, log_u, log_v = ctx.saved_tensors
+        # In float64, the plan rebuilt there from the potentials: near a permutation plan the
+        # off-plan entries are ~exp(-gap / reg) (1e-9 at 0.05, 1e-22 at 0.02), so the system has
+        # K - 1 near-null directions below float32's precision; a solve on the float32 plan (even cast
+        # to float64) turned its rounding into inf / NaN or 1e12-sized gradients (a review: 40 of 200
+        # random 3 x 3 problems at reg 0.02). The system is (K1 + K2)^2: the cost is not measurable
+        wide = torch.float32 if M.device.type == "mps" else torch.float64  # MPS has no float64
+        P = torch.exp(-M.to(wide) / ctx.reg + log_u.to(wide).unsqueeze(-1) + log_v.to(wide).unsqueeze(-2))
+        grad_plan = grad_plan.to(wide)
         K1, K2 = P.shape[-2:]
         H = grad_plan * P  # (..., K1, K2)
         r, c = P.sum(-1), P.sum(-2)  # (..., K1), (..., K2)
@@ -205,11 +208,18 @@ class _ImplicitSinkhorn(torch.autograd.Function):
         scale = A.diagonal(dim1=-2, dim2=-1).sum(-1, keepdim=True) / live.sum(-1, keepdim=True).clamp_min(1)
         A = A + (n.unsqueeze(-1) * n.unsqueeze(-2)) * (scale / (n * n).sum(-1, keepdim=True).clamp_min(1)).unsqueeze(-1)
         A = A + torch.diag_embed((~live).to(P.dtype))  # empty rows / columns: lam = mu = 0 there
+        # A ridge at the solve's precision: where off-plan entries fall below float64's rounding too
+        # (reg 0.02 and a cost gap of 1: exp(-50)), each matched pair's block [[r_i, P_ii], [P_ii,
+        # c_i]] is singular after rounding. Along such a pair's direction (lam_i + t, mu_i - t) the
+        # gradient moves only by P_ij t on off-plan entries, ~0 there, so the bounded t the ridge
+        # picks is as good as the exact one; elsewhere it moves the gradient by about 1e-15 / reg.
+        ridge = 8 * torch.finfo(wide).eps * scale  # (..., 1)
+        A = A + torch.diag_embed(ridge.expand(A.shape[:-1]))
         rhs = torch.cat([H.sum(-1), H.sum(-2)], dim=-1)  # (..., K1 + K2)
         z = torch.linalg.solve_ex(A, rhs.unsqueeze(-1)).result.squeeze(-1)  # no error check: no host sync
         lam, mu = z[..., :K1], z[..., K1:]
         grad_M = (P * (lam.unsqueeze(-1) + mu.unsqueeze(-2)) - H) / ctx.reg
-        return grad_M.to(P_saved.dtype), None, None, None, None, None
+        return grad_M.to(M.dtype), None, None, None, None, None
 
 
 def sinkhorn_log_implicit(

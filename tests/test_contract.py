@@ -65,3 +65,26 @@ def test_sort_modalities_and_taskspec():
     with pytest.raises(ValueError, match="kind='ordinal' is not one of"):
         TaskSpec("ordinal", 3, "mosi")
     assert TaskSpec("classification", 4, "multiclass").output_dim == 4
+
+
+def test_the_data_fingerprint_ignores_last_bit_differences_but_not_other_data():
+    """A resume on another machine was refused: the built-in benchmark's labels differ in the last
+    bits with the CPU's kernels (ATEN_CPU_CAPABILITY=default against avx2), and the targets were
+    hashed byte for byte (review). Ids stay exact; targets and features compare by statistics."""
+    from pase.data import create_data
+    from pase.data.contract import fingerprint, fingerprint_difference
+
+    bundle = create_data("synthetic", sizes=[40, 16, 16])
+    base = fingerprint(bundle)
+    test = bundle.splits["test"]
+    test.target = test.target * (1 + 1e-7)  # last-bit noise
+    test.features["audio"] = test.features["audio"] * (1 + 1e-7)
+    assert fingerprint_difference(base, fingerprint(bundle)) is None
+    test.target = -test.target
+    assert fingerprint_difference(base, fingerprint(bundle)) == "split 'test' has other targets"
+    test.target = -test.target
+    test.features["audio"] = test.features["audio"].flip(0)  # the same values, other samples
+    assert fingerprint_difference(base, fingerprint(bundle)) == "split 'test': modality 'audio' has other feature values"
+    test.ids = list(reversed(test.ids))
+    assert fingerprint_difference(base, fingerprint(bundle)) == "split 'test' has other sample ids"
+    assert fingerprint_difference({"test": {"n": 16, "ids_targets": "x"}}, base) is None  # another layout: not compared

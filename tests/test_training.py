@@ -86,8 +86,11 @@ def test_pase_runs_both_phases(tmp_path):
     sgm = max(0, result["best_epoch"] + 1 - int(saved["method.switch_epoch"]))  # epochs 0..best trained with SGM
     assert result["diagnostics_selected"] == {
         "phase": 2 if sgm else 1, "switch_epoch": int(saved["method.switch_epoch"]) if sgm else -1, "sgm_epochs": sgm,
-        "sgm_coeffs": {m: float(c) for m, c in zip(("text", "audio", "vision"), saved["method.coeffs"])}}
+        # what SGM applies: the smoothed coefficients divided by their largest
+        "sgm_coeffs": {m: float(c) for m, c in zip(("text", "audio", "vision"),
+                                                   saved["method.coeffs"] / saved["method.coeffs"].max())}}
     assert all(0 < float(rows[-1][f"diag/sgm_coeff_{m}"]) <= 1 for m in ("text", "audio", "vision"))
+    assert max(float(rows[-1][f"diag/sgm_coeff_{m}"]) for m in ("text", "audio", "vision")) == 1.0
 
 
 def test_a_switch_decided_in_the_last_epoch_is_not_reported_as_trained(tmp_path):

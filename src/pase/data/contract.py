@@ -341,47 +341,64 @@ def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
     return DataBundle(bundle.name, bundle.task, splits, info)
 
 
+def _row_stats(x: Tensor) -> List[object]:
+    """[shape, sum |r_i|, sum r_i * i / N] of the per-sample sums r_i of ``x`` (N, ...), in float64
+    (accumulated without a float64 copy)."""
+    r = x.reshape(len(x), -1).sum(dim=1, dtype=torch.float64) if x.numel() else torch.zeros(len(x), dtype=torch.float64)
+    w = torch.arange(len(r), dtype=torch.float64) / max(len(r), 1)
+    return [list(x.shape), float(r.abs().sum()), float((r * w).sum())]
+
+
 def fingerprint(bundle: DataBundle) -> Dict[str, object]:
-    """What identifies a bundle's data, cheaply: per split its size, a SHA-256 of its ids and
-    targets, and per modality the shape and two float64 statistics of the per-sample feature sums
-    r_i: sum |r_i| and sum r_i * i / N (plain sums would not do: standardised training features sum
-    to about 0 whatever the data). A resume compares it with the one its checkpoint saved, so data
-    moved to a new path must be the same data."""
+    """What identifies a bundle's data, cheaply: per split its size and a SHA-256 of its ids, and
+    for the targets and for each modality the shape and two float64 statistics of the per-sample
+    sums r_i: sum |r_i| and sum r_i * i / N (plain sums would not do: standardised training
+    features sum to about 0 whatever the data; negated labels keep sum |r_i|). The statistics, not
+    the bytes, because the same data built on another machine may differ in the last bits (the
+    built-in benchmark's labels depend on the CPU's kernels). A resume compares the fingerprint
+    with the one its checkpoint saved, so data moved to a new path must be the same data."""
     import hashlib
 
     out: Dict[str, object] = {}
     for s in sorted(bundle.splits):
         d = bundle.splits[s]
-        h = hashlib.sha256("\n".join(d.ids).encode())
-        h.update(d.target.detach().cpu().contiguous().numpy().tobytes())
-        feats = {}
-        for m, x in d.features.items():
-            r = x.sum(dim=(1, 2), dtype=torch.float64)  # accumulated in float64 without a float64 copy
-            w = torch.arange(len(r), dtype=torch.float64) / len(r)
-            feats[m] = [list(x.shape), float(r.abs().sum()), float((r * w).sum())]
-        out[s] = {"n": len(d), "ids_targets": h.hexdigest(), "features": feats}
+        out[s] = {"n": len(d), "ids": hashlib.sha256("\n".join(d.ids).encode()).hexdigest(),
+                  "target": _row_stats(d.target.detach().cpu()),
+                  "features": {m: _row_stats(x) for m, x in d.features.items()}}
     return out
 
 
-def fingerprint_difference(saved: Mapping[str, object], now: Mapping[str, object]) -> Optional[str]:
-    """The first way ``now`` differs from ``saved`` (two :func:`fingerprint` results), or None;
-    feature statistics agree within 1e-6 of sum |r_i| (summation order may differ between machines)."""
+def _stats_differ(a: Sequence[object], b: Sequence[object]) -> bool:
+    """Two :func:`_row_stats` results differ: another shape, or statistics apart by more than 1e-6
+    of sum |r_i| (summation order and CPU kernels may differ between machines)."""
     import math
 
+    if list(a[0]) != list(b[0]):
+        return True
+    tol = 1e-6 * (abs(float(a[1])) + 1.0)
+    return any(not math.isclose(float(u), float(v), rel_tol=0.0, abs_tol=tol) for u, v in zip(a[1:], b[1:]))
+
+
+def fingerprint_difference(saved: Mapping[str, object], now: Mapping[str, object]) -> Optional[str]:
+    """The first way ``now`` differs from ``saved`` (two :func:`fingerprint` results), or None (also
+    for a saved fingerprint of another layout, which is not compared)."""
+    if any(not isinstance(v, Mapping) or "ids" not in v or "target" not in v for v in saved.values()):
+        return None
     for s in sorted(set(saved) | set(now)):
         a, b = saved.get(s), now.get(s)
         if a is None or b is None:
             return f"split {s!r} is {'new' if a is None else 'gone'}"
         if a["n"] != b["n"]:
             return f"split {s!r} had {a['n']} samples, now {b['n']}"
-        if a["ids_targets"] != b["ids_targets"]:
-            return f"split {s!r} has other sample ids or targets"
+        if a["ids"] != b["ids"]:
+            return f"split {s!r} has other sample ids"
+        if _stats_differ(a["target"], b["target"]):
+            return f"split {s!r} has other targets"
         for m in sorted(set(a["features"]) | set(b["features"])):
             fa, fb = a["features"].get(m), b["features"].get(m)
             if fa is None or fb is None or list(fa[0]) != list(fb[0]):
                 return (f"split {s!r}: modality {m!r} had shape {fa[0] if fa else None}, "
                         f"now {fb[0] if fb else None}")
-            tol = 1e-6 * (abs(fa[1]) + 1.0)
-            if any(not math.isclose(u, v, rel_tol=0.0, abs_tol=tol) for u, v in zip(fa[1:], fb[1:])):
+            if _stats_differ(fa, fb):
                 return f"split {s!r}: modality {m!r} has other feature values"
     return None

@@ -370,7 +370,9 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
     except KeyboardInterrupt as e:  # Ctrl-C here, or a run's RunInterrupted from its worker
         _stop_pool(pool, list(futures), stop)
         sig = getattr(e, "signal", "SIGINT")
-        raise RunInterrupted(f"comparison interrupted by {sig} after {len(done)} of {len(jobs)} runs; the running "
+        # counted after the grace period, in which a running run may still finish (its metrics.json is kept)
+        finished = sum(1 for f in futures if f.done() and not f.cancelled() and f.exception() is None)
+        raise RunInterrupted(f"comparison interrupted by {sig} after {finished} of {len(jobs)} runs; the running "
                              "ones stopped at their last checkpoint, the queued ones did not start", sig) from None
     pool.shutdown(wait=True)
     return done

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,3 +76,11 @@ def test_shortcut_exists_on_train_only():
         r = torch.corrcoef(torch.stack([col, rest]))[0, 1]
         assert abs(float(r) - expected) < 0.04, (split, float(r))
         assert abs(float(col.std()) - 2.0) < 0.1  # same marginal scale on every split
+
+
+@pytest.mark.parametrize("opts", [dict(sizes=np.array([96, 32, 32])), dict(sizes=[np.int64(96), 32, 32]),
+                                  dict(latent=np.array([8, 2, 2])), dict(shares=[np.float32(0.4), 0.35, 0.25]),
+                                  dict(label_noise=np.float32(0.1)), dict(memorize_dim=np.int64(3))])
+def test_numpy_numbers_are_accepted_as_before_the_type_checks(opts):
+    """The type checks refused numpy values the Python API took before them (review)."""
+    SyntheticSpec(**{"sizes": (96, 32, 32), **opts})

@@ -396,3 +396,28 @@ def test_text_lengths_are_borrowed_only_where_the_frames_after_the_words_are_pad
         words = raw[s]["text_bert"][:, 1].sum(1).astype(int).tolist()
         assert bundle.splits[s].lengths["audio"].tolist() == (words if borrows else [T] * len(words)), s
     assert ("text_bert mask (audio aligned to the text)" in bundle.info["lengths_from"]) == borrows
+
+
+def test_the_aligned_vote_is_the_training_splits_for_every_split(tmp_path):
+    """The zero-padding vote ran per split: a test split whose frames after the words were not zero
+    read audio with every step while train read it with the text lengths (review)."""
+    T = 8
+
+    def mutate(d):
+        rng = np.random.default_rng(2)
+        for name, s in d.items():
+            n, words = len(s["id"]), s["text_bert"][:, 1].sum(axis=1).astype(int)
+            s["audio"] = rng.standard_normal((n, T, 5)).astype(np.float32) + 3.0
+            if name == "train":
+                for i, w in enumerate(words):
+                    s["audio"][i, w:] = 0.0
+            s.pop("audio_lengths", None)
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False, text_len=T, steps=(T, 10), mutate=mutate)
+    path = path.rename(path.with_name("custom.pkl"))
+    raw = pickle.load(open(path, "rb"))
+    assert (raw["test"]["text_bert"][:, 1].sum(1) < T).any()
+    bundle = create_data("mmsa", path=path, dataset="mosi")
+    for s in ("train", "valid", "test"):
+        words = raw[s]["text_bert"][:, 1].sum(1).astype(int).tolist()
+        assert bundle.splits[s].lengths["audio"].tolist() == words, s

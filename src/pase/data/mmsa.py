@@ -188,12 +188,13 @@ def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, spli
 
 
 def _aligned(file: str, split_dict: Mapping, m: str, x: np.ndarray, text_steps: Optional[int],
-             word_lengths: Optional[np.ndarray]) -> bool:
+             word_lengths: Optional[np.ndarray], votes: Dict[str, bool]) -> bool:
     """Whether modality m (``x``: (N, T, D)) is read as aligned to the words, taking the text
     lengths: as many steps as the text, and a file named ``aligned*`` (MMSA's ``aligned_50.pkl``),
     or, in a file named neither ``aligned*`` nor ``unaligned*`` and without its own ``*_lengths``,
     features that are padding after the words (most padded samples zero at step L; otherwise
-    borrowing the text lengths would drop real frames, so every step counts)."""
+    borrowing the text lengths would drop real frames, so every step counts). That vote is taken on
+    the first split asked (train) and kept in ``votes``, so every split reads m the same way."""
     if word_lengths is None or x.shape[1] != text_steps:
         return False
     name = Path(file).name
@@ -201,8 +202,10 @@ def _aligned(file: str, split_dict: Mapping, m: str, x: np.ndarray, text_steps: 
         return True
     if name.startswith("unaligned") or f"{m}_lengths" in split_dict:
         return False
-    padded = np.flatnonzero(word_lengths < x.shape[1])
-    return 2 * int(x[padded, word_lengths[padded]].any(axis=1).sum()) <= len(padded)
+    if m not in votes:
+        padded = np.flatnonzero(word_lengths < x.shape[1])
+        votes[m] = 2 * int(x[padded, word_lengths[padded]].any(axis=1).sum()) <= len(padded)
+    return votes[m]
 
 
 def _word_lengths(split_dict: Mapping, text_steps: Optional[int]) -> Optional[np.ndarray]:
@@ -218,8 +221,10 @@ def _word_lengths(split_dict: Mapping, text_steps: Optional[int]) -> Optional[np
 
 
 def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
-           modalities: Sequence[str], sanitize: bool, expected_dims: Optional[Mapping[str, int]]):
-    """Validated (features, lengths, labels, ids, extra) of one split."""
+           modalities: Sequence[str], sanitize: bool, expected_dims: Optional[Mapping[str, int]],
+           votes: Dict[str, bool]):
+    """Validated (features, lengths, labels, ids, extra) of one split; ``votes``: the file's
+    aligned-or-not decisions (:func:`_aligned`), shared by its splits."""
     need = [("text_bert" if (m == "text" and text == "bert") else m) for m in modalities]
     require_keys(split_dict, need + ["regression_labels", "id"], file, split,
                  modalities=modalities, other_format="mult" if "labels" in split_dict else "")
@@ -256,7 +261,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
         own = f"{m}_lengths" in split_dict
         if own:  # checked even where unused (aligned)
             lengths[m] = clip_lengths(split_dict[f"{m}_lengths"], feats[m].shape[1], file, split, f"{m}_lengths")
-        if _aligned(file, split_dict, m, feats[m], text_steps, word_lengths):
+        if _aligned(file, split_dict, m, feats[m], text_steps, word_lengths, votes):
             # aligned to the words: MMSA's aligned models read audio and vision with the text
             # lengths (the text_bert mask), whatever '*_lengths' the file carries (an unaligned file
             # whose steps equal the text's by chance keeps its own lengths)
@@ -300,7 +305,8 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     """Build the bundle from an already unpickled MMSA dict (``inspect`` reuses this)."""
     require_splits(raw, file, "MMSA")
     _check_length_keys_in_every_split(raw, file, text, modalities)
-    parts = {s: _split(raw[s], file, s, dataset, text, modalities, sanitize, expected_dims) for s in SPLITS}
+    votes: Dict[str, bool] = {}  # taken on train (the first split), read by valid and test
+    parts = {s: _split(raw[s], file, s, dataset, text, modalities, sanitize, expected_dims, votes) for s in SPLITS}
     check_split_widths({s: parts[s][0] for s in SPLITS}, file)
     clips = {s: [parse_clip_id(i) for i in parts[s][3]] for s in SPLITS}
     gp = group_positions({s: [v for v, _ in clips[s]] for s in SPLITS},
@@ -324,7 +330,7 @@ def _from_raw(raw: object, file: str, dataset: str, text: str = "features",
     task = TaskSpec(kind="regression", num_classes=1, protocol=protocol, label_range=label_range)
     tr, steps = parts["train"][0], _text_steps(raw["train"], parts["train"][0])
     words = _word_lengths(raw["train"], steps)
-    aligned = sorted(m for m in tr if m != "text" and _aligned(file, raw["train"], m, tr[m], steps, words))
+    aligned = sorted(m for m in tr if m != "text" and _aligned(file, raw["train"], m, tr[m], steps, words, votes))
     info = {"format": "mmsa", "dataset": dataset, "file": file, "text": text,
             "lengths_from": sorted({k for s in SPLITS for k in raw[s] if str(k).endswith("_lengths")
                                     and k[:-len("_lengths")] not in aligned}

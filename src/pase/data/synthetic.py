@@ -27,8 +27,10 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+import numbers
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from .contract import DataBundle, MultimodalDataset, TaskSpec
@@ -117,7 +119,7 @@ class SyntheticSpec:
                 raise ValueError(f"synthetic effect {e!r} is not one of {sorted(EFFECTS)}")
             if e != "linear" and k < 2:
                 raise ValueError(f"synthetic effect {e!r} needs latent width >= 2, got {k}")
-        if not all(isinstance(k, int) and k >= 1 for k in latent):  # k = 0: a zero effect, shares untrue
+        if not all(k >= 1 for k in latent):  # k = 0: a zero effect, shares untrue
             raise ValueError(f"synthetic option 'latent' must be widths of at least 1, got {list(latent)}")
         if not all(math.isfinite(s) and s >= 0 for s in obs_noise):
             raise ValueError(f"synthetic option 'obs_noise' must be standard deviations of at least 0, got "
@@ -208,14 +210,18 @@ def _check_types(lists: Dict[str, Tuple[Any, type]], scalars: Dict[str, Tuple[An
     that is not one. Before, ``sizes=abc`` compared str with int and ``modalities=text`` was read as
     the four modalities t, e, x, t."""
     def fits(x: Any, want: type) -> bool:
-        if isinstance(x, bool):
+        if isinstance(x, (bool, np.bool_)):
             return False
-        return isinstance(x, (int, float)) if want is float else isinstance(x, want)
+        # numpy numbers too (np.int64, np.float32), as the Python API took them before these checks
+        return {str: isinstance(x, str), int: isinstance(x, numbers.Integral),
+                float: isinstance(x, numbers.Real)}[want]
 
     names = {str: "names", int: "whole numbers", float: "numbers"}
     for name, (v, want) in lists.items():
         if v is None and name == "scales":
             continue
+        if isinstance(v, np.ndarray):
+            v = v.tolist()  # an array of numbers (sizes=np.array([96, 32, 32]))
         if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not all(fits(x, want) for x in v):
             raise ValueError(f"synthetic option {name!r} must be a list of {names[want]} ("
                              + ("train, valid, test" if name == "sizes" else "one per modality")

@@ -327,7 +327,7 @@ def test_an_interrupted_comparison_says_to_rerun_the_comparison(comparison_copy,
 
     (comparison_copy / "runs" / "late_fusion" / "seed1112" / "metrics.json").unlink()
 
-    def interrupted(cfg, run, resume=False, quiet=False):
+    def interrupted(cfg, run, resume=False, quiet=False, bundle=None):
         raise RunInterrupted("training interrupted by SIGINT in epoch 1", "SIGINT", f"continue with pase train --resume {run}")
 
     monkeypatch.setattr(compare_mod, "train", interrupted)

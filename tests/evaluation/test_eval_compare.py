@@ -93,7 +93,7 @@ def test_resume_skips_finished_runs_and_continues_interrupted_ones(comparison_co
     (interrupted / "metrics.json").unlink()  # as if stopped after its last checkpoint
     calls = []
 
-    def fake_train(cfg, run, resume=False, quiet=False):
+    def fake_train(cfg, run, resume=False, quiet=False, bundle=None):
         calls.append((cfg.method, cfg.train.seed, resume))
         raise RuntimeError("not trained in this test")
 
@@ -119,7 +119,7 @@ def test_a_run_another_process_holds_is_left_alone_and_a_failed_one_is_set_aside
     ckpt = (held / "checkpoints" / "last.ckpt").read_bytes()
     calls = []
 
-    def locked(cfg, run, resume=False, quiet=False):
+    def locked(cfg, run, resume=False, quiet=False, bundle=None):
         calls.append((cfg.method, cfg.train.seed, resume))
         raise RunDirError(f"another process is writing {run} (it holds {run / '.lock'}); wait for it to end")
 
@@ -156,7 +156,7 @@ def test_a_run_in_its_first_epoch_is_neither_set_aside_while_held_nor_marked_fai
         if p.name not in ("config.yaml", ".lock"):
             p.rmdir() if p.is_dir() else p.unlink()
     calls = []
-    monkeypatch.setattr(compare_mod, "train", lambda cfg, r, resume=False, quiet=False: calls.append(resume))
+    monkeypatch.setattr(compare_mod, "train", lambda cfg, r, resume=False, quiet=False, bundle=None: calls.append(resume))
     fd = lock_run(run)  # the other process
     try:
         lines = []
@@ -177,7 +177,7 @@ def test_an_interrupted_run_stops_the_comparison(comparison_copy, monkeypatch):
 
     (comparison_copy / "runs" / "late_fusion" / "seed1112" / "metrics.json").unlink()
 
-    def interrupted(cfg, run, resume=False, quiet=False):
+    def interrupted(cfg, run, resume=False, quiet=False, bundle=None):
         raise RunInterrupted("training interrupted by SIGTERM in epoch 1", "SIGTERM")
 
     monkeypatch.setattr(compare_mod, "train", interrupted)
@@ -458,3 +458,24 @@ def test_a_comparison_may_move_its_data_but_diagnoses_only_the_same_data(tmp_pat
     res = compare(apply_overrides(Config(), sets + [f"data.path={other}"]), ["late_fusion"], [1111], out)
     assert "was trained on other data" in res["runs"][0]["diagnose_error"]
     assert not (run / "diagnostics.json").exists()
+
+
+def test_a_job_loads_its_data_once_for_training_and_diagnosis(tmp_path, monkeypatch):
+    """Training loaded the data, then the run's diagnosis loaded it again: twice the load time of a
+    multi-GB MOSEI pickle per job (review)."""
+    import pase.training.run as run_module
+
+    calls = []
+    real = run_module.load_bundle
+
+    def counting(cfg):
+        calls.append(cfg.train.seed)
+        return real(cfg)
+
+    monkeypatch.setattr(run_module, "load_bundle", counting)
+    monkeypatch.setattr(compare_mod, "load_bundle", counting)
+    res = compare(apply_overrides(Config(), OVERRIDES + ["train.max_epochs=1"]), ["late_fusion"], [1111],
+                  tmp_path / "cmp")
+    assert [r["status"] for r in res["runs"]] == ["ok"] and not res["runs"][0]["diagnose_error"]
+    assert calls == [1111]
+    assert (tmp_path / "cmp" / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").is_file()

@@ -180,17 +180,17 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
 
 
-def _train_into(cfg: Config, out: Path) -> None:
+def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
     """Continue an interrupted run, or start afresh. A run interrupted in its first epoch (its folder
     holds only config.yaml) restarts in place. The folder of a failed run is not deleted but set
     aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with whatever
     checkpoints it holds; never while another process holds the folder's lock (it is training it)."""
     failed = (out / "FAILED.txt").is_file()
     if (out / "checkpoints" / "last.ckpt").is_file() and not failed:
-        train(cfg, out, resume=True, quiet=True)
+        train(cfg, out, resume=True, quiet=True, bundle=bundle)
         return
     if not out.exists():
-        train(cfg, out, quiet=True)
+        train(cfg, out, quiet=True, bundle=bundle)
         return
     fd = lock_run(out)  # another process training this run (its first epoch): RunDirError, nothing touched
     try:
@@ -208,18 +208,20 @@ def _train_into(cfg: Config, out: Path) -> None:
     finally:
         if fd is not None:
             os.close(fd)
-    train(cfg, out, resume=restart, quiet=True)
+    train(cfg, out, resume=restart, quiet=True, bundle=bundle)
 
 
-def _after(job: _Job, out: Path) -> None:
-    """Per-run diagnostics, or the probe of a unimodal reference run."""
+def _after(job: _Job, out: Path, data: Callable[[], Any]) -> None:
+    """Per-run diagnostics, or the probe of a unimodal reference run; ``data()`` gives the job's
+    data, loaded once for its training and its diagnosis."""
     metrics = json.loads((out / "metrics.json").read_text())
     # where the data lies now (JSON is YAML: any path, or null, parses back as itself)
     moved = [f"data.{k}={json.dumps(v)}" for k, v in _data_location(job.cfg).items()]
     if job.kind == "run" and job.diagnose and not (out / "diagnostics.json").is_file():
-        diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels, overrides=moved)
+        diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels, overrides=moved, bundle=data())
     elif job.kind == "alone" and not (out / "probe.json").is_file():
-        module, _, bundle = load_checkpoint(out / metrics["checkpoint"], overrides=moved, same_data=True)
+        module, _, bundle = load_checkpoint(out / metrics["checkpoint"], overrides=moved, same_data=True,
+                                            bundle=data())
         atomic_write_json(out / "probe.json", {**probe_model(module.model, bundle), "code_sha256": code_fingerprint()})
 
 
@@ -238,9 +240,16 @@ def _execute(job: _Job) -> Dict[str, Any]:
     rec = {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
            "label": job.label, "status": "skipped", "error": "", "diagnose_error": ""}
     t0 = time.time()
+    loaded: List[Any] = []
+
+    def data() -> Any:  # the job's data, loaded at most once (a MOSEI pickle takes a while)
+        if not loaded:
+            loaded.append(load_bundle(job.cfg))
+        return loaded[0]
+
     if not (out / "metrics.json").is_file():
         try:
-            _train_into(job.cfg, out)
+            _train_into(job.cfg, out, data())
             rec["status"] = "trained"
         except RunDirError as e:  # another process holds the run (its lock): nothing was touched, nor is now
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
@@ -251,7 +260,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
             return rec
     (out / "FAILED.txt").unlink(missing_ok=True)
     try:
-        _after(job, out)
+        _after(job, out, data)
         (out / "DIAGNOSE_FAILED.txt").unlink(missing_ok=True)
     except Exception as e:  # noqa: BLE001 - the trained run stays valid
         rec["diagnose_error"] = _one_line(e)

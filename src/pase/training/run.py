@@ -449,8 +449,11 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     return last, None, done
 
 
-def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False) -> Dict[str, Any]:
-    """Train ``cfg`` into ``out_dir``; returns the content of ``metrics.json``.
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = False,
+          bundle: Optional[DataBundle] = None) -> Dict[str, Any]:
+    """Train ``cfg`` into ``out_dir``; returns the content of ``metrics.json``. ``bundle``: the
+    data of ``cfg`` (``load_bundle(cfg)``) when the caller has loaded it already (``pase compare``
+    trains and then diagnoses each run on one load); by default loaded here.
 
     With ``resume`` the run continues from ``out_dir/checkpoints/last.ckpt``: model, optimiser,
     method buffers (prototype banks, SGM state), random states, callback states, the best value
@@ -463,7 +466,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     """
     held: list = []  # the run folder's lock, taken at the first write and released here
     try:
-        return _train(cfg, Path(out_dir), resume, quiet, held)
+        return _train(cfg, Path(out_dir), resume, quiet, held, bundle)
     finally:
         for fd in held:
             os.close(fd)  # closing the descriptor releases its lock
@@ -488,7 +491,8 @@ def lock_run(out: Path) -> Optional[int]:
     return fd
 
 
-def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dict[str, Any]:
+def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
+           bundle: Optional[DataBundle] = None) -> Dict[str, Any]:
     writer = _rank() == 0  # DDP workers of rank > 0 re-run this function in their own process
     if writer:
         _check_out(out, resume)
@@ -497,7 +501,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list) -> Dic
     if why and writer:
         log.warning(why)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    bundle = load_bundle(cfg)
+    bundle = bundle if bundle is not None else load_bundle(cfg)
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     if writer and len(train_dl) == 1 and len(bundle.splits["train"]) > 1:
         log.warning(f"train.batch_size={cfg.train.batch_size} holds the whole training split "

@@ -344,8 +344,8 @@ def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
 def _row_stats(x: Tensor) -> List[object]:
     """[shape, sum |r_i|, sum r_i * i / N] of the per-sample sums r_i of ``x`` (N, ...), in float64
     (accumulated without a float64 copy)."""
-    r = x.reshape(len(x), -1).sum(dim=1, dtype=torch.float64) if x.numel() else torch.zeros(len(x), dtype=torch.float64)
-    w = torch.arange(len(r), dtype=torch.float64) / max(len(r), 1)
+    r = x.reshape(len(x), -1).sum(dim=1, dtype=torch.float64)  # a split has N >= 1 and D >= 1 (MultimodalDataset)
+    w = torch.arange(len(r), dtype=torch.float64) / len(r)
     return [list(x.shape), float(r.abs().sum()), float((r * w).sum())]
 
 
@@ -379,10 +379,12 @@ def _stats_differ(a: Sequence[object], b: Sequence[object]) -> bool:
     return any(not math.isclose(float(u), float(v), rel_tol=0.0, abs_tol=tol) for u, v in zip(a[1:], b[1:]))
 
 
-def fingerprint_difference(saved: Mapping[str, object], now: Mapping[str, object]) -> Optional[str]:
-    """The first way ``now`` differs from ``saved`` (two :func:`fingerprint` results), or None (also
-    for a saved fingerprint of another layout, which is not compared)."""
-    if any(not isinstance(v, Mapping) or "ids" not in v or "target" not in v for v in saved.values()):
+def fingerprint_difference(saved: object, now: Mapping[str, object]) -> Optional[str]:
+    """The first way ``now`` differs from ``saved`` (two :func:`fingerprint` results), or None; also
+    None where ``saved`` is not a fingerprint of this layout (a checkpoint written before the
+    fingerprint holds none, or an older one): nothing to compare."""
+    if not isinstance(saved, Mapping) or any(not isinstance(v, Mapping) or "ids" not in v or "target" not in v
+                                             for v in saved.values()):
         return None
     for s in sorted(set(saved) | set(now)):
         a, b = saved.get(s), now.get(s)

@@ -198,10 +198,9 @@ def make_synthetic(spec: SyntheticSpec, seed: int = 0) -> Tuple[Dict[str, Dict[s
     return feats, labels, effects
 
 
-#: each list option's default, written as --set takes it (the example in a type error)
-_DEFAULTS = {"modalities": "[text, audio, vision]", "dims": "[100, 73, 100]", "shares": "[0.4, 0.35, 0.25]",
-             "effects": "[linear, product, abs]", "latent": "[8, 2, 2]", "obs_noise": "[0.3, 0.2, 0.2]",
-             "scales": "[1.0, 0.1, 0.1]", "sizes": "[1284, 229, 686]"}
+def _default_as_set(name: str) -> str:
+    """The default of list option ``name``, written as ``--set`` takes it: ``[text, audio, vision]``."""
+    return "[" + ", ".join(map(str, inspect.signature(SyntheticSpec).parameters[name].default)) + "]"
 
 
 def _check_types(lists: Dict[str, Tuple[Any, type]], scalars: Dict[str, Tuple[Any, type]]) -> None:
@@ -225,7 +224,7 @@ def _check_types(lists: Dict[str, Tuple[Any, type]], scalars: Dict[str, Tuple[An
         if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) or not all(fits(x, want) for x in v):
             raise ValueError(f"synthetic option {name!r} must be a list of {names[want]} ("
                              + ("train, valid, test" if name == "sizes" else "one per modality")
-                             + f"), for example the default {_DEFAULTS[name]}; got {v!r}")
+                             + f"), for example the default {_default_as_set(name)}; got {v!r}")
     for name, (v, want) in scalars.items():
         if not fits(v, want):
             raise ValueError(f"synthetic option {name!r} must be a {'whole number' if want is int else 'number'}, "

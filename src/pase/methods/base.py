@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.contract import Batch, TaskSpec
-from ..registry import Registry, unknown_name_message
+from ..registry import Registry
 from ..shapley import coalition_masks, exact_shapley, permutation_shapley, shapley_shares
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
@@ -36,9 +36,11 @@ def register_method(name: str):
 
 def create_method(name: str, cfg, task: TaskSpec, model: nn.Module) -> "Method":
     """Build the training method ``name`` (late_fusion, pase, ogm_ge, agm, pmr)."""
-    if name not in METHODS:
-        raise KeyError("config key 'method': " + unknown_name_message("method", name, METHODS.names()))
-    return METHODS.create(name, cfg, task, model)
+    try:
+        factory = METHODS.get(name)
+    except KeyError as e:  # the registry's message, naming the config key that held the name
+        raise KeyError(f"config key 'method': {e.args[0]}") from None
+    return factory(cfg, task, model)
 
 
 def batch_weighted_mean(x: Tensor, n: int) -> Tensor:

@@ -19,11 +19,12 @@ def prototype_classes(task: TaskSpec, binning: str) -> int:
     """K, the number of prototype classes: the task's classes, or the regression binning's bins
     (``binning`` is ``pase.binning``; an unknown one is named with that key)."""
     if task.kind == "regression":
-        from ..prototypes import BINNINGS, num_bins
+        from ..prototypes import num_bins
 
-        if binning not in BINNINGS:
-            raise ValueError(f"config key 'pase.binning': unknown binning {binning!r}; valid: {', '.join(BINNINGS)}")
-        return num_bins(binning)
+        try:
+            return num_bins(binning)
+        except ValueError as e:  # the component's message, naming the config key that held the name
+            raise ValueError(f"config key 'pase.binning': {e}") from None
     return task.num_classes
 
 

@@ -412,10 +412,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
                               "restore config.yaml or pass a new --out (nothing was changed)")
     pase_state = state.get("pase_state") or {}
     if module is not None:
-        saved_data = pase_state.get("data")
-        why = (fingerprint_difference(saved_data, module.data_fingerprint)
-               if isinstance(saved_data, dict) and module.data_fingerprint is not None else None)
-        if why:  # checkpoints written before the fingerprint existed hold none: nothing to compare
+        why = fingerprint_difference(pase_state.get("data"), module.data_fingerprint)
+        if why:
             raise ConfigError(f"{last} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                               f"({why}); point data.path at the run's data, or pass a new --out to train on "
                               "this data (nothing was changed)")
@@ -706,8 +704,7 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
         _check_evaluation_config(path, saved, cfg)
     bundle = bundle or load_bundle(cfg)
     saved_data = (state.get("pase_state") or {}).get("data")
-    why = (fingerprint_difference(saved_data, fingerprint(bundle))
-           if same_data and isinstance(saved_data, dict) else None)
+    why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data else None
     if why:
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                          f"({why}); point data.path at the run's data")

@@ -320,6 +320,26 @@ def test_compare_out_naming_another_kind_of_folder_is_refused(tmp_path, capsys):
     assert sorted(p.name for p in run.iterdir()) == ["checkpoints", "config.yaml"]
 
 
+def test_compare_never_rewrites_a_lone_config_yaml_it_did_not_write(tmp_path, capsys):
+    """A folder holding only config.yaml may be a comparison interrupted before compare.json, or the
+    user's own experiment file: with a different configuration (here: other data) it is refused and
+    the file kept byte for byte; the same configuration is used as is, and not rewritten."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    mine = "# my experiment, keep these notes\nmethod: late_fusion\ntrain:\n  max_epochs: 1\n"
+    mine += "data:\n  options:\n    sizes: [40, 20, 20]\n"
+    (folder / "config.yaml").write_text(mine)
+    args = ["compare", "--config", str(folder / "config.yaml"), "--methods", "late_fusion", "--seeds", "1111,",
+            "--no-diagnose", "--out", str(folder)]
+    assert main(args + ["--set", "data.options.sizes=[40,20,21]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pase: error: {folder / 'config.yaml'} is not a comparison's (no compare.json beside it)")
+    assert "data.options.sizes" in err and (folder / "config.yaml").read_text() == mine
+    assert [p.name for p in folder.iterdir()] == ["config.yaml"]
+    assert main(args) == 0
+    assert (folder / "config.yaml").read_text() == mine and (folder / "compare.json").is_file()
+
+
 def test_an_interrupted_comparison_says_to_rerun_the_comparison(comparison_copy, monkeypatch, capsys):
     """The run's own advice (pase train --resume <that one run>) was passed on; the way to continue a
     comparison is the same pase compare command."""

@@ -417,11 +417,16 @@ def _check_base_config(cfg: Config, out: Path) -> None:
     path = out / "config.yaml"
     if path.is_file():
         diff = config_difference(path, cfg, _comparable)
+        if config_difference(path, cfg, _data_location) is None and not diff:
+            return
+        if not (out / "compare.json").is_file():  # a lone config.yaml: one a comparison interrupted at once
+            # wrote, or the user's own file, which is never rewritten
+            raise ConfigError(f"{path} is not a comparison's (no compare.json beside it) and differs from this "
+                              f"comparison's configuration ({diff or 'where the data lies'}); pass a new or empty "
+                              "--out (nothing was written)")
         if diff:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")
-        if config_difference(path, cfg, _data_location) is None:
-            return
     save_config(cfg, path)  # new, or the data moved: config.yaml names where it lies now
 
 

@@ -109,6 +109,20 @@ def test_not_a_pase_checkpoint(tmp_path):
         safe_load_checkpoint(tmp_path / "list.ckpt")
 
 
+@pytest.mark.parametrize("command", [["evaluate"], ["predict", "--output", "p.csv"], ["diagnose", "--out", "d"]])
+def test_a_checkpoint_of_another_program_is_one_line(tmp_path, capsys, monkeypatch, command):
+    """A Lightning checkpoint without pase's saved configuration (another program's, or a bare
+    state_dict) was reported as 'pase: error: hyper_parameters' (a KeyError's key)."""
+    monkeypatch.chdir(tmp_path)
+    for name, state in (("bare", {"state_dict": {}}), ("other", {"state_dict": {}, "hyper_parameters": {"lr": 1}})):
+        torch.save(state, tmp_path / f"{name}.ckpt")
+        assert main([command[0], "--checkpoint", f"{name}.ckpt", *command[1:]]) == 2
+        assert capsys.readouterr().err == (
+            f"pase: error: {name}.ckpt: not a pase checkpoint (no hyper_parameters.config: written by another "
+            "program?); pass a .ckpt from a pase run's checkpoints/, for example checkpoints/best.ckpt\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.ckpt", "other.ckpt"]
+
+
 def test_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
     io = SafeCheckpointIO()
     path = tmp_path / "checkpoints" / "last.ckpt"

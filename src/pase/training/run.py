@@ -696,7 +696,11 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     checkpoint without one is not checked), as for a run's own diagnosis; evaluating a model on
     other data is otherwise allowed."""
     state = safe_load_checkpoint(path)
-    saved = from_dict(state["hyper_parameters"]["config"])
+    saved = ((state.get("hyper_parameters") if isinstance(state, dict) else None) or {}).get("config")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: not a pase checkpoint (no hyper_parameters.config: written by another program?); "
+                          "pass a .ckpt from a pase run's checkpoints/, for example checkpoints/best.ckpt")
+    saved = from_dict(saved)
     if cfg is None:
         cfg = apply_overrides(saved, overrides)
         _check_evaluation_config(path, saved, cfg, via_set=True)  # --set data.standardize=false: other inputs

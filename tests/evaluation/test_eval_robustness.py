@@ -117,6 +117,21 @@ def test_a_repeated_noise_level_is_scored_once(comparison):
     assert noise == [(m, s) for m in MODALITIES for s in (0.0, 1.0)]
 
 
+def test_a_present_list_naming_no_modality_of_the_model_is_refused(comparison):
+    """present=['txt'] scored the empty coalition (every modality masked) without a word, and a bare
+    string was read letter by letter."""
+    from pase.evaluation.robustness import evaluate_condition
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    for bad, named in ((["txt"], "'txt'"), (["text", "face"], "'face'"), ("text", "'text'")):
+        with pytest.raises(ValueError, match=f"present: {named} is not a list of the model's modalities "
+                                             r"\(text, audio, vision\); pass a list of them"):
+            evaluate_condition(module.model, bundle, present=bad)
+    assert evaluate_condition(module.model, bundle, present=["text"]) != evaluate_condition(module.model, bundle,
+                                                                                            present=[])
+
+
 def test_a_token_id_input_gets_no_noise_rows(comparison):
     """BERT text is token ids: Gaussian noise made them negative and the embedding lookup failed, so the
     whole diagnosis of a BERT run was lost. Such an encoder (``TOKEN_IDS``) gets no noise rows; the

@@ -98,9 +98,14 @@ def evaluate_condition(model: torch.nn.Module, bundle: DataBundle, split: str = 
         noise: {"modality": m, "sigma": s, "std": (D_m,) tensor} or None.
         seed: seed of the noise generator.
     """
+    mods = list(model.modalities)
+    if present is not None:
+        unknown = [present] if isinstance(present, str) else [m for m in present if m not in mods]
+        if unknown:
+            raise ValueError(f"present: {unknown[0]!r} is not a list of the model's modalities "
+                             f"({', '.join(mods)}); pass a list of them, for example {mods[:1]}")
     was = model.training
     model.eval()
-    mods = list(model.modalities)
     mask = None if present is None else torch.tensor([m in present for m in mods])  # (M,)
     gen = torch.Generator().manual_seed(seed)
     acc = MetricAccumulator(bundle.task.protocol)

@@ -62,3 +62,42 @@ def test_sampled_shapley_generator_state_is_checkpointed_and_old_checkpoints_loa
     old.load_state_dict({}, strict=True)  # a checkpoint without the key
     assert torch.equal(torch.randperm(10, generator=old.generator),
                        torch.randperm(10, generator=torch.Generator().manual_seed(5)))
+
+
+def test_an_eval_mode_loss_changes_no_state_and_equals_the_training_loss():
+    """method.loss in eval mode (a validation loss in one's own loop) gives the training step's loss
+    and leaves every buffer alone: PaSE's prototypes moved toward the validation labels and its
+    SGM coefficients were queued into the next step; PMR's prototypes and AGM's running scores too."""
+    import pytest
+
+    from pase.config import Config, apply_overrides
+    from pase.data.registry import create_data
+    from pase.methods.base import create_method
+    from pase.models.build import build_model
+
+    bundle = create_data("synthetic", sizes=[48, 16, 16])
+    for name in ("late_fusion", "pase", "ogm_ge", "agm", "pmr"):
+        torch.manual_seed(0)
+        cfg = apply_overrides(Config(), [f"method={name}", "model.dropout=0", "pase.switch_max_epoch=0"])
+        model = build_model(cfg, bundle)
+        method = create_method(name, cfg, bundle.task, model)
+        train = bundle.splits["train"].__getitems__(list(range(24)))
+        model.train()
+        method.loss(model, train, model(train))  # one training batch: prototypes initialised, scores started
+        method.before_optimizer_step(model, torch.optim.SGD(model.parameters(), lr=0.0))
+        state = lambda: {k: v.clone() for k, v in [*model.state_dict().items(), *method.state_dict().items()]  # noqa: E731
+                         if torch.is_tensor(v)}
+        before = state()
+        valid = bundle.splits["valid"].__getitems__(list(range(16)))
+        model.eval()
+        with torch.no_grad():
+            measured, _ = method.loss(model, valid, model(valid))
+        after = state()
+        changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+        assert changed == [], (name, changed)
+        model.train()
+        with torch.no_grad():
+            trained, _ = method.loss(model, valid, model(valid))
+        assert float(measured) == pytest.approx(float(trained), rel=1e-6), name
+        moved = [k for k, v in state().items() if not torch.equal(v, before[k])]
+        assert bool(moved) == (name in ("pase", "agm", "pmr")), (name, moved)  # train mode learns, as it should

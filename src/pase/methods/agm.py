@@ -174,7 +174,8 @@ class AGM(Method):
             scores = batch_weighted_mean(scores, batch.target.shape[0])
             running = self.running.to(scores.device)
             coeffs = agm_coefficients(scores, running, self.alpha, self.max_gap)  # r* from before this batch
-            self.update_running(scores.to(self.running.device))
+            if model.training:  # an eval-mode (validation) loss moves no running score
+                self.update_running(scores.to(self.running.device))
         # the original's backward hooks: the forward value stays v(N) = sum_m u_m with the unimodal
         # outputs u_m = phi_m + v(empty) / M (the original's m_t, m_a), the gradient through u_m is
         # scaled by k_m, so v(empty)'s path gets the mean of k (scaling u_m itself moved the logits
@@ -184,9 +185,10 @@ class AGM(Method):
         u = phi + empty / phi.shape[0]  # (M, B, O)
         z = (k * u + (1 - k) * u.detach()).sum(0)  # (B, O)
         task = task_loss(z, batch.target, self.task, self.loss_kind)
-        self.track(model, batch, out)
-        self._stats["coeff"].add(coeffs)
-        self._stats["score"].add(scores)
+        if model.training:
+            self.track(model, batch, out)
+            self._stats["coeff"].add(coeffs)
+            self._stats["score"].add(scores)
         return task, {"task_loss": task.detach()}
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

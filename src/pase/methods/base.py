@@ -180,6 +180,11 @@ class Method(nn.Module):
     ``pase.shapley_utility`` of the fused head over all 2^M coalitions, one batched head pass
     reusing the encoder outputs), the shares and the mean fusion weights, and reports their
     epoch means in the per-epoch log: the contribution trajectories of any method.
+
+    ``loss`` belongs in the training step: there (the model in train mode) it also updates the
+    method's state (prototype banks, running scores, queued coefficients, the tracked values). With
+    the model in eval mode it returns the same loss and changes nothing, so it can measure a
+    validation loss in one's own loop.
     """
 
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
@@ -210,7 +215,8 @@ class Method(nn.Module):
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task = task_loss(out.logits, batch.target, self.task, self.loss_kind)
-        self.track(model, batch, out)
+        if model.training:  # an eval-mode loss (a validation loss) is a measurement: nothing is tracked
+            self.track(model, batch, out)
         return task, {"task_loss": task.detach()}
 
     def before_optimizer_step(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None) -> None:

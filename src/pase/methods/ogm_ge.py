@@ -184,9 +184,10 @@ class OGMGE(Method):
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         total, logs = super().loss(model, batch, out)
-        coeffs, ratio = self.modulation(model, batch, out)
-        self._pending.add(coeffs)
-        self._stats["ratio"].add(ratio)
+        if model.training:  # an eval-mode (validation) loss queues no coefficient
+            coeffs, ratio = self.modulation(model, batch, out)
+            self._pending.add(coeffs)
+            self._stats["ratio"].add(ratio)
         return total, logs
 
     def _generator(self, device: torch.device) -> torch.Generator:

@@ -124,6 +124,9 @@ class PaSE(Method):
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task = task_loss(out.logits, batch.target, self.task, self.loss_kind)
         total, logs = task, {"task_loss": task.detach()}
+        # a loss taken in eval mode (a validation loss in someone's own loop) is a measurement: the banks,
+        # the OT warm start, the epoch's diagnostics and SGM's coefficients learn from training batches only
+        learn = model.training
         if model.banks is not None:
             classes = prototype_targets(batch.target, self.task, self.pc.binning)
             # the forward pass's snapshot of the banks (M, K, D), (M, K): they take their EMA step
@@ -141,14 +144,16 @@ class PaSE(Method):
             if self.pc.ot and len(self.modalities) > 1:
                 # (M, K, D) sums and (K,) counts, summed in float32 (the EMA's too; no-op without autocast)
                 stats = class_means(h.float(), classes, self.num_classes)
-                l_ot = self._ot_loss(stats, protos, init)
+                l_ot = self._ot_loss(stats, protos, init, learn)
                 total = total + self.pc.lambda_ot * l_ot
                 logs["ot_loss"] = l_ot.detach()
-            update_banks([model.banks[m] for m in self.modalities], h, classes, stats)
-        self.track(model, batch, out)
+            if learn:
+                update_banks([model.banks[m] for m in self.modalities], h, classes, stats)
+        if learn:
+            self.track(model, batch, out)
         return total, logs
 
-    def _ot_loss(self, stats: Tuple[Tensor, Tensor], protos: Tensor, init: Tensor) -> Tensor:
+    def _ot_loss(self, stats: Tuple[Tensor, Tensor], protos: Tensor, init: Tensor, learn: bool = True) -> Tensor:
         cents, here = centroids_from_sums(*stats)  # (M, K, D) batch class centroids, (K,)
         present = here & init  # (M, K)
         on_cpu = cents.device.type == "cpu"
@@ -161,6 +166,8 @@ class PaSE(Method):
             tol=1e-5 if on_cpu else 0.0,
             max_iter=self.pc.ot_max_iter if on_cpu else self.pc.ot_fixed_iter,
             grad_iters=self.pc.ot_grad_iters, init=warm, gradient=self.pc.ot_gradient, solver=self.pc.ot_solver)
+        if not learn:
+            return loss
         if self.pc.ot_warm_start and diag["niter"]:  # niter 0: the closed form ran, no potentials to keep
             self.ot_log_u.copy_(torch.nan_to_num(diag["log_u"], neginf=0.0))  # -inf: empty rows
         self._ot_cost.add(diag["transport"].detach())

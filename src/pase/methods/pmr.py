@@ -151,10 +151,11 @@ class PMR(Method):
         losses, confs = self.prototype_terms(out, classes)
         rho = pmr_rebalance(confs.float(), self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
-        for m in self.modalities:  # EMA step after the losses (they hold clones)
-            self.banks[m].update(out.reps[m], classes)
-        self._stats["rho"].add(rho)
-        self._stats["conf"].add(confs.float())
+        if model.training:  # an eval-mode (validation) loss moves no prototype
+            for m in self.modalities:  # EMA step after the losses (they hold clones)
+                self.banks[m].update(out.reps[m], classes)
+            self._stats["rho"].add(rho)
+            self._stats["conf"].add(confs.float())
         logs["pmr_loss"] = extra.detach()
         return task + extra, logs
 

@@ -18,9 +18,10 @@ def test_running_mean_is_the_mean_of_what_was_added_and_resets(gen):
     torch.testing.assert_close(acc.pop(), xs[0])
 
 
-def test_epoch_diagnostics_are_batch_means_of_the_tracked_values(gen):
-    """track() on two batches, then the epoch log holds the mean Shapley values, shares and
-    weights of the two (each checked against the batch's own values)."""
+def test_epoch_diagnostics_are_sample_weighted_means_of_the_tracked_values(gen):
+    """track() on a batch of 24 and one of 8, then the epoch log holds the Shapley values, shares
+    and weights of the two averaged with weights 24 and 8 (each checked against the batch's own
+    values; a plain mean over batches counted a last batch of one sample as much as a full one)."""
     from pase.config import Config, apply_overrides
     from pase.data.registry import create_data
     from pase.methods.base import create_method
@@ -32,7 +33,7 @@ def test_epoch_diagnostics_are_batch_means_of_the_tracked_values(gen):
     model = build_model(cfg, bundle)
     method = create_method("late_fusion", cfg, bundle.task, model)
     want = []
-    for idx in (range(0, 16), range(16, 32)):
+    for idx in (range(0, 24), range(24, 32)):
         batch = bundle.splits["train"].__getitems__(list(idx))
         out = model(batch)
         values = exact_shapley(method.coalition_utilities(model, out, batch.target))
@@ -40,8 +41,8 @@ def test_epoch_diagnostics_are_batch_means_of_the_tracked_values(gen):
         method.track(model, batch, out)
     logs = method.epoch_diagnostics(model)
     for i, m in enumerate(model.modalities):
-        assert abs(logs[f"shapley_{m}"] - float((want[0][0][i] + want[1][0][i]) / 2)) < 1e-6
-        assert abs(logs[f"share_{m}"] - float((want[0][1][i] + want[1][1][i]) / 2)) < 1e-6
+        assert abs(logs[f"shapley_{m}"] - float((24 * want[0][0][i] + 8 * want[1][0][i]) / 32)) < 1e-6
+        assert abs(logs[f"share_{m}"] - float((24 * want[0][1][i] + 8 * want[1][1][i]) / 32)) < 1e-6
         assert logs[f"weight_{m}"] == 1.0  # late fusion: every present modality weighs 1
     assert method.epoch_diagnostics(model) == {}  # the sums were reset
 

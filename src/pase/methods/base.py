@@ -143,9 +143,13 @@ class RunningMean:
         self.total: Optional[Tensor] = None
         self.n = 0
 
-    def add(self, x: Tensor) -> None:
+    def add(self, x: Tensor, weight: int = 1) -> None:
+        """Add ``x`` counted ``weight`` times (a batch's mean with its sample count: the mean of
+        :meth:`pop` is then over samples)."""
+        if weight != 1:
+            x = x * weight
         self.total = x if self.n == 0 else self.total + x.to(self.total.device)
-        self.n += 1
+        self.n += weight
 
     def pop(self) -> Optional[Tensor]:
         if self.n == 0:
@@ -247,11 +251,14 @@ class Method(nn.Module):
 
     @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
-        """Accumulate this batch's Shapley values, shares and mean weights; returns the (M,) shares."""
+        """Accumulate this batch's Shapley values, shares and mean weights; returns the (M,) shares.
+        The epoch log holds their means over the epoch's training samples."""
         values, se = self.shapley_values(model, out, batch.target)
         shares = shapley_shares(values)
         rows = [values, shares, out.weights.detach().mean(0, dtype=values.dtype)] + ([se] if se is not None else [])
-        self._epoch.add(torch.stack(rows))  # (3 or 4, M): one accumulator, one add per batch
+        # (3 or 4, M): one accumulator, one add per batch, weighted by its samples (a last batch of one
+        # sample counted as much as a full one)
+        self._epoch.add(torch.stack(rows), batch.target.shape[0])
         return shares
 
     def epoch_diagnostics(self, model: nn.Module) -> Dict[str, float]:

@@ -130,6 +130,22 @@ def test_stale_epochs_count_at_the_precision_the_checkpoint_compares(tmp_path, m
     assert [float(r["diag/phase"]) for r in rows] == [1.0, 1.0, 2.0, 2.0]  # switch after 1 stale epoch
 
 
+def test_a_nan_monitor_is_a_stale_epoch_for_the_switch_as_for_early_stopping(tmp_path):
+    """Constant predictions (inputs scaled to 1e-30) make valid Corr NaN in every epoch. Each NaN
+    epoch counted as an improvement for PaSE's switch (it never switched) while early stopping
+    counted it as stale, and best_epoch was null though best.ckpt (epoch 0) was tested."""
+    from pase.training.checkpoint import safe_load_checkpoint
+
+    cfg = apply_overrides(Config(), TINY + ["method=pase", "train.max_epochs=6", "train.monitor=Corr",
+                                            "data.options.scales=[1e-30,1e-30,1e-30]", "pase.switch_patience=1",
+                                            "train.early_stop_patience=2"])
+    result = train(cfg, tmp_path / "p", quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / "p" / "log.csv")))
+    assert [r["valid/Corr"] for r in rows] == ["nan", "nan"]  # early stopping: 2 stale epochs
+    assert [float(r["diag/phase"]) for r in rows] == [1.0, 2.0]  # the switch after 1 stale epoch
+    assert result["best_epoch"] == safe_load_checkpoint(tmp_path / "p" / "checkpoints" / "best.ckpt")["epoch"] == 0
+
+
 def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "c"), "--quiet"] + [x for s in TINY for x in ("--set", s)]
     assert main(args) == 0

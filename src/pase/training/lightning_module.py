@@ -54,7 +54,10 @@ def improves(value: float, best: Optional[float], higher: bool) -> bool:
     """Whether a validation value beats the best so far, compared as Lightning's checkpoint and
     early-stopping callbacks compare the logged value: as a tensor of torch's default dtype
     (float32 unless changed; ``self.log`` converts a float so), so the phase switch's stale count
-    and the saved best epoch agree on values equal at that precision."""
+    and the saved best epoch agree on values equal at that precision. A NaN never improves
+    (early stopping counts it as a stale epoch, so the phase switch must too)."""
+    if not math.isfinite(value):
+        return False
     if best is None:
         return True
     v, b = (torch.tensor(x, dtype=torch.get_default_dtype()) for x in (value, best))
@@ -234,7 +237,7 @@ class PaseModule(L.LightningModule):
             return
         v = values[self.monitor]
         improved = improves(v, self.best_value, self.higher)
-        if improved and math.isfinite(v):
+        if improved:
             self.best_value = v
         for k, val in self.method.end_validation_epoch(self.model, self.current_epoch, improved).items():
             self.log(f"diag/{k}", float(val))

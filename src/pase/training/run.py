@@ -577,6 +577,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
             raise RunInterrupted(f"training interrupted by {sig} {where}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
     best_epoch = _best_epoch(out / "log.csv", monitor, mode)
+    if best_epoch is None and Path(best).is_file():  # no finite monitor value: the checkpoint saved says
+        best_epoch = int(safe_load_checkpoint(best).get("epoch", 0))
     result = {
         "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,

@@ -274,6 +274,10 @@ def test_a_schedule_without_an_sgm_epoch_is_named(tmp_path, caplog):
     assert msg.startswith("train.max_epochs=4 ends the run before its first SGM epoch could come (epoch 4 at the "
                           "earliest")
     assert schedule_warning(apply_overrides(Config(), ["method=pase", "train.max_epochs=5"])) is None
+    # early stopping that cannot end the run early (patience >= max_epochs - 1) was blamed all the same
+    assert schedule_warning(apply_overrides(Config(), ["method=pase", "train.max_epochs=8", "pase.switch_max_epoch=1",
+                                                      "train.early_stop_patience=100",
+                                                      "pase.switch_patience=100"])) is None
     assert "(epoch 2 at the earliest" in schedule_warning(
         apply_overrides(Config(), ["method=pase", "train.max_epochs=2", "pase.switch_max_epoch=2"]))
     cfg = apply_overrides(Config(), ["method=pase", *TINY, "train.max_epochs=3", "train.early_stop_patience=1",

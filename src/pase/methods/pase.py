@@ -70,7 +70,7 @@ def schedule_warning(cfg) -> Optional[str]:
                 f"{earliest} at the earliest: pase.switch_patience={pc.switch_patience} stale epochs after epoch 0, "
                 f"or pase.switch_max_epoch={pc.switch_max_epoch}), so phase 2 never trains; raise "
                 "train.max_epochs or lower pase.switch_patience / pase.switch_max_epoch")
-    if pc.switch_patience < stop:
+    if pc.switch_patience < stop or stop >= tc.max_epochs - 1:  # or early stopping cannot end the run early
         return None
     later = (f"only at pase.switch_max_epoch={pc.switch_max_epoch}" if pc.switch_max_epoch < tc.max_epochs
              else f"never (pase.switch_max_epoch={pc.switch_max_epoch} >= train.max_epochs={tc.max_epochs})")

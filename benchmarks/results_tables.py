@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from pase.data.contract import sort_modalities
+from pase.evaluation.compare import t_quantile
 
 MAIN = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
 
@@ -40,8 +41,9 @@ def _fmt(xs):
     return (f"{st.mean(ok):.4f} ± {st.stdev(ok):.4f}" if len(ok) > 1 else f"{ok[0]:.4f}") + n
 
 
-def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
-    """runs: method -> {seed: metrics.json}; paired differences against ``ref_name``."""
+def method_table(runs: dict, ref_name: str = "late_fusion", ci: bool = False) -> str:
+    """runs: method -> {seed: metrics.json}; paired differences against ``ref_name`` as mean ± SE
+    and mean / SE, or (``ci``) as mean and 95% paired t-interval."""
     lines = ["| method | seeds | " + " | ".join(MAIN) + " |", "|---|---|" + "---|" * len(MAIN)]
     for meth, by_seed in runs.items():
         lines.append(f"| {meth} | {len(by_seed)} | " + " | ".join(_fmt([m['test'][k] for m in by_seed.values()]) for k in MAIN) + " |")
@@ -49,8 +51,9 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
         raise SystemExit(f"results_tables.py: no runs of the reference {ref_name!r} to pair with; found "
                          f"{', '.join(runs) or 'none'} (pass --ref with one of them)")
     ref = runs[ref_name]
-    lines += ["", f"Paired difference against {ref_name} (same seeds), mean ± SE, and mean / SE:", "",
-              "| method | pairs | metric | diff | diff / SE |", "|---|---|---|---|---|"]
+    what = "mean and 95% paired t-interval" if ci else "mean ± SE, and mean / SE"
+    lines += ["", f"Paired difference against {ref_name} (same seeds), {what}:", "",
+              f"| method | pairs | metric | diff | {'95% interval' if ci else 'diff / SE'} |", "|---|---|---|---|---|"]
     for meth, by_seed in runs.items():
         if meth == ref_name:
             continue
@@ -64,6 +67,11 @@ def method_table(runs: dict, ref_name: str = "late_fusion") -> str:
                 lines.append(f"| {meth} | {len(d)} | {k} | (fewer than 2 finite pairs: no SE) | |")
                 continue
             se = st.stdev(d) / math.sqrt(len(d))
+            if ci:
+                h = t_quantile(0.975, len(d) - 1) * se
+                lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} | "
+                             f"[{st.mean(d) - h:+.4f}, {st.mean(d) + h:+.4f}] |")
+                continue
             lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | "
                          f"{st.mean(d) / se if se > 0 else float('nan'):+.2f} |")
     return "\n".join(lines)
@@ -148,6 +156,8 @@ def main() -> None:
     p.add_argument("--ablation", action="append", default=[])
     p.add_argument("--ref", default="late_fusion",
                    help="method or variant the paired differences are against (default late_fusion)")
+    p.add_argument("--ci", action="store_true",
+                   help="paired differences as mean and 95%% paired t-interval instead of mean ± SE")
     p.add_argument("--shares", action="append", default=[],
                    help="print the before / after switch Shapley shares of every run under this folder")
     p.add_argument("--replot-trajectories", action="append", default=[], metavar="CSV",
@@ -160,7 +170,7 @@ def main() -> None:
         plot_trajectories(list(csv.DictReader(open(path))), png)
         print(f"redrew {png}")
     for folder in a.ablation:
-        print(f"## {folder}\n\n" + ablation_table(folder, a.ref) + "\n")
+        print(f"## {folder}\n\n" + ablation_table(folder, a.ref, a.ci) + "\n")
     for folder in a.shares:
         print(shares_table(folder) + "\n")
     if a.competition:
@@ -184,13 +194,13 @@ def variant_folder(variant: str) -> str:
     return variant.replace(":", "_").replace("=", "-")
 
 
-def ablation_table(folder: str, ref_name: str = "late_fusion") -> str:
+def ablation_table(folder: str, ref_name: str = "late_fusion", ci: bool = False) -> str:
     """Mean ± SD of the main test metrics for every variant folder under FOLDER/runs; ``ref_name``
     a folder name or the variant as given to variants.py (``late_fusion:model.context=true``)."""
     ref_name = variant_folder(ref_name)
     runs = _runs(folder)
     order = sorted(runs, key=lambda k: (k != ref_name, k != "pase", k))
-    return method_table({k: runs[k] for k in order}, ref_name)
+    return method_table({k: runs[k] for k in order}, ref_name, ci)
 
 
 if __name__ == "__main__":

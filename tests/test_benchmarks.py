@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -131,6 +133,26 @@ def test_results_tables_leave_out_a_nan_metric_and_say_so():
     d = [0.71 - 0.5, 0.73 - 0.52]
     se = statistics.stdev(d) / math.sqrt(2)
     assert f"| pmr | 2 | Corr | {statistics.mean(d):+.4f} ± {se:.4f} |" in table
+
+
+def test_results_tables_ci_is_scipys_paired_t_interval():
+    """--ci prints the paired difference's 95% t-interval (docs/results.md section 16), from the
+    full-precision values (that table was first computed from 4-digit rounded ones)."""
+    from scipy import stats
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import results_tables as rt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    keys = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+    rng = np.random.default_rng(0)
+    lf = {s: {"test": {k: float(rng.uniform(0.5, 1)) for k in keys}} for s in range(5)}
+    other = {s: {"test": {k: v + float(rng.normal(0.01, 0.003)) for k, v in lf[s]["test"].items()}} for s in range(5)}
+    table = rt.method_table({"late_fusion": lf, "pmr": other}, ci=True)
+    d = [other[s]["test"]["MAE"] - lf[s]["test"]["MAE"] for s in range(5)]
+    lo, hi = stats.t.interval(0.95, 4, loc=np.mean(d), scale=stats.sem(d))
+    assert f"| pmr | 5 | MAE | {np.mean(d):+.4f} | [{lo:+.4f}, {hi:+.4f}] |" in table
 
 
 def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():

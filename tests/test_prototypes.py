@@ -222,3 +222,33 @@ def test_update_banks_equals_one_update_per_bank():
         update_banks(together, torch.randn(2, 10, 4), y)
     with pytest.raises(ValueError, match="one shape and momentum"):
         update_banks([PrototypeBank(3, 4), PrototypeBank(3, 5)], torch.randn(2, 10, 4), y)
+
+
+def test_class_ids_and_widths_that_do_not_fit_get_one_named_error():
+    """A (1,) classes tensor against 6 features broadcast to every sample (PCL six times the mean);
+    7-way ids into a 2-class bank, float labels and a wrong feature width gave raw torch errors."""
+    from pase.prototypes import PrototypeBank, labels_to_classes, pcl_loss
+
+    torch.manual_seed(0)
+    bank = PrototypeBank(2, 4)
+    h = torch.randn(6, 4)
+    bank.update(h, torch.tensor([0, 1, 0, 1, 0, 1]))
+    y = torch.tensor([2.4, -1.2, 0.3, 1.8, -2.9, 0.0])
+    with pytest.raises(ValueError, match=r"pcl_loss: classes must be \(B,\) = \(6,\), one class id per sample; got \(1,\)"):
+        pcl_loss(h, torch.tensor([1]), bank.prototypes, bank.initialized)
+    with pytest.raises(ValueError, match=r"class_means: class id 5 is outside \[0, 2\): the prototypes have 2 classes"):
+        bank.update(h, labels_to_classes(y, "round7"))
+    with pytest.raises(ValueError, match=r"pcl_loss: class id 5 is outside \[0, 2\)"):
+        pcl_loss(h, labels_to_classes(y, "round7"), bank.prototypes, bank.initialized)
+    with pytest.raises(ValueError, match=r"class id -1 is outside"):
+        bank.update(h, torch.tensor([0, 1, -1, 1, 0, 1]))
+    with pytest.raises(TypeError, match=r"classes must be integer class ids \(torch.long\), got torch.float32"):
+        bank.update(h, y)
+    with pytest.raises(ValueError, match=r"update_banks: features must be \(banks, B, D\) with D = 4, the banks' width; "
+                                         r"got \(1, 6, 5\)"):
+        bank.update(torch.randn(6, 5), labels_to_classes(y, "sign"))
+    with pytest.raises(ValueError, match=r"prototype_logits: features of width 5 against prototypes of width 4"):
+        pcl_loss(torch.randn(6, 5), labels_to_classes(y, "sign"), bank.prototypes, bank.initialized)
+    before = bank.prototypes.clone()
+    bank.update(h, labels_to_classes(y, "sign"))  # what fits still updates
+    assert not torch.equal(before, bank.prototypes)

@@ -96,6 +96,25 @@ def labels_to_classes(target: Tensor, binning: str) -> Tensor:
     return torch.round(target.clamp(-3.0, 3.0)).long() + 3
 
 
+def check_classes(classes: Tensor, B: int, K: int, where: str) -> None:
+    """One error for class ids that do not fit: not (B,), not integers, or (on the CPU, where the
+    check costs no device sync) outside [0, K). A (1,) tensor against B > 1 samples broadcast to all
+    of them and gave a loss B times too large; ids outside the bank an IndexError without a name."""
+    if classes.dim() != 1 or classes.shape[0] != B:
+        raise ValueError(f"{where}: classes must be (B,) = ({B},), one class id per sample; got "
+                         f"{tuple(classes.shape)}")
+    if classes.dtype.is_floating_point or classes.dtype.is_complex or classes.dtype == torch.bool:
+        raise TypeError(f"{where}: classes must be integer class ids (torch.long), got {classes.dtype}; map labels "
+                        "to classes with prototype_targets")
+    if classes.device.type != "cpu" or not B or torch.compiler.is_compiling():  # no sync, no graph break
+        return
+    lo, hi = (int(v) for v in classes.aminmax())
+    if lo < 0 or hi >= K:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{where}: class id {bad} is outside [0, {K}): the prototypes have {K} classes; build "
+                         f"them with the binning's number of classes (num_bins)")
+
+
 def class_means(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tensor]:
     r"""Per-class sums and counts, :math:`s_k = \sum_{i: y_i = k} h_i`, :math:`n_k = |\{i: y_i = k\}|`.
 
@@ -119,6 +138,7 @@ def class_means(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tens
             f"class_means: expected features (..., B, D) and classes (B,), got {tuple(features.shape)} "
             f"and {tuple(classes.shape)}"
         )
+    check_classes(classes, features.shape[-2], K, "class_means")
     lead = features.shape[:-2]
     sums = features.new_zeros(*lead, K, features.shape[-1]).index_add(features.dim() - 2, classes, features)
     counts = features.new_zeros(K).index_add(0, classes, features.new_ones(classes.shape[0]))  # (K,)
@@ -194,6 +214,10 @@ def prototype_logits(
         >>> prototype_logits(torch.tensor([[1.0, 0.0]]), torch.tensor([[2.0, 0.0], [0.0, 1.0]]), tau=0.5)
         tensor([[2., 0.]])
     """
+    if features.shape[-1] != prototypes.shape[-1]:
+        raise ValueError(f"prototype_logits: features of width {features.shape[-1]} against prototypes of width "
+                         f"{prototypes.shape[-1]} ({tuple(features.shape)} and {tuple(prototypes.shape)}); build "
+                         "the prototype bank with the encoder's output width")
     logits = (1.0 - cosine_cost(features, prototypes)) / tau  # (..., B, K)
     if initialized is None:
         return logits
@@ -235,6 +259,7 @@ def pcl_loss(
 def pcl_from_logits(logits: Tensor, classes: Tensor, initialized: Tensor) -> Tensor:
     """:func:`pcl_loss` from prototype logits already computed (:func:`prototype_logits` against
     prototypes without gradient, e.g. the forward pass's): logits (..., B, K) -> loss (...)."""
+    check_classes(classes, logits.shape[-2], logits.shape[-1], "pcl_loss")
     valid = initialized.index_select(-1, classes)  # (..., B)
     index = classes.expand(logits.shape[:-1]).unsqueeze(-1)  # (..., B, 1)
     target = logits.gather(-1, index).squeeze(-1)  # (..., B)
@@ -255,6 +280,9 @@ def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Te
     """
     first = banks[0]
     K, D = first.prototypes.shape
+    if features.dim() != 3 or features.shape[-1] != D:
+        raise ValueError(f"update_banks: features must be (banks, B, D) with D = {D}, the banks' width; got "
+                         f"{tuple(features.shape)}")
     if features.shape[0] != len(banks) or any(b.prototypes.shape != (K, D) or b.momentum != first.momentum
                                                for b in banks):
         raise ValueError(

@@ -166,6 +166,6 @@ def test_under_ddp_the_scores_are_the_global_batchs(make_case, monkeypatch):
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
     expected = (local * B + other * 3 * B) / (4 * B)
     assert_close(batch_weighted_mean(local, B), expected)
-    model.eval()  # the same head dropout draw as above
+    model.train()  # a training step (an eval-mode loss moves no running score); the case's head has no dropout
     agm.loss(model, case.batch, model(case.batch))
     assert_close(agm.running, expected)  # the first step sets the running scores to the global ones

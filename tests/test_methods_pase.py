@@ -178,6 +178,34 @@ def test_sgm_step_target_needs_the_optimizer_and_a_valid_name(bundle):
         _setup(bundle, "pase.sgm_target=lr")
 
 
+def test_sgm_step_target_refuses_an_optimizer_without_modality_groups_and_follows_a_scheduler(bundle):
+    """With the usual one-group optimiser sgm_target=step modulated nothing, silently; with one group
+    per modality and StepLR, the modality groups stayed at 0.1 phi while the scheduler halved the
+    rate every step (the first rate seen was pinned as the base)."""
+    cfg, model, method = _setup(bundle, "pase.sgm_target=step", "pase.switch_max_epoch=0", "pase.sgm_smoothing=0.0")
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    method.loss(model, batch, model(batch))[0].backward()
+    with pytest.raises(ValueError, match=r"sgm_target=step scales the learning rate of optimiser groups that hold one "
+                                         r"modality's parameters only, and this optimiser has none"):
+        method.before_optimizer_step(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    cfg, model, method = _setup(bundle, "pase.sgm_target=step", "pase.switch_max_epoch=0", "pase.sgm_smoothing=0.0")
+    groups = [{"params": ps} for ps in model.modality_parameters().values()] + [{"params": model.shared_parameters()}]
+    opt = torch.optim.SGD(groups, lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for k in range(4):
+        batch = bundle.splits["train"].__getitems__(list(range(32 * (k % 2), 32 * (k % 2 + 1))))
+        opt.zero_grad()
+        method.loss(model, batch, model(batch))[0].backward()
+        method.before_optimizer_step(model, opt)
+        phi = method.applied_coeffs().tolist()
+        for i, group in enumerate(opt.param_groups[:-1]):
+            assert math.isclose(group["lr"], 0.1 * 0.5 ** k * phi[i], rel_tol=1e-6), (k, i)
+        assert math.isclose(opt.param_groups[-1]["lr"], 0.1 * 0.5 ** k)  # the shared group: the scheduler's
+        opt.step()
+        sched.step()
+    assert min(phi) < 1
+
+
 def test_pcl_from_the_forward_similarities_equals_pcl_loss(bundle):
     """PaSE takes PCL from the forward pass's prototype similarities: same value and gradient as
     pcl_loss on the representations."""

@@ -224,18 +224,33 @@ class PaSE(Method):
     def _scale_steps(self, optimizer: Optional[torch.optim.Optimizer], coeffs: Tensor) -> None:
         """``sgm_target=step``: the learning rate of modality m's optimiser groups is phi_m times
         its base rate (kept in the group as ``pase_base_lr``, so it is checkpointed with the
-        optimiser). Under SGD this equals scaling the gradients; under Adam, whose step is
+        optimiser). A scheduler that scales the current rate (StepLR, ExponentialLR, cosine in its
+        recursive form) moves the base rate; one that sets rates from its own base rates (LambdaLR,
+        OneCycleLR) would have phi applied twice: use ``sgm_target=grad`` with those. Under SGD this equals scaling the gradients; under Adam, whose step is
         invariant to a constant gradient scale, it is what still slows the dominant modality."""
         if optimizer is None:
             raise ValueError("pase.sgm_target=step needs the optimiser: call before_optimizer_step(model, optimizer)")
         owner = {id(p): m for m, ps in self._groups.items() for p in ps}
-        phi = dict(zip(self.modalities, coeffs.tolist()))  # one host sync per optimiser step
+        scaled = []
         for group in optimizer.param_groups:
             mods = {owner.get(id(p)) for p in group["params"]}
-            if len(mods) != 1 or None in mods:
-                continue  # shared (gate, head) or mixed groups keep their rate
-            base = group.setdefault("pase_base_lr", group["lr"])
-            group["lr"] = base * phi[mods.pop()]
+            if len(mods) == 1 and None not in mods:  # shared (gate, head) or mixed groups keep their rate
+                scaled.append((group, mods.pop()))
+        if not scaled:
+            raise ValueError("pase.sgm_target=step scales the learning rate of optimiser groups that hold one "
+                             "modality's parameters only, and this optimiser has none (one group for the whole "
+                             "model?): build it from [{'params': ps} for ps in model.modality_parameters().values()] "
+                             "+ [{'params': model.shared_parameters()}], or use pase.sgm_target=grad")
+        phi = dict(zip(self.modalities, coeffs.tolist()))  # one host sync per optimiser step
+        for group, m in scaled:
+            # the base rate: the group's own at first; afterwards the one kept, unless something else (a
+            # learning-rate scheduler) changed the rate set last step: then its new rate without that step's phi
+            if "pase_set_lr" in group and group["lr"] != group["pase_set_lr"]:
+                base = group["lr"] / group["pase_phi"]
+            else:
+                base = group.get("pase_base_lr", group["lr"])
+            group["pase_base_lr"], group["pase_phi"] = base, phi[m]
+            group["lr"] = group["pase_set_lr"] = base * phi[m]
 
     # ------------------------------------------------------------------ schedule and diagnostics
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:

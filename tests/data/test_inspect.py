@@ -115,6 +115,30 @@ def test_detect_format():
     assert detect_format([1, 2]) == "unknown"
 
 
+def test_a_split_without_its_label_key_is_named_and_loader_notes_are_listed(tmp_path):
+    """One split without 'regression_labels' (MulT: 'labels') made the whole file 'not a known
+    format'; lengths the loader clips (logged at INFO, so a training run shows nothing) were not
+    mentioned: 'no problems found'."""
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=lambda d: d["valid"].pop("regression_labels"))
+    report = inspect_path(path, checksum=False)
+    assert report.format == "mmsa" and report.problems == [
+        "unaligned_50.pkl: split 'valid' has no key 'regression_labels' (found: " + report.problems[0].split("(found: ")[1]]
+    mult = write_mult(tmp_path / "m", "mosi", mutate=lambda d: d["test"].pop("labels"))
+    report = inspect_path(mult)
+    assert report.format == "mult" and "split 'test' has no key 'labels'" in report.problems[0]
+
+    def long(d):
+        d["train"]["audio_lengths"] = [n + 100 for n in d["train"]["audio_lengths"]]  # past T = 12 for every sample
+
+    report = inspect_path(write_mmsa(tmp_path / "l", "mosi", aligned=False, mutate=long), checksum=False)
+    assert report.ok, report.text
+    notes = [line for line in report.lines if line.startswith("  note: ") and "lengths" in line]
+    assert len(notes) == 1 and notes[0].startswith("  note: unaligned_50.pkl: split 'train', key 'audio_lengths': "
+                                                   "clipped 9 of 9 lengths to [1, 12]")
+    assert "  note: unaligned_50.pkl: split 'test', key 'audio': set 1 -inf values to 0 (as MMSA and MulT do)" in \
+        report.lines  # the writer puts a COVAREP -inf in each split
+
+
 @pytest.mark.parametrize("mutate, problem", [
     (lambda d: d["train"].update(regression_labels=None),
      "split 'train', key 'regression_labels' is NoneType None, expected one row per sample"),

@@ -86,7 +86,22 @@ def test_lengths_are_clipped_and_logged(caplog):
     with caplog.at_level(logging.INFO, logger="pase.data"):
         ln = clip_lengths([0, 3, 9], 5, "f.pkl", "train", "audio_lengths")
     assert ln.tolist() == [1, 3, 5]
-    assert "clipped 2 lengths" in caplog.text
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "f.pkl: split 'train', key 'audio_lengths': clipped 2 of 3 lengths to [1, 5] (for example 0 at row 0)")]
+
+
+def test_most_lengths_past_the_steps_warn_and_a_negative_length_is_refused(caplog):
+    """Lengths counted at another frame rate (every one past T) were clipped at the INFO level, which
+    the command line does not show, and a negative length was read as 1."""
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        assert clip_lengths([7, 9, 3], 5, "f.pkl", "test", "audio_lengths").tolist() == [5, 5, 3]
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert caplog.records[0].getMessage() == (
+        "f.pkl: split 'test', key 'audio_lengths': clipped 2 of 3 lengths to [1, 5] (for example 7 at row 0); most "
+        "exceed the stored steps: are they counted at another frame rate? check the key")
+    with pytest.raises(DataFormatError, match=r"f.pkl: split 'train', key 'audio_lengths': length -5 at row 1 is "
+                                              r"negative \(1 such rows\); fix the file or delete the key"):
+        clip_lengths([3, -5, 2], 5, "f.pkl", "train", "audio_lengths")
 
 
 def test_infer_dataset_uses_name_then_folders(tmp_path):
@@ -135,7 +150,7 @@ def test_lengths_must_be_one_finite_value_per_sample(caplog):
         clip_lengths([2, np.inf, 3], 5, "f.pkl", "train", "audio_lengths")
     with caplog.at_level(logging.INFO, logger="pase.data"):
         np.testing.assert_array_equal(clip_lengths([[0], [9], [3]], 5, "f.pkl", "train", "a"), [1, 5, 3])
-    assert "clipped 2 lengths to [1, 5]" in caplog.text
+    assert "clipped 2 of 3 lengths to [1, 5]" in caplog.text
 
 
 @pytest.mark.parametrize("shape, message", [

@@ -235,8 +235,10 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
         (dim,) = dims
         empty = sum(v is None for v in vecs)
         if empty:
-            LOGGER.info("%s: %d utterances have an empty folder; their %r features are zeros (as in GCNet)",
-                        folder, empty, m)
+            # a warning: the model fuses these zeros as an observation (no per-sample presence mask), and
+            # data.standardize counts them in its train statistics
+            LOGGER.warning("%s: %d of %d utterances have an empty folder; their %r features are zeros (as in GCNet), "
+                           "fused as observed", folder, empty, len(vecs), m)
         out[m] = np.stack([np.zeros(dim, np.float32) if v is None else v for v in vecs])
     return out
 

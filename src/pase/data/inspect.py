@@ -9,6 +9,7 @@ raised; ``InspectReport.ok`` is False when there is any (the CLI then exits non-
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Mapping, Optional
@@ -58,9 +59,11 @@ def detect_format(obj: object) -> str:
     if "videoIDs" in obj:
         return "gcnet"
     splits = [obj[s] for s in SPLITS if isinstance(obj.get(s), dict)]
-    if splits and all("regression_labels" in s for s in splits):
+    # any split holding the label key names the format; the loader then names a split without it (as pase
+    # train does), where "not a known format" hid which key was missing
+    if any("regression_labels" in s for s in splits):
         return "mmsa"
-    if splits and all("labels" in s for s in splits):
+    if any("labels" in s for s in splits):
         return "mult"
     return "unknown"
 
@@ -142,10 +145,25 @@ def _dataset(dataset: Optional[str], p: Path, patterns, valid) -> str:
     return resolve_dataset(p, dataset, patterns, valid, hint=" (pass one with --dataset)")
 
 
+class _Notes(logging.Handler):
+    """Collects what the loaders log (clipped lengths, imputed utterances, -inf set to 0, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def inspect_path(path: str | Path, dataset: Optional[str] = None,
                  feature_root: Optional[str | Path] = None,
                  features: Optional[Mapping[str, str]] = None, checksum: bool = True) -> InspectReport:
     """Detect the format of ``path``, describe it and validate it; never raises on bad data.
+
+    What the loaders log while reading it (lengths clipped to the stored steps, empty feature
+    folders read as zeros, -inf set to 0) is listed as ``note:`` lines: a training run logs most
+    of them at the INFO level only, which the command line does not show.
 
     Args:
         path: an MMSA or MulT pickle, a GCNet label pickle, or a mosi-bclstm folder.
@@ -158,6 +176,24 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
     Returns:
         ``InspectReport`` with ``.ok``, ``.format`` and ``.text``.
     """
+    notes, log = _Notes(), logging.getLogger("pase.data")
+    level, propagate = log.level, log.propagate
+    log.addHandler(notes)
+    log.setLevel(logging.INFO)
+    log.propagate = False  # shown once, in the report
+    try:
+        report = _inspect(path, dataset, feature_root, features, checksum)
+    finally:
+        log.removeHandler(notes)
+        log.setLevel(level)
+        log.propagate = propagate
+    report.lines += [f"  note: {line}" for line in dict.fromkeys(notes.lines)]
+    return report
+
+
+def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[str | Path],
+             features: Optional[Mapping[str, str]], checksum: bool) -> InspectReport:
+    """:func:`inspect_path` without the notes."""
     p = Path(path)
     report = InspectReport(path=str(p))
     if p.is_dir() and (p / "mosi_index.csv").is_file():  # the bc-LSTM MOSI release: a folder of CSVs

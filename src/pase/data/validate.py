@@ -384,10 +384,20 @@ def clip_lengths(lengths: object, steps: int, file: str, split: str, key: str) -
         raise DataFormatError(f"{file}: split {split!r}, key {key!r}: length {flat[frac[0]]:g} at row {int(frac[0])} "
                               f"is not a whole number of steps ({frac.size} such rows); fix the file or delete the key")
     ln = flat.astype(np.int64)
+    if (ln < 0).any():
+        row = int(np.flatnonzero(ln < 0)[0])
+        raise DataFormatError(f"{file}: split {split!r}, key {key!r}: length {ln[row]} at row {row} is negative "
+                              f"({int((ln < 0).sum())} such rows); fix the file or delete the key")
     clipped = np.clip(ln, 1, steps)
     n = int((clipped != ln).sum())
     if n:
-        LOGGER.info("%s: split %r, key %r: clipped %d lengths to [1, %d]", file, split, key, n, steps)
+        over = int((ln > steps).sum())
+        row = int(np.flatnonzero(clipped != ln)[0])
+        # most lengths past the stored steps: counted at another frame rate, or another key's: say so
+        level, hint = ((logging.WARNING, "; most exceed the stored steps: are they counted at another frame rate? "
+                        "check the key") if over > len(ln) / 2 else (logging.INFO, ""))
+        LOGGER.log(level, "%s: split %r, key %r: clipped %d of %d lengths to [1, %d] (for example %d at row %d)%s",
+                   file, split, key, n, len(ln), steps, ln[row], row, hint)
     return clipped
 
 

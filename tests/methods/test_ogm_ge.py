@@ -182,3 +182,34 @@ def test_noise_generator_state_travels_with_the_state_dict():
     x = _torch.randn(5, generator=a._generator(_torch.device("cpu")))
     y = _torch.randn(5, generator=b._generator(_torch.device("cpu")))
     _torch.testing.assert_close(x, y)
+
+
+def test_a_gpu_runs_noise_state_and_an_old_checkpoint_load_on_this_machine(make_case):
+    """A checkpoint of a GPU run keys the noise generator's state by 'cuda:0': loading it on a
+    machine without that device failed ("weights do not fit"); it is now kept, unused, and saved
+    again. A checkpoint written before the state existed loads with the generator at its seed."""
+    case = make_case()
+    a = OGMGE(case.cfg, case.task, case.model)
+    cpu = a._generator(torch.device("cpu")).get_state()
+    state = a.state_dict()
+    state["_extra_state"] = {"cuda:0": cpu.clone(), "cpu": cpu.clone()}
+    b = OGMGE(case.cfg, case.task, case.fresh())
+    b.load_state_dict(state)
+    if not torch.cuda.is_available():
+        assert torch.equal(b.get_extra_state()["cuda:0"], cpu)  # kept for a later run on the GPU
+    assert torch.equal(b._generator(torch.device("cpu")).get_state(), cpu)
+    old = {k: v for k, v in a.state_dict().items() if k != "_extra_state"}
+    c = OGMGE(case.cfg, case.task, case.fresh())
+    c.load_state_dict(old)
+    fresh = OGMGE(case.cfg, case.task, case.fresh())
+    assert torch.equal(torch.randn(4, generator=c._generator(torch.device("cpu"))),
+                       torch.randn(4, generator=fresh._generator(torch.device("cpu"))))
+
+
+def test_one_modality_is_refused(make_case):
+    """With one modality the coefficient is always 1 and GE added gradient noise alone, logged as
+    no modulation (review)."""
+    case = make_case(M=1)
+    with pytest.raises(ValueError, match=r"method=ogm_ge balances two or more modalities; this data has one \(text\): "
+                                         r"use method=late_fusion"):
+        OGMGE(case.cfg, case.task, case.model)

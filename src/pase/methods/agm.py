@@ -17,9 +17,11 @@ M modalities). Here (docs/baselines.md), for M modalities and any task:
    from the running averages of the scores (EMA with ``agm_momentum``, or the original's
    cumulative mean); coefficients k_m = exp(alpha * min(r*_m - r_m, max_gap));
 4. the training loss is the task loss of the modulated logits
-   z = sum_m (k_m phi_m + (1 - k_m) stopgrad(phi_m)) + v(empty) (k detached): the forward value is
-   v(N) whatever k, and the gradient reaching each modality through its Shapley logit is scaled
-   by k_m, as the original's backward hooks on phi_m do. With all k = 1, plain late fusion.
+   z = sum_m (k_m u_m + (1 - k_m) stopgrad(u_m)) (k detached), with the unimodal outputs u_m of
+   step 2: the forward value is v(N) whatever k, and the gradient reaching each modality through
+   its own output is scaled by k_m, as the original's backward hooks on its unimodal outputs do
+   (so v(empty)'s path, the head's bias among it, gets the mean of k). With all k = 1, plain late
+   fusion.
    Evaluation uses the model's ordinary fused logits.
 
 Letters: B batch, M modalities, C = 2^M coalitions, O output width.

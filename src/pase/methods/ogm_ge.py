@@ -161,6 +161,9 @@ class OGMGE(Method):
         self.noise = cfg.baselines.ogm_noise
         self.seed = cfg.train.seed
         m = len(self.modalities)
+        if m < 2:  # nothing to balance: the coefficient is always 1, and GE would add noise alone
+            raise ValueError(f"method=ogm_ge balances two or more modalities; this data has one "
+                             f"({', '.join(self.modalities)}): use method=late_fusion")
         self.rule = cfg.baselines.ogm_rule  # checked against OGM_RULES with the config
         # the M singletons and the empty coalition (M + 1, M)
         self.register_buffer("singletons", torch.cat([torch.eye(m, dtype=torch.bool), torch.zeros(1, m, dtype=torch.bool)]),
@@ -169,6 +172,9 @@ class OGMGE(Method):
         self._pending = RunningMean()  # k over the micro-batches of this step
         self._stats = {"coeff": RunningMean(), "ratio": RunningMean()}  # epoch means: per step, per batch
         self._generators: Dict[torch.device, torch.Generator] = {}
+        self._elsewhere: Dict[str, Tensor] = {}  # saved states of devices this machine lacks: kept, unused
+        # a checkpoint from before the generators' states were saved loads with them at the seed
+        self._register_load_state_dict_pre_hook(lambda sd, prefix, *a: sd.setdefault(prefix + "_extra_state", None))
 
     @torch.no_grad()
     def modulation(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Tensor]:
@@ -197,11 +203,17 @@ class OGMGE(Method):
 
     def get_extra_state(self) -> Dict[str, Tensor]:
         """The noise generators' states, so a resumed run draws the same gradient noise."""
-        return {str(dev): g.get_state() for dev, g in self._generators.items()}
+        return {**self._elsewhere, **{str(dev): g.get_state() for dev, g in self._generators.items()}}
 
-    def set_extra_state(self, state: Dict[str, Tensor]) -> None:
+    def set_extra_state(self, state: Optional[Dict[str, Tensor]]) -> None:
+        self._elsewhere = {}
         for dev, st in (state or {}).items():
-            self._generator(torch.device(dev)).set_state(st)
+            try:
+                gen = self._generator(torch.device(dev))
+            except RuntimeError:  # a GPU run's checkpoint read on a machine without that device
+                self._elsewhere[dev] = st
+                continue
+            gen.set_state(st)
 
     def before_optimizer_step(self, model: nn.Module, optimizer=None) -> None:
         coeffs = self._pending.pop()  # mean over the micro-batches of this step

@@ -219,6 +219,17 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
      r"^config key 'data\.options\.sanitize' must be bool, got str 'maybe'$"),
     (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=/y", "data.options.fold=1.5"],
      r"^config key 'data\.options\.fold' must be int, got float 1\.5$"),
+    # mapping and path options of another type failed inside the loader ("'int' object has no attribute
+    # 'items'", "expected str, bytes or os.PathLike object, not int"; review)
+    (["data.source=mmsa", "data.path=/x", "data.options.expected_dims=5"],
+     r"^config key 'data\.options\.expected_dims' must be a mapping of modality to value, for example "
+     r"\{audio: \.\.\.\}, got int 5$"),
+    (["data.source=mmsa", "data.path=/x", "data.options.expected_dims={audio: abc}"],
+     r"^config key 'data\.options\.expected_dims\.audio' must be int, got str 'abc'$"),
+    (["data.source=gcnet", "data.options.label_path=/x", "data.options.features=abc"],
+     r"^config key 'data\.options\.features' must be a mapping of modality to value"),
+    (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=5"],
+     r"^config key 'data\.options\.feature_root' must be a path, got int 5$"),
 ])
 def test_an_option_the_data_source_does_not_take_is_named(sets, message):
     """Before, a raw TypeError ("load_gcnet() got an unexpected keyword argument 'path'")."""

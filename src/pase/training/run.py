@@ -15,6 +15,7 @@ non-finite loss, gradient or weight stops the run (``NonFiniteGuard``), and unde
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import csv
 import difflib
@@ -100,11 +101,28 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
         inner = [a for a in typing.get_args(want) if a is not type(None)] if union else [want]
         if len(inner) == 1 and inner[0] in (int, float, bool, str):
             coerce_value(value, want, _option_key(key))
+        elif value is not None:
+            _check_structured_option(key, value, inner)
     for name, p in params.items():
         if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and name not in opts:
             key = _option_key(name)
             raise ConfigError(f"data source {source!r} needs {key} (docs/data.md); set it in the config or with "
                               f"--set {key}=...")
+
+
+def _check_structured_option(key: str, value: Any, inner: List[Any]) -> None:
+    """A mapping option (``expected_dims``, GCNet's ``features``) or a path option (``feature_root``)
+    of another type failed inside the loader with a bare Python error naming neither."""
+    if len(inner) == 1 and typing.get_origin(inner[0]) in (collections.abc.Mapping, dict):
+        if not isinstance(value, collections.abc.Mapping):
+            raise ConfigError(f"config key {_option_key(key)!r} must be a mapping of modality to value, for example "
+                              f"{{audio: ...}}, got {type(value).__name__} {value!r}")
+        args = typing.get_args(inner[0])
+        for m, v in value.items():
+            if len(args) == 2:  # the values' type: int (widths) or an optional folder name
+                coerce_value(v, args[1], f"{_option_key(key)}.{m}")
+    elif inner and set(inner) <= {str, Path} and not isinstance(value, (str, Path)):
+        raise ConfigError(f"config key {_option_key(key)!r} must be a path, got {type(value).__name__} {value!r}")
 
 
 def data_options(cfg: Config) -> Dict[str, Any]:
@@ -130,6 +148,11 @@ def load_bundle(cfg: Config) -> DataBundle:
     if (cfg.data.modalities and "modalities" not in opts
             and "modalities" in inspect.signature(DATA_SOURCES.get(cfg.data.source)).parameters):
         opts["modalities"] = tuple(cfg.data.modalities)
+    elif cfg.data.modalities and cfg.data.source == "gcnet":  # its features map leaves the unused ones unread
+        from ..data.gcnet import DEFAULT_FEATURES
+
+        named = dict(opts.get("features") or {})
+        opts["features"] = {**named, **{m: None for m in {**DEFAULT_FEATURES, **named} if m not in cfg.data.modalities}}
     bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)

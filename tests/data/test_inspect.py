@@ -139,6 +139,25 @@ def test_a_split_without_its_label_key_is_named_and_loader_notes_are_listed(tmp_
         report.lines  # the writer puts a COVAREP -inf in each split
 
 
+def test_features_that_overflow_float32_are_a_problem_and_training_names_the_split(tmp_path, capsys):
+    """Vision features of 1e20 (finite float32): inspect found no problem, and training ended with
+    'preds contains 1 NaN value(s)', naming neither the split nor a remedy (review)."""
+    from pase.cli import main
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False,
+                      mutate=lambda d: [d[s].update(vision=(d[s]["vision"] * 1e20).astype(np.float32)) for s in d])
+    report = inspect_path(path, checksum=False)
+    assert [p.split(":")[0] for p in report.problems] == ["split 'train', key 'vision'", "split 'valid', key 'vision'",
+                                                          "split 'test', key 'vision'"]
+    assert "which overflow float32 once squared (the model's predictions become NaN); rescale the features or " \
+           "train with data.standardize=true" in report.problems[0]
+    rc = main(["train", "--set", "data.source=mmsa", "--set", f"data.path={path}", "--set", "train.max_epochs=1",
+               "--quiet", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.startswith("pase: error: the model's predictions on the ") and \
+        "NaN / inf value(s): it overflowed or diverged on these inputs" in err and "data.standardize=true" in err
+
+
 @pytest.mark.parametrize("mutate, problem", [
     (lambda d: d["train"].update(regression_labels=None),
      "split 'train', key 'regression_labels' is NoneType None, expected one row per sample"),

@@ -81,6 +81,22 @@ def _describe_array(key: str, value: object) -> str:
     return line
 
 
+#: feature magnitudes past this overflow float32 once squared and summed (layer norms, cosines)
+HUGE = 1e17
+
+
+def _largest(value: object) -> float:
+    """The largest finite |x| of a float array (0 for anything else)."""
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        return 0.0
+    if arr.dtype.kind != "f" or not arr.size:
+        return 0.0
+    finite = np.abs(arr[np.isfinite(arr)])
+    return float(finite.max()) if finite.size else 0.0
+
+
 def _label_stats(labels: object) -> str:
     try:
         y = np.asarray(labels, dtype=np.float64)
@@ -104,6 +120,11 @@ def _describe_splits(raw: dict, label_key: str, report: InspectReport) -> None:
         for k, v in d.items():
             k = str(k)  # a key that is not a string (7, None) is described, and the loader names it
             report.lines.append(_describe_array(k, v) if hasattr(v, "__len__") else f"    {k:<22} {v!r}")
+            big = _largest(v) if hasattr(v, "__len__") and k != label_key else 0.0
+            if big > HUGE:
+                report.problems.append(f"split {s!r}, key {k!r}: values up to {big:.3g}, which overflow float32 "
+                                       "once squared (the model's predictions become NaN); rescale the features or "
+                                       "train with data.standardize=true")
         if label_key in d:
             report.lines.append(_label_stats(d[label_key]))
 

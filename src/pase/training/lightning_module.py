@@ -30,6 +30,7 @@ import torch
 from ..data.contract import Batch, TaskSpec
 from ..metrics import MetricAccumulator, get_protocol
 from ..methods.base import Method, task_loss
+from .callbacks import NonFiniteError
 from .datamodule import dist_info
 
 __all__ = ["PaseModule", "build_optimizer", "check_compile", "compile_settings", "OPTIMIZERS"]
@@ -222,6 +223,12 @@ class PaseModule(L.LightningModule):
             torch.distributed.all_gather_object(per_rank, batches)
             longest = max(len(b) for b in per_rank)
             batches = [per_rank[r][j] for j in range(longest) for r in range(world) if j < len(per_rank[r])]
+        if not all(bool(torch.isfinite(lg).all()) for lg, _ in batches):  # the metric's error named no split or fix
+            n = sum(int((~torch.isfinite(lg)).sum()) for lg, _ in batches)
+            raise NonFiniteError(
+                f"the model's predictions on the {split} split hold {n} NaN / inf value(s): it overflowed or "
+                f"diverged on these inputs; check the features' scale with pase data inspect (float32 overflows "
+                f"past about 1e19 once squared; data.standardize=true rescales them) and log.csv for divergence")
         for logits, target in batches:
             self.metrics[split].update(logits, target)
         values = self.metrics[split].compute()

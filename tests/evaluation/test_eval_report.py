@@ -24,6 +24,7 @@ def test_figures_are_valid_pngs_with_csv_data(written):
         assert files[f"{stem}.png"] == png and png.read_bytes()[:8] == PNG_SIGNATURE and png.stat().st_size > 2000
         rows = list(csv.DictReader(open(data)))
         assert rows and {"method", "mean", "sd", "n"} <= set(rows[0]), stem
+        assert list(rows[0])[:2] == ["dataset", "protocol"] and {r["protocol"] for r in rows} == {"mosi"}, stem
         assert {r["method"] for r in rows} == set(OK_METHODS), stem  # the failed method has no data
 
 
@@ -81,10 +82,17 @@ def _fake_run(root, method, seed, switch):
 def test_phase_switch_is_marked_and_diagnostics_are_optional(tmp_path):
     _fake_run(tmp_path, "pase", 1, 2)
     _fake_run(tmp_path, "pase", 2, 4)
+    stale = tmp_path / "figures" / "probes.png"  # an earlier report's figure of diagnoses this one lacks
+    stale.parent.mkdir()
+    stale.write_bytes(PNG_SIGNATURE)
+    (tmp_path / "figures" / "probes.csv").write_text("method,mean\n")
     files = report(tmp_path)
     assert set(files) == {"report.md", "report.html", "trajectories.png", "trajectories.csv"}
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["trajectories.csv", "trajectories.png"]
     rows = list(csv.DictReader(open(files["trajectories.csv"])))
     assert {float(r["switch_epoch"]) for r in rows} == {3.0}  # mean switch epoch over the two seeds
+    assert list(rows[0])[:2] == ["dataset", "protocol"] and (rows[0]["dataset"], rows[0]["protocol"]) == (
+        "synthetic", "mosi")  # every figure's data names its protocol
     assert files["trajectories.png"].read_bytes()[:8] == PNG_SIGNATURE
 
 

@@ -324,11 +324,17 @@ def _trajectory_data(s: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
+def _context(s: Dict[str, Any]) -> Dict[str, Any]:
+    """The dataset and metric protocol, the first columns of every figure's CSV (PASE_SPEC section 6:
+    a result names its protocol)."""
+    return {"dataset": s.get("dataset", ""), "protocol": s.get("protocol", "")}
+
+
 def _plot_trajectories(s: Dict[str, Any], figdir: Path) -> Optional[str]:
     data = _trajectory_data(s)
     if not data:
         return None
-    write_csv(figdir / "trajectories.csv", data)
+    write_csv(figdir / "trajectories.csv", [{**_context(s), **row} for row in data])
     plot_trajectories(data, figdir / "trajectories.png", s["methods"])
     return "trajectories"
 
@@ -393,8 +399,9 @@ def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float,
 
 
 def _bar_plot(stem: str, figdir: Path, groups: Sequence[str], table: Dict[str, Dict[str, Dict[str, float]]],
-              ylabel: str, group_key: str, extra: Dict[str, Any], order: Sequence[str]) -> str:
-    rows = [{"method": m, group_key: g, **extra, "mean": d["mean"], "sd": d["sd"], "n": d["n"]}
+              ylabel: str, group_key: str, extra: Dict[str, Any], order: Sequence[str],
+              context: Optional[Dict[str, Any]] = None) -> str:
+    rows = [{**(context or {}), "method": m, group_key: g, **extra, "mean": d["mean"], "sd": d["sd"], "n": d["n"]}
             for m, per in table.items() for g, d in per.items()]
     write_csv(figdir / f"{stem}.csv", rows)
     fig, axes = _figure(1, width=max(4.5, 1.1 * len(groups) + 2))
@@ -405,7 +412,7 @@ def _bar_plot(stem: str, figdir: Path, groups: Sequence[str], table: Dict[str, D
 
 
 def _plot_noise(s: Dict[str, Any], figdir: Path) -> Optional[str]:
-    rows = [{"method": m, "modality": c["modality"], "sigma": float(c["sigma"]), "metric": s["headline"],
+    rows = [{**_context(s), "method": m, "modality": c["modality"], "sigma": float(c["sigma"]), "metric": s["headline"],
              "mean": c["mean"], "sd": c["sd"], "n": c["n"]}
             for m in s["methods"] for c in s["conditions"].get(m, []) if c["kind"] == "noise"]
     if not rows:
@@ -426,6 +433,10 @@ def _plot_noise(s: Dict[str, Any], figdir: Path) -> Optional[str]:
     return "robustness_noise"
 
 
+#: the report's figures (figures/<stem>.png and .csv), all rewritten by every report
+FIGURES = ("trajectories", "shapley_test", "probes", "effect_probes", "robustness_noise", "robustness_missing")
+
+
 def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
     """stem -> caption of every figure written."""
     made: Dict[str, str] = {}
@@ -438,13 +449,13 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
     if "neg_loss" in s.get("shares", {}) and mods:
         keep = lambda table: {m: table[m] for m in s["reported"]}  # noqa: E731
         made[_bar_plot("shapley_test", figdir, mods, keep(s["shares"]["neg_loss"]), "Shapley share (test split)",
-                       "modality", {"utility": "neg_loss"}, s["methods"])] = "Test-split Shapley shares (negative-loss utility)."
+                       "modality", {"utility": "neg_loss"}, s["methods"], _context(s))] = "Test-split Shapley shares (negative-loss utility)."
         made[_bar_plot("probes", figdir, mods, keep(s["probes"]["values"]), f"probe {s['probes']['metric']}",
-                       "modality", {"metric": s["probes"]["metric"]}, s["methods"])] = \
+                       "modality", {"metric": s["probes"]["metric"]}, s["methods"], _context(s))] = \
             "Linear probes of each frozen encoder (test split), mean ± SD over seeds."
         if s.get("effect_probes"):
             made[_bar_plot("effect_probes", figdir, mods, keep(s["effect_probes"]["values"]), "effect probe R^2",
-                           "modality", {"metric": "effect_r2"}, s["methods"])] = \
+                           "modality", {"metric": "effect_r2"}, s["methods"], _context(s))] = \
                 "Effect probes (ground truth): R^2 of each frozen encoder's linear probe of its own modality's " \
                 "effect, test split, mean ± SD over seeds."
     if _plot_noise(s, figdir):
@@ -455,7 +466,7 @@ def _plots(s: Dict[str, Any], figdir: Path) -> Dict[str, str]:
     conds = list(dict.fromkeys(c for per in missing.values() for c in per))
     if conds:
         made[_bar_plot("robustness_missing", figdir, conds, {m: per for m, per in missing.items() if per},
-                       s["headline"], "condition", {"metric": s["headline"]}, s["methods"])] = \
+                       s["headline"], "condition", {"metric": s["headline"]}, s["methods"], _context(s))] = \
             f"{s['headline']} with only the listed modalities present (the others masked at the fusion input)."
     return made
 
@@ -526,6 +537,9 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
     out = Path(out_dir)
     s = summary if summary is not None else load_comparison(out)
     figdir = out / "figures"
+    for stem in FIGURES:  # a figure an earlier report drew and this one does not (fewer diagnoses) must go
+        for suffix in (".png", ".csv"):
+            (figdir / f"{stem}{suffix}").unlink(missing_ok=True)
     figures = _plots(s, figdir) if "stats" in s else {}
     tables = summary_tables(s)
     title = f"PaSE comparison report: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"

@@ -220,3 +220,52 @@ def test_crossval_checks_every_fold_and_the_folder_before_training(tmp_path, mon
     (tmp_path / "locked" / "fold1" / ".lock").touch()
     assert main(["crossval", "--folds", "1", "--out", str(tmp_path / "locked")] + sets) == 143
     assert "run the same pase crossval command again" in capsys.readouterr().err
+
+
+def test_the_summary_names_dataset_and_selection_and_warns_of_folds_of_other_code(tmp_path, monkeypatch, capsys):
+    """folds_summary.* named the protocol but not the dataset or the selection rule (PASE_SPEC
+    section 6), and averaged a fold finished by older code with new ones without a word (review)."""
+    import pase.evaluation.folds as folds
+    from pase.config import save_config
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        f = cfg.data.options["fold"]
+        Path(run).mkdir(parents=True)
+        save_config(cfg, Path(run) / "config.yaml")
+        result = {"test": {"MAE": f / 10}, "protocol": "mosi", "dataset": "synthetic", "monitor": "MAE",
+                  "code_sha256": "new" if f > 1 else "old"}
+        (Path(run) / "metrics.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")]) == 0
+    summary = json.loads((tmp_path / "cv" / "folds_summary.json").read_text())
+    assert summary["dataset"] == "synthetic" and summary["selection"].startswith(
+        "the epoch of the best validation MAE (train.monitor=the protocol default)")
+    assert summary["code_warning"].startswith("the folds come from 2 versions of the pase code (new, old;")
+    captured = capsys.readouterr()
+    assert "Dataset synthetic; selected on the validation split: the epoch of the best validation MAE" in captured.out
+    assert "**Warning**: the folds come from 2 versions" in captured.out
+    assert "pase crossval: warning: the folds come from 2 versions" in captured.err
+
+
+def test_a_session_the_data_lacks_is_refused_before_any_fold_trains(tmp_path, monkeypatch, capsys):
+    """A label pickle without session 5: fold 1 trained in full, then fold 5 failed (review)."""
+    import pytest
+
+    import pase.evaluation.folds as folds
+
+    def no_session_5(d):
+        for v in [v for v in d["videoIDs"] if v.startswith("Ses05")]:
+            for key in ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences"):
+                del d[key][v]
+        d["testVids"] = {v for v in d["videoIDs"] if v.startswith("Ses04")}
+        d["trainVids"] -= d["testVids"]
+
+    label = write_gcnet(tmp_path / "data", "iemocap4", mutate=no_session_5)
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: pytest.fail("trained"))
+    assert main(["crossval", "--folds", "1,5", "--out", str(tmp_path / "cv"), "--set", "data.source=gcnet",
+                 "--set", f"data.options.label_path={label}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pase: error: --folds: ") and "no video of session 5 (Ses05...)" in err, err
+    assert "(nothing was trained)" in err and not (tmp_path / "cv").exists()

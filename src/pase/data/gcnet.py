@@ -441,6 +441,22 @@ def load_gcnet(label_path: str | Path, feature_root: Optional[str | Path] = None
 load_gcnet.check_options = check_options  # read by pase crossval (evaluation/folds.py)
 
 
+def check_folds(label_path: str | Path, folds: Sequence[Optional[int]], dataset: Optional[str] = None,
+                valid_fraction: float = 0.1, seed: int = 0, **_) -> None:
+    """The data errors ``load_gcnet`` would raise for each fold (a session without videos, names
+    that are not IEMOCAP dialogues), reading the label pickle once and no feature: ``pase
+    crossval`` found a missing session only when that fold's turn came, after the others trained."""
+    lp = Path(label_path)
+    require_file(lp)
+    name = _dataset_name(lp, dataset)
+    t = _read_labels(safe_load_pickle(lp), lp.name)
+    for fold in folds:
+        _split_vids(t, name, fold, valid_fraction, seed)
+
+
+load_gcnet.check_folds = check_folds  # read by pase crossval (evaluation/folds.py)
+
+
 def iemocap_folds(label_path: str | Path, feature_root: Optional[str | Path] = None,
                   features: Optional[Mapping[str, Optional[str]]] = None, dataset: Optional[str] = None,
                   valid_fraction: float = 0.1, seed: int = 0, sanitize: bool = False

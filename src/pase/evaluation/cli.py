@@ -143,10 +143,12 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     from ..errors import RunInterrupted
 
     try:
-        cross_validate(load_config(args.config, args.set), args.out, folds, seeds)
+        summary = cross_validate(load_config(args.config, args.set), args.out, folds, seeds)
     except RunInterrupted as e:  # the advice is the cross-validation's, not one fold's run folder
         raise _rerun(e, "crossval", "cross-validation") from None
     print(open(Path(args.out) / "folds_summary.md").read(), end="")
+    if summary.get("code_warning"):
+        print(f"pase crossval: warning: {summary['code_warning']}", file=sys.stderr)
     return 0
 
 

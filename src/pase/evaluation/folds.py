@@ -56,26 +56,30 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     _check_out(out, by_seed=seeds is not None)
     configs = {s: cfg if s is None else apply_overrides(cfg, [f"train.seed={s}"]) for s in (seeds or [None])}
     _check_folds(configs, out, folds)
+    seen: Dict[str, set] = {}
     if seeds is None:
-        per_fold, protocol = _train_folds(cfg, out, folds)
+        per_fold, protocol = _train_folds(cfg, out, folds, seen)
         mean, sd, n = _mean_sd(list(per_fold.values()))
-        summary = {"protocol": protocol, "method": cfg.method, "seed": cfg.train.seed,
+        info = _provenance(seen, cfg)
+        summary = {"protocol": protocol, **info, "method": cfg.method, "seed": cfg.train.seed,
                    "folds": {str(f): m for f, m in per_fold.items()}, "mean": mean, "sd": sd, "n": n}
-        lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}", ""]
+        lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}", "", *_header(info)]
         lines += _table("fold", {str(f): m for f, m in per_fold.items()}, mean, sd, n, len(per_fold))
     else:
         runs: Dict[int, Dict[int, Dict[str, float]]] = {}
         for s in seeds:
-            runs[s], protocol = _train_folds(configs[s], out / f"seed{s}", folds)
+            runs[s], protocol = _train_folds(configs[s], out / f"seed{s}", folds, seen)
+        info = _provenance(seen, cfg)
         per_seed = {s: _mean_sd(list(r.values())) for s, r in runs.items()}
         fold_means = {s: v[0] for s, v in per_seed.items()}
         mean, sd, n = _mean_sd(list(fold_means.values()))
-        summary = {"protocol": protocol, "method": cfg.method, "seeds": list(seeds), "folds_trained": list(folds),
+        summary = {"protocol": protocol, **info, "method": cfg.method, "seeds": list(seeds),
+                   "folds_trained": list(folds),
                    "runs": {str(s): {str(f): m for f, m in r.items()} for s, r in runs.items()},
                    "fold_means": {str(s): m for s, m in fold_means.items()},
                    "fold_counts": {str(s): v[2] for s, v in per_seed.items()}, "mean": mean, "sd": sd, "n": n}
         lines = [f"# Cross-validation: {cfg.method}, protocol {protocol}, folds {list(folds)}, seeds {list(seeds)}",
-                 "", "Each seed's row is its mean over the folds (the protocol's figure; '(k folds)' where a "
+                 "", *_header(info), "Each seed's row is its mean over the folds (the protocol's figure; '(k folds)' where a "
                  "metric was NaN in the others); the last row is the mean and sample SD of those over the seeds.", ""]
         lines += _table("seed", {str(s): m for s, m in fold_means.items()}, mean, sd, n, len(seeds),
                         counts={str(s): v[2] for s, v in per_seed.items()}, of=len(folds))
@@ -84,6 +88,11 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
     atomic_write_json(out / "folds_summary.json", summary)
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
+
+
+def _header(info: Dict[str, object]) -> List[str]:
+    lines = [f"Dataset {info['dataset']}; selected on the validation split: {info['selection']}.", ""]
+    return lines + ([f"**Warning**: {info['code_warning']}.", ""] if "code_warning" in info else [])
 
 
 def _fold_config(cfg: Config, f: int) -> Config:
@@ -103,6 +112,13 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
                 check(**opts)
             except ValueError as exc:
                 raise ConfigError(f"--folds: {exc} (nothing was trained)") from None
+    data_check = getattr(DATA_SOURCES.get(source), "check_folds", None) if source in DATA_SOURCES else None
+    if data_check is not None:  # a fold its data cannot have (no video of that session), from the labels alone
+        opts = {k: v for k, v in data_options(any_cfg).items() if k != "fold"}
+        try:
+            data_check(folds=list(folds), **opts)
+        except ValueError as exc:  # DataFormatError is a ValueError
+            raise ConfigError(f"--folds: {exc} (nothing was trained)") from None
     for s, cfg in configs.items():  # a changed --set was found at the first finished fold, after the others
         for f in folds:
             run = (out if s is None else out / f"seed{s}") / f"fold{f}"
@@ -112,8 +128,10 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
                                   "or the same --config and --set values to resume it (nothing was trained)")
 
 
-def _train_folds(cfg: Config, out: Path, folds: Sequence[int]) -> Tuple[Dict[int, Dict[str, float]], str]:
-    """Train (or resume, or read back) every fold of one configuration into ``out/fold<f>/``."""
+def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, set]
+                 ) -> Tuple[Dict[int, Dict[str, float]], str]:
+    """Train (or resume, or read back) every fold of one configuration into ``out/fold<f>/``;
+    ``seen`` collects each fold's dataset, selection monitor and code fingerprint."""
     per_fold: Dict[int, Dict[str, float]] = {}
     protocol = ""
     for f in folds:
@@ -125,7 +143,25 @@ def _train_folds(cfg: Config, out: Path, folds: Sequence[int]) -> Tuple[Dict[int
             result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
         per_fold[f] = result["test"]
         protocol = result["protocol"]
+        for key in ("dataset", "monitor", "code_sha256"):
+            seen.setdefault(key, set()).add(str(result.get(key, "unrecorded")))
     return per_fold, protocol
+
+
+def _provenance(seen: Dict[str, set], cfg: Config) -> Dict[str, object]:
+    """What the summary names beside the protocol (PASE_SPEC section 6): the dataset, the selection
+    rule, and a warning when the folds come from more than one version of the code (a fold finished
+    by older code is read back, not retrained)."""
+    info: Dict[str, object] = {
+        "dataset": ", ".join(sorted(seen.get("dataset", []))),
+        "selection": f"the epoch of the best validation {', '.join(sorted(seen.get('monitor', [])))} "
+                     f"(train.monitor={cfg.train.monitor or 'the protocol default'}) of each fold's run"}
+    codes = sorted(seen.get("code_sha256", []))
+    if len(codes) > 1:
+        info["code_warning"] = (f"the folds come from {len(codes)} versions of the pase code ({', '.join(codes)}; "
+                                "code_sha256 of each fold's metrics.json): retrain the older folds in a new --out "
+                                "to compare like with like")
+    return info
 
 
 def _mean_sd(rows: List[Dict[str, float]]) -> Tuple[Dict[str, float], Dict[str, float], Dict[str, int]]:

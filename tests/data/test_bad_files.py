@@ -349,3 +349,54 @@ def test_data_modalities_reaches_the_loader(tmp_path, capsys, fault):
             "--set", "model.d_model=8", "--set", "model.hidden=16", "--set", "model.head_hidden=8"]
     assert main(args + ["--set", "data.modalities=[text, audio]"]) == 0, capsys.readouterr().err
     assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_slips_a_user_makes_with_a_path_or_an_old_file_are_named(tmp_path, untouched, monkeypatch):
+    """Each of these had a one-line error naming the wrong cause or fix (review): a gzipped pickle
+    ('truncated ... download it again'), Python 2 bytes keys ('has no key' though it is there), an
+    empty or folder data.path (': cannot tell the dataset from the path'), '~' not expanded."""
+    import gzip
+
+
+    path = write_mmsa(tmp_path / "a", "mosi", aligned=False)
+    zipped = tmp_path / "unaligned_50.pkl"
+    zipped.write_bytes(gzip.compress(path.read_bytes()))
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError, match=r"unaligned_50.pkl.*gzip-compressed \(decompress it first: gunzip\)"):
+        create_data("mmsa", path=zipped, dataset="mosi")
+    with pytest.raises(ValueError, match=r"^data.path is empty; pass the data file"):
+        create_data("mmsa", path="", dataset="mosi")
+    with pytest.raises(IsADirectoryError, match=r"is a folder, but a pickle file is expected here \(pass one of the "
+                                                r"pickles in it: Processed/unaligned_50.pkl\)"):
+        create_data("mmsa", path=path.parent.parent)
+    monkeypatch.setenv("HOME", str(tmp_path / "a"))
+    assert create_data("mmsa", path="~/MOSI/Processed/unaligned_50.pkl").name.startswith("mosi")
+    check()
+    old = write_mmsa(tmp_path / "b", "mosi", aligned=False,
+                     mutate=lambda d: [d[s].update({b"text": d[s].pop("text")}) for s in d])
+    with pytest.raises(DataFormatError, match=r"split 'train' has no key 'text' \(found: .*\); it is stored as bytes "
+                                              r"b'text': re-save the file with str keys \(Python 3\)"):
+        create_data("mmsa", path=old)
+
+
+def test_a_mosi_bclstm_segment_of_no_split_and_gcnet_bytes_names_are_named(tmp_path):
+    """A typo in bclstm_split ('Test') dropped the segment from both splits and was then blamed on
+    bclstm_row; GCNet utterance names stored as bytes were looked up as "b'...'.npy" (review)."""
+    from .writers import write_mosi_bclstm
+
+    def typo(text):
+        lines = text.splitlines(keepends=True)
+        lines[-1] = lines[-1].replace(",test,", ",Test,")
+        return "".join(lines)
+
+    root = write_mosi_bclstm(tmp_path / "m", edit={"mosi_index.csv": typo})
+    with pytest.raises(ValueError, match=r"mosi_index.csv: line \d+ \(segment .*\): bclstm_split is 'Test', expected "
+                                         r"'train' or 'test'; restore the file"):
+        create_data("mosi_bclstm", path=root, verify=False)
+
+    def as_bytes(d):
+        d["videoIDs"] = {v: [u.encode() for u in us] for v, us in d["videoIDs"].items()}
+
+    label = write_gcnet(tmp_path / "g", "iemocap4", mutate=as_bytes)
+    bundle = create_data("gcnet", label_path=label)
+    assert all(isinstance(i, str) and not i.startswith("b'") for i in bundle.splits["test"].ids)

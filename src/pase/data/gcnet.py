@@ -297,7 +297,7 @@ def _per_utterance(table: Dict[str, list], vids: Sequence[str], t: _Labels) -> n
 def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
     """Validated (N,) targets and ids of the utterances of ``vids``."""
     task = GCNET_DATASETS[dataset]
-    ids = [str(u) for v in vids for u in t.utterances[v]]
+    ids = [to_str(u) for v in vids for u in t.utterances[v]]
     hint = (" (one-hot rows? store each utterance's class index, e.g. argmax of the row)"
             if task.kind == "classification" else "")
     flat = []
@@ -381,14 +381,14 @@ def _dataset_name(label_path: Path, dataset: Optional[str]) -> str:
 
 
 def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanitize):
-    lp = Path(label_path)
-    root = Path(feature_root) if feature_root is not None else lp.parent / "features"
+    lp = Path(label_path).expanduser()
+    root = Path(feature_root).expanduser() if feature_root is not None else lp.parent / "features"
     require_file(lp)
     dataset = _dataset_name(lp, dataset)
     _check_args(dataset, folds, fraction)
     features = _feature_folders(features)
     t = _read_labels(safe_load_pickle(lp), lp.name)
-    utts = [str(u) for v in _all_videos(t) for u in t.utterances[v]]
+    utts = [to_str(u) for v in _all_videos(t) for u in t.utterances[v]]
     row = {u: i for i, u in enumerate(utts)}
     feats = _read_features(utts, root, features, sanitize)
     info = {"format": "gcnet", "dataset": dataset, "file": str(lp), "feature_root": str(root),
@@ -446,7 +446,7 @@ def check_folds(label_path: str | Path, folds: Sequence[Optional[int]], dataset:
     """The data errors ``load_gcnet`` would raise for each fold (a session without videos, names
     that are not IEMOCAP dialogues), reading the label pickle once and no feature: ``pase
     crossval`` found a missing session only when that fold's turn came, after the others trained."""
-    lp = Path(label_path)
+    lp = Path(label_path).expanduser()
     require_file(lp)
     name = _dataset_name(lp, dataset)
     t = _read_labels(safe_load_pickle(lp), lp.name)

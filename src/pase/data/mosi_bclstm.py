@@ -145,6 +145,9 @@ def _parse_index(path: Path) -> List[dict]:
             if not -3.0 <= r["label"] <= 3.0:  # NaN fails too
                 raise MosiDataError(f"{path}: line {reader.line_num} (segment {r['segment_id']!r}): label "
                                     f"{r['label']:g} is outside [-3, 3] (MOSI sentiment); restore the file")
+            if r["bclstm_split"] not in ("train", "test"):  # the segment fell out of both splits, silently
+                raise MosiDataError(f"{path}: line {reader.line_num} (segment {r['segment_id']!r}): bclstm_split is "
+                                    f"{r['bclstm_split']!r}, expected 'train' or 'test'; restore the file")
             rows.append(r)
     return rows
 
@@ -182,7 +185,7 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction={valid_fraction!r} (data.options.valid_fraction); it must lie strictly "
                          f"between 0 and 1 (default 0.15): the train videos are split into train and valid")
-    root = Path(path) if path is not None else default_root()
+    root = Path(path).expanduser() if path is not None else default_root()
     if not (root / "mosi_index.csv").is_file():
         raise MosiDataError(f"{root}: not a mosi-bclstm folder (no mosi_index.csv); pass data.path=FOLDER")
     if isinstance(modalities, str):

@@ -81,9 +81,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return obj
 
 
+def folder_error(p: Path) -> IsADirectoryError:
+    """The error for a folder passed where a pickle file belongs, naming the pickles in it."""
+    found = sorted(str(q.relative_to(p)) for q in [*p.glob("*.pkl"), *p.glob("*/*.pkl")])[:4]
+    hint = (f"pass one of the pickles in it: {', '.join(found)}" if found
+            else "it holds no .pkl file; pass the pickle's own path")
+    return IsADirectoryError(f"{p}: is a folder, but a pickle file is expected here ({hint})")
+
+
 #: leading bytes of files often passed where a pickle belongs
 _MAGIC = ((b"\x93NUMPY", "a NumPy .npy array"), (b"PK\x03\x04", "a zip archive (a torch.save file or .npz)"),
-          (b"\x89HDF", "an HDF5 file"))
+          (b"\x89HDF", "an HDF5 file"), (b"\x1f\x8b", "gzip-compressed (decompress it first: gunzip)"),
+          (b"BZh", "bzip2-compressed (decompress it first: bunzip2)"),
+          (b"\xfd7zXZ\x00", "xz-compressed (decompress it first: unxz)"))
 
 
 def _dotted(text: str) -> bool:
@@ -151,10 +161,7 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
     """
     p = Path(path)
     if p.is_dir():
-        found = sorted(str(q.relative_to(p)) for q in [*p.glob("*.pkl"), *p.glob("*/*.pkl")])[:4]
-        hint = (f"pass one of the pickles in it: {', '.join(found)}" if found
-                else "it holds no .pkl file; pass the pickle's own path")
-        raise IsADirectoryError(f"{p}: is a folder, but a pickle file is expected here ({hint})")
+        raise folder_error(p)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file; check the path (nothing is downloaded for you)")
     with open(p, "rb") as fh:

@@ -92,7 +92,9 @@ def require_keys(split_dict: Mapping, keys: Sequence[str], file: str, split: str
                    else "pass the modalities the file holds (data.modalities)")
         else:
             fix = "re-export the file with this key"
-        if other_format:
+        if k.encode() in split_dict:  # a pickle written by Python 2 keeps str keys as bytes
+            fix = f"it is stored as bytes {k.encode()!r}: re-save the file with str keys (Python 3)"
+        elif other_format:
             fix += f" or use the {other_format!r} format"
         raise DataFormatError(f"{file}: split {split!r} has no key {k!r} (found: {found}); {fix}")
 
@@ -433,16 +435,23 @@ def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequenc
     bad = [m for m in modalities if m not in valid_modalities]
     if bad or not modalities:
         raise ValueError(f"modalities={tuple(modalities)!r}; choose from {tuple(valid_modalities)}")
-    p = Path(path)
+    if not str(path).strip():
+        raise ValueError("data.path is empty; pass the data file, for example data.path=.../unaligned_50.pkl")
+    p = Path(path).expanduser()
     require_file(p)
     return p, resolve_dataset(p, dataset, patterns, valid_datasets)
 
 
 def require_file(path: Path) -> None:
-    """A mistyped path is named as missing before its name is read for a dataset (it was reported as
-    a name without a dataset in it)."""
+    """A mistyped path, or a folder, is named as such before its name is read for a dataset (it
+    was reported as a name without a dataset in it)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file; check the path (nothing is downloaded for you)")
+        hint = " ('~' is expanded only at the start of a path)" if "~" in str(path) else ""
+        raise FileNotFoundError(f"{path}: no such file; check the path (nothing is downloaded for you){hint}")
+    if path.is_dir():
+        from .safe_pickle import folder_error
+
+        raise folder_error(path)
 
 
 def resolve_dataset(path: Path, dataset: Optional[str], patterns: Sequence[Tuple[str, str]],

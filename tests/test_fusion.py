@@ -35,6 +35,14 @@ def test_confidence_closed_form():
     torch.testing.assert_close(prototype_confidence(p.log()), expected)
 
 
+def test_one_class_is_confident_only_when_its_prototype_is_initialised():
+    """K = 1 gave confidence 1 whatever ``initialized`` said (review)."""
+    z = torch.zeros(2, 3, 1)  # (M, B, K = 1)
+    init = torch.tensor([[True], [False]])  # (M, K)
+    assert prototype_confidence(z, init).tolist() == [[1.0] * 3, [0.0] * 3]
+    assert prototype_confidence(z).tolist() == [[1.0] * 3] * 2
+
+
 def test_confidence_is_normalised_by_the_initialised_prototypes():
     """Entropy over the n initialised classes divided by log n, not log K; n < 2 gives 0."""
     z = torch.tensor([[[float("-inf"), 1.0, 2.0, float("-inf")]],  # modality 0: classes 1, 2 initialised

@@ -206,6 +206,29 @@ def test_sgm_step_target_refuses_an_optimizer_without_modality_groups_and_follow
     assert min(phi) < 1
 
 
+def test_a_float64_models_shapley_values_are_float64(bundle):
+    """The coalition pass and the utilities were cast to float32: a float64 model's Shapley values
+    came back float32, off by about 1e-8 from a float64 computation (review)."""
+    from pase.shapley import exact_shapley
+
+    cfg, model, method = _setup(bundle)
+    model = model.double()
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    batch = batch.__class__(**{**batch.__dict__, "inputs": {m: x.double() for m, x in batch.inputs.items()},
+                               "target": batch.target.double()})
+    method.loss(model, batch, model(batch))  # the prototypes, for the gate
+    out = model(batch)
+    u = method.coalition_utilities(model, out, batch.target)
+    assert u.dtype == torch.float64
+    model.eval()  # the same forward, without touching the banks
+    with torch.no_grad():
+        ref = torch.stack([-(model(batch, present=mask).logits.squeeze(-1) - batch.target).abs().mean()
+                           for mask in method.masks])  # each coalition by a masked forward pass, float64
+    torch.testing.assert_close(u, ref, rtol=0, atol=1e-12)  # float32 arithmetic was off by ~1e-8
+    values = exact_shapley(u)
+    assert values.dtype == torch.float64 and torch.isfinite(values).all()
+
+
 def test_pcl_from_the_forward_similarities_equals_pcl_loss(bundle):
     """PaSE takes PCL from the forward pass's prototype similarities: same value and gradient as
     pcl_loss on the representations."""

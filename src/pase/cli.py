@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
@@ -201,6 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     previous = _raise_on_sigterm()
+    formatter = warnings.formatwarning  # a library's warning as one line, without its source line
+    warnings.formatwarning = lambda message, category, *_, **__: f"{_who()}: warning: {message}\n"
     try:
         return args.fn(args)
     except RunInterrupted as e:  # a training loop's (with its advice), or a SIGTERM elsewhere
@@ -220,6 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{_who()}: error: {msg}", file=sys.stderr)
         return 2
     finally:
+        warnings.formatwarning = formatter
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -60,12 +60,14 @@ def prototype_confidence(logits: Tensor, initialized: Optional[Tensor] = None) -
     batch dim of ``logits``: an (M, K) mask for (M, B, K) logits; None: all K). A class with logit
     -inf (an uninitialised prototype) has probability 0 and adds 0 log 0 = 0 to the entropy, so
     log n is the largest entropy possible; with n < 2 initialised prototypes there is nothing to
-    discriminate and c = 0 (logits with a single class, K = 1, give c = 1: one sharp match).
+    discriminate and c = 0 (logits with a single class, K = 1, give c = 1 when that prototype is
+    initialised, or ``initialized`` is None: one sharp match; 0 when it is not).
     Value and gradient stay finite.
     """
     k = logits.shape[-1]
-    if k < 2:
-        return torch.ones(logits.shape[:-1], dtype=logits.dtype, device=logits.device)
+    if k < 2:  # one class: one sharp match if its prototype is initialised, else nothing to go on
+        one = torch.ones(logits.shape[:-1], dtype=logits.dtype, device=logits.device)
+        return one if initialized is None else one * initialized[..., 0:1].to(logits.dtype)
     logp = torch.log_softmax(logits, dim=-1)
     p = logp.exp()
     entropy = -(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(-1)  # mask first: no 0 * -inf

@@ -169,7 +169,8 @@ def shapley_shares(values: Tensor, eps: float = 1e-3) -> Tensor:
 
     A modality with a non-positive value (it does not help or it hurts) is raised to the small
     floor f, so it gets the smallest share and, under SGM, its full gradient. If all values are
-    (numerically) zero, the shares are uniform. The result is never NaN for finite input.
+    (numerically) zero, the shares are uniform. The result is never NaN for finite input whose
+    absolute sum is finite in its dtype (float32: below about 3e38).
 
     Args:
         values: (M,) or (M, ...) Shapley values.

@@ -51,3 +51,26 @@ def test_debug_shows_the_traceback(tmp_path):
     path = build("NaN feature", tmp_path / "data")
     with pytest.raises(ValueError, match=CASES["NaN feature"].message):
         main(["--debug"] + _command("train", "NaN feature", path, tmp_path / "run"))
+
+
+def test_a_library_warning_is_one_line_and_the_format_is_restored(tmp_path, capsys, monkeypatch):
+    """numpy's and torch's warnings printed with their file, line and source line before the one
+    error line (review); the command line formats them as 'pase: warning: ...' (pytest records
+    warnings instead of printing them, so the format in force during the command is what is read)."""
+    import warnings
+
+    import pase.data.inspect as inspect_mod
+
+    seen = []
+
+    def warns(*args, **kwargs):
+        seen.append(warnings.formatwarning("loadtxt: input contained no data", UserWarning, "npyio.py", 1373,
+                                           "    warnings.warn("))
+        raise ValueError("features/text_train0.csv: no rows")
+
+    monkeypatch.setattr(inspect_mod, "inspect_path", warns)
+    before = warnings.formatwarning
+    assert main(["data", "inspect", str(tmp_path)]) == 2
+    assert seen == ["pase: warning: loadtxt: input contained no data\n"]
+    assert capsys.readouterr().err == "pase: error: features/text_train0.csv: no rows\n"
+    assert warnings.formatwarning is before

@@ -237,7 +237,8 @@ class Method(nn.Module):
         (absent modalities masked at fusion)."""
         masks = self.masks if masks is None else masks
         logits = model.coalition_logits(out, masks.to(target.device))  # (C, B, O)
-        return coalition_utility(logits, target, self.task, self.utility, self.loss_kind).float()
+        u = coalition_utility(logits, target, self.task, self.utility, self.loss_kind)
+        return u.to(torch.promote_types(u.dtype, torch.float32))  # float32 at least; a float64 model's stay float64
 
     @torch.no_grad()
     def shapley_values(self, model: nn.Module, out, target: Tensor) -> Tuple[Tensor, Optional[Tensor]]:

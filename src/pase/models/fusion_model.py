@@ -233,11 +233,12 @@ def _coalition_head(layers: List[nn.Module], stacked: Tensor, scores: Optional[T
         # the gate's exponentials and the mask products in float32 whatever the autocast (in half
         # precision e_m underflows past a gap of about 17, and the clamp below would round to 0)
         half = q.dtype in (torch.float16, torch.bfloat16)
+        wide = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for a float64 model
         with torch.autocast(q.device.type, enabled=False) if half else contextlib.nullcontext():
-            mf = masks.float()  # (C, M)
-            g = scores.t().float()  # (M, B)
+            mf = masks.to(wide)  # (C, M)
+            g = scores.t().to(wide)  # (M, B)
             e = torch.exp((g - g.amax(0, keepdim=True)).clamp_min_(-_GATE_GAP))  # (M, B), max 1
-            x = torch.mm(mf, (q.float() * e.unsqueeze(-1)).view(mm, -1)).view(c, b, -1)  # (C, B, H)
+            x = torch.mm(mf, (q.to(wide) * e.unsqueeze(-1)).view(mm, -1)).view(c, b, -1)  # (C, B, H)
             den = torch.mm(mf, e).clamp_min_(1e-30)  # (C, B); 0 (clamped) only for the empty coalition
             scale = (mf.sum(-1, keepdim=True) / den).unsqueeze(-1)  # (C, B, 1): |S| / sum_S e
             x = x.mul_(scale) if inplace else x * scale

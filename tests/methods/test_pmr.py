@@ -111,3 +111,31 @@ def test_banks_update_after_losses_and_backward_works(make_case):
     assert {f"banks.{m}.prototypes" for m in case.mods} <= set(state), "banks are checkpointed"
     logs = method.end_validation_epoch(model, 0, True)
     assert set(f"pmr_rho_{m}" for m in case.mods) <= set(logs)
+
+
+def test_under_ddp_the_confidences_are_the_global_batchs(make_case, monkeypatch):
+    """Each rank weighted the modalities by its own half batch's confidences (AGM's and PaSE's
+    statistics were all-reduced, PMR's not; review). A simulated second rank of 3 B samples whose
+    confidences make audio the most confident must move rho to the global batch's."""
+    case = make_case(B=16, overrides=["baselines.pmr_rule=original"])
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    classes = prototype_targets(case.batch.target, case.task, case.cfg.pase.binning)
+    with torch.no_grad():
+        out0 = model(case.batch)
+        for m in case.mods:
+            method.banks[m].update(out0.reps[m], classes)
+    out = model(case.batch)
+    _, local = method.prototype_terms(out, classes)
+    B = case.batch.target.shape[0]
+    other = torch.tensor([0.1, 0.99, 0.1])  # the other rank: audio far the most confident
+
+    def all_reduce(packed, op=None):  # the confidences' (M + 1,); the banks' class sums: the other rank adds none
+        if packed.numel() == len(other) + 1:
+            packed += torch.cat([other * 3 * B, torch.tensor([3.0 * B])])
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    global_conf = (local.float() * B + other * 3 * B) / (4 * B)
+    method.loss(model, case.batch, out)
+    assert_close(method._stats["conf"].pop(), global_conf)
+    assert pmr_rebalance(global_conf, "original").tolist() == [1.0, 0.0, 1.0]

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..prototypes import PrototypeBank
-from .base import Method, RunningMean, pop_means, register_method
+from .base import Method, RunningMean, batch_weighted_mean, pop_means, register_method
 from .pase import prototype_targets
 
 __all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance"]
@@ -149,7 +149,10 @@ class PMR(Method):
         task, logs = super().loss(model, batch, out)
         classes = prototype_targets(batch.target, self.task, self.binning)
         losses, confs = self.prototype_terms(out, classes)
-        rho = pmr_rebalance(confs.float(), self.rule)  # (M,), no gradient
+        # the global batch's confidences under DDP (weighted by batch size), so every rank weights the same
+        # modalities, as one process with the global batch would (each rank used its own half batch)
+        confs = batch_weighted_mean(confs.float(), batch.target.shape[0])
+        rho = pmr_rebalance(confs, self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         if model.training:  # an eval-mode (validation) loss moves no prototype
             for m in self.modalities:  # EMA step after the losses (they hold clones)

@@ -126,6 +126,24 @@ def test_wide_table_names_a_metric_averaged_over_fewer_seeds():
     assert wide["rows"] == [["pase", 4, "0.8750 ± 0.0645", "0.6000 ± 0.1000 (n=3)"]]
 
 
+def test_diagnostic_cells_over_fewer_seeds_than_the_runs_say_so():
+    """A text probe NaN for one of 4 seeds showed '0.5469' with no n in the diagnostics tables,
+    unlike the test-metric table (review)."""
+    from pase.evaluation.compare import describe
+    from pase.evaluation.report import _diagnostic_tables
+
+    mods = ["text", "audio"]
+    full, short = describe([0.5, 0.6, 0.55, 0.52]), describe([0.5, float("nan"), 0.55, 0.52])
+    s = {"reported": ["pase"], "modalities": mods, "metrics": ["MAE"], "headline": "Has0_acc_2",
+         "stats": {"pase": {"MAE": describe([0.9, 0.8, 0.85, 0.95])}},
+         "shares": {"neg_loss": {"pase": {"text": full, "audio": full}}},
+         "probes": {"metric": "acc2", "values": {"pase": {"text": short, "audio": full}}},
+         "robustness": {"pase": {k: full for k in ("full", "missing_relative", "noise_relative")}},
+         "conditions": {"pase": []}}
+    probes = next(t for t in _diagnostic_tables(s) if t["title"].startswith("Linear probes"))
+    assert probes["rows"] == [["pase", "0.5233 ± 0.0252 (n=3)", "0.5425 ± 0.0435"]]
+
+
 def test_the_header_names_a_paired_reference_only_when_it_was_compared(comparison, comparison_copy):
     from pase.evaluation.report import summary_markdown
 

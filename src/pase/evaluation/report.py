@@ -114,29 +114,34 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
     methods, mods = s["reported"], s.get("modalities") or []
     if "shares" not in s:
         return []
+    full = {m: max(s["stats"][m][k]["n"] for k in s["metrics"]) for m in methods}
+
+    def pm(m: str, d: Dict[str, float]) -> str:  # a cell over fewer seeds than the method's runs says so
+        return _pm(d) + (f" (n={d['n']})" if d and 0 < d.get("n", 0) < full[m] else "")
+
     tables = [{"title": "Test-split Shapley shares",
                "note": "Exact Shapley values over all 2^M coalitions of the fused head (absent modalities masked "
                        "at the fusion input), utility over the whole test split, normalised to shares.",
                "headers": ["method", "utility"] + mods,
-               "rows": [[m, u] + [_pm(s["shares"][u][m][mod]) for mod in mods]
+               "rows": [[m, u] + [pm(m, s["shares"][u][m][mod]) for mod in mods]
                         for m in methods for u in s["shares"]]},
               *_share_truth_table(s, methods, mods),
               {"title": f"Linear probes of the frozen encoders ({s['probes']['metric']}, test split)",
                "note": "A linear model fit on the train-split representation of one modality, scored on test.",
                "headers": ["method"] + mods,
-               "rows": [[m] + [_pm(s["probes"]["values"][m][mod]) for mod in mods] for m in methods]},
+               "rows": [[m] + [pm(m, s["probes"]["values"][m][mod]) for mod in mods] for m in methods]},
               {"title": f"Robustness ({s['headline']} relative to the complete, clean input)",
                "note": "missing: mean over proper non-empty modality subsets of metric(subset) / metric(all); "
                        "noise: mean over modalities and noise levels > 0 of metric(noisy) / metric(clean).",
                "headers": ["method", f"{s['headline']} (all)", "missing-modality ratio", "noise ratio"],
-               "rows": [[m] + [_pm(s["robustness"][m][k]) for k in ("full", "missing_relative", "noise_relative")]
+               "rows": [[m] + [pm(m, s["robustness"][m][k]) for k in ("full", "missing_relative", "noise_relative")]
                         for m in methods]}]
     conds = [c["condition"] for c in next((v for v in s["conditions"].values() if v), []) if c["kind"] == "missing"]
     if conds:
         look = {m: {c["condition"]: c for c in s["conditions"][m]} for m in methods}
         tables.append({"title": f"Missing-modality conditions ({s['headline']}, test split)",
                        "headers": ["method"] + conds,
-                       "rows": [[m] + [_pm(look[m].get(c, {})) for c in conds] for m in methods]})
+                       "rows": [[m] + [pm(m, look[m].get(c, {})) for c in conds] for m in methods]})
     if s.get("deficit"):
         alone = s["alone"]
         tables.append({"title": f"Probe deficit: unimodal alone minus joint ({s['probes']['metric']})",
@@ -151,7 +156,7 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
                 "(docs/synthetic.md) from its frozen encoder, test split.")
         tables.append({"title": "Effect probes of the frozen encoders (effect_r2, test split)", "note": note,
                        "headers": ["method"] + mods,
-                       "rows": [[m] + [_pm(eff["values"][m][mod]) for mod in mods] for m in methods]})
+                       "rows": [[m] + [pm(m, eff["values"][m][mod]) for mod in mods] for m in methods]})
         if eff.get("deficit"):
             tables.append({"title": "Effect-probe deficit: unimodal alone minus joint (effect_r2)",
                            "note": "Positive: jointly trained, the encoder learned less of its own modality's effect.",

@@ -196,8 +196,9 @@ def test_a_gpu_runs_noise_state_and_an_old_checkpoint_load_on_this_machine(make_
     b = OGMGE(case.cfg, case.task, case.fresh())
     b.load_state_dict(state)
     if not torch.cuda.is_available():
-        assert torch.equal(b.get_extra_state()["cuda:0"], cpu)  # kept for a later run on the GPU
+        assert torch.equal(b.get_extra_state()["cuda"], cpu)  # kept for a later run on the GPU
     assert torch.equal(b._generator(torch.device("cpu")).get_state(), cpu)
+    assert set(b.get_extra_state()) == ({"cpu"} if torch.cuda.is_available() else {"cpu", "cuda"})
     old = {k: v for k, v in a.state_dict().items() if k != "_extra_state"}
     c = OGMGE(case.cfg, case.task, case.fresh())
     c.load_state_dict(old)
@@ -213,3 +214,23 @@ def test_one_modality_is_refused(make_case):
     with pytest.raises(ValueError, match=r"method=ogm_ge balances two or more modalities; this data has one \(text\): "
                                          r"use method=late_fusion"):
         OGMGE(case.cfg, case.task, case.model)
+
+
+def test_every_ddp_rank_continues_the_same_noise_stream_after_a_resume(make_case):
+    """Under DDP each rank adds its own generator's noise after the all-reduce; the generators draw the
+    same stream (same seed), which keeps the replicas equal. The checkpoint (rank 0's) keyed its state
+    by device ('cuda:0'), so on resume rank 1's cuda:1 generator restarted at the seed and the replicas
+    diverged. States are keyed by device type now, and an old key with an index ('cpu:0' here, standing
+    for rank 0's 'cuda:0') restores the generator of any device of that type."""
+    case = make_case()
+    rank0 = OGMGE(case.cfg, case.task, case.model)
+    torch.randn(7, generator=rank0._generator(torch.device("cpu")))  # training advanced the stream
+    saved = rank0.state_dict()
+    assert set(saved["_extra_state"]) == {"cpu"}
+    reference = torch.Generator()
+    reference.set_state(saved["_extra_state"]["cpu"])
+    expected = torch.randn(5, generator=reference)
+    for state in (saved, {**saved, "_extra_state": {"cpu:0": saved["_extra_state"]["cpu"]}}):
+        rank1 = OGMGE(case.cfg, case.task, case.fresh())
+        rank1.load_state_dict(state)
+        assert torch.equal(torch.randn(5, generator=rank1._generator(torch.device("cpu"))), expected)

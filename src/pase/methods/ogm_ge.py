@@ -172,7 +172,9 @@ class OGMGE(Method):
         self._pending = RunningMean()  # k over the micro-batches of this step
         self._stats = {"coeff": RunningMean(), "ratio": RunningMean()}  # epoch means: per step, per batch
         self._generators: Dict[torch.device, torch.Generator] = {}
-        self._elsewhere: Dict[str, Tensor] = {}  # saved states of devices this machine lacks: kept, unused
+        # saved noise states by device type ("cuda", "cpu"), applied when that type's generator is made; a
+        # type this machine lacks stays here, unused, and is saved again
+        self._saved: Dict[str, Tensor] = {}
         # a checkpoint from before the generators' states were saved loads with them at the seed
         self._register_load_state_dict_pre_hook(lambda sd, prefix, *a: sd.setdefault(prefix + "_extra_state", None))
 
@@ -198,22 +200,25 @@ class OGMGE(Method):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+            gen = torch.Generator(device=device).manual_seed(self.seed)
+            state = self._saved.pop(device.type, None)
+            if state is not None:
+                gen.set_state(state)
+            self._generators[device] = gen
         return self._generators[device]
 
     def get_extra_state(self) -> Dict[str, Tensor]:
-        """The noise generators' states, so a resumed run draws the same gradient noise."""
-        return {**self._elsewhere, **{str(dev): g.get_state() for dev, g in self._generators.items()}}
+        """The noise generators' states by device type, so a resumed run draws the same gradient noise.
+        By type, not index: under DDP every rank's generator (cuda:0, cuda:1, ...) draws the same stream
+        from the same seed, so the noise added after the gradients' all-reduce keeps the replicas equal;
+        a checkpoint (rank 0's) keyed 'cuda:0' restored rank 0's stream only, and the ranks diverged."""
+        return {**self._saved, **{dev.type: g.get_state() for dev, g in self._generators.items()}}
 
     def set_extra_state(self, state: Optional[Dict[str, Tensor]]) -> None:
-        self._elsewhere = {}
-        for dev, st in (state or {}).items():
-            try:
-                gen = self._generator(torch.device(dev))
-            except RuntimeError:  # a GPU run's checkpoint read on a machine without that device
-                self._elsewhere[dev] = st
-                continue
-            gen.set_state(st)
+        # older checkpoints key by device ("cuda:0", "cpu"); a GPU run's state read on a machine without a GPU
+        # is kept unused (torch.Generator(device="cuda") fails there)
+        self._saved = {torch.device(dev).type: st for dev, st in (state or {}).items()}
+        self._generators = {}
 
     def before_optimizer_step(self, model: nn.Module, optimizer=None) -> None:
         coeffs = self._pending.pop()  # mean over the micro-batches of this step

@@ -196,14 +196,37 @@ def _who() -> str:
     return f"pase (rank {rank})" if rank else "pase"
 
 
+_WARNINGS = {"depth": 0, "saved": None}
+_WARNINGS_LOCK = threading.Lock()
+
+
+def _one_warning_line(message, category, *_, **__) -> str:
+    return f"{_who()}: warning: {message}\n"
+
+
+def _one_line_warnings(on: bool) -> None:
+    """While a command runs, a library's warning prints as one ``pase: warning:`` line, without its
+    file and source line. Counted, so overlapping calls of :func:`main` (threads, nesting) restore
+    Python's format only when the last one ends."""
+    with _WARNINGS_LOCK:
+        if on:
+            if _WARNINGS["depth"] == 0:
+                _WARNINGS["saved"] = warnings.formatwarning
+                warnings.formatwarning = _one_warning_line
+            _WARNINGS["depth"] += 1
+        else:
+            _WARNINGS["depth"] -= 1
+            if _WARNINGS["depth"] == 0:
+                warnings.formatwarning = _WARNINGS["saved"]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     previous = _raise_on_sigterm()
-    formatter = warnings.formatwarning  # a library's warning as one line, without its source line
-    warnings.formatwarning = lambda message, category, *_, **__: f"{_who()}: warning: {message}\n"
+    _one_line_warnings(True)
     try:
         return args.fn(args)
     except RunInterrupted as e:  # a training loop's (with its advice), or a SIGTERM elsewhere
@@ -223,7 +246,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{_who()}: error: {msg}", file=sys.stderr)
         return 2
     finally:
-        warnings.formatwarning = formatter
+        _one_line_warnings(False)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

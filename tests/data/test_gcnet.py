@@ -152,6 +152,10 @@ def test_data_modalities_leave_an_absent_feature_folder_unread(tmp_path):
         load_bundle(apply_overrides(Config(), sets))
     bundle = load_bundle(apply_overrides(Config(), sets + ["data.modalities=[text,audio]"]))
     assert bundle.modalities == ["text", "audio"]
+    # a name that is no modality is still named as such (the mapping blamed 'features' for a moment)
+    with pytest.raises(ValueError, match=r"has no modality 'video' \(found: text, audio\); fix data.modalities"):
+        load_bundle(apply_overrides(Config(), sets + ["data.modalities=[text,video]",
+                                                      "data.options.features={vision: null}"]))
 
 
 def test_audio_minus_inf_frames_are_zeroed_before_pooling(tmp_path):

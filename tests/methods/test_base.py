@@ -77,6 +77,13 @@ def test_an_eval_mode_loss_changes_no_state_and_equals_the_training_loss():
     from pase.models.build import build_model
 
     bundle = create_data("synthetic", sizes=[48, 16, 16])
+
+    def sums(method):  # every RunningMean of the method, plain attributes or in a dict: its count
+        found = {k: v.n for k, v in vars(method).items() if isinstance(v, RunningMean)}
+        found.update({f"{k}.{j}": w.n for k, v in vars(method).items() if isinstance(v, dict)
+                      for j, w in v.items() if isinstance(w, RunningMean)})
+        return found
+
     for name in ("late_fusion", "pase", "ogm_ge", "agm", "pmr"):
         torch.manual_seed(0)
         cfg = apply_overrides(Config(), [f"method={name}", "model.dropout=0", "pase.switch_max_epoch=0"])
@@ -89,6 +96,7 @@ def test_an_eval_mode_loss_changes_no_state_and_equals_the_training_loss():
         state = lambda: {k: v.clone() for k, v in [*model.state_dict().items(), *method.state_dict().items()]  # noqa: E731
                          if torch.is_tensor(v)}
         before = state()
+        counted = sums(method)
         valid = bundle.splits["valid"].__getitems__(list(range(16)))
         model.eval()
         with torch.no_grad():
@@ -96,6 +104,8 @@ def test_an_eval_mode_loss_changes_no_state_and_equals_the_training_loss():
         after = state()
         changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
         assert changed == [], (name, changed)
+        # the running sums outside the state dict (tracked values, queued coefficients, epoch statistics)
+        assert sums(method) == counted, (name, sums(method), counted)
         model.train()
         with torch.no_grad():
             trained, _ = method.loss(model, valid, model(valid))

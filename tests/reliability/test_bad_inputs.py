@@ -74,3 +74,19 @@ def test_a_library_warning_is_one_line_and_the_format_is_restored(tmp_path, caps
     assert seen == ["pase: warning: loadtxt: input contained no data\n"]
     assert capsys.readouterr().err == "pase: error: features/text_train0.csv: no rows\n"
     assert warnings.formatwarning is before
+
+
+def test_overlapping_commands_restore_pythons_warning_format_when_the_last_ends():
+    """Two main() calls in threads: the one ending last restored the other's formatter, leaving
+    'pase: warning:' installed for the rest of the process (review). The swap is counted now."""
+    import warnings
+
+    from pase.cli import _one_line_warnings
+
+    before = warnings.formatwarning
+    _one_line_warnings(True)
+    _one_line_warnings(True)  # a second command while the first runs
+    _one_line_warnings(False)  # the first ends
+    assert warnings.formatwarning("m", UserWarning, "f.py", 1) == "pase: warning: m\n"
+    _one_line_warnings(False)
+    assert warnings.formatwarning is before

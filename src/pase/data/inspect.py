@@ -19,7 +19,7 @@ import numpy as np
 from ..io import sha256_file
 from . import gcnet, mmsa, mosi_bclstm, mult
 from .safe_pickle import safe_load_pickle
-from .validate import SPLITS, DataFormatError, is_rows, require_splits, resolve_dataset
+from .validate import _FINITE_CHUNK, SPLITS, DataFormatError, is_rows, require_splits, resolve_dataset
 
 __all__ = ["InspectReport", "detect_format", "inspect_path"]
 
@@ -93,8 +93,14 @@ def _largest(value: object) -> float:
         return 0.0
     if arr.dtype.kind != "f" or not arr.size:
         return 0.0
-    finite = np.abs(arr[np.isfinite(arr)])
-    return float(finite.max()) if finite.size else 0.0
+    flat = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
+    rows = max(1, _FINITE_CHUNK // flat.shape[1])  # row chunks: the temporaries stay small on MOSEI-sized keys
+    best = 0.0
+    for i in range(0, len(flat), rows):
+        chunk = np.abs(flat[i:i + rows])
+        chunk = chunk[np.isfinite(chunk)]
+        best = max(best, float(chunk.max())) if chunk.size else best
+    return best
 
 
 def _label_stats(labels: object) -> str:

@@ -152,7 +152,9 @@ def load_bundle(cfg: Config) -> DataBundle:
         from ..data.gcnet import DEFAULT_FEATURES
 
         named = dict(opts.get("features") or {})
-        opts["features"] = {**named, **{m: None for m in {**DEFAULT_FEATURES, **named} if m not in cfg.data.modalities}}
+        known = {**DEFAULT_FEATURES, **named}
+        if all(m in known for m in cfg.data.modalities):  # else select_modalities names the unknown one
+            opts["features"] = {**named, **{m: None for m in known if m not in cfg.data.modalities}}
     bundle = create_data(cfg.data.source, **opts)
     if cfg.data.modalities:
         bundle = select_modalities(bundle, cfg.data.modalities)

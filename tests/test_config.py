@@ -230,6 +230,8 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
      r"^config key 'data\.options\.features' must be a mapping of modality to value"),
     (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=5"],
      r"^config key 'data\.options\.feature_root' must be a path, got int 5$"),
+    (["data.source=gcnet", "data.options.label_path=5"],  # str | Path: types.UnionType, not typing.Union
+     r"^config key 'data\.options\.label_path' must be a path, got int 5$"),
 ])
 def test_an_option_the_data_source_does_not_take_is_named(sets, message):
     """Before, a raw TypeError ("load_gcnet() got an unexpected keyword argument 'path'")."""

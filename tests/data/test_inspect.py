@@ -161,8 +161,17 @@ def test_features_that_overflow_float32_are_a_problem_and_training_names_the_spl
     report = inspect_path(path, checksum=False)
     assert [p.split(":")[0] for p in report.problems] == ["split 'train', key 'vision'", "split 'valid', key 'vision'",
                                                           "split 'test', key 'vision'"]
-    assert "which overflow float32 once squared (the model's predictions become NaN); rescale the features or " \
-           "train with data.standardize=true" in report.problems[0]
+    from pase.data.inspect import overflow_bound
+
+    d_v = int(report.problems[0].split(" features overflows")[0].rsplit(" ", 1)[1])  # MOSI's vision width, 20
+    assert d_v == 20 and f"past {overflow_bound(20):.3g} where a sum of squares over its 20 features overflows " \
+        "float32" in report.problems[0] and "rescale the features or train with data.standardize=true" in \
+        report.problems[0]
+    assert (0.999 * overflow_bound(20)) ** 2 * 20 <= np.finfo(np.float32).max < (1.001 * overflow_bound(20)) ** 2 * 20
+    # values of 1e17 in 20 features are no problem (a fixed 1e17 threshold flagged files that train fine)
+    fine = write_mmsa(tmp_path / "fine", "mosi", aligned=False,
+                      mutate=lambda d: [d[s].update(vision=(d[s]["vision"] * 1e17).astype(np.float32)) for s in d])
+    assert inspect_path(fine, checksum=False).ok
     rc = main(["train", "--set", "data.source=mmsa", "--set", f"data.path={path}", "--set", "train.max_epochs=1",
                "--quiet", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()[-1]

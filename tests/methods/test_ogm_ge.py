@@ -207,13 +207,22 @@ def test_a_gpu_runs_noise_state_and_an_old_checkpoint_load_on_this_machine(make_
                        torch.randn(4, generator=fresh._generator(torch.device("cpu"))))
 
 
-def test_one_modality_is_refused(make_case):
-    """With one modality the coefficient is always 1 and GE added gradient noise alone, logged as
-    no modulation (review)."""
+def test_one_modality_is_refused_at_training_and_an_old_checkpoint_still_loads(tmp_path, make_case):
+    """With one modality the coefficient is always 1 and GE added gradient noise alone, logged as no
+    modulation (review); refused when training starts, not when a method is rebuilt (a one-modality
+    OGM-GE checkpoint of an earlier version still loads for evaluation)."""
+    from tiny import TINY
+
+    from pase.config import Config, ConfigError
+    from pase.training import train
+
+    cfg = apply_overrides(Config(), TINY + ["method=ogm_ge", "data.modalities=[text]"])
+    with pytest.raises(ConfigError, match=r"method=ogm_ge balances two or more modalities; this data has one "
+                                          r"\(text\): use method=late_fusion"):
+        train(cfg, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "checkpoints").exists()
     case = make_case(M=1)
-    with pytest.raises(ValueError, match=r"method=ogm_ge balances two or more modalities; this data has one \(text\): "
-                                         r"use method=late_fusion"):
-        OGMGE(case.cfg, case.task, case.model)
+    OGMGE(case.cfg, case.task, case.model).load_state_dict(OGMGE(case.cfg, case.task, case.fresh()).state_dict())
 
 
 def test_every_ddp_rank_continues_the_same_noise_stream_after_a_resume(make_case):

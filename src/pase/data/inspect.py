@@ -81,8 +81,10 @@ def _describe_array(key: str, value: object) -> str:
     return line
 
 
-#: feature magnitudes past this overflow float32 once squared and summed (layer norms, cosines)
-HUGE = 1e17
+def overflow_bound(width: int) -> float:
+    """The largest |x| whose square summed over ``width`` features stays finite in float32 (layer
+    norms and cosines sum such squares): sqrt(float32 max / width), 6.6e17 for 768 features."""
+    return float(np.sqrt(np.finfo(np.float32).max / max(1, width)))
 
 
 def _largest(value: object) -> float:
@@ -127,9 +129,11 @@ def _describe_splits(raw: dict, label_key: str, report: InspectReport) -> None:
             k = str(k)  # a key that is not a string (7, None) is described, and the loader names it
             report.lines.append(_describe_array(k, v) if hasattr(v, "__len__") else f"    {k:<22} {v!r}")
             big = _largest(v) if hasattr(v, "__len__") and k != label_key else 0.0
-            if big > HUGE:
-                report.problems.append(f"split {s!r}, key {k!r}: values up to {big:.3g}, which overflow float32 "
-                                       "once squared (the model's predictions become NaN); rescale the features or "
+            width = int(np.shape(v)[-1]) if big and np.ndim(v) > 1 else 1
+            if big > overflow_bound(width):
+                report.problems.append(f"split {s!r}, key {k!r}: values up to {big:.3g}, past {overflow_bound(width):.3g}"
+                                       f" where a sum of squares over its {width} features overflows float32 (layer "
+                                       "norms, cosines: the model's predictions become NaN); rescale the features or "
                                        "train with data.standardize=true")
         if label_key in d:
             report.lines.append(_label_stats(d[label_key]))

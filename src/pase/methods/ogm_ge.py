@@ -161,9 +161,6 @@ class OGMGE(Method):
         self.noise = cfg.baselines.ogm_noise
         self.seed = cfg.train.seed
         m = len(self.modalities)
-        if m < 2:  # nothing to balance: the coefficient is always 1, and GE would add noise alone
-            raise ValueError(f"method=ogm_ge balances two or more modalities; this data has one "
-                             f"({', '.join(self.modalities)}): use method=late_fusion")
         self.rule = cfg.baselines.ogm_rule  # checked against OGM_RULES with the config
         # the M singletons and the empty coalition (M + 1, M)
         self.register_buffer("singletons", torch.cat([torch.eye(m, dtype=torch.bool), torch.zeros(1, m, dtype=torch.bool)]),

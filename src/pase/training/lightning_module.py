@@ -227,8 +227,9 @@ class PaseModule(L.LightningModule):
             n = sum(int((~torch.isfinite(lg)).sum()) for lg, _ in batches)
             raise NonFiniteError(
                 f"the model's predictions on the {split} split hold {n} NaN / inf value(s): it overflowed or "
-                f"diverged on these inputs; check the features' scale with pase data inspect (float32 overflows "
-                f"past about 1e19 once squared; data.standardize=true rescales them) and log.csv for divergence")
+                f"diverged on these inputs; check the features' scale with pase data inspect (their sums of squares "
+                f"overflow float32 past about 1e17 to 1e19; data.standardize=true rescales them) and log.csv for "
+                f"divergence")
         for logits, target in batches:
             self.metrics[split].update(logits, target)
         values = self.metrics[split].compute()

@@ -29,6 +29,7 @@ import shutil
 import signal
 import threading
 import time
+import types
 import typing
 import warnings
 from pathlib import Path
@@ -97,7 +98,7 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
         hints = {}
     for key, value in opts.items():  # a number, flag or text option of the wrong type (seed=abc) is named here
         want = hints.get(key)
-        union = typing.get_origin(want) is typing.Union
+        union = typing.get_origin(want) in (typing.Union, types.UnionType)  # Optional[x] and x | y
         inner = [a for a in typing.get_args(want) if a is not type(None)] if union else [want]
         if len(inner) == 1 and inner[0] in (int, float, bool, str):
             coerce_value(value, want, _option_key(key))
@@ -525,6 +526,10 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         log.warning(why)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = bundle if bundle is not None else load_bundle(cfg)
+    if cfg.method == "ogm_ge" and len(bundle.modalities) < 2:  # at training, so old checkpoints still load
+        # nothing to balance: the coefficient is always 1, and GE would add noise alone, logged as no modulation
+        raise ConfigError(f"method=ogm_ge balances two or more modalities; this data has one "
+                          f"({', '.join(bundle.modalities)}): use method=late_fusion")
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     if writer and len(train_dl) == 1 and len(bundle.splits["train"]) > 1:
         log.warning(f"train.batch_size={cfg.train.batch_size} holds the whole training split "

@@ -224,11 +224,12 @@ class PaSE(Method):
     def _scale_steps(self, optimizer: Optional[torch.optim.Optimizer], coeffs: Tensor) -> None:
         """``sgm_target=step``: the learning rate of modality m's optimiser groups is phi_m times
         its base rate (kept in the group as ``pase_base_lr``, so it is checkpointed with the
-        optimiser). A scheduler that multiplies the current rate (StepLR, MultiStepLR,
-        ExponentialLR) moves the base rate; one that sets rates from its own base rates or adds to
-        them (LambdaLR, OneCycleLR, cosine annealing) would cancel or distort phi (its rate is read as
-        a base rate times the last phi): use ``sgm_target=grad`` with those. Under SGD this equals scaling the gradients; under Adam, whose step is
-        invariant to a constant gradient scale, it is what still slows the dominant modality."""
+        optimiser). Under SGD this equals scaling the gradients; under Adam, whose step is invariant
+        to a constant gradient scale, it is what still slows the dominant modality. A scheduler that
+        multiplies the current rate (StepLR, MultiStepLR, ExponentialLR) moves the base rate; one that
+        sets rates from its own base rates or adds to them (LambdaLR, OneCycleLR, cosine annealing)
+        would cancel or distort phi (its rate is read as a base rate times the last phi): use
+        ``sgm_target=grad`` with those."""
         if optimizer is None:
             raise ValueError("pase.sgm_target=step needs the optimiser: call before_optimizer_step(model, optimizer)")
         owner = {id(p): m for m, ps in self._groups.items() for p in ps}

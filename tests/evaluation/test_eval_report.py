@@ -96,6 +96,28 @@ def test_phase_switch_is_marked_and_diagnostics_are_optional(tmp_path):
     assert files["trajectories.png"].read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_every_figure_names_its_dataset_and_protocol(written, monkeypatch, tmp_path):
+    """The PNGs named neither (PASE_SPEC section 6); a figure taken out of the report does now, as its
+    CSV does. Redrawing from the CSV alone (results_tables.py --replot-trajectories) keeps the title."""
+    import pase.evaluation.report as rep
+
+    titles = {}
+    save = rep._save
+
+    def spy(fig, path, context=None):
+        save(fig, path, context)
+        titles[path.name] = fig._suptitle.get_text() if fig._suptitle is not None else None
+
+    monkeypatch.setattr(rep, "_save", spy)
+    out, _ = written
+    report(out)
+    assert set(titles) == {f"{stem}.png" for stem in FIGURES}
+    assert set(titles.values()) == {"synthetic, protocol mosi"}, titles
+    rows = list(csv.DictReader(open(out / "figures" / "trajectories.csv")))
+    rep.plot_trajectories(rows, tmp_path / "again.png")
+    assert titles["again.png"] == "synthetic, protocol mosi"
+
+
 def test_report_of_a_folder_without_runs(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no comparison"):
         report(tmp_path)
@@ -203,7 +225,7 @@ def test_trajectory_epochs_some_seeds_did_not_reach_are_drawn_apart(tmp_path, mo
     import pase.evaluation.report as rep
 
     drawn = {}
-    monkeypatch.setattr(rep, "_save", lambda fig, path: drawn.update(fig=fig, path=path))
+    monkeypatch.setattr(rep, "_save", lambda fig, path, context=None: drawn.update(fig=fig, path=path))
     rows = [{"method": "pase", "epoch": str(e), "modality": mod, "mean": str(0.1 * e + (0.5 if mod == "text" else 0)),
              "sd": "" if e > 2 else "0.01", "n": str(3 if e <= 2 else 1), "switch_epoch": "1.5"}
             for e in range(5) for mod in ("text", "audio")]  # as read back from the CSV: strings

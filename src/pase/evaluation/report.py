@@ -287,7 +287,11 @@ def _figure(ncols: int, nrows: int = 1, width: float = 4.2, height: float = 3.2)
     return fig, [ax for row in axes for ax in row]
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path, context: Optional[Dict[str, Any]] = None) -> None:
+    """Write ``fig`` as a PNG; ``context`` (dataset, protocol) titles it, so a figure taken out of the
+    report still names its protocol (PASE_SPEC section 6)."""
+    if context and (context.get("dataset") or context.get("protocol")):
+        fig.suptitle(f"{context.get('dataset', '')}, protocol {context.get('protocol') or 'n/a'}", fontsize=8)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     atomic_write_bytes(path, buf.getvalue())
@@ -339,8 +343,9 @@ def _plot_trajectories(s: Dict[str, Any], figdir: Path) -> Optional[str]:
     data = _trajectory_data(s)
     if not data:
         return None
-    write_csv(figdir / "trajectories.csv", [{**_context(s), **row} for row in data])
-    plot_trajectories(data, figdir / "trajectories.png", s["methods"])
+    rows = [{**_context(s), **row} for row in data]
+    write_csv(figdir / "trajectories.csv", rows)
+    plot_trajectories(rows, figdir / "trajectories.png", s["methods"])
     return "trajectories"
 
 
@@ -386,7 +391,7 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
         ax.legend(fontsize=7)
     for ax in axes[len(methods):]:
         ax.set_visible(False)
-    _save(fig, path)
+    _save(fig, path, rows[0] if rows else None)  # the CSV's dataset and protocol columns, when it has them
 
 
 def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float, float]]], ylabel: str,
@@ -412,7 +417,7 @@ def _bar_plot(stem: str, figdir: Path, groups: Sequence[str], table: Dict[str, D
     fig, axes = _figure(1, width=max(4.5, 1.1 * len(groups) + 2))
     _grouped_bars(axes[0], groups, {m: [(per[g]["mean"], per[g]["sd"]) for g in groups] for m, per in table.items()},
                   ylabel, order)
-    _save(fig, figdir / f"{stem}.png")
+    _save(fig, figdir / f"{stem}.png", context)
     return stem
 
 
@@ -434,7 +439,7 @@ def _plot_noise(s: Dict[str, Any], figdir: Path) -> Optional[str]:
                             marker="o", markersize=3, capsize=2, label=m)
         ax.set(title=f"noise on {mod}", xlabel="sigma (x train std)", ylabel=s["headline"])
         ax.legend(fontsize=7)
-    _save(fig, figdir / "robustness_noise.png")
+    _save(fig, figdir / "robustness_noise.png", _context(s))
     return "robustness_noise"
 
 

@@ -144,7 +144,9 @@ def test_the_largest_value_is_found_chunk_by_chunk(monkeypatch):
     memory; review); it goes over row chunks now, with the same answer, NaN and inf left out."""
     import pase.data.inspect as inspect_mod
 
-    monkeypatch.setattr(inspect_mod, "_FINITE_CHUNK", 7)  # chunks of 2 rows of 3
+    import pase.data.validate as validate_mod
+
+    monkeypatch.setattr(validate_mod, "_FINITE_CHUNK", 7)  # chunks of 2 rows of 3 (validate.row_chunks)
     x = np.arange(30, dtype=np.float32).reshape(10, 3) - 15
     x[4, 1], x[8, 0], x[9, 2] = np.nan, np.inf, -1e30
     assert inspect_mod._largest(x) == np.abs(x[np.isfinite(x)]).max() == np.float32(1e30)

@@ -19,7 +19,7 @@ import numpy as np
 from ..io import sha256_file
 from . import gcnet, mmsa, mosi_bclstm, mult
 from .safe_pickle import safe_load_pickle
-from .validate import _FINITE_CHUNK, SPLITS, DataFormatError, is_rows, require_splits, resolve_dataset
+from .validate import SPLITS, DataFormatError, is_rows, require_splits, resolve_dataset, row_chunks
 
 __all__ = ["InspectReport", "detect_format", "inspect_path"]
 
@@ -95,11 +95,9 @@ def _largest(value: object) -> float:
         return 0.0
     if arr.dtype.kind != "f" or not arr.size:
         return 0.0
-    flat = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
-    rows = max(1, _FINITE_CHUNK // flat.shape[1])  # row chunks: the temporaries stay small on MOSEI-sized keys
     best = 0.0
-    for i in range(0, len(flat), rows):
-        chunk = np.abs(flat[i:i + rows])
+    for chunk in row_chunks(arr):  # the temporaries stay small on MOSEI-sized keys
+        chunk = np.abs(chunk)
         chunk = chunk[np.isfinite(chunk)]
         best = max(best, float(chunk.max())) if chunk.size else best
     return best
@@ -130,8 +128,9 @@ def _describe_splits(raw: dict, label_key: str, report: InspectReport) -> None:
             report.lines.append(_describe_array(k, v) if hasattr(v, "__len__") else f"    {k:<22} {v!r}")
             big = _largest(v) if hasattr(v, "__len__") and k != label_key else 0.0
             width = int(np.shape(v)[-1]) if big and np.ndim(v) > 1 else 1
-            if big > overflow_bound(width):
-                report.problems.append(f"split {s!r}, key {k!r}: values up to {big:.3g}, past {overflow_bound(width):.3g}"
+            bound = overflow_bound(width)
+            if big > bound:
+                report.problems.append(f"split {s!r}, key {k!r}: values up to {big:.3g}, past {bound:.3g}"
                                        f" where a sum of squares over its {width} features overflows float32 (layer "
                                        "norms, cosines: the model's predictions become NaN); rescale the features or "
                                        "train with data.standardize=true")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -249,13 +249,19 @@ def check_dims(features: Mapping[str, np.ndarray], expected: Optional[Mapping[st
 _FINITE_CHUNK = 1 << 24
 
 
+def row_chunks(arr: np.ndarray) -> Iterable[np.ndarray]:
+    """``arr`` (N, ...) as slices of whole rows of about ``_FINITE_CHUNK`` elements (one row at
+    least), so a check's temporaries stay small on a MOSEI-sized array; a small one whole."""
+    if arr.ndim == 0 or arr.size <= _FINITE_CHUNK:
+        return [arr]
+    rows = max(1, _FINITE_CHUNK // max(1, arr.size // len(arr)))
+    return (arr[i:i + rows] for i in range(0, len(arr), rows))
+
+
 def _all_finite(arr: np.ndarray) -> bool:
     """``np.isfinite(arr).all()`` over row chunks, so the temporary mask stays small (loading a
     MOSEI-sized array no longer holds a bool copy of it)."""
-    if arr.ndim == 0 or arr.size <= _FINITE_CHUNK:
-        return bool(np.isfinite(arr).all())
-    rows = max(1, _FINITE_CHUNK // max(1, arr.size // len(arr)))
-    return all(np.isfinite(arr[i:i + rows]).all() for i in range(0, len(arr), rows))
+    return all(bool(np.isfinite(c).all()) for c in row_chunks(arr))
 
 
 def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequence[str],

@@ -158,7 +158,7 @@ class PMR(Method):
             for m in self.modalities:  # EMA step after the losses (they hold clones)
                 self.banks[m].update(out.reps[m], classes)
             self._stats["rho"].add(rho)
-            self._stats["conf"].add(confs.float())
+            self._stats["conf"].add(confs)
         logs["pmr_loss"] = extra.detach()
         return task + extra, logs
 

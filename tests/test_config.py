@@ -152,6 +152,25 @@ def test_yaml_12_scalars_in_options_and_text_fields(tmp_path):
     assert apply_overrides(Config(), ["train.max_epochs=1_000"]).train.max_epochs == 1000  # as YAML 1.1
 
 
+def test_a_text_field_keeps_the_digits_written(tmp_path):
+    """``data.path=017`` is the folder 017, not 17 (a review: the int's decimal text was taken); an
+    int field still reads the number, and nothing but plain ints reaches the config."""
+    from pase.config import save_config
+
+    cfg = apply_overrides(Config(), ["data.path=017", "train.seed=017",
+                                     "train.max_epochs=+5", "data.options.n=1_000", "data.options.l=[007, 8]"])
+    assert cfg.data.path == "017" and apply_overrides(Config(), ["data.path=0x1F"]).data.path == "0x1F"
+    assert (cfg.train.seed, cfg.train.max_epochs, cfg.data.options) == (17, 5, {"n": 1000, "l": [7, 8]})
+    for v in (cfg.train.seed, cfg.train.max_epochs, cfg.data.options["n"], *cfg.data.options["l"]):
+        assert type(v) is int
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  path: 0042\ntrain:\n  seed: 0042\n")
+    cfg = load_config(p)
+    assert (cfg.data.path, cfg.train.seed) == ("0042", 42) and type(cfg.train.seed) is int
+    save_config(cfg, tmp_path / "saved.yaml")  # would fail on an int subclass
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
 def test_yaml_then_overrides(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("method: pase\ntrain:\n  lr: 0.01\n")

@@ -76,11 +76,36 @@ for _tag, _rx, _first in _CORE_12:
     _Dumper.add_implicit_resolver(_tag, _rx, _first)
 
 
+class _IntText(int):
+    """An int read from a literal that is not its decimal text (``017``, ``1_000``, ``0x1F``, ``+5``):
+    it keeps that text, so a text field (``data.path: 017``) gets what was written, not ``"17"``.
+    :func:`coerce_value` turns it into a plain int or that text; it never reaches a config."""
+
+    text: str
+
+
 def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
     text = loader.construct_scalar(node)
     if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text.replace("_", ""), 10)
+        value = int(text[2:], 8 if text[1] == "o" else 16)
+    else:
+        value = int(text.replace("_", ""), 10)
+    if str(value) == text:
+        return value
+    kept = _IntText(value)
+    kept.text = text
+    return kept
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every :class:`_IntText` inside it a plain int."""
+    if isinstance(value, _IntText):
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
@@ -303,7 +328,7 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
-        return value
+        return _plain(value)
     if origin is typing.Union:  # Optional[X]
         if value is None and type(None) in args:
             return None
@@ -316,18 +341,20 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
         if bad:
             raise ConfigError(f"config key {key!r} has the key {bad[0]!r}, which YAML read as {type(bad[0]).__name__}: "
                               "option names are text; quote it if it is meant as one")
-        return dict(value)
+        return _plain(dict(value))
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} must be a list, for example [text, audio], got "
                               f"{type(value).__name__} {value!r}")
-        return [coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
+        return [coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else _plain(list(value))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if annotation is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
     if annotation is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # train.precision=32: its decimal text (017 -> "17"; quote to keep other text)
+        return getattr(value, "text", str(value))  # train.precision=32, data.path=017: the text written
+    if annotation is int and isinstance(value, _IntText):
+        return int(value)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
             annotation is int and isinstance(value, bool)):
         hint = (f"; quote it to pass the text: --set {key}='\"{value}\"'" if annotation is str else "")

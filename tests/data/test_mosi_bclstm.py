@@ -90,6 +90,25 @@ def test_malformed_sha256sums_line(tmp_path, untouched):
     check()
 
 
+@pytest.mark.parametrize("drop", ["mosi_index.csv", "features/audio_test0.csv", "every line"])
+def test_sha256sums_must_list_every_file_read(tmp_path, untouched, drop):
+    """A SHA256SUMS without the line of a file the loader reads (or emptied) verified nothing of it: a
+    review altered a label and removed the index's line, and the folder loaded as "verified"."""
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    sums = root / "SHA256SUMS"
+    lines = sums.read_text().splitlines(keepends=True)
+    sums.write_text("".join(x for x in lines if drop != "every line" and not x.rstrip().endswith(drop)))
+    check = untouched(root)
+    name = "mosi_index.csv" if drop == "every line" else drop
+    with pytest.raises(MosiDataError, match=rf"SHA256SUMS: does not list '{name}' \(\d+ file\(s\) the loader reads "
+                                            r"are not listed\), so it cannot be verified; restore"):
+        load_mosi_bclstm(path=str(root))
+    check()
+    if drop == "features/audio_test0.csv":  # a file of a modality not loaded need not be listed
+        assert len(load_mosi_bclstm(path=str(root), modalities=["text", "vision"]).splits["test"]) == 6
+    assert len(load_mosi_bclstm(path=str(root), verify=False).splits["test"]) == 6
+
+
 @pytest.mark.parametrize("fraction, message", [
     (0.0, r"^valid_fraction=0\.0 \(data\.options\.valid_fraction\); it must lie strictly between 0 and 1"),
     (1.0, r"^valid_fraction=1\.0 \(data\.options\.valid_fraction\); it must lie strictly between 0 and 1"),

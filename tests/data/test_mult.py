@@ -83,6 +83,18 @@ def test_duplicate_ids_are_made_unique_and_logged(tmp_path, caplog):
     assert "1 ids occur more than once" in caplog.text
 
 
+def test_a_segment_repeated_in_train_and_also_in_test_is_a_leak(tmp_path):
+    """The '#row' suffixes that make repeated ids unique came before the cross-split check and hid
+    the test copy of a segment that train holds twice."""
+    def leak(data):
+        data["train"]["id"][1] = data["train"]["id"][0]
+        test = data["test"]["id"].astype(data["train"]["id"].dtype)  # as wide as the train ids
+        test[0] = data["train"]["id"][0]
+        data["test"]["id"] = test
+    with pytest.raises(DataFormatError, match=r"1 sample id\(s\) occur in both split 'train' and split 'test'"):
+        create_data("mult", path=write_mult(tmp_path, "mosi", mutate=leak))
+
+
 def test_labels_must_be_one_hot_pairs(tmp_path):
     def bad(data):
         data["valid"]["labels"][2, 1] = [1.0, 1.0]

@@ -20,7 +20,7 @@ import hashlib
 import random
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,11 +44,23 @@ def default_root() -> Path:
     return Path("..") / "shared" / "data" / "mosi-bclstm"
 
 
-def verify_checksums(root: Path) -> int:
-    """Check every file listed in ``root/SHA256SUMS``; returns the number of files checked."""
+def verify_checksums(root: Path, required: Sequence[str] = ()) -> int:
+    """Check every file listed in ``root/SHA256SUMS``; returns the number of files checked.
+
+    ``required``: files (relative to ``root``) that must be listed: those the loader reads. Without
+    this, a SHA256SUMS with a line removed (or emptied) verified nothing of an altered file (a review
+    changed a label in mosi_index.csv and dropped its line: "verified 10 files", the label loaded).
+    """
     sums = root / "SHA256SUMS"
     if not sums.is_file():
         raise MosiDataError(f"{sums}: missing; the mosi-bclstm folder must hold its SHA256SUMS file")
+    listed = {line.split(maxsplit=1)[1].strip().lstrip("*") for line in sums.read_text().splitlines()
+              if len(line.split(maxsplit=1)) == 2}
+    unlisted = [name for name in required if name not in listed]
+    if unlisted:
+        raise MosiDataError(f"{sums}: does not list {unlisted[0]!r} ({len(unlisted)} file(s) the loader reads are not "
+                            "listed), so it cannot be verified; restore the folder's SHA256SUMS (or pass verify=False "
+                            "at your own risk)")
     n = 0
     for lineno, line in enumerate(sums.read_text().splitlines(), 1):
         if not line.strip():
@@ -194,7 +206,9 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
     unknown = [m for m in modalities if m not in _FEATURES]
     if unknown:
         raise MosiDataError(f"mosi_bclstm has no modality {unknown[0]!r}; valid: {', '.join(_FEATURES)}")
-    checked = verify_checksums(root) if verify else 0
+    read = ["mosi_index.csv"] + [f"features/{_FEATURES[m].format(split=split)}"
+                                  for split in ("train", "test") for m in modalities]
+    checked = verify_checksums(root, read) if verify else 0
     index = _read_index(root / "mosi_index.csv")
     per_split = {}
     for split in ("train", "test"):

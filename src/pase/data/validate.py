@@ -359,13 +359,14 @@ def check_unique_ids(ids: Sequence[str], file: str, split: str, key: str = "id")
 
 
 def check_disjoint_splits(splits: Mapping[str, Any], file: str) -> None:
-    """No sample id sits in two splits (``splits``: split name -> dataset with ``ids``): a test
-    sample that is also a training sample leaks its label into the score."""
-    names = list(splits)
+    """No sample id sits in two splits (``splits``: split name -> dataset with ``ids``, or the ids
+    themselves): a test sample that is also a training sample leaks its label into the score."""
+    ids = {s: getattr(d, "ids", d) for s, d in splits.items()}
+    names = list(ids)
     for k, a in enumerate(names):
-        seen = set(splits[a].ids)
+        seen = set(ids[a])
         for b in names[k + 1:]:
-            both = seen.intersection(splits[b].ids)
+            both = seen.intersection(ids[b])
             if both:
                 raise DataFormatError(
                     f"{file}: {len(both)} sample id(s) occur in both split {a!r} and split {b!r} (for example "

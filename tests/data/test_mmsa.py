@@ -337,6 +337,27 @@ def test_a_length_key_missing_from_one_split_is_refused(tmp_path, key):
         create_data("mmsa", path=path)
 
 
+def test_the_text_mask_missing_from_one_split_is_refused_when_text_is_not_loaded(tmp_path):
+    """Aligned audio and vision take the text mask's lengths also without text: a split without the
+    mask counted padding as real steps (a review: valid lengths 8 where the real steps were 2 to 7)."""
+    path = write_mmsa(tmp_path, "mosi", aligned=True, mutate=lambda d: d["valid"].pop("text_bert"))
+    with pytest.raises(DataFormatError, match=r"key 'text_bert' is in split\(s\) 'train', 'test' but not in 'valid'"):
+        create_data("mmsa", path=path, modalities=["audio", "vision"])
+
+
+def test_the_lengths_of_a_modality_left_out_are_not_read(tmp_path):
+    """docs/data.md: the modalities left out are neither read nor checked (a broken 'audio_lengths'
+    stopped a load of text and vision)."""
+    def broken(d):
+        d["valid"]["audio_lengths"] = d["valid"]["audio_lengths"][:-1]
+        del d["test"]["audio_lengths"]
+    path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=broken)
+    bundle = create_data("mmsa", path=path, modalities=["text", "vision"])
+    assert set(bundle.splits["valid"].features) == {"text", "vision"} and len(bundle.splits["valid"]) == 6
+    with pytest.raises(DataFormatError, match=r"key 'audio_lengths' is in split\(s\) 'train', 'valid' but not in"):
+        create_data("mmsa", path=path)
+
+
 def test_aligned_lengths_without_the_text_modality_and_an_unaligned_coincidence(tmp_path):
     """Aligned audio takes the text mask's lengths even when text is not loaded; an unaligned file
     whose audio happens to have as many steps as the text keeps its own 'audio_lengths'."""

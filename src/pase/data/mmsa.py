@@ -235,8 +235,10 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     if isinstance(raw_ids, np.ndarray) and raw_ids.ndim != 1:
         raise DataFormatError(f"{file}: split {split!r}, key 'id' has shape {raw_ids.shape}, expected (N,) "
                               f"strings such as 'video$_$clip'; fix the file's 'id' entries")
-    rows = {k: split_dict[k] for k in ("text_bert", "audio_lengths", "vision_lengths")
-            if k in split_dict and (k != "text_bert" or is_rows(split_dict[k]))}  # optional keys
+    # optional keys: the text mask, and the lengths of the modalities loaded (those of a modality left
+    # out are not read: a broken 'audio_lengths' stopped a load of text and vision)
+    rows = {k: split_dict[k] for k in ["text_bert"] + [f"{m}_lengths" for m in modalities if m != "text"]
+            if k in split_dict and (k != "text_bert" or is_rows(split_dict[k]))}
     check_rows({"id": raw_ids, "regression_labels": split_dict["regression_labels"],
                 **{k: split_dict[k] for k in need}, **rows}, file, split)  # before parsing: N = 0 says so
     ids = [to_str(i) for i in raw_ids]
@@ -286,7 +288,9 @@ def _check_length_keys_in_every_split(raw: Mapping, file: str, text: str, modali
     """Refuse a file whose length keys (``text_bert``'s mask, ``audio_lengths``, ``vision_lengths``)
     are in some splits but not others: the splits without one would count every step, padding
     included, while the others count real steps (MMSA itself stops there with a KeyError)."""
-    keys = ([] if "text" not in modalities or text == "bert" else ["text_bert"]) + \
+    # the mask gives the text lengths, and aligned audio / vision take them whether or not text is loaded
+    # (with text="bert" it is a required key, checked as such)
+    keys = ([] if "text" in modalities and text == "bert" else ["text_bert"]) + \
         [f"{m}_lengths" for m in modalities if m != "text"]
     for key in keys:
         missing = [s for s in SPLITS if key not in raw[s]]

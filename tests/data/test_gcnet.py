@@ -66,6 +66,33 @@ def test_pooling_of_2d_files_and_face_folders(tmp_path):
             torch.testing.assert_close(ds.features["vision"][i, 0], torch.as_tensor(faces.mean(axis=0)))
 
 
+@pytest.mark.parametrize("shape", [(5, 1), (1, 1), (1, 5, 1)])
+def test_a_one_wide_feature_is_pooled_over_its_frames(tmp_path, shape):
+    """(T, 1) is one value per frame: pooled to width 1 (squeezing it made a T-wide vector, and (1, 1)
+    was refused as shape ())."""
+    path = write_gcnet(tmp_path, "iemocap4")
+    rng = np.random.default_rng(0)
+    for f in (path.parent / "features" / "wav2vec-large-c-UTT").glob("*.npy"):
+        np.save(f, rng.standard_normal(shape).astype(np.float32))
+    bundle = _load(path)
+    ds = bundle.splits["test"]
+    assert bundle.dims()["audio"] == 1
+    for i, utt in enumerate(ds.ids):
+        x = np.load(path.parent / "features" / "wav2vec-large-c-UTT" / f"{utt}.npy")
+        torch.testing.assert_close(ds.features["audio"][i, 0], torch.as_tensor(x.reshape(-1, 1).mean(axis=0)))
+
+
+def test_one_training_video_without_valvids_says_what_helps(tmp_path):
+    """No valid_fraction can carve validation from one video; the message said to lower it."""
+    def one(d):
+        d["trainVids"] = sorted(d["trainVids"])[:1]
+        del d["valVids"]
+    path = write_gcnet(tmp_path, "mosi", mutate=one, as_tuple=False)
+    with pytest.raises(DataFormatError, match=r"cannot carve validation videos from 1 training video\(s\); .* list "
+                                              r"the validation videos in the file \(valVids\) or add training videos"):
+        create_data("gcnet", label_path=str(path), valid_fraction=1e-9)
+
+
 def test_dict_layout_equals_tuple_layout(tmp_path):
     a = _load(write_gcnet(tmp_path / "a", "iemocap6"))
     b = _load(write_gcnet(tmp_path / "b", "iemocap6", as_tuple=False))

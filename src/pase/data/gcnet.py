@@ -149,8 +149,9 @@ def _read_labels(raw: object, file: str) -> _Labels:
 
 
 def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.ndarray, int]:
-    """One utterance's (D,) feature from a .npy file: squeezed, 2-D mean-pooled over time; and how
-    many NaN / inf values ``sanitize`` set to 0 in it.
+    """One utterance's (D,) feature from a .npy file: (D,) as is, (T, D) mean-pooled over time (also
+    T = 1 or D = 1: a (T, 1) feature is one value per frame, not a T-wide vector), leading singleton
+    axes of more dimensions dropped; and how many NaN / inf values ``sanitize`` set to 0 in it.
 
     NaN / inf raise here, naming the file, unless ``sanitize``; ``-inf`` in audio (log-energies of
     silent frames) is set to 0 as MMSA does. Both happen before a (T, D) array is pooled: pooled
@@ -165,7 +166,8 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.nda
     except (ValueError, TypeError, OSError, EOFError) as exc:
         raise DataFormatError(f"{path}: cannot read utterance {utt!r} ({' '.join(str(exc).split())[:120]}); "
                               f"it must be a plain numeric .npy array") from None
-    x = x.squeeze()
+    while x.ndim > 2 and x.shape[0] == 1:  # (1, T, D) -> (T, D); a (T, 1) feature stays (T, 1) and pools to (1,)
+        x = x[0]
     if x.size == 0:
         raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) has shape {raw.shape}, no "
                               f"values; expected (D,) or (T, D) with T, D >= 1, re-extract the feature")
@@ -183,7 +185,7 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.nda
     if x.ndim == 2:
         x = x.mean(axis=0)  # (T, D) -> (D,)
     if x.ndim != 1:
-        raise DataFormatError(f"{path}: utterance {utt!r} has shape {x.shape}, expected (D,) or (T, D)")
+        raise DataFormatError(f"{path}: utterance {utt!r} has shape {raw.shape}, expected (D,) or (T, D)")
     return x, n_bad
 
 
@@ -246,6 +248,10 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
 def _carve(pool: List[str], fraction: float, seed: int, file: str) -> List[str]:
     """A deterministic ``fraction`` of the dialogues in ``pool`` (at least one, not all)."""
     k = max(1, int(round(fraction * len(pool))))
+    if len(pool) < 2:  # at least one video goes to valid and one stays: no valid_fraction helps
+        raise DataFormatError(f"{file}: cannot carve validation videos from {len(pool)} training video(s); "
+                              f"validation takes whole videos and leaves training at least one: list the "
+                              f"validation videos in the file (valVids) or add training videos")
     if k >= len(pool):
         raise DataFormatError(f"{file}: cannot carve {k} validation videos from {len(pool)} training "
                               f"videos; lower valid_fraction={fraction}")

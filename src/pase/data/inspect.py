@@ -56,14 +56,15 @@ def detect_format(obj: object) -> str:
         return "gcnet"
     if not isinstance(obj, dict):
         return "unknown"
-    if "videoIDs" in obj:
+    if "videoIDs" in obj or b"videoIDs" in obj:
         return "gcnet"
-    splits = [obj[s] for s in SPLITS if isinstance(obj.get(s), dict)]
+    # keys stored as bytes name the format too; the loader then says to re-save them as str
+    splits = [v for s in SPLITS for v in (obj.get(s), obj.get(s.encode())) if isinstance(v, dict)]
     # any split holding the label key names the format; the loader then names a split without it (as pase
     # train does), where "not a known format" hid which key was missing
-    if any("regression_labels" in s for s in splits):
+    if any("regression_labels" in s or b"regression_labels" in s for s in splits):
         return "mmsa"
-    if any("labels" in s for s in splits):
+    if any("labels" in s or b"labels" in s for s in splits):
         return "mult"
     return "unknown"
 

@@ -64,6 +64,8 @@ def require_splits(data: object, file: str, fmt: str, splits: Sequence[str] = SP
             alias = next((a for a in _SPLIT_ALIASES.get(s, ()) if a in data), None)
             fix = (f"it names it {alias!r}: rename that key to {s!r} (the {fmt} layout's name)" if alias is not None
                    else "re-export the file with all three splits")
+            if s.encode() in data:  # as require_keys says one level down
+                fix = f"it is stored as bytes {s.encode()!r}: re-save the file with str keys (Python 3)"
             raise DataFormatError(
                 f"{file}: no split {s!r} (found: {_join(data)}); the {fmt} layout needs "
                 f"{', '.join(map(repr, splits))}; {fix}")

@@ -162,6 +162,17 @@ def test_unsafe_global_is_refused_and_not_run(tmp_path, untouched):
     check()
 
 
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_an_unsafe_pickle_with_bytes_after_its_end_is_refused_as_unsafe(tmp_path, protocol):
+    """A newline after the pickle made the refusal read as a damaged download."""
+    marker = tmp_path / "pwned"
+    path = tmp_path / "mosi_data.pkl"
+    path.write_bytes(pickle.dumps({"train": _Payload(marker)}, protocol=protocol) + b"\n")
+    with pytest.raises(UnsafePickleError, match=r"^mosi_data\.pkl: refused to load global '\w+\.system'"):
+        create_data("mult", path=path)
+    assert not marker.exists()
+
+
 def test_mult_missing_key_message(tmp_path, untouched):
     path = write_mult(tmp_path, "mosei", mutate=lambda d: d["valid"].pop("vision"))
     check = untouched(tmp_path)

@@ -62,7 +62,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, label: str, encoding: str, pickle_end: bool = True) -> None:
         super().__init__(file, encoding=encoding)
         self._label = label
-        self._pickle_end = pickle_end  # the file ends with STOP, as every pickle does
+        self._pickle_end = pickle_end  # the file starts with PROTO or ends with STOP, as pickles do
 
     def find_class(self, module: str, name: str) -> object:
         # Python 2 names (__builtin__.set, copy_reg...) as the base class's fix_imports maps them
@@ -109,6 +109,15 @@ def _ends_with_stop(p: Path) -> bool:
             return False
         fh.seek(-1, os.SEEK_END)
         return fh.read(1) == b"."
+
+
+def _looks_pickled(p: Path) -> bool:
+    """Whether the file reads as a pickler's output: it starts with the PROTO opcode (protocol 2 and
+    later) or ends with STOP. A text file whose first letter is GLOBAL's opcode 'c' does neither; a
+    pickle with bytes after its end still starts with PROTO (a review: an unsafe pickle followed by a
+    newline was called a damaged download instead of refused as unsafe)."""
+    with open(p, "rb") as fh:
+        return fh.read(1) == b"\x80" or _ends_with_stop(p)
 
 
 def _foreign_kind(p: Path) -> str:
@@ -166,7 +175,7 @@ def safe_load_pickle(path: str | Path, encoding: str = "latin1") -> object:
         raise FileNotFoundError(f"{p}: no such file; check the path (nothing is downloaded for you)")
     with open(p, "rb") as fh:
         try:
-            obj = _RestrictedUnpickler(fh, p.name, encoding, _ends_with_stop(p)).load()
+            obj = _RestrictedUnpickler(fh, p.name, encoding, _looks_pickled(p)).load()
         except UnsafePickleError:
             raise
         except Exception as exc:  # any decoding failure means a damaged or foreign file

@@ -119,6 +119,40 @@ def test_text_encoder_choice_per_modality(mosi_path):
     bad = load_config(None, ["model.text_encoder=bret"]).model
     with pytest.raises(KeyError, match=r"unknown encoder 'bret'; did you mean 'bert'\? valid: bert, lstm"):
         encoder_name(bad, "text", feats)
+    # token ids read as features by an LSTM trained without a word (and diagnose then added noise to them)
+    with pytest.raises(ValueError, match=r"config key 'model.text_encoder': encoder 'lstm' would read the text's BERT "
+                                         r"token ids \(data.options.text=bert\) as features; set model.text_encoder="
+                                         r"bert \(or auto\)"):
+        encoder_name(lstm_text, "text", ids)
+
+
+def test_a_folder_of_another_model_type_is_refused(tmp_path):
+    """A RoBERTa folder trained on MMSA's bert-base-uncased ids without a word (a review)."""
+    (tmp_path / "config.json").write_text('{"model_type": "roberta", "vocab_size": 50265}')
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(PretrainedModelError, match=r": holds a 'roberta' model, but model.text_encoder='bert' reads "
+                                                   r"MMSA's BERT token ids .* point model.pretrained_path at one"):
+        check_pretrained_dir(tmp_path)
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    assert check_pretrained_dir(tmp_path) == tmp_path
+
+
+def test_bf16_true_keeps_token_ids_exact(mosi_path):
+    """bf16 holds whole numbers exactly only up to 256: the true half precisions cast the float token
+    ids of a batch (BERT read 7744 for the file's 7754); the token inputs now stay as stored."""
+    from pase.training.precision import precision_plugin, token_inputs, trainer_precision
+
+    cfg = load_config(None, ["data.source=mmsa", f"data.path={mosi_path}", "data.options.text=bert"])
+    assert token_inputs(cfg) == ("text",) and token_inputs(Config()) == ()
+    bundle = create_data("mmsa", path=mosi_path, text="bert")
+    batch = bundle.splits["train"].__getitems__(list(range(8)))
+    batch.inputs["text"][..., 0] += 7000  # ids as large as bert-base-uncased's
+    for plugin in (precision_plugin("bf16-true", token_inputs(cfg)),
+                   trainer_precision("bf16-true", token_inputs(cfg))["plugins"][0]):
+        out = plugin.convert_input(batch)
+        assert torch.equal(out.inputs["text"], batch.inputs["text"]) and out.inputs["audio"].dtype == torch.bfloat16
+    rounded = precision_plugin("bf16-true").convert_input(batch).inputs["text"]
+    assert not torch.equal(rounded.float(), batch.inputs["text"])  # what happened before
 
 
 # ------------------------------------------------------------------ the encoder itself
@@ -173,9 +207,51 @@ def test_padding_tokens_are_ignored(bert_dir, pooling, gen):
 def test_token_ids_from_another_tokenizer_are_refused(tmp_path, bert_dir):
     path = write_mmsa(tmp_path, "mosi", aligned=False, sizes=(8, 4, 4))  # ids up to 29999
     bundle = create_data("mmsa", path=path, text="bert")
-    model = build_model(_bert_cfg(path, bert_dir), bundle)
-    with pytest.raises(ValueError, match=r"token id \d+ / segment id 0 outside the model's vocab_size=100"):
-        model(bundle.splits["train"].__getitems__([0, 1]))
+    with pytest.raises(ValueError, match=r"text token ids \(split 'train'\), row 0: id \d+ / segment id 0 outside "
+                                         r"the model's vocab_size=100"):
+        build_model(_bert_cfg(path, bert_dir), bundle)
+    enc = BertTextEncoder(3, 8, bert_dir, max_len=bundle.max_steps()["text"])  # in one's own loop: its first batch
+    with pytest.raises(ValueError, match=r"text token ids, row 0: id \d+ / segment id 0 outside"):
+        enc(bundle.splits["train"].features["text"][:2], torch.ones(2, dtype=torch.long))
+
+
+@needs_transformers
+def test_an_id_outside_the_vocabulary_in_a_later_split_is_refused_before_training(tmp_path, bert_dir):
+    """Only the first batch was checked: an id in a later batch stopped the run with torch's
+    "index out of range in self"."""
+    def one_bad(data):
+        _small_vocab(data)
+        data["test"]["text_bert"][3, 0, 2] = 150
+    path = write_mmsa(tmp_path, "mosi", aligned=False, sizes=(16, 8, 8), mutate=one_bad)
+    with pytest.raises(ValueError, match=r"text token ids \(split 'test'\), row 3: id 150 / segment id 0 outside "
+                                         r"the model's vocab_size=100 / type_vocab_size=2 \(1 such rows\)"):
+        train(_bert_cfg(path, bert_dir), tmp_path / "run", quiet=True)
+
+
+@pytest.mark.slow
+@needs_transformers
+def test_a_trained_bert_run_needs_no_folder_to_evaluate_and_may_move_to_resume(tmp_path, mosi_path, bert_dir):
+    """The checkpoint keeps BERT's config: evaluate, predict and diagnose rebuild the encoder without
+    the folder; a resume may point model.pretrained_path at its new place (both were refused)."""
+    import shutil
+
+    from pase.training import evaluate
+
+    folder = tmp_path / "bert"
+    shutil.copytree(bert_dir, folder)
+    run = tmp_path / "run"
+    result = train(_bert_cfg(mosi_path, folder), run, quiet=True)
+    moved = tmp_path / "moved_bert"
+    folder.rename(moved)
+    again = evaluate(run / "checkpoints" / "best.ckpt")
+    assert again["test"] == pytest.approx(result["test"], abs=1e-6)
+    resumed = train(_bert_cfg(mosi_path, moved, "train.max_epochs=2"), run, resume=True, quiet=True)
+    assert resumed["epochs_run"] == 2
+    # the folder now holds another architecture: a resume names it
+    (moved / "config.json").write_text((moved / "config.json").read_text().replace('"num_hidden_layers": 1',
+                                                                                 '"num_hidden_layers": 2'))
+    with pytest.raises(ConfigError, match=r"or model.pretrained_path \(.*moved_bert\) now holds another model"):
+        train(_bert_cfg(mosi_path, moved, "train.max_epochs=3"), run, resume=True, quiet=True)
 
 
 @pytest.mark.slow

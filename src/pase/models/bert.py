@@ -20,8 +20,9 @@ Its parameters live inside ``encoders['text']``, so they form the text modality'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -57,16 +58,29 @@ def check_pretrained_dir(path: Optional[str | Path]) -> Path:
         raise PretrainedModelError(f"{p}: no config.json, so it is not a Hugging Face model directory; {fix}")
     if not any((p / w).is_file() for w in _WEIGHTS):
         raise PretrainedModelError(f"{p}: no weights (none of {', '.join(_WEIGHTS)}); {fix}")
+    try:
+        kind = json.loads((p / "config.json").read_text()).get("model_type")
+    except (ValueError, UnicodeDecodeError, AttributeError) as e:
+        raise PretrainedModelError(f"{p / 'config.json'}: not a JSON object ({e}); {fix}") from None
+    if kind != "bert":  # a RoBERTa trained on MMSA's bert-base-uncased ids without a word (a review)
+        raise PretrainedModelError(f"{p}: holds a {kind!r} model, but model.text_encoder='bert' reads MMSA's BERT "
+                                   "token ids (text_bert, from bert-base-uncased's tokenizer) with a BERT model "
+                                   "(config.json model_type 'bert'); point model.pretrained_path at one")
     return p
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("model.text_encoder='bert' needs the transformers package: "
+                          "pip install 'pase[bert]'") from None
+    return transformers
 
 
 def _load_model(path: Path) -> nn.Module:
     """``AutoModel`` from ``path`` without its pooler (unused: [CLS] is read from the last layer)."""
-    try:
-        from transformers import AutoModel
-    except ImportError:
-        raise ImportError("model.text_encoder='bert' needs the transformers package: "
-                          "pip install 'pase[bert]'") from None
+    AutoModel = _transformers().AutoModel
     try:
         return AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
     except (OSError, ValueError, TypeError, KeyError) as e:
@@ -82,6 +96,10 @@ class BertTextEncoder(nn.Module):
         d_in: input width; must be 3 (token ids, attention mask, segment ids; MMSA ``text="bert"``).
         d_model: output width.
         pretrained_path: local Hugging Face model directory (see ``check_pretrained_dir``).
+        config: instead of reading the directory, build the architecture from this model config
+            (``config_dict()`` of a trained encoder, kept in its checkpoint) with untrained
+            weights, for a checkpoint's weights to be loaded into: evaluating a trained model
+            needs no pretrained folder.
         finetune: train BERT's weights; False freezes them (no gradient, always in eval mode).
         pooling: "cls" (last-layer [CLS] state) or "mean" (masked mean over the tokens).
         dropout: dropout before the projection.
@@ -102,7 +120,7 @@ class BertTextEncoder(nn.Module):
 
     def __init__(self, d_in: int, d_model: int, pretrained_path: Optional[str | Path],
                  finetune: bool = True, pooling: str = "cls", dropout: float = 0.2,
-                 max_len: int = 512, **_: object) -> None:
+                 max_len: int = 512, config: Optional[Dict[str, Any]] = None, **_: object) -> None:
         super().__init__()
         if d_in != 3:
             raise ValueError(
@@ -110,8 +128,13 @@ class BertTextEncoder(nn.Module):
                 f"modality has width {d_in}; load MMSA data with data.options.text=bert")
         if pooling not in POOLINGS:
             raise ValueError(f"model.bert_pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
-        path = check_pretrained_dir(pretrained_path)
-        self.bert = _load_model(path)
+        if config is None:
+            path = check_pretrained_dir(pretrained_path)
+            self.bert = _load_model(path)
+        else:
+            tf = _transformers()
+            path = "the checkpoint's model config"
+            self.bert = tf.BertModel(tf.BertConfig.from_dict(dict(config)), add_pooling_layer=False).eval()
         cfg = self.bert.config
         limit = getattr(cfg, "max_position_embeddings", max_len)
         if max_len > limit:
@@ -132,23 +155,40 @@ class BertTextEncoder(nn.Module):
             self.bert.eval()  # a frozen feature extractor runs without dropout
         return self
 
-    def _check_ids(self, ids: Tensor, segments: Tensor, raw: Tensor) -> None:
-        """One-time check that the inputs are token ids this model knows (one host sync, ever)."""
+    def config_dict(self) -> Dict[str, Any]:
+        """The BERT model's config as plain values (kept in checkpoints; see ``config``)."""
+        return json.loads(self.bert.config.to_json_string())
+
+    def check_inputs(self, raw: Tensor, where: str = "") -> None:
+        """Refuse inputs (N, L, 3) that are not token ids / segment ids this model knows, naming
+        ``where`` (a split) and the first bad row. ``build_model`` checks every split of the data
+        with it once; the forward pass checks its first batch (one host sync, ever) for use in
+        someone's own loop. (Checking only the first batch let an id outside the vocabulary in a
+        later batch stop the run with torch's "index out of range in self".)"""
+        at = f" ({where})" if where else ""
+        if raw.dim() != 3 or raw.shape[-1] != 3:
+            raise ValueError(f"text inputs of the 'bert' encoder{at} have shape {tuple(raw.shape)}, expected "
+                             "(N, L, 3) token ids / mask / segment ids; load MMSA with data.options.text=bert")
         if not torch.equal(raw, raw.round()):
-            raise ValueError("text inputs of the 'bert' encoder are not integer token ids; do not "
+            raise ValueError(f"text inputs of the 'bert' encoder{at} are not integer token ids; do not "
                              "z-score them (data.standardize=false) and load MMSA with text=bert")
-        top, seg = int(ids.max()), int(segments.max())
-        if int(ids.min()) < 0 or top >= self.vocab_size or seg >= self.type_vocab_size:
-            raise ValueError(f"text token id {top} / segment id {seg} outside the model's vocab_size="
-                             f"{self.vocab_size} / type_vocab_size={self.type_vocab_size}; the ids were "
+        ids, segments = raw[..., 0], raw[..., 2]
+        bad = (ids < 0) | (ids >= self.vocab_size) | (segments < 0) | (segments >= self.type_vocab_size)
+        if bool(bad.any()):
+            row = int(bad.flatten(1).any(1).nonzero()[0, 0])
+            top, seg = int(ids[row].max()), int(segments[row].max())
+            low = int(ids[row].min())
+            raise ValueError(f"text token ids{at}, row {row}: id {top if low >= 0 else low} / segment id {seg} "
+                             f"outside the model's vocab_size={self.vocab_size} / type_vocab_size="
+                             f"{self.type_vocab_size} ({int(bad.flatten(1).any(1).sum())} such rows); the ids were "
                              "made with another tokenizer than model.pretrained_path's")
         self._checked = True
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x (B, L, 3) float ids / mask / segments, lengths (B,) (the mask says the same) -> (B, d_model)."""
-        ids, mask, segments = x.long().unbind(-1)  # (B, L, 3) -> 3 x (B, L)
         if not self._checked:
-            self._check_ids(ids, segments, x)
+            self.check_inputs(x)
+        ids, mask, segments = x.long().unbind(-1)  # (B, L, 3) -> 3 x (B, L)
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
             out = self.bert(input_ids=ids, attention_mask=mask, token_type_ids=segments)
         h = out.last_hidden_state  # (B, L, H)

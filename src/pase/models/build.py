@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 from torch import nn
 
@@ -43,6 +43,11 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
         name = mc.encoder
     if name == "auto":
         name = "mlp" if max(bundle.max_steps().values()) == 1 else "transformer"
+    if modality == "text" and bundle.info.get("text") == "bert" and name != "bert":
+        # an LSTM or MLP over raw token ids trained without a word, and diagnose added noise to the ids
+        raise ValueError(f"config key {key!r}: encoder {name!r} would read the text's BERT token ids "
+                         f"(data.options.text=bert) as features; set {key}=bert (or auto) with "
+                         "model.pretrained_path, or load the text features with data.options.text=features")
     if name == "bert" and modality != "text":  # token ids are text's alone; audio / vision got a BERT and failed late
         raise ValueError(f"config key {key!r}: encoder 'bert' reads text token ids, but modality {modality!r} holds "
                          f"features; set model.text_encoder=bert (or leave it auto) and {key} to one of "
@@ -53,24 +58,32 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
     return name
 
 
-def _encoder(name: str, mc, d_in: int, max_len: int) -> nn.Module:
-    if name == "bert":  # needs a pretrained folder, so it is built here rather than through ENCODERS
+def _encoder(name: str, mc, d_in: int, max_len: int, pretrained: Optional[Dict[str, Any]] = None) -> nn.Module:
+    if name == "bert":  # needs a pretrained folder (or its config), so it is built here rather than through ENCODERS
         from .bert import BertTextEncoder
 
         return BertTextEncoder(d_in, mc.d_model, mc.pretrained_path, finetune=mc.finetune,
-                               pooling=mc.bert_pooling, dropout=mc.dropout, max_len=max_len)
+                               pooling=mc.bert_pooling, dropout=mc.dropout, max_len=max_len, config=pretrained)
     return create_encoder(name, d_in=d_in, d_model=mc.d_model, hidden=mc.hidden, layers=mc.layers,
                           heads=mc.heads, dropout=mc.dropout, attn_dropout=mc.attn_dropout, max_len=max_len)
 
 
-def build_model(cfg, bundle: DataBundle, max_steps: Optional[Mapping[str, int]] = None) -> FusionModel:
+def build_model(cfg, bundle: DataBundle, max_steps: Optional[Mapping[str, int]] = None,
+                pretrained: Optional[Mapping[str, Dict[str, Any]]] = None) -> FusionModel:
     """Encoders sized from ``bundle``'s widths (chosen per modality), a head for its task; PaSE
     adds gate and banks. ``max_steps`` (modality -> T) replaces the data's longest sequences where
-    given: a saved model keeps the position table it was trained with, whatever data it scores."""
+    given: a saved model keeps the position table it was trained with, whatever data it scores.
+    ``pretrained`` (modality -> model config, from a checkpoint) builds a pretrained encoder's
+    architecture without its folder, for the checkpoint's weights. A BERT encoder checks the token
+    ids of every split here, once."""
     mc = cfg.model
     steps = {**bundle.max_steps(), **(max_steps or {})}
     names = {m: encoder_name(mc, m, bundle) for m in bundle.dims()}  # every name checked before any encoder is built
-    encoders = {m: _encoder(names[m], mc, d, steps[m]) for m, d in bundle.dims().items()}
+    encoders = {m: _encoder(names[m], mc, d, steps[m], (pretrained or {}).get(m)) for m, d in bundle.dims().items()}
+    for m, enc in encoders.items():
+        if hasattr(enc, "check_inputs"):
+            for split, ds in bundle.splits.items():
+                enc.check_inputs(ds.features[m], f"split {split!r}")
     mods = sort_modalities(list(encoders))  # the model's order: the gate's rows follow it
     head = build_head(len(mods) * mc.d_model, bundle.task.output_dim, mc.head_hidden, mc.dropout)
     gate = banks = None

@@ -275,6 +275,9 @@ class PaseModule(L.LightningModule):
             "python_rng": [version, list(internal), py_gauss],
             "data": self.data_fingerprint,
             "elapsed_s": self.elapsed_before + (time.time() - self.started if self.started is not None else 0.0),
+            # a pretrained encoder's model config (BERT's config.json): the checkpoint alone rebuilds it
+            "pretrained": {m: enc.config_dict() for m, enc in self.model.encoders.items()
+                           if hasattr(enc, "config_dict")},
         }
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:

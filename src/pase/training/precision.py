@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 
 import torch
 from lightning.fabric.connector import _convert_precision_to_unified_args
@@ -25,7 +25,7 @@ from torch import nn
 from ..data.contract import Batch
 
 __all__ = ["keep_float32_state", "FLOAT32_STATE", "precision_plugin", "trainer_precision", "set_inference_precision",
-           "inference", "HalfPrecisionExactTargets"]
+           "inference", "HalfPrecisionExactTargets", "token_inputs"]
 
 
 #: the attribute naming a module's running-average buffers (``FLOAT32_STATE = ("prototypes",)``)
@@ -50,15 +50,28 @@ class HalfPrecisionExactTargets(HalfPrecision):
     """``16-true`` / ``bf16-true`` that leaves a batch's targets as stored: Lightning's own plugin casts
     every floating tensor of the batch, so labels were rounded to 8 (bf16) or 11 (fp16) bits of
     mantissa and the test metrics of ``metrics.json`` compared predictions with rounded labels.
-    Running averages stay in float32 (:func:`keep_float32_state`)."""
+    The inputs named in ``exact_inputs`` (token ids stored as floats: MMSA's ``text=bert``) stay as
+    stored too: bf16 holds whole numbers exactly only up to 256, and BERT was fed id 7744 for the
+    file's 7754. Running averages stay in float32 (:func:`keep_float32_state`)."""
+
+    def __init__(self, precision: Any, exact_inputs: Sequence[str] = ()) -> None:
+        super().__init__(precision)
+        self.exact_inputs = tuple(exact_inputs)
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         return keep_float32_state(super().convert_module(module))
 
     def convert_input(self, data: Any) -> Any:
         if isinstance(data, Batch):
-            return dataclasses.replace(super().convert_input(data), target=data.target)
+            out = super().convert_input(data)
+            keep = {m: data.inputs[m] for m in self.exact_inputs if m in data.inputs}
+            return dataclasses.replace(out, target=data.target, inputs={**out.inputs, **keep})
         return super().convert_input(data)
+
+
+def token_inputs(cfg: Any) -> Tuple[str, ...]:
+    """The modalities of ``cfg``'s data that hold token ids rather than features (MMSA text=bert)."""
+    return ("text",) if (cfg.data.options or {}).get("text") == "bert" else ()
 
 
 def _unified(precision: Any) -> str:
@@ -68,24 +81,25 @@ def _unified(precision: Any) -> str:
         return str(_convert_precision_to_unified_args(precision))
 
 
-def precision_plugin(precision: Any) -> Precision:
-    """The precision plugin of ``precision`` (a ``train.precision`` value) on a CPU."""
+def precision_plugin(precision: Any, exact_inputs: Sequence[str] = ()) -> Precision:
+    """The precision plugin of ``precision`` (a ``train.precision`` value) on a CPU; ``exact_inputs``:
+    see :class:`HalfPrecisionExactTargets`."""
     p = _unified(precision)
     if p == "64-true":
         return DoublePrecision()
     if p in ("16-mixed", "bf16-mixed"):
         return MixedPrecision("bf16-mixed", "cpu")  # what Lightning runs for either on a CPU
     if p in ("16-true", "bf16-true"):
-        return HalfPrecisionExactTargets(p)
+        return HalfPrecisionExactTargets(p, exact_inputs)
     return Precision()
 
 
-def trainer_precision(precision: Any) -> Dict[str, Any]:
+def trainer_precision(precision: Any, exact_inputs: Sequence[str] = ()) -> Dict[str, Any]:
     """The trainer's precision arguments: the setting itself, or for the true half precisions the
-    plugin that keeps targets exact (``{"plugins": [...]}``)."""
+    plugin that keeps targets (and ``exact_inputs``) exact (``{"plugins": [...]}``)."""
     p = _unified(precision)
     if p in ("16-true", "bf16-true"):
-        return {"plugins": [HalfPrecisionExactTargets(p)]}
+        return {"plugins": [HalfPrecisionExactTargets(p, exact_inputs)]}
     return {"precision": precision}
 
 

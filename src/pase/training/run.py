@@ -54,7 +54,7 @@ from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, Relocata
                         ResumableEarlyStopping, early_stopped)
 from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
 from .datamodule import make_loader, set_loader_epoch
-from .precision import inference, precision_plugin, set_inference_precision, trainer_precision
+from .precision import inference, precision_plugin, set_inference_precision, token_inputs, trainer_precision
 from .lightning_module import PaseModule, check_compile
 
 __all__ = ["train", "evaluate", "predict", "load_bundle", "load_checkpoint", "RunDirError", "RunInterrupted"]
@@ -173,8 +173,9 @@ def _monitor(cfg: Config, bundle: DataBundle) -> str:
     return monitor
 
 
-def _build(cfg: Config, bundle: DataBundle, max_steps: Optional[Dict[str, int]] = None) -> PaseModule:
-    model = build_model(cfg, bundle, max_steps)
+def _build(cfg: Config, bundle: DataBundle, max_steps: Optional[Dict[str, int]] = None,
+           pretrained: Optional[Dict[str, Dict[str, Any]]] = None) -> PaseModule:
+    model = build_model(cfg, bundle, max_steps, pretrained)
     method = create_method(cfg.method, cfg, bundle.task, model)
     return PaseModule(model, method, bundle.task, to_dict(cfg), _monitor(cfg, bundle))
 
@@ -217,7 +218,7 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         logger = TensorBoardLogger(str(out), name="tensorboard", version="")
     except ImportError:
         pass
-    precision = trainer_precision(tc.precision)  # {"precision": ...} or {"plugins": [...]}
+    precision = trainer_precision(tc.precision, token_inputs(cfg))  # {"precision": ...} or {"plugins": [...]}
     if tc.compile:
         check_compile(tc.accelerator)
         log.warning("train.compile=true: the first training steps compile the step (seconds with inductor's cache, "
@@ -270,6 +271,13 @@ def without_data_location(data: Dict[str, Any]) -> Dict[str, Any]:
     return {**{k: v for k, v in data.items() if k != "path"}, "options": options}
 
 
+def without_model_location(model: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``model`` section of a config dict without where a pretrained encoder's folder lies
+    (``model.pretrained_path``): it may move, as the data may (a BERT run whose folder moved could
+    be neither evaluated nor resumed, and the --set that points at the new place was refused)."""
+    return {k: v for k, v in model.items() if k != "pretrained_path"}
+
+
 def _resumable_view(cfg: Config) -> Dict[str, Any]:
     """The settings a resume must keep: all but :data:`RESUMABLE` and where the data lies
     (``without_data_location``), which may move between the runs, as for evaluation."""
@@ -278,6 +286,7 @@ def _resumable_view(cfg: Config) -> Dict[str, Any]:
         section, name = key.split(".")
         d[section].pop(name, None)
     d["data"] = without_data_location(d["data"])
+    d["model"] = without_model_location(d["model"])
     return d
 
 
@@ -414,7 +423,7 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     if diff:
         raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
                           f"{', '.join(RESUMABLE)} and where the data lies (data.path, *_path / *_root "
-                          "options): pass a new --out to train this configuration")
+                          "options, model.pretrained_path): pass a new --out to train this configuration")
     last = out / "checkpoints" / "last.ckpt"
     metrics = out / "metrics.json"
     if not last.is_file():
@@ -448,8 +457,10 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
             module.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError) as e:
             first = str(e).strip().splitlines()[0]
+            folder = (f" or model.pretrained_path ({cfg.model.pretrained_path}) now holds another model than the "
+                      "run was trained from" if cfg.model.pretrained_path else "")
             raise ConfigError(f"{last} does not fit the model this configuration builds from its data ({first}); "
-                              "has the data changed? (nothing was changed)") from e
+                              f"has the data changed{folder}? (nothing was changed)") from e
     done = int(state.get("epoch", -1)) + 1  # last.ckpt is saved at the end of an epoch
     if cfg.train.max_epochs < done:
         raise ConfigError(f"train.max_epochs={cfg.train.max_epochs}, but {out} has already trained {done} epochs; "
@@ -537,7 +548,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
                     "batch size trains more per epoch")
     # Lightning loads a resumed run's checkpoint before its precision plugin converts the module:
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
-    module = precision_plugin(cfg.train.precision).convert_module(_build(cfg, bundle))
+    module = precision_plugin(cfg.train.precision, token_inputs(cfg)).convert_module(_build(cfg, bundle))
     module.data_fingerprint, module.started = fingerprint(bundle), t0  # saved in every checkpoint
     start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
     checked = _folder_state(out) if resume else None  # what the resume checks saw
@@ -696,7 +707,7 @@ def _what_predicts(cfg: Config) -> Dict[str, Any]:
     method, the model, the data except where its files lie, and the precision."""
     d = to_dict(cfg)
     data = without_data_location(d["data"])
-    return {"method": d["method"], "data": data, "model": d["model"], "pase": d["pase"],
+    return {"method": d["method"], "data": data, "model": without_model_location(d["model"]), "pase": d["pase"],
             "baselines": d["baselines"], "train.precision": d["train"]["precision"]}
 
 
@@ -744,19 +755,25 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     if why:
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                          f"({why}); point data.path at the run's data")
-    plugin = precision_plugin(cfg.train.precision)
+    plugin = precision_plugin(cfg.train.precision, token_inputs(cfg))
     # a transformer encoder's position table as trained (its length was the training data's longest
     # sequence): other data, with shorter or longer sequences, is scored by the same model
     steps = {k.split(".")[2]: int(v.shape[1]) for k, v in state["state_dict"].items()
              if k.startswith("model.encoders.") and k.endswith(".pos") and k.count(".") == 3}
-    module = plugin.convert_module(_build(cfg, bundle, steps))  # before the weights: float64 ones stay exact
+    # a pretrained encoder (BERT) is built from the model config kept in the checkpoint: its folder is not
+    # needed to score the trained weights (checkpoints written before it was kept read the folder)
+    pretrained = (state.get("pase_state") or {}).get("pretrained")
+    module = plugin.convert_module(_build(cfg, bundle, steps, pretrained))  # before the weights: float64 ones stay exact
     try:
         module.load_state_dict(state["state_dict"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3])
+        folder = (f"; or model.pretrained_path ({cfg.model.pretrained_path}) now holds another model than it was "
+                  "trained from" if cfg.model.pretrained_path and not pretrained else "")
         raise ValueError(f"{path}: its weights do not fit the model of this configuration ({detail[:300]}); "
-                         "evaluate it with the configuration it was trained with (drop --config / --set)") from None
+                         f"evaluate it with the configuration it was trained with (drop --config / --set){folder}"
+                         ) from None
     module.eval()
     set_inference_precision(module.model, plugin)  # evaluation loops run it as its test loop did
     return module, cfg, bundle

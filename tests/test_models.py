@@ -104,6 +104,26 @@ def test_coalitions_equal_masked_forward(bundle, method):
     assert torch.allclose(joint[0], joint[0][0].expand_as(joint[0]))  # empty coalition: constant
 
 
+@pytest.mark.parametrize("method", ["late_fusion", "pase"])
+def test_present_is_a_bool_mask_or_names_and_anything_else_is_named(bundle, method):
+    """forward(batch, present=...): a wrong width, names, or a 0/1 integer mask gave raw torch errors
+    (PaSE's gate: 'where expected condition to be a boolean tensor'); a float mask rescaled a modality."""
+    cfg = apply_overrides(Config(), [f"method={method}", "model.dropout=0.0"])
+    model = build_model(cfg, bundle).eval()
+    batch = bundle.splits["valid"].__getitems__(list(range(4)))
+    mask = torch.tensor([True, False, True])  # the model's order: text, audio, vision
+    assert model.modalities == ["text", "audio", "vision"]
+    torch.testing.assert_close(model(batch, present=["vision", "text"]).logits, model(batch, present=mask).logits)
+    with pytest.raises(TypeError, match=r"present must be a bool mask \(\.\.\., M\) over \(text, audio, vision\), "
+                                        r"got dtype torch.int64; convert it with \.bool\(\)"):
+        model(batch, present=torch.tensor([1, 0, 1]))
+    with pytest.raises(ValueError, match=r"present has shape \(2,\), but its last dimension must be M = 3, one entry "
+                                         r"per modality in the model's order \(text, audio, vision\)"):
+        model(batch, present=torch.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"present: modality 'video' is not one of the model's"):
+        model(batch, present=["video"])
+
+
 def test_context_gru_stays_inside_groups(gen):
     ctx = ContextGRU(8).eval()
     h = torch.randn(6, 8, generator=gen)

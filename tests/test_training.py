@@ -179,6 +179,9 @@ def test_a_ddp_worker_names_its_rank_in_an_error_line(capsys, monkeypatch):
     ("model.encoder=lstm --set model.hidden=1", "the LSTM encoder needs model.hidden of at least 2"),
     ("model.text_encoder=cnn", "config key 'model.text_encoder': unknown encoder 'cnn'; valid:"),
     ("pase.binning=round5", "config key 'pase.binning': unknown binning 'round5'; valid: sign, polarity, round7"),
+    # 'classes' on regression labels said num_bins needs num_classes (review)
+    ("pase.binning=classes", "config key 'pase.binning': 'classes' takes the class ids of classification data; these "
+                             "labels are continuous (regression): bin them with one of sign, polarity, round7"),
     ("method=nonsense", "config key 'method': unknown method 'nonsense'; valid: agm, late_fusion, ogm_ge, pase"),
 ])
 def test_an_unknown_name_is_named_with_its_config_key(tmp_path, capsys, override, line):

@@ -222,7 +222,13 @@ def test_one_modality_is_refused_at_training_and_an_old_checkpoint_still_loads(t
         train(cfg, tmp_path / "run", quiet=True)
     assert not (tmp_path / "run" / "checkpoints").exists()
     case = make_case(M=1)
-    OGMGE(case.cfg, case.task, case.model).load_state_dict(OGMGE(case.cfg, case.task, case.fresh()).state_dict())
+    method = OGMGE(case.cfg, case.task, case.model)
+    method.load_state_dict(OGMGE(case.cfg, case.task, case.fresh()).state_dict())
+    case.model.eval()
+    method.loss(case.model, case.batch, case.model(case.batch))  # evaluating it is fine
+    case.model.train()  # a training step in one's own loop is refused too (it added noise alone)
+    with pytest.raises(ValueError, match=r"method=ogm_ge balances two or more modalities; this data has one"):
+        method.loss(case.model, case.batch, case.model(case.batch))
 
 
 def test_every_ddp_rank_continues_the_same_noise_stream_after_a_resume(make_case):

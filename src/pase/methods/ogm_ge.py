@@ -147,6 +147,15 @@ def noise_spreads(params: Sequence[Parameter]) -> List[Optional[Tensor]]:
     return [p.grad.std() if p.grad is not None and p.grad.numel() > 1 else None for p in params]
 
 
+def check_modalities(modalities) -> None:
+    """OGM-GE balances two or more modalities: with one, the coefficient is always 1 and GE would add
+    noise alone, logged as no modulation. Checked when training starts (``pase train``) and at a
+    training step (someone's own loop), not when the method is built, so old checkpoints still load."""
+    if len(modalities) < 2:
+        raise ValueError(f"method=ogm_ge balances two or more modalities; this data has one "
+                         f"({', '.join(modalities)}): use method=late_fusion")
+
+
 @register_method("ogm_ge")
 class OGMGE(Method):
     """OGM-GE for M modalities; see the module docstring.
@@ -190,6 +199,7 @@ class OGMGE(Method):
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         total, logs = super().loss(model, batch, out)
         if model.training:  # an eval-mode (validation) loss queues no coefficient
+            check_modalities(self.modalities)  # a plain loop got noise alone and no word (a review)
             coeffs, ratio = self.modulation(model, batch, out)
             self._pending.add(coeffs)
             self._stats["ratio"].add(ratio)

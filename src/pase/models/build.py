@@ -19,7 +19,12 @@ def prototype_classes(task: TaskSpec, binning: str) -> int:
     """K, the number of prototype classes: the task's classes, or the regression binning's bins
     (``binning`` is ``pase.binning``; an unknown one is named with that key)."""
     if task.kind == "regression":
-        from ..prototypes import num_bins
+        from ..prototypes import BINNINGS, num_bins
+
+        if binning == "classes":  # it said "num_bins('classes') needs num_classes", which the user cannot give
+            valid = ", ".join(b for b in BINNINGS if b != "classes")
+            raise ValueError(f"config key 'pase.binning': 'classes' takes the class ids of classification data; "
+                             f"these labels are continuous (regression): bin them with one of {valid}")
 
         try:
             return num_bins(binning)

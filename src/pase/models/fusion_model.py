@@ -135,6 +135,8 @@ class FusionModel(nn.Module):
         """(..., B, M) fusion weights from the gate scores (B, M) (None: plain late fusion) and
         ``present``, an (M,), (B, M) or (C, 1, M) bool mask (None: all present)."""
         mm = len(self.modalities)
+        if present is not None:
+            present = self.presence_mask(present, device)
         if present is None and scores is not None:
             return prototype_gates(scores)  # all present: no mask to apply
         if present is None:
@@ -143,6 +145,28 @@ class FusionModel(nn.Module):
         if scores is None:
             return presence_weights(present, dtype)
         return prototype_gates(scores, present)
+
+    def presence_mask(self, present, device: Optional[torch.device] = None) -> Tensor:
+        """``present`` as the bool mask the fusion takes: a bool tensor whose last dimension is M (in
+        the model's modality order) as is, or a list of the modality names present. Anything else is
+        one error naming ``present``, its shape or dtype and the order (a wrong width, names or a 0/1
+        integer mask gave raw torch errors, and a float mask rescaled a modality)."""
+        order = ", ".join(self.modalities)
+        if isinstance(present, (list, tuple)) and all(isinstance(m, str) for m in present):
+            unknown = [m for m in present if m not in self.modalities]
+            if unknown:
+                raise ValueError(f"present: modality {unknown[0]!r} is not one of the model's ({order})")
+            return torch.tensor([m in present for m in self.modalities], dtype=torch.bool, device=device)
+        if not isinstance(present, Tensor):
+            raise TypeError(f"present must be a bool tensor (..., M) over the modalities ({order}) or a list of "
+                            f"modality names, got {type(present).__name__}")
+        if present.dtype != torch.bool:
+            raise TypeError(f"present must be a bool mask (..., M) over ({order}), got dtype {present.dtype}; "
+                            "convert it with .bool() (fusion weights are computed from it, not taken from it)")
+        if present.dim() == 0 or present.shape[-1] != len(self.modalities):
+            raise ValueError(f"present has shape {tuple(present.shape)}, but its last dimension must be M = "
+                             f"{len(self.modalities)}, one entry per modality in the model's order ({order})")
+        return present
 
     def fused_logits(self, stacked: Tensor, weights: Tensor) -> Tensor:
         """Head applied to the weighted concatenation: stacked (B, M, D), weights (..., B, M) -> (..., B, O)."""

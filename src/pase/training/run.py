@@ -47,6 +47,7 @@ from ..data.contract import DataBundle, fingerprint, fingerprint_difference, sel
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, sha256_file
 from ..methods import create_method
+from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
 from ..metrics import MetricAccumulator, get_protocol
 from ..models import build_model
@@ -537,10 +538,11 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         log.warning(why)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = bundle if bundle is not None else load_bundle(cfg)
-    if cfg.method == "ogm_ge" and len(bundle.modalities) < 2:  # at training, so old checkpoints still load
-        # nothing to balance: the coefficient is always 1, and GE would add noise alone, logged as no modulation
-        raise ConfigError(f"method=ogm_ge balances two or more modalities; this data has one "
-                          f"({', '.join(bundle.modalities)}): use method=late_fusion")
+    if cfg.method == "ogm_ge":  # before anything is written (at training, so old checkpoints still load)
+        try:
+            check_ogm_modalities(bundle.modalities)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     train_dl, valid_dl, test_dl = _loaders(cfg, bundle)
     if writer and len(train_dl) == 1 and len(bundle.splits["train"]) > 1:
         log.warning(f"train.batch_size={cfg.train.batch_size} holds the whole training split "

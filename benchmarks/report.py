@@ -39,6 +39,9 @@ def _err(r: Optional[Dict[str, Any]]) -> Optional[str]:
 def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
     m = res["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    # an interrupted run's raw file (rewritten after every measurement) has no total: render what finished
+    length = (f"{res['total_wall_s'] / 60:.1f} min in all" if "total_wall_s" in res
+              else "interrupted before its end (the measurements that finished)")
     out = [
         "## Machine and commands", "",
         f"- CPU: {m['cpu']}, {m['cores']} cores ({m['affinity']} usable), {m['memory_gib']} GiB RAM{gpu}",
@@ -49,7 +52,7 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
         "batches, interleaved) and are the figures to read",
         f"- run: `{res['command']}` ({'quick' if res['quick'] else 'full'}, device {res['device']}"
         f"{', bf16 autocast' if res['bf16'] else ', float32'}), started {res['started']}, "
-        f"{res['total_wall_s'] / 60:.1f} min in all; raw results `{raw}`",
+        f"{length}; raw results `{raw}`",
         "- regenerate: `python benchmarks/run.py --threads 1` (full: 10 to 20 min on this 2-core VM, longer "
         "under load; this run's length is above), `python benchmarks/run.py --quick --threads 1` (a few "
         "minutes), `bash benchmarks/gpu.sh` (CUDA, "

@@ -259,6 +259,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     suffix = ("-quick" if a.quick else "") + ("-cuda" if a.device == "cuda" else "") + ("-bf16" if a.bf16 else "")
     out = Path(a.out) if a.out else ROOT / "BENCHMARKS.md"
     raw = Path(a.json) if a.json else HERE / f"results{suffix}.json"
+    for p in (out, raw):  # before any measurement: a missing folder lost the first one to a traceback (review)
+        p.parent.mkdir(parents=True, exist_ok=True)
     only = [s for s in (a.only or "").split(",") if s]
     command = "python benchmarks/run.py " + " ".join(x for x in (argv if argv is not None else sys.argv[1:]))
     results: Dict[str, Any] = {"machine": machine(a.threads), "quick": a.quick, "device": a.device,

@@ -172,6 +172,24 @@ def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():
     assert report._flat({"rss_after_epoch_mb": flat, "cuda_allocated_after_epoch_mb": leak}) is False
 
 
+def test_an_interrupted_runs_partial_results_render():
+    """run.py rewrites its JSON after every measurement so an interrupted run keeps what finished;
+    rendering that file raised KeyError 'total_wall_s' (review)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    res = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    for key in ("total_wall_s", "mmsa"):
+        res.pop(key, None)
+    res["machine"].pop("load_avg_end", None)
+    first = [k for k in res if "/" in k][0]
+    res = {k: v for k, v in res.items() if "/" not in k or k == first}
+    text = report.render(res, Path("results.json"))
+    assert "interrupted before its end (the measurements that finished)" in text
+
+
 def test_a_workers_peak_memory_is_its_own_not_its_parents(tmp_path):
     """A worker started by a parent holding 600 MiB reads its own peak (VmHWM), not the parent's:
     ``ru_maxrss`` carries the parent's high-water mark across exec, which put a floor of about

@@ -109,6 +109,22 @@ def test_permutation_accepts_callable_and_matches_table():
         permutation_shapley(v, M, 1)
 
 
+def test_permutation_masks_are_made_on_the_utilitys_device():
+    """A callable utility (the model's coalition pass) gets its masks on ``device`` and the estimate
+    stays there: two host-to-device copies per step were made before (a sync on CUDA). The 'meta'
+    device stands in for an accelerator; the same orderings are drawn as on the CPU."""
+    M, seen = 3, []
+
+    def fn(masks):
+        seen.append(masks.device.type)
+        return masks.float().sum(-1) * 2.0  # additive game: every player's value is 2
+
+    v, se = permutation_shapley(fn, M, 8, generator=torch.Generator().manual_seed(0), device=torch.device("meta"))
+    assert seen == ["meta"] and v.device.type == "meta" and se.device.type == "meta"
+    cpu, _ = permutation_shapley(fn, M, 8, generator=torch.Generator().manual_seed(0))
+    assert_close(cpu, torch.full((M,), 2.0), **EXACT)
+
+
 def test_shares_closed_form_negative_and_zero():
     v = torch.tensor([3.0, 1.0, -1.0], dtype=torch.float64)
     f = 1e-3 * 5.0  # floor = eps * sum |v|

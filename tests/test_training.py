@@ -5,6 +5,7 @@ import json
 
 import pytest
 import yaml
+import torch
 
 from tiny import TINY
 from pase.cli import main
@@ -269,6 +270,19 @@ def test_ddp_with_fewer_batches_than_devices_stops_with_one_line(tmp_path, capsy
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing written
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the setting would run")
+@pytest.mark.parametrize("accelerator", ["gpu", "nonsense"])
+def test_an_accelerator_this_machine_lacks_is_one_line_naming_the_key(tmp_path, capsys, accelerator):
+    """Lightning's "No supported gpu backend found!" named no setting (a review)."""
+    args = ["train", "--quiet", "--out", str(tmp_path / "d")] + [x for s in TINY + [
+        f"train.accelerator={accelerator}"] for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"pase: error: train.accelerator={accelerator}, train.devices=1, "
+                                               "train.strategy=auto: Lightning cannot run these on this machine ("), err
+    assert err[0].endswith("use train.accelerator=auto or cpu, or install the backend (a CUDA build of torch)")
+
+
 @pytest.mark.parametrize("values, mode, best", [
     (["nan", "0.30", "0.50"], "max", 2), (["0.10", "nan", "0.50"], "max", 2), (["0.4", "nan", "0.2"], "min", 2),
     (["0.5", "0.5", "0.1"], "max", 0),  # a tie keeps the earlier epoch, as ModelCheckpoint does
@@ -333,8 +347,8 @@ def test_evaluate_with_another_config_that_changes_the_inputs_is_refused(run, tm
         err = capsys.readouterr().err
         assert err == (f"pase: error: {ckpt}: the given --config changes what the checkpoint was trained with "
                        "(data.standardize: False there, True now); drop --config to use the checkpoint's own, and "
-                       "--set only what moved (for example --set data.path=NEW/PLACE) or how evaluation runs "
-                       "(train.batch_size, train.accelerator)\n")
+                       "--set only what moved (for example --set data.path=NEW/PLACE) or the evaluation batch size "
+                       "(train.batch_size; evaluate, predict and diagnose run on the CPU)\n")
         # --set alone went unchecked: the same change scored the weights on other inputs, exit 0
         assert main([*cmd, "--checkpoint", ckpt, "--set", "data.standardize=true"]) == 2
         assert "the given --set changes what the checkpoint was trained with (data.standardize: False there, " \

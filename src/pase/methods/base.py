@@ -248,7 +248,7 @@ class Method(nn.Module):
         if self.exact:
             return exact_shapley(self.coalition_utilities(model, out, target)), None
         return permutation_shapley(lambda m: self.coalition_utilities(model, out, target, m), len(self.modalities),
-                                   self.cfg.pase.shapley_permutations, self.permutations.generator)
+                                   self.cfg.pase.shapley_permutations, self.permutations.generator, target.device)
 
     @torch.no_grad()
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 import torch
 
 from .. import __version__, code_fingerprint
@@ -224,13 +225,20 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         check_compile(tc.accelerator)
         log.warning("train.compile=true: the first training steps compile the step (seconds with inductor's cache, "
                  "a minute or more without it on a CPU); it pays off in long runs (BENCHMARKS.md, section train.compile)")
-    return L.Trainer(
-        max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
-        precision=precision.get("precision"), deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
-        enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False,
-        num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
-        log_every_n_steps=1, plugins=[SafeCheckpointIO(), *precision.get("plugins", [])],
-        use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
+    try:
+        return L.Trainer(
+            max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
+            precision=precision.get("precision"), deterministic=tc.deterministic, callbacks=list(callbacks),
+            logger=logger, enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False,
+            num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
+            log_every_n_steps=1, plugins=[SafeCheckpointIO(), *precision.get("plugins", [])],
+            use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
+    except (MisconfigurationException, ModuleNotFoundError, ValueError) as e:
+        # Lightning's own line ("No supported gpu backend found!") named no setting (a review)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"train.accelerator={tc.accelerator}, train.devices={tc.devices}, train.strategy="
+                          f"{tc.strategy}: Lightning cannot run these on this machine ({first[:200]}); use "
+                          "train.accelerator=auto or cpu, or install the backend (a CUDA build of torch)") from None
 
 
 def _rank() -> int:
@@ -728,7 +736,8 @@ def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config, via_s
         given = "--set" if via_set else "--config"
         raise ConfigError(f"{path}: the given {given} changes what the checkpoint was trained with ({diff}); "
                           "drop --config to use the checkpoint's own, and --set only what moved (for example "
-                          "--set data.path=NEW/PLACE) or how evaluation runs (train.batch_size, train.accelerator)")
+                          "--set data.path=NEW/PLACE) or the evaluation batch size (train.batch_size; evaluate, "
+                          "predict and diagnose run on the CPU)")
 
 
 def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Optional[DataBundle] = None,

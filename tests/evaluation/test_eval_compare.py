@@ -191,6 +191,27 @@ def test_another_configuration_does_not_mix_into_a_comparison(comparison_copy):
         compare(apply_overrides(Config(), OVERRIDES + ["train.lr=0.5"]), ["late_fusion"], [1111], comparison_copy)
 
 
+def test_a_kept_run_of_another_configuration_or_split_does_not_mix_into_a_comparison(comparison_copy):
+    """A run trained longer with pase train --resume, or a diagnosis of the valid split written into a
+    run folder, was averaged into the comparison's tables without a word (a review)."""
+    import yaml
+
+    run = comparison_copy / "runs" / "agm" / "seed1112"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    longer = {**cfg, "train": {**cfg["train"], "max_epochs": 6}}
+    original = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(yaml.safe_dump(longer))
+    with pytest.raises(ConfigError, match=r"agm/seed1112 was trained with another configuration than this comparison "
+                                          r"\(train.max_epochs: 6 there, 2 now: trained longer"):
+        compare(apply_overrides(Config(), OVERRIDES), OK_METHODS, SEEDS, comparison_copy)
+    (run / "config.yaml").write_text(original)
+    diag = json.loads((run / "diagnostics.json").read_text())
+    (run / "diagnostics.json").write_text(json.dumps({**diag, "split": "valid"}))
+    with pytest.raises(ConfigError, match=r"seed1112/diagnostics.json diagnoses split 'valid', but a comparison's "
+                                          r"tables are of the test split"):
+        compare(apply_overrides(Config(), OVERRIDES), OK_METHODS, SEEDS, comparison_copy)
+
+
 @pytest.mark.parametrize("text", ["train: [unclosed\n", "train:\n  no_such_key: 1\n"])
 def test_an_unreadable_saved_configuration_is_named(tmp_path, text):
     out = tmp_path / "cmp"
@@ -455,9 +476,12 @@ def test_a_comparison_may_move_its_data_but_diagnoses_only_the_same_data(tmp_pat
 
     other = write_mmsa(tmp_path / "c", "mosi", sizes=(40, 16, 16), mutate=mutate)
     (run / "diagnostics.json").unlink()
-    res = compare(apply_overrides(Config(), sets + [f"data.path={other}"]), ["late_fusion"], [1111], out)
-    assert "was trained on other data" in res["runs"][0]["diagnose_error"]
-    assert not (run / "diagnostics.json").exists()
+    # other data of the same shapes: refused before anything runs (a review averaged a run trained on one
+    # file with a new seed trained on another into one row)
+    with pytest.raises(ConfigError, match=r"seed1111 was trained on other data than .* gives now \(split 'test' has other "
+                                          r"targets\); results of two datasets are never averaged"):
+        compare(apply_overrides(Config(), sets + [f"data.path={other}"]), ["late_fusion"], [1111, 1112], out)
+    assert not (run / "diagnostics.json").exists() and not (out / "runs" / "late_fusion" / "seed1112").exists()
 
 
 def test_a_job_loads_its_data_once_for_training_and_diagnosis(tmp_path, monkeypatch):

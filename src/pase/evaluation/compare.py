@@ -43,8 +43,9 @@ from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
+from ..data.contract import fingerprint, fingerprint_difference
 from ..training.run import (RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train,
-                            without_data_location)
+                            without_data_location, without_model_location)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
@@ -394,6 +395,7 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
     d.pop("method")
     d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress_bar")}
     d["data"] = without_data_location(d["data"])
+    d["model"] = without_model_location(d["model"])
     return d
 
 
@@ -428,6 +430,36 @@ def _check_base_config(cfg: Config, out: Path) -> None:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")
     save_config(cfg, path)  # new, or the data moved: config.yaml names where it lies now
+
+
+def _check_kept_runs(cfg: Config, out: Path) -> None:
+    """The finished runs a comparison keeps (a later call resumes it) are of this configuration, on this
+    data, and their diagnoses of the test split, else they would be averaged into one row with the new
+    ones, silently (a review: a run trained longer with ``pase train --resume``, a ``data.path`` moved to
+    other data of the same shapes, a ``pase diagnose --split valid`` into a run folder). Refused with the
+    first such file, before anything is trained."""
+    finished = sorted(p.parent for p in out.glob("runs/*/seed*/metrics.json"))
+    bundle = None
+    for run in finished:
+        diff = config_difference(run / "config.yaml", cfg, _comparable) if (run / "config.yaml").is_file() else None
+        if diff:
+            raise ConfigError(f"{run} was trained with another configuration than this comparison ({diff}: trained "
+                              "longer with pase train --resume, or edited?); its results would be averaged with the "
+                              "others: move it aside to retrain it, or pass a new --out (nothing was changed)")
+        diag = _read_json(run / "diagnostics.json")
+        if diag is not None and diag.get("split", "test") != "test":
+            raise ConfigError(f"{run / 'diagnostics.json'} diagnoses split {diag.get('split')!r}, but a comparison's "
+                              "tables are of the test split: move it and its CSVs aside (the comparison then "
+                              "diagnoses the test split) or pass a new --out (nothing was changed)")
+        saved = (_read_json(run / "metrics.json") or {}).get("data_fingerprint")
+        if saved is None:  # written before metrics.json kept it
+            continue
+        bundle = bundle if bundle is not None else load_bundle(cfg)
+        why = fingerprint_difference(saved, fingerprint(bundle))
+        if why:
+            raise ConfigError(f"{run} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
+                              f"({why}); results of two datasets are never averaged: point data.path at the "
+                              "comparison's data, or pass a new --out (nothing was changed)")
 
 
 def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,
@@ -498,6 +530,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
             if kept is not None and [float(x) for x in kept] != list(levels):
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
+    _check_kept_runs(cfg, out)
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
         "noise_levels": list(levels), "pase_version": __version__})

@@ -643,6 +643,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         # what ran, which may differ from what was asked (on a CPU Lightning runs 16-mixed as bf16-mixed)
         "precision_effective": str(trainer.precision), "accelerator_effective": type(trainer.accelerator).__name__,
         "checkpoint": _relative(Path(best), out),
+        # the data it was trained on (pase compare refuses to average runs of other data into one row)
+        "data_fingerprint": _jsonable(module.data_fingerprint),
     }
     if writer:
         atomic_write_json(out / "metrics.json", result)

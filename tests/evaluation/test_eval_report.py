@@ -164,6 +164,18 @@ def test_diagnostic_cells_over_fewer_seeds_than_the_runs_say_so():
          "conditions": {"pase": []}}
     probes = next(t for t in _diagnostic_tables(s) if t["title"].startswith("Linear probes"))
     assert probes["rows"] == [["pase", "0.5233 ± 0.0252 (n=3)", "0.5425 ± 0.0435"]]
+    # the share-truth, deficit and deficit-reduction cells said nothing of their n either (a second review)
+    s["share_truth"] = {"truth": {"text": 0.6, "audio": 0.4}, "error": {"pase": {"text": short, "audio": full}},
+                        "max_abs_error": {"pase": 0.55}, "within_0.05": {"pase": False}}
+    s["alone"] = {"text": full, "audio": full}
+    s["deficit"] = {"pase": {"text": short, "audio": full}}
+    s["deficit_reduction"] = {"pase": {"text": short, "audio": full}}
+    s["reference"], s["level"] = "late_fusion", 0.95
+    tables = {t["title"].split(" (")[0].split("?")[0]: t for t in _diagnostic_tables(s)}
+    for title in ("Test-split shares against the generator's ground truth", "Probe deficit: unimodal alone minus joint",
+                  "Does a method reduce the probe deficit of late_fusion"):
+        row = tables[title]["rows"][0]
+        assert "(n=3)" in row[1] and "(n=" not in row[2], (title, row)
 
 
 def test_the_header_names_a_paired_reference_only_when_it_was_compared(comparison, comparison_copy):

@@ -27,6 +27,10 @@ def test_all_modalities_present_equals_the_runs_test_metrics(comparison, method,
     rows = _rows(out, method, seed)
     full = rows[0]
     assert (full["kind"], full["condition"]) == ("missing", "text+audio+vision")
+    # every row names its dataset, protocol and split (PASE_SPEC section 6; they named neither, review)
+    assert {(r["dataset"], r["protocol"], r["split"]) for r in rows} == {("synthetic", "mosi", "test")}
+    with open(out / "runs" / method / f"seed{seed}" / "diagnostics.csv") as fh:
+        assert next(csv.reader(fh))[:3] == ["dataset", "protocol", "split"]
     clean = [r for r in rows if r["kind"] == "noise" and float(r["sigma"]) == 0]
     for r in [full] + clean:  # sigma = 0 is the clean input too
         for k, v in test.items():

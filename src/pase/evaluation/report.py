@@ -22,7 +22,7 @@ import io
 import math
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..data.contract import sort_modalities
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -80,13 +80,14 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
             "rows": [[m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d)]
                      for m in methods for k, d in s["stats"][m].items()]}
     tables = [wide, long]
-    if s.get("paired"):
-        rows = []
-        for m, per in ((m, s["paired"][m]) for m in methods if m in s["paired"]):
-            for k, d in per.items():
-                better = (d["mean"] > 0) == s["higher_is_better"].get(k, True)
-                verdict = ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else "no"
-                rows.append([m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d), verdict])
+    paired = s.get("paired") or {}
+    rows = []
+    for m, per in ((m, paired[m]) for m in methods if m in paired):
+        for k, d in per.items():
+            better = (d["mean"] > 0) == s["higher_is_better"].get(k, True)
+            verdict = ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else "no"
+            rows.append([m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d), verdict])
+    if rows:  # no compared method with a finished run: no table of empty rows
         tables.append({"title": f"Paired differences against {s['reference']} (same seed)",
                        "note": f"d = metric(method) - metric({s['reference']}) per seed; {level}% paired t-interval. "
                                "'yes' when the interval excludes 0 (no multiplicity correction).",
@@ -95,7 +96,7 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
     return tables
 
 
-def _share_truth_table(s: Dict[str, Any], methods: List[str], mods: List[str]) -> List[Table]:
+def _share_truth_table(s: Dict[str, Any], methods: List[str], mods: List[str], pm: Callable[..., str]) -> List[Table]:
     st = s.get("share_truth")
     if not st:
         return []
@@ -106,7 +107,7 @@ def _share_truth_table(s: Dict[str, Any], methods: List[str], mods: List[str]) -
                      "The r2 utility (explained variance of each coalition's predictions) measures what the "
                      "truth defines; 'within 0.05' when every modality's mean error is at most 0.05.",
              "headers": ["method"] + mods + ["max abs error", "within 0.05"],
-             "rows": [[m] + [f"{_pm(st['error'][m][mod])} {_ci(st['error'][m][mod])}" for mod in mods]
+             "rows": [[m] + [f"{pm(m, st['error'][m][mod])} {_ci(st['error'][m][mod])}" for mod in mods]
                       + [_f(st["max_abs_error"][m]), "yes" if st["within_0.05"][m] else "no"] for m in methods]}]
 
 
@@ -125,7 +126,7 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
                "headers": ["method", "utility"] + mods,
                "rows": [[m, u] + [pm(m, s["shares"][u][m][mod]) for mod in mods]
                         for m in methods for u in s["shares"]]},
-              *_share_truth_table(s, methods, mods),
+              *_share_truth_table(s, methods, mods, pm),
               {"title": f"Linear probes of the frozen encoders ({s['probes']['metric']}, test split)",
                "note": "A linear model fit on the train-split representation of one modality, scored on test.",
                "headers": ["method"] + mods,
@@ -147,9 +148,9 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
         tables.append({"title": f"Probe deficit: unimodal alone minus joint ({s['probes']['metric']})",
                        "note": "Positive: the encoder learned its modality worse when trained jointly (competition).",
                        "headers": ["method"] + [f"{mod} (alone {_pm(alone[mod])})" for mod in alone],
-                       "rows": [[m] + [f"{_pm(s['deficit'][m][mod])} {_ci(s['deficit'][m][mod])}" for mod in alone]
+                       "rows": [[m] + [f"{pm(m, s['deficit'][m][mod])} {_ci(s['deficit'][m][mod])}" for mod in alone]
                                 for m in methods]})
-        tables += _reduction_table(s, s["probes"]["metric"], s)
+        tables += _reduction_table(s, s["probes"]["metric"], s, pm)
     eff = s.get("effect_probes")
     if eff:
         note = ("Ground truth of the built-in benchmark: R^2 of a ridge probe of the modality's own effect f_m "
@@ -161,9 +162,9 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
             tables.append({"title": "Effect-probe deficit: unimodal alone minus joint (effect_r2)",
                            "note": "Positive: jointly trained, the encoder learned less of its own modality's effect.",
                            "headers": ["method"] + [f"{mod} (alone {_pm(eff['alone'][mod])})" for mod in eff["alone"]],
-                           "rows": [[m] + [f"{_pm(eff['deficit'][m][mod])} {_ci(eff['deficit'][m][mod])}"
+                           "rows": [[m] + [f"{pm(m, eff['deficit'][m][mod])} {_ci(eff['deficit'][m][mod])}"
                                            for mod in eff["alone"]] for m in methods]})
-            tables += _reduction_table(s, "effect_r2", eff)
+            tables += _reduction_table(s, "effect_r2", eff, pm)
     return tables
 
 
@@ -173,7 +174,7 @@ def _verdict(d: Dict[str, Any]) -> str:
     return "reduces" if d["mean"] > 0 else "increases"
 
 
-def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any]) -> List[Table]:
+def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any], pm: Callable[..., str]) -> List[Table]:
     """Which methods reduce the probe deficit of the reference, with paired 95% intervals."""
     red = block.get("deficit_reduction") or {}
     if not red:
@@ -185,7 +186,7 @@ def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any]) -> L
                      f"by seed, mean ± SD and {level}% t-interval; 'reduces' / 'increases' when the interval "
                      "excludes 0 (no multiplicity correction), else 'no evidence'.",
              "headers": ["method"] + mods,
-             "rows": [[m] + [f"{_pm(red[m][mod])} {_ci(red[m][mod])} {_verdict(red[m][mod])}" for mod in mods]
+             "rows": [[m] + [f"{pm(m, red[m][mod])} {_ci(red[m][mod])} {_verdict(red[m][mod])}" for mod in mods]
                       for m in red]}]
 
 

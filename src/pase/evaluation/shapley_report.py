@@ -326,7 +326,9 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
                 "dataset": bundle.name, "method": cfg.method, "seed": cfg.train.seed}
     if not (out / "diagnostics.json").is_file():  # else that file already says whose they are
         atomic_write_json(out / _PARTIAL, identity)
-    write_csv(out / "robustness.csv", rob)
+    # every row names its dataset and protocol (PASE_SPEC section 6), as the comparison's CSVs do
+    named = {"dataset": bundle.name, "protocol": bundle.task.protocol, "split": split}
+    write_csv(out / "robustness.csv", [{**named, **r} for r in rob])
     trajectory = None
     if log_csv is not None and log_csv.is_file():
         copy_trajectory(log_csv, out / "trajectory.csv", module.monitor)
@@ -346,7 +348,7 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
         "files": {"robustness": "robustness.csv", "trajectory": trajectory, "table": "diagnostics.csv"},
         "code_sha256": code_fingerprint(),  # which code computed these figures (pase compare compares it)
     }
-    write_csv(out / "diagnostics.csv", _modality_rows(mods, shap, probe))
+    write_csv(out / "diagnostics.csv", [{**named, **r} for r in _modality_rows(mods, shap, probe)])
     atomic_write_json(out / "diagnostics.json", result)
     (out / _PARTIAL).unlink(missing_ok=True)
     return result

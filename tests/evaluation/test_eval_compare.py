@@ -318,6 +318,26 @@ def test_a_damaged_metrics_file_is_named(comparison_copy):
     assert bad.read_text() == '{"test": '
 
 
+@pytest.mark.parametrize("name, text, what", [
+    ("metrics.json", None, r"no key 'protocol'"),  # an older metrics.json: a bare "pase: error: protocol"
+    ("robustness.csv", "kind,condition\nmissing,text\n", r"no column 'modality'"),
+    ("trajectory.csv", "epoch,diag/share_text\nfoo,0.5\n", r"not a per-epoch log as pase writes it \(ValueError: "),
+])
+def test_a_foreign_run_file_is_named_with_what_it_lacks(comparison_copy, name, text, what):
+    """Files that read but are not as pase writes them failed with a bare key or conversion error (review)."""
+    from pase.evaluation.report import report
+
+    bad = comparison_copy / "runs" / "agm" / "seed1111" / name
+    if text is None:
+        d = json.loads(bad.read_text())
+        del d["protocol"]
+        text = json.dumps(d)
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^{bad}: {what}"):
+        report(comparison_copy)
+    assert bad.read_text() == text
+
+
 def test_a_dead_worker_fails_no_run_for_good(comparison_copy, monkeypatch):
     """One killed --jobs worker breaks the pool: every pending run then fails with BrokenProcessPool.
     None of them failed by itself, so none gets FAILED.txt (which made the next call restart

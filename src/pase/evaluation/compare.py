@@ -577,14 +577,30 @@ def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
         rec.update(status="failed" if failed.is_file() else "missing",
                    error=failed.read_text().strip() if failed.is_file() else unfinished)
         return rec
-    rec.update(status="ok", metrics=metrics, diagnostics=_read_json(run / "diagnostics.json"))
+    _require(metrics, ("dataset", "protocol", "monitor", "test"), run / "metrics.json")
+    diagnostics = _read_json(run / "diagnostics.json")
+    if diagnostics is not None:
+        _require(diagnostics, ("modalities",), run / "diagnostics.json")
+    rec.update(status="ok", metrics=metrics, diagnostics=diagnostics)
     if (run / "DIAGNOSE_FAILED.txt").is_file():
         rec["diagnose_error"] = (run / "DIAGNOSE_FAILED.txt").read_text().strip()
     # a diagnosis writes robustness.csv before diagnostics.json: without the latter (a diagnosis that
     # failed or was cut short) the rows would feed the condition tables a seed the others leave out
     finished = rec["diagnostics"] is not None and not rec["diagnose_error"]
     rec["robustness_rows"] = read_csv(run / "robustness.csv") if finished and (run / "robustness.csv").is_file() else []
+    if rec["robustness_rows"]:
+        _require(rec["robustness_rows"][0], ("kind", "condition", "modality", "sigma"), run / "robustness.csv",
+                 "column")
     return rec
+
+
+def _require(record: Any, keys: Sequence[str], path: Path, what: str = "key") -> None:
+    """One error naming ``path`` and the first of ``keys`` that ``record`` lacks (a file of another version or
+    program, or damaged): the tables failed later with a bare 'pase: error: protocol' (a review)."""
+    missing = [k for k in keys if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise ConfigError(f"{path}: no {what} {missing[0]!r}, so it is not as pase writes it (another version or "
+                          "program, or damaged); restore it, or move its run folder aside to retrain that run")
 
 
 def _discover(out: Path) -> Tuple[List[str], List[int]]:

@@ -24,6 +24,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..config import ConfigError
 from ..data.contract import sort_modalities
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .compare import describe, summarize
@@ -318,11 +319,16 @@ def _trajectory_data(s: Dict[str, Any]) -> List[Dict[str, Any]]:
         for r in (r for r in s["runs"] if r["method"] == m and r["status"] == "ok"):
             path = _run_log(r)
             log = read_csv(path) if path else []
-            for row in log:
-                for k, v in row.items():
-                    if k.startswith("diag/share_") and v not in ("", None):
-                        values.setdefault((int(float(row["epoch"])), k[len("diag/share_"):]), []).append(float(v))
-            sw = [float(row["diag/switch_epoch"]) for row in log if row.get("diag/switch_epoch")]
+            try:
+                for row in log:
+                    for k, v in row.items():
+                        if k.startswith("diag/share_") and v not in ("", None):
+                            values.setdefault((int(float(row["epoch"])), k[len("diag/share_"):]), []).append(float(v))
+                sw = [float(row["diag/switch_epoch"]) for row in log if row.get("diag/switch_epoch")]
+            except (KeyError, TypeError, ValueError) as e:  # a bare "could not convert string to float" before
+                raise ConfigError(f"{path}: not a per-epoch log as pase writes it ({type(e).__name__}: {e}); "
+                                  "restore it, or "
+                                  "move its run folder aside to retrain that run") from None
             if sw and sw[-1] >= 0:
                 switches.append(sw[-1])
         switch = sum(switches) / len(switches) if switches else ""

@@ -276,7 +276,7 @@ class PaseModule(L.LightningModule):
             "data": self.data_fingerprint,
             "elapsed_s": self.elapsed_before + (time.time() - self.started if self.started is not None else 0.0),
             # a pretrained encoder's model config (BERT's config.json): the checkpoint alone rebuilds it
-            "pretrained": {m: enc.config_dict() for m, enc in self.model.encoders.items()
+            "pretrained": {m: enc.config_dict() for m, enc in getattr(self.model, "encoders", {}).items()
                            if hasattr(enc, "config_dict")},
         }
 

@@ -222,7 +222,8 @@ def _args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--out", default=None, help="report path (default: BENCHMARKS.md at the project root)")
+    ap.add_argument("--out", default=None, help="report path (default: BENCHMARKS.md at the project root; "
+                    "BENCHMARKS-quick.md / BENCHMARKS-partial.md for --quick / --only, so they never replace it)")
     ap.add_argument("--json", default=None, help="raw results path (default: benchmarks/results*.json)")
     ap.add_argument("--only", default=None, help="comma-separated key prefixes to run (e.g. epoch,mmsa)")
     ap.add_argument("--render", metavar="JSON", default=None,
@@ -256,12 +257,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.bf16 and a.device != "cuda":
         print("benchmarks/run.py: --bf16 needs --device cuda (CPU timings are float32)", file=sys.stderr)
         return 2
-    suffix = ("-quick" if a.quick else "") + ("-cuda" if a.device == "cuda" else "") + ("-bf16" if a.bf16 else "")
-    out = Path(a.out) if a.out else ROOT / "BENCHMARKS.md"
+    only = [s for s in (a.only or "").split(",") if s]
+    keys = [k for k, _, _ in plan(a.quick, a.device, a.bf16, a.threads)] + ["mmsa"]
+    unknown = [o for o in only if not any(k.startswith(o) for k in keys)]
+    if unknown:  # it ran nothing, exit 0, and wrote an all-"not run" BENCHMARKS.md over the committed one (review)
+        print(f"benchmarks/run.py: --only {unknown[0]!r} matches no measurement; valid keys (prefixes match): "
+              f"{', '.join(keys)}", file=sys.stderr)
+        return 2
+    # a quick or partial run writes beside the full report, never over it (unless --out / --json say so)
+    suffix = ("-quick" if a.quick else "") + ("-partial" if only else "") + ("-cuda" if a.device == "cuda" else "") + \
+        ("-bf16" if a.bf16 else "")
+    out = Path(a.out) if a.out else ROOT / f"BENCHMARKS{suffix}.md"
     raw = Path(a.json) if a.json else HERE / f"results{suffix}.json"
     for p in (out, raw):  # before any measurement: a missing folder lost the first one to a traceback (review)
         p.parent.mkdir(parents=True, exist_ok=True)
-    only = [s for s in (a.only or "").split(",") if s]
     command = "python benchmarks/run.py " + " ".join(x for x in (argv if argv is not None else sys.argv[1:]))
     results: Dict[str, Any] = {"machine": machine(a.threads), "quick": a.quick, "device": a.device,
                                "bf16": a.bf16, "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pase.config import ConfigError, apply_overrides, config_difference, load_config, save_config
 from pase.io import atomic_write_text
+from pase.methods import METHODS
 from pase.training import train
 from results_tables import variant_folder  # a sibling script: benchmarks/ is on sys.path when run
 
@@ -35,6 +36,10 @@ def _configs(config: str, variants, seeds, extra):
     for seed in seeds:
         for variant in variants:
             method, *sets = variant.split(":")
+            try:  # a method typo trained the variants before it, then failed (a review)
+                METHODS.get(method)
+            except KeyError as e:
+                raise SystemExit(f"variants.py: variant {variant!r}: {e.args[0]} (nothing was trained)") from None
             try:
                 cfg = apply_overrides(shared, [f"method={method}", *sets, f"train.seed={seed}",
                                                "train.progress_bar=false"])

@@ -40,6 +40,14 @@ def _script(*args, timeout=300):
                           timeout=timeout, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
 
 
+def test_an_only_prefix_that_matches_nothing_is_refused_and_nothing_is_written(tmp_path):
+    """It ran nothing, exited 0 and wrote an all-"not run" BENCHMARKS.md over the committed one (review)."""
+    before = (ROOT / "BENCHMARKS.md").read_bytes()
+    proc = _script(ROOT / "benchmarks" / "run.py", "--quick", "--only", "epoch_typo", "--json", tmp_path / "r.json")
+    assert proc.returncode == 2 and "--only 'epoch_typo' matches no measurement; valid keys" in proc.stderr
+    assert (ROOT / "BENCHMARKS.md").read_bytes() == before and not (tmp_path / "r.json").exists()
+
+
 def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     """variants.py trains into runs/<variant>/seed<s>/ and refuses to reuse a folder of another
     configuration (its name leaves out the trailing KEY=VALUE); results_tables.py pairs by seed
@@ -58,6 +66,10 @@ def test_variants_and_tables_pair_by_seed_and_refuse_a_mixed_folder(tmp_path):
     # a typo in a later variant stops the script before the first one trains
     proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "agm,pase:pase.sgmm=false", "1111", *tiny)
     assert proc.returncode != 0 and "variant 'pase:pase.sgmm=false': unknown config key 'pase.sgmm'" in proc.stderr
+    assert not (out / "runs" / "agm").exists()
+    proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "agm,late_fusoin", "1111", *tiny)
+    assert proc.returncode != 0 and "variant 'late_fusoin': unknown method 'late_fusoin'; did you mean 'late_fusion'" \
+        in proc.stderr and "(nothing was trained)" in proc.stderr, proc.stderr
     assert not (out / "runs" / "agm").exists()
     # a failed run is recorded in its folder, the script exits 1, and the other runs are kept
     proc = _script(ROOT / "benchmarks" / "variants.py", "-", out, "late_fusion:train.monitor=nope", "1111", *tiny)

@@ -23,6 +23,14 @@ from pase.evaluation.competition import probe_deficit
 
 
 def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except (ValueError, KeyError, OSError) as e:  # ConfigError, RunDirError, a missing file: one line, not a traceback
+        print(f"competition.py: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config")
     p.add_argument("--set", action="append", default=[])

@@ -9,20 +9,32 @@ unimodal model per modality (same config, ``data.modalities=[m]``), probes every
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..config import Config, apply_overrides
-from ..training.run import load_checkpoint, train
+from ..config import Config, ConfigError, apply_overrides, config_difference
+from ..training.run import load_bundle, load_checkpoint
+from .compare import _train_into
 from .probes import probe_model
 
 __all__ = ["probe_deficit", "trained_probes"]
 
 
 def trained_probes(cfg: Config, out: Path) -> Dict[str, object]:
-    """Train ``cfg`` into ``out``; returns {"metrics": metrics.json content, "probe": per-modality probes}."""
-    result = train(cfg, out, quiet=True)
+    """Train ``cfg`` into ``out`` (a finished run of the same configuration there is kept, an
+    interrupted one continued, as ``pase compare`` does); returns {"metrics": metrics.json content,
+    "probe": per-modality probes}. (A second call into the same folder stopped with a traceback.)"""
+    done = out / "metrics.json"
+    if done.is_file():
+        diff = config_difference(out / "config.yaml", cfg) if (out / "config.yaml").is_file() else "no config.yaml"
+        if diff:
+            raise ConfigError(f"{out} holds a finished run of another configuration ({diff}); pass another output "
+                              "folder (nothing was changed)")
+    else:
+        _train_into(cfg, out)
+    result = json.loads(done.read_text())
     module, _, bundle = load_checkpoint(out / result["checkpoint"])
     return {"metrics": result, "probe": probe_model(module.model, bundle)}
 
@@ -45,6 +57,12 @@ def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_d
         "__fused__" holds the joint model's test metrics.
     """
     root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pase-competition-"))
+    if modalities is not None:  # before anything trains (a typo failed after the joint run)
+        have = list(cfg.data.modalities or load_bundle(cfg).modalities)
+        unknown = [m for m in modalities if m not in have]
+        if unknown:
+            raise ValueError(f"modality {unknown[0]!r} is not one of the data's ({', '.join(have)}); nothing was "
+                             "trained")
     joint = trained_probes(cfg, root / "joint")
     mods = list(modalities) if modalities is not None else list(joint["probe"])[1:]
     scores = next(iter(joint["probe"].values()), {})

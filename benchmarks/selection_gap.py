@@ -41,7 +41,6 @@ from typing import Any, Dict, List
 import lightning as L
 import torch
 
-from pase.config import apply_overrides, load_config
 from pase.metrics import MetricAccumulator, get_protocol
 from pase.training import run as run_mod
 from pase.training import train
@@ -170,7 +169,7 @@ def table(out: Path) -> str:
     lines = [f"| variant | seeds | valid-selected {KEY} | test-selected (bc-LSTM release) | test - valid, mean ± SE "
              "| cross-fitted on test videos | cross-fitted - valid, mean ± SE | last epoch "
              "| selected epochs (valid / test) | epochs run |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for vdir in sorted((out / "runs").iterdir()):
+    for vdir in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:  # none finished: an empty table
         rs = [readings(s) for s in sorted(vdir.glob("seed*")) if (s / "test_curve.json").is_file()]
         if not rs:
             continue
@@ -188,7 +187,7 @@ def curves(out: Path) -> List[Dict[str, Any]]:
     """One row per variant and epoch: mean over the seeds that reached it of the validation
     monitor, validation Has0 Acc-2 (log.csv) and test Has0 Acc-2 (test_curve.json)."""
     rows: List[Dict[str, Any]] = []
-    for vdir in sorted((out / "runs").iterdir()):
+    for vdir in sorted((out / "runs").iterdir()) if (out / "runs").is_dir() else []:  # none finished: an empty table
         per_epoch: Dict[int, Dict[str, List[float]]] = {}
         monitor = None
         for s in sorted(vdir.glob("seed*")):
@@ -234,7 +233,8 @@ def plot(rows: List[Dict[str, Any]], path: Path) -> None:
 
 
 def main(argv) -> int:
-    from results_tables import variant_folder  # a sibling script; run_one stays importable without it
+    from results_tables import variant_folder  # sibling scripts; run_one stays importable without them
+    from variants import _configs, check_run, check_shared
 
     if argv[:1] == ["--table"]:
         print(table(Path(argv[1])))
@@ -248,23 +248,32 @@ def main(argv) -> int:
     p.add_argument("seeds")
     p.add_argument("sets", nargs="*")
     a = p.parse_args(argv)
-    for seed in [int(s) for s in a.seeds.split(",")]:
-        for variant in a.variants.split(","):
-            method, *sets = variant.split(":")
-            run = a.out / "runs" / variant_folder(variant) / f"seed{seed}"
-            if (run / "test_curve.json").exists():
-                continue
-            cfg = apply_overrides(load_config(None if a.config == "-" else a.config, a.sets),
-                                  [f"method={method}", *sets, f"train.seed={seed}", "train.progress_bar=false"])
-            try:
-                run_one(cfg, run)
-            except Exception as e:  # noqa: BLE001 - report and continue with the other runs, as variants.py
-                print(variant, seed, "FAILED", e, flush=True)
-                continue
-            r = readings(run)
-            print(variant, seed, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
+    try:
+        seeds = [int(s) for s in a.seeds.split(",")]
+    except ValueError:
+        raise SystemExit(f"selection_gap.py: SEEDS {a.seeds!r} is not a comma list of integers") from None
+    # as variants.py: every configuration checked before anything trains, and the runs of one OUT share their
+    # settings (a review averaged a 2-epoch lr 1e-3 run with a 3-epoch lr 1e-2 one in one row, exit 0)
+    shared, runs = _configs(a.config, a.variants.split(","), seeds, a.sets)
+    check_shared(a.out, shared, "selection_gap.py")
+    failed = 0
+    for variant, seed, cfg in runs:
+        run = a.out / "runs" / variant_folder(variant) / f"seed{seed}"
+        check_run(run, cfg, "selection_gap.py")
+        if (run / "test_curve.json").exists():
+            continue
+        try:
+            run_one(cfg, run)
+        except Exception as e:  # noqa: BLE001 - report and continue with the other runs, as variants.py
+            failed += 1
+            print(variant, seed, "FAILED", e, flush=True)
+            continue
+        r = readings(run)
+        print(variant, seed, {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
     print(table(a.out))
-    return 0
+    if failed:
+        print(f"selection_gap.py: {failed} run(s) failed; delete their folders and rerun to retry them", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

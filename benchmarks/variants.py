@@ -49,6 +49,28 @@ def _configs(config: str, variants, seeds, extra):
     return shared, runs
 
 
+def check_shared(out: Path, shared, script: str = "variants.py") -> None:
+    """``out/shared.yaml`` records the shared settings of its runs; other ones stop the script (their runs
+    would land in the same table)."""
+    record = out / "shared.yaml"
+    if record.is_file():
+        diff = config_difference(record, shared)
+        if diff:
+            raise SystemExit(f"{script}: {out} holds runs of other shared settings ({diff}; {record}); pass a "
+                             "new OUT, or the same CONFIG and trailing KEY=VALUE pairs")
+    else:
+        save_config(shared, record)
+
+
+def check_run(run: Path, cfg, script: str = "variants.py") -> None:
+    """A run folder of another configuration stops the script (its name leaves out CONFIG and the
+    trailing KEY=VALUE)."""
+    if (run / "config.yaml").is_file():
+        diff = config_difference(run / "config.yaml", cfg)
+        if diff:
+            raise SystemExit(f"{script}: {run} holds another configuration ({diff}); pass a new OUT")
+
+
 def main(argv) -> int:
     if len(argv) < 4:
         raise SystemExit(__doc__)
@@ -58,21 +80,11 @@ def main(argv) -> int:
     except ValueError:
         raise SystemExit(f"variants.py: SEEDS {argv[3]!r} is not a comma list of integers") from None
     shared, runs = _configs(config, variants, seeds, argv[4:])
-    record = out / "shared.yaml"
-    if record.is_file():
-        diff = config_difference(record, shared)
-        if diff:
-            raise SystemExit(f"variants.py: {out} holds runs of other shared settings ({diff}; {record}); pass a "
-                             "new OUT, or the same CONFIG and trailing KEY=VALUE pairs")
-    else:
-        save_config(shared, record)
+    check_shared(out, shared)
     failed = 0
     for variant, seed, cfg in runs:
         run = out / "runs" / variant_folder(variant) / f"seed{seed}"
-        if (run / "config.yaml").is_file():  # the folder name leaves out CONFIG and the trailing KEY=VALUE
-            diff = config_difference(run / "config.yaml", cfg)
-            if diff:
-                raise SystemExit(f"variants.py: {run} holds another configuration ({diff}); pass a new OUT")
+        check_run(run, cfg)
         if (run / "metrics.json").exists():
             continue
         (run / "FAILED.txt").unlink(missing_ok=True)  # a retry

@@ -32,7 +32,7 @@ def test_altered_file_and_missing_folder_are_one_line_errors(mosi_dir, tmp_path)
         fh.write("\n")
     with pytest.raises(MosiDataError, match=r"audio_test0.csv: SHA-256 .* does not match SHA256SUMS"):
         load_mosi_bclstm(path=str(copy))
-    with pytest.raises(MosiDataError, match="not a mosi-bclstm folder"):
+    with pytest.raises(MosiDataError, match=r"nowhere: no such folder; pass data.path=FOLDER"):
         load_mosi_bclstm(path=str(tmp_path / "nowhere"))
 
 

@@ -184,6 +184,8 @@ def test_a_ddp_worker_names_its_rank_in_an_error_line(capsys, monkeypatch):
     ("pase.binning=classes", "config key 'pase.binning': 'classes' takes the class ids of classification data; these "
                              "labels are continuous (regression): bin them with one of sign, polarity, round7"),
     ("method=nonsense", "config key 'method': unknown method 'nonsense'; valid: agm, late_fusion, ogm_ge, pase"),
+    # the paper's spelling got no hint (difflib finds 'PaSE' too far from 'pase'; review)
+    ("method=PaSE", "config key 'method': unknown method 'PaSE'; did you mean 'pase'? valid: agm, late_fusion"),
 ])
 def test_an_unknown_name_is_named_with_its_config_key(tmp_path, capsys, override, line):
     """'unknown encoder' did not say whether model.encoder or model.text_encoder held it (review)."""

@@ -16,7 +16,8 @@ T = TypeVar("T")
 
 def unknown_name_message(kind: str, name: str, valid: List[str]) -> str:
     """``unknown <kind> 'nme'; did you mean 'name'? valid: a, b, c`` (``...; valid: ...`` without a close name)."""
-    close = difflib.get_close_matches(name, valid, n=1)
+    # case first (method=PaSE got no hint: 'PaSE' and 'pase' share too few characters for difflib)
+    close = [v for v in valid if v.lower() == str(name).lower()] or difflib.get_close_matches(name, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {kind} {name!r}{hint}{';' if not hint else ''} valid: {', '.join(sorted(valid))}"
 

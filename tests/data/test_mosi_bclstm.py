@@ -90,6 +90,17 @@ def test_malformed_sha256sums_line(tmp_path, untouched):
     check()
 
 
+def test_a_folder_that_is_not_there_says_so(tmp_path, monkeypatch):
+    """It was called "not a mosi-bclstm folder (no mosi_index.csv)" (a review)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MosiDataError, match=r"^no_such: no such folder \(relative to the current directory, .*\); pass "
+                                            r"data.path=FOLDER"):
+        load_mosi_bclstm(path="no_such")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MosiDataError, match=r"empty: not a mosi-bclstm folder \(no mosi_index.csv\)"):
+        load_mosi_bclstm(path=str(tmp_path / "empty"))
+
+
 @pytest.mark.parametrize("drop", ["mosi_index.csv", "features/audio_test0.csv", "every line"])
 def test_sha256sums_must_list_every_file_read(tmp_path, untouched, drop):
     """A SHA256SUMS without the line of a file the loader reads (or emptied) verified nothing of it: a

@@ -40,6 +40,20 @@ def _script(*args, timeout=300):
                           timeout=timeout, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
 
 
+def test_op_count_counts_every_variants_calls_and_the_shapley_estimate():
+    """benchmarks/op_count.py: PaSE dispatches more aten calls per step than late fusion, which
+    dispatches more than the plain step (its Shapley tracking), and the estimate's own count is printed."""
+    import re
+
+    proc = _script(ROOT / "benchmarks" / "op_count.py", "--dataset", "sweep3", "--top", "3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    n = {v: int(re.search(rf"^  {v} +(\d+)", proc.stdout, re.M).group(1)) for v in ("plain", "late_fusion", "pase")}
+    assert n["plain"] < n["late_fusion"] < n["pase"], n
+    shap = int(re.search(r"one exact Shapley estimate \+ SGM: (\d+)", proc.stdout).group(1))
+    assert 0 < shap < n["plain"]
+    assert "backward/optimizer" in proc.stdout
+
+
 def test_an_only_prefix_that_matches_nothing_is_refused_and_nothing_is_written(tmp_path):
     """It ran nothing, exited 0 and wrote an all-"not run" BENCHMARKS.md over the committed one (review)."""
     before = (ROOT / "BENCHMARKS.md").read_bytes()

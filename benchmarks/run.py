@@ -242,9 +242,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         import report
 
         raw = Path(a.render).resolve()
-        out = Path(a.out) if a.out else ROOT / "BENCHMARKS.md"
-        out.write_text(report.render(json.loads(raw.read_text()), raw.relative_to(ROOT) if raw.is_relative_to(ROOT)
-                                     else raw))
+        res = json.loads(raw.read_text())
+        # like a measuring run: a quick, partial (interrupted or --only) or CUDA result never replaces BENCHMARKS.md
+        suffix = ("-quick" if res.get("quick") else "") + ("-partial" if "total_wall_s" not in res else "") + \
+            ("-cuda" if res.get("device") == "cuda" else "") + ("-bf16" if res.get("bf16") else "")
+        out = Path(a.out) if a.out else ROOT / f"BENCHMARKS{suffix}.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report.render(res, raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw))
         _log(f"wrote {out} from {raw}")
         return 0
     import torch

@@ -254,7 +254,7 @@ def main(argv) -> int:
         raise SystemExit(f"selection_gap.py: SEEDS {a.seeds!r} is not a comma list of integers") from None
     # as variants.py: every configuration checked before anything trains, and the runs of one OUT share their
     # settings (a review averaged a 2-epoch lr 1e-3 run with a 3-epoch lr 1e-2 one in one row, exit 0)
-    shared, runs = _configs(a.config, a.variants.split(","), seeds, a.sets)
+    shared, runs = _configs(a.config, a.variants.split(","), seeds, a.sets, "selection_gap.py")
     check_shared(a.out, shared, "selection_gap.py")
     failed = 0
     for variant, seed, cfg in runs:

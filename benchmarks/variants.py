@@ -26,12 +26,12 @@ from pase.training import train
 from results_tables import variant_folder  # a sibling script: benchmarks/ is on sys.path when run
 
 
-def _configs(config: str, variants, seeds, extra):
+def _configs(config: str, variants, seeds, extra, script: str = "variants.py"):
     """(shared config, [(variant, seed, run folder name, config)]) or SystemExit naming the bad variant."""
     try:
         shared = load_config(None if config == "-" else config, extra)
     except ConfigError as e:
-        raise SystemExit(f"variants.py: the shared settings: {e}") from None
+        raise SystemExit(f"{script}: the shared settings: {e}") from None
     runs = []
     for seed in seeds:
         for variant in variants:
@@ -39,12 +39,12 @@ def _configs(config: str, variants, seeds, extra):
             try:  # a method typo trained the variants before it, then failed (a review)
                 METHODS.get(method)
             except KeyError as e:
-                raise SystemExit(f"variants.py: variant {variant!r}: {e.args[0]} (nothing was trained)") from None
+                raise SystemExit(f"{script}: variant {variant!r}: {e.args[0]} (nothing was trained)") from None
             try:
                 cfg = apply_overrides(shared, [f"method={method}", *sets, f"train.seed={seed}",
                                                "train.progress_bar=false"])
             except ConfigError as e:
-                raise SystemExit(f"variants.py: variant {variant!r}: {e} (nothing was trained)") from None
+                raise SystemExit(f"{script}: variant {variant!r}: {e} (nothing was trained)") from None
             runs.append((variant, seed, cfg))
     return shared, runs
 

@@ -214,6 +214,18 @@ def test_an_interrupted_runs_partial_results_render():
     res = {k: v for k, v in res.items() if "/" not in k or k == first}
     text = report.render(res, Path("results.json"))
     assert "interrupted before its end (the measurements that finished)" in text
+    # --render of such a file writes BENCHMARKS-partial.md, never over the committed BENCHMARKS.md (review)
+    before = (ROOT / "BENCHMARKS.md").read_bytes()
+    partial = ROOT / "BENCHMARKS-partial.md"
+    raw = ROOT / "benchmarks" / "results-partial-test.json"
+    try:
+        raw.write_text(json.dumps(res))
+        proc = _script(ROOT / "benchmarks" / "run.py", "--render", raw)
+        assert proc.returncode == 0 and partial.is_file(), proc.stderr[-2000:]
+        assert (ROOT / "BENCHMARKS.md").read_bytes() == before
+    finally:
+        raw.unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
 
 
 def test_a_workers_peak_memory_is_its_own_not_its_parents(tmp_path):

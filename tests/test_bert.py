@@ -135,6 +135,8 @@ def test_a_folder_of_another_model_type_is_refused(tmp_path):
         check_pretrained_dir(tmp_path)
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     assert check_pretrained_dir(tmp_path) == tmp_path
+    (tmp_path / "config.json").write_text('{"vocab_size": 30522}')  # pytorch-pretrained-bert's: no model_type
+    assert check_pretrained_dir(tmp_path) == tmp_path
 
 
 def test_bf16_true_keeps_token_ids_exact(mosi_path):

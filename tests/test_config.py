@@ -169,6 +169,8 @@ def test_a_text_field_keeps_the_digits_written(tmp_path):
     assert (cfg.data.path, cfg.train.seed) == ("0042", 42) and type(cfg.train.seed) is int
     save_config(cfg, tmp_path / "saved.yaml")  # would fail on an int subclass
     assert load_config(tmp_path / "saved.yaml") == cfg
+    with pytest.raises(ConfigError, match=r"'train.deterministic' must be bool, got int 017"):  # not "_IntText 17"
+        apply_overrides(Config(), ["train.deterministic=017"])
 
 
 def test_yaml_then_overrides(tmp_path):

@@ -281,8 +281,10 @@ def test_an_accelerator_this_machine_lacks_is_one_line_naming_the_key(tmp_path, 
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"pase: error: train.accelerator={accelerator}, train.devices=1, "
-                                               "train.strategy=auto: Lightning cannot run these on this machine ("), err
-    assert err[0].endswith("use train.accelerator=auto or cpu, or install the backend (a CUDA build of torch)")
+                                               "train.strategy=auto, train.precision=32-true: Lightning cannot run "
+                                               "these on this machine ("), err
+    assert err[0].endswith("change the setting it names (train.accelerator=auto runs on any machine; a GPU needs a "
+                           "CUDA build of torch)")
 
 
 @pytest.mark.parametrize("values, mode, best", [

@@ -97,6 +97,11 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.Node) -> int:
     return kept
 
 
+def _type_name(value: Any) -> str:
+    """The type a user wrote: an :class:`_IntText` is an int."""
+    return "int" if isinstance(value, _IntText) else type(value).__name__
+
+
 def _plain(value: Any) -> Any:
     """``value`` with every :class:`_IntText` inside it a plain int."""
     if isinstance(value, _IntText):
@@ -336,16 +341,16 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
         return coerce_value(value, inner[0], key)
     if origin in (dict, Dict) or annotation is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key {key!r} must be a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"config key {key!r} must be a mapping, got {_type_name(value)} {value!r}")
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
-            raise ConfigError(f"config key {key!r} has the key {bad[0]!r}, which YAML read as {type(bad[0]).__name__}: "
+            raise ConfigError(f"config key {key!r} has the key {bad[0]!r}, which YAML read as {_type_name(bad[0])}: "
                               "option names are text; quote it if it is meant as one")
         return _plain(dict(value))
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} must be a list, for example [text, audio], got "
-                              f"{type(value).__name__} {value!r}")
+                              f"{_type_name(value)} {value!r}")
         return [coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else _plain(list(value))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -359,7 +364,7 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
             annotation is int and isinstance(value, bool)):
         hint = (f"; quote it to pass the text: --set {key}='\"{value}\"'" if annotation is str else "")
         raise ConfigError(f"config key {key!r} must be {annotation.__name__}, got "
-                          f"{type(value).__name__} {value!r}{hint}")
+                          f"{_type_name(value)} {getattr(value, 'text', repr(value))}{hint}")
     return value
 
 
@@ -376,7 +381,7 @@ def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
         if not isinstance(key, str):  # YAML reads `1:` or `true:` as a number or flag
             where = prefix.rstrip(".") or "the top level"
             raise ConfigError(f"config key {key!r} under {where} is not a name (YAML read it as "
-                              f"{type(key).__name__}); valid keys there: {', '.join(fields)}")
+                              f"{_type_name(key)}); valid keys there: {', '.join(fields)}")
         if key not in fields:
             raise _unknown(prefix + key, prefix, list(fields))
         t = hints[key]

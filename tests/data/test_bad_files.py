@@ -162,7 +162,7 @@ def test_unsafe_global_is_refused_and_not_run(tmp_path, untouched):
     check()
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4, 5])
 def test_an_unsafe_pickle_with_bytes_after_its_end_is_refused_as_unsafe(tmp_path, protocol):
     """A newline after the pickle made the refusal read as a damaged download."""
     marker = tmp_path / "pwned"

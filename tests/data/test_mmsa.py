@@ -343,6 +343,9 @@ def test_the_text_mask_missing_from_one_split_is_refused_when_text_is_not_loaded
     path = write_mmsa(tmp_path, "mosi", aligned=True, mutate=lambda d: d["valid"].pop("text_bert"))
     with pytest.raises(DataFormatError, match=r"key 'text_bert' is in split\(s\) 'train', 'test' but not in 'valid'"):
         create_data("mmsa", path=path, modalities=["audio", "vision"])
+    # an unaligned file never takes the text lengths: audio and vision alone load (they did before)
+    path = write_mmsa(tmp_path / "u", "mosi", aligned=False, mutate=lambda d: d["valid"].pop("text_bert"))
+    assert len(create_data("mmsa", path=path, modalities=["audio", "vision"]).splits["valid"]) == 6
 
 
 def test_the_lengths_of_a_modality_left_out_are_not_read(tmp_path):

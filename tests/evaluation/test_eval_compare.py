@@ -498,10 +498,15 @@ def test_a_comparison_may_move_its_data_but_diagnoses_only_the_same_data(tmp_pat
     (run / "diagnostics.json").unlink()
     # other data of the same shapes: refused before anything runs (a review averaged a run trained on one
     # file with a new seed trained on another into one row)
+    before = (out / "config.yaml").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["data_fingerprint"]  # as written before metrics.json kept it: the checkpoint's is read
+    (run / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(ConfigError, match=r"seed1111 was trained on other data than .* gives now \(split 'test' has other "
                                           r"targets\); results of two datasets are never averaged"):
         compare(apply_overrides(Config(), sets + [f"data.path={other}"]), ["late_fusion"], [1111, 1112], out)
     assert not (run / "diagnostics.json").exists() and not (out / "runs" / "late_fusion" / "seed1112").exists()
+    assert (out / "config.yaml").read_text() == before  # "nothing was changed" holds for config.yaml too
 
 
 def test_a_job_loads_its_data_once_for_training_and_diagnosis(tmp_path, monkeypatch):

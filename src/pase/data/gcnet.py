@@ -150,8 +150,8 @@ def _read_labels(raw: object, file: str) -> _Labels:
 
 def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.ndarray, int]:
     """One utterance's (D,) feature from a .npy file: (D,) as is, (T, D) mean-pooled over time (also
-    T = 1 or D = 1: a (T, 1) feature is one value per frame, not a T-wide vector), leading singleton
-    axes of more dimensions dropped; and how many NaN / inf values ``sanitize`` set to 0 in it.
+    T = 1 or D = 1: a (T, 1) feature stored as 2-D is one value per frame, not a T-wide vector), the
+    singleton axes of more dimensions dropped; and how many NaN / inf values ``sanitize`` set to 0 in it.
 
     NaN / inf raise here, naming the file, unless ``sanitize``; ``-inf`` in audio (log-energies of
     silent frames) is set to 0 as MMSA does. Both happen before a (T, D) array is pooled: pooled
@@ -166,8 +166,10 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.nda
     except (ValueError, TypeError, OSError, EOFError) as exc:
         raise DataFormatError(f"{path}: cannot read utterance {utt!r} ({' '.join(str(exc).split())[:120]}); "
                               f"it must be a plain numeric .npy array") from None
-    while x.ndim > 2 and x.shape[0] == 1:  # (1, T, D) -> (T, D); a (T, 1) feature stays (T, 1) and pools to (1,)
-        x = x[0]
+    if x.ndim > 2:  # singleton axes of a higher-dimensional array dropped, as before: (1, 512, 1) -> (512,)
+        x = x.squeeze()
+    if x.ndim == 0:
+        x = x.reshape(1)  # a feature stored as one number
     if x.size == 0:
         raise DataFormatError(f"{path}: utterance {utt!r} (modality {modality!r}) has shape {raw.shape}, no "
                               f"values; expected (D,) or (T, D) with T, D >= 1, re-extract the feature")

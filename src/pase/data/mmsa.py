@@ -288,10 +288,11 @@ def _check_length_keys_in_every_split(raw: Mapping, file: str, text: str, modali
     """Refuse a file whose length keys (``text_bert``'s mask, ``audio_lengths``, ``vision_lengths``)
     are in some splits but not others: the splits without one would count every step, padding
     included, while the others count real steps (MMSA itself stops there with a KeyError)."""
-    # the mask gives the text lengths, and aligned audio / vision take them whether or not text is loaded
-    # (with text="bert" it is a required key, checked as such)
-    keys = ([] if "text" in modalities and text == "bert" else ["text_bert"]) + \
-        [f"{m}_lengths" for m in modalities if m != "text"]
+    # the mask gives the text lengths (with text="bert" it is a required key, checked as such), and audio /
+    # vision aligned to the words take them whether or not text is loaded; a file named unaligned* never does
+    words = ("text" in modalities and text != "bert") or (
+        any(m != "text" for m in modalities) and not Path(file).name.startswith("unaligned"))
+    keys = (["text_bert"] if words else []) + [f"{m}_lengths" for m in modalities if m != "text"]
     for key in keys:
         missing = [s for s in SPLITS if key not in raw[s]]
         if 0 < len(missing) < len(SPLITS):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import random
 import re
 from pathlib import Path
@@ -54,9 +55,9 @@ def verify_checksums(root: Path, required: Sequence[str] = ()) -> int:
     sums = root / "SHA256SUMS"
     if not sums.is_file():
         raise MosiDataError(f"{sums}: missing; the mosi-bclstm folder must hold its SHA256SUMS file")
-    listed = {line.split(maxsplit=1)[1].strip().lstrip("*") for line in sums.read_text().splitlines()
-              if len(line.split(maxsplit=1)) == 2}
-    unlisted = [name for name in required if name not in listed]
+    listed = {os.path.normpath(line.split(maxsplit=1)[1].strip().lstrip("*"))  # './x' (find | sha256sum) is 'x'
+              for line in sums.read_text().splitlines() if len(line.split(maxsplit=1)) == 2}
+    unlisted = [name for name in required if os.path.normpath(name) not in listed]
     if unlisted:
         raise MosiDataError(f"{sums}: does not list {unlisted[0]!r} ({len(unlisted)} file(s) the loader reads are not "
                             "listed), so it cannot be verified; restore the folder's SHA256SUMS (or pass verify=False "

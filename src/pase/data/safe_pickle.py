@@ -14,6 +14,7 @@ import _codecs
 import _compat_pickle
 import codecs
 import collections
+import importlib.util
 import os
 import pickle
 from pathlib import Path
@@ -70,7 +71,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         obj = ALLOWED_GLOBALS.get((module, name))
-        if obj is None and not (_dotted(module) and _dotted(name) and self._pickle_end):
+        if obj is None and not (_dotted(module) and _dotted(name) and (self._pickle_end or _importable(module))):
             # not a name a pickler writes: a text file whose first letter is GLOBAL's opcode 'c'
             raise pickle.UnpicklingError(f"GLOBAL names no Python object ({module!r}, {name!r})")
         if obj is None:
@@ -109,6 +110,15 @@ def _ends_with_stop(p: Path) -> bool:
             return False
         fh.seek(-1, os.SEEK_END)
         return fh.read(1) == b"."
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module``'s top-level package exists here (found, not imported): a protocol 0 / 1 pickle
+    naming one is a pickler's output even with bytes after its end, not a text file starting with 'c'."""
+    try:
+        return importlib.util.find_spec(module.split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _looks_pickled(p: Path) -> bool:

@@ -44,6 +44,7 @@ from ..config import Config, ConfigError, config_difference, save_config, to_dic
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
 from ..data.contract import fingerprint, fingerprint_difference
+from ..training.checkpoint import safe_load_checkpoint
 from ..training.run import (RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train,
                             without_data_location, without_model_location)
 from .defaults import DEFAULT_METHODS
@@ -429,7 +430,6 @@ def _check_base_config(cfg: Config, out: Path) -> None:
         if diff:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")
-    save_config(cfg, path)  # new, or the data moved: config.yaml names where it lies now
 
 
 def _check_kept_runs(cfg: Config, out: Path) -> None:
@@ -451,8 +451,12 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
             raise ConfigError(f"{run / 'diagnostics.json'} diagnoses split {diag.get('split')!r}, but a comparison's "
                               "tables are of the test split: move it and its CSVs aside (the comparison then "
                               "diagnoses the test split) or pass a new --out (nothing was changed)")
-        saved = (_read_json(run / "metrics.json") or {}).get("data_fingerprint")
-        if saved is None:  # written before metrics.json kept it
+        metrics = _read_json(run / "metrics.json") or {}
+        saved = metrics.get("data_fingerprint")
+        ckpt = run / str(metrics.get("checkpoint") or "checkpoints/best.ckpt")
+        if saved is None and ckpt.is_file():  # a metrics.json written before it kept it: the checkpoint has it
+            saved = (safe_load_checkpoint(ckpt).get("pase_state") or {}).get("data")
+        if saved is None:
             continue
         bundle = bundle if bundle is not None else load_bundle(cfg)
         why = fingerprint_difference(saved, fingerprint(bundle))
@@ -531,6 +535,9 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
     _check_kept_runs(cfg, out)
+    # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
+    if not (out / "config.yaml").is_file() or config_difference(out / "config.yaml", cfg, _data_location) is not None:
+        save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
         "noise_levels": list(levels), "pase_version": __version__})

@@ -16,7 +16,7 @@ from typing import Dict, Optional, Sequence
 
 from ..config import Config, ConfigError, apply_overrides, config_difference
 from ..training.run import load_bundle, load_checkpoint
-from .compare import _train_into
+from .compare import _comparable, _train_into
 from .probes import probe_model
 
 __all__ = ["probe_deficit", "trained_probes"]
@@ -28,7 +28,9 @@ def trained_probes(cfg: Config, out: Path) -> Dict[str, object]:
     "probe": per-modality probes}. (A second call into the same folder stopped with a traceback.)"""
     done = out / "metrics.json"
     if done.is_file():
-        diff = config_difference(out / "config.yaml", cfg) if (out / "config.yaml").is_file() else "no config.yaml"
+        # where the data (or a pretrained folder) lies may move, as for pase compare; nothing else may differ
+        view = lambda c: {**_comparable(c), "method": c.method, "seed": c.train.seed}  # noqa: E731
+        diff = config_difference(out / "config.yaml", cfg, view) if (out / "config.yaml").is_file() else "no config.yaml"
         if diff:
             raise ConfigError(f"{out} holds a finished run of another configuration ({diff}); pass another output "
                               "folder (nothing was changed)")

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import data_options, train, without_data_location
+from ..training.run import data_options, train, without_data_location, without_model_location
 
 __all__ = ["cross_validate"]
 
@@ -247,4 +247,5 @@ def _without_progress_bar(cfg: Config) -> Dict[str, object]:
     d = to_dict(cfg)
     d["train"].pop("progress_bar", None)
     d["data"] = without_data_location(d["data"])
+    d["model"] = without_model_location(d["model"])
     return d

@@ -62,7 +62,8 @@ def check_pretrained_dir(path: Optional[str | Path]) -> Path:
         kind = json.loads((p / "config.json").read_text()).get("model_type")
     except (ValueError, UnicodeDecodeError, AttributeError) as e:
         raise PretrainedModelError(f"{p / 'config.json'}: not a JSON object ({e}); {fix}") from None
-    if kind != "bert":  # a RoBERTa trained on MMSA's bert-base-uncased ids without a word (a review)
+    if kind is not None and kind != "bert":  # a RoBERTa trained on MMSA's ids without a word (a review); an
+        # old config without model_type (pytorch-pretrained-bert's) is left to transformers, as before
         raise PretrainedModelError(f"{p}: holds a {kind!r} model, but model.text_encoder='bert' reads MMSA's BERT "
                                    "token ids (text_bert, from bert-base-uncased's tokenizer) with a BERT model "
                                    "(config.json model_type 'bert'); point model.pretrained_path at one")

@@ -237,8 +237,9 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         # Lightning's own line ("No supported gpu backend found!") named no setting (a review)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"train.accelerator={tc.accelerator}, train.devices={tc.devices}, train.strategy="
-                          f"{tc.strategy}: Lightning cannot run these on this machine ({first[:200]}); use "
-                          "train.accelerator=auto or cpu, or install the backend (a CUDA build of torch)") from None
+                          f"{tc.strategy}, train.precision={tc.precision}: Lightning cannot run these on this machine "
+                          f"({first[:200]}); change the setting it names (train.accelerator=auto runs on any machine; "
+                          "a GPU needs a CUDA build of torch)") from None
 
 
 def _rank() -> int:

@@ -257,6 +257,13 @@ def test_parallel_workers_and_alone_reference(comparison, tmp_path, monkeypatch)
     assert "2 versions of the pase code" in s["code_warning"]
     from pase.evaluation.report import summary_markdown
     assert "Failed unimodal references" in summary_markdown(s) and "alone boom" in summary_markdown(s)
+    # a kept --alone run trained longer is refused like a kept run (a review of this check)
+    (ref / "FAILED.txt").unlink()
+    other = out / "alone" / MODALITIES[1] / "seed1111" / "config.yaml"
+    other.write_text(other.read_text().replace("max_epochs: 2", "max_epochs: 4"))
+    with pytest.raises(ConfigError, match=rf"alone/{MODALITIES[1]}/seed1111 was trained with another configuration than "
+                                          r"this comparison's --alone runs \(train.max_epochs: 4 there, 2 now\)"):
+        compare(apply_overrides(Config(), OVERRIDES), ["late_fusion"], "1111,", out, alone=True)
 
 
 def test_deficit_reduction_against_the_reference(comparison_copy):

@@ -438,6 +438,13 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
     ones, silently (a review: a run trained longer with ``pase train --resume``, a ``data.path`` moved to
     other data of the same shapes, a ``pase diagnose --split valid`` into a run folder). Refused with the
     first such file, before anything is trained."""
+    for run in sorted(p.parent for p in out.glob("alone/*/seed*/metrics.json")):  # --alone: late fusion on one
+        solo = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=[run.parent.name]))
+        diff = config_difference(run / "config.yaml", solo, _comparable) if (run / "config.yaml").is_file() else None
+        if diff:
+            raise ConfigError(f"{run} was trained with another configuration than this comparison's --alone runs "
+                              f"({diff}); its probes would be averaged with the others: move it aside to retrain it, "
+                              "or pass a new --out (nothing was changed)")
     finished = sorted(p.parent for p in out.glob("runs/*/seed*/metrics.json"))
     bundle = None
     for run in finished:

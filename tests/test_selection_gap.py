@@ -71,27 +71,28 @@ def test_crossfit_selects_each_fold_on_the_other_by_brute_force():
     np.testing.assert_allclose(out["metrics"]["Has0_acc_2"], accuracy_score(target >= 0, pred >= 0), rtol=1e-9)
 
 
-def test_the_script_refuses_other_shared_settings_and_a_method_typo_and_exits_1_on_failures(tmp_path):
+def test_the_script_refuses_other_shared_settings_and_a_method_typo_and_exits_1_on_failures(tmp_path, capsys):
     """It averaged runs of other settings into one row (exit 0), trained the variants before a method typo,
-    exited 0 when runs failed and raised a traceback when none had finished (a review)."""
-    import os
-    import subprocess
+    exited 0 when runs failed and raised a traceback when none had finished (a review). In process: the
+    script's main, with benchmarks/ on sys.path as when it runs."""
     import sys
 
-    def script(*args):
-        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "selection_gap.py"), *map(str, args)],
-                              cwd=ROOT, capture_output=True, text=True, timeout=300,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-    tiny = ["data.options.sizes=[96,32,32]", "train.max_epochs=1", "model.d_model=8", "model.hidden=16",
-            "model.head_hidden=8"]
-    out = tmp_path / "sg"
-    proc = script("-", out, "late_fusion", "1111", *tiny)
-    assert proc.returncode == 0 and "| late_fusion | 1 |" in proc.stdout, proc.stderr[-2000:]
-    proc = script("-", out, "late_fusion", "1111,1112", *tiny, "train.lr=0.01")
-    assert proc.returncode != 0 and "holds runs of other shared settings (train.lr: 0.001 there, 0.01 now" in proc.stderr
-    proc = script("-", out, "agm,late_fusoin", "1111", *tiny)
-    assert proc.returncode != 0 and "unknown method 'late_fusoin'" in proc.stderr and "nothing was trained" in proc.stderr
-    assert not (out / "runs" / "agm").exists()
-    proc = script("-", tmp_path / "failed", "late_fusion:train.monitor=nope", "1111", *tiny)
-    assert proc.returncode == 1 and "1 run(s) failed" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    sg = _module()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        tiny = ["data.options.sizes=[96,32,32]", "train.max_epochs=1", "model.d_model=8", "model.hidden=16",
+                "model.head_hidden=8"]
+        out = tmp_path / "sg"
+        assert sg.main(["-", str(out), "late_fusion", "1111", *tiny]) == 0
+        assert "| late_fusion | 1 |" in capsys.readouterr().out
+        with pytest.raises(SystemExit, match=r"^selection_gap.py: .* holds runs of other shared settings \(train.lr: "
+                                             r"0.001 there, 0.01 now"):
+            sg.main(["-", str(out), "late_fusion", "1111,1112", *tiny, "train.lr=0.01"])
+        with pytest.raises(SystemExit, match=r"^selection_gap.py: variant 'late_fusoin': unknown method 'late_fusoin'.*"
+                                             r"\(nothing was trained\)"):
+            sg.main(["-", str(out), "agm,late_fusoin", "1111", *tiny])
+        assert not (out / "runs" / "agm").exists()
+        assert sg.main(["-", str(tmp_path / "failed"), "late_fusion:train.monitor=nope", "1111", *tiny]) == 1
+        assert "1 run(s) failed" in capsys.readouterr().err
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))

@@ -48,6 +48,12 @@ def test_crossval_trains_each_fold_and_reports_the_mean(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "fold1 holds fold 1 of another configuration (train.max_epochs: 2 there, 3 now)" in err, err
     assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before
+    # other data at the same paths: a finished fold is not averaged with new ones (pase compare refuses it too)
+    write_gcnet(tmp_path / "data", "iemocap4", seed=7)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "fold1 holds fold 1 trained on other data than the configuration gives now (" in err, err
+    assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before
 
 
 def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch):

@@ -432,6 +432,17 @@ def _check_base_config(cfg: Config, out: Path) -> None:
                               "or the same --config and --set values to resume it")
 
 
+def trained_data(run: Path) -> Optional[Dict[str, Any]]:
+    """The data fingerprint a finished run was trained on: its ``metrics.json``'s, or for one written
+    before metrics.json kept it, its checkpoint's; None when neither has one."""
+    metrics = _read_json(run / "metrics.json") or {}
+    saved = metrics.get("data_fingerprint")
+    ckpt = run / str(metrics.get("checkpoint") or "checkpoints/best.ckpt")
+    if saved is None and ckpt.is_file():
+        saved = (safe_load_checkpoint(ckpt).get("pase_state") or {}).get("data")
+    return saved
+
+
 def _check_kept_runs(cfg: Config, out: Path) -> None:
     """The finished runs a comparison keeps (a later call resumes it) are of this configuration, on this
     data, and their diagnoses of the test split, else they would be averaged into one row with the new
@@ -458,11 +469,7 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
             raise ConfigError(f"{run / 'diagnostics.json'} diagnoses split {diag.get('split')!r}, but a comparison's "
                               "tables are of the test split: move it and its CSVs aside (the comparison then "
                               "diagnoses the test split) or pass a new --out (nothing was changed)")
-        metrics = _read_json(run / "metrics.json") or {}
-        saved = metrics.get("data_fingerprint")
-        ckpt = run / str(metrics.get("checkpoint") or "checkpoints/best.ckpt")
-        if saved is None and ckpt.is_file():  # a metrics.json written before it kept it: the checkpoint has it
-            saved = (safe_load_checkpoint(ckpt).get("pase_state") or {}).get("data")
+        saved = trained_data(run)
         if saved is None:
             continue
         bundle = bundle if bundle is not None else load_bundle(cfg)

@@ -24,7 +24,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text
-from ..training.run import data_options, train, without_data_location, without_model_location
+from ..data.contract import fingerprint, fingerprint_difference
+from ..training.run import data_options, load_bundle, train, without_data_location, without_model_location
+from .compare import trained_data
 
 __all__ = ["cross_validate"]
 
@@ -126,6 +128,12 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
             if diff:
                 raise ConfigError(f"{run} holds fold {f} of another configuration ({diff}); pass a new --out, "
                                   "or the same --config and --set values to resume it (nothing was trained)")
+            saved = trained_data(run) if (run / "metrics.json").is_file() else None
+            why = fingerprint_difference(saved, fingerprint(load_bundle(_fold_config(cfg, f)))) if saved else None
+            if why:  # a finished fold of other data would be averaged with new folds (as pase compare refuses)
+                raise ConfigError(f"{run} holds fold {f} trained on other data than the configuration gives now "
+                                  f"({why}); point the data options at the folds' data, or pass a new --out "
+                                  "(nothing was trained)")
 
 
 def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, set]

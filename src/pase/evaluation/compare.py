@@ -46,7 +46,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import safe_load_checkpoint
 from ..training.run import (RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train,
-                            without_data_location, without_model_location)
+                            without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
@@ -395,9 +395,7 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
     d = to_dict(cfg)
     d.pop("method")
     d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "progress_bar")}
-    d["data"] = without_data_location(d["data"])
-    d["model"] = without_model_location(d["model"])
-    return d
+    return without_locations(d)
 
 
 def _check_comparison_folder(out: Path) -> None:

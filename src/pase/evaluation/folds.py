@@ -25,7 +25,7 @@ from ..config import Config, ConfigError, apply_overrides, config_difference, to
 from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text
 from ..data.contract import fingerprint, fingerprint_difference
-from ..training.run import data_options, load_bundle, train, without_data_location, without_model_location
+from ..training.run import data_options, load_bundle, train, without_locations
 from .compare import trained_data
 
 __all__ = ["cross_validate"]
@@ -254,6 +254,4 @@ def _without_progress_bar(cfg: Config) -> Dict[str, object]:
     lies (it may move, as for pase train --resume)."""
     d = to_dict(cfg)
     d["train"].pop("progress_bar", None)
-    d["data"] = without_data_location(d["data"])
-    d["model"] = without_model_location(d["model"])
-    return d
+    return without_locations(d)

@@ -174,14 +174,13 @@ class BertTextEncoder(nn.Module):
             raise ValueError(f"text inputs of the 'bert' encoder{at} are not integer token ids; do not "
                              "z-score them (data.standardize=false) and load MMSA with text=bert")
         ids, segments = raw[..., 0], raw[..., 2]
-        bad = (ids < 0) | (ids >= self.vocab_size) | (segments < 0) | (segments >= self.type_vocab_size)
-        if bool(bad.any()):
-            row = int(bad.flatten(1).any(1).nonzero()[0, 0])
-            top, seg = int(ids[row].max()), int(segments[row].max())
-            low = int(ids[row].min())
+        bad = ((ids < 0) | (ids >= self.vocab_size) | (segments < 0) | (segments >= self.type_vocab_size)).any(-1)
+        if bool(bad.any()):  # bad: (N,) rows with an id or segment id the model does not know
+            row = int(bad.nonzero()[0, 0])
+            top, seg, low = int(ids[row].max()), int(segments[row].max()), int(ids[row].min())
             raise ValueError(f"text token ids{at}, row {row}: id {top if low >= 0 else low} / segment id {seg} "
                              f"outside the model's vocab_size={self.vocab_size} / type_vocab_size="
-                             f"{self.type_vocab_size} ({int(bad.flatten(1).any(1).sum())} such rows); the ids were "
+                             f"{self.type_vocab_size} ({int(bad.sum())} such rows); the ids were "
                              "made with another tokenizer than model.pretrained_path's")
         self._checked = True
 

@@ -281,23 +281,22 @@ def without_data_location(data: Dict[str, Any]) -> Dict[str, Any]:
     return {**{k: v for k, v in data.items() if k != "path"}, "options": options}
 
 
-def without_model_location(model: Dict[str, Any]) -> Dict[str, Any]:
-    """The ``model`` section of a config dict without where a pretrained encoder's folder lies
-    (``model.pretrained_path``): it may move, as the data may (a BERT run whose folder moved could
-    be neither evaluated nor resumed, and the --set that points at the new place was refused)."""
-    return {k: v for k, v in model.items() if k != "pretrained_path"}
+def without_locations(d: Dict[str, Any]) -> Dict[str, Any]:
+    """A config dict without where files lie, which may move between a run and its resume, evaluation
+    or a later comparison: the data's (:func:`without_data_location`) and a pretrained encoder's folder
+    (``model.pretrained_path``; a BERT run whose folder moved could be neither evaluated nor resumed)."""
+    return {**d, "data": without_data_location(d["data"]),
+            "model": {k: v for k, v in d["model"].items() if k != "pretrained_path"}}
 
 
 def _resumable_view(cfg: Config) -> Dict[str, Any]:
-    """The settings a resume must keep: all but :data:`RESUMABLE` and where the data lies
-    (``without_data_location``), which may move between the runs, as for evaluation."""
+    """The settings a resume must keep: all but :data:`RESUMABLE` and where files lie
+    (``without_locations``), which may move between the runs, as for evaluation."""
     d = _plain(to_dict(cfg))
     for key in RESUMABLE:
         section, name = key.split(".")
         d[section].pop(name, None)
-    d["data"] = without_data_location(d["data"])
-    d["model"] = without_model_location(d["model"])
-    return d
+    return without_locations(d)
 
 
 def _folder_state(out: Path) -> Tuple[Optional[Tuple[int, int]], ...]:
@@ -718,9 +717,8 @@ def _jsonable(obj: Any) -> Any:
 def _what_predicts(cfg: Config) -> Dict[str, Any]:
     """The settings a trained model's predictions depend on (``_check_evaluation_config``): the
     method, the model, the data except where its files lie, and the precision."""
-    d = to_dict(cfg)
-    data = without_data_location(d["data"])
-    return {"method": d["method"], "data": data, "model": without_model_location(d["model"]), "pase": d["pase"],
+    d = without_locations(to_dict(cfg))
+    return {"method": d["method"], "data": d["data"], "model": d["model"], "pase": d["pase"],
             "baselines": d["baselines"], "train.precision": d["train"]["precision"]}
 
 

@@ -42,6 +42,43 @@ class _Count(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+STAGES = ("forward+losses", "backward", "SGM", "optimizer")
+
+
+def _count(fn) -> int:
+    with _Count() as c:
+        fn()
+    return sum(c.ops.values())
+
+
+def _stages(r, batch, ac) -> dict:
+    """The calls of one step of ``r`` (a ``workloads.Run``) split as ``Run.step`` runs it."""
+    out = {}
+
+    def fwd():
+        with ac:
+            out["loss"] = r._forward_loss(batch)
+
+    n_fwd = _count(fwd)
+    r.opt.zero_grad(set_to_none=True)
+    return dict(zip(STAGES, (n_fwd, _count(out["loss"].backward),
+                             _count(lambda: r.method.before_optimizer_step(r.model, r.opt)), _count(r.opt.step))))
+
+
+def _optimizer_calls(r, batches, ac) -> dict:
+    """Calls of one Adam step over ``r``'s parameter groups with torch's three implementations
+    (the default on the CPU is the per-parameter loop); a copy of the model, ``r`` is left as it was."""
+    import copy
+
+    res = {}
+    for impl, kw in (("for-loop", {"foreach": False}), ("foreach", {"foreach": True}), ("fused", {"fused": True})):
+        twin = copy.deepcopy(r)
+        twin.opt = torch.optim.Adam([{"params": g["params"]} for g in twin.opt.param_groups], lr=r.opt.defaults["lr"], **kw)
+        twin.step(batches[0], ac)  # Adam's state made
+        res[impl] = _stages(twin, batches[1], ac)["optimizer"]
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="real_mosi", choices=["real_mosi", "mosi_shaped", "sweep3"])
@@ -63,6 +100,7 @@ def main(argv=None) -> int:
         with _Count() as c:
             r.step(batches[1], ac)
         counts[v] = c
+    stages = {v: _stages(r, batches[1], ac) for v, r in runs.items()}
     pase, b = runs["pase"], batches[1]
     out = pase.model(b)
     pase.opt.zero_grad(set_to_none=True)
@@ -77,6 +115,12 @@ def main(argv=None) -> int:
         print(f"  {v:12s} {n:5d}  ({n / total['late_fusion']:.2f} x late_fusion)")
     n = sum(extra.ops.values())
     print(f"  one exact Shapley estimate + SGM: {n} ({n / total['plain']:.2f} x a plain step's calls)")
+    print("by stage (" + " / ".join(STAGES) + "):")
+    for v, per in stages.items():
+        print(f"  {v:12s} " + " / ".join(f"{per[k]:3d}" for k in STAGES))
+    print(f"Adam's calls by implementation (late_fusion's {len(runs['late_fusion'].opt.param_groups)} parameter groups; "
+          "`foreach` and `fused` are torch's options):")
+    print("  " + ", ".join(f"{impl} {n}" for impl, n in _optimizer_calls(runs["late_fusion"], batches, ac).items()))
     extra_lines = counts["pase"].lines - counts["late_fusion"].lines
     print(f"PaSE's extra calls over late fusion by source line (top {a.top}):")
     for where, k in extra_lines.most_common(a.top):

@@ -20,11 +20,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from pase.config import load_config
+from pase.config import load_config, to_dict
 from pase.data import DataBundle, MultimodalDataset, TaskSpec, create_data
 from pase.methods import create_method
 from pase.methods.base import task_loss
 from pase.models import build_model
+from pase.training.lightning_module import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the real MOSI folder: ``PASE_MOSI_BCLSTM`` when set (a checkout elsewhere), else ../shared/data/mosi-bclstm
@@ -131,7 +132,7 @@ class Run:
         groups.append({"params": self.model.shared_parameters()})
         own = list(self.method.parameters())
         groups += [{"params": own}] if own else []
-        self.opt = torch.optim.Adam(groups, lr=self.cfg.train.lr)
+        self.opt = build_optimizer(groups, to_dict(self.cfg.train))  # the training's optimiser (Adam, foreach)
         self.device = device
         self._forward_loss = self._eager_forward_loss
         if self.compiled:

@@ -67,7 +67,7 @@ def test_op_count_counts_every_variants_calls_by_stage_and_the_shapley_estimate(
     assert st["plain"][2] == st["late_fusion"][2] == 0 < st["pase"][2]
     assert st["plain"][1:] == st["late_fusion"][1:]  # late fusion's tracking is forward-only, without grad
     impl = dict((k, int(v)) for k, v in re.findall(r"(for-loop|foreach|fused) (\d+)", out))
-    assert impl["for-loop"] == st["late_fusion"][3] and impl["fused"] < impl["foreach"] < impl["for-loop"], impl
+    assert impl["foreach"] == st["late_fusion"][3] and impl["fused"] < impl["foreach"] < impl["for-loop"], impl  # the training's Adam
     shap = int(re.search(r"one exact Shapley estimate \+ SGM: (\d+)", out).group(1))
     assert 0 < shap < n["plain"]
     assert "backward/optimizer" in out

@@ -234,7 +234,7 @@ class TrainConfig:
     batch_size: int = 64  # supplementary: batch 64
     lr: float = 1e-3  # 1e-5 in the paper is for a fine-tuned BERT; our encoders train from scratch
     weight_decay: float = 0.0
-    optimizer: str = "adam"  # adam | adamw | sgd (OGM-GE, AGM and PMR were published with SGD)
+    optimizer: str = "adam"  # adam | adamw (both torch's foreach step) | sgd (OGM-GE, AGM and PMR were published with SGD)
     momentum: float = 0.9  # sgd only: heavy-ball momentum (the baselines' papers use 0.9)
     loss: str = "auto"  # auto: l1 for regression (as MMSA), cross-entropy / BCE otherwise
     monitor: Optional[str] = None  # validation metric for selection; None: the protocol's default

@@ -159,3 +159,34 @@ def test_the_ground_truth_of_a_two_modality_run_is_over_its_modalities(tmp_path,
     total = gen["text"] + gen["audio"]
     assert got["ground_truth_shares"] == pytest.approx({"text": gen["text"] / total, "audio": gen["audio"] / total})
     assert got["ground_truth_shares_generator"] == gen
+
+
+def test_r2_is_left_out_on_a_split_whose_labels_are_all_equal():
+    """Var(y) as E[y^2] - E[y]^2 left 2e-16 of rounding for 343 labels of 1.3, so r2 utilities of about
+    -6e15 and plausible-looking shares were reported (a review); the centred variance is 0 and r2 is
+    left out. With varying labels r2 is each coalition's 1 - SSE / (n Var(y)), recomputed here."""
+    from pase.config import Config, apply_overrides
+    from pase.data.contract import DataBundle, MultimodalDataset
+    from pase.models.build import build_model
+    from pase.training.run import load_bundle
+
+    cfg = apply_overrides(Config(), ["data.options.sizes=[64,32,343]", "model.d_model=8", "model.hidden=16",
+                                     "model.head_hidden=8"])
+    b = load_bundle(cfg)
+    ds = b.splits["test"]
+    torch.manual_seed(0)
+    model = build_model(cfg, b)
+    for target in (torch.full_like(ds.target, 1.3), ds.target):
+        splits = dict(b.splits)
+        splits["test"] = MultimodalDataset({m: ds.features[m] for m in ds.modalities}, target, ds.ids, split="test")
+        table = split_coalition_utilities(model, DataBundle(b.name, b.task, splits, dict(b.info)), "test")
+        if target is ds.target:
+            with torch.no_grad():
+                out = model.eval()(next(iter(make_loader(DataBundle(b.name, b.task, splits, dict(b.info)), "test",
+                                                         1000, False, 0))))
+                preds = model.coalition_logits(out, coalition_masks(3))[..., 0].double()
+            y = target.double().numpy()
+            want = [r2_score(y, p.numpy()) for p in preds]
+            assert table["r2"].tolist() == pytest.approx(want, abs=1e-9)
+        else:
+            assert "r2" not in table and set(table) == {"neg_loss", "accuracy"}

@@ -261,3 +261,22 @@ def test_report_command_names_the_runs_left_out(comparison_copy, capsys):
     assert "report written to" in captured.out
     line = next(x for x in captured.err.splitlines() if x.startswith("pase report: "))
     assert line.startswith("pase report: 3 run(s) left out of the tables (2 failed, 1 missing), for example "), line
+
+
+def test_a_confidence_level_is_named_as_given_not_rounded_to_a_whole_percent(comparison):
+    """summarize(level=0.975) printed '98% Student-t interval' and 't(0.5 + 98/200, n - 1)' beside the
+    97.5 % interval it computed (a review); 0.999 read '100%'."""
+    from scipy import stats
+
+    from pase.evaluation.compare import summarize
+    from pase.evaluation.report import summary_markdown
+
+    for level, pct, q in ((0.975, "97.5", "0.9875"), (0.999, "99.9", "0.9995"), (0.95, "95", "0.975")):
+        s = summarize(comparison[0], level=level)
+        text = summary_markdown(s)
+        assert f"{pct}% Student-t interval" in text and f"{pct}% t-intervals of the test metrics" in text
+        assert f"t({q}, n - 1)" in text and f"{pct}% paired t-interval" in text
+        assert "98%" not in text and "100%" not in text
+        d = s["stats"]["late_fusion"]["Has0_acc_2"]
+        lo, hi = stats.t.interval(level, d["n"] - 1, loc=d["mean"], scale=d["sd"] / d["n"] ** 0.5)
+        assert [d["ci_low"], d["ci_high"]] == pytest.approx([lo, hi], abs=1e-6)

@@ -277,3 +277,27 @@ def test_nan_and_range_errors():
         mosi_metrics(torch.zeros(0), torch.zeros(0))
     with pytest.raises(ValueError, match="unknown task_kind 'regresion'"):
         check_inputs("regresion", [0.0], [0.0])
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e-3, 1.0, 1e160, 1e300])
+def test_pearson_holds_at_any_float64_scale(scale):
+    """Sums of squares of values above ~1e154 overflowed (r = 0.0) and below ~1e-154 underflowed (NaN,
+    'variance of preds is zero') for data that is not constant (a review); scipy gives 0.9833."""
+    from scipy import stats
+
+    x, y = np.array([1.0, -1.0, 3.0, 2.0]), np.array([1.0, -1.0, 2.0, 1.5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, no 'zero variance'
+        got = pearson_corr(scale * x, y)
+        assert pearson_corr(y, scale * x) == got
+    assert got == pytest.approx(stats.pearsonr(x, y)[0], rel=1e-12)
+
+
+def test_pearson_is_bitwise_unchanged_by_the_power_of_two_scaling():
+    """The scaling is by powers of two, so an ordinary r is the same float as the plain formula's."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        x, y = rng.normal(size=50) * rng.uniform(0.01, 30), rng.normal(size=50) * rng.uniform(0.01, 30)
+        xc, yc = x - x.mean(), y - y.mean()
+        plain = float(np.clip(np.sum(xc * yc) / (np.sqrt(np.sum(xc * xc)) * np.sqrt(np.sum(yc * yc))), -1, 1))
+        assert pearson_corr(x, y) == plain

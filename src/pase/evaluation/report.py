@@ -36,6 +36,13 @@ Table = Dict[str, Any]  # {"title", "note", "headers", "rows"}
 
 
 # ---------------------------------------------------------------------------- formatting
+
+def _pct(level: float) -> str:
+    """A confidence level as a percentage, as given: 95, 97.5, 99.9 (rounding to a whole percent
+    labelled a 97.5 % interval "98%")."""
+    return f"{100 * float(level):.10g}"
+
+
 def _f(x: Any, digits: int = 4) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
 
@@ -62,7 +69,7 @@ def _md_table(t: Table) -> str:
 
 # ---------------------------------------------------------------------------- tables
 def _metric_tables(s: Dict[str, Any]) -> List[Table]:
-    methods, metrics, level = s["reported"], s["metrics"], int(round(100 * s["level"]))
+    methods, metrics, level = s["reported"], s["metrics"], _pct(s["level"])
 
     def row(m: str) -> List[Any]:  # a metric over fewer seeds than the row's n (NaN dropped) says so
         n = max(s["stats"][m][k]["n"] for k in metrics)
@@ -76,7 +83,7 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
                                           for k in metrics],
             "rows": [row(m) for m in methods]}
     long = {"title": f"{level}% t-intervals of the test metrics",
-            "note": f"mean ± t(0.5 + {level}/200, n - 1) · SD / √n; SD with the n - 1 denominator.",
+            "note": f"mean ± t({0.5 + s['level'] / 2:g}, n - 1) · SD / √n; SD with the n - 1 denominator.",
             "headers": ["method", "metric", "n", "mean", "SD", f"{level}% CI"],
             "rows": [[m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d)]
                      for m in methods for k, d in s["stats"][m].items()]}
@@ -103,7 +110,7 @@ def _share_truth_table(s: Dict[str, Any], methods: List[str], mods: List[str], p
         return []
     truth = ", ".join(f"{mod} {_f(st['truth'][mod])}" for mod in mods)
     return [{"title": "Test-split shares against the generator's ground truth (r2 utility)",
-             "note": f"Share - truth per modality, mean ± SD over seeds [{int(round(100 * s['level']))}% CI]; "
+             "note": f"Share - truth per modality, mean ± SD over seeds [{_pct(s['level'])}% CI]; "
                      f"truth: {truth}. "
                      "The r2 utility (explained variance of each coalition's predictions) measures what the "
                      "truth defines; 'within 0.05' when every modality's mean error is at most 0.05.",
@@ -181,7 +188,7 @@ def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any], pm: 
     if not red:
         return []
     mods = list(block["alone"])
-    level = round(100 * s.get("level", 0.95))
+    level = _pct(s.get("level", 0.95))
     return [{"title": f"Does a method reduce the probe deficit of {s['reference']}? ({metric})",
              "note": f"deficit({s['reference']}) - deficit(method) = probe(method) - probe({s['reference']}), paired "
                      f"by seed, mean ± SD and {level}% t-interval; 'reduces' / 'increases' when the interval "
@@ -215,7 +222,7 @@ def _header(s: Dict[str, Any]) -> List[str]:
     warn = [f"**Warning: {s['code_warning']}.**"] if s.get("code_warning") else []
     if "protocol" not in s:
         return warn + [f"No run finished in {s['out_dir']}."]
-    level = int(round(100 * s["level"]))
+    level = _pct(s["level"])
     return warn + [f"Dataset `{s['dataset']}`, metric protocol **{s['protocol']}**: {s['protocol_description']}.",
             f"Model selection: validation split only (each run keeps the epoch with the best valid/{s['monitor']}, "
             f"mode {s['mode']}); the test split is evaluated once, from that checkpoint.",

@@ -92,7 +92,7 @@ def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split:
     loss_sum = torch.zeros(masks.shape[0], dtype=torch.float64)
     hit_sum = torch.zeros(masks.shape[0], dtype=torch.float64)
     sse = torch.zeros(masks.shape[0], dtype=torch.float64)  # regression: squared errors, and y's moments
-    y_sum = y_sq = 0.0
+    ys: List[torch.Tensor] = []
     regression = bundle.task.kind == "regression"
     n = 0
     with inference(model) as convert:  # the run's training precision
@@ -107,12 +107,15 @@ def split_coalition_utilities(model: torch.nn.Module, bundle: DataBundle, split:
             if regression:
                 y = batch.target.double().cpu()
                 sse += (logits[..., 0].double().cpu() - y).pow(2).sum(-1)
-                y_sum, y_sq = y_sum + float(y.sum()), y_sq + float(y.pow(2).sum())
+                ys.append(y.reshape(-1))
             n += len(batch)
     model.train(was)
     table = {"neg_loss": -loss_sum / n, "accuracy": hit_sum / n}
-    var = y_sq / n - (y_sum / n) ** 2 if n else 0.0
-    if regression and var > 0:
+    # centred (two passes over the split's labels): E[y^2] - E[y]^2 left 2e-16 of rounding for
+    # constant labels, and r2 was reported as about -6e15 instead of left out
+    y_all = torch.cat(ys) if ys else None
+    var = float(y_all.var(unbiased=False)) if y_all is not None else 0.0
+    if regression and y_all is not None and var > (1e-12 * float(y_all.abs().max())) ** 2:
         table["r2"] = 1.0 - sse / (n * var)
     return table
 

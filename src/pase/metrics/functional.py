@@ -199,6 +199,9 @@ def _pearson(preds: np.ndarray, target: np.ndarray) -> float:
     if x.size < 2:
         warnings.warn(f"Corr needs at least 2 samples, got {x.size}; returning NaN", RuntimeWarning, stacklevel=3)
         return float("nan")
+    # scale each by a power of two near its largest magnitude: exact (r is bitwise unchanged), and the
+    # sums of squares below neither overflow above ~1e154 nor underflow below ~1e-154 (r was 0 or NaN)
+    x, y = (np.ldexp(v, -int(np.frexp(np.max(np.abs(v)))[1])) for v in (x, y))
     xc, y_c = x - x.mean(), y - y.mean()
     for name, v, c in (("preds", x, xc), ("target", y, y_c)):
         std, scale = float(np.sqrt(np.mean(c * c))), float(np.max(np.abs(v)))

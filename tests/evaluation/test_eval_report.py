@@ -96,6 +96,21 @@ def test_phase_switch_is_marked_and_diagnostics_are_optional(tmp_path):
     assert files["trajectories.png"].read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_a_switch_decided_at_the_last_epoch_is_not_a_switch(tmp_path):
+    """A run whose switch was decided in its last epoch's validation (log.csv: switch_epoch 5 at epoch
+    4, phase 1 throughout; metrics.json reads -1) trained nothing with SGM, yet it was averaged into
+    the dashed line (11 / 3 here instead of 3.0; a review saw it on a real 3-epoch comparison)."""
+    _fake_run(tmp_path, "pase", 1, 2)
+    _fake_run(tmp_path, "pase", 2, 4)
+    _fake_run(tmp_path, "pase", 3, 9)  # never switched
+    log = tmp_path / "runs" / "pase" / "seed3" / "log.csv"
+    lines = log.read_text().splitlines()
+    lines[-1] = lines[-1].rsplit(",", 1)[0] + ",5"  # decided at epoch 4, the last: SGM would start at 5
+    log.write_text("\n".join(lines) + "\n")
+    rows = list(csv.DictReader(open(report(tmp_path)["trajectories.csv"])))
+    assert {float(r["switch_epoch"]) for r in rows} == {3.0}
+
+
 def test_every_figure_names_its_dataset_and_protocol(written, monkeypatch, tmp_path):
     """The PNGs named neither (PASE_SPEC section 6); a figure taken out of the report does now, as its
     CSV does. Redrawing from the CSV alone (results_tables.py --replot-trajectories) keeps the title."""

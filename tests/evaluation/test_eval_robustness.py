@@ -91,13 +91,47 @@ def test_add_noise_scales_with_the_feature_std_and_keeps_padding(gen):
     ds = _dataset(gen)
     batch = collate_batches(ds.__getitems__(list(range(4000))))
     std = torch.tensor([1.0, 5.0])
-    noisy = add_noise(batch, "audio", 0.5, std, torch.Generator().manual_seed(0))
+    noisy = add_noise(batch, "audio", 0.5, std, seed=0)
     delta = noisy.inputs["audio"] - batch.inputs["audio"]  # (N, T, D)
     mask = batch.mask("audio")  # (N, T)
     assert torch.equal(delta[~mask], torch.zeros_like(delta[~mask]))
     # sample std of ~8000 normals per feature: within 5% of sigma * std
     np.testing.assert_allclose(delta[mask].std(0).numpy(), [0.5, 2.5], rtol=0.05)
     assert noisy.inputs["text"] is batch.inputs["text"] and torch.equal(batch.inputs["audio"], ds.features["audio"])
+
+
+def test_a_noise_cell_does_not_depend_on_the_batch_size(comparison):
+    """One generator per condition drew the noise batch by batch, so `pase diagnose --set
+    train.batch_size=7` scored other noise than 256 (noise:text@1 MAE 1.1394 against 1.1596, a review);
+    each sample's noise is now seeded by the seed and its id: the same draw in any batch, another
+    for another sample or seed."""
+    from pase.evaluation.robustness import evaluate_condition, sample_noise
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    noise = {"modality": "text", "sigma": 1.0, "std": feature_std(bundle)["text"]}
+    at = {b: evaluate_condition(module.model, bundle, noise=noise, batch_size=b) for b in (256, 7, 97)}
+    clean = evaluate_condition(module.model, bundle)
+    for b in (7, 97):
+        assert at[b] == pytest.approx(at[256], abs=1e-5), b
+    assert abs(at[256]["MAE"] - clean["MAE"]) > 1e-4  # the noise is there
+    a, b2 = sample_noise(["x", "y"], (2, 3, 4), 0), sample_noise(["y", "x"], (2, 3, 4), 0)
+    assert torch.equal(a[0], b2[1]) and torch.equal(a[1], b2[0]) and not torch.equal(a[0], a[1])
+    assert not torch.equal(a, sample_noise(["x", "y"], (2, 3, 4), 1))
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_noise_level_is_refused_by_the_python_functions(comparison, bad):
+    """The CLI refused them; diagnose(noise_levels=...) and robustness_rows scored -1 as much noise as 1
+    and NaN as none, each under its own name (a review)."""
+    from pase.evaluation.robustness import robustness_rows, unique_levels
+    from pase.training import load_checkpoint
+
+    with pytest.raises(ValueError, match=r"noise_levels: .* is not a noise level; give non-negative numbers"):
+        unique_levels([0, bad])
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    with pytest.raises(ValueError, match="is not a noise level"):
+        robustness_rows(module.model, bundle, noise_levels=[0.5, bad])
 
 
 def test_aggregate_conditions_over_seeds():

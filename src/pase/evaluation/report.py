@@ -332,11 +332,12 @@ def _trajectory_data(s: Dict[str, Any]) -> List[Dict[str, Any]]:
                         if k.startswith("diag/share_") and v not in ("", None):
                             values.setdefault((int(float(row["epoch"])), k[len("diag/share_"):]), []).append(float(v))
                 sw = [float(row["diag/switch_epoch"]) for row in log if row.get("diag/switch_epoch")]
+                last = max((int(float(row["epoch"])) for row in log), default=-1)
             except (KeyError, TypeError, ValueError) as e:  # a bare "could not convert string to float" before
                 raise ConfigError(f"{path}: not a per-epoch log as pase writes it ({type(e).__name__}: {e}); "
                                   "restore it, or "
                                   "move its run folder aside to retrain that run") from None
-            if sw and sw[-1] >= 0:
+            if sw and 0 <= sw[-1] <= last:  # a switch decided at the last epoch trained nothing with SGM
                 switches.append(sw[-1])
         switch = sum(switches) / len(switches) if switches else ""
         rank = {x: i for i, x in enumerate(sort_modalities(list({k[1] for k in values})))}

@@ -8,9 +8,10 @@ Two families of test conditions, each scored with the data's metric protocol:
   Shapley coalitions are scored;
 * **noise**: x^m + sigma * s^m * eps, eps ~ N(0, I), added to the real (unpadded) steps of one
   modality m at a time, where s^m (D_m,) is the per-feature standard deviation of modality m on
-  the train split and sigma runs over ``noise_levels`` (default 0, 0.5, 1, 2). The noise is drawn
-  from a ``torch.Generator`` seeded with ``seed`` for each condition, so a condition's result does
-  not depend on which other conditions ran.
+  the train split and sigma runs over ``noise_levels`` (default 0, 0.5, 1, 2). Each sample's noise is
+  drawn from a ``torch.Generator`` seeded with ``seed`` and the sample's id, so a condition's result
+  depends neither on which other conditions ran nor on the evaluation batch size (one generator per
+  condition drawing batch by batch gave other noise at another batch size).
 
 The relative summary uses one *headline* metric (higher is better; ``headline_metric``):
 ``missing_relative`` is the mean over the 2^M - 2 proper non-empty subsets of
@@ -27,6 +28,7 @@ import itertools
 import logging
 import math
 import statistics
+import zlib
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -39,7 +41,7 @@ from ..training.precision import inference
 from .defaults import DEFAULT_NOISE_LEVELS
 
 __all__ = ["DEFAULT_NOISE_LEVELS", "unique_levels", "headline_metric", "condition_name", "feature_std", "add_noise",
-           "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
+           "sample_noise", "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
 
 LOGGER = logging.getLogger("pase.evaluation")
 
@@ -47,8 +49,15 @@ LOGGER = logging.getLogger("pase.evaluation")
 
 
 def unique_levels(levels: Sequence[float]) -> List[float]:
-    """Noise levels as floats, each once, in the order given: what is scored and recorded."""
-    return list(dict.fromkeys(float(s) for s in levels))
+    """Noise levels as floats, each once, in the order given: what is scored and recorded.
+    ValueError for a negative or non-finite level (-1 scored as much noise as 1 and NaN as none,
+    each recorded under its own name; the CLI refused them, the Python functions did not)."""
+    out = list(dict.fromkeys(float(s) for s in levels))
+    bad = [s for s in out if not (math.isfinite(s) and s >= 0)]
+    if bad:
+        raise ValueError(f"noise_levels: {bad[0]!r} is not a noise level; give non-negative numbers in units of "
+                         "each feature's train std, for example [0, 0.5, 1, 2]")
+    return out
 
 
 _REGRESSION_HEADLINES = ("Has0_acc_2", "Mult_acc_2")  # MOSI/MOSEI, then SIMS
@@ -78,10 +87,21 @@ def feature_std(bundle: DataBundle, split: str = "train") -> Dict[str, Tensor]:
     return out
 
 
-def add_noise(batch: Batch, modality: str, sigma: float, std: Tensor, generator: torch.Generator) -> Batch:
-    """A copy of ``batch`` with N(0, (sigma * std)^2) noise on the real steps of ``modality``."""
+def sample_noise(ids: Sequence[str], shape: Sequence[int], seed: int) -> Tensor:
+    """(B, T, D) standard normal noise, row i drawn from a generator seeded with ``seed`` and
+    ``ids[i]`` (CRC-32 of the id): the same for a sample whatever batch it is in."""
+    out = torch.empty(tuple(shape))
+    for i, sid in enumerate(ids):
+        g = torch.Generator().manual_seed((int(seed) * 0x9E3779B1 + zlib.crc32(str(sid).encode())) % 2 ** 63)
+        out[i] = torch.randn(tuple(shape[1:]), generator=g)
+    return out
+
+
+def add_noise(batch: Batch, modality: str, sigma: float, std: Tensor, seed: int = 0) -> Batch:
+    """A copy of ``batch`` with N(0, (sigma * std)^2) noise on the real steps of ``modality``
+    (``sample_noise``: each sample's draw is seeded by ``seed`` and its id)."""
     x = batch.inputs[modality]  # (B, T, D)
-    eps = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    eps = sample_noise(batch.ids, x.shape, seed).to(x.device, x.dtype)
     noisy = x + sigma * std.to(x.device, x.dtype) * eps * batch.mask(modality)[..., None]  # padding stays 0
     return Batch(dict(batch.inputs, **{modality: noisy}), batch.lengths, batch.target, batch.ids,
                  batch.groups, batch.positions)
@@ -96,7 +116,7 @@ def evaluate_condition(model: torch.nn.Module, bundle: DataBundle, split: str = 
     Args:
         present: modalities kept at the fusion input (None: all).
         noise: {"modality": m, "sigma": s, "std": (D_m,) tensor} or None.
-        seed: seed of the noise generator.
+        seed: seed of the noise, with each sample's id (``sample_noise``).
     """
     mods = list(model.modalities)
     if present is not None:
@@ -107,12 +127,11 @@ def evaluate_condition(model: torch.nn.Module, bundle: DataBundle, split: str = 
     was = model.training
     model.eval()
     mask = None if present is None else torch.tensor([m in present for m in mods])  # (M,)
-    gen = torch.Generator().manual_seed(seed)
     acc = MetricAccumulator(bundle.task.protocol)
     with inference(model) as convert:
         for batch in make_loader(bundle, split, batch_size, False, 0, by_group=by_group):
             if noise is not None and float(noise["sigma"]) > 0:
-                batch = add_noise(batch, str(noise["modality"]), float(noise["sigma"]), noise["std"], gen)
+                batch = add_noise(batch, str(noise["modality"]), float(noise["sigma"]), noise["std"], seed)
             out = model(convert(batch), present=mask)
             acc.update(out.logits.float().cpu(), batch.target.cpu())
     model.train(was)

@@ -535,3 +535,91 @@ def test_a_job_loads_its_data_once_for_training_and_diagnosis(tmp_path, monkeypa
     assert [r["status"] for r in res["runs"]] == ["ok"] and not res["runs"][0]["diagnose_error"]
     assert calls == [1111]
     assert (tmp_path / "cmp" / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").is_file()
+
+
+def test_kept_alone_references_and_interrupted_runs_are_checked_against_the_data(tmp_path):
+    """Two holes in the data check (a review): an --alone reference trained on other data was reused
+    once the main run it was compared with was moved aside (its probe paired with a run on the new
+    data), and an interrupted run refused for other data was marked FAILED, so the next call, with the
+    right data as the message said, retrained it from scratch. Both are now refused before anything
+    runs, naming the run; the interrupted run then continues from its checkpoint."""
+    import shutil
+
+    from data.writers import write_mmsa
+
+    sets = ["data.source=mmsa", "data.options.dataset=mosi", "train.batch_size=8", "train.max_epochs=1",
+            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8"]
+    path = write_mmsa(tmp_path / "a", "mosi", sizes=(40, 16, 16))
+
+    def louder(data):
+        for s in data.values():
+            s["audio"] = s["audio"] * 2
+
+    other = write_mmsa(tmp_path / "b", "mosi", sizes=(40, 16, 16), mutate=louder)
+    here, there = (apply_overrides(Config(), sets + [f"data.path={p}"]) for p in (path, other))
+    out = tmp_path / "cmp"
+    compare(here, ["late_fusion"], [1111], out, alone=True, noise_levels=[0])
+    shutil.rmtree(out / "runs" / "late_fusion" / "seed1111")
+    with pytest.raises(ConfigError, match=r"alone/audio/seed1111 was trained on other data than .* gives now \(split "
+                                          r"'\w+': modality 'audio' has other feature values\)"):
+        compare(there, ["late_fusion"], [1111], out, alone=True, noise_levels=[0])
+    assert not (out / "runs" / "late_fusion" / "seed1111").exists()
+
+    run = out / "runs" / "late_fusion" / "seed1111"
+    compare(here, ["late_fusion"], [1111], out, diagnose=False)
+    (run / "metrics.json").unlink()  # interrupted after its last checkpoint
+    with pytest.raises(ConfigError, match=r"seed1111 was trained on other data than .* point data.path at the "):
+        compare(there, ["late_fusion"], [1111], out, diagnose=False)
+    assert not (run / "FAILED.txt").exists()
+    res = compare(here, ["late_fusion"], [1111], out, diagnose=False)
+    assert [r["status"] for r in res["runs"]] == ["ok"] and (run / "metrics.json").is_file()
+    assert not list(run.parent.glob(".seed1111.failed-*"))  # continued, not set aside and retrained
+
+
+def test_no_diagnose_keeps_the_record_of_a_failed_diagnosis(tmp_path, monkeypatch):
+    """A --no-diagnose call removed DIAGNOSE_FAILED.txt although it diagnosed nothing: the report then
+    showed (n=1) cells without their reason (a review). It goes once a diagnosis exists."""
+    import pase.evaluation.compare as cmp_module
+    from tiny import TINY
+
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+    out = tmp_path / "cmp"
+
+    def broken(*a, **k):
+        raise RuntimeError("diagnosis broke")
+
+    monkeypatch.setattr(cmp_module, "diagnose", broken)
+    compare(cfg, ["late_fusion"], [1111], out, noise_levels=[0])
+    record = out / "runs" / "late_fusion" / "seed1111" / "DIAGNOSE_FAILED.txt"
+    assert record.read_text().strip() == "RuntimeError: diagnosis broke"
+    compare(cfg, ["late_fusion"], [1111], out, diagnose=False)
+    assert record.is_file()
+    monkeypatch.undo()
+    compare(cfg, ["late_fusion"], [1111], out, noise_levels=[0])
+    assert not record.exists() and (record.parent / "diagnostics.json").is_file()
+
+
+def test_a_failed_reference_of_a_seed_this_comparison_does_not_cover_is_not_its_failure(tmp_path, capsys):
+    """`pase compare --alone --seeds 1` exited 1 for a leftover alone/text/seed1112/FAILED.txt while its
+    summary listed no failure (a review); only this comparison's seeds count."""
+    from pase.evaluation.cli import _problems
+
+    for seed in (1111, 1112):
+        (tmp_path / "alone" / "text" / f"seed{seed}").mkdir(parents=True)
+    (tmp_path / "alone" / "text" / "seed1112" / "FAILED.txt").write_text("RuntimeError: x\n")
+    assert _problems("pase compare", {"runs": [], "seeds": [1111]}, tmp_path, alone=True) == []
+    lines = _problems("pase compare", {"runs": [], "seeds": [1111, 1112]}, tmp_path, alone=True)
+    assert len(lines) == 1 and "1 unimodal reference(s) failed" in lines[0] and "seed1112" in lines[0]
+    capsys.readouterr()
+
+
+def test_the_other_data_message_names_the_keys_that_locate_the_data():
+    """'point data.path at the run's data' was said of data that data.options.label_path and
+    feature_root locate (gcnet has no data.path; a review)."""
+    from pase.training.run import data_location_keys
+
+    gc = apply_overrides(Config(), ["data.source=gcnet", "data.options.label_path=/d/labels.pkl",
+                                    "data.options.feature_root=/d/features", "data.options.fold=1"])
+    assert data_location_keys(gc) == "data.options.label_path / data.options.feature_root"
+    assert data_location_keys(apply_overrides(Config(), ["data.source=mmsa", "data.path=/d/x.pkl"])) == "data.path"
+    assert data_location_keys(Config()) == "data.path"  # the built-in benchmark: nothing locates it

@@ -82,8 +82,9 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
     if bad:
         lines.append(f"{command}: diagnostics failed for {len(bad)} run(s), for example {bad[0]['method']} seed "
                      f"{bad[0]['seed']}: {bad[0]['diagnose_error']}")
+    seeds = {str(s) for s in summary.get("seeds", [])}  # this comparison's (another call's leftovers are not)
     refs = sorted(p.parent for name in ("FAILED.txt", "DIAGNOSE_FAILED.txt")
-                  for p in out.glob(f"alone/*/seed*/{name}")) if alone else []
+                  for p in out.glob(f"alone/*/seed*/{name}") if p.parent.name[4:] in seeds) if alone else []
     if refs:
         lines.append(f"{command}: {len(refs)} unimodal reference(s) failed, for example {refs[0]}")
     for line in lines:

@@ -45,7 +45,8 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import safe_load_checkpoint
-from ..training.run import (RunDirError, load_bundle, load_checkpoint, lock_run, run_files, train,
+from ..training.run import (RunDirError, data_location_keys, load_bundle, load_checkpoint, lock_run, run_files,
+                            train,
                             without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
@@ -263,7 +264,9 @@ def _execute(job: _Job) -> Dict[str, Any]:
     (out / "FAILED.txt").unlink(missing_ok=True)
     try:
         _after(job, out, data)
-        (out / "DIAGNOSE_FAILED.txt").unlink(missing_ok=True)
+        # the record of a failed diagnosis goes once a diagnosis is there (--no-diagnose made none)
+        if (out / ("probe.json" if job.kind == "alone" else "diagnostics.json")).is_file():
+            (out / "DIAGNOSE_FAILED.txt").unlink(missing_ok=True)
     except Exception as e:  # noqa: BLE001 - the trained run stays valid
         rec["diagnose_error"] = _one_line(e)
         atomic_write_text(out / "DIAGNOSE_FAILED.txt", rec["diagnose_error"] + "\n")
@@ -447,6 +450,22 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
     ones, silently (a review: a run trained longer with ``pase train --resume``, a ``data.path`` moved to
     other data of the same shapes, a ``pase diagnose --split valid`` into a run folder). Refused with the
     first such file, before anything is trained."""
+    now: List[Dict[str, Any]] = []
+
+    def check_data(run: Path, saved: Any, modality: Optional[str] = None) -> None:
+        if saved is None:
+            return
+        if not now:
+            now.append(fingerprint(load_bundle(cfg)))
+        mine = now[0] if modality is None else {  # an --alone run holds one modality's features
+            s: {**v, "features": {k: f for k, f in v["features"].items() if k == modality}} for s, v in now[0].items()}
+        why = fingerprint_difference(saved, mine)
+        if why:
+            raise ConfigError(f"{run} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
+                              f"({why}); results of two datasets are never averaged: point "
+                              f"{data_location_keys(cfg)} at the comparison's data, or pass a new --out (nothing was "
+                              "changed)")
+
     for run in sorted(p.parent for p in out.glob("alone/*/seed*/metrics.json")):  # --alone: late fusion on one
         solo = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=[run.parent.name]))
         diff = config_difference(run / "config.yaml", solo, _comparable) if (run / "config.yaml").is_file() else None
@@ -454,8 +473,19 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
             raise ConfigError(f"{run} was trained with another configuration than this comparison's --alone runs "
                               f"({diff}); its probes would be averaged with the others: move it aside to retrain it, "
                               "or pass a new --out (nothing was changed)")
+        check_data(run, trained_data(run), run.parent.name)
+    # interrupted runs this call would continue (a refusal then recorded FAILED.txt, and the next call with
+    # the right data retrained the run from scratch instead of continuing it: a review)
+    for last in sorted(out.glob("*/*/seed*/checkpoints/last.ckpt")):
+        run = last.parents[1]
+        if run.parents[1].name in ("runs", "alone") and not (run / "metrics.json").is_file() \
+                and not (run / "FAILED.txt").is_file():
+            try:
+                saved = (safe_load_checkpoint(last).get("pase_state") or {}).get("data")
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint: the resume itself says so
+                continue
+            check_data(run, saved, run.parent.name if run.parents[1].name == "alone" else None)
     finished = sorted(p.parent for p in out.glob("runs/*/seed*/metrics.json"))
-    bundle = None
     for run in finished:
         diff = config_difference(run / "config.yaml", cfg, _comparable) if (run / "config.yaml").is_file() else None
         if diff:
@@ -467,15 +497,7 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
             raise ConfigError(f"{run / 'diagnostics.json'} diagnoses split {diag.get('split')!r}, but a comparison's "
                               "tables are of the test split: move it and its CSVs aside (the comparison then "
                               "diagnoses the test split) or pass a new --out (nothing was changed)")
-        saved = trained_data(run)
-        if saved is None:
-            continue
-        bundle = bundle if bundle is not None else load_bundle(cfg)
-        why = fingerprint_difference(saved, fingerprint(bundle))
-        if why:
-            raise ConfigError(f"{run} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
-                              f"({why}); results of two datasets are never averaged: point data.path at the "
-                              "comparison's data, or pass a new --out (nothing was changed)")
+        check_data(run, trained_data(run))
 
 
 def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,

@@ -281,6 +281,16 @@ def without_data_location(data: Dict[str, Any]) -> Dict[str, Any]:
     return {**{k: v for k, v in data.items() if k != "path"}, "options": options}
 
 
+def data_location_keys(cfg: Config) -> str:
+    """The keys that locate ``cfg``'s data as set (``data.path``, or a loader's location options such
+    as ``data.options.label_path``): what a message about other data says to point at the run's data."""
+    data = to_dict(cfg)["data"]
+    keys = (["data.path"] if data.get("path") not in (None, "") else []) + [
+        f"data.options.{k}" for k, v in (data.get("options") or {}).items()
+        if (k == "path" or k.endswith(("_path", "_root"))) and v not in (None, "")]
+    return " / ".join(keys) or "data.path"
+
+
 def without_locations(d: Dict[str, Any]) -> Dict[str, Any]:
     """A config dict without where files lie, which may move between a run and its resume, evaluation
     or a later comparison: the data's (:func:`without_data_location`) and a pretrained encoder's folder
@@ -459,7 +469,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
         why = fingerprint_difference(pase_state.get("data"), module.data_fingerprint)
         if why:
             raise ConfigError(f"{last} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
-                              f"({why}); point data.path at the run's data, or pass a new --out to train on "
+                              f"({why}); point {data_location_keys(cfg)} at the run's data, or pass a new --out "
+                              "to train on "
                               "this data (nothing was changed)")
         module.elapsed_before = float(pase_state.get("elapsed_s") or 0.0)
         try:  # the same model (data widths, modalities): checked before metrics.json is set aside
@@ -766,7 +777,7 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data else None
     if why:
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
-                         f"({why}); point data.path at the run's data")
+                         f"({why}); point {data_location_keys(cfg)} at the run's data")
     plugin = precision_plugin(cfg.train.precision, token_inputs(cfg))
     # a transformer encoder's position table as trained (its length was the training data's longest
     # sequence): other data, with shorter or longer sequences, is scored by the same model

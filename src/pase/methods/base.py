@@ -263,9 +263,15 @@ class Method(nn.Module):
         return shares
 
     def epoch_diagnostics(self, model: nn.Module) -> Dict[str, float]:
-        """Epoch means of the tracked values (one host sync per epoch); resets the sums."""
+        """Epoch means of the tracked values over the epoch's training samples (one host sync per
+        epoch); under ``torch.distributed`` over every rank's samples (rank 0's half of the data was
+        logged before, for every method but PaSE, whose utilities are all-reduced per batch). Resets
+        the sums."""
         logs: Dict[str, float] = {}
+        n = self._epoch.n
         mean = self._epoch.pop()
+        if mean is not None:
+            mean = batch_weighted_mean(mean, n)
         for key, vals in zip(_TRACKED, mean.tolist() if mean is not None else []):
             logs.update({f"{key}_{m}": vals[i] for i, m in enumerate(self.modalities)})
         return logs

@@ -623,3 +623,21 @@ def test_the_other_data_message_names_the_keys_that_locate_the_data():
     assert data_location_keys(gc) == "data.options.label_path / data.options.feature_root"
     assert data_location_keys(apply_overrides(Config(), ["data.source=mmsa", "data.path=/d/x.pkl"])) == "data.path"
     assert data_location_keys(Config()) == "data.path"  # the built-in benchmark: nothing locates it
+
+
+@pytest.mark.parametrize("sets", [["train.strategy=ddp", "train.devices=2"], ["train.devices=2"],
+                                  ["train.devices=auto"], ["train.strategy=ddp_spawn"]])
+def test_compare_and_crossval_refuse_a_multi_process_run_before_writing_anything(tmp_path, sets):
+    """Under DDP Lightning re-runs the whole command on rank 1, which ran a comparison of its own: it
+    found the runs locked, wrote a summary of failures, and the main process was killed (exit 137; a
+    review). Both commands now refuse, naming the keys and --jobs."""
+    from pase.evaluation.folds import cross_validate
+
+    cfg = apply_overrides(Config(), sets)
+    with pytest.raises(ConfigError, match=r"^pase compare trains each run in one process \(train.devices=.*set "
+                                          r"train.devices=1 and train.strategy=auto, and use --jobs N"):
+        compare(cfg, ["late_fusion"], [1111], tmp_path / "cmp")
+    with pytest.raises(ConfigError, match=r"^pase crossval trains each run in one process"):
+        cross_validate(cfg, tmp_path / "cv", folds=[1])
+    assert not (tmp_path / "cmp").exists() and not (tmp_path / "cv").exists()
+    compare_mod.check_one_process(apply_overrides(Config(), ["train.devices=[0]"]), "x")  # one device: fine

@@ -416,6 +416,19 @@ def _check_comparison_folder(out: Path) -> None:
                       "(nothing was written)")
 
 
+def check_one_process(cfg: Config, command: str) -> None:
+    """``pase compare`` and ``pase crossval`` train each run in one process: under a multi-process
+    strategy Lightning starts the other ranks by re-running the whole command, and each rank ran a
+    comparison of its own (rank 1 found the runs locked, wrote a summary of failures, and the main
+    process was killed: a review). Refused before anything is written."""
+    d, strategy = cfg.train.devices, str(cfg.train.strategy)
+    one = d == 1 or d == "1" or (isinstance(d, (list, tuple)) and len(d) == 1)
+    if not one or "ddp" in strategy or strategy not in ("auto", "single_device"):
+        raise ConfigError(f"{command} trains each run in one process (train.devices={d!r}, train.strategy="
+                          f"{strategy!r} asked for more); set train.devices=1 and train.strategy=auto, and use "
+                          "--jobs N to train N runs side by side (nothing was written)")
+
+
 def _check_base_config(cfg: Config, out: Path) -> None:
     """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
     path = out / "config.yaml"
@@ -555,6 +568,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
                           "drop --no-diagnose, or --alone")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    check_one_process(cfg, "pase compare")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")

@@ -26,7 +26,7 @@ from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.run import data_options, load_bundle, train, without_locations
-from .compare import trained_data
+from .compare import check_one_process, trained_data
 
 __all__ = ["cross_validate"]
 
@@ -55,6 +55,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                           "(nothing was trained)")
     if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
         raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
+    check_one_process(cfg, "pase crossval")
     _check_out(out, by_seed=seeds is not None)
     configs = {s: cfg if s is None else apply_overrides(cfg, [f"train.seed={s}"]) for s in (seeds or [None])}
     _check_folds(configs, out, folds)

@@ -74,6 +74,22 @@ def test_true_half_precision_keeps_the_running_averages_in_float32():
     assert float(rounded.prototypes) < 1.4  # frozen far from 1.4988
 
 
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_converting_a_module_keeps_its_float32_running_averages_to_the_bit(precision):
+    """Lightning loads a checkpoint (a resume, the final test from best.ckpt) before it converts the
+    module, and the conversion cast the restored float32 averages to half and back: a prototype of
+    1.3 came back 1.296875, and a resumed bf16-true run left the uninterrupted one (a review)."""
+    from pase.prototypes import PrototypeBank
+
+    bank = PrototypeBank(num_classes=2, dim=3)
+    exact = torch.tensor([[1.3, -0.7001, 2.0 ** -20], [3.14159, 1e-3, -5.5]])
+    bank.prototypes.copy_(exact)
+    kept = HalfPrecisionExactTargets(precision).convert_module(bank)
+    assert kept.prototypes.dtype == torch.float32 and torch.equal(kept.prototypes, exact)
+    assert not torch.equal(exact.to(getattr(torch, "bfloat16" if precision == "bf16-true" else "float16")).float(),
+                           exact)  # the values do not survive a round trip through half precision
+
+
 @pytest.mark.parametrize("method, state", [("pase", ["banks.text.prototypes", "coeffs", "ot_log_u"]),
                                            ("agm", ["running"]), ("pmr", ["banks.text.prototypes"])])
 def test_a_bf16_true_run_keeps_its_running_averages_in_float32_and_the_weights_in_bf16(tmp_path, method, state):

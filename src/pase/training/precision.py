@@ -59,7 +59,16 @@ class HalfPrecisionExactTargets(HalfPrecision):
         self.exact_inputs = tuple(exact_inputs)
 
     def convert_module(self, module: nn.Module) -> nn.Module:
-        return keep_float32_state(super().convert_module(module))
+        # the float32 running averages as they are, not cast to half and back: Lightning loads a
+        # checkpoint (a resume, the final test from best.ckpt) before it converts the module, so
+        # every restored prototype and SGM coefficient was rounded to bf16 (a resumed bf16-true
+        # run left the uninterrupted one at its next epoch; a review)
+        kept = [(sub, name, sub._buffers[name]) for sub in module.modules() for name in getattr(sub, FLOAT32_STATE, ())
+                if sub._buffers.get(name) is not None and sub._buffers[name].dtype == torch.float32]
+        module = super().convert_module(module)
+        for sub, name, buf in kept:
+            sub._buffers[name] = buf
+        return keep_float32_state(module)
 
     def convert_input(self, data: Any) -> Any:
         if isinstance(data, Batch):

@@ -249,9 +249,14 @@ def test_a_trained_bert_run_needs_no_folder_to_evaluate_and_may_move_to_resume(t
     assert again["test"] == pytest.approx(result["test"], abs=1e-6)
     resumed = train(_bert_cfg(mosi_path, moved, "train.max_epochs=2"), run, resume=True, quiet=True)
     assert resumed["epochs_run"] == 2
-    # the folder now holds another architecture: a resume names it
-    (moved / "config.json").write_text((moved / "config.json").read_text().replace('"num_hidden_layers": 1',
-                                                                                 '"num_hidden_layers": 2'))
+    # the folder now holds another architecture (a whole 2-layer model: a config.json the weights do not
+    # fit is refused by the loader itself): a resume names it
+    import transformers
+
+    two = transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=32)
+    shutil.rmtree(moved)
+    transformers.BertModel(two).save_pretrained(moved)
     with pytest.raises(ConfigError, match=r"or model.pretrained_path \(.*moved_bert\) now holds another model"):
         train(_bert_cfg(mosi_path, moved, "train.max_epochs=3"), run, resume=True, quiet=True)
 
@@ -354,3 +359,62 @@ def test_new_model_keys_are_typed():
     cfg = load_config(None, ["model.pretrained_path=/models/bert", "model.text_encoder=bert"])
     assert (cfg.model.pretrained_path, cfg.model.text_encoder, Config().model.pretrained_path) == (
         "/models/bert", "bert", None)
+
+
+def _folder_like(bert_dir: Path, out: Path, change) -> Path:
+    """A copy of ``bert_dir`` whose weights file is replaced by ``change(state dict)`` (safetensors)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(bert_dir, out)
+    weights = out / "model.safetensors"
+    save_file(change(load_file(weights)), weights, metadata={"format": "pt"})
+    return out
+
+
+@needs_transformers
+def test_a_folder_whose_weights_do_not_cover_bert_is_refused_not_trained_at_random(tmp_path, bert_dir):
+    """transformers starts the weights a folder lacks at random and prints a table: a folder keeping
+    only the embeddings, or every key under another prefix, trained a random BERT without a word
+    (a review). Refused, naming the folder and a missing key; a truncated weights file is one line."""
+    from pase.models.bert import _load_model
+
+    partial = _folder_like(bert_dir, tmp_path / "partial", lambda sd: {k: v for k, v in sd.items() if "embeddings" in k})
+    renamed = _folder_like(bert_dir, tmp_path / "renamed", lambda sd: {f"text_model.{k}": v for k, v in sd.items()})
+    for folder in (partial, renamed):
+        with pytest.raises(PretrainedModelError, match=rf"{folder.name}: its weights do not cover the model its "
+                                                       r"config.json describes \(\d+ missing \(e.g. .*\)\)") as err:
+            _load_model(folder)
+        assert "\n" not in str(err.value)
+    cut = _folder_like(bert_dir, tmp_path / "cut", lambda sd: sd)
+    blob = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(PretrainedModelError, match=r"cut: cannot load a BERT-style model \(") as err:
+        _load_model(cut)
+    assert "\n" not in str(err.value)
+    assert _load_model(bert_dir) is not None  # the intact folder loads
+
+
+@needs_transformers
+def test_a_bfloat16_folder_loads_in_float32_and_quietly(tmp_path, bert_dir, capfd):
+    """A folder saved in bfloat16 loaded in bfloat16 beside float32 layers ('mat1 and mat2 must have the
+    same dtype', or under bf16-mixed a model its checkpoint's float32 rebuild scored differently; a
+    review): its weights are widened exactly. transformers' load report and progress bar are not
+    printed (pase refuses what matters in them itself)."""
+    import transformers
+
+    from pase.models.bert import _load_model
+
+    half = tmp_path / "half"
+    transformers.AutoModel.from_pretrained(str(bert_dir), add_pooling_layer=False).to(torch.bfloat16).save_pretrained(half)
+    capfd.readouterr()
+    model = _load_model(half)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    want = transformers.AutoModel.from_pretrained(str(half), add_pooling_layer=False)
+    for (k, a), (_, b) in zip(model.state_dict().items(), want.state_dict().items()):
+        assert torch.equal(a, b.float()), k
+    capfd.readouterr()
+    _load_model(bert_dir)
+    out, err = capfd.readouterr()
+    assert "LOAD REPORT" not in out + err and "Loading weights" not in out + err

@@ -80,14 +80,40 @@ def _transformers():
 
 
 def _load_model(path: Path) -> nn.Module:
-    """``AutoModel`` from ``path`` without its pooler (unused: [CLS] is read from the last layer)."""
-    AutoModel = _transformers().AutoModel
+    """``AutoModel`` from ``path`` without its pooler (unused: [CLS] is read from the last layer), in
+    float32, with every weight from the folder.
+
+    transformers re-initialises at random the weights a folder lacks and only prints a table, so a
+    folder of other key names trained a random BERT without a word (a review); a missing or
+    mismatched weight is refused here (the pooler's, left out on purpose, is not one). A folder saved
+    in bfloat16 loaded as bfloat16 beside float32 layers (a dtype error, or under autocast a model the
+    checkpoint's float32 rebuild scored differently); its weights are widened, exactly. Any failure of
+    the library (a truncated safetensors file, a config.json the weights do not fit) is one line."""
+    tf = _transformers()
+    log = tf.utils.logging
+    verbosity, bars = log.get_verbosity(), log.is_progress_bar_enabled()
+    log.set_verbosity_error()  # its load report and progress bar on every run (pase reports problems itself)
+    log.disable_progress_bar()
     try:
-        return AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
-    except (OSError, ValueError, TypeError, KeyError) as e:
+        model, info = tf.AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False,
+                                                   output_loading_info=True)
+    except Exception as e:  # noqa: BLE001 - OSError, safetensors' and transformers' own errors alike
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PretrainedModelError(f"{path}: cannot load a BERT-style model ({first[:300]}); "
+        raise PretrainedModelError(f"{path}: cannot load a BERT-style model ({type(e).__name__}: {first[:300]}); "
                                    "expected a folder written by BertModel.save_pretrained") from None
+    finally:
+        log.set_verbosity(verbosity)
+        if bars:
+            log.enable_progress_bar()
+    missing = [k for k in info.get("missing_keys") or [] if not str(k).startswith("pooler.")]
+    mismatched = [str(k[0] if isinstance(k, (tuple, list)) else k) for k in info.get("mismatched_keys") or []]
+    if missing or mismatched:
+        what = "; ".join(f"{len(ks)} {kind} (e.g. {ks[0]})" for kind, ks in (("missing", missing),
+                                                                            ("of another shape", mismatched)) if ks)
+        raise PretrainedModelError(f"{path}: its weights do not cover the model its config.json describes ({what}); "
+                                   "transformers would start those at random: expected a folder written by "
+                                   "BertModel.save_pretrained")
+    return model.float()
 
 
 class BertTextEncoder(nn.Module):

@@ -78,7 +78,8 @@ class SyntheticSpec:
             It models a dominant encoder that can fit the training labels through sample-specific
             detail (as a fine-tuned BERT does), which starves the other encoders of gradient.
         scales: a positive factor per modality on the observed features (small features learn slowly
-            under Adam, as raw acoustic descriptors do); default 1 for every modality.
+            under Adam, as raw acoustic descriptors do); default (1, 0.1, 0.1); None: 1 for every
+            modality.
         sizes: train / valid / test sample counts (MOSI's 1,284 / 229 / 686); train needs at least 2.
 
     Raises:

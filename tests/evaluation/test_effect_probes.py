@@ -84,3 +84,18 @@ def test_no_effect_keys_without_ground_truth():
     for ds in bundle.splits.values():
         ds.effects = None
     assert all(set(v) == {"acc2", "corr"} for v in probe_model(model, bundle).values())
+
+
+def test_a_label_probe_of_one_class_on_train_predicts_that_class():
+    """Labels of one sign (regression) or one class on the train split stopped the diagnosis with
+    scikit-learn's 'needs samples of at least 2 classes', naming neither probe nor modality (a
+    review); the probe predicts the constant, as it did for a multilabel column."""
+    from pase.evaluation.probes import linear_probe
+
+    rng = np.random.default_rng(0)
+    x_tr, x_te = rng.normal(size=(40, 3)), rng.normal(size=(30, 3))
+    y_te = rng.normal(size=30)
+    got = linear_probe(x_tr, np.abs(rng.normal(size=40)), x_te, y_te, "regression")
+    assert got["acc2"] == float(np.mean(y_te >= 0))
+    cls_te = rng.integers(0, 3, size=30)
+    assert linear_probe(x_tr, np.full(40, 2), x_te, cls_te, "classification")["acc"] == float(np.mean(cls_te == 2))

@@ -76,28 +76,29 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
 
     Returns:
         regression: {"acc2", "corr"}; classification: {"acc"}; multilabel: {"acc"}, the mean
-        over labels of each label's binary accuracy (a label constant on the train split is
-        predicted as that constant).
+        over labels of each label's binary accuracy. A class (a sign, a label) constant on the
+        train split is predicted as that constant.
     """
     from sklearn.linear_model import LogisticRegression, Ridge
 
     a, b = standardise(x_train, x_test)
+
+    def classify(y: np.ndarray) -> np.ndarray:  # a class constant on train is predicted as that constant
+        # (scikit-learn's "needs samples of at least 2 classes" named neither probe nor modality)
+        return (np.full(len(b), y[0]) if np.all(y == y[0])
+                else LogisticRegression(C=c, max_iter=2000).fit(a, y).predict(b))
+
     if kind == "regression":
-        clf = LogisticRegression(C=c, max_iter=2000).fit(a, (y_train >= 0).astype(int))
-        acc2 = float((clf.predict(b) == (y_test >= 0).astype(int)).mean())
+        acc2 = float((classify((y_train >= 0).astype(int)) == (y_test >= 0).astype(int)).mean())
         pred = Ridge(alpha=1.0 / c).fit(a, y_train).predict(b)
         corr = float(np.corrcoef(pred, y_test)[0, 1]) if pred.std() > 1e-12 else float("nan")
         return {"acc2": acc2, "corr": corr}
     if kind == "multilabel":
         accs = []
         for j in range(y_train.shape[1]):
-            yj = y_train[:, j].astype(int)
-            pred = (np.full(len(b), yj[0]) if np.all(yj == yj[0])
-                    else LogisticRegression(C=c, max_iter=2000).fit(a, yj).predict(b))
-            accs.append(float((pred == y_test[:, j].astype(int)).mean()))
+            accs.append(float((classify(y_train[:, j].astype(int)) == y_test[:, j].astype(int)).mean()))
         return {"acc": float(np.mean(accs))}
-    clf = LogisticRegression(C=c, max_iter=2000).fit(a, y_train.astype(int))
-    return {"acc": float((clf.predict(b) == y_test.astype(int)).mean())}
+    return {"acc": float((classify(y_train.astype(int)) == y_test.astype(int)).mean())}
 
 
 def effect_probe(x_train: np.ndarray, f_train: np.ndarray, x_test: np.ndarray, f_test: np.ndarray,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import json
 import math
 from pathlib import Path
 
@@ -418,3 +419,35 @@ def test_a_bfloat16_folder_loads_in_float32_and_quietly(tmp_path, bert_dir, capf
     _load_model(bert_dir)
     out, err = capfd.readouterr()
     assert "LOAD REPORT" not in out + err and "Loading weights" not in out + err
+
+
+@needs_transformers
+def test_compare_refuses_seeds_fine_tuned_from_another_bert(tmp_path, mosi_path, bert_dir):
+    """model.pretrained_path is a location (it may move), so a comparison rerun with another BERT in it
+    averaged seeds fine-tuned from two models into one row (a review). metrics.json records the
+    folder's config and weights hashes; compare refuses a kept run of another model and accepts the
+    same model moved."""
+    import shutil
+
+    import transformers
+
+    from pase.evaluation.compare import compare
+    from pase.models.bert import pretrained_fingerprint
+
+    other = tmp_path / "other_bert"
+    torch.manual_seed(1)
+    transformers.BertModel(transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1,
+                                                   num_attention_heads=2, intermediate_size=32)).save_pretrained(other)
+    out = tmp_path / "cmp"
+    compare(_bert_cfg(mosi_path, bert_dir), ["late_fusion"], [1111], out, diagnose=False)
+    metrics = json.loads((out / "runs" / "late_fusion" / "seed1111" / "metrics.json").read_text())
+    assert metrics["pretrained_fingerprint"] == pretrained_fingerprint(bert_dir)
+    assert pretrained_fingerprint(other)["config"] == pretrained_fingerprint(bert_dir)["config"]  # same shapes
+    with pytest.raises(ConfigError, match=r"seed1111 was fine-tuned from another pretrained model than "
+                                          r"model.pretrained_path \(.*other_bert\) holds now \(its weights differ\)"):
+        compare(_bert_cfg(mosi_path, other), ["late_fusion"], [1111, 1112], out, diagnose=False)
+    assert not (out / "runs" / "late_fusion" / "seed1112").exists()
+    moved = tmp_path / "moved_bert"
+    shutil.copytree(bert_dir, moved)
+    res = compare(_bert_cfg(mosi_path, moved), ["late_fusion"], [1111, 1112], out, diagnose=False)
+    assert [r["status"] for r in res["runs"]] == ["ok", "ok"]

@@ -479,6 +479,23 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
                               f"{data_location_keys(cfg)} at the comparison's data, or pass a new --out (nothing was "
                               "changed)")
 
+    started: List[Dict[str, str]] = []
+
+    def check_pretrained(run: Path) -> None:  # seeds fine-tuned from two BERTs were averaged silently (review)
+        saved = (_read_json(run / "metrics.json") or {}).get("pretrained_fingerprint")
+        if not saved or not cfg.model.pretrained_path:
+            return
+        if not started:
+            from ..models.bert import pretrained_fingerprint
+
+            started.append(pretrained_fingerprint(cfg.model.pretrained_path))
+        if saved != started[0]:
+            what = "config.json" if saved.get("config") != started[0]["config"] else "weights"
+            raise ConfigError(f"{run} was fine-tuned from another pretrained model than model.pretrained_path "
+                              f"({cfg.model.pretrained_path}) holds now (its {what} differ); seeds of two models are "
+                              "never averaged: point model.pretrained_path at the comparison's model, or pass a new "
+                              "--out (nothing was changed)")
+
     for run in sorted(p.parent for p in out.glob("alone/*/seed*/metrics.json")):  # --alone: late fusion on one
         solo = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=[run.parent.name]))
         diff = config_difference(run / "config.yaml", solo, _comparable) if (run / "config.yaml").is_file() else None
@@ -487,6 +504,7 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
                               f"({diff}); its probes would be averaged with the others: move it aside to retrain it, "
                               "or pass a new --out (nothing was changed)")
         check_data(run, trained_data(run), run.parent.name)
+        check_pretrained(run)
     # interrupted runs this call would continue (a refusal then recorded FAILED.txt, and the next call with
     # the right data retrained the run from scratch instead of continuing it: a review)
     for last in sorted(out.glob("*/*/seed*/checkpoints/last.ckpt")):
@@ -511,6 +529,7 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
                               "tables are of the test split: move it and its CSVs aside (the comparison then "
                               "diagnoses the test split) or pass a new --out (nothing was changed)")
         check_data(run, trained_data(run))
+        check_pretrained(run)
 
 
 def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,

@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BertTextEncoder", "check_pretrained_dir", "PretrainedModelError", "POOLINGS"]
+__all__ = ["BertTextEncoder", "check_pretrained_dir", "PretrainedModelError", "POOLINGS", "pretrained_fingerprint"]
 
 POOLINGS = ("cls", "mean")
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
@@ -68,6 +68,27 @@ def check_pretrained_dir(path: Optional[str | Path]) -> Path:
                                    "token ids (text_bert, from bert-base-uncased's tokenizer) with a BERT model "
                                    "(config.json model_type 'bert'); point model.pretrained_path at one")
     return p
+
+
+def pretrained_fingerprint(path: str | Path) -> Dict[str, str]:
+    """What identifies the pretrained model in folder ``path``: SHA-256 of its ``config.json`` (as
+    parsed, without the fields that name where or by which library version it was saved) and of its
+    weights files (every ``*.safetensors`` / ``*.bin``, in name order, streamed). Recorded in a run's
+    ``metrics.json``; ``pase compare`` refuses to average seeds fine-tuned from different models."""
+    import hashlib
+
+    p = Path(path).expanduser()
+    cfg = json.loads((p / "config.json").read_text())
+    if isinstance(cfg, dict):
+        cfg = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version")}
+    weights = hashlib.sha256()
+    for f in sorted(x for x in p.iterdir() if x.is_file() and x.name.endswith((".safetensors", ".bin"))):
+        weights.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                weights.update(chunk)
+    return {"config": hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest(),
+            "weights": weights.hexdigest()}
 
 
 def _transformers():

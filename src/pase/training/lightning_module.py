@@ -143,6 +143,7 @@ class PaseModule(L.LightningModule):
         # set by pase.training.run: the data's fingerprint, this process's start (time.time()) and
         # the seconds earlier processes trained this run (a resume), all saved in every checkpoint
         self.data_fingerprint: Optional[Dict[str, Any]] = None
+        self.pretrained_fingerprint: Optional[Dict[str, Any]] = None  # the folder a BERT started from
         self.started: Optional[float] = None
         self.elapsed_before = 0.0
 
@@ -281,6 +282,7 @@ class PaseModule(L.LightningModule):
             "numpy_rng": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
             "python_rng": [version, list(internal), py_gauss],
             "data": self.data_fingerprint,
+            "pretrained_fingerprint": self.pretrained_fingerprint,
             "elapsed_s": self.elapsed_before + (time.time() - self.started if self.started is not None else 0.0),
             # a pretrained encoder's model config (BERT's config.json): the checkpoint alone rebuilds it
             "pretrained": {m: enc.config_dict() for m, enc in getattr(self.model, "encoders", {}).items()

@@ -473,6 +473,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
                               "to train on "
                               "this data (nothing was changed)")
         module.elapsed_before = float(pase_state.get("elapsed_s") or 0.0)
+        if pase_state.get("pretrained_fingerprint") is not None:  # the model the run started from, wherever it lies now
+            module.pretrained_fingerprint = pase_state["pretrained_fingerprint"]
         try:  # the same model (data widths, modalities): checked before metrics.json is set aside
             module.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError) as e:
@@ -571,6 +573,11 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
     # converted first (as load_checkpoint does), float64 weights and buffers are not rounded on the way
     module = precision_plugin(cfg.train.precision, token_inputs(cfg)).convert_module(_build(cfg, bundle))
     module.data_fingerprint, module.started = fingerprint(bundle), t0  # saved in every checkpoint
+    encoders = getattr(module.model, "encoders", {})
+    if cfg.model.pretrained_path and any(hasattr(e, "config_dict") for e in encoders.values()):
+        from ..models.bert import pretrained_fingerprint
+
+        module.pretrained_fingerprint = pretrained_fingerprint(cfg.model.pretrained_path)  # a resume keeps its own
     start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
     checked = _folder_state(out) if resume else None  # what the resume checks saw
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
@@ -656,6 +663,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         "checkpoint": _relative(Path(best), out),
         # the data it was trained on (pase compare refuses to average runs of other data into one row)
         "data_fingerprint": _jsonable(module.data_fingerprint),
+        # a pretrained encoder's folder it started from (pase compare never averages seeds of two models)
+        **({"pretrained_fingerprint": module.pretrained_fingerprint} if module.pretrained_fingerprint else {}),
     }
     if writer:
         atomic_write_json(out / "metrics.json", result)

@@ -130,6 +130,19 @@ def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path):
         apply_overrides(Config(), ["train.lr=[1,2"])
 
 
+def test_yaml_merge_keys_load_as_in_pyyamls_safe_loader(tmp_path):
+    """`<<:` was refused as "not valid YAML (could not determine a constructor for the tag
+    'tag:yaml.org,2002:merge')" (review): the duplicate-key check built every key before PyYAML
+    merged them. A key written next to the merge wins; a key written twice is still refused."""
+    p = tmp_path / "c.yaml"
+    p.write_text("train: &t\n  lr: 0.01\n  <<: {max_epochs: 1, lr: 0.5}\nmodel:\n  <<: [{d_model: 8}, {hidden: 16}]\n")
+    cfg = load_config(p)
+    assert (cfg.train.lr, cfg.train.max_epochs, cfg.model.d_model, cfg.model.hidden) == (0.01, 1, 8, 16)
+    p.write_text("train:\n  <<: {seed: 3}\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"key 'lr' appears twice \(lines 3 and 4\)"):
+        load_config(p)
+
+
 def test_yaml_12_scalars_in_options_and_text_fields(tmp_path):
     """Free-form data options get numbers too (they have no type to coerce to); 017 is decimal;
     yes / no / dates stay text; an int given to a text field is its text; the saved config.yaml

@@ -45,6 +45,8 @@ class _Loader(yaml.SafeLoader):
         second ``train:`` section would drop the first one's settings without a word."""
         seen: Dict[Any, int] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: flatten_mapping merges it (the keys
+                continue  # written here win); it has no constructor of its own, so it was refused as not YAML
             key = self.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
             if isinstance(key, Hashable) and key in seen:

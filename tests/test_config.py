@@ -301,3 +301,78 @@ def test_a_baseline_choice_is_checked_with_the_config(key, value):
     methods first and fail on this one."""
     with pytest.raises(ConfigError, match=rf"baselines.{key}={value!r} is not one of"):
         apply_overrides(Config(), [f"baselines.{key}={value}"])
+
+
+@pytest.mark.parametrize("override, comment", [
+    ("data.path=runs/mosi #2", "#2"), ("train.lr=0.01 # note", "# note"), ("train.monitor=MAE #best", "#best"),
+    ("data.options.sizes=[64, 32, 32] # small", "# small"), ("data.path=#x", "#x"),
+])
+def test_a_set_value_is_never_cut_at_a_yaml_comment(override, comment):
+    """`--set data.path=runs/mosi #2` trained on runs/mosi (YAML dropped ' #2' as a comment; review)."""
+    key, text = override.split("=", 1)
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [override])
+    assert str(e.value) == (f"override {override!r}: YAML reads {comment!r} as a comment and would drop it; quote "
+                            f"the value to keep the text (--set '{key}=\"{text}\"'), or leave the comment out")
+    assert apply_overrides(Config(), ["data.path='runs/mosi #2'"]).data.path == "runs/mosi #2"
+    assert apply_overrides(Config(), ["data.path=runs/mosi#2"]).data.path == "runs/mosi#2"  # no space: not a comment
+
+
+@pytest.mark.parametrize("text, shown", [("1.50", "float 1.5"), ("true", "bool True"), ("[a, b]", "list ['a', 'b']")])
+def test_the_quote_hint_repeats_the_text_written(tmp_path, text, shown):
+    """The hint quoted the number YAML read: data.path=1.50 suggested '"1.5"', another folder (review)."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [f"data.path={text}"])
+    assert str(e.value) == (f"config key 'data.path' must be str, got {shown}; quote it to pass the text: "
+                            f"--set data.path='\"{text}\"'")
+    p = tmp_path / "c.yaml"  # no --set was used: no --set hint
+    p.write_text("data:\n  path: 1.50\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: config key 'data.path' must be str, got float 1.5; write it in quotes to pass the text"
+
+
+def test_a_single_value_from_the_config_file_is_not_blamed_on_a_set(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  options:\n    label_noise: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["data.options.label_noise.x=1"])
+    assert str(e.value) == ("override 'data.options.label_noise.x=1': 'data.options.label_noise' is 0.1; it is not a "
+                            "mapping, so it has no keys to set")
+
+
+def test_an_unknown_key_without_a_close_match_is_one_sentence():
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), ["zzz=1"])
+    assert str(e.value) == ("unknown config key 'zzz'; valid keys under the top level: method, data, model, train, "
+                            "pase, baselines")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=1" + "0" * 400, "config key 'train.lr' must be a finite number, got 100000000000... (401 digits)"),
+    ("train.batch_size=99999999999999999999",
+     "config key 'train.batch_size' must be at most 9223372036854775807, got 99999999999999999999"),
+    ("model.d_model=99999999999999999999",
+     "config key 'model.d_model' must be at most 9223372036854775807, got 99999999999999999999"),
+])
+def test_a_huge_number_is_named_with_its_key(override, message):
+    """Before: 'int too large to convert to float', islice's or torch's overflow, naming no key (review)."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [override])
+    assert str(e.value) == message
+    assert apply_overrides(Config(), ["train.max_epochs=9223372036854775807"]).train.max_epochs == 2**63 - 1
+
+
+@pytest.mark.parametrize("text", ["[]\n", "false\n", "0\n", "''\n"])
+def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path, text):
+    """`[]`, `false`, `0` or `""` trained the defaults without a word (review); an empty file (or
+    one of comments) is still the defaults, and so is an `options:` left empty."""
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value).startswith(f"{p}: config section top level must be a mapping of its keys, got ")
+    p.write_text("# nothing yet\n")
+    assert load_config(p) == Config()
+    p.write_text("data:\n  options:\n    # seed: 1\n")  # was: 'data.options' must be a mapping, got NoneType None
+    assert load_config(p).data.options == {}

@@ -290,12 +290,18 @@ class Config:
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
 
 
+#: the largest count a setting may hold: above it itertools and torch stopped with bare overflow errors
+INT_MAX = 2**63 - 1
+
+
 def _at_least(section: Any, name: str, minimum: Mapping[str, int]) -> None:
-    """ConfigError naming the first integer field of ``section`` below its minimum."""
+    """ConfigError naming the first integer field of ``section`` below its minimum or above :data:`INT_MAX`."""
     for key, low in minimum.items():
         value = getattr(section, key)
         if isinstance(value, int) and value < low:
             raise ConfigError(f"config key '{name}.{key}' must be at least {low}, got {value}")
+        if isinstance(value, int) and value > INT_MAX:
+            raise ConfigError(f"config key '{name}.{key}' must be at most {INT_MAX}, got {value}")
 
 
 def _in_range(section: Any, name: str, bounds: Mapping[str, str]) -> None:
@@ -320,7 +326,7 @@ def _fields(cls) -> Dict[str, dataclasses.Field]:
 
 def _unknown(key: str, where: str, valid: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(key.split(".")[-1], list(valid), n=1)
-    hint = f"; did you mean {where + close[0]!r}?" if close else ""
+    hint = f"; did you mean {where + close[0]!r}?" if close else ";"  # a `;` before "valid keys" either way
     return ConfigError(f"unknown config key {key!r}{hint} valid keys under "
                        f"{where.rstrip('.') or 'the top level'}: {', '.join(valid)}")
 
@@ -329,9 +335,11 @@ def _unknown(key: str, where: str, valid: Sequence[str]) -> ConfigError:
 _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
-def coerce_value(value: Any, annotation: Any, key: str) -> Any:
+def coerce_value(value: Any, annotation: Any, key: str, written: Optional[str] = None) -> Any:
     """Check ``value`` against the field's type; ints may become floats, and so may strings in
-    exponent notation without a dot (YAML reads ``1e-5`` as a string); nothing else converts."""
+    exponent notation without a dot (YAML reads ``1e-5`` as a string); nothing else converts.
+    ``written`` is the text of a ``--set`` that gave ``value``: the hint to quote it repeats that
+    text (``1.50``), not the number YAML read (``1.5``, another folder)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
@@ -340,8 +348,10 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return coerce_value(value, inner[0], key)
+        return coerce_value(value, inner[0], key, written)
     if origin in (dict, Dict) or annotation is dict:
+        if value is None:  # `options:` with every line commented out, as an empty section is the defaults
+            return {}
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {key!r} must be a mapping, got {_type_name(value)} {value!r}")
         bad = [k for k in value if not isinstance(k, str)]
@@ -355,7 +365,11 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
                               f"{_type_name(value)} {value!r}")
         return [coerce_value(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else _plain(list(value))
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # "int too large to convert to float" named no key (review)
+            shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:12]}... ({len(str(value))} digits)"
+            raise ConfigError(f"config key {key!r} must be a finite number, got {shown}") from None
     if annotation is float and isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         return float(value)
     if annotation is str and isinstance(value, int) and not isinstance(value, bool):
@@ -364,14 +378,18 @@ def coerce_value(value: Any, annotation: Any, key: str) -> Any:
         return int(value)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
             annotation is int and isinstance(value, bool)):
-        hint = (f"; quote it to pass the text: --set {key}='\"{value}\"'" if annotation is str else "")
+        hint = ("" if annotation is not str else f"; quote it to pass the text: --set {key}='\"{written}\"'"
+                if written is not None else "" if isinstance(value, (list, dict)) else
+                "; write it in quotes to pass the text")
         raise ConfigError(f"config key {key!r} must be {annotation.__name__}, got "
                           f"{_type_name(value)} {getattr(value, 'text', repr(value))}{hint}")
     return value
 
 
-def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
-    """Build a (nested) config dataclass from a mapping, rejecting unknown keys and wrong types."""
+def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "",
+              written: Optional[Mapping[str, str]] = None) -> Any:
+    """Build a (nested) config dataclass from a mapping, rejecting unknown keys and wrong types;
+    ``written`` maps a key to the text a ``--set`` gave it (for :func:`coerce_value`'s hint)."""
     if not isinstance(data, Mapping):
         where = prefix.rstrip(".") or "top level"
         example = f" (for example {where}: {{KEY: VALUE}})" if prefix else ""
@@ -388,9 +406,10 @@ def from_dict(data: Mapping[str, Any], cls=Config, prefix: str = "") -> Any:
             raise _unknown(prefix + key, prefix, list(fields))
         t = hints[key]
         if dataclasses.is_dataclass(t):
-            kwargs[key] = from_dict({} if value is None else value, t, prefix + key + ".")  # `pase: false`: an error
+            # `pase:` (null) is the defaults; `pase: false` is an error
+            kwargs[key] = from_dict({} if value is None else value, t, prefix + key + ".", written)
         else:
-            kwargs[key] = coerce_value(value, t, prefix + key)
+            kwargs[key] = coerce_value(value, t, prefix + key, (written or {}).get(prefix + key))
     return cls(**kwargs)
 
 
@@ -409,6 +428,7 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     ``data.options.NAME=value`` sets a source-specific option.
     """
     data = to_dict(cfg)
+    written: Dict[str, str] = {}  # key -> the text given, for the hint of a wrong type
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (for example --set train.lr=0.001)")
@@ -427,9 +447,12 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
                 cls = t if dataclasses.is_dataclass(t) else None
                 where += part + "."
             node = node.setdefault(part, {})  # a section or dict field always exists; option dicts grow
-            if not isinstance(node, dict):  # a dict field or option that an earlier --set replaced
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} was set to {node!r} by an "
-                                  "earlier --set; it is not a mapping, so it has no keys to set")
+            if not isinstance(node, dict):  # a dict field or option holding one value (from a --set or the file)
+                here = ".".join(parts[: i + 1])
+                by = (" was set to {!r} by an earlier --set;" if any(here == k or here.startswith(k + ".")
+                                                                     for k in written) else " is {!r};")
+                raise ConfigError(f"override {item!r}: {here!r}{by.format(node)} it is not a mapping, so it has "
+                                  "no keys to set")
         if cls is not None and parts[-1] not in _fields(cls):
             raise _unknown(key, where, list(_fields(cls)))
         if cls is not None and dataclasses.is_dataclass(typing.get_type_hints(cls)[parts[-1]]):
@@ -437,10 +460,27 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
                               f"{key.strip()}.KEY=VALUE)")
         try:
             node[parts[-1]] = _parse_value(text)
+            comment = _dropped_comment(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)}); quote a text "
                               f"value, close a list ([a, b])") from None
-    return from_dict(data)
+        if comment is not None:  # `data.path=runs/mosi #2` trained on runs/mosi, without a word (review)
+            example = f" (--set '{key.strip()}=\"{text.strip()}\"')" if '"' not in text and "'" not in text else ""
+            raise ConfigError(f"override {item!r}: YAML reads {comment!r} as a comment and would drop it; quote the "
+                              f"value to keep the text{example}, or leave the comment out")
+        written[".".join(parts)] = text.strip()
+    return from_dict(data, written=written)
+
+
+def _dropped_comment(text: str) -> Optional[str]:
+    """The comment (``#`` after a space, to the end of its line) that YAML drops from ``text``, or None."""
+    if "#" not in text:
+        return None
+    spans = [(t.start_mark.index, t.end_mark.index) for t in yaml.scan(text, Loader=_Loader)]
+    for i, c in enumerate(text):
+        if c == "#" and not any(a <= i < b for a, b in spans):
+            return text[i:].splitlines()[0]
+    return None
 
 
 def yaml_problem(e: yaml.YAMLError) -> str:
@@ -464,13 +504,13 @@ def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist; see configs/ for examples")
         try:
-            raw = _yaml(p.read_text()) or {}
+            raw = _yaml(p.read_text())
         except UnicodeDecodeError as e:
             raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); save the config as UTF-8") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML ({yaml_problem(e)})") from None
-        try:
-            cfg = from_dict(raw)
+        try:  # an empty file is the defaults; `[]`, `false` or `0` are not a mapping (they read as the defaults)
+            cfg = from_dict({} if raw is None else raw)
         except ConfigError as e:
             raise ConfigError(f"{p}: {e}") from None
     return apply_overrides(cfg, overrides)
@@ -494,7 +534,8 @@ def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Opt
     pase configuration is a :class:`ConfigError` naming it."""
     path = Path(path)
     try:
-        old = from_dict(_yaml(path.read_text()) or {})
+        old = _yaml(path.read_text())
+        old = from_dict({} if old is None else old)
     except (yaml.YAMLError, ConfigError, TypeError, ValueError) as e:
         first = (yaml_problem(e) if isinstance(e, yaml.YAMLError) else
                  str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)

@@ -376,3 +376,27 @@ def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path, text):
     assert load_config(p) == Config()
     p.write_text("data:\n  options:\n    # seed: 1\n")  # was: 'data.options' must be a mapping, got NoneType None
     assert load_config(p).data.options == {}
+
+
+@pytest.mark.parametrize("key, value", [("ot_solver", "foo"), ("ot_gradient", "exact"), ("gate_inputs", "entropy"),
+                                        ("shapley_utility", "acc"), ("sgm_target", "lr"), ("binning", "round5")])
+def test_a_pase_choice_is_checked_with_the_config(key, value):
+    """`pase compare --set pase.ot_solver=foo` trained every other method, then failed each PaSE
+    run; `pase train` of another method saved the misspelling in config.yaml (review)."""
+    from pase.config import PASE_CHOICES
+
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [f"pase.{key}={value}"])
+    assert str(e.value) == f"pase.{key}={value!r} is not one of {', '.join(PASE_CHOICES[key])}"
+    for choice in PASE_CHOICES[key]:
+        assert getattr(apply_overrides(Config(), [f"pase.{key}={choice}"]).pase, key) == choice
+
+
+def test_the_pase_choices_are_the_methods_own():
+    from pase.config import PASE_CHOICES
+    from pase.fusion import GateScorer
+    from pase.methods.base import UTILITIES
+    from pase.prototypes import BINNINGS
+
+    assert PASE_CHOICES["gate_inputs"] == GateScorer.INPUTS and PASE_CHOICES["shapley_utility"] == UTILITIES
+    assert set(PASE_CHOICES["binning"]) == set(BINNINGS)

@@ -163,6 +163,13 @@ class ModelConfig:
         _in_range(self, "model", {"dropout": "[0,1)", "attn_dropout": "[0,1)"})
 
 
+#: choices of ``pase.*`` text settings (the same as the methods' own checks: fusion.GateScorer.INPUTS,
+#: prototypes.BINNINGS, methods.base.UTILITIES, methods/pase.py)
+PASE_CHOICES = {"gate_inputs": ("both", "confidence", "representation"), "binning": ("sign", "polarity", "round7", "classes"),
+                "ot_solver": ("auto", "sinkhorn"), "ot_gradient": ("implicit", "unroll"),
+                "shapley_utility": ("neg_loss", "accuracy"), "sgm_target": ("grad", "step")}
+
+
 @dataclass(frozen=True)
 class PaseConfig:
     pcl: bool = True  # prototype-guided calibration loss (sec. 2.2)
@@ -195,6 +202,9 @@ class PaseConfig:
     sgm_target: str = "grad"  # grad: multiply modality m's gradients by phi_m (the paper); step: its learning rate (docs/method.md)
 
     def __post_init__(self) -> None:
+        for key, allowed in PASE_CHOICES.items():  # here, as baselines.*: `pase compare` trained every other
+            if getattr(self, key) not in allowed:  # method first, then failed each PaSE run (review)
+                raise ConfigError(f"pase.{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
         _at_least(self, "pase", {"ot_max_iter": 1, "ot_fixed_iter": 1, "ot_grad_iters": 1, "shapley_exact_max_m": 1,
                                  "shapley_permutations": 1, "switch_patience": 0, "switch_max_epoch": 0})
         _in_range(self, "pase", {"tau": ">0", "ot_reg": ">0", "lambda_pcl": ">=0", "lambda_ot": ">=0",

@@ -329,6 +329,21 @@ def test_an_accelerator_this_machine_lacks_is_one_line_naming_the_key(tmp_path, 
                            "CUDA build of torch)")
 
 
+@pytest.mark.parametrize("devices, shown", [("-1", "-1"), ("[0]", "[0]"), ("'0,1'", "0,1")])
+def test_devices_the_cpu_accelerator_refuses_are_one_line_naming_the_keys(tmp_path, capsys, devices, shown):
+    """pase takes -1, [0] and "0,1"; Lightning's CPU accelerator raises a TypeError for them, which
+    printed as "`devices` selected with `CPUAccelerator` should be an int > 0.", naming no key (review)."""
+    args = ["train", "--quiet", "--out", str(tmp_path / "d")] + [x for s in TINY + [
+        f"train.devices={devices}"] for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"pase: error: train.accelerator=cpu, train.devices={shown}, "
+                                               "train.strategy=auto, train.precision=32-true: Lightning cannot run "
+                                               "these on this machine (`devices` selected with `CPUAccelerator` "
+                                               "should be an int > 0.); change the setting it names"), err
+    assert not (tmp_path / "d" / "config.yaml").exists()
+
+
 @pytest.mark.parametrize("values, mode, best", [
     (["nan", "0.30", "0.50"], "max", 2), (["0.10", "nan", "0.50"], "max", 2), (["0.4", "nan", "0.2"], "min", 2),
     (["0.5", "0.5", "0.1"], "max", 0),  # a tie keeps the earlier epoch, as ModelCheckpoint does
@@ -447,6 +462,20 @@ def test_resume_takes_no_out_or_config_and_out_is_never_a_file(run, tmp_path, ca
     afile.write_text("mine")
     with pytest.raises(RunDirError, match="is a file, not a run folder"):
         train(apply_overrides(Config(), TINY), afile, quiet=True)
+    assert afile.read_text() == "mine"
+
+
+def test_an_out_below_a_file_is_one_line_before_the_data_loads(tmp_path, capsys, monkeypatch):
+    """`--out runs/r0/config.yaml/x` stopped after the data loaded with "[Errno 20] Not a directory",
+    naming no option (review)."""
+    import pase.training.run as run_module
+
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    monkeypatch.setattr(run_module, "load_bundle", lambda cfg: pytest.fail("the data was loaded"))
+    assert main(["train", "--quiet", "--out", str(afile / "x" / "y")]) == 2
+    assert capsys.readouterr().err == (f"pase: error: --out {afile / 'x' / 'y'}: {afile} is a file, not a folder; "
+                                       "pass another --out (nothing was written)\n")
     assert afile.read_text() == "mine"
 
 

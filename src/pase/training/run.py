@@ -233,8 +233,9 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
             num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
             log_every_n_steps=1, plugins=[SafeCheckpointIO(), *precision.get("plugins", [])],
             use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
-    except (MisconfigurationException, ModuleNotFoundError, ValueError) as e:
-        # Lightning's own line ("No supported gpu backend found!") named no setting (a review)
+    except (MisconfigurationException, ModuleNotFoundError, ValueError, TypeError) as e:
+        # Lightning's own line ("No supported gpu backend found!") named no setting (a review); its CPU
+        # accelerator raises TypeError for devices it takes elsewhere (-1, [0], "0,1")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"train.accelerator={tc.accelerator}, train.devices={tc.devices}, train.strategy="
                           f"{tc.strategy}, train.precision={tc.precision}: Lightning cannot run these on this machine "
@@ -248,9 +249,13 @@ def _rank() -> int:
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
-    """``out`` can take a run: not a file, and for a resume a run folder (with its config.yaml)."""
+    """``out`` can take a run: not a file, nor below one, and for a resume a run folder (with its config.yaml)."""
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out} is a file, not a run folder; pass a new --out (nothing was overwritten)")
+    # below a file, mkdir failed after the data loaded, with a bare "[Errno 20] Not a directory" (review)
+    above = next((p for p in out.absolute().parents if p.exists()), None)
+    if not out.exists() and above is not None and not above.is_dir():
+        raise RunDirError(f"--out {out}: {above} is a file, not a folder; pass another --out (nothing was written)")
     if resume and not (out / "config.yaml").is_file():
         raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
 

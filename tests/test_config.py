@@ -329,7 +329,8 @@ def test_the_quote_hint_repeats_the_text_written(tmp_path, text, shown):
     p.write_text("data:\n  path: 1.50\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
-    assert str(e.value) == f"{p}: config key 'data.path' must be str, got float 1.5; write it in quotes to pass the text"
+    assert str(e.value) == f"{p}: config key 'data.path' must be str, got float 1.5; write it in quotes to pass the " \
+                           "text"
 
 
 def test_a_single_value_from_the_config_file_is_not_blamed_on_a_set(tmp_path):

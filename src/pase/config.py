@@ -165,8 +165,9 @@ class ModelConfig:
 
 #: choices of ``pase.*`` text settings (the same as the methods' own checks: fusion.GateScorer.INPUTS,
 #: prototypes.BINNINGS, methods.base.UTILITIES, methods/pase.py)
-PASE_CHOICES = {"gate_inputs": ("both", "confidence", "representation"), "binning": ("sign", "polarity", "round7", "classes"),
-                "ot_solver": ("auto", "sinkhorn"), "ot_gradient": ("implicit", "unroll"),
+PASE_CHOICES = {"gate_inputs": ("both", "confidence", "representation"),
+                "binning": ("sign", "polarity", "round7", "classes"), "ot_solver": ("auto", "sinkhorn"),
+                "ot_gradient": ("implicit", "unroll"),
                 "shapley_utility": ("neg_loss", "accuracy"), "sgm_target": ("grad", "step")}
 
 

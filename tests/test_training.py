@@ -479,6 +479,32 @@ def test_an_out_below_a_file_is_one_line_before_the_data_loads(tmp_path, capsys,
     assert afile.read_text() == "mine"
 
 
+@pytest.mark.parametrize("flag, fix", [("--resume", "the run folder to continue"),
+                                       ("--out", "a new run folder, or no --out for runs/")])
+def test_an_empty_resume_or_out_is_refused(tmp_path, capsys, monkeypatch, flag, fix):
+    """`--resume "$RUN"` with RUN unset trained a new run of the defaults; `--out ""` wrote to
+    runs/<method>-<date> (an empty string was taken as "not given"; review)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--quiet", flag, ""]) == 2
+    assert capsys.readouterr().err == f"pase: error: {flag} '': an empty path; pass {fix} (nothing was written)\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_tilde_in_a_path_option_is_the_home_folder(tmp_path, capsys, monkeypatch):
+    """`--out=~/runs/a` (a `~` the shell leaves) put the checkpoints under $HOME and the rest in a
+    folder named `~` (review)."""
+    home = tmp_path / "home"
+    (home / "empty").mkdir(parents=True)
+    (home / "afile").write_text("mine")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--quiet", "--resume", "~/empty"]) == 2
+    assert capsys.readouterr().err.startswith(f"pase: error: {home / 'empty'}: no config.yaml, so not a pase run ")
+    assert main(["train", "--quiet", "--out=~/afile/x"]) == 2
+    assert capsys.readouterr().err.startswith(f"pase: error: --out {home / 'afile' / 'x'}: {home / 'afile'} is a file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.loss=MSE", "train.loss='MSE' is not one of auto, l1, mse"),
     ("model.encoder=transformer", "model.hidden=30 is not divisible by model.heads=4; choose heads that divide it "

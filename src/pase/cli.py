@@ -52,7 +52,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import train
     from .training.run import check_run_folder
 
-    if args.resume:
+    for flag, value in (("--resume", args.resume), ("--out", args.out)):
+        if value is not None and not value.strip():  # `--resume "$RUN"` with RUN unset started a new run (review)
+            fix = "the run folder to continue" if flag == "--resume" else "a new run folder, or no --out for runs/"
+            raise ValueError(f"{flag} {value!r}: an empty path; pass {fix} (nothing was written)")
+    if args.resume is not None:
         if args.out or args.config:
             raise ValueError(f"--resume {args.resume} continues that folder with its own config.yaml; drop "
                              f"{' and '.join(o for o, v in (('--out', args.out), ('--config', args.config)) if v)} "
@@ -62,9 +66,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg = load_config(out / "config.yaml", args.set)
     else:
         cfg = load_config(args.config, args.set)
-        out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")
+        default = Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out is not None else default
     args.run_dir = out  # for the advice of an interrupt outside the training loop
-    result = train(cfg, out, resume=bool(args.resume), quiet=args.quiet)
+    result = train(cfg, out, resume=args.resume is not None, quiet=args.quiet)
     if rank_zero_only.rank != 0:  # a DDP worker: rank 0 reports
         return 0
     title = (f"{result['dataset']} / {result['method']} / seed {result['seed']} / protocol "
@@ -220,8 +225,18 @@ def _one_line_warnings(on: bool) -> None:
                 warnings.formatwarning = _WARNINGS["saved"]
 
 
+#: the options and arguments that name a file or folder (of every command)
+_PATH_ARGS = ("config", "out", "resume", "checkpoint", "output", "path", "feature_root", "dir")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
+    # `--out=~/runs/a` (the shell leaves that `~`) put the checkpoints under $HOME (Lightning expands it) and
+    # the rest in a folder named `~` (review): every path option is expanded once, as data paths are
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        if isinstance(value, str):
+            setattr(args, name, os.path.expanduser(value))
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

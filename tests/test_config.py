@@ -401,3 +401,29 @@ def test_the_pase_choices_are_the_methods_own():
 
     assert PASE_CHOICES["gate_inputs"] == GateScorer.INPUTS and PASE_CHOICES["shapley_utility"] == UTILITIES
     assert set(PASE_CHOICES["binning"]) == set(BINNINGS)
+
+
+@pytest.mark.parametrize("sets, message", [
+    # Python's shuffle seeds with abs(): -1 gave valid_seed 1's validation videos, silently (review)
+    (["data.source=mosi_bclstm", "data.path=/nonexistent", "data.options.valid_seed=-1"],
+     "valid_seed=-1 (data.options.valid_seed) must be at least 0; Python's shuffle takes it as 1, so it would repeat "
+     "that seed's validation videos"),
+    # numpy's bare "expected non-negative integer" (review)
+    (["data.source=gcnet", "data.options.label_path=/nonexistent.pkl", "data.options.seed=-1"],
+     "seed=-1 (data.options.seed) must be at least 0 (numpy's seed range)"),
+    # torch's bare "Overflow when unpacking long long" (review)
+    (["data.options.seed=99999999999999999999"],
+     "data.options.seed=99999999999999999999 is outside torch's seed range (-9223372036854775808 to "
+     "18446744073709551615)"),
+    # a torch shape error (synthetic), a one-modality run that config.yaml recorded as [text, text] (mosi_bclstm)
+    (["data.options.modalities=[a, a, b]"],
+     "config key 'data.options.modalities' names 'a' twice; name each modality once"),
+    (["data.source=mosi_bclstm", "data.path=/nonexistent", "data.options.modalities=[text, text]"],
+     "config key 'data.options.modalities' names 'text' twice; name each modality once"),
+])
+def test_a_data_option_outside_its_range_is_named(sets, message):
+    from pase.training.run import load_bundle
+
+    with pytest.raises(ValueError) as e:
+        load_bundle(apply_overrides(Config(), sets))
+    assert str(e.value) == message

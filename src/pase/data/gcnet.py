@@ -369,6 +369,12 @@ def _check_args(dataset: str, folds: Sequence[Optional[int]], fraction: float) -
             raise ValueError(f"fold={fold!r}; IEMOCAP folds are 1..5 (the test session)")
 
 
+def _check_seed(seed: int) -> None:
+    """Before any file is read: numpy's bare "expected non-negative integer" named no key (review)."""
+    if isinstance(seed, int) and seed < 0:
+        raise ValueError(f"seed={seed} (data.options.seed) must be at least 0 (numpy's seed range)")
+
+
 def _feature_folders(features: Optional[Mapping[str, Optional[str]]]) -> Dict[str, str]:
     """``DEFAULT_FEATURES`` with the folders ``features`` names instead (a None folder leaves that
     modality out). Another modality name is refused: it was read as a new modality, silently."""
@@ -441,6 +447,7 @@ def load_gcnet(label_path: str | Path, feature_root: Optional[str | Path] = None
     Raises:
         DataFormatError: a layout problem or a missing ``.npy`` (one line naming the path).
     """
+    _check_seed(seed)
     t, feats, row, dataset, info = _prepare(label_path, feature_root, features, dataset, [fold],
                                             valid_fraction, sanitize)
     return _bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
@@ -454,6 +461,7 @@ def check_folds(label_path: str | Path, folds: Sequence[Optional[int]], dataset:
     """The data errors ``load_gcnet`` would raise for each fold (a session without videos, names
     that are not IEMOCAP dialogues), reading the label pickle once and no feature: ``pase
     crossval`` found a missing session only when that fold's turn came, after the others trained."""
+    _check_seed(seed)
     lp = Path(label_path).expanduser()
     require_file(lp)
     name = _dataset_name(lp, dataset)
@@ -474,6 +482,7 @@ def iemocap_folds(label_path: str | Path, feature_root: Optional[str | Path] = N
     Evaluation over folds reports the mean of the five test results; ``bundle.info["fold"]``
     names each one.
     """
+    _check_seed(seed)
     lp = Path(label_path)
     name = _dataset_name(lp, dataset)
     if not name.startswith("iemocap"):

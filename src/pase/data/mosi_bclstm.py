@@ -195,6 +195,9 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
         ValueError: ``valid_fraction`` outside (0, 1), or so large it leaves no train video;
             ``modalities`` given as one string.
     """
+    if isinstance(valid_seed, int) and valid_seed < 0:  # random.Random seeds with abs(): -1 repeated 1's split
+        raise ValueError(f"valid_seed={valid_seed} (data.options.valid_seed) must be at least 0; Python's shuffle "
+                         f"takes it as {-valid_seed}, so it would repeat that seed's validation videos")
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction={valid_fraction!r} (data.options.valid_fraction); it must lie strictly "
                          f"between 0 and 1 (default 0.15): the train videos are split into train and valid")

@@ -251,6 +251,8 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
         raise ValueError(f"data.options.{unknown[0]} is not an option of the built-in benchmark"
                          + (f"; did you mean data.options.{close[0]}? It" if close else "; it")
                          + f" takes data.options.seed, {', '.join('data.options.' + k for k in known)}")
+    if isinstance(seed, int) and not -2**63 <= seed <= 2**64 - 1:  # torch's bare "Overflow when unpacking long long"
+        raise ValueError(f"data.options.seed={seed} is outside torch's seed range ({-2**63} to {2**64 - 1})")
     spec = SyntheticSpec(**options)
     feats, labels, effects = make_synthetic(spec, seed)
     splits = {}

@@ -98,6 +98,11 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
         hints = typing.get_type_hints(loader)
     except (NameError, TypeError):  # a plug-in loader with hints that do not resolve here, or a partial: unchecked
         hints = {}
+    mods = opts.get("modalities")
+    if isinstance(mods, (list, tuple)):  # a second 'a' overwrote the first (synthetic: a torch shape error; mosi_bclstm
+        twice = sorted({m for m in mods if list(mods).count(m) > 1}, key=str)  # loaded one modality; review)
+        if twice:
+            raise ConfigError(f"config key 'data.options.modalities' names {twice[0]!r} twice; name each modality once")
     for key, value in opts.items():  # a number, flag or text option of the wrong type (seed=abc) is named here
         want = hints.get(key)
         union = typing.get_origin(want) in (typing.Union, types.UnionType)  # Optional[x] and x | y

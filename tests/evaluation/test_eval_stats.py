@@ -77,6 +77,10 @@ def test_parse_seeds():
         parse_seeds("1111")
     with pytest.raises(ValueError, match="neither a count"):
         parse_seeds("five")
+    for spec in ("-1", "4294967296"):  # following the advice '-1,' was then refused as outside the range (review)
+        with pytest.raises(ValueError) as e:
+            parse_seeds(spec)
+        assert str(e.value).endswith("...); a seed lies in 0 to 4294967295 (numpy's seed range)")
     # every run started and failed inside numpy before (review)
     with pytest.raises(ValueError, match=r"--seeds: seed -1 is outside 0 to 4294967295"):
         parse_seeds("-1,")

@@ -77,9 +77,11 @@ def parse_seeds(spec: int | str | Sequence[int]) -> List[int]:
             except ValueError:
                 _bad_seeds(spec)
     if isinstance(spec, int):
-        if not 1 <= spec <= 1000:
+        if not 1 <= spec <= 1000:  # '-1,' is no seed either: no advice to write it (review)
+            one = (f"write '{spec},' for that one seed" if 0 <= spec <= 2**32 - 1 else
+                   f"a seed lies in 0 to {2**32 - 1} (numpy's seed range)")
             raise ValueError(f"--seeds {spec}: a single number is a count of MMSA seeds (1 to 1000, "
-                             f"{MMSA_FIRST_SEED}, {MMSA_FIRST_SEED + 1}, ...); write '{spec},' for that one seed")
+                             f"{MMSA_FIRST_SEED}, {MMSA_FIRST_SEED + 1}, ...); {one}")
         return list(range(MMSA_FIRST_SEED, MMSA_FIRST_SEED + spec))
     seeds = list(dict.fromkeys(int(s) for s in spec))
     if not seeds:

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -503,6 +505,38 @@ def test_a_tilde_in_a_path_option_is_the_home_folder(tmp_path, capsys, monkeypat
     assert main(["train", "--quiet", "--out=~/afile/x"]) == 2
     assert capsys.readouterr().err.startswith(f"pase: error: --out {home / 'afile' / 'x'}: {home / 'afile'} is a file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
+def test_a_ddp_worker_without_out_uses_the_folder_rank_0_chose(tmp_path, capsys, monkeypatch):
+    """Without --out each process named runs/<method>-<time> from its own clock; a DDP worker starts
+    tens of seconds later, so its messages pointed at a folder that did not exist (a review). Rank 0
+    passes its choice on in the environment the workers inherit."""
+    import pase.cli as cli
+    import pase.training as training
+
+    seen = []
+
+    def fake_train(cfg, out, resume=False, quiet=False):
+        seen.append(Path(out))
+        return {"dataset": "d", "method": "late_fusion", "seed": 1, "protocol": "mosi", "monitor": "MAE",
+                "best_epoch": 0, "valid": {}, "test": {}, "elapsed_s": 0.0}
+
+    monkeypatch.setattr(training, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(cli._DEFAULT_RUN_ENV, "x")  # restored to unset afterwards
+    monkeypatch.delenv(cli._DEFAULT_RUN_ENV)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert main(["train", "--quiet"]) == 0
+    chosen = seen[-1]
+    assert chosen.parent == Path("runs") and chosen.name.startswith("late_fusion-")
+    assert os.environ[cli._DEFAULT_RUN_ENV] == str(chosen)
+    monkeypatch.setenv(cli._DEFAULT_RUN_ENV, "runs/late_fusion-20260101-000000")  # as rank 0 left it
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(["train", "--quiet"]) == 0
+    assert seen[-1] == Path("runs/late_fusion-20260101-000000")
+    assert main(["train", "--quiet", "--out", "mine"]) == 0 and seen[-1] == Path("mine")  # --out wins
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("override, message", [

@@ -45,6 +45,10 @@ def format_table(metrics: Dict[str, Dict[str, float]], title: str = "") -> str:
     return "\n".join(lines)
 
 
+#: the default run folder rank 0 chose (``runs/<method>-<time>``), for the DDP ranks it starts
+_DEFAULT_RUN_ENV = "PASE_DEFAULT_RUN_DIR"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
@@ -67,7 +71,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.set)
         default = Path("runs") / time.strftime(f"{cfg.method}-%Y%m%d-%H%M%S")
+        if args.out is None and _who() != "pase" and os.environ.get(_DEFAULT_RUN_ENV):
+            # a DDP worker re-runs this command tens of seconds later: its clock named another folder, and
+            # its messages pointed at one that did not exist (a review); rank 0 passes its choice on
+            default = Path(os.environ[_DEFAULT_RUN_ENV])
         out = Path(args.out) if args.out is not None else default
+        if args.out is None and _who() == "pase":
+            os.environ[_DEFAULT_RUN_ENV] = str(out)  # inherited by the ranks Lightning starts
     args.run_dir = out  # for the advice of an interrupt outside the training loop
     result = train(cfg, out, resume=args.resume is not None, quiet=args.quiet)
     if rank_zero_only.rank != 0:  # a DDP worker: rank 0 reports
@@ -206,7 +216,10 @@ _WARNINGS_LOCK = threading.Lock()
 
 
 def _one_warning_line(message, category, *_, **__) -> str:
-    return f"{_who()}: warning: {message}\n"
+    """The first line of a warning (torch.compile's carry a quoted source line and ``^^^`` markers:
+    two six-line blocks per compiled run broke the one-line rule; a review); `` [...]`` marks a cut."""
+    lines = [ln for ln in str(message).strip().splitlines() if ln.strip()] or [""]
+    return f"{_who()}: warning: {lines[0].rstrip()}{' [...]' if len(lines) > 1 else ''}\n"
 
 
 def _one_line_warnings(on: bool) -> None:

@@ -88,5 +88,9 @@ def test_overlapping_commands_restore_pythons_warning_format_when_the_last_ends(
     _one_line_warnings(True)  # a second command while the first runs
     _one_line_warnings(False)  # the first ends
     assert warnings.formatwarning("m", UserWarning, "f.py", 1) == "pase: warning: m\n"
+    # a many-line warning (torch.compile quotes a source line with ^^^ markers) keeps its first line
+    assert warnings.formatwarning("Dynamo detected a call to a functools.lru_cache\n\n  x = f(1)\n      ^^^\n",
+                                  UserWarning, "f.py", 1) == (
+        "pase: warning: Dynamo detected a call to a functools.lru_cache [...]\n")
     _one_line_warnings(False)
     assert warnings.formatwarning is before

@@ -46,7 +46,7 @@ from ..data import create_data
 from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, fingerprint, fingerprint_difference, select_modalities, standardize
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text, sha256_file
+from ..io import atomic_save, atomic_write_json, atomic_write_text, sha256_file
 from ..methods import create_method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
@@ -391,9 +391,9 @@ def _keep_finished(out: Path, kept: Path) -> None:
     tag = _kept_tag(kept)
     if best.is_file():
         copy = _kept_checkpoint(out, kept)
-        tmp = copy.with_name(f".{copy.name}.tmp")
-        shutil.copy2(best, tmp)
-        os.replace(tmp, copy)
+        # atomic_save: a full disk or a read-only folder is its one line naming the file (shutil's bare
+        # "[Errno 27] File too large" left a partial temporary file; a review)
+        atomic_save(copy, lambda tmp: shutil.copy2(best, tmp))
         metrics["checkpoint"] = _relative(copy, out)
     else:
         metrics["checkpoint"] = None
@@ -494,6 +494,18 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
             raise ConfigError(f"{last} does not fit the model this configuration builds from its data ({first}); "
                               f"has the data changed{folder}? (nothing was changed)") from e
     done = int(state.get("epoch", -1)) + 1  # last.ckpt is saved at the end of an epoch
+    best = out / "checkpoints" / "best.ckpt"
+    if cfg.train.max_epochs <= done and not metrics.is_file() and best.is_file():
+        # best.ckpt is written before last.ckpt: killed between the two, best.ckpt is one epoch ahead; a
+        # resume that trains nothing more then tested that epoch's model as this shorter run's (a review)
+        try:
+            ahead = int(safe_load_checkpoint(best).get("epoch", -1)) + 1
+        except Exception:  # noqa: BLE001 - an unreadable best.ckpt: the final test names it
+            ahead = done
+        if ahead > done:
+            raise ConfigError(f"{best} is of epoch {ahead}, after {last}'s {done} (the run was stopped between the two "
+                              f"writes): pass train.max_epochs of at least {ahead} to "
+                              "train that epoch again (nothing was changed)")
     if cfg.train.max_epochs < done:
         raise ConfigError(f"train.max_epochs={cfg.train.max_epochs}, but {out} has already trained {done} epochs; "
                           f"pass train.max_epochs of at least {done}")

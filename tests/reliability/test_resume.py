@@ -602,3 +602,44 @@ def test_setting_a_finished_run_aside_on_a_full_disk_is_one_line_and_leaves_no_p
         train(apply_overrides(Config(), sets + ["train.max_epochs=2"]), run, resume=True, quiet=True)
     after = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
     assert after == before  # no partial copy, metrics.json and the checkpoints as they were
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
+    """pase compare --jobs N killed with SIGKILL left its spawn workers alive for good (a review):
+    each worker now watches its parent's sentinel. A parent that starts such a child is killed here;
+    the child is gone within seconds, where without the watch it would sleep a minute."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import multiprocessing as mp, sys, time\n"
+        "def child():\n"
+        "    from pase.parent_watch import exit_with_parent\n"
+        "    assert exit_with_parent()\n"
+        "    time.sleep(60)\n"
+        "if __name__ == '__main__':\n"
+        "    from pase.parent_watch import exit_with_parent\n"
+        "    assert not exit_with_parent()  # the main process has no parent to watch\n"
+        "    p = mp.get_context('spawn').Process(target=child)\n"
+        "    p.start()\n"
+        "    print(p.pid, flush=True)\n"
+        "    time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        pid = int(parent.stdout.readline())
+        time.sleep(1.0)  # the child has started its watch
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:  # gone, or a zombie its new parent has not reaped yet (state Z)
+                if open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail("the child outlived its killed parent by 15 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -43,6 +43,7 @@ from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text
+from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import safe_load_checkpoint
 from ..training.run import (RunDirError, data_location_keys, load_bundle, load_checkpoint, lock_run, run_files,
@@ -287,6 +288,7 @@ def _init_worker(stop: Optional[Any] = None) -> None:
 
     global _STOP
     _STOP = stop
+    exit_with_parent()  # a comparison killed with SIGKILL left its workers running for good
     torch.set_num_threads(1)
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -1,7 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then rename.
 
 A reader never sees a half-written file, and a crash leaves the previous version intact (at
-worst a hidden ``.<name>.*.tmp`` file stays behind; resuming a run removes those). The file
+worst a hidden ``.<name>.*.tmp`` file stays behind; resuming a run, starting one in its folder, or
+the same ``pase crossval`` / ``pase compare`` command again removes those). The file
 gets the permissions a plain ``open(path, "w")`` would give (``mkstemp`` alone would make it
 private to the owner).
 """
@@ -14,10 +15,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
-           "FileWriteError"]
+           "FileWriteError", "is_partial_write"]
 
 
 class FileWriteError(OSError):
@@ -55,6 +56,14 @@ def atomic_save(path: str | Path, write: Callable[[str], None]) -> None:
             raise FileWriteError(exc.errno, f"{path}: could not be written ({exc.strerror or exc}; "
                                  f"{free_space(path)}); its previous version, if any, is intact") from exc
         raise
+
+
+def is_partial_write(name: str, of: Sequence[str] = ()) -> bool:
+    """Whether ``name`` is the hidden ``.<file>.<random>.tmp`` a killed :func:`atomic_save` leaves (of one of
+    the files ``of``, when given): never a finished file, so a folder check may ignore it."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return False
+    return not of or any(name.startswith(f".{f}.") for f in of)
 
 
 def free_space(path: Path) -> str:

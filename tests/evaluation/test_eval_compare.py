@@ -641,3 +641,36 @@ def test_compare_and_crossval_refuse_a_multi_process_run_before_writing_anything
         cross_validate(cfg, tmp_path / "cv", folds=[1])
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "cv").exists()
     compare_mod.check_one_process(apply_overrides(Config(), ["train.devices=[0]"]), "x")  # one device: fine
+
+
+def test_a_first_call_killed_while_writing_compare_json_continues_with_the_same_command(tmp_path, monkeypatch):
+    """A first call killed while writing compare.json left config.yaml and .compare.json.*.tmp: the same
+    command then refused the folder as 'not a comparison folder (no compare.json; it holds
+    .compare.json.gcvdpuej.tmp)'. The partial writes of the comparison's first files are ignored, and
+    removed once the command goes ahead."""
+    from pase.config import save_config
+
+    class Reached(Exception):
+        pass
+
+    def reached(jobs, workers, progress):
+        raise Reached()
+
+    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    cfg = apply_overrides(Config(), OVERRIDES)
+    out = tmp_path / "cmpA"
+    out.mkdir()
+    save_config(cfg, out / "config.yaml")
+    (out / ".compare.json.gcvdpuej.tmp").write_text('{"methods": ')
+    (out / ".config.yaml.k2j4h5g6.tmp").write_text("data:\n")
+    with pytest.raises(Reached):  # every check passed, the runs were about to start
+        compare(cfg, ["late_fusion"], [1111], out, diagnose=False)
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json", "config.yaml"]
+    assert json.loads((out / "compare.json").read_text())["methods"] == ["late_fusion"]
+    other = tmp_path / "cmpB"  # a partial write of another file is no comparison's first call
+    other.mkdir()
+    (other / ".summary.md.abcdefgh.tmp").write_text("x")
+    with pytest.raises(ConfigError, match=r"cmpB is not a comparison folder \(no compare.json; it holds "
+                                          r"\.summary\.md\.abcdefgh\.tmp\); pass a new or empty --out"):
+        compare(cfg, ["late_fusion"], [1111], other, diagnose=False)
+

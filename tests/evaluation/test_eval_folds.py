@@ -279,3 +279,49 @@ def test_a_session_the_data_lacks_is_refused_before_any_fold_trains(tmp_path, mo
     err = capsys.readouterr().err
     assert err.startswith("pase: error: --folds: ") and "no video of session 5 (Ses05...)" in err, err
     assert "(nothing was trained)" in err and not (tmp_path / "cv").exists()
+
+
+def test_a_crossval_killed_in_an_atomic_write_continues_with_the_same_command(tmp_path, monkeypatch):
+    """A crossval killed while writing folds_summary.json left its hidden .folds_summary.json.*.tmp, and one
+    killed while a fold wrote its config.yaml left that fold's folder with .lock and .config.yaml.*.tmp: the
+    same command refused the folder as not a cross-validation's (naming the tmp file, or fold2), and a new
+    --out retrained the finished folds. Now the finished fold is read back, the killed one trains afresh
+    in its folder, and the summary's partial write is removed."""
+    import pytest
+
+    import pase.evaluation.folds as folds
+    from pase.config import Config, ConfigError, save_config
+
+    trained = []
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        trained.append((cfg.data.options["fold"], resume))
+        Path(run).mkdir(parents=True, exist_ok=True)
+        save_config(cfg, Path(run) / "config.yaml")
+        result = {"test": {"MAE": float(cfg.data.options["fold"])}, "protocol": "mosi"}
+        (Path(run) / "metrics.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    cv = tmp_path / "cv"
+    folds.cross_validate(Config(), cv, folds=[1])
+    assert trained == [(1, False)]
+    (cv / ".folds_summary.json.ppvhejt6.tmp").write_text('{"protocol": ')  # killed in the summary's write
+    (cv / "fold2").mkdir()
+    (cv / "fold2" / ".lock").touch()  # killed while fold 2 wrote its config.yaml
+    (cv / "fold2" / ".config.yaml.okxtcid5.tmp").write_text("data:\n")
+    trained.clear()
+    summary = folds.cross_validate(Config(), cv, folds=[1, 2])
+    assert trained == [(2, False)]  # fold 1 read back, fold 2 started in its folder (train removes its tmp)
+    assert summary["folds"] == {"1": {"MAE": 1.0}, "2": {"MAE": 2.0}}
+    assert json.loads((cv / "folds_summary.json").read_text())["folds"] == summary["folds"]
+    assert sorted(p.name for p in cv.iterdir()) == ["fold1", "fold2", "folds_summary.json", "folds_summary.md"]
+    # another hidden file, or a partial write of a file crossval does not write, is still not this command's
+    (cv / ".notes.txt.abcd1234.tmp").write_text("x")
+    with pytest.raises(ConfigError, match=r"not a cross-validation's \(\.notes\.txt\.abcd1234\.tmp\)"):
+        folds.cross_validate(Config(), cv, folds=[1, 2])
+    (cv / ".notes.txt.abcd1234.tmp").unlink()
+    (cv / "fold3").mkdir()
+    (cv / "fold3" / "notes.tmp").write_text("mine")  # not a hidden partial write: the user's folder
+    with pytest.raises(ConfigError, match=r"not a cross-validation's \(fold3\)"):
+        folds.cross_validate(Config(), cv, folds=[1, 2])

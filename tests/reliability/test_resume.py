@@ -643,3 +643,22 @@ def test_a_worker_ends_when_its_parent_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_run_killed_while_writing_its_config_starts_again_in_its_folder(tmp_path):
+    """A run killed in its first write leaves its .lock and the partial write .config.yaml.*.tmp: the same
+    command refused the folder ('already holds files; ... or --resume it') and --resume refused it too (no
+    config.yaml), each pointing at the other. A new run takes it as empty and removes the partial write;
+    any other file still makes the folder not a new run's."""
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+    mine = tmp_path / "mine"
+    (mine / ".cache.tmp").mkdir(parents=True)  # a folder, not a partial write
+    with pytest.raises(RunDirError, match="mine already holds files; pass a new --out"):
+        train(cfg, mine, quiet=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").touch()
+    (run / ".config.yaml.okxtcid5.tmp").write_text("data:\n  source: synth")
+    result = train(cfg, run, quiet=True)
+    assert result["epochs_run"] == 1 and (run / "metrics.json").is_file()
+    assert not list(run.glob(".*.tmp")) and "max_epochs: 1\n" in (run / "config.yaml").read_text()

@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, is_partial_write
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import safe_load_checkpoint
@@ -405,12 +405,19 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
     return without_locations(d)
 
 
+#: what a comparison writes into its folder first, before any run: config.yaml, then compare.json
+_FIRST_FILES = ("config.yaml", "compare.json")
+
+
 def _check_comparison_folder(out: Path) -> None:
     """``out`` is new, empty, or a comparison (``compare.json``; or only the ``config.yaml`` a comparison
     writes first): a comparison writes summary.* and config.yaml, so any other folder is refused."""
     if not out.is_dir() or (out / "compare.json").is_file():
         return
-    other = sorted(p.name for p in out.iterdir() if p.name != "config.yaml")
+    # a first call killed while writing config.yaml or compare.json leaves that write's partial file: the same
+    # command continues (it removes the file before it writes them again)
+    other = sorted(p.name for p in out.iterdir() if p.name != "config.yaml"
+                   and not (p.is_file() and is_partial_write(p.name, _FIRST_FILES)))
     if not other:
         return
     what = ("a training run's folder" if (out / "metrics.json").is_file() or (out / "checkpoints").is_dir()
@@ -606,6 +613,9 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
     _check_kept_runs(cfg, out)
+    for p in out.iterdir():  # a killed first call's partial writes, which _check_comparison_folder let pass
+        if p.is_file() and is_partial_write(p.name, _FIRST_FILES):
+            p.unlink(missing_ok=True)
     # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
     if not (out / "config.yaml").is_file() or config_difference(out / "config.yaml", cfg, _data_location) is not None:
         save_config(cfg, out / "config.yaml")

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, is_partial_write
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.run import data_options, load_bundle, train, without_locations
 from .compare import check_one_process, trained_data
@@ -88,6 +88,9 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                         counts={str(s): v[2] for s, v in per_seed.items()}, of=len(folds))
         lines += ["", "Every fold:", ""]
         lines += _table("seed / fold", {f"{s} / {f}": m for s, r in runs.items() for f, m in r.items()})
+    for p in out.iterdir() if out.is_dir() else []:  # a killed summary write's leftover, which _check_out let pass
+        if p.is_file() and is_partial_write(p.name, _SUMMARIES):
+            p.unlink(missing_ok=True)
     atomic_write_json(out / "folds_summary.json", summary)
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
@@ -212,7 +215,9 @@ def _check_out(out: Path, by_seed: bool = False) -> None:
         raise ConfigError(f"--out {out} is a file, not a folder; pass a new --out (nothing was written)")
     if not out.is_dir():
         return
-    entries = list(out.iterdir())
+    # a crossval killed while writing a summary leaves its partial write: not a foreign file (this command
+    # rewrites the summaries, and removes it before it does)
+    entries = [p for p in out.iterdir() if not (p.is_file() and is_partial_write(p.name, _SUMMARIES))]
     runs = [p for p in entries if _numbered(p, "fold") and _run_or_empty(p)]
     seeded = [p for p in entries if _numbered(p, "seed") and all(_numbered(q, "fold") and _run_or_empty(q)
                                                                   for q in p.iterdir())]
@@ -232,8 +237,10 @@ def _check_out(out: Path, by_seed: bool = False) -> None:
 
 def _run_or_empty(p: Path) -> bool:
     """``p`` is an empty folder or a training run's (its ``config.yaml``, or only the ``.lock`` a run
-    takes before writing it), not a user's folder that happens to be called ``fold2``."""
-    return (p / "config.yaml").is_file() or all(q.name == ".lock" for q in p.iterdir())
+    takes before writing it and the partial write of a run killed while writing config.yaml, which
+    ``train`` removes), not a user's folder that happens to be called ``fold2``."""
+    return (p / "config.yaml").is_file() or all(q.name == ".lock" or (q.is_file() and is_partial_write(q.name))
+                                                for q in p.iterdir())
 
 
 def _numbered(p: Path, prefix: str) -> bool:

@@ -46,7 +46,7 @@ from ..data import create_data
 from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, fingerprint, fingerprint_difference, select_modalities, standardize
 from ..errors import RunInterrupted
-from ..io import atomic_save, atomic_write_json, atomic_write_text, sha256_file
+from ..io import atomic_save, atomic_write_json, atomic_write_text, is_partial_write, sha256_file
 from ..methods import create_method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
@@ -269,7 +269,10 @@ def _check_out(out: Path, resume: bool) -> None:
     check_run_folder(out, resume)
     if resume:
         return
-    if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
+    # the lock and a partial write of config.yaml are what a run killed before its first file leaves: such a
+    # folder is empty to a new run (it was refused here, and --resume refused it for lack of config.yaml)
+    if out.exists() and any(p.name != ".lock" and not (p.is_file() and is_partial_write(p.name))
+                            for p in out.iterdir()):
         raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
                           "(nothing was overwritten)")
 
@@ -628,6 +631,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
             held.append(fd)
         if not resume:
             _check_out(out, resume)  # again under the lock: another process may have got there first
+            _clean_partial_writes(out)  # a killed run's, which _check_out let pass; no other write in flight
         elif _folder_state(out) != checked:  # another process wrote it after the checks
             raise RunDirError(f"{out} changed while this resume was starting (another process trained it); run "
                               "the resume again (nothing was changed)")

@@ -674,3 +674,40 @@ def test_a_first_call_killed_while_writing_compare_json_continues_with_the_same_
                                           r"\.summary\.md\.abcdefgh\.tmp\); pass a new or empty --out"):
         compare(cfg, ["late_fusion"], [1111], other, diagnose=False)
 
+
+def test_a_run_killed_between_its_first_epochs_writes_restarts_in_place(tmp_path, monkeypatch):
+    """A run killed at the end of its first epoch (log.csv and best.ckpt written, last.ckpt not yet, a
+    partial write of it left), or while writing its config.yaml, was set aside as .seed<N>.failed-<time>
+    (about 1 MB per kill, never cleaned) and retrained, counted as a failure; pase train --resume restarts
+    the first in place. Now both train in their folder; a folder that is not such a leftover is set aside
+    as before."""
+    calls = []
+    monkeypatch.setattr(compare_mod, "train",
+                        lambda cfg, run, resume=False, quiet=False, bundle=None: calls.append((run.name, resume)))
+    cfg = apply_overrides(Config(), OVERRIDES)
+    run = tmp_path / "seed1111"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".lock").touch()
+    (run / "config.yaml").write_text("method: late_fusion\n")
+    (run / "log.csv").write_text("epoch,train/loss\n0,1.0\n")
+    torch_save = __import__("torch").save
+    torch_save({"epoch": 0, "state_dict": {}}, run / "checkpoints" / "best.ckpt")
+    (run / "checkpoints" / ".last.ckpt.x1y2z3w4.tmp").write_bytes(b"partial")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    compare_mod._train_into(cfg, run)
+    assert calls == [("seed1111", True)]  # a resume without last.ckpt: train restarts it in place
+    assert [p.name for p in tmp_path.iterdir()] == ["seed1111"]
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    fresh = tmp_path / "seed1112"
+    fresh.mkdir()
+    (fresh / ".lock").touch()
+    (fresh / ".config.yaml.abcdefgh.tmp").write_text("data:\n")
+    calls.clear()
+    compare_mod._train_into(cfg, fresh)
+    assert calls == [("seed1112", False)] and sorted(p.name for p in tmp_path.iterdir()) == ["seed1111", "seed1112"]
+    (run / "log.csv").write_text("epoch,train/loss\n0,1.0\n1,0.9\n")  # two epochs but no last.ckpt: not a kill
+    calls.clear()
+    compare_mod._train_into(cfg, run)
+    assert calls == [("seed1111", False)]
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".seed1111.failed-")]) == 1
+

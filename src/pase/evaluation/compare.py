@@ -46,8 +46,8 @@ from ..io import atomic_write_json, atomic_write_text, is_partial_write
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import safe_load_checkpoint
-from ..training.run import (RunDirError, data_location_keys, load_bundle, load_checkpoint, lock_run, run_files,
-                            train,
+from ..training.run import (RunDirError, _check_first_epoch_leftovers, data_location_keys, load_bundle,
+                            load_checkpoint, lock_run, run_files, train,
                             without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
@@ -188,7 +188,9 @@ def _one_line(e: BaseException) -> str:
 
 def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
     """Continue an interrupted run, or start afresh. A run interrupted in its first epoch (its folder
-    holds only config.yaml) restarts in place. The folder of a failed run is not deleted but set
+    holds config.yaml, and maybe log.csv, an epoch-0 best.ckpt and partial writes: what
+    ``pase train --resume`` restarts in place) restarts in place, one killed while writing config.yaml
+    starts in its folder. The folder of a failed run is not deleted but set
     aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with whatever
     checkpoints it holds; never while another process holds the folder's lock (it is training it)."""
     failed = (out / "FAILED.txt").is_file()
@@ -201,10 +203,12 @@ def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
     fd = lock_run(out)  # another process training this run (its first epoch): RunDirError, nothing touched
     try:
         files = set(run_files(out))
-        if not failed and files == {"config.yaml"}:  # interrupted in its first epoch: restart it in place
-            restart = True
-        else:
-            restart = False
+        # interrupted in its first epoch: restart it in place. Only config.yaml was taken for that, so a kill
+        # between the epoch's writes (log.csv and best.ckpt written, last.ckpt not yet) was set aside as failed
+        restart = not failed and "config.yaml" in files and _first_epoch_leftovers(out)
+        # killed while writing config.yaml (its partial write, the lock): an empty folder to train, which removes it
+        fresh = not failed and bool(files) and all("/" not in f and is_partial_write(f) for f in files)
+        if not (restart or fresh):
             if files - {"FAILED.txt"}:
                 aside = out.with_name(f".{out.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}-"
                                       f"{time.time_ns() % 10**9:09d}")
@@ -215,6 +219,15 @@ def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
         if fd is not None:
             os.close(fd)
     train(cfg, out, resume=restart, quiet=True, bundle=bundle)
+
+
+def _first_epoch_leftovers(out: Path) -> bool:
+    """Whether ``out`` holds what a run killed in its first epoch leaves (as ``pase train --resume`` checks)."""
+    try:
+        _check_first_epoch_leftovers(out)
+    except (RunDirError, ValueError):  # ValueError: an unreadable best.ckpt
+        return False
+    return True
 
 
 def _after(job: _Job, out: Path, data: Callable[[], Any]) -> None:

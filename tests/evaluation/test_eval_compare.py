@@ -711,3 +711,61 @@ def test_a_run_killed_between_its_first_epochs_writes_restarts_in_place(tmp_path
     assert calls == [("seed1111", False)]
     assert len([p for p in tmp_path.iterdir() if p.name.startswith(".seed1111.failed-")]) == 1
 
+
+def test_a_full_disk_stops_the_comparison_with_the_runs_own_error_and_marks_no_run_failed(tmp_path, monkeypatch):
+    """On a full disk a run's CheckpointWriteError was recorded and FAILED.txt written on the same full
+    disk: that write's FileWriteError escaped instead (the checkpoint's line and its advice lost), and a
+    FAILED.txt written would have made the next call set the run aside and retrain it from scratch. Now
+    a full disk, quota or file-size limit stops the comparison with the run's own error (in one process
+    or from a --jobs worker) and writes no FAILED.txt; a FAILED.txt that cannot be written does not hide
+    a run's own error."""
+    import errno
+    from concurrent.futures import Future
+
+    from pase.io import FileWriteError
+    from pase.training.checkpoint import CheckpointWriteError
+
+    monkeypatch.setattr(compare_mod, "load_bundle", lambda cfg: None)
+    cfg = apply_overrides(Config(), OVERRIDES)
+    jobs = [compare_mod._Job("run", "late_fusion", s, str(tmp_path / f"seed{s}"), cfg, False, ()) for s in SEEDS]
+    out = tmp_path / "seed1111"
+    errors = [CheckpointWriteError(f"{out}/checkpoints/best.ckpt: the checkpoint could not be written (0 MiB free "
+                                   f"on its disk; ...); the previous one is kept"),
+              FileWriteError(errno.ENOSPC, f"{out}/log.csv: could not be written (No space left on device)"),
+              OSError(errno.EDQUOT, "Disk quota exceeded"), OSError(errno.EFBIG, "File too large")]
+    for err in errors:
+        def full(cfg, run, resume=False, quiet=False, bundle=None):
+            raise err
+
+        monkeypatch.setattr(compare_mod, "train", full)
+        with pytest.raises(type(err)) as got:
+            compare_mod._execute(jobs[0])
+        assert got.value is err and not (out / "FAILED.txt").exists()
+
+    class FullPool:  # --jobs: the worker's _execute raised it
+        def __init__(self, *a, **k):
+            pass
+
+        def submit(self, fn, job):
+            fut = Future()
+            fut.set_exception(errors[0])
+            return fut
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(compare_mod, "ProcessPoolExecutor", FullPool)
+    with pytest.raises(CheckpointWriteError, match=r"seed1111/checkpoints/best.ckpt: the checkpoint could not be"):
+        compare_mod._run_jobs(jobs, 2, None)
+    assert not list(tmp_path.rglob("FAILED.txt"))
+
+    def diverged(cfg, run, resume=False, quiet=False, bundle=None):
+        raise RuntimeError("diverged")
+
+    def no_space(path, text):
+        raise FileWriteError(errno.ENOSPC, f"{path}: could not be written (No space left on device)")
+
+    monkeypatch.setattr(compare_mod, "train", diverged)
+    monkeypatch.setattr(compare_mod, "atomic_write_text", no_space)
+    rec = compare_mod._execute(jobs[1])
+    assert (rec["status"], rec["error"]) == ("failed", "RuntimeError: diverged")

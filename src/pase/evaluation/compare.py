@@ -7,7 +7,8 @@ each run (``pase.evaluation.shapley_report.diagnose``: test-split Shapley values
 robustness) and writes ``summary.csv`` / ``summary.md`` / ``summary.json``.
 
 * A failed run does not stop the others: its one-line error goes to ``FAILED.txt`` in its folder
-  and to the summary. Calling ``compare`` again resumes: runs whose ``metrics.json`` exists are
+  and to the summary (a full disk is no run's failure: it stops the comparison with the run's own error,
+  and no FAILED.txt). Calling ``compare`` again resumes: runs whose ``metrics.json`` exists are
   skipped, interrupted runs continue from ``checkpoints/last.ckpt``, failed runs start afresh (the
   failed folder set aside, not deleted); a run another process holds (its lock) is reported and
   left alone.
@@ -23,6 +24,7 @@ means the difference is significant at the 5% level, two-sided, without multipli
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import math
@@ -45,7 +47,7 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
-from ..training.checkpoint import safe_load_checkpoint
+from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
 from ..training.run import (RunDirError, _check_first_epoch_leftovers, data_location_keys, load_bundle,
                             load_checkpoint, lock_run, run_files, train,
                             without_data_location, without_locations)
@@ -274,8 +276,10 @@ def _execute(job: _Job) -> Dict[str, Any]:
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
             return rec
         except Exception as e:  # noqa: BLE001 - recorded, the comparison goes on
+            if _disk_full(e):  # not the run's fault: no FAILED.txt (the next call continues the run from its
+                raise  # checkpoint), and its own line (which file, the free space) is the one the user sees
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
-            atomic_write_text(out / "FAILED.txt", rec["error"] + "\n")
+            _write_failed(out, rec["error"])
             return rec
     (out / "FAILED.txt").unlink(missing_ok=True)
     try:
@@ -288,6 +292,22 @@ def _execute(job: _Job) -> Dict[str, Any]:
         atomic_write_text(out / "DIAGNOSE_FAILED.txt", rec["diagnose_error"] + "\n")
     rec["elapsed_s"] = time.time() - t0
     return rec
+
+
+def _disk_full(e: BaseException) -> bool:
+    """Whether ``e`` is a full disk or quota, or a file-size limit (a checkpoint that could not be written):
+    every later run would fail on it too, so it stops the comparison, as an interruption does."""
+    return isinstance(e, CheckpointWriteError) or (isinstance(e, OSError)
+                                                   and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
+
+
+def _write_failed(out: Path, error: str) -> None:
+    """Record a run's error in its FAILED.txt; a write that fails too (a read-only folder) must not replace
+    the run's error with its own: the run is then reported unfinished, and the next call tries it again."""
+    try:
+        atomic_write_text(out / "FAILED.txt", error + "\n")
+    except OSError:
+        pass
 
 
 #: set in a pool worker by its initializer: the comparison's stop event (set on Ctrl-C)
@@ -395,8 +415,11 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
                 note(failure(job, f"{_one_line(e)}: a worker process died (killed, or out of memory?); run the same "
                                   f"command again, with fewer --jobs if memory is short"))
             except Exception as e:  # noqa: BLE001 - the run's own error, raised in its worker
+                if _disk_full(e):  # as in one process (_execute): the comparison stops with the run's own line
+                    _stop_pool(pool, list(futures), stop)
+                    raise
                 err = _one_line(e)
-                atomic_write_text(Path(job.out) / "FAILED.txt", err + "\n")
+                _write_failed(Path(job.out), err)
                 note(failure(job, err))
     except KeyboardInterrupt as e:  # Ctrl-C here, or a run's RunInterrupted from its worker
         _stop_pool(pool, list(futures), stop)

@@ -61,7 +61,7 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
         "Each figure is `median (min-max)` over the repeats. Every measurement ran in a fresh subprocess; "
         "`plain` is late fusion trained on the fused task loss alone, `late_fusion` is the registered method "
         "(which also tracks exact Shapley values every batch), `pase` has PCL, OT, gate and SGM on and is forced "
-        "into phase 2 (`method.phase.fill_(2)`) from the first step. The timing loop is the Lightning module's "
+        "into phase 2 (`pase.switch_max_epoch=0`) from the first step. The timing loop is the Lightning module's "
         "step without Lightning: `out = model(batch); loss, _ = method.loss(model, batch, out); "
         "opt.zero_grad(); loss.backward(); method.before_optimizer_step(model); opt.step()`.", ""]
     return out

@@ -126,8 +126,8 @@ class Run:
         self.task = bundle.task
         self.model = build_model(self.cfg, bundle).to(device)
         self.method = create_method(self.cfg.method, self.cfg, bundle.task, self.model).to(device)
-        if variant == "pase":
-            self.method.phase.fill_(2)
+        if variant == "pase":  # pase.switch_max_epoch=0 (overrides) starts it there; said here too
+            self.method.set_phase(2)
         groups = [{"params": ps} for ps in self.model.modality_parameters().values()]
         groups.append({"params": self.model.shared_parameters()})
         own = list(self.method.parameters())

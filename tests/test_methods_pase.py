@@ -397,3 +397,32 @@ def test_sgm_coefficients_smooth_from_the_first_steps_value_and_respect_the_floo
         for i, m in enumerate(method.modalities):
             scale = max(float(applied[i]), 0.5)
             assert all(torch.allclose(p.grad, torch.full_like(p, scale)) for p in groups[m]), m
+
+
+def test_set_phase_turns_sgm_on_in_the_step_where_writing_the_buffer_did_not():
+    """method.phase.fill_(2) left the step's host-side mirror in phase 1 (SGM off, coefficients 1)
+    while summary() said phase 2; the benchmarks claimed it forced phase 2 (a review). set_phase
+    moves both; a phase other than 1 or 2 is refused."""
+    from pase.config import Config, apply_overrides
+    from pase.data.registry import create_data
+    from pase.methods.base import create_method
+    from pase.models.build import build_model
+
+    bundle = create_data("synthetic", sizes=[64, 8, 8])
+    cfg = apply_overrides(Config(), ["method=pase", "pase.switch_max_epoch=30"])  # phase 1 until epoch 30
+    torch.manual_seed(0)
+    model = build_model(cfg, bundle)
+    method = create_method("pase", cfg, bundle.task, model)
+    batch = bundle.splits["train"].__getitems__(list(range(64)))
+    for phase_set in (False, True):
+        if phase_set:
+            method.set_phase(2, 0)
+        loss, _ = method.loss(model, batch, model(batch))
+        loss.backward()
+        method.before_optimizer_step(model)
+        model.zero_grad()
+        started = bool(method.coeffs_started)
+        assert started is phase_set and (method.summary()["phase"] == 2) is phase_set
+    assert method.summary()["switch_epoch"] == 0
+    with pytest.raises(ValueError, match="phase must be 1 or 2, got 3"):
+        method.set_phase(3)

@@ -49,7 +49,9 @@ def batch_weighted_mean(x: Tensor, n: int) -> Tensor:
     decide from batch statistics (PaSE's coalition utilities, AGM's scores) decide the same on
     every rank, as one process with the global batch would."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        packed = torch.cat([x.reshape(-1) * n, x.new_tensor([float(n)])])  # the weighted sums and the count
+        # the weighted sums and the count (new_full fills on the device; new_tensor copied from the host,
+        # one blocking copy per step on a GPU: a review)
+        packed = torch.cat([x.reshape(-1) * n, x.new_full((1,), float(n))])
         torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
         return (packed[:-1] / packed[-1]).reshape(x.shape)
     return x

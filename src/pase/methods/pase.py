@@ -271,11 +271,21 @@ class PaSE(Method):
             self.ot_err_max.zero_()
         if int(self.phase) == 1 and self.pc.sgm and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
-            self.phase.fill_(2)
-            self._phase2 = True
-            self.switch_epoch.fill_(epoch + 1)  # the first epoch trained with SGM
+            self.set_phase(2, epoch + 1)
         logs["switch_epoch"] = float(self.switch_epoch)
         return logs
+
+    def set_phase(self, phase: int, switch_epoch: Optional[int] = None) -> None:
+        """Put the method in ``phase`` (1: no SGM, 2: SGM), for a hand-driven loop or a benchmark;
+        ``switch_epoch`` is recorded as the first SGM epoch. Writing the ``phase`` buffer alone
+        (``phase.fill_(2)``) left the step's host-side mirror in phase 1: SGM stayed off while
+        ``summary()`` reported phase 2 (a review)."""
+        if phase not in (1, 2):
+            raise ValueError(f"phase must be 1 or 2, got {phase!r}")
+        self.phase.fill_(phase)
+        self._phase2 = phase == 2
+        if switch_epoch is not None:
+            self.switch_epoch.fill_(switch_epoch)  # the first epoch trained with SGM
 
     def summary(self) -> Dict[str, object]:
         return {"phase": int(self.phase), "switch_epoch": int(self.switch_epoch),

@@ -49,8 +49,9 @@ def build_optimizer(groups: List[Dict[str, Any]], tc: Dict[str, Any]) -> torch.o
     CPU torch defaults to a loop over the parameters, about 9 dispatched calls per parameter;
     ``foreach`` updates a whole group in about 14, with bitwise the same parameters and state in
     float32, bfloat16 and float64 (tests/test_training.py), 76 fewer calls in a real-MOSI late-fusion
-    step (``python benchmarks/op_count.py``). SGD keeps torch's default: its multi-tensor version rounds
-    bfloat16 parameters differently from the loop.
+    step (``python benchmarks/op_count.py``; in time within the noise, ``benchmarks/adam_probe.py``).
+    SGD keeps torch's default: its multi-tensor version rounds bfloat16 parameters differently from
+    the loop.
     """
     name, lr, wd = check_optimizer(tc["optimizer"]), tc["lr"], tc["weight_decay"]
     if name == "sgd":

@@ -39,6 +39,13 @@ def _pase(*args):
     return cmd + [x for s in SETS for x in ("--set", s)] if "--resume" not in args else cmd
 
 
+def _default_sigint() -> None:
+    """In the child before it runs: SIGINT as a terminal delivers it. A test session started in the
+    background of a non-interactive shell (``pytest ... &``) ignores SIGINT, and a child inherits
+    that, so the Ctrl-C tests saw a run finish (exit 0) or a comparison never stop."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _saved_epoch(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
@@ -97,6 +104,7 @@ def test_a_signal_stops_training_with_one_line_and_a_resumable_folder(tmp_path, 
     signal and the resume command, and exits as a shell expects (128 + signal)."""
     run = tmp_path / "run"
     proc = subprocess.Popen(_pase("--out", str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint,
                             cwd=tmp_path, env=ENV, text=True)
     last, t0 = run / "checkpoints" / "last.ckpt", time.time()
     while _saved_epoch(last) < 0 and proc.poll() is None and time.time() - t0 < TIMEOUT:
@@ -426,6 +434,7 @@ def test_ctrl_c_to_a_parallel_comparison_stops_running_runs_and_starts_no_queued
     cmd = [sys.executable, "-m", "pase.cli", "compare", "--methods", "late_fusion,pase", "--seeds", "2",
            "--jobs", "2", "--no-diagnose", "--out", str(out)] + [x for s in sets for x in ("--set", s)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=ENV, text=True,
+                            preexec_fn=_default_sigint,
                             start_new_session=True)  # its own process group: the workers are killed with it below
     try:
         _interrupt_comparison(proc, out)

@@ -426,3 +426,22 @@ def test_set_phase_turns_sgm_on_in_the_step_where_writing_the_buffer_did_not():
     assert method.summary()["switch_epoch"] == 0
     with pytest.raises(ValueError, match="phase must be 1 or 2, got 3"):
         method.set_phase(3)
+
+
+def test_pase_on_one_modality_says_so_and_never_switches_to_sgm(tmp_path, caplog):
+    """With one modality OT, the gate and SGM do nothing, yet the run switched to phase 2 and
+    metrics.json reported 5 SGM epochs whose every coefficient was 1, without a word (a review)."""
+    import logging
+
+    from tiny import TINY
+
+    from pase.config import Config, apply_overrides
+    from pase.training import train
+
+    cfg = apply_overrides(Config(), TINY + ["method=pase", "data.modalities=[text]", "pase.switch_patience=0",
+                                            "train.max_epochs=3"])
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        result = train(cfg, tmp_path / "r", quiet=True)
+    assert any("method 'pase' with one modality (text)" in r.getMessage() for r in caplog.records)
+    diag = result["diagnostics"]
+    assert diag["phase"] == 1 and diag["switch_epoch"] == -1 and diag["sgm_epochs"] == 0, diag

@@ -41,5 +41,28 @@ def test_a_column_constant_on_train_is_centred_not_divided_by_eps(caplog):
         want = (bundle.splits["test"].features[m][:, 0, cols].double() - mean) / std
         torch.testing.assert_close(test[m][:, 0, cols].double(), want, rtol=1e-5, atol=1e-5)  # float32 round-off
     lines = [r.getMessage() for r in caplog.records if "standardize" in r.getMessage()]
-    assert lines == ["standardize: 3 feature columns are constant on the train split (std < 1e-06; audio 1, "
+    assert lines == ["standardize: 3 feature columns are constant on the train split (std <= 1e-06 x RMS; audio 1, "
                      "vision 2); they are centred, not scaled"]
+
+
+def test_z_scores_do_not_depend_on_the_features_units():
+    """A feature of scale 1e-7 (std below the old absolute 1e-6) was taken for constant and left at
+    about 1e-7 after z-scoring, so a model saw another input than at scale 1 (a review: audio's share
+    fell from 0.21 to 0.01). The test is relative to the column's RMS: every positive rescaling gives
+    the same z-scores, and a constant column (zeros included) is still only centred."""
+
+    def bundle(scale):
+        splits = {}
+        for s, n in (("train", 50), ("valid", 10), ("test", 10)):
+            d = _split(np.random.default_rng({"train": 0, "valid": 1, "test": 2}[s]), n, s, {("vision", 1): 0.0})
+            feats = dict(d.features)
+            feats["audio"] = feats["audio"] * scale
+            splits[s] = MultimodalDataset({m: x[:, 0, :] for m, x in feats.items()}, d.target, d.ids, split=s)
+        return DataBundle("t", TaskSpec("regression", 1, "mosi", (-3.0, 3.0)), splits)
+
+    ref = standardize(bundle(1.0)).splits["test"].features
+    for scale in (1e-7, 1e-12, 1e5):
+        got = standardize(bundle(scale)).splits["test"].features
+        torch.testing.assert_close(got["audio"], ref["audio"], rtol=1e-4, atol=1e-4)
+        assert float(got["audio"].std()) > 0.5  # z-scored, not left at the input's scale
+    assert (ref["vision"][:, 0, 1] == 0).all()  # the zero column: centred, unscaled

@@ -304,8 +304,10 @@ def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
     """Z-score every feature with the train split's mean and std over real (unpadded) steps.
 
     Statistics come from train only, so nothing of valid or test leaks; padding stays zero.
-    A feature constant on train (std < ``eps``) is only centred (scale 1, logged once with the
-    count): dividing by ``eps`` would blow a valid / test value 0.3 up to 300000.
+    A feature constant on train (std at most ``eps`` times its root mean square, so all zeros too)
+    is only centred (scale 1, logged once with the count): dividing by a rounding-level std would
+    blow a valid / test value 0.3 up to 300000. The test is relative: an absolute ``std < eps`` left
+    a varying feature of scale 1e-7 unscaled, so z-scoring depended on the features' units (a review).
     ``info["standardize"]`` names the rule (a string); the means and stds themselves are not
     stored (they are a function of the train split: rerun ``standardize`` to get them).
     """
@@ -317,12 +319,13 @@ def standardize(bundle: DataBundle, eps: float = 1e-6) -> DataBundle:
         n = mask.sum()
         mean = (x * mask).sum((0, 1)) / n
         std = (((x - mean) * mask).pow(2).sum((0, 1)) / n).sqrt()  # (D,)
-        flat = std < eps
+        rms = ((x * mask).pow(2).sum((0, 1)) / n).sqrt()  # (D,)
+        flat = std <= eps * rms
         constant[m] = int(flat.sum())
         stats[m] = (mean.float(), torch.where(flat, torch.ones_like(std), std).float())
     if any(constant.values()):
         detail = ", ".join(f"{m} {c}" for m, c in constant.items() if c)
-        LOGGER.info("standardize: %d feature columns are constant on the train split (std < %g; %s); they are "
+        LOGGER.info("standardize: %d feature columns are constant on the train split (std <= %g x RMS; %s); they are "
                     "centred, not scaled", sum(constant.values()), eps, detail)
     splits = {}
     for s, d in bundle.splits.items():

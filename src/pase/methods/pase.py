@@ -25,6 +25,7 @@ the global batch (the prototype banks all-reduce their class sums the same way).
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -100,8 +101,17 @@ class PaSE(Method):
             raise ValueError(f"pase.sgm_target={self.pc.sgm_target!r} is not one of grad, step")
         if (self.pc.pcl or self.pc.ot) and model.banks is None:
             raise ValueError("method 'pase' with pcl or ot needs a model with prototype banks (build_model)")
+        # one modality: OT, the gate and SGM act between modalities, so only PCL and the task loss train;
+        # SGM never starts (metrics.json reported SGM epochs whose every coefficient was 1; a review)
+        self._single = m == 1
+        if self._single and (self.pc.ot or self.pc.gate or self.pc.sgm):
+            logging.getLogger("pase").warning(
+                "method 'pase' with one modality (%s): OT alignment, the prototype gate and SGM act between "
+                "modalities and do nothing here; it trains the task loss and PCL, in phase 1 throughout",
+                self.modalities[0])
         # switch_max_epoch = 0: SGM from the first step (no phase 1)
-        self.register_buffer("phase", torch.tensor(2 if self.pc.sgm and self.pc.switch_max_epoch <= 0 else 1))
+        self.register_buffer("phase", torch.tensor(
+            2 if self.pc.sgm and self.pc.switch_max_epoch <= 0 and not self._single else 1))
         self.register_buffer("switch_epoch", torch.tensor(0 if int(self.phase) == 2 else -1))
         self.register_buffer("stale_epochs", torch.tensor(0))
         self.register_buffer("coeffs", torch.ones(m))  # smoothed phi_m
@@ -269,7 +279,7 @@ class PaSE(Method):
             logs["ot_cost"] = float(cost)
             logs["ot_marginal_err"] = float(self.ot_err_max)  # the epoch's largest
             self.ot_err_max.zero_()
-        if int(self.phase) == 1 and self.pc.sgm and (
+        if int(self.phase) == 1 and self.pc.sgm and not self._single and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):
             self.set_phase(2, epoch + 1)
         logs["switch_epoch"] = float(self.switch_epoch)

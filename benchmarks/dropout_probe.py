@@ -24,6 +24,7 @@ from torch import nn
 
 import workloads as W
 from pase.models.encoders import UniformDropout
+from run import positive_int
 from workers import _batches
 
 
@@ -53,9 +54,10 @@ def one_call(shapes, p: float = 0.2, repeats: int = 21) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--train", type=int, default=512, help="MOSI-shaped training samples (an epoch per repeat)")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--train", type=positive_int, default=512,
+                    help="MOSI-shaped training samples (an epoch per repeat)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     cpu, ac = torch.device("cpu"), contextlib.nullcontext()

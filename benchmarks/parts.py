@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import workloads as W
+from run import positive_int
 from workers import _batches
 
 VARIANTS = {"plain": ("plain", []), "late_fusion": ("late_fusion", []), "pase": ("pase", []),
@@ -32,11 +33,18 @@ VARIANTS = {"plain": ("plain", []), "late_fusion": ("late_fusion", []), "pase": 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="real_mosi", choices=["real_mosi", "mosi_shaped"])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=7)
     ap.add_argument("--out", default=None, help="also write the table here (Markdown; BENCHMARKS.md includes "
                                                  "benchmarks/parts.md)")
     a = ap.parse_args(argv)
+    if a.out:  # before measuring, as run.py: a missing folder lost the measured table to a traceback (review)
+        try:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            print(f"benchmarks/parts.py: --out {a.out}: cannot create its folder ({e}); give a writable path",
+                  file=sys.stderr)
+            return 2
     torch.set_num_threads(a.threads)
     dev = torch.device("cpu")
     sizes = [256, 64, 64] if a.dataset == "mosi_shaped" else None

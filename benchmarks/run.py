@@ -215,13 +215,25 @@ def machine(threads: Optional[int]) -> Dict[str, Any]:
     return info
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (threads, repeats): 0 or less made every worker die in
+    ``torch.set_num_threads`` after the run had started, or ``statistics.median`` of nothing (review)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return n
+
+
 def _args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="subsets of batches and smaller files (< 2 min)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--out", default=None, help="report path (default: BENCHMARKS.md at the project root; "
                     "BENCHMARKS-quick.md / BENCHMARKS-partial.md for --quick / --only, so they never replace it)")
     ap.add_argument("--json", default=None, help="raw results path (default: benchmarks/results*.json)")

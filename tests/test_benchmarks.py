@@ -263,3 +263,81 @@ def test_a_workers_peak_memory_is_its_own_not_its_parents(tmp_path):
     peak, rss, ru_maxrss = map(float, out.split())
     assert ru_maxrss > 600  # the inherited mark the old reading returned
     assert rss <= peak < 600 and peak < ru_maxrss - 100
+
+
+def _bench(name):
+    """The benchmark script ``benchmarks/<name>.py`` as a module (benchmarks/ on sys.path while importing)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_a_count_below_one_is_refused_in_one_line_before_any_measurement(capsys, monkeypatch):
+    """run.py --threads -2 started the run, every worker died in torch.set_num_threads with a
+    traceback and the run exited 0 with a report of errors; parts.py --repeats 0 / --threads 0 and
+    dropout_probe.py's counts ended in tracebacks (median of nothing, set_num_threads(0)) (review)."""
+    import pytest
+    import torch
+
+    workloads = _bench("workloads")
+
+    def measured(*a, **k):  # the old code measured before failing: fail fast here instead
+        raise AssertionError("measurement started")
+
+    monkeypatch.setattr(workloads, "load_dataset", measured)
+    run, parts, dropout = _bench("run"), _bench("parts"), _bench("dropout_probe")
+    threads = torch.get_num_threads()
+    try:
+        for main, arg in ((run.main, "--threads"), (parts.main, "--threads"), (parts.main, "--repeats"),
+                          (dropout.main, "--threads"), (dropout.main, "--repeats"), (dropout.main, "--train")):
+            for bad in ("0", "-2", "two"):
+                with pytest.raises(SystemExit) as e:
+                    main([arg, bad, *(["--only", "no_such_key"] if main is run.main else [])])
+                err = capsys.readouterr().err
+                assert e.value.code == 2 and err.startswith("usage: ") and "Traceback" not in err, err
+                assert err.strip().splitlines()[-1].endswith(
+                    f"error: argument {arg}: must be a positive integer, got '{bad}'"), err  # argparse's one line
+    finally:
+        torch.set_num_threads(threads)
+    assert run._args(["--threads", "3"]).threads == 3 and run._args([]).threads is None  # valid ones pass
+
+
+def test_parts_creates_the_out_folder_before_measuring_and_writes_the_table_there(tmp_path, monkeypatch, capsys):
+    """parts.py --out in a missing folder measured every variant, printed the table, then died in
+    a FileNotFoundError (review): the folder is made up front, the table lands in the file."""
+    import torch
+
+    parts = _bench("parts")
+
+    class Run:  # a step that takes no time: the file handling is under test, not the timing
+        def __init__(self, *a, **k):
+            pass
+
+        def step(self, batch, ac):
+            pass
+
+    monkeypatch.setattr(parts.W, "load_dataset", lambda *a: object())
+    monkeypatch.setattr(parts.W, "Run", Run)
+    monkeypatch.setattr(parts, "_batches", lambda *a: ([0, 1, 2], None, None))
+    out = tmp_path / "no" / "such" / "parts.md"
+    threads = torch.get_num_threads()
+    try:
+        assert parts.main(["--dataset", "mosi_shaped", "--repeats", "2", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = out.read_text()
+    assert text == capsys.readouterr().out
+    assert "3 batches of 64, 1 thread(s), median of 2 epochs" in text
+    assert [r.split(" | ")[0] for r in text.splitlines() if r.startswith("| ") and "---" not in r][1:] == \
+        ["| " + k for k in parts.VARIANTS]
+    # a folder that cannot be made is refused in one line, before anything is measured
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(parts.W, "Run", None)
+    assert parts.main(["--out", str(tmp_path / "file" / "parts.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"benchmarks/parts.py: --out {tmp_path / 'file' / 'parts.md'}: cannot create its folder")
+    assert err.count("\n") == 1

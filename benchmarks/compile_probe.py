@@ -25,6 +25,7 @@
 Prints the compile time and the median microseconds per call (1 thread).
 """
 
+import argparse
 import contextlib
 import statistics
 import sys
@@ -32,7 +33,8 @@ import time
 
 import torch
 
-from pase.fusion import prototype_confidence, prototype_gates
+from pase.config import PaseConfig
+from pase.fusion import GateScorer, prototype_confidence, prototype_gates
 from pase.ot import ot_alignment_loss_stacked
 from pase.prototypes import class_centroids, pcl_from_logits, prototype_logits
 
@@ -43,11 +45,12 @@ def body(log_u, Mr, log_a, log_b):
     return log_u, log_v
 
 
-def forward_extras(h, protos, init, gate_w, gate_b, tau: float = 0.1):
-    """(M, B, K) prototype similarities and (B, M) gate scores, as ``FusionModel.forward``."""
+def forward_extras(h, protos, init, gate: GateScorer, tau: float = 0.1):
+    """(M, B, K) prototype similarities and (B, M) gate scores, as ``FusionModel.forward``: the
+    gate's own ``scores`` (a re-derived formula timed a two-term gate where the default,
+    ``pase.gate_inputs=confidence``, has one, so ``--step`` compared two different models; review)."""
     z = prototype_logits(h, protos, tau, init)  # (M, B, K)
-    g = (h * gate_w[:, None, :-1]).sum(-1) + gate_b[:, None] + prototype_confidence(z, init) * gate_w[:, -1:]
-    return z, g.transpose(0, 1)
+    return z, gate.scores(h, prototype_confidence(z, init))
 
 
 def loss_extras(h, z, classes, protos, init):
@@ -58,10 +61,10 @@ def loss_extras(h, z, classes, protos, init):
     return pcl, ot
 
 
-def extras(stacked, protos, init, classes, gate_w, gate_b):
+def extras(stacked, protos, init, classes, gate):
     """PaSE's extras of one step: (B, M) gate weights, PCL loss, OT loss."""
     h = stacked.transpose(0, 1)  # (M, B, D)
-    z, scores = forward_extras(h, protos, init, gate_w, gate_b)
+    z, scores = forward_extras(h, protos, init, gate)
     return (prototype_gates(scores), *loss_extras(h, z, classes, protos, init))
 
 
@@ -99,7 +102,7 @@ def whole_steps() -> None:
         stacked = torch.stack([reps[k] for k in m.modalities], dim=-2)  # (B, M, D)
         protos, init = m.bank_snapshot()
         h = stacked.transpose(0, 1)
-        z, scores = fwd_c(h, protos, init, m.gate.weight, m.gate.bias, m.tau)
+        z, scores = fwd_c(h, protos, init, m.gate, m.tau)
         weights = m.fusion_weights(scores, None, stacked.shape[0], cpu, stacked.dtype)
         logits = m.fused_logits(stacked, weights)
         out = FusionOutput(logits, reps, weights, dict(zip(m.modalities, z.unbind(0))), stacked, z, scores,
@@ -238,7 +241,15 @@ def bench(f, n=2000):
     return statistics.median(times) * 1e6
 
 
-def main() -> None:
+def main(argv=None) -> int:
+    # argparse, not tests of sys.argv: a typo (--stpe) or --help ran the default probe and exited 0 (review)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="Parts 1 and 2 always run; the flags add parts 3 to 5 (the module docstring).")
+    ap.add_argument("--step", action="store_true", help="whole real-MOSI steps, PaSE's extras compiled (part 3)")
+    ap.add_argument("--whole", action="store_true", help="whole real-MOSI steps, forward + loss and Adam compiled "
+                                                          "(part 4)")
+    ap.add_argument("--encoders", action="store_true", help="MOSI-shaped PaSE steps, encoders compiled (part 5)")
+    a = ap.parse_args(argv)
     torch.set_num_threads(1)
     x, Mr, la = torch.zeros(6, 2), torch.randn(6, 2, 2), torch.full((6, 2), -0.69)
     compiled = torch.compile(body, dynamic=False)
@@ -252,12 +263,14 @@ def main() -> None:
     stacked = torch.randn(b, m, d, generator=g, requires_grad=True)
     protos, init = torch.randn(m, k, d, generator=g), torch.ones(m, k, dtype=torch.bool)
     classes = torch.randint(0, k, (b,), generator=g)
-    gate_w = torch.randn(m, d + 1, generator=g, requires_grad=True)
-    gate_b = torch.randn(m, generator=g, requires_grad=True)
+    gate = GateScorer(["text", "audio", "vision"], d, inputs=PaseConfig().gate_inputs)  # PaSE's default gate
+    with torch.no_grad():
+        gate.weight.copy_(torch.randn(m, d + 1, generator=g))
+        gate.bias.copy_(torch.randn(m, generator=g))
     mix = torch.randn(b, m, generator=g)
 
     def step(f):
-        w, pcl, ot = f(stacked, protos, init, classes, gate_w, gate_b)
+        w, pcl, ot = f(stacked, protos, init, classes, gate)
         ((w * mix).sum() + pcl + ot).backward()
 
     compiled = torch.compile(extras, dynamic=False)
@@ -265,13 +278,14 @@ def main() -> None:
     step(compiled)
     print(f"PaSE extras, forward + backward: compile {time.perf_counter() - t0:.1f} s; "
           f"eager {bench(lambda: step(extras), 1000):.0f} us, compiled {bench(lambda: step(compiled), 1000):.0f} us")
-    if "--step" in sys.argv[1:]:
+    if a.step:
         whole_steps()
-    if "--whole" in sys.argv[1:]:
+    if a.whole:
         compiled_whole_steps()
-    if "--encoders" in sys.argv[1:]:
+    if a.encoders:
         encoder_steps()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -341,3 +341,48 @@ def test_parts_creates_the_out_folder_before_measuring_and_writes_the_table_ther
     err = capsys.readouterr().err
     assert err.startswith(f"benchmarks/parts.py: --out {tmp_path / 'file' / 'parts.md'}: cannot create its folder")
     assert err.count("\n") == 1
+
+
+def test_compile_probe_times_the_similarities_and_gate_scores_pases_forward_computes():
+    """compile_probe.py's forward_extras re-derived a two-term gate score (representation and
+    confidence) where PaSE's default gate (pase.gate_inputs=confidence) has the confidence term
+    only: its "PaSE extras" and --step's pase_compiled timed another model (max score difference
+    0.25 on scores of at most 0.12) (review). Now they equal the model's own, on a warm PaSE."""
+    import contextlib
+
+    import torch
+
+    cp, W, workers = _bench("compile_probe"), _bench("workloads"), _bench("workers")
+    cpu = torch.device("cpu")
+    bundle = W.sweep_bundle(3, train_size=128)
+    r = W.Run("pase", bundle, "sweep3", cpu)
+    batches = workers._batches(bundle, "train", 2, 0, cpu)[0]
+    for b in batches:
+        r.step(b, contextlib.nullcontext())
+    m = r.model
+    assert r.cfg.pase.gate_inputs == m.gate.inputs == "confidence"
+    with torch.no_grad():
+        out = m(batches[0])
+        protos, init = m.bank_snapshot()
+        assert bool(init.all())  # the confidences are in play
+        z, scores = cp.forward_extras(out.stacked.transpose(0, 1), protos, init, m.gate, m.tau)
+    torch.testing.assert_close(z, out.proto_stacked, rtol=0, atol=0)
+    torch.testing.assert_close(scores, out.gate_scores, rtol=0, atol=0)
+
+
+def test_compile_probe_refuses_an_unknown_argument_and_answers_help(capsys):
+    """compile_probe.py read sys.argv by hand: --help printed nothing and a typo (--stpe) ran the
+    default probe and exited 0, the misspelt part silently skipped (review)."""
+    import pytest
+
+    cp = _bench("compile_probe")
+    with pytest.raises(SystemExit) as e:
+        cp.main(["--stpe"])
+    out, err = capsys.readouterr()
+    assert e.value.code == 2 and out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("error: unrecognized arguments: --stpe"), err
+    with pytest.raises(SystemExit) as e:
+        cp.main(["--help", "--step"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("usage: ")
+    assert all(f in out for f in ("--step", "--whole", "--encoders")), out

@@ -8,11 +8,16 @@
 #   bash benchmarks/gpu.sh            # full run (about 10 min on one H100)
 #   bash benchmarks/gpu.sh --quick    # subsets, a few minutes
 #   PYTHON=/path/to/venv/bin/python bash benchmarks/gpu.sh
+#   bash benchmarks/gpu.sh --out DIR/B.md --json DIR/r.json   # elsewhere: the defaults are not passed then
 #
 # Exits 2, before doing anything, when no CUDA device is visible.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
+if ! command -v "$PY" >/dev/null; then  # else the CUDA check below blamed torch for a missing interpreter
+    echo "benchmarks/gpu.sh: no python interpreter '$PY' (PYTHON=$PY); set PYTHON to the python that has torch" >&2
+    exit 2
+fi
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
     echo "benchmarks/gpu.sh: no CUDA device visible to $PY (torch.cuda.is_available() is False;" \
          "CUDA build: $("$PY" -c 'import torch; print(torch.version.cuda)' 2>/dev/null || echo '?'))." \
@@ -22,12 +27,25 @@ fi
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 fi
-mkdir -p benchmarks/cuda
-# a new pair of files per run: the earlier runs' files (cited in benchmarks/findings.md) are kept
-n=""; i=1
-while [ -e "benchmarks/cuda/results${n}.json" ] || [ -e "benchmarks/cuda/BENCHMARKS${n}.md" ]; do
-    i=$((i + 1)); n="-$i"
+# an --out / --json of the caller's (the README's recipe) is where run.py writes: the defaults below are
+# passed, and announced, only for what the caller left out (this said the default names whatever was given,
+# and the recorded command carried both pairs)
+out="" json="" prev=""
+for arg in "$@"; do
+    case "$prev" in --out) out="$arg" ;; --json) json="$arg" ;; esac
+    case "$arg" in --out=*) out="${arg#--out=}" ;; --json=*) json="${arg#--json=}" ;; esac
+    prev="$arg"
 done
-echo "benchmarks/gpu.sh: writing benchmarks/cuda/BENCHMARKS${n}.md and benchmarks/cuda/results${n}.json" >&2
-"$PY" benchmarks/run.py --device cuda --bf16 --out "benchmarks/cuda/BENCHMARKS${n}.md" \
-    --json "benchmarks/cuda/results${n}.json" "$@"
+defaults=()
+if [ -z "$out" ] || [ -z "$json" ]; then
+    mkdir -p benchmarks/cuda
+    # a new pair of files per run: the earlier runs' files (cited in benchmarks/findings.md) are kept
+    n=""; i=1
+    while [ -e "benchmarks/cuda/results${n}.json" ] || [ -e "benchmarks/cuda/BENCHMARKS${n}.md" ]; do
+        i=$((i + 1)); n="-$i"
+    done
+    [ -n "$out" ] || { out="benchmarks/cuda/BENCHMARKS${n}.md"; defaults+=(--out "$out"); }
+    [ -n "$json" ] || { json="benchmarks/cuda/results${n}.json"; defaults+=(--json "$json"); }
+fi
+echo "benchmarks/gpu.sh: writing $out and $json" >&2
+"$PY" benchmarks/run.py --device cuda --bf16 ${defaults[@]+"${defaults[@]}"} "$@"

@@ -386,3 +386,36 @@ def test_compile_probe_refuses_an_unknown_argument_and_answers_help(capsys):
     out = capsys.readouterr().out
     assert e.value.code == 0 and out.startswith("usage: ")
     assert all(f in out for f in ("--step", "--whole", "--encoders")), out
+
+
+def test_gpu_sh_passes_and_announces_only_the_files_run_py_writes(tmp_path):
+    """gpu.sh announced benchmarks/cuda/BENCHMARKS-N.md whatever --out / --json said (the README's
+    recipe passes both), and passed its own pair before them, so the recorded command held two
+    pairs; a missing PYTHON was reported as torch.cuda.is_available() being False (review).
+    A stand-in python passes the CUDA check and prints run.py's arguments (bash only, no imports)."""
+    fake = tmp_path / "python"
+    fake.write_text('#!/usr/bin/env bash\nif [ "$1" = "-c" ]; then exit 0; fi\necho "ARGS $*"\n')
+    fake.chmod(0o755)
+    env = {**__import__("os").environ, "PYTHON": str(fake)}
+
+    def gpu(*args, python=None):
+        proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh"), *map(str, args)], capture_output=True,
+                              text=True, timeout=60, env={**env, **({"PYTHON": python} if python else {})})
+        said = [ln for ln in proc.stderr.splitlines() if ln.startswith("benchmarks/gpu.sh: ")]
+        argv = next((ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("ARGS ")), None)
+        return proc.returncode, said, argv
+
+    md, js = tmp_path / "o" / "BENCHMARKS-3.md", tmp_path / "o" / "results-3.json"
+    rc, said, argv = gpu("--only", "epoch", "--out", md, "--json", js)
+    assert rc == 0 and said == [f"benchmarks/gpu.sh: writing {md} and {js}"], said
+    assert argv == ["benchmarks/run.py", "--device", "cuda", "--bf16", "--only", "epoch", "--out", str(md),
+                    "--json", str(js)]
+    rc, said, argv = gpu(f"--json={js}")  # argparse's --opt=value form too; the missing --out gets the default
+    out = argv[argv.index("--out") + 1]
+    assert rc == 0 and said == [f"benchmarks/gpu.sh: writing {out} and {js}"] and argv.count("--out") == 1
+    assert out.startswith("benchmarks/cuda/BENCHMARKS") and out.endswith(".md") and "--json" not in argv
+    assert not (ROOT / out).exists()  # the next free name: earlier runs' reports are kept
+    rc, said, argv = gpu(python=str(tmp_path / "nope"))
+    assert rc == 2 and argv is None and said == [
+        f"benchmarks/gpu.sh: no python interpreter '{tmp_path / 'nope'}' (PYTHON={tmp_path / 'nope'}); set PYTHON "
+        "to the python that has torch"], said

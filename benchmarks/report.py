@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -16,6 +17,32 @@ FLAT_MB, FLAT_FRAC = 4.0, 0.005  # growth per epoch after the first counted as f
 DATASETS = {"real_mosi": "real MOSI (bc-LSTM, utterance level, MLP encoders)",
             "mosi_shaped": "MOSI-shaped (1,284 x 50 steps, 768/5/20, Transformer encoders)",
             "mosei_shaped": "MOSEI-shaped (16,326 x 50 steps, 768/74/35, Transformer encoders)"}
+
+
+#: the keys render() reads of every results file, and of its "machine"
+REQUIRED = ("machine", "quick", "device", "bf16", "command", "started")
+MACHINE = ("cpu", "cores", "affinity", "memory_gib", "torch", "torch_threads", "lightning", "numpy", "python",
+           "load_avg_start")
+
+
+def missing_key(res: Any) -> Optional[str]:
+    """The first key render() needs that ``res`` lacks (``machine.cpu`` for one of the machine's),
+    or None: a non-results JSON given to ``run.py --render`` ended in a KeyError traceback (review)."""
+    if not isinstance(res, dict):
+        return "machine"
+    top = next((k for k in REQUIRED if k not in res), None)
+    if top or not isinstance(res["machine"], dict):
+        return top or "machine"
+    return next((f"machine.{k}" for k in MACHINE if k not in res["machine"]), None)
+
+
+def only(res: Dict[str, Any]) -> List[str]:
+    """The ``--only`` prefixes of the run (empty for a full one): recorded since the review found
+    an --only file rendered as "full" over BENCHMARKS.md; read from the command in older files."""
+    if "only" in res:
+        return list(res["only"] or [])
+    m = re.search(r"--only[= ](\S+)", res.get("command", ""))
+    return [o for o in m.group(1).split(",") if o] if m else []
 
 
 def _q(d: Optional[Dict[str, float]], digits: int = 2, scale: float = 1.0) -> str:
@@ -39,6 +66,9 @@ def _err(r: Optional[Dict[str, Any]]) -> Optional[str]:
 def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
     m = res["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
+    sel = only(res)
+    kind = ", ".join(x for x in ("quick" if res["quick"] else "", f"partial: --only {','.join(sel)}" if sel else "")
+                     if x) or "full"
     # an interrupted run's raw file (rewritten after every measurement) has no total: render what finished
     length = (f"{res['total_wall_s'] / 60:.1f} min in all" if "total_wall_s" in res
               else "interrupted before its end (the measurements that finished)")
@@ -50,7 +80,7 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
         f"- load average (1/5/15 min) at start {m['load_avg_start']}, at end {m.get('load_avg_end')}: other "
         "processes shared the cores, so absolute times are noisy; ratios are paired (same process, same "
         "batches, interleaved) and are the figures to read",
-        f"- run: `{res['command']}` ({'quick' if res['quick'] else 'full'}, device {res['device']}"
+        f"- run: `{res['command']}` ({kind}, device {res['device']}"
         f"{', bf16 autocast' if res['bf16'] else ', float32'}), started {res['started']}, "
         f"{length}; raw results `{raw}`",
         "- regenerate: `python benchmarks/run.py --threads 1` (full: 10 to 20 min on this 2-core VM, longer "

@@ -254,9 +254,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         import report
 
         raw = Path(a.render).resolve()
-        res = json.loads(raw.read_text())
-        # like a measuring run: a quick, partial (interrupted or --only) or CUDA result never replaces BENCHMARKS.md
-        suffix = ("-quick" if res.get("quick") else "") + ("-partial" if "total_wall_s" not in res else "") + \
+        try:  # a missing or non-results file ended in a traceback (review)
+            res = json.loads(raw.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            why = "not JSON" if isinstance(e, ValueError) else "cannot read it"
+            print(f"benchmarks/run.py: --render {a.render}: {why} ({e}); give a results file "
+                  "of benchmarks/run.py (benchmarks/results*.json)", file=sys.stderr)
+            return 2
+        missing = report.missing_key(res)
+        if missing:
+            print(f"benchmarks/run.py: --render {a.render}: not a benchmarks/run.py results file: no {missing!r} key; "
+                  "give a results file of benchmarks/run.py (benchmarks/results*.json)", file=sys.stderr)
+            return 2
+        # like a measuring run: a quick, partial (interrupted or --only) or CUDA result never replaces
+        # BENCHMARKS.md; an --only file has a total too, so its selection decides (it overwrote BENCHMARKS.md)
+        suffix = ("-quick" if res.get("quick") else "") + \
+            ("-partial" if "total_wall_s" not in res or report.only(res) else "") + \
             ("-cuda" if res.get("device") == "cuda" else "") + ("-bf16" if res.get("bf16") else "")
         out = Path(a.out) if a.out else ROOT / f"BENCHMARKS{suffix}.md"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -289,7 +302,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/run.py " + " ".join(x for x in (argv if argv is not None else sys.argv[1:]))
     results: Dict[str, Any] = {"machine": machine(a.threads), "quick": a.quick, "device": a.device,
-                               "bf16": a.bf16, "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+                               "bf16": a.bf16, "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "only": only}  # --render writes a partial report for it (review)
     t0 = time.perf_counter()
     import workloads as W
 

@@ -419,3 +419,71 @@ def test_gpu_sh_passes_and_announces_only_the_files_run_py_writes(tmp_path):
     assert rc == 2 and argv is None and said == [
         f"benchmarks/gpu.sh: no python interpreter '{tmp_path / 'nope'}' (PYTHON={tmp_path / 'nope'}); set PYTHON "
         "to the python that has torch"], said
+
+
+def _run_py(monkeypatch, root):
+    """benchmarks/run.py as a module whose project root (default report paths) is ``root``."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # main() imports report / workloads when it runs
+    run = _bench("run")
+    monkeypatch.setattr(run, "ROOT", root)
+    return run
+
+
+def test_render_of_an_only_results_file_writes_a_partial_report_never_benchmarks_md(tmp_path, monkeypatch):
+    """An --only run writes total_wall_s, so --render of its file (benchmarks/results-mmsa.json)
+    took it for a full run: it overwrote the committed BENCHMARKS.md with an all-"not run" report
+    whose header said "full" (review). Now BENCHMARKS-partial.md, "partial: --only ..." in the
+    header; a full file still renders to BENCHMARKS.md, as committed."""
+    run = _run_py(monkeypatch, tmp_path)
+    for name, sel in (("results-mmsa.json", "mmsa"),
+                      ("results-threads2.json", "epoch/mosi_shaped,lightning/mosi_shaped")):
+        assert run.main(["--render", str(ROOT / "benchmarks" / name)]) == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["BENCHMARKS-partial.md"]
+        text = (tmp_path / "BENCHMARKS-partial.md").read_text()
+        assert f"` (partial: --only {sel}, device cpu, float32), started " in text, name
+        (tmp_path / "BENCHMARKS-partial.md").unlink()
+    assert run.main(["--render", str(ROOT / "benchmarks" / "results.json")]) == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "` (full, device cpu, float32), started " in text
+    notes = (ROOT / "benchmarks" / "findings.md").read_text().splitlines()[0]  # hand-written, edited between renders
+    assert text.replace(str(ROOT) + "/", "").split(notes)[0] == (ROOT / "BENCHMARKS.md").read_text().split(notes)[0]
+
+
+def test_a_measuring_only_run_records_its_selection_and_says_partial(tmp_path, monkeypatch):
+    """The results of an --only run record it ("only"), so a later --render knows (review); the
+    measurements are stubbed: what is written is under test."""
+    run = _run_py(monkeypatch, tmp_path)
+    machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
+    monkeypatch.setattr(run, "_run_worker", lambda name, spec: {"error": "stub"})
+    out, raw = tmp_path / "B.md", tmp_path / "r.json"
+    assert run.main(["--only", "shapley", "--out", str(out), "--json", str(raw)]) == 0
+    res = json.loads(raw.read_text())
+    assert res["only"] == ["shapley"] and res["shapley"] == {"error": "stub"} and "total_wall_s" in res
+    assert "(partial: --only shapley, device cpu, float32)" in out.read_text()
+    assert run.main(["--render", str(raw)]) == 0 and (tmp_path / "BENCHMARKS-partial.md").is_file()
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+
+
+def test_render_of_a_missing_or_non_results_file_is_one_line(tmp_path, monkeypatch, capsys):
+    """--render of a missing file ended in a FileNotFoundError traceback, of another JSON in a
+    KeyError one (review): one line naming the file and what is missing, exit 2, nothing written."""
+    run = _run_py(monkeypatch, tmp_path)
+    good = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    bad = tmp_path / "bad.json"
+    tail = "; give a results file of benchmarks/run.py (benchmarks/results*.json)"
+    for content, why in ((None, "cannot read it ([Errno 2] No such file or directory"),
+                         ("{not json", "not JSON (Expecting property name"),
+                         ('{"a": 1}', "not a benchmarks/run.py results file: no 'machine' key" + tail),
+                         ("[1, 2]", "not a benchmarks/run.py results file: no 'machine' key" + tail),
+                         (json.dumps({k: v for k, v in good.items() if k != "started"}),
+                          "not a benchmarks/run.py results file: no 'started' key" + tail),
+                         (json.dumps({**good, "machine": {"cpu": "x"}}),
+                          "not a benchmarks/run.py results file: no 'machine.cores' key" + tail)):
+        bad.unlink(missing_ok=True)
+        if content is not None:
+            bad.write_text(content)
+        assert run.main(["--render", str(bad), "--out", str(tmp_path / "out" / "B.md")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"benchmarks/run.py: --render {bad}: {why}") and err.count("\n") == 1, err
+        assert err.rstrip().endswith(tail) and not (tmp_path / "out").exists()

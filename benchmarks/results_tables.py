@@ -117,6 +117,8 @@ def shares_table(folder: str) -> str:
         before = rows[-1] if switch is None else (rows[switch - 1] if switch > 0 else None)
         after = rows[-1]
         seed = Path(log).parent.name if Path(log).parent.name.startswith("seed") else Path(log).parts[-3]
+        if Path(log).parent.name == "joint":  # <method>-<seed>/joint/: the seed, not the folder name (review)
+            seed = seed.rsplit("-", 1)[-1]
         get = lambda r, m: f"{float(r[f'diag/share_{m}']):.3f}" if r and r.get(f"diag/share_{m}") else "-"  # noqa: E731
         lines.append(f"| {meth} | {seed} | {switch} | " + " | ".join(get(before, m) for m in mods)
                      + " | " + " | ".join(get(after, m) for m in mods) + " |")

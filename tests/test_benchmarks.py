@@ -487,3 +487,17 @@ def test_render_of_a_missing_or_non_results_file_is_one_line(tmp_path, monkeypat
         err = capsys.readouterr().err
         assert err.startswith(f"benchmarks/run.py: --render {bad}: {why}") and err.count("\n") == 1, err
         assert err.rstrip().endswith(tail) and not (tmp_path / "out").exists()
+
+
+def test_the_competition_shares_table_names_the_seed_not_the_run_folder(tmp_path):
+    """In competition.py's layout (<method>-<seed>/joint/) the shares table's seed column held the
+    folder name, "late_fusion-1" (review); the method column already split it."""
+    rt = _bench("results_tables")
+    for folder in ("late_fusion-1", "pase_x-1112"):
+        run = tmp_path / folder / "joint"
+        run.mkdir(parents=True)
+        (run / "log.csv").write_text("epoch,diag/share_audio,diag/share_text\n0,0.25,0.75\n")
+        (run / "metrics.json").write_text(json.dumps({"test": {"MAE": 1.0}}))
+    assert rt.shares_table(str(tmp_path)).splitlines()[2:] == [
+        "| late_fusion | 1 | None | 0.750 | 0.250 | 0.750 | 0.250 |",
+        "| pase_x | 1112 | None | 0.750 | 0.250 | 0.750 | 0.250 |"]

@@ -664,6 +664,12 @@ def test_a_run_killed_while_writing_its_config_starts_again_in_its_folder(tmp_pa
     (mine / ".cache.tmp").mkdir(parents=True)  # a folder, not a partial write
     with pytest.raises(RunDirError, match="mine already holds files; pass a new --out"):
         train(cfg, mine, quiet=True)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / ".draft.tmp").write_text("my notes")  # a user's hidden file, not pase's: refused, kept (a review)
+    with pytest.raises(RunDirError, match="notes already holds files; pass a new --out"):
+        train(cfg, notes, quiet=True)
+    assert (notes / ".draft.tmp").read_text() == "my notes"
     run = tmp_path / "run"
     run.mkdir()
     (run / ".lock").touch()

@@ -209,7 +209,8 @@ def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
         # between the epoch's writes (log.csv and best.ckpt written, last.ckpt not yet) was set aside as failed
         restart = not failed and "config.yaml" in files and _first_epoch_leftovers(out)
         # killed while writing config.yaml (its partial write, the lock): an empty folder to train, which removes it
-        fresh = not failed and bool(files) and all("/" not in f and is_partial_write(f) for f in files)
+        fresh = not failed and bool(files) and all("/" not in f and is_partial_write(f, ("config.yaml",))
+                                                   for f in files)
         if not (restart or fresh):
             if files - {"FAILED.txt"}:
                 aside = out.with_name(f".{out.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}-"

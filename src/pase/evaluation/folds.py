@@ -239,8 +239,8 @@ def _run_or_empty(p: Path) -> bool:
     """``p`` is an empty folder or a training run's (its ``config.yaml``, or only the ``.lock`` a run
     takes before writing it and the partial write of a run killed while writing config.yaml, which
     ``train`` removes), not a user's folder that happens to be called ``fold2``."""
-    return (p / "config.yaml").is_file() or all(q.name == ".lock" or (q.is_file() and is_partial_write(q.name))
-                                                for q in p.iterdir())
+    return (p / "config.yaml").is_file() or all(
+        q.name == ".lock" or (q.is_file() and is_partial_write(q.name, ("config.yaml",))) for q in p.iterdir())
 
 
 def _numbered(p: Path, prefix: str) -> bool:

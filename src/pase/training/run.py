@@ -271,8 +271,8 @@ def _check_out(out: Path, resume: bool) -> None:
         return
     # the lock and a partial write of config.yaml are what a run killed before its first file leaves: such a
     # folder is empty to a new run (it was refused here, and --resume refused it for lack of config.yaml)
-    if out.exists() and any(p.name != ".lock" and not (p.is_file() and is_partial_write(p.name))
-                            for p in out.iterdir()):
+    if out.exists() and any(p.name != ".lock" and not (p.is_file() and is_partial_write(p.name, ("config.yaml",)))
+                            for p in out.iterdir()):  # only pase's own leftovers: a user's .notes.tmp is refused
         raise RunDirError(f"{out} already holds files; pass a new --out, or --resume {out} to continue it "
                           "(nothing was overwritten)")
 
@@ -333,11 +333,20 @@ def _folder_state(out: Path) -> Tuple[Optional[Tuple[int, int]], ...]:
     return tuple(stat(out / f) for f in ("checkpoints/last.ckpt", "metrics.json", "config.yaml"))
 
 
+#: the files of a run folder whose killed atomic writes (``.<name>.<random>.tmp``) a resume may remove
+_RUN_WRITES = ("config.yaml", "metrics.json", "metrics.epochs", "log.csv")
+
+
 def _clean_partial_writes(out: Path) -> None:
-    """Remove the atomic writes a killed run did not finish (``pase.io`` names them ``.*.tmp``);
-    called once every check of a resume has passed."""
-    for tmp in [*out.glob(".*.tmp"), *(out / "checkpoints").glob(".*.tmp")]:
-        tmp.unlink()
+    """Remove the atomic writes a killed run did not finish (``pase.io`` names them ``.<file>.*.tmp``):
+    of the run's own files and checkpoints only (a review: every ``.*.tmp`` went, a user's hidden
+    ``.draft.tmp`` in the folder of a new run included); called once every check has passed."""
+    for tmp in out.glob(".*.tmp"):
+        if tmp.is_file() and is_partial_write(tmp.name, _RUN_WRITES):
+            tmp.unlink()
+    for tmp in (out / "checkpoints").glob(".*.ckpt.*.tmp"):
+        if tmp.is_file():
+            tmp.unlink()
 
 
 def _kept_tag(kept: Path) -> str:

@@ -308,12 +308,23 @@ def test_a_baseline_choice_is_checked_with_the_config(key, value):
     ("data.options.sizes=[64, 32, 32] # small", "# small"), ("data.path=#x", "#x"),
 ])
 def test_a_set_value_is_never_cut_at_a_yaml_comment(override, comment):
-    """`--set data.path=runs/mosi #2` trained on runs/mosi (YAML dropped ' #2' as a comment; review)."""
+    """`--set data.path=runs/mosi #2` trained on runs/mosi (YAML dropped ' #2' as a comment; review). The
+    advice quotes a text setting in YAML single quotes (double quotes read backslashes as escapes: the
+    advice turned runs\\tmp into a tab) and gives a number or list setting no quoting to try."""
     key, text = override.split("=", 1)
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), [override])
-    assert str(e.value) == (f"override {override!r}: YAML reads {comment!r} as a comment and would drop it; quote "
-                            f"the value to keep the text (--set '{key}=\"{text}\"'), or leave the comment out")
+    texty = key in ("data.path", "train.monitor")
+    fix = (f"quote the value to keep the text (--set \"{key}='{text}'\"), or leave the comment out" if texty else
+           "leave the comment out")
+    assert str(e.value) == f"override {override!r}: YAML reads {comment!r} as a comment and would drop it; {fix}"
+    if texty:  # following the advice keeps the text as typed
+        got = apply_overrides(Config(), [f"{key}='{text}'"])
+        assert (got.data.path if key == "data.path" else got.train.monitor) == text
+    back = r"data.path=runs\tmp #2"
+    with pytest.raises(ConfigError, match=r"would drop it; quote the value to keep the text, or leave"):
+        apply_overrides(Config(), [back])  # no example the shell would change
+    assert apply_overrides(Config(), [r"data.path='runs\tmp #2'"]).data.path == "runs\\tmp #2"
     assert apply_overrides(Config(), ["data.path='runs/mosi #2'"]).data.path == "runs/mosi #2"
     assert apply_overrides(Config(), ["data.path=runs/mosi#2"]).data.path == "runs/mosi#2"  # no space: not a comment
 
@@ -324,7 +335,8 @@ def test_the_quote_hint_repeats_the_text_written(tmp_path, text, shown):
     with pytest.raises(ConfigError) as e:
         apply_overrides(Config(), [f"data.path={text}"])
     assert str(e.value) == (f"config key 'data.path' must be str, got {shown}; quote it to pass the text: "
-                            f"--set data.path='\"{text}\"'")
+                            f"--set \"data.path='{text}'\"")
+    assert apply_overrides(Config(), [f"data.path='{text}'"]).data.path == text  # the advice keeps it
     p = tmp_path / "c.yaml"  # no --set was used: no --set hint
     p.write_text("data:\n  path: 1.50\n")
     with pytest.raises(ConfigError) as e:

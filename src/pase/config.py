@@ -389,9 +389,9 @@ def coerce_value(value: Any, annotation: Any, key: str, written: Optional[str] =
         return int(value)
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or (
             annotation is int and isinstance(value, bool)):
-        hint = ("" if annotation is not str else f"; quote it to pass the text: --set {key}='\"{written}\"'"
-                if written is not None else "" if isinstance(value, (list, dict)) else
-                "; write it in quotes to pass the text")
+        example = _quote_example(key, written) if written is not None else None
+        hint = ("" if annotation is not str else f"; quote it to pass the text: {example}" if example else
+                "" if isinstance(value, (list, dict)) else "; write it in quotes to pass the text")
         raise ConfigError(f"config key {key!r} must be {annotation.__name__}, got "
                           f"{_type_name(value)} {getattr(value, 'text', repr(value))}{hint}")
     return value
@@ -476,11 +476,28 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({yaml_problem(e)}); quote a text "
                               f"value, close a list ([a, b])") from None
         if comment is not None:  # `data.path=runs/mosi #2` trained on runs/mosi, without a word (review)
-            example = f" (--set '{key.strip()}=\"{text.strip()}\"')" if '"' not in text and "'" not in text else ""
-            raise ConfigError(f"override {item!r}: YAML reads {comment!r} as a comment and would drop it; quote the "
-                              f"value to keep the text{example}, or leave the comment out")
+            want = typing.get_type_hints(cls).get(parts[-1]) if cls is not None else None
+            # a text setting, or a free-form option (data.options.*) that YAML read as text
+            texty = want is str or str in typing.get_args(want) if cls is not None else isinstance(
+                node[parts[-1]], str)
+            example = f" ({_quote_example(key.strip(), text.strip())})" if texty and _quote_example(
+                key.strip(), text.strip()) else ""
+            fix = f"quote the value to keep the text{example}, or leave the comment out" if texty else \
+                "leave the comment out"
+            raise ConfigError(f"override {item!r}: YAML reads {comment!r} as a comment and would drop it; {fix}")
         written[".".join(parts)] = text.strip()
     return from_dict(data, written=written)
+
+
+def _quote_example(key: str, text: str) -> Optional[str]:
+    r"""``--set "KEY='TEXT'"``: a YAML single-quoted scalar (backslashes kept as typed, ``'`` doubled)
+    inside shell double quotes; None where the shell would still change the text (``"``, ``$``,
+    backticks, ``\``, ``!``). Double quotes in YAML read backslashes as escapes: the advice turned
+    ``runs\tmp`` into a tab (a review)."""
+    if any(c in text for c in '"$`\\!'):
+        return None
+    quoted = "'" + text.replace("'", "''") + "'"
+    return '--set "' + key + "=" + quoted + '"'
 
 
 def _dropped_comment(text: str) -> Optional[str]:

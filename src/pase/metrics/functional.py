@@ -201,10 +201,12 @@ def _pearson(preds: np.ndarray, target: np.ndarray) -> float:
         return float("nan")
     # scale each by a power of two near its largest magnitude: exact (r is bitwise unchanged), and the
     # sums of squares below neither overflow above ~1e154 nor underflow below ~1e-154 (r was 0 or NaN)
-    x, y = (np.ldexp(v, -int(np.frexp(np.max(np.abs(v)))[1])) for v in (x, y))
+    ex, ey = (int(np.frexp(np.max(np.abs(v)))[1]) for v in (x, y))
+    x, y = np.ldexp(x, -ex), np.ldexp(y, -ey)
     xc, y_c = x - x.mean(), y - y.mean()
-    for name, v, c in (("preds", x, xc), ("target", y, y_c)):
-        std, scale = float(np.sqrt(np.mean(c * c))), float(np.max(np.abs(v)))
+    for name, v, c, e in (("preds", x, xc, ex), ("target", y, y_c, ey)):
+        # the messages give the data's own std and magnitude (2^e back; they showed the scaled ones)
+        std, scale = float(np.ldexp(np.sqrt(np.mean(c * c)), e)), float(np.ldexp(np.max(np.abs(v)), e))
         if std <= _CORR_ZERO * scale:
             warnings.warn(
                 f"Corr: the variance of {name} is zero (std {std:.3g} over {v.size} samples); Pearson "

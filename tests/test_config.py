@@ -425,8 +425,13 @@ def test_the_pase_choices_are_the_methods_own():
      "seed=-1 (data.options.seed) must be at least 0 (numpy's seed range)"),
     # torch's bare "Overflow when unpacking long long" (review)
     (["data.options.seed=99999999999999999999"],
-     "data.options.seed=99999999999999999999 is outside torch's seed range (-9223372036854775808 to "
-     "18446744073709551615)"),
+     "data.options.seed=99999999999999999999 is outside the seed range (0 to 18446744073709551615)"),
+    # torch takes 2^64 + seed below 0: -1 was the data of 2^64 - 1 under another name (a review)
+    (["data.options.seed=-1"], "data.options.seed=-1 is outside the seed range (0 to 18446744073709551615)"),
+    # a list inside the list: the loader's own line, not Python's bare "unhashable type: 'list'" (a review)
+    (["data.options.modalities=[[text], [text]]"],
+     "synthetic option 'modalities' must be a list of names (one per modality), for example the default [text, "
+     "audio, vision]; got [['text'], ['text']]"),
     # a torch shape error (synthetic), a one-modality run that config.yaml recorded as [text, text] (mosi_bclstm)
     (["data.options.modalities=[a, a, b]"],
      "config key 'data.options.modalities' names 'a' twice; name each modality once"),

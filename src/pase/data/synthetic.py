@@ -251,8 +251,10 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
         raise ValueError(f"data.options.{unknown[0]} is not an option of the built-in benchmark"
                          + (f"; did you mean data.options.{close[0]}? It" if close else "; it")
                          + f" takes data.options.seed, {', '.join('data.options.' + k for k in known)}")
-    if isinstance(seed, int) and not -2**63 <= seed <= 2**64 - 1:  # torch's bare "Overflow when unpacking long long"
-        raise ValueError(f"data.options.seed={seed} is outside torch's seed range ({-2**63} to {2**64 - 1})")
+    # torch's bare "Overflow when unpacking long long" above; below 0 torch takes 2^64 + seed, so -1 gave the data
+    # of 2^64 - 1 under another name (mosi_bclstm and gcnet refuse negative seeds too)
+    if isinstance(seed, int) and not 0 <= seed <= 2**64 - 1:
+        raise ValueError(f"data.options.seed={seed} is outside the seed range (0 to {2**64 - 1})")
     spec = SyntheticSpec(**options)
     feats, labels, effects = make_synthetic(spec, seed)
     splits = {}

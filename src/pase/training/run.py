@@ -100,7 +100,8 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
         hints = {}
     mods = opts.get("modalities")
     if isinstance(mods, (list, tuple)):  # a second 'a' overwrote the first (synthetic: a torch shape error; mosi_bclstm
-        twice = sorted({m for m in mods if list(mods).count(m) > 1}, key=str)  # loaded one modality; review)
+        names = [m for m in mods if isinstance(m, str)]  # others: the loader's "must be a list of names"
+        twice = sorted({m for m in names if names.count(m) > 1})  # loaded one modality; review)
         if twice:
             raise ConfigError(f"config key 'data.options.modalities' names {twice[0]!r} twice; name each modality once")
     for key, value in opts.items():  # a number, flag or text option of the wrong type (seed=abc) is named here

@@ -203,9 +203,6 @@ class PaseConfig:
     sgm_target: str = "grad"  # grad: multiply modality m's gradients by phi_m (the paper); step: its learning rate (docs/method.md)
 
     def __post_init__(self) -> None:
-        for key, allowed in PASE_CHOICES.items():  # here, as baselines.*: `pase compare` trained every other
-            if getattr(self, key) not in allowed:  # method first, then failed each PaSE run (review)
-                raise ConfigError(f"pase.{key}={getattr(self, key)!r} is not one of {', '.join(allowed)}")
         _at_least(self, "pase", {"ot_max_iter": 1, "ot_fixed_iter": 1, "ot_grad_iters": 1, "shapley_exact_max_m": 1,
                                  "shapley_permutations": 1, "switch_patience": 0, "switch_max_epoch": 0})
         _in_range(self, "pase", {"tau": ">0", "ot_reg": ">0", "lambda_pcl": ">=0", "lambda_ot": ">=0",
@@ -299,6 +296,15 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     pase: PaseConfig = field(default_factory=PaseConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+
+    def __post_init__(self) -> None:
+        # the pase.* choices, when the config is built for PaSE (`pase compare` builds every method's config
+        # before it trains: a misspelling failed each PaSE run after the other methods had trained; review);
+        # not for other methods, whose saved configs (written before this check) must still load (review)
+        if self.method == "pase":
+            for key, allowed in PASE_CHOICES.items():
+                if getattr(self.pase, key) not in allowed:
+                    raise ConfigError(f"pase.{key}={getattr(self.pase, key)!r} is not one of {', '.join(allowed)}")
 
 
 #: the largest count a setting may hold: above it itertools and torch stopped with bare overflow errors

@@ -626,7 +626,8 @@ def test_the_other_data_message_names_the_keys_that_locate_the_data():
 
 
 @pytest.mark.parametrize("sets", [["train.strategy=ddp", "train.devices=2"], ["train.devices=2"],
-                                  ["train.devices=auto"], ["train.strategy=ddp_spawn"]])
+                                  ["train.devices=auto", "train.accelerator=auto"], ["train.devices='0,1'"],
+                                  ["train.strategy=ddp_spawn"]])
 def test_compare_and_crossval_refuse_a_multi_process_run_before_writing_anything(tmp_path, sets):
     """Under DDP Lightning re-runs the whole command on rank 1, which ran a comparison of its own: it
     found the runs locked, wrote a summary of failures, and the main process was killed (exit 137; a
@@ -640,7 +641,9 @@ def test_compare_and_crossval_refuse_a_multi_process_run_before_writing_anything
     with pytest.raises(ConfigError, match=r"^pase crossval trains each run in one process"):
         cross_validate(cfg, tmp_path / "cv", folds=[1])
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "cv").exists()
-    compare_mod.check_one_process(apply_overrides(Config(), ["train.devices=[0]"]), "x")  # one device: fine
+    for one in (["train.devices=[0]"], ["train.devices='0,'"], ["train.devices=auto", "train.accelerator=cpu"],
+                ["train.devices=1"]):  # one device: fine ('0,' and auto on the CPU were refused; a review)
+        compare_mod.check_one_process(apply_overrides(Config(), one), "x")
 
 
 def test_a_first_call_killed_while_writing_compare_json_continues_with_the_same_command(tmp_path, monkeypatch):

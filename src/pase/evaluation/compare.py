@@ -470,7 +470,13 @@ def check_one_process(cfg: Config, command: str) -> None:
     comparison of its own (rank 1 found the runs locked, wrote a summary of failures, and the main
     process was killed: a review). Refused before anything is written."""
     d, strategy = cfg.train.devices, str(cfg.train.strategy)
-    one = d == 1 or d == "1" or (isinstance(d, (list, tuple)) and len(d) == 1)
+    if isinstance(d, str) and "," in d:  # Lightning's "0," / "0,1": device indices
+        d = [x for x in d.split(",") if x.strip()]
+    # one device: 1, one index, or "auto" on the CPU (Lightning runs one process there; a review found
+    # these refused as "asking for more")
+    one = d == 1 or d == "1" or (isinstance(d, (list, tuple)) and len(d) == 1) or (
+        d == "auto" and str(cfg.train.accelerator) == "cpu")
+    d = cfg.train.devices
     if not one or "ddp" in strategy or strategy not in ("auto", "single_device"):
         raise ConfigError(f"{command} trains each run in one process (train.devices={d!r}, train.strategy="
                           f"{strategy!r} asked for more); set train.devices=1 and train.strategy=auto, and use "

@@ -451,3 +451,24 @@ def test_compare_refuses_seeds_fine_tuned_from_another_bert(tmp_path, mosi_path,
     shutil.copytree(bert_dir, moved)
     res = compare(_bert_cfg(mosi_path, moved), ["late_fusion"], [1111, 1112], out, diagnose=False)
     assert [r["status"] for r in res["runs"]] == ["ok", "ok"]
+
+
+def test_the_pretrained_fingerprint_is_of_the_weights_transformers_loads(tmp_path):
+    """Every *.bin counted: deleting the unused pytorch_model.bin beside model.safetensors (as the Hub
+    ships BERT) or a training_args.bin made the same model 'another' for pase compare (a review).
+    No transformers needed: the files are hashed, not loaded."""
+    from pase.models.bert import pretrained_fingerprint
+
+    folder = tmp_path / "b"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 16, "_name_or_path": "/old/place"}')
+    (folder / "model.safetensors").write_bytes(b"weights")
+    before = pretrained_fingerprint(folder)
+    (folder / "pytorch_model.bin").write_bytes(b"a second copy transformers does not load")
+    (folder / "training_args.bin").write_bytes(b"a trainer's arguments")
+    (folder / "config.json").write_text('{"hidden_size": 16, "model_type": "bert", "_name_or_path": "/new/place"}')
+    assert pretrained_fingerprint(folder) == before
+    (folder / "model.safetensors").write_bytes(b"weights, fine-tuned")
+    assert pretrained_fingerprint(folder)["weights"] != before["weights"]
+    (folder / "model.safetensors").unlink()  # then transformers loads pytorch_model.bin: that is hashed
+    assert pretrained_fingerprint(folder)["weights"] != before["weights"]

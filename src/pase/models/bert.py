@@ -72,17 +72,30 @@ def check_pretrained_dir(path: Optional[str | Path]) -> Path:
 
 def pretrained_fingerprint(path: str | Path) -> Dict[str, str]:
     """What identifies the pretrained model in folder ``path``: SHA-256 of its ``config.json`` (as
-    parsed, without the fields that name where or by which library version it was saved) and of its
-    weights files (every ``*.safetensors`` / ``*.bin``, in name order, streamed). Recorded in a run's
-    ``metrics.json``; ``pase compare`` refuses to average seeds fine-tuned from different models."""
+    parsed, without the fields that name where or by which library version it was saved) and of the
+    weights transformers loads from it (``model.safetensors``, else its index's shards, else
+    ``pytorch_model.bin`` or its shards; streamed). Recorded in a run's ``metrics.json``; ``pase
+    compare`` refuses to average seeds fine-tuned from different models. (Every ``*.bin`` counted
+    before: deleting the unused ``pytorch_model.bin`` the Hub ships beside ``model.safetensors``, or a
+    ``training_args.bin``, made the same model "another"; a review.)"""
     import hashlib
 
     p = Path(path).expanduser()
     cfg = json.loads((p / "config.json").read_text())
     if isinstance(cfg, dict):
         cfg = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version")}
+    files: list = []
+    for single, index in (("model.safetensors", "model.safetensors.index.json"),
+                          ("pytorch_model.bin", "pytorch_model.bin.index.json")):
+        if (p / single).is_file():
+            files = [p / single]
+        elif (p / index).is_file():
+            shards = json.loads((p / index).read_text()).get("weight_map", {}).values()
+            files = [p / name for name in sorted(set(shards))]
+        if files:
+            break
     weights = hashlib.sha256()
-    for f in sorted(x for x in p.iterdir() if x.is_file() and x.name.endswith((".safetensors", ".bin"))):
+    for f in files:
         weights.update(f.name.encode() + b"\0")
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 22), b""):

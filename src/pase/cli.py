@@ -242,6 +242,25 @@ def _one_line_warnings(on: bool) -> None:
 _PATH_ARGS = ("config", "out", "resume", "checkpoint", "output", "path", "feature_root", "dir")
 
 
+def _check_path_args(args: argparse.Namespace) -> None:
+    """Every command's paths: an empty one (an unset ``$RUN``) is refused, as is an output folder below
+    a file, before any work (``pase train`` checked both; compare and diagnose wrote into the current
+    folder for ``--out ""`` and failed with a bare Errno 20 below a file, after loading the data: a
+    review)."""
+    for name in _PATH_ARGS:
+        value = getattr(args, name, None)
+        flag = f"--{name.replace('_', '-')}" if name not in ("path", "dir") else name.upper()
+        own = getattr(args, "fn", None) is _cmd_train and name in ("out", "resume")  # its own advice (_cmd_train)
+        if isinstance(value, str) and not value.strip() and not own:
+            raise ValueError(f"{flag} {value!r}: an empty path; pass a file or folder (nothing was written)")
+        if name in ("out", "output") and isinstance(value, str):
+            target = Path(value)
+            above = next((q for q in target.absolute().parents if q.exists()), None)
+            if not target.exists() and above is not None and not above.is_dir():
+                raise ValueError(f"{flag} {value}: {above} is a file, not a folder; pass another {flag} "
+                                 "(nothing was written)")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     # `--out=~/runs/a` (the shell leaves that `~`) put the checkpoints under $HOME (Lightning expands it) and
@@ -256,6 +275,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous = _raise_on_sigterm()
     _one_line_warnings(True)
     try:
+        _check_path_args(args)
         return args.fn(args)
     except RunInterrupted as e:  # a training loop's (with its advice), or a SIGTERM elsewhere
         print(f"{_who()}: interrupted: {e if e.advice else e.message + _interrupt_advice(args)}", file=sys.stderr)

@@ -535,3 +535,25 @@ def test_no_diagnosis_goes_into_a_run_that_has_not_finished(comparison, tmp_path
     assert sorted(p.name for p in run.iterdir()) == before
     assert main(["diagnose", "--no-probes", "--noise-levels", "0", "--out", str(tmp_path / "peek"), "--checkpoint",
                  str(run / "checkpoints" / "last.ckpt")]) == 0  # elsewhere it is fine
+
+
+def test_every_command_refuses_an_empty_path_and_an_output_below_a_file(tmp_path, monkeypatch, capsys):
+    """pase train refused both; `pase compare --out ""` (an unset $RUN) trained into the current folder
+    and `pase diagnose --out ""` wrote beside the user's files; below a file both failed with a bare
+    Errno 20, diagnose after loading the data (a review). Refused before any work, naming the option."""
+    from pase.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    cases = [(["compare", "--methods", "late_fusion", "--seeds", "1111,", "--out", ""], "--out ''"),
+             (["diagnose", "--checkpoint", "x.ckpt", "--out", ""], "--out ''"),
+             (["report", ""], "DIR ''")]
+    for argv, named in cases:
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"pase: error: {named}: an empty path; pass a file or folder (nothing was written)\n"
+    for argv in (["compare", "--methods", "late_fusion", "--seeds", "1111,", "--out", "notes.txt/cmp"],
+                 ["diagnose", "--checkpoint", "x.ckpt", "--out", "notes.txt/d"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pase: error: --out notes.txt/") and "notes.txt is a file, not a folder; pass another --out" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -631,3 +631,20 @@ def test_a_transformer_model_scores_data_with_other_sequence_lengths(tmp_path, c
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["pase: error: sequences of 14 steps are longer than the 12 this transformer encoder has positions "
                    "for (the longest in the data it was built for); cut the sequences to 12 steps"]
+
+
+def test_a_run_resumed_from_a_checkpoint_saved_with_adams_loop_takes_the_foreach_step(tmp_path):
+    """Loading the optimiser state put back the saved foreach=None of a checkpoint written before
+    foreach was the default, so a resumed old run kept the per-parameter loop (a review)."""
+    run = tmp_path / "r"
+    train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), run, quiet=True)
+    last = run / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    for group in state["optimizer_states"][0]["param_groups"]:
+        group["foreach"] = None  # as saved before
+    torch.save(state, last)
+    (run / "metrics.json").unlink()
+    train(apply_overrides(Config(), TINY + ["train.max_epochs=2", "train.early_stop_patience=100"]), run, resume=True,
+          quiet=True)
+    groups = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["optimizer_states"][0]["param_groups"]
+    assert [g["foreach"] for g in groups] == [True] * len(groups)

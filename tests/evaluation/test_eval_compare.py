@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -772,3 +773,34 @@ def test_a_full_disk_stops_the_comparison_with_the_runs_own_error_and_marks_no_r
     monkeypatch.setattr(compare_mod, "atomic_write_text", no_space)
     rec = compare_mod._execute(jobs[1])
     assert (rec["status"], rec["error"]) == ("failed", "RuntimeError: diverged")
+
+
+def test_a_diagnosis_error_is_kept_when_its_record_cannot_be_written(tmp_path, monkeypatch):
+    """On a full disk the write of DIAGNOSE_FAILED.txt raised its own error, which replaced the
+    diagnosis's (the pattern fixed for FAILED.txt; a review): the diagnosis's error is reported."""
+    import errno
+
+    import pase.evaluation.compare as cmp_module
+    from tiny import TINY
+
+    from pase.io import FileWriteError
+
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+
+    def broken(*a, **k):
+        raise RuntimeError("diagnosis broke")
+
+    real = cmp_module.atomic_write_text
+
+    def full(path, text):
+        if Path(path).name == "DIAGNOSE_FAILED.txt":
+            raise FileWriteError(errno.ENOSPC, f"{path}: could not be written (No space left on device)")
+        return real(path, text)
+
+    monkeypatch.setattr(cmp_module, "diagnose", broken)
+    monkeypatch.setattr(cmp_module, "atomic_write_text", full)
+    lines = []
+    res = compare(cfg, ["late_fusion"], [1111], tmp_path / "c", noise_levels=[0], progress=lines.append)
+    assert [r["status"] for r in res["runs"]] == ["ok"]  # the trained run stands; it was a crash of compare
+    assert any("diagnostics failed: RuntimeError: diagnosis broke" in line for line in lines), lines
+    assert not (tmp_path / "c" / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").exists()

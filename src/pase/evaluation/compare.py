@@ -290,7 +290,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
             (out / "DIAGNOSE_FAILED.txt").unlink(missing_ok=True)
     except Exception as e:  # noqa: BLE001 - the trained run stays valid
         rec["diagnose_error"] = _one_line(e)
-        atomic_write_text(out / "DIAGNOSE_FAILED.txt", rec["diagnose_error"] + "\n")
+        _write_failed(out, rec["diagnose_error"], "DIAGNOSE_FAILED.txt")  # a full disk's error must not replace it
     rec["elapsed_s"] = time.time() - t0
     return rec
 
@@ -302,11 +302,12 @@ def _disk_full(e: BaseException) -> bool:
                                                    and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 
 
-def _write_failed(out: Path, error: str) -> None:
-    """Record a run's error in its FAILED.txt; a write that fails too (a read-only folder) must not replace
-    the run's error with its own: the run is then reported unfinished, and the next call tries it again."""
+def _write_failed(out: Path, error: str, name: str = "FAILED.txt") -> None:
+    """Record a run's (or its diagnosis's) error in ``name``; a write that fails too (a read-only folder, a
+    full disk) must not replace the error with its own: the run is then reported unfinished (or
+    undiagnosed), and the next call tries it again."""
     try:
-        atomic_write_text(out / "FAILED.txt", error + "\n")
+        atomic_write_text(out / name, error + "\n")
     except OSError:
         pass
 

@@ -290,6 +290,15 @@ class PaseModule(L.LightningModule):
                            if hasattr(enc, "config_dict")},
         }
 
+    def on_train_start(self) -> None:
+        """Adam / AdamW take the foreach step also when resumed from a checkpoint saved before it was the
+        default: loading the optimiser state puts back the saved ``foreach: None`` (the loop; bitwise the
+        same numbers, only slower in calls; a review)."""
+        for opt in self.trainer.optimizers:
+            if isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
+                for group in opt.param_groups:
+                    group["foreach"] = True
+
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Restore what ``on_save_checkpoint`` added (checkpoints without it load too)."""
         state = checkpoint.get("pase_state", {})

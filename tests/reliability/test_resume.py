@@ -214,7 +214,7 @@ def test_a_run_folder_another_process_is_writing_is_refused(tmp_path):
     run = tmp_path / "run"
     cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
     train(cfg, run, quiet=True)
-    (run / ".partial.tmp").write_text("another process's write in flight")
+    (run / ".log.csv.a1b2c3.tmp").write_text("another process's write in flight")  # pase's atomic-write name
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     with open(run / ".lock", "a") as other:  # the other process's lock
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -229,7 +229,7 @@ def test_a_run_folder_another_process_is_writing_is_refused(tmp_path):
                 train(cfg, tmp_path / "new", quiet=True)
         assert [p.name for p in (tmp_path / "new").iterdir()] == [".lock"]
     longer = train(apply_overrides(cfg, ["train.max_epochs=2"]), run, resume=True, quiet=True)  # released
-    assert longer["epochs_run"] == 2 and not (run / ".partial.tmp").exists()
+    assert longer["epochs_run"] == 2 and not (run / ".log.csv.a1b2c3.tmp").exists()
     assert train(cfg, tmp_path / "new", quiet=True)["epochs_run"] == 1  # a folder holding only a lock is free
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
-           "FileWriteError", "is_partial_write"]
+           "FileWriteError", "is_partial_write", "remove_partial_writes"]
 
 
 class FileWriteError(OSError):
@@ -64,6 +64,14 @@ def is_partial_write(name: str, of: Sequence[str] = ()) -> bool:
     if not (name.startswith(".") and name.endswith(".tmp")):
         return False
     return not of or any(name.startswith(f".{f}.") for f in of)
+
+
+def remove_partial_writes(folder: Path, of: Sequence[str]) -> None:
+    """Remove the partial writes of the files ``of`` (see :func:`is_partial_write`) a killed command left
+    in ``folder``; another hidden ``.*.tmp`` (a user's) stays. For a command that goes ahead after its checks."""
+    for p in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        if p.is_file() and is_partial_write(p.name, of):
+            p.unlink(missing_ok=True)
 
 
 def free_space(path: Path) -> str:

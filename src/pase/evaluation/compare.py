@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text, is_partial_write
+from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
@@ -471,13 +471,12 @@ def check_one_process(cfg: Config, command: str) -> None:
     comparison of its own (rank 1 found the runs locked, wrote a summary of failures, and the main
     process was killed: a review). Refused before anything is written."""
     d, strategy = cfg.train.devices, str(cfg.train.strategy)
-    if isinstance(d, str) and "," in d:  # Lightning's "0," / "0,1": device indices
-        d = [x for x in d.split(",") if x.strip()]
+    # Lightning's "0," / "0,1": device indices
+    devices = [x for x in d.split(",") if x.strip()] if isinstance(d, str) and "," in d else d
     # one device: 1, one index, or "auto" on the CPU (Lightning runs one process there; a review found
     # these refused as "asking for more")
-    one = d == 1 or d == "1" or (isinstance(d, (list, tuple)) and len(d) == 1) or (
-        d == "auto" and str(cfg.train.accelerator) == "cpu")
-    d = cfg.train.devices
+    one = devices == 1 or devices == "1" or (isinstance(devices, (list, tuple)) and len(devices) == 1) or (
+        devices == "auto" and str(cfg.train.accelerator) == "cpu")
     if not one or "ddp" in strategy or strategy not in ("auto", "single_device"):
         raise ConfigError(f"{command} trains each run in one process (train.devices={d!r}, train.strategy="
                           f"{strategy!r} asked for more); set train.devices=1 and train.strategy=auto, and use "
@@ -657,9 +656,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
     _check_kept_runs(cfg, out)
-    for p in out.iterdir():  # a killed first call's partial writes, which _check_comparison_folder let pass
-        if p.is_file() and is_partial_write(p.name, _FIRST_FILES):
-            p.unlink(missing_ok=True)
+    remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
     # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
     if not (out / "config.yaml").is_file() or config_difference(out / "config.yaml", cfg, _data_location) is not None:
         save_config(cfg, out / "config.yaml")

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
-from ..io import atomic_write_json, atomic_write_text, is_partial_write
+from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.run import data_options, load_bundle, train, without_locations
 from .compare import check_one_process, trained_data
@@ -88,9 +88,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                         counts={str(s): v[2] for s, v in per_seed.items()}, of=len(folds))
         lines += ["", "Every fold:", ""]
         lines += _table("seed / fold", {f"{s} / {f}": m for s, r in runs.items() for f, m in r.items()})
-    for p in out.iterdir() if out.is_dir() else []:  # a killed summary write's leftover, which _check_out let pass
-        if p.is_file() and is_partial_write(p.name, _SUMMARIES):
-            p.unlink(missing_ok=True)
+    remove_partial_writes(out, _SUMMARIES)  # a killed summary write's leftover, which _check_out let pass
     atomic_write_json(out / "folds_summary.json", summary)
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary

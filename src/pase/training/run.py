@@ -46,7 +46,8 @@ from ..data import create_data
 from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, fingerprint, fingerprint_difference, select_modalities, standardize
 from ..errors import RunInterrupted
-from ..io import atomic_save, atomic_write_json, atomic_write_text, is_partial_write, sha256_file
+from ..io import (atomic_save, atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes,
+                  sha256_file)
 from ..methods import create_method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
@@ -342,9 +343,7 @@ def _clean_partial_writes(out: Path) -> None:
     """Remove the atomic writes a killed run did not finish (``pase.io`` names them ``.<file>.*.tmp``):
     of the run's own files and checkpoints only (a review: every ``.*.tmp`` went, a user's hidden
     ``.draft.tmp`` in the folder of a new run included); called once every check has passed."""
-    for tmp in out.glob(".*.tmp"):
-        if tmp.is_file() and is_partial_write(tmp.name, _RUN_WRITES):
-            tmp.unlink()
+    remove_partial_writes(out, _RUN_WRITES)
     for tmp in (out / "checkpoints").glob(".*.ckpt.*.tmp"):
         if tmp.is_file():
             tmp.unlink()

@@ -77,6 +77,11 @@ def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch)
     assert summary["mean"]["MAE"] == 2.0 and summary["n"] == {"MAE": 3, "Corr": 2}
     assert math.isclose(summary["mean"]["Corr"], 0.6) and math.isclose(summary["sd"]["Corr"], statistics.stdev([0.5, 0.7]))
     assert "0.6000 ± 0.1414 (n=2)" in (tmp_path / "cv" / "folds_summary.md").read_text()
+    # one finite fold: no SD to give, and the cell says so instead of '± nan'
+    results[3]["Corr"] = float("nan")
+    folds.cross_validate(Config(), tmp_path / "cv1", folds=[1, 2, 3])
+    md = (tmp_path / "cv1" / "folds_summary.md").read_text()
+    assert "0.5000 ± n/a (n=1)" in md and "nan" not in md.split("mean ± SD")[1]
     try:
         folds.cross_validate(Config(), tmp_path / "cv2", folds=[])
     except ValueError as e:

@@ -163,6 +163,25 @@ def test_wide_table_names_a_metric_averaged_over_fewer_seeds():
     assert wide["rows"] == [["pase", 4, "0.8750 ± 0.0645", "0.6000 ± 0.1000 (n=3)"]]
 
 
+def test_one_pair_gives_no_verdict_rather_than_no():
+    """With one seed per method the paired interval does not exist: the verdict is 'n/a', not 'no' (which
+    reads as 'the interval includes 0'), in the paired-difference and the deficit-reduction tables."""
+    from pase.evaluation.compare import describe, paired_difference
+    from pase.evaluation.report import _metric_tables, _reduction_table
+
+    s = {"reported": ["pase"], "metrics": ["MAE"], "level": 0.95, "reference": "late_fusion",
+         "stats": {"pase": {"MAE": describe([0.9])}}, "higher_is_better": {"MAE": False},
+         "paired": {"pase": {"MAE": paired_difference({1: 0.9}, {1: 1.0})}}}
+    paired = _metric_tables(s)[2]
+    assert paired["rows"] == [["pase", "MAE", 1, "-0.1000", "n/a", "n/a", "n/a"]]
+    s["paired"]["pase"]["MAE"] = paired_difference({1: 0.9, 2: 0.89, 3: 0.88}, {1: 1.0, 2: 1.0, 3: 1.0})
+    assert _metric_tables(s)[2]["rows"][0][-1] == "yes, better"  # d = -0.10, -0.11, -0.12: interval below 0
+    s["paired"]["pase"]["MAE"] = paired_difference({1: 0.9, 2: 1.1}, {1: 1.0, 2: 1.0})
+    assert _metric_tables(s)[2]["rows"][0][-1] == "no"
+    block = {"alone": {"text": describe([0.5])}, "deficit_reduction": {"pase": {"text": describe([0.2])}}}
+    assert _reduction_table(s, "acc2", block, lambda m, d: "x")[0]["rows"] == [["pase", "x n/a n/a"]]
+
+
 def test_diagnostic_cells_over_fewer_seeds_than_the_runs_say_so():
     """A text probe NaN for one of 4 seeds showed '0.5469' with no n in the diagnostics tables,
     unlike the test-metric table (review)."""

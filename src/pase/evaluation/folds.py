@@ -197,7 +197,7 @@ def _table(first: str, rows: Dict[str, Dict[str, float]], mean: Optional[Dict[st
 
     lines += [f"| {key} | " + " | ".join(cell(key, k) for k in names) + " |" for key in rows]
     if mean is not None:
-        lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± {sd[k]:.4f}" + (f" (n={n[k]})" if n[k] < total
+        lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± " + (f"{sd[k]:.4f}" if math.isfinite(sd[k]) else "n/a") + (f" (n={n[k]})" if n[k] < total
                                                                                        else "") for k in names) + " |")
     return lines
 

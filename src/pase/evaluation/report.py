@@ -54,7 +54,7 @@ def _pm(d: Dict[str, float]) -> str:
 
 
 def _ci(d: Dict[str, float]) -> str:
-    return f"[{_f(d['ci_low'])}, {_f(d['ci_high'])}]" if math.isfinite(d.get("ci_low", math.nan)) else "n/a"
+    return f"[{_f(d['ci_low'])}, {_f(d['ci_high'])}]" if _has_ci(d) else "n/a"
 
 
 def _md_table(t: Table) -> str:
@@ -93,12 +93,14 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
     for m, per in ((m, paired[m]) for m in methods if m in paired):
         for k, d in per.items():
             better = (d["mean"] > 0) == s["higher_is_better"].get(k, True)
-            verdict = ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else "no"
+            verdict = ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else \
+                "no" if _has_ci(d) else "n/a"  # one pair: no interval, so no verdict either way
             rows.append([m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d), verdict])
     if rows:  # no compared method with a finished run: no table of empty rows
         tables.append({"title": f"Paired differences against {s['reference']} (same seed)",
                        "note": f"d = metric(method) - metric({s['reference']}) per seed; {level}% paired t-interval. "
-                               "'yes' when the interval excludes 0 (no multiplicity correction).",
+                               "'yes' when the interval excludes 0 (no multiplicity correction); 'n/a' with one "
+                               "pair (no interval).",
                        "headers": ["method", "metric", "pairs", "mean d", "SD d", f"{level}% CI", "excludes 0"],
                        "rows": rows})
     return tables
@@ -176,7 +178,13 @@ def _diagnostic_tables(s: Dict[str, Any]) -> List[Table]:
     return tables
 
 
+def _has_ci(d: Dict[str, Any]) -> bool:
+    return math.isfinite(d.get("ci_low", math.nan))
+
+
 def _verdict(d: Dict[str, Any]) -> str:
+    if not _has_ci(d):  # one seed (or none): no interval to judge by
+        return "n/a"
     if not d.get("excludes_zero"):
         return "no evidence"
     return "reduces" if d["mean"] > 0 else "increases"

@@ -72,7 +72,10 @@ def test_parse_seeds():
     assert parse_seeds(2) == [1111, 1112]
     assert parse_seeds("1111, 1113") == [1111, 1113]
     assert parse_seeds("7,") == [7]
-    assert parse_seeds([3, 3, 4]) == [3, 4]
+    with pytest.raises(ValueError, match=r"--seeds 3,3,4 names seed 3 twice; a seed's run is deterministic"):
+        parse_seeds([3, 3, 4])  # silently one run fewer than asked before
+    with pytest.raises(ValueError, match="names seed 1111 twice"):
+        parse_seeds("1112,1111, 1111")
     with pytest.raises(ValueError, match="write '1111,' for that one seed"):
         parse_seeds("1111")
     with pytest.raises(ValueError, match="neither a count"):
@@ -89,7 +92,9 @@ def test_parse_seeds():
 
 
 def test_parse_methods():
-    assert parse_methods("late_fusion, pase,late_fusion") == ["late_fusion", "pase"]
+    assert parse_methods("late_fusion, pase") == ["late_fusion", "pase"]
+    with pytest.raises(ValueError, match=r"--methods late_fusion,pase,late_fusion names late_fusion twice"):
+        parse_methods("late_fusion, pase,late_fusion")
     with pytest.raises(ValueError, match="names a folder"):
         parse_methods("../x")
     with pytest.raises(ValueError, match="no method given"):

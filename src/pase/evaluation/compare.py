@@ -86,7 +86,11 @@ def parse_seeds(spec: int | str | Sequence[int]) -> List[int]:
             raise ValueError(f"--seeds {spec}: a single number is a count of MMSA seeds (1 to 1000, "
                              f"{MMSA_FIRST_SEED}, {MMSA_FIRST_SEED + 1}, ...); {one}")
         return list(range(MMSA_FIRST_SEED, MMSA_FIRST_SEED + spec))
-    seeds = list(dict.fromkeys(int(s) for s in spec))
+    seeds = [int(s) for s in spec]
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:  # dropped silently before: '1111,1111' ran one seed where two were asked for
+        raise ValueError(f"--seeds {','.join(map(str, seeds))} names seed {twice[0]} twice; a seed's run is "
+                         "deterministic, so name each seed once (for more seeds, add other ones)")
     if not seeds:
         raise ValueError("--seeds: no seed given")
     bad = [s for s in seeds if not 0 <= s <= 2**32 - 1]
@@ -100,15 +104,18 @@ def _bad_seeds(spec: str):
 
 
 def parse_methods(spec: str | Sequence[str]) -> List[str]:
-    """Method names from ``"a,b"`` or a sequence (duplicates dropped, order kept). Unknown names are
-    not rejected here: their runs fail and are reported, the others go on."""
+    """Method names from ``"a,b"`` or a sequence (order kept; a name given twice is refused). Unknown
+    names are not rejected here: their runs fail and are reported, the others go on."""
     names = [m.strip() for m in (spec.split(",") if isinstance(spec, str) else spec) if m.strip()]
     for m in names:
         if not _NAME.match(m):
             raise ValueError(f"method name {m!r} may only hold letters, digits, '_', '.', '-' (it names a folder)")
     if not names:
         raise ValueError("--methods: no method given (for example late_fusion,pase)")
-    return list(dict.fromkeys(names))
+    twice = [m for m in dict.fromkeys(names) if names.count(m) > 1]
+    if twice:  # dropped silently before
+        raise ValueError(f"--methods {','.join(names)} names {twice[0]} twice; name each method once")
+    return names
 
 
 # ---------------------------------------------------------------------------- statistics

@@ -81,6 +81,38 @@ def test_epoch_diagnostics_under_distributed_are_over_every_ranks_samples(monkey
             assert abs(logs[f"{key}_{m}"] - float(row[i])) < 1e-6, (key, m)
 
 
+def test_pase_ot_cost_under_distributed_is_over_every_ranks_steps(monkeypatch):
+    """PaSE's logged OT cost was rank 0's steps' mean and its marginal error rank 0's largest under DDP (a
+    review); another rank is simulated as above: this rank had 2 steps of cost 0.2, the other 6 of 0.8, so
+    the log is (2 * 0.2 + 6 * 0.8) / 8 = 0.65, and the other rank's larger marginal error wins."""
+    import torch.distributed as dist
+
+    from pase.config import Config
+    from pase.data.registry import create_data
+    from pase.methods.base import create_method
+    from pase.models.build import build_model
+
+    bundle = create_data("synthetic", sizes=[32, 8, 8])
+    cfg = Config(method="pase")
+    model = build_model(cfg, bundle)
+    method = create_method("pase", cfg, bundle.task, model)
+    method._ot_cost.add(torch.tensor(0.2))
+    method._ot_cost.add(torch.tensor(0.2))
+    method.ot_err_max.fill_(1e-6)
+
+    def all_reduce(t, op=None):
+        if op == dist.ReduceOp.MAX:
+            t.copy_(torch.maximum(t, torch.tensor(3e-5)))
+        else:  # the packed weighted sums and count of batch_weighted_mean
+            t += torch.tensor([0.8 * 6, 6.0])
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    logs = method.end_validation_epoch(model, 0, True)
+    assert abs(logs["ot_cost"] - 0.65) < 1e-6 and abs(logs["ot_marginal_err"] - 3e-5) < 1e-9
+    assert float(method.ot_err_max) == 0.0  # reset for the next epoch, this rank's own buffer
+
+
 def test_sampled_shapley_generator_state_is_checkpointed_and_old_checkpoints_load():
     """Above ``shapley_exact_max_m`` the permutation generator's state is in the state dict (a resumed
     run draws the same permutations); a state dict from before it existed loads with the seed's state."""

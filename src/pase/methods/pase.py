@@ -274,10 +274,16 @@ class PaSE(Method):
             logs[f"sgm_coeff_{m}"] = float(applied[i])
             if model.banks is not None:
                 logs[f"proto_sep_{m}"] = float(model.banks[m].separation())
+        n_steps = self._ot_cost.n
         cost = self._ot_cost.pop()
         if cost is not None:
-            logs["ot_cost"] = float(cost)
-            logs["ot_marginal_err"] = float(self.ot_err_max)  # the epoch's largest
+            # under torch.distributed over every rank's steps (rank 0's alone were logged before, as the
+            # Shapley diagnostics were: a review), and the largest marginal error of any rank
+            logs["ot_cost"] = float(batch_weighted_mean(cost, n_steps))
+            err = self.ot_err_max.clone()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(err, op=torch.distributed.ReduceOp.MAX)
+            logs["ot_marginal_err"] = float(err)  # the epoch's largest
             self.ot_err_max.zero_()
         if int(self.phase) == 1 and self.pc.sgm and not self._single and (
                 int(self.stale_epochs) >= self.pc.switch_patience or epoch + 1 >= self.pc.switch_max_epoch):

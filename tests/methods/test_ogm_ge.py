@@ -249,3 +249,43 @@ def test_every_ddp_rank_continues_the_same_noise_stream_after_a_resume(make_case
         rank1 = OGMGE(case.cfg, case.task, case.fresh())
         rank1.load_state_dict(state)
         assert torch.equal(torch.randn(5, generator=rank1._generator(torch.device("cpu"))), expected)
+
+
+def test_under_ddp_the_coefficients_are_the_global_batchs(make_case, monkeypatch):
+    """Each rank took its coefficients from its own half batch and the ranks' coefficients were averaged,
+    which damped both modalities when the ranks disagreed on the leader (a review: [0.85, 0.85] against
+    one process's [1.0, 0.71]). Rank 1 holds the samples where modality 1 leads most; the coefficients
+    of rank 0, given rank 1's all-reduced scores, must equal one process's on the whole batch."""
+    from pase.data.contract import Batch
+
+    case = make_case("classification", M=2, overrides=["baselines.ogm_noise=false", "baselines.ogm_alpha=0.3"])
+    model = case.model.eval()
+    k_global, _ = OGMGE(case.cfg, case.task, model).modulation(model, case.batch, model(case.batch))
+    singletons = torch.tensor([[1, 0], [0, 1], [0, 0]], dtype=torch.bool)
+    z = model.coalition_logits(model(case.batch), singletons).detach()
+    p = (z[:2] - 0.5 * z[2]).softmax(-1).gather(-1, case.batch.target.expand(2, -1)[..., None])[..., 0]
+    order = (p[0] - p[1]).argsort(descending=True)
+    half = len(order) // 2
+
+    def part(idx):
+        b = case.batch
+        return Batch({m: x[idx] for m, x in b.inputs.items()}, {m: n[idx] for m, n in b.lengths.items()},
+                     b.target[idx], [b.ids[i] for i in idx.tolist()])
+
+    b0, b1 = part(order[:half]), part(order[half:])
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    sent = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, op=None: sent.append(t.clone()))
+    k1, _ = OGMGE(case.cfg, case.task, model).modulation(model, b1, model(b1))  # rank 1's packed scores
+    k_local, _ = OGMGE(case.cfg, case.task, model).modulation(model, b0, model(b0))
+    assert (k_local < 1).any() and (k1 < 1).any() and not torch.equal(k_local < 1, k1 < 1), \
+        "the ranks should disagree on the leader"
+
+    def all_reduce(t, op=None):
+        t += sent[0]
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    method = OGMGE(case.cfg, case.task, model)
+    k0, _ = method.modulation(model, b0, model(b0))
+    assert_close(k0, k_global, atol=1e-6, rtol=1e-6)
+    assert (k_global == 1).sum() == 1, "one process never damps both modalities"

@@ -34,7 +34,7 @@ from torch.nn import Parameter
 from ..config import OGM_RULES
 from ..data.contract import Batch, TaskSpec
 from ..shapley import scale_gradients
-from .base import Method, RunningMean, pop_means, register_method, task_loss
+from .base import Method, RunningMean, batch_weighted_mean, pop_means, register_method, task_loss
 
 __all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise", "noise_spreads"]
 
@@ -194,6 +194,12 @@ class OGMGE(Method):
         # the scores' ratio)
         logits = table[:m] - (1.0 - 1.0 / m) * table[m]
         scores = ogm_scores(logits, batch.target, self.task, self.loss_kind)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # the scores of the global batch, as AGM and PMR combine theirs, so every rank decides as one
+            # process would: averaging each rank's coefficients instead damped both modalities whenever the
+            # ranks disagreed on the leader (a review: [0.85, 0.85] against one process's [1.0, 0.71])
+            b = batch.target.shape[0]
+            scores = batch_weighted_mean(scores / b if self.task.kind == "classification" else scores, b)
         return ogm_coefficients(scores, self.alpha, self.rule)
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
@@ -231,11 +237,9 @@ class OGMGE(Method):
         coeffs = self._pending.pop()  # mean over the micro-batches of this step
         if coeffs is None:
             return
+        # every process scales its (all-reduced) gradients alike: the coefficients come from the global
+        # batch's scores (modulation)
         coeffs = coeffs.to(self.coeffs.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # gradients are already all-reduced: every process must scale them alike
-            torch.distributed.all_reduce(coeffs, op=torch.distributed.ReduceOp.SUM)
-            coeffs = coeffs / torch.distributed.get_world_size()
         self.coeffs.copy_(coeffs)
         groups = model.modality_parameters()
         spreads = {m: noise_spreads(groups[m]) for m in self.modalities} if self.noise else {}

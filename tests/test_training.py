@@ -331,6 +331,19 @@ def test_an_accelerator_this_machine_lacks_is_one_line_naming_the_key(tmp_path, 
                            "CUDA build of torch)")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: fsdp would start")
+def test_a_sharding_strategy_the_cpu_cannot_run_names_the_strategies_that_can(tmp_path, capsys):
+    """train.strategy=fsdp on a CPU was told 'train.accelerator=auto runs on any machine', which leaves
+    fsdp refused (a review): the hint names the strategies that run anywhere."""
+    args = ["train", "--quiet", "--out", str(tmp_path / "d")] + [x for s in TINY + [
+        "train.strategy=fsdp"] for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.strategy=fsdp" in err[0] and "requires a GPU accelerator" in err[0], err
+    assert err[0].endswith("change the setting it names (train.strategy=auto (one process) or ddp run on any "
+                           "machine)")
+
+
 @pytest.mark.parametrize("devices, shown", [("-1", "-1"), ("[0]", "[0]"), ("'0,1'", "0,1")])
 def test_devices_the_cpu_accelerator_refuses_are_one_line_naming_the_keys(tmp_path, capsys, devices, shown):
     """pase takes -1, [0] and "0,1"; Lightning's CPU accelerator raises a TypeError for them, which

@@ -244,10 +244,13 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         # Lightning's own line ("No supported gpu backend found!") named no setting (a review); its CPU
         # accelerator raises TypeError for devices it takes elsewhere (-1, [0], "0,1")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        # a strategy such as fsdp or deepspeed is not fixed by the accelerator (a review): name the strategies
+        # that run anywhere
+        hint = ("train.strategy=auto (one process) or ddp run on any machine" if tc.strategy not in ("auto", "ddp")
+                else "train.accelerator=auto runs on any machine; a GPU needs a CUDA build of torch")
         raise ConfigError(f"train.accelerator={tc.accelerator}, train.devices={tc.devices}, train.strategy="
                           f"{tc.strategy}, train.precision={tc.precision}: Lightning cannot run these on this machine "
-                          f"({first[:200]}); change the setting it names (train.accelerator=auto runs on any machine; "
-                          "a GPU needs a CUDA build of torch)") from None
+                          f"({first[:200]}); change the setting it names ({hint})") from None
 
 
 def _rank() -> int:

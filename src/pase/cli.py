@@ -259,6 +259,11 @@ def _check_path_args(args: argparse.Namespace) -> None:
             if not target.exists() and above is not None and not above.is_dir():
                 raise ValueError(f"{flag} {value}: {above} is a file, not a folder; pass another {flag} "
                                  "(nothing was written)")
+            # a read-only parent (or mount) failed with a bare "[Errno 13]" / "[Errno 30]" line, for pase train
+            # after the data loaded (a review)
+            if not target.exists() and above is not None and not os.access(above, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {value}: cannot create it, {above} is not writable by this user (or is on "
+                                 f"a read-only file system); pass another {flag} (nothing was written)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -291,6 +296,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             msg = msg[1:-1]
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "--resume" not in msg:
             msg += "; free space" + (_interrupt_advice(args) or ", then run the same command again")
+        elif isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            msg += "; pass a path this user may write to (or read, for an input), or change its permissions"
         print(f"{_who()}: error: {msg}", file=sys.stderr)
         return 2
     finally:

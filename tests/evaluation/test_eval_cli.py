@@ -557,3 +557,36 @@ def test_every_command_refuses_an_empty_path_and_an_output_below_a_file(tmp_path
         err = capsys.readouterr().err
         assert err.startswith("pase: error: --out notes.txt/") and "notes.txt is a file, not a folder; pass another --out" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_an_output_in_a_folder_this_user_cannot_write_is_refused_first(tmp_path, monkeypatch, capsys):
+    """Under a read-only parent (or mount) pase train failed after loading the data with a bare
+    '[Errno 13] Permission denied' line (a review). os.access is patched for that folder (the tests may
+    run as root, for whom permissions do not apply); an OSError of that kind elsewhere gets the advice."""
+    import errno
+    import os
+
+    from pase import cli
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if str(p) == str(locked) else real(p, mode, **k))
+    for argv in (["train", "--out", str(locked / "run")],
+                 ["compare", "--methods", "late_fusion", "--seeds", "1111,", "--out", str(locked / "cmp")],
+                 ["diagnose", "--checkpoint", "x.ckpt", "--out", str(locked / "d")]):
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == (f"pase: error: --out {locked}/{argv[-1].rsplit('/', 1)[1]}: cannot create "
+                                           f"it, {locked} is not writable by this user (or is on a read-only file "
+                                           "system); pass another --out (nothing was written)\n")
+    assert not any(locked.iterdir())
+
+    def denied(args):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "x"))
+
+    monkeypatch.setattr(cli, "_cmd_train", denied)
+    monkeypatch.setattr(cli.argparse.ArgumentParser, "parse_args",
+                        lambda self, argv=None: cli.argparse.Namespace(fn=denied, debug=False))
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err == (f"pase: error: [Errno 13] Permission denied: '{tmp_path / 'x'}'; pass a path "
+                                       "this user may write to (or read, for an input), or change its permissions\n")

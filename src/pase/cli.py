@@ -116,16 +116,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+#: what --features reads as "leave this modality out": YAML's null, as a config's features.<m>: null
+_NULLS = ("null", "Null", "NULL", "~")
+
+
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from .data.inspect import inspect_path
 
     features = None
     if args.features:
         pairs = [x.split("=", 1) for x in args.features.split(",") if x.strip()]
-        if not pairs or any(len(kv) != 2 or not kv[0].strip() or not kv[1].strip() for kv in pairs):
+        if not pairs or any(len(kv) != 2 or not kv[0].strip() for kv in pairs):
             raise ValueError(f"--features {args.features!r} is not MODALITY=FOLDER pairs, for example "
-                             "--features audio=wav2vec-large-c-UTT,text=deberta-large-4-UTT")
-        features = {k.strip(): v.strip() for k, v in pairs}
+                             "--features audio=wav2vec-large-c-UTT,text=deberta-large-4-UTT (vision=null leaves "
+                             "vision out)")
+        empty = next((k.strip() for k, v in pairs if not v.strip()), None)
+        if empty is not None:
+            raise ValueError(f"--features {args.features!r}: modality {empty!r} has no folder name; name its "
+                             f"folder, or {empty}=null to leave it out")
+        # null leaves a modality out, as data.options.features.<m>: null does (the YAML spellings of null)
+        features = {k.strip(): (None if v.strip() in _NULLS else v.strip()) for k, v in pairs}
     report = inspect_path(args.path, dataset=args.dataset, feature_root=args.feature_root, features=features)
     print(report.text)
     if report.ok:
@@ -176,7 +186,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="GCNet / MoMKE: the features folder (default: <label folder>/features), as "
                          "data.options.feature_root")
     di.add_argument("--features", default=None, metavar="MODALITY=FOLDER,...",
-                    help="GCNet / MoMKE: feature folder names other than the defaults, as data.options.features")
+                    help="GCNet / MoMKE: feature folder names other than the defaults, as data.options.features "
+                         "(MODALITY=null leaves a modality out)")
     di.set_defaults(fn=_cmd_data_inspect)
     _register_extra(sub)
     return p

@@ -255,7 +255,7 @@ def test_gcnet_missing_feature_folder(tmp_path):
     path, opts = _gcnet(tmp_path)
     shutil.rmtree(path.parent / "features" / "manet_UTT")
     with pytest.raises(DataFormatError, match=r"manet_UTT: feature folder of modality 'vision' not found .*"
-                                              r"pass features="):
+                                              r"name it with --set data.options.features.vision=<folder>"):
         create_data("gcnet", **opts)
 
 

@@ -323,6 +323,11 @@ def test_features_replace_named_folders_and_refuse_other_modalities(tmp_path):
         _load(path, features={"audo": "my-audio"})
     with pytest.raises(ValueError, match="leaves every modality out"):
         _load(path, features={"audio": None, "text": None, "vision": None})
+    # an empty name read the features folder itself as the modality's folder ('missing feature of
+    # utterance' in <root>/<utt>.npy); refused as inspect's --features vision= is, null leaves it out
+    with pytest.raises(ValueError, match=r"features: modality 'vision' has an empty folder name; name its folder "
+                                         r"\(data.options.features.vision=<folder>\), or null to leave vision out"):
+        _load(path, features={"vision": ""})
     # the features folder defaults to the label pickle's folder / features, as data inspect says
     assert create_data("gcnet", label_path=path).splits["train"].ids == bundle.splits["train"].ids
 
@@ -340,7 +345,9 @@ def test_a_modality_with_no_file_at_all_is_named(tmp_path):
             p.unlink()
             (face_root / p.stem).mkdir()
     with pytest.raises(DataFormatError, match=r"manet_UTT: no \.npy feature file of modality 'vision' was found "
-                                              r"for any of the \d+ utterances .*features=\{'vision': null\}"):
+                                              r"for any of the \d+ utterances .* or leave vision out with --set "
+                                              r"'data.modalities=\[audio, text\]' \(pase data inspect: --features "
+                                              r"vision=null\)"):
         _load(path)
 
 

@@ -100,6 +100,35 @@ def test_gcnet_folders_with_other_names_are_inspected_through_the_command(tmp_pa
     assert "is not MODALITY=FOLDER pairs" in capsys.readouterr().err
 
 
+def test_gcnet_without_a_modality_folder_is_inspected_with_that_modality_left_out(tmp_path, capsys):
+    """A dataset without manet_UTT trains with data.modalities=[text, audio], but inspect could not
+    leave vision out: --features vision=null looked for a folder 'null', vision= was refused, and
+    the error's fix was a Python dict (review)."""
+    from pase.cli import main
+
+    path = write_gcnet(tmp_path, "iemocap4")
+    shutil.rmtree(path.parent / "features" / "manet_UTT")
+    assert main(["data", "inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "feature folder of modality 'vision' not found" in err and "features={" not in err
+    assert "--set data.options.features.vision=<folder> (pase data inspect: --features vision=<folder>)" in err
+    assert "leave vision out with --set 'data.modalities=[audio, text]' (pase data inspect: --features " \
+        "vision=null)" in err
+    for null in ("null", "~", "NULL"):
+        assert main(["data", "inspect", str(path), "--features", f"vision={null}"]) == 0
+        out = capsys.readouterr().out
+        assert "widths {'text': 1024, 'audio': 512}" in out and out.endswith("no problems found\n")
+    # the advice of the message, taken as written, also trains
+    from pase.config import Config, apply_overrides
+    from pase.training.run import load_bundle
+    cfg = apply_overrides(Config(), ["data.source=gcnet", f"data.options.label_path={path}",
+                                     "data.modalities=[audio, text]"])
+    assert load_bundle(cfg).dims() == {"audio": 512, "text": 1024}
+    assert main(["data", "inspect", str(path), "--features", "vision="]) == 2
+    assert "--features 'vision=': modality 'vision' has no folder name; name its folder, or vision=null to " \
+        "leave it out" in capsys.readouterr().err
+
+
 def test_gcnet_missing_npy_is_a_problem(tmp_path):
     path = write_gcnet(tmp_path, "iemocap4")
     next((path.parent / "features" / "deberta-large-4-UTT").glob("*.npy")).unlink()

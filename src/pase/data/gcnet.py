@@ -210,17 +210,29 @@ def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Tupl
     return (np.mean([p for p, _ in parts], axis=0) if parts else None), zeroed
 
 
+def _leave_out(m: str, features: Mapping[str, str]) -> str:
+    """The command-line way to leave modality ``m`` out, for an error about its folder ("" when it is
+    the only one read). The hint named a Python dict, which neither pase train nor pase data inspect takes."""
+    others = [x for x in features if x != m]
+    if not others:
+        return ""
+    return f"leave {m} out with --set 'data.modalities=[{', '.join(others)}]' (pase data inspect: --features {m}=null)"
+
+
 def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
                    sanitize: bool) -> Dict[str, np.ndarray]:
     """modality -> (N, D) features of ``utts`` in order."""
     out = {}
     for m, name in features.items():
         folder = root / name
+        leave = _leave_out(m, features)
         if not folder.is_dir():
             found = (", ".join(sorted(p.name for p in root.iterdir() if p.is_dir()))
                      if root.is_dir() else "no such folder")
-            raise DataFormatError(f"{folder}: feature folder of modality {m!r} not found (in {root}: "
-                                  f"{found}); pass features={{{m!r}: <folder name>}} or fix feature_root")
+            raise DataFormatError(f"{folder}: feature folder of modality {m!r} not found (in {root}: {found}); "
+                                  f"name it with --set data.options.features.{m}=<folder> (pase data inspect: "
+                                  f"--features {m}=<folder>){', ' + leave if leave else ''}, or fix the features "
+                                  f"folder (--set data.options.feature_root=..., inspect: --feature-root)")
         read = [_read_feature(folder, u, m, sanitize) for u in utts]
         vecs = [v for v, _ in read]
         zeroed = sum(n for _, n in read)
@@ -231,7 +243,7 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
         if not dims:
             raise DataFormatError(f"{folder}: no .npy feature file of modality {m!r} was found for any of the "
                                   f"{len(utts)} utterances (every utterance folder is empty); check feature_root "
-                                  f"and the folder name, or leave the modality out (features={{{m!r}: null}})")
+                                  f"and the folder name{', or ' + leave if leave else ''}")
         if len(dims) != 1:
             detail = ", ".join(f"{d} (utterance {u!r})" for d, u in dims.items())
             raise DataFormatError(f"{folder}: utterances of modality {m!r} have widths {detail}; "
@@ -383,6 +395,10 @@ def _feature_folders(features: Optional[Mapping[str, Optional[str]]]) -> Dict[st
         if m not in DEFAULT_FEATURES:
             raise ValueError(f"features: {unknown_name_message('modality', str(m), list(DEFAULT_FEATURES))} "
                              "(a modality -> feature folder name; choose modalities with data.modalities)")
+    for m, folder in given.items():  # root / "" is the features folder itself: its files were read as features
+        if folder is not None and not str(folder).strip():
+            raise ValueError(f"features: modality {m!r} has an empty folder name; name its folder "
+                             f"(data.options.features.{m}=<folder>), or null to leave {m} out")
     out = {m: str(given.get(m, folder)) for m, folder in DEFAULT_FEATURES.items() if given.get(m, folder) is not None}
     if not out:
         raise ValueError("features leaves every modality out; map at least one modality to a feature folder name")

@@ -189,7 +189,7 @@ class _Notes(logging.Handler):
 
 def inspect_path(path: str | Path, dataset: Optional[str] = None,
                  feature_root: Optional[str | Path] = None,
-                 features: Optional[Mapping[str, str]] = None, checksum: bool = True) -> InspectReport:
+                 features: Optional[Mapping[str, Optional[str]]] = None, checksum: bool = True) -> InspectReport:
     """Detect the format of ``path``, describe it and validate it; never raises on bad data.
 
     What the loaders log while reading it (lengths clipped to the stored steps, empty feature
@@ -201,7 +201,7 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
         dataset: passed to the loader (default: inferred from the path).
         feature_root: GCNet only: the features folder (default: ``<label folder>/features`` when
             it exists; otherwise only the labels are checked).
-        features: GCNet only: modality -> feature folder name.
+        features: GCNet only: modality -> feature folder name (None leaves it out, as in training).
         checksum: hash MMSA files that have a published SHA-256 and compare.
 
     Returns:
@@ -223,7 +223,7 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
 
 
 def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[str | Path],
-             features: Optional[Mapping[str, str]], checksum: bool) -> InspectReport:
+             features: Optional[Mapping[str, Optional[str]]], checksum: bool) -> InspectReport:
     """:func:`inspect_path` without the notes."""
     p = Path(path)
     report = InspectReport(path=str(p))

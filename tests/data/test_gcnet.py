@@ -66,6 +66,47 @@ def test_pooling_of_2d_files_and_face_folders(tmp_path):
             torch.testing.assert_close(ds.features["vision"][i, 0], torch.as_tensor(faces.mean(axis=0)))
 
 
+def test_an_all_zero_face_placeholder_is_left_out_of_the_mean(tmp_path, caplog):
+    """GCNet's preprocessing writes <utt>/compress_F.npy and compress_M.npy, np.zeros(D) for the
+    speaker whose face was not found; averaged in, the placeholder halved the real face (review)."""
+    path = write_gcnet(tmp_path, "iemocap4", faces=False)
+    faces = path.parent / "features" / "manet_UTT"
+    ids = [u for v in sorted(_labels(path)[0]) for u in _labels(path)[0][v]]
+    rng = np.random.default_rng(1)
+    real = rng.standard_normal(1024).astype(np.float32) + 3.0
+    half, none, both = ids[0], ids[1], ids[2]
+    for utt in (half, none, both):
+        (faces / f"{utt}.npy").unlink()
+        (faces / utt).mkdir()
+    np.save(faces / half / "compress_F.npy", np.zeros(1024, np.float32))
+    np.save(faces / half / "compress_M.npy", real)
+    for name in ("compress_F.npy", "compress_M.npy"):
+        np.save(faces / none / name, np.zeros(1024, np.float32))
+    other = rng.standard_normal(1024).astype(np.float32)
+    np.save(faces / both / "compress_F.npy", real)
+    np.save(faces / both / "compress_M.npy", other)
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        bundle = _load(path, fold=1)
+    vision = {u: x[0] for ds in bundle.splits.values() for u, x in zip(ds.ids, ds.features["vision"])}
+    assert torch.equal(vision[half], torch.as_tensor(real))  # the real face exactly, not half of it
+    assert torch.equal(vision[none], torch.zeros(1024))
+    torch.testing.assert_close(vision[both], torch.as_tensor((real + other) / 2))  # two real faces: their mean
+    warned = [r for r in caplog.records if "all-zero" in r.getMessage()]
+    assert [r.levelname for r in warned] == ["WARNING"]  # one per load
+    assert "manet_UTT: 3 all-zero 'vision' files (GCNet's compress_F / compress_M placeholder for a face not " \
+        "found) left out of the mean of their utterance folders; 1 utterances hold only such files and are " \
+        "zeros" in warned[0].getMessage()
+    assert "empty folder" not in caplog.text  # a folder of placeholders is not an empty one
+    shutil.rmtree(faces / none)  # every utterance has a real face: the warning says only what was left out
+    np.save(faces / f"{none}.npy", other)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        _load(path, fold=1)
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if "all-zero" in r.getMessage()] == [
+        "1 all-zero 'vision' files (GCNet's compress_F / compress_M placeholder for a face not found) left out of "
+        "the mean of their utterance folders"]
+
+
 @pytest.mark.parametrize("shape, width", [((5, 1), 1), ((1, 1), 1), ((1, 5, 1), 5), ((5, 1, 8), 8), ((1, 8, 1), 8)])
 def test_a_one_wide_feature_is_pooled_over_its_frames(tmp_path, shape, width):
     """(T, 1) is one value per frame: pooled to width 1 (squeezing it made a T-wide vector, and (1, 1)

@@ -5,15 +5,16 @@ Layout (zeroQiaoba/GCNet ``gcnet/dataloader_*.py``)::
     IEMOCAPFour/IEMOCAP_features_raw_4way.pkl     label pickle
     IEMOCAPFour/features/wav2vec-large-c-UTT/<utterance>.npy
     IEMOCAPFour/features/deberta-large-4-UTT/<utterance>.npy
-    IEMOCAPFour/features/manet_UTT/<utterance>.npy  or  <utterance>/<face>.npy
+    IEMOCAPFour/features/manet_UTT/<utterance>.npy  or  <utterance>/compress_{F,M}.npy (faces)
 
 The label pickle is GCNet's tuple ``(videoIDs, videoLabels, videoSpeakers, videoSentences,
 trainVids, testVids)`` (IEMOCAP) or with ``valVids`` before ``testVids`` (CMU-MOSI / MOSEI), or a
 dict with those keys. ``videoIDs[vid]`` lists the utterance names of video (dialogue) ``vid`` in
 order; ``videoLabels[vid]`` their labels: IEMOCAP class indices in [0, 4) or [0, 6), MOSI / MOSEI
 sentiment in [-3, 3]. A 2-D feature (T, D) is mean-pooled over time; a folder of ``.npy`` files
-(IEMOCAP faces) is the mean over its files (GCNet keeps faces per speaker; we average them all),
-and an empty folder gives zeros, as in GCNet (logged).
+(IEMOCAP faces, GCNet's ``compress_F.npy`` / ``compress_M.npy``) is the mean over its files (GCNet
+keeps faces per speaker; we average them), leaving out all-zero files (GCNet's placeholder for a face
+not found; logged), and an empty folder, or one of only placeholders, gives zeros, as in GCNet (logged).
 
 IEMOCAP is evaluated leave-one-session-out: ``fold=f`` tests on session f (videos ``Ses0f...``)
 and carves the validation dialogues from the other four sessions. Report the mean over the five
@@ -191,12 +192,19 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.nda
     return x, n_bad
 
 
-def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Tuple[Optional[np.ndarray], int]:
-    """(D,) feature of ``utt`` (None for an empty face folder), and the count of values ``sanitize``
-    set to 0 in its file(s)."""
+def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool
+                  ) -> Tuple[Optional[np.ndarray], int, int]:
+    """(D,) feature of ``utt`` (None for an empty face folder), the count of values ``sanitize`` set
+    to 0 in its file(s), and the count of all-zero files left out of a folder's mean.
+
+    GCNet's ``feature_compressed_iemocap`` writes ``<utt>/compress_F.npy`` and ``compress_M.npy``
+    for every utterance, ``np.zeros(D)`` for a speaker whose face was not found: averaged in, that
+    placeholder halved the other face (review). A folder of only such files gives zeros, as an
+    empty one does.
+    """
     f = folder / f"{utt}.npy"
     if f.is_file():
-        return _vector(f, utt, modality, sanitize)
+        return (*_vector(f, utt, modality, sanitize), 0)
     d = folder / utt
     if not d.is_dir():
         raise DataFormatError(
@@ -207,7 +215,10 @@ def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool) -> Tupl
         raise DataFormatError(f"{d}: files of utterance {utt!r} have different widths "
                               f"{sorted({p.shape[0] for p, _ in parts})}; they must share D")
     zeroed = sum(n for _, n in parts)
-    return (np.mean([p for p, _ in parts], axis=0) if parts else None), zeroed
+    if not parts:
+        return None, zeroed, 0
+    real = [p for p, _ in parts if p.any()]  # (D,) each; an all-zero file is a face not found
+    return (np.mean(real, axis=0) if real else np.zeros_like(parts[0][0])), zeroed, len(parts) - len(real)
 
 
 def _leave_out(m: str, features: Mapping[str, str]) -> str:
@@ -234,11 +245,17 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
                                   f"--features {m}=<folder>){', ' + leave if leave else ''}, or fix the features "
                                   f"folder (--set data.options.feature_root=..., inspect: --feature-root)")
         read = [_read_feature(folder, u, m, sanitize) for u in utts]
-        vecs = [v for v, _ in read]
-        zeroed = sum(n for _, n in read)
+        vecs = [v for v, _, _ in read]
+        zeroed = sum(n for _, n, _ in read)
         if zeroed:
             LOGGER.warning("%s: sanitize=True set %d NaN / inf values to 0 in the %r files, before pooling them",
                            folder, zeroed, m)
+        placeholders = sum(k for _, _, k in read)
+        if placeholders:  # a warning: the feature's scale changes with it, and GCNet's own layout produces it
+            only = sum(k > 0 and not v.any() for v, _, k in read)
+            LOGGER.warning("%s: %d all-zero %r files (GCNet's compress_F / compress_M placeholder for a face not "
+                           "found) left out of the mean of their utterance folders%s", folder, placeholders, m,
+                           f"; {only} utterances hold only such files and are zeros, fused as observed" if only else "")
         dims = {v.shape[0]: u for v, u in zip(vecs, utts) if v is not None}
         if not dims:
             raise DataFormatError(f"{folder}: no .npy feature file of modality {m!r} was found for any of the "

@@ -734,7 +734,7 @@ def test_a_full_disk_stops_the_comparison_with_the_runs_own_error_and_marks_no_r
     jobs = [compare_mod._Job("run", "late_fusion", s, str(tmp_path / f"seed{s}"), cfg, False, ()) for s in SEEDS]
     out = tmp_path / "seed1111"
     errors = [CheckpointWriteError(f"{out}/checkpoints/best.ckpt: the checkpoint could not be written (0 MiB free "
-                                   f"on its disk; ...); the previous one is kept"),
+                                   f"on its disk; ...); the previous one is kept", "free space", str(out)),
               FileWriteError(errno.ENOSPC, f"{out}/log.csv: could not be written (No space left on device)"),
               OSError(errno.EDQUOT, "Disk quota exceeded"), OSError(errno.EFBIG, "File too large")]
     for err in errors:
@@ -744,7 +744,13 @@ def test_a_full_disk_stops_the_comparison_with_the_runs_own_error_and_marks_no_r
         monkeypatch.setattr(compare_mod, "train", full)
         with pytest.raises(type(err)) as got:
             compare_mod._execute(jobs[0])
-        assert got.value is err and not (out / "FAILED.txt").exists()
+        assert not (out / "FAILED.txt").exists()
+        if isinstance(err, CheckpointWriteError):  # the advice of the whole comparison, not one run's resume
+            assert str(got.value) == (f"{out}/checkpoints/best.ckpt: the checkpoint could not be written (0 MiB free on "
+                                      "its disk; ...); the previous one is kept: free space, then run the same pase "
+                                      "compare command again to continue (finished runs are kept)")
+        else:
+            assert got.value is err
 
     class FullPool:  # --jobs: the worker's _execute raised it
         def __init__(self, *a, **k):
@@ -759,7 +765,8 @@ def test_a_full_disk_stops_the_comparison_with_the_runs_own_error_and_marks_no_r
             pass
 
     monkeypatch.setattr(compare_mod, "ProcessPoolExecutor", FullPool)
-    with pytest.raises(CheckpointWriteError, match=r"seed1111/checkpoints/best.ckpt: the checkpoint could not be"):
+    with pytest.raises(CheckpointWriteError, match=r"seed1111/checkpoints/best.ckpt: the checkpoint could not be"
+                                                   r".*free space, then run the same pase compare command again"):
         compare_mod._run_jobs(jobs, 2, None)
     assert not list(tmp_path.rglob("FAILED.txt"))
 

@@ -330,3 +330,25 @@ def test_a_crossval_killed_in_an_atomic_write_continues_with_the_same_command(tm
     (cv / "fold3" / "notes.tmp").write_text("mine")  # not a hidden partial write: the user's folder
     with pytest.raises(ConfigError, match=r"not a cross-validation's \(fold3\)"):
         folds.cross_validate(Config(), cv, folds=[1, 2])
+
+
+def test_a_checkpoint_that_cannot_be_written_tells_to_rerun_the_crossval(tmp_path, monkeypatch):
+    """A fold's CheckpointWriteError said 'continue with pase train --resume <fold>', which finishes that
+    fold and leaves the later folds untrained and no summary (a review); the crossval's own command
+    continues every fold."""
+    import pytest
+
+    import pase.evaluation.folds as folds
+    from pase.config import Config
+    from pase.training.checkpoint import CheckpointWriteError
+
+    def full(cfg, run, resume=False, quiet=False):
+        raise CheckpointWriteError(f"{run}/checkpoints/last.ckpt: the checkpoint could not be written (0 MiB free on "
+                                   "its disk; ...); the previous one is kept", "free space", str(run))
+
+    monkeypatch.setattr(folds, "train", full)
+    with pytest.raises(CheckpointWriteError) as got:
+        folds.cross_validate(Config(), tmp_path / "cv", folds=[1, 2])
+    assert str(got.value).endswith("the previous one is kept: free space, then run the same pase crossval command "
+                                   "again to continue (finished runs are kept)")
+    assert "pase train --resume" not in str(got.value)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -142,6 +143,14 @@ def test_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
     assert sha256(path) == before, "the previous checkpoint was damaged"
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"], "a temporary file was left behind"
+
+    def too_large(obj, f, *args, **kwargs):  # ulimit -f: not a full disk, so not "free space" (a review)
+        raise OSError(errno.EFBIG, "File too large")
+
+    monkeypatch.setattr(torch, "save", too_large)
+    with pytest.raises(OSError, match=r"the previous one is kept: raise the file-size limit \(ulimit -f\), then "
+                                      r"continue with pase train --resume "):
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
 
 
 def test_atomic_text_keeps_old_file_on_failure_and_plain_permissions(tmp_path):

@@ -285,7 +285,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
             return rec
         except Exception as e:  # noqa: BLE001 - recorded, the comparison goes on
             if _disk_full(e):  # not the run's fault: no FAILED.txt (the next call continues the run from its
-                raise  # checkpoint), and its own line (which file, the free space) is the one the user sees
+                raise _compare_advice(e)  # checkpoint), and its own line (which file, the free space) is the one
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
             _write_failed(out, rec["error"])
             return rec
@@ -300,6 +300,12 @@ def _execute(job: _Job) -> Dict[str, Any]:
         _write_failed(out, rec["diagnose_error"], "DIAGNOSE_FAILED.txt")  # a full disk's error must not replace it
     rec["elapsed_s"] = time.time() - t0
     return rec
+
+
+def _compare_advice(e: BaseException) -> BaseException:
+    """``e`` with the whole command's advice: a checkpoint's own ("continue with pase train --resume
+    <run>") finished that one run and left the comparison's others untrained (a review)."""
+    return e.for_command("pase compare") if isinstance(e, CheckpointWriteError) else e
 
 
 def _disk_full(e: BaseException) -> bool:
@@ -426,7 +432,7 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
             except Exception as e:  # noqa: BLE001 - the run's own error, raised in its worker
                 if _disk_full(e):  # as in one process (_execute): the comparison stops with the run's own line
                     _stop_pool(pool, list(futures), stop)
-                    raise
+                    raise _compare_advice(e) from None
                 err = _one_line(e)
                 _write_failed(Path(job.out), err)
                 note(failure(job, err))

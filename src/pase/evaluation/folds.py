@@ -25,6 +25,7 @@ from ..config import Config, ConfigError, apply_overrides, config_difference, to
 from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes
 from ..data.contract import fingerprint, fingerprint_difference
+from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
 from .compare import check_one_process, trained_data
 
@@ -150,7 +151,10 @@ def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, s
         if (run / "metrics.json").is_file():  # its configuration checked by _check_folds
             result = json.loads((run / "metrics.json").read_text())
         else:  # an interrupted fold (its config.yaml written) continues; train checks its configuration
-            result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
+            try:
+                result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
+            except CheckpointWriteError as e:  # resuming this one fold would leave the later ones untrained
+                raise e.for_command("pase crossval") from None
         per_fold[f] = result["test"]
         protocol = result["protocol"]
         for key in ("dataset", "monitor", "code_sha256"):

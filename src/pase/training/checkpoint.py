@@ -12,6 +12,7 @@ checkpoint (resume, ``ckpt_path="best"``) weights-only, whatever the caller asks
 
 from __future__ import annotations
 
+import errno
 import pickle
 import re
 from pathlib import Path
@@ -28,7 +29,23 @@ _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class CheckpointWriteError(OSError):
-    """A checkpoint could not be written (a full disk, most often); the previous one is intact."""
+    """A checkpoint could not be written (a full disk, most often); the previous one is intact.
+
+    ``problem`` says what failed, ``fix`` what to do about it ("free space") and ``run`` which run to
+    resume. A command that trains several runs (``pase compare``, ``pase crossval``) tells the user to
+    run itself again (:meth:`for_command`): resuming the one run left the others untrained (a review)."""
+
+    def __init__(self, problem: str, fix: str, run: str, command: str = "") -> None:
+        then = (f"run the same {command} command again to continue (finished runs are kept)" if command
+                else f"continue with pase train --resume {run}")
+        super().__init__(f"{problem}: {fix}, then {then}")
+        self.problem, self.fix, self.run, self.command = problem, fix, run, command
+
+    def __reduce__(self):  # raised in a comparison's worker process: pickled with its parts
+        return type(self), (self.problem, self.fix, self.run, self.command)
+
+    def for_command(self, command: str) -> "CheckpointWriteError":
+        return CheckpointWriteError(self.problem, self.fix, self.run, command)
 
 
 class UnsafeCheckpointError(ValueError):
@@ -87,9 +104,12 @@ class SafeCheckpointIO(TorchCheckpointIO):
             free = free_space(p)
             exc = (exc.__cause__ or exc) if isinstance(exc, FileWriteError) else exc  # the write's own error
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
+            # a file-size limit (ulimit -f) is not a full disk: "free space" sent users to a disk with room
+            fix = ("raise the file-size limit (ulimit -f)" if getattr(exc, "errno", None) == errno.EFBIG
+                   else "free space")
             raise CheckpointWriteError(
-                f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept: free "
-                f"space, then continue with pase train --resume {p.parent.parent}") from None
+                f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept", fix,
+                str(p.parent.parent)) from None
 
     def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:

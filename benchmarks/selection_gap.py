@@ -3,6 +3,9 @@
     python benchmarks/selection_gap.py CONFIG|- OUT VARIANTS SEEDS [KEY=VALUE ...]
     python benchmarks/selection_gap.py --table OUT [--plot FIGURE.png]
 
+``--plot`` with no finished run in OUT prints the (empty) table, then one line saying there is nothing
+to plot, writes no figure and no CSV, and exits 1.
+
 Trains like ``benchmarks/variants.py`` (same arguments, same run folders ``OUT/runs/<variant>/seed<seed>``,
 same ``metrics.json``), with one diagnostic callback added: at the end of every validation epoch it
 scores the **test** split with the current weights and writes the curve to ``test_curve.json``
@@ -209,12 +212,13 @@ def curves(out: Path) -> List[Dict[str, Any]]:
 
 
 def plot(rows: List[Dict[str, Any]], path: Path) -> None:
-    """Three panels by epoch: validation monitor, validation and test Has0 Acc-2; CSV beside it."""
+    """Three panels by epoch: validation monitor, validation and test Has0 Acc-2; CSV beside it.
+    ``rows`` (``curves``) holds at least one row: main says there is nothing to plot otherwise."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    monitor = rows[0]["monitor"] if rows else "monitor"
+    monitor = rows[0]["monitor"]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         rs = [r for r in rows if r["variant"] == variant]
         x = [r["epoch"] for r in rs]
@@ -239,7 +243,12 @@ def main(argv) -> int:
     if argv[:1] == ["--table"]:
         print(table(Path(argv[1])))
         if argv[2:3] == ["--plot"]:
-            plot(curves(Path(argv[1])), Path(argv[3]))
+            rows = curves(Path(argv[1]))
+            if not rows:  # an empty figure and a header-less CSV would read as a result (a review: IndexError)
+                print(f"selection_gap.py: no finished run in {argv[1]} (no runs/<variant>/seed*/test_curve.json): "
+                      f"nothing to plot, {argv[3]} not written", file=sys.stderr)
+                return 1
+            plot(rows, Path(argv[3]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("config")

@@ -96,3 +96,24 @@ def test_the_script_refuses_other_shared_settings_and_a_method_typo_and_exits_1_
         assert "1 run(s) failed" in capsys.readouterr().err
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_plot_of_a_folder_without_finished_runs_says_so_and_writes_nothing(tmp_path, capsys):
+    """--table OUT --plot PNG on a folder with no finished run raised IndexError and left an empty PNG and
+    a 0-byte CSV (a review): the empty table, one line naming the folder, exit 1, no file."""
+    import sys
+
+    sg = _module()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        out = tmp_path / "sg0"
+        (out / "runs" / "late_fusion" / "seed1111").mkdir(parents=True)  # an interrupted run: no test_curve.json
+        png = tmp_path / "x.png"
+        assert sg.main(["--table", str(out), "--plot", str(png)]) == 1
+        cap = capsys.readouterr()
+        assert cap.out.strip().splitlines() == [sg.table(out).splitlines()[0], "|---|---|---|---|---|---|---|---|---|---|"]
+        assert cap.err == (f"selection_gap.py: no finished run in {out} (no runs/<variant>/seed*/test_curve.json): "
+                           f"nothing to plot, {png} not written\n")
+        assert not png.exists() and not png.with_suffix(".csv").exists()
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))

@@ -181,10 +181,10 @@ def main() -> None:
             if _finished(Path(d)):  # an unfinished one is named on stderr
                 meth, seed = Path(d).parts[-2].rsplit("-", 1)
                 runs.setdefault(meth, {})[int(seed)] = json.load(open(Path(d) / "metrics.json"))
-        print("## built-in benchmark\n\n" + method_table(runs, variant_folder(a.ref)) + "\n")
+        print("## built-in benchmark\n\n" + method_table(runs, variant_folder(a.ref), a.ci) + "\n")
         print(shares_table(a.competition) + "\n")
     if a.compare:
-        print("## compare\n\n" + method_table(_runs(a.compare), variant_folder(a.ref)) + "\n")
+        print("## compare\n\n" + method_table(_runs(a.compare), variant_folder(a.ref), a.ci) + "\n")
         print(shares_table(f"{a.compare}/runs") + "\n")
         print(test_shares_table(a.compare))
 

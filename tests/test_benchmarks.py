@@ -200,6 +200,36 @@ def test_results_tables_ci_is_scipys_paired_t_interval():
     assert f"| pmr | 5 | MAE | {np.mean(d):+.4f} | [{lo:+.4f}, {hi:+.4f}] |" in table
 
 
+def test_results_tables_ci_applies_to_compare_and_competition(tmp_path, monkeypatch, capsys):
+    """--ci was passed to --ablation's table only: --compare and --competition printed mean ± SE and
+    mean / SE under --ci, silently (a review). Both folder layouts, through the script's main."""
+    from scipy import stats
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import results_tables as rt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    keys = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+    rng = np.random.default_rng(1)
+    seeds = (1111, 1112, 1113)
+    lf = {s: {k: float(rng.uniform(0.5, 1)) for k in keys} for s in seeds}
+    pase = {s: {k: v + float(rng.normal(0.01, 0.003)) for k, v in lf[s].items()} for s in seeds}
+    for meth, by_seed in (("late_fusion", lf), ("pase", pase)):
+        for s, test in by_seed.items():
+            for run in (tmp_path / "cmp" / "runs" / meth / f"seed{s}", tmp_path / "comp" / f"{meth}-{s}" / "joint"):
+                run.mkdir(parents=True)
+                (run / "metrics.json").write_text(json.dumps({"test": test}))
+    d = [pase[s]["MAE"] - lf[s]["MAE"] for s in seeds]
+    lo, hi = stats.t.interval(0.95, len(d) - 1, loc=np.mean(d), scale=stats.sem(d))
+    for flag in ("--compare", "--competition"):
+        monkeypatch.setattr(sys, "argv", ["results_tables.py", flag, str(tmp_path / ("cmp" if flag == "--compare"
+                                                                                     else "comp")), "--ci"])
+        rt.main()
+        out = capsys.readouterr().out
+        assert "Paired difference against late_fusion (same seeds), mean and 95% paired t-interval:" in out, flag
+        assert f"| pase | 3 | MAE | {np.mean(d):+.4f} | [{lo:+.4f}, {hi:+.4f}] |" in out, (flag, out)
+
 def test_flat_memory_check_flags_a_leak_of_a_few_mib_per_epoch():
     """The memory target's flatness check (benchmarks/report.py): a trimmed RSS series that holds
     its value passes, one that grows 6 MiB every epoch (below the old 24 MiB threshold) fails, and

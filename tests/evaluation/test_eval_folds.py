@@ -90,6 +90,40 @@ def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch)
         raise AssertionError("an empty fold list must be refused")
 
 
+def test_folds_summary_json_is_strict_json_with_null_for_an_undefined_number(tmp_path, monkeypatch):
+    """One fold (or one seed) leaves the SD undefined, and a fold's Corr may be NaN: folds_summary.json
+    held the bare NaN token, which jq and JSON.parse reject (a review); it holds null there, as compare's
+    summary.json does, and the returned summary keeps NaN."""
+    import math
+
+    import pase.evaluation.folds as folds
+    from pase.config import Config
+
+    results = {1: {"MAE": 1.0, "Corr": 0.5}, 2: {"MAE": 2.0, "Corr": float("nan")}}
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        return {"test": dict(results[cfg.data.options["fold"]]), "protocol": "mosi"}
+
+    def strict(path):
+        def refuse(token):
+            raise ValueError(f"{path.name} holds the non-JSON token {token}")
+        return json.loads(path.read_text(), parse_constant=refuse)
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    one = folds.cross_validate(Config(), tmp_path / "cv1", folds=[1])
+    assert math.isnan(one["sd"]["MAE"])
+    saved = strict(tmp_path / "cv1" / "folds_summary.json")
+    assert saved["sd"] == {"MAE": None, "Corr": None} and saved["mean"] == {"MAE": 1.0, "Corr": 0.5}
+    folds.cross_validate(Config(), tmp_path / "cv2", folds=[1, 2])
+    both = strict(tmp_path / "cv2" / "folds_summary.json")
+    assert both["folds"]["2"] == {"MAE": 2.0, "Corr": None} and both["sd"] == {"MAE": statistics.stdev([1.0, 2.0]),
+                                                                              "Corr": None}
+    assert both["n"] == {"MAE": 2, "Corr": 1}
+    folds.cross_validate(Config(), tmp_path / "cv3", folds=[1, 2], seeds=[1111])
+    seeds = strict(tmp_path / "cv3" / "folds_summary.json")
+    assert seeds["fold_means"]["1111"] == {"MAE": 1.5, "Corr": 0.5} and seeds["sd"] == {"MAE": None, "Corr": None}
+    assert seeds["runs"]["1111"]["2"]["Corr"] is None
+
 def test_crossval_folds_that_are_not_numbers_are_named(tmp_path, capsys):
     assert main(["crossval", "--folds", "a,b", "--out", str(tmp_path / "cv")]) == 2
     assert capsys.readouterr().err == "pase: error: --folds 'a,b' is not a comma list of fold numbers, for example " \

@@ -7,6 +7,8 @@ mean over the 5 folds. ``cross_validate`` trains the configuration once per fold
 from its last checkpoint (resume), and writes
 ``OUT/folds_summary.json`` and ``OUT/folds_summary.md``: every fold's test metrics and their mean
 and sample standard deviation (over the folds where the metric is finite; ``n`` counts them).
+``folds_summary.json`` is strict JSON: an undefined number (the SD of one fold, a NaN Corr) is
+``null`` there; the returned dict keeps it as NaN.
 Selection inside each fold uses that fold's validation split only. With several training seeds
 (``seeds``, ``pase crossval --seeds``) every seed trains every fold into ``OUT/seed<s>/fold<f>/``;
 each seed's figure is its fold mean, and the summary reports the mean and sample SD of those over
@@ -28,6 +30,7 @@ from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
 from .compare import check_one_process, trained_data
+from .report import _finite_or_null
 
 __all__ = ["cross_validate"]
 
@@ -90,7 +93,8 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
         lines += ["", "Every fold:", ""]
         lines += _table("seed / fold", {f"{s} / {f}": m for s, r in runs.items() for f, m in r.items()})
     remove_partial_writes(out, _SUMMARIES)  # a killed summary write's leftover, which _check_out let pass
-    atomic_write_json(out / "folds_summary.json", summary)
+    # strict JSON, as compare's summary.json: one fold or one seed leaves the SD undefined (null, not the NaN token)
+    atomic_write_json(out / "folds_summary.json", _finite_or_null(summary))
     atomic_write_text(out / "folds_summary.md", "\n".join(lines) + "\n")
     return summary
 

@@ -75,9 +75,9 @@ def _main(argv=None) -> int:
                 if not sel:
                     continue
                 d = [100 * r["deficit"] for r in sel]
-                sd = statistics.stdev(d) if len(d) > 1 else float("nan")
+                sd = f"{statistics.stdev(d):.1f}" if len(d) > 1 else "n/a"  # one seed: no SD (it printed '± nan')
                 lines.append(f"| {method} | {m} | {metric} | {statistics.mean(r['joint'] for r in sel):.3f} | "
-                             f"{statistics.mean(r['alone'] for r in sel):.3f} | {statistics.mean(d):+.1f} ± {sd:.1f} | "
+                             f"{statistics.mean(r['alone'] for r in sel):.3f} | {statistics.mean(d):+.1f} ± {sd} | "
                              f"{sum(x >= 5 for x in d)} / {len(d)} | "
                              f"{statistics.mean(r['fused_Has0_acc_2'] for r in sel):.3f} |")
     (out / "competition.md").write_text("\n".join(lines) + "\n")

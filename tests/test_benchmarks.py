@@ -531,3 +531,26 @@ def test_the_competition_shares_table_names_the_seed_not_the_run_folder(tmp_path
     assert rt.shares_table(str(tmp_path)).splitlines()[2:] == [
         "| late_fusion | 1 | None | 0.750 | 0.250 | 0.750 | 0.250 |",
         "| pase_x | 1112 | None | 0.750 | 0.250 | 0.750 | 0.250 |"]
+
+
+def test_competition_table_says_n_a_for_the_sd_of_one_seed(tmp_path, monkeypatch, capsys):
+    """With one seed the deficit column read '+12.0 ± nan' (a review); it reads '± n/a', as
+    folds_summary.md, and two seeds give the sample SD. probe_deficit faked: the table is under test."""
+    import statistics
+
+    comp = _bench("competition")
+
+    def fake(cfg, modalities, out):
+        deficit = {1111: 0.12, 1112: 0.08}[cfg.train.seed]
+        return {"audio": {"by_metric": {"acc2": {"joint": 0.5, "alone": 0.5 + deficit, "deficit": deficit}}},
+                "__fused__": {"Has0_acc_2": 0.7}}
+
+    monkeypatch.setattr(comp, "probe_deficit", fake)
+    assert comp.main(["--seeds", "1111", "--modalities", "audio", "--out", str(tmp_path / "one")]) == 0
+    md = (tmp_path / "one" / "competition.md").read_text()
+    assert "| late_fusion | audio | acc2 | 0.500 | 0.620 | +12.0 ± n/a | 1 / 1 | 0.700 |" in md, md
+    assert "nan" not in md
+    assert comp.main(["--seeds", "1111", "1112", "--modalities", "audio", "--out", str(tmp_path / "two")]) == 0
+    md = (tmp_path / "two" / "competition.md").read_text()
+    sd = statistics.stdev([12.0, 8.0])
+    assert f"| late_fusion | audio | acc2 | 0.500 | 0.600 | +10.0 ± {sd:.1f} | 2 / 2 | 0.700 |" in md, md

@@ -6,7 +6,10 @@ For every seed and method, trains the joint model on the built-in benchmark (or 
 one unimodal late-fusion model per weak modality, probes every frozen encoder (logistic probe on
 the label's sign, fit on train, scored on test) and prints the per-modality deficit
 (alone - joint, in points of Acc-2) with its mean and sample standard deviation over seeds.
-Writes OUT/competition.csv and OUT/competition.md.
+Writes OUT/competition.csv and OUT/competition.md, from every finished run in OUT: a later call with
+fewer --methods, --seeds or --modalities (or other ones) adds its runs to those of the earlier calls,
+which are probed again, never retrained, and must share this call's configuration (a run of another is
+named, before anything trains). Delete a run folder to leave it out.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ import platform
 import statistics
 import sys
 from pathlib import Path
+from typing import Dict, List, Tuple
 
-from pase.config import apply_overrides, load_config
+from pase.config import ConfigError, apply_overrides, load_config
+from pase.data.contract import sort_modalities
 from pase.evaluation.competition import probe_deficit
 
 
@@ -40,36 +45,54 @@ def _main(argv=None) -> int:
     p.add_argument("--out", default="runs/competition")
     args = p.parse_args(argv)
     out = Path(args.out)
+    plan = {(method, seed): list(args.modalities) for method in args.methods for seed in args.seeds}
+    earlier = _finished_runs(out)
+    for key, mods in earlier.items():  # a rerun with fewer modalities dropped the others' rows silently (review)
+        if key in plan:
+            plan[key] += [m for m in mods if m not in plan[key]]
+    # the earlier calls' other runs first: one of another configuration stops the call before anything trains
+    others = {k: v for k, v in earlier.items() if k not in plan and v}
     rows = []
-    for method in args.methods:
-        for seed in args.seeds:
-            cfg = apply_overrides(load_config(args.config, args.set),
-                                  [f"method={method}", f"train.seed={seed}", "train.progress_bar=false"])
-            table = probe_deficit(cfg, args.modalities, out / f"{method}-{seed}")
-            fused = table.pop("__fused__")
-            for m, v in table.items():
-                for metric, d in v["by_metric"].items():
-                    rows.append({"method": method, "seed": seed, "modality": m, "probe": metric, "joint": d["joint"],
-                                 "alone": d["alone"], "deficit": d["deficit"],
-                                 "fused_Has0_acc_2": fused["Has0_acc_2"]})
-                print(f"{method} seed {seed} {m}: " + "; ".join(
-                    f"{k} joint {d['joint']:.3f} alone {d['alone']:.3f} deficit {100 * d['deficit']:+.1f} pts"
-                    for k, d in v["by_metric"].items()) + f" (fused test Acc-2 {fused['Has0_acc_2']:.3f})", flush=True)
+    for (method, seed), mods in {**others, **plan}.items():
+        cfg = apply_overrides(load_config(args.config, args.set),
+                              [f"method={method}", f"train.seed={seed}", "train.progress_bar=false"])
+        try:
+            table = probe_deficit(cfg, mods, out / f"{method}-{seed}")
+        except ConfigError as e:
+            if (method, seed) not in others:
+                raise
+            raise ConfigError(f"{e}; it is an earlier call's run, and competition.md / .csv cover every finished "
+                              f"run in {out}, so they must share this call's configuration") from None
+        fused = table.pop("__fused__")
+        for m, v in table.items():
+            for metric, d in v["by_metric"].items():
+                rows.append({"method": method, "seed": seed, "modality": m, "probe": metric, "joint": d["joint"],
+                             "alone": d["alone"], "deficit": d["deficit"], "fused_Has0_acc_2": fused["Has0_acc_2"]})
+            print(f"{method} seed {seed} {m}: " + "; ".join(
+                f"{k} joint {d['joint']:.3f} alone {d['alone']:.3f} deficit {100 * d['deficit']:+.1f} pts"
+                for k, d in v["by_metric"].items()) + f" (fused test Acc-2 {fused['Has0_acc_2']:.3f})", flush=True)
+    methods = list(dict.fromkeys(list(args.methods) + sorted(m for m, _ in others)))
+    modalities = list(args.modalities) + sort_modalities({r["modality"] for r in rows} - set(args.modalities))
+    # stable sort: each run's probes keep their order
+    rows.sort(key=lambda r: (methods.index(r["method"]), r["seed"], modalities.index(r["modality"])))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "competition.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = [f"Probe deficit (alone - joint) on the test split, points (x 100); seeds {args.seeds}; "
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [f"Probe deficit (alone - joint) on the test split, points (x 100); seeds {seeds}; "
              f"{platform.machine()} {platform.processor() or ''}".strip(),
              f"command: python benchmarks/competition.py {' '.join(sys.argv[1:])}", "",
+             f"Every finished run in {out} (`<method>-<seed>/joint` and `alone_<modality>`), this call's and "
+             "earlier calls'.", "",
              "Probes: `acc2` logistic probe of the label's sign; `corr` ridge probe of the label; on the built-in "
              "benchmark `effect_r2` (R^2) and `effect_acc` (above / below the median) probe the modality's own "
              "ground-truth effect f_m (docs/synthetic.md).", "",
              "| method | modality | probe | joint | alone | deficit (pts) mean ± sd | seeds with deficit >= 5 | "
              "fused test Acc-2 |", "|---|---|---|---|---|---|---|---|"]
-    for method in args.methods:
-        for m in args.modalities:
+    for method in methods:
+        for m in modalities:
             for metric in dict.fromkeys(r["probe"] for r in rows):
                 sel = [r for r in rows if r["method"] == method and r["modality"] == m and r["probe"] == metric]
                 if not sel:
@@ -83,6 +106,18 @@ def _main(argv=None) -> int:
     (out / "competition.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def _finished_runs(out: Path) -> Dict[Tuple[str, int], List[str]]:
+    """(method, seed) -> the modalities of the finished unimodal runs, for every ``out/<method>-<seed>/``
+    whose joint run finished (``joint/metrics.json``); an interrupted run is left to the call that names it."""
+    found: Dict[Tuple[str, int], List[str]] = {}
+    for run in sorted(out.glob("*-*/joint/metrics.json")) if out.is_dir() else []:
+        method, _, seed = run.parts[-3].rpartition("-")
+        if method and seed.isdigit():
+            found[(method, int(seed))] = sort_modalities([p.parent.name[len("alone_"):] for p in
+                                                          run.parents[1].glob("alone_*/metrics.json")])
+    return found
 
 
 if __name__ == "__main__":

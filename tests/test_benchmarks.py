@@ -554,3 +554,45 @@ def test_competition_table_says_n_a_for_the_sd_of_one_seed(tmp_path, monkeypatch
     md = (tmp_path / "two" / "competition.md").read_text()
     sd = statistics.stdev([12.0, 8.0])
     assert f"| late_fusion | audio | acc2 | 0.500 | 0.600 | +10.0 ± {sd:.1f} | 2 / 2 | 0.700 |" in md, md
+
+
+def test_competition_tables_cover_every_finished_run_in_out(tmp_path, capsys):
+    """A rerun into the same OUT with fewer --modalities (or seeds, or methods) rewrote competition.md / .csv
+    from its own rows only, silently dropping the earlier finished runs' (a review): the tables cover every
+    finished run in OUT, earlier ones probed again (never retrained), and an earlier run of another
+    configuration stops the call before anything trains."""
+    import csv
+
+    from tiny import TINY
+
+    comp = _bench("competition")
+    sets = [x for s in TINY + ["train.max_epochs=1"] for x in ("--set", s)]
+    out = tmp_path / "comp"
+
+    def table():
+        with open(out / "competition.csv", newline="") as fh:
+            return [(r["method"], r["seed"], r["modality"], r["probe"], r["deficit"]) for r in csv.DictReader(fh)]
+
+    assert comp.main(["--seeds", "1111", "--modalities", "audio", "vision", "--out", str(out), *sets]) == 0
+    first = table()
+    assert {(r[1], r[2]) for r in first} == {("1111", "audio"), ("1111", "vision")}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/*/metrics.json")}
+    assert len(stamps) == 3
+    assert comp.main(["--seeds", "1111", "--modalities", "audio", "--out", str(out), *sets]) == 0
+    assert table() == first  # the vision rows are kept, with the same probes
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/*/metrics.json")} == stamps  # nothing retrained
+    assert comp.main(["--seeds", "1112", "--modalities", "audio", "--out", str(out), *sets]) == 0
+    third = table()
+    assert [r for r in third if r[1] == "1111"] == first
+    assert {(r[1], r[2]) for r in third} == {("1111", "audio"), ("1111", "vision"), ("1112", "audio")}
+    md = (out / "competition.md").read_text()
+    assert "seeds [1111, 1112];" in md
+    assert sum(line.startswith("| late_fusion | audio | acc2 |") and " / 2 | " in line for line in md.splitlines()) == 1, md
+    assert sum(line.startswith("| late_fusion | vision | acc2 |") and "± n/a | " in line and " / 1 | " in line
+               for line in md.splitlines()) == 1, md
+    capsys.readouterr()
+    assert comp.main(["--seeds", "1113", "--modalities", "audio", "--out", str(out), *sets, "--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"competition.py: error: {out / 'late_fusion-1111' / 'joint'} holds a finished run of another "
+                          "configuration (train.lr: ") and "it is an earlier call's run" in err and err.count("\n") == 1, err
+    assert not (out / "late_fusion-1113").exists() and table() == third

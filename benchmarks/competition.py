@@ -83,7 +83,7 @@ def _main(argv=None) -> int:
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"Probe deficit (alone - joint) on the test split, points (x 100); seeds {seeds}; "
              f"{platform.machine()} {platform.processor() or ''}".strip(),
-             f"command: python benchmarks/competition.py {' '.join(sys.argv[1:])}", "",
+             f"command: python benchmarks/competition.py {' '.join(sys.argv[1:] if argv is None else argv)}", "",
              f"Every finished run in {out} (`<method>-<seed>/joint` and `alone_<modality>`), this call's and "
              "earlier calls'.", "",
              "Probes: `acc2` logistic probe of the label's sign; `corr` ridge probe of the label; on the built-in "

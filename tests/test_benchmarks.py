@@ -550,6 +550,8 @@ def test_competition_table_says_n_a_for_the_sd_of_one_seed(tmp_path, monkeypatch
     md = (tmp_path / "one" / "competition.md").read_text()
     assert "| late_fusion | audio | acc2 | 0.500 | 0.620 | +12.0 ± n/a | 1 / 1 | 0.700 |" in md, md
     assert "nan" not in md
+    # main(argv) in process: the command line is argv's, not the host process's (it named pytest's arguments)
+    assert f"command: python benchmarks/competition.py --seeds 1111 --modalities audio --out {tmp_path / 'one'}\n" in md
     assert comp.main(["--seeds", "1111", "1112", "--modalities", "audio", "--out", str(tmp_path / "two")]) == 0
     md = (tmp_path / "two" / "competition.md").read_text()
     sd = statistics.stdev([12.0, 8.0])

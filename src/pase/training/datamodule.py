@@ -1,7 +1,7 @@
 """DataLoaders over a ``DataBundle``: shuffled sample batches, or whole groups for context models.
 
 Every order is a pure function of ``(seed, epoch, rank, world size)``: the shuffling order of
-epoch e is ``randperm`` under a generator seeded with ``seed + e`` (``EpochSampler``; Lightning
+epoch e is ``randperm`` under a generator seeded from the pair ``(seed, e)`` (``epoch_seed``; Lightning
 calls ``set_epoch`` before each epoch, and without it each new iteration moves to the next
 epoch), so a run resumed at epoch k sees exactly the batches an uninterrupted run sees, with
 no generator state to checkpoint. Lightning creates a resumed run's first training iterator
@@ -27,12 +27,13 @@ from __future__ import annotations
 import heapq
 from typing import Iterator, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from ..data.contract import DataBundle, MultimodalDataset, collate_batches
 
-__all__ = ["EpochSampler", "GroupBatchSampler", "ShardedBatches", "make_loader", "set_loader_epoch", "dist_info"]
+__all__ = ["EpochSampler", "GroupBatchSampler", "epoch_seed", "ShardedBatches", "make_loader", "set_loader_epoch", "dist_info"]
 
 
 def dist_info() -> Tuple[int, int]:
@@ -53,8 +54,16 @@ def _shard(items: List, shard: bool, pad: bool) -> List:
     return items[rank::world]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of ``epoch`` of a run with ``train.seed`` ``seed``: numpy's ``SeedSequence``
+    of the pair, so runs of consecutive seeds (the MMSA seeds 1111, 1112, ... of a comparison) draw
+    unrelated orders. With ``seed + epoch`` (before a review) seed s + 1 replayed seed s's shuffles one
+    epoch late, so the seeds of a comparison were not independent replicates in their data order."""
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+
+
 class EpochSampler(Sampler[int]):
-    """The indices 0..n-1 of one epoch: permuted with seed ``seed + epoch``, or in order.
+    """The indices 0..n-1 of one epoch: permuted with seed ``epoch_seed(seed, epoch)``, or in order.
 
     Args:
         n: number of items (samples, or groups for ``GroupBatchSampler``).
@@ -75,7 +84,7 @@ class EpochSampler(Sampler[int]):
         """The current epoch's order (unsharded); does not advance the epoch."""
         if not self.shuffle:
             return list(range(self.n))
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         return torch.randperm(self.n, generator=g).tolist()
 
     def __iter__(self) -> Iterator[int]:

@@ -386,3 +386,37 @@ def test_a_checkpoint_that_cannot_be_written_tells_to_rerun_the_crossval(tmp_pat
     assert str(got.value).endswith("the previous one is kept: free space, then run the same pase crossval command "
                                    "again to continue (finished runs are kept)")
     assert "pase train --resume" not in str(got.value)
+
+
+def test_an_interrupted_fold_of_other_data_is_refused_before_any_fold_trains(tmp_path):
+    """A fold interrupted after its first epoch (checkpoints/last.ckpt, no metrics.json) was checked
+    against the data only at its turn, inside its resume, after the folds before it had trained (a
+    review; pase compare checks its interrupted runs up front). Now its checkpoint's data fingerprint is
+    compared before anything trains; with the right data the fold continues from its checkpoint."""
+    import pytest
+
+    from pase.config import ConfigError, load_config
+    from pase.evaluation.folds import _fold_config, cross_validate
+    from pase.training import train
+
+    a = write_gcnet(tmp_path / "a", "iemocap4", seed=0)
+    b = write_gcnet(tmp_path / "b", "iemocap4", seed=1)  # the same shapes, other values
+
+    def cfg(label):
+        return load_config(None, ["data.source=gcnet", f"data.options.label_path={label}", "train.max_epochs=1",
+                                  "train.batch_size=8", "train.progress_bar=false", "model.d_model=8",
+                                  "model.hidden=16", "model.head_hidden=8"])
+
+    out = tmp_path / "cv"
+    fold2 = out / "fold2"
+    train(_fold_config(cfg(a), 2), fold2, quiet=True)
+    (fold2 / "metrics.json").unlink()  # interrupted after its last checkpoint
+    with pytest.raises(ConfigError, match=r"fold2 holds fold 2 \(interrupted; its checkpoints/last.ckpt\) trained "
+                                          r"on other data than the configuration gives now \(split '\w+'.*\); point "
+                                          r"the data options at the folds' data, .*\(nothing was trained\)"):
+        cross_validate(cfg(b), out, folds=[1, 2])
+    assert not (out / "fold1").exists()  # trained before the refusal, before the fix
+    assert not (fold2 / "metrics.json").exists()
+    before = (fold2 / "checkpoints" / "last.ckpt").read_bytes()
+    summary = cross_validate(cfg(a), out, folds=[2])  # the right data: the fold continues from its checkpoint
+    assert set(summary["folds"]) == {"2"} and (fold2 / "checkpoints" / "last.ckpt").read_bytes() == before

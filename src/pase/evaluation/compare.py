@@ -524,6 +524,16 @@ def trained_data(run: Path) -> Optional[Dict[str, Any]]:
     return saved
 
 
+def interrupted_data(last: Path) -> Optional[Dict[str, Any]]:
+    """The data fingerprint an interrupted run (``last``: its ``checkpoints/last.ckpt``, no metrics.json)
+    was trained on, which its resume would continue; None when the checkpoint has none or cannot be read
+    (the resume itself then says so)."""
+    try:
+        return (safe_load_checkpoint(last).get("pase_state") or {}).get("data")
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint: the resume itself says so
+        return None
+
+
 def _check_kept_runs(cfg: Config, out: Path) -> None:
     """The finished runs a comparison keeps (a later call resumes it) are of this configuration, on this
     data, and their diagnoses of the test split, else they would be averaged into one row with the new
@@ -578,11 +588,7 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
         run = last.parents[1]
         if run.parents[1].name in ("runs", "alone") and not (run / "metrics.json").is_file() \
                 and not (run / "FAILED.txt").is_file():
-            try:
-                saved = (safe_load_checkpoint(last).get("pase_state") or {}).get("data")
-            except Exception:  # noqa: BLE001 - an unreadable checkpoint: the resume itself says so
-                continue
-            check_data(run, saved, run.parent.name if run.parents[1].name == "alone" else None)
+            check_data(run, interrupted_data(last), run.parent.name if run.parents[1].name == "alone" else None)
     finished = sorted(p.parent for p in out.glob("runs/*/seed*/metrics.json"))
     for run in finished:
         diff = config_difference(run / "config.yaml", cfg, _comparable) if (run / "config.yaml").is_file() else None

@@ -29,7 +29,7 @@ from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
-from .compare import check_one_process, trained_data
+from .compare import check_one_process, interrupted_data, trained_data
 from .report import _finite_or_null
 
 __all__ = ["cross_validate"]
@@ -135,11 +135,16 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
             if diff:
                 raise ConfigError(f"{run} holds fold {f} of another configuration ({diff}); pass a new --out, "
                                   "or the same --config and --set values to resume it (nothing was trained)")
-            saved = trained_data(run) if (run / "metrics.json").is_file() else None
+            # a finished fold, or an interrupted one this call would continue (checked only at its turn, after
+            # the earlier folds had trained: a review; pase compare checks its interrupted runs up front too)
+            last = run / "checkpoints" / "last.ckpt"
+            saved = trained_data(run) if (run / "metrics.json").is_file() else \
+                interrupted_data(last) if last.is_file() else None
             why = fingerprint_difference(saved, fingerprint(load_bundle(_fold_config(cfg, f)))) if saved else None
-            if why:  # a finished fold of other data would be averaged with new folds (as pase compare refuses)
-                raise ConfigError(f"{run} holds fold {f} trained on other data than the configuration gives now "
-                                  f"({why}); point the data options at the folds' data, or pass a new --out "
+            if why:  # a fold of other data would be averaged with new folds (as pase compare refuses)
+                what = "" if (run / "metrics.json").is_file() else " (interrupted; its checkpoints/last.ckpt)"
+                raise ConfigError(f"{run} holds fold {f}{what} trained on other data than the configuration gives "
+                                  f"now ({why}); point the data options at the folds' data, or pass a new --out "
                                   "(nothing was trained)")
 
 

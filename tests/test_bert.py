@@ -472,3 +472,72 @@ def test_the_pretrained_fingerprint_is_of_the_weights_transformers_loads(tmp_pat
     assert pretrained_fingerprint(folder)["weights"] != before["weights"]
     (folder / "model.safetensors").unlink()  # then transformers loads pytorch_model.bin: that is hashed
     assert pretrained_fingerprint(folder)["weights"] != before["weights"]
+
+
+class _StandInBert(torch.nn.Module):
+    """transformers' BertModel as pase uses it (``config``, ``last_hidden_state``) for tests that run
+    without the library: an embedding drawn from the folder's weights file, so two folders of other
+    weights are two models. The fingerprint and the comparison code under test are pase's own."""
+
+    class config:  # noqa: N801 - BertModel's attribute
+        vocab_size, hidden_size, max_position_embeddings, type_vocab_size = VOCAB, 16, 512, 2
+
+        @staticmethod
+        def to_json_string() -> str:
+            return json.dumps({"model_type": "bert", "vocab_size": VOCAB, "hidden_size": 16})
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(sum((Path(path) / "model.safetensors").read_bytes()))
+        self.emb = torch.nn.Embedding(VOCAB, 16)
+        self.emb.weight.data = torch.randn(VOCAB, 16, generator=g)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        import types
+
+        return types.SimpleNamespace(last_hidden_state=self.emb(input_ids))
+
+
+@pytest.fixture
+def stand_in_berts(tmp_path, monkeypatch):
+    """Two model folders (same config.json, other weights) that ``_load_model`` builds stand-ins from."""
+    import pase.models.bert as bert
+
+    monkeypatch.setattr(bert, "_load_model", _StandInBert)
+    folders = []
+    for name, byte in (("bert_a", 1), ("bert_b", 2)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(_StandInBert.config.to_json_string())
+        (folder / "model.safetensors").write_bytes(bytes([byte]) * 64)
+        folders.append(folder)
+    return folders
+
+
+def test_compare_refuses_to_continue_an_interrupted_run_of_another_bert(tmp_path, mosi_path, stand_in_berts):
+    """An interrupted run (checkpoints/last.ckpt, no metrics.json) fine-tuned from BERT A was continued by a
+    comparison whose model.pretrained_path held BERT B, and kept A's fingerprint through the resume: seeds
+    of A and B were averaged into one row, and only the next call refused (a review). Its checkpoint's
+    fingerprint is now compared before anything trains, as a finished run's is; A moved elsewhere is fine."""
+    import shutil
+
+    from pase.evaluation.compare import compare
+    from pase.models.bert import pretrained_fingerprint
+
+    bert_a, bert_b = stand_in_berts
+    out = tmp_path / "cmp"
+    run = out / "runs" / "late_fusion" / "seed1111"
+    compare(_bert_cfg(mosi_path, bert_a), ["late_fusion"], [1111], out, diagnose=False)
+    (run / "metrics.json").unlink()  # interrupted after its last checkpoint
+    with pytest.raises(ConfigError, match=r"seed1111 was fine-tuned from another pretrained model than "
+                                          r"model.pretrained_path \(.*bert_b\) holds now \(its weights differ\); .*"
+                                          r"\(nothing was changed\)"):
+        compare(_bert_cfg(mosi_path, bert_b), ["late_fusion"], [1111, 1112], out, diagnose=False)
+    assert not (out / "runs" / "late_fusion" / "seed1112").exists() and not (run / "FAILED.txt").exists()
+    moved = tmp_path / "moved_bert"
+    shutil.copytree(bert_a, moved)
+    res = compare(_bert_cfg(mosi_path, moved), ["late_fusion"], [1111, 1112], out, diagnose=False)
+    assert [r["status"] for r in res["runs"]] == ["ok", "ok"]
+    for seed in (1111, 1112):
+        metrics = json.loads((out / "runs" / "late_fusion" / f"seed{seed}" / "metrics.json").read_text())
+        assert metrics["pretrained_fingerprint"] == pretrained_fingerprint(bert_a)

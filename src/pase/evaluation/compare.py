@@ -524,14 +524,20 @@ def trained_data(run: Path) -> Optional[Dict[str, Any]]:
     return saved
 
 
+def _pase_state(last: Path) -> Dict[str, Any]:
+    """The ``pase_state`` of an interrupted run's ``checkpoints/last.ckpt`` (what its resume keeps: the
+    data and pretrained model fingerprints); empty when it cannot be read (the resume itself then says so)."""
+    try:
+        return safe_load_checkpoint(last).get("pase_state") or {}
+    except Exception:  # noqa: BLE001 - an unreadable checkpoint: the resume itself says so
+        return {}
+
+
 def interrupted_data(last: Path) -> Optional[Dict[str, Any]]:
     """The data fingerprint an interrupted run (``last``: its ``checkpoints/last.ckpt``, no metrics.json)
     was trained on, which its resume would continue; None when the checkpoint has none or cannot be read
     (the resume itself then says so)."""
-    try:
-        return (safe_load_checkpoint(last).get("pase_state") or {}).get("data")
-    except Exception:  # noqa: BLE001 - an unreadable checkpoint: the resume itself says so
-        return None
+    return _pase_state(last).get("data")
 
 
 def _check_kept_runs(cfg: Config, out: Path) -> None:
@@ -558,9 +564,8 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
 
     started: List[Dict[str, str]] = []
 
-    def check_pretrained(run: Path) -> None:  # seeds fine-tuned from two BERTs were averaged silently (review)
-        saved = (_read_json(run / "metrics.json") or {}).get("pretrained_fingerprint")
-        if not saved or not cfg.model.pretrained_path:
+    def check_pretrained(run: Path, saved: Any) -> None:  # seeds fine-tuned from two BERTs were averaged silently
+        if not saved or not cfg.model.pretrained_path:  # (review)
             return
         if not started:
             from ..models.bert import pretrained_fingerprint
@@ -581,14 +586,18 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
                               f"({diff}); its probes would be averaged with the others: move it aside to retrain it, "
                               "or pass a new --out (nothing was changed)")
         check_data(run, trained_data(run), run.parent.name)
-        check_pretrained(run)
+        check_pretrained(run, _pretrained(run))
     # interrupted runs this call would continue (a refusal then recorded FAILED.txt, and the next call with
-    # the right data retrained the run from scratch instead of continuing it: a review)
+    # the right data retrained the run from scratch instead of continuing it: a review); its resume keeps the
+    # checkpoint's pretrained fingerprint, so one started from another BERT finished as "from the old one" and
+    # was averaged with seeds of the new one (a review)
     for last in sorted(out.glob("*/*/seed*/checkpoints/last.ckpt")):
         run = last.parents[1]
         if run.parents[1].name in ("runs", "alone") and not (run / "metrics.json").is_file() \
                 and not (run / "FAILED.txt").is_file():
-            check_data(run, interrupted_data(last), run.parent.name if run.parents[1].name == "alone" else None)
+            state = _pase_state(last)
+            check_data(run, state.get("data"), run.parent.name if run.parents[1].name == "alone" else None)
+            check_pretrained(run, state.get("pretrained_fingerprint"))
     finished = sorted(p.parent for p in out.glob("runs/*/seed*/metrics.json"))
     for run in finished:
         diff = config_difference(run / "config.yaml", cfg, _comparable) if (run / "config.yaml").is_file() else None
@@ -602,7 +611,12 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
                               "tables are of the test split: move it and its CSVs aside (the comparison then "
                               "diagnoses the test split) or pass a new --out (nothing was changed)")
         check_data(run, trained_data(run))
-        check_pretrained(run)
+        check_pretrained(run, _pretrained(run))
+
+
+def _pretrained(run: Path) -> Optional[Dict[str, str]]:
+    """The pretrained model fingerprint a finished run's ``metrics.json`` records (None: none)."""
+    return (_read_json(run / "metrics.json") or {}).get("pretrained_fingerprint")
 
 
 def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,

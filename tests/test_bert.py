@@ -541,3 +541,22 @@ def test_compare_refuses_to_continue_an_interrupted_run_of_another_bert(tmp_path
     for seed in (1111, 1112):
         metrics = json.loads((out / "runs" / "late_fusion" / f"seed{seed}" / "metrics.json").read_text())
         assert metrics["pretrained_fingerprint"] == pretrained_fingerprint(bert_a)
+
+
+def test_a_finished_bert_comparison_is_summarised_after_its_model_folder_moved(tmp_path, mosi_path, stand_in_berts):
+    """Rerunning a finished comparison (to re-summarise it) after its BERT folder moved stopped with a bare
+    "[Errno 2] No such file or directory: '.../config.json'" (a review): nothing trains, so the folder is not
+    needed. A call that would train a new seed names model.pretrained_path and the fix in one line."""
+    from pase.evaluation.compare import compare
+    from pase.models.bert import PretrainedModelError
+
+    bert_a, _ = stand_in_berts
+    out = tmp_path / "cmp"
+    compare(_bert_cfg(mosi_path, bert_a), ["late_fusion"], [1111], out, diagnose=False)
+    bert_a.rename(tmp_path / "elsewhere")
+    res = compare(_bert_cfg(mosi_path, bert_a), ["late_fusion"], [1111], out, diagnose=False)
+    assert [r["status"] for r in res["runs"]] == ["ok"] and res["stats"]["late_fusion"]["MAE"]["n"] == 1
+    with pytest.raises(PretrainedModelError, match=r"^model.pretrained_path '.*bert_a' is not a directory; point "
+                                                   r"model.pretrained_path at a folder written by save_pretrained"):
+        compare(_bert_cfg(mosi_path, bert_a), ["late_fusion"], [1111, 1112], out, diagnose=False)
+    assert not (out / "runs" / "late_fusion" / "seed1112").exists()

@@ -540,12 +540,14 @@ def interrupted_data(last: Path) -> Optional[Dict[str, Any]]:
     return _pase_state(last).get("data")
 
 
-def _check_kept_runs(cfg: Config, out: Path) -> None:
+def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
     """The finished runs a comparison keeps (a later call resumes it) are of this configuration, on this
     data, and their diagnoses of the test split, else they would be averaged into one row with the new
     ones, silently (a review: a run trained longer with ``pase train --resume``, a ``data.path`` moved to
     other data of the same shapes, a ``pase diagnose --split valid`` into a run folder). Refused with the
-    first such file, before anything is trained."""
+    first such file, before anything is trained. The pretrained model is compared only when the call
+    ``trains`` a run (re-summarising a finished comparison needs no BERT folder, which may have moved:
+    a review met a bare [Errno 2] there); a folder that is not a model's is then named in one line."""
     now: List[Dict[str, Any]] = []
 
     def check_data(run: Path, saved: Any, modality: Optional[str] = None) -> None:
@@ -565,12 +567,12 @@ def _check_kept_runs(cfg: Config, out: Path) -> None:
     started: List[Dict[str, str]] = []
 
     def check_pretrained(run: Path, saved: Any) -> None:  # seeds fine-tuned from two BERTs were averaged silently
-        if not saved or not cfg.model.pretrained_path:  # (review)
+        if not saved or not cfg.model.pretrained_path or not trains:  # (review)
             return
         if not started:
-            from ..models.bert import pretrained_fingerprint
+            from ..models.bert import check_pretrained_dir, pretrained_fingerprint
 
-            started.append(pretrained_fingerprint(cfg.model.pretrained_path))
+            started.append(pretrained_fingerprint(check_pretrained_dir(cfg.model.pretrained_path)))
         if saved != started[0]:
             what = "config.json" if saved.get("config") != started[0]["config"] else "weights"
             raise ConfigError(f"{run} was fine-tuned from another pretrained model than model.pretrained_path "
@@ -688,7 +690,8 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
             if kept is not None and [float(x) for x in kept] != list(levels):
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
-    _check_kept_runs(cfg, out)
+    planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)
+    _check_kept_runs(cfg, out, trains=any(not (Path(j.out) / "metrics.json").is_file() for j in planned))
     remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
     # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
     if not (out / "config.yaml").is_file() or config_difference(out / "config.yaml", cfg, _data_location) is not None:
@@ -696,7 +699,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
         "noise_levels": list(levels), "pase_version": __version__})
-    _run_jobs(_plan(cfg, methods, seeds, out, diagnose, alone, levels), jobs, progress)
+    _run_jobs(planned, jobs, progress)
     from .report import write_summary  # report builds on this module's statistics
 
     summary = summarize(out, methods, seeds, reference)

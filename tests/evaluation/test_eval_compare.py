@@ -811,3 +811,59 @@ def test_a_diagnosis_error_is_kept_when_its_record_cannot_be_written(tmp_path, m
     assert [r["status"] for r in res["runs"]] == ["ok"]  # the trained run stands; it was a crash of compare
     assert any("diagnostics failed: RuntimeError: diagnosis broke" in line for line in lines), lines
     assert not (tmp_path / "c" / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").exists()
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["train.accelerator=cpu", "train.devices='0,'"], r"^train.accelerator=cpu, train.devices=0,, .*Lightning cannot "
+                                                      r"run these on this machine \(.*\); change the setting it names"),
+    (["train.accelerator=cpu", "train.devices=[0]"], r"^train.accelerator=cpu, train.devices=\[0\], .*Lightning cannot"),
+    (["pase.binning=sgn"], r"^pase.binning='sgn' is not one of sign, polarity, round7, classes"),
+    (["data.options.seed=abc"], r"^config key 'data.options.seed' must be int, got str 'abc'"),
+])
+def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written(tmp_path, monkeypatch, sets, match):
+    """compare saved config.yaml and compare.json before each method's configuration was built (PaSE's
+    pase.* choices) and before Lightning met the devices ('0,' and [0] on the CPU): every run failed, and
+    the corrected command was refused as 'another configuration' for good (a review). These are refused
+    now as pase train refuses them, with nothing written; the corrected command goes ahead."""
+
+    class Reached(Exception):
+        pass
+
+    def reached(jobs, workers, progress):
+        raise Reached()
+
+    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    out = tmp_path / "cmp"
+    with pytest.raises(ConfigError, match=match):
+        compare(apply_overrides(Config(), OVERRIDES + sets), ["late_fusion", "pase"], [1111], out, diagnose=False)
+    assert not out.exists()
+    with pytest.raises(Reached):  # the corrected command: every check passed, the runs were about to start
+        compare(apply_overrides(Config(), OVERRIDES), ["late_fusion", "pase"], [1111], out, diagnose=False)
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json", "config.yaml"]
+
+
+def test_a_comparison_whose_every_run_failed_takes_the_corrected_configuration(tmp_path, caplog):
+    """A data option a loader refuses as it loads (data.options.seed=-1) fails every run after config.yaml
+    is saved (it needs the data, which compare does not load before its runs); the corrected command was
+    then refused as 'another configuration' for good (a review). With no run to keep, it replaces
+    config.yaml with a note and trains; once a run finished, another configuration is refused again."""
+    import logging
+
+    from pase.config import load_config
+
+    out = tmp_path / "cmp"
+    bad = compare(apply_overrides(Config(), OVERRIDES + ["data.options.seed=-1"]), ["late_fusion"], [1111], out,
+                  diagnose=False)
+    assert [(r["status"], r["error"][:60]) for r in bad["runs"]] == [
+        ("failed", "ValueError: data.options.seed=-1 is outside the seed range (")]
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        res = compare(apply_overrides(Config(), OVERRIDES + ["data.options.seed=0"]), ["late_fusion"], [1111], out,
+                      diagnose=False)
+    assert [r["status"] for r in res["runs"]] == ["ok"]
+    assert any("every run of the comparison there failed, so this configuration replaces it (data.options.seed: "
+               "-1 there, 0 now); the failed runs start afresh" in r.getMessage() for r in caplog.records)
+    assert load_config(out / "config.yaml").data.options["seed"] == 0
+    with pytest.raises(ConfigError, match=r"holds a comparison of another configuration \(data.options.seed: 0 "
+                                          r"there, 1 now\)"):
+        compare(apply_overrides(Config(), OVERRIDES + ["data.options.seed=1"]), ["late_fusion"], [1111], out,
+                diagnose=False)

@@ -27,6 +27,7 @@ import dataclasses
 import errno
 import functools
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -47,9 +48,10 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
+from ..data.registry import DATA_SOURCES
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
-from ..training.run import (RunDirError, _check_first_epoch_leftovers, data_location_keys, load_bundle,
-                            load_checkpoint, lock_run, run_files, train,
+from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
+                            data_options, load_bundle, load_checkpoint, lock_run, run_files, train,
                             without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
@@ -59,6 +61,7 @@ from .shapley_report import diagnose, read_csv
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
            "paired_difference", "main_metrics", "compare", "summarize"]
 
+log = logging.getLogger("pase")
 MMSA_FIRST_SEED = 1111  # MMSA's seeds 1111, 1112, ...
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 #: worker start method: "spawn", because a forked child of a process that already ran OpenMP
@@ -496,6 +499,26 @@ def check_one_process(cfg: Config, command: str) -> None:
                           "--jobs N to train N runs side by side (nothing was written)")
 
 
+def _check_runs_can_start(cfg: Config, methods: List[str]) -> None:
+    """What would fail every run of a method at its start, refused before anything is written: each method's
+    configuration (``Config`` refuses a bad ``pase.*`` choice for PaSE), the accelerator, devices, strategy
+    and precision Lightning must accept (``train.devices='0,'`` on the CPU), and the data options
+    (``data_options``, and the source's ``check_options`` where it has one). The runs met these only after
+    config.yaml and compare.json were saved, so the corrected command was refused as another configuration
+    (a review). Range checks a loader makes as it loads (a negative ``data.options.seed``) need the data:
+    the runs meet them, and ``_check_base_config`` then lets the corrected command replace config.yaml."""
+    for m in methods:
+        dataclasses.replace(cfg, method=m)  # Config.__post_init__ checks the method's own choices
+    check_trainer_settings(cfg)
+    opts = data_options(cfg)
+    check = getattr(DATA_SOURCES.get(cfg.data.source), "check_options", None)
+    if check is not None:
+        try:
+            check(**opts)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (nothing was written)") from None
+
+
 def _check_base_config(cfg: Config, out: Path) -> None:
     """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
     path = out / "config.yaml"
@@ -508,9 +531,20 @@ def _check_base_config(cfg: Config, out: Path) -> None:
             raise ConfigError(f"{path} is not a comparison's (no compare.json beside it) and differs from this "
                               f"comparison's configuration ({diff or 'where the data lies'}); pass a new or empty "
                               "--out (nothing was written)")
-        if diff:
+        if diff and _every_run_failed(out):  # nothing of it to keep: a setting every run failed on was saved
+            # first, and the corrected command was refused for good (a review)
+            log.warning(f"{path}: every run of the comparison there failed, so this configuration replaces it "
+                        f"({diff}); the failed runs start afresh")
+        elif diff:
             raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
                               "or the same --config and --set values to resume it")
+
+
+def _every_run_failed(out: Path) -> bool:
+    """Whether every run folder of the comparison in ``out`` holds FAILED.txt (or it has none): no finished,
+    interrupted or running run that a new configuration would mix with."""
+    return all((run / "FAILED.txt").is_file() for run in out.glob("*/*/seed*")
+               if run.parents[1].name in ("runs", "alone"))
 
 
 def trained_data(run: Path) -> Optional[Dict[str, Any]]:
@@ -677,6 +711,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     check_one_process(cfg, "pase compare")
+    _check_runs_can_start(cfg, methods)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
@@ -694,7 +729,9 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     _check_kept_runs(cfg, out, trains=any(not (Path(j.out) / "metrics.json").is_file() for j in planned))
     remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
     # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
-    if not (out / "config.yaml").is_file() or config_difference(out / "config.yaml", cfg, _data_location) is not None:
+    # (or one whose every run failed: _check_base_config)
+    if not (out / "config.yaml").is_file() or any(config_difference(out / "config.yaml", cfg, view) is not None
+                                                  for view in (_data_location, _comparable)):
         save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,

@@ -227,19 +227,38 @@ def _trainer(cfg: Config, out: Path, callbacks: Sequence[L.Callback], quiet: boo
         logger = TensorBoardLogger(str(out), name="tensorboard", version="")
     except ImportError:
         pass
-    precision = trainer_precision(tc.precision, token_inputs(cfg))  # {"precision": ...} or {"plugins": [...]}
     if tc.compile:
         check_compile(tc.accelerator)
         log.warning("train.compile=true: the first training steps compile the step (seconds with inductor's cache, "
                  "a minute or more without it on a CPU); it pays off in long runs (BENCHMARKS.md, section train.compile)")
+    return _lightning_trainer(
+        cfg, deterministic=tc.deterministic, callbacks=list(callbacks), logger=logger,
+        enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False, num_sanity_val_steps=0,
+        gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out), log_every_n_steps=1,
+        use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
+
+
+def check_trainer_settings(cfg: Config) -> None:
+    """Whether Lightning runs ``cfg``'s accelerator, devices, strategy and precision on this machine (as
+    ``_trainer`` builds them), without a run folder: ``pase compare`` checks them before it writes its
+    config.yaml (``train.devices='0,'`` on the CPU failed every run, and the corrected command was then
+    refused as another configuration: a review). Raises the ConfigError ``pase train`` gives."""
+    with warnings.catch_warnings():  # its notes (an unused GPU) come again with each run
+        warnings.simplefilter("ignore")
+        _lightning_trainer(cfg, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                           enable_checkpointing=False)
+
+
+def _lightning_trainer(cfg: Config, **kwargs: Any) -> L.Trainer:
+    """``L.Trainer`` with ``cfg``'s training length and hardware settings, and ``kwargs``; settings Lightning
+    cannot run here are one ConfigError naming them."""
+    tc = cfg.train
+    precision = trainer_precision(tc.precision, token_inputs(cfg))  # {"precision": ...} or {"plugins": [...]}
     try:
         return L.Trainer(
             max_epochs=tc.max_epochs, accelerator=tc.accelerator, devices=tc.devices, strategy=tc.strategy,
-            precision=precision.get("precision"), deterministic=tc.deterministic, callbacks=list(callbacks),
-            logger=logger, enable_progress_bar=tc.progress_bar and not quiet, enable_model_summary=False,
-            num_sanity_val_steps=0, gradient_clip_val=tc.grad_clip or None, default_root_dir=str(out),
-            log_every_n_steps=1, plugins=[SafeCheckpointIO(), *precision.get("plugins", [])],
-            use_distributed_sampler=False)  # the loaders shard themselves (datamodule)
+            precision=precision.get("precision"), plugins=[SafeCheckpointIO(), *precision.get("plugins", [])],
+            **kwargs)
     except (MisconfigurationException, ModuleNotFoundError, ValueError, TypeError) as e:
         # Lightning's own line ("No supported gpu backend found!") named no setting (a review); its CPU
         # accelerator raises TypeError for devices it takes elsewhere (-1, [0], "0,1")

@@ -520,6 +520,25 @@ def test_a_tilde_in_a_path_option_is_the_home_folder(tmp_path, capsys, monkeypat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
 
 
+def test_the_python_api_expands_a_tilde_in_its_folders(tmp_path, monkeypatch):
+    """train(cfg, "~/x") put the checkpoints under $HOME (Lightning expands `~`) and config.yaml,
+    log.csv and metrics.json in ./~/x; diagnose wrote into ./~ too (a review: only the CLI expanded)."""
+    from pase.evaluation.shapley_report import diagnose
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    result = train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), "~/run", quiet=True)
+    run = home / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "log.csv", "metrics.json", "checkpoints"}
+    assert (run / result["checkpoint"]).is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    res = diagnose("~/run/checkpoints/best.ckpt", "~/diag", probes=False)
+    saved = json.loads((home / "diag" / "diagnostics.json").read_text())
+    assert saved["shapley"] == res["shapley"] and saved["checkpoint"] == str(run / "checkpoints" / "best.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
 def test_a_ddp_worker_without_out_uses_the_folder_rank_0_chose(tmp_path, capsys, monkeypatch):
     """Without --out each process named runs/<method>-<time> from its own clock; a DDP worker starts
     tens of seconds later, so its messages pointed at a folder that did not exist (a review). Rank 0

@@ -647,6 +647,25 @@ def test_compare_and_crossval_refuse_a_multi_process_run_before_writing_anything
         compare_mod.check_one_process(apply_overrides(Config(), one), "x")
 
 
+def test_compare_expands_a_tilde_in_its_folder(tmp_path, monkeypatch):
+    """compare(out_dir="~/c") wrote config.yaml, compare.json and each run's log.csv / metrics.json
+    into ./~/c and the runs' checkpoints under $HOME (Lightning expands `~`; a review)."""
+    from pase.evaluation.report import load_comparison
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    summary = compare(apply_overrides(Config(), OVERRIDES), "late_fusion", [1111], "~/c", diagnose=False)
+    run = home / "c" / "runs" / "late_fusion" / "seed1111"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "log.csv", "metrics.json", "checkpoints"}
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert {"config.yaml", "compare.json", "summary.csv"} <= {p.name for p in (home / "c").iterdir()}
+    assert [r["status"] for r in summary["runs"]] == ["ok"]
+    assert load_comparison("~/c")["runs"] == summary["runs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
 def test_a_first_call_killed_while_writing_compare_json_continues_with_the_same_command(tmp_path, monkeypatch):
     """A first call killed while writing compare.json left config.yaml and .compare.json.*.tmp: the same
     command then refused the folder as 'not a comparison folder (no compare.json; it holds

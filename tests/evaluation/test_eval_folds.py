@@ -156,6 +156,29 @@ def test_crossval_refuses_a_file_or_somebody_elses_folder(tmp_path, monkeypatch)
     assert (tmp_path / "preds.csv").read_text() == "id,pred\n"
 
 
+def test_crossval_expands_a_tilde_in_its_folder(tmp_path, monkeypatch):
+    """cross_validate(cfg, "~/cv") wrote its summaries into ./~/cv while train() expanded the folds'
+    `~` (a review: only the CLI expanded it)."""
+    import pase.evaluation.folds as folds
+    from pase.config import Config
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    runs = []
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        runs.append(run)
+        return {"test": {"MAE": float(cfg.data.options["fold"])}, "protocol": "mosi"}
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    summary = folds.cross_validate(Config(), "~/cv", folds=[1, 2])
+    assert runs == [home / "cv" / "fold1", home / "cv" / "fold2"] and summary["mean"]["MAE"] == 1.5
+    assert json.loads((home / "cv" / "folds_summary.json").read_text())["mean"] == {"MAE": 1.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
 def test_crossval_over_seeds_reports_the_seeds_mean_of_fold_means(tmp_path, monkeypatch, capsys):
     """--seeds trains every fold per seed into seed<s>/fold<f>/; each seed's figure is its fold
     mean, and the summary is the mean and sample SD of those over the seeds. The layouts do not mix."""

@@ -712,7 +712,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     check_one_process(cfg, "pase compare")
     _check_runs_can_start(cfg, methods)
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()  # a `~` train() expands: its runs and these files in one folder
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     _check_comparison_folder(out)
@@ -908,7 +908,7 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
               reference: Optional[str] = None, level: float = 0.95) -> Dict[str, Any]:
     """Statistics of the runs on disk in ``out_dir`` (methods and seeds from ``compare.json``
     unless given); see the module docstring for the definitions."""
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()  # the folder compare(out_dir="~/x") wrote
     meta = _read_json(out / "compare.json") or {}
     found_methods, found_seeds = _discover(out)
     methods = list(methods or meta.get("methods") or found_methods)

@@ -51,7 +51,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
         One seed: {"folds": {f: test metrics}, "mean", "sd", "n"} over the folds. Several:
         {"runs": {s: {f: test metrics}}, "fold_means": {s: fold mean}, "mean", "sd", "n"} over seeds.
     """
-    out = Path(out_dir)
+    out = Path(out_dir).expanduser()  # a `~` train() expands: the folds and the summaries in one folder
     if not list(folds):
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
     if len(set(folds)) != len(list(folds)):

@@ -578,8 +578,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
         NonFiniteError: a loss, gradient or weight became NaN / inf (the last checkpoint is kept).
     """
     held: list = []  # the run folder's lock, taken at the first write and released here
+    # Lightning expands a `~` in its folders and pase's own writes did not: train(cfg, "~/x") put the
+    # checkpoints under $HOME and the rest in ./~/x (a review); expanded once here, as the CLI does
     try:
-        return _train(cfg, Path(out_dir), resume, quiet, held, bundle)
+        return _train(cfg, Path(out_dir).expanduser(), resume, quiet, held, bundle)
     finally:
         for fd in held:
             os.close(fd)  # closing the descriptor releases its lock

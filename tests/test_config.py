@@ -406,10 +406,37 @@ def test_a_pase_choice_is_checked_with_the_config(key, value, tmp_path):
     assert str(e.value) == f"pase.{key}={value!r} is not one of {', '.join(PASE_CHOICES[key])}"
     for choice in PASE_CHOICES[key]:
         assert getattr(apply_overrides(Config(), ["method=pase", f"pase.{key}={choice}"]).pase, key) == choice
+    if key == "shapley_utility":  # every method reads it: refused for late fusion too (the next test)
+        return
     assert getattr(apply_overrides(Config(), [f"pase.{key}={value}"]).pase, key) == value  # late fusion's
     with pytest.raises(ConfigError, match=rf"pase.{key}={value!r} is not one of"):
         compare(apply_overrides(Config(), [f"pase.{key}={value}"]), ["late_fusion", "pase"], [1111], tmp_path / "c")
     assert not (tmp_path / "c" / "runs").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "ogm_ge", "agm", "pmr"])
+def test_the_pase_choices_other_methods_read_are_checked_for_them(method, tmp_path):
+    """pase.binning is PMR's binning and pase.shapley_utility every method's Shapley utility, but the
+    choices were checked for PaSE only: `pase compare --methods late_fusion,pmr --set pase.binning=sgn`
+    trained late fusion, then PMR failed at model build (review). A method that does not read
+    pase.binning still loads a config holding any."""
+    from pase.config import PASE_CHOICES
+    from pase.evaluation.compare import compare
+
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), [f"method={method}", "pase.shapley_utility=acc"])
+    assert str(e.value) == f"pase.shapley_utility='acc' is not one of {', '.join(PASE_CHOICES['shapley_utility'])}"
+    if method != "pmr":
+        assert apply_overrides(Config(), [f"method={method}", "pase.binning=sgn"]).pase.binning == "sgn"
+        return
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), ["method=pmr", "pase.binning=sgn"])
+    assert str(e.value) == f"pase.binning='sgn' is not one of {', '.join(PASE_CHOICES['binning'])}"
+    for choice in ("sign", "polarity", "round7"):
+        assert apply_overrides(Config(), ["method=pmr", f"pase.binning={choice}"]).pase.binning == choice
+    with pytest.raises(ConfigError, match=r"pase.binning='sgn' is not one of"):
+        compare(apply_overrides(Config(), ["pase.binning=sgn"]), ["late_fusion", "pmr"], [1111], tmp_path / "c")
+    assert not (tmp_path / "c" / "runs").exists()  # late fusion did not train first
 
 
 def test_the_pase_choices_are_the_methods_own():

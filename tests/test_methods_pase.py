@@ -445,3 +445,26 @@ def test_pase_on_one_modality_says_so_and_never_switches_to_sgm(tmp_path, caplog
     assert any("method 'pase' with one modality (text)" in r.getMessage() for r in caplog.records)
     diag = result["diagnostics"]
     assert diag["phase"] == 1 and diag["switch_epoch"] == -1 and diag["sgm_epochs"] == 0, diag
+
+
+def test_pase_on_one_modality_gets_no_schedule_advice(tmp_path, caplog):
+    """With one modality PaSE stays in phase 1, yet a schedule too short for an SGM epoch also
+    advised raising train.max_epochs or lowering pase.switch_*, which cannot start phase 2: following
+    it (switch_max_epoch=1) still trained no SGM epoch (a review). Only the one-modality warning is given."""
+    import logging
+
+    from tiny import TINY
+
+    from pase.methods.pase import schedule_warning
+    from pase.training import train
+
+    cfg = apply_overrides(Config(), TINY + ["method=pase", "data.modalities=[text]", "train.max_epochs=3"])
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        result = train(cfg, tmp_path / "r", quiet=True)
+    said = [r.getMessage() for r in caplog.records if r.name == "pase" and r.levelno == logging.WARNING]
+    assert len(said) == 1 and said[0].startswith("method 'pase' with one modality (text): OT alignment, the "
+                                                 "prototype gate and SGM act between modalities"), said
+    assert result["diagnostics"]["sgm_epochs"] == 0
+    assert schedule_warning(cfg, ("text",)) is None  # and with more modalities it advises as before
+    assert schedule_warning(cfg, ("text", "audio")).startswith("train.max_epochs=3 ends the run before its first "
+                                                               "SGM epoch could come (epoch 4 at the earliest")

@@ -26,7 +26,7 @@ the global batch (the prototype banks all-reduce their class sums the same way).
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -50,8 +50,12 @@ def prototype_targets(target: Tensor, task: TaskSpec, binning: str) -> Tensor:
     return target.long()
 
 
-def schedule_warning(cfg) -> Optional[str]:
+def schedule_warning(cfg, modalities: Optional[Sequence[str]] = None) -> Optional[str]:
     """Why the configured schedule may never train an SGM epoch, or None.
+
+    ``modalities``: the run's modalities, when known. With one modality PaSE stays in phase 1
+    whatever the schedule (the model's warning says so), so no advice on the schedule is given: it
+    advised raising train.max_epochs or lowering pase.switch_*, which cannot start phase 2 (a review).
 
     The switch after ``pase.switch_patience`` stale validation epochs and early stopping after
     ``train.early_stop_patience`` count the same epochs (early stopping needs at least one: a
@@ -62,7 +66,8 @@ def schedule_warning(cfg) -> Optional[str]:
     of no more epochs never trains one either.
     """
     pc, tc = cfg.pase, cfg.train
-    if cfg.method != "pase" or not pc.sgm or pc.switch_max_epoch <= 0:
+    single = modalities is not None and len(modalities) == 1
+    if cfg.method != "pase" or not pc.sgm or pc.switch_max_epoch <= 0 or single:
         return None
     stop = max(tc.early_stop_patience, 1)  # the stale epochs after which early stopping ends the run
     earliest = min(pc.switch_patience + 1, pc.switch_max_epoch)  # the first SGM epoch at the earliest

@@ -612,11 +612,11 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
     if writer:
         _check_out(out, resume)
     t0 = time.time()
-    why = schedule_warning(cfg)
-    if why and writer:
-        log.warning(why)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = bundle if bundle is not None else load_bundle(cfg)
+    why = schedule_warning(cfg, bundle.modalities)  # after the load: one modality never trains phase 2 anyway
+    if why and writer:
+        log.warning(why)
     if cfg.method == "ogm_ge":  # before anything is written (at training, so old checkpoints still load)
         try:
             check_ogm_modalities(bundle.modalities)

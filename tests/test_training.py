@@ -494,6 +494,23 @@ def test_an_out_below_a_file_is_one_line_before_the_data_loads(tmp_path, capsys,
     assert afile.read_text() == "mine"
 
 
+def test_a_resume_of_a_file_or_below_one_is_told_to_pass_the_run_folder(tmp_path, capsys, monkeypatch):
+    """`pase train --resume notes.txt/run` said "--out notes.txt/run: ... pass another --out", advice
+    --resume refuses ("drop --out"; a review); a --resume that is a file was told to pass a new --out."""
+    import pase.training.run as run_module
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.setattr(run_module, "load_bundle", lambda cfg: pytest.fail("the data was loaded"))
+    assert main(["train", "--quiet", "--resume", "notes.txt/run"]) == 2
+    assert capsys.readouterr().err == (f"pase: error: --resume notes.txt/run: {tmp_path / 'notes.txt'} is a file, "
+                                       "not a run folder; pass the run folder to continue (nothing was changed)\n")
+    assert main(["train", "--quiet", "--resume", "notes.txt"]) == 2
+    assert capsys.readouterr().err == ("pase: error: --resume notes.txt is a file, not a run folder; pass the run "
+                                       "folder to continue (nothing was changed)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("flag, fix", [("--resume", "the run folder to continue"),
                                        ("--out", "a new run folder, or no --out for runs/")])
 def test_an_empty_resume_or_out_is_refused(tmp_path, capsys, monkeypatch, flag, fix):

@@ -278,12 +278,20 @@ def _rank() -> int:
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
-    """``out`` can take a run: not a file, nor below one, and for a resume a run folder (with its config.yaml)."""
+    """``out`` can take a run: not a file, nor below one, and for a resume a run folder (with its config.yaml).
+    The messages name the option that passed ``out``: a --resume below a file was told to pass another
+    --out, which --resume refuses (a review)."""
     if out.exists() and not out.is_dir():
+        if resume:
+            raise RunDirError(f"--resume {out} is a file, not a run folder; pass the run folder to continue "
+                              "(nothing was changed)")
         raise RunDirError(f"{out} is a file, not a run folder; pass a new --out (nothing was overwritten)")
     # below a file, mkdir failed after the data loaded, with a bare "[Errno 20] Not a directory" (review)
     above = next((p for p in out.absolute().parents if p.exists()), None)
     if not out.exists() and above is not None and not above.is_dir():
+        if resume:
+            raise RunDirError(f"--resume {out}: {above} is a file, not a run folder; pass the run folder to "
+                              "continue (nothing was changed)")
         raise RunDirError(f"--out {out}: {above} is a file, not a folder; pass another --out (nothing was written)")
     if resume and not (out / "config.yaml").is_file():
         raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")

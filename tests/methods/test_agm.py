@@ -159,8 +159,9 @@ def test_under_ddp_the_scores_are_the_global_batchs(make_case, monkeypatch):
     B = case.batch.target.shape[0]
     other = torch.tensor([1.0, 2.0, 3.0])
 
-    def all_reduce(packed, op=None):  # this rank's (sums, count) plus the other rank's
-        packed += torch.cat([other * 3 * B, torch.tensor([3.0 * B])])
+    def all_reduce(packed, op=None):  # the scores' (M + 1,); the tracked coalition utilities': the other rank adds none
+        if packed.numel() == len(other) + 1:
+            packed += torch.cat([other * 3 * B, torch.tensor([3.0 * B])])
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)

@@ -1,6 +1,7 @@
 """The shared pieces of every method: the running mean behind per-step and per-epoch sums, and
 the per-epoch tracking log."""
 
+import pytest
 import torch
 
 from pase.methods.base import RunningMean
@@ -79,6 +80,70 @@ def test_epoch_diagnostics_under_distributed_are_over_every_ranks_samples(monkey
     for key, row in zip(("shapley", "share", "weight"), want):
         for i, m in enumerate(model.modalities):
             assert abs(logs[f"{key}_{m}"] - float(row[i])) < 1e-6, (key, m)
+
+
+@pytest.mark.parametrize("method_name", ["late_fusion", "pase"])
+def test_logged_shares_under_distributed_are_the_global_batchs(method_name, monkeypatch):
+    """Under DDP the logged shares of every method but PaSE were means of each rank's half-batch shares,
+    not the shares of the global batch one process logs (a review: late fusion's text share 0.604 against
+    0.454); the values agreed, being linear. Now every method all-reduces the coalition utilities per
+    batch (once: PaSE's own reduction is the base's). Another rank holding 12 of a global batch of 32 is
+    simulated by an all_reduce that adds its weighted sums: its utilities per batch, its tracked rows at
+    the end of the epoch."""
+    import torch.distributed as dist
+
+    from pase.config import Config
+    from pase.data.registry import create_data
+    from pase.methods.base import create_method, task_loss
+    from pase.models.build import build_model
+    from pase.shapley import exact_shapley, shapley_shares
+
+    torch.manual_seed(0)
+    bundle = create_data("synthetic", sizes=[32, 8, 8])
+    cfg = Config(method=method_name)
+    model = build_model(cfg, bundle)
+    method = create_method(method_name, cfg, bundle.task, model)
+    train = bundle.splits["train"]
+    glob, mine, theirs = (train.__getitems__(list(idx)) for idx in (range(32), range(20), range(20, 32)))
+    # one Adam step: an untrained model's values are all below the shares' floor (shares 1/3 each), and
+    # after a few steps text takes nearly all; here the shares are spread, so a wrong mean shows
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    task_loss(model(glob).logits, glob.target, bundle.task).backward()
+    opt.step()
+    model.eval()  # no dropout: the halves' outputs are the global batch's rows
+    with torch.no_grad():
+        out_glob, out_mine, out_theirs = model(glob), model(mine), model(theirs)
+    # one process with the global batch (no torch.distributed: unchanged, bit for bit)
+    u_glob = method.coalition_utilities(model, out_glob, glob.target)
+    values = exact_shapley(u_glob)
+    shares = shapley_shares(values)
+    u_theirs = method.coalition_utilities(model, out_theirs, theirs.target)
+    w_mine, w_theirs = (o.weights.mean(0, dtype=values.dtype) for o in (out_mine, out_theirs))
+    # the mean of the halves' shares (what was logged before) is not the global batch's: the test tells them apart
+    half = [shapley_shares(exact_shapley(method.coalition_utilities(model, o, b.target)))
+            for o, b in ((out_mine, mine), (out_theirs, theirs))]
+    assert ((20 * half[0] + 12 * half[1]) / 32 - shares).abs().max() > 1e-2
+    # the other rank tracks the global batch's values and shares (it all-reduces too) and its own weights
+    their_rows = torch.stack([values, shares, w_theirs])
+    seen = []
+
+    def all_reduce(t, op=None):
+        seen.append(t.numel())
+        if t.numel() == u_theirs.numel() + 1:  # a batch's utilities
+            t += torch.cat([u_theirs * 12, torch.tensor([12.0])]).to(t.dtype)
+        else:  # the epoch's tracked sums
+            t += torch.cat([their_rows.reshape(-1) * 12, torch.tensor([12.0])]).to(t.dtype)
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    method.track(model, mine, out_mine)
+    logs = method.epoch_diagnostics(model)
+    for i, m in enumerate(model.modalities):
+        # 1e-5: float32 sums of the two halves against the one-process batch mean
+        assert abs(logs[f"share_{m}"] - float(shares[i])) < 1e-5, (m, logs[f"share_{m}"], float(shares[i]))
+        assert abs(logs[f"shapley_{m}"] - float(values[i])) < 1e-5, m
+        assert abs(logs[f"weight_{m}"] - float((20 * w_mine[i] + 12 * w_theirs[i]) / 32)) < 1e-5, m
+    assert seen == [u_theirs.numel() + 1, 3 * len(model.modalities) + 1]  # one collective per batch, one per epoch
 
 
 def test_pase_ot_cost_under_distributed_is_over_every_ranks_steps(monkeypatch):

@@ -18,8 +18,8 @@ Shapley values are tracked in phase 1 as well (they cost one batched head pass),
 per-epoch log shows the contribution shares before and after the switch.
 
 Under ``torch.distributed`` the coalition utilities are averaged over the ranks (weighted by
-their batch sizes, one all-reduce of 2^M + 1 numbers per batch) before the Shapley values are
-taken, so every rank applies the same coefficients, those a single process would compute on
+their batch sizes, one all-reduce of 2^M + 1 numbers per batch, in ``Method.coalition_utilities``
+for every method) before the Shapley values are taken, so every rank applies the same coefficients, those a single process would compute on
 the global batch (the prototype banks all-reduce their class sums the same way).
 """
 
@@ -191,10 +191,6 @@ class PaSE(Method):
         return loss
 
     # ------------------------------------------------------------------ SGM
-    def coalition_utilities(self, model: nn.Module, out, target: Tensor, masks: Optional[Tensor] = None) -> Tensor:
-        """(C,) utilities of this batch; under ``torch.distributed`` those of the global batch."""
-        return batch_weighted_mean(super().coalition_utilities(model, out, target, masks), target.shape[0])
-
     def track(self, model: nn.Module, batch: Batch, out) -> Tensor:
         shares = super().track(model, batch, out)
         if self._phase2 and self.pc.sgm:

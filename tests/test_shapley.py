@@ -173,5 +173,12 @@ def test_scale_gradients_only_touches_its_group():
     assert no_grad.grad is None
     with pytest.raises(KeyError, match="same modality keys"):
         scale_gradients(groups, {"audio": 1.0})
+    # A stray extra key (a typo, or a modality the model does not have) is refused too, before any
+    # gradient is scaled: the docstring asks for exactly the keys of groups, not a superset.
+    scaled = {id(p): p.grad.clone() for p in itertools.chain(*params.values())}
+    with pytest.raises(KeyError, match=r"coeffs \['audio', 'extra', 'text', 'vision'\]"):
+        scale_gradients(groups, {**coeffs, "extra": 3.0})
+    for p in itertools.chain(*params.values()):
+        assert_close(p.grad, scaled[id(p)], atol=0, rtol=0)
     with pytest.raises(ValueError, match="both groups"):
         scale_gradients({"a": [shared], "b": [shared]}, {"a": 1.0, "b": 1.0})

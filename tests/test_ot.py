@@ -128,6 +128,22 @@ def test_no_check_no_warning_and_fixed_iterations():
     assert log["niter"] == log2["niter"] == 3 and float(log["err"]) > 0
 
 
+def test_a_solve_converged_in_its_autograd_free_part_does_not_warn():
+    """grad_iters=0 runs every iteration without autograd, so the converged check happens in the
+    autograd-free loop: that solve converged and must not warn "did not converge"; it stops at the
+    same check, with the same plan, as the plain solve."""
+    g = torch.Generator().manual_seed(7)
+    a, b, M = _random_problem(g, 5, 5, cost_scale=2.0)
+    kw = dict(reg=0.1, max_iter=20000, tol=1e-10, log=True)
+    ref, plain = sinkhorn_log(a, b, M, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan, log = sinkhorn_log(a, b, M, grad_iters=0, **kw)
+    assert log["niter"] == plain["niter"] < 20000 and float(log["err"]) < 1e-10
+    assert_close(plan, ref, atol=0, rtol=0)
+    assert_close(plan, reference_sinkhorn_log(a, b, M, 0.1), atol=1e-9, rtol=0)
+
+
 def test_log_dict_reconstructs_plan():
     g = torch.Generator().manual_seed(8)
     a, b, M = _random_problem(g, 3, 4)
@@ -314,6 +330,22 @@ def test_warm_start_reaches_pots_plan_in_fewer_iterations(reg):
     assert_close(sinkhorn_log(a, b, M2, reg, max_iter=20000, tol=1e-10, init=inf_start), plan, atol=1e-6, rtol=0)
 
 
+def test_warm_start_non_finite_entries_start_at_zero():
+    """A warm start holding NaN / +-inf (a diverged earlier solve's log_u) starts those entries at 0,
+    as documented: the plan is POT's and the cold start's, not NaN (+inf and NaN would poison every
+    logsumexp of the first update)."""
+    g = torch.Generator().manual_seed(12)
+    a, b, M = _random_problem(g, 4, 4, cost_scale=2.0)
+    cold = sinkhorn_log(a, b, M, 0.1, max_iter=20000, tol=1e-10)
+    init = torch.tensor([float("nan"), float("inf"), float("-inf"), 0.0], dtype=M.dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and it converges: no "did not converge" warning
+        plan, log = sinkhorn_log(a, b, M, 0.1, max_iter=20000, tol=1e-10, init=init, log=True)
+    assert torch.isfinite(log["log_u"]).all()
+    assert_close(plan, cold, atol=1e-9, rtol=0)
+    assert_close(plan, reference_sinkhorn_log(a, b, M, 0.1), atol=1e-9, rtol=0)
+
+
 def test_alignment_warm_start_keeps_the_loss():
     g = torch.Generator().manual_seed(5)
     cents = {m: torch.randn(3, 8, generator=g, dtype=torch.float64) for m in ("a", "b", "c")}
@@ -346,6 +378,28 @@ def test_implicit_gradient_equals_the_converged_unroll(reg):
     assert_close(plan, unrolled.detach(), atol=1e-10, rtol=0)
     assert float((g_imp - g_ref).norm() / g_ref.norm()) < 1e-9
     assert float(log["err"]) < 1e-13 and torch.isfinite(g_imp).all()
+
+
+def test_implicit_defaults_converge_to_pots_plan_and_the_unrolled_gradient():
+    """With no keyword (the defaults max_iter=1000, tol=1e-9 of sinkhorn_log) the implicit solve
+    converges: POT's plan to 1e-8 and the converged unroll's gradient. A default that stopped
+    early (say 10 iterations: marginal error ~1e-2 here) would give a plan the implicit gradient,
+    exact only at the fixed point, does not belong to."""
+    g = torch.Generator().manual_seed(0)
+    a, b, M = _random_problem(g, 3, 3, batch=(3,))
+    M.requires_grad_(True)
+    w = torch.randn(M.shape, generator=g, dtype=M.dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan, log = sinkhorn_log_implicit(a, b, M, reg=0.05)
+    assert float(log["err"]) < 1e-9 and 10 < log["niter"] < 1000, log["niter"]
+    for i in range(3):
+        assert_close(plan[i].detach(), reference_sinkhorn_log(a[i], b[i], M[i], 0.05), atol=1e-8, rtol=0)
+    (g_imp,) = torch.autograd.grad((plan * w).sum(), M)
+    unrolled = sinkhorn_log(a, b, M, 0.05, max_iter=3000, tol=0)
+    (g_ref,) = torch.autograd.grad((unrolled * w).sum(), M)
+    rel = float((g_imp - g_ref).norm() / g_ref.norm())
+    assert rel < 1e-6, rel
 
 
 def test_implicit_gradcheck_float64():

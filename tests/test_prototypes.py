@@ -80,6 +80,32 @@ def test_ema_two_steps_closed_form():
     assert init.tolist() == [True, True, False]
 
 
+def test_library_defaults_are_the_spec_constants():
+    """The public API's defaults are PASE_SPEC's gamma = 0.98 (bank and ema_update) and tau = 0.1
+    (prototype_logits, pcl_loss, PrototypeBank.logits), checked as numbers, not only through the
+    config path; a momentum of 1 (a bank that never moves) is refused."""
+    bank = PrototypeBank(2, 2)
+    assert bank.momentum == 0.98
+    bank.update(torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1]))
+    bank.update(torch.tensor([[3.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 1]))
+    assert_close(bank.prototypes, torch.tensor([[0.98 * 1 + 0.02 * 3, 0.0], [0.0, 0.98 * 2 + 0.02 * 4]]))
+    p, _ = ema_update(torch.tensor([[1.0, 2.0]], dtype=torch.float64), torch.tensor([True]),
+                      torch.tensor([[6.0, 0.0]], dtype=torch.float64), torch.tensor([2.0], dtype=torch.float64))
+    assert_close(p, torch.tensor([[0.98 * 1 + 0.02 * 3, 0.98 * 2]], dtype=torch.float64), **EXACT)
+    h = torch.tensor([[1.0, 0.0], [0.0, 3.0]], dtype=torch.float64)
+    c = torch.tensor([[2.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    s = 2.0**-0.5
+    expected = torch.tensor([[1.0, s], [0.0, s]], dtype=torch.float64) / 0.1
+    assert_close(prototype_logits(h, c), expected, **EXACT)
+    y = torch.tensor([1, 0])
+    assert_close(pcl_loss(h, y, c, torch.tensor([True, True])), F.cross_entropy(expected, y), **EXACT)
+    assert_close(bank.logits(h.float()), prototype_logits(h.float(), bank.prototypes, tau=0.1))
+    for bad in (1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=rf"PrototypeBank: momentum must be in \[0, 1\), got {bad}"):
+            PrototypeBank(2, 4, momentum=bad)
+    assert PrototypeBank(2, 4, momentum=0.0).momentum == 0.0  # 0: the batch mean itself, allowed
+
+
 def test_ema_absent_class_untouched_and_inputs_not_mutated():
     p = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
     init = torch.tensor([True, True])
@@ -242,6 +268,13 @@ def test_class_ids_and_widths_that_do_not_fit_get_one_named_error():
         pcl_loss(h, labels_to_classes(y, "round7"), bank.prototypes, bank.initialized)
     with pytest.raises(ValueError, match=r"class id -1 is outside"):
         bank.update(h, torch.tensor([0, 1, -1, 1, 0, 1]))
+    # id K itself (the off-by-one: polarity id 2 into a 2-class bank) is outside too, and the bank is left alone
+    kept = bank.prototypes.clone()
+    with pytest.raises(ValueError, match=r"class_means: class id 2 is outside \[0, 2\)"):
+        bank.update(h, torch.tensor([0, 1, 2, 1, 0, 1]))
+    assert torch.equal(bank.prototypes, kept)
+    with pytest.raises(ValueError, match=r"pcl_loss: class id 2 is outside \[0, 2\)"):
+        pcl_loss(h, torch.tensor([0, 1, 2, 1, 0, 1]), bank.prototypes, bank.initialized)
     with pytest.raises(TypeError, match=r"classes must be integer class ids \(torch.long\), got torch.float32"):
         bank.update(h, y)
     with pytest.raises(ValueError, match=r"update_banks: features must be \(banks, B, D\) with D = 4, the banks' width; "

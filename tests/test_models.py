@@ -251,7 +251,9 @@ def test_split_first_layer_coalition_head_equals_the_concatenation(bundle, head_
     """The coalition pass's modality-split first layer and mask products give the head's output
     on each coalition's weighted concatenation (dropout off), for a linear and an MLP head, also
     with gate scores tens apart (gap 29: audio 29 and vision 58 below text, every weight exact). Beyond the
-    documented gap of 60 the weights stay finite."""
+    documented gap of 60 the weights stay finite, and the empty and one-modality coalitions stay exact: a
+    singleton weighs its member 1 at any gap (without the clip its e_m underflowed to 0 and the head scored its
+    bias alone)."""
     cfg = apply_overrides(Config(), ["method=pase", f"model.head_hidden={head_hidden}", "model.dropout=0.3"])
     model = build_model(cfg, bundle).train()
     batch = bundle.splits["train"].__getitems__(list(range(16)))
@@ -266,7 +268,14 @@ def test_split_first_layer_coalition_head_equals_the_concatenation(bundle, head_
         want = model.head((out.stacked * weights.unsqueeze(-1)).flatten(-2))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     out.gate_scores = out.gate_scores - 1000.0 * torch.arange(3.0)
-    assert torch.isfinite(model.coalition_logits(out, masks)).all()
+    with torch.no_grad():
+        far = model.coalition_logits(out, masks)
+        weights = model.fusion_weights(out.gate_scores, masks[:, None, :], 16, out.stacked.device, out.stacked.dtype)
+        want = model.head((out.stacked * weights.unsqueeze(-1)).flatten(-2))
+    assert torch.isfinite(far).all()
+    small = masks.sum(-1) <= 1  # the empty and singleton coalitions: no member 60 below another
+    assert int(small.sum()) == 4
+    torch.testing.assert_close(far[small], want[small], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -249,11 +249,19 @@ def test_regression_shape_mismatch_message():
         mosi_metrics(torch.zeros(5), torch.zeros(4))
     with pytest.raises(ValueError, match=r"preds has shape \(5, 2\) but target has \(5,\)"):
         sims_metrics(np.zeros((5, 2)), np.zeros(5))
+    # (N, 2) against (N, 2) is not N scores flattened into 2N: only a (N, 1) column is squeezed
+    with pytest.raises(ValueError, match=r"preds has shape \(5, 2\) but target has \(5, 2\); expected preds and "
+                                         r"target of shape \(N,\) or \(N, 1\)"):
+        mosi_metrics(np.zeros((5, 2)), np.zeros((5, 2)))
 
 
 def test_classification_and_multilabel_shape_messages():
     with pytest.raises(ValueError, match=r"preds has shape \(5, 3\) but target has \(4,\); expected preds \(N, K\)"):
         multiclass_metrics(torch.zeros(5, 3), torch.zeros(4, dtype=torch.long))
+    # one logit column: its argmax is always class 0 (WA = UA = WF1 = 1 for all-zero targets), so it is refused
+    with pytest.raises(ValueError, match=r"preds has shape \(4, 1\) but target has \(4,\); expected preds \(N, K\) "
+                                         r"logits with K >= 2"):
+        multiclass_metrics(np.zeros((4, 1)), [0, 0, 0, 0])
     with pytest.raises(ValueError, match=r"preds has shape \(5, 4\) but target has \(5, 3\)"):
         iemocap_mult_metrics(torch.zeros(5, 4), torch.zeros(5, 3))
     with pytest.raises(ValueError, match="3 emotion columns but 4 emotion names"):

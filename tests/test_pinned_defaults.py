@@ -3,8 +3,8 @@ code at a time, the covering tests run) found each of these changes surviving. E
 on its mutant: the OT loss's defaults (alpha 0.1, beta 0.05, reg 0.05), ``pase.momentum`` and
 ``baselines.pmr_momentum`` reaching their banks, the shares' floor 1e-3, the permutation estimate's
 sample-SD standard error, the gate's initial bound 1/sqrt(D + 1), the confidence-only gate default,
-SGM's mean over the micro-batches of a step, OGM-GE's noise floor 1e-8 and Sinkhorn's batch-max
-stopping error."""
+SGM's mean over the micro-batches of a step, OGM-GE's noise floor 1e-8, Sinkhorn's batch-max
+stopping error and the Config's PaSE defaults (the values docs/method.md's table gives)."""
 import math
 
 import torch
@@ -120,3 +120,12 @@ def test_d10_sinkhorn_err_is_the_batch_max():
     per = torch.linalg.vector_norm(plan.sum(-2) - a, dim=-1)
     assert float(per.max()) < 1e-6  # every problem converged to tol, as documented
     assert_close(log["err"], per.max())
+
+
+def test_d11_config_pase_defaults_are_the_documented_ones():
+    """A plain ``pase train`` runs on Config's defaults, which docs/method.md lists as PASE_SPEC's
+    (gamma 0.98, tau 0.1, mu = lambda_pcl 0.1, lambda = lambda_ot 0.01, epsilon 0.05, alpha 0.1,
+    beta 0.05, SGM smoothing 0.9); the paper YAMLs set them explicitly, so nothing else pinned them."""
+    p = Config().pase
+    assert (p.momentum, p.tau, p.lambda_pcl, p.lambda_ot, p.ot_reg, p.alpha, p.beta, p.sgm_smoothing) == (
+        0.98, 0.1, 0.1, 0.01, 0.05, 0.1, 0.05, 0.9)

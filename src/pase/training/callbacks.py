@@ -159,6 +159,11 @@ class ResumableEarlyStopping(L.pytorch.callbacks.EarlyStopping):
         super().load_state_dict(state_dict)  # Lightning restores the checkpoint's patience too
         self.patience = configured  # train.early_stop_patience may change on resume (run.RESUMABLE)
         self.stopped = early_stopped(state_dict, configured)
+        if not self.stopped and self.stopped_epoch:  # a raised patience lifted the saved stop: its record goes
+            # too, or the resumed run's checkpoints said it had stopped at an epoch it trained past (a review)
+            self.stopped_epoch = 0
+            self.stopping_reason = type(self.stopping_reason).NOT_STOPPED
+            self.stopping_reason_message = None
 
 
 def early_stopped(state: Dict[str, Any], patience: int) -> bool:

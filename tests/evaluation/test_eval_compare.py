@@ -886,3 +886,19 @@ def test_a_comparison_whose_every_run_failed_takes_the_corrected_configuration(t
                                           r"there, 1 now\)"):
         compare(apply_overrides(Config(), OVERRIDES + ["data.options.seed=1"]), ["late_fusion"], [1111], out,
                 diagnose=False)
+
+
+def test_hardware_settings_are_checked_only_when_a_run_will_train(comparison_copy, tmp_path, monkeypatch):
+    """The up-front check of the accelerator / devices ran also when every run was finished, so a comparison
+    trained on a GPU could not be re-summarised on a machine without one (a review). Lightning's refusal is
+    stood in for: a finished comparison is summarised, a new one is refused before anything is written."""
+    def no_such_hardware(cfg):
+        raise ConfigError("train.accelerator=gpu: Lightning cannot run these on this machine")
+
+    monkeypatch.setattr(compare_mod, "check_trainer_settings", no_such_hardware)
+    cfg = apply_overrides(Config(), OVERRIDES)
+    summary = compare(cfg, OK_METHODS, SEEDS, comparison_copy, diagnose=False)
+    assert summary["reported"] == OK_METHODS
+    with pytest.raises(ConfigError, match="Lightning cannot run these"):
+        compare(cfg, OK_METHODS, SEEDS, tmp_path / "new", diagnose=False)
+    assert not (tmp_path / "new").exists()

@@ -499,17 +499,20 @@ def check_one_process(cfg: Config, command: str) -> None:
                           "--jobs N to train N runs side by side (nothing was written)")
 
 
-def _check_runs_can_start(cfg: Config, methods: List[str]) -> None:
+def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) -> None:
     """What would fail every run of a method at its start, refused before anything is written: each method's
     configuration (``Config`` refuses a bad ``pase.*`` choice for PaSE), the accelerator, devices, strategy
     and precision Lightning must accept (``train.devices='0,'`` on the CPU), and the data options
     (``data_options``, and the source's ``check_options`` where it has one). The runs met these only after
     config.yaml and compare.json were saved, so the corrected command was refused as another configuration
     (a review). Range checks a loader makes as it loads (a negative ``data.options.seed``) need the data:
-    the runs meet them, and ``_check_base_config`` then lets the corrected command replace config.yaml."""
+    the runs meet them, and ``_check_base_config`` then lets the corrected command replace config.yaml.
+    The hardware settings are checked only when the call ``trains`` a run: a finished comparison trained on
+    a GPU is re-summarised on a machine without one (a review)."""
     for m in methods:
         dataclasses.replace(cfg, method=m)  # Config.__post_init__ checks the method's own choices
-    check_trainer_settings(cfg)
+    if trains:
+        check_trainer_settings(cfg)
     opts = data_options(cfg)
     check = getattr(DATA_SOURCES.get(cfg.data.source), "check_options", None)
     if check is not None:
@@ -711,22 +714,23 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     check_one_process(cfg, "pase compare")
-    _check_runs_can_start(cfg, methods)
     out = Path(out_dir).expanduser()  # a `~` train() expands: its runs and these files in one folder
+    levels = tuple(unique_levels(noise_levels))
+    planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)  # builds paths and configs, reads nothing
+    trains = any(not (Path(j.out) / "metrics.json").is_file() for j in planned)
+    _check_runs_can_start(cfg, methods, trains)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     _check_comparison_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_base_config(cfg, out)
-    levels = tuple(unique_levels(noise_levels))
     if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
         for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
             kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")
             if kept is not None and [float(x) for x in kept] != list(levels):
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
-    planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)
-    _check_kept_runs(cfg, out, trains=any(not (Path(j.out) / "metrics.json").is_file() for j in planned))
+    _check_kept_runs(cfg, out, trains=trains)
     remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
     # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
     # (or one whose every run failed: _check_base_config)

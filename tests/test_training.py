@@ -556,6 +556,19 @@ def test_the_python_api_expands_a_tilde_in_its_folders(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
 
 
+def test_a_folder_named_like_a_tilde_without_a_user_is_kept_as_written(tmp_path, monkeypatch):
+    """`~r2` names no user: the shell and the CLI keep it as written, but Path.expanduser, which the
+    Python API used, raised "Could not determine home directory" (a review)."""
+    from pase.io import user_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert user_path("~no_such_user_r2/x") == Path("~no_such_user_r2/x")
+    assert user_path("~/x") == tmp_path / "home" / "x" and user_path(Path("rel")) == Path("rel")
+    train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), "~no_such_user_r2", quiet=True)
+    assert (tmp_path / "~no_such_user_r2" / "metrics.json").is_file()
+
+
 def test_a_ddp_worker_without_out_uses_the_folder_rank_0_chose(tmp_path, capsys, monkeypatch):
     """Without --out each process named runs/<method>-<time> from its own clock; a DDP worker starts
     tens of seconds later, so its messages pointed at a folder that did not exist (a review). Rank 0

@@ -17,8 +17,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
+__all__ = ["user_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
            "FileWriteError", "is_partial_write", "remove_partial_writes"]
+
+
+def user_path(path: "str | os.PathLike[str]") -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded as the shell would, like the CLI's options;
+    one that names no user (``~notes``) is kept as written. ``Path.expanduser`` raised "Could not
+    determine home directory" there, where the CLI had passed the folder through (a review)."""
+    return Path(os.path.expanduser(os.fspath(path)))
 
 
 class FileWriteError(OSError):

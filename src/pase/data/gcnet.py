@@ -31,6 +31,7 @@ from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..registry import unknown_name_message
+from ..io import user_path
 from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .registry import register_data
 from .safe_pickle import safe_load_pickle
@@ -428,8 +429,8 @@ def _dataset_name(label_path: Path, dataset: Optional[str]) -> str:
 
 
 def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanitize):
-    lp = Path(label_path).expanduser()
-    root = Path(feature_root).expanduser() if feature_root is not None else lp.parent / "features"
+    lp = user_path(label_path)
+    root = user_path(feature_root) if feature_root is not None else lp.parent / "features"
     require_file(lp)
     dataset = _dataset_name(lp, dataset)
     _check_args(dataset, folds, fraction)
@@ -495,7 +496,7 @@ def check_folds(label_path: str | Path, folds: Sequence[Optional[int]], dataset:
     that are not IEMOCAP dialogues), reading the label pickle once and no feature: ``pase
     crossval`` found a missing session only when that fold's turn came, after the others trained."""
     _check_seed(seed)
-    lp = Path(label_path).expanduser()
+    lp = user_path(label_path)
     require_file(lp)
     name = _dataset_name(lp, dataset)
     t = _read_labels(safe_load_pickle(lp), lp.name)

@@ -27,6 +27,7 @@ import numpy as np
 
 from .contract import DataBundle, MultimodalDataset, TaskSpec
 from .registry import register_data
+from ..io import user_path
 
 __all__ = ["load_mosi_bclstm", "default_root", "verify_checksums", "MosiDataError"]
 
@@ -201,7 +202,7 @@ def load_mosi_bclstm(path: Optional[str] = None, valid_fraction: float = 0.15, v
     if not 0.0 < valid_fraction < 1.0:
         raise ValueError(f"valid_fraction={valid_fraction!r} (data.options.valid_fraction); it must lie strictly "
                          f"between 0 and 1 (default 0.15): the train videos are split into train and valid")
-    root = Path(path).expanduser() if path is not None else default_root()
+    root = user_path(path) if path is not None else default_root()
     if not root.is_dir():  # it said "not a mosi-bclstm folder (no mosi_index.csv)" for a path that is not there
         where = f" (relative to the current directory, {Path.cwd()})" if not root.is_absolute() else ""
         raise MosiDataError(f"{root}: no such folder{where}; pass data.path=FOLDER, the mosi-bclstm folder")

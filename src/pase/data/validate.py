@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+from ..io import user_path
 
 __all__ = ["DataFormatError", "LOGGER", "require_splits", "require_keys", "as_array", "check_rows",
            "check_dims", "fix_non_finite", "check_label_range", "check_class_labels",
@@ -446,7 +447,7 @@ def resolve_source(path: str | Path, dataset: Optional[str], modalities: Sequenc
         raise ValueError(f"modalities={tuple(modalities)!r}; choose from {tuple(valid_modalities)}")
     if not str(path).strip():
         raise ValueError("data.path is empty; pass the data file, for example data.path=.../unaligned_50.pkl")
-    p = Path(path).expanduser()
+    p = user_path(path)
     require_file(p)
     return p, resolve_dataset(p, dataset, patterns, valid_datasets)
 

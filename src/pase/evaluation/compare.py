@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import __version__, code_fingerprint
 from ..config import Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes
+from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
 from ..data.registry import DATA_SOURCES
@@ -714,7 +714,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     check_one_process(cfg, "pase compare")
-    out = Path(out_dir).expanduser()  # a `~` train() expands: its runs and these files in one folder
+    out = user_path(out_dir)  # a `~` train() expands: its runs and these files in one folder
     levels = tuple(unique_levels(noise_levels))
     planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)  # builds paths and configs, reads nothing
     trains = any(not (Path(j.out) / "metrics.json").is_file() for j in planned)
@@ -912,7 +912,7 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
               reference: Optional[str] = None, level: float = 0.95) -> Dict[str, Any]:
     """Statistics of the runs on disk in ``out_dir`` (methods and seeds from ``compare.json``
     unless given); see the module docstring for the definitions."""
-    out = Path(out_dir).expanduser()  # the folder compare(out_dir="~/x") wrote
+    out = user_path(out_dir)  # the folder compare(out_dir="~/x") wrote
     meta = _read_json(out / "compare.json") or {}
     found_methods, found_seeds = _discover(out)
     methods = list(methods or meta.get("methods") or found_methods)

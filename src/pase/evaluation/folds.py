@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
-from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes
+from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..data.contract import fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
@@ -51,7 +51,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
         One seed: {"folds": {f: test metrics}, "mean", "sd", "n"} over the folds. Several:
         {"runs": {s: {f: test metrics}}, "fold_means": {s: fold mean}, "mean", "sd", "n"} over seeds.
     """
-    out = Path(out_dir).expanduser()  # a `~` train() expands: the folds and the summaries in one folder
+    out = user_path(out_dir)  # a `~` train() expands: the folds and the summaries in one folder
     if not list(folds):
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
     if len(set(folds)) != len(list(folds)):
@@ -210,8 +210,11 @@ def _table(first: str, rows: Dict[str, Dict[str, float]], mean: Optional[Dict[st
 
     lines += [f"| {key} | " + " | ".join(cell(key, k) for k in names) + " |" for key in rows]
     if mean is not None:
-        lines.append("| mean ± SD | " + " | ".join(f"{mean[k]:.4f} ± " + (f"{sd[k]:.4f}" if math.isfinite(sd[k]) else "n/a") + (f" (n={n[k]})" if n[k] < total
-                                                                                       else "") for k in names) + " |")
+        def summary(k: str) -> str:  # one fold's (or seed's) SD is undefined: 'n/a', not 'nan'
+            spread = f"{sd[k]:.4f}" if math.isfinite(sd[k]) else "n/a"
+            return f"{mean[k]:.4f} ± {spread}" + (f" (n={n[k]})" if n[k] < total else "")
+
+        lines.append("| mean ± SD | " + " | ".join(summary(k) for k in names) + " |")
     return lines
 
 

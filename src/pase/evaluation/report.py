@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..config import ConfigError
 from ..data.contract import sort_modalities
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, user_path
 from .compare import describe, summarize
 from .shapley_report import read_csv, write_csv
 
@@ -538,7 +538,7 @@ def _html(title: str, header: List[str], tables: List[Table], figures: Dict[str,
 def load_comparison(out_dir: str | Path) -> Dict[str, Any]:
     """``summarize`` of a comparison folder with at least one finished run (else one
     FileNotFoundError saying what the folder is and what to run)."""
-    out = Path(out_dir).expanduser()
+    out = user_path(out_dir)
     if not (out / "runs").is_dir():
         if (out / "metrics.json").is_file():  # pase compare refuses a training run's folder as --out
             raise FileNotFoundError(f"{out} is the folder of one training run, not a comparison; pase report reads "
@@ -567,7 +567,7 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
     Raises:
         FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder) or no finished run.
     """
-    out = Path(out_dir).expanduser()  # the folder compare(out_dir="~/x") wrote
+    out = user_path(out_dir)  # the folder compare(out_dir="~/x") wrote
     s = summary if summary is not None else load_comparison(out)
     figdir = out / "figures"
     for stem in FIGURES:  # a figure an earlier report drew and this one does not (fewer diagnoses) must go

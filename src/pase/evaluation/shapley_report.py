@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .. import code_fingerprint
 from ..data.contract import DataBundle
-from ..io import atomic_write_json, atomic_write_text, sha256_file
+from ..io import atomic_write_json, atomic_write_text, sha256_file, user_path
 from ..methods.base import coalition_utility, task_loss
 from ..shapley import coalition_masks, exact_shapley, shapley_shares
 from ..training.datamodule import make_loader
@@ -306,8 +306,8 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
             (moved data: ``data.path=NEW``); the data must be the data the checkpoint was trained on
             (its fingerprint; to score a model on other data, use ``pase evaluate``).
     """
-    checkpoint = Path(checkpoint).expanduser()  # as the CLI's path options: `~` is the home folder
-    out = Path(out_dir).expanduser() if out_dir is not None else checkpoint.resolve().parents[1]
+    checkpoint = user_path(checkpoint)  # as the CLI's path options: `~` is the home folder
+    out = user_path(out_dir) if out_dir is not None else checkpoint.resolve().parents[1]
     noise_levels = unique_levels(noise_levels)  # as scored, so as recorded and compared
     _check_diagnosis_dir(out, checkpoint)  # before the work: not a file
     module, cfg, bundle = load_checkpoint(checkpoint, bundle=bundle, overrides=overrides, same_data=True)
@@ -321,7 +321,7 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
     probe = probe_model(model, bundle, split) if probes else {}
     rob = robustness_rows(model, bundle, split, noise_levels, cfg.train.batch_size, by_group)
     metric = headline_metric(bundle.task.protocol)
-    log_csv = Path(log_csv).expanduser() if log_csv is not None else _find_log(checkpoint)
+    log_csv = user_path(log_csv) if log_csv is not None else _find_log(checkpoint)
     # every figure is computed; now the files, diagnostics.json last (it marks a finished diagnosis),
     # after a record of whose they are, so an interrupted diagnosis can be redone wherever it was
     digest = sha256_file(checkpoint)

@@ -26,6 +26,7 @@ from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
+from ..io import user_path
 
 __all__ = ["BertTextEncoder", "check_pretrained_dir", "PretrainedModelError", "POOLINGS", "pretrained_fingerprint"]
 
@@ -50,7 +51,7 @@ def check_pretrained_dir(path: Optional[str | Path]) -> Path:
             "model.text_encoder='bert' needs model.pretrained_path: a local Hugging Face model folder "
             "written by save_pretrained (config.json + model.safetensors or pytorch_model.bin); "
             "nothing is downloaded")
-    p = Path(path).expanduser()
+    p = user_path(path)
     fix = "point model.pretrained_path at a folder written by save_pretrained (nothing is downloaded)"
     if not p.is_dir():
         raise PretrainedModelError(f"model.pretrained_path {str(p)!r} is not a directory; {fix}")
@@ -80,7 +81,7 @@ def pretrained_fingerprint(path: str | Path) -> Dict[str, str]:
     ``training_args.bin``, made the same model "another"; a review.)"""
     import hashlib
 
-    p = Path(path).expanduser()
+    p = user_path(path)
     cfg = json.loads((p / "config.json").read_text())
     if isinstance(cfg, dict):
         cfg = {k: v for k, v in cfg.items() if k not in ("_name_or_path", "transformers_version")}

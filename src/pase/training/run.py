@@ -47,7 +47,7 @@ from ..data.registry import DATA_SOURCES
 from ..data.contract import DataBundle, fingerprint, fingerprint_difference, select_modalities, standardize
 from ..errors import RunInterrupted
 from ..io import (atomic_save, atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes,
-                  sha256_file)
+                  sha256_file, user_path)
 from ..methods import create_method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
@@ -589,7 +589,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, quiet: bool = 
     # Lightning expands a `~` in its folders and pase's own writes did not: train(cfg, "~/x") put the
     # checkpoints under $HOME and the rest in ./~/x (a review); expanded once here, as the CLI does
     try:
-        return _train(cfg, Path(out_dir).expanduser(), resume, quiet, held, bundle)
+        return _train(cfg, user_path(out_dir), resume, quiet, held, bundle)
     finally:
         for fd in held:
             os.close(fd)  # closing the descriptor releases its lock

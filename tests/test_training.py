@@ -344,6 +344,19 @@ def test_a_sharding_strategy_the_cpu_cannot_run_names_the_strategies_that_can(tm
                            "machine)")
 
 
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU: the setting would run")
+def test_an_accelerator_this_machine_lacks_is_named_whatever_the_strategy(tmp_path, capsys):
+    """With train.accelerator=gpu and a strategy other than auto the hint sent the user to the strategy
+    (train.strategy=auto ... run on any machine), which left the GPU refused (a review): the strategy is
+    named only when the same settings run with train.strategy=auto."""
+    args = ["train", "--quiet", "--out", str(tmp_path / "d")] + [x for s in TINY + [
+        "train.accelerator=gpu", "train.strategy=single_device"] for x in ("--set", s)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("(train.accelerator=auto runs on any machine; a GPU needs a CUDA "
+                                             "build of torch)"), err
+
 @pytest.mark.parametrize("devices, shown", [("-1", "-1"), ("[0]", "[0]"), ("'0,1'", "0,1")])
 def test_devices_the_cpu_accelerator_refuses_are_one_line_naming_the_keys(tmp_path, capsys, devices, shown):
     """pase takes -1, [0] and "0,1"; Lightning's CPU accelerator raises a TypeError for them, which

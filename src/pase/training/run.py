@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections.abc
 import contextlib
 import csv
+import dataclasses
 import difflib
 import json
 import inspect
@@ -264,12 +265,27 @@ def _lightning_trainer(cfg: Config, **kwargs: Any) -> L.Trainer:
         # accelerator raises TypeError for devices it takes elsewhere (-1, [0], "0,1")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         # a strategy such as fsdp or deepspeed is not fixed by the accelerator (a review): name the strategies
-        # that run anywhere
-        hint = ("train.strategy=auto (one process) or ddp run on any machine" if tc.strategy not in ("auto", "ddp")
+        # that run anywhere when the same settings with train.strategy=auto would run, else the accelerator
+        hint = ("train.strategy=auto (one process) or ddp run on any machine"
+                if tc.strategy != "auto" and _runs_with_auto_strategy(cfg)
                 else "train.accelerator=auto runs on any machine; a GPU needs a CUDA build of torch")
         raise ConfigError(f"train.accelerator={tc.accelerator}, train.devices={tc.devices}, train.strategy="
                           f"{tc.strategy}, train.precision={tc.precision}: Lightning cannot run these on this machine "
                           f"({first[:200]}); change the setting it names ({hint})") from None
+
+
+def _runs_with_auto_strategy(cfg: Config) -> bool:
+    """Whether Lightning builds a trainer for ``cfg``'s accelerator, devices and precision with
+    ``train.strategy=auto``: then the strategy is what this machine cannot run."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _lightning_trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, strategy="auto")),
+                               logger=False, enable_progress_bar=False, enable_model_summary=False,
+                               enable_checkpointing=False)
+        return True
+    except ConfigError:
+        return False
 
 
 def _rank() -> int:

@@ -357,6 +357,7 @@ def test_an_accelerator_this_machine_lacks_is_named_whatever_the_strategy(tmp_pa
     assert len(err) == 1 and err[0].endswith("(train.accelerator=auto runs on any machine; a GPU needs a CUDA "
                                              "build of torch)"), err
 
+
 @pytest.mark.parametrize("devices, shown", [("-1", "-1"), ("[0]", "[0]"), ("'0,1'", "0,1")])
 def test_devices_the_cpu_accelerator_refuses_are_one_line_naming_the_keys(tmp_path, capsys, devices, shown):
     """pase takes -1, [0] and "0,1"; Lightning's CPU accelerator raises a TypeError for them, which

@@ -300,13 +300,15 @@ class Config:
     def __post_init__(self) -> None:
         # the pase.* choices, when the config is built for a method that reads them (`pase compare` builds every
         # method's config before it trains: a misspelling failed each PaSE run after the other methods had
-        # trained; review): PaSE reads them all, PMR bins its labels with pase.binning, and every method tracks
-        # Shapley values with pase.shapley_utility (PMR's and every method's runs failed at model build, after
-        # the methods before them had trained; review). A choice a method does not read is not checked: its
-        # saved configs (written before this check) must still load (review); no method's saved config holds
-        # a bad binning or utility it reads, since its constructor refused those
+        # trained; review): PaSE reads them all and every method tracks Shapley values with
+        # pase.shapley_utility (every method's runs failed at model build; review). PMR bins its labels with
+        # pase.binning on regression data only, so its saved configs of classification runs may hold any
+        # binning and must still load (review): `pase compare` checks it for PMR up front. A choice a method
+        # does not read is not checked: its saved configs (written before this check) must still load
+        # (review); no method's saved config holds a bad binning or utility it reads, since its constructor
+        # refused those
         for key, allowed in PASE_CHOICES.items():
-            read = self.method == "pase" or key == "shapley_utility" or (key == "binning" and self.method == "pmr")
+            read = self.method == "pase" or key == "shapley_utility"
             if read and getattr(self.pase, key) not in allowed:
                 raise ConfigError(f"pase.{key}={getattr(self.pase, key)!r} is not one of {', '.join(allowed)}")
 

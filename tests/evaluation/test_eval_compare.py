@@ -902,3 +902,33 @@ def test_hardware_settings_are_checked_only_when_a_run_will_train(comparison_cop
     with pytest.raises(ConfigError, match="Lightning cannot run these"):
         compare(cfg, OK_METHODS, SEEDS, tmp_path / "new", diagnose=False)
     assert not (tmp_path / "new").exists()
+
+
+def test_an_unreadable_config_of_a_comparison_whose_every_run_failed_is_replaced(tmp_path, caplog):
+    """A comparison saved by older code with a pase.* choice its runs all failed on (config.yaml now refused
+    as unreadable) could not take the corrected configuration (a review); with every run failed it is
+    replaced, with one warning. A comparison with a run that did not fail keeps refusing."""
+    import shutil
+
+    import yaml
+
+    from pase.config import to_dict
+
+    cfg = apply_overrides(Config(), OVERRIDES)
+    out = tmp_path / "c"
+    bad = to_dict(cfg)
+    bad["pase"]["shapley_utility"] = "foo"
+    run = out / "runs" / "late_fusion" / "seed1111"
+    run.mkdir(parents=True)
+    (run / "FAILED.txt").write_text("ValueError: unknown utility 'foo'")
+    (out / "config.yaml").write_text(yaml.safe_dump(bad))
+    (out / "compare.json").write_text("{}")
+    keep = tmp_path / "keep"
+    shutil.copytree(out, keep)
+    (keep / "runs" / "late_fusion" / "seed1111" / "FAILED.txt").unlink()
+    with pytest.raises(ConfigError, match="not a readable pase configuration"):
+        compare(cfg, ["late_fusion"], [1111], keep, diagnose=False)
+    summary = compare(cfg, ["late_fusion"], [1111], out, diagnose=False)
+    assert summary["reported"] == ["late_fusion"] and (run / "metrics.json").is_file()
+    assert yaml.safe_load((out / "config.yaml").read_text())["pase"]["shapley_utility"] == cfg.pase.shapley_utility
+    assert any("every run of the comparison there failed" in r.getMessage() for r in caplog.records)

@@ -129,13 +129,50 @@ def test_under_ddp_the_confidences_are_the_global_batchs(make_case, monkeypatch)
     B = case.batch.target.shape[0]
     other = torch.tensor([0.1, 0.99, 0.1])  # the other rank: audio far the most confident
 
-    def all_reduce(packed, op=None):  # the confidences' (M + 1,); the banks' class sums: the other rank adds none
-        if packed.numel() == len(other) + 1:
-            packed += torch.cat([other * 3 * B, torch.tensor([3.0 * B])])
+    def all_reduce(packed, op=None):  # the confidences' weighted sums and counts (2M,); others: the rank adds none
+        if packed.numel() == 2 * len(other):
+            packed += torch.cat([other * 3 * B, torch.full((len(other),), 3.0 * B)])
 
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
     global_conf = (local.float() * B + other * 3 * B) / (4 * B)
     method.loss(model, case.batch, out)
     assert_close(method._stats["conf"].pop(), global_conf)
     assert pmr_rebalance(global_conf, "original").tolist() == [1.0, 0.0, 1.0]
+
+
+def test_under_ddp_confidences_and_losses_weigh_the_samples_with_a_prototype(make_case, monkeypatch):
+    """PMR's confidence and prototype loss are means over the samples whose class has a prototype, but the
+    ranks' confidences were weighted by batch size, and DDP averaged the ranks' losses equally: 5 % off one
+    process when a class had no prototype yet (a review). This rank has n of B samples of an initialised
+    class, the other rank 10 of its samples: the confidence is (n c + 10 c') / (n + 10) and this rank's
+    loss is scaled by W n / (n + 10), so DDP's mean of the ranks' gradients is the global mean's."""
+    case = make_case(B=16, overrides=["baselines.pmr_rule=original"])
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    classes = prototype_targets(case.batch.target, case.task, case.cfg.pase.binning)
+    first = classes[0]
+    with torch.no_grad():  # only the first sample's class gets a prototype
+        out0 = model(case.batch)
+        for m in case.mods:
+            method.banks[m].update(out0.reps[m][classes == first], classes[classes == first])
+    out = model(case.batch)
+    losses, local = method.prototype_terms(out, classes)
+    n = float((classes == first).sum())
+    assert 0 < n < len(classes)
+    other = torch.tensor([0.3, 0.9, 0.5])
+
+    def all_reduce(packed, op=None):
+        if packed.numel() == 2 * len(other):
+            packed += torch.cat([other * 10, torch.full((len(other),), 10.0)])
+
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    model.train()
+    _, logs = method.loss(model, case.batch, out)
+    conf = (local.float() * n + other * 10) / (n + 10)
+    assert_close(method._stats["conf"].pop(), conf)
+    rho = pmr_rebalance(conf, "original")
+    expected = method.weight * (rho * losses.detach() * (2 * n / (n + 10))).sum()
+    assert_close(logs["pmr_loss"], expected.to(logs["pmr_loss"].dtype))

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import __version__, code_fingerprint
-from ..config import Config, ConfigError, config_difference, save_config, to_dict
+from ..config import PASE_CHOICES, Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
@@ -511,6 +511,9 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
     a GPU is re-summarised on a machine without one (a review)."""
     for m in methods:
         dataclasses.replace(cfg, method=m)  # Config.__post_init__ checks the method's own choices
+    if "pmr" in methods and cfg.pase.binning not in PASE_CHOICES["binning"]:  # PMR bins regression labels with it
+        raise ConfigError(f"pase.binning={cfg.pase.binning!r} is not one of {', '.join(PASE_CHOICES['binning'])} "
+                          "(method pmr bins its labels with it; nothing was written)")
     if trains:
         check_trainer_settings(cfg)
     opts = data_options(cfg)
@@ -522,25 +525,35 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
             raise ConfigError(f"{exc} (nothing was written)") from None
 
 
-def _check_base_config(cfg: Config, out: Path) -> None:
-    """``out/config.yaml`` holds the shared configuration; a different one stops the comparison."""
+def _check_base_config(cfg: Config, out: Path) -> bool:
+    """``out/config.yaml`` holds the shared configuration; a different one stops the comparison. Returns
+    whether config.yaml is (re)written: new, the data moved, or every run of the comparison failed (then a
+    new configuration replaces the old, even one this code cannot read)."""
     path = out / "config.yaml"
-    if path.is_file():
+    if not path.is_file():
+        return True
+    try:
         diff = config_difference(path, cfg, _comparable)
-        if config_difference(path, cfg, _data_location) is None and not diff:
-            return
-        if not (out / "compare.json").is_file():  # a lone config.yaml: one a comparison interrupted at once
-            # wrote, or the user's own file, which is never rewritten
-            raise ConfigError(f"{path} is not a comparison's (no compare.json beside it) and differs from this "
-                              f"comparison's configuration ({diff or 'where the data lies'}); pass a new or empty "
-                              "--out (nothing was written)")
-        if diff and _every_run_failed(out):  # nothing of it to keep: a setting every run failed on was saved
-            # first, and the corrected command was refused for good (a review)
-            log.warning(f"{path}: every run of the comparison there failed, so this configuration replaces it "
-                        f"({diff}); the failed runs start afresh")
-        elif diff:
-            raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
-                              "or the same --config and --set values to resume it")
+        moved = config_difference(path, cfg, _data_location) is not None
+    except ConfigError as e:  # e.g. a pase.* choice the runs all failed on, saved before it was checked (review)
+        if not ((out / "compare.json").is_file() and _every_run_failed(out)):
+            raise
+        diff, moved = f"one this code cannot read: {e}", True
+    if not moved and not diff:
+        return False
+    if not (out / "compare.json").is_file():  # a lone config.yaml: one a comparison interrupted at once
+        # wrote, or the user's own file, which is never rewritten
+        raise ConfigError(f"{path} is not a comparison's (no compare.json beside it) and differs from this "
+                          f"comparison's configuration ({diff or 'where the data lies'}); pass a new or empty "
+                          "--out (nothing was written)")
+    if diff and _every_run_failed(out):  # nothing of it to keep: a setting every run failed on was saved
+        # first, and the corrected command was refused for good (a review)
+        log.warning(f"{path}: every run of the comparison there failed, so this configuration replaces it "
+                    f"({diff}); the failed runs start afresh")
+    elif diff:
+        raise ConfigError(f"{out} holds a comparison of another configuration ({diff}); pass a new --out, "
+                          "or the same --config and --set values to resume it")
+    return True
 
 
 def _every_run_failed(out: Path) -> bool:
@@ -723,7 +736,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     _check_comparison_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_base_config(cfg, out)
+    rewrite = _check_base_config(cfg, out)
     if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
         for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
             kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")
@@ -734,8 +747,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
     # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
     # (or one whose every run failed: _check_base_config)
-    if not (out / "config.yaml").is_file() or any(config_difference(out / "config.yaml", cfg, view) is not None
-                                                  for view in (_data_location, _comparable)):
+    if rewrite:
         save_config(cfg, out / "config.yaml")
     atomic_write_json(out / "compare.json", {
         "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,

@@ -200,7 +200,8 @@ def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any], pm: 
     return [{"title": f"Does a method reduce the probe deficit of {s['reference']}? ({metric})",
              "note": f"deficit({s['reference']}) - deficit(method) = probe(method) - probe({s['reference']}), paired "
                      f"by seed, mean ± SD and {level}% t-interval; 'reduces' / 'increases' when the interval "
-                     "excludes 0 (no multiplicity correction), else 'no evidence'.",
+                     "excludes 0 (no multiplicity correction), 'n/a' with one seed (no interval), else "
+                     "'no evidence'.",
              "headers": ["method"] + mods,
              "rows": [[m] + [f"{pm(m, red[m][mod])} {_ci(red[m][mod])} {_verdict(red[m][mod])}" for mod in mods]
                       for m in red]}]

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..prototypes import PrototypeBank
-from .base import Method, RunningMean, batch_weighted_mean, pop_means, register_method
+from .base import Method, RunningMean, pop_means, register_method
 from .pase import prototype_targets
 
 __all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance"]
@@ -145,13 +145,27 @@ class PMR(Method):
             confs.append(conf)
         return torch.stack(losses), torch.stack(confs)
 
+    def _global_terms(self, losses: Tensor, confs: Tensor, classes: Tensor) -> Tuple[Tensor, Tensor]:
+        """Under ``torch.distributed``, what one process with the global batch computes: each modality's
+        confidence is its mean over every rank's samples whose class has a prototype (weighted by those
+        counts; by batch size before, 5 % off one process when a class had none yet: a review), and each
+        rank's prototype loss, a mean over its own such samples, is scaled by W n_rank / n_global, so the
+        gradients DDP averages over the W ranks are those of the global mean."""
+        n = torch.stack([self.banks[m].initialized[classes].sum() for m in self.modalities]).to(confs.dtype)
+        packed = torch.cat([confs * n, n])  # (2M,): one collective
+        torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
+        m = len(self.modalities)
+        total = packed[m:].clamp_min(1)
+        scale = torch.distributed.get_world_size() * n / total
+        return losses * scale.to(losses.dtype), packed[:m] / total
+
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task, logs = super().loss(model, batch, out)
         classes = prototype_targets(batch.target, self.task, self.binning)
         losses, confs = self.prototype_terms(out, classes)
-        # the global batch's confidences under DDP (weighted by batch size), so every rank weights the same
-        # modalities, as one process with the global batch would (each rank used its own half batch)
-        confs = batch_weighted_mean(confs.float(), batch.target.shape[0])
+        confs = confs.float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            losses, confs = self._global_terms(losses, confs, classes)
         rho = pmr_rebalance(confs, self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         if model.training:  # an eval-mode (validation) loss moves no prototype

@@ -8,8 +8,8 @@ the label's sign, fit on train, scored on test) and prints the per-modality defi
 (alone - joint, in points of Acc-2) with its mean and sample standard deviation over seeds.
 Writes OUT/competition.csv and OUT/competition.md, from every finished run in OUT: a later call with
 fewer --methods, --seeds or --modalities (or other ones) adds its runs to those of the earlier calls,
-which are probed again, never retrained, and must share this call's configuration (a run of another is
-named, before anything trains). Delete a run folder to leave it out.
+which are probed again, never retrained, and must share this call's configuration (a finished run of
+another, named in this call or not, is named before anything trains). Delete a run folder to leave it out.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Dict, List, Tuple
 
 from pase.config import ConfigError, apply_overrides, load_config
 from pase.data.contract import sort_modalities
-from pase.evaluation.competition import probe_deficit
+from pase.evaluation.competition import alone_config, check_finished_run, probe_deficit
 
 
 def main(argv=None) -> int:
@@ -50,19 +50,28 @@ def _main(argv=None) -> int:
     for key, mods in earlier.items():  # a rerun with fewer modalities dropped the others' rows silently (review)
         if key in plan:
             plan[key] += [m for m in mods if m not in plan[key]]
-    # the earlier calls' other runs first: one of another configuration stops the call before anything trains
+    # the earlier calls' other runs first in the tables
     others = {k: v for k, v in earlier.items() if k not in plan and v}
-    rows = []
-    for (method, seed), mods in {**others, **plan}.items():
-        cfg = apply_overrides(load_config(args.config, args.set),
-                              [f"method={method}", f"train.seed={seed}", "train.progress_bar=false"])
+    runs = {**others, **plan}
+    configs = {(method, seed): apply_overrides(load_config(args.config, args.set),
+                                               [f"method={method}", f"train.seed={seed}", "train.progress_bar=false"])
+               for method, seed in runs}
+    # every finished run this call uses, the plan's too, before anything trains: met at its turn, one of another
+    # configuration stopped the call after the runs before it had trained ("nothing was changed" was false)
+    for (method, seed), mods in runs.items():
+        folder = out / f"{method}-{seed}"
         try:
-            table = probe_deficit(cfg, mods, out / f"{method}-{seed}")
+            check_finished_run(configs[method, seed], folder / "joint")
+            for m in mods:
+                check_finished_run(alone_config(configs[method, seed], m), folder / f"alone_{m}")
         except ConfigError as e:
             if (method, seed) not in others:
                 raise
             raise ConfigError(f"{e}; it is an earlier call's run, and competition.md / .csv cover every finished "
                               f"run in {out}, so they must share this call's configuration") from None
+    rows = []
+    for (method, seed), mods in runs.items():
+        table = probe_deficit(configs[method, seed], mods, out / f"{method}-{seed}")
         fused = table.pop("__fused__")
         for m, v in table.items():
             for metric, d in v["by_metric"].items():

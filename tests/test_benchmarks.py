@@ -598,3 +598,34 @@ def test_competition_tables_cover_every_finished_run_in_out(tmp_path, capsys):
     assert err.startswith(f"competition.py: error: {out / 'late_fusion-1111' / 'joint'} holds a finished run of another "
                           "configuration (train.lr: ") and "it is an earlier call's run" in err and err.count("\n") == 1, err
     assert not (out / "late_fusion-1113").exists() and table() == third
+
+
+def test_competition_refuses_a_named_earlier_run_of_another_configuration_before_anything_trains(tmp_path, capsys):
+    """An earlier finished run that this call also names was checked only at its turn (in probe_deficit),
+    after the plan's runs before it had trained, under an error that said "nothing was changed" (a review):
+    every finished run the call uses is checked before any trains."""
+    from tiny import TINY
+
+    comp = _bench("competition")
+    sets = [x for s in TINY + ["train.max_epochs=1"] for x in ("--set", s)]
+    out = tmp_path / "comp"
+    assert comp.main(["--seeds", "1112", "--modalities", "audio", "--out", str(out), *sets]) == 0
+    assert sorted(p.parent.name for p in out.glob("late_fusion-1112/*/metrics.json")) == ["alone_audio", "joint"]
+    capsys.readouterr()
+    # seed 1111 comes first in the plan and is new; seed 1112's finished runs are of another configuration
+    assert comp.main(["--seeds", "1111", "1112", "--modalities", "audio", "--out", str(out), *sets,
+                      "--set", "train.lr=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"competition.py: error: {out / 'late_fusion-1112' / 'joint'} holds a finished run of another "
+                   "configuration (train.lr: 0.001 there, 0.5 now); pass another output folder (nothing was "
+                   "changed)\n"), err
+    assert not (out / "late_fusion-1111").exists()  # nothing trained
+    # an alone_<m> run of another configuration too (its joint run agrees)
+    alone = out / "late_fusion-1112" / "alone_audio" / "config.yaml"
+    assert "\n  dropout: 0.2\n" in alone.read_text()
+    alone.write_text(alone.read_text().replace("\n  dropout: 0.2\n", "\n  dropout: 0.3\n"))
+    assert comp.main(["--seeds", "1111", "1112", "--modalities", "audio", "--out", str(out), *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"competition.py: error: {out / 'late_fusion-1112' / 'alone_audio'} holds a finished "
+                          "run of another configuration (model.dropout: 0.3 there, 0.2 now)"), err
+    assert not (out / "late_fusion-1111").exists()

@@ -19,7 +19,27 @@ from ..training.run import load_bundle, load_checkpoint
 from .compare import _comparable, _train_into
 from .probes import probe_model
 
-__all__ = ["probe_deficit", "trained_probes"]
+__all__ = ["alone_config", "check_finished_run", "probe_deficit", "trained_probes"]
+
+
+def check_finished_run(cfg: Config, out: Path) -> None:
+    """A finished run in ``out`` (its metrics.json) is of ``cfg``'s configuration, else a ConfigError naming it;
+    nothing (no run, or an interrupted one, which its resume checks) passes. Also called on every run a
+    call will use before any of them trains: met only at its turn, a run of another configuration stopped
+    the call after the runs before it had trained (a review)."""
+    if not (out / "metrics.json").is_file():
+        return
+    # where the data (or a pretrained folder) lies may move, as for pase compare; nothing else may differ
+    view = lambda c: {**_comparable(c), "method": c.method, "seed": c.train.seed}  # noqa: E731
+    diff = config_difference(out / "config.yaml", cfg, view) if (out / "config.yaml").is_file() else "no config.yaml"
+    if diff:
+        raise ConfigError(f"{out} holds a finished run of another configuration ({diff}); pass another output "
+                          "folder (nothing was changed)")
+
+
+def alone_config(cfg: Config, modality: str) -> Config:
+    """The unimodal reference run's configuration: ``cfg``'s late fusion on ``modality`` alone."""
+    return apply_overrides(cfg, [f"data.modalities=[{modality}]", "method=late_fusion"])
 
 
 def trained_probes(cfg: Config, out: Path) -> Dict[str, object]:
@@ -28,12 +48,7 @@ def trained_probes(cfg: Config, out: Path) -> Dict[str, object]:
     "probe": per-modality probes}. (A second call into the same folder stopped with a traceback.)"""
     done = out / "metrics.json"
     if done.is_file():
-        # where the data (or a pretrained folder) lies may move, as for pase compare; nothing else may differ
-        view = lambda c: {**_comparable(c), "method": c.method, "seed": c.train.seed}  # noqa: E731
-        diff = config_difference(out / "config.yaml", cfg, view) if (out / "config.yaml").is_file() else "no config.yaml"
-        if diff:
-            raise ConfigError(f"{out} holds a finished run of another configuration ({diff}); pass another output "
-                              "folder (nothing was changed)")
+        check_finished_run(cfg, out)
     else:
         _train_into(cfg, out)
     result = json.loads(done.read_text())
@@ -73,8 +88,7 @@ def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_d
         raise ValueError(f"probe metric {metric!r} is not one of this task's probe metrics: {', '.join(scores)}")
     table: Dict[str, Dict[str, float]] = {}
     for m in mods:
-        solo_cfg = apply_overrides(cfg, [f"data.modalities=[{m}]", "method=late_fusion"])
-        solo = trained_probes(solo_cfg, root / f"alone_{m}")
+        solo = trained_probes(alone_config(cfg, m), root / f"alone_{m}")
         pj, pa = joint["probe"][m], solo["probe"][m]
         by = {k: {"joint": pj[k], "alone": pa[k], "deficit": pa[k] - pj[k]} for k in pj if k in pa}
         table[m] = {**by[metric], "by_metric": by}

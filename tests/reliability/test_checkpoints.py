@@ -153,6 +153,50 @@ def test_checkpoint_io_writes_atomically(tmp_path, monkeypatch):
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
 
 
+def test_checkpoint_io_names_a_real_file_size_limit(tmp_path, monkeypatch):
+    """Under a real ``ulimit -f`` torch's writer fails with RuntimeError "unexpected pos ..." (no errno; Python
+    ignores SIGXFSZ), so the EFBIG test above, on a mocked OSError, never fired: the user was told to "free
+    space" on a disk with room (a review). A real limit (RLIMIT_FSIZE, the soft one, lowered in this process
+    for the one save: a subprocess under ``bash -c 'ulimit -f ...'`` spends 8 s importing Lightning here)."""
+    resource = pytest.importorskip("resource")
+    import signal
+
+    if getattr(signal, "SIGXFSZ", None) is None or signal.getsignal(signal.SIGXFSZ) != signal.SIG_IGN:
+        pytest.skip("SIGXFSZ is not ignored in this process (Python ignores it at start-up)")
+    io = SafeCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limits[1] != resource.RLIM_INFINITY and limits[1] < 400_000:
+        pytest.skip(f"the hard file-size limit ({limits[1]} bytes) is below this test's checkpoint")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200 * 1024, limits[1]))  # ulimit -f 200: the 400 kB one does not fit
+    try:
+        with pytest.raises(OSError) as caught:
+            io.save_checkpoint({"state_dict": {"w": torch.zeros(100_000)}}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+    assert re.fullmatch(rf"{re.escape(str(path))}: the checkpoint could not be written \(\d+ MiB free on its disk; "
+                        r"RuntimeError: [^\n]+\); the previous one is kept: raise the file-size limit \(ulimit -f\), "
+                        rf"then continue with pase train --resume {re.escape(str(tmp_path))}", str(caught.value)), \
+        str(caught.value)
+    assert torch.equal(safe_load_checkpoint(path)["state_dict"]["w"], torch.ones(3)), "the previous one was damaged"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"], "a temporary file was left behind"
+    # under a limit, a write that fails far below it (a full disk) is not the limit's: "free space", as before
+
+    def full_disk(obj, f, *args, **kwargs):
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 17 vs 9")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200 * 1024, limits[1]))
+    try:
+        with pytest.raises(OSError, match=r"the previous one is kept: free space, then continue"):
+            io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+
 def test_atomic_text_keeps_old_file_on_failure_and_plain_permissions(tmp_path):
     path = tmp_path / "metrics.json"
     atomic_write_json(path, {"a": 1})

@@ -13,6 +13,7 @@ checkpoint (resume, ``ckpt_path="best"``) weights-only, whatever the caller asks
 from __future__ import annotations
 
 import errno
+import os
 import pickle
 import re
 from pathlib import Path
@@ -91,22 +92,46 @@ def safe_load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Dict[st
     return state
 
 
+def _at_file_size_limit(size: Optional[int]) -> bool:
+    """Whether a write that stopped with its file at ``size`` bytes met this process's file-size limit
+    (``ulimit -f``, RLIMIT_FSIZE). torch's writer reports the refused write as a RuntimeError
+    "unexpected pos ..." with no errno (Python ignores SIGXFSZ, so the process lives and the write fails with
+    EFBIG inside torch), and the kernel fills the file up to the limit first, so the size tells: an
+    EFBIG test on the error alone never fired under a real limit (a review)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: the errno alone decides
+        return False
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return size is not None and soft != resource.RLIM_INFINITY and size >= soft - 4096  # one page: "near"
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O: atomic saves, weights-only loads with one-line refusals."""
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO does not take storage_options")
+        stopped_at: list = []  # the temporary file's size when the write failed (atomic_save then removes it)
+
+        def write(tmp: str) -> None:
+            try:
+                torch.save(checkpoint, tmp)
+            except BaseException:
+                stopped_at.append(os.path.getsize(tmp) if os.path.exists(tmp) else None)
+                raise
+
         try:
-            atomic_save(path, lambda tmp: torch.save(checkpoint, tmp))
+            atomic_save(path, write)
         except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as "unexpected pos ..."
             p = Path(path)
             free = free_space(p)
             exc = (exc.__cause__ or exc) if isinstance(exc, FileWriteError) else exc  # the write's own error
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
             # a file-size limit (ulimit -f) is not a full disk: "free space" sent users to a disk with room
-            fix = ("raise the file-size limit (ulimit -f)" if getattr(exc, "errno", None) == errno.EFBIG
-                   else "free space")
+            fix = ("raise the file-size limit (ulimit -f)"
+                   if _at_file_size_limit(stopped_at[0] if stopped_at else None)
+                   or getattr(exc, "errno", None) == errno.EFBIG else "free space")
             raise CheckpointWriteError(
                 f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept", fix,
                 str(p.parent.parent)) from None

@@ -19,8 +19,9 @@ per-epoch log shows the contribution shares before and after the switch.
 
 Under ``torch.distributed`` the coalition utilities are averaged over the ranks (weighted by
 their batch sizes, one all-reduce of 2^M + 1 numbers per batch, in ``Method.coalition_utilities``
-for every method) before the Shapley values are taken, so every rank applies the same coefficients, those a single process would compute on
-the global batch (the prototype banks all-reduce their class sums the same way).
+for every method) before the Shapley values are taken, so every rank applies the same
+coefficients, those a single process would compute on the global batch (the prototype banks
+all-reduce their class sums the same way).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import platform
 import statistics
 import sys
@@ -44,7 +45,7 @@ def _main(argv=None) -> int:
     p.add_argument("--modalities", nargs="+", default=["audio", "vision"])
     p.add_argument("--out", default="runs/competition")
     args = p.parse_args(argv)
-    out = Path(args.out)
+    out = Path(os.path.expanduser(args.out))  # as pase's own --out options
     plan = {(method, seed): list(args.modalities) for method in args.methods for seed in args.seeds}
     earlier = _finished_runs(out)
     for key, mods in earlier.items():  # a rerun with fewer modalities dropped the others' rows silently (review)

@@ -583,6 +583,22 @@ def test_a_folder_named_like_a_tilde_without_a_user_is_kept_as_written(tmp_path,
     assert (tmp_path / "~no_such_user_r2" / "metrics.json").is_file()
 
 
+def test_checkpoints_and_the_competition_probes_expand_a_tilde(tmp_path, monkeypatch):
+    """probe_deficit trained its joint run into $HOME/c (train() expands `~`) and then read ~/c/joint
+    literally; safe_load_checkpoint took `~` literally too (a review)."""
+    from pase.evaluation.competition import probe_deficit
+    from pase.training.checkpoint import safe_load_checkpoint
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    res = probe_deficit(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), ["audio"], "~/c")
+    assert "audio" in res and (home / "c" / "joint" / "metrics.json").is_file()
+    assert "state_dict" in safe_load_checkpoint("~/c/joint/checkpoints/best.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+
+
 def test_a_ddp_worker_without_out_uses_the_folder_rank_0_chose(tmp_path, capsys, monkeypatch):
     """Without --out each process named runs/<method>-<time> from its own clock; a DDP worker starts
     tens of seconds later, so its messages pointed at a folder that did not exist (a review). Rank 0

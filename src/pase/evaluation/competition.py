@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from ..config import Config, ConfigError, apply_overrides, config_difference
+from ..io import user_path
 from ..training.run import load_bundle, load_checkpoint
 from .compare import _comparable, _train_into
 from .probes import probe_model
@@ -73,7 +74,8 @@ def probe_deficit(cfg: Config, modalities: Optional[Sequence[str]] = None, out_d
         and on the built-in benchmark the ground-truth ``effect_r2`` and ``effect_acc``); key
         "__fused__" holds the joint model's test metrics.
     """
-    root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pase-competition-"))
+    # `~` expanded as train() expands it: the joint run and its probes in one folder (a review)
+    root = user_path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="pase-competition-"))
     if modalities is not None:  # before anything trains (a typo failed after the joint run)
         have = list(cfg.data.modalities or load_bundle(cfg).modalities)
         unknown = [m for m in modalities if m not in have]

@@ -162,8 +162,9 @@ class ResumableEarlyStopping(L.pytorch.callbacks.EarlyStopping):
         if not self.stopped and self.stopped_epoch:  # a raised patience lifted the saved stop: its record goes
             # too, or the resumed run's checkpoints said it had stopped at an epoch it trained past (a review)
             self.stopped_epoch = 0
-            self.stopping_reason = type(self.stopping_reason).NOT_STOPPED
-            self.stopping_reason_message = None
+            if hasattr(self, "stopping_reason"):  # Lightning 2.6; the project accepts older ones without it
+                self.stopping_reason = type(self.stopping_reason).NOT_STOPPED
+                self.stopping_reason_message = None
 
 
 def early_stopped(state: Dict[str, Any], patience: int) -> bool:

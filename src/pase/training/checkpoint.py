@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ..io import FileWriteError, atomic_save, free_space
+from ..io import FileWriteError, atomic_save, free_space, user_path
 
 __all__ = ["CheckpointWriteError", "UnsafeCheckpointError", "safe_load_checkpoint", "SafeCheckpointIO"]
 
@@ -61,7 +61,7 @@ def safe_load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Dict[st
         UnsafeCheckpointError: the file names a global outside torch's weights-only allow-list
             (the message names it), or it is truncated or not a checkpoint.
     """
-    p = Path(path)
+    p = user_path(path)  # as the CLI's options: `~` is the home folder
     if p.is_dir():
         found = sorted(str(c) for c in (p / "checkpoints" / "best.ckpt", p / "checkpoints" / "last.ckpt") if c.is_file())
         raise FileNotFoundError(f"checkpoint {str(p)!r} is a folder; pass a checkpoint file"

@@ -500,8 +500,9 @@ def check_one_process(cfg: Config, command: str) -> None:
 
 
 def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) -> None:
-    """What would fail every run of a method at its start, refused before anything is written: each method's
-    configuration (``Config`` refuses a bad ``pase.*`` choice for PaSE), the accelerator, devices, strategy
+    """What would fail every run of a method at its start, refused before anything is written (each
+    method's configuration, where ``Config`` refuses a bad ``pase.*`` choice, is built by ``_plan`` before
+    this is called): PMR's binning, the accelerator, devices, strategy
     and precision Lightning must accept (``train.devices='0,'`` on the CPU), and the data options
     (``data_options``, and the source's ``check_options`` where it has one). The runs met these only after
     config.yaml and compare.json were saved, so the corrected command was refused as another configuration
@@ -509,8 +510,6 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
     the runs meet them, and ``_check_base_config`` then lets the corrected command replace config.yaml.
     The hardware settings are checked only when the call ``trains`` a run: a finished comparison trained on
     a GPU is re-summarised on a machine without one (a review)."""
-    for m in methods:
-        dataclasses.replace(cfg, method=m)  # Config.__post_init__ checks the method's own choices
     if "pmr" in methods and cfg.pase.binning not in PASE_CHOICES["binning"]:  # PMR bins regression labels with it
         raise ConfigError(f"pase.binning={cfg.pase.binning!r} is not one of {', '.join(PASE_CHOICES['binning'])} "
                           "(method pmr bins its labels with it; nothing was written)")
@@ -729,7 +728,9 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     check_one_process(cfg, "pase compare")
     out = user_path(out_dir)  # a `~` train() expands: its runs and these files in one folder
     levels = tuple(unique_levels(noise_levels))
-    planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)  # builds paths and configs, reads nothing
+    # every run's path and configuration (Config refuses a bad pase.* choice here); writes nothing, and reads
+    # the data only for --alone without data.modalities (its modality list)
+    planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)
     trains = any(not (Path(j.out) / "metrics.json").is_file() for j in planned)
     _check_runs_can_start(cfg, methods, trains)
     if out.exists() and not out.is_dir():

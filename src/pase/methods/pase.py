@@ -280,7 +280,8 @@ class PaSE(Method):
         cost = self._ot_cost.pop()
         if cost is not None:
             # under torch.distributed over every rank's steps (rank 0's alone were logged before, as the
-            # Shapley diagnostics were: a review), and the largest marginal error of any rank
+            # Shapley diagnostics were: a review); the marginal error is the largest any rank holds, but its
+            # buffer is broadcast from rank 0 at every DDP forward, so it is mostly rank 0's (docs/reliability.md)
             logs["ot_cost"] = float(batch_weighted_mean(cost, n_steps))
             err = self.ot_err_max.clone()
             if torch.distributed.is_available() and torch.distributed.is_initialized():

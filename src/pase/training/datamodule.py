@@ -33,7 +33,8 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from ..data.contract import DataBundle, MultimodalDataset, collate_batches
 
-__all__ = ["EpochSampler", "GroupBatchSampler", "epoch_seed", "ShardedBatches", "make_loader", "set_loader_epoch", "dist_info"]
+__all__ = ["EpochSampler", "GroupBatchSampler", "epoch_seed", "ShardedBatches", "make_loader", "set_loader_epoch",
+           "dist_info"]
 
 
 def dist_info() -> Tuple[int, int]:

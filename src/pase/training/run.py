@@ -278,11 +278,7 @@ def _runs_with_auto_strategy(cfg: Config) -> bool:
     """Whether Lightning builds a trainer for ``cfg``'s accelerator, devices and precision with
     ``train.strategy=auto``: then the strategy is what this machine cannot run."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            _lightning_trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, strategy="auto")),
-                               logger=False, enable_progress_bar=False, enable_model_summary=False,
-                               enable_checkpointing=False)
+        check_trainer_settings(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, strategy="auto")))
         return True
     except ConfigError:
         return False

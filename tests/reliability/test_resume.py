@@ -720,3 +720,23 @@ def test_a_run_killed_while_writing_its_config_starts_again_in_its_folder(tmp_pa
     result = train(cfg, run, quiet=True)
     assert result["epochs_run"] == 1 and (run / "metrics.json").is_file()
     assert not list(run.glob(".*.tmp")) and "max_epochs: 1\n" in (run / "config.yaml").read_text()
+
+
+def test_a_resume_from_a_checkpoint_of_the_old_data_order_is_told_so(tmp_path, caplog):
+    """Checkpoints saved before 7f4e1ae lack pase_state["data_order"]: their epochs were shuffled with
+    seed + e, and a resume switched to SeedSequence(seed, e) mid-run without a word (a review)."""
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1"])
+    train(cfg, tmp_path / "run", quiet=True)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["pase_state"]["data_order"] == datamodule.DATA_ORDER
+    with caplog.at_level("WARNING", logger="pase"):
+        train(apply_overrides(cfg, ["train.max_epochs=2"]), tmp_path / "run", resume=True, quiet=True)
+    assert "data order" not in caplog.text and "seed + e" not in caplog.text  # the current order: no word
+    del state["pase_state"]["data_order"]  # as saved by an older pase
+    torch.save(state, last)
+    (tmp_path / "run" / "metrics.json").unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pase"):
+        train(apply_overrides(cfg, ["train.max_epochs=2"]), tmp_path / "run", resume=True, quiet=True)
+    assert "shuffled epoch e with train.seed + e" in caplog.text and "retrain it in a new --out" in caplog.text

@@ -33,7 +33,7 @@ from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from ..data.contract import DataBundle, MultimodalDataset, collate_batches
 
-__all__ = ["EpochSampler", "GroupBatchSampler", "epoch_seed", "ShardedBatches", "make_loader", "set_loader_epoch",
+__all__ = ["DATA_ORDER", "EpochSampler", "GroupBatchSampler", "epoch_seed", "ShardedBatches", "make_loader", "set_loader_epoch",
            "dist_info"]
 
 
@@ -53,6 +53,11 @@ def _shard(items: List, shard: bool, pad: bool) -> List:
         extra = world - len(items) % world
         items = items + (items * (extra // len(items) + 1))[:extra]
     return items[rank::world]
+
+
+#: the version of the per-epoch data order a checkpoint records (``pase_state["data_order"]``): 2 is
+#: :func:`epoch_seed`'s; checkpoints without it were saved by code that shuffled epoch e with seed + e
+DATA_ORDER = 2
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

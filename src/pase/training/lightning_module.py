@@ -31,7 +31,7 @@ from ..data.contract import Batch, TaskSpec
 from ..metrics import MetricAccumulator, get_protocol
 from ..methods.base import Method, task_loss
 from .callbacks import NonFiniteError
-from .datamodule import dist_info
+from .datamodule import DATA_ORDER, dist_info
 
 __all__ = ["PaseModule", "build_optimizer", "check_compile", "compile_settings", "OPTIMIZERS"]
 
@@ -283,6 +283,7 @@ class PaseModule(L.LightningModule):
             "numpy_rng": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
             "python_rng": [version, list(internal), py_gauss],
             "data": self.data_fingerprint,
+            "data_order": DATA_ORDER,  # how epochs are shuffled: a resume by other code is told (run._check_resume)
             "pretrained_fingerprint": self.pretrained_fingerprint,
             "elapsed_s": self.elapsed_before + (time.time() - self.started if self.started is not None else 0.0),
             # a pretrained encoder's model config (BERT's config.json): the checkpoint alone rebuilds it

@@ -57,7 +57,7 @@ from ..models import build_model
 from .callbacks import (EpochCSVLog, InterruptRecorder, NonFiniteGuard, RelocatableCheckpoint,
                         ResumableEarlyStopping, early_stopped)
 from .checkpoint import SafeCheckpointIO, safe_load_checkpoint
-from .datamodule import make_loader, set_loader_epoch
+from .datamodule import DATA_ORDER, make_loader, set_loader_epoch
 from .precision import inference, precision_plugin, set_inference_precision, token_inputs, trainer_precision
 from .lightning_module import PaseModule, check_compile
 
@@ -529,6 +529,14 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
                               f"--set now give ({diff}); a resume may change only {', '.join(RESUMABLE)}: "
                               "restore config.yaml or pass a new --out (nothing was changed)")
     pase_state = state.get("pase_state") or {}
+    saved_order = pase_state.get("data_order")
+    if pase_state and saved_order != DATA_ORDER and _rank() == 0:
+        # a checkpoint without it was saved before the data-order fix (7f4e1ae): epoch e shuffled with seed + e
+        how = ("an older pase that shuffled epoch e with train.seed + e" if saved_order is None else
+               f"a pase of another data order (version {saved_order}, this one's is {DATA_ORDER})")
+        log.warning("%s was saved by %s; the resumed epochs are shuffled as this version does, so the run will "
+                    "not equal an uninterrupted run of either version: retrain it in a new --out for a run one "
+                    "version reproduces", last, how)
     if module is not None:
         why = fingerprint_difference(pase_state.get("data"), module.data_fingerprint)
         if why:

@@ -52,59 +52,131 @@ def test_iemocap_round_trip(tmp_path, untouched):
         assert ds.features["audio"].shape == (len(ds), 1, 512)
 
 
-def test_pooling_of_2d_files_and_face_folders(tmp_path):
-    path = write_gcnet(tmp_path, "iemocap4")
+@pytest.mark.parametrize("dataset", ["iemocap4", "mosi"])
+def test_pooling_of_2d_files_and_face_folders(tmp_path, dataset):
+    """IEMOCAP: a face folder gives its speaking actor's files (the writer names them face_F000 /
+    face_M001); MOSI / MOSEI: the mean over all its files, as GCNet's dataloader_cmumosi."""
+    path = write_gcnet(tmp_path, dataset)
     bundle = _load(path)
     ds = bundle.splits["test"]
     root = path.parent / "features"
+    speaker = dict(zip(ds.ids, ds.extra["speakers"]))
+    folders = 0
     for i, utt in enumerate(ds.ids):
         audio = np.load(root / "wav2vec-large-c-UTT" / f"{utt}.npy")
         torch.testing.assert_close(ds.features["audio"][i, 0], torch.as_tensor(audio.mean(axis=0)))
         face_dir = root / "manet_UTT" / utt
         if face_dir.is_dir():
-            faces = np.stack([np.load(f) for f in sorted(face_dir.glob("*.npy"))])
+            folders += 1
+            files = sorted(face_dir.glob("*.npy"))
+            if dataset.startswith("iemocap"):
+                files = [f for f in files if speaker[utt] in f.stem]
+                assert len(files) == 1
+            faces = np.stack([np.load(f) for f in files])
             torch.testing.assert_close(ds.features["vision"][i, 0], torch.as_tensor(faces.mean(axis=0)))
+    assert folders
 
 
-def test_an_all_zero_face_placeholder_is_left_out_of_the_mean(tmp_path, caplog):
-    """GCNet's preprocessing writes <utt>/compress_F.npy and compress_M.npy, np.zeros(D) for the
-    speaker whose face was not found; averaged in, the placeholder halved the real face (review)."""
-    path = write_gcnet(tmp_path, "iemocap4", faces=False)
+def _face_folders(path, files):
+    """Replace the vision .npy of some utterances by folders: ``files`` maps utterance -> {file
+    name: (D,) array} in GCNet's layout (compress_F.npy / compress_M.npy, or <frame>_F.npy)."""
     faces = path.parent / "features" / "manet_UTT"
-    ids = [u for v in sorted(_labels(path)[0]) for u in _labels(path)[0][v]]
-    rng = np.random.default_rng(1)
-    real = rng.standard_normal(1024).astype(np.float32) + 3.0
-    half, none, both = ids[0], ids[1], ids[2]
-    for utt in (half, none, both):
+    for utt, named in files.items():
         (faces / f"{utt}.npy").unlink()
         (faces / utt).mkdir()
-    np.save(faces / half / "compress_F.npy", np.zeros(1024, np.float32))
-    np.save(faces / half / "compress_M.npy", real)
-    for name in ("compress_F.npy", "compress_M.npy"):
-        np.save(faces / none / name, np.zeros(1024, np.float32))
-    other = rng.standard_normal(1024).astype(np.float32)
-    np.save(faces / both / "compress_F.npy", real)
-    np.save(faces / both / "compress_M.npy", other)
+        for name, x in named.items():
+            np.save(faces / utt / name, x)
+    return faces
+
+
+def _vision(bundle):
+    return {u: x[0] for ds in bundle.splits.values() for u, x in zip(ds.ids, ds.features["vision"])}
+
+
+def test_iemocap_face_folders_give_the_speaking_actors_face_as_gcnet(tmp_path, caplog):
+    """GCNet's feature_compressed_iemocap writes manet_UTT/<utt>/compress_F.npy and compress_M.npy (one
+    face per actor); dataloader_iemocap.read_data keeps them apart (a file is F's when its name holds
+    F) and generate_inputs takes the one of the utterance's speaker (videoSpeakers: F -> host, M ->
+    guest). The loader averaged both actors' faces (review)."""
+    rng = np.random.default_rng(2)
+    face = {a: rng.standard_normal(1024).astype(np.float32) for a in ("F", "M", "F2", "M2")}
+
+    def swap_one(d):  # videoSpeakers, not the name, says who speaks (they agree in GCNet's pickles)
+        d["videoSpeakers"]["Ses01F_impro00"][0] = "M"
+        d["videoSpeakers"]["Ses02F_impro00"] = None  # not a list: the name tells
+    path = write_gcnet(tmp_path, "iemocap4", faces=False, mutate=swap_one)
+    videos, _, speakers, _, _, _ = _labels(path)
+    f_utt, m_utt, swapped, by_name = videos["Ses01F_impro00"][2], videos["Ses01F_impro00"][1], \
+        videos["Ses01F_impro00"][0], videos["Ses02F_impro00"][1]
+    assert (f_utt[-4], m_utt[-4], swapped[-4], by_name[-4]) == ("F", "M", "F", "M")
+    assert speakers["Ses01F_impro00"][:3] == ["M", "M", "F"]
+    compress = {"compress_F.npy": face["F"], "compress_M.npy": face["M"]}
+    frames = {"000001_F.npy": face["F"], "000001_M.npy": face["M"], "000002_F.npy": face["F2"],
+              "000002_M.npy": face["M2"]}  # the uncompressed manet/<utt>/<frame>_<actor>.npy layout
+    _face_folders(path, {f_utt: compress, m_utt: compress, swapped: compress, by_name: frames})
     with caplog.at_level(logging.INFO, logger="pase.data"):
-        bundle = _load(path, fold=1)
-    vision = {u: x[0] for ds in bundle.splits.values() for u, x in zip(ds.ids, ds.features["vision"])}
-    assert torch.equal(vision[half], torch.as_tensor(real))  # the real face exactly, not half of it
-    assert torch.equal(vision[none], torch.zeros(1024))
-    torch.testing.assert_close(vision[both], torch.as_tensor((real + other) / 2))  # two real faces: their mean
-    warned = [r for r in caplog.records if "all-zero" in r.getMessage()]
-    assert [r.levelname for r in warned] == ["WARNING"]  # one per load
-    assert "manet_UTT: 3 all-zero 'vision' files (GCNet's compress_F / compress_M placeholder for a face not " \
-        "found) left out of the mean of their utterance folders; 1 utterances hold only such files and are " \
-        "zeros" in warned[0].getMessage()
-    assert "empty folder" not in caplog.text  # a folder of placeholders is not an empty one
-    shutil.rmtree(faces / none)  # every utterance has a real face: the warning says only what was left out
-    np.save(faces / f"{none}.npy", other)
-    caplog.clear()
+        vision = _vision(_load(path, fold=1))
+    assert torch.equal(vision[f_utt], torch.as_tensor(face["F"]))
+    assert torch.equal(vision[m_utt], torch.as_tensor(face["M"]))
+    assert torch.equal(vision[swapped], torch.as_tensor(face["M"]))
+    torch.testing.assert_close(vision[by_name], torch.as_tensor((face["M"] + face["M2"]) / 2))
+    assert "speaking actor" not in caplog.text  # every folder holds its speaker's face
+
+
+def test_a_missing_or_all_zero_face_of_the_speaker_gives_zeros_with_a_warning(tmp_path, caplog):
+    """As GCNet: no file of the speaking actor, or its all-zero compress file (np.zeros(D), written for a
+    face not found), gives zeros, whatever the listener's face holds; one warning each names the count."""
+    path = write_gcnet(tmp_path, "iemocap4", faces=False)
+    videos = _labels(path)[0]["Ses01F_impro00"]
+    real = np.random.default_rng(1).standard_normal(1024).astype(np.float32) + 3.0
+    zero = np.zeros(1024, np.float32)
+    placeholder, listener_only, seen = videos[0], videos[1], videos[2]  # speakers F, M, F
+    _face_folders(path, {placeholder: {"compress_F.npy": zero, "compress_M.npy": real},
+                         listener_only: {"compress_F.npy": real},
+                         seen: {"compress_F.npy": real, "compress_M.npy": zero}})
     with caplog.at_level(logging.INFO, logger="pase.data"):
-        _load(path, fold=1)
-    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records if "all-zero" in r.getMessage()] == [
-        "1 all-zero 'vision' files (GCNet's compress_F / compress_M placeholder for a face not found) left out of "
-        "the mean of their utterance folders"]
+        vision = _vision(_load(path, fold=1))
+    assert torch.equal(vision[placeholder], torch.zeros(1024))
+    assert torch.equal(vision[listener_only], torch.zeros(1024))
+    assert torch.equal(vision[seen], torch.as_tensor(real))  # the speaker's face exactly, not half of it
+    warned = [r.getMessage().split(": ", 1)[1] for r in caplog.records if "speaking actor" in r.getMessage()]
+    assert warned == [
+        f"1 utterance folders hold no 'vision' file of their speaking actor (for example {listener_only!r}, speaker "
+        f"M; a file is an actor's when its name holds F / M, as GCNet's compress_F.npy / compress_M.npy); their "
+        f"features are zeros, as in GCNet, fused as observed",
+        "1 utterances have an all-zero 'vision' file of their speaking actor (GCNet's compress_F / compress_M "
+        "placeholder for a face not found); their features are zeros, as in GCNet, fused as observed"]
+    assert all(r.levelname == "WARNING" for r in caplog.records if "speaking actor" in r.getMessage())
+    assert "empty folder" not in caplog.text  # a folder without the speaker's face is not an empty one
+
+
+@pytest.mark.parametrize("name, message", [
+    ("face.npy", "names neither F nor M"), ("FACE_M.npy", "names both F and M")])
+def test_a_face_file_that_names_no_single_actor_is_refused(tmp_path, name, message):
+    """GCNet asserts a face file names F or M (and takes F when it names both)."""
+    path = write_gcnet(tmp_path, "iemocap4", faces=False)
+    utt = _labels(path)[0]["Ses01F_impro00"][0]
+    _face_folders(path, {utt: {"compress_F.npy": np.ones(1024, np.float32), name: np.ones(1024, np.float32)}})
+    with pytest.raises(DataFormatError, match=rf"manet_UTT/{utt}/{name}: face file of utterance '{utt}' "
+                                              rf"{message}; GCNet's IEMOCAP face files name their actor"):
+        _load(path)
+
+
+def test_a_face_folder_of_an_utterance_whose_speaker_is_unknown_is_refused(tmp_path):
+    def unnamed(d):
+        d["videoIDs"]["Ses01F_impro00"][0] = "Ses01F_impro00_X000"
+        d["videoSpeakers"]["Ses01F_impro00"][0] = "?"
+    path = write_gcnet(tmp_path, "iemocap4", faces=False, mutate=unnamed)
+    faces = path.parent / "features" / "manet_UTT"
+    (faces / "Ses01F_impro00_F000.npy").unlink()
+    (faces / "Ses01F_impro00_X000").mkdir()
+    np.save(faces / "Ses01F_impro00_X000" / "compress_F.npy", np.ones(1024, np.float32))
+    for feat in ("wav2vec-large-c-UTT", "deberta-large-4-UTT"):
+        (path.parent / "features" / feat / "Ses01F_impro00_F000.npy").rename(
+            path.parent / "features" / feat / "Ses01F_impro00_X000.npy")
+    with pytest.raises(DataFormatError, match=r"Ses01F_impro00_X000: cannot tell whose face to read for utterance "
+                                              r"'Ses01F_impro00_X000': its videoSpeakers entry is not 'F' / 'M'"):
+        _load(path)
 
 
 @pytest.mark.parametrize("shape, width", [((5, 1), 1), ((1, 1), 1), ((1, 5, 1), 5), ((5, 1, 8), 8), ((1, 8, 1), 8)])
@@ -311,19 +383,25 @@ def test_video_tables_that_are_not_dicts_are_named(tmp_path):
 
 def test_sanitize_zeroes_non_finite_values_before_pooling(tmp_path, caplog):
     """sanitize=True sets one NaN to 0 where it is, then pools: over the frames of a (T, D) file and over
-    the files of a face folder. Pooled first, the NaN made its whole pooled column NaN and then 0."""
+    the speaking actor's frame files of a face folder. Pooled first, the NaN made its whole pooled
+    column NaN and then 0."""
     path = write_gcnet(tmp_path, "iemocap4")
-    ids = _load(path).splits["train"].ids
+    ds0 = _load(path).splits["train"]
+    ids = ds0.ids
     feats = path.parent / "features"
     x = np.full((3, 512), 2.0, np.float32)
     x[0, 5] = np.nan
     np.save(feats / "wav2vec-large-c-UTT" / f"{ids[0]}.npy", x)
     face = next(u for u in ids if (feats / "manet_UTT" / u).is_dir())
-    first, second = sorted((feats / "manet_UTT" / face).glob("*.npy"))
+    speaker = ds0.extra["speakers"][ids.index(face)]
+    for f in (feats / "manet_UTT" / face).glob("*.npy"):
+        f.unlink()
     y = np.full(1024, 2.0, np.float32)
     y[7] = np.inf
-    np.save(first, y)
-    np.save(second, np.full(1024, 4.0, np.float32))
+    np.save(feats / "manet_UTT" / face / f"000001_{speaker}.npy", y)  # two frames of the speaker's face
+    np.save(feats / "manet_UTT" / face / f"000002_{speaker}.npy", np.full(1024, 4.0, np.float32))
+    np.save(feats / "manet_UTT" / face / f"000001_{'MF'['FM'.index(speaker)]}.npy",  # the listener's: not read
+            np.full(1024, 9.0, np.float32))
     with caplog.at_level(logging.WARNING, logger="pase.data"):
         ds = _load(path, sanitize=True).splits["train"]
     audio = ds.features["audio"][ds.ids.index(ids[0]), 0]

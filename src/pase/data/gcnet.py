@@ -11,10 +11,12 @@ The label pickle is GCNet's tuple ``(videoIDs, videoLabels, videoSpeakers, video
 trainVids, testVids)`` (IEMOCAP) or with ``valVids`` before ``testVids`` (CMU-MOSI / MOSEI), or a
 dict with those keys. ``videoIDs[vid]`` lists the utterance names of video (dialogue) ``vid`` in
 order; ``videoLabels[vid]`` their labels: IEMOCAP class indices in [0, 4) or [0, 6), MOSI / MOSEI
-sentiment in [-3, 3]. A 2-D feature (T, D) is mean-pooled over time; a folder of ``.npy`` files
-(IEMOCAP faces, GCNet's ``compress_F.npy`` / ``compress_M.npy``) is the mean over its files (GCNet
-keeps faces per speaker; we average them), leaving out all-zero files (GCNet's placeholder for a face
-not found; logged), and an empty folder, or one of only placeholders, gives zeros, as in GCNet (logged).
+sentiment in [-3, 3]. A 2-D feature (T, D) is mean-pooled over time. A folder of ``.npy`` files
+(IEMOCAP faces: GCNet's ``compress_F.npy`` / ``compress_M.npy``, one per actor) gives, as GCNet's
+``dataloader_iemocap.read_data`` and ``generate_inputs`` do, the mean of the files of the speaking
+actor (``videoSpeakers``; a file is that actor's when its name holds ``F`` / ``M``); no such file,
+or an empty folder, gives zeros, as in GCNet (logged). MOSI / MOSEI: the mean over all its files
+(GCNet's ``dataloader_cmumosi.read_data``).
 
 IEMOCAP is evaluated leave-one-session-out: ``fold=f`` tests on session f (videos ``Ses0f...``)
 and carves the validation dialogues from the other four sessions. Report the mean over the five
@@ -193,33 +195,72 @@ def _vector(path: Path, utt: str, modality: str, sanitize: bool) -> Tuple[np.nda
     return x, n_bad
 
 
-def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool
-                  ) -> Tuple[Optional[np.ndarray], int, int]:
-    """(D,) feature of ``utt`` (None for an empty face folder), the count of values ``sanitize`` set
-    to 0 in its file(s), and the count of all-zero files left out of a folder's mean.
+def _face_speaker(path: Path, utt: str) -> str:
+    """The actor ("F" / "M") whose face ``path`` holds, from its name, as GCNet's
+    ``dataloader_iemocap.read_data`` tells it (``compress_F.npy``, ``000001_M.npy``). GCNet asserts
+    that a name holds F or M and takes F when it holds both; such a name is refused here."""
+    tags = [a for a in "FM" if a in path.stem]
+    if len(tags) != 1:
+        what = "both F and M" if tags else "neither F nor M"
+        raise DataFormatError(f"{path}: face file of utterance {utt!r} names {what}; GCNet's IEMOCAP face "
+                              f"files name their actor, compress_F.npy / compress_M.npy (or <frame>_F.npy), "
+                              f"rename it")
+    return tags[0]
 
-    GCNet's ``feature_compressed_iemocap`` writes ``<utt>/compress_F.npy`` and ``compress_M.npy``
-    for every utterance, ``np.zeros(D)`` for a speaker whose face was not found: averaged in, that
-    placeholder halved the other face (review). A folder of only such files gives zeros, as an
-    empty one does.
+
+def _utterance_speaker(utt: str, given: object) -> Optional[str]:
+    """The speaking actor of an IEMOCAP utterance: its ``videoSpeakers`` entry, which GCNet's
+    ``dataloader_iemocap`` reads (F -> host, M -> guest, and ``generate_inputs`` keeps that
+    actor's features); else the letter that opens the last part of its name, Ses01F_impro01_F000 -> F
+    (the released pickles' ``videoSpeakers`` always equal it); None when neither tells."""
+    s = to_str(given) if given is not None else ""
+    if s in ("F", "M"):
+        return s
+    last = utt.rsplit("_", 1)[-1][:1]
+    return last if last in ("F", "M") and "_" in utt else None
+
+
+def _read_feature(folder: Path, utt: str, modality: str, sanitize: bool, by_speaker: bool = False,
+                  speaker: Optional[str] = None) -> Tuple[Optional[np.ndarray], int, str]:
+    """(D,) feature of ``utt`` (None for an empty folder), the count of values ``sanitize`` set to 0
+    in its file(s), and what a folder lacked: "" (nothing), "absent" (no file of the speaking
+    actor: zeros) or "zero" (the speaking actor's face is all zero).
+
+    Without ``by_speaker`` a folder is the mean over all its files (MOSI / MOSEI, GCNet's
+    ``dataloader_cmumosi``). With it (IEMOCAP) the folder gives the mean of the files of ``speaker``
+    ("F" / "M"; None: not known, an error) only, as GCNet does: ``feature_compressed_iemocap`` writes
+    ``<utt>/compress_F.npy`` and ``compress_M.npy`` (``np.zeros(D)`` for an actor whose face was not
+    found), ``read_data`` keeps them apart and ``generate_inputs`` takes the speaker's. Averaging
+    both (as before) mixed the listener's face into every utterance. Every file is read (GCNet loads
+    them all), so a bad one is an error wherever it is.
     """
     f = folder / f"{utt}.npy"
     if f.is_file():
-        return (*_vector(f, utt, modality, sanitize), 0)
+        return (*_vector(f, utt, modality, sanitize), "")
     d = folder / utt
     if not d.is_dir():
         raise DataFormatError(
             f"{f}: missing feature of utterance {utt!r} (modality {modality!r}); expected this .npy "
             f"file or a folder {d.name}/ of .npy files")
-    parts = [_vector(p, utt, modality, sanitize) for p in sorted(d.glob("*.npy"))]
+    paths = sorted(d.glob("*.npy"))
+    parts = [_vector(p, utt, modality, sanitize) for p in paths]
     if len({p.shape for p, _ in parts}) > 1:
         raise DataFormatError(f"{d}: files of utterance {utt!r} have different widths "
                               f"{sorted({p.shape[0] for p, _ in parts})}; they must share D")
     zeroed = sum(n for _, n in parts)
     if not parts:
-        return None, zeroed, 0
-    real = [p for p, _ in parts if p.any()]  # (D,) each; an all-zero file is a face not found
-    return (np.mean(real, axis=0) if real else np.zeros_like(parts[0][0])), zeroed, len(parts) - len(real)
+        return None, zeroed, ""
+    if not by_speaker:
+        return np.mean([p for p, _ in parts], axis=0), zeroed, ""
+    if speaker is None:
+        raise DataFormatError(f"{d}: cannot tell whose face to read for utterance {utt!r}: its videoSpeakers "
+                              f"entry is not 'F' / 'M' and its name does not end in _F<n> / _M<n>; GCNet reads "
+                              f"the speaking actor's file, fix videoSpeakers in the label pickle")
+    mine = [p for (p, _), path in zip(parts, paths) if _face_speaker(path, utt) == speaker]
+    if not mine:
+        return np.zeros_like(parts[0][0]), zeroed, "absent"
+    x = np.mean(mine, axis=0)
+    return x, zeroed, "" if x.any() else "zero"
 
 
 def _leave_out(m: str, features: Mapping[str, str]) -> str:
@@ -231,9 +272,10 @@ def _leave_out(m: str, features: Mapping[str, str]) -> str:
     return f"leave {m} out with --set 'data.modalities=[{', '.join(others)}]' (pase data inspect: --features {m}=null)"
 
 
-def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
-                   sanitize: bool) -> Dict[str, np.ndarray]:
-    """modality -> (N, D) features of ``utts`` in order."""
+def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str], sanitize: bool,
+                   speakers: Optional[Sequence[Optional[str]]] = None) -> Dict[str, np.ndarray]:
+    """modality -> (N, D) features of ``utts`` in order; ``speakers`` (IEMOCAP: each utterance's
+    speaking actor, ``_utterance_speaker``) picks that actor's files of a face folder."""
     out = {}
     for m, name in features.items():
         folder = root / name
@@ -245,18 +287,25 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
                                   f"name it with --set data.options.features.{m}=<folder> (pase data inspect: "
                                   f"--features {m}=<folder>){', ' + leave if leave else ''}, or fix the features "
                                   f"folder (--set data.options.feature_root=..., inspect: --feature-root)")
-        read = [_read_feature(folder, u, m, sanitize) for u in utts]
+        read = [_read_feature(folder, u, m, sanitize, speakers is not None,
+                              None if speakers is None else speakers[i])
+                for i, u in enumerate(utts)]
         vecs = [v for v, _, _ in read]
         zeroed = sum(n for _, n, _ in read)
         if zeroed:
             LOGGER.warning("%s: sanitize=True set %d NaN / inf values to 0 in the %r files, before pooling them",
                            folder, zeroed, m)
-        placeholders = sum(k for _, _, k in read)
-        if placeholders:  # a warning: the feature's scale changes with it, and GCNet's own layout produces it
-            only = sum(k > 0 and not v.any() for v, _, k in read)
-            LOGGER.warning("%s: %d all-zero %r files (GCNet's compress_F / compress_M placeholder for a face not "
-                           "found) left out of the mean of their utterance folders%s", folder, placeholders, m,
-                           f"; {only} utterances hold only such files and are zeros, fused as observed" if only else "")
+        absent = [(u, speakers[i]) for i, (u, (_, _, k)) in enumerate(zip(utts, read)) if k == "absent"]
+        if absent:  # a warning: GCNet reads zeros there too, but a folder of the listener's face only is odd
+            LOGGER.warning("%s: %d utterance folders hold no %r file of their speaking actor (for example %r, "
+                           "speaker %s; a file is an actor's when its name holds F / M, as GCNet's compress_F.npy / "
+                           "compress_M.npy); their features are zeros, as in GCNet, fused as observed",
+                           folder, len(absent), m, absent[0][0], absent[0][1])
+        blank = sum(k == "zero" for _, _, k in read)
+        if blank:  # GCNet's placeholder for a face not found: the model sees it as an observed zero
+            LOGGER.warning("%s: %d utterances have an all-zero %r file of their speaking actor (GCNet's compress_F / "
+                           "compress_M placeholder for a face not found); their features are zeros, as in GCNet, "
+                           "fused as observed", folder, blank, m)
         dims = {v.shape[0]: u for v, u in zip(vecs, utts) if v is not None}
         if not dims:
             raise DataFormatError(f"{folder}: no .npy feature file of modality {m!r} was found for any of the "
@@ -438,7 +487,12 @@ def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanit
     t = _read_labels(safe_load_pickle(lp), lp.name)
     utts = [to_str(u) for v in _all_videos(t) for u in t.utterances[v]]
     row = {u: i for i, u in enumerate(utts)}
-    feats = _read_features(utts, root, features, sanitize)
+    speakers = None
+    if dataset.startswith("iemocap"):  # whose face a face folder gives (GCNet keeps the speaker's)
+        said = {to_str(u): s for v in _all_videos(t) if len(t.speakers.get(v, [])) == len(t.utterances[v])
+                for u, s in zip(t.utterances[v], t.speakers[v])}
+        speakers = [_utterance_speaker(u, said.get(u)) for u in utts]
+    feats = _read_features(utts, root, features, sanitize, speakers)
     info = {"format": "gcnet", "dataset": dataset, "file": str(lp), "feature_root": str(root),
             "features": features, "published_sha256": "none published"}
     return t, feats, row, dataset, info

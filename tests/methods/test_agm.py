@@ -170,3 +170,23 @@ def test_under_ddp_the_scores_are_the_global_batchs(make_case, monkeypatch):
     model.train()  # a training step (an eval-mode loss moves no running score); the case's head has no dropout
     agm.loss(model, case.batch, model(case.batch))
     assert_close(agm.running, expected)  # the first step sets the running scores to the global ones
+
+
+def test_eval_mode_loss_issues_no_collective_under_ddp(make_case, monkeypatch):
+    """An eval-mode loss all-reduced the scores: a user's DDP evaluation loop over unequal shards
+    would hang in it (a review). Under a simulated process group, an eval-mode loss calls no
+    all_reduce and is this process's own loss; a training-mode loss still reduces."""
+    case = make_case()
+    agm, model = AGM(case.cfg, case.task, case.model), case.model
+    model.eval()
+    local, _ = agm.loss(model, case.batch, model(case.batch))  # no process group: this process's loss
+    calls = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda packed, op=None: calls.append(packed.numel()))
+    loss, _ = agm.loss(model, case.batch, model(case.batch))
+    assert calls == [], "eval mode: no collective"
+    assert_close(loss, local)  # equal: same model, same batch, no dropout in eval mode
+    assert int(agm.steps) == 0, "eval mode moves no running score"
+    model.train()
+    agm.loss(model, case.batch, model(case.batch))
+    assert len(calls) > 0, "a training batch still reduces its scores"

@@ -176,3 +176,30 @@ def test_under_ddp_confidences_and_losses_weigh_the_samples_with_a_prototype(mak
     rho = pmr_rebalance(conf, "original")
     expected = method.weight * (rho * losses.detach() * (2 * n / (n + 10))).sum()
     assert_close(logs["pmr_loss"], expected.to(logs["pmr_loss"].dtype))
+
+
+def test_eval_mode_loss_issues_no_collective_under_ddp(make_case, monkeypatch):
+    """An eval-mode loss all-reduced PMR's confidences: a user's DDP evaluation loop over unequal
+    shards would hang in it (a review). Under a simulated process group, an eval-mode loss calls no
+    all_reduce and is this process's own loss (prototypes set, so the prototype term counts); a
+    training-mode loss still reduces."""
+    case = make_case("classification")
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    classes = prototype_targets(case.batch.target, case.task, case.cfg.pase.binning)
+    with torch.no_grad():
+        out0 = model(case.batch)
+        for m in case.mods:
+            method.banks[m].update(out0.reps[m], classes)
+    model.eval()
+    local, logs = method.loss(model, case.batch, model(case.batch))  # no process group: this process's loss
+    assert float(logs["pmr_loss"]) > 0, "the prototype term is part of the loss"
+    calls = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda packed, op=None: calls.append(packed.numel()))
+    loss, _ = method.loss(model, case.batch, model(case.batch))
+    assert calls == [], "eval mode: no collective"
+    assert_close(loss, local)
+    model.train()
+    method.loss(model, case.batch, model(case.batch))
+    assert 2 * len(case.mods) in calls, "a training batch still reduces its confidences"

@@ -171,9 +171,12 @@ class AGM(Method):
         phi, empty = shapley_logits(table)  # (M, B, O), (B, O)
         with torch.no_grad():
             scores = agm_scores(phi.float(), empty.float(), batch.target, self.task, self.loss_kind)
-            # the global batch's scores under DDP: every rank takes the same coefficients and running
-            # averages (each rank's half batch gave opposite decisions on one step before)
-            scores = batch_weighted_mean(scores, batch.target.shape[0])
+            if model.training:
+                # the global batch's scores under DDP: every rank takes the same coefficients and running
+                # averages (each rank's half batch gave opposite decisions on one step before). Training
+                # batches only: an eval-mode loss is this rank's measurement, with no collective (a user's
+                # DDP evaluation loop over unequal shards hung in it)
+                scores = batch_weighted_mean(scores, batch.target.shape[0])
             running = self.running.to(scores.device)
             coeffs = agm_coefficients(scores, running, self.alpha, self.max_gap)  # r* from before this batch
             if model.training:  # an eval-mode (validation) loss moves no running score

@@ -190,7 +190,10 @@ class Method(nn.Module):
     ``loss`` belongs in the training step: there (the model in train mode) it also updates the
     method's state (prototype banks, running scores, queued coefficients, the tracked values). With
     the model in eval mode it returns the same loss and changes nothing, so it can measure a
-    validation loss in one's own loop.
+    validation loss in one's own loop; it then issues no ``torch.distributed`` collective either (a
+    DDP evaluation loop over unequal shards would hang in one), so under DDP the eval-mode losses of
+    the methods that take global-batch statistics in training (AGM's scores, PMR's confidences) are
+    each rank's own measurement.
     """
 
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:

@@ -164,7 +164,9 @@ class PMR(Method):
         classes = prototype_targets(batch.target, self.task, self.binning)
         losses, confs = self.prototype_terms(out, classes)
         confs = confs.float()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # the global batch's terms for training batches only: an eval-mode loss is this rank's measurement,
+        # with no collective (a user's DDP evaluation loop over unequal shards hung in it)
+        if model.training and torch.distributed.is_available() and torch.distributed.is_initialized():
             losses, confs = self._global_terms(losses, confs, classes)
         rho = pmr_rebalance(confs, self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()

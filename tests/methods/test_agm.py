@@ -190,3 +190,25 @@ def test_eval_mode_loss_issues_no_collective_under_ddp(make_case, monkeypatch):
     model.train()
     agm.loss(model, case.batch, model(case.batch))
     assert len(calls) > 0, "a training batch still reduces its scores"
+
+
+def test_one_modality_warns_that_it_trains_as_late_fusion(make_case, caplog):
+    """With one modality every coefficient is 1, so AGM ran as late fusion without a word (OGM-GE
+    refuses one modality, PaSE warns; a review). It warns through the "pase" logger, naming the
+    modality, and its loss is late fusion's."""
+    import logging
+
+    case = make_case("classification", M=1)
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        agm = AGM(case.cfg, case.task, case.model)
+    said = [r.getMessage() for r in caplog.records if r.name == "pase" and r.levelno == logging.WARNING]
+    assert len(said) == 1 and said[0].startswith("method 'agm' with one modality (text): AGM modulates the "
+                                                 "gradients between modalities"), said
+    assert "trains as late fusion" in said[0]
+    lf = LateFusion(case.cfg, case.task, case.model)
+    out = case.model(case.batch)
+    assert_close(agm.loss(case.model, case.batch, out)[0], lf.loss(case.model, case.batch, out)[0], **CLOSE)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        AGM(case.cfg, case.task, make_case("classification", M=2).model)
+    assert not [r for r in caplog.records if r.name == "pase"], "two modalities: no warning"

@@ -203,3 +203,25 @@ def test_eval_mode_loss_issues_no_collective_under_ddp(make_case, monkeypatch):
     model.train()
     method.loss(model, case.batch, model(case.batch))
     assert 2 * len(case.mods) in calls, "a training batch still reduces its confidences"
+
+
+def test_one_modality_warns_that_it_trains_as_late_fusion(make_case, caplog):
+    """With one modality the strongest modality is the only one, its prototype weight is 0, so PMR
+    ran as late fusion without a word (OGM-GE refuses one modality, PaSE warns; a review). It warns
+    through the "pase" logger, naming the modality, and adds no prototype loss."""
+    import logging
+
+    case = make_case("classification", M=1)
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        method = PMR(case.cfg, case.task, case.model)
+    said = [r.getMessage() for r in caplog.records if r.name == "pase" and r.levelno == logging.WARNING]
+    assert len(said) == 1 and said[0].startswith("method 'pmr' with one modality (text): PMR rebalances "
+                                                 "between modalities"), said
+    assert "trains as late fusion" in said[0]
+    for _ in range(2):  # the second step has prototypes
+        _, logs = method.loss(case.model, case.batch, case.model(case.batch))
+        assert float(logs["pmr_loss"]) == 0.0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        PMR(case.cfg, case.task, make_case("classification", M=2).model)
+    assert not [r for r in caplog.records if r.name == "pase"], "two modalities: no warning"

@@ -29,6 +29,7 @@ Letters: B batch, M modalities, C = 2^M coalitions, O output width.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Dict, Tuple
 
@@ -151,6 +152,10 @@ class AGM(Method):
         self.alpha, self.momentum, self.average, self.max_gap = (bc.agm_alpha, bc.agm_momentum,
                                                                  bc.agm_average, bc.agm_max_gap)
         m = len(self.modalities)
+        if m == 1:  # it ran as late fusion without a word (OGM-GE refuses one modality, PaSE warns; a review)
+            logging.getLogger("pase").warning(
+                "method 'agm' with one modality (%s): AGM modulates the gradients between modalities and every "
+                "coefficient is 1 here; it trains as late fusion", self.modalities[0])
         self.register_buffer("running", torch.zeros(m))  # running average of the scores s_m
         self.register_buffer("steps", torch.tensor(0))  # training batches seen
         self._stats = {"coeff": RunningMean(), "score": RunningMean()}  # epoch means, per batch

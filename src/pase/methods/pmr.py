@@ -26,6 +26,7 @@ Letters: B batch, M modalities, K classes, D features.
 
 from __future__ import annotations
 
+import logging
 from typing import Dict, Tuple
 
 import torch
@@ -130,6 +131,11 @@ class PMR(Method):
         self.weight = cfg.baselines.pmr_weight
         self.rule = cfg.baselines.pmr_rule  # checked in pase.config (PMR_RULES)
         self.binning = cfg.pase.binning
+        if len(self.modalities) == 1:  # it ran as late fusion without a word (OGM-GE refuses, PaSE warns; a review)
+            logging.getLogger("pase").warning(
+                "method 'pmr' with one modality (%s): PMR rebalances between modalities (the prototype loss weighs "
+                "those less confident than the strongest) and its weight is 0 here; it trains as late fusion",
+                self.modalities[0])
         k = prototype_classes(task, self.binning)
         self.banks = nn.ModuleDict({m: PrototypeBank(k, model.d_model, momentum=cfg.baselines.pmr_momentum)
                                     for m in self.modalities})

@@ -225,3 +225,44 @@ def test_one_modality_warns_that_it_trains_as_late_fusion(make_case, caplog):
     with caplog.at_level(logging.WARNING, logger="pase"):
         PMR(case.cfg, case.task, make_case("classification", M=2).model)
     assert not [r for r in caplog.records if r.name == "pase"], "two modalities: no warning"
+
+
+def test_multilabel_samples_without_a_positive_label_have_no_class(make_case, monkeypatch):
+    """A multilabel sample with no positive label went to class 0 (the argmax of its all-zero row),
+    moving class 0's prototype and entering the prototype loss and confidence as class 0 (a review).
+    Such samples now count nowhere: the banks and the terms are those of the labelled samples alone."""
+    from pase.prototypes import PrototypeBank
+
+    case = make_case("multilabel")
+    target = case.batch.target
+    target[(target == 0).all(-1), 2] = 1.0  # every sample labelled but
+    target[:4] = 0.0  # four samples without a positive label
+    keep = torch.arange(len(target)) >= 4
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    classes = prototype_targets(case.batch.target, case.task, case.cfg.pase.binning)
+    out = model(case.batch)
+    method.loss(model, case.batch, out)  # the first step: the banks from the labelled samples alone
+    for m in case.mods:
+        ref = PrototypeBank(4, model.d_model, momentum=case.cfg.baselines.pmr_momentum)
+        ref.update(out.reps[m][keep], classes[keep])
+        assert torch.equal(method.banks[m].initialized, ref.initialized), m
+        assert_close(method.banks[m].prototypes, ref.prototypes, **CLOSE)
+    method._stats["conf"].pop()
+    out = model(case.batch)
+    protos = {m: (method.banks[m].prototypes.clone(), method.banks[m].initialized.clone()) for m in case.mods}
+    _, logs = method.loss(model, case.batch, out)
+    terms = [prototype_ce(out.reps[m][keep], classes[keep], *protos[m]) for m in case.mods]  # labelled only
+    conf = torch.stack([c for _, c in terms])
+    assert_close(method._stats["conf"].pop(), conf.float())
+    rho = pmr_rebalance(conf.float(), method.rule)
+    expected = method.weight * (rho * torch.stack([loss.detach() for loss, _ in terms])).sum()
+    assert_close(logs["pmr_loss"], expected, **CLOSE)
+    # under DDP the sample counts that weigh the ranks' confidences leave them out too
+    packed = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda x, op=None: packed.append(x.clone()))
+    init = {m: method.banks[m].initialized.clone() for m in case.mods}
+    method.loss(model, case.batch, model(case.batch))
+    counts = [x for x in packed if x.numel() == 2 * case.M][0][case.M:]
+    assert counts.tolist() == [float((init[m][classes] & keep).sum()) for m in case.mods]

@@ -8,7 +8,8 @@ for M modalities and any task:
 * each modality keeps class prototypes c_k^m, an EMA (``pmr_momentum``) of the class centroids
   of its representation h^m (``PrototypeBank`` buffers held by the method, so checkpointed);
   classes are the task's, the argmax label (multilabel) or binned regression labels
-  (``pase.binning``); a class starts from its first observed centroid;
+  (``pase.binning``); a class starts from its first observed centroid; a multilabel sample with no
+  positive label has no class: it moves no prototype and enters neither the loss nor the confidence;
 * prototype logits are negative Euclidean distances, -||h^m - c_k^m||; the prototype
   cross-entropy L_m (softmax over them, against the sample's class) is PMR's PCE loss, and the
   mean softmax probability of the true class is the modality's prototype confidence s_m;
@@ -27,18 +28,34 @@ Letters: B batch, M modalities, K classes, D features.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
-from ..prototypes import PrototypeBank
+from ..prototypes import PrototypeBank, update_banks
 from .base import Method, RunningMean, pop_means, register_method
 from .pase import prototype_targets
 
-__all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance"]
+__all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance", "has_class"]
+
+
+def has_class(target: Tensor, task: TaskSpec) -> Optional[Tensor]:
+    """(B,) bool: the samples that have a prototype class, or None when all do.
+
+    A multilabel sample with no positive label (no entry above 0.5) has none: the argmax of its
+    all-zero row put it in class 0, whose prototype it moved. Regression and classification samples
+    always have a class.
+
+    Example:
+        >>> has_class(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), TaskSpec("multilabel", 2, "demo"))
+        tensor([ True, False])
+    """
+    if task.kind != "multilabel":
+        return None
+    return (target > 0.5).any(-1)
 
 
 def euclidean_logits(features: Tensor, prototypes: Tensor, initialized: Tensor) -> Tensor:
@@ -60,7 +77,8 @@ def euclidean_logits(features: Tensor, prototypes: Tensor, initialized: Tensor) 
     return logits.masked_fill(~initialized.unsqueeze(0), float("-inf"))
 
 
-def prototype_ce(features: Tensor, classes: Tensor, prototypes: Tensor, initialized: Tensor) -> Tuple[Tensor, Tensor]:
+def prototype_ce(features: Tensor, classes: Tensor, prototypes: Tensor, initialized: Tensor,
+                 keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     r"""PMR's prototype cross-entropy and the prototype confidence of one modality.
 
     .. math::
@@ -68,12 +86,13 @@ def prototype_ce(features: Tensor, classes: Tensor, prototypes: Tensor, initiali
         s = \frac{1}{|V|} \sum_{i \in V} p_{i, y_i}, \quad
         p_{i,k} = \mathrm{softmax}_k\big(-\lVert h_i - c_k \rVert\big)
 
-    over the samples V whose class is initialised (softmax over the initialised classes). The
-    prototypes are detached: the gradient reaches ``features`` only. With no valid sample both
-    are 0 (the loss still part of the graph).
+    over the samples V whose class is initialised (softmax over the initialised classes) and, with
+    ``keep``, that it keeps. The prototypes are detached: the gradient reaches ``features`` only.
+    With no valid sample both are 0 (the loss still part of the graph).
 
     Args:
         features: (B, D). classes: (B,) long. prototypes: (K, D). initialized: (K,) bool.
+        keep: (B,) bool, the samples that have a class (``has_class``); None: all.
 
     Returns:
         ``(loss, confidence)``, both 0-dim; the confidence is detached.
@@ -86,6 +105,8 @@ def prototype_ce(features: Tensor, classes: Tensor, prototypes: Tensor, initiali
     """
     logits = euclidean_logits(features, prototypes.detach(), initialized)  # (B, K)
     valid = initialized[classes]  # (B,)
+    if keep is not None:
+        valid = valid & keep
     safe = torch.where(initialized.any(), logits, torch.zeros_like(logits))  # no all -inf rows
     logp = safe.log_softmax(-1).gather(1, classes.unsqueeze(1)).squeeze(1)  # (B,)
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
@@ -141,23 +162,26 @@ class PMR(Method):
                                     for m in self.modalities})
         self._stats = {"rho": RunningMean(), "conf": RunningMean()}  # epoch means, per batch
 
-    def prototype_terms(self, out, classes: Tensor) -> Tuple[Tensor, Tensor]:
-        """(M,) prototype losses L_m (with gradient) and (M,) confidences s_m, against snapshots."""
+    def prototype_terms(self, out, classes: Tensor, keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """(M,) prototype losses L_m (with gradient) and (M,) confidences s_m, against snapshots, over
+        the samples ``keep`` (B,) bool (``has_class``; None: all)."""
         losses, confs = [], []
         for m in self.modalities:
             protos, init = self.banks[m].prototypes.clone(), self.banks[m].initialized.clone()  # snapshots
-            loss, conf = prototype_ce(out.reps[m], classes, protos, init)
+            loss, conf = prototype_ce(out.reps[m], classes, protos, init, keep)
             losses.append(loss)
             confs.append(conf)
         return torch.stack(losses), torch.stack(confs)
 
-    def _global_terms(self, losses: Tensor, confs: Tensor, classes: Tensor) -> Tuple[Tensor, Tensor]:
+    def _global_terms(self, losses: Tensor, confs: Tensor, classes: Tensor,
+                      keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Under ``torch.distributed``, what one process with the global batch computes: each modality's
         confidence is its mean over every rank's samples whose class has a prototype (weighted by those
         counts; by batch size before, 5 % off one process when a class had none yet: a review), and each
         rank's prototype loss, a mean over its own such samples, is scaled by W n_rank / n_global, so the
         gradients DDP averages over the W ranks are those of the global mean."""
-        n = torch.stack([self.banks[m].initialized[classes].sum() for m in self.modalities]).to(confs.dtype)
+        valid = [self.banks[m].initialized[classes] for m in self.modalities]  # (B,) each
+        n = torch.stack([(v if keep is None else v & keep).sum() for v in valid]).to(confs.dtype)
         packed = torch.cat([confs * n, n])  # (2M,): one collective
         torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
         m = len(self.modalities)
@@ -168,21 +192,36 @@ class PMR(Method):
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task, logs = super().loss(model, batch, out)
         classes = prototype_targets(batch.target, self.task, self.binning)
-        losses, confs = self.prototype_terms(out, classes)
+        keep = has_class(batch.target, self.task)  # None but for multilabel targets
+        losses, confs = self.prototype_terms(out, classes, keep)
         confs = confs.float()
         # the global batch's terms for training batches only: an eval-mode loss is this rank's measurement,
         # with no collective (a user's DDP evaluation loop over unequal shards hung in it)
         if model.training and torch.distributed.is_available() and torch.distributed.is_initialized():
-            losses, confs = self._global_terms(losses, confs, classes)
+            losses, confs = self._global_terms(losses, confs, classes, keep)
         rho = pmr_rebalance(confs, self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         if model.training:  # an eval-mode (validation) loss moves no prototype
             for m in self.modalities:  # EMA step after the losses (they hold clones)
-                self.banks[m].update(out.reps[m], classes)
+                self._update_bank(self.banks[m], out.reps[m], classes, keep)
             self._stats["rho"].add(rho)
             self._stats["conf"].add(confs)
         logs["pmr_loss"] = extra.detach()
         return task + extra, logs
+
+    @staticmethod
+    def _update_bank(bank: PrototypeBank, features: Tensor, classes: Tensor, keep: Optional[Tensor]) -> None:
+        """The bank's EMA step with this batch's features (B, D) of the samples ``keep`` (B,) bool (None: all):
+        the others count in no class (by weight 0, so no host sync for a boolean index)."""
+        if keep is None:
+            bank.update(features, classes)
+            return
+        w = keep.to(bank.prototypes.dtype)  # (B,)
+        h = features.detach().to(bank.prototypes.dtype) * w.unsqueeze(-1)  # (B, D)
+        K, D = bank.prototypes.shape
+        sums = h.new_zeros(1, K, D).index_add(1, classes, h.unsqueeze(0))  # (1, K, D)
+        counts = w.new_zeros(K).index_add(0, classes, w)  # (K,)
+        update_banks([bank], h.unsqueeze(0), classes, (sums, counts))
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         logs = self.epoch_diagnostics(model)

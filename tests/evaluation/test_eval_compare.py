@@ -888,6 +888,37 @@ def test_a_comparison_whose_every_run_failed_takes_the_corrected_configuration(t
                 diagnose=False)
 
 
+def test_a_comparison_with_no_run_yet_keeps_its_configuration(tmp_path, monkeypatch):
+    """A comparison with no run folder yet counted as one whose every run failed, so a second compare of
+    another configuration, started while the first one's runs were still loading their data, replaced its
+    config.yaml (a review). No run yet is refused as another configuration; once every run there has
+    failed (FAILED.txt in each folder), the corrected configuration still replaces it."""
+    from pase.config import load_config, save_config
+
+    class Reached(Exception):
+        pass
+
+    def reached(jobs, workers, progress):
+        raise Reached()
+
+    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    out = tmp_path / "c"
+    out.mkdir()
+    save_config(apply_overrides(Config(), OVERRIDES + ["data.options.seed=0"]), out / "config.yaml")
+    (out / "compare.json").write_text("{}")  # what the first compare writes before its runs start
+    other = apply_overrides(Config(), OVERRIDES + ["data.options.seed=1"])
+    with pytest.raises(ConfigError, match=r"holds a comparison of another configuration \(data.options.seed: 0 "
+                                          r"there, 1 now\)"):
+        compare(other, ["late_fusion"], [1111], out, diagnose=False)
+    assert load_config(out / "config.yaml").data.options["seed"] == 0
+    run = out / "runs" / "late_fusion" / "seed1111"
+    run.mkdir(parents=True)
+    (run / "FAILED.txt").write_text("ValueError: data.options.seed=0 ...\n")
+    with pytest.raises(Reached):  # every run there failed: the corrected configuration is taken
+        compare(other, ["late_fusion"], [1111], out, diagnose=False)
+    assert load_config(out / "config.yaml").data.options["seed"] == 1
+
+
 def test_hardware_settings_are_checked_only_when_a_run_will_train(comparison_copy, tmp_path, monkeypatch):
     """The up-front check of the accelerator / devices ran also when every run was finished, so a comparison
     trained on a GPU could not be re-summarised on a machine without one (a review). Lightning's refusal is

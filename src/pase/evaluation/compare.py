@@ -556,10 +556,13 @@ def _check_base_config(cfg: Config, out: Path) -> bool:
 
 
 def _every_run_failed(out: Path) -> bool:
-    """Whether every run folder of the comparison in ``out`` holds FAILED.txt (or it has none): no finished,
-    interrupted or running run that a new configuration would mix with."""
-    return all((run / "FAILED.txt").is_file() for run in out.glob("*/*/seed*")
-               if run.parents[1].name in ("runs", "alone"))
+    """Whether the comparison in ``out`` has run folders and every one holds FAILED.txt: no finished,
+    interrupted or running run that a new configuration would mix with. No run folder yet is not "every run
+    failed": a comparison started an instant before (config.yaml and compare.json written, its first run
+    still loading its data) had its config.yaml replaced by a second compare of another configuration (a
+    review); a failed run always leaves its folder (FAILED.txt is written there)."""
+    runs = [run for run in out.glob("*/*/seed*") if run.parents[1].name in ("runs", "alone")]
+    return bool(runs) and all((run / "FAILED.txt").is_file() for run in runs)
 
 
 def trained_data(run: Path) -> Optional[Dict[str, Any]]:

@@ -599,6 +599,35 @@ def test_checkpoints_and_the_competition_probes_expand_a_tilde(tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
 
 
+def test_evaluate_predict_and_load_checkpoint_expand_a_tilde(run, tmp_path, monkeypatch):
+    """evaluate / predict / load_checkpoint called from Python took a leading `~` literally where the CLI
+    and train / compare expand it: predict wrote its CSV into ./~ (a review)."""
+    import shutil
+
+    from pase.config import ConfigError
+    from pase.training.run import load_checkpoint
+
+    out, result = run
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(out / result["checkpoint"], home / "best.ckpt")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    res = evaluate("~/best.ckpt", splits=("test",))
+    for k, v in result["test"].items():
+        assert abs(res["test"][k] - v) < 1e-6, k
+    assert predict("~/best.ckpt", "~/pred/p.csv") == 64
+    assert len(list(csv.DictReader(open(home / "pred" / "p.csv")))) == 64
+    with pytest.raises(RunDirError, match=f"{home / 'pred' / 'p.csv'} exists"):
+        predict("~/best.ckpt", "~/pred/p.csv")
+    module, _, _ = load_checkpoint("~/best.ckpt")
+    assert not module.training
+    torch.save({"state_dict": {}}, home / "other.ckpt")  # no pase configuration: its message names the file read
+    with pytest.raises(ConfigError, match=f"^{home / 'other.ckpt'}: not a pase checkpoint"):
+        load_checkpoint("~/other.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
 def test_a_ddp_worker_without_out_uses_the_folder_rank_0_chose(tmp_path, capsys, monkeypatch):
     """Without --out each process named runs/<method>-<time> from its own clock; a DDP worker starts
     tens of seconds later, so its messages pointed at a folder that did not exist (a review). Rank 0

@@ -856,7 +856,8 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     ``key=value`` changes applied to the checkpoint's own (for example a moved ``data.path``).
     ``same_data``: refuse data other than the checkpoint was trained on (its fingerprint; a
     checkpoint without one is not checked), as for a run's own diagnosis; evaluating a model on
-    other data is otherwise allowed."""
+    other data is otherwise allowed. A leading ``~`` in ``path`` is the home folder, as on the CLI."""
+    path = user_path(path)  # the messages below name the file read
     state = safe_load_checkpoint(path)
     saved = ((state.get("hyper_parameters") if isinstance(state, dict) else None) or {}).get("config")
     if not isinstance(saved, dict):
@@ -937,7 +938,7 @@ def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
              splits: Sequence[str] = ("valid", "test"), overrides: Sequence[str] = ()) -> Evaluation:
     """Re-evaluate a saved model: split -> metrics (an :class:`Evaluation`, a dict that names the
     protocol of the checkpoint's data); ``overrides`` change the checkpoint's own configuration
-    (see :func:`load_checkpoint`)."""
+    (see :func:`load_checkpoint`). A leading ``~`` in ``checkpoint`` is the home folder."""
     module, cfg, bundle = load_checkpoint(checkpoint, cfg, overrides=overrides)
     for s in splits:
         check_split(bundle, s)
@@ -952,8 +953,11 @@ def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
 
 def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = None, split: str = "test",
             overrides: Sequence[str] = ()) -> int:
-    """Write one CSV row per sample of ``split`` in the split's row order (id, prediction(s), label); returns the row count."""
-    output = Path(output)
+    """Write one CSV row per sample of ``split`` in the split's row order (id, prediction(s), label); returns the row count.
+
+    A leading ``~`` in ``checkpoint`` or ``output`` is the home folder, as on the CLI (``output`` was
+    written into a folder named ``~`` under the working directory: a review)."""
+    output = user_path(output)
     if output.exists():
         raise RunDirError(f"{output} exists; choose another --output (nothing was overwritten)")
     parent = next(p for p in output.absolute().parents if p.exists())  # checked before the model is loaded

@@ -72,8 +72,10 @@ def method_table(runs: dict, ref_name: str = "late_fusion", ci: bool = False) ->
                 lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} | "
                              f"[{st.mean(d) - h:+.4f}, {st.mean(d) + h:+.4f}] |")
                 continue
-            lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | "
-                         f"{st.mean(d) / se if se > 0 else float('nan'):+.2f} |")
+            # SE 0 (to rounding): every pair differs by the same amount ("identical" when by none; it read "+nan": a variant
+            # that never reaches its phase switch equals full PaSE run for run)
+            ratio = (f"{st.mean(d) / se:+.2f}" if se > 1e-12 else "identical" if not any(d) else "n/a (SE 0)")
+            lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | {ratio} |")
     return "\n".join(lines)
 
 

@@ -629,3 +629,22 @@ def test_competition_refuses_a_named_earlier_run_of_another_configuration_before
     assert err.startswith(f"competition.py: error: {out / 'late_fusion-1112' / 'alone_audio'} holds a finished "
                           "run of another configuration (model.dropout: 0.3 there, 0.2 now)"), err
     assert not (out / "late_fusion-1111").exists()
+
+
+def test_results_tables_name_pairs_without_spread_instead_of_printing_nan():
+    """A variant identical to the reference run for run (PaSE without SGM where no run reaches its
+    switch) read '+nan' in the mean / SE column; it reads 'identical', and a constant nonzero
+    difference 'n/a (SE 0)'."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import results_tables as rt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    keys = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+    ref = {s: {"test": {k: 0.5 + 0.01 * s for k in keys}} for s in range(3)}
+    same = {s: {"test": dict(v["test"])} for s, v in ref.items()}
+    shifted = {s: {"test": {k: x + 0.25 for k, x in v["test"].items()}} for s, v in ref.items()}
+    table = rt.method_table({"late_fusion": ref, "same": same, "shifted": shifted})
+    assert "| same | 3 | MAE | +0.0000 ± 0.0000 | identical |" in table
+    assert "| shifted | 3 | MAE | +0.2500 ± 0.0000 | n/a (SE 0) |" in table
+    assert "nan" not in table

@@ -314,3 +314,29 @@ def test_a_confidence_level_is_named_as_given_not_rounded_to_a_whole_percent(com
         d = s["stats"]["late_fusion"]["Has0_acc_2"]
         lo, hi = stats.t.interval(level, d["n"] - 1, loc=d["mean"], scale=d["sd"] / d["n"] ** 0.5)
         assert [d["ci_low"], d["ci_high"]] == pytest.approx([lo, hi], abs=1e-6)
+
+
+def test_a_long_variant_name_is_wrapped_to_fit_its_panel(tmp_path, monkeypatch):
+    """A variant folder name such as pase_model.context-true_pase.gate-false with ' (5 seeds)' ran past
+    its panel in a three-column trajectory figure and was cut (docs/results.md section 18's figure);
+    the title is broken after an underscore, the seed count kept whole, and each line fits its panel."""
+    import pase.evaluation.report as rep
+
+    drawn = {}
+    monkeypatch.setattr(rep, "_save", lambda fig, path, context=None: drawn.update(fig=fig))
+    names = ["late_fusion_model.context-true", "pase_model.context-true_pase.gate-false", "pase"]
+    rows = [{"method": m, "epoch": str(e), "modality": mod, "mean": "0.5", "sd": "0.01", "n": "5", "switch_epoch": ""}
+            for m in names for e in range(3) for mod in ("text", "audio")]
+    rep.plot_trajectories(rows, tmp_path / "t.png")
+    fig = drawn["fig"]
+    titles = [ax.get_title() for ax in fig.axes[:3]]
+    assert titles == ["late_fusion_model.context-true\n(5 seeds)", "pase_model.context-true_\npase.gate-false (5 seeds)",
+                      "pase (5 seeds)"]
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
+    if renderer is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(fig).get_renderer()
+    for ax in fig.axes[:3]:
+        box, panel = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert box.width <= panel.width * 1.1, (ax.get_title(), box.width, panel.width)

@@ -410,12 +410,27 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
                         marker="o", markersize=1.5, label=f"fewer than {seeds} seeds" if i == 0 else None)
         if mine[0]["switch_epoch"] != "":
             ax.axvline(mine[0]["switch_epoch"], color="k", linestyle="--", linewidth=1, label="phase switch")
-        ax.set(title=f"{m} ({seeds} seed{'s' if seeds > 1 else ''})", xlabel="epoch",
-               ylabel="Shapley share (train batches)", ylim=(0, 1))
+        title = _wrap_name(m, f"({seeds} seed{'s' if seeds > 1 else ''})")
+        ax.set_title(title, fontsize=10 if "\n" in title else None)
+        ax.set(xlabel="epoch", ylabel="Shapley share (train batches)", ylim=(0, 1))
         ax.legend(fontsize=7)
     for ax in axes[len(methods):]:
         ax.set_visible(False)
     _save(fig, path, rows[0] if rows else None)  # the CSV's dataset and protocol columns, when it has them
+
+
+def _wrap_name(name: str, suffix: str = "", width: int = 34) -> str:
+    """``name`` then ``suffix`` in lines of at most ``width`` characters, ``name`` broken after its
+    ``_`` (a variant's folder name, ``pase_model.context-true_pase.gate-false (5 seeds)``, ran past
+    its panel of a three-column figure and was cut); ``suffix`` is never split, and a part longer
+    than ``width`` keeps its own line."""
+    lines = [""]
+    for part in [p for p in re.findall(r"[^_]*_?", name) if p] + ([f" {suffix}"] if suffix else []):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append(part.lstrip())
+        else:
+            lines[-1] += part
+    return "\n".join(lines)
 
 
 def _grouped_bars(ax, groups: Sequence[str], series: Dict[str, List[Tuple[float, float]]], ylabel: str,

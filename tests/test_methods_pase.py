@@ -559,3 +559,46 @@ def test_pase_on_one_modality_gets_no_schedule_advice(tmp_path, caplog):
     assert schedule_warning(cfg, ("text",)) is None  # and with more modalities it advises as before
     assert schedule_warning(cfg, ("text", "audio")).startswith("train.max_epochs=3 ends the run before its first "
                                                                "SGM epoch could come (epoch 4 at the earliest")
+
+
+def test_multilabel_samples_without_a_positive_label_move_no_prototype_and_enter_neither_pcl_nor_ot(bundle):
+    """A multilabel sample with no positive label went to class 0 (the argmax of its all-zero row): it
+    moved class 0's prototypes and entered PCL and the OT centroids as class 0 (a review). Such samples
+    now count nowhere: banks, PCL and OT are those of the labelled samples alone."""
+    from pase.data.contract import DataBundle, MultimodalDataset, TaskSpec
+    from pase.prototypes import PrototypeBank, update_banks
+
+    g = torch.Generator().manual_seed(0)
+    splits = {}
+    for name, ds in bundle.splits.items():
+        y = (torch.rand(len(ds.ids), 4, generator=g) > 0.5).float()  # (N, 4)
+        y[(y == 0).all(-1), 1] = 1.0  # every sample labelled but
+        y[:6] = 0.0  # six without a positive label
+        splits[name] = MultimodalDataset({m: ds.features[m] for m in ds.modalities}, y, ds.ids, split=name)
+    multi = DataBundle("multi", TaskSpec("multilabel", 4, "demo"), splits, dict(bundle.info))
+    cfg, model, method = _setup(multi)
+    batch = multi.splits["train"].__getitems__(list(range(32)))
+    keep = torch.arange(32) >= 6
+    classes = prototype_targets(batch.target, multi.task, cfg.pase.binning)
+    assert (classes[:6] == 0).all() and (classes[keep] == 0).any()  # class 0 has labelled samples too
+    out = model(batch)
+    method.loss(model, batch, out)  # the first step: the banks from the labelled samples alone
+    h = model.stacked_reps(out).transpose(0, 1).detach()  # (M, B, D)
+    refs = [PrototypeBank(4, model.d_model, momentum=cfg.pase.momentum) for _ in method.modalities]
+    update_banks(refs, h[:, keep], classes[keep])
+    for m, ref in zip(method.modalities, refs):
+        assert torch.equal(model.banks[m].initialized, ref.initialized), m
+        torch.testing.assert_close(model.banks[m].prototypes, ref.prototypes)
+    # the second step: PCL and OT against the banks, over the labelled samples alone
+    out = model(batch)
+    protos, init = out.banks
+    h = model.stacked_reps(out).transpose(0, 1)  # (M, B, D)
+    pcl = pcl_loss(h[:, keep], classes[keep], protos, init, cfg.pase.tau).mean()
+    stats = class_means(h[:, keep].float(), classes[keep], 4)
+    ot = method._ot_loss(stats, protos, init, learn=False)  # from the same warm start, which it leaves alone
+    _, logs = method.loss(model, batch, out)
+    torch.testing.assert_close(logs["pcl_loss"], pcl.detach())
+    torch.testing.assert_close(logs["ot_loss"], ot.detach())
+    update_banks(refs, h[:, keep].detach(), classes[keep])
+    for m, ref in zip(method.modalities, refs):
+        torch.testing.assert_close(model.banks[m].prototypes, ref.prototypes)

@@ -63,6 +63,27 @@ def test_class_means_equals_loop():
         class_means(h, y[:3], 4)
 
 
+def test_weights_and_keep_leave_samples_out_as_the_subset_does():
+    """class_means' weights (0/1: has_class) and pcl_loss's keep give what the kept samples alone give,
+    with no gradient to the others."""
+    g = torch.Generator().manual_seed(5)
+    h = torch.randn(12, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,), generator=g)
+    keep = torch.arange(12) % 3 != 0
+    sums, counts = class_means(h, y, 3, keep)
+    ref_sums, ref_counts = class_means(h[keep], y[keep], 3)
+    assert_close(sums, ref_sums, **EXACT)
+    assert_close(counts, ref_counts, **EXACT)
+    init = torch.ones(3, dtype=torch.bool)
+    loss = pcl_loss(h, y, c, init, tau=0.5, keep=keep)
+    assert_close(loss, pcl_loss(h[keep], y[keep], c, init, tau=0.5), **EXACT)
+    (grad,) = torch.autograd.grad(loss + sums.sum(), h)
+    assert (grad[~keep] == 0).all() and (grad[keep] != 0).any()
+    with pytest.raises(ValueError, match=r"class_means: weights must be \(B,\) = \(12,\)"):
+        class_means(h, y, 3, keep[:4])
+
+
 def test_ema_two_steps_closed_form():
     gamma = 0.9
     p = torch.zeros(3, 2, dtype=torch.float64)

@@ -115,15 +115,19 @@ def check_classes(classes: Tensor, B: int, K: int, where: str) -> None:
                          f"them with the binning's number of classes (num_bins)")
 
 
-def class_means(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tensor]:
+def class_means(features: Tensor, classes: Tensor, K: int,
+                weights: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     r"""Per-class sums and counts, :math:`s_k = \sum_{i: y_i = k} h_i`, :math:`n_k = |\{i: y_i = k\}|`.
 
     Differentiable in ``features`` (``index_add``). Class ids must lie in [0, K). Batched over
     leading dims of ``features`` (e.g. M modalities sharing the labels: (M, B, D) -> (M, K, D)),
-    one ``index_add`` for all of them.
+    one ``index_add`` for all of them. With ``weights`` w, :math:`s_k = \sum_{i: y_i = k} w_i h_i` and
+    :math:`n_k = \sum_{i: y_i = k} w_i`: a weight 0 leaves a sample out of every class with no
+    boolean index (no host sync).
 
     Args:
         features: (..., B, D). classes: (B,) long. K: number of classes.
+        weights: (B,) per-sample weights (bool or float, e.g. ``has_class``'s mask); None: all 1.
 
     Returns:
         ``(sums (..., K, D), counts (K,))``, counts in the dtype of ``features``.
@@ -140,8 +144,16 @@ def class_means(features: Tensor, classes: Tensor, K: int) -> Tuple[Tensor, Tens
         )
     check_classes(classes, features.shape[-2], K, "class_means")
     lead = features.shape[:-2]
+    if weights is None:
+        w = features.new_ones(classes.shape[0])  # (B,)
+    else:
+        if weights.shape != classes.shape:
+            raise ValueError(f"class_means: weights must be (B,) = ({classes.shape[0]},), one per sample; got "
+                             f"{tuple(weights.shape)}")
+        w = weights.to(features.dtype)  # (B,)
+        features = features * w.unsqueeze(-1)  # (..., B, D)
     sums = features.new_zeros(*lead, K, features.shape[-1]).index_add(features.dim() - 2, classes, features)
-    counts = features.new_zeros(K).index_add(0, classes, features.new_ones(classes.shape[0]))  # (K,)
+    counts = features.new_zeros(K).index_add(0, classes, w)  # (K,)
     return sums, counts
 
 
@@ -228,7 +240,8 @@ def prototype_logits(
 
 
 def pcl_loss(
-    features: Tensor, classes: Tensor, prototypes: Tensor, initialized: Tensor, tau: float = 0.1
+    features: Tensor, classes: Tensor, prototypes: Tensor, initialized: Tensor, tau: float = 0.1,
+    keep: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Prototype-softmax calibration loss (PCL), PASE_SPEC section 4.
 
@@ -236,14 +249,15 @@ def pcl_loss(
         L = \frac{1}{|V|} \sum_{i \in V} -\log
             \frac{\exp(\cos(h_i, c_{y_i}) / \tau)}{\sum_{k \in I} \exp(\cos(h_i, c_k) / \tau)}
 
-    over the initialised classes I and the samples V whose own class is initialised. The
-    prototypes are detached (EMA targets); the gradient reaches ``features`` only. With no valid
-    sample the loss is 0 and still part of the graph. Batched over leading dims (one loss per
-    modality from (M, B, D) features and (M, K, D) banks sharing the labels).
+    over the initialised classes I and the samples V whose own class is initialised (and, with
+    ``keep``, that it keeps). The prototypes are detached (EMA targets); the gradient reaches
+    ``features`` only. With no valid sample the loss is 0 and still part of the graph. Batched over
+    leading dims (one loss per modality from (M, B, D) features and (M, K, D) banks sharing the labels).
 
     Args:
         features: (..., B, D). classes: (B,) long. prototypes: (..., K, D). initialized: (..., K) bool.
         tau: temperature.
+        keep: (B,) bool, the samples that have a class (``has_class``); None: all.
 
     Returns:
         the loss, shape (...) (0-dim for unbatched inputs).
@@ -253,14 +267,18 @@ def pcl_loss(
         >>> round(float(pcl_loss(h, torch.tensor([0, 1]), h, torch.tensor([True, True]), tau=1.0)), 4)
         0.3133
     """
-    return pcl_from_logits(prototype_logits(features, prototypes.detach(), tau, initialized), classes, initialized)
+    return pcl_from_logits(prototype_logits(features, prototypes.detach(), tau, initialized), classes, initialized,
+                           keep)
 
 
-def pcl_from_logits(logits: Tensor, classes: Tensor, initialized: Tensor) -> Tensor:
+def pcl_from_logits(logits: Tensor, classes: Tensor, initialized: Tensor, keep: Optional[Tensor] = None) -> Tensor:
     """:func:`pcl_loss` from prototype logits already computed (:func:`prototype_logits` against
-    prototypes without gradient, e.g. the forward pass's): logits (..., B, K) -> loss (...)."""
+    prototypes without gradient, e.g. the forward pass's): logits (..., B, K) -> loss (...), over
+    the samples ``keep`` (B,) bool (None: all)."""
     check_classes(classes, logits.shape[-2], logits.shape[-1], "pcl_loss")
     valid = initialized.index_select(-1, classes)  # (..., B)
+    if keep is not None:
+        valid = valid & keep  # (..., B): a mask, no host sync
     index = classes.expand(logits.shape[:-1]).unsqueeze(-1)  # (..., B, 1)
     target = logits.gather(-1, index).squeeze(-1)  # (..., B)
     zero = torch.zeros((), dtype=logits.dtype, device=logits.device)
@@ -270,13 +288,15 @@ def pcl_from_logits(logits: Tensor, classes: Tensor, initialized: Tensor) -> Ten
 
 
 def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Tensor,
-                 stats: Optional[Tuple[Tensor, Tensor]] = None) -> None:
+                 stats: Optional[Tuple[Tensor, Tensor]] = None, weights: Optional[Tensor] = None) -> None:
     """EMA-update several banks sharing labels in one batched step: features (N, B, D), one row per bank.
 
     The banks must have the same (K, D) and momentum. Under ``torch.distributed`` the class sums
     and counts of all banks are all-reduced (SUM) in one collective first, so every process holds
-    the same prototypes. ``stats``: this batch's ``class_means(features, classes, K)`` when the
-    caller has them already (e.g. for the OT centroids), summed in float32; used detached.
+    the same prototypes. ``stats``: this batch's ``class_means(features, classes, K, weights)`` when
+    the caller has them already (e.g. for the OT centroids), summed in float32; used detached (and
+    ``weights`` then unused). ``weights``: (B,) per-sample weights of :func:`class_means` (0: a sample
+    that moves no prototype); None: all 1.
     """
     first = banks[0]
     K, D = first.prototypes.shape
@@ -292,7 +312,7 @@ def update_banks(banks: Sequence["PrototypeBank"], features: Tensor, classes: Te
         )
     with torch.no_grad():
         if stats is None:  # summed in the banks' dtype (float32), not in a half-precision feature dtype
-            stats = class_means(features.detach().to(first.prototypes.dtype), classes, K)
+            stats = class_means(features.detach().to(first.prototypes.dtype), classes, K, weights)
         sums, counts = (t.detach().to(first.prototypes.dtype) for t in stats)  # (N, K, D), (K,)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             packed = torch.cat([sums.flatten(), counts])  # one collective for all banks

@@ -4,7 +4,9 @@ The method (PASE_SPEC sections 2 and 4) as one ``Method`` whose parts switch on 
 (``pase.pcl``, ``pase.ot``, ``pase.gate``, ``pase.sgm``), so the ablation table is configuration:
 
 * phase 1: L = L_task + lambda_pcl * L_pcl + lambda_ot * L_ot, with the model's gated fusion;
-  the prototype banks take an EMA step after every batch (``PrototypeBank.update``);
+  the prototype banks take an EMA step after every batch (``PrototypeBank.update``); a multilabel
+  sample with no positive label has no class (``has_class``) and enters neither PCL, the OT
+  centroids nor the banks;
 * phase 2 (SGM) starts when the validation monitor has not improved for ``switch_patience``
   epochs, or at ``switch_max_epoch``; never on the test split. From then on, each training batch
   scores all 2^M modality coalitions with the fused head (one batched pass over the encoder
@@ -39,16 +41,33 @@ from ..prototypes import centroids_from_sums, class_means, labels_to_classes, pc
 from ..shapley import scale_gradients, sgm_coefficients
 from .base import Method, RunningMean, batch_weighted_mean, register_method, task_loss
 
-__all__ = ["PaSE", "prototype_targets", "schedule_warning"]
+__all__ = ["PaSE", "prototype_targets", "has_class", "schedule_warning"]
 
 
 def prototype_targets(target: Tensor, task: TaskSpec, binning: str) -> Tensor:
-    """Class ids for the prototypes: binned regression labels, classes, or the argmax label."""
+    """Class ids for the prototypes: binned regression labels, classes, or the argmax label (a
+    multilabel row with no positive label gets class 0: leave it out with :func:`has_class`)."""
     if task.kind == "regression":
         return labels_to_classes(target, binning)
     if task.kind == "multilabel":
         return target.argmax(-1)
     return target.long()
+
+
+def has_class(target: Tensor, task: TaskSpec) -> Optional[Tensor]:
+    """(B,) bool: the samples that have a prototype class, or None when all do.
+
+    A multilabel sample with no positive label (no entry above 0.5) has none: the argmax of its
+    all-zero row put it in class 0, whose prototype it moved. Regression and classification samples
+    always have a class.
+
+    Example:
+        >>> has_class(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), TaskSpec("multilabel", 2, "demo"))
+        tensor([ True, False])
+    """
+    if task.kind != "multilabel":
+        return None
+    return (target > 0.5).any(-1)
 
 
 def schedule_warning(cfg, modalities: Optional[Sequence[str]] = None) -> Optional[str]:
@@ -145,26 +164,29 @@ class PaSE(Method):
         learn = model.training
         if model.banks is not None:
             classes = prototype_targets(batch.target, self.task, self.pc.binning)
+            # multilabel: a sample with no positive label has no class; it enters neither PCL, the OT
+            # centroids nor the banks (weight 0, no host sync). None for the other task kinds
+            keep = has_class(batch.target, self.task)
             # the forward pass's snapshot of the banks (M, K, D), (M, K): they take their EMA step
             # below, before backward; all M modalities go through each part as one batched call
             protos, init = out.banks if out.banks is not None else model.bank_snapshot()
             h = model.stacked_reps(out).transpose(0, 1)  # (M, B, D)
             if self.pc.pcl:
                 if out.proto_stacked is not None and model.tau == self.pc.tau:  # the forward's similarities
-                    l_pcl = pcl_from_logits(out.proto_stacked, classes, init).mean()
+                    l_pcl = pcl_from_logits(out.proto_stacked, classes, init, keep).mean()
                 else:
-                    l_pcl = pcl_loss(h, classes, protos, init, self.pc.tau).mean()
+                    l_pcl = pcl_loss(h, classes, protos, init, self.pc.tau, keep).mean()
                 total = total + self.pc.lambda_pcl * l_pcl
                 logs["pcl_loss"] = l_pcl.detach()
             stats = None
             if self.pc.ot and len(self.modalities) > 1:
                 # (M, K, D) sums and (K,) counts, summed in float32 (the EMA's too; no-op without autocast)
-                stats = class_means(h.float(), classes, self.num_classes)
+                stats = class_means(h.float(), classes, self.num_classes, keep)
                 l_ot = self._ot_loss(stats, protos, init, learn)
                 total = total + self.pc.lambda_ot * l_ot
                 logs["ot_loss"] = l_ot.detach()
             if learn:
-                update_banks([model.banks[m] for m in self.modalities], h, classes, stats)
+                update_banks([model.banks[m] for m in self.modalities], h, classes, stats, keep)
         if learn:
             self.track(model, batch, out)
         return total, logs

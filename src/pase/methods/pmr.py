@@ -37,25 +37,9 @@ from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..prototypes import PrototypeBank, update_banks
 from .base import Method, RunningMean, pop_means, register_method
-from .pase import prototype_targets
+from .pase import has_class, prototype_targets  # has_class: re-exported here
 
 __all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance", "has_class"]
-
-
-def has_class(target: Tensor, task: TaskSpec) -> Optional[Tensor]:
-    """(B,) bool: the samples that have a prototype class, or None when all do.
-
-    A multilabel sample with no positive label (no entry above 0.5) has none: the argmax of its
-    all-zero row put it in class 0, whose prototype it moved. Regression and classification samples
-    always have a class.
-
-    Example:
-        >>> has_class(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), TaskSpec("multilabel", 2, "demo"))
-        tensor([ True, False])
-    """
-    if task.kind != "multilabel":
-        return None
-    return (target > 0.5).any(-1)
 
 
 def euclidean_logits(features: Tensor, prototypes: Tensor, initialized: Tensor) -> Tensor:

@@ -52,6 +52,19 @@ def test_iemocap_round_trip(tmp_path, untouched):
         assert ds.features["audio"].shape == (len(ds), 1, 512)
 
 
+def test_the_task_kind_is_told_from_the_label_files_name_without_reading_it(tmp_path):
+    """source_task_kind (pase compare's check of pase.binning=classes) gives the kind the data loads as,
+    from the label file's name or data.options.dataset, reading nothing; None when neither tells."""
+    from pase.data.registry import source_task_kind
+
+    for dataset in ("iemocap4", "mosi"):
+        path = write_gcnet(tmp_path / dataset, dataset, faces=False)
+        assert source_task_kind("gcnet", label_path=str(path)) == _load(path).task.kind
+    assert source_task_kind("gcnet", label_path="labels.pkl", dataset="IEMOCAP6") == "classification"
+    assert source_task_kind("gcnet", label_path=str(tmp_path / "absent" / "mosei_labels.pkl")) == "regression"
+    assert source_task_kind("gcnet", label_path="labels.pkl") is None  # the loader names that
+
+
 @pytest.mark.parametrize("dataset", ["iemocap4", "mosi"])
 def test_pooling_of_2d_files_and_face_folders(tmp_path, dataset):
     """IEMOCAP: a face folder gives its speaking actor's files (the writer names them face_F000 /

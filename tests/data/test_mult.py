@@ -59,6 +59,20 @@ def test_iemocap_is_multilabel(tmp_path):
     assert target.tolist() == raw.argmax(-1).tolist()
 
 
+def test_the_task_kind_is_told_from_the_name_without_reading_the_file(tmp_path):
+    """source_task_kind (pase compare's check of pase.binning=classes) gives the kind the file loads as,
+    from its name or data.options.dataset, reading nothing; None when neither tells."""
+    from pase.data.registry import source_task_kind
+
+    for dataset in ("mosi", "iemocap"):
+        path = write_mult(tmp_path / dataset, dataset, sizes=SIZES)
+        assert source_task_kind("mult", path=str(path)) == create_data("mult", path=path).task.kind
+    assert source_task_kind("mult", path=str(tmp_path / "absent" / "iemocap_data.pkl")) == "multilabel"
+    assert source_task_kind("mult", path="data.pkl", dataset="MOSEI") == "regression"
+    assert source_task_kind("mult", path="data.pkl") is None  # the loader names that
+    assert source_task_kind("mult", path="data.pkl", dataset="sims") is None
+
+
 def test_unaligned_and_mosei_names(tmp_path):
     path = write_mult(tmp_path, "mosei", aligned=False)
     assert path.name == "mosei_senti_data_noalign.pkl"

@@ -837,6 +837,11 @@ def test_a_diagnosis_error_is_kept_when_its_record_cannot_be_written(tmp_path, m
                                                       r"run these on this machine \(.*\); change the setting it names"),
     (["train.accelerator=cpu", "train.devices=[0]"], r"^train.accelerator=cpu, train.devices=\[0\], .*Lightning cannot"),
     (["pase.binning=sgn"], r"^pase.binning='sgn' is not one of sign, polarity, round7, classes"),
+    # a valid choice PaSE's prototypes cannot take on the built-in benchmark's regression labels: every PaSE run
+    # failed at model build, after config.yaml was written and late fusion had trained
+    (["pase.binning=classes"], r"^pase.binning='classes' takes the class ids of classification data; data source "
+                               r"'synthetic' gives continuous labels \(regression\): bin them with one of sign, "
+                               r"polarity, round7 \(method pase bins"),
     (["data.options.seed=abc"], r"^config key 'data.options.seed' must be int, got str 'abc'"),
 ])
 def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written(tmp_path, monkeypatch, sets, match):

@@ -579,3 +579,13 @@ def iemocap_folds(label_path: str | Path, feature_root: Optional[str | Path] = N
                                             sanitize)
     return (_bundle(t, feats, row, dataset, fold, valid_fraction, seed, sanitize, info)
             for fold in range(1, 6))
+
+
+def task_kind(label_path: str | Path = "", dataset: Optional[str] = None, **_) -> Optional[str]:
+    """The kind of task ``load_gcnet`` loads (IEMOCAP classification, MOSI / MOSEI regression), from
+    ``dataset`` or the label file's name, reading no file; None when neither tells (``source_task_kind``)."""
+    name = _dataset_name(Path(label_path), dataset)
+    return GCNET_DATASETS[name].kind if name in GCNET_DATASETS else None
+
+
+load_gcnet.task_kind = task_kind  # read by pase compare before anything is written

@@ -388,3 +388,11 @@ def load_mmsa(path: str | Path, dataset: Optional[str] = None, text: str = "feat
             LOGGER.warning("%s: SHA-256 %s differs from the published %s", p.name, digest, published)
         bundle.info.update(sha256=digest, checksum=status)
     return bundle
+
+
+def task_kind(**_) -> str:
+    """The kind of task ``load_mmsa`` loads, whatever its options (``source_task_kind``)."""
+    return "regression"
+
+
+load_mmsa.task_kind = task_kind  # read by pase compare before anything is written

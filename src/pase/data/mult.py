@@ -29,7 +29,7 @@ from .registry import register_data
 from .safe_pickle import safe_load_pickle
 from .validate import (LOGGER, SPLITS, DataFormatError, as_array, check_dims, check_disjoint_splits,
                        check_label_range, check_rows, check_sequences, check_split_widths, fix_non_finite, is_rows,
-                       refuse_flag_labels, require_keys, require_splits, resolve_source, to_str)
+                       infer_dataset, refuse_flag_labels, require_keys, require_splits, resolve_source, to_str)
 
 __all__ = ["load_mult", "MULT_DATASETS", "IEMOCAP_EMOTIONS"]
 
@@ -199,3 +199,13 @@ def load_mult(path: str | Path, dataset: Optional[str] = None,
     bundle = _from_raw(safe_load_pickle(p), p.name, dataset, tuple(modalities), sanitize, expected_dims)
     bundle.info["file"] = str(p)
     return bundle
+
+
+def task_kind(path: str | Path = "", dataset: Optional[str] = None, **_) -> Optional[str]:
+    """The kind of task ``load_mult`` loads (MOSI / MOSEI regression, IEMOCAP multilabel), from
+    ``dataset`` or the file name, reading no file; None when neither tells (``source_task_kind``)."""
+    name = dataset.lower() if dataset else infer_dataset(Path(path), _NAME_PATTERNS)
+    return MULT_DATASETS[name].kind if name in MULT_DATASETS else None
+
+
+load_mult.task_kind = task_kind  # read by pase compare before anything is written

@@ -48,7 +48,7 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
 from ..data.contract import fingerprint, fingerprint_difference
-from ..data.registry import DATA_SOURCES
+from ..data.registry import DATA_SOURCES, source_task_kind
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
 from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
                             data_options, load_bundle, load_checkpoint, lock_run, run_files, train,
@@ -503,8 +503,11 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
     """What would fail every run of a method at its start, refused before anything is written (each
     method's configuration, where ``Config`` refuses a bad ``pase.*`` choice, is built by ``_plan`` before
     this is called): PMR's binning, the accelerator, devices, strategy
-    and precision Lightning must accept (``train.devices='0,'`` on the CPU), and the data options
-    (``data_options``, and the source's ``check_options`` where it has one). The runs met these only after
+    and precision Lightning must accept (``train.devices='0,'`` on the CPU), the data options
+    (``data_options``, and the source's ``check_options`` where it has one), and ``pase.binning=classes``
+    for PaSE or PMR on a source that tells, without reading its data, that it loads regression labels
+    (``source_task_kind``: the built-in benchmark, MOSI bc-LSTM, MMSA, and MulT / GCNet MOSI / MOSEI;
+    those runs failed at model build). The runs met these only after
     config.yaml and compare.json were saved, so the corrected command was refused as another configuration
     (a review). Range checks a loader makes as it loads (a negative ``data.options.seed``) need the data:
     the runs meet them, and ``_check_base_config`` then lets the corrected command replace config.yaml.
@@ -522,6 +525,13 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
             check(**opts)
         except ValueError as exc:
             raise ConfigError(f"{exc} (nothing was written)") from None
+    binned = [m for m in methods if m in ("pase", "pmr")]  # the methods whose prototypes bin labels with it
+    if binned and cfg.pase.binning == "classes" and source_task_kind(cfg.data.source, **opts) == "regression":
+        valid = ", ".join(b for b in PASE_CHOICES["binning"] if b != "classes")
+        raise ConfigError(f"pase.binning='classes' takes the class ids of classification data; data source "
+                          f"{cfg.data.source!r} gives continuous labels (regression): bin them with one of {valid} "
+                          f"({'methods' if len(binned) > 1 else 'method'} {', '.join(binned)} "
+                          f"bin{'' if len(binned) > 1 else 's'} its labels with it; nothing was written)")
 
 
 def _check_base_config(cfg: Config, out: Path) -> bool:

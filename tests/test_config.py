@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from pase.config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict
 
@@ -474,3 +475,21 @@ def test_a_data_option_outside_its_range_is_named(sets, message):
     with pytest.raises(ValueError) as e:
         load_bundle(apply_overrides(Config(), sets))
     assert str(e.value) == message
+
+
+def test_a_config_at_a_tilde_path_is_in_the_home_folder(tmp_path, monkeypatch):
+    """save_config / load_config / config_difference called from Python took a leading `~` literally, where
+    train / compare / evaluate expand it (pase.io.user_path): save_config wrote into a folder named ~ under
+    the working directory, and load_config found no file (a review)."""
+    from pase.config import config_difference, save_config
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    cfg = apply_overrides(Config(), ["method=pase", "train.max_epochs=7"])
+    save_config(cfg, "~/run/config.yaml")
+    assert from_dict(yaml.safe_load((home / "run" / "config.yaml").read_text())) == cfg
+    assert load_config("~/run/config.yaml", ["train.lr=0.01"]) == apply_overrides(cfg, ["train.lr=0.01"])
+    assert config_difference("~/run/config.yaml", cfg) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~

@@ -535,10 +535,13 @@ def yaml_problem(e: yaml.YAMLError) -> str:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> Config:
-    """Defaults, then the YAML file at ``path`` (if any), then ``overrides``."""
+    """Defaults, then the YAML file at ``path`` (if any; a leading ``~`` is the home folder, as on the
+    command line), then ``overrides``."""
+    from .io import user_path
+
     cfg = Config()
     if path is not None:
-        p = Path(path)
+        p = user_path(path)
         if p.is_dir():
             raise ConfigError(f"config file {str(p)!r} is a folder; pass a YAML file (see configs/ for examples)")
         if not p.is_file():
@@ -571,8 +574,10 @@ def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Opt
     """The first difference between the configuration saved at ``path`` (a run's or a
     comparison's ``config.yaml``) and ``cfg``, both seen through ``view`` (a function of a Config
     to nested dicts that leaves out what may differ); None when they agree. A file that is not a
-    pase configuration is a :class:`ConfigError` naming it."""
-    path = Path(path)
+    pase configuration is a :class:`ConfigError` naming it. A leading ``~`` in ``path`` is the home folder."""
+    from .io import user_path
+
+    path = user_path(path)
     try:
         old = _yaml(path.read_text())
         old = from_dict({} if old is None else old)
@@ -585,7 +590,7 @@ def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Opt
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the fully resolved config as YAML (atomically)."""
-    from .io import atomic_write_text
+    """Write the fully resolved config as YAML (atomically) to ``path`` (a leading ``~``: the home folder)."""
+    from .io import atomic_write_text, user_path
 
-    atomic_write_text(path, yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False))
+    atomic_write_text(user_path(path), yaml.dump(to_dict(cfg), Dumper=_Dumper, sort_keys=False))

@@ -100,6 +100,24 @@ def test_trajectory_copies_the_contribution_columns_of_the_log(comparison):
         assert all(a[c] == b[c] for c in cols)
 
 
+def test_copy_trajectory_expands_a_tilde(tmp_path, monkeypatch):
+    """copy_trajectory called from Python took a leading `~` literally, where diagnose expands it
+    (pase.io.user_path): it found no log.csv, and wrote into a folder named ~ (a review)."""
+    from pase.evaluation.shapley_report import copy_trajectory
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    (home / "log.csv").write_text("epoch,train/loss,diag/share_text,diag/phase,valid/MAE\n0,1.5,0.6,1,0.9\n"
+                                  "1,1.2,0.7,2,0.8\n")
+    assert copy_trajectory("~/log.csv", "~/out/trajectory.csv", "MAE") == 2
+    rows = list(csv.DictReader(open(home / "out" / "trajectory.csv")))
+    assert rows == [{"epoch": "0", "diag/share_text": "0.6", "diag/phase": "1", "valid/MAE": "0.9"},
+                    {"epoch": "1", "diag/share_text": "0.7", "diag/phase": "2", "valid/MAE": "0.8"}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
 class _Pick(torch.nn.Module):
     """An 'encoder' passing its one-feature input through: (B, 1, 1) -> (B, 1)."""
 

@@ -340,3 +340,20 @@ def test_a_long_variant_name_is_wrapped_to_fit_its_panel(tmp_path, monkeypatch):
     for ax in fig.axes[:3]:
         box, panel = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
         assert box.width <= panel.width * 1.1, (ax.get_title(), box.width, panel.width)
+
+
+def test_write_summary_expands_a_tilde(tmp_path, monkeypatch):
+    """write_summary called from Python took a leading `~` literally, where compare / summarize / report
+    expand it (pase.io.user_path): it wrote into a folder named ~ under the working directory (a review)."""
+    from pase.evaluation.compare import summarize
+    from pase.evaluation.report import write_summary
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    s = summarize(home / "cmp", ["late_fusion"], [1])  # one run, not trained
+    write_summary(s, "~/cmp")
+    assert sorted(p.name for p in (home / "cmp").iterdir()) == ["summary.csv", "summary.json", "summary.md"]
+    assert [r["status"] for r in json.loads((home / "cmp" / "summary.json").read_text())["runs"]] == ["missing"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~

@@ -272,8 +272,9 @@ def _csv_rows(s: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def write_summary(s: Dict[str, Any], out_dir: str | Path) -> None:
-    """Write ``summary.csv``, ``summary.md`` and ``summary.json`` into ``out_dir``."""
-    out = Path(out_dir)
+    """Write ``summary.csv``, ``summary.md`` and ``summary.json`` into ``out_dir`` (a leading ``~``: the
+    home folder, as ``compare`` and ``summarize`` take it)."""
+    out = user_path(out_dir)
     rows = _csv_rows(s)
     fields: List[str] = []
     for r in rows:

@@ -140,13 +140,14 @@ def split_shapley(model: torch.nn.Module, bundle: DataBundle, split: str = "test
 def copy_trajectory(log_csv: str | Path, out_csv: str | Path, monitor: Optional[str] = None) -> int:
     """Copy the per-epoch contribution columns of ``log.csv`` (epoch, ``diag/shapley_*``,
     ``diag/share_*``, ``diag/weight_*``, ``diag/sgm_coeff_*``, ``diag/phase``,
-    ``diag/switch_epoch`` and ``valid/<monitor>``) to ``out_csv``; returns the row count."""
-    rows = read_csv(log_csv)
+    ``diag/switch_epoch`` and ``valid/<monitor>``) to ``out_csv``; returns the row count. A leading
+    ``~`` in either path is the home folder, as ``diagnose`` takes it."""
+    rows = read_csv(user_path(log_csv))
     cols = list(rows[0]) if rows else []
     keep = ["epoch"] + [c for c in cols if c.startswith(_TRAJECTORY_PREFIXES) or c in _TRAJECTORY_KEYS]
     if monitor and f"valid/{monitor}" in cols:
         keep.append(f"valid/{monitor}")
-    write_csv(out_csv, rows, keep)
+    write_csv(user_path(out_csv), rows, keep)
     return len(rows)
 
 

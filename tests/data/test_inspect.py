@@ -248,6 +248,7 @@ def test_a_mosi_bclstm_folder_is_loaded_and_described(tmp_path, untouched):
     assert report.ok and report.format == "mosi_bclstm", report.text
     assert f"7 files match SHA256SUMS; load with --set data.source=mosi_bclstm --set data.path={mosi}" in report.text
     assert "train 9 / valid 3 / test 6" in report.text
+    assert inspect_path(mosi, dataset="MOSI").ok  # the one dataset it holds, in any case, as the loaders take it
     bad = write_mosi_bclstm(tmp_path / "bad", edit={"mosi_index.csv": lambda t: t.replace("bclstm_split", "x", 1)})
     report = inspect_path(bad)
     assert not report.ok and report.problems[0].startswith(f"{bad / 'mosi_index.csv'}: no column 'bclstm_split'")
@@ -307,3 +308,28 @@ def test_a_text_bert_that_text_bert_loading_refuses_is_a_problem(tmp_path):
     assert not report.ok
     assert report.problems[0].startswith("with data.options.text=bert: aligned_50.pkl: split 'train', key "
                                          "'text_bert' has shape (9, 8, 3), expected (N, 3, L)"), report.problems
+
+
+@pytest.mark.parametrize("writer, args, problem", [
+    (lambda d: write_mmsa(d, "mosi", aligned=False), ["--features", "audio=x", "--feature-root", "feats"],
+     "--feature-root and --features: do not apply to format mmsa (an MMSA pickle, and only GCNet label pickles "
+     "read feature folders); the file was inspected without them, drop them"),
+    (lambda d: write_mult(d, "iemocap"), ["--feature-root", "feats"],
+     "--feature-root: does not apply to format mult (a MulT pickle, and only GCNet label pickles read feature "
+     "folders); the file was inspected without it, drop it"),
+    (lambda d: write_mosi_bclstm(d / "mosi-bclstm"), ["--dataset", "sims"],
+     "--dataset sims: does not apply to format mosi_bclstm (a mosi-bclstm folder, always MOSI); the file was "
+     "inspected without it, drop it"),
+])
+def test_flags_the_format_does_not_read_are_a_problem(tmp_path, capsys, writer, args, problem):
+    """--features / --feature-root on an MMSA pickle (and --dataset on the MOSI-only folder) were
+    ignored without a word, so the clean report read as a check of the folders named (review)."""
+    from pase.cli import main
+
+    path = writer(tmp_path)
+    assert main(["data", "inspect", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["data", "inspect", str(path), *args]) == 1
+    out, err = capsys.readouterr()
+    assert err == f"pase: error: {problem}\n"
+    assert "  loads as " in out  # the file is still described

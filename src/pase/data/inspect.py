@@ -204,6 +204,10 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
         features: GCNet only: modality -> feature folder name (None leaves it out, as in training).
         checksum: hash MMSA files that have a published SHA-256 and compare.
 
+    ``feature_root`` or ``features`` with an MMSA or MulT pickle or a mosi-bclstm folder, and a
+    ``dataset`` other than MOSI with the folder, are a problem naming them: the format does not read
+    them, and the report would otherwise pass for a check made with them.
+
     Returns:
         ``InspectReport`` with ``.ok``, ``.format`` and ``.text``.
     """
@@ -222,6 +226,24 @@ def inspect_path(path: str | Path, dataset: Optional[str] = None,
     return report
 
 
+def _flags_that_do_not_apply(fmt: str, dataset: Optional[str], feature_root: Optional[str | Path],
+                             features: Optional[Mapping[str, Optional[str]]]) -> Optional[str]:
+    """The problem naming the arguments that ``fmt`` does not read, or None: they were ignored
+    silently, so a researcher took a check of the file as it is for a check with them (review)."""
+    if fmt not in ("mmsa", "mult", "mosi_bclstm"):  # gcnet reads them all; unknown is a problem already
+        return None
+    other = dataset is not None and str(dataset).lower() != "mosi"  # any case, as the loaders take it
+    given = [f"--dataset {dataset}"] if fmt == "mosi_bclstm" and other else []
+    given += [flag for flag, value in (("--feature-root", feature_root), ("--features", features)) if value]
+    if not given:
+        return None
+    why = {"mmsa": "an MMSA pickle", "mult": "a MulT pickle", "mosi_bclstm": "a mosi-bclstm folder, always MOSI"}
+    folders = ", and only GCNet label pickles read feature folders" if feature_root or features else ""
+    return (f"{' and '.join(given)}: {'does' if len(given) == 1 else 'do'} not apply to format {fmt} ({why[fmt]}"
+            f"{folders}); the file was inspected without {'it' if len(given) == 1 else 'them'}, drop "
+            f"{'it' if len(given) == 1 else 'them'}")
+
+
 def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[str | Path],
              features: Optional[Mapping[str, Optional[str]]], checksum: bool) -> InspectReport:
     """:func:`inspect_path` without the notes."""
@@ -229,6 +251,8 @@ def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[st
     report = InspectReport(path=str(p))
     if p.is_dir() and (p / "mosi_index.csv").is_file():  # the bc-LSTM MOSI release: a folder of CSVs
         report.format = "mosi_bclstm"
+        flags = _flags_that_do_not_apply(report.format, dataset, feature_root, features)
+        report.problems += [flags] if flags else []
         try:
             bundle = mosi_bclstm.load_mosi_bclstm(path=str(p), verify=checksum)
         except (DataFormatError, ValueError) as exc:  # MosiDataError is a ValueError
@@ -250,6 +274,8 @@ def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[st
         report.problems.append(str(exc))
         return report
     report.format = detect_format(raw)
+    flags = _flags_that_do_not_apply(report.format, dataset, feature_root, features)
+    report.problems += [flags] if flags else []
     try:
         if report.format == "mmsa":
             _describe_splits(raw, "regression_labels", report)

@@ -67,6 +67,29 @@ def test_diagnose_command(comparison, tmp_path, capsys):
                                                             "robustness.csv", "trajectory.csv"}
 
 
+def test_the_same_noise_levels_in_another_order_are_the_same_diagnosis(comparison, tmp_path, capsys):
+    """--noise-levels 0.5,0.1 and 0.1,0.5 scored the same cells but wrote the rows and the record in the
+    order given, so a rerun with the other order was refused as another diagnosis (a review)."""
+    ckpt = comparison[0] / "runs" / "late_fusion" / "seed1112" / "checkpoints" / "best.ckpt"
+    args = ["diagnose", "--checkpoint", str(ckpt), "--no-probes", "--noise-levels"]
+    assert main(args + ["0.5,0.1", "--out", str(tmp_path / "a")]) == 0
+    assert main(args + ["0.1,0.5,0.1", "--out", str(tmp_path / "b")]) == 0
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert (a / "robustness.csv").read_text() == (b / "robustness.csv").read_text()
+    rows = [line.split(",")[4] for line in (a / "robustness.csv").read_text().splitlines() if ",noise," in line]
+    assert rows == [f"noise:{m}@{s}" for m in ("text", "audio", "vision") for s in ("0.1", "0.5")]
+    d = json.loads((a / "diagnostics.json").read_text())
+    assert d["robustness"]["noise_levels"] == [0.1, 0.5]
+    assert d["robustness"] == json.loads((b / "diagnostics.json").read_text())["robustness"]
+    assert main(args + ["0.1,0.5", "--out", str(a)]) == 0  # the same diagnosis: refreshed, was refused
+    d["robustness"]["noise_levels"] = [0.5, 0.1]  # as a diagnosis made before the levels were sorted records them
+    (a / "diagnostics.json").write_text(json.dumps(d))
+    assert main(args + ["0.1,0.5", "--out", str(a)]) == 0
+    capsys.readouterr()
+    assert main(args + ["0.1", "--out", str(a)]) == 2  # another set is another diagnosis
+    assert "holds a diagnosis of this checkpoint with noise_levels=" in capsys.readouterr().err
+
+
 def test_diagnose_command_missing_checkpoint(tmp_path, capsys):
     assert main(["diagnose", "--checkpoint", str(tmp_path / "none.ckpt"), "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -226,6 +249,10 @@ def test_resuming_a_comparison_with_other_noise_levels_is_refused(comparison_cop
     rc = main(["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,",
                "--noise-levels", "0,3", "--out", str(comparison_copy)])
     assert rc == 2 and "was diagnosed with --noise-levels 0,0.5,1,2" in capsys.readouterr().err
+    assert (comparison_copy / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").read_bytes() == before
+    # the same levels in another order are the same levels (they were refused, as other levels)
+    assert main(["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,",
+                 "--noise-levels", "2,1,0.5,0", "--out", str(comparison_copy)]) == 0
     assert (comparison_copy / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").read_bytes() == before
 
 

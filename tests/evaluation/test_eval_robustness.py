@@ -134,6 +134,17 @@ def test_a_negative_or_non_finite_noise_level_is_refused_by_the_python_functions
         robustness_rows(module.model, bundle, noise_levels=[0.5, bad])
 
 
+def test_noise_levels_are_one_ascending_set_and_a_record_matches_in_any_order():
+    """Levels were kept in the order given, so 0.5,0.1 and 0.1,0.5 wrote other rows and records and a
+    comparison diagnosed with one order refused to resume with the other (a review)."""
+    from pase.evaluation.robustness import same_levels, unique_levels
+
+    assert unique_levels([0.5, 0.1, 2, 0.1]) == unique_levels([2, 0.1, 0.5]) == [0.1, 0.5, 2.0]
+    assert str(unique_levels([-0.0, 1])) == "[0.0, 1.0]"  # not -0.0, named noise:<m>@-0
+    assert same_levels([0.5, 0.1], [0.1, 0.5]) and same_levels([1, 0.5, 1], [0.5, 1.0])
+    assert not same_levels([0.5], [0.1, 0.5]) and not same_levels("0.1", [0.1]) and not same_levels(None, [0.1])
+
+
 def test_aggregate_conditions_over_seeds():
     seed1 = [{"kind": "missing", "condition": "a", "modality": "", "sigma": "", "acc": "0.5"},
              {"kind": "noise", "condition": "noise:a@1", "modality": "a", "sigma": "1.0", "acc": "0.25"}]

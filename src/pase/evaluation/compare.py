@@ -55,7 +55,7 @@ from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_tra
                             without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
-from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, unique_levels
+from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, same_levels, unique_levels
 from .shapley_report import diagnose, read_csv
 
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
@@ -754,7 +754,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
         for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
             kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")
-            if kept is not None and [float(x) for x in kept] != list(levels):
+            if kept is not None and not same_levels(kept, levels):
                 raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
                                   "the same levels to resume this comparison, or a new --out (nothing was changed)")
     _check_kept_runs(cfg, out, trains=trains)

@@ -40,8 +40,9 @@ from ..training.datamodule import make_loader
 from ..training.precision import inference
 from .defaults import DEFAULT_NOISE_LEVELS
 
-__all__ = ["DEFAULT_NOISE_LEVELS", "unique_levels", "headline_metric", "condition_name", "feature_std", "add_noise",
-           "sample_noise", "evaluate_condition", "robustness_rows", "robustness_summary", "aggregate_conditions"]
+__all__ = ["DEFAULT_NOISE_LEVELS", "unique_levels", "same_levels", "headline_metric", "condition_name", "feature_std",
+           "add_noise", "sample_noise", "evaluate_condition", "robustness_rows", "robustness_summary",
+           "aggregate_conditions"]
 
 LOGGER = logging.getLogger("pase.evaluation")
 
@@ -49,15 +50,26 @@ LOGGER = logging.getLogger("pase.evaluation")
 
 
 def unique_levels(levels: Sequence[float]) -> List[float]:
-    """Noise levels as floats, each once, in the order given: what is scored and recorded.
+    """Noise levels as floats, each once, ascending: what is scored and recorded, so the same set in
+    another order (0.5,0.1 or 0.1,0.5) gives the same rows in the same order and the same record (in
+    the order given, a rerun with the other order was refused as another diagnosis). -0 is 0.
     ValueError for a negative or non-finite level (-1 scored as much noise as 1 and NaN as none,
     each recorded under its own name; the CLI refused them, the Python functions did not)."""
-    out = list(dict.fromkeys(float(s) for s in levels))
+    out = [float(s) + 0.0 for s in levels]  # + 0.0: -0.0 becomes 0.0 (named noise:<m>@-0 otherwise)
     bad = [s for s in out if not (math.isfinite(s) and s >= 0)]
     if bad:
         raise ValueError(f"noise_levels: {bad[0]!r} is not a noise level; give non-negative numbers in units of "
                          "each feature's train std, for example [0, 0.5, 1, 2]")
-    return out
+    return sorted(set(out))
+
+
+def same_levels(recorded: object, levels: Sequence[float]) -> bool:
+    """Whether the noise levels a ``diagnostics.json`` records are ``levels`` (as ``unique_levels``
+    gives them) in any order: one recorded before levels were sorted kept the order it was given."""
+    try:
+        return sorted({float(x) + 0.0 for x in recorded}) == list(levels)
+    except (TypeError, ValueError):  # not a list of numbers: another diagnosis, refused as one
+        return False
 
 
 _REGRESSION_HEADLINES = ("Has0_acc_2", "Mult_acc_2")  # MOSI/MOSEI, then SIMS

@@ -40,7 +40,8 @@ from ..training.datamodule import make_loader
 from ..training.precision import inference
 from ..training.run import DIAGNOSIS_FILES, RunDirError, check_split, load_checkpoint
 from .probes import probe_model
-from .robustness import DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary, unique_levels
+from .robustness import (DEFAULT_NOISE_LEVELS, headline_metric, robustness_rows, robustness_summary, same_levels,
+                         unique_levels)
 
 __all__ = ["UTILITIES", "split_coalition_utilities", "split_shapley", "copy_trajectory", "diagnose",
            "write_csv", "read_csv"]
@@ -284,7 +285,8 @@ def _check_diagnosis_dir(out: Path, checkpoint: Path, identity: Optional[Dict[st
     saved = json.loads(previous.read_text())
     kept = {"split": saved.get("split"), "noise_levels": (saved.get("robustness") or {}).get("noise_levels")}
     for key, value in (options or {}).items():
-        if kept.get(key) is not None and kept[key] != value:
+        same = same_levels(kept.get(key), value) if key == "noise_levels" else kept.get(key) == value
+        if kept.get(key) is not None and not same:
             raise RunDirError(f"{previous} holds a diagnosis of this checkpoint with {key}={kept[key]!r}, not "
                               f"{value!r}; pass another --out to keep both (nothing was overwritten)")
 

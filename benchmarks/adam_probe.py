@@ -20,13 +20,14 @@ import statistics
 import torch
 
 import workloads as W
+from run import positive_int
 from workers import _batches
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--repeats", type=positive_int, default=5)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     bundle = W.load_dataset("real_mosi")

@@ -23,13 +23,14 @@ from pathlib import Path
 import torch
 
 import workloads as W
+from run import positive_int
 from workers import _timing_callback
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=12, help="at least 2 (the later epochs are the steady state)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--methods", default="late_fusion,pase,pase+compile")
     a = ap.parse_args(argv)
     if a.epochs < 2:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from pase.ot import _pair_index, ot_alignment_loss_stacked
 from pase.prototypes import centroids_from_sums, class_means
+from run import positive_int
 
 
 class TwoClassOT(torch.autograd.Function):
@@ -88,8 +89,8 @@ def check() -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=7)
-    ap.add_argument("--calls", type=int, default=500)
+    ap.add_argument("--reps", type=positive_int, default=7)
+    ap.add_argument("--calls", type=positive_int, default=500)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     check()

@@ -25,6 +25,7 @@ import pase.training.lightning_module as LM
 import pase.training.run as R
 from pase.config import load_config
 from pase.training import train
+from run import positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,9 +53,11 @@ class EpochTimer(L.Callback):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--reps", type=positive_int, default=3)
+    ap.add_argument("--epochs", type=int, default=8, help="at least 2 (the first epoch is not timed)")
     a = ap.parse_args(argv)
+    if a.epochs < 2:  # the first epoch is left out of the times: 1 timed nothing and ended in a median of nothing
+        ap.error(f"--epochs must be at least 2: the first epoch is not timed, got {a.epochs}")
     if not (ROOT.parent / "shared" / "data" / "mosi-bclstm").is_dir():
         print("benchmarks/log_probe.py: ../shared/data/mosi-bclstm is absent", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import workloads as W
 from pase.methods.base import task_loss
+from run import positive_int
 from workers import _batches
 
 
@@ -82,7 +83,7 @@ def _optimizer_calls(r, batches, ac) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="real_mosi", choices=["real_mosi", "mosi_shaped", "sweep3"])
-    p.add_argument("--top", type=int, default=15)
+    p.add_argument("--top", type=positive_int, default=15)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     bundle = W.sweep_bundle(3) if a.dataset == "sweep3" else W.load_dataset(a.dataset, (256, 64, 64))

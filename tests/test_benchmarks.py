@@ -309,7 +309,9 @@ def _bench(name):
 def test_a_count_below_one_is_refused_in_one_line_before_any_measurement(capsys, monkeypatch):
     """run.py --threads -2 started the run, every worker died in torch.set_num_threads with a
     traceback and the run exited 0 with a report of errors; parts.py --repeats 0 / --threads 0 and
-    dropout_probe.py's counts ended in tracebacks (median of nothing, set_num_threads(0)) (review)."""
+    dropout_probe.py's counts ended in tracebacks (median of nothing, set_num_threads(0)) (review);
+    so did adam_probe.py, compile_train.py, fused_ot_probe.py (--calls 0: a division by zero) and
+    log_probe.py (--epochs 1 timed nothing), and op_count.py --top -2 printed a "top -2" list (a later review)."""
     import pytest
     import torch
 
@@ -320,10 +322,14 @@ def test_a_count_below_one_is_refused_in_one_line_before_any_measurement(capsys,
 
     monkeypatch.setattr(workloads, "load_dataset", measured)
     run, parts, dropout = _bench("run"), _bench("parts"), _bench("dropout_probe")
+    adam, compile_train, fused, log, ops = (_bench(n) for n in ("adam_probe", "compile_train", "fused_ot_probe",
+                                                                "log_probe", "op_count"))
     threads = torch.get_num_threads()
     try:
         for main, arg in ((run.main, "--threads"), (parts.main, "--threads"), (parts.main, "--repeats"),
-                          (dropout.main, "--threads"), (dropout.main, "--repeats"), (dropout.main, "--train")):
+                          (dropout.main, "--threads"), (dropout.main, "--repeats"), (dropout.main, "--train"),
+                          (adam.main, "--threads"), (adam.main, "--repeats"), (compile_train.main, "--threads"),
+                          (fused.main, "--reps"), (fused.main, "--calls"), (log.main, "--reps"), (ops.main, "--top")):
             for bad in ("0", "-2", "two"):
                 with pytest.raises(SystemExit) as e:
                     main([arg, bad, *(["--only", "no_such_key"] if main is run.main else [])])
@@ -331,6 +337,12 @@ def test_a_count_below_one_is_refused_in_one_line_before_any_measurement(capsys,
                 assert e.value.code == 2 and err.startswith("usage: ") and "Traceback" not in err, err
                 assert err.strip().splitlines()[-1].endswith(
                     f"error: argument {arg}: must be a positive integer, got '{bad}'"), err  # argparse's one line
+        for epochs in ("1", "0", "-3"):  # its first epoch is not timed
+            with pytest.raises(SystemExit) as e:
+                log.main(["--epochs", epochs])
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and err.strip().splitlines()[-1].endswith(
+                f"error: --epochs must be at least 2: the first epoch is not timed, got {epochs}"), err
     finally:
         torch.set_num_threads(threads)
     assert run._args(["--threads", "3"]).threads == 3 and run._args([]).threads is None  # valid ones pass

@@ -1,10 +1,14 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then rename.
 
 A reader never sees a half-written file, and a crash leaves the previous version intact (at
-worst a hidden ``.<name>.*.tmp`` file stays behind; resuming a run, starting one in its folder, or
-the same ``pase crossval`` / ``pase compare`` command again removes those). The file
-gets the permissions a plain ``open(path, "w")`` would give (``mkstemp`` alone would make it
-private to the owner).
+worst a hidden ``.<name>.*.tmp`` file stays behind after SIGKILL or a power loss; an exception,
+Ctrl-C or, under the ``pase`` command, SIGTERM leaves none). Resuming a run or starting one in its
+folder removes a run's own (``config.yaml``, ``metrics.json``, ``log.csv``, checkpoints); the same
+``pase compare`` command again, those of its ``config.yaml`` and ``compare.json``; the same ``pase
+crossval`` command again, those of its summaries. One of a diagnosis, a comparison's summary or a
+report stays: it is never read and no rerun trips over it, and those folders have no lock, so
+removing it could break another process's write in flight. The file gets the permissions a plain
+``open(path, "w")`` would give (``mkstemp`` alone would make it private to the owner).
 """
 
 from __future__ import annotations

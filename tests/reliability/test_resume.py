@@ -740,3 +740,31 @@ def test_a_resume_from_a_checkpoint_of_the_old_data_order_is_told_so(tmp_path, c
     with caplog.at_level("WARNING", logger="pase"):
         train(apply_overrides(cfg, ["train.max_epochs=2"]), tmp_path / "run", resume=True, quiet=True)
     assert "shuffled epoch e with train.seed + e" in caplog.text and "retrain it in a new --out" in caplog.text
+
+
+def test_epoch_seed_runs_under_numpy_1s_integer_rules(monkeypatch):
+    """pyproject allows numpy >= 1.24, whose uint64 has no right shift by a Python int (the pair is
+    promoted to float64: TypeError), and epoch_seed shifted the uint64 state, so every run stopped at
+    its first epoch on numpy 1.x (checked here with numpy 1.26.4: the old line raises, the new one
+    gives the same seed as numpy 2). numpy 1's rule is emulated on the state's element; the seed is
+    the SeedSequence state's top 63 bits, as before."""
+    import numpy as np
+
+    from pase.training.datamodule import epoch_seed
+
+    class _Uint64Numpy1(int):  # numpy 1.x: uint64 >> Python int raises
+        def __rshift__(self, other):
+            raise TypeError("ufunc 'right_shift' not supported for the input types")
+
+    real = np.random.SeedSequence
+    expected = int(real([1111, 3]).generate_state(1, np.uint64)[0]) >> 1
+
+    class _Seq:
+        def __init__(self, entropy):
+            self.seq = real(entropy)
+
+        def generate_state(self, n, dtype):
+            return [_Uint64Numpy1(int(x)) for x in self.seq.generate_state(n, dtype)]
+
+    monkeypatch.setattr(np.random, "SeedSequence", _Seq)
+    assert epoch_seed(1111, 3) == expected and 0 <= expected < 2**63

@@ -65,7 +65,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     of the pair, so runs of consecutive seeds (the MMSA seeds 1111, 1112, ... of a comparison) draw
     unrelated orders. With ``seed + epoch`` (before a review) seed s + 1 replayed seed s's shuffles one
     epoch late, so the seeds of a comparison were not independent replicates in their data order."""
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+    # the shift on a Python int: numpy 1.x (pyproject allows >= 1.24) has no right_shift of uint64 by a
+    # Python int (it promotes the pair to float64 and raises TypeError), so every run stopped there
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0]) >> 1
 
 
 class EpochSampler(Sampler[int]):

@@ -102,11 +102,9 @@ class SyntheticSpec:
         shortcut: float = 0.95,
         sizes: Sequence[int] = (1284, 229, 686),
     ) -> None:
-        _check_types({"modalities": (modalities, str), "dims": (dims, int), "shares": (shares, float),
-                      "effects": (effects, str), "latent": (latent, int), "obs_noise": (obs_noise, float),
-                      "scales": (scales, float), "sizes": (sizes, int)},
-                     {"label_noise": (label_noise, float), "label_scale": (label_scale, float),
-                      "memorize_dim": (memorize_dim, int), "shortcut": (shortcut, float)})
+        _check_spec_types(dict(modalities=modalities, dims=dims, shares=shares, effects=effects, latent=latent,
+                               obs_noise=obs_noise, label_noise=label_noise, label_scale=label_scale,
+                               memorize_dim=memorize_dim, scales=scales, shortcut=shortcut, sizes=sizes))
         n = len(modalities)
         for name, v in (("dims", dims), ("shares", shares), ("effects", effects), ("latent", latent),
                         ("obs_noise", obs_noise)):
@@ -204,6 +202,18 @@ def _default_as_set(name: str) -> str:
     return "[" + ", ".join(map(str, inspect.signature(SyntheticSpec).parameters[name].default)) + "]"
 
 
+#: the element type of each list option and the type of each scalar option of ``SyntheticSpec``
+_LIST_TYPES = {"modalities": str, "dims": int, "shares": float, "effects": str, "latent": int, "obs_noise": float,
+               "scales": float, "sizes": int}
+_SCALAR_TYPES = {"label_noise": float, "label_scale": float, "memorize_dim": int, "shortcut": float}
+
+
+def _check_spec_types(values: Dict[str, Any]) -> None:
+    """``_check_types`` of every ``SyntheticSpec`` argument in ``values`` (name -> value)."""
+    _check_types({k: (values[k], t) for k, t in _LIST_TYPES.items()},
+                 {k: (values[k], t) for k, t in _SCALAR_TYPES.items()})
+
+
 def _check_types(lists: Dict[str, Tuple[Any, type]], scalars: Dict[str, Tuple[Any, type]]) -> None:
     """ValueError naming the first option whose type is wrong: a list option that is not a list of
     ``str`` / ``int`` / numbers (``float`` allows ints; ``None`` is allowed for ``scales``), a scalar
@@ -232,14 +242,11 @@ def _check_types(lists: Dict[str, Tuple[Any, type]], scalars: Dict[str, Tuple[An
                              f"got {v!r}")
 
 
-@register_data("synthetic")
-def load_synthetic(seed: int = 0, **options) -> DataBundle:
-    """The built-in benchmark as a ``DataBundle`` (protocol "mosi": MOSI-style regression metrics).
-
-    Args:
-        seed: the data seed (independent of the training seed, so every run sees the same data).
-        **options: ``SyntheticSpec`` arguments.
-    """
+def check_options(seed: int = 0, **options) -> None:
+    """The option errors ``load_synthetic`` would raise by name (``data.path``, an option ``SyntheticSpec``
+    does not take) or by type (``sizes=abc``), generating nothing: ``pase compare`` and ``pase crossval``
+    refuse them before anything is written, as ``pase train`` does (a review: a misspelt option failed
+    every run of a comparison after its config.yaml was saved). Ranges are left to the loader."""
     known = [k for k in inspect.signature(SyntheticSpec).parameters]
     if "path" in options:  # data.path arrives as the option "path"
         raise ValueError("data.path is not used by the built-in benchmark (data.source=synthetic, generated in "
@@ -251,6 +258,19 @@ def load_synthetic(seed: int = 0, **options) -> DataBundle:
         raise ValueError(f"data.options.{unknown[0]} is not an option of the built-in benchmark"
                          + (f"; did you mean data.options.{close[0]}? It" if close else "; it")
                          + f" takes data.options.seed, {', '.join('data.options.' + k for k in known)}")
+    defaults = {k: p.default for k, p in inspect.signature(SyntheticSpec).parameters.items()}
+    _check_spec_types({**defaults, **options})
+
+
+@register_data("synthetic")
+def load_synthetic(seed: int = 0, **options) -> DataBundle:
+    """The built-in benchmark as a ``DataBundle`` (protocol "mosi": MOSI-style regression metrics).
+
+    Args:
+        seed: the data seed (independent of the training seed, so every run sees the same data).
+        **options: ``SyntheticSpec`` arguments.
+    """
+    check_options(seed, **options)
     # torch's bare "Overflow when unpacking long long" above; below 0 torch takes 2^64 + seed, so -1 gave the data
     # of 2^64 - 1 under another name (mosi_bclstm and gcnet refuse negative seeds too)
     if isinstance(seed, int) and not 0 <= seed <= 2**64 - 1:
@@ -277,3 +297,4 @@ def task_kind(**_) -> str:
 
 
 load_synthetic.task_kind = task_kind  # read by pase compare before anything is written
+load_synthetic.check_options = check_options  # read by pase compare and pase crossval

@@ -632,19 +632,23 @@ def test_the_other_data_message_names_the_keys_that_locate_the_data():
 def test_compare_and_crossval_refuse_a_multi_process_run_before_writing_anything(tmp_path, sets):
     """Under DDP Lightning re-runs the whole command on rank 1, which ran a comparison of its own: it
     found the runs locked, wrote a summary of failures, and the main process was killed (exit 137; a
-    review). Both commands now refuse, naming the keys and --jobs."""
+    review). Both commands now refuse, naming the keys and advice the command takes: compare's --jobs,
+    and for crossval, which has no --jobs (it advised one: a review), pase train of one fold."""
     from pase.evaluation.folds import cross_validate
 
     cfg = apply_overrides(Config(), sets)
     with pytest.raises(ConfigError, match=r"^pase compare trains each run in one process \(train.devices=.*set "
                                           r"train.devices=1 and train.strategy=auto, and use --jobs N"):
         compare(cfg, ["late_fusion"], [1111], tmp_path / "cmp")
-    with pytest.raises(ConfigError, match=r"^pase crossval trains each run in one process"):
+    with pytest.raises(ConfigError, match=r"^pase crossval trains each run in one process") as refused:
         cross_validate(cfg, tmp_path / "cv", folds=[1])
+    assert "--jobs" not in str(refused.value)
+    assert str(refused.value).endswith("set train.devices=1 and train.strategy=auto, and train one fold on several "
+                                       "devices with pase train and --set data.options.fold=F (nothing was written)")
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "cv").exists()
     for one in (["train.devices=[0]"], ["train.devices='0,'"], ["train.devices=auto", "train.accelerator=cpu"],
                 ["train.devices=1"]):  # one device: fine ('0,' and auto on the CPU were refused; a review)
-        compare_mod.check_one_process(apply_overrides(Config(), one), "x")
+        compare_mod.check_one_process(apply_overrides(Config(), one), "x", "y")
 
 
 def test_compare_expands_a_tilde_in_its_folder(tmp_path, monkeypatch):

@@ -481,11 +481,12 @@ def _check_comparison_folder(out: Path) -> None:
                       "(nothing was written)")
 
 
-def check_one_process(cfg: Config, command: str) -> None:
+def check_one_process(cfg: Config, command: str, advice: str) -> None:
     """``pase compare`` and ``pase crossval`` train each run in one process: under a multi-process
     strategy Lightning starts the other ranks by re-running the whole command, and each rank ran a
     comparison of its own (rank 1 found the runs locked, wrote a summary of failures, and the main
-    process was killed: a review). Refused before anything is written."""
+    process was killed: a review). Refused before anything is written; the message ends with the
+    ``command``'s own ``advice`` (compare's ``--jobs``, which crossval does not have: a review)."""
     d, strategy = cfg.train.devices, str(cfg.train.strategy)
     # Lightning's "0," / "0,1": device indices
     devices = [x for x in d.split(",") if x.strip()] if isinstance(d, str) and "," in d else d
@@ -495,8 +496,8 @@ def check_one_process(cfg: Config, command: str) -> None:
         devices == "auto" and str(cfg.train.accelerator) == "cpu")
     if not one or "ddp" in strategy or strategy not in ("auto", "single_device"):
         raise ConfigError(f"{command} trains each run in one process (train.devices={d!r}, train.strategy="
-                          f"{strategy!r} asked for more); set train.devices=1 and train.strategy=auto, and use "
-                          "--jobs N to train N runs side by side (nothing was written)")
+                          f"{strategy!r} asked for more); set train.devices=1 and train.strategy=auto, and "
+                          f"{advice} (nothing was written)")
 
 
 def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) -> None:
@@ -738,7 +739,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
                           "drop --no-diagnose, or --alone")
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    check_one_process(cfg, "pase compare")
+    check_one_process(cfg, "pase compare", "use --jobs N to train N runs side by side")
     out = user_path(out_dir)  # a `~` train() expands: its runs and these files in one folder
     levels = tuple(unique_levels(noise_levels))
     # every run's path and configuration (Config refuses a bad pase.* choice here); writes nothing, and reads

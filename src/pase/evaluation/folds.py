@@ -59,7 +59,8 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                           "(nothing was trained)")
     if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
         raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
-    check_one_process(cfg, "pase crossval")
+    check_one_process(cfg, "pase crossval", "train one fold on several devices with pase train and "
+                                             "--set data.options.fold=F")
     _check_out(out, by_seed=seeds is not None)
     configs = {s: cfg if s is None else apply_overrides(cfg, [f"train.seed={s}"]) for s in (seeds or [None])}
     _check_folds(configs, out, folds)

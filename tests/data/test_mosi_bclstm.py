@@ -85,9 +85,45 @@ def test_malformed_sha256sums_line(tmp_path, untouched):
     sums.write_text(sums.read_text() + "abc\n")
     check = untouched(root)
     with pytest.raises(MosiDataError, match=r"SHA256SUMS: line 8 is 'abc', expected '<64 hex digits>  "
-                                            r"<file name>' \(sha256sum's format\); restore"):
+                                            r"<file name>' \(sha256sum's format\) or 'SHA256 \(<file name>\) = "
+                                            r"<64 hex digits>' \(sha256sum --tag\); restore"):
         load_mosi_bclstm(path=str(root))
     check()
+
+
+def test_a_malformed_line_naming_a_file_read_is_named_by_its_line(tmp_path, untouched):
+    """The files listed were gathered from every line before any line's format was checked, so a malformed
+    line naming a file the loader reads was reported as "does not list" that file, with no line number
+    (a review: a typo before the digest)."""
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    sums = root / "SHA256SUMS"
+    lines = sums.read_text().splitlines()
+    at = next(i for i, x in enumerate(lines) if x.endswith("features/audio_test0.csv"))
+    lines[at] = "xyz " + lines[at]
+    sums.write_text("\n".join(lines) + "\n")
+    check = untouched(root)
+    with pytest.raises(MosiDataError, match=rf"SHA256SUMS: line {at + 1} is 'xyz [0-9a-f]{{56}}', expected "):
+        load_mosi_bclstm(path=str(root))
+    check()
+
+
+@pytest.mark.parametrize("form", ["tag", "upper"])
+def test_sha256sums_in_tag_format_or_upper_case_verifies(tmp_path, untouched, form):
+    """``sha256sum --tag`` (BSD) lines, ``SHA256 (<file name>) = <digest>``, were taken for a file name
+    'SHA256' and the loader's files reported as not listed (a review); a digest in upper-case hex passed the
+    format check but never matched sha256's lower-case hex ("the file was altered"). Both verify, and an
+    altered file is still found through them."""
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    sums = root / "SHA256SUMS"
+    pairs = [x.split(maxsplit=1) for x in sums.read_text().splitlines()]
+    sums.write_text("".join(f"SHA256 ({n}) = {d}\n" if form == "tag" else f"{d.upper()}  {n}\n" for d, n in pairs))
+    check = untouched(root)
+    assert len(load_mosi_bclstm(path=str(root)).splits["test"]) == 6
+    check()
+    audio = root / "features" / "audio_test0.csv"
+    audio.write_text(audio.read_text().replace("0", "1", 1))
+    with pytest.raises(MosiDataError, match=r"audio_test0.csv: SHA-256 .* does not match SHA256SUMS"):
+        load_mosi_bclstm(path=str(root))
 
 
 def test_a_folder_that_is_not_there_says_so(tmp_path, monkeypatch):

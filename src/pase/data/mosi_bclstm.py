@@ -46,6 +46,32 @@ def default_root() -> Path:
     return Path("..") / "shared" / "data" / "mosi-bclstm"
 
 
+#: a line of ``sha256sum --tag`` (BSD) format: ``SHA256 (<file name>) = <64 hex digits>``
+_BSD_LINE = re.compile(r"SHA256 \((.+)\) = ([0-9a-fA-F]{64})")
+
+
+def _read_sums(sums: Path) -> List[Tuple[str, str]]:
+    """The (digest, file name) of every non-empty line of ``sums``: sha256sum's ``<64 hex digits>
+    <file name>`` (a leading ``*``, binary mode, dropped) or its ``--tag`` (BSD) format; a line of
+    neither is named with its line number. Every line is read before the listed files are checked: a
+    malformed line naming a file the loader reads was reported as "does not list" it (a review)."""
+    entries = []
+    for lineno, line in enumerate(sums.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        bsd = _BSD_LINE.fullmatch(line.strip())
+        if bsd:
+            entries.append((bsd.group(2), bsd.group(1)))
+        elif len(parts) == 2 and re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
+            entries.append((parts[0], parts[1].strip().lstrip("*")))
+        else:
+            raise MosiDataError(f"{sums}: line {lineno} is {line.strip()[:60]!r}, expected '<64 hex digits>  "
+                                "<file name>' (sha256sum's format) or 'SHA256 (<file name>) = <64 hex digits>' "
+                                "(sha256sum --tag); restore the folder's SHA256SUMS")
+    return entries
+
+
 def verify_checksums(root: Path, required: Sequence[str] = ()) -> int:
     """Check every file listed in ``root/SHA256SUMS``; returns the number of files checked.
 
@@ -56,31 +82,22 @@ def verify_checksums(root: Path, required: Sequence[str] = ()) -> int:
     sums = root / "SHA256SUMS"
     if not sums.is_file():
         raise MosiDataError(f"{sums}: missing; the mosi-bclstm folder must hold its SHA256SUMS file")
-    listed = {os.path.normpath(line.split(maxsplit=1)[1].strip().lstrip("*"))  # './x' (find | sha256sum) is 'x'
-              for line in sums.read_text().splitlines() if len(line.split(maxsplit=1)) == 2}
+    entries = _read_sums(sums)
+    listed = {os.path.normpath(name) for _, name in entries}  # './x' (find | sha256sum) is 'x'
     unlisted = [name for name in required if os.path.normpath(name) not in listed]
     if unlisted:
         raise MosiDataError(f"{sums}: does not list {unlisted[0]!r} ({len(unlisted)} file(s) the loader reads are not "
                             "listed), so it cannot be verified; restore the folder's SHA256SUMS (or pass verify=False "
                             "at your own risk)")
-    n = 0
-    for lineno, line in enumerate(sums.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split(maxsplit=1)
-        if len(parts) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", parts[0]):
-            raise MosiDataError(f"{sums}: line {lineno} is {line.strip()[:60]!r}, expected '<64 hex digits>  "
-                                "<file name>' (sha256sum's format); restore the folder's SHA256SUMS")
-        digest, name = parts
-        path = root / name.strip().lstrip("*")
+    for digest, name in entries:
+        path = root / name
         if not path.is_file():
             raise MosiDataError(f"{path}: listed in SHA256SUMS but missing; restore the folder")
         h = hashlib.sha256(path.read_bytes()).hexdigest()
-        if h != digest:
+        if h != digest.lower():
             raise MosiDataError(f"{path}: SHA-256 {h[:12]}... does not match SHA256SUMS {digest[:12]}...; "
                                 "the file was altered, restore it (or pass verify=False at your own risk)")
-        n += 1
-    return n
+    return len(entries)
 
 
 def _read_matrix(path: Path, width: int) -> Tuple[np.ndarray, np.ndarray]:

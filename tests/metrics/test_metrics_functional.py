@@ -225,6 +225,22 @@ def test_nearly_constant_preds_keep_np_corrcoef_with_warning(dtype):
     assert abs(r) > 0.01  # a value, not NaN or 0
 
 
+def test_float32_preds_that_differ_in_the_last_bit_warn():
+    """docs/evaluation.md's example: a collapsed float32 model whose predictions are two adjacent float32
+    values. Their std (about 5e-8 of their size) lay above the float64 threshold sqrt(eps64) = 1.5e-8, so
+    Corr came back without the warning (a review); the threshold now follows the input's own dtype."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(-3, 3, 686)
+    b = np.float32(0.3)
+    p = np.where(rng.random(686) < 0.5, np.nextafter(b, np.float32(1)), b).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="Corr: preds are nearly constant"):
+        r = mosi_metrics(torch.from_numpy(p), t)["Corr"]
+    assert r == pytest.approx(np.corrcoef(p.astype(np.float64), t)[0, 1], abs=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float32 predictions with a real spread, and labels, stay quiet
+        pearson_corr(b + np.float32(1e-3) * rng.standard_normal(686).astype(np.float32), t.astype(np.float32))
+
+
 def test_all_zero_labels_give_nan_non0_with_warning():
     with pytest.warns(RuntimeWarning) as record:
         m = mosi_metrics([0.5, -0.5, 1.0], [0.0, 0.0, 0.0])

@@ -48,11 +48,20 @@ TASK_KINDS: Tuple[str, ...] = ("regression", "classification", "multilabel")
 _SIMS_EDGES: Dict[int, Tuple[float, ...]] = {2: (0.0,), 3: (-0.1, 0.1), 5: (-0.7, -0.1, 0.1, 0.7)}
 
 # Corr: a standard deviation at float64 rounding level (below _CORR_ZERO * max|x|: the centred
-# values are rounding noise) is zero and gives NaN; one below _CORR_NEAR * max|x| is kept, as
-# np.corrcoef (MMSA) and scipy keep it, with a warning that r rests on tiny differences
+# values are rounding noise) is zero and gives NaN; one below _corr_near(dtype) * max|x| is kept, as
+# np.corrcoef (MMSA) and scipy keep it, with a warning that r rests on tiny differences: below
+# sqrt(eps64), or, for an input of lower precision, below _CORR_NEAR_ULPS of its own eps (values that
+# differ in their last 8 bits: a collapsed float32 model's predictions 1 ulp apart have a std of
+# about 5e-8 of their size, above sqrt(eps64) = 1.5e-8, and went unwarned: a review)
 _EPS64 = float(np.finfo(np.float64).eps)
 _CORR_ZERO = 16 * _EPS64
 _CORR_NEAR = _EPS64 ** 0.5
+_CORR_NEAR_ULPS = 256
+
+
+def _corr_near(dtype: np.dtype) -> float:
+    """The relative standard deviation below which an input of ``dtype`` is nearly constant for Corr."""
+    return max(_CORR_NEAR, _CORR_NEAR_ULPS * float(np.finfo(dtype).eps))
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -194,7 +203,10 @@ def _mae(preds: np.ndarray, target: np.ndarray) -> float:
 
 def _pearson(preds: np.ndarray, target: np.ndarray) -> float:
     """Pearson r in float64, as ``np.corrcoef``; NaN with a warning when a variance is zero (at
-    float64 rounding level), a warning when it is nearly zero (r is still returned)."""
+    float64 rounding level), a warning when it is nearly zero for the input's own dtype (r is still
+    returned; ``_corr_near``)."""
+    near = {"preds": _corr_near(preds.dtype), "target": _corr_near(target.dtype)}  # before the cast: the
+    # input's own precision tells what "differ in the last bits" means
     x, y = preds.astype(np.float64), target.astype(np.float64)
     if x.size < 2:
         warnings.warn(f"Corr needs at least 2 samples, got {x.size}; returning NaN", RuntimeWarning, stacklevel=3)
@@ -216,7 +228,7 @@ def _pearson(preds: np.ndarray, target: np.ndarray) -> float:
                 stacklevel=3,
             )
             return float("nan")
-        if std <= _CORR_NEAR * scale:
+        if std <= near[name] * scale:
             warnings.warn(
                 f"Corr: {name} are nearly constant (std {std:.3g} against values up to {scale:.3g}, "
                 f"{v.size} samples); the correlation rests on tiny differences (a collapsed model?)",

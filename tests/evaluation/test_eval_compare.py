@@ -739,6 +739,29 @@ def test_a_run_killed_between_its_first_epochs_writes_restarts_in_place(tmp_path
     assert len([p for p in tmp_path.iterdir() if p.name.startswith(".seed1111.failed-")]) == 1
 
 
+def test_a_failed_run_holding_only_its_error_is_set_aside_with_it(tmp_path, monkeypatch):
+    """A failed run's folder holding nothing but FAILED.txt (it failed as it loaded its data) was deleted,
+    its error line with it, though docs/evaluation.md says a failed run's old folder is set aside, not
+    deleted (a review). It is set aside with its FAILED.txt now; an empty folder is still removed."""
+    calls = []
+    monkeypatch.setattr(compare_mod, "train",
+                        lambda cfg, run, resume=False, quiet=False, bundle=None: calls.append((run.name, resume)))
+    cfg = apply_overrides(Config(), OVERRIDES)
+    run = tmp_path / "seed1111"
+    run.mkdir()
+    (run / ".lock").touch()
+    (run / "FAILED.txt").write_text("FileNotFoundError: aligned_50.pkl: no such file\n")
+    compare_mod._train_into(cfg, run)
+    assert calls == [("seed1111", False)]
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(".seed1111.failed-")]
+    assert len(aside) == 1
+    assert (aside[0] / "FAILED.txt").read_text() == "FileNotFoundError: aligned_50.pkl: no such file\n"
+    empty = tmp_path / "seed1112"
+    (empty / "tensorboard").mkdir(parents=True)  # nothing of the run's own: removed, not set aside
+    compare_mod._train_into(cfg, empty)
+    assert calls[-1] == ("seed1112", False) and not [p for p in tmp_path.iterdir() if p.name.startswith(".seed1112")]
+
+
 def test_a_full_disk_stops_the_comparison_with_the_runs_own_error_and_marks_no_run_failed(tmp_path, monkeypatch):
     """On a full disk a run's CheckpointWriteError was recorded and FAILED.txt written on the same full
     disk: that write's FileWriteError escaped instead (the checkpoint's line and its advice lost), and a

@@ -203,8 +203,8 @@ def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
     holds config.yaml, and maybe log.csv, an epoch-0 best.ckpt and partial writes: what
     ``pase train --resume`` restarts in place) restarts in place, one killed while writing config.yaml
     starts in its folder. The folder of a failed run is not deleted but set
-    aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with whatever
-    checkpoints it holds; never while another process holds the folder's lock (it is training it)."""
+    aside as ``.<name>.failed-<time>`` beside it (hidden from ``runs/*/seed*``), with its FAILED.txt and
+    whatever checkpoints it holds; never while another process holds the folder's lock (it is training it)."""
     failed = (out / "FAILED.txt").is_file()
     if (out / "checkpoints" / "last.ckpt").is_file() and not failed:
         train(cfg, out, resume=True, quiet=True, bundle=bundle)
@@ -222,12 +222,13 @@ def _train_into(cfg: Config, out: Path, bundle: Optional[Any] = None) -> None:
         fresh = not failed and bool(files) and all("/" not in f and is_partial_write(f, ("config.yaml",))
                                                    for f in files)
         if not (restart or fresh):
-            if files - {"FAILED.txt"}:
+            if files:  # also FAILED.txt alone: its error line is the user's record of the earlier failure (it
+                # was deleted, though the docs say a failed run's folder is set aside: a review)
                 aside = out.with_name(f".{out.name}.failed-{time.strftime('%Y%m%d-%H%M%S')}-"
                                       f"{time.time_ns() % 10**9:09d}")
                 out.rename(aside)
             else:
-                shutil.rmtree(out)  # nothing of the run's own: its error line (or nothing) alone
+                shutil.rmtree(out)  # nothing in it (its lock at most)
     finally:
         if fd is not None:
             os.close(fd)

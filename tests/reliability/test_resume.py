@@ -323,22 +323,30 @@ def test_a_changed_patience_decides_from_the_stale_epochs():
 def test_a_stop_lifted_by_more_patience_leaves_no_record_of_it():
     """Resumed with a raised patience, an early-stopped run trains on, but its callback still said it had
     stopped at the old epoch ('did not improve ... Signaling Trainer to stop') in every later checkpoint (a
-    review); a stop the new patience keeps keeps its record."""
-    from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+    review); a stop the new patience keeps keeps its record. Lightning before 2.6 has no stopping reason
+    (pyproject allows >= 2.4): there the stop itself is checked (run with 2.4.0 once, docs/reliability.md)."""
+    try:
+        from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+    except ImportError:  # Lightning 2.4 / 2.5
+        EarlyStoppingReason = None
 
     from pase.training.callbacks import ResumableEarlyStopping
 
     saved = ResumableEarlyStopping(monitor="valid/MAE", patience=3)
     saved.wait_count, saved.stopped_epoch, saved.stopped = 3, 5, True
-    saved.stopping_reason, saved.stopping_reason_message = EarlyStoppingReason.PATIENCE_EXHAUSTED, "did not improve"
+    if EarlyStoppingReason is not None:
+        saved.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
+        saved.stopping_reason_message = "did not improve"
     state = saved.state_dict()
     lifted = ResumableEarlyStopping(monitor="valid/MAE", patience=10)
     lifted.load_state_dict(state)
     assert not lifted.stopped and lifted.stopped_epoch == 0 and lifted.wait_count == 3
-    assert lifted.stopping_reason == EarlyStoppingReason.NOT_STOPPED and lifted.stopping_reason_message is None
     kept = ResumableEarlyStopping(monitor="valid/MAE", patience=3)
     kept.load_state_dict(state)
-    assert kept.stopped and kept.stopped_epoch == 5 and kept.stopping_reason_message == "did not improve"
+    assert kept.stopped and kept.stopped_epoch == 5
+    if EarlyStoppingReason is not None:
+        assert lifted.stopping_reason == EarlyStoppingReason.NOT_STOPPED and lifted.stopping_reason_message is None
+        assert kept.stopping_reason_message == "did not improve"
 
 
 def test_more_patience_on_resume_is_the_patience_used(tmp_path):

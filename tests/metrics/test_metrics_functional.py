@@ -241,7 +241,7 @@ def test_float32_preds_that_differ_in_the_last_bit_warn():
         pearson_corr(b + np.float32(1e-3) * rng.standard_normal(686).astype(np.float32), t.astype(np.float32))
         # numpy float16 predictions of a healthy model (r about 0.96, spread 0.18) were called collapsed: the
         # threshold took float16's own 256 ulps, 25 % of the largest value (a review)
-        healthy = (0.18 * t / t.std() + 0.05 * rng.standard_normal(686)).astype(np.float16)
+        healthy = (0.5 + 0.18 * t / t.std() + 0.05 * rng.standard_normal(686)).astype(np.float16)
         assert pearson_corr(healthy, t) > 0.9
 
 

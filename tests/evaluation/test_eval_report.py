@@ -332,6 +332,12 @@ def test_a_long_variant_name_is_wrapped_to_fit_its_panel(tmp_path, monkeypatch):
     titles = [ax.get_title() for ax in fig.axes[:3]]
     assert titles == ["late_fusion_model.context-true\n(5 seeds)", "pase_model.context-true_\npase.gate-false (5 seeds)",
                       "pase (5 seeds)"]
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    default = FontProperties(size=rcParams["axes.titlesize"]).get_size_in_points()
+    assert fig.axes[2].title.get_fontsize() == default > 10  # an unwrapped title keeps the default size
+    assert fig.axes[1].title.get_fontsize() == 10
     renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else None
     if renderer is None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -412,7 +412,7 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
         if mine[0]["switch_epoch"] != "":
             ax.axvline(mine[0]["switch_epoch"], color="k", linestyle="--", linewidth=1, label="phase switch")
         title = _wrap_name(m, f"({seeds} seed{'s' if seeds > 1 else ''})")
-        ax.set_title(title, fontsize=10 if "\n" in title else None)
+        ax.set_title(title, **({"fontsize": 10} if "\n" in title else {}))  # fontsize=None is 10 pt too, not the default
         ax.set(xlabel="epoch", ylabel="Shapley share (train batches)", ylim=(0, 1))
         ax.legend(fontsize=7)
     for ax in axes[len(methods):]:

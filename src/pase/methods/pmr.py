@@ -187,25 +187,11 @@ class PMR(Method):
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         if model.training:  # an eval-mode (validation) loss moves no prototype
             for m in self.modalities:  # EMA step after the losses (they hold clones)
-                self._update_bank(self.banks[m], out.reps[m], classes, keep)
+                update_banks([self.banks[m]], out.reps[m].unsqueeze(0), classes, weights=keep)
             self._stats["rho"].add(rho)
             self._stats["conf"].add(confs)
         logs["pmr_loss"] = extra.detach()
         return task + extra, logs
-
-    @staticmethod
-    def _update_bank(bank: PrototypeBank, features: Tensor, classes: Tensor, keep: Optional[Tensor]) -> None:
-        """The bank's EMA step with this batch's features (B, D) of the samples ``keep`` (B,) bool (None: all):
-        the others count in no class (by weight 0, so no host sync for a boolean index)."""
-        if keep is None:
-            bank.update(features, classes)
-            return
-        w = keep.to(bank.prototypes.dtype)  # (B,)
-        h = features.detach().to(bank.prototypes.dtype) * w.unsqueeze(-1)  # (B, D)
-        K, D = bank.prototypes.shape
-        sums = h.new_zeros(1, K, D).index_add(1, classes, h.unsqueeze(0))  # (1, K, D)
-        counts = w.new_zeros(K).index_add(0, classes, w)  # (K,)
-        update_banks([bank], h.unsqueeze(0), classes, (sums, counts))
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         logs = self.epoch_diagnostics(model)

@@ -531,12 +531,17 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     pase_state = state.get("pase_state") or {}
     saved_order = pase_state.get("data_order")
     if pase_state and saved_order != DATA_ORDER and _rank() == 0:
-        # a checkpoint without it was saved before the data-order fix (7f4e1ae): epoch e shuffled with seed + e
-        how = ("an older pase that shuffled epoch e with train.seed + e" if saved_order is None else
-               f"a pase of another data order (version {saved_order}, this one's is {DATA_ORDER})")
-        log.warning("%s was saved by %s; the resumed epochs are shuffled as this version does, so the run will "
-                    "not equal an uninterrupted run of either version: retrain it in a new --out for a run one "
-                    "version reproduces", last, how)
+        # the record came after the data-order fix (7f4e1ae): a checkpoint without it may come from either side
+        if saved_order is None:
+            log.warning("%s records no data order: it was saved by a pase older than this record. A run started "
+                        "before commit 7f4e1ae shuffled epoch e with train.seed + e, and its resumed epochs are now "
+                        "shuffled otherwise, so it will equal an uninterrupted run of neither version (retrain it in "
+                        "a new --out for one that a version reproduces); a run started at or after 7f4e1ae resumes "
+                        "exactly", last)
+        else:
+            log.warning("%s was saved with data order %s, this pase shuffles with order %s: the resumed epochs are "
+                        "shuffled otherwise, so the run will equal an uninterrupted run of neither version; retrain "
+                        "it in a new --out for one that a version reproduces", last, saved_order, DATA_ORDER)
     if module is not None:
         why = fingerprint_difference(pase_state.get("data"), module.data_fingerprint)
         if why:

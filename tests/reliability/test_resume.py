@@ -601,6 +601,8 @@ def test_a_resume_refuses_other_data_of_the_same_shape(tmp_path, capsys, change)
     assert main(args + ["--set", f"data.path={other}"]) == 2
     err = capsys.readouterr().err
     assert "was trained on other data" in err and ("feature values" if change == "features" else "targets") in err
+    # the same files read differently by another pase version are refused too: the message says so (a review)
+    assert "if the files are the same, this pase reads them differently" in err and "docs/data.md" in err
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
     assert main(args) == 0, capsys.readouterr().err  # the run's own data resumes
 

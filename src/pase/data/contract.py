@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from .validate import LOGGER
 
-__all__ = ["TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER",
+__all__ = ["READ_CHANGED", "TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER",
            "select_modalities", "standardize"]
 
 #: canonical order of the field's three modalities; other names sort after these, alphabetically
@@ -380,6 +380,12 @@ def _stats_differ(a: Sequence[object], b: Sequence[object]) -> bool:
         return True
     tol = 1e-6 * (abs(float(a[1])) + 1.0)
     return any(not math.isclose(float(u), float(v), rel_tol=0.0, abs_tol=tol) for u, v in zip(a[1:], b[1:]))
+
+
+#: the end of every "trained on other data" refusal: the files may be the same and the loader other (a GCNet
+#: IEMOCAP run trained before the speaking-actor faces was told to point label_path at its data: a review)
+READ_CHANGED = ("; if the files are the same, this pase reads them differently from the one that trained the run "
+                "(docs/data.md, 'When pase reads the same files differently')")
 
 
 def fingerprint_difference(saved: object, now: Mapping[str, object]) -> Optional[str]:

@@ -47,7 +47,7 @@ from ..config import PASE_CHOICES, Config, ConfigError, config_difference, save_
 from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
-from ..data.contract import fingerprint, fingerprint_difference
+from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..data.registry import DATA_SOURCES, source_task_kind
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
 from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
@@ -626,7 +626,7 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
             raise ConfigError(f"{run} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                               f"({why}); results of two datasets are never averaged: point "
                               f"{data_location_keys(cfg)} at the comparison's data, or pass a new --out (nothing was "
-                              "changed)")
+                              f"changed){READ_CHANGED}")
 
     started: List[Dict[str, str]] = []
 

@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..config import Config, ConfigError, apply_overrides, config_difference, to_dict
 from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
-from ..data.contract import fingerprint, fingerprint_difference
+from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
 from .compare import check_one_process, interrupted_data, trained_data
@@ -56,7 +56,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
     if len(set(folds)) != len(list(folds)):
         raise ConfigError(f"--folds {','.join(map(str, folds))} names a fold twice; name each once "
-                          "(nothing was trained)")
+                          f"(nothing was trained){READ_CHANGED}")
     if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
         raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
     check_one_process(cfg, "pase crossval", "train one fold on several devices with pase train and "

@@ -45,7 +45,8 @@ from ..config import (Config, ConfigError, apply_overrides, coerce_value, config
                       from_dict, save_config, to_dict)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES
-from ..data.contract import DataBundle, fingerprint, fingerprint_difference, select_modalities, standardize
+from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_difference, select_modalities,
+                             standardize)
 from ..errors import RunInterrupted
 from ..io import (atomic_save, atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes,
                   sha256_file, user_path)
@@ -548,7 +549,7 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
             raise ConfigError(f"{last} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                               f"({why}); point {data_location_keys(cfg)} at the run's data, or pass a new --out "
                               "to train on "
-                              "this data (nothing was changed)")
+                              f"this data (nothing was changed){READ_CHANGED}")
         module.elapsed_before = float(pase_state.get("elapsed_s") or 0.0)
         if pase_state.get("pretrained_fingerprint") is not None:  # the model the run started from, wherever it lies now
             module.pretrained_fingerprint = pase_state["pretrained_fingerprint"]
@@ -879,7 +880,7 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data else None
     if why:
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
-                         f"({why}); point {data_location_keys(cfg)} at the run's data")
+                         f"({why}); point {data_location_keys(cfg)} at the run's data{READ_CHANGED}")
     plugin = precision_plugin(cfg.train.precision, token_inputs(cfg))
     # a transformer encoder's position table as trained (its length was the training data's longest
     # sequence): other data, with shorter or longer sequences, is scored by the same model

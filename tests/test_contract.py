@@ -43,6 +43,12 @@ def test_collate_pads_to_longest():
     (dict(features={"a": np.ones((2, 3, 2))}, target=np.zeros(2), ids=["x", "y"], lengths={"a": np.array([0, 3])}),
      r"lengths of 'a' must be \(N=2,\) within \[1, 3\]"),
     (dict(features={"a": np.ones((0, 2))}, target=np.zeros(0), ids=[]), "is empty"),
+    (dict(features={"a": np.ones((2, 3, 2))}, target=np.zeros(2), ids=["x", "y"], lengths={"a": np.array([1, 4])}),
+     r"lengths of 'a' must be \(N=2,\) within \[1, 3\], got shape \(2,\) range \[1, 4\]"),
+    (dict(features={"a": np.ones((2, 3, 2))}, target=np.zeros(2), ids=["x", "y"], lengths={"a": np.array([1, 2, 3])}),
+     r"lengths of 'a' must be \(N=2,\) within \[1, 3\], got shape \(3,\)"),
+    (dict(features={"a": np.ones((2, 2))}, target=np.zeros(2), ids=["x", "y"], groups=np.zeros((2, 2))),
+     r"groups must have shape \(2,\), got \(2, 2\)"),
 ])
 def test_dataset_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -52,12 +58,19 @@ def test_dataset_errors(kwargs, match):
 def test_bundle_checks_and_selection():
     task = TaskSpec("regression", 1, "mosi")
     bundle = DataBundle("t", task, {s: _ds(split=s) for s in ("train", "valid", "test")})
+    bundle.splits["valid"].extra = {"raw_text": np.array(["a"] * 6)}  # a source's extras (SIMS labels, effects)
     sub = select_modalities(bundle, ["audio", "text"])
     assert sub.modalities == ["text", "audio"] and sub.dims() == {"text": 5, "audio": 2}
+    assert sub.splits["valid"].extra is bundle.splits["valid"].extra
     with pytest.raises(ValueError, match="has no modality 'video'"):
         select_modalities(bundle, ["video"])
     with pytest.raises(ValueError, match=r"missing split\(s\) \['test'\]"):
         DataBundle("t", task, {s: _ds(split=s) for s in ("train", "valid")})
+    wide = _ds(split="valid")
+    wide.features["audio"] = torch.zeros(6, 2, 3)  # another extraction: 3 features where train has 2
+    with pytest.raises(ValueError, match=r"dataset 't': splits disagree on feature widths: .*'valid': \{'text': 5, "
+                                         r"'audio': 3, 'vision': 3\}"):
+        DataBundle("t", task, {"train": _ds(split="train"), "valid": wide, "test": _ds(split="test")})
 
 
 def test_sort_modalities_and_taskspec():
@@ -82,6 +95,9 @@ def test_the_data_fingerprint_ignores_last_bit_differences_but_not_other_data():
     assert fingerprint_difference(base, fingerprint(bundle)) is None
     test.target = -test.target
     assert fingerprint_difference(base, fingerprint(bundle)) == "split 'test' has other targets"
+    test.target = -test.target * (1 + 1e-3)  # rescaled labels: far beyond rounding
+    assert fingerprint_difference(base, fingerprint(bundle)) == "split 'test' has other targets"
+    test.target = -test.target / (1 + 1e-3)  # back to the negated labels, restored below
     test.target = -test.target
     test.features["audio"] = test.features["audio"].flip(0)  # the same values, other samples
     assert fingerprint_difference(base, fingerprint(bundle)) == "split 'test': modality 'audio' has other feature values"

@@ -220,6 +220,18 @@ def test_one_training_video_without_valvids_says_what_helps(tmp_path):
         create_data("gcnet", label_path=str(path), valid_fraction=1e-9)
 
 
+def test_a_valid_fraction_that_takes_every_training_video_is_named(tmp_path):
+    """round(0.9 * 2) = 2 of 2 training videos: the fraction is named, not an empty training split."""
+    def two(d):
+        d["trainVids"] = sorted(d["trainVids"])[:2]
+        del d["valVids"]
+    path = write_gcnet(tmp_path, "mosi", mutate=two, as_tuple=False)
+    with pytest.raises(DataFormatError, match=r"cannot carve 2 validation videos from 2 training videos; lower "
+                                              r"valid_fraction=0\.9"):
+        create_data("gcnet", label_path=str(path), valid_fraction=0.9)
+    assert len(create_data("gcnet", label_path=str(path), valid_fraction=0.5).splits["valid"]) > 0
+
+
 def test_dict_layout_equals_tuple_layout(tmp_path):
     a = _load(write_gcnet(tmp_path / "a", "iemocap6"))
     b = _load(write_gcnet(tmp_path / "b", "iemocap6", as_tuple=False))
@@ -359,6 +371,34 @@ def test_labels_one_per_utterance_in_a_list_load_and_one_hot_rows_are_named(tmp_
     with pytest.raises(Exception, match=r"videoLabels of video '[^']+' \(split 'train'\) hold a label of shape \(4,\)"
                                         r".*one-hot rows\?"):
         _load(write_gcnet(tmp_path / "e", "iemocap4", mutate=first_only(lambda y: list(np.eye(4, dtype=int)[y]))))
+    # a (no, yes) pair per utterance of a regression file: named too, not numpy's reshape error
+    with pytest.raises(DataFormatError, match=r"videoLabels of video '[^']+' \(split 'train'\) hold a label of shape "
+                                              r"\(2,\), expected one number per utterance"):
+        _load(write_gcnet(tmp_path / "f", "mosi", mutate=first_only(lambda y: [0.0, y])))
+
+
+def test_speakers_that_do_not_fit_their_video_are_none(tmp_path):
+    """A video whose videoSpeakers list is longer (or shorter) than its utterances gets None speakers:
+    extra stays one entry per sample, in order."""
+    def long_speakers(d):
+        v = sorted(d["trainVids"])[0]
+        d["videoSpeakers"][v] = d["videoSpeakers"][v] + ["F"]
+
+    path = write_gcnet(tmp_path, "iemocap4", mutate=long_speakers)
+    videos, _, speakers, *_ = _labels(path)
+    bundle = _load(path)
+    first = sorted(set(videos) - {i for i in videos if i.startswith("Ses05")})[0]
+    for ds in bundle.splits.values():
+        assert len(ds.extra["speakers"]) == len(ds)
+        for utt, who in zip(ds.ids, ds.extra["speakers"]):
+            video = utt.rsplit("_", 1)[0]
+            assert who == (None if video == first else speakers[video][videos[video].index(utt)]), utt
+
+
+def test_a_negative_seed_is_refused_before_any_file_is_read(tmp_path):
+    """numpy's "expected non-negative integer" named no key (a review)."""
+    with pytest.raises(ValueError, match=r"^seed=-1 \(data\.options\.seed\) must be at least 0"):
+        create_data("gcnet", label_path=tmp_path / "nothing.pkl", seed=-1)
 
 
 def test_an_utterance_in_train_and_test_is_refused(tmp_path):
@@ -383,6 +423,15 @@ def test_the_split_rule_says_where_valid_came_from(tmp_path):
     assert _load(path).info["split_rule"].endswith("valid: the pickle's valVids")
     assert _load(path, fold=2).info["split_rule"].endswith("valid: the pickle's valVids outside the test session")
     assert "valid: 0.1 of training dialogues (seed 0)" in _load(path, fold=1).info["split_rule"]
+
+    def val_in_sessions_1_and_2(d):  # fold 1 keeps the session-2 one: still the pickle's valVids
+        d["valVids"] = [[v for v in sorted(d["trainVids"]) if v.startswith(f"Ses0{k}")][0] for k in (1, 2)]
+        d["trainVids"] = set(d["trainVids"]) - set(d["valVids"])
+
+    path = write_gcnet(tmp_path / "b", "iemocap4", as_tuple=False, mutate=val_in_sessions_1_and_2)
+    bundle = _load(path, fold=1)
+    assert {i[:5] for i in bundle.splits["valid"].ids} == {"Ses02"}
+    assert bundle.info["split_rule"].endswith("valid: the pickle's valVids outside the test session")
 
 
 def test_video_tables_that_are_not_dicts_are_named(tmp_path):

@@ -89,6 +89,14 @@ def test_sims_keeps_unimodal_labels(tmp_path):
                                       raw[f"regression_labels_{m}"])
 
 
+def test_sims_v2_is_scored_with_the_sims_protocol(tmp_path):
+    """SIMS v2 labels lie in [-1, 1] and are scored as SIMS (Mult_acc_*), not as MOSI (Has0/Non0)."""
+    path = write_mmsa(tmp_path, "sims", aligned=False)
+    bundle = create_data("mmsa", path=path, dataset="simsv2")
+    assert bundle.name == "simsv2_mmsa"
+    assert (bundle.task.protocol, bundle.task.label_range) == ("sims", (-1.0, 1.0))
+
+
 def test_numpy1_file_loads_the_same(tmp_path):
     new = create_data("mmsa", path=write_mmsa(tmp_path / "a", "mosi"))
     old = create_data("mmsa", path=write_mmsa(tmp_path / "b", "mosi", numpy1=True))
@@ -185,6 +193,12 @@ def test_ids_as_one_column_load_as_ids_and_a_broken_bert_mask_is_named(tmp_path)
     with pytest.raises(DataFormatError, match=r"key 'text_bert': the attention mask \(row 1 of \(N, 3, L\)\) of "
                                               r"sample row 2 holds values other than 0 and 1"):
         create_data("mmsa", path=write_mmsa(tmp_path / "c", "mosi", mutate=nan_mask))
+
+    def counting_mask(d):  # a mask of 2s (another row of the export) would double the text lengths
+        d["train"]["text_bert"][3, 1] *= 2
+
+    with pytest.raises(DataFormatError, match=r"sample row 3 holds values other than 0 and 1"):
+        create_data("mmsa", path=write_mmsa(tmp_path / "d", "mosi", mutate=counting_mask))
 
 
 def _bert_as_rows(data):  # text_bert stored (N, L, 3) instead of (N, 3, L)
@@ -335,6 +349,10 @@ def test_a_length_key_missing_from_one_split_is_refused(tmp_path, key):
     path = write_mmsa(tmp_path, "mosi", aligned=False, mutate=lambda d: d["test"].pop(key))
     with pytest.raises(DataFormatError, match=rf"key '{key}' is in split\(s\) 'train', 'valid' but not in 'test'"):
         create_data("mmsa", path=path)
+    # in train only: valid and test would count padding, the same mismatch
+    path = write_mmsa(tmp_path / "b", "mosi", aligned=False, mutate=lambda d: [d[s].pop(key) for s in ("valid", "test")])
+    with pytest.raises(DataFormatError, match=rf"key '{key}' is in split\(s\) 'train' but not in 'valid', 'test'"):
+        create_data("mmsa", path=path)
 
 
 def test_the_text_mask_missing_from_one_split_is_refused_when_text_is_not_loaded(tmp_path):
@@ -377,6 +395,46 @@ def test_aligned_lengths_without_the_text_modality_and_an_unaligned_coincidence(
     for s in ("train", "test"):
         assert bundle.splits[s].lengths["audio"].tolist() == list(raw[s]["audio_lengths"])
     assert bundle.info["lengths_from"] == ["audio_lengths", "vision_lengths"]
+
+
+def test_aligned_audio_takes_the_mask_lengths_in_a_file_without_text_features(tmp_path):
+    """An aligned file that stores only the token ids (no 'text' features): the text steps L are the
+    third axis of 'text_bert' (N, 3, L), and audio and vision loaded alone take its mask's lengths."""
+    def mutate(d):
+        for s in d.values():
+            s.pop("text")
+            s.update(audio_lengths=[8] * len(s["id"]), vision_lengths=[8] * len(s["id"]))  # the full steps
+
+    path = write_mmsa(tmp_path, "mosi", text_len=8, mutate=mutate)
+    raw = _raw(path)
+    bundle = create_data("mmsa", path=path, modalities=("audio", "vision"))
+    for s in ("train", "valid", "test"):
+        words = raw[s]["text_bert"][:, 1].sum(1).astype(int).tolist()
+        assert min(words) < 8  # some samples are padded after their words
+        for m in ("audio", "vision"):
+            assert bundle.splits[s].lengths[m].tolist() == words, (s, m)
+
+
+def test_an_unnamed_file_keeps_the_lengths_it_stores(tmp_path):
+    """In a file named neither aligned* nor unaligned*, audio with as many steps as the text and zero
+    after the words still keeps its own 'audio_lengths' (module docstring: the text lengths are borrowed
+    only by aligned files, or by features without their own lengths)."""
+    T = 8
+
+    def mutate(d):
+        for s in d.values():
+            words = s["text_bert"][:, 1].sum(axis=1).astype(int)
+            for i, w in enumerate(words):
+                s["audio"][i, w:] = 0.0
+            s["audio_lengths"] = [int(w) - 1 if w > 1 else 1 for w in words]  # fewer than the words
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False, text_len=T, steps=(T, 10), mutate=mutate)
+    path = path.rename(path.with_name("custom.pkl"))
+    raw = _raw(path)
+    bundle = create_data("mmsa", path=path, dataset="mosi")
+    for s in ("train", "valid", "test"):
+        assert bundle.splits[s].lengths["audio"].tolist() == list(raw[s]["audio_lengths"]), s
+    assert "audio_lengths" in bundle.info["lengths_from"]
 
 
 def test_an_aligned_file_without_a_text_mask_keeps_its_own_lengths(tmp_path):

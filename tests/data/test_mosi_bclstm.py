@@ -45,6 +45,13 @@ def test_tiny_folder_loads(tmp_path, untouched):
      r"features/text_train0\.csv: non-finite value nan at row 5, column 8 \(1 such rows\); restore the file$"),
     ({"features/audio_test0.csv": _cell(0, 0, '"inf"')},
      r"features/audio_test0\.csv: non-finite value inf at row 1, column 1"),
+    ({"features/audio_train0.csv": _cell(1, 72, '"nan"')},  # the last of the 73 feature columns
+     r"features/audio_train0\.csv: non-finite value nan at row 2, column 73 \(1 such rows\)"),
+    ({"mosi_index.csv": _cell(2, 6, "3.2")},
+     r"mosi_index\.csv: line 3 \(segment 'trainvid0_2'\): label 3\.2 is outside \[-3, 3\]"),
+    # a split name the loader does not read: the segment would fall out of every split
+    ({"mosi_index.csv": _cell(2, 9, "valid")},
+     r"mosi_index\.csv: line 3 \(segment 'trainvid0_2'\): bclstm_split is 'valid', expected 'train' or 'test'"),
     # bclstm_row off by one: two segments would claim CSV row 2 and row 1 nobody
     ({"mosi_index.csv": _cell(2, 10, "2")},
      r"mosi_index\.csv: the train segments' bclstm_row values must be 0\.\.11, each once \(they locate rows of "
@@ -169,6 +176,66 @@ def test_valid_fraction_is_checked(tmp_path, fraction, message):
     root = write_mosi_bclstm(tmp_path / "mosi")
     with pytest.raises(ValueError, match=message):
         load_mosi_bclstm(path=str(root), valid_fraction=fraction)
+
+
+def test_a_negative_valid_seed_is_refused(tmp_path):
+    """Python's shuffle seeds with abs(): -1 would silently repeat seed 1's validation videos."""
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    with pytest.raises(ValueError, match=r"^valid_seed=-1 \(data\.options\.valid_seed\) must be at least 0"):
+        load_mosi_bclstm(path=str(root), valid_seed=-1)
+
+
+def test_validation_stops_once_its_share_is_reached(tmp_path):
+    """Videos are taken until valid_fraction of the train segments is reached: 4 videos of 3 segments
+    and valid_fraction=0.25 (3 of 12 segments) is exactly one video, not two."""
+    root = write_mosi_bclstm(tmp_path / "mosi", videos=(4, 2), clips=3)
+    bundle = load_mosi_bclstm(path=str(root), valid_fraction=0.25)
+    assert len(bundle.info["valid_videos"]) == 1
+    assert {s: len(d) for s, d in bundle.splits.items()} == {"train": 9, "valid": 3, "test": 6}
+
+
+def _map_column(column: int, mapping):
+    """Edit of the index: cell ``column`` of every data line becomes ``mapping(line_cells)``."""
+    def edit(text: str) -> str:
+        lines = text.splitlines()
+        for k in range(1, len(lines)):
+            cells = lines[k].split(",")
+            cells[column] = mapping(cells)
+            lines[k] = ",".join(cells)
+        return "\n".join(lines) + "\n"
+    return edit
+
+
+def test_the_validation_videos_do_not_depend_on_the_row_order(tmp_path):
+    """The train videos are sorted by name before the seeded shuffle: an index whose rows list the
+    same videos in another order (here the train video names reversed against their rows) carves the
+    same validation videos."""
+    plain = load_mosi_bclstm(path=str(write_mosi_bclstm(tmp_path / "a", videos=(4, 2))))
+    flip = {f"trainvid{i}": f"trainvid{3 - i}" for i in range(4)}
+    root = write_mosi_bclstm(tmp_path / "b", videos=(4, 2),
+                             edit={"mosi_index.csv": _map_column(1, lambda c: flip.get(c[1], c[1]))})
+    assert load_mosi_bclstm(path=str(root)).info["valid_videos"] == plain.info["valid_videos"]
+
+
+def test_positions_follow_the_clip_order_not_the_feature_rows(tmp_path):
+    """A segment's position in its video is its clip order (``clip_id``); the feature CSVs' rows
+    (``bclstm_row``) list the clips in another order in the release (every video)."""
+    root = write_mosi_bclstm(tmp_path / "mosi", videos=(4, 2), clips=3,
+                             edit={"mosi_index.csv": _map_column(2, lambda c: str(4 - int(c[2])))})  # 1, 2, 3 -> 3, 2, 1
+    bundle = load_mosi_bclstm(path=str(root))
+    for ds in bundle.splits.values():
+        for i, sid in enumerate(ds.ids):  # segment '<video>_<k>' is row k - 1 of its video: clip 4 - k
+            clip = 4 - int(sid.rsplit("_", 1)[1])
+            same = [j for j in range(len(ds)) if ds.groups[j] == ds.groups[i]]
+            assert sorted(same, key=lambda j: int(ds.positions[j])).index(i) == clip - 1, sid
+
+
+def test_a_sha256sums_written_in_binary_mode_loads(tmp_path):
+    """``sha256sum -b`` marks each name with '*' ("<digest> *<name>"): the same files."""
+    root = write_mosi_bclstm(tmp_path / "mosi")
+    sums = root / "SHA256SUMS"
+    sums.write_text("".join(f"{x.split()[0]} *{x.split()[1]}\n" for x in sums.read_text().splitlines()))
+    assert load_mosi_bclstm(path=str(root)).info["checksums_verified"] == 7
 
 
 def test_modalities_as_one_string(tmp_path):

@@ -87,6 +87,15 @@ def test_missing_ids_are_generated(tmp_path):
     assert bundle.splits["valid"].groups is None
 
 
+def test_ids_in_some_splits_only_give_no_groups(tmp_path):
+    """MulT treats 'id' as optional: a file with ids in train and valid but none in test loads, and
+    no split gets context groups (they would exist for some splits only)."""
+    bundle = create_data("mult", path=write_mult(tmp_path, "mosi", mutate=lambda d: d["test"].pop("id")))
+    assert bundle.splits["test"].ids[:2] == ["test_0", "test_1"]
+    assert "$_$" in bundle.splits["train"].ids[0]
+    assert all(ds.groups is None and ds.positions is None for ds in bundle.splits.values())
+
+
 def test_duplicate_ids_are_made_unique_and_logged(tmp_path, caplog):
     def dup(data):
         data["train"]["id"][1] = data["train"]["id"][0]
@@ -116,6 +125,25 @@ def test_labels_must_be_one_hot_pairs(tmp_path):
     with pytest.raises(DataFormatError, match=r"iemocap_data\.pkl: split 'valid': labels of sample .* are not "
                                               r"one-hot \(no, yes\) pairs"):
         create_data("mult", path=path)
+
+
+def test_iemocap_labels_stored_as_one_value_per_emotion(tmp_path):
+    """(N, 4) or (N, 4, 1) 0/1 labels load as the target itself; a value other than 0 or 1 is refused."""
+    plain = create_data("mult", path=write_mult(tmp_path / "a", "iemocap"))
+    for k, shape in enumerate([(-1, 4), (-1, 4, 1)]):
+        path = write_mult(tmp_path / f"b{k}", "iemocap",
+                          mutate=lambda d: [d[s].update(labels=d[s]["labels"].argmax(-1).reshape(shape)) for s in d])
+        bundle = create_data("mult", path=path)
+        for s in plain.splits:
+            assert bundle.splits[s].target.tolist() == plain.splits[s].target.tolist(), (shape, s)
+
+    def two(d):
+        for s in d:
+            d[s]["labels"] = d[s]["labels"].argmax(-1).astype(np.float32)
+        d["test"]["labels"][1, 2] = 2.0
+
+    with pytest.raises(DataFormatError, match=r"split 'test': labels of sample .* are not one-hot"):
+        create_data("mult", path=write_mult(tmp_path / "c", "iemocap", mutate=two))
 
 
 def test_sentiment_labels_with_iemocap_shape(tmp_path):
@@ -150,6 +178,23 @@ def test_ragged_id_rows_are_named(tmp_path, ragged):
                                               r"end\) or \(N,\) strings, fix the file's 'id' entries or delete the "
                                               r"key \(ids then become train_0, train_1, \.\.\.\)$"):
         create_data("mult", path=path)
+
+
+def test_positions_follow_the_start_times_not_the_end_times(tmp_path):
+    """A segment that starts first is first in its video even when it ends last (MulT's meta rows are
+    video, start, end)."""
+    def nested(d):  # in each video: starts ascending, ends descending
+        for s in d:
+            rows = d[s]["id"].astype(object)
+            for i, r in enumerate(rows):
+                r[1], r[2] = f"{i:.2f}".encode(), f"{100 - i:.2f}".encode()
+            d[s]["id"] = np.array(rows.tolist())
+
+    bundle = create_data("mult", path=write_mult(tmp_path, "mosi", mutate=nested))
+    ds = bundle.splits["train"]
+    for g in set(ds.groups.tolist()):
+        rows = [i for i, x in enumerate(ds.groups.tolist()) if x == g]
+        assert [ds.positions[i].item() for i in rows] == list(range(len(rows)))  # rows are in start order
 
 
 def test_id_rows_in_an_object_array_read_as_rows(tmp_path):

@@ -66,3 +66,27 @@ def test_z_scores_do_not_depend_on_the_features_units():
         torch.testing.assert_close(got["audio"], ref["audio"], rtol=1e-4, atol=1e-4)
         assert float(got["audio"].std()) > 0.5  # z-scored, not left at the input's scale
     assert (ref["vision"][:, 0, 1] == 0).all()  # the zero column: centred, unscaled
+
+
+def test_statistics_come_from_the_real_steps_only():
+    """Sequences padded with zeros after their lengths: the train mean and std are those of the real
+    steps (the padding would pull the mean to 0), and the padding stays zero in every split."""
+    rng = np.random.default_rng(0)
+    splits = {}
+    for s, n in (("train", 40), ("valid", 8), ("test", 8)):
+        lengths = rng.integers(1, 6, n)
+        x = (rng.standard_normal((n, 5, 2)) * [1.0, 3.0] + [4.0, -2.0]).astype(np.float32)
+        x[np.arange(5)[None, :] >= lengths[:, None]] = 0.0
+        splits[s] = MultimodalDataset({"audio": x}, np.zeros(n, np.float32), [f"{s}{i}" for i in range(n)],
+                                      lengths={"audio": lengths}, split=s)
+    bundle = DataBundle("t", TaskSpec("regression", 1, "mosi", (-3.0, 3.0)), splits)
+    out = standardize(bundle)
+    train = bundle.splits["train"]
+    real = train.features["audio"][torch.arange(5)[None, :] < train.lengths["audio"][:, None]].double()  # (steps, D)
+    mean, std = real.mean(0), real.std(0, unbiased=False)
+    for s in ("train", "test"):
+        d, z = bundle.splits[s], out.splits[s].features["audio"]
+        mask = torch.arange(5)[None, :] < d.lengths["audio"][:, None]
+        torch.testing.assert_close(z[mask].double(), (d.features["audio"][mask].double() - mean) / std,
+                                   rtol=1e-5, atol=1e-5)
+        assert (z[~mask] == 0).all()

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from pase.data.contract import MultimodalDataset
-from pase.data.validate import (DataFormatError, as_array, check_class_labels, check_label_range,
-                                check_rows, check_sequences, check_unique_ids, clip_lengths,
-                                fix_non_finite, infer_dataset, is_rows, require_keys, require_splits)
+from pase.data.validate import (DataFormatError, as_array, check_class_labels, check_dims, check_disjoint_splits,
+                                check_label_range, check_rows, check_sequences, check_unique_ids, clip_lengths,
+                                fix_non_finite, infer_dataset, is_rows, require_keys, require_splits, resolve_source)
 
 
 def test_missing_key_message_matches_the_house_example():
@@ -72,9 +72,31 @@ def test_sanitize_sets_zero_and_logs(caplog):
 def test_label_checks():
     with pytest.raises(DataFormatError, match=r"label 3.5 of sample 'b' is outside \[-3, 3\]"):
         check_label_range(np.array([0.0, 3.5]), -3, 3, "f.pkl", "train", ["a", "b"], fix="x")
+    with pytest.raises(DataFormatError, match=r"label nan of sample 'b' is outside \[-3, 3\] \(1 such samples\)"):
+        check_label_range(np.array([0.0, np.nan]), -3, 3, "f.pkl", "train", ["a", "b"], fix="x")
     with pytest.raises(DataFormatError, match=r"label 4 of sample 'b' is not a class index in \[0, 4\)"):
         check_class_labels(np.array([0, 4]), 4, "f.pkl", "train", ["a", "b"], fix="x")
     assert check_class_labels(np.array([0.0, 3.0]), 4, "f.pkl", "train", ["a", "b"], fix="x").dtype == np.int64
+    with pytest.raises(DataFormatError, match=r"label 1\.5 of sample 'b' is not a class index in \[0, 4\)"):
+        check_class_labels(np.array([0.0, 1.5]), 4, "f.pkl", "train", ["a", "b"], fix="x")  # not truncated to 1
+
+
+@pytest.mark.parametrize("pair", [("train", "valid"), ("valid", "test"), ("train", "test")])
+def test_a_sample_in_any_two_splits_is_refused(pair):
+    ids = {"train": ["a", "b"], "valid": ["c"], "test": ["d", "e"]}
+    ids[pair[1]] = ids[pair[1]] + [ids[pair[0]][0]]
+    with pytest.raises(DataFormatError, match=rf"f\.pkl: 1 sample id\(s\) occur in both split '{pair[0]}' and split "
+                                              rf"'{pair[1]}' \(for example '{ids[pair[0]][0]}'\)"):
+        check_disjoint_splits(ids, "f.pkl")
+
+
+def test_feature_widths_must_equal_the_configured_ones():
+    feats = {"audio": np.zeros((2, 3, 5)), "text": np.zeros((2, 3, 8))}
+    check_dims(feats, {"audio": 5, "vision": 7}, "f.pkl", "train")  # a modality not loaded is not checked
+    for d in (4, 6):  # narrower and wider
+        with pytest.raises(DataFormatError, match=rf"f\.pkl: split 'train': modality 'audio' has width 5 \(shape "
+                                                  rf"\(2, 3, 5\)\) but {d} was configured"):
+            check_dims(feats, {"audio": d}, "f.pkl", "train")
 
 
 def test_unique_ids():
@@ -102,6 +124,13 @@ def test_most_lengths_past_the_steps_warn_and_a_negative_length_is_refused(caplo
     with pytest.raises(DataFormatError, match=r"f.pkl: split 'train', key 'audio_lengths': length -5 at row 1 is "
                                               r"negative \(1 such rows\); fix the file or delete the key"):
         clip_lengths([3, -5, 2], 5, "f.pkl", "train", "audio_lengths")
+    with pytest.raises(DataFormatError, match=r"length -1 at row 0 is negative"):  # not clipped to 1
+        clip_lengths([-1, 2], 5, "f.pkl", "train", "audio_lengths")
+
+
+def test_no_modality_is_refused_before_the_file_is_read(tmp_path):
+    with pytest.raises(ValueError, match=r"^modalities=\(\); choose from \('text', 'audio', 'vision'\)"):
+        resolve_source(tmp_path / "nothing.pkl", None, [], ("text", "audio", "vision"), (("mosi", "mosi"),), ["mosi"])
 
 
 def test_infer_dataset_uses_name_then_folders(tmp_path):

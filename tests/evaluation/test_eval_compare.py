@@ -899,6 +899,28 @@ def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "config.yaml"]
 
 
+def test_ogm_ge_with_one_configured_modality_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """With data.modalities=[text] every OGM-GE run failed at its start (it balances two or more), after
+    config.yaml was written and late fusion had trained; the corrected command was then refused as
+    another configuration (a review). Refused up front when the modalities are configured."""
+
+    class Reached(Exception):
+        pass
+
+    def reached(jobs, workers, progress):
+        raise Reached()
+
+    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    out = tmp_path / "cmp"
+    one = apply_overrides(Config(), OVERRIDES + ["data.modalities=[text]"])
+    with pytest.raises(ConfigError, match=r"^method=ogm_ge balances two or more modalities; this data has one "
+                                          r"\(text\): use method=late_fusion \(nothing was written\)$"):
+        compare(one, ["late_fusion", "ogm_ge"], [1111], out, diagnose=False)
+    assert not out.exists()
+    with pytest.raises(Reached):  # late fusion alone on one modality goes ahead
+        compare(one, ["late_fusion"], [1111], out, diagnose=False)
+
+
 def test_a_comparison_whose_every_run_failed_takes_the_corrected_configuration(tmp_path, caplog):
     """A data option a loader refuses as it loads (data.options.seed=-1) fails every run after config.yaml
     is saved (it needs the data, which compare does not load before its runs); the corrected command was

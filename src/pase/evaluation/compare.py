@@ -48,6 +48,7 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
+from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..data.registry import DATA_SOURCES, source_task_kind
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
 from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
@@ -525,6 +526,13 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
     if check is not None:
         try:
             check(**opts)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (nothing was written)") from None
+    if trains and "ogm_ge" in methods and cfg.data.modalities is not None and len(cfg.data.modalities) < 2:
+        # every OGM-GE run failed at its start, after config.yaml was written and the methods before it trained
+        # (a review); without data.modalities the data's own modalities are known only once it loads
+        try:
+            check_ogm_modalities(cfg.data.modalities)
         except ValueError as exc:
             raise ConfigError(f"{exc} (nothing was written)") from None
     binned = [m for m in methods if m in ("pase", "pmr")]  # the methods whose prototypes bin labels with it

@@ -148,6 +148,21 @@ def test_diagnose_refreshes_its_own_diagnosis_from_another_directory(comparison,
     assert "as the selected model, not" in capsys.readouterr().err and not (copy / "diagnostics.json").exists()
 
 
+def test_a_copied_runs_diagnosis_of_another_checkpoint_file_is_not_refreshed(comparison, tmp_path, capsys):
+    """In a copied run folder, diagnostics.json is refreshed as its own only when it names the same file
+    name (besides dataset, method and seed); one of the run's last.ckpt is another checkpoint's."""
+    run = comparison[0] / "runs" / "late_fusion" / "seed1112"
+    copy = tmp_path / "copied_run"
+    shutil.copytree(run, copy)
+    saved = json.loads((copy / "diagnostics.json").read_text())
+    saved["checkpoint"] = str(run / "checkpoints" / "last.ckpt")
+    (copy / "diagnostics.json").write_text(json.dumps(saved))
+    before = (copy / "diagnostics.json").read_bytes()
+    assert main(["diagnose", "--no-probes", "--out", str(copy), "--checkpoint", str(copy / "checkpoints" / "best.ckpt")]) == 2
+    assert "holds another diagnosis" in capsys.readouterr().err
+    assert (copy / "diagnostics.json").read_bytes() == before
+
+
 def test_a_relative_checkpoint_path_from_another_run_is_another_checkpoint(comparison, tmp_path, monkeypatch,
                                                                            capsys):
     """`pase diagnose --checkpoint checkpoints/best.ckpt --out ../shared` from two run folders: the

@@ -118,6 +118,72 @@ def test_copy_trajectory_expands_a_tilde(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
 
 
+def test_trajectory_keeps_the_phase_columns_and_the_monitor(tmp_path):
+    """PaSE's phase and switch epoch are trajectory columns too; other columns (train losses, other
+    validation metrics) are not."""
+    from pase.evaluation.shapley_report import copy_trajectory, read_csv, write_csv
+
+    rows = [{"epoch": str(e), "train/loss": "1.0", "diag/phase": str(min(e, 1)), "diag/switch_epoch": "1",
+             "diag/share_text": "0.6", "diag/sgm_coeff_text": "0.9", "valid/MAE": "0.8", "valid/Corr": "0.1"}
+            for e in range(3)]
+    write_csv(tmp_path / "log.csv", rows)
+    assert copy_trajectory(tmp_path / "log.csv", tmp_path / "t.csv", monitor="MAE") == 3
+    got = read_csv(tmp_path / "t.csv")
+    assert list(got[0]) == ["epoch", "diag/phase", "diag/switch_epoch", "diag/share_text", "diag/sgm_coeff_text",
+                            "valid/MAE"]
+    assert [r["diag/phase"] for r in got] == ["0", "1", "1"]
+
+
+def test_diagnose_writes_into_the_run_folder_by_default(comparison_copy):
+    """Without out_dir the diagnosis goes to the run folder (two levels above checkpoints/best.ckpt),
+    where pase compare reads it."""
+    from pase.evaluation.shapley_report import diagnose
+    from pase.training.run import DIAGNOSIS_FILES
+
+    run = comparison_copy / "runs" / "late_fusion" / "seed1111"
+    for f in DIAGNOSIS_FILES:
+        (run / f).unlink(missing_ok=True)
+    diagnose(run / "checkpoints" / "best.ckpt", noise_levels=[0], probes=False)
+    assert all((run / f).is_file() for f in DIAGNOSIS_FILES)
+    assert not any((run / "checkpoints" / f).exists() for f in DIAGNOSIS_FILES)
+
+
+def test_a_diagnosis_without_a_log_removes_an_earlier_trajectory(comparison, tmp_path):
+    """diagnostics.json names no trajectory when the run's log.csv is not found, and no trajectory.csv
+    of an earlier diagnosis is left beside it to pass for this one's."""
+    import shutil
+
+    from pase.evaluation.shapley_report import diagnose
+
+    run = comparison[0] / "runs" / "late_fusion" / "seed1111"
+    ckpt = tmp_path / "alone" / "model.ckpt"  # no log.csv next to it
+    ckpt.parent.mkdir()
+    shutil.copyfile(run / "checkpoints" / "best.ckpt", ckpt)
+    out = tmp_path / "d"
+    first = diagnose(ckpt, out, noise_levels=[0], probes=False, log_csv=run / "log.csv")
+    assert first["files"]["trajectory"] == "trajectory.csv" and (out / "trajectory.csv").is_file()
+    again = diagnose(ckpt, out, noise_levels=[0], probes=False)
+    assert again["files"]["trajectory"] is None and not (out / "trajectory.csv").exists()
+
+
+def test_diagnose_scores_the_split_asked_with_the_runs_loss(comparison, tmp_path):
+    """--split valid: the probes are scored on valid as the Shapley values are; and the neg_loss utility
+    is minus the run's own train.loss (here mse, set as an override) over that split."""
+    from pase.evaluation.probes import probe_model
+    from pase.evaluation.shapley_report import diagnose, split_shapley
+
+    ckpt = comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt"
+    got = diagnose(ckpt, tmp_path / "d", split="valid", noise_levels=[0], overrides=["train.loss=mse"])
+    module, _, bundle = load_checkpoint(ckpt)
+    probes = probe_model(module.model, bundle, "valid")
+    assert set(got["probes"]) == set(probes) == set(MODALITIES)
+    for m in MODALITIES:
+        assert got["probes"][m] == pytest.approx(probes[m], nan_ok=True), m
+    want = split_shapley(module.model, bundle, "valid", "mse")["neg_loss"]["utilities"]
+    assert got["shapley"]["neg_loss"]["utilities"] == pytest.approx(want, abs=1e-9)
+    assert want != pytest.approx(split_shapley(module.model, bundle, "valid", "l1")["neg_loss"]["utilities"])
+
+
 class _Pick(torch.nn.Module):
     """An 'encoder' passing its one-feature input through: (B, 1, 1) -> (B, 1)."""
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import types
 
 import numpy as np
 import pytest
@@ -216,3 +217,70 @@ def test_a_modality_constant_on_train_gets_no_noise_rows(comparison):
     assert np.isnan(summary["noise_relative_audio"])
     assert summary["noise_relative"] == pytest.approx((summary["noise_relative_text"]
                                                        + summary["noise_relative_vision"]) / 2)
+
+
+def test_the_noise_seed_changes_the_draw(comparison):
+    """``seed`` (with each sample's id) seeds the noise: the same seed scores the same, another seed
+    another draw, in evaluate_condition and in robustness_rows alike."""
+    from pase.evaluation.robustness import evaluate_condition, robustness_rows
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    noise = {"modality": "text", "sigma": 1.0, "std": feature_std(bundle)["text"]}
+    at = {s: evaluate_condition(module.model, bundle, noise=noise, seed=s) for s in (0, 1)}
+    assert evaluate_condition(module.model, bundle, noise=noise, seed=0) == at[0]
+    assert at[0]["MAE"] != at[1]["MAE"]
+    rows = {s: [r for r in robustness_rows(module.model, bundle, noise_levels=[1], seed=s) if r["kind"] == "noise"]
+            for s in (0, 1)}
+    assert rows[0][0]["condition"] == "noise:text@1" and rows[0][0]["MAE"] == pytest.approx(at[0]["MAE"], abs=1e-6)
+    assert [r["MAE"] for r in rows[0]] != [r["MAE"] for r in rows[1]]
+
+
+def test_a_modality_with_one_constant_feature_keeps_its_noise_rows(comparison):
+    """Only a modality constant in every feature goes without noise rows; one constant column (an unused
+    channel) leaves the others to be perturbed."""
+    from pase.evaluation.robustness import robustness_rows
+    from pase.training import load_checkpoint
+
+    module, _, bundle = load_checkpoint(comparison[0] / "runs" / "late_fusion" / "seed1111" / "checkpoints" / "best.ckpt")
+    bundle.splits["train"].features["audio"][..., 0] = 0.0
+    assert float(feature_std(bundle)["audio"][0]) == 0.0
+    rows = robustness_rows(module.model, bundle, noise_levels=[0, 1])
+    assert [(r["modality"], r["sigma"]) for r in rows if r["kind"] == "noise"] == \
+        [(m, s) for m in MODALITIES for s in (0.0, 1.0)]
+
+
+class _WholeGroups(torch.nn.Module):
+    """A stand-in context model: it reads each video whole, so a batch that splits a group is an error
+    (a real one would score that group's samples without their neighbours); predicts the label."""
+
+    context = "whole groups"
+
+    def __init__(self, bundle):
+        super().__init__()
+        self.modalities = list(bundle.modalities)
+        self.sizes = {}
+        for ds in bundle.splits.values():
+            for g in ds.groups.tolist():
+                self.sizes[(ds.split, g)] = self.sizes.get((ds.split, g), 0) + 1
+        self.where = {i: ds.split for ds in bundle.splits.values() for i in ds.ids}
+
+    def forward(self, batch, present=None):
+        split = self.where[batch.ids[0]]
+        for g in set(batch.groups.tolist()):
+            assert int((batch.groups == g).sum()) == self.sizes[(split, g)], f"group {g} split across batches"
+        return types.SimpleNamespace(logits=batch.target[:, None].float())
+
+
+def test_a_context_model_is_scored_on_whole_groups():
+    """With by_group every condition, the missing-modality ones too, is scored on whole videos
+    (batches of 7 samples would split them)."""
+    from pase.config import load_config
+    from pase.evaluation.robustness import robustness_rows
+    from pase.training.run import load_bundle
+
+    import tiny
+
+    bundle = tiny.grouped(load_bundle(load_config(None, tiny.TINY)))
+    rows = robustness_rows(_WholeGroups(bundle), bundle, noise_levels=[0, 1], batch_size=7, by_group=True)
+    assert sum(r["kind"] == "missing" for r in rows) == 7 and all(r["Has0_acc_2"] == 1.0 for r in rows)

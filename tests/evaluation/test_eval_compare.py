@@ -15,6 +15,21 @@ from pase.config import Config, ConfigError, apply_overrides
 from pase.evaluation.compare import compare, summarize
 
 
+@pytest.fixture
+def runs_about_to_start(monkeypatch):
+    """An exception raised where compare would start its runs (every check before them passed); the
+    test gets its class."""
+
+    class Reached(Exception):
+        pass
+
+    def reached(jobs, workers, progress):
+        raise Reached()
+
+    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    return Reached
+
+
 def _rows(out):
     with open(out / "summary.csv", newline="") as fh:
         return list(csv.DictReader(fh))
@@ -670,20 +685,14 @@ def test_compare_expands_a_tilde_in_its_folder(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
 
 
-def test_a_first_call_killed_while_writing_compare_json_continues_with_the_same_command(tmp_path, monkeypatch):
+def test_a_first_call_killed_while_writing_compare_json_continues_with_the_same_command(tmp_path, runs_about_to_start):
     """A first call killed while writing compare.json left config.yaml and .compare.json.*.tmp: the same
     command then refused the folder as 'not a comparison folder (no compare.json; it holds
     .compare.json.gcvdpuej.tmp)'. The partial writes of the comparison's first files are ignored, and
     removed once the command goes ahead."""
     from pase.config import save_config
 
-    class Reached(Exception):
-        pass
-
-    def reached(jobs, workers, progress):
-        raise Reached()
-
-    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    Reached = runs_about_to_start
     cfg = apply_overrides(Config(), OVERRIDES)
     out = tmp_path / "cmpA"
     out.mkdir()
@@ -877,19 +886,14 @@ def test_a_diagnosis_error_is_kept_when_its_record_cannot_be_written(tmp_path, m
     (["data.options.sizes=abc"], r"^synthetic option 'sizes' must be a list of whole numbers .* got 'abc' "
                                  r"\(nothing was written\)$"),
 ])
-def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written(tmp_path, monkeypatch, sets, match):
+def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written(tmp_path, sets, match,
+                                                                                 runs_about_to_start):
     """compare saved config.yaml and compare.json before each method's configuration was built (PaSE's
     pase.* choices) and before Lightning met the devices ('0,' and [0] on the CPU): every run failed, and
     the corrected command was refused as 'another configuration' for good (a review). These are refused
     now as pase train refuses them, with nothing written; the corrected command goes ahead."""
 
-    class Reached(Exception):
-        pass
-
-    def reached(jobs, workers, progress):
-        raise Reached()
-
-    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    Reached = runs_about_to_start
     out = tmp_path / "cmp"
     with pytest.raises(ConfigError, match=match):
         compare(apply_overrides(Config(), OVERRIDES + sets), ["late_fusion", "pase"], [1111], out, diagnose=False)
@@ -899,18 +903,12 @@ def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "config.yaml"]
 
 
-def test_ogm_ge_with_one_configured_modality_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+def test_ogm_ge_with_one_configured_modality_is_refused_before_anything_is_written(tmp_path, runs_about_to_start):
     """With data.modalities=[text] every OGM-GE run failed at its start (it balances two or more), after
     config.yaml was written and late fusion had trained; the corrected command was then refused as
     another configuration (a review). Refused up front when the modalities are configured."""
 
-    class Reached(Exception):
-        pass
-
-    def reached(jobs, workers, progress):
-        raise Reached()
-
-    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    Reached = runs_about_to_start
     out = tmp_path / "cmp"
     one = apply_overrides(Config(), OVERRIDES + ["data.modalities=[text]"])
     with pytest.raises(ConfigError, match=r"^method=ogm_ge balances two or more modalities; this data has one "
@@ -948,20 +946,14 @@ def test_a_comparison_whose_every_run_failed_takes_the_corrected_configuration(t
                 diagnose=False)
 
 
-def test_a_comparison_with_no_run_yet_keeps_its_configuration(tmp_path, monkeypatch):
+def test_a_comparison_with_no_run_yet_keeps_its_configuration(tmp_path, runs_about_to_start):
     """A comparison with no run folder yet counted as one whose every run failed, so a second compare of
     another configuration, started while the first one's runs were still loading their data, replaced its
     config.yaml (a review). No run yet is refused as another configuration; once every run there has
     failed (FAILED.txt in each folder), the corrected configuration still replaces it."""
     from pase.config import load_config, save_config
 
-    class Reached(Exception):
-        pass
-
-    def reached(jobs, workers, progress):
-        raise Reached()
-
-    monkeypatch.setattr(compare_mod, "_run_jobs", reached)
+    Reached = runs_about_to_start
     out = tmp_path / "c"
     out.mkdir()
     save_config(apply_overrides(Config(), OVERRIDES + ["data.options.seed=0"]), out / "config.yaml")

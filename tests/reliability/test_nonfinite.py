@@ -202,3 +202,21 @@ def test_gate_confidence_with_uninitialised_prototypes_is_finite():
     expected = 1 + (p * p.log()).sum() / math.log(3)  # the two finite classes only
     torch.testing.assert_close(c, torch.stack([expected, torch.tensor(1.0)]))
     assert torch.isfinite(z.grad).all(), z.grad
+
+
+def test_weights_made_non_finite_after_validation_stop_the_epoch_before_its_checkpoint(tmp_path):
+    """The guard checks the weights again at the end of the training epoch, after the validation pass
+    (whose hooks may change them) and before the checkpoint callbacks save them."""
+    import types
+
+    from pase.training.callbacks import NonFiniteGuard
+
+    guard = NonFiniteGuard(tmp_path / "checkpoints")
+    module = torch.nn.Linear(2, 1)
+    trainer = types.SimpleNamespace(current_epoch=3, global_step=12)
+    guard.on_train_epoch_end(trainer, module)  # finite: nothing to say
+    with torch.no_grad():
+        module.weight[0, 1] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"non-finite weights \(after the optimiser step\) at epoch 3, step 12; "
+                                             r"last good checkpoint: none yet"):
+        guard.on_train_epoch_end(trainer, module)

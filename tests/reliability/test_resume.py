@@ -386,6 +386,23 @@ def test_checkpoint_state_follows_a_moved_folder(tmp_path):
     assert same.best_model_path == str(old / "best.ckpt") and same.best_model_score == torch.tensor(0.7)
 
 
+def test_a_resumed_log_drops_the_rows_after_its_checkpoint(tmp_path):
+    """A run killed after writing an epoch's row but before that epoch's checkpoint: the resumed run
+    rewrites log.csv from the checkpoint's rows at its start, so the row of the epoch it re-runs goes."""
+    import types
+
+    from pase.training.callbacks import EpochCSVLog
+
+    log = EpochCSVLog(tmp_path / "log.csv")
+    log.rows = [{"epoch": 0.0, "valid/MAE": 0.9}, {"epoch": 1.0, "valid/MAE": 0.8}, {"epoch": 2.0, "valid/MAE": 0.7}]
+    log._write()
+    state = {"rows": log.rows[:2]}  # the last checkpoint holds epochs 0 and 1
+    resumed = EpochCSVLog(tmp_path / "log.csv")
+    resumed.load_state_dict(state)
+    resumed.on_train_start(types.SimpleNamespace(is_global_zero=True), None)
+    assert (tmp_path / "log.csv").read_text().splitlines() == ["epoch,valid/MAE", "0,0.9", "1,0.8"]
+
+
 def test_resume_needs_a_run_folder(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(RunDirError, match="no config.yaml, so not a pase run folder"):
@@ -458,6 +475,65 @@ def test_ranks_together_see_the_single_process_batches(monkeypatch, n):
         assert merged == single
     else:  # the last global batch is padded by wrap-around
         assert merged[:-1] == single[:-1] and set(single[-1]) <= set(merged[-1])
+
+
+@pytest.mark.parametrize("world, n", [(3, 61), (3, 62), (4, 61), (2, 61)])
+def test_every_rank_steps_equally_often_for_any_world_size(monkeypatch, world, n):
+    """The epoch order is padded by wrap-around to a multiple of W (W - N mod W extra positions): each
+    rank yields ``len(sampler)`` samples, and the ranks together cover every sample."""
+    shards = []
+    for rank in range(world):
+        monkeypatch.setattr(datamodule, "dist_info", lambda rank=rank: (rank, world))
+        s = EpochSampler(n, True, seed=3, shard=True)
+        shards.append(list(s))
+        assert len(shards[-1]) == len(s) == -(-n // world), rank
+    flat = [i for sh in shards for i in sh]
+    assert set(flat) == set(range(n)) and len(flat) == world * -(-n // world)
+
+
+def _grouped_bundle(n=61, size=3):
+    from pase.data.contract import DataBundle, MultimodalDataset, TaskSpec
+
+    splits = {s: MultimodalDataset({"a": torch.arange(n, dtype=torch.float32)[:, None]}, torch.zeros(n),
+                                   [f"{s}{i}" for i in range(n)], groups=torch.arange(n) // size,
+                                   positions=torch.arange(n) % size, split=s) for s in ("train", "valid", "test")}
+    return DataBundle("t", TaskSpec("regression", 1, "mosi"), splits)
+
+
+@pytest.mark.parametrize("by_group", [False, True])
+def test_evaluation_ranks_together_see_every_batch_once(monkeypatch, by_group):
+    """Evaluation shards are unpadded: the ranks' batches are the single-process batches, each exactly
+    once, and each rank's loader length is the number of batches it yields (an odd count here)."""
+    from pase.training.datamodule import make_loader
+
+    bundle = _grouped_bundle()
+    single = [b.ids for b in make_loader(bundle, "test", 10, False, 0, by_group=by_group)]
+    assert len(single) % 2 == 1 and sorted(i for b in single for i in b) == sorted(bundle.splits["test"].ids)
+    seen = []
+    for rank in range(2):
+        monkeypatch.setattr(datamodule, "dist_info", lambda rank=rank: (rank, 2))
+        loader = make_loader(bundle, "test", 10, False, 0, by_group=by_group, shard=True)
+        mine = [b.ids for b in loader]
+        assert len(loader) == len(mine), rank
+        seen += mine
+    assert sorted(seen) == sorted(single)
+
+
+@pytest.mark.parametrize("by_group", [False, True])
+def test_the_training_order_follows_the_seed_and_changes_every_epoch(by_group):
+    """train.seed picks the shuffles (another seed, another order; the same seed, the same orders), and
+    the order changes from one epoch to the next, for sample and for group batches."""
+    from pase.training.datamodule import make_loader
+
+    bundle = _grouped_bundle(n=90)
+
+    def orders(seed):
+        loader = make_loader(bundle, "train", 8, True, seed, by_group=by_group)
+        return [[i for b in loader for i in b.ids] for _ in range(3)]  # three epochs
+
+    a = orders(1)
+    assert a == orders(1) and a != orders(2)
+    assert a[0] != a[1] != a[2] and sorted(a[0]) == sorted(bundle.splits["train"].ids)
 
 
 def test_the_interruption_pickles_for_worker_processes():

@@ -2,7 +2,8 @@
 
 A loader is ``load(**options) -> DataBundle``; ``create_data(name, **options)`` is the only way in.
 A loader may carry attributes that answer from its options alone, reading no data: ``check_options``
-(the argument errors it would raise) and ``task_kind`` (the kind of task it loads: ``source_task_kind``).
+(the argument errors it would raise) and ``task_kind`` (the kind of task it loads, a function of the options or
+one string: ``source_task_kind``).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def source_task_kind(name: str, **options) -> Optional[str]:
         'regression'
     """
     tell = getattr(DATA_SOURCES.get(name), "task_kind", None) if name in DATA_SOURCES else None
-    if tell is None:
-        return None
+    if tell is None or isinstance(tell, str):  # a string: the kind whatever the options
+        return tell
     try:
         return tell(**options)
     except (ValueError, TypeError):  # DataFormatError is a ValueError; a missing argument a TypeError

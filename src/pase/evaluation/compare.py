@@ -528,7 +528,7 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
             check(**opts)
         except ValueError as exc:
             raise ConfigError(f"{exc} (nothing was written)") from None
-    if trains and "ogm_ge" in methods and cfg.data.modalities is not None and len(cfg.data.modalities) < 2:
+    if trains and "ogm_ge" in methods and cfg.data.modalities is not None:
         # every OGM-GE run failed at its start, after config.yaml was written and the methods before it trained
         # (a review); without data.modalities the data's own modalities are known only once it loads
         try:

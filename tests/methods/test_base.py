@@ -193,7 +193,22 @@ def test_sampled_shapley_generator_state_is_checkpointed_and_old_checkpoints_loa
     old = PermutationGenerator(5)
     old.load_state_dict({}, strict=True)  # a checkpoint without the key
     assert torch.equal(torch.randperm(10, generator=old.generator),
-                       torch.randperm(10, generator=torch.Generator().manual_seed(5)))
+                       torch.randperm(10, generator=PermutationGenerator(5).generator))
+
+
+def test_private_random_streams_are_not_the_global_one():
+    """The permutation generator and OGM-GE's noise were seeded with train.seed itself, so they replayed
+    torch's global generator (seed_everything(train.seed): the initial weights). Each named stream's
+    seed comes from (seed, name) and differs from the seed, from other names and from other seeds."""
+    from pase.methods.base import PermutationGenerator, stream_seed
+
+    perms = torch.stack([torch.randperm(8, generator=PermutationGenerator(5).generator) for _ in range(2)])
+    assert torch.equal(perms[0], perms[1])  # deterministic in the seed
+    drawn = torch.rand(2000, generator=PermutationGenerator(5).generator)
+    glob = torch.rand(2000, generator=torch.Generator().manual_seed(5))
+    assert abs(float(torch.corrcoef(torch.stack([drawn, glob]))[0, 1])) < 0.1
+    seeds = {stream_seed(s, name) for s in (0, 1, 5, 1111, 1112) for name in ("ogm_ge_noise", "shapley_permutations")}
+    assert len(seeds) == 10 and all(0 <= x < 2 ** 63 for x in seeds) and not seeds & {0, 1, 5, 1111, 1112}
 
 
 def test_an_eval_mode_loss_changes_no_state_and_equals_the_training_loss():

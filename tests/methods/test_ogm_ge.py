@@ -164,6 +164,20 @@ def test_generalisation_noise_is_seeded_and_scaled(make_case, alpha):
     assert not torch.equal(model3.encoders[case.mods[i]].out.weight.grad, big.grad), "another seed, other noise"
 
 
+def test_noise_is_not_drawn_from_the_initialisation_stream(make_case):
+    """The GE noise generator and torch's global one (seeded with train.seed by seed_everything: the
+    initial weights, dropout) drew the same numbers (both seeded with train.seed, on the CPU the same
+    Mersenne Twister): the noise replayed the initial weights' draws (a review). Now its own stream:
+    uncorrelated with the global one, and different for another seed."""
+    case = make_case("classification", overrides=["train.seed=7"])
+    noise = torch.randn(4096, generator=OGMGE(case.cfg, case.task, case.model)._generator(torch.device("cpu")))
+    init = torch.randn(4096, generator=torch.Generator().manual_seed(7))  # what the weights were drawn from
+    assert abs(float(torch.corrcoef(torch.stack([noise, init]))[0, 1])) < 0.1  # about 0.016 SD by chance
+    other = apply_overrides(case.cfg, ["train.seed=8"])
+    again = torch.randn(4096, generator=OGMGE(other, case.task, case.fresh())._generator(torch.device("cpu")))
+    assert abs(float(torch.corrcoef(torch.stack([noise, again]))[0, 1])) < 0.1
+
+
 def test_noise_generator_state_travels_with_the_state_dict():
     """A resumed OGM-GE run continues the same noise stream (generator state in the checkpoint)."""
     import torch as _torch

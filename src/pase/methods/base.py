@@ -14,8 +14,10 @@ any training loop can drive:
 
 from __future__ import annotations
 
+import zlib
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,7 +27,7 @@ from ..registry import Registry
 from ..shapley import coalition_masks, exact_shapley, permutation_shapley, shapley_shares
 
 __all__ = ["Method", "METHODS", "register_method", "create_method", "task_loss", "coalition_utility",
-           "LateFusion", "RunningMean", "pop_means"]
+           "LateFusion", "RunningMean", "pop_means", "seed_from", "stream_seed"]
 
 METHODS: Registry = Registry("method")
 
@@ -108,6 +110,30 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
     return hit.float().mean(-1)
 
 
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of the random stream named ``stream`` of a run with ``train.seed`` ``seed``: numpy's
+    ``SeedSequence`` of the pair (seed, CRC-32 of the name), in [0, 2^63).
+
+    ``seed_everything(seed)`` seeds torch's global generator (weight initialisation, dropout) with the
+    seed itself; a private generator seeded with the same number replays that sequence (on the CPU
+    both are the same Mersenne Twister): OGM-GE's gradient noise drew the numbers the initial
+    weights were drawn from (a review). A named stream is unrelated to it and to every other name.
+
+    Example:
+        >>> stream_seed(1111, "ogm_ge_noise") == stream_seed(1111, "shapley_permutations")
+        False
+    """
+    return seed_from(seed, zlib.crc32(stream.encode()))
+
+
+def seed_from(*keys: int) -> int:
+    """A seed in [0, 2^63) drawn from the non-negative integers ``keys`` by numpy's ``SeedSequence``:
+    unrelated seeds for different keys (``stream_seed``; the data order's ``epoch_seed``)."""
+    # the shift on a Python int: numpy 1.x (pyproject allows >= 1.24) has no right_shift of uint64 by a
+    # Python int (it promotes the pair to float64 and raises TypeError), so every run stopped there
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1, np.uint64)[0]) >> 1
+
+
 class PermutationGenerator(nn.Module):
     """The generator of the Monte-Carlo permutations, with its state in the checkpoint so a resumed
     run draws the permutations an uninterrupted one draws (a checkpoint written before this state
@@ -115,7 +141,7 @@ class PermutationGenerator(nn.Module):
 
     def __init__(self, seed: int) -> None:
         super().__init__()
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator().manual_seed(stream_seed(seed, "shapley_permutations"))
         self._register_load_state_dict_pre_hook(self._default_state)
 
     @staticmethod
@@ -212,7 +238,7 @@ class Method(nn.Module):
         self.modalities = list(model.modalities)
         self.register_buffer("masks", coalition_masks(len(self.modalities)), persistent=False)
         # above shapley_exact_max_m modalities: Monte-Carlo permutation sampling (same permutations
-        # on every DDP rank: one generator per method, seeded by the training seed)
+        # on every DDP rank: one generator per method, seeded from the training seed by stream_seed)
         self.exact = len(self.modalities) <= cfg.pase.shapley_exact_max_m
         if not self.exact and cfg.pase.shapley_permutations < 2:
             raise ValueError(f"pase.shapley_permutations={cfg.pase.shapley_permutations} must be >= 2 "

@@ -16,7 +16,8 @@ it is generalised to M modalities and any task:
 * after backward, before clipping and the optimiser step: the gradient of every parameter of
   modality m's declared group is multiplied by k_m (averaged over the micro-batches of the step),
   then, with GE, Gaussian noise of the unmodulated gradient's standard deviation is added, drawn
-  from a ``torch.Generator`` seeded with ``train.seed``. Shared fusion / head parameters are
+  from a ``torch.Generator`` seeded from ``train.seed`` by ``stream_seed`` (a stream of its own,
+  not the one the global generator draws the initial weights from). Shared fusion / head parameters are
   left alone. Under ``torch.distributed`` the coefficients are averaged over the processes, so
   the all-reduced gradients are modulated (and noised, same seed) identically everywhere.
 
@@ -34,7 +35,7 @@ from torch.nn import Parameter
 from ..config import OGM_RULES
 from ..data.contract import Batch, TaskSpec
 from ..shapley import scale_gradients
-from .base import Method, RunningMean, batch_weighted_mean, pop_means, register_method, task_loss
+from .base import Method, RunningMean, batch_weighted_mean, pop_means, register_method, stream_seed, task_loss
 
 __all__ = ["OGMGE", "ogm_scores", "ogm_coefficients", "add_gradient_noise", "noise_spreads"]
 
@@ -213,7 +214,7 @@ class OGMGE(Method):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
-            gen = torch.Generator(device=device).manual_seed(self.seed)
+            gen = torch.Generator(device=device).manual_seed(stream_seed(self.seed, "ogm_ge_noise"))
             state = self._saved.pop(device.type, None)
             if state is not None:
                 gen.set_state(state)

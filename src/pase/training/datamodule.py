@@ -27,11 +27,11 @@ from __future__ import annotations
 import heapq
 from typing import Iterator, List, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Sampler
 
 from ..data.contract import DataBundle, MultimodalDataset, collate_batches
+from ..methods.base import seed_from
 
 __all__ = ["DATA_ORDER", "EpochSampler", "GroupBatchSampler", "epoch_seed", "ShardedBatches", "make_loader", "set_loader_epoch",
            "dist_info"]
@@ -65,9 +65,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     of the pair, so runs of consecutive seeds (the MMSA seeds 1111, 1112, ... of a comparison) draw
     unrelated orders. With ``seed + epoch`` (before a review) seed s + 1 replayed seed s's shuffles one
     epoch late, so the seeds of a comparison were not independent replicates in their data order."""
-    # the shift on a Python int: numpy 1.x (pyproject allows >= 1.24) has no right_shift of uint64 by a
-    # Python int (it promotes the pair to float64 and raises TypeError), so every run stopped there
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0]) >> 1
+    return seed_from(seed, epoch)
 
 
 class EpochSampler(Sampler[int]):

@@ -158,6 +158,36 @@ def test_crossval_of_a_source_without_folds_is_refused_before_any_fold_trains(tm
     assert not (tmp_path / "cv").exists()
 
 
+@pytest.mark.parametrize("method, sets, match", [
+    ("pase", ["pase.binning=classes"], r"^pase.binning='classes' takes the class ids of classification data; data "
+                                       r"source 'synthetic' gives continuous labels \(regression\): bin them with "
+                                       r"one of sign, polarity, round7 \(method pase bins its labels with it; "
+                                       r"nothing was trained\)$"),
+    ("pmr", ["pase.binning=classes"], r"^pase.binning='classes' .* \(method pmr bins its labels with it; nothing "
+                                      r"was trained\)$"),
+    ("pmr", ["pase.binning=sgn"], r"^pase.binning='sgn' is not one of sign, polarity, round7, classes \(method pmr "
+                                  r"bins its labels with it; nothing was trained\)$"),
+])
+def test_crossval_refuses_a_binning_the_method_cannot_build_before_any_fold_trains(tmp_path, monkeypatch, method,
+                                                                                    sets, match):
+    """pase compare refused pase.binning=classes for PaSE / PMR on regression labels (and a binning PMR does not
+    know) before writing anything; crossval started its folds, and each failed at model build. The same check
+    (compare's check_methods_can_start) refuses it now before any fold trains; a valid binning goes ahead."""
+    import pase.evaluation.folds as folds
+    from pase.config import Config, ConfigError, apply_overrides
+
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: pytest.fail("trained"))
+    with pytest.raises(ConfigError, match=match):
+        folds.cross_validate(apply_overrides(Config(), [f"method={method}"] + sets), tmp_path / "cv", folds=[1, 2])
+    assert not (tmp_path / "cv").exists()
+    trained = []
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: trained.append(run) or {
+        "test": {"MAE": 1.0}, "protocol": "mosi"})
+    folds.cross_validate(apply_overrides(Config(), [f"method={method}", "pase.binning=sign"]), tmp_path / "cv",
+                         folds=[1, 2])
+    assert trained == [tmp_path / "cv" / "fold1", tmp_path / "cv" / "fold2"]
+
+
 def test_crossval_refuses_a_file_or_somebody_elses_folder(tmp_path, monkeypatch):
     """crossval --out wrote into any folder, replacing a folds_summary.md there, and an existing
     file as --out ended in '[Errno 20] Not a directory'. Nothing is written now."""

@@ -60,7 +60,7 @@ from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_met
 from .shapley_report import diagnose, read_csv
 
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
-           "paired_difference", "main_metrics", "compare", "summarize"]
+           "paired_difference", "main_metrics", "compare", "summarize", "check_methods_can_start"]
 
 log = logging.getLogger("pase")
 MMSA_FIRST_SEED = 1111  # MMSA's seeds 1111, 1112, ...
@@ -505,20 +505,18 @@ def check_one_process(cfg: Config, command: str, advice: str) -> None:
 def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) -> None:
     """What would fail every run of a method at its start, refused before anything is written (each
     method's configuration, where ``Config`` refuses a bad ``pase.*`` choice, is built by ``_plan`` before
-    this is called): PMR's binning, the accelerator, devices, strategy
+    this is called): the accelerator, devices, strategy
     and precision Lightning must accept (``train.devices='0,'`` on the CPU), the data options
-    (``data_options``, and the source's ``check_options`` where it has one), and ``pase.binning=classes``
-    for PaSE or PMR on a source that tells, without reading its data, that it loads regression labels
-    (``source_task_kind``: the built-in benchmark, MOSI bc-LSTM, MMSA, and MulT / GCNet MOSI / MOSEI;
-    those runs failed at model build). The runs met these only after
+    (``data_options``, and the source's ``check_options`` where it has one), and what
+    ``check_methods_can_start`` tells from the configuration (PMR's binning, and ``pase.binning=classes`` for
+    PaSE or PMR on a source that tells, without reading its data, that it loads regression labels:
+    the built-in benchmark, MOSI bc-LSTM, MMSA, and MulT / GCNet MOSI / MOSEI; those runs failed at model
+    build). The runs met these only after
     config.yaml and compare.json were saved, so the corrected command was refused as another configuration
     (a review). Range checks a loader makes as it loads (a negative ``data.options.seed``) need the data:
     the runs meet them, and ``_check_base_config`` then lets the corrected command replace config.yaml.
     The hardware settings are checked only when the call ``trains`` a run: a finished comparison trained on
     a GPU is re-summarised on a machine without one (a review)."""
-    if "pmr" in methods and cfg.pase.binning not in PASE_CHOICES["binning"]:  # PMR bins regression labels with it
-        raise ConfigError(f"pase.binning={cfg.pase.binning!r} is not one of {', '.join(PASE_CHOICES['binning'])} "
-                          "(method pmr bins its labels with it; nothing was written)")
     if trains:
         check_trainer_settings(cfg)
     opts = data_options(cfg)
@@ -535,13 +533,27 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
             check_ogm_modalities(cfg.data.modalities)
         except ValueError as exc:
             raise ConfigError(f"{exc} (nothing was written)") from None
+    check_methods_can_start(cfg, methods, opts)
+
+
+def check_methods_can_start(cfg: Config, methods: Sequence[str], opts: Dict[str, Any],
+                            done: str = "nothing was written") -> None:
+    """What would fail every run of one of ``methods`` as it builds the method, told from the configuration
+    and the data options ``opts`` alone (no data is read): ``pase.binning`` for PMR (``Config`` checks it
+    for PaSE only, so PMR's saved classification runs load), and ``pase.binning=classes`` for PaSE or PMR on a
+    source that tells it loads regression labels (``source_task_kind``). ``pase compare`` and ``pase
+    crossval`` call it before anything is written or trained (crossval started its folds and each failed at
+    model build: a review); the message ends with ``done``, what the refusal left undone."""
+    if "pmr" in methods and cfg.pase.binning not in PASE_CHOICES["binning"]:  # PMR bins regression labels with it
+        raise ConfigError(f"pase.binning={cfg.pase.binning!r} is not one of {', '.join(PASE_CHOICES['binning'])} "
+                          f"(method pmr bins its labels with it; {done})")
     binned = [m for m in methods if m in ("pase", "pmr")]  # the methods whose prototypes bin labels with it
     if binned and cfg.pase.binning == "classes" and source_task_kind(cfg.data.source, **opts) == "regression":
         valid = ", ".join(b for b in PASE_CHOICES["binning"] if b != "classes")
         raise ConfigError(f"pase.binning='classes' takes the class ids of classification data; data source "
                           f"{cfg.data.source!r} gives continuous labels (regression): bin them with one of {valid} "
                           f"({'methods' if len(binned) > 1 else 'method'} {', '.join(binned)} "
-                          f"bin{'' if len(binned) > 1 else 's'} its labels with it; nothing was written)")
+                          f"bin{'' if len(binned) > 1 else 's'} its labels with it; {done})")
 
 
 def _check_base_config(cfg: Config, out: Path) -> bool:

@@ -29,7 +29,7 @@ from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
-from .compare import check_one_process, interrupted_data, trained_data
+from .compare import check_methods_can_start, check_one_process, interrupted_data, trained_data
 from .report import _finite_or_null
 
 __all__ = ["cross_validate"]
@@ -111,7 +111,7 @@ def _fold_config(cfg: Config, f: int) -> Config:
 
 def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequence[int]) -> None:
     """Before any fold trains: every fold's data options (the source's ``check_options``, where it
-    has one) and every run folder already there against the configuration it would continue."""
+    has one), the method's settings ``check_methods_can_start`` tells from them, and every run folder already there against the configuration it would continue."""
     any_cfg = next(iter(configs.values()))
     source = any_cfg.data.source
     check = getattr(DATA_SOURCES.get(source), "check_options", None) if source in DATA_SOURCES else None
@@ -122,6 +122,9 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
                 check(**opts)
             except ValueError as exc:
                 raise ConfigError(f"--folds: {exc} (nothing was trained)") from None
+    # a setting the method cannot be built with (pase.binning=classes on regression labels): each fold failed
+    # at model build, the same check as pase compare's (a review)
+    check_methods_can_start(any_cfg, [any_cfg.method], opts, "nothing was trained")
     data_check = getattr(DATA_SOURCES.get(source), "check_folds", None) if source in DATA_SOURCES else None
     if data_check is not None:  # a fold its data cannot have (no video of that session), from the labels alone
         opts = {k: v for k, v in data_options(any_cfg).items() if k != "fold"}

@@ -263,10 +263,11 @@ def test_an_option_replaced_by_an_earlier_override_is_named():
      r"^config key 'data\.options\.expected_dims\.audio' must be int, got str 'abc'$"),
     (["data.source=gcnet", "data.options.label_path=/x", "data.options.features=abc"],
      r"^config key 'data\.options\.features' must be a mapping of modality to value"),
-    (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=5"],
-     r"^config key 'data\.options\.feature_root' must be a path, got int 5$"),
-    (["data.source=gcnet", "data.options.label_path=5"],  # str | Path: types.UnionType, not typing.Union
-     r"^config key 'data\.options\.label_path' must be a path, got int 5$"),
+    # (an int there is the text written: test_a_loader_option_of_text_keeps_the_digits_written_on_the_command_line)
+    (["data.source=gcnet", "data.options.label_path=/x", "data.options.feature_root=2.5"],
+     r"^config key 'data\.options\.feature_root' must be a path, got float 2.5$"),
+    (["data.source=gcnet", "data.options.label_path=2.5"],  # str | Path: types.UnionType, not typing.Union
+     r"^config key 'data\.options\.label_path' must be a path, got float 2.5$"),
 ])
 def test_an_option_the_data_source_does_not_take_is_named(sets, message):
     """Before, a raw TypeError ("load_gcnet() got an unexpected keyword argument 'path'")."""
@@ -493,3 +494,37 @@ def test_a_config_at_a_tilde_path_is_in_the_home_folder(tmp_path, monkeypatch):
     assert load_config("~/run/config.yaml", ["train.lr=0.01"]) == apply_overrides(cfg, ["train.lr=0.01"])
     assert config_difference("~/run/config.yaml", cfg) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
+def test_a_loader_option_of_text_keeps_the_digits_written_on_the_command_line(tmp_path, monkeypatch):
+    """``--set data.options.label_path=007`` was the int 7, refused as "must be a path, got int 7", and GCNet's
+    feature folder ``features.text=017`` was looked up as 17; quoting worked. An option the source's loader
+    takes as text (a path or a name, from its signature) keeps what was written, as a text config key does;
+    an int option (``seed``) still reads the number, and the saved config.yaml reads back the same."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
+    from writers import write_gcnet
+
+    from pase.cli import _parser
+    from pase.config import save_config
+    from pase.training.run import load_bundle
+
+    label = write_gcnet(tmp_path / "d", "mosi")
+    shutil.copy(label, tmp_path / "007")
+    shutil.copytree(label.parent / "features", tmp_path / "010")
+    (tmp_path / "010" / "deberta-large-4-UTT").rename(tmp_path / "010" / "017")
+    monkeypatch.chdir(tmp_path)
+    sets = ["data.source=gcnet", "data.options.label_path=007", "data.options.feature_root=010",
+            "data.options.features.text=017", "data.options.dataset=mosi", "data.options.seed=07"]
+    args = _parser().parse_args(["train"] + [x for s in sets for x in ("--set", s)])
+    cfg = load_config(args.config, args.set)  # as pase train reads them
+    assert cfg.data.options == {"label_path": "007", "feature_root": "010", "features": {"text": "017"},
+                                "dataset": "mosi", "seed": 7}
+    assert type(cfg.data.options["seed"]) is int
+    bundle = load_bundle(cfg)  # the files named 007 and 010/017 are the ones read
+    assert bundle.info["file"] == "007" and bundle.info["features"]["text"] == "017"
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg

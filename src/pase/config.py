@@ -132,6 +132,8 @@ class DataConfig:
     standardize: bool = False  # z-score features with train-split statistics (raw descriptors differ in scale)
 
     def __post_init__(self) -> None:
+        if isinstance(self.options, Mapping):
+            object.__setattr__(self, "options", _source_options(self.source, self.options))
         mods = self.modalities
         if isinstance(mods, (list, tuple)):
             if not mods:
@@ -140,6 +142,25 @@ class DataConfig:
             twice = sorted({m for m in mods if list(mods).count(m) > 1}, key=str)
             if twice:
                 raise ConfigError(f"config key 'data.modalities' names {twice[0]!r} twice; name each modality once")
+
+
+def _source_options(source: str, options: Mapping[str, Any]) -> Dict[str, Any]:
+    """``options`` with an int that YAML read where source's loader takes text (a path or a name:
+    ``data.options.label_path=007``, ``features.text=017``) turned back into what was written (``"007"``,
+    as a text config key gets it); every other value plain (:func:`_plain`). A source this code does not
+    know (a typo, named when the data loads) leaves them as read."""
+    ints = [v for v in options.values() if isinstance(v, int) and not isinstance(v, bool) or isinstance(v, dict)]
+    if not ints or not isinstance(source, str):
+        return _plain(dict(options))
+    from .data.registry import text_options  # the loaders' signatures; importing them registers the sources
+
+    def text(v: Any) -> Any:
+        return getattr(v, "text", str(v)) if isinstance(v, int) and not isinstance(v, bool) else _plain(v)
+
+    kinds = text_options(source)
+    return {k: text(v) if kinds.get(k) == "value" else
+            {m: text(x) for m, x in v.items()} if kinds.get(k) == "values" and isinstance(v, dict) else _plain(v)
+            for k, v in options.items()}
 
 
 @dataclass(frozen=True)
@@ -381,7 +402,7 @@ def coerce_value(value: Any, annotation: Any, key: str, written: Optional[str] =
         if bad:
             raise ConfigError(f"config key {key!r} has the key {bad[0]!r}, which YAML read as {_type_name(bad[0])}: "
                               "option names are text; quote it if it is meant as one")
-        return _plain(dict(value))
+        return dict(value)  # ints keep their text (_IntText): DataConfig keeps a text option's, plain ints the rest
     if origin in (list, List):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} must be a list, for example [text, audio], got "

@@ -8,12 +8,16 @@ one string: ``source_task_kind``).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import collections.abc
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional
 
 from ..registry import Registry
 from .contract import DataBundle
 
-__all__ = ["DATA_SOURCES", "register_data", "create_data", "source_task_kind"]
+__all__ = ["DATA_SOURCES", "register_data", "create_data", "source_task_kind", "option_hints", "text_options"]
 
 DATA_SOURCES: Registry[Callable[..., DataBundle]] = Registry("data source")
 
@@ -44,3 +48,42 @@ def source_task_kind(name: str, **options) -> Optional[str]:
         return tell(**options)
     except (ValueError, TypeError):  # DataFormatError is a ValueError; a missing argument a TypeError
         return None
+
+
+def option_hints(name: str) -> Dict[str, Any]:
+    """The type hints of the options of source ``name``'s loader; ``{}`` for an unknown source, or a
+    plug-in loader whose hints do not resolve here (or a partial)."""
+    if name not in DATA_SOURCES:
+        return {}
+    try:
+        return typing.get_type_hints(DATA_SOURCES.get(name))
+    except (NameError, TypeError):
+        return {}
+
+
+def _is_text(hint: Any) -> bool:
+    """``hint`` takes text alone: ``str``, ``Path``, ``str | Path`` or an Optional of those."""
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    inner = {a for a in typing.get_args(hint) if a is not type(None)} if union else {hint}
+    return bool(inner) and inner <= {str, Path}
+
+
+def text_options(name: str) -> Dict[str, str]:
+    """The options of source ``name``'s loader that hold text (a path or a name): option -> ``"value"``
+    (the option is text, ``label_path``) or ``"values"`` (a mapping whose values are text, GCNet's
+    ``features``). ``DataConfig`` keeps what was written there: YAML reads ``007`` as the int 7.
+
+    Example:
+        >>> text_options("gcnet")["label_path"], text_options("gcnet")["features"]
+        ('value', 'values')
+    """
+    found = {}
+    for key, hint in option_hints(name).items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+        args = typing.get_args(inner[0]) if len(inner) == 1 else ()
+        if key != "return" and _is_text(hint):
+            found[key] = "value"
+        elif len(args) == 2 and typing.get_origin(inner[0]) in (dict, collections.abc.Mapping) and _is_text(args[1]):
+            found[key] = "values"
+    return found

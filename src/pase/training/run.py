@@ -44,7 +44,7 @@ from .. import __version__, code_fingerprint
 from ..config import (Config, ConfigError, apply_overrides, coerce_value, config_difference, first_difference,
                       from_dict, save_config, to_dict)
 from ..data import create_data
-from ..data.registry import DATA_SOURCES
+from ..data.registry import DATA_SOURCES, option_hints
 from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_difference, select_modalities,
                              standardize)
 from ..errors import RunInterrupted
@@ -97,10 +97,7 @@ def _check_data_options(source: str, opts: Dict[str, Any]) -> None:
                 hint = f"; did you mean {_option_key(close[0])}?" if close else ""
                 raise ConfigError(f"{_option_key(key)} is not an option of data source {source!r}{hint}; it takes "
                                   f"{accepted}")
-    try:
-        hints = typing.get_type_hints(loader)
-    except (NameError, TypeError):  # a plug-in loader with hints that do not resolve here, or a partial: unchecked
-        hints = {}
+    hints = option_hints(source)  # {} for a plug-in loader whose hints do not resolve here, or a partial: unchecked
     mods = opts.get("modalities")
     if isinstance(mods, (list, tuple)):  # a second 'a' overwrote the first (synthetic: a torch shape error; mosi_bclstm
         names = [m for m in mods if isinstance(m, str)]  # others: the loader's "must be a list of names"

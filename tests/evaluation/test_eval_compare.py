@@ -885,6 +885,14 @@ def test_a_diagnosis_error_is_kept_when_its_record_cannot_be_written(tmp_path, m
                              r"data.options.seed\? .* \(nothing was written\)$"),
     (["data.options.sizes=abc"], r"^synthetic option 'sizes' must be a list of whole numbers .* got 'abc' "
                                  r"\(nothing was written\)$"),
+    # checks the method, the model and the optimiser made only as each run built them: every run failed after
+    # config.yaml was saved (a review)
+    (["train.loss=foo"], r"^train.loss='foo' is not one of auto, l1, mse \(method late_fusion; nothing was written\)$"),
+    (["train.optimizer=foo"], r"^train.optimizer='foo' is not one of adam, adamw, sgd \(nothing was written\)$"),
+    (["model.encoder=foo"], r"^config key 'model.encoder': unknown encoder 'foo'; valid: lstm, mlp, transformer "
+                            r"\(nothing was written\)$"),
+    (["model.text_encoder=bret"], r"^config key 'model.text_encoder': unknown encoder 'bret'; did you mean 'bert'\? "
+                                  r"valid: bert, lstm, mlp, transformer \(nothing was written\)$"),
 ])
 def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written(tmp_path, sets, match,
                                                                                  runs_about_to_start):
@@ -901,6 +909,23 @@ def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written
     with pytest.raises(Reached):  # the corrected command: every check passed, the runs were about to start
         compare(apply_overrides(Config(), OVERRIDES), ["late_fusion", "pase"], [1111], out, diagnose=False)
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "config.yaml"]
+
+
+def test_a_regression_loss_on_classification_labels_is_refused_before_anything_is_written(tmp_path,
+                                                                                         runs_about_to_start):
+    """train.loss=l1 on a source whose labels are classes (IEMOCAP, told by the label file's name, nothing read)
+    failed every run as its method was built, after config.yaml was saved; Method.check_config, which the
+    method's build runs, is run for every method up front with the kind the source tells."""
+    out = tmp_path / "cmp"
+    sets = ["data.source=gcnet", f"data.options.label_path={tmp_path / 'IEMOCAP_features_raw_4way.pkl'}"]
+    with pytest.raises(ConfigError, match=r"^train.loss='l1' is a regression loss, but this data's targets are "
+                                          r"classification: use train.loss=auto \(cross-entropy\) \(method late_fusion; "
+                                          r"nothing was written\)$"):
+        compare(apply_overrides(Config(), sets + ["train.loss=l1"]), ["late_fusion", "agm"], [1111], out,
+                diagnose=False)
+    assert not out.exists()
+    with pytest.raises(runs_about_to_start):  # the default loss goes ahead (the data is read by the runs)
+        compare(apply_overrides(Config(), sets), ["late_fusion", "agm"], [1111], out, diagnose=False)
 
 
 def test_ogm_ge_with_one_configured_modality_is_refused_before_anything_is_written(tmp_path, runs_about_to_start):

@@ -188,6 +188,24 @@ def test_crossval_refuses_a_binning_the_method_cannot_build_before_any_fold_trai
     assert trained == [tmp_path / "cv" / "fold1", tmp_path / "cv" / "fold2"]
 
 
+@pytest.mark.parametrize("sets, match", [
+    (["method=agm", "train.loss=foo"], r"^train.loss='foo' is not one of auto, l1, mse \(method agm; nothing was "
+                                       r"trained\)$"),
+    (["train.optimizer=foo"], r"^train.optimizer='foo' is not one of adam, adamw, sgd \(nothing was trained\)$"),
+    (["model.encoder=foo"], r"^config key 'model.encoder': unknown encoder 'foo'; .* \(nothing was trained\)$"),
+])
+def test_crossval_refuses_a_setting_the_run_is_built_with_before_any_fold_trains(tmp_path, monkeypatch, sets, match):
+    """A setting the method, the model or the optimiser refused only as each fold's run built them: every fold
+    started and failed. pase compare's check_methods_can_start refuses them before any fold trains."""
+    import pase.evaluation.folds as folds
+    from pase.config import Config, ConfigError, apply_overrides
+
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: pytest.fail("trained"))
+    with pytest.raises(ConfigError, match=match):
+        folds.cross_validate(apply_overrides(Config(), sets), tmp_path / "cv", folds=[1, 2])
+    assert not (tmp_path / "cv").exists()
+
+
 def test_crossval_refuses_a_file_or_somebody_elses_folder(tmp_path, monkeypatch):
     """crossval --out wrote into any folder, replacing a folds_summary.md there, and an existing
     file as --out ended in '[Errno 20] Not a directory'. Nothing is written now."""

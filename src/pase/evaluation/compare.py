@@ -48,9 +48,12 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
+from ..methods.base import METHODS
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
+from ..models.build import check_encoders
 from ..data.registry import DATA_SOURCES, source_task_kind
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
+from ..training.lightning_module import check_optimizer
 from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
                             data_options, load_bundle, load_checkpoint, lock_run, run_files, train,
                             without_data_location, without_locations)
@@ -540,15 +543,30 @@ def check_methods_can_start(cfg: Config, methods: Sequence[str], opts: Dict[str,
                             done: str = "nothing was written") -> None:
     """What would fail every run of one of ``methods`` as it builds the method, told from the configuration
     and the data options ``opts`` alone (no data is read): ``pase.binning`` for PMR (``Config`` checks it
-    for PaSE only, so PMR's saved classification runs load), and ``pase.binning=classes`` for PaSE or PMR on a
-    source that tells it loads regression labels (``source_task_kind``). ``pase compare`` and ``pase
+    for PaSE only, so PMR's saved classification runs load), the encoders' and the optimiser's names
+    (``check_encoders``, ``check_optimizer``), each method's own checks (``Method.check_config``: ``train.loss``,
+    also against the task kind the source tells, and the method's choices), and ``pase.binning=classes`` for
+    PaSE or PMR on a source that tells it loads regression labels (``source_task_kind``). ``pase compare`` and ``pase
     crossval`` call it before anything is written or trained (crossval started its folds and each failed at
     model build: a review); the message ends with ``done``, what the refusal left undone."""
     if "pmr" in methods and cfg.pase.binning not in PASE_CHOICES["binning"]:  # PMR bins regression labels with it
         raise ConfigError(f"pase.binning={cfg.pase.binning!r} is not one of {', '.join(PASE_CHOICES['binning'])} "
                           f"(method pmr bins its labels with it; {done})")
+    kind = source_task_kind(cfg.data.source, **opts)
+    try:  # the checks the method, the model and the optimiser make as a run builds them, where the config tells
+        check_encoders(cfg.model)
+        check_optimizer(cfg.train.optimizer)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{exc.args[0]} ({done})") from None
+    for m in methods:
+        method = METHODS.get(m) if m in METHODS else None  # an unknown name: its runs fail (parse_methods names it)
+        try:
+            if method is not None:
+                method.check_config(dataclasses.replace(cfg, method=m), kind)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (method {m}; {done})") from None
     binned = [m for m in methods if m in ("pase", "pmr")]  # the methods whose prototypes bin labels with it
-    if binned and cfg.pase.binning == "classes" and source_task_kind(cfg.data.source, **opts) == "regression":
+    if binned and cfg.pase.binning == "classes" and kind == "regression":
         valid = ", ".join(b for b in PASE_CHOICES["binning"] if b != "classes")
         raise ConfigError(f"pase.binning='classes' takes the class ids of classification data; data source "
                           f"{cfg.data.source!r} gives continuous labels (regression): bin them with one of {valid} "

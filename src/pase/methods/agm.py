@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -142,13 +142,19 @@ class AGM(Method):
     #: a running average, kept in float32 under half precision (``training.precision.keep_float32_state``)
     FLOAT32_STATE = ("running",)
 
-    def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
-        super().__init__(cfg, task, model)
+    @classmethod
+    def check_config(cls, cfg, task_kind: Optional[str] = None) -> None:
+        """``Method.check_config``, and AGM's running average: its kind and momentum."""
+        super().check_config(cfg, task_kind)
         bc = cfg.baselines
         if bc.agm_average not in AVERAGES:
             raise ValueError(f"baselines.agm_average={bc.agm_average!r} is not one of {', '.join(AVERAGES)}")
         if not 0.0 <= bc.agm_momentum < 1.0:
             raise ValueError(f"baselines.agm_momentum must be in [0, 1), got {bc.agm_momentum}")
+
+    def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
+        super().__init__(cfg, task, model)
+        bc = cfg.baselines
         self.alpha, self.momentum, self.average, self.max_gap = (bc.agm_alpha, bc.agm_momentum,
                                                                  bc.agm_average, bc.agm_max_gap)
         m = len(self.modalities)

@@ -34,6 +34,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..config import PASE_CHOICES
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..ot import ot_alignment_loss_stacked
@@ -112,18 +113,22 @@ class PaSE(Method):
     #: running averages, kept in float32 under half precision (``training.precision.keep_float32_state``)
     FLOAT32_STATE = ("coeffs", "ot_log_u", "ot_err_max")
 
+    @classmethod
+    def check_config(cls, cfg, task_kind: Optional[str] = None) -> None:
+        """``Method.check_config``, and the choices PaSE reads (``pase.config.PASE_CHOICES``: the OT solver
+        and gradient, the SGM target; the gate's inputs are checked by ``GateScorer``, the binning by
+        ``prototype_classes``, which need the model and the task)."""
+        super().check_config(cfg, task_kind)
+        for key in ("ot_solver", "ot_gradient", "sgm_target"):
+            if getattr(cfg.pase, key) not in PASE_CHOICES[key]:
+                raise ValueError(f"pase.{key}={getattr(cfg.pase, key)!r} is not one of {', '.join(PASE_CHOICES[key])}")
+
     def __init__(self, cfg, task: TaskSpec, model: nn.Module) -> None:
         super().__init__(cfg, task, model)
         self.pc = cfg.pase
         self.modalities = list(model.modalities)
         m = len(self.modalities)
         self.num_classes = prototype_classes(task, self.pc.binning)
-        if self.pc.ot_solver not in ("auto", "sinkhorn"):
-            raise ValueError(f"pase.ot_solver={self.pc.ot_solver!r} is not one of auto, sinkhorn")
-        if self.pc.ot_gradient not in ("implicit", "unroll"):
-            raise ValueError(f"pase.ot_gradient={self.pc.ot_gradient!r} is not one of implicit, unroll")
-        if self.pc.sgm_target not in ("grad", "step"):
-            raise ValueError(f"pase.sgm_target={self.pc.sgm_target!r} is not one of grad, step")
         if (self.pc.pcl or self.pc.ot) and model.banks is None:
             raise ValueError("method 'pase' with pcl or ot needs a model with prototype banks (build_model)")
         # one modality: OT, the gate and SGM act between modalities, so only PCL and the task loss train;

@@ -12,7 +12,7 @@ from ..registry import unknown_name_message
 from .encoders import ENCODERS, create_encoder
 from .fusion_model import FusionModel, build_head
 
-__all__ = ["build_model", "encoder_name", "prototype_classes"]
+__all__ = ["build_model", "check_encoders", "encoder_name", "prototype_classes"]
 
 
 def prototype_classes(task: TaskSpec, binning: str) -> int:
@@ -57,10 +57,23 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
         raise ValueError(f"config key {key!r}: encoder 'bert' reads text token ids, but modality {modality!r} holds "
                          f"features; set model.text_encoder=bert (or leave it auto) and {key} to one of "
                          f"{', '.join(ENCODERS.names())}")
-    if name != "bert" and name not in ENCODERS:
+    _check_encoder(key, name)
+    return name
+
+
+def _check_encoder(key: str, name: str) -> None:
+    """KeyError naming ``key`` when ``name`` is no encoder (``bert``: the text's; ``auto``: chosen from the data)."""
+    if name not in ("auto", "bert") and name not in ENCODERS:
         valid = ENCODERS.names() + (["bert"] if key == "model.text_encoder" else [])
         raise KeyError(f"config key {key!r}: " + unknown_name_message("encoder", name, valid))
-    return name
+
+
+def check_encoders(mc) -> None:
+    """``model.encoder`` and ``model.text_encoder`` name encoders there are, told from the configuration
+    alone (``encoder_name`` checks the rest against the data): ``pase compare`` and ``pase crossval`` check
+    them before anything is written (every run failed at model build after config.yaml was saved)."""
+    _check_encoder("model.encoder", mc.encoder)
+    _check_encoder("model.text_encoder", mc.text_encoder)
 
 
 def _encoder(name: str, mc, d_in: int, max_len: int, pretrained: Optional[Dict[str, Any]] = None) -> nn.Module:

@@ -928,6 +928,56 @@ def test_a_regression_loss_on_classification_labels_is_refused_before_anything_i
         compare(apply_overrides(Config(), sets), ["late_fusion", "agm"], [1111], out, diagnose=False)
 
 
+def test_a_second_compare_into_a_running_comparisons_folder_is_refused(tmp_path, monkeypatch, runs_about_to_start):
+    """Two compares started into one --out at once: the second (same configuration, other methods and seeds)
+    replaced the first's compare.json, trained its runs there and wrote its summaries over the first's (a
+    review; reproduced with two pase compare processes). compare holds an exclusive lock on .compare.lock
+    while it runs (and removes the file as it ends): a second one is refused with nothing written, and the
+    lock of a process that ended blocks nothing (the OS released it; its file is taken over)."""
+    import re
+    import subprocess
+    import sys
+
+    Reached = runs_about_to_start
+    out = tmp_path / "cmp"
+    cfg = apply_overrides(Config(), OVERRIDES)
+    second = []
+
+    def first_runs(jobs, workers, progress):  # the first compare, its runs under way: a second one starts
+        if [j.method for j in jobs] != ["late_fusion"]:
+            pytest.fail(f"the second compare wrote {(out / 'compare.json').read_text()} and started its runs")
+        before = (out / "compare.json").read_bytes()
+        with pytest.raises(ConfigError, match=rf"^another pase compare is running in {re.escape(str(out))} \(it "
+                                              rf"holds {re.escape(str(out / '.compare.lock'))}\); wait for it to "
+                                              r"end, or pass another --out \(nothing was written\)$"):
+            compare(cfg, ["agm"], [1112], out, diagnose=False)
+        second.append((out / "compare.json").read_bytes() == before and not (out / "runs").exists()
+                      and (out / ".compare.lock").is_file())
+        raise Reached()
+
+    monkeypatch.setattr(compare_mod, "_run_jobs", first_runs)
+    with pytest.raises(Reached):
+        compare(cfg, ["late_fusion"], [1111], out, diagnose=False)
+    assert second == [True]
+    # a process holding the lock, then gone: refused while it lives, then the comparison goes ahead
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(out / ".compare.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(ConfigError, match=r"^another pase compare is running in "):
+            compare(cfg, ["agm"], [1112], out, diagnose=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    monkeypatch.setattr(compare_mod, "_run_jobs", lambda jobs, workers, progress: second.append("ran"))
+    monkeypatch.setattr(compare_mod, "summarize", lambda *a: {})
+    monkeypatch.setattr("pase.evaluation.report.write_summary", lambda summary, out: None)
+    compare(cfg, ["agm"], [1112], out, diagnose=False)
+    assert second[-1] == "ran" and json.loads((out / "compare.json").read_text())["methods"] == ["agm"]
+    assert not (out / ".compare.lock").exists()  # the dead holder's file was taken over, then removed
+
+
 def test_ogm_ge_with_one_configured_modality_is_refused_before_anything_is_written(tmp_path, runs_about_to_start):
     """With data.modalities=[text] every OGM-GE run failed at its start (it balances two or more), after
     config.yaml was written and late fusion had trained; the corrected command was then refused as

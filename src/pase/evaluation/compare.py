@@ -468,14 +468,58 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
 _FIRST_FILES = ("config.yaml", "compare.json")
 
 
+#: the lock file a running comparison holds in its folder (``_lock_comparison``)
+_LOCK = ".compare.lock"
+
+
+def _lock_comparison(out: Path) -> Optional[int]:
+    """An exclusive advisory lock (``fcntl.flock``) on ``out/.compare.lock``, held while ``compare`` runs (the
+    descriptor, for ``_unlock_comparison``; None where ``fcntl`` is missing). A second ``pase compare`` into
+    the same folder, started while the first ran, replaced the first's compare.json and summaries and
+    trained its runs there (a review); it is refused now, having written nothing. The OS releases the lock
+    when the process ends, so a killed comparison blocks nothing (its file stays, and is taken over)."""
+    path = out / _LOCK
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock
+        return None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
+                              "or pass another --out (nothing was written)") from None
+        try:  # the file may have been removed by the holder that released it: lock the one now there
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _unlock_comparison(out: Path, fd: Optional[int]) -> None:
+    """Remove the lock file, then release the lock: a folder refused or finished holds no file of it
+    (a user's folder refused as "not a comparison's" was left with one)."""
+    if fd is None:
+        return
+    try:
+        (out / _LOCK).unlink()
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _check_comparison_folder(out: Path) -> None:
     """``out`` is new, empty, or a comparison (``compare.json``; or only the ``config.yaml`` a comparison
-    writes first): a comparison writes summary.* and config.yaml, so any other folder is refused."""
+    writes first, and the lock file a killed one left): a comparison writes summary.* and config.yaml, so any other folder is refused."""
     if not out.is_dir() or (out / "compare.json").is_file():
         return
     # a first call killed while writing config.yaml or compare.json leaves that write's partial file: the same
     # command continues (it removes the file before it writes them again)
-    other = sorted(p.name for p in out.iterdir() if p.name != "config.yaml"
+    other = sorted(p.name for p in out.iterdir() if p.name not in ("config.yaml", _LOCK)
                    and not (p.is_file() and is_partial_write(p.name, _FIRST_FILES)))
     if not other:
         return
@@ -790,28 +834,32 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     _check_comparison_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    rewrite = _check_base_config(cfg, out)
-    if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
-        for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
-            kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")
-            if kept is not None and not same_levels(kept, levels):
-                raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
-                                  "the same levels to resume this comparison, or a new --out (nothing was changed)")
-    _check_kept_runs(cfg, out, trains=trains)
-    remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
-    # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
-    # (or one whose every run failed: _check_base_config)
-    if rewrite:
-        save_config(cfg, out / "config.yaml")
-    atomic_write_json(out / "compare.json", {
-        "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
-        "noise_levels": list(levels), "pase_version": __version__})
-    _run_jobs(planned, jobs, progress)
-    from .report import write_summary  # report builds on this module's statistics
+    lock = _lock_comparison(out)  # before config.yaml is read: a second compare here is refused until this one ends
+    try:
+        rewrite = _check_base_config(cfg, out)
+        if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
+            for f in sorted(out.glob("runs/*/seed*/diagnostics.json")):
+                kept = ((_read_json(f) or {}).get("robustness") or {}).get("noise_levels")
+                if kept is not None and not same_levels(kept, levels):
+                    raise ConfigError(f"{f} was diagnosed with --noise-levels {','.join(f'{x:g}' for x in kept)}; pass "
+                                      "the same levels to resume this comparison, or a new --out (nothing was changed)")
+        _check_kept_runs(cfg, out, trains=trains)
+        remove_partial_writes(out, _FIRST_FILES)  # a killed first call's, which _check_comparison_folder let pass
+        # written only now, after every check that may refuse ("nothing was changed" held): new, or the data moved
+        # (or one whose every run failed: _check_base_config)
+        if rewrite:
+            save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "compare.json", {
+            "methods": methods, "seeds": seeds, "reference": reference, "diagnose": diagnose, "alone": alone,
+            "noise_levels": list(levels), "pase_version": __version__})
+        _run_jobs(planned, jobs, progress)
+        from .report import write_summary  # report builds on this module's statistics
 
-    summary = summarize(out, methods, seeds, reference)
-    write_summary(summary, out)
-    return summary
+        summary = summarize(out, methods, seeds, reference)
+        write_summary(summary, out)
+        return summary
+    finally:
+        _unlock_comparison(out, lock)
 
 
 # ---------------------------------------------------------------------------- summary

@@ -182,6 +182,29 @@ def test_one_pair_gives_no_verdict_rather_than_no():
     assert _reduction_table(s, "acc2", block, lambda m, d: "x")[0]["rows"] == [["pase", "x n/a n/a"]]
 
 
+def test_a_zero_spread_difference_gets_no_verdict():
+    """Every seed's difference the same: the interval is a point, so the paired table says 'n/a (SD 0)'
+    rather than 'yes', and the deficit-reduction table rather than 'increases' (review: 'pase -0.0333 ±
+    0.0000 [-0.0333, -0.0333] increases'). Also for a summary written before paired_difference knew."""
+    from pase.evaluation.compare import describe, paired_difference
+    from pase.evaluation.report import _metric_tables, _reduction_table
+
+    tied = paired_difference({1: 0.55, 2: 0.45}, {1: 0.50, 2: 0.40})
+    s = {"reported": ["pase"], "metrics": ["Has0_acc_2"], "level": 0.95, "reference": "late_fusion",
+         "stats": {"pase": {"Has0_acc_2": describe([0.55, 0.45])}}, "higher_is_better": {"Has0_acc_2": True},
+         "paired": {"pase": {"Has0_acc_2": tied}}}
+    assert _metric_tables(s)[2]["rows"][0][-1] == "n/a (SD 0)"
+    old = dict(tied, excludes_zero=True)  # an older summary.json: no sd_zero, excludes_zero True
+    del old["sd_zero"]
+    s["paired"]["pase"]["Has0_acc_2"] = old
+    assert _metric_tables(s)[2]["rows"][0][-1] == "n/a (SD 0)"
+    point = describe([-4 / 120, -4 / 120])
+    block = {"alone": {"text": describe([0.6, 0.6])},
+             "deficit_reduction": {"pase": {"text": dict(point, excludes_zero=True)}}}
+    cell = _reduction_table(s, "acc2", block, lambda m, d: "x")[0]["rows"][0][1]
+    assert cell.endswith("n/a (SD 0)") and "increases" not in cell
+
+
 def test_diagnostic_cells_over_fewer_seeds_than_the_runs_say_so():
     """A text probe NaN for one of 4 seeds showed '0.5469' with no n in the diagnostics tables,
     unlike the test-metric table (review)."""

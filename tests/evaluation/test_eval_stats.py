@@ -67,6 +67,17 @@ def test_paired_difference_matches_numpy():
     assert paired_difference({1: 0.5, 2: 0.6}, {1: 0.6, 2: 0.5})["excludes_zero"] is False
 
 
+def test_a_zero_spread_difference_is_no_evidence():
+    """Every seed's difference the same (two tied seeds; -4/120 on both): the SD is 0 (or ~1e-17 from
+    rounding), the t-interval a point, and it was called significant (review)."""
+    d = paired_difference({1: 0.55, 2: 0.45}, {1: 0.50, 2: 0.40})
+    assert d["sd"] < 1e-12 and d["excludes_zero"] is False and d["sd_zero"] is True
+    same = paired_difference({1: 64 / 120, 2: 60 / 120, 3: 72 / 120}, {1: 68 / 120, 2: 64 / 120, 3: 76 / 120})
+    assert same["excludes_zero"] is False and same["sd_zero"] is True
+    spread = paired_difference({1: 0.55, 2: 0.46, 3: 0.50}, {1: 0.50, 2: 0.40, 3: 0.45})  # d = .05, .06, .05
+    assert spread["excludes_zero"] is True and spread["sd_zero"] is False
+
+
 def test_parse_seeds():
     assert parse_seeds("5") == [1111, 1112, 1113, 1114, 1115]
     assert parse_seeds(2) == [1111, 1112]

@@ -18,7 +18,8 @@ Statistics (``describe``, ``paired_difference``): over the n seeds of a method, 
 sample standard deviation s (n - 1 denominator) and the 95% t-interval
 mean +- t_{0.975, n-1} s / sqrt(n); against the reference method, the same for the per-seed
 differences d_s = metric(method, s) - metric(reference, s) (a paired t-interval; "excludes 0"
-means the difference is significant at the 5% level, two-sided, without multiplicity correction).
+means the difference is significant at the 5% level, two-sided, without multiplicity correction;
+never when the differences are all equal, SD 0, which is no evidence and reads "n/a (SD 0)").
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_met
 from .shapley_report import diagnose, read_csv
 
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
-           "paired_difference", "main_metrics", "compare", "summarize", "check_methods_can_start"]
+           "paired_difference", "sd_is_zero", "main_metrics", "compare", "summarize", "check_methods_can_start"]
 
 log = logging.getLogger("pase")
 MMSA_FIRST_SEED = 1111  # MMSA's seeds 1111, 1112, ...
@@ -170,11 +171,31 @@ def describe(values: Sequence[float], level: float = 0.95) -> Dict[str, float]:
     return {"n": n, "mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
 
 
+SD_ZERO_EPS = 1e-9  # an SD this small relative to max(1, |mean|) is 0 to rounding
+
+
+def sd_is_zero(d: Dict[str, Any]) -> bool:
+    """Whether the finite SD of ``describe``'s ``d`` is 0 to rounding: every value the same.
+
+    >>> sd_is_zero({"mean": 0.05, "sd": 3.9e-17}), sd_is_zero({"mean": 0.05, "sd": 0.01})
+    (True, False)
+    """
+    sd, mean = d.get("sd", math.nan), d.get("mean", math.nan)
+    return bool(math.isfinite(sd) and math.isfinite(mean) and sd <= SD_ZERO_EPS * max(1.0, abs(mean)))
+
+
 def paired_difference(a: Dict[int, float], b: Dict[int, float], level: float = 0.95) -> Dict[str, Any]:
-    """``describe`` of a[s] - b[s] over the seeds s both have; adds ``excludes_zero``."""
+    """``describe`` of a[s] - b[s] over the seeds s both have; adds ``excludes_zero`` and ``sd_zero``.
+
+    Every pair differing by the same amount (SD 0 to rounding: two tied seeds, accuracies on a small
+    test split) collapses the t-interval to a point; that is no evidence, so ``excludes_zero`` is
+    False there and ``sd_zero`` True (the report says "n/a (SD 0)").
+    """
     seeds = sorted(set(a) & set(b))
     d = describe([a[s] - b[s] for s in seeds], level)
-    d["excludes_zero"] = bool(math.isfinite(d["ci_low"]) and (d["ci_low"] > 0 or d["ci_high"] < 0))
+    d["sd_zero"] = sd_is_zero(d)
+    d["excludes_zero"] = bool(math.isfinite(d["ci_low"]) and not d["sd_zero"]
+                              and (d["ci_low"] > 0 or d["ci_high"] < 0))
     return d
 
 

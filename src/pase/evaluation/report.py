@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from ..config import ConfigError
 from ..data.contract import sort_modalities
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, user_path
-from .compare import describe, summarize
+from .compare import describe, sd_is_zero, summarize
 from .shapley_report import read_csv, write_csv
 
 __all__ = ["summary_tables", "summary_markdown", "write_summary", "report"]
@@ -93,14 +93,16 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
     for m, per in ((m, paired[m]) for m in methods if m in paired):
         for k, d in per.items():
             better = (d["mean"] > 0) == s["higher_is_better"].get(k, True)
-            verdict = ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else \
-                "no" if _has_ci(d) else "n/a"  # one pair: no interval, so no verdict either way
+            verdict = ("n/a" if not _has_ci(d)  # one pair: no interval, so no verdict either way
+                       else "n/a (SD 0)" if sd_is_zero(d)  # every pair differs the same: the interval is a point
+                       else ("yes, " + ("better" if better else "worse")) if d["excludes_zero"] else "no")
             rows.append([m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d), verdict])
     if rows:  # no compared method with a finished run: no table of empty rows
         tables.append({"title": f"Paired differences against {s['reference']} (same seed)",
                        "note": f"d = metric(method) - metric({s['reference']}) per seed; {level}% paired t-interval. "
                                "'yes' when the interval excludes 0 (no multiplicity correction); 'n/a' with one "
-                               "pair (no interval).",
+                               "pair (no interval); 'n/a (SD 0)' when every pair differs by the same amount "
+                               "(the interval is a point: no evidence).",
                        "headers": ["method", "metric", "pairs", "mean d", "SD d", f"{level}% CI", "excludes 0"],
                        "rows": rows})
     return tables
@@ -185,6 +187,8 @@ def _has_ci(d: Dict[str, Any]) -> bool:
 def _verdict(d: Dict[str, Any]) -> str:
     if not _has_ci(d):  # one seed (or none): no interval to judge by
         return "n/a"
+    if sd_is_zero(d):  # every seed's difference the same: the interval is a point, no evidence
+        return "n/a (SD 0)"
     if not d.get("excludes_zero"):
         return "no evidence"
     return "reduces" if d["mean"] > 0 else "increases"
@@ -200,8 +204,8 @@ def _reduction_table(s: Dict[str, Any], metric: str, block: Dict[str, Any], pm: 
     return [{"title": f"Does a method reduce the probe deficit of {s['reference']}? ({metric})",
              "note": f"deficit({s['reference']}) - deficit(method) = probe(method) - probe({s['reference']}), paired "
                      f"by seed, mean ± SD and {level}% t-interval; 'reduces' / 'increases' when the interval "
-                     "excludes 0 (no multiplicity correction), 'n/a' with one seed (no interval), else "
-                     "'no evidence'.",
+                     "excludes 0 (no multiplicity correction), 'n/a' with one seed (no interval), 'n/a (SD 0)' "
+                     "when every seed's difference is the same (the interval is a point), else 'no evidence'.",
              "headers": ["method"] + mods,
              "rows": [[m] + [f"{pm(m, red[m][mod])} {_ci(red[m][mod])} {_verdict(red[m][mod])}" for mod in mods]
                       for m in red]}]

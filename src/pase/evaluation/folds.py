@@ -56,7 +56,7 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
         raise ConfigError("no folds to train; pass --folds, for example 1,2,3,4,5")
     if len(set(folds)) != len(list(folds)):
         raise ConfigError(f"--folds {','.join(map(str, folds))} names a fold twice; name each once "
-                          f"(nothing was trained){READ_CHANGED}")
+                          "(nothing was trained)")
     if seeds is not None and (not list(seeds) or len(set(seeds)) != len(list(seeds))):
         raise ConfigError(f"--seeds {list(seeds)} must name at least one seed, each once")
     check_one_process(cfg, "pase crossval", "train one fold on several devices with pase train and "
@@ -149,7 +149,7 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
                 what = "" if (run / "metrics.json").is_file() else " (interrupted; its checkpoints/last.ckpt)"
                 raise ConfigError(f"{run} holds fold {f}{what} trained on other data than the configuration gives "
                                   f"now ({why}); point the data options at the folds' data, or pass a new --out "
-                                  "(nothing was trained)")
+                                  f"(nothing was trained){READ_CHANGED}")
 
 
 def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, set]

@@ -120,22 +120,37 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 _NULLS = ("null", "Null", "NULL", "~")
 
 
+def _feature_pairs(flag: str, earlier: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
+    """One ``--features`` value as modality -> folder (None: left out); a modality named twice, in this
+    value or in an ``earlier`` one, is refused rather than the first silently dropped."""
+    pairs = [x.split("=", 1) for x in flag.split(",") if x.strip()]
+    if not pairs or any(len(kv) != 2 or not kv[0].strip() for kv in pairs):
+        raise ValueError(f"--features {flag!r} is not MODALITY=FOLDER pairs, for example "
+                         "--features audio=wav2vec-large-c-UTT,text=deberta-large-4-UTT (vision=null leaves "
+                         "vision out)")
+    empty = next((k.strip() for k, v in pairs if not v.strip()), None)
+    if empty is not None:
+        raise ValueError(f"--features {flag!r}: modality {empty!r} has no folder name; name its "
+                         f"folder, or {empty}=null to leave it out")
+    out: Dict[str, Optional[str]] = {}
+    for k, v in pairs:
+        k = k.strip()
+        if k in out or k in earlier:
+            raise ValueError(f"--features names modality {k!r} twice; name each modality once (one --features "
+                             "flag, or several naming different modalities)")
+        # null leaves a modality out, as data.options.features.<m>: null does (the YAML spellings of null)
+        out[k] = None if v.strip() in _NULLS else v.strip()
+    return out
+
+
 def _cmd_data_inspect(args: argparse.Namespace) -> int:
     from .data.inspect import inspect_path
 
     features = None
-    if args.features:
-        pairs = [x.split("=", 1) for x in args.features.split(",") if x.strip()]
-        if not pairs or any(len(kv) != 2 or not kv[0].strip() for kv in pairs):
-            raise ValueError(f"--features {args.features!r} is not MODALITY=FOLDER pairs, for example "
-                             "--features audio=wav2vec-large-c-UTT,text=deberta-large-4-UTT (vision=null leaves "
-                             "vision out)")
-        empty = next((k.strip() for k, v in pairs if not v.strip()), None)
-        if empty is not None:
-            raise ValueError(f"--features {args.features!r}: modality {empty!r} has no folder name; name its "
-                             f"folder, or {empty}=null to leave it out")
-        # null leaves a modality out, as data.options.features.<m>: null does (the YAML spellings of null)
-        features = {k.strip(): (None if v.strip() in _NULLS else v.strip()) for k, v in pairs}
+    if args.features:  # the flag may be repeated, as --set is: its pairs are merged
+        features = {}
+        for flag in args.features:
+            features.update(_feature_pairs(flag, features))
     report = inspect_path(args.path, dataset=args.dataset, feature_root=args.feature_root, features=features)
     print(report.text)
     if report.ok:
@@ -185,9 +200,9 @@ def _parser() -> argparse.ArgumentParser:
     di.add_argument("--feature-root", default=None,
                     help="GCNet / MoMKE: the features folder (default: <label folder>/features), as "
                          "data.options.feature_root")
-    di.add_argument("--features", default=None, metavar="MODALITY=FOLDER,...",
+    di.add_argument("--features", action="append", default=None, metavar="MODALITY=FOLDER,...",
                     help="GCNet / MoMKE: feature folder names other than the defaults, as data.options.features "
-                         "(MODALITY=null leaves a modality out)")
+                         "(MODALITY=null leaves a modality out); may be repeated, each modality named once")
     di.set_defaults(fn=_cmd_data_inspect)
     _register_extra(sub)
     return p

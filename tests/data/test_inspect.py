@@ -129,6 +129,20 @@ def test_gcnet_without_a_modality_folder_is_inspected_with_that_modality_left_ou
         "leave it out" in capsys.readouterr().err
 
 
+def test_repeated_features_flags_are_merged_and_a_modality_named_twice_is_refused(tmp_path, capsys):
+    """--features vision=null --features audio=null read as the last flag alone: vision was read, with
+    'no problems found' (review); vision=null,vision=manet_UTT kept the last silently."""
+    from pase.cli import main
+
+    path = write_gcnet(tmp_path, "iemocap4")
+    assert main(["data", "inspect", str(path), "--features", "vision=null", "--features", "audio=null"]) == 0
+    assert "widths {'text': 1024}" in capsys.readouterr().out  # both left out
+    for args in (["--features", "vision=null,vision=manet_UTT"], ["--features", "vision=null", "--features",
+                                                                   "audio=null,vision=manet_UTT"]):
+        assert main(["data", "inspect", str(path)] + args) == 2
+        assert "--features names modality 'vision' twice" in capsys.readouterr().err
+
+
 def test_gcnet_missing_npy_is_a_problem(tmp_path):
     path = write_gcnet(tmp_path, "iemocap4")
     next((path.parent / "features" / "deberta-large-4-UTT").glob("*.npy")).unlink()

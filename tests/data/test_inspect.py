@@ -73,9 +73,17 @@ def test_gcnet_labels_only_when_features_are_absent(tmp_path):
     report = inspect_path(path)
     assert report.ok and f"features not checked: {path.parent / 'features'} does not exist" in report.text
     assert "valid: 1 videos" in report.text
+    # a --feature-root the user named that is no folder is a problem (exit 1), not a note with "no problems
+    # found"; --features is checked all the same (review)
     (tmp_path / "feats.txt").write_text("x")
     report = inspect_path(path, feature_root=tmp_path / "feats.txt")
-    assert f"features not checked: {tmp_path / 'feats.txt'} is a file, not a folder" in report.text
+    assert not report.ok and report.problems == [f"--feature-root {tmp_path / 'feats.txt'} is a file, not a folder; "
+                                                 "the features were not checked: pass the folder that holds the "
+                                                 "feature folders (as data.options.feature_root)"]
+    report = inspect_path(path, feature_root=tmp_path / "absent")
+    assert not report.ok and f"--feature-root {tmp_path / 'absent'} does not exist" in report.problems[0]
+    report = inspect_path(path, features={"visoin": None, "text": None})
+    assert not report.ok and "unknown modality 'visoin'" in report.problems[0], report.problems
 
 
 def test_gcnet_folders_with_other_names_are_inspected_through_the_command(tmp_path, capsys):
@@ -127,6 +135,16 @@ def test_gcnet_without_a_modality_folder_is_inspected_with_that_modality_left_ou
     assert main(["data", "inspect", str(path), "--features", "vision="]) == 2
     assert "--features 'vision=': modality 'vision' has no folder name; name its folder, or vision=null to " \
         "leave it out" in capsys.readouterr().err
+
+
+def test_a_feature_root_that_is_no_folder_fails_the_command(tmp_path, capsys):
+    from pase.cli import main
+
+    path = write_gcnet(tmp_path, "mosi")
+    assert main(["data", "inspect", str(path), "--feature-root", str(tmp_path / "nonexist")]) == 1
+    captured = capsys.readouterr()
+    assert f"pase: error: --feature-root {tmp_path / 'nonexist'} does not exist" in captured.err
+    assert "no problems found" not in captured.out
 
 
 def test_repeated_features_flags_are_merged_and_a_modality_named_twice_is_refused(tmp_path, capsys):

@@ -297,12 +297,18 @@ def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[st
             _describe_gcnet(raw, p.name, report)
             root = Path(feature_root) if feature_root else p.parent / "features"
             if not root.is_dir():
+                gcnet._feature_folders(features)  # --features is checked even when no feature is read (review)
                 t = gcnet._read_labels(raw, p.name)
                 ds = _dataset(dataset, p, gcnet._NAME_PATTERNS, gcnet.GCNET_DATASETS)
                 for s, vids in gcnet._split_vids(t, ds, None, 0.1, 0).items():
                     gcnet._labels_of(t, vids, ds, s)
                 why = "is a file, not a folder" if root.exists() else "does not exist"
-                report.lines.append(f"  features not checked: {root} {why} (pass the features folder as feature_root)")
+                if feature_root:  # a folder the user named: a clean report would pass a check never made (review)
+                    report.problems.append(f"--feature-root {root} {why}; the features were not checked: pass the "
+                                           "folder that holds the feature folders (as data.options.feature_root)")
+                else:  # no default features/ folder: a labels-only check, as before
+                    report.lines.append(f"  features not checked: {root} {why} "
+                                        "(pass the features folder as feature_root)")
                 return report
             bundle = gcnet.load_gcnet(p, root, features=features,
                                       dataset=_dataset(dataset, p, gcnet._NAME_PATTERNS, gcnet.GCNET_DATASETS))

@@ -252,6 +252,20 @@ def test_mosi_uses_val_vids(tmp_path):
     assert "valVids" in bundle.info["split_rule"]
 
 
+def test_options_a_pickle_with_valvids_ignores_are_named_in_a_warning(tmp_path, caplog):
+    """valid_fraction / seed carve validation only from a pickle without valVids; with valVids they were
+    ignored without a word (review)."""
+    path = write_gcnet(tmp_path, "mosi")
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        default = _load(path)
+    assert "ignored" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        given = _load(path, valid_fraction=0.5, seed=7)
+    assert given.splits["valid"].ids == default.splits["valid"].ids  # the pickle's valVids, as documented
+    assert "data.options valid_fraction=0.5 and seed=7 ignored: the validation split is the pickle's valVids" \
+        in caplog.text
+
+
 def test_leave_one_session_out(tmp_path):
     path = write_gcnet(tmp_path, "iemocap4", videos_per_session=3)
     folds = list(iemocap_folds(path, path.parent / "features"))

@@ -550,6 +550,18 @@ def test_compare_names_an_unknown_method_before_anything_trains(tmp_path, capsys
     assert not (tmp_path / "cmp").exists()
 
 
+@pytest.mark.parametrize("item, flag", [("method=pase", "--methods"), ("train.seed=5", "--seeds")])
+def test_compare_refuses_a_set_it_would_override_in_every_run(tmp_path, capsys, monkeypatch, item, flag):
+    """--set method=pase / train.seed=5 were overridden in every run without a word, yet the comparison's
+    config.yaml recorded them (review)."""
+    monkeypatch.setattr(compare_mod, "compare", lambda *a, **k: pytest.fail("the comparison started"))
+    args = ["compare", "--methods", "late_fusion", "--seeds", "1", "--out", str(tmp_path / "cmp"), "--set", item]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pase: error: --set {item}: pase compare sets {item.split('=')[0]} itself in every run")
+    assert f"choose it with {flag} (nothing was written)" in err and not (tmp_path / "cmp").exists()
+
+
 def test_the_command_line_is_parsed_without_importing_torch():
     """Building the parser imported pase.evaluation.compare for two defaults, and with it torch,
     Lightning, scipy and matplotlib: `pase --help` took seconds, and Ctrl-C in that window gave a

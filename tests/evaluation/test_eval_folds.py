@@ -72,6 +72,20 @@ def test_crossval_trains_each_fold_and_reports_the_mean(tmp_path, capsys):
     assert (tmp_path / "cv" / "fold1" / "metrics.json").stat().st_mtime_ns == before
 
 
+def test_crossval_refuses_a_fold_set_with_set(tmp_path, monkeypatch, capsys):
+    """--set data.options.fold=3 --folds 1 trained fold 1 with no note (review)."""
+    import pase.evaluation.folds as folds
+
+    monkeypatch.setattr(folds, "cross_validate", lambda *a, **k: pytest.fail("the cross-validation started"))
+    args = ["crossval", "--folds", "1", "--out", str(tmp_path / "cv"), "--set", "data.source=gcnet",
+            "--set", "data.options.fold=3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pase: error: --set data.options.fold=3: pase crossval sets data.options.fold itself in "
+                          "every run") and "choose it with --folds (nothing was written)" in err
+    assert not (tmp_path / "cv").exists()
+
+
 def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch):
     """Corr of a constant prediction is NaN in one fold: the mean is over the others, with n."""
     import math

@@ -429,6 +429,12 @@ def _bundle(t: _Labels, feats: Dict[str, np.ndarray], row: Dict[str, int], datas
     from_pickle = bool(t.valid) and set(parts["valid"]) <= set(t.valid)  # a fold may drop them all
     rule += (("; valid: the pickle's valVids" + (" outside the test session" if fold is not None else ""))
              if from_pickle else f"; valid: {fraction:g} of training dialogues (seed {seed})")
+    ignored = [f"{k}={v!r}" for k, v, default in (("valid_fraction", fraction, 0.1), ("seed", seed, 0))
+               if v != default]
+    if from_pickle and ignored:  # they carve validation only from a pickle without valVids: said, not silent (review)
+        LOGGER.warning("%s: data.options %s ignored: the validation split is the pickle's valVids%s; these options "
+                       "carve one only from a pickle without valVids", t.file, " and ".join(ignored),
+                       f" outside test session {fold}" if fold is not None else "")
     check_disjoint_splits(splits, t.file)
     return DataBundle(name=f"{dataset}_gcnet", task=task, splits=splits,
                       info={**info, "fold": fold, "split_rule": rule})

@@ -15,7 +15,7 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from ..config import ConfigError
 
@@ -34,6 +34,16 @@ def _levels(text: str) -> List[float]:
     return unique_levels(levels)
 
 
+def _refuse_overridden_sets(command: str, sets: List[str], flags: Dict[str, str]) -> None:
+    """Refuse a ``--set KEY=...`` whose KEY (in ``flags``: key -> the flag that chooses it) the command
+    sets itself in every run: it was accepted and silently overridden (review)."""
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if key in flags:
+            raise ConfigError(f"--set {item}: pase {command} sets {key} itself in every run, so this value would "
+                              f"be overridden; choose it with {flags[key]} (nothing was written)")
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ..config import ConfigError, load_config
     from ..errors import RunInterrupted
@@ -42,6 +52,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare, parse_methods
     from .report import summary_tables
 
+    _refuse_overridden_sets("compare", args.set, {"method": "--methods", "train.seed": "--seeds"})
     cfg = load_config(args.config, args.set)
     for name in parse_methods(args.methods):  # before any run trains (the API runs the others, then fails)
         if name not in METHODS:
@@ -129,6 +140,7 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     from ..config import load_config
     from .folds import cross_validate
 
+    _refuse_overridden_sets("crossval", args.set, {"data.options.fold": "--folds"})
     try:
         folds = [int(f) for f in args.folds.split(",") if f.strip()]
     except ValueError:

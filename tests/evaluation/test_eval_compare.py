@@ -994,6 +994,24 @@ def test_ogm_ge_with_one_configured_modality_is_refused_before_anything_is_writt
         compare(one, ["late_fusion"], [1111], out, diagnose=False)
 
 
+@pytest.mark.parametrize("sets, one", [
+    (["data.source=mosi_bclstm", "data.options.modalities=[text]"], "text"),
+    (["data.source=gcnet", "data.options.label_path=nowhere/CMUMOSI_features_raw_2way.pkl",
+      "data.options.features.audio=null", "data.options.features.vision=null"], "text"),
+    (["data.source=gcnet", "data.options.label_path=nowhere/IEMOCAP_features_raw_4way.pkl",
+      "data.options.features.text=null", "data.options.features.vision=null"], "audio")])
+def test_ogm_ge_with_one_modality_chosen_by_the_data_options_is_refused_up_front(tmp_path, sets, one):
+    """data.options.modalities (load_bundle's other way to choose modalities) or a GCNet features map leaving
+    one modality: late fusion trained, then every OGM-GE run failed at its start (review). Told from the
+    configuration, without reading any data (the data files here do not exist)."""
+    out = tmp_path / "cmp"
+    cfg = apply_overrides(Config(), [o for o in OVERRIDES if not o.startswith("data.")] + sets)
+    with pytest.raises(ConfigError, match=rf"^method=ogm_ge balances two or more modalities; this data has one "
+                                          rf"\({one}\): use method=late_fusion \(nothing was written\)$"):
+        compare(cfg, ["late_fusion", "ogm_ge"], [1111], out, diagnose=False)
+    assert not out.exists()
+
+
 def test_a_comparison_whose_every_run_failed_takes_the_corrected_configuration(tmp_path, caplog):
     """A data option a loader refuses as it loads (data.options.seed=-1) fails every run after config.yaml
     is saved (it needs the data, which compare does not load before its runs); the corrected command was

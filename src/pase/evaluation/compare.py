@@ -594,11 +594,12 @@ def _check_runs_can_start(cfg: Config, methods: List[str], trains: bool = True) 
             check(**opts)
         except ValueError as exc:
             raise ConfigError(f"{exc} (nothing was written)") from None
-    if trains and "ogm_ge" in methods and cfg.data.modalities is not None:
+    chosen = _chosen_modalities(cfg, opts) if trains and "ogm_ge" in methods else None
+    if chosen is not None:
         # every OGM-GE run failed at its start, after config.yaml was written and the methods before it trained
-        # (a review); without data.modalities the data's own modalities are known only once it loads
+        # (a review); when the configuration does not choose them, the data's modalities are known only once it loads
         try:
-            check_ogm_modalities(cfg.data.modalities)
+            check_ogm_modalities(chosen)
         except ValueError as exc:
             raise ConfigError(f"{exc} (nothing was written)") from None
     check_methods_can_start(cfg, methods, opts)
@@ -637,6 +638,23 @@ def check_methods_can_start(cfg: Config, methods: Sequence[str], opts: Dict[str,
                           f"{cfg.data.source!r} gives continuous labels (regression): bin them with one of {valid} "
                           f"({'methods' if len(binned) > 1 else 'method'} {', '.join(binned)} "
                           f"bin{'' if len(binned) > 1 else 's'} its labels with it; {done})")
+
+
+def _chosen_modalities(cfg: Config, opts: Dict[str, Any]) -> Optional[List[str]]:
+    """The modalities the configuration chooses, told without loading data (None where only the data
+    tells): ``data.modalities``, else ``data.options.modalities`` (``load_bundle``'s other way), else for
+    ``gcnet`` the modalities its ``features`` map does not leave out (null). OGM-GE's one-modality refusal
+    met the last two only in its runs, after the other methods trained (review)."""
+    if cfg.data.modalities is not None:
+        return list(cfg.data.modalities)
+    if opts.get("modalities") is not None:
+        mods = opts["modalities"]
+        return [mods] if isinstance(mods, str) else list(mods)
+    if cfg.data.source == "gcnet" and isinstance(opts.get("features"), dict):
+        from ..data.gcnet import DEFAULT_FEATURES
+
+        return [m for m, folder in {**DEFAULT_FEATURES, **opts["features"]}.items() if folder is not None]
+    return None
 
 
 def _check_base_config(cfg: Config, out: Path) -> bool:

@@ -240,23 +240,35 @@ def main(argv) -> int:
     from results_tables import variant_folder  # sibling scripts; run_one stays importable without them
     from variants import _configs, check_run, check_shared
 
-    if argv[:1] == ["--table"]:
-        print(table(Path(argv[1])))
-        if argv[2:3] == ["--plot"]:
-            rows = curves(Path(argv[1]))
+    p = argparse.ArgumentParser(
+        prog="selection_gap.py", description=__doc__.split("\n")[0],
+        usage="%(prog)s CONFIG|- OUT VARIANTS SEEDS [KEY=VALUE ...]\n       %(prog)s --table OUT [--plot FIGURE.png]")
+    p.add_argument("config", nargs="?", help="train: YAML config, or - for the built-in benchmark")
+    p.add_argument("out", nargs="?", type=Path, help="train: the folder of the runs (OUT/runs/<variant>/seed<seed>)")
+    p.add_argument("variants", nargs="?", help="train: comma list of variants, as benchmarks/variants.py takes")
+    p.add_argument("seeds", nargs="?", help="train: comma list of training seeds")
+    p.add_argument("sets", nargs="*", metavar="KEY=VALUE", help="train: overrides shared by every variant")
+    p.add_argument("--table", type=Path, metavar="OUT", help="print the table of the runs in OUT (trains nothing)")
+    p.add_argument("--plot", type=Path, metavar="FIGURE.png",
+                   help="with --table: also draw the curves by epoch into FIGURE.png (and FIGURE.csv); exit 1 when "
+                        "OUT holds no finished run")
+    a = p.parse_args(argv)  # an unknown flag (--plott) or a missing value (--table alone) is an error, exit 2
+    if a.table is not None:
+        if a.config is not None:
+            p.error(f"--table reads runs, it trains nothing: it takes no CONFIG OUT VARIANTS SEEDS (got {a.config!r})")
+        print(table(a.table))
+        if a.plot is not None:
+            rows = curves(a.table)
             if not rows:  # an empty figure and a header-less CSV would read as a result (a review: IndexError)
-                print(f"selection_gap.py: no finished run in {argv[1]} (no runs/<variant>/seed*/test_curve.json): "
-                      f"nothing to plot, {argv[3]} not written", file=sys.stderr)
+                print(f"selection_gap.py: no finished run in {a.table} (no runs/<variant>/seed*/test_curve.json): "
+                      f"nothing to plot, {a.plot} not written", file=sys.stderr)
                 return 1
-            plot(rows, Path(argv[3]))
+            plot(rows, a.plot)
         return 0
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("config")
-    p.add_argument("out", type=Path)
-    p.add_argument("variants")
-    p.add_argument("seeds")
-    p.add_argument("sets", nargs="*")
-    a = p.parse_args(argv)
+    if a.plot is not None:
+        p.error("--plot draws the runs of --table OUT: pass --table OUT --plot FIGURE.png")
+    if a.seeds is None:
+        p.error("CONFIG|- OUT VARIANTS SEEDS are required to train (or --table OUT to read runs)")
     try:
         seeds = [int(s) for s in a.seeds.split(",")]
     except ValueError:

@@ -117,3 +117,30 @@ def test_plot_of_a_folder_without_finished_runs_says_so_and_writes_nothing(tmp_p
         assert not png.exists() and not png.with_suffix(".csv").exists()
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_the_command_line_is_argparse_refusing_unknown_flags_and_listing_every_one(tmp_path, capsys):
+    """argv was read by hand: --table OUT --plot (no figure) and --table alone raised IndexError,
+    --plott x.png printed the table with exit 0, and --help listed only the training arguments (review)."""
+    import sys
+
+    sg = _module()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        out = tmp_path / "sg"
+        out.mkdir()
+        for argv in (["--table", str(out), "--plot"], ["--table"], ["--table", str(out), "--plott", "x.png"],
+                     ["--table", str(out), "-", str(out), "late_fusion", "1111"], ["--plot", "x.png"],
+                     ["-", str(out)]):
+            with pytest.raises(SystemExit) as e:
+                sg.main(argv)
+            assert e.value.code == 2, argv
+            assert "selection_gap.py: error: " in capsys.readouterr().err, argv
+        with pytest.raises(SystemExit) as e:
+            sg.main(["--help"])
+        assert e.value.code == 0
+        usage = capsys.readouterr().out
+        assert all(flag in usage for flag in ("--table OUT", "--plot FIGURE.png", "KEY=VALUE", "seeds"))
+        assert sg.main(["--table", str(out)]) == 0 and "| variant |" in capsys.readouterr().out
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))

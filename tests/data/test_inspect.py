@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from pase.data import create_data
 from pase.data.inspect import detect_format, inspect_path
 
 from .writers import write_gcnet, write_mmsa, write_mosi_bclstm, write_mult
@@ -280,6 +281,18 @@ def test_a_mosi_bclstm_folder_is_loaded_and_described(tmp_path, untouched):
     assert report.ok and report.format == "mosi_bclstm", report.text
     assert f"7 files match SHA256SUMS; load with --set data.source=mosi_bclstm --set data.path={mosi}" in report.text
     assert "train 9 / valid 3 / test 6" in report.text
+    # each split described as a pickle's is (docs/data.md: "described the same way"; it printed none: a review)
+    bundle = create_data("mosi_bclstm", path=str(mosi))
+    lines = report.text.splitlines()
+    for s in ("train", "valid", "test"):
+        ds = bundle.splits[s]
+        at = lines.index(f"  split {s!r}: {len(ds)} samples")
+        y = ds.target.numpy()
+        for i, m in enumerate(ds.modalities):
+            assert lines[at + 1 + i].split()[:1] == [m] and str(tuple(ds.features[m].shape)) in lines[at + 1 + i]
+        stats = lines[at + 2 + len(ds.modalities)]
+        assert stats.startswith("    labels: min") and (f"(negative {(y < 0).sum()} / zero {(y == 0).sum()} / "
+                                                        f"positive {(y > 0).sum()})") in stats, stats
     assert inspect_path(mosi, dataset="MOSI").ok  # the one dataset it holds, in any case, as the loaders take it
     bad = write_mosi_bclstm(tmp_path / "bad", edit={"mosi_index.csv": lambda t: t.replace("bclstm_split", "x", 1)})
     report = inspect_path(bad)

@@ -162,6 +162,18 @@ def _describe_gcnet(raw: object, name: str, report: InspectReport) -> Optional[o
     return t
 
 
+def _describe_bundle(bundle, report: InspectReport) -> None:
+    """Each split of a loaded bundle as ``_describe_splits`` describes a pickle's: its sample count, every
+    modality's features (shape, dtype, NaN / inf counts) and the label statistics (a mosi-bclstm folder)."""
+    for s in SPLITS:
+        ds = bundle.splits[s]
+        report.lines.append(f"  split {s!r}: {len(ds)} samples")
+        for m in ds.modalities:
+            report.lines.append(_describe_array(m, ds.features[m].numpy()))
+        report.lines.append(_describe_array("labels", ds.target.numpy()))
+        report.lines.append(_label_stats(ds.target.numpy()))
+
+
 def _checksum_line(path: Path, dataset: str) -> Optional[str]:
     published = mmsa.PUBLISHED_SHA256.get((dataset, path.name))
     if published is None:
@@ -260,6 +272,7 @@ def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[st
             return report
         report.lines.append(f"  mosi-bclstm folder; {bundle.info['checksums_verified']} files match SHA256SUMS; "
                             f"load with --set data.source=mosi_bclstm --set data.path={p}")
+        _describe_bundle(bundle, report)  # as the pickles' splits are described (docs/data.md; a review)
         return _loads_as(report, bundle)
     home = next((d for d in list(p.parents)[:3] if (d / "mosi_index.csv").is_file()), None)
     if p.is_file() and home is not None and p.suffix.lower() in (".csv", ".txt", ".md", ""):

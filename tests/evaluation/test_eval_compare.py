@@ -1108,3 +1108,173 @@ def test_an_unreadable_config_of_a_comparison_whose_every_run_failed_is_replaced
     assert summary["reported"] == ["late_fusion"] and (run / "metrics.json").is_file()
     assert yaml.safe_load((out / "config.yaml").read_text())["pase"]["shapley_utility"] == cfg.pase.shapley_utility
     assert any("every run of the comparison there failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_metric_of_exactly_zero_on_a_seed_is_averaged_not_dropped(tmp_path):
+    """A seed whose metric is 0.0 (Corr of uncorrelated predictions, an accuracy of 0) is a value:
+    mean (0 + 0.2) / 2 = 0.1 over n = 2, and its pair counts in the paired difference."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    out = fake_comparison(tmp_path / "c", {("late_fusion", 1): mosi_metrics(Corr=0.0),
+                                           ("late_fusion", 2): mosi_metrics(Corr=0.2),
+                                           ("agm", 1): mosi_metrics(Corr=0.1), ("agm", 2): mosi_metrics(Corr=0.4)},
+                          [1, 2])
+    s = summarize(out)
+    assert s["stats"]["late_fusion"]["Corr"]["n"] == 2
+    assert s["stats"]["late_fusion"]["Corr"]["mean"] == pytest.approx(0.1)
+    assert s["paired"]["agm"]["Corr"]["n"] == 2 and s["paired"]["agm"]["Corr"]["mean"] == pytest.approx(0.15)
+
+
+def test_failed_and_missing_runs_are_listed_and_a_failed_reference_pairs_nothing(tmp_path):
+    """A run whose FAILED.txt holds its error is 'failed', one with no folder at all 'missing'; both
+    are listed with their seed. With every reference run failed there is no paired table, and a
+    method without a finished run is not reported."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    out = fake_comparison(tmp_path / "c", {("late_fusion", 1): None, ("late_fusion", 2): None,
+                                           ("agm", 1): mosi_metrics(), ("pase", 1): None}, [1, 2])
+    s = summarize(out, methods=["late_fusion", "agm", "pase"])
+    status = {(r["method"], r["seed"]): r["status"] for r in s["runs"]}
+    assert status == {("late_fusion", 1): "failed", ("late_fusion", 2): "failed", ("agm", 1): "ok",
+                      ("agm", 2): "missing", ("pase", 1): "failed", ("pase", 2): "missing"}
+    assert [(f["method"], f["seed"]) for f in s["failed"]] == [("late_fusion", 1), ("late_fusion", 2), ("agm", 2),
+                                                               ("pase", 1), ("pase", 2)]
+    assert s["failed"][0]["error"] == "RuntimeError: late_fusion | 1 failed"
+    assert s["reported"] == ["agm"] and s["paired"] == {}
+
+
+def test_the_selection_mode_is_that_of_the_runs_monitor(tmp_path):
+    """Runs selected on a higher-is-better monitor (train.monitor=Has0_acc_2) were selected at its
+    maximum: the summary says mode max, not the protocol default's (MAE: min)."""
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.evaluation.report import summary_markdown
+
+    out = fake_comparison(tmp_path / "c", {("late_fusion", 1): mosi_metrics()}, [1], monitor="Has0_acc_2")
+    s = summarize(out)
+    assert (s["monitor"], s["mode"]) == ("Has0_acc_2", "max")
+    assert "best valid/Has0_acc_2, mode max" in summary_markdown(s)
+
+
+def test_the_saved_reference_pairs_a_re_summarised_comparison(tmp_path):
+    """summarize (pase report) of a comparison run with --reference agm pairs against agm, as the
+    comparison did, not against late fusion."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    out = fake_comparison(tmp_path / "c", {("late_fusion", 1): mosi_metrics(MAE=0.6), ("agm", 1): mosi_metrics(MAE=0.9)},
+                          [1], reference="agm")
+    s = summarize(out)
+    assert s["reference"] == "agm" and list(s["paired"]) == ["late_fusion"]
+    assert s["paired"]["late_fusion"]["MAE"]["mean"] == pytest.approx(0.6 - 0.9)
+
+
+
+def test_a_diagnosis_that_failed_after_writing_its_files_feeds_no_condition_rows(tmp_path):
+    """A run holding diagnostics.json and robustness.csv and also DIAGNOSE_FAILED.txt (its diagnosis
+    failed after them) is listed as a failed diagnosis: its robustness rows are not read into the
+    condition tables, those of the diagnosed run are."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    diag = {("pase", s): {"modalities": ["text", "audio"]} for s in (1, 2)}
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2],
+                          diagnostics=diag)
+    for s in (1, 2):
+        (out / "runs" / "pase" / f"seed{s}" / "robustness.csv").write_text(
+            "kind,condition,modality,sigma,Has0_acc_2\nmissing,text,,0,0.6\n")
+    (out / "runs" / "pase" / "seed2" / "DIAGNOSE_FAILED.txt").write_text("RuntimeError: boom\n")
+    s = summarize(out)
+    assert [len(r["robustness_rows"]) for r in s["runs"]] == [1, 0]
+    assert s["runs"][1]["diagnose_error"] == "RuntimeError: boom"
+
+
+def test_the_ground_truth_is_renormalised_over_the_compared_modalities(tmp_path):
+    """With data.modalities a subset of the benchmark's (text and audio of text 0.5, audio 0.3, vision
+    0.2) the truth the r2 shares are held against is 0.5 / 0.8 = 0.625 and 0.3 / 0.8 = 0.375, and the
+    errors are share - truth per seed: text 0.6 - 0.625 and 0.65 - 0.625 (mean 0), audio 0.4 - 0.375
+    and 0.35 - 0.375 (mean 0), so the largest mean error is 0 and the verdict 'within 0.05'."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    truth = {"text": 0.5, "audio": 0.3, "vision": 0.2}
+    shares = {1: {"text": 0.6, "audio": 0.4}, 2: {"text": 0.65, "audio": 0.35}}
+    diag = {("pase", s): {"modalities": ["text", "audio"], "ground_truth_shares": truth,
+                          "shapley": {"r2": {"shares": shares[s]}}} for s in (1, 2)}
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2],
+                          diagnostics=diag)
+    st = summarize(out)["share_truth"]
+    assert st["truth"] == pytest.approx({"text": 0.625, "audio": 0.375})
+    assert st["error"]["pase"]["text"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert st["max_abs_error"]["pase"] == pytest.approx(0.0, abs=1e-12) and st["within_0.05"]["pase"] is True
+
+
+def test_the_share_verdict_is_on_the_largest_absolute_mean_error(tmp_path):
+    """Truth text 0.5, audio 0.3, vision 0.2. Method a's shares 0.46, 0.33, 0.21 err by -0.04, +0.03,
+    +0.01: its largest absolute error is 0.04 (the negative one), within 0.05. Method b's 0.44, 0.35,
+    0.21 err by -0.06, +0.05, +0.01: 0.06, not within."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    truth = {"text": 0.5, "audio": 0.3, "vision": 0.2}
+    shares = {"a": {"text": 0.46, "audio": 0.33, "vision": 0.21}, "b": {"text": 0.44, "audio": 0.35, "vision": 0.21}}
+    diag = {(m, 1): {"modalities": ["text", "audio", "vision"], "ground_truth_shares": truth,
+                     "shapley": {"r2": {"shares": shares[m]}}} for m in ("a", "b")}
+    out = fake_comparison(tmp_path / "c", {("a", 1): mosi_metrics(), ("b", 1): mosi_metrics()}, [1], diagnostics=diag)
+    st = summarize(out)["share_truth"]
+    assert st["max_abs_error"] == pytest.approx({"a": 0.04, "b": 0.06})
+    assert st["within_0.05"] == {"a": True, "b": False}
+
+
+def test_only_the_failed_references_of_the_compared_seeds_are_listed(tmp_path):
+    """A leftover alone/<m>/seed<s>/FAILED.txt of a seed this comparison does not cover (an earlier
+    --seeds) is not listed among its failed unimodal references; one of a compared seed is."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    out = fake_comparison(tmp_path / "c", {("late_fusion", 1): mosi_metrics()}, [1])
+    for seed in (1, 2):
+        ref = out / "alone" / "text" / f"seed{seed}"
+        ref.mkdir(parents=True)
+        (ref / "FAILED.txt").write_text(f"RuntimeError: seed {seed}\n")
+    assert summarize(out)["failed_alone"] == [{"modality": "text", "seed": "1", "error": "RuntimeError: seed 1"}]
+
+
+def test_an_interrupted_pool_counts_only_the_runs_that_finished(tmp_path, monkeypatch):
+    """Of three runs handed to the pool, one finished, one was interrupted (its RunInterrupted) and
+    one never started (cancelled): the message says 1 of 3, not every future that is done."""
+    from concurrent.futures import Future
+
+    from pase.errors import RunInterrupted
+
+    class Pool:
+        _processes = {}
+
+        def __init__(self, *a, **k):
+            self.n = 0
+
+        def submit(self, fn, job):
+            self.n += 1
+            fut = Future()
+            if self.n == 1:
+                fut.set_result({"label": job.label, "status": "trained", "error": "", "diagnose_error": ""})
+            elif self.n == 2:
+                fut.set_exception(RunInterrupted("training interrupted by SIGINT in epoch 1"))
+            return fut  # the third stays pending: cancelled by the stop
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(compare_mod, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(compare_mod, "INTERRUPT_GRACE_S", 0.1)
+    jobs = [compare_mod._Job("run", "late_fusion", s, str(tmp_path / f"seed{s}"), Config(), False, ()) for s in (1, 2, 3)]
+    with pytest.raises(RunInterrupted, match=r"comparison interrupted by SIGINT after 1 of 3 runs"):
+        compare_mod._run_jobs(jobs, 2, None)
+
+
+def test_progress_counts_the_finished_runs_from_one(tmp_path, monkeypatch):
+    """One line per finished run: '[k/N] <label>: <status>', k from 1 to N, with the error of a failed run."""
+    def execute(job):
+        failed = job.seed == 2
+        return {"label": job.label, "status": "failed" if failed else "trained",
+                "error": "RuntimeError: boom" if failed else "", "diagnose_error": ""}
+
+    monkeypatch.setattr(compare_mod, "_execute", execute)
+    jobs = [compare_mod._Job("run", "agm", s, str(tmp_path / f"seed{s}"), Config(), False, ()) for s in (1, 2)]
+    lines = []
+    compare_mod._run_jobs(jobs, 1, lines.append)
+    assert lines == ["[1/2] agm seed 1: trained", "[2/2] agm seed 2: failed: RuntimeError: boom"]

@@ -116,3 +116,49 @@ def test_main_metrics_per_protocol():
     assert main_metrics("mosi") == ["Has0_acc_2", "Non0_acc_2", "MAE", "Corr"]
     assert main_metrics("sims") == ["Mult_acc_2", "MAE", "Corr"]
     assert main_metrics("multiclass") == ["WF1"]
+
+
+def test_paired_difference_flags_a_significant_negative_difference_too():
+    """'excludes 0' is two-sided: a method clearly worse than the reference (every d_s < 0) is as
+    significant as one clearly better. d = (-0.10, -0.12, -0.08): mean -0.1, SD 0.02, t_{0.975, 2}
+    = 4.303, half-width 4.303 * 0.02 / sqrt(3) = 0.0497, so the interval is [-0.1497, -0.0503]."""
+    d = paired_difference({1: 0.5, 2: 0.5, 3: 0.5}, {1: 0.6, 2: 0.62, 3: 0.58})
+    assert d["mean"] == pytest.approx(-0.1) and d["sd"] == pytest.approx(0.02)
+    assert d["ci_high"] == pytest.approx(-0.1 + 4.303 * 0.02 / math.sqrt(3), abs=1e-4)
+    assert d["excludes_zero"] is True
+
+
+def test_identical_runs_do_not_exclude_zero():
+    """Two methods with the same figure on every seed (d_s = 0: SD 0, interval [0, 0]) differ by
+    nothing: the degenerate interval touches 0 and is no evidence of a difference."""
+    d = paired_difference({1: 0.75, 2: 0.5}, {1: 0.75, 2: 0.5})
+    assert (d["mean"], d["sd"], d["ci_low"], d["ci_high"]) == (0.0, 0.0, 0.0, 0.0)
+    assert d["excludes_zero"] is False
+
+
+def test_paired_difference_uses_the_level_it_is_given():
+    """The level reaches the paired interval: 90% uses t_{0.95, n-1} (SciPy), not the 95% quantile."""
+    stats = pytest.importorskip("scipy.stats")
+    a, b = {1: 0.9, 2: 0.7, 3: 0.8, 4: 0.6}, {1: 0.5, 2: 0.6, 3: 0.4, 4: 0.5}
+    diff = np.array([a[s] - b[s] for s in (1, 2, 3, 4)])
+    half = float(stats.t.ppf(0.95, 3)) * diff.std(ddof=1) / 2
+    d = paired_difference(a, b, level=0.9)
+    assert d["ci_low"] == pytest.approx(diff.mean() - half, abs=1e-9)
+    assert d["ci_high"] == pytest.approx(diff.mean() + half, abs=1e-9)
+
+
+def test_paired_difference_pairs_only_the_seeds_both_have():
+    """A seed of the method that the reference lacks (its run failed) has no pair and is left out."""
+    d = paired_difference({1: 0.8, 2: 0.9, 3: 0.1}, {1: 0.7, 2: 0.7})
+    assert d["n"] == 2 and d["mean"] == pytest.approx(0.15)
+
+
+def test_a_count_of_zero_seeds_is_refused():
+    """'--seeds 0' is no comparison at all (no run, an empty summary)."""
+    with pytest.raises(ValueError, match=r"--seeds 0: a single number is a count of MMSA seeds \(1 to 1000"):
+        parse_seeds("0")
+
+
+def test_main_metrics_of_the_multilabel_protocol_is_its_monitor():
+    """IEMOCAP (multilabel) is not a regression protocol: its paired comparison is of its monitor."""
+    assert main_metrics("iemocap_mult") == ["Mean_F1"]

@@ -386,3 +386,83 @@ def test_write_summary_expands_a_tilde(tmp_path, monkeypatch):
     assert sorted(p.name for p in (home / "cmp").iterdir()) == ["summary.csv", "summary.json", "summary.md"]
     assert [r["status"] for r in json.loads((home / "cmp" / "summary.json").read_text())["runs"]] == ["missing"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no folder named ~
+
+
+def test_metric_tables_name_each_metrics_direction_and_the_t_quantile():
+    """The wide table's arrows follow higher_is_better (MAE lower is better), the interval table's
+    note names the two-sided quantile t(0.975, n - 1) of a 95% interval (t(0.95) is a 90% one's),
+    and one seed shows its mean without an SD (the SD of one value is undefined)."""
+    from pase.evaluation.compare import describe
+    from pase.evaluation.report import _metric_tables
+
+    s = {"reported": ["pase"], "metrics": ["MAE", "Corr"], "level": 0.95, "higher_is_better": {"MAE": False, "Corr": True},
+         "stats": {"pase": {"MAE": describe([0.9]), "Corr": describe([0.6])}}}
+    wide, long = _metric_tables(s)[:2]
+    assert wide["headers"] == ["method", "n", "MAE ↓", "Corr ↑"]
+    assert wide["rows"] == [["pase", 1, "0.9000", "0.6000"]]
+    assert "mean ± t(0.975, n - 1) · SD / √n" in long["note"]
+    assert long["rows"][0] == ["pase", "MAE", 1, "0.9000", "n/a", "n/a"]
+
+
+def test_deficit_reduction_verdict_follows_the_sign_of_the_interval():
+    """reduction = probe(method) - probe(reference): an interval above 0 'reduces' the reference's
+    deficit, one below 0 'increases' it. d = 0.10, 0.11, 0.09 and its negation (t_{0.975, 2} = 4.303:
+    half-width 0.0248, so both intervals exclude 0)."""
+    from pase.evaluation.compare import describe, paired_difference
+    from pase.evaluation.report import _reduction_table
+
+    up = paired_difference({1: 0.7, 2: 0.71, 3: 0.69}, {1: 0.6, 2: 0.6, 3: 0.6})
+    down = paired_difference({1: 0.6, 2: 0.6, 3: 0.6}, {1: 0.7, 2: 0.71, 3: 0.69})
+    block = {"alone": {"text": describe([0.8, 0.8, 0.8])}, "deficit_reduction": {"pase": {"text": up}, "agm": {"text": down}}}
+    rows = _reduction_table({"reference": "late_fusion", "level": 0.95}, "acc2", block, lambda m, d: "x")[0]["rows"]
+    assert [r[1].split()[-1] for r in rows] == ["reduces", "increases"]
+
+
+def test_share_truth_verdict_says_yes_within_0_05():
+    from pase.evaluation.compare import describe
+    from pase.evaluation.report import _share_truth_table
+
+    err = describe([0.01, 0.02])
+    s = {"level": 0.95, "share_truth": {"truth": {"text": 0.6}, "error": {"a": {"text": err}, "b": {"text": err}},
+                                         "max_abs_error": {"a": 0.015, "b": 0.2}, "within_0.05": {"a": True, "b": False}}}
+    rows = _share_truth_table(s, ["a", "b"], ["text"], lambda m, d: "x")[0]["rows"]
+    assert [r[-2:] for r in rows] == [["0.0150", "yes"], ["0.2000", "no"]]
+
+
+def test_an_error_holding_a_pipe_keeps_the_failed_runs_table_intact():
+    """A run's error line may hold '|' (a shell pipe, a KeyError of 'a|b'): written as is, it split
+    the Markdown row into extra cells."""
+    from pase.evaluation.report import summary_tables
+
+    s = {"failed": [{"method": "pase", "seed": 1, "error": "RuntimeError: a | b"}], "runs": []}
+    table = next(t for t in summary_tables(s) if t["title"] == "Failed or missing runs")
+    assert table["rows"] == [["pase", 1, "RuntimeError: a / b"]]
+
+
+def test_summary_csv_carries_each_runs_selected_epoch_and_robustness(tmp_path):
+    """summary.csv's best_epoch is the epoch each run selected (metrics.json), and its robust_*
+    columns are the run's missing-modality and noise ratios (diagnostics.json)."""
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.evaluation.compare import summarize
+    from pase.evaluation.report import write_summary
+
+    diag = {("pase", 1): {"modalities": ["text"], "robustness": {"full": 0.7, "missing_relative": 0.9,
+                                                                 "noise_relative": 0.8}}}
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2],
+                          diagnostics=diag, best_epoch={("pase", 1): 7, ("pase", 2): 3})
+    write_summary(summarize(out), out)
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["best_epoch"] for r in rows] == ["7", "3"]
+    assert (rows[0]["robust_missing_relative"], rows[0]["robust_noise_relative"]) == ("0.9", "0.8")
+
+
+def test_summary_json_holds_null_for_every_non_finite_number(tmp_path):
+    """summary.json is strict JSON: NaN, +inf and -inf (an overflowing ratio) are null wherever they
+    sit, in dicts, lists and tuples; strict readers refuse the NaN / Infinity tokens."""
+    from pase.evaluation.report import _finite_or_null
+    from pase.io import atomic_write_json
+
+    obj = {"a": float("inf"), "b": [float("-inf"), 1.5], "c": (float("nan"), 2), "d": {"e": (0.25, float("inf"))}}
+    atomic_write_json(tmp_path / "s.json", _finite_or_null(obj))
+    saved = json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert saved == {"a": None, "b": [None, 1.5], "c": [None, 2], "d": {"e": [0.25, None]}}

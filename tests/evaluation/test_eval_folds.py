@@ -535,3 +535,19 @@ def test_an_interrupted_fold_of_other_data_is_refused_before_any_fold_trains(tmp
     before = (fold2 / "checkpoints" / "last.ckpt").read_bytes()
     summary = cross_validate(cfg(a), out, folds=[2])  # the right data: the fold continues from its checkpoint
     assert set(summary["folds"]) == {"2"} and (fold2 / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_a_folder_named_like_a_fold_without_its_number_is_not_a_fold_run(tmp_path, monkeypatch):
+    """fold<f>/ and seed<s>/ name a number: a user's empty 'folders/' or 'seedlings/' in --out is
+    somebody else's, not a run this command may write beside (nothing is trained)."""
+    import pytest
+
+    import pase.evaluation.folds as folds
+    from pase.config import Config, ConfigError
+
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: pytest.fail("trained"))
+    for name in ("folders", "seedlings"):
+        out = tmp_path / name
+        (out / name).mkdir(parents=True)
+        with pytest.raises(ConfigError, match=rf"holds files that are not a cross-validation's \({name}\)"):
+            folds.cross_validate(Config(), out, folds=[1], seeds=[1111] if name == "seedlings" else None)

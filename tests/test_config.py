@@ -528,3 +528,47 @@ def test_a_loader_option_of_text_keeps_the_digits_written_on_the_command_line(tm
     assert bundle.info["file"] == "007" and bundle.info["features"]["text"] == "017"
     save_config(cfg, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+def test_a_set_value_may_hold_an_equals_sign():
+    """Only the first '=' separates the key: a path (or option text) holding '=' is kept whole."""
+    assert apply_overrides(Config(), ["data.path=runs/lr=0.1/data"]).data.path == "runs/lr=0.1/data"
+
+
+def test_the_quote_hint_doubles_a_single_quote_in_the_text():
+    """In a YAML single-quoted scalar a ' is written ''; the hint's command must give back the text."""
+    with pytest.raises(ConfigError) as e:
+        apply_overrides(Config(), ["data.path=[it's]"])
+    hint = str(e.value).split("quote it to pass the text: ")[1]
+    assert hint == "--set \"data.path='[it''s]'\""
+    assert apply_overrides(Config(), ["data.path='[it''s]'"]).data.path == "[it's]"  # the hint's value, unquoted
+
+
+def test_float16_weights_are_refused_with_adamw_as_with_adam():
+    """AdamW's eps (1e-8) is 0 in float16 too: 16-true with either Adam refuses, with SGD it loads."""
+    with pytest.raises(ConfigError, match=r"train.precision=16-true with train.optimizer=adamw: Adam's eps"):
+        apply_overrides(Config(), ["train.precision=16-true", "train.optimizer=adamw"])
+    assert apply_overrides(Config(), ["train.precision=16-true", "train.optimizer=sgd"]).train.precision == "16-true"
+
+
+def test_a_key_only_the_new_configuration_has_is_a_difference():
+    """A key that the saved configuration lacks (an option added by --set) is a difference too."""
+    from pase.config import first_difference
+
+    assert first_difference({"a": 1}, {"a": 1, "b": {"c": 2}}) == "b: None there, {'c': 2} now"
+    assert first_difference({"a": 1, "b": 2}, {"a": 1}) == "b: 2 there, None now"
+
+
+def test_the_documented_training_and_switch_defaults():
+    """docs/method.md: the switch after pase.switch_patience 3 stale epochs or at epoch 30, early
+    stopping after 10 (train.early_stop_patience); train.lr 1e-3 for encoders trained from scratch."""
+    cfg = Config()
+    assert (cfg.pase.switch_patience, cfg.pase.switch_max_epoch) == (3, 30)
+    assert (cfg.train.early_stop_patience, cfg.train.lr) == (10, 1e-3)
+
+
+def test_the_closed_ends_of_documented_ranges_are_accepted():
+    """pase.sgm_min_coeff lies in [0, 1] (1: no modulation); pase.switch_patience=0 switches after
+    epoch 0 (docs/method.md)."""
+    cfg = apply_overrides(Config(), ["pase.sgm_min_coeff=1", "pase.switch_patience=0"])
+    assert (cfg.pase.sgm_min_coeff, cfg.pase.switch_patience) == (1.0, 0)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -279,3 +280,74 @@ def test_every_trainer_loads_and_saves_through_safe_checkpoint_io(tmp_path):
 
     trainer = _trainer(apply_overrides(Config(), TINY), tmp_path, [], quiet=True)
     assert isinstance(trainer.strategy.checkpoint_io, SafeCheckpointIO)
+
+
+def test_free_space_is_in_mebibytes_of_the_nearest_existing_folder(tmp_path, monkeypatch):
+    """The free space a write error names is the disk's free bytes / 2**20 ('MiB'), measured at the
+    nearest folder that exists (the file's own folder may not exist yet)."""
+    import shutil
+    from collections import namedtuple
+
+    from pase.io import free_space
+
+    seen = []
+    usage = namedtuple("usage", "total used free")
+
+    def disk_usage(folder):
+        seen.append(Path(folder))
+        return usage(0, 0, 3 * 2**30)
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    assert free_space(tmp_path / "new" / "deeper" / "metrics.json") == "3072 MiB free on its disk"
+    assert seen == [tmp_path]
+
+
+def test_only_the_named_files_partial_writes_are_removed(tmp_path):
+    """remove_partial_writes removes the hidden .<file>.<random>.tmp of the files it names; a user's
+    own hidden .tmp file and a visible *.tmp stay. Without names, any hidden .*.tmp is a partial write."""
+    from pase.io import is_partial_write, remove_partial_writes
+
+    for name in (".config.yaml.a1b2.tmp", ".notes.x9.tmp", "config.yaml.tmp", "config.yaml"):
+        (tmp_path / name).write_text("x")
+    remove_partial_writes(tmp_path, ("config.yaml",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".notes.x9.tmp", "config.yaml", "config.yaml.tmp"]
+    assert is_partial_write(".notes.x9.tmp") and not is_partial_write("config.yaml.tmp")
+    assert not is_partial_write(".notes.x9.tmp", ("config.yaml",))
+
+
+def test_a_legacy_format_checkpoint_loads_and_a_dict_without_weights_is_refused(tmp_path):
+    """torch.save's legacy (non-zip) format starts with the pickle protocol byte 0x80 and loads
+    weights-only like a zip archive; a dict that holds no state_dict is not a pase checkpoint."""
+    torch.save({"state_dict": {"w": torch.ones(2)}}, tmp_path / "old.ckpt", _use_new_zipfile_serialization=False)
+    assert (tmp_path / "old.ckpt").read_bytes()[:1] == b"\x80"
+    assert torch.equal(safe_load_checkpoint(tmp_path / "old.ckpt")["state_dict"]["w"], torch.ones(2))
+    torch.save({"weights": {"w": torch.ones(2)}}, tmp_path / "dict.ckpt")
+    with pytest.raises(UnsafeCheckpointError, match=r"not a pase checkpoint \(no 'state_dict'; found dict\)"):
+        safe_load_checkpoint(tmp_path / "dict.ckpt")
+
+
+def test_a_run_folder_given_as_checkpoint_suggests_its_best_checkpoint(tmp_path):
+    """With best.ckpt and last.ckpt both there, the message points at best.ckpt (the selected epoch,
+    what evaluate and diagnose mean), not last.ckpt."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("best.ckpt", "last.ckpt"):
+        torch.save({"state_dict": {}}, run / "checkpoints" / name)
+    with pytest.raises(FileNotFoundError, match=r"for example .*run/checkpoints/best\.ckpt$"):
+        safe_load_checkpoint(run)
+
+
+def test_a_write_stopped_within_a_page_of_the_file_size_limit_met_it(monkeypatch):
+    """The kernel fills a file up to the limit in whole pages: a write stopped within 4096 bytes below
+    the soft RLIMIT_FSIZE met the limit, one further below did not."""
+    resource = pytest.importorskip("resource")
+    from pase.training.checkpoint import _at_file_size_limit
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100_000, resource.RLIM_INFINITY))
+    assert _at_file_size_limit(100_000 - 4096) and _at_file_size_limit(99_000)
+    assert not _at_file_size_limit(100_000 - 4097) and not _at_file_size_limit(None)
+
+
+def test_json_writes_sets_and_tuples_as_lists(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"s": {3}, "t": (1, 2)})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"s": [3], "t": [1, 2]}

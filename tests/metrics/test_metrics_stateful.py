@@ -72,3 +72,14 @@ def test_metadata_passthrough():
     acc = MetricAccumulator("iemocap_mult")
     assert acc.monitor == "Mean_F1" and acc.higher_is_better["Mean_F1"] is True
     assert repr(acc) == "MetricAccumulator(protocol='iemocap_mult', samples=0)"
+
+
+def test_after_reset_only_the_new_batches_are_scored(gen, inputs):
+    """reset() forgets the targets with the outputs: the next split is scored on its own batches
+    (against the oracle), not against the previous split's targets."""
+    outputs, target = inputs("multiclass", 60, gen)
+    acc = MetricAccumulator("multiclass")
+    acc.update(outputs[:40], target[:40])
+    acc.reset()
+    acc.update(outputs[40:], target[40:])
+    _close(acc.compute(), reference_multiclass(outputs[40:], target[40:]))

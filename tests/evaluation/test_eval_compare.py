@@ -887,12 +887,14 @@ def test_a_diagnosis_error_is_kept_when_its_record_cannot_be_written(tmp_path, m
                                  r"\(nothing was written\)$"),
     # checks the method, the model and the optimiser made only as each run built them: every run failed after
     # config.yaml was saved (a review)
-    (["train.loss=foo"], r"^train.loss='foo' is not one of auto, l1, mse \(method late_fusion; nothing was written\)$"),
+    (["train.loss=foo"], r"^train.loss='foo' is not one of auto, l1, mse \(nothing was written\)$"),
     (["train.optimizer=foo"], r"^train.optimizer='foo' is not one of adam, adamw, sgd \(nothing was written\)$"),
-    (["model.encoder=foo"], r"^config key 'model.encoder': unknown encoder 'foo'; valid: lstm, mlp, transformer "
-                            r"\(nothing was written\)$"),
+    (["model.encoder=foo"], r"^config key 'model.encoder': unknown encoder 'foo'; valid: auto, bert, lstm, mlp, "
+                            r"transformer \(nothing was written\)$"),
     (["model.text_encoder=bret"], r"^config key 'model.text_encoder': unknown encoder 'bret'; did you mean 'bert'\? "
-                                  r"valid: bert, lstm, mlp, transformer \(nothing was written\)$"),
+                                  r"valid: auto, bert, lstm, mlp, transformer \(nothing was written\)$"),
+    # a typo of the default got no hint: auto was not among the names (a review)
+    (["model.encoder=atuo"], r"^config key 'model.encoder': unknown encoder 'atuo'; did you mean 'auto'\? "),
 ])
 def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written(tmp_path, sets, match,
                                                                                  runs_about_to_start):
@@ -919,13 +921,65 @@ def test_a_regression_loss_on_classification_labels_is_refused_before_anything_i
     out = tmp_path / "cmp"
     sets = ["data.source=gcnet", f"data.options.label_path={tmp_path / 'IEMOCAP_features_raw_4way.pkl'}"]
     with pytest.raises(ConfigError, match=r"^train.loss='l1' is a regression loss, but this data's targets are "
-                                          r"classification: use train.loss=auto \(cross-entropy\) \(method late_fusion; "
-                                          r"nothing was written\)$"):
+                                          r"classification: use train.loss=auto \(cross-entropy\) \(nothing was "
+                                          r"written\)$"):
         compare(apply_overrides(Config(), sets + ["train.loss=l1"]), ["late_fusion", "agm"], [1111], out,
                 diagnose=False)
     assert not out.exists()
     with pytest.raises(runs_about_to_start):  # the default loss goes ahead (the data is read by the runs)
         compare(apply_overrides(Config(), sets), ["late_fusion", "agm"], [1111], out, diagnose=False)
+
+
+def test_up_front_checks_take_plug_in_methods_and_sources_as_they_are(tmp_path, monkeypatch):
+    """check_methods_can_start called check_config on every registered method: a plug-in method registered as
+    a factory function stopped compare and crossval with AttributeError; OGM-GE's one-modality check read any
+    source's data.options.modalities as a list of names: a plug-in source's count gave TypeError (a review).
+    A method's own check names it; a check every method shares names none."""
+    from pase.evaluation.compare import _chosen_modalities, check_methods_can_start
+    from pase.methods.base import METHODS, LateFusion, Method
+
+    class Picky(Method):
+        @classmethod
+        def check_config(cls, cfg, task_kind=None):
+            super().check_config(cfg, task_kind)
+            if cfg.train.lr > 0.5:
+                raise ValueError(f"train.lr={cfg.train.lr} is too large for picky")
+
+    monkeypatch.setitem(METHODS._items, "factory_lf", lambda cfg, task, model: LateFusion(cfg, task, model))
+    monkeypatch.setitem(METHODS._items, "picky", Picky)
+    cfg = Config()
+    check_methods_can_start(cfg, ["late_fusion", "factory_lf", "picky"], {})  # no AttributeError
+    with pytest.raises(ConfigError, match=r"^train.lr=0.9 is too large for picky \(method picky; nothing was written\)$"):
+        check_methods_can_start(apply_overrides(cfg, ["train.lr=0.9"]), ["factory_lf", "picky"], {})
+    with pytest.raises(ConfigError, match=r"^train.loss='foo' is not one of auto, l1, mse \(nothing was written\)$"):
+        check_methods_can_start(apply_overrides(cfg, ["train.loss=foo"]), ["factory_lf", "picky"], {})
+    assert _chosen_modalities(cfg, {"modalities": 3}) is None  # a count: only the data tells
+    assert _chosen_modalities(cfg, {"modalities": "text"}) == ["text"]
+    assert _chosen_modalities(cfg, {"modalities": ["text", "audio"]}) == ["text", "audio"]
+
+
+def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, monkeypatch, caplog):
+    """Every failure of flock was read as 'another pase compare is running': on a filesystem without locks
+    (ENOLCK) compare could never run there (a review). Only a held lock refuses; otherwise a warning."""
+    import errno
+    import fcntl
+
+    from pase.evaluation.compare import _lock_comparison
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="pase"):
+        assert _lock_comparison(tmp_path) is None
+    assert "cannot lock it (No locks available); running without a lock" in caplog.text
+
+    def held(fd, op):
+        raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(fcntl, "flock", held)
+    with pytest.raises(ConfigError, match="another pase compare is running in"):
+        _lock_comparison(tmp_path)
 
 
 def test_a_second_compare_into_a_running_comparisons_folder_is_refused(tmp_path, monkeypatch, runs_about_to_start):

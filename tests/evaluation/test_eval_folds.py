@@ -86,6 +86,25 @@ def test_crossval_refuses_a_fold_set_with_set(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "cv").exists()
 
 
+@pytest.mark.parametrize("extra, key, flag", [
+    (["--set", "data.options={fold: 3}"], "data.options.fold", "--folds"),  # the option inside a parent's mapping
+    (["--seeds", "1,2", "--set", "train.seed=5"], "train.seed", "--seeds"),  # --seeds sets each run's seed
+])
+def test_crossval_refuses_a_set_it_overrides_written_any_way(tmp_path, monkeypatch, capsys, extra, key, flag):
+    """--set 'data.options={fold: 3}' passed the fold refusal, and --set train.seed=5 with --seeds was
+    dropped without a word (a review). Without --seeds, train.seed is the one run's seed and is taken."""
+    import pase.evaluation.folds as folds
+
+    monkeypatch.setattr(folds, "cross_validate", lambda *a, **k: pytest.fail("the cross-validation started"))
+    assert main(["crossval", "--folds", "1", "--out", str(tmp_path / "cv")] + extra) == 2
+    err = capsys.readouterr().err
+    assert f"pase crossval sets {key} itself in every run" in err and f"choose it with {flag}" in err, err
+    started = []
+    monkeypatch.setattr(folds, "cross_validate", lambda cfg, *a, **k: started.append(cfg.train.seed) or {})
+    main(["crossval", "--folds", "1", "--out", str(tmp_path / "cv2"), "--set", "train.seed=5"])
+    assert started == [5]
+
+
 def test_a_nan_fold_is_left_out_of_its_metric_and_counted(tmp_path, monkeypatch):
     """Corr of a constant prediction is NaN in one fold: the mean is over the others, with n."""
     import math
@@ -203,8 +222,7 @@ def test_crossval_refuses_a_binning_the_method_cannot_build_before_any_fold_trai
 
 
 @pytest.mark.parametrize("sets, match", [
-    (["method=agm", "train.loss=foo"], r"^train.loss='foo' is not one of auto, l1, mse \(method agm; nothing was "
-                                       r"trained\)$"),
+    (["method=agm", "train.loss=foo"], r"^train.loss='foo' is not one of auto, l1, mse \(nothing was trained\)$"),
     (["train.optimizer=foo"], r"^train.optimizer='foo' is not one of adam, adamw, sgd \(nothing was trained\)$"),
     (["model.encoder=foo"], r"^config key 'model.encoder': unknown encoder 'foo'; .* \(nothing was trained\)$"),
 ])

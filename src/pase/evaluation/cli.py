@@ -35,13 +35,26 @@ def _levels(text: str) -> List[float]:
 
 
 def _refuse_overridden_sets(command: str, sets: List[str], flags: Dict[str, str]) -> None:
-    """Refuse a ``--set KEY=...`` whose KEY (in ``flags``: key -> the flag that chooses it) the command
-    sets itself in every run: it was accepted and silently overridden (review)."""
+    """Refuse a ``--set KEY=...`` that sets a key of ``flags`` (key -> the flag that chooses it), which the
+    command sets itself in every run: it was accepted and silently overridden (review). Also when a parent
+    key's mapping holds it (``--set 'data.options={fold: 3}'``: a later review)."""
+    import yaml
+
     for item in sets:
-        key = item.split("=", 1)[0].strip()
-        if key in flags:
-            raise ConfigError(f"--set {item}: pase {command} sets {key} itself in every run, so this value would "
-                              f"be overridden; choose it with {flags[key]} (nothing was written)")
+        key, _, value = (part.strip() for part in item.partition("="))
+        for flag_key, flag in flags.items():
+            hit = key == flag_key
+            if not hit and flag_key.startswith(key + "."):  # a mapping for a parent key: look inside it
+                try:
+                    node = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    node = None  # the configuration's own parser names it
+                for part in flag_key[len(key) + 1:].split("."):
+                    node = node.get(part) if isinstance(node, dict) else None
+                hit = node is not None
+            if hit:
+                raise ConfigError(f"--set {item}: pase {command} sets {flag_key} itself in every run, so this value "
+                                  f"would be overridden; choose it with {flag} (nothing was written)")
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -140,7 +153,9 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     from ..config import load_config
     from .folds import cross_validate
 
-    _refuse_overridden_sets("crossval", args.set, {"data.options.fold": "--folds"})
+    # without --seeds one run per fold takes train.seed, which --set may choose
+    _refuse_overridden_sets("crossval", args.set, {"data.options.fold": "--folds",
+                                                   **({"train.seed": "--seeds"} if args.seeds is not None else {})})
     try:
         folds = [int(f) for f in args.folds.split(",") if f.strip()]
     except ValueError:

@@ -49,7 +49,7 @@ from ..errors import RunInterrupted
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..parent_watch import exit_with_parent
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
-from ..methods.base import METHODS
+from ..methods.base import METHODS, Method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..models.build import check_encoders
 from ..data.registry import DATA_SOURCES, source_task_kind
@@ -505,13 +505,23 @@ def _lock_comparison(out: Path) -> Optional[int]:
     except ImportError:  # Windows: no lock
         return None
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            log.warning("%s: cannot open the comparison's lock file (%s); running without a lock: do not start "
+                        "a second pase compare in this folder while this one runs", path, exc.strerror or exc)
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             raise ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
                               "or pass another --out (nothing was written)") from None
+        except OSError as exc:  # a filesystem without locks (ENOLCK, EOPNOTSUPP): not another compare (a review)
+            os.close(fd)
+            log.warning("%s: this filesystem cannot lock it (%s); running without a lock: do not start a second "
+                        "pase compare in this folder while this one runs", path, exc.strerror or exc)
+            return None
         try:  # the file may have been removed by the holder that released it: lock the one now there
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
@@ -624,11 +634,18 @@ def check_methods_can_start(cfg: Config, methods: Sequence[str], opts: Dict[str,
         check_optimizer(cfg.train.optimizer)
     except (KeyError, ValueError) as exc:
         raise ConfigError(f"{exc.args[0]} ({done})") from None
+    try:  # the settings every method shares (train.loss, the Shapley utility): no one method is named
+        Method.check_config(cfg, kind)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} ({done})") from None
     for m in methods:
-        method = METHODS.get(m) if m in METHODS else None  # an unknown name: its runs fail (parse_methods names it)
+        # an unknown name: its runs fail (parse_methods names it); a plug-in registered as a factory function
+        # has no check_config (a review: AttributeError); a subclass without checks of its own was checked above
+        check = getattr(METHODS.get(m), "check_config", None) if m in METHODS else None
+        if check is None or getattr(check, "__func__", None) is Method.check_config.__func__:
+            continue
         try:
-            if method is not None:
-                method.check_config(dataclasses.replace(cfg, method=m), kind)
+            check(dataclasses.replace(cfg, method=m), kind)
         except ValueError as exc:
             raise ConfigError(f"{exc} (method {m}; {done})") from None
     binned = [m for m in methods if m in ("pase", "pmr")]  # the methods whose prototypes bin labels with it
@@ -647,9 +664,13 @@ def _chosen_modalities(cfg: Config, opts: Dict[str, Any]) -> Optional[List[str]]
     met the last two only in its runs, after the other methods trained (review)."""
     if cfg.data.modalities is not None:
         return list(cfg.data.modalities)
-    if opts.get("modalities") is not None:
-        mods = opts["modalities"]
-        return [mods] if isinstance(mods, str) else list(mods)
+    mods = opts.get("modalities")
+    if isinstance(mods, str):
+        return [mods]
+    if isinstance(mods, (list, tuple)) and all(isinstance(m, str) for m in mods):
+        return list(mods)
+    if mods is not None:  # a plug-in source's option of another meaning (a count: a review): the data tells
+        return None
     if cfg.data.source == "gcnet" and isinstance(opts.get("features"), dict):
         from ..data.gcnet import DEFAULT_FEATURES
 

@@ -64,7 +64,7 @@ def encoder_name(mc, modality: str, bundle: DataBundle) -> str:
 def _check_encoder(key: str, name: str) -> None:
     """KeyError naming ``key`` when ``name`` is no encoder (``bert``: the text's; ``auto``: chosen from the data)."""
     if name not in ("auto", "bert") and name not in ENCODERS:
-        valid = ENCODERS.names() + (["bert"] if key == "model.text_encoder" else [])
+        valid = ENCODERS.names() + ["auto", "bert"]  # auto: chosen from the data (a typo of the default got no hint)
         raise KeyError(f"config key {key!r}: " + unknown_name_message("encoder", name, valid))
 
 

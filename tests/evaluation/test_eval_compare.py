@@ -1259,6 +1259,26 @@ def test_the_ground_truth_is_renormalised_over_the_compared_modalities(tmp_path)
     assert st["max_abs_error"]["pase"] == pytest.approx(0.0, abs=1e-12) and st["within_0.05"]["pase"] is True
 
 
+def test_a_failed_diagnosis_is_left_out_of_the_diagnostic_tables_even_with_its_diagnostics_file(tmp_path):
+    """A run with DIAGNOSE_FAILED.txt is listed as left out of the diagnostic tables; a diagnostics.json beside
+    it still entered the share means. Seed 1's share error is text 0.6 - 0.5 = +0.1; seed 2's (failed) would
+    pull the mean to (0.1 + 0.3) / 2 = 0.2."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    truth = {"text": 0.5, "audio": 0.5}
+    shares = {1: {"text": 0.6, "audio": 0.4}, 2: {"text": 0.8, "audio": 0.2}}
+    diag = {("pase", s): {"modalities": ["text", "audio"], "ground_truth_shares": truth,
+                          "shapley": {"r2": {"shares": shares[s]}}} for s in (1, 2)}
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2],
+                          diagnostics=diag)
+    (out / "runs" / "pase" / "seed2" / "DIAGNOSE_FAILED.txt").write_text("RuntimeError: probe failed\n")
+    s = summarize(out)
+    err = s["share_truth"]["error"]["pase"]["text"]
+    assert err["n"] == 1 and err["mean"] == pytest.approx(0.1)
+    assert s["shares"]["r2"]["pase"]["text"]["mean"] == pytest.approx(0.6)
+    assert [r["diagnose_error"] for r in s["runs"]] == ["", "RuntimeError: probe failed"]
+
+
 def test_the_share_verdict_is_on_the_largest_absolute_mean_error(tmp_path):
     """Truth text 0.5, audio 0.3, vision 0.2. Method a's shares 0.46, 0.33, 0.21 err by -0.04, +0.03,
     +0.01: its largest absolute error is 0.04 (the negative one), within 0.05. Method b's 0.44, 0.35,

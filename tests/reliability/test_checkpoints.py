@@ -249,6 +249,30 @@ def test_a_run_folder_gets_its_lock_file_without_fcntl(tmp_path, monkeypatch):
     assert lock_run(tmp_path) is None and (tmp_path / ".lock").is_file()
 
 
+def test_a_filesystem_without_locks_runs_unlocked_and_a_held_lock_refuses(tmp_path, monkeypatch, caplog):
+    """Every flock failure read as 'another process is writing': on a filesystem without locks (ENOLCK) no
+    run could start there. Only a lock another process holds refuses; otherwise a warning, and no lock."""
+    import errno
+    import fcntl
+
+    from pase.training.run import RunDirError, lock_run
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with caplog.at_level("WARNING", logger="pase"):
+        assert lock_run(tmp_path) is None
+    assert "cannot lock it (No locks available); the run goes on unlocked" in caplog.text
+    monkeypatch.undo()
+    held = lock_run(tmp_path)  # a real lock, then a second taker is refused
+    try:
+        with pytest.raises(RunDirError, match="another process is writing"):
+            lock_run(tmp_path)
+    finally:
+        os.close(held)
+
+
 def test_a_full_disk_during_training_says_what_to_run(tmp_path, monkeypatch, capsys):
     """pase train whose log.csv write hits a full disk: one line naming the file, and how to continue."""
     import errno

@@ -964,6 +964,10 @@ def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
     rec.update(status="ok", metrics=metrics, diagnostics=diagnostics)
     if (run / "DIAGNOSE_FAILED.txt").is_file():
         rec["diagnose_error"] = (run / "DIAGNOSE_FAILED.txt").read_text().strip()
+        # the report lists the run as left out of the diagnostic tables: a diagnostics.json beside the failure
+        # (written before a later step failed, or an earlier diagnosis's) entered the share, probe and
+        # robustness means all the same (a mutation audit)
+        rec["diagnostics"] = None
     # a diagnosis writes robustness.csv before diagnostics.json: without the latter (a diagnosis that
     # failed or was cut short) the rows would feed the condition tables a seed the others leave out
     finished = rec["diagnostics"] is not None and not rec["diagnose_error"]

@@ -630,10 +630,15 @@ def lock_run(out: Path) -> Optional[int]:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         raise RunDirError(f"another process is writing {out} (it holds {out / '.lock'}); wait for it to end, or "
                           "pass a new --out (nothing was changed)") from None
+    except OSError as exc:  # a filesystem without locks (ENOLCK, EOPNOTSUPP): no other process (a review)
+        os.close(fd)
+        log.warning("%s: this filesystem cannot lock it (%s); the run goes on unlocked: do not write to %s from "
+                    "another process while it runs", out / ".lock", exc.strerror or exc, out)
+        return None
     return fd
 
 

@@ -118,7 +118,7 @@ def test_text_encoder_choice_per_modality(mosi_path):
     lstm_text = load_config(None, ["model.text_encoder=lstm", "model.encoder=mlp"]).model
     assert [encoder_name(lstm_text, m, feats) for m in feats.modalities] == ["lstm", "mlp", "mlp"]
     bad = load_config(None, ["model.text_encoder=bret"]).model
-    with pytest.raises(KeyError, match=r"unknown encoder 'bret'; did you mean 'bert'\? valid: bert, lstm"):
+    with pytest.raises(KeyError, match=r"unknown encoder 'bret'; did you mean 'bert'\? valid: auto, bert, lstm"):
         encoder_name(bad, "text", feats)
     # token ids read as features by an LSTM trained without a word (and diagnose then added noise to them)
     with pytest.raises(ValueError, match=r"config key 'model.text_encoder': encoder 'lstm' would read the text's BERT "

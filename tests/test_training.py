@@ -174,7 +174,7 @@ def test_a_ddp_worker_names_its_rank_in_an_error_line(capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("override, line", [
-    ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: lstm, mlp, transformer"),
+    ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: auto, bert, lstm, mlp, transformer"),
     # audio and vision got a BERT, which failed naming the text modality's width (review)
     ("model.encoder=bert", "config key 'model.encoder': encoder 'bert' reads text token ids, but modality 'audio' "
                            "holds features; set model.text_encoder=bert (or leave it auto)"),

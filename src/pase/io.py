@@ -14,7 +14,9 @@ removing it could break another process's write in flight. The file gets the per
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["user_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
-           "FileWriteError", "is_partial_write", "remove_partial_writes"]
+           "FileWriteError", "is_partial_write", "remove_partial_writes", "can_lock", "try_lock"]
 
 
 def user_path(path: "str | os.PathLike[str]") -> Path:
@@ -144,3 +146,26 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def can_lock() -> bool:
+    """Whether this platform has ``fcntl.flock`` (Windows has none: the callers then go on without a lock)."""
+    return importlib.util.find_spec("fcntl") is not None
+
+
+def try_lock(fd: int, path: Path, unlocked: str) -> bool:
+    """An exclusive, non-blocking ``fcntl.flock`` on the open file ``fd`` (``path``): True when taken; False
+    on a filesystem that cannot lock (``ENOLCK``, ``EOPNOTSUPP``), with a warning naming ``path`` and saying
+    ``unlocked`` (how the caller goes on); ``BlockingIOError`` when another process holds it. Every failure
+    was read as "another process holds it", so on such a filesystem nothing could run (a review)."""
+    import fcntl  # the callers check can_lock() first
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError as exc:
+        logging.getLogger("pase").warning("%s: this filesystem cannot lock it (%s); %s", path, exc.strerror or exc,
+                                          unlocked)
+        return False
+    return True

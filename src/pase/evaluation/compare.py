@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import __version__, code_fingerprint
 from ..config import PASE_CHOICES, Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
+from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, can_lock, try_lock, user_path
 from ..parent_watch import exit_with_parent
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..methods.base import METHODS, Method
@@ -500,9 +500,7 @@ def _lock_comparison(out: Path) -> Optional[int]:
     trained its runs there (a review); it is refused now, having written nothing. The OS releases the lock
     when the process ends, so a killed comparison blocks nothing (its file stays, and is taken over)."""
     path = out / _LOCK
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock
+    if not can_lock():  # Windows: no lock
         return None
     while True:
         try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
@@ -512,15 +510,14 @@ def _lock_comparison(out: Path) -> Optional[int]:
                         "a second pase compare in this folder while this one runs", path, exc.strerror or exc)
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = try_lock(fd, path, "running without a lock: do not start a second pase compare in this "
+                                        "folder while this one runs")
         except BlockingIOError:
             os.close(fd)
             raise ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
                               "or pass another --out (nothing was written)") from None
-        except OSError as exc:  # a filesystem without locks (ENOLCK, EOPNOTSUPP): not another compare (a review)
+        if not locked:  # a filesystem without locks: not another compare
             os.close(fd)
-            log.warning("%s: this filesystem cannot lock it (%s); running without a lock: do not start a second "
-                        "pase compare in this folder while this one runs", path, exc.strerror or exc)
             return None
         try:  # the file may have been removed by the holder that released it: lock the one now there
             if os.stat(path).st_ino == os.fstat(fd).st_ino:

@@ -49,7 +49,7 @@ from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_
                              standardize)
 from ..errors import RunInterrupted
 from ..io import (atomic_save, atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes,
-                  sha256_file, user_path)
+                  can_lock, sha256_file, try_lock, user_path)
 from ..methods import create_method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
@@ -623,21 +623,18 @@ def lock_run(out: Path) -> Optional[int]:
     Raises RunDirError when another process holds it. Released when the descriptor is closed or
     the process ends, so a killed run leaves no stale lock."""
     fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)  # the file marks a run's folder everywhere
-    try:
-        import fcntl
-    except ImportError:  # Windows: the file, no lock
+    if not can_lock():  # Windows: the file, no lock
         os.close(fd)
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        locked = try_lock(fd, out / ".lock", f"the run goes on unlocked: do not write to {out} from another "
+                                             "process while it runs")
     except BlockingIOError:
         os.close(fd)
         raise RunDirError(f"another process is writing {out} (it holds {out / '.lock'}); wait for it to end, or "
                           "pass a new --out (nothing was changed)") from None
-    except OSError as exc:  # a filesystem without locks (ENOLCK, EOPNOTSUPP): no other process (a review)
+    if not locked:  # a filesystem without locks: no other process
         os.close(fd)
-        log.warning("%s: this filesystem cannot lock it (%s); the run goes on unlocked: do not write to %s from "
-                    "another process while it runs", out / ".lock", exc.strerror or exc, out)
         return None
     return fd
 

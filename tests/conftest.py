@@ -25,3 +25,16 @@ def mosi_dir() -> Path:
     if not (MOSI_DIR / "mosi_index.csv").is_file():
         pytest.skip(f"real MOSI bc-LSTM data not found at {MOSI_DIR} (set PASE_MOSI_BCLSTM to its folder)")
     return MOSI_DIR
+
+
+@pytest.fixture
+def flock_unsupported(monkeypatch):
+    """``fcntl.flock`` failing as on a filesystem without locks (ENOLCK); ``monkeypatch.undo()`` restores it."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    return monkeypatch

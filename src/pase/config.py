@@ -149,8 +149,8 @@ def _source_options(source: str, options: Mapping[str, Any]) -> Dict[str, Any]:
     ``data.options.label_path=007``, ``features.text=017``) turned back into what was written (``"007"``,
     as a text config key gets it); every other value plain (:func:`_plain`). A source this code does not
     know (a typo, named when the data loads) leaves them as read."""
-    ints = [v for v in options.values() if isinstance(v, int) and not isinstance(v, bool) or isinstance(v, dict)]
-    if not ints or not isinstance(source, str):
+    maybe_text = any(isinstance(v, int) and not isinstance(v, bool) or isinstance(v, dict) for v in options.values())
+    if not maybe_text or not isinstance(source, str):
         return _plain(dict(options))
     from .data.registry import text_options  # the loaders' signatures; importing them registers the sources
 

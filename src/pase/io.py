@@ -153,18 +153,21 @@ def can_lock() -> bool:
     return importlib.util.find_spec("fcntl") is not None
 
 
-def try_lock(fd: int, path: Path, unlocked: str) -> bool:
-    """An exclusive, non-blocking ``fcntl.flock`` on the open file ``fd`` (``path``): True when taken; False
-    on a filesystem that cannot lock (``ENOLCK``, ``EOPNOTSUPP``), with a warning naming ``path`` and saying
-    ``unlocked`` (how the caller goes on); ``BlockingIOError`` when another process holds it. Every failure
-    was read as "another process holds it", so on such a filesystem nothing could run (a review)."""
+def try_lock(fd: int, path: Path, unlocked: str, busy: Exception) -> bool:
+    """An exclusive, non-blocking ``fcntl.flock`` on the open file ``fd`` (``path``): True when taken (``fd``
+    stays open, holding it). Otherwise ``fd`` is closed: ``busy`` is raised when another process holds the
+    lock; False is returned on a filesystem that cannot lock (``ENOLCK``, ``EOPNOTSUPP``), with a warning
+    naming ``path`` and saying ``unlocked`` (how the caller goes on). Every failure was read as "another
+    process holds it", so on such a filesystem nothing could run (a review)."""
     import fcntl  # the callers check can_lock() first
 
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise
+        os.close(fd)
+        raise busy from None
     except OSError as exc:
+        os.close(fd)
         logging.getLogger("pase").warning("%s: this filesystem cannot lock it (%s); %s", path, exc.strerror or exc,
                                           unlocked)
         return False

@@ -958,7 +958,7 @@ def test_up_front_checks_take_plug_in_methods_and_sources_as_they_are(tmp_path, 
     assert _chosen_modalities(cfg, {"modalities": ["text", "audio"]}) == ["text", "audio"]
 
 
-def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, monkeypatch, caplog):
+def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, flock_unsupported, caplog):
     """Every failure of flock was read as 'another pase compare is running': on a filesystem without locks
     (ENOLCK) compare could never run there (a review). Only a held lock refuses; otherwise a warning."""
     import errno
@@ -966,10 +966,7 @@ def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, monke
 
     from pase.evaluation.compare import _lock_comparison
 
-    def no_locks(fd, op):
-        raise OSError(errno.ENOLCK, "No locks available")
-
-    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch = flock_unsupported
     with caplog.at_level("WARNING", logger="pase"):
         assert _lock_comparison(tmp_path) is None
     assert "cannot lock it (No locks available); running without a lock" in caplog.text

@@ -249,18 +249,12 @@ def test_a_run_folder_gets_its_lock_file_without_fcntl(tmp_path, monkeypatch):
     assert lock_run(tmp_path) is None and (tmp_path / ".lock").is_file()
 
 
-def test_a_filesystem_without_locks_runs_unlocked_and_a_held_lock_refuses(tmp_path, monkeypatch, caplog):
+def test_a_filesystem_without_locks_runs_unlocked_and_a_held_lock_refuses(tmp_path, flock_unsupported, caplog):
     """Every flock failure read as 'another process is writing': on a filesystem without locks (ENOLCK) no
     run could start there. Only a lock another process holds refuses; otherwise a warning, and no lock."""
-    import errno
-    import fcntl
-
     from pase.training.run import RunDirError, lock_run
 
-    def no_locks(fd, op):
-        raise OSError(errno.ENOLCK, "No locks available")
-
-    monkeypatch.setattr(fcntl, "flock", no_locks)
+    monkeypatch = flock_unsupported
     with caplog.at_level("WARNING", logger="pase"):
         assert lock_run(tmp_path) is None
     assert "cannot lock it (No locks available); the run goes on unlocked" in caplog.text

@@ -12,7 +12,7 @@ import collections.abc
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..registry import Registry
 from .contract import DataBundle
@@ -61,10 +61,16 @@ def option_hints(name: str) -> Dict[str, Any]:
         return {}
 
 
+def _members(hint: Any) -> List[Any]:
+    """The types ``hint`` allows besides None: ``str | Path`` -> [str, Path], ``Optional[X]`` -> [X], X -> [X]."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(hint) if a is not type(None)]
+    return [hint]
+
+
 def _is_text(hint: Any) -> bool:
     """``hint`` takes text alone: ``str``, ``Path``, ``str | Path`` or an Optional of those."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    inner = {a for a in typing.get_args(hint) if a is not type(None)} if union else {hint}
+    inner = set(_members(hint))
     return bool(inner) and inner <= {str, Path}
 
 
@@ -79,8 +85,7 @@ def text_options(name: str) -> Dict[str, str]:
     """
     found = {}
     for key, hint in option_hints(name).items():
-        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-        inner = [a for a in typing.get_args(hint) if a is not type(None)] if union else [hint]
+        inner = _members(hint)
         args = typing.get_args(inner[0]) if len(inner) == 1 else ()
         if key != "return" and _is_text(hint):
             found[key] = "value"

@@ -509,16 +509,11 @@ def _lock_comparison(out: Path) -> Optional[int]:
             log.warning("%s: cannot open the comparison's lock file (%s); running without a lock: do not start "
                         "a second pase compare in this folder while this one runs", path, exc.strerror or exc)
             return None
-        try:
-            locked = try_lock(fd, path, "running without a lock: do not start a second pase compare in this "
-                                        "folder while this one runs")
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
-                              "or pass another --out (nothing was written)") from None
-        if not locked:  # a filesystem without locks: not another compare
-            os.close(fd)
-            return None
+        busy = ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
+                           "or pass another --out (nothing was written)")
+        if not try_lock(fd, path, "running without a lock: do not start a second pase compare in this folder "
+                                  "while this one runs", busy):
+            return None  # a filesystem without locks: not another compare
         try:  # the file may have been removed by the holder that released it: lock the one now there
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd

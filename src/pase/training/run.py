@@ -626,16 +626,11 @@ def lock_run(out: Path) -> Optional[int]:
     if not can_lock():  # Windows: the file, no lock
         os.close(fd)
         return None
-    try:
-        locked = try_lock(fd, out / ".lock", f"the run goes on unlocked: do not write to {out} from another "
-                                             "process while it runs")
-    except BlockingIOError:
-        os.close(fd)
-        raise RunDirError(f"another process is writing {out} (it holds {out / '.lock'}); wait for it to end, or "
-                          "pass a new --out (nothing was changed)") from None
-    if not locked:  # a filesystem without locks: no other process
-        os.close(fd)
-        return None
+    busy = RunDirError(f"another process is writing {out} (it holds {out / '.lock'}); wait for it to end, or "
+                       "pass a new --out (nothing was changed)")
+    if not try_lock(fd, out / ".lock", f"the run goes on unlocked: do not write to {out} from another process "
+                                       "while it runs", busy):
+        return None  # a filesystem without locks: no other process
     return fd
 
 

@@ -502,17 +502,16 @@ def _lock_comparison(out: Path) -> Optional[int]:
     path = out / _LOCK
     if not can_lock():  # Windows: no lock
         return None
+    unlocked = "running without a lock: do not start a second pase compare in this folder while this one runs"
+    busy = ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
+                       "or pass another --out (nothing was written)")
     while True:
         try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
             fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError as exc:
-            log.warning("%s: cannot open the comparison's lock file (%s); running without a lock: do not start "
-                        "a second pase compare in this folder while this one runs", path, exc.strerror or exc)
+            log.warning("%s: cannot open the comparison's lock file (%s); %s", path, exc.strerror or exc, unlocked)
             return None
-        busy = ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
-                           "or pass another --out (nothing was written)")
-        if not try_lock(fd, path, "running without a lock: do not start a second pase compare in this folder "
-                                  "while this one runs", busy):
+        if not try_lock(fd, path, unlocked, busy):
             return None  # a filesystem without locks: not another compare
         try:  # the file may have been removed by the holder that released it: lock the one now there
             if os.stat(path).st_ino == os.fstat(fd).st_ino:

@@ -157,6 +157,13 @@ def plan(quick: bool, device: str, bf16: bool, threads: Optional[int]) -> List[T
     p.append(("profile/real_mosi", "profile", {"dataset": "real_mosi", "steps": 3 if q else 10}))
     if not q:
         p.append(("profile/mosi_shaped", "profile", {"dataset": "mosi_shaped", "sizes": [256, 64, 64], "steps": 3}))
+    if gpu:  # last: compiled steps, and CUDA graphs of them, in a worker of their own (a failure loses only them)
+        comp = ["late_fusion", "pase", "late_fusion+compile", "pase+compile", "late_fusion+graphs", "pase+graphs"]
+        p.append(("graphs/real_mosi", "epoch", {"dataset": "real_mosi", "repeats": 3 if q else 5, "block": block,
+                                                "variants": ["late_fusion", "pase", "late_fusion+graphs", "pase+graphs"]}))
+        p.append(("graphs/mosi_shaped", "epoch", {"dataset": "mosi_shaped", "sizes": _shaped_sizes("mosi_shaped"),
+                                                  "batches": 3 if q else 0, "repeats": 2 if q else 3, "block": block,
+                                                  "variants": comp, **mosi_full}))
     return [(k, w, {**base, **s}) for k, w, s in p]  # a spec's own threads win
 
 

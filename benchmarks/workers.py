@@ -118,6 +118,10 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     if "pase+compile" in times and "late_fusion+compile" in times:
         res["ratio_pase_compile_late_fusion_compile"] = W.quantiles(
             [p / q for p, q in zip(times["pase+compile"], times["late_fusion+compile"])])
+    if "pase+graphs" in times and "late_fusion+graphs" in times:  # CUDA graphs (reduce-overhead), both
+        res["ratio_pase_graphs_late_fusion_graphs"] = W.quantiles(
+            [p / q for p, q in zip(times["pase+graphs"], times["late_fusion+graphs"])])
+        res["graphs_first_epoch_s"] = compile_s["pase+graphs"]
     if "pase" in times and "plain" in times:
         res["ratio_pase_plain"] = W.quantiles([p / q for p, q in zip(times["pase"], times["plain"])])
         res["ratio_late_fusion_plain"] = W.quantiles(

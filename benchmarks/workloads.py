@@ -113,14 +113,19 @@ class Run:
     tracking); ``late_fusion`` is the registered method (which tracks Shapley values every batch);
     ``pase`` is PaSE with all parts on, forced into phase 2 (SGM active) from the first step.
     A ``+compile`` suffix (``pase+compile``) runs the forward pass and the method's losses as
-    ``train.compile=true`` does (``torch.compile``; the optimiser step stays eager).
+    ``train.compile=true`` does (``torch.compile``; the optimiser step stays eager); ``+graphs``
+    compiles them with ``mode="reduce-overhead"``, which on CUDA replays the compiled forward and
+    backward as CUDA graphs (one launch per graph instead of one per kernel; on a CPU it is
+    ``+compile``). SGM and the optimiser step stay eager in both.
     """
 
     def __init__(self, variant: str, bundle: DataBundle, dataset: str, device: torch.device,
                  extra: Sequence[str] = (), seed: int = 0) -> None:
         torch.manual_seed(seed)
-        self.compiled = variant.endswith("+compile")
-        variant = variant.removesuffix("+compile")
+        variant, _, how = variant.partition("+")
+        if how not in ("", "compile", "graphs"):
+            raise ValueError(f"unknown variant suffix +{how} (+compile or +graphs)")
+        self.compiled, self.graphs = bool(how), how == "graphs"
         self.variant = variant
         self.cfg = load_config(None, overrides(dataset, variant) + list(extra))
         self.task = bundle.task
@@ -139,7 +144,8 @@ class Run:
             from pase.training.lightning_module import compile_settings
 
             compile_settings()
-            self._forward_loss = torch.compile(self._eager_forward_loss)
+            self._forward_loss = torch.compile(self._eager_forward_loss,
+                                               mode="reduce-overhead" if self.graphs else None)
 
     def _eager_forward_loss(self, batch) -> torch.Tensor:
         out = self.model(batch)
@@ -149,6 +155,8 @@ class Run:
 
     def step(self, batch, autocast: contextlib.AbstractContextManager) -> torch.Tensor:
         """One training step, in PaseModule's order; returns the (detached) loss."""
+        if self.graphs:  # a new iteration: the graphs' outputs of the last step may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             loss = self._forward_loss(batch)
         self.opt.zero_grad(set_to_none=True)

@@ -377,7 +377,8 @@ def _mult_rows(res: Dict[str, Any]) -> List[tuple]:
                      _ok(flat and peak <= MULT_PEAK_GB)))
     if not gpu:
         rows.append((f"PaSE MOSI-shaped epoch <= {MULT_GPU_S / 5:.2f} s on a GPU (1/5 of MulT's {MULT_GPU_S} s on an H100)",
-                     "not measured: no GPU here; `bash benchmarks/gpu.sh` measures it", "n/a"))
+                     "not measured in this run (no GPU here): `bash benchmarks/gpu.sh` measures it; the CUDA runs' "
+                     "reports are in `benchmarks/cuda/`", "n/a"))
     return rows
 
 
@@ -400,8 +401,8 @@ def _profile_section(res: Dict[str, Any]) -> List[str]:
             cum = sorted(p["cum_ms_per_step"].items(), key=lambda kv: -kv[1])
             top = "; ".join(f"`{k}` {ms:.1f}" for k, ms in cum[:7])
             hs = p.get("host_syncs_per_step")
-            sync = (f"; host syncs / step {hs['per_step']:g} at " + ", ".join(f"`{k}` x{c}" for k, c in hs["top"])
-                    if hs else "")
+            where = " at " + ", ".join(f"`{k}` x{c}" for k, c in hs["top"]) if hs and hs["top"] else ""
+            sync = f"; host syncs / step {hs['per_step']:g}{where}" if hs else ""
             ops = "; ".join(f"`{k}` {c}x {ms:.1f}" for k, c, ms in p["top_ops"][:4])
             out.append(f"| {v} | {p['aten_calls_per_step']:.0f} | {p['self_cpu_ms_per_step']:.1f} | {ops} | "
                        f"{top}{sync} |")

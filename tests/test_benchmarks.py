@@ -660,3 +660,39 @@ def test_results_tables_name_pairs_without_spread_instead_of_printing_nan():
     assert "| same | 3 | MAE | +0.0000 ± 0.0000 | identical |" in table
     assert "| shifted | 3 | MAE | +0.2500 ± 0.0000 | n/a (SE 0) |" in table
     assert "nan" not in table
+
+
+def test_a_cuda_runs_compiled_and_cuda_graph_rows_render_with_their_failures():
+    """The CUDA run 3 (benchmarks/cuda/results-3.json): its graphs/* keys get a section of their own,
+    a variant that failed is named with its error, the paired ratio of the eager pair is the JSON's,
+    and a profile with no host sync says 0 without a dangling "at"."""
+    report = _bench("report")
+    res = json.loads((ROOT / "benchmarks" / "cuda" / "results-3.json").read_text())
+    text = report.render(res, Path("results-3.json"))
+    section = text.split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
+    g = res["graphs/mosi_shaped"]
+    assert f"| mosi_shaped | pase+graphs | failed: {g['compile_errors']['pase+graphs']} |" in section
+    q = g["ratio_pase_late_fusion"]
+    assert f"| mosi_shaped | {q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) | n/a | n/a |" in section
+    assert "host syncs / step 0 |" in text and "host syncs / step 0 at" not in text
+    targets = text.split("## Targets")[1].split("\n## ")[0]
+    assert "CUDA graphs of the compiled forward and backward" in targets and "not measured: " in targets
+    # a pair that both ran gives the target its ratio and a verdict
+    ok = json.loads(json.dumps(res))
+    ok["graphs/real_mosi"]["ratio_pase_graphs_late_fusion_graphs"] = {"median": 1.1, "min": 1.0, "max": 1.2, "n": 3}
+    row = [ln for ln in report.render(ok, Path("r.json")).splitlines()
+           if "CUDA graphs of the compiled" in ln and "real MOSI" in ln][0]
+    assert row.endswith("| 1.10 (1.00-1.20) x | **met** |")
+
+
+def test_a_variant_suffix_is_compile_or_graphs():
+    """``+graphs`` compiles with mode="reduce-overhead" (CUDA graphs on a GPU); another suffix is refused."""
+    import pytest
+
+    W = _bench("workloads")
+    bundle = W.sweep_bundle(2)
+    with pytest.raises(ValueError, match=r"unknown variant suffix \+graph \(\+compile or \+graphs\)"):
+        W.Run("pase+graph", bundle, "sweep2", W.torch.device("cpu"))
+    r = W.Run("late_fusion+graphs", bundle, "sweep2", W.torch.device("cpu"))
+    assert r.compiled and r.graphs and r.variant == "late_fusion"
+    assert not W.Run("pase", bundle, "sweep2", W.torch.device("cpu")).compiled

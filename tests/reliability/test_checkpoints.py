@@ -344,6 +344,30 @@ def test_a_legacy_format_checkpoint_loads_and_a_dict_without_weights_is_refused(
         safe_load_checkpoint(tmp_path / "dict.ckpt")
 
 
+def test_a_metadata_read_maps_the_weights_instead_of_reading_them(tmp_path):
+    """``mmap=True`` (the callers that read only ``epoch`` / ``pase_state``: compare's checks of an
+    interrupted run, a resume's checks of best.ckpt) maps a zip checkpoint's storage: the file is in
+    this process's memory map while the state lives, the values are the saved ones; a plain load
+    reads them (not mapped); a legacy-format file cannot be mapped and is read whole."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("no /proc/self/maps on this system to see the mapping")
+    path = tmp_path / "mapped.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}, "epoch": 3, "pase_state": {"data": {"n": 7}}}, path)
+    state = safe_load_checkpoint(path, mmap=True)
+    assert str(path) in maps.read_text()
+    assert state["epoch"] == 3 and state["pase_state"] == {"data": {"n": 7}}
+    assert torch.equal(state["state_dict"]["w"], torch.arange(4096.0))
+    del state
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.arange(4096.0)}, "epoch": 3}, plain)
+    state = safe_load_checkpoint(plain)
+    assert str(plain) not in maps.read_text() and state["epoch"] == 3
+    torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 1}, tmp_path / "old.ckpt",
+               _use_new_zipfile_serialization=False)
+    assert safe_load_checkpoint(tmp_path / "old.ckpt", mmap=True)["epoch"] == 1
+
+
 def test_a_run_folder_given_as_checkpoint_suggests_its_best_checkpoint(tmp_path):
     """With best.ckpt and last.ckpt both there, the message points at best.ckpt (the selected epoch,
     what evaluate and diagnose mean), not last.ckpt."""

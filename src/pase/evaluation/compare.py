@@ -717,7 +717,7 @@ def trained_data(run: Path) -> Optional[Dict[str, Any]]:
     saved = metrics.get("data_fingerprint")
     ckpt = run / str(metrics.get("checkpoint") or "checkpoints/best.ckpt")
     if saved is None and ckpt.is_file():
-        saved = (safe_load_checkpoint(ckpt).get("pase_state") or {}).get("data")
+        saved = (safe_load_checkpoint(ckpt, mmap=True).get("pase_state") or {}).get("data")
     return saved
 
 
@@ -725,7 +725,7 @@ def _pase_state(last: Path) -> Dict[str, Any]:
     """The ``pase_state`` of an interrupted run's ``checkpoints/last.ckpt`` (what its resume keeps: the
     data and pretrained model fingerprints); empty when it cannot be read (the resume itself then says so)."""
     try:
-        return safe_load_checkpoint(last).get("pase_state") or {}
+        return safe_load_checkpoint(last, mmap=True).get("pase_state") or {}
     except Exception:  # noqa: BLE001 - an unreadable checkpoint: the resume itself says so
         return {}
 

@@ -53,8 +53,12 @@ class UnsafeCheckpointError(ValueError):
     """A checkpoint file is not a weights-only pase checkpoint; nothing from it was called."""
 
 
-def safe_load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Dict[str, Any]:
+def safe_load_checkpoint(path: str | Path, map_location: Any = "cpu", mmap: bool = False) -> Dict[str, Any]:
     """``torch.load(path, weights_only=True)``, with one-line errors.
+
+    ``mmap=True`` maps the tensors' storage instead of reading it (a zip checkpoint; a legacy pickle is
+    read whole): for callers that read only the small entries (``epoch``, ``pase_state``), so checking an
+    interrupted run of a large model does not read its weights.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -75,7 +79,8 @@ def safe_load_checkpoint(path: str | Path, map_location: Any = "cpu") -> Dict[st
             f"{p}: not a PyTorch checkpoint (it starts with {head!r}; a checkpoint is a zip archive written by "
             "torch.save); pass a .ckpt file from a run's checkpoints/, for example checkpoints/best.ckpt")
     try:
-        state = torch.load(p, map_location=map_location, weights_only=True)
+        state = torch.load(p, map_location=map_location, weights_only=True,
+                           mmap=mmap and head.startswith(b"PK\x03\x04"))
     except pickle.UnpicklingError as exc:
         found = _GLOBAL.search(str(exc))
         what = (f"names the global '{found.group(1)}'" if found

@@ -483,7 +483,7 @@ def _check_first_epoch_leftovers(out: Path) -> None:
     if why is None and not (out / ".lock").is_file():  # every run takes it before it writes config.yaml
         why = "it has no .lock, which a run writes before its config.yaml: that config.yaml is not a run's"
     best = out / "checkpoints" / "best.ckpt"
-    if why is None and best.is_file() and int(safe_load_checkpoint(best).get("epoch", 0)) > 0:
+    if why is None and best.is_file() and int(safe_load_checkpoint(best, mmap=True).get("epoch", 0)) > 0:
         why = "its checkpoints/best.ckpt is from a later epoch than the first"
     if why:
         raise RunDirError(f"{out} has no checkpoints/last.ckpt, and it is not a run interrupted in its first epoch "
@@ -564,7 +564,7 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
         # best.ckpt is written before last.ckpt: killed between the two, best.ckpt is one epoch ahead; a
         # resume that trains nothing more then tested that epoch's model as this shorter run's (a review)
         try:
-            ahead = int(safe_load_checkpoint(best).get("epoch", -1)) + 1
+            ahead = int(safe_load_checkpoint(best, mmap=True).get("epoch", -1)) + 1
         except Exception:  # noqa: BLE001 - an unreadable best.ckpt: the final test names it
             ahead = done
         if ahead > done:
@@ -734,7 +734,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
                                  f"continue with pase train --resume {out}") from None
     best_epoch = _best_epoch(out / "log.csv", monitor, mode)
     if best_epoch is None and Path(best).is_file():  # no finite monitor value: the checkpoint saved says
-        best_epoch = int(safe_load_checkpoint(best).get("epoch", 0))
+        best_epoch = int(safe_load_checkpoint(best, mmap=True).get("epoch", 0))
     result = {
         "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,

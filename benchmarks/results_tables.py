@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from pase.data.contract import sort_modalities
-from pase.evaluation.compare import t_quantile
+from pase.evaluation.compare import spread_is_zero, t_quantile
 
 MAIN = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
 
@@ -72,9 +72,10 @@ def method_table(runs: dict, ref_name: str = "late_fusion", ci: bool = False) ->
                 lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} | "
                              f"[{st.mean(d) - h:+.4f}, {st.mean(d) + h:+.4f}] |")
                 continue
-            # SE 0 (to rounding): every pair differs by the same amount ("identical" when by none; it read "+nan": a variant
-            # that never reaches its phase switch equals full PaSE run for run)
-            ratio = (f"{st.mean(d) / se:+.2f}" if se > 1e-12 else "identical" if not any(d) else "n/a (SE 0)")
+            # SE 0 (to rounding, pase compare's "SD 0" rule): every pair differs by the same amount ("identical" when by
+            # none; it read "+nan": a variant that never reaches its phase switch equals full PaSE run for run)
+            ratio = (f"{st.mean(d) / se:+.2f}" if not spread_is_zero(st.stdev(d), st.mean(d))
+                     else "identical" if not any(d) else "n/a (SE 0)")
             lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | {ratio} |")
     return "\n".join(lines)
 

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -696,3 +697,25 @@ def test_a_variant_suffix_is_compile_or_graphs():
     r = W.Run("late_fusion+graphs", bundle, "sweep2", W.torch.device("cpu"))
     assert r.compiled and r.graphs and r.variant == "late_fusion"
     assert not W.Run("pase", bundle, "sweep2", W.torch.device("cpu")).compiled
+
+
+def test_results_tables_and_pase_compare_share_one_sd_zero_rule():
+    """pase compare called an SD up to 1e-9 relative to max(1, |mean|) "SD 0", results_tables.py an SE
+    up to an absolute 1e-12: a spread of 1e-10 on metrics near 0.7 was "SD 0" in one and a mean / SE of
+    ~1e8 in the other. One rule (compare.spread_is_zero): 1e-10 is SD 0 in both, 1e-6 in neither."""
+    from pase.evaluation.compare import paired_difference
+
+    rt = _bench("results_tables")
+    keys = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+    ref = {s: {"test": {k: 0.7 + 0.001 * s for k in keys}} for s in range(3)}
+    runs = {"late_fusion": ref}
+    for name, spread in (("tight", 1e-10), ("loose", 1e-6)):  # d_s = 0.01 + s * spread: sample SD = spread
+        runs[name] = {s: {"test": {k: x + 0.01 + s * spread for k, x in v["test"].items()}} for s, v in ref.items()}
+        d = paired_difference({s: m["test"]["MAE"] for s, m in runs[name].items()},
+                              {s: m["test"]["MAE"] for s, m in ref.items()})
+        assert d["sd"] == pytest.approx(spread, rel=1e-3) and d["sd_zero"] is (name == "tight"), d
+    rows = {line.split(" | ")[0][2:]: line for line in rt.method_table(runs).splitlines()
+            if line.startswith(("| tight | 3 | MAE |", "| loose | 3 | MAE |"))}
+    assert rows["tight"].endswith("| n/a (SE 0) |"), rows
+    ratio = rows["loose"].rstrip(" |").rsplit("| ", 1)[1]
+    assert float(ratio) == pytest.approx(0.01 / (1e-6 / math.sqrt(3)), rel=1e-3), rows

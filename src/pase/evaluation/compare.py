@@ -64,7 +64,8 @@ from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_met
 from .shapley_report import diagnose, read_csv
 
 __all__ = ["DEFAULT_METHODS", "MMSA_FIRST_SEED", "parse_seeds", "parse_methods", "t_quantile", "describe",
-           "paired_difference", "sd_is_zero", "main_metrics", "compare", "summarize", "check_methods_can_start"]
+           "paired_difference", "spread_is_zero", "sd_is_zero", "main_metrics", "compare", "summarize",
+           "check_methods_can_start"]
 
 log = logging.getLogger("pase")
 MMSA_FIRST_SEED = 1111  # MMSA's seeds 1111, 1112, ...
@@ -174,14 +175,27 @@ def describe(values: Sequence[float], level: float = 0.95) -> Dict[str, float]:
 SD_ZERO_EPS = 1e-9  # an SD this small relative to max(1, |mean|) is 0 to rounding
 
 
+def spread_is_zero(sd: float, mean: float) -> bool:
+    """Whether a sample SD ``sd`` of values averaging ``mean`` is 0 to rounding (every value the same).
+
+    The one "SD 0" rule of ``pase compare``/``pase report`` and ``benchmarks/results_tables.py``: at
+    most ``SD_ZERO_EPS`` relative to the values' magnitude ``|mean|``, with an absolute floor of
+    ``SD_ZERO_EPS`` (metrics are O(1); a difference of two accuracies near 0.7 rounds at ~1e-16).
+    A non-finite ``sd`` or ``mean`` (fewer than 2 values) is not 0.
+
+    >>> spread_is_zero(1e-10, 0.7), spread_is_zero(1e-6, 0.7), spread_is_zero(1e-7, 1e3)
+    (True, False, True)
+    """
+    return bool(math.isfinite(sd) and math.isfinite(mean) and sd <= SD_ZERO_EPS * max(1.0, abs(mean)))
+
+
 def sd_is_zero(d: Dict[str, Any]) -> bool:
-    """Whether the finite SD of ``describe``'s ``d`` is 0 to rounding: every value the same.
+    """Whether the finite SD of ``describe``'s ``d`` is 0 to rounding: every value the same (``spread_is_zero``).
 
     >>> sd_is_zero({"mean": 0.05, "sd": 3.9e-17}), sd_is_zero({"mean": 0.05, "sd": 0.01})
     (True, False)
     """
-    sd, mean = d.get("sd", math.nan), d.get("mean", math.nan)
-    return bool(math.isfinite(sd) and math.isfinite(mean) and sd <= SD_ZERO_EPS * max(1.0, abs(mean)))
+    return spread_is_zero(d.get("sd", math.nan), d.get("mean", math.nan))
 
 
 def paired_difference(a: Dict[int, float], b: Dict[int, float], level: float = 0.95) -> Dict[str, Any]:

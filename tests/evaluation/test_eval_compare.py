@@ -964,11 +964,11 @@ def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, flock
     import errno
     import fcntl
 
-    from pase.evaluation.compare import _lock_comparison
+    from pase.evaluation.compare import lock_comparison
 
     monkeypatch = flock_unsupported
     with caplog.at_level("WARNING", logger="pase"):
-        assert _lock_comparison(tmp_path) is None
+        assert lock_comparison(tmp_path) is None
     assert "cannot lock it (No locks available); running without a lock" in caplog.text
 
     def held(fd, op):
@@ -976,7 +976,7 @@ def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, flock
 
     monkeypatch.setattr(fcntl, "flock", held)
     with pytest.raises(ConfigError, match="another pase compare is running in"):
-        _lock_comparison(tmp_path)
+        lock_comparison(tmp_path)
 
 
 def test_a_second_compare_into_a_running_comparisons_folder_is_refused(tmp_path, monkeypatch, runs_about_to_start):

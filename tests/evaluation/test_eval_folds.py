@@ -569,3 +569,38 @@ def test_a_folder_named_like_a_fold_without_its_number_is_not_a_fold_run(tmp_pat
         (out / name).mkdir(parents=True)
         with pytest.raises(ConfigError, match=rf"holds files that are not a cross-validation's \({name}\)"):
             folds.cross_validate(Config(), out, folds=[1], seeds=[1111] if name == "seedlings" else None)
+
+
+def test_a_second_crossval_into_a_running_crossvals_folder_is_refused(tmp_path, monkeypatch, capsys):
+    """pase crossval held only each fold's run lock: a second crossval into the same --out, started while the
+    first trained, trained the folds the first had not reached and wrote its summaries over the first's. It
+    holds pase compare's comparison lock (.compare.lock) now: the second is refused with one line naming the
+    folder and the lock, nothing written, and the file is gone once the first ends."""
+    import pase.evaluation.folds as folds
+    from pase.config import Config
+
+    cv = tmp_path / "cv"
+    started, refused = [], []
+
+    def first_trains(cfg, run, resume=False, quiet=False):
+        if started:  # the second crossval got past the lock
+            pytest.fail(f"the second crossval trained {run}")
+        started.append(run)
+        refused.append(main(["crossval", "--folds", "1", "--out", str(cv)]))
+        refused.append(sorted(p.name for p in cv.iterdir()))
+        Path(run).mkdir()
+        return {"test": {"MAE": 1.0}, "protocol": "mosi"}
+
+    monkeypatch.setattr(folds, "train", first_trains)
+    capsys.readouterr()
+    folds.cross_validate(Config(), cv, folds=[1])
+    err = capsys.readouterr().err
+    assert refused == [2, [".compare.lock"]], refused
+    assert err == (f"pase: error: another pase crossval is running in {cv} (it holds {cv / '.compare.lock'}); "
+                   "wait for it to end, or pass another --out (nothing was written)\n"), err
+    assert sorted(p.name for p in cv.iterdir()) == ["fold1", "folds_summary.json", "folds_summary.md"]
+    (cv / ".compare.lock").touch()  # the file of a crossval that was killed: no lock held, not a foreign file
+    monkeypatch.setattr(folds, "train", lambda cfg, run, resume=False, quiet=False: {"test": {"MAE": 2.0},
+                                                                                      "protocol": "mosi"})
+    assert folds.cross_validate(Config(), cv, folds=[1])["mean"] == {"MAE": 2.0}
+    assert not (cv / ".compare.lock").exists()

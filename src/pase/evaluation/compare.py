@@ -503,21 +503,22 @@ def _comparable(cfg: Config) -> Dict[str, Any]:
 _FIRST_FILES = ("config.yaml", "compare.json")
 
 
-#: the lock file a running comparison holds in its folder (``_lock_comparison``)
-_LOCK = ".compare.lock"
+#: the lock file a running comparison (``pase compare``, ``pase crossval``) holds in its folder (``lock_comparison``)
+COMPARISON_LOCK = ".compare.lock"
 
 
-def _lock_comparison(out: Path) -> Optional[int]:
-    """An exclusive advisory lock (``fcntl.flock``) on ``out/.compare.lock``, held while ``compare`` runs (the
-    descriptor, for ``_unlock_comparison``; None where ``fcntl`` is missing). A second ``pase compare`` into
-    the same folder, started while the first ran, replaced the first's compare.json and summaries and
-    trained its runs there (a review); it is refused now, having written nothing. The OS releases the lock
-    when the process ends, so a killed comparison blocks nothing (its file stays, and is taken over)."""
-    path = out / _LOCK
+def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
+    """An exclusive advisory lock (``fcntl.flock``) on ``out/.compare.lock``, held while ``compare`` (or
+    ``cross_validate``: ``command`` names it in the messages) runs (the descriptor, for ``unlock_comparison``;
+    None where ``fcntl`` is missing). A second ``pase compare`` into the same folder, started while the first
+    ran, replaced the first's compare.json and summaries and trained its runs there (a review); it is refused
+    now, having written nothing. The OS releases the lock when the process ends, so a killed comparison
+    blocks nothing (its file stays, and is taken over)."""
+    path = out / COMPARISON_LOCK
     if not can_lock():  # Windows: no lock
         return None
-    unlocked = "running without a lock: do not start a second pase compare in this folder while this one runs"
-    busy = ConfigError(f"another pase compare is running in {out} (it holds {path}); wait for it to end, "
+    unlocked = f"running without a lock: do not start a second {command} in this folder while this one runs"
+    busy = ConfigError(f"another {command} is running in {out} (it holds {path}); wait for it to end, "
                        "or pass another --out (nothing was written)")
     while True:
         try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
@@ -535,13 +536,13 @@ def _lock_comparison(out: Path) -> Optional[int]:
         os.close(fd)
 
 
-def _unlock_comparison(out: Path, fd: Optional[int]) -> None:
+def unlock_comparison(out: Path, fd: Optional[int]) -> None:
     """Remove the lock file, then release the lock: a folder refused or finished holds no file of it
     (a user's folder refused as "not a comparison's" was left with one)."""
     if fd is None:
         return
     try:
-        (out / _LOCK).unlink()
+        (out / COMPARISON_LOCK).unlink()
     except FileNotFoundError:
         pass
     finally:
@@ -555,7 +556,7 @@ def _check_comparison_folder(out: Path) -> None:
         return
     # a first call killed while writing config.yaml or compare.json leaves that write's partial file: the same
     # command continues (it removes the file before it writes them again)
-    other = sorted(p.name for p in out.iterdir() if p.name not in ("config.yaml", _LOCK)
+    other = sorted(p.name for p in out.iterdir() if p.name not in ("config.yaml", COMPARISON_LOCK)
                    and not (p.is_file() and is_partial_write(p.name, _FIRST_FILES)))
     if not other:
         return
@@ -899,7 +900,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     _check_comparison_folder(out)
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock_comparison(out)  # before config.yaml is read: a second compare here is refused until this one ends
+    lock = lock_comparison(out)  # before config.yaml is read: a second compare here is refused until this one ends
     try:
         rewrite = _check_base_config(cfg, out)
         if diagnose:  # every diagnosis already there must have these levels (it is kept, not redone)
@@ -924,7 +925,7 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
         write_summary(summary, out)
         return summary
     finally:
-        _unlock_comparison(out, lock)
+        unlock_comparison(out, lock)
 
 
 # ---------------------------------------------------------------------------- summary

@@ -12,7 +12,8 @@ and sample standard deviation (over the folds where the metric is finite; ``n`` 
 Selection inside each fold uses that fold's validation split only. With several training seeds
 (``seeds``, ``pase crossval --seeds``) every seed trains every fold into ``OUT/seed<s>/fold<f>/``;
 each seed's figure is its fold mean, and the summary reports the mean and sample SD of those over
-the seeds (every fold of every seed is listed too).
+the seeds (every fold of every seed is listed too). Like ``pase compare``, it holds the comparison
+lock ``OUT/.compare.lock`` while it runs: a second crossval into ``OUT`` meanwhile is refused.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import data_options, load_bundle, train, without_locations
-from .compare import check_methods_can_start, check_one_process, interrupted_data, trained_data
+from .compare import (COMPARISON_LOCK, check_methods_can_start, check_one_process, interrupted_data,
+                      lock_comparison, trained_data, unlock_comparison)
 from .report import _finite_or_null
 
 __all__ = ["cross_validate"]
@@ -63,7 +65,22 @@ def cross_validate(cfg: Config, out_dir: str | Path, folds: Sequence[int] = (1, 
                                              "--set data.options.fold=F")
     _check_out(out, by_seed=seeds is not None)
     configs = {s: cfg if s is None else apply_overrides(cfg, [f"train.seed={s}"]) for s in (seeds or [None])}
-    _check_folds(configs, out, folds)
+    _check_folds(any_cfg=cfg, folds=folds)
+    out.mkdir(parents=True, exist_ok=True)
+    # pase compare's lock: a second crossval into this folder is refused until this one ends (each fold's run
+    # lock alone let two write the same summaries and train the folds the other had not reached)
+    lock = lock_comparison(out, "pase crossval")
+    try:
+        _check_out(out, by_seed=seeds is not None)  # again: another crossval may have written here before the lock
+        _check_fold_runs(configs, out, folds)
+        return _cross_validate(cfg, out, folds, seeds, configs)
+    finally:
+        unlock_comparison(out, lock)
+
+
+def _cross_validate(cfg: Config, out: Path, folds: Sequence[int], seeds: Optional[Sequence[int]],
+                    configs: Dict[Optional[int], Config]) -> Dict[str, object]:
+    """``cross_validate``'s training and summaries, its checks passed and its folder locked."""
     seen: Dict[str, set] = {}
     if seeds is None:
         per_fold, protocol = _train_folds(cfg, out, folds, seen)
@@ -109,10 +126,9 @@ def _fold_config(cfg: Config, f: int) -> Config:
     return apply_overrides(cfg, [f"data.options.fold={f}", "train.progress_bar=false"])
 
 
-def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequence[int]) -> None:
-    """Before any fold trains: every fold's data options (the source's ``check_options``, where it
-    has one), the method's settings ``check_methods_can_start`` tells from them, and every run folder already there against the configuration it would continue."""
-    any_cfg = next(iter(configs.values()))
+def _check_folds(any_cfg: Config, folds: Sequence[int]) -> None:
+    """Before any fold trains and anything is written: every fold's data options (the source's
+    ``check_options``, where it has one) and the method's settings ``check_methods_can_start`` tells from them."""
     source = any_cfg.data.source
     check = getattr(DATA_SOURCES.get(source), "check_options", None) if source in DATA_SOURCES else None
     for f in folds:  # a bad last fold stopped the command only after the others had trained
@@ -132,6 +148,11 @@ def _check_folds(configs: Dict[Optional[int], Config], out: Path, folds: Sequenc
             data_check(folds=list(folds), **opts)
         except ValueError as exc:  # DataFormatError is a ValueError
             raise ConfigError(f"--folds: {exc} (nothing was trained)") from None
+
+
+def _check_fold_runs(configs: Dict[Optional[int], Config], out: Path, folds: Sequence[int]) -> None:
+    """Before any fold trains (the folder locked): every run folder already there against the configuration
+    and data it would continue."""
     for s, cfg in configs.items():  # a changed --set was found at the first finished fold, after the others
         for f in folds:
             run = (out if s is None else out / f"seed{s}") / f"fold{f}"
@@ -235,7 +256,9 @@ def _check_out(out: Path, by_seed: bool = False) -> None:
         return
     # a crossval killed while writing a summary leaves its partial write: not a foreign file (this command
     # rewrites the summaries, and removes it before it does)
-    entries = [p for p in out.iterdir() if not (p.is_file() and is_partial_write(p.name, _SUMMARIES))]
+    # and the comparison lock file of a crossval that was killed (or is running: lock_comparison refuses it)
+    entries = [p for p in out.iterdir() if not (p.is_file() and (is_partial_write(p.name, _SUMMARIES)
+                                                                 or p.name == COMPARISON_LOCK))]
     runs = [p for p in entries if _numbered(p, "fold") and _run_or_empty(p)]
     seeded = [p for p in entries if _numbered(p, "seed") and all(_numbered(q, "fold") and _run_or_empty(q)
                                                                   for q in p.iterdir())]

@@ -913,6 +913,37 @@ def test_a_setting_every_run_would_fail_on_is_refused_before_anything_is_written
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "config.yaml"]
 
 
+def test_alone_without_configured_modalities_refuses_a_bad_setting_before_it_loads_the_data(tmp_path, monkeypatch,
+                                                                                           capsys):
+    """--alone without data.modalities loads the data for its modality list, and that load came before the
+    checks that read no data: a method's bad setting (PMR's pase.binning) or a typo in train.optimizer was
+    refused only after a full data load. The cheap checks come first now; the plan loads only once they pass
+    (and the CLI refuses an unknown method name before either)."""
+    from pase.cli import main
+
+    loads = []
+
+    def loader(cfg, *args, **kwargs):
+        loads.append(cfg.data.source)
+        raise AssertionError("the data was loaded")
+
+    monkeypatch.setattr(compare_mod, "load_bundle", loader)
+    out = tmp_path / "cmp"
+    for methods, sets, match in (
+            (["late_fusion", "pmr"], ["pase.binning=sighn"], r"^pase.binning='sighn' is not one of .* \(method pmr"),
+            (["late_fusion"], ["train.optimizer=adamm"], r"^train.optimizer='adamm' is not one of adam, adamw, sgd")):
+        with pytest.raises(ConfigError, match=match):
+            compare(apply_overrides(Config(), OVERRIDES + sets), methods, [1111], out, alone=True)
+        assert loads == [] and not out.exists()
+    assert main(["compare", "--alone", "--methods", "late_fusion,pmrr", "--seeds", "1", "--out", str(out)]) == 2
+    assert "unknown method 'pmrr'; did you mean 'pmr'?" in capsys.readouterr().err
+    assert loads == [] and not out.exists()
+    # the corrected command plans the references from the data (its one load here), then goes on
+    with pytest.raises(AssertionError, match="the data was loaded"):
+        compare(apply_overrides(Config(), OVERRIDES), ["late_fusion", "pmr"], [1111], out, alone=True)
+    assert loads == ["synthetic"]
+
+
 def test_a_regression_loss_on_classification_labels_is_refused_before_anything_is_written(tmp_path,
                                                                                          runs_about_to_start):
     """train.loss=l1 on a source whose labels are classes (IEMOCAP, told by the label file's name, nothing read)

@@ -834,21 +834,27 @@ def _pretrained(run: Path) -> Optional[Dict[str, str]]:
 
 
 def _plan(cfg: Config, methods: List[str], seeds: List[int], out: Path, diagnose_runs: bool,
-          alone: bool, noise_levels: Tuple[float, ...]) -> List[_Job]:
+          noise_levels: Tuple[float, ...]) -> List[_Job]:
+    """Every method's run per seed: its path and configuration (``Config`` refuses a bad ``pase.*`` choice);
+    reads nothing."""
     jobs = []
     for m in methods:
         for s in seeds:
             run_cfg = dataclasses.replace(cfg, method=m, train=dataclasses.replace(cfg.train, seed=s))
             jobs.append(_Job("run", m, s, str(out / "runs" / m / f"seed{s}"), run_cfg, diagnose_runs, noise_levels))
-    if alone:
-        mods = list(cfg.data.modalities or load_bundle(cfg).modalities)
-        for mod in mods:
-            for s in seeds:
-                solo = dataclasses.replace(cfg, method="late_fusion",
-                                           data=dataclasses.replace(cfg.data, modalities=[mod]),
-                                           train=dataclasses.replace(cfg.train, seed=s))
-                jobs.append(_Job("alone", "late_fusion", s, str(out / "alone" / mod / f"seed{s}"), solo, False,
-                                 noise_levels, mod))
+    return jobs
+
+
+def _plan_alone(cfg: Config, seeds: List[int], out: Path, noise_levels: Tuple[float, ...]) -> List[_Job]:
+    """``--alone``'s references: late fusion on each modality per seed. Loads the data when ``data.modalities``
+    does not name the modalities (only the data tells them), so ``compare`` calls it after the cheap checks."""
+    jobs = []
+    for mod in list(cfg.data.modalities or load_bundle(cfg).modalities):
+        for s in seeds:
+            solo = dataclasses.replace(cfg, method="late_fusion", data=dataclasses.replace(cfg.data, modalities=[mod]),
+                                       train=dataclasses.replace(cfg.train, seed=s))
+            jobs.append(_Job("alone", "late_fusion", s, str(out / "alone" / mod / f"seed{s}"), solo, False,
+                             noise_levels, mod))
     return jobs
 
 
@@ -891,11 +897,18 @@ def compare(cfg: Config, methods: str | Sequence[str] = DEFAULT_METHODS, seeds: 
     check_one_process(cfg, "pase compare", "use --jobs N to train N runs side by side")
     out = user_path(out_dir)  # a `~` train() expands: its runs and these files in one folder
     levels = tuple(unique_levels(noise_levels))
-    # every run's path and configuration (Config refuses a bad pase.* choice here); writes nothing, and reads
-    # the data only for --alone without data.modalities (its modality list)
-    planned = _plan(cfg, methods, seeds, out, diagnose, alone, levels)
+    # every run's path and configuration (Config refuses a bad pase.* choice here); writes nothing, reads nothing
+    planned = _plan(cfg, methods, seeds, out, diagnose, levels)
     trains = any(not (Path(j.out) / "metrics.json").is_file() for j in planned)
+    # the checks that read no data come before --alone's plan, which loads the data without data.modalities
+    # (its modality list): a bad setting (pase.binning for PMR, train.optimizer) was refused only after that load
     _check_runs_can_start(cfg, methods, trains)
+    if alone:
+        references = _plan_alone(cfg, seeds, out, levels)
+        if not trains and any(not (Path(j.out) / "metrics.json").is_file() for j in references):
+            trains = True  # only references train: the hardware settings too, now that the plan tells
+            _check_runs_can_start(cfg, methods, trains)
+        planned += references
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a comparison folder; pass another --out (nothing was overwritten)")
     _check_comparison_folder(out)

@@ -8,7 +8,8 @@ and PaSE (all parts on, phase 2) on real MOSI (bc-LSTM features), MOSI-shaped an
 sequences; one real ``pase.training.train`` run per method through Lightning; the cost of one
 exact Shapley estimate plus gradient modulation against a plain step for M = 2..8 with encoder
 call counts; inference throughput and peak memory; RSS after each of several epochs; the load of
-a MOSEI-shaped MMSA pickle; an op-level profile of one step. It writes the report (``--out``),
+a MOSEI-shaped MMSA pickle; an op-level profile of one step; on CUDA (not --quick) compiled steps
+and CUDA graphs of them (``graphs/*``). It writes the report (``--out``),
 the raw results (``--json``, default ``benchmarks/results[-quick][-cuda].json``) and prints
 progress to stderr. ``--quick`` times subsets of batches and says so in the report.
 """
@@ -157,12 +158,13 @@ def plan(quick: bool, device: str, bf16: bool, threads: Optional[int]) -> List[T
     p.append(("profile/real_mosi", "profile", {"dataset": "real_mosi", "steps": 3 if q else 10}))
     if not q:
         p.append(("profile/mosi_shaped", "profile", {"dataset": "mosi_shaped", "sizes": [256, 64, 64], "steps": 3}))
-    if gpu:  # last: compiled steps, and CUDA graphs of them, in a worker of their own (a failure loses only them)
+    if gpu and not q:  # last: compiled steps and CUDA graphs of them, in workers of their own (a failure loses
+        # only them); minutes of compiling, so not in --quick
         comp = ["late_fusion", "pase", "late_fusion+compile", "pase+compile", "late_fusion+graphs", "pase+graphs"]
-        p.append(("graphs/real_mosi", "epoch", {"dataset": "real_mosi", "repeats": 3 if q else 5, "block": block,
+        p.append(("graphs/real_mosi", "epoch", {"dataset": "real_mosi", "repeats": 5, "block": block,
                                                 "variants": ["late_fusion", "pase", "late_fusion+graphs", "pase+graphs"]}))
         p.append(("graphs/mosi_shaped", "epoch", {"dataset": "mosi_shaped", "sizes": _shaped_sizes("mosi_shaped"),
-                                                  "batches": 3 if q else 0, "repeats": 2 if q else 3, "block": block,
+                                                  "batches": 0, "repeats": 3, "block": block,
                                                   "variants": comp, **mosi_full}))
     return [(k, w, {**base, **s}) for k, w, s in p]  # a spec's own threads win
 

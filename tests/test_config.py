@@ -530,31 +530,6 @@ def test_a_loader_option_of_text_keeps_the_digits_written_on_the_command_line(tm
     assert load_config(tmp_path / "saved.yaml") == cfg
 
 
-def test_the_final_data_source_decides_which_options_of_a_yaml_file_are_text(tmp_path):
-    """Text options keep their leading zeros only where the source, known when the file was read, takes text:
-    a file's ``dataset: 017`` under data.source synthetic (no text options) became the int 17, and a later
-    ``--set data.source=mmsa`` (its loader takes ``dataset`` as text) read "17", and GCNet's
-    ``features: {text: 017}`` "17"; the reverse kept the text "017" for a source that takes a number. The
-    final source decides, as if the file had named it; later overrides of other keys keep the text too."""
-    (tmp_path / "a.yaml").write_text("data:\n  source: synthetic\n  options:\n    dataset: 017\n"
-                                     "    features: {text: 0017}\n    seed: 07\n")
-    (tmp_path / "b.yaml").write_text("data:\n  source: gcnet\n  options:\n    dataset: 017\n"
-                                     "    features: {text: 0017}\n    seed: 07\n")
-    direct = load_config(tmp_path / "b.yaml").data.options
-    assert direct == {"dataset": "017", "features": {"text": "0017"}, "seed": 7}
-    assert load_config(tmp_path / "a.yaml", ["data.source=gcnet"]).data.options == direct
-    cfg = load_config(tmp_path / "a.yaml", ["train.lr=0.01"])
-    assert cfg.data.options == {"dataset": 17, "features": {"text": 17}, "seed": 7}
-    assert apply_overrides(cfg, ["data.source=mmsa"]).data.options["dataset"] == "017"  # mmsa's dataset is text
-    back = load_config(tmp_path / "b.yaml", ["data.source=synthetic"]).data.options
-    assert back == load_config(tmp_path / "a.yaml").data.options == {"dataset": 17, "features": {"text": 17},
-                                                                    "seed": 7}
-    assert type(back["dataset"]) is int and type(back["seed"]) is int
-    # an option set again is the new value, not the file's
-    assert load_config(tmp_path / "a.yaml", ["data.options.dataset=018", "data.source=gcnet"]
-                       ).data.options["dataset"] == "018"
-
-
 def test_a_set_value_may_hold_an_equals_sign():
     """Only the first '=' separates the key: a path (or option text) holding '=' is kept whole."""
     assert apply_overrides(Config(), ["data.path=runs/lr=0.1/data"]).data.path == "runs/lr=0.1/data"

@@ -7,7 +7,6 @@ the valid keys. The resolved configuration is saved with every result (``to_dict
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
@@ -134,9 +133,6 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.options, Mapping):
-            # the options as given (an int keeps its text, _IntText), not a field: apply_overrides rebuilds from
-            # them, so a later --set data.source=... decides which are text (the source at parse time did)
-            object.__setattr__(self, "_given_options", dict(self.options))
             object.__setattr__(self, "options", _source_options(self.source, self.options))
         mods = self.modalities
         if isinstance(mods, (list, tuple)):
@@ -165,19 +161,6 @@ def _source_options(source: str, options: Mapping[str, Any]) -> Dict[str, Any]:
     return {k: text(v) if kinds.get(k) == "value" else
             {m: text(x) for m, x in v.items()} if kinds.get(k) == "values" and isinstance(v, dict) else _plain(v)
             for k, v in options.items()}
-
-
-def _options_as_given(data: DataConfig) -> Dict[str, Any]:
-    """``data.options`` with each value as it was given to ``DataConfig`` (YAML's ``dataset: 017``: the int 17
-    that keeps its text "017") where it still converts to the value held; a copy, for :func:`apply_overrides`
-    to edit. A YAML file's ``dataset: 017`` under a source whose loader takes no text there was the plain int
-    17, and a later ``--set data.source=mmsa`` (which takes it as text) read "17"; the reverse kept "017"."""
-    given = getattr(data, "_given_options", None)
-    if not isinstance(given, dict) or not isinstance(data.options, dict):
-        return copy.deepcopy(data.options)
-    held = _source_options(data.source, given)
-    return copy.deepcopy({k: given[k] if k in given and k in held and held[k] == v else v
-                          for k, v in data.options.items()})
 
 
 @dataclass(frozen=True)
@@ -489,7 +472,6 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     ``data.options.NAME=value`` sets a source-specific option.
     """
     data = to_dict(cfg)
-    data["data"]["options"] = _options_as_given(cfg.data)  # the final data.source decides which are text
     written: Dict[str, str] = {}  # key -> the text given, for the hint of a wrong type
     for item in overrides:
         if "=" not in item:

@@ -1307,6 +1307,38 @@ def test_a_failed_diagnosis_is_left_out_of_the_diagnostic_tables_even_with_its_d
     assert [r["diagnose_error"] for r in s["runs"]] == ["", "RuntimeError: probe failed"]
 
 
+def test_a_run_trained_longer_after_its_diagnosis_is_listed_as_not_diagnosed(tmp_path, capsys):
+    """pase train --resume of a finished run sets its diagnosis aside (diagnostics.epochs2.json); pase report
+    then averaged every diagnostic table over the other seed and said nothing (a review). The run is listed as
+    not diagnosed, with what to run, in the failed-diagnosis table and on stderr; in a diagnosed comparison a
+    run whose diagnosis was cut short is too, and a --no-diagnose comparison lists none."""
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.cli import main
+
+    diag = {("pase", s): {"modalities": ["text", "audio"], "shapley": {"neg_loss": {"shares": shares}}}
+            for s, shares in ((1, {"text": 0.6, "audio": 0.4}), (2, {"text": 0.8, "audio": 0.2}))}
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2],
+                          diagnostics=diag)
+    run = out / "runs" / "pase" / "seed2"
+    (run / "diagnostics.json").rename(run / "diagnostics.epochs2.json")
+    s = summarize(out)
+    assert s["shares"]["neg_loss"]["pase"]["text"]["n"] == 1
+    err = s["runs"][1]["diagnose_error"]
+    assert err.startswith("not diagnosed: trained longer with pase train --resume after its diagnosis (kept as "
+                          "diagnostics.epochs2.json)") and f"rerun pase compare --out {out} " in err, err
+    assert main(["report", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().err.splitlines() if "diagnostics" in x)
+    assert line == f"pase report: diagnostics failed or missing for 1 run(s), for example pase seed 2: {err}"
+    failed = (out / "report.md").read_text().split("## Failed diagnoses")[1]
+    assert "| pase | 2 | not diagnosed: trained longer" in failed
+    (run / "diagnostics.epochs2.json").unlink()  # a diagnosis cut short: nothing set aside
+    meta = json.loads((out / "compare.json").read_text())
+    (out / "compare.json").write_text(json.dumps({**meta, "diagnose": True}))
+    assert summarize(out)["runs"][1]["diagnose_error"].startswith("not diagnosed (no diagnostics.json")
+    (out / "compare.json").write_text(json.dumps({**meta, "diagnose": False}))
+    assert [r["diagnose_error"] for r in summarize(out)["runs"]] == ["", ""]
+
+
 def test_the_share_verdict_is_on_the_largest_absolute_mean_error(tmp_path):
     """Truth text 0.5, audio 0.3, vision 0.2. Method a's shares 0.46, 0.33, 0.21 err by -0.04, +0.03,
     +0.01: its largest absolute error is 0.04 (the negative one), within 0.05. Method b's 0.44, 0.35,

@@ -104,7 +104,7 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
                      f"{bad_runs[0]['method']} seed {bad_runs[0]['seed']}: {bad_runs[0]['error'][:200]}")
     bad = [r for r in summary["runs"] if r.get("diagnose_error")]
     if bad:
-        lines.append(f"{command}: diagnostics failed for {len(bad)} run(s), for example {bad[0]['method']} seed "
+        lines.append(f"{command}: diagnostics failed or missing for {len(bad)} run(s), for example {bad[0]['method']} seed "
                      f"{bad[0]['seed']}: {bad[0]['diagnose_error']}")
     seeds = {str(s) for s in summary.get("seeds", [])}  # this comparison's (another call's leftovers are not)
     refs = sorted(p.parent for name in ("FAILED.txt", "DIAGNOSE_FAILED.txt")

@@ -966,7 +966,10 @@ def _read_json(path: Path) -> Optional[Dict[str, Any]]:
                           "that run") from None
 
 
-def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
+def _read_run(run: Path, method: str, seed: int, diagnosed: bool = False) -> Dict[str, Any]:
+    """The record of one run folder; ``diagnosed``: the comparison diagnoses its runs (``compare.json``),
+    so a finished run without ``diagnostics.json`` is listed as not diagnosed, not silently left out of
+    the diagnostic tables."""
     rec: Dict[str, Any] = {"method": method, "seed": seed, "path": str(run), "error": "", "diagnose_error": ""}
     metrics = _read_json(run / "metrics.json")
     if metrics is None:
@@ -987,6 +990,8 @@ def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
         # (written before a later step failed, or an earlier diagnosis's) entered the share, probe and
         # robustness means all the same (a mutation audit)
         rec["diagnostics"] = None
+    elif diagnostics is None and (diagnosed or any(run.glob("diagnostics.epochs*.json"))):
+        rec["diagnose_error"] = _undiagnosed(run)
     # a diagnosis writes robustness.csv before diagnostics.json: without the latter (a diagnosis that
     # failed or was cut short) the rows would feed the condition tables a seed the others leave out
     finished = rec["diagnostics"] is not None and not rec["diagnose_error"]
@@ -995,6 +1000,22 @@ def _read_run(run: Path, method: str, seed: int) -> Dict[str, Any]:
         _require(rec["robustness_rows"][0], ("kind", "condition", "modality", "sigma"), run / "robustness.csv",
                  "column")
     return rec
+
+
+def _undiagnosed(run: Path) -> str:
+    """Why a finished run of a diagnosed comparison has no ``diagnostics.json``, and what to run: its diagnosis
+    was cut short (the comparison's command diagnoses it), or it was trained longer with ``pase train --resume``,
+    which set its diagnosis aside (a review: ``pase report`` then averaged every diagnostic table over the other
+    seeds without a word). ``pase compare`` refuses a run trained longer than the comparison's configuration."""
+    out = run.parents[2]
+    kept = sorted(p.name for p in run.glob("diagnostics.epochs*.json"))
+    if kept:
+        return (f"not diagnosed: trained longer with pase train --resume after its diagnosis (kept as {kept[0]}), "
+                "so it is not of the comparison's configuration, which pase compare refuses; move the run folder "
+                f"aside and rerun pase compare --out {out} with the comparison's --config and --set to retrain and "
+                "diagnose it")
+    return (f"not diagnosed (no diagnostics.json: its diagnosis was cut short or removed); rerun pase compare --out "
+            f"{out} with the comparison's --config and --set to diagnose it")
 
 
 def _require(record: Any, keys: Sequence[str], path: Path, what: str = "key") -> None:
@@ -1115,7 +1136,8 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
     methods = list(methods or meta.get("methods") or found_methods)
     seeds = [int(s) for s in (seeds or meta.get("seeds") or found_seeds)]
     reference = reference or meta.get("reference", "late_fusion")
-    runs = [_read_run(out / "runs" / m / f"seed{s}", m, s) for m in methods for s in seeds]
+    diagnosed = bool(meta.get("diagnose"))  # a finished run without a diagnosis is then listed as one
+    runs = [_read_run(out / "runs" / m / f"seed{s}", m, s, diagnosed) for m in methods for s in seeds]
     ok = [r for r in runs if r["status"] == "ok"]
     summary: Dict[str, Any] = {
         "out_dir": str(out), "methods": methods, "seeds": seeds, "reference": reference, "level": level,

@@ -87,7 +87,8 @@ def test_phase_switch_is_marked_and_diagnostics_are_optional(tmp_path):
     stale.write_bytes(PNG_SIGNATURE)
     (tmp_path / "figures" / "probes.csv").write_text("method,mean\n")
     files = report(tmp_path)
-    assert set(files) == {"report.md", "report.html", "trajectories.png", "trajectories.csv"}
+    assert set(files) == {"report.md", "report.html", "summary.md", "summary.csv", "summary.json", "trajectories.png",
+                          "trajectories.csv"}
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["trajectories.csv", "trajectories.png"]
     rows = list(csv.DictReader(open(files["trajectories.csv"])))
     assert {float(r["switch_epoch"]) for r in rows} == {3.0}  # mean switch epoch over the two seeds
@@ -466,3 +467,25 @@ def test_summary_json_holds_null_for_every_non_finite_number(tmp_path):
     atomic_write_json(tmp_path / "s.json", _finite_or_null(obj))
     saved = json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert saved == {"a": None, "b": [None, 1.5], "c": [None, 2], "d": {"e": [0.25, None]}}
+
+
+def test_report_rewrites_the_summary_from_the_numbers_it_reports(tmp_path):
+    """pase report re-read the runs but left summary.md/.csv/.json of the last pase compare: after one
+    seed's metrics.json changed (a run trained longer, an edit) report.md read MAE 0.7000 over the new
+    numbers and summary.md 0.6000 over the old (a review). Both now hold the mean of 0.6 and 0.8."""
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.evaluation.compare import summarize
+    from pase.evaluation.report import write_summary
+
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(MAE=0.6), ("pase", 2): mosi_metrics(MAE=0.6)},
+                          [1, 2])
+    write_summary(summarize(out), out)  # what pase compare wrote
+    path = out / "runs" / "pase" / "seed2" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "test": mosi_metrics(MAE=0.8)}))
+    files = report(out)
+    row = next(line for line in (out / "report.md").read_text().splitlines() if line.startswith("| pase | MAE |"))
+    assert row.startswith("| pase | MAE | 2 | 0.7000 |"), row
+    assert row in (out / "summary.md").read_text().splitlines()
+    assert json.loads((out / "summary.json").read_text())["stats"]["pase"]["MAE"]["mean"] == pytest.approx(0.7)
+    assert [r["test_MAE"] for r in csv.DictReader(open(out / "summary.csv"))] == ["0.6", "0.8"]
+    assert {files[name] for name in ("summary.md", "summary.csv", "summary.json")} <= set(out.iterdir())

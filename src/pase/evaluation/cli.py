@@ -121,7 +121,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     summary = load_comparison(args.dir)  # read once: the report and the lines about its failed runs
     files = report(args.dir, summary)
-    print(f"report written to {files['report.html']} and {files['report.md']} ({len(files) - 2} figure files)")
+    print(f"report written to {files['report.html']} and {files['report.md']} ({len(files) - 5} figure files; "
+          f"summary.md, .csv and .json rewritten)")
     _problems("pase report", summary, Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
     return 0
 

@@ -2,8 +2,9 @@
 
 ``write_summary(summary, out_dir)`` writes ``summary.csv`` (one row per run), ``summary.md``
 (the comparison tables) and ``summary.json`` for a ``pase.evaluation.compare.summarize`` result.
-``report(out_dir)`` re-reads a comparison folder and writes ``report.md`` and ``report.html``
-with PNG figures in ``figures/`` (each with the CSV of its data, same stem):
+``report(out_dir)`` re-reads a comparison folder, rewrites its summary files from what it read and
+writes ``report.md`` and ``report.html`` with PNG figures in ``figures/`` (each with the CSV of its
+data, same stem):
 
 * ``trajectories``: share of each modality vs epoch (training-batch Shapley shares from the
   per-epoch log), one panel per method, mean over seeds, the PaSE phase switch as a vertical line;
@@ -576,14 +577,17 @@ def load_comparison(out_dir: str | Path) -> Dict[str, Any]:
 
 
 def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``figures/*.png`` (+ CSV) for a comparison folder.
+    """Write ``report.md``, ``report.html`` and ``figures/*.png`` (+ CSV) for a comparison folder, and
+    rewrite its ``summary.md``, ``.csv`` and ``.json`` from the same numbers (a run trained longer or
+    an edited ``metrics.json`` since the last ``pase compare`` left the two files disagreeing: a review).
 
     Args:
         out_dir: the ``--out`` folder of ``pase compare``.
         summary: its ``load_comparison`` (read here when not given).
 
     Returns:
-        name -> path of every file written ("report.md", "report.html", "<stem>.png", "<stem>.csv").
+        name -> path of every file written ("report.md", "report.html", "summary.md", "summary.csv",
+        "summary.json", "<stem>.png", "<stem>.csv").
 
     Raises:
         FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder) or no finished run.
@@ -595,6 +599,7 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
         for suffix in (".png", ".csv"):
             (figdir / f"{stem}{suffix}").unlink(missing_ok=True)
     figures = _plots(s, figdir) if "stats" in s else {}
+    write_summary(s, out)  # the summary a script reads holds the numbers of this report
     tables = summary_tables(s)
     title = f"PaSE comparison report: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"
     md = [f"# {title}", *_header(s), f"Methods: {', '.join(s['methods'])}."]
@@ -604,7 +609,7 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
     atomic_write_text(out / "report.md", "\n\n".join(md) + "\n")
     atomic_write_text(out / "report.html", _html(title, _header(s) + [f"Methods: {', '.join(s['methods'])}."],
                                                  tables, figures))
-    files = {"report.md": out / "report.md", "report.html": out / "report.html"}
+    files = {name: out / name for name in ("report.md", "report.html", "summary.md", "summary.csv", "summary.json")}
     for stem in figures:
         files.update({f"{stem}.png": figdir / f"{stem}.png", f"{stem}.csv": figdir / f"{stem}.csv"})
     return files

@@ -361,6 +361,21 @@ def test_a_foreign_run_file_is_named_with_what_it_lacks(comparison_copy, name, t
     assert bad.read_text() == text
 
 
+def test_a_metrics_file_without_a_test_metric_is_named(tmp_path):
+    """A metrics.json without test 'MAE' was read as NaN: the MAE cell read '(n=1)' and the paired table one pair,
+    without a word naming the file (a review); it is refused with the file and the key, as damaged files are."""
+    from eval_setup import fake_comparison, mosi_metrics
+
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2])
+    bad = out / "runs" / "pase" / "seed2" / "metrics.json"
+    d = json.loads(bad.read_text())
+    del d["test"]["MAE"]
+    bad.write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=rf"^{bad}: no test metric 'MAE', so it is not as pase writes it .*; "
+                                          r"restore it, or move its run folder aside to retrain that run$"):
+        summarize(out)
+
+
 def test_a_dead_worker_fails_no_run_for_good(comparison_copy, monkeypatch):
     """One killed --jobs worker breaks the pool: every pending run then fails with BrokenProcessPool.
     None of them failed by itself, so none gets FAILED.txt (which made the next call restart

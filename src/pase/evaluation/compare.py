@@ -1163,7 +1163,10 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
         return summary
     first = ok[0]["metrics"]
     protocol = first["protocol"]
-    metric_names = list(first["test"])
+    metric_names = list(dict.fromkeys(k for r in ok if isinstance(r["metrics"]["test"], dict)
+                                      for k in r["metrics"]["test"]))
+    for r in ok:  # a metric one run lacks was read as NaN and left out of its mean without a word (a review)
+        _require(r["metrics"]["test"], metric_names, Path(r["path"]) / "metrics.json", "test metric")
     headline = headline_metric(protocol)
     probe_metric = "acc2" if "acc_2" in headline or headline == "Mult_acc_2" else "acc"
     diag_first = next((r["diagnostics"] for r in ok if r.get("diagnostics")), None)

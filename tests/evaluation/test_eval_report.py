@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import re
 
 import pytest
@@ -204,6 +205,24 @@ def test_a_zero_spread_difference_gets_no_verdict():
              "deficit_reduction": {"pase": {"text": dict(point, excludes_zero=True)}}}
     cell = _reduction_table(s, "acc2", block, lambda m, d: "x")[0]["rows"][0][1]
     assert cell.endswith("n/a (SD 0)") and "increases" not in cell
+
+
+def test_a_per_method_interval_of_tied_seeds_is_no_interval():
+    """Two seeds with the same Mult_acc_7 gave '| pase | Mult_acc_7 | 2 | 0.3076 | 0.0000 | [0.3076, 0.3076] |':
+    a zero-width 95% CI (a review). It reads 'n/a (SD 0)', as in the paired table; an untied metric keeps its
+    interval, and one seed has none."""
+    from pase.evaluation.compare import describe
+    from pase.evaluation.report import _metric_tables
+
+    s = {"reported": ["pase", "agm"], "metrics": ["Mult_acc_7", "MAE"], "level": 0.95,
+         "stats": {"pase": {"Mult_acc_7": describe([0.30758017, 0.30758017]), "MAE": describe([0.9, 1.1])},
+                   "agm": {"Mult_acc_7": describe([0.3]), "MAE": describe([1.0])}},
+         "higher_is_better": {"Mult_acc_7": True, "MAE": False}}
+    rows = {(r[0], r[1]): r[2:] for r in _metric_tables(s)[1]["rows"]}
+    assert rows["pase", "Mult_acc_7"] == [2, "0.3076", "0.0000", "n/a (SD 0)"]
+    half = 12.706204736 * math.sqrt(0.02) / math.sqrt(2)  # t(0.975, 1) · SD / √n
+    assert rows["pase", "MAE"] == [2, "1.0000", "0.1414", f"[{1 - half:.4f}, {1 + half:.4f}]"]
+    assert rows["agm", "Mult_acc_7"] == [1, "0.3000", "n/a", "n/a"]
 
 
 def test_diagnostic_cells_over_fewer_seeds_than_the_runs_say_so():

@@ -84,9 +84,12 @@ def _metric_tables(s: Dict[str, Any]) -> List[Table]:
                                           for k in metrics],
             "rows": [row(m) for m in methods]}
     long = {"title": f"{level}% t-intervals of the test metrics",
-            "note": f"mean ± t({0.5 + s['level'] / 2:g}, n - 1) · SD / √n; SD with the n - 1 denominator.",
+            "note": f"mean ± t({0.5 + s['level'] / 2:g}, n - 1) · SD / √n; SD with the n - 1 denominator; "
+                    "'n/a (SD 0)' when every seed scored the same (the interval would be a point: no evidence "
+                    "of precision from so few seeds).",
             "headers": ["method", "metric", "n", "mean", "SD", f"{level}% CI"],
-            "rows": [[m, k, d["n"], _f(d["mean"]), _f(d["sd"]), _ci(d)]
+            # a zero-width "95% CI" from two tied seeds read as a certain value (a review)
+            "rows": [[m, k, d["n"], _f(d["mean"]), _f(d["sd"]), "n/a (SD 0)" if sd_is_zero(d) else _ci(d)]
                      for m in methods for k, d in s["stats"][m].items()]}
     tables = [wide, long]
     paired = s.get("paired") or {}

@@ -296,6 +296,22 @@ def test_a_method_keeps_its_colour_in_every_bar_figure():
         plt.close(fig)
 
 
+def test_trajectory_epochs_are_whole_numbers_on_the_axis(tmp_path, monkeypatch):
+    """Two epochs put ticks at 0.0, 0.2, ..., 1.0 on the trajectory figure's epoch axis (a review)."""
+    import pase.evaluation.report as rep
+
+    drawn = {}
+    monkeypatch.setattr(rep, "_save", lambda fig, path, context=None: drawn.update(fig=fig))
+    rows = [{"method": "pase", "epoch": str(e), "modality": mod, "mean": "0.5", "sd": "0.01", "n": "2",
+             "switch_epoch": ""} for e in range(2) for mod in ("text", "audio")]
+    rep.plot_trajectories(rows, tmp_path / "t.png")
+    drawn["fig"].canvas.draw()  # the ticks of the drawn view
+    ax = drawn["fig"].axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks == [0.0, 1.0], ticks
+
+
 def test_report_of_a_training_run_says_what_it_reads(tmp_path):
     """pase report on a training run's folder advised 'run pase compare --out RUN first', which
     compare then refuses (the folder belongs to a run)."""

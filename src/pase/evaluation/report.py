@@ -394,6 +394,8 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
         path: the PNG to write.
         methods: panel order (default: the order of first appearance in ``data``).
     """
+    from matplotlib.ticker import MaxNLocator
+
     rows = [{**d, "epoch": int(float(d["epoch"])), "mean": float(d["mean"]), "sd": float(d["sd"] or "nan"),
              "n": int(float(d["n"])),
              "switch_epoch": "" if d["switch_epoch"] in ("", None) else float(d["switch_epoch"])} for d in data]
@@ -422,6 +424,7 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
         title = _wrap_name(m, f"({seeds} seed{'s' if seeds > 1 else ''})")
         ax.set_title(title, **({"fontsize": 10} if "\n" in title else {}))  # fontsize=None is 10 pt too, not the default
         ax.set(xlabel="epoch", ylabel="Shapley share (train batches)", ylim=(0, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # 2 epochs had ticks 0.0, 0.2, ..., 1.0 (a review)
         ax.legend(fontsize=7)
     for ax in axes[len(methods):]:
         ax.set_visible(False)

@@ -1432,3 +1432,42 @@ def test_progress_counts_the_finished_runs_from_one(tmp_path, monkeypatch):
     lines = []
     compare_mod._run_jobs(jobs, 1, lines.append)
     assert lines == ["[1/2] agm seed 1: trained", "[2/2] agm seed 2: failed: RuntimeError: boom"]
+
+
+def test_a_run_of_another_configuration_is_left_out_of_every_table_and_named(tmp_path, capsys):
+    """pase compare refuses a folder holding a run trained longer (pase train --resume --set
+    train.max_epochs=3) before it trains; pase report averaged that 3-epoch seed with the 2-epoch ones
+    without a word (a review). The run is left out of every table, listed with the difference and
+    what to do, and counted on stderr; runs of the comparison's configuration (another method and seed
+    are not differences) stay in."""
+    import dataclasses
+
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.cli import main
+    from pase.config import Config, save_config
+
+    diag = {("pase", s): {"modalities": ["text", "audio"], "shapley": {"neg_loss": {"shares": {"text": t, "audio": 1 - t}}}}
+            for s, t in ((1, 0.6), (2, 0.8))}
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(Has0_acc_2=0.7), ("pase", 2): mosi_metrics(Has0_acc_2=0.9)},
+                          [1, 2], diagnostics=diag)
+    base = dataclasses.replace(Config(), train=dataclasses.replace(Config().train, max_epochs=2))
+    save_config(base, out / "config.yaml")
+    for s in (1, 2):
+        run_cfg = dataclasses.replace(base, method="pase", train=dataclasses.replace(base.train, seed=s))
+        save_config(run_cfg, out / "runs" / "pase" / f"seed{s}" / "config.yaml")
+    s = summarize(out)
+    assert [r["status"] for r in s["runs"]] == ["ok", "ok"] and s["stats"]["pase"]["Has0_acc_2"]["n"] == 2
+    longer = dataclasses.replace(base, method="pase", train=dataclasses.replace(base.train, seed=2, max_epochs=3))
+    save_config(longer, out / "runs" / "pase" / "seed2" / "config.yaml")
+    s = summarize(out)
+    assert [r["status"] for r in s["runs"]] == ["ok", "other configuration"]
+    assert s["stats"]["pase"]["Has0_acc_2"]["mean"] == pytest.approx(0.7) and s["stats"]["pase"]["Has0_acc_2"]["n"] == 1
+    assert s["shares"]["neg_loss"]["pase"]["text"]["n"] == 1
+    err = s["failed"][0]["error"]
+    assert err.startswith(f"trained with another configuration than the comparison's {out / 'config.yaml'} "
+                          "(train.max_epochs: 3 in this run, 2 in the comparison: trained longer") and "move the run folder aside" in err, err
+    assert main(["report", str(out)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert any(x.startswith("pase report: 1 run(s) left out of the tables (1 other configuration), for example pase "
+                            "seed 2: trained with another configuration") for x in lines), lines
+    assert "| pase | 2 | trained with another configuration" in (out / "report.md").read_text()

@@ -98,7 +98,7 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
     lines = []
     bad_runs = [r for r in summary["runs"] if r["status"] != "ok"]
     if runs and bad_runs:
-        kinds = ", ".join(f"{sum(r['status'] == k for r in bad_runs)} {k}" for k in ("failed", "missing")
+        kinds = ", ".join(f"{sum(r['status'] == k for r in bad_runs)} {k}" for k in ("failed", "missing", "other configuration")
                           if any(r["status"] == k for r in bad_runs))
         lines.append(f"{command}: {len(bad_runs)} run(s) left out of the tables ({kinds}), for example "
                      f"{bad_runs[0]['method']} seed {bad_runs[0]['seed']}: {bad_runs[0]['error'][:200]}")

@@ -1002,6 +1002,32 @@ def _read_run(run: Path, method: str, seed: int, diagnosed: bool = False) -> Dic
     return rec
 
 
+def _mark_other_configurations(runs: List[Dict[str, Any]], shared: Path) -> None:
+    """A finished run whose ``config.yaml`` differs from the comparison's ``shared`` one (trained longer with
+    ``pase train --resume``, or edited) gets status "other configuration" and is left out of every table, with
+    the difference and what to do: ``pase compare`` refuses such a folder before it trains, but ``pase report``
+    averaged a 3-epoch seed with 2-epoch ones without a word (a review). Nothing to compare without
+    ``shared`` (a folder of runs only); an unreadable file is one error naming it."""
+    if not shared.is_file():
+        return
+    from ..config import load_config
+
+    base = load_config(shared)
+    for r in runs:
+        own = Path(r["path"]) / "config.yaml"
+        if r["status"] != "ok" or not own.is_file():
+            continue
+        diff = config_difference(own, base, _comparable)  # "key: <the run's> there, <the comparison's> now"
+        if diff:
+            key, _, values = diff.partition(": ")
+            mine, _, theirs = values.rpartition(" now")[0].partition(" there, ")
+            r.update(status="other configuration", diagnostics=None, diagnose_error="", robustness_rows=[],
+                     error=f"trained with another configuration than the comparison's {shared} ({key}: {mine} in "
+                           f"this run, {theirs} in the comparison: trained longer with pase train --resume, or "
+                           "edited?); left out of every table: move the run folder aside and rerun pase compare to "
+                           "retrain it")
+
+
 def _undiagnosed(run: Path) -> str:
     """Why a finished run of a diagnosed comparison has no ``diagnostics.json``, and what to run: its diagnosis
     was cut short (the comparison's command diagnoses it), or it was trained longer with ``pase train --resume``,
@@ -1138,6 +1164,7 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
     reference = reference or meta.get("reference", "late_fusion")
     diagnosed = bool(meta.get("diagnose"))  # a finished run without a diagnosis is then listed as one
     runs = [_read_run(out / "runs" / m / f"seed{s}", m, s, diagnosed) for m in methods for s in seeds]
+    _mark_other_configurations(runs, out / "config.yaml")
     ok = [r for r in runs if r["status"] == "ok"]
     summary: Dict[str, Any] = {
         "out_dir": str(out), "methods": methods, "seeds": seeds, "reference": reference, "level": level,

@@ -53,6 +53,13 @@ def _q(d: Optional[Dict[str, float]], digits: int = 2, scale: float = 1.0) -> st
     return f"{f(d['median'])} ({f(d['min'])}-{f(d['max'])})" if d.get("n", 1) > 1 else f(d["median"])
 
 
+def _message(error: str) -> str:
+    """A worker's ``"Type: message"``, with ``(no message)`` for an exception that had none (it read
+    "AssertionError: " in the CUDA run 3's targets)."""
+    kind, sep, text = error.partition(": ")
+    return error if text.strip() or not sep else f"{kind} (no message)"
+
+
 def _ok(flag: Optional[bool]) -> str:
     return "n/a" if flag is None else ("**met**" if flag else "**missed**")
 
@@ -142,7 +149,7 @@ def _graphs_section(res: Dict[str, Any]) -> List[str]:
         for v, q in r["epoch_s"].items():
             out.append(f"| {ds} | {v} | {_q(q, 3)} | {_q(r['samples_per_s'][v], 0)} | {timed} |")
         for v, e in (r.get("compile_errors") or {}).items():
-            out.append(f"| {ds} | {v} | failed: {e} | | |")
+            out.append(f"| {ds} | {v} | failed: {_message(e)} | | |")
         ratios.append(f"| {ds} | {_q(r.get('ratio_pase_late_fusion'))} | "
                       f"{_q(r.get('ratio_pase_compile_late_fusion_compile'))} | "
                       f"{_q(r.get('ratio_pase_graphs_late_fusion_graphs'))} |")
@@ -304,7 +311,8 @@ def _targets(res: Dict[str, Any]) -> List[str]:
         g = res.get(f"graphs/{ds}")
         qg = None if _err(g) else g.get("ratio_pase_graphs_late_fusion_graphs")
         if g is not None:
-            failed = _err(g) or (g.get("compile_errors") or {}).get("pase+graphs")
+            failed = _err(g) or "; ".join(f"{v} failed: {_message(e)}" for v, e in (g.get("compile_errors") or {}).items()
+                                          if v.endswith("+graphs"))
             rows.append((f"the same with CUDA graphs of the compiled forward and backward for both "
                          f"(`torch.compile(mode=\"reduce-overhead\")`), {DATASETS[ds]}",
                          f"{_q(qg)} x" if qg else f"not measured: {failed or 'a variant is missing'}",

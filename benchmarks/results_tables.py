@@ -67,15 +67,15 @@ def method_table(runs: dict, ref_name: str = "late_fusion", ci: bool = False) ->
                 lines.append(f"| {meth} | {len(d)} | {k} | (fewer than 2 finite pairs: no SE) | |")
                 continue
             se = st.stdev(d) / math.sqrt(len(d))
-            if ci:
-                h = t_quantile(0.975, len(d) - 1) * se
-                lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} | "
-                             f"[{st.mean(d) - h:+.4f}, {st.mean(d) + h:+.4f}] |")
-                continue
             # SE 0 (to rounding, pase compare's "SD 0" rule): every pair differs by the same amount ("identical" when by
             # none; it read "+nan": a variant that never reaches its phase switch equals full PaSE run for run)
-            ratio = (f"{st.mean(d) / se:+.2f}" if not spread_is_zero(st.stdev(d), st.mean(d))
-                     else "identical" if not any(d) else "n/a (SE 0)")
+            flat = "identical" if not any(d) else "n/a (SE 0)" if spread_is_zero(st.stdev(d), st.mean(d)) else None
+            if ci:  # a zero-width interval of such pairs is no evidence (it read [+0.2500, +0.2500]: a review)
+                h = t_quantile(0.975, len(d) - 1) * se
+                lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} | "
+                             + (f"{flat} |" if flat else f"[{st.mean(d) - h:+.4f}, {st.mean(d) + h:+.4f}] |"))
+                continue
+            ratio = flat or f"{st.mean(d) / se:+.2f}"
             lines.append(f"| {meth} | {len(d)} | {k} | {st.mean(d):+.4f} ± {se:.4f} | {ratio} |")
     return "\n".join(lines)
 

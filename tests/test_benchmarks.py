@@ -672,12 +672,15 @@ def test_a_cuda_runs_compiled_and_cuda_graph_rows_render_with_their_failures():
     text = report.render(res, Path("results-3.json"))
     section = text.split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
     g = res["graphs/mosi_shaped"]
-    assert f"| mosi_shaped | pase+graphs | failed: {g['compile_errors']['pase+graphs']} |" in section
+    assert g["compile_errors"]["pase+graphs"] == "AssertionError: "  # an exception without a message
+    assert "| mosi_shaped | pase+graphs | failed: AssertionError (no message) |" in section
     q = g["ratio_pase_late_fusion"]
     assert f"| mosi_shaped | {q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) | n/a | n/a |" in section
     assert "host syncs / step 0 |" in text and "host syncs / step 0 at" not in text
     targets = text.split("## Targets")[1].split("\n## ")[0]
-    assert "CUDA graphs of the compiled forward and backward" in targets and "not measured: " in targets
+    row = [ln for ln in targets.splitlines() if "CUDA graphs of the compiled" in ln and "MOSI-shaped" in ln][0]
+    assert ("not measured: late_fusion+graphs failed: RuntimeError: Error: accessing tensor output of CUDAGraphs" in row
+            and row.endswith("; pase+graphs failed: AssertionError (no message) | n/a |"))  # both variants' errors
     # a pair that both ran gives the target its ratio and a verdict
     ok = json.loads(json.dumps(res))
     ok["graphs/real_mosi"]["ratio_pase_graphs_late_fusion_graphs"] = {"median": 1.1, "min": 1.0, "max": 1.2, "n": 3}
@@ -719,3 +722,9 @@ def test_results_tables_and_pase_compare_share_one_sd_zero_rule():
     assert rows["tight"].endswith("| n/a (SE 0) |"), rows
     ratio = rows["loose"].rstrip(" |").rsplit("| ", 1)[1]
     assert float(ratio) == pytest.approx(0.01 / (1e-6 / math.sqrt(3)), rel=1e-3), rows
+    # --ci: the same rule; such pairs have no interval (it printed a zero-width [+0.0100, +0.0100]: a review)
+    rows = {line.split(" | ")[0][2:]: line for line in rt.method_table(runs, ci=True).splitlines()
+            if line.startswith(("| tight | 3 | MAE |", "| loose | 3 | MAE |"))}
+    assert rows["tight"].endswith("| +0.0100 | n/a (SE 0) |"), rows
+    lo, hi = (float(x) for x in rows["loose"].rstrip(" |]").rsplit("[", 1)[1].split(", "))
+    assert lo <= 0.01 <= hi, rows  # an interval (of width 2.5e-6: equal at 4 decimals), not "n/a"

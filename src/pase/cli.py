@@ -8,8 +8,9 @@
 Errors print one line (``pase: error: ...``) on stderr and exit with status 2; ``--debug``
 shows the traceback. ``data inspect`` prints its report on stdout and, when the file has
 problems, the first one as the error line (exit status 1). Under DDP only rank 0 prints results;
-an error or an interruption is printed by every rank that meets it, the ranks above 0 naming
-themselves (``pase (rank 1): error: ...``), so a rank's own failure is never hidden.
+an error is printed by every rank that meets it, the ranks above 0 naming themselves (``pase (rank 1):
+error: ...``), so a rank's own failure is never hidden; an interruption during training by rank 0, which
+stops the other ranks (docs/reliability.md: the DDP start-up case).
 """
 
 from __future__ import annotations

@@ -1021,7 +1021,7 @@ def test_a_filesystem_without_locks_runs_the_comparison_unlocked(tmp_path, flock
         raise BlockingIOError(errno.EWOULDBLOCK, "Resource temporarily unavailable")
 
     monkeypatch.setattr(fcntl, "flock", held)
-    with pytest.raises(ConfigError, match="another pase compare is running in"):
+    with pytest.raises(ConfigError, match="another pase compare, crossval or report is running in"):
         lock_comparison(tmp_path)
 
 
@@ -1044,7 +1044,7 @@ def test_a_second_compare_into_a_running_comparisons_folder_is_refused(tmp_path,
         if [j.method for j in jobs] != ["late_fusion"]:
             pytest.fail(f"the second compare wrote {(out / 'compare.json').read_text()} and started its runs")
         before = (out / "compare.json").read_bytes()
-        with pytest.raises(ConfigError, match=rf"^another pase compare is running in {re.escape(str(out))} \(it "
+        with pytest.raises(ConfigError, match=rf"^another pase compare, crossval or report is running in {re.escape(str(out))} \(it "
                                               rf"holds {re.escape(str(out / '.compare.lock'))}\); wait for it to "
                                               r"end, or pass another --out \(nothing was written\)$"):
             compare(cfg, ["agm"], [1112], out, diagnose=False)
@@ -1062,7 +1062,7 @@ def test_a_second_compare_into_a_running_comparisons_folder_is_refused(tmp_path,
                                str(out / ".compare.lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(ConfigError, match=r"^another pase compare is running in "):
+        with pytest.raises(ConfigError, match=r"^another pase compare, crossval or report is running in "):
             compare(cfg, ["agm"], [1112], out, diagnose=False)
     finally:
         holder.kill()

@@ -596,7 +596,7 @@ def test_a_second_crossval_into_a_running_crossvals_folder_is_refused(tmp_path, 
     folds.cross_validate(Config(), cv, folds=[1])
     err = capsys.readouterr().err
     assert refused == [2, [".compare.lock"]], refused
-    assert err == (f"pase: error: another pase crossval is running in {cv} (it holds {cv / '.compare.lock'}); "
+    assert err == (f"pase: error: another pase compare, crossval or report is running in {cv} (it holds {cv / '.compare.lock'}); "
                    "wait for it to end, or pass another --out (nothing was written)\n"), err
     assert sorted(p.name for p in cv.iterdir()) == ["fold1", "folds_summary.json", "folds_summary.md"]
     (cv / ".compare.lock").touch()  # the file of a crossval that was killed: no lock held, not a foreign file

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import os
 import re
 
 import pytest
@@ -302,14 +303,15 @@ def test_trajectory_epochs_are_whole_numbers_on_the_axis(tmp_path, monkeypatch):
 
     drawn = {}
     monkeypatch.setattr(rep, "_save", lambda fig, path, context=None: drawn.update(fig=fig))
-    rows = [{"method": "pase", "epoch": str(e), "modality": mod, "mean": "0.5", "sd": "0.01", "n": "2",
-             "switch_epoch": ""} for e in range(2) for mod in ("text", "audio")]
-    rep.plot_trajectories(rows, tmp_path / "t.png")
-    drawn["fig"].canvas.draw()  # the ticks of the drawn view
-    ax = drawn["fig"].axes[0]
-    lo, hi = ax.get_xlim()
-    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
-    assert ticks == [0.0, 1.0], ticks
+    for epochs, want in ((2, [0.0, 1.0]), (1, [0.0])):  # one epoch had ticks -0.045 ... 0.045 (a review)
+        rows = [{"method": "pase", "epoch": str(e), "modality": mod, "mean": "0.5", "sd": "0.01", "n": "2",
+                 "switch_epoch": ""} for e in range(epochs) for mod in ("text", "audio")]
+        rep.plot_trajectories(rows, tmp_path / "t.png")
+        drawn["fig"].canvas.draw()  # the ticks of the drawn view
+        ax = drawn["fig"].axes[0]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == want, (epochs, ticks)
 
 
 def test_report_of_a_training_run_says_what_it_reads(tmp_path):
@@ -524,3 +526,36 @@ def test_report_rewrites_the_summary_from_the_numbers_it_reports(tmp_path):
     assert json.loads((out / "summary.json").read_text())["stats"]["pase"]["MAE"]["mean"] == pytest.approx(0.7)
     assert [r["test_MAE"] for r in csv.DictReader(open(out / "summary.csv"))] == ["0.6", "0.8"]
     assert {files[name] for name in ("summary.md", "summary.csv", "summary.json")} <= set(out.iterdir())
+
+
+def test_report_leaves_the_summary_of_a_running_comparison_and_of_a_callers_own_summary(tmp_path, capsys):
+    """pase report rewrote summary.* without the comparison lock: a pase compare ending while the report drew
+    its figures had its final summary replaced by the report's older one (a review). While another process
+    holds the lock, the report is written and summary.* is left to the comparison (said on stdout); with the
+    lock free it is rewritten, and the lock file is gone after. report(out, summary) with a caller's own
+    summary (some seeds, another level) never replaces the folder's summary.*."""
+    import fcntl
+
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.cli import main
+    from pase.evaluation.compare import summarize
+
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(MAE=0.6), ("pase", 2): mosi_metrics(MAE=0.8)},
+                          [1, 2])
+    (out / "summary.json").write_text('{"written by": "the running compare"}')
+    fd = os.open(out / ".compare.lock", os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's compare (flock: per open file)
+        assert main(["report", str(out)]) == 0
+    finally:
+        os.close(fd)
+    assert "summary.* not rewritten: a pase compare or pase crossval is running in" in capsys.readouterr().out
+    assert (out / "summary.json").read_text() == '{"written by": "the running compare"}' and (out / "report.md").is_file()
+    (out / ".compare.lock").unlink()
+    assert main(["report", str(out)]) == 0
+    assert "summary.md, .csv and .json rewritten" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["stats"]["pase"]["MAE"]["mean"] == pytest.approx(0.7)
+    assert not (out / ".compare.lock").exists()
+    before = (out / "summary.json").read_bytes()
+    files = report(out, summarize(out, seeds=[1], level=0.9))
+    assert (out / "summary.json").read_bytes() == before and "summary.json" not in files

@@ -117,12 +117,28 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from ..io import user_path
+    from .compare import lock_comparison, unlock_comparison
     from .report import load_comparison, report
 
-    summary = load_comparison(args.dir)  # read once: the report and the lines about its failed runs
-    files = report(args.dir, summary)
-    print(f"report written to {files['report.html']} and {files['report.md']} ({len(files) - 5} figure files; "
-          f"summary.md, .csv and .json rewritten)")
+    out = user_path(args.dir)
+    lock, running = None, False
+    if (out / "runs").is_dir():  # the comparison lock from reading the runs to rewriting summary.*: a pase compare
+        # ending meanwhile wrote its final summary, which the report then replaced with its older one (a review)
+        try:
+            lock = lock_comparison(out, "pase report")
+        except ConfigError:  # a compare or crossval runs there: it writes summary.* itself when it ends
+            running = True
+    try:
+        summary = load_comparison(args.dir)  # read once: the report and the lines about its failed runs
+        files = report(args.dir, summary, rewrite_summary=not running)
+    finally:
+        unlock_comparison(out, lock)
+    figures = sum(name.endswith((".png", ".csv")) and name != "summary.csv" for name in files)
+    rewritten = ("summary.md, .csv and .json rewritten" if not running else
+                 f"summary.* not rewritten: a pase compare or pase crossval is running in {out} and writes them "
+                 "as it ends")
+    print(f"report written to {files['report.html']} and {files['report.md']} ({figures} figure files; {rewritten})")
     _problems("pase report", summary, Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
     return 0
 

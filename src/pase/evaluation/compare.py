@@ -518,8 +518,9 @@ def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
     if not can_lock():  # Windows: no lock
         return None
     unlocked = f"running without a lock: do not start a second {command} in this folder while this one runs"
-    busy = ConfigError(f"another {command} is running in {out} (it holds {path}); wait for it to end, "
-                       "or pass another --out (nothing was written)")
+    # the lock file is shared by these commands and says nothing of its holder: the message names them all
+    busy = ConfigError(f"another pase compare, crossval or report is running in {out} (it holds {path}); wait for "
+                       "it to end, or pass another --out (nothing was written)")
     while True:
         try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
             fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)

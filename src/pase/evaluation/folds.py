@@ -182,7 +182,7 @@ def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, s
     for f in folds:
         run = out / f"fold{f}"
         fold_cfg = _fold_config(cfg, f)
-        if (run / "metrics.json").is_file():  # its configuration checked by _check_folds
+        if (run / "metrics.json").is_file():  # its configuration checked by _check_fold_runs
             result = json.loads((run / "metrics.json").read_text())
         else:  # an interrupted fold (its config.yaml written) continues; train checks its configuration
             try:

@@ -424,7 +424,12 @@ def plot_trajectories(data: List[Dict[str, Any]], path: Path, methods: Optional[
         title = _wrap_name(m, f"({seeds} seed{'s' if seeds > 1 else ''})")
         ax.set_title(title, **({"fontsize": 10} if "\n" in title else {}))  # fontsize=None is 10 pt too, not the default
         ax.set(xlabel="epoch", ylabel="Shapley share (train batches)", ylim=(0, 1))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # 2 epochs had ticks 0.0, 0.2, ..., 1.0 (a review)
+        # whole epochs: 2 epochs had ticks 0.0, 0.2, ..., 1.0, and one epoch -0.045 ... 0.045 (reviews)
+        epochs = sorted({d["epoch"] for d in mine})
+        if len(epochs) > 1:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            ax.set_xticks(epochs)
         ax.legend(fontsize=7)
     for ax in axes[len(methods):]:
         ax.set_visible(False)
@@ -582,7 +587,8 @@ def load_comparison(out_dir: str | Path) -> Dict[str, Any]:
     return s
 
 
-def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dict[str, Path]:
+def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None,
+           rewrite_summary: Optional[bool] = None) -> Dict[str, Path]:
     """Write ``report.md``, ``report.html`` and ``figures/*.png`` (+ CSV) for a comparison folder, and
     rewrite its ``summary.md``, ``.csv`` and ``.json`` from the same numbers (a run trained longer or
     an edited ``metrics.json`` since the last ``pase compare`` left the two files disagreeing: a review).
@@ -590,10 +596,13 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
     Args:
         out_dir: the ``--out`` folder of ``pase compare``.
         summary: its ``load_comparison`` (read here when not given).
+        rewrite_summary: rewrite ``summary.*`` (default: only when ``summary`` is read here, so a caller's
+            own summary, of some seeds or another level, never replaces the folder's; ``pase report`` passes
+            True, or False while a comparison runs in the folder).
 
     Returns:
-        name -> path of every file written ("report.md", "report.html", "summary.md", "summary.csv",
-        "summary.json", "<stem>.png", "<stem>.csv").
+        name -> path of every file written ("report.md", "report.html", "summary.md", "summary.csv" and
+        "summary.json" when rewritten, "<stem>.png", "<stem>.csv").
 
     Raises:
         FileNotFoundError: ``out_dir`` holds no comparison (no ``runs/`` folder) or no finished run.
@@ -605,7 +614,9 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
         for suffix in (".png", ".csv"):
             (figdir / f"{stem}{suffix}").unlink(missing_ok=True)
     figures = _plots(s, figdir) if "stats" in s else {}
-    write_summary(s, out)  # the summary a script reads holds the numbers of this report
+    rewrite = summary is None if rewrite_summary is None else rewrite_summary
+    if rewrite:
+        write_summary(s, out)  # the summary a script reads holds the numbers of this report
     tables = summary_tables(s)
     title = f"PaSE comparison report: {s.get('dataset', '')}, protocol {s.get('protocol', 'n/a')}"
     md = [f"# {title}", *_header(s), f"Methods: {', '.join(s['methods'])}."]
@@ -615,7 +626,8 @@ def report(out_dir: str | Path, summary: Optional[Dict[str, Any]] = None) -> Dic
     atomic_write_text(out / "report.md", "\n\n".join(md) + "\n")
     atomic_write_text(out / "report.html", _html(title, _header(s) + [f"Methods: {', '.join(s['methods'])}."],
                                                  tables, figures))
-    files = {name: out / name for name in ("report.md", "report.html", "summary.md", "summary.csv", "summary.json")}
+    files = {name: out / name for name in ("report.md", "report.html") +
+             (("summary.md", "summary.csv", "summary.json") if rewrite else ())}
     for stem in figures:
         files.update({f"{stem}.png": figdir / f"{stem}.png", f"{stem}.csv": figdir / f"{stem}.csv"})
     return files

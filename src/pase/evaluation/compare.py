@@ -1013,12 +1013,20 @@ def _mark_other_configurations(runs: List[Dict[str, Any]], shared: Path) -> None
         return
     from ..config import load_config
 
-    base = load_config(shared)
+    try:  # a file this code cannot read (another version's key) is no reason to refuse the whole report
+        base = load_config(shared)
+    except ConfigError as e:
+        log.warning("%s: not read (%s); the runs' configurations are not compared with it", shared, e)
+        return
     for r in runs:
         own = Path(r["path"]) / "config.yaml"
         if r["status"] != "ok" or not own.is_file():
             continue
-        diff = config_difference(own, base, _comparable)  # "key: <the run's> there, <the comparison's> now"
+        try:
+            diff = config_difference(own, base, _comparable)  # "key: <the run's> there, <the comparison's> now"
+        except ConfigError as e:
+            log.warning("%s; its configuration is not compared with the comparison's", e)
+            continue
         if diff:
             key, _, values = diff.partition(": ")
             mine, _, theirs = values.rpartition(" now")[0].partition(" there, ")

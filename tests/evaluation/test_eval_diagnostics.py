@@ -143,9 +143,14 @@ def test_diagnose_writes_into_the_run_folder_by_default(comparison_copy):
     run = comparison_copy / "runs" / "late_fusion" / "seed1111"
     for f in DIAGNOSIS_FILES:
         (run / f).unlink(missing_ok=True)
+    # a killed diagnosis's unfinished writes go; a user's own hidden .tmp file stays
+    leftovers = [".diagnostics.json.k1a2b3.tmp", ".robustness.csv.x9.tmp", "..diagnosis-in-progress.json.q7.tmp"]
+    for name in leftovers + [".mine.tmp"]:
+        (run / name).write_text("partial")
     diagnose(run / "checkpoints" / "best.ckpt", noise_levels=[0], probes=False)
     assert all((run / f).is_file() for f in DIAGNOSIS_FILES)
     assert not any((run / "checkpoints" / f).exists() for f in DIAGNOSIS_FILES)
+    assert not any((run / name).exists() for name in leftovers) and (run / ".mine.tmp").read_text() == "partial"
 
 
 def test_a_diagnosis_without_a_log_removes_an_earlier_trajectory(comparison, tmp_path):

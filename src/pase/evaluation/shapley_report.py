@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .. import code_fingerprint
 from ..data.contract import DataBundle
-from ..io import atomic_write_json, atomic_write_text, sha256_file, user_path
+from ..io import atomic_write_json, atomic_write_text, remove_partial_writes, sha256_file, user_path
 from ..methods.base import coalition_utility, task_loss
 from ..shapley import coalition_masks, exact_shapley, shapley_shares
 from ..training.datamodule import make_loader
@@ -319,6 +319,8 @@ def diagnose(checkpoint: str | Path, out_dir: Optional[str | Path] = None, split
                          {"split": split, "noise_levels": noise_levels})
     model = module.model
     out.mkdir(parents=True, exist_ok=True)
+    # a killed diagnosis's unfinished atomic writes (.<file>.<random>.tmp), which stayed for good; its checks passed
+    remove_partial_writes(out, DIAGNOSIS_FILES + (_PARTIAL,))
     by_group, mods = cfg.model.context, list(model.modalities)
     shap = split_shapley(model, bundle, split, cfg.train.loss, cfg.train.batch_size, by_group)
     probe = probe_model(model, bundle, split) if probes else {}

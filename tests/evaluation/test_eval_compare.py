@@ -1068,8 +1068,9 @@ def test_a_second_compare_into_a_running_comparisons_folder_is_refused(tmp_path,
         holder.kill()
         holder.wait()
     monkeypatch.setattr(compare_mod, "_run_jobs", lambda jobs, workers, progress: second.append("ran"))
-    monkeypatch.setattr(compare_mod, "summarize", lambda *a: {})
+    # report.py first: importing it under the stand-in bound `summarize` to it for every later test (review k7)
     monkeypatch.setattr("pase.evaluation.report.write_summary", lambda summary, out: None)
+    monkeypatch.setattr(compare_mod, "summarize", lambda *a: {})
     compare(cfg, ["agm"], [1112], out, diagnose=False)
     assert second[-1] == "ran" and json.loads((out / "compare.json").read_text())["methods"] == ["agm"]
     assert not (out / ".compare.lock").exists()  # the dead holder's file was taken over, then removed
@@ -1465,7 +1466,7 @@ def test_a_run_of_another_configuration_is_left_out_of_every_table_and_named(tmp
     assert s["shares"]["neg_loss"]["pase"]["text"]["n"] == 1
     err = s["failed"][0]["error"]
     assert err.startswith(f"trained with another configuration than the comparison's {out / 'config.yaml'} "
-                          "(train.max_epochs: 3 in this run, 2 in the comparison: trained longer") and "move the run folder aside" in err, err
+                          "(train.max_epochs: 3 in this run, 2 in the comparison: trained longer") and "move the run folder out of runs/" in err, err
     assert main(["report", str(out)]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert any(x.startswith("pase report: 1 run(s) left out of the tables (1 other configuration), for example pase "

@@ -549,7 +549,7 @@ def test_report_leaves_the_summary_of_a_running_comparison_and_of_a_callers_own_
         assert main(["report", str(out)]) == 0
     finally:
         os.close(fd)
-    assert "summary.* not rewritten: a pase compare or pase crossval is running in" in capsys.readouterr().out
+    assert "summary.* not rewritten: another pase command holds " in capsys.readouterr().out
     assert (out / "summary.json").read_text() == '{"written by": "the running compare"}' and (out / "report.md").is_file()
     (out / ".compare.lock").unlink()
     assert main(["report", str(out)]) == 0

@@ -101,7 +101,7 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
         kinds = ", ".join(f"{sum(r['status'] == k for r in bad_runs)} {k}" for k in ("failed", "missing", "other configuration")
                           if any(r["status"] == k for r in bad_runs))
         lines.append(f"{command}: {len(bad_runs)} run(s) left out of the tables ({kinds}), for example "
-                     f"{bad_runs[0]['method']} seed {bad_runs[0]['seed']}: {bad_runs[0]['error'][:200]}")
+                     f"{bad_runs[0]['method']} seed {bad_runs[0]['seed']}: {bad_runs[0]['error'][:600]}")
     bad = [r for r in summary["runs"] if r.get("diagnose_error")]
     if bad:
         lines.append(f"{command}: diagnostics failed or missing for {len(bad)} run(s), for example {bad[0]['method']} seed "
@@ -127,7 +127,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         # ending meanwhile wrote its final summary, which the report then replaced with its older one (a review)
         try:
             lock = lock_comparison(out, "pase report")
-        except ConfigError:  # a compare or crossval runs there: it writes summary.* itself when it ends
+        except ConfigError:  # a compare (or another report) holds it: summary.* is left to that command
             running = True
     try:
         summary = load_comparison(args.dir)  # read once: the report and the lines about its failed runs
@@ -136,8 +136,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         unlock_comparison(out, lock)
     figures = sum(name.endswith((".png", ".csv")) and name != "summary.csv" for name in files)
     rewritten = ("summary.md, .csv and .json rewritten" if not running else
-                 f"summary.* not rewritten: a pase compare or pase crossval is running in {out} and writes them "
-                 "as it ends")
+                 f"summary.* not rewritten: another pase command holds {out / '.compare.lock'} (a compare writes "
+                 "them when it finishes; after an interrupted one, run pase report again)")
     print(f"report written to {files['report.html']} and {files['report.md']} ({figures} figure files; {rewritten})")
     _problems("pase report", summary, Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
     return 0

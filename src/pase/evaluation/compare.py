@@ -798,8 +798,8 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
         diff = config_difference(run / "config.yaml", solo, _comparable) if (run / "config.yaml").is_file() else None
         if diff:
             raise ConfigError(f"{run} was trained with another configuration than this comparison's --alone runs "
-                              f"({diff}); its probes would be averaged with the others: move it aside to retrain it, "
-                              "or pass a new --out (nothing was changed)")
+                              f"({diff}); its probes would be averaged with the others: move it out of alone/ to "
+                              "retrain it, or pass a new --out (nothing was changed)")
         check_data(run, trained_data(run), run.parent.name)
         check_pretrained(run, _pretrained(run))
     # interrupted runs this call would continue (a refusal then recorded FAILED.txt, and the next call with
@@ -819,7 +819,7 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
         if diff:
             raise ConfigError(f"{run} was trained with another configuration than this comparison ({diff}: trained "
                               "longer with pase train --resume, or edited?); its results would be averaged with the "
-                              "others: move it aside to retrain it, or pass a new --out (nothing was changed)")
+                              "others: move it out of runs/ to retrain it, or pass a new --out (nothing was changed)")
         diag = _read_json(run / "diagnostics.json")
         if diag is not None and diag.get("split", "test") != "test":
             raise ConfigError(f"{run / 'diagnostics.json'} diagnoses split {diag.get('split')!r}, but a comparison's "
@@ -1033,8 +1033,8 @@ def _mark_other_configurations(runs: List[Dict[str, Any]], shared: Path) -> None
             r.update(status="other configuration", diagnostics=None, diagnose_error="", robustness_rows=[],
                      error=f"trained with another configuration than the comparison's {shared} ({key}: {mine} in "
                            f"this run, {theirs} in the comparison: trained longer with pase train --resume, or "
-                           "edited?); left out of every table: move the run folder aside and rerun pase compare to "
-                           "retrain it")
+                           "edited?); left out of every table: move the run folder out of runs/ and rerun pase compare "
+                           "to retrain it")
 
 
 def _undiagnosed(run: Path) -> str:
@@ -1047,7 +1047,7 @@ def _undiagnosed(run: Path) -> str:
     if kept:
         return (f"not diagnosed: trained longer with pase train --resume after its diagnosis (kept as {kept[0]}), "
                 "so it is not of the comparison's configuration, which pase compare refuses; move the run folder "
-                f"aside and rerun pase compare --out {out} with the comparison's --config and --set to retrain and "
+                f"out of runs/ and rerun pase compare --out {out} with the comparison's --config and --set to retrain and "
                 "diagnose it")
     return (f"not diagnosed (no diagnostics.json: its diagnosis was cut short or removed); rerun pase compare --out "
             f"{out} with the comparison's --config and --set to diagnose it")

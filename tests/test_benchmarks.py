@@ -498,7 +498,7 @@ def test_a_measuring_only_run_records_its_selection_and_says_partial(tmp_path, m
     run = _run_py(monkeypatch, tmp_path)
     machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
     monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
-    monkeypatch.setattr(run, "_run_worker", lambda name, spec: {"error": "stub"})
+    monkeypatch.setattr(run, "_run_worker", lambda name, spec, timeout=1800: {"error": "stub"})
     out, raw = tmp_path / "B.md", tmp_path / "r.json"
     assert run.main(["--only", "shapley", "--out", str(out), "--json", str(raw)]) == 0
     res = json.loads(raw.read_text())
@@ -728,3 +728,17 @@ def test_results_tables_and_pase_compare_share_one_sd_zero_rule():
     assert rows["tight"].endswith("| +0.0100 | n/a (SE 0) |"), rows
     lo, hi = (float(x) for x in rows["loose"].rstrip(" |]").rsplit("[", 1)[1].split(", "))
     assert lo <= 0.01 <= hi, rows  # an interval (of width 2.5e-6: equal at 4 decimals), not "n/a"
+
+
+def test_the_cuda_only_compiled_keys_are_capped_and_a_worker_past_its_cap_is_an_error_not_the_end():
+    """On a lent GPU machine graphs/mosi_shaped compiled for minutes and the device call's limit ended the whole
+    run there: the compiled keys carry their own cap (timeout_s), a worker past it is killed and recorded as an
+    error, and the run goes on; --quick and CPU plans have no such keys."""
+    run = _bench("run")
+    caps = {k: s.get("timeout_s") for k, _, s in run.plan(False, "cuda", True, None)}
+    assert {k for k, c in caps.items() if c} == {"graphs/real_mosi", "graphs/mosi_shaped"}
+    assert all(c <= 420 for c in caps.values() if c)
+    assert not any(k.startswith("graphs/") for q in (True, False) for k, _, _ in run.plan(q, "cpu", False, None))
+    assert not any(k.startswith("graphs/") for k, _, _ in run.plan(True, "cuda", True, None))
+    got = run._run_worker("epoch", {"dataset": "mosi_shaped", "repeats": 1}, timeout=1)  # importing torch takes longer
+    assert got == {"error": "timed out after 1 s"}

@@ -104,6 +104,13 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
     return out
 
 
+def _variant_rows(ds: str, r: Dict[str, Any]) -> List[str]:
+    """One epoch-table row per variant of an epoch worker's result ``r`` on dataset ``ds``."""
+    timed = (f"{r['batches_timed']} of {r['batches_per_epoch']} batches x {r['repeats']}, extrapolated"
+             if r["batches_timed"] else f"full epoch ({r['batches_per_epoch']} batches) x {r['repeats']}")
+    return [f"| {ds} | {v} | {_q(q, 3)} | {_q(r['samples_per_s'][v], 0)} | {timed} |" for v, q in r["epoch_s"].items()]
+
+
 def _epoch_section(res: Dict[str, Any]) -> List[str]:
     out = ["## Training epoch time", "",
            "| data | variant | epoch s | samples/s | timed |", "|---|---|---|---|---|"]
@@ -113,10 +120,7 @@ def _epoch_section(res: Dict[str, Any]) -> List[str]:
         if _err(r):
             out.append(f"| {ds} | - | {_err(r)} | | |")
             continue
-        timed = (f"{r['batches_timed']} of {r['batches_per_epoch']} batches x {r['repeats']}, extrapolated"
-                 if r["batches_timed"] else f"full epoch ({r['batches_per_epoch']} batches) x {r['repeats']}")
-        for v, q in r["epoch_s"].items():
-            out.append(f"| {ds} | {v} | {_q(q, 3)} | {_q(r['samples_per_s'][v], 0)} | {timed} |")
+        out += _variant_rows(ds, r)
         qc, qcc = r.get("ratio_pase_compile_late_fusion"), r.get("ratio_pase_compile_late_fusion_compile")
         ratios.append(f"| {ds} | {_q(r.get('ratio_pase_late_fusion'))} | {_q(r.get('ratio_pase_plain'))} | "
                       f"{_q(r.get('ratio_late_fusion_plain'))} | {_q(qc) if qc else '-'} | {_q(qcc) if qcc else '-'} |")
@@ -144,10 +148,7 @@ def _graphs_section(res: Dict[str, Any]) -> List[str]:
         if _err(r):
             out.append(f"| {ds} | - | {_err(r)} | | |")
             continue
-        timed = (f"{r['batches_timed']} of {r['batches_per_epoch']} batches x {r['repeats']}, extrapolated"
-                 if r["batches_timed"] else f"full epoch ({r['batches_per_epoch']} batches) x {r['repeats']}")
-        for v, q in r["epoch_s"].items():
-            out.append(f"| {ds} | {v} | {_q(q, 3)} | {_q(r['samples_per_s'][v], 0)} | {timed} |")
+        out += _variant_rows(ds, r)
         for v, e in (r.get("compile_errors") or {}).items():
             out.append(f"| {ds} | {v} | failed: {_message(e)} | | |")
         ratios.append(f"| {ds} | {_q(r.get('ratio_pase_late_fusion'))} | "

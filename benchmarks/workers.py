@@ -109,23 +109,22 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
                            "raw_epoch_s": times}
     if compile_errors:
         res["compile_errors"] = compile_errors
+    def paired(a: str, b: str):  # per-repeat ratios of variant a's epoch time to b's (same batches)
+        return W.quantiles([p / q for p, q in zip(times[a], times[b])])
+
     if "pase" in times and "late_fusion" in times:
-        res["ratio_pase_late_fusion"] = W.quantiles([p / q for p, q in zip(times["pase"], times["late_fusion"])])
+        res["ratio_pase_late_fusion"] = paired("pase", "late_fusion")
     if "pase+compile" in times and "late_fusion" in times:
-        res["ratio_pase_compile_late_fusion"] = W.quantiles(
-            [p / q for p, q in zip(times["pase+compile"], times["late_fusion"])])
+        res["ratio_pase_compile_late_fusion"] = paired("pase+compile", "late_fusion")
         res["compile_first_epoch_s"] = compile_s["pase+compile"]  # its first epoch, compilation included
     if "pase+compile" in times and "late_fusion+compile" in times:
-        res["ratio_pase_compile_late_fusion_compile"] = W.quantiles(
-            [p / q for p, q in zip(times["pase+compile"], times["late_fusion+compile"])])
+        res["ratio_pase_compile_late_fusion_compile"] = paired("pase+compile", "late_fusion+compile")
     if "pase+graphs" in times and "late_fusion+graphs" in times:  # CUDA graphs (reduce-overhead), both
-        res["ratio_pase_graphs_late_fusion_graphs"] = W.quantiles(
-            [p / q for p, q in zip(times["pase+graphs"], times["late_fusion+graphs"])])
+        res["ratio_pase_graphs_late_fusion_graphs"] = paired("pase+graphs", "late_fusion+graphs")
         res["graphs_first_epoch_s"] = compile_s["pase+graphs"]
     if "pase" in times and "plain" in times:
-        res["ratio_pase_plain"] = W.quantiles([p / q for p, q in zip(times["pase"], times["plain"])])
-        res["ratio_late_fusion_plain"] = W.quantiles(
-            [p / q for p, q in zip(times["late_fusion"], times["plain"])])
+        res["ratio_pase_plain"] = paired("pase", "plain")
+        res["ratio_late_fusion_plain"] = paired("late_fusion", "plain")
     return res
 
 

@@ -795,7 +795,7 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
 
     for run in sorted(p.parent for p in out.glob("alone/*/seed*/metrics.json")):  # --alone: late fusion on one
         solo = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, modalities=[run.parent.name]))
-        diff = config_difference(run / "config.yaml", solo, _comparable) if (run / "config.yaml").is_file() else None
+        diff = _run_difference(run, solo)
         if diff:
             raise ConfigError(f"{run} was trained with another configuration than this comparison's --alone runs "
                               f"({diff}); its probes would be averaged with the others: move it out of alone/ to "
@@ -815,7 +815,7 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
             check_pretrained(run, state.get("pretrained_fingerprint"))
     finished = sorted(p.parent for p in out.glob("runs/*/seed*/metrics.json"))
     for run in finished:
-        diff = config_difference(run / "config.yaml", cfg, _comparable) if (run / "config.yaml").is_file() else None
+        diff = _run_difference(run, cfg)
         if diff:
             raise ConfigError(f"{run} was trained with another configuration than this comparison ({diff}: trained "
                               "longer with pase train --resume, or edited?); its results would be averaged with the "
@@ -827,6 +827,13 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
                               "diagnoses the test split) or pass a new --out (nothing was changed)")
         check_data(run, trained_data(run))
         check_pretrained(run, _pretrained(run))
+
+
+def _run_difference(run: Path, cfg: Config) -> Optional[str]:
+    """The first difference (``key: <the run's> there, <cfg's> now``) between a run folder's ``config.yaml`` and
+    ``cfg`` beyond method and seed (:func:`_comparable`); None when they agree or the run has no config.yaml."""
+    own = run / "config.yaml"
+    return config_difference(own, cfg, _comparable) if own.is_file() else None
 
 
 def _pretrained(run: Path) -> Optional[Dict[str, str]]:
@@ -1019,11 +1026,10 @@ def _mark_other_configurations(runs: List[Dict[str, Any]], shared: Path) -> None
         log.warning("%s: not read (%s); the runs' configurations are not compared with it", shared, e)
         return
     for r in runs:
-        own = Path(r["path"]) / "config.yaml"
-        if r["status"] != "ok" or not own.is_file():
+        if r["status"] != "ok":
             continue
         try:
-            diff = config_difference(own, base, _comparable)  # "key: <the run's> there, <the comparison's> now"
+            diff = _run_difference(Path(r["path"]), base)
         except ConfigError as e:
             log.warning("%s; its configuration is not compared with the comparison's", e)
             continue

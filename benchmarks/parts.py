@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import workloads as W
-from run import positive_int
+from run import machine, positive_int
 from workers import _batches
 
 VARIANTS = {"plain": ("plain", []), "late_fusion": ("late_fusion", []), "pase": ("pase", []),
@@ -61,8 +61,10 @@ def main(argv=None) -> int:
     times = W.interleaved_ms({k: (lambda b, r=r: r.step(b, ac)) for k, r in runs.items()}, batches, a.repeats)
     med = {k: statistics.median(v) / 1e3 for k, v in times.items()}
     cmd = "python benchmarks/parts.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    info = machine(a.threads)  # the commit, as run.py records it: parts.md is pasted into BENCHMARKS.md
+    commit = f"commit `{info.get('git', '?')}`{' with local changes' if info.get('git_dirty') else ''}"
     lines = ["## Where PaSE's extra step time goes (`benchmarks/parts.py`)", "",
-             f"`{cmd.strip()}` at {time.strftime('%Y-%m-%d %H:%M')}: {a.dataset}, {len(batches)} batches of "
+             f"`{cmd.strip()}` at {time.strftime('%Y-%m-%d %H:%M')}, {commit}: {a.dataset}, {len(batches)} batches of "
              f"{W.BATCH_SIZE}, {a.threads} thread(s), median of {a.repeats} epochs interleaved per batch, load "
              f"average {W.load_average()}. `-X`: PaSE with part X off.", "",
              "| variant | ms / step | x late_fusion | ms over late_fusion |", "|---|---|---|---|"]

@@ -375,6 +375,11 @@ def test_parts_creates_the_out_folder_before_measuring_and_writes_the_table_ther
     text = out.read_text()
     assert text == capsys.readouterr().out
     assert "3 batches of 64, 1 thread(s), median of 2 epochs" in text
+    # the commit it measured, as run.py records it (BENCHMARKS.md pastes this table below another run's header)
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(parts.__file__).parents[1],
+                          capture_output=True, text=True).stdout.strip()
+    if head:  # a git checkout (CI clones one)
+        assert f", commit `{head}`" in text
     assert [r.split(" | ")[0] for r in text.splitlines() if r.startswith("| ") and "---" not in r][1:] == \
         ["| " + k for k in parts.VARIANTS]
     # a folder that cannot be made is refused in one line, before anything is measured

@@ -208,6 +208,35 @@ def _shapley_section(res: Dict[str, Any]) -> List[str]:
     return out + [""]
 
 
+def _inference_section(res: Dict[str, Any]) -> List[str]:
+    """The paired inference throughput (``inference/*`` keys); nothing for a run before them (their
+    inference figure is the memory table's single pass)."""
+    if not any(k.startswith("inference/") for k in res):
+        return []
+    out = ["## Inference throughput (paired)", "",
+           "Both methods' models in one fresh process (`model.eval()`, `torch.inference_mode()`, batch 64) over the "
+           "same test batches, interleaved: for every batch (block of batches on a GPU) each model runs it in a "
+           "rotating order, timed with a device sync at both ends, after a warm-up pass of each. A repeat is "
+           "`passes` passes over the batches, sized so that the faster model's repeat takes about a second; "
+           "samples/s is the median (min-max) over the repeats, and the ratio is paired: the median (min-max) "
+           "over repeats of the ratio of PaSE's time to late fusion's in that repeat (> 1: PaSE is slower).", "",
+           "| data | late_fusion samples/s | pase samples/s | pase / late_fusion (time) | timed |",
+           "|---|---|---|---|---|"]
+    for ds in DATASETS:
+        r = res.get(f"inference/{ds}")
+        if r is None:
+            continue
+        if _err(r):
+            out.append(f"| {ds} | {_err(r)} | | | |")
+            continue
+        sps = r["samples_per_s"]
+        part = f"{r['samples']} of {r['of']} test samples" if r["of"] > r["samples"] else f"{r['samples']} test samples"
+        out.append(f"| {ds} | {_q(sps.get('late_fusion'), 0)} | {_q(sps.get('pase'), 0)} | "
+                   f"{_q(r.get('ratio_pase_late_fusion'))} | {part}, {r['passes_per_repeat']} pass(es) x "
+                   f"{r['repeats']} repeats |")
+    return out + [""]
+
+
 def _memory_section(res: Dict[str, Any]) -> List[str]:
     trimmed = any("rss_untrimmed_after_epoch_mb" in r for k, r in res.items() if k.startswith("memory/"))
     how = ("read after a garbage collection and glibc's `malloc_trim`, so freed pages glibc keeps for reuse do not "
@@ -220,28 +249,33 @@ def _memory_section(res: Dict[str, Any]) -> List[str]:
              "the peaks also count that copy (a review measured 13 to 22 % above a streamed run on MOSI-shaped data), and peaks are "
              "`ru_maxrss`, which a worker inherits from the driver (about 400 MiB) at exec; both overstate, "
              "so the verdicts against MulT's 10 GB hold")
-    out = ["## Inference throughput and peak memory", "",
+    # a run before the inference worker has a single-pass throughput per row; later runs leave it to that table
+    mem = [r for k, r in res.items() if k.startswith("memory/") and not _err(r)]
+    thru = (any("infer_samples_per_s" in r for r in mem) if mem else not any(k.startswith("inference/") for k in res))
+    out = [f"## {'Inference throughput and peak memory' if thru else 'Peak memory'}", "",
            "One fresh process per row: RSS after building the data, inference over the test split or the part "
            "of it named in the row "
            f"(`model.eval()`, `torch.inference_mode()`, batch 64), then training epochs with RSS (VmRSS) after each, "
            f"{how}; {peaks}.", "",
-           "| data | method | data RSS MiB | inference samples/s | inference peak MiB | training peak MiB | "
-           "RSS after each epoch MiB | epoch s |", "|---|---|---|---|---|---|---|---|"]
+           f"| data | method | data RSS MiB |{' inference samples/s |' if thru else ''} inference peak MiB | "
+           "training peak MiB | RSS after each epoch MiB | epoch s |", f"|---|---|---|---|---|---|---|{'---|' if thru else ''}"]
     for ds in DATASETS:
         for meth in ("late_fusion", "pase"):
             r = res.get(f"memory/{ds}/{meth}")
             if r is None:
                 continue
             if _err(r):
-                out.append(f"| {ds} | {meth} | {_err(r)} | | | | | |")
+                out.append(f"| {ds} | {meth} | {_err(r)} | | | | |{' |' if thru else ''}")
                 continue
             sub = (f" ({r['batches_timed']} of {r['batches_per_epoch']} batches)" if r.get("batches_timed") else "")
             gpu = (f" (CUDA {r['cuda_peak_infer_mb']:.0f} / {r['cuda_peak_train_mb']:.0f})"
                    if "cuda_peak_train_mb" in r else "")
             part = (f" ({r['infer_samples']} of {r['infer_of']} samples)" if r.get("infer_of", 0) > r["infer_samples"]
                     else (f" ({r['infer_samples']} samples)" if "infer_of" not in r else ""))
-            out.append(f"| {ds} | {meth} | {r['rss_data_mb']:.0f} | {r['infer_samples_per_s']:.0f}{part} | "
-                       f"{r['peak_infer_mb']:.0f} | {r['peak_train_mb']:.0f}{gpu} | "
+            ips = f"{r['infer_samples_per_s']:.0f}" if "infer_samples_per_s" in r else "n/a"
+            infer = (f"{ips}{part} | {r['peak_infer_mb']:.0f}" if thru
+                     else f"{r['peak_infer_mb']:.0f}{part}")
+            out.append(f"| {ds} | {meth} | {r['rss_data_mb']:.0f} | {infer} | {r['peak_train_mb']:.0f}{gpu} | "
                        f"{', '.join(f'{x:.0f}' for x in r['rss_after_epoch_mb'])} | "
                        f"{', '.join(f'{x:.2f}' for x in r['epoch_s'])}{sub} |")
     if res["quick"]:
@@ -425,7 +459,7 @@ def render(res: Dict[str, Any], raw: Path) -> str:
     parts = [title, "", "Generated by `benchmarks/run.py` from its own measurements (issue 6, \"Performance: "
              "PaSE's extras at near-zero cost\"). Do not edit by hand: rerun the script.", ""]
     parts += _machine(res, raw) + _targets(res) + _epoch_section(res) + _graphs_section(res) + _lightning_section(res)
-    parts += _shapley_section(res) + _memory_section(res) + _mmsa_section(res) + _profile_section(res)
+    parts += _shapley_section(res) + _inference_section(res) + _memory_section(res) + _mmsa_section(res) + _profile_section(res)
     for name in ("findings.md", "parts.md"):  # hand-written analysis; output of benchmarks/parts.py
         notes = Path(__file__).with_name(name)
         if notes.is_file():

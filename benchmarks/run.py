@@ -7,7 +7,7 @@ it alone): epoch time and samples/s of plain late fusion, the registered ``late_
 and PaSE (all parts on, phase 2) on real MOSI (bc-LSTM features), MOSI-shaped and MOSEI-shaped
 sequences; one real ``pase.training.train`` run per method through Lightning; the cost of one
 exact Shapley estimate plus gradient modulation against a plain step for M = 2..8 with encoder
-call counts; inference throughput and peak memory; RSS after each of several epochs; the load of
+call counts; inference throughput of both methods (paired, repeated); peak memory of inference and training; RSS after each of several epochs; the load of
 a MOSEI-shaped MMSA pickle; an op-level profile of one step; on CUDA (not --quick) compiled steps
 and CUDA graphs of them (``graphs/*``). It writes the report (``--out``),
 the raw results (``--json``, default ``benchmarks/results[-quick][-cuda].json``) and prints
@@ -144,6 +144,16 @@ def plan(quick: bool, device: str, bf16: bool, threads: Optional[int]) -> List[T
         p.append(("lightning/mosi_shaped", "lightning", {"dataset": "mosi_shaped", "epochs": 2,
                                                          "sizes": _shaped_sizes("mosi_shaped", small_eval=False),
                                                          "methods": ["late_fusion", "pase"]}))
+    # inference throughput, paired: both methods' models over the same test batches in one worker
+    p.append(("inference/real_mosi", "inference", {"dataset": "real_mosi", "repeats": 5, "block": block,
+                                                   "min_repeat_s": 0.3 if q else 1.0}))
+    p.append(("inference/mosi_shaped", "inference", {"dataset": "mosi_shaped", "sizes": [64, 64, 686], "repeats": 5,
+                                                     "block": block, "batches": 4 if q else 0,
+                                                     "min_repeat_s": 0.3 if q else 1.0}))
+    if not q:
+        p.append(("inference/mosei_shaped", "inference", {"dataset": "mosei_shaped", "sizes": [64, 64, 4659],
+                                                          "repeats": 5, "block": block, "batches": 24,
+                                                          "min_repeat_s": 1.0}))
     for method in ("late_fusion", "pase"):
         if not q:
             p.append((f"memory/real_mosi/{method}", "memory", {"dataset": "real_mosi", "method": method,

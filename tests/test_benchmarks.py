@@ -747,3 +747,48 @@ def test_the_cuda_only_compiled_keys_are_capped_and_a_worker_past_its_cap_is_an_
     assert not any(k.startswith("graphs/") for k, _, _ in run.plan(True, "cuda", True, None))
     got = run._run_worker("epoch", {"dataset": "mosi_shaped", "repeats": 1}, timeout=1)  # importing torch takes longer
     assert got == {"error": "timed out after 1 s"}
+
+
+def test_inference_is_timed_paired_and_repeated_in_one_worker_and_rendered_with_its_ratio(monkeypatch):
+    """Inference throughput was one unrepeated pass of the test split per method, in separate processes (PaSE's
+    read 8,000 to 38,000 samples/s between identical runs; review): the inference worker runs both methods'
+    models over the same test batches, interleaved, for several repeats, and pairs the ratio per repeat; the
+    report renders it in a table of its own (an earlier run's results render as before, without it)."""
+    W, workers, report, run = _bench("workloads"), _bench("workers"), _bench("report"), _bench("run")
+    seen = []  # (method, batch) of every forward pass
+
+    class Run(W.Run):
+        def __init__(self, variant, *a, **k):
+            super().__init__(variant, *a, **k)
+            self.model.register_forward_pre_hook(lambda mod, args, v=variant: seen.append((v, id(args[0]))))
+
+    monkeypatch.setattr(workers.W, "Run", Run)
+    monkeypatch.setattr(workers.W, "BATCH_SIZE", 8)  # two test batches of 8 and 4
+    res = workers.inference({"dataset": "mosi_shaped", "sizes": [8, 8, 12], "repeats": 3, "min_repeat_s": 0})
+    assert (res["samples"], res["of"], res["batches"], res["passes_per_repeat"], res["repeats"]) == (12, 12, 2, 1, 3)
+    by = {m: [b for v, b in seen if v == m] for m in ("late_fusion", "pase")}
+    assert by["late_fusion"] == by["pase"] and len(by["pase"]) == 1 + 2 * (1 + 3)  # warm-up, sizing pass, repeats
+    assert [v for v, _ in seen[2:]].count("pase") == 8 and {seen[2][0], seen[4][0]} == {"late_fusion", "pase"}
+    raw = res["raw_repeat_s"]
+    assert res["ratio_pase_late_fusion"] == W.quantiles([p / q for p, q in zip(raw["pase"], raw["late_fusion"])])
+    assert res["samples_per_s"]["pase"] == W.quantiles([12 / t for t in raw["pase"]])
+    # the plans time it for both methods in one worker; the memory rows keep the peak
+    for quick in (True, False):
+        keys = {k: (w, s) for k, w, s in run.plan(quick, "cpu", False, None)}
+        assert keys["inference/real_mosi"][0] == "inference" and keys["inference/real_mosi"][1]["repeats"] >= 5
+        assert ("inference/mosei_shaped" in keys) is not quick
+    old = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    text = report.render(old, Path("results.json"))
+    assert "## Inference throughput (paired)" not in text and "| inference samples/s |" in text
+    new = {**old, "inference/mosi_shaped": res}
+    for k in [k for k in new if k.startswith("memory/")]:
+        new[k] = {x: y for x, y in new[k].items() if x != "infer_samples_per_s"}
+    text = report.render(new, Path("r.json"))
+    section = text.split("## Inference throughput (paired)")[1].split("\n## ")[0]
+    q = res["ratio_pase_late_fusion"]
+    row = [ln for ln in section.splitlines() if ln.startswith("| mosi_shaped |")]
+    assert row == [f"| mosi_shaped | {report._q(res['samples_per_s']['late_fusion'], 0)} | "
+                   f"{report._q(res['samples_per_s']['pase'], 0)} | {q['median']:.2f} ({q['min']:.2f}-{q['max']:.2f}) | "
+                   "12 test samples, 1 pass(es) x 3 repeats |"], section
+    memory = text.split("## Peak memory")[1].split("\n## ")[0]
+    assert "| data | method | data RSS MiB | inference peak MiB | training peak MiB |" in memory

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict
@@ -67,6 +68,8 @@ def mmsa_load(spec: Dict[str, Any]) -> Dict[str, Any]:
     from pase.data.mmsa import load_mmsa
 
     size = Path(spec["path"]).stat().st_size / 2**20
+    # the baseline is torch and pase.data: Lightning (~180 MiB) was in it while workloads imported it (review)
+    assert "lightning" not in sys.modules, "the MMSA load's baseline would count Lightning: something imported it"
     before, peak_before = W.rss_mb(), W.peak_rss_mb()
     t0 = time.perf_counter()
     bundle = load_mmsa(spec["path"], dataset="mosei")

@@ -25,7 +25,6 @@ from pase.data import DataBundle, MultimodalDataset, TaskSpec, create_data
 from pase.methods import create_method
 from pase.methods.base import task_loss
 from pase.models import build_model
-from pase.training.lightning_module import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the real MOSI folder: ``PASE_MOSI_BCLSTM`` when set (a checkout elsewhere), else ../shared/data/mosi-bclstm
@@ -137,6 +136,10 @@ class Run:
         groups.append({"params": self.model.shared_parameters()})
         own = list(self.method.parameters())
         groups += [{"params": own}] if own else []
+        # imported here, not at the top: pase.training pulls in Lightning (~180 MiB), which the MMSA load's
+        # baseline must not count (every worker imports this module)
+        from pase.training.lightning_module import build_optimizer
+
         self.opt = build_optimizer(groups, to_dict(self.cfg.train))  # the training's optimiser (Adam, foreach)
         self.device = device
         self._forward_loss = self._eager_forward_loss

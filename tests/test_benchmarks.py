@@ -792,3 +792,17 @@ def test_inference_is_timed_paired_and_repeated_in_one_worker_and_rendered_with_
                    "12 test samples, 1 pass(es) x 3 repeats |"], section
     memory = text.split("## Peak memory")[1].split("\n## ")[0]
     assert "| data | method | data RSS MiB | inference peak MiB | training peak MiB |" in memory
+
+
+def test_the_mmsa_load_workers_baseline_does_not_import_lightning(tmp_path):
+    """workloads.py imported pase.training.lightning_module at its top, so every worker, the MMSA load's
+    included, had Lightning (~180 MiB) in the RSS its docstring calls torch and pase.data only (review):
+    importing the workers leaves Lightning out, and the load asserts it before reading its baseline."""
+    child = ("import sys; sys.path.insert(0, sys.argv[1]); import workers, mmsa_file; "
+             "print('lightning' in sys.modules); p = sys.argv[2]; "
+             "mmsa_file.mmsa_write({'path': p, 'sizes': [8, 4, 4], 'steps': 5, 'dims': [6, 4, 3]}); "
+             "r = mmsa_file.mmsa_load({'path': p}); print('lightning' in sys.modules, r['samples'])")
+    out = subprocess.run([sys.executable, "-c", child, str(ROOT / "benchmarks"), str(tmp_path / "aligned_50.pkl")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["False", "False {'train': 8, 'valid': 4, 'test': 4}"], out.stdout

@@ -70,6 +70,17 @@ def _err(r: Optional[Dict[str, Any]]) -> Optional[str]:
     return r.get("error") or r.get("skipped")
 
 
+def _dirty(m: Dict[str, Any]) -> str:
+    """The header's note on uncommitted changes: src/ only in runs before the harness was checked too."""
+    if not m.get("git_dirty"):
+        return ""
+    if "git_dirty_paths" not in m:
+        return " with uncommitted changes in src/"
+    stat = (m.get("git_diff_stat") or "").strip().splitlines()
+    return (f" with uncommitted changes in {' or '.join(p + '/' for p in m['git_dirty_paths'])}"
+            + (f" ({'; '.join(ln.strip() for ln in stat)})" if stat else ""))
+
+
 def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
     m = res["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
@@ -83,7 +94,7 @@ def _machine(res: Dict[str, Any], raw: Path) -> List[str]:
         "## Machine and commands", "",
         f"- CPU: {m['cpu']}, {m['cores']} cores ({m['affinity']} usable), {m['memory_gib']} GiB RAM{gpu}",
         f"- torch {m['torch']} ({m['torch_threads']} intra-op threads), lightning {m['lightning']}, numpy {m['numpy']}, "
-        f"Python {m['python']}; commit {m.get('git', '?')}{' with uncommitted changes in src/' if m.get('git_dirty') else ''}",
+        f"Python {m['python']}; commit {m.get('git', '?')}{_dirty(m)}",
         f"- load average (1/5/15 min) at start {m['load_avg_start']}, at end {m.get('load_avg_end')}: other "
         "processes shared the cores, so absolute times are noisy; ratios are paired (same process, same "
         "batches, interleaved) and are the figures to read",

@@ -806,3 +806,32 @@ def test_the_mmsa_load_workers_baseline_does_not_import_lightning(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.splitlines() == ["False", "False {'train': 8, 'valid': 4, 'test': 4}"], out.stdout
+
+
+def test_a_run_with_an_edited_harness_is_not_recorded_as_a_clean_commit(tmp_path, monkeypatch):
+    """machine() checked `git status src` only, so a run whose benchmarks/workers.py (its timing loop) was edited
+    read "commit X", clean (review): src/ and benchmarks/ are checked, the diff stat is recorded and the header
+    names it; an edit elsewhere (docs) leaves the run clean."""
+    run = _run_py(monkeypatch, tmp_path)
+    report = _bench("report")
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,  # noqa: E731
+                                    check=True, capture_output=True, text=True)
+    for f in ("src/pase/x.py", "benchmarks/workers.py", "docs/a.md"):
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    (tmp_path / "docs" / "a.md").write_text("edited\n")
+    m = run.machine(1)
+    assert m["git_dirty"] is False and "git_diff_stat" not in m
+    clean = m
+    with open(tmp_path / "benchmarks" / "workers.py", "a") as fh:
+        fh.write("# local edit\n")
+    (tmp_path / "benchmarks" / "new.py").write_text("")
+    m = run.machine(1)
+    assert m["git_dirty"] is True and m["git_dirty_paths"] == ["src", "benchmarks"]
+    assert "benchmarks/workers.py | 1 +" in m["git_diff_stat"] and "benchmarks/new.py (untracked)" in m["git_diff_stat"]
+    assert report._dirty(clean) == ""
+    assert report._dirty(m).startswith(" with uncommitted changes in src/ or benchmarks/ (benchmarks/workers.py | 1 +;")
+    assert report._dirty({"git_dirty": True}) == " with uncommitted changes in src/"  # a run before the check

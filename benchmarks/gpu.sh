@@ -5,10 +5,18 @@
 # benchmarks/cuda/results[-N].json (the next free N: earlier runs are kept). It gives the GPU figure of
 # the MulT comparison (MulT: 12.9 s / epoch on an H100).
 #
-#   bash benchmarks/gpu.sh            # full run (about 10 min on one H100)
+#   bash benchmarks/gpu.sh            # full run: 20 to 30 min at worst (below), more than one 600 s device call
 #   bash benchmarks/gpu.sh --quick    # subsets, a few minutes
 #   PYTHON=/path/to/venv/bin/python bash benchmarks/gpu.sh
 #   bash benchmarks/gpu.sh --out DIR/B.md --json DIR/r.json   # elsewhere: the defaults are not passed then
+#
+# The full run's length: run 3's measurements up to graphs/real_mosi took 6.5 min on an H200
+# (benchmarks/cuda/README.md); the inference rows, the real-MOSI and MOSEI-shaped memory rows (a ~4 GB
+# bundle each) and the MMSA write and load of a ~3.8 GB file add several minutes; the compiled CUDA-only
+# keys are capped (run.py's timeout_s): graphs/real_mosi 180 s, graphs/mosi_shaped 240 s,
+# graphs/mosi_shaped/compile 420 s, 14 min at worst. On a lent machine split it with --only (the README's
+# recipe); the report (--out) and the raw results (--json) are rewritten after every measurement, so a
+# run cut short leaves both, with what finished.
 #
 # Exits 2, before doing anything, when no CUDA device is visible.
 set -euo pipefail

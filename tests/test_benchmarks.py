@@ -741,7 +741,7 @@ def test_the_cuda_only_compiled_keys_are_capped_and_a_worker_past_its_cap_is_an_
     error, and the run goes on; --quick and CPU plans have no such keys."""
     run = _bench("run")
     caps = {k: s.get("timeout_s") for k, _, s in run.plan(False, "cuda", True, None)}
-    assert {k for k, c in caps.items() if c} == {"graphs/real_mosi", "graphs/mosi_shaped"}
+    assert {k for k, c in caps.items() if c} == {"graphs/real_mosi", "graphs/mosi_shaped", "graphs/mosi_shaped/compile"}
     assert all(c <= 420 for c in caps.values() if c)
     assert not any(k.startswith("graphs/") for q in (True, False) for k, _, _ in run.plan(q, "cpu", False, None))
     assert not any(k.startswith("graphs/") for k, _, _ in run.plan(True, "cuda", True, None))
@@ -835,3 +835,46 @@ def test_a_run_with_an_edited_harness_is_not_recorded_as_a_clean_commit(tmp_path
     assert report._dirty(clean) == ""
     assert report._dirty(m).startswith(" with uncommitted changes in src/ or benchmarks/ (benchmarks/workers.py | 1 +;")
     assert report._dirty({"git_dirty": True}) == " with uncommitted changes in src/"  # a run before the check
+
+
+def test_the_slow_compiled_variants_time_out_alone_and_the_report_is_written_after_every_measurement(
+        tmp_path, monkeypatch):
+    """graphs/mosi_shaped ran its four compiled variants with the eager and CUDA-graph ones, so its timeout lost all
+    six; the report was written only at the end; gpu.sh's header said "about 10 min" (review): the +compile
+    variants are a worker of their own, the report is rewritten after every measurement as the JSON is, the
+    split keys render, and gpu.sh states each cap of the plan and their sum."""
+    import re
+
+    run, report = _run_py(monkeypatch, tmp_path), _bench("report")
+    p = {k: s for k, _, s in run.plan(False, "cuda", True, None)}
+    assert not any(v.endswith("+compile") for v in p["graphs/mosi_shaped"]["variants"])
+    assert {"late_fusion", "late_fusion+compile", "pase+compile"} <= set(p["graphs/mosi_shaped/compile"]["variants"])
+    assert list(p)[-1] == "graphs/mosi_shaped/compile"  # last: the slowest, so its timeout costs nothing after it
+    header = (ROOT / "benchmarks" / "gpu.sh").read_text().split("\nset -euo")[0].replace("\n# ", " ")
+    caps = {k: s["timeout_s"] for k, s in p.items() if "timeout_s" in s}
+    assert all(f"{k} {c} s" in header for k, c in caps.items()), header
+    assert f"{round(sum(caps.values()) / 60)} min at worst" in header and "about 10 min" not in header
+    # the report after each measurement
+    machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
+    out, raw, seen = tmp_path / "B.md", tmp_path / "r.json", []
+
+    def worker(name, spec, timeout=1800):
+        seen.append(out.read_text() if out.exists() else None)
+        return {"error": f"stub {name}"}
+
+    monkeypatch.setattr(run, "_run_worker", worker)
+    assert run.main(["--only", "shapley,profile/real_mosi", "--out", str(out), "--json", str(raw)]) == 0
+    assert seen[0] is None and "interrupted before its end" in seen[1] and "not measured: stub shapley" in seen[1]
+    # the split keys render: a compile worker that timed out loses its rows only
+    res = json.loads((ROOT / "benchmarks" / "cuda" / "results-3.json").read_text())
+    res["graphs/mosi_shaped/compile"] = {"error": "timed out after 420 s"}
+    section = report.render(res, Path("r.json")).split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
+    assert "| mosi_shaped (compile worker) | - | timed out after 420 s | | |" in section
+    assert re.search(r"^\| mosi_shaped \| late_fusion \| [0-9.]+ \(", section, re.M), section
+    both = {"median": 1.3, "min": 1.2, "max": 1.4, "n": 3}
+    res["graphs/mosi_shaped/compile"] = {**res["graphs/mosi_shaped"], "compile_errors": {},
+                                         "ratio_pase_compile_late_fusion_compile": both}
+    section = report.render(res, Path("r.json")).split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
+    assert re.search(r"^\| mosi_shaped \| [0-9.]+ \([0-9.-]+\) \| 1.30 \(1.20-1.40\) \| n/a \|$", section, re.M), section
+    assert "| mosi_shaped (compile worker) | late_fusion |" in section

@@ -6,7 +6,7 @@
 # the MulT comparison (MulT: 12.9 s / epoch on an H100).
 #
 #   bash benchmarks/gpu.sh            # full run: 20 to 30 min at worst (below), more than one 600 s device call
-#   bash benchmarks/gpu.sh --quick    # subsets, a few minutes
+#   bash benchmarks/gpu.sh --quick    # subsets, no compiled variants, a few minutes
 #   PYTHON=/path/to/venv/bin/python bash benchmarks/gpu.sh
 #   bash benchmarks/gpu.sh --out DIR/B.md --json DIR/r.json   # elsewhere: the defaults are not passed then
 #

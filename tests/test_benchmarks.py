@@ -878,3 +878,21 @@ def test_the_slow_compiled_variants_time_out_alone_and_the_report_is_written_aft
     section = report.render(res, Path("r.json")).split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
     assert re.search(r"^\| mosi_shaped \| [0-9.]+ \([0-9.-]+\) \| 1.30 \(1.20-1.40\) \| n/a \|$", section, re.M), section
     assert "| mosi_shaped (compile worker) | late_fusion |" in section
+
+
+def test_quick_leaves_out_the_compiled_variants_and_its_help_says_so(capsys):
+    """--quick, advertised as "< 2 min", kept epoch/real_mosi's two +compile variants, each about 2 minutes of
+    compiling on a cold cache (review): a quick plan has no compiled variant on either device, a full one keeps
+    them, and --help says what --quick leaves out."""
+    run = _bench("run")
+    for device in ("cpu", "cuda"):
+        variants = {k: s.get("variants", []) for k, _, s in run.plan(True, device, device == "cuda", None)}
+        assert not [(k, v) for k, vs in variants.items() for v in vs if "+" in v], variants
+        assert variants["epoch/real_mosi"] == ["plain", "late_fusion", "pase"]
+    full = {k: s.get("variants", []) for k, _, s in run.plan(False, "cpu", False, None)}
+    assert {"late_fusion+compile", "pase+compile"} <= set(full["epoch/real_mosi"])
+    with pytest.raises(SystemExit):
+        run._args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--quick subsets of batches and smaller files, no compiled (+compile, CUDA-graph) variants" in help_text
+    assert "< 2 min" not in help_text

@@ -67,13 +67,14 @@ def _run_worker(name: str, spec: Dict[str, Any], timeout: int = 1800) -> Dict[st
     load0 = os.getloadavg()[0]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
+    except subprocess.TimeoutExpired:  # with its spec and wall time, as a result has (it was logged as "0.0 s")
+        return {"error": f"timed out after {timeout} s", "spec": spec, "driver_wall_s": time.perf_counter() - t0}
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
     if proc.returncode != 0 or not lines:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         _log(f"worker {name} failed (exit {proc.returncode}):\n{tail}")
-        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else 'no output'}"}
+        return {"error": f"exit {proc.returncode}: {tail.splitlines()[-1] if tail else 'no output'}", "spec": spec,
+                "driver_wall_s": time.perf_counter() - t0}
     res = json.loads(lines[-1][len(MARK):])
     res["spec"] = spec
     res["driver_wall_s"] = time.perf_counter() - t0
@@ -368,7 +369,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         _log(f"{key} ...")
         results[key] = _run_worker(worker, spec, spec.get("timeout_s", 1800))
-        _log(f"{key}: {results[key].get('driver_wall_s', 0):.1f} s")
+        r = results[key]
+        _log(f"{key}: {r['error']}" if "error" in r else f"{key}: {r.get('driver_wall_s', 0):.1f} s")
         save()
     if not only or any("mmsa".startswith(o) or o.startswith("mmsa") for o in only):
         results["mmsa"] = _mmsa(a.quick, a.threads)

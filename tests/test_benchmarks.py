@@ -746,7 +746,7 @@ def test_the_cuda_only_compiled_keys_are_capped_and_a_worker_past_its_cap_is_an_
     assert not any(k.startswith("graphs/") for q in (True, False) for k, _, _ in run.plan(q, "cpu", False, None))
     assert not any(k.startswith("graphs/") for k, _, _ in run.plan(True, "cuda", True, None))
     got = run._run_worker("epoch", {"dataset": "mosi_shaped", "repeats": 1}, timeout=1)  # importing torch takes longer
-    assert got == {"error": "timed out after 1 s"}
+    assert got["error"] == "timed out after 1 s"
 
 
 def test_inference_is_timed_paired_and_repeated_in_one_worker_and_rendered_with_its_ratio(monkeypatch):
@@ -896,3 +896,20 @@ def test_quick_leaves_out_the_compiled_variants_and_its_help_says_so(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--quick subsets of batches and smaller files, no compiled (+compile, CUDA-graph) variants" in help_text
     assert "< 2 min" not in help_text
+
+
+def test_a_timed_out_worker_keeps_its_spec_and_wall_time_and_is_logged_as_timed_out(tmp_path, monkeypatch, capsys):
+    """A worker past its cap returned {"error": ...} only, so results held no spec or wall time for it and the log
+    read "key: 0.0 s" (review): the result carries spec and driver_wall_s, the log says "timed out after N s"."""
+    run = _run_py(monkeypatch, tmp_path)
+    spec = {"dataset": "mosi_shaped", "repeats": 1}
+    got = run._run_worker("epoch", spec, timeout=1)  # importing torch alone takes longer
+    assert got["error"] == "timed out after 1 s" and got["spec"] == spec and got["driver_wall_s"] >= 1
+    machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
+    monkeypatch.setattr(run, "_run_worker", lambda name, spec, timeout=1800: {**got, "spec": spec})
+    capsys.readouterr()
+    assert run.main(["--only", "shapley", "--out", str(tmp_path / "B.md"), "--json", str(tmp_path / "r.json")]) == 0
+    log = [ln.split("] ", 1)[1] for ln in capsys.readouterr().err.splitlines() if ln.startswith("[bench ")]
+    assert "shapley: timed out after 1 s" in log and not any(ln.endswith(" 0.0 s") for ln in log), log
+    assert json.loads((tmp_path / "r.json").read_text())["shapley"]["spec"]["Ms"] == list(range(2, 9))

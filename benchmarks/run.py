@@ -36,8 +36,11 @@ ROOT = HERE.parent
 # code the workers time (they run this file too)
 sys.path.insert(0, str(ROOT / "src"))
 MARK = "@@RESULT "
-#: the folders whose uncommitted changes make a run's code not its commit's (machine()'s git_dirty)
+#: the folders whose uncommitted changes make a run's code not its commit's (machine()'s git_dirty): src/ and the
+#: harness's code; the harness's own outputs (results*.json, parts.md, BENCHMARKS*.md) are not code
+#: (parts.py after a full run read "with local changes" from the run's results.json)
 TRACKED = ("src", "benchmarks")
+_TRACKED_SPECS = ("src", "benchmarks/*.py", "benchmarks/*.sh")
 MMSA_STEPS, MMSA_DIMS, MMSA_SIZES = 50, (768, 74, 35), (16326, 1871, 4659)
 
 
@@ -237,13 +240,13 @@ def machine(threads: Optional[int]) -> Dict[str, Any]:
                                      text=True).stdout.strip()
         # the timed code is src/ and the harness (workers, timing loop, renderer): a run with either edited is
         # not the commit's (only src/ was checked: a changed benchmarks/workers.py read "clean"; review)
-        status = subprocess.run(["git", "status", "--porcelain", "--", *TRACKED], cwd=ROOT, capture_output=True,
+        status = subprocess.run(["git", "status", "--porcelain", "--", *_TRACKED_SPECS], cwd=ROOT, capture_output=True,
                                 text=True).stdout.strip()
         info["git_dirty"] = bool(status)
         info["git_dirty_paths"] = list(TRACKED)
         if status:
-            stat = subprocess.run(["git", "diff", "--stat", "HEAD", "--", *TRACKED], cwd=ROOT, capture_output=True,
-                                  text=True).stdout.rstrip()
+            stat = subprocess.run(["git", "diff", "--stat", "HEAD", "--", *_TRACKED_SPECS], cwd=ROOT,
+                                  capture_output=True, text=True).stdout.rstrip()
             untracked = [ln[3:] for ln in status.splitlines() if ln.startswith("??")]
             info["git_diff_stat"] = stat + "".join(f"\n {p} (untracked)" for p in untracked)
     except OSError:

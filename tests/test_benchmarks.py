@@ -811,7 +811,7 @@ def test_the_mmsa_load_workers_baseline_does_not_import_lightning(tmp_path):
 def test_a_run_with_an_edited_harness_is_not_recorded_as_a_clean_commit(tmp_path, monkeypatch):
     """machine() checked `git status src` only, so a run whose benchmarks/workers.py (its timing loop) was edited
     read "commit X", clean (review): src/ and benchmarks/ are checked, the diff stat is recorded and the header
-    names it; an edit elsewhere (docs) leaves the run clean."""
+    names it; an edit elsewhere (docs) or the harness's own outputs (results.json, parts.md) leave the run clean."""
     run = _run_py(monkeypatch, tmp_path)
     report = _bench("report")
     git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,  # noqa: E731
@@ -823,6 +823,8 @@ def test_a_run_with_an_edited_harness_is_not_recorded_as_a_clean_commit(tmp_path
     git("add", ".")
     git("commit", "-qm", "c")
     (tmp_path / "docs" / "a.md").write_text("edited\n")
+    (tmp_path / "benchmarks" / "results.json").write_text("{}")  # the harness's own output is not code
+    (tmp_path / "benchmarks" / "parts.md").write_text("")
     m = run.machine(1)
     assert m["git_dirty"] is False and "git_diff_stat" not in m
     clean = m

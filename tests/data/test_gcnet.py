@@ -565,3 +565,36 @@ def test_a_validation_list_under_another_name_is_refused_and_unlisted_videos_are
         bundle = _load(path)
     assert re.search(r"1 of 8 videos in videoIDs are in no split list \(for example 'vid_5_f'\)", caplog.text)
     assert not any(i.startswith("vid_5_f") for s in bundle.splits.values() for i in s.ids)
+
+
+def test_a_class_without_a_training_sample_is_one_warning_and_the_data_still_loads(tmp_path, caplog):
+    """A class train lacks (relabelled, a bad fold, a 4-way file read as iemocap6) loaded silently, and
+    UA / Macro_F1 then measured the data (review): one warning line names the classes, their counts per
+    split and the fixes; training must stay possible (a rare class may be absent from a fold)."""
+    def no_class_3_in_train(d):
+        for v in d["trainVids"]:
+            d["videoLabels"][v] = [0 if y == 3 else y for y in d["videoLabels"][v]]
+
+    path = write_gcnet(tmp_path, "iemocap4", videos_per_session=3, mutate=no_class_3_in_train)
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        bundle = _load(path)
+    counts = {s: int((d.target == 3).sum()) for s, d in bundle.splits.items()}
+    assert counts["train"] == 0 and counts["test"] > 0  # the file as the test needs it
+    lines = [r.getMessage() for r in caplog.records if "no training sample" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert (f"IEMOCAP_features_raw_4way.pkl (iemocap4_gcnet): class 3 of K=4 has no training sample (per split: "
+            f"train 0, valid {counts['valid']}, test {counts['test']})") in lines[0]
+    assert "data.options.dataset" in lines[0] and "iemocap6" in lines[0] and "data.options.fold" in lines[0]
+
+    caplog.clear()  # a 4-way file read as 6-way: classes 4 and 5 occur nowhere
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        six = _load(write_gcnet(tmp_path / "b", "iemocap4", videos_per_session=3), dataset="iemocap6")
+    assert six.task.num_classes == 6
+    lines = [r.getMessage() for r in caplog.records if "no training sample" in r.getMessage()]
+    assert len(lines) == 1 and "classes 4, 5 of K=6 have no training sample (per split: 4: train 0, valid 0, " \
+        "test 0; 5: train 0, valid 0, test 0); no split holds any, so K=6 may be too large" in lines[0], lines
+
+    caplog.clear()  # every class in train: nothing said
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        _load(write_gcnet(tmp_path / "c", "iemocap4", videos_per_session=3))
+    assert "no training sample" not in caplog.text

@@ -378,3 +378,32 @@ def test_flags_the_format_does_not_read_are_a_problem(tmp_path, capsys, writer, 
     out, err = capsys.readouterr()
     assert err == f"pase: error: {problem}\n"
     assert "  loads as " in out  # the file is still described
+
+
+def test_a_class_without_a_training_sample_is_a_problem(tmp_path, capsys):
+    """inspect printed the class counts and then 'no problems found' for a class train lacks (review):
+    now a problem (exit 1), with the features, labels only, and for a MulT emotion."""
+    from pase.cli import main
+
+    def no_class_3_in_train(d):
+        for v in d["trainVids"]:
+            d["videoLabels"][v] = [0 if y == 3 else y for y in d["videoLabels"][v]]
+
+    path = write_gcnet(tmp_path / "g", "iemocap4", videos_per_session=3, mutate=no_class_3_in_train)
+    report = inspect_path(path)
+    assert not report.ok and len(report.problems) == 1, report.text
+    assert report.problems[0].startswith("IEMOCAP_features_raw_4way.pkl (iemocap4_gcnet): class 3 of K=4 has no "
+                                         "training sample (per split: train 0, valid 0, test "), report.problems
+    assert main(["data", "inspect", str(path)]) == 1
+    assert "class 3 of K=4 has no training sample" in capsys.readouterr().err
+    shutil.rmtree(path.parent / "features")
+    report = inspect_path(path)  # labels only
+    assert not report.ok and report.problems[0].startswith("IEMOCAP_features_raw_4way.pkl: class 3 of K=4 has no "
+                                                           "training sample"), report.text
+
+    def no_angry_in_train(data):
+        data["train"]["labels"][:, 3] = [1.0, 0.0]
+
+    report = inspect_path(write_mult(tmp_path / "m", "iemocap", mutate=no_angry_in_train))
+    assert not report.ok and report.problems[0].startswith("iemocap_data.pkl (iemocap_mult): label 3 (angry) of 4 "
+                                                           "has no positive training sample"), report.text

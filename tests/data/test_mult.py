@@ -208,3 +208,23 @@ def test_id_rows_in_an_object_array_read_as_rows(tmp_path):
     boxed = create_data("mult", path=write_mult(tmp_path / "b", "mosi", mutate=as_objects))
     for s in plain.splits:
         assert boxed.splits[s].ids == plain.splits[s].ids
+
+
+def test_an_emotion_without_a_positive_training_sample_is_one_warning(tmp_path, caplog):
+    """An emotion every train row says no to cannot be learned; it loaded silently (review)."""
+    def no_angry_in_train(data):
+        data["train"]["labels"][:, 3] = [1.0, 0.0]  # (no, yes) = no
+
+    path = write_mult(tmp_path, "iemocap", sizes=(12, 8, 8), mutate=no_angry_in_train)
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        bundle = create_data("mult", path=path)
+    pos = {s: int(d.target[:, 3].sum()) for s, d in bundle.splits.items()}
+    assert pos["train"] == 0 and pos["valid"] + pos["test"] > 0
+    lines = [r.getMessage() for r in caplog.records if "no positive training sample" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert (f"iemocap_data.pkl (iemocap_mult): label 3 (angry) of 4 has no positive training sample (per split: "
+            f"train 0, valid {pos['valid']}, test {pos['test']})") in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        create_data("mult", path=write_mult(tmp_path / "b", "iemocap", sizes=(12, 8, 8)))
+    assert "training sample" not in caplog.text

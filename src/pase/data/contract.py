@@ -18,6 +18,7 @@ Utterance-level data (one vector per modality) is T = 1 with all lengths 1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from .validate import LOGGER
 
 __all__ = ["READ_CHANGED", "TaskSpec", "Batch", "MultimodalDataset", "DataBundle", "collate_batches", "MODALITY_ORDER",
-           "select_modalities", "standardize"]
+           "select_modalities", "standardize", "missing_classes", "class_support_problem"]
 
 #: canonical order of the field's three modalities; other names sort after these, alphabetically
 MODALITY_ORDER = ("text", "audio", "vision")
@@ -280,6 +281,60 @@ class DataBundle:
         """modality -> the longest T_m over the splits (1 for utterance-level data): what an
         encoder with positions must cover, also when a test split is longer than the training one."""
         return {m: max(int(ds.features[m].shape[1]) for ds in self.splits.values()) for m in self.modalities}
+
+
+def missing_classes(task: TaskSpec, targets: Mapping[str, np.ndarray | Tensor], where: str) -> Optional[str]:
+    """One line naming every class (multilabel: every label) with no training sample, with its count in
+    each split and the likely fixes; None when each has one, and for regression.
+
+    A class the task's K says exists (or that valid / test hold) but train lacks cannot be learned: its
+    valid / test samples are errors by construction, and UA / Macro_F1 then measure the data. It is a
+    warning, not an error (``create_data`` logs it; ``pase data inspect`` lists it as a problem): a rare
+    class may be absent from a fold (docs/data.md, 'Classes without a training sample').
+
+    Args:
+        task: the ``TaskSpec`` (K classes or E labels).
+        targets: split -> (N,) class indices or (N, E) 0/1 labels.
+        where: what starts the line (the file or the dataset name).
+    """
+    if task.kind == "regression" or "train" not in targets:
+        return None
+    k = task.num_classes
+    counts = {}
+    for s, y in targets.items():
+        y = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y)
+        if task.kind == "multilabel":  # positives per label
+            counts[s] = (y.reshape(len(y), -1) > 0).sum(axis=0)[:k]
+        else:
+            counts[s] = np.bincount(y.reshape(-1).astype(np.int64).clip(0, k - 1), minlength=k)[:k]
+    absent = [c for c in range(k) if counts["train"][c] == 0]
+    if not absent:
+        return None
+    multi = task.kind == "multilabel"
+    names = task.class_names if task.class_names and len(task.class_names) == k else None
+    name = (lambda c: f"{c} ({names[c]})") if names else str
+    per = lambda c: ", ".join(f"{s} {int(n[c])}" for s, n in counts.items())  # noqa: E731
+    detail = per(absent[0]) if len(absent) == 1 else "; ".join(f"{name(c)}: {per(c)}" for c in absent)
+    what = (f"{'label' if multi else 'class'}{('s' if multi else 'es') if len(absent) > 1 else ''} "
+            f"{', '.join(name(c) for c in absent)} of {'' if multi else 'K='}{k}")
+    lacks = "no positive training sample" if multi else "no training sample"
+    nowhere = all(int(n[c]) == 0 for n in counts.values() for c in absent)
+    metrics = "that label's accuracy and F1, and Mean_F1" if multi else "UA and Macro_F1"
+    too_many = "no split holds a positive" if multi else f"no split holds any, so K={k} may be too large"
+    why = (too_many if nowhere else f"it cannot be learned, and its valid / test {'positives' if multi else 'samples'} are errors by "
+           f"construction in {metrics}")
+    fix = ("check the train split's labels (every train row says no there) and which rows the file puts in train"
+           if multi else "check data.options.dataset (GCNet IEMOCAP: iemocap4 has 4 classes, iemocap6 6), the fold "
+           "(data.options.fold) and the labels")
+    return (f"{where}: {what} {'have' if len(absent) > 1 else 'has'} {lacks} (per split: {detail}); {why}; "
+            f"{fix} (pase train warns and goes on)")
+
+
+def class_support_problem(bundle: DataBundle) -> Optional[str]:
+    """:func:`missing_classes` of a bundle's splits, named by its file (or its name)."""
+    file = bundle.info.get("file")
+    where = f"{Path(str(file)).name} ({bundle.name})" if file else bundle.name
+    return missing_classes(bundle.task, {s: d.target for s, d in bundle.splits.items()}, where)
 
 
 def select_modalities(bundle: DataBundle, modalities: Sequence[str]) -> DataBundle:

@@ -3,8 +3,8 @@
 ``inspect_path`` unpickles the file with the restricted unpickler, detects the format from its
 structure (MMSA: splits holding ``regression_labels``; MulT: splits holding ``labels``; GCNet: a
 label pickle with ``videoIDs``), describes every split (counts, shapes, non-finite values, label
-statistics), then runs the matching loader's full validation. Problems are collected, never
-raised; ``InspectReport.ok`` is False when there is any (the CLI then exits non-zero).
+statistics), then runs the matching loader's full validation, and names a class (multilabel: a
+label) without a training sample. Problems are collected, never raised; ``InspectReport.ok`` is False when there is any (the CLI then exits non-zero).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from ..io import sha256_file
 from . import gcnet, mmsa, mosi_bclstm, mult
+from .contract import class_support_problem, missing_classes
 from .safe_pickle import safe_load_pickle
 from .validate import SPLITS, DataFormatError, is_rows, require_splits, resolve_dataset, row_chunks
 
@@ -313,8 +314,10 @@ def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[st
                 gcnet._feature_folders(features)  # --features is checked even when no feature is read (review)
                 t = gcnet._read_labels(raw, p.name)
                 ds = _dataset(dataset, p, gcnet._NAME_PATTERNS, gcnet.GCNET_DATASETS)
-                for s, vids in gcnet._split_vids(t, ds, None, 0.1, 0).items():
-                    gcnet._labels_of(t, vids, ds, s)
+                targets = {s: gcnet._labels_of(t, vids, ds, s)[0]
+                           for s, vids in gcnet._split_vids(t, ds, None, 0.1, 0).items()}
+                absent = missing_classes(gcnet.GCNET_DATASETS[ds], targets, p.name)
+                report.problems += [absent] if absent else []
                 why = "is a file, not a folder" if root.exists() else "does not exist"
                 if feature_root:  # a folder the user named: a clean report would pass a check never made (review)
                     report.problems.append(f"--feature-root {root} {why}; the features were not checked: pass the "
@@ -343,7 +346,10 @@ def _inspect(path: str | Path, dataset: Optional[str], feature_root: Optional[st
 
 
 def _loads_as(report: InspectReport, bundle) -> InspectReport:
-    """Add the line describing what ``bundle`` loads as (name, task, protocol, widths, split sizes)."""
+    """Add the line describing what ``bundle`` loads as (name, task, protocol, widths, split sizes), and a
+    class without a training sample as a problem (training only warns: ``create_data``)."""
+    absent = class_support_problem(bundle)
+    report.problems += [absent] if absent else []
     sizes = " / ".join(f"{s} {len(bundle.splits[s])}" for s in SPLITS)
     report.lines.append(f"  loads as {bundle.name!r}: {bundle.task.kind}, protocol "
                         f"{bundle.task.protocol!r}, widths {bundle.dims()}, {sizes}")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..registry import Registry
-from .contract import DataBundle
+from .contract import DataBundle, class_support_problem
+from .validate import LOGGER
 
 __all__ = ["DATA_SOURCES", "register_data", "create_data", "source_task_kind", "option_hints", "text_options"]
 
@@ -28,8 +29,15 @@ def register_data(name: str):
 
 
 def create_data(name: str, **options) -> DataBundle:
-    """Build the ``DataBundle`` of source ``name`` with its options."""
-    return DATA_SOURCES.create(name, **options)
+    """Build the ``DataBundle`` of source ``name`` with its options.
+
+    A classification class (multilabel: a label) without a training sample is logged as one warning
+    (``contract.class_support_problem``): every source passes here, and training goes on."""
+    bundle = DATA_SOURCES.create(name, **options)
+    problem = class_support_problem(bundle) if isinstance(bundle, DataBundle) else None
+    if problem:
+        LOGGER.warning("%s", problem)
+    return bundle
 
 
 def source_task_kind(name: str, **options) -> Optional[str]:

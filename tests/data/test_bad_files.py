@@ -227,6 +227,32 @@ def test_gcnet_missing_npy(tmp_path, untouched):
     check()
 
 
+def test_gcnet_missing_npy_files_are_counted_per_split_in_one_error(tmp_path, untouched):
+    """Every missing file of a modality is counted before the one error (the first file alone hid whether a
+    whole split was missing, and each rerun named the next one: review), with the leave-out fix."""
+    path, opts = _gcnet(tmp_path)
+    videos, _, _, _, train, test = pickle.loads(path.read_bytes())
+    folder = path.parent / "features" / "manet_UTT"
+    removed = {u for v in test for u in videos[v]} | {videos[sorted(train)[0]][0]}
+    gone = [u for v in sorted(train | test) for u in videos[v] if u in removed]  # in the loader's order
+    for u in gone:
+        shutil.rmtree(folder / u) if (folder / u).is_dir() else (folder / f"{u}.npy").unlink()
+    n_train = sum(len(videos[v]) for v in train)
+    n_test = sum(len(videos[v]) for v in test)
+    check = untouched(tmp_path)
+    with pytest.raises(DataFormatError) as err:
+        create_data("gcnet", **opts)
+    check()
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{folder / gone[0]}.npy: missing feature of utterance '{gone[0]}' (modality 'vision'), and "
+                          f"of {len(gone) - 1} more: {len(gone)} of {n_train + n_test} utterances lack one (per split "
+                          f"of the pickle: train 1 of {n_train}, test {n_test} of {n_test}; for example "
+                          f"{', '.join(repr(u) for u in gone[1:4])})"), msg
+    assert msg.endswith("or leave vision out with --set 'data.modalities=[audio, text]' (pase data inspect: "
+                        "--features vision=null)"), msg
+
+
 @pytest.mark.parametrize("content, message", [
     (np.array(["abc"] * 4), r"cannot read utterance '{utt}' \(could not convert string to float"),
     (np.full(1024, np.nan, np.float32), r"utterance '{utt}' \(modality 'text'\) holds 1024 NaN / inf values; "

@@ -26,6 +26,7 @@ folds (``iemocap_folds`` yields them).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
@@ -272,10 +273,34 @@ def _leave_out(m: str, features: Mapping[str, str]) -> str:
     return f"leave {m} out with --set 'data.modalities=[{', '.join(others)}]' (pase data inspect: --features {m}=null)"
 
 
+def _check_present(folder: Path, utts: Sequence[str], m: str, leave: str, split_of: Mapping[str, str]) -> None:
+    """Every utterance has a ``<utt>.npy`` or a folder ``<utt>/`` in ``folder``; else one error naming the
+    first missing file, how many are missing per split of the pickle (``split_of``: utterance -> split)
+    and the first few names, with the fixes. The first missing file alone said neither whether one file or
+    a whole split was missing nor how to leave the modality out (review)."""
+    missing = [u for u in utts if not (folder / f"{u}.npy").is_file() and not (folder / u).is_dir()]
+    if not missing:
+        return
+    first = missing[0]
+    total = Counter(split_of.get(u, "no split") for u in utts)
+    lacking = Counter(split_of.get(u, "no split") for u in missing)
+    per = ", ".join(f"{s} {lacking[s]} of {total[s]}" for s in ("train", "valid", "test", "no split") if total[s])
+    more = (f", and of {len(missing) - 1} more: {len(missing)} of {len(utts)} utterances lack one (per split of the "
+            f"pickle: {per}; for example {', '.join(repr(u) for u in missing[1:4])})" if len(missing) > 1 else
+            f" (split {split_of.get(first, 'none')!r} of the pickle; the only one missing)")
+    raise DataFormatError(
+        f"{folder / f'{first}.npy'}: missing feature of utterance {first!r} (modality {m!r}){more}; expected "
+        f"<utterance>.npy or a folder <utterance>/ of .npy files in {folder.name}; restore the files, fix the "
+        f"features folder (--set data.options.feature_root=..., inspect: --feature-root)"
+        f"{', or ' + leave if leave else ''}")
+
+
 def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str], sanitize: bool,
-                   speakers: Optional[Sequence[Optional[str]]] = None) -> Dict[str, np.ndarray]:
+                   speakers: Optional[Sequence[Optional[str]]] = None,
+                   split_of: Optional[Mapping[str, str]] = None) -> Dict[str, np.ndarray]:
     """modality -> (N, D) features of ``utts`` in order; ``speakers`` (IEMOCAP: each utterance's
-    speaking actor, ``_utterance_speaker``) picks that actor's files of a face folder."""
+    speaking actor, ``_utterance_speaker``) picks that actor's files of a face folder; ``split_of``
+    (utterance -> the pickle's split) counts missing files per split in the error."""
     out = {}
     for m, name in features.items():
         folder = root / name
@@ -287,6 +312,7 @@ def _read_features(utts: Sequence[str], root: Path, features: Mapping[str, str],
                                   f"name it with --set data.options.features.{m}=<folder> (pase data inspect: "
                                   f"--features {m}=<folder>){', ' + leave if leave else ''}, or fix the features "
                                   f"folder (--set data.options.feature_root=..., inspect: --feature-root)")
+        _check_present(folder, utts, m, leave, split_of or {})
         read = [_read_feature(folder, u, m, sanitize, speakers is not None,
                               None if speakers is None else speakers[i])
                 for i, u in enumerate(utts)]
@@ -498,7 +524,9 @@ def _prepare(label_path, feature_root, features, dataset, folds, fraction, sanit
         said = {to_str(u): s for v in _all_videos(t) if len(t.speakers.get(v, [])) == len(t.utterances[v])
                 for u, s in zip(t.utterances[v], t.speakers[v])}
         speakers = [_utterance_speaker(u, said.get(u)) for u in utts]
-    feats = _read_features(utts, root, features, sanitize, speakers)
+    split_of = {to_str(u): s for s, vids in (("test", t.test), ("valid", t.valid or []), ("train", t.train))
+                for v in vids for u in t.utterances[v]}
+    feats = _read_features(utts, root, features, sanitize, speakers, split_of)
     info = {"format": "gcnet", "dataset": dataset, "file": str(lp), "feature_root": str(root),
             "features": features, "published_sha256": "none published"}
     return t, feats, row, dataset, info

@@ -258,3 +258,16 @@ def test_an_eval_mode_loss_changes_no_state_and_equals_the_training_loss():
         assert float(measured) == pytest.approx(float(trained), rel=1e-6), name
         moved = [k for k, v in state().items() if not torch.equal(v, before[k])]
         assert bool(moved) == (name in ("pase", "agm", "pmr")), (name, moved)  # train mode learns, as it should
+
+
+@pytest.mark.parametrize("kind, auto", [("classification", "cross-entropy"), ("multilabel", "binary cross-entropy")])
+def test_a_regression_loss_refusal_names_the_loss_auto_is_for_the_targets(kind, auto):
+    """task_loss is binary cross-entropy for multilabel targets; the refusal recommended "cross-entropy"
+    (review)."""
+    from pase.config import Config, apply_overrides
+    from pase.methods.base import Method
+
+    cfg = apply_overrides(Config(), ["train.loss=mse"])
+    with pytest.raises(ValueError, match=rf"^train.loss='mse' is a regression loss, but this data's targets are "
+                                         rf"{kind}: use train.loss=auto \({auto}\)$"):
+        Method.check_config(cfg, kind)

@@ -256,8 +256,9 @@ class Method(nn.Module):
         if loss not in LOSSES:
             raise ValueError(f"train.loss={loss!r} is not one of {', '.join(LOSSES)}")
         if loss != "auto" and task_kind is not None and task_kind != "regression":
+            auto = "binary cross-entropy" if task_kind == "multilabel" else "cross-entropy"  # as task_loss
             raise ValueError(f"train.loss={loss!r} is a regression loss, but this data's targets are "
-                             f"{task_kind}: use train.loss=auto (cross-entropy)")
+                             f"{task_kind}: use train.loss=auto ({auto})")
         if cfg.pase.shapley_utility not in UTILITIES:  # before a run folder is written, not at the first step
             raise ValueError(f"pase.shapley_utility={cfg.pase.shapley_utility!r} is not one of {', '.join(UTILITIES)}")
 

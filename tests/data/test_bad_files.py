@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -282,6 +283,47 @@ def test_gcnet_missing_feature_folder(tmp_path):
     shutil.rmtree(path.parent / "features" / "manet_UTT")
     with pytest.raises(DataFormatError, match=r"manet_UTT: feature folder of modality 'vision' not found .*"
                                               r"name it with --set data.options.features.vision=<folder>"):
+        create_data("gcnet", **opts)
+
+
+@pytest.mark.parametrize("dataset, value, found, expected", [
+    ("iemocap4", None, "None", r"an integer class index in \[0, 4\)"),
+    ("iemocap4", "hap", "the text 'hap'", r"an integer class index in \[0, 4\)"),
+    ("iemocap4", True, r"the bool True \(a True / False flag\? refused rather than read as 1\)",
+     r"an integer class index in \[0, 4\)"),
+    ("iemocap6", np.bool_(False), r"the bool False \(a True / False flag\? refused rather than read as 0\)",
+     r"an integer class index in \[0, 6\)"),
+    ("mosi", "pos", "the text 'pos'", r"a number in \[-3, 3\]"),
+], ids=["none", "text", "bool", "numpy-bool", "mosi-text"])
+def test_gcnet_none_text_and_bool_labels_are_named_as_what_they_are(tmp_path, dataset, value, found, expected):
+    """None was read as NaN with the hint to check the dataset, text was 'expected float64 numbers', and a bool
+    loaded as class 1 / 0 (review): each is named, with what videoLabels must hold."""
+    def one(d):
+        v = sorted(d["trainVids"])[0]
+        d["videoLabels"][v][1] = value
+
+    path = write_gcnet(tmp_path, dataset, mutate=one)
+    labels = pickle.loads(path.read_bytes())
+    utt = labels[0][sorted(labels[4])[0]][1]  # videoIDs of the first trainVids video
+    with pytest.raises(DataFormatError, match=rf"^{re.escape(path.name)}: split 'train': label of sample '{utt}' is "
+                                              rf"{found}; 1 such label\(s\) in the split; videoLabels must hold "
+                                              rf"{expected} per utterance: store that in the label pickle$"):
+        create_data("gcnet", label_path=path)
+
+
+@pytest.mark.parametrize("value, fix", [
+    (4, r"check dataset='iemocap4' \(iemocap4: 4 classes, iemocap6: 6\)$"),  # an integer >= K: the dataset hint
+    (-1, r"expected an integer class index: fix that label in the file$"),
+    (1.5, r"expected an integer class index: fix that label in the file$"),
+    (float("nan"), r"expected an integer class index: fix that label in the file$"),
+], ids=["k", "negative", "fraction", "nan"])
+def test_gcnet_the_dataset_hint_is_only_for_an_integer_label_of_k_or_more(tmp_path, value, fix):
+    def one(d):
+        d["videoLabels"]["Ses03M_impro01"][0] = value
+
+    path, opts = _gcnet(tmp_path, mutate=one)
+    with pytest.raises(DataFormatError, match=rf"label {value:g} of sample 'Ses03M_impro01_F000' is not a class "
+                                              rf"index in \[0, 4\); {fix}"):
         create_data("gcnet", **opts)
 
 

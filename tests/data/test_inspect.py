@@ -308,7 +308,8 @@ def test_a_mosi_bclstm_folder_is_loaded_and_described(tmp_path, untouched):
 @pytest.mark.parametrize("mutate, problem", [
     (lambda d: d.__setitem__("testVids", set()), "testVids is empty"),
     (lambda d: d["videoLabels"]["Ses01F_impro00"].__setitem__(0, "happy"),
-     "split 'train', key 'videoLabels' holds text such as 'happy', expected float64 numbers"),
+     "split 'train': label of sample 'Ses01F_impro00_F000' is the text 'happy'; 1 such label(s) in the split; "
+     "videoLabels must hold an integer class index in [0, 4) per utterance"),
 ])
 def test_gcnet_label_problems_without_features(tmp_path, mutate, problem):
     path = write_gcnet(tmp_path, "iemocap4", mutate=mutate)

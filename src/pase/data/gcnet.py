@@ -407,6 +407,31 @@ def _per_utterance(table: Dict[str, list], vids: Sequence[str], t: _Labels) -> n
     return arr
 
 
+def _refuse_non_numbers(flat: Sequence[object], ids: Sequence[str], task: TaskSpec, file: str, split: str) -> None:
+    """A None, text or True / False label is named as what it is, with what is expected: None read as NaN
+    was told to check the dataset, text to be "float64 numbers", and a bool was class 0 / 1 (review). A bool
+    is refused: in a label pickle it is most likely a flag column, not a class or a score."""
+    def what(y: object) -> Optional[str]:
+        y = y.item() if isinstance(y, np.ndarray) and y.dtype.kind in "bOUS" else y  # 0-d arrays from [y]
+        if y is None:
+            return "None"
+        if isinstance(y, (bool, np.bool_)):
+            return f"the bool {bool(y)} (a True / False flag? refused rather than read as {int(y)})"
+        if isinstance(y, (str, bytes)):
+            return f"the text {to_str(y)[:30]!r}"
+        return None
+
+    bad = [(i, w) for i, w in ((i, what(y)) for i, y in enumerate(flat)) if w is not None]
+    if not bad:
+        return
+    i, w = bad[0]
+    expected = (f"an integer class index in [0, {task.num_classes})" if task.kind == "classification"
+                else f"a number in [{task.label_range[0]:g}, {task.label_range[1]:g}]" if task.label_range
+                else "a number")
+    raise DataFormatError(f"{file}: split {split!r}: label of sample {ids[i]!r} is {w}; {len(bad)} such label(s) in "
+                          f"the split; videoLabels must hold {expected} per utterance: store that in the label pickle")
+
+
 def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
     """Validated (N,) targets and ids of the utterances of ``vids``."""
     task = GCNET_DATASETS[dataset]
@@ -421,6 +446,7 @@ def _labels_of(t: _Labels, vids: Sequence[str], dataset: str, split: str):
                 raise DataFormatError(f"{t.file}: videoLabels of video {v!r} (split {split!r}) hold a label of shape "
                                       f"{a.shape}, expected one number per utterance{hint}")
             flat.append(a.reshape(()) if a.ndim > 0 else y)
+    _refuse_non_numbers(flat, ids, task, t.file, split)
     labels = as_array(flat, t.file, split, "videoLabels", np.float64)
     if task.kind == "classification":
         target = check_class_labels(labels, task.num_classes, t.file, split, ids,

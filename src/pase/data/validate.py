@@ -338,15 +338,18 @@ def check_label_range(labels: np.ndarray, low: float, high: float, file: str, sp
 
 def check_class_labels(labels: np.ndarray, num_classes: int, file: str, split: str,
                        ids: Sequence[str], fix: str) -> np.ndarray:
-    """Class labels are integers in [0, K); returns them as int64."""
+    """Class labels are integers in [0, K); returns them as int64. ``fix`` (check the dataset, its K) ends the
+    message only for an integer >= K; NaN, a fraction or a negative value asks for an integer class index."""
     lab = np.asarray(labels, dtype=np.float64)
     bad = ~np.isfinite(lab) | (lab != np.round(lab)) | (lab < 0) | (lab >= num_classes)
     if bad.any():
         flat, bad = lab.reshape(len(lab), -1), bad.reshape(len(lab), -1)
         row = int(np.argwhere(bad.any(axis=1))[0, 0])
-        raise DataFormatError(
-            f"{file}: split {split!r}: label {float(flat[row][bad[row]][0]):g} of sample "
-            f"{ids[row]!r} is not a class index in [0, {num_classes}); {fix}")
+        value = float(flat[row][bad[row]][0])
+        too_large = np.isfinite(value) and value == round(value) and value >= num_classes
+        fix = fix if too_large else "expected an integer class index: fix that label in the file"
+        raise DataFormatError(f"{file}: split {split!r}: label {value:g} of sample {ids[row]!r} is not a class "
+                              f"index in [0, {num_classes}); {fix}")
     return lab.astype(np.int64)
 
 

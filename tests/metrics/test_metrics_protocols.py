@@ -30,6 +30,13 @@ def test_metadata_names_what_compute_returns(name, gen, inputs):
     assert compute_metrics(name, outputs, target) == got
 
 
+def test_the_multiclass_description_names_every_metric_it_reports():
+    """Results carry protocol_description; the multiclass one named WA, UA and "weighted F1" but not
+    Macro_F1, which every result reports too (review)."""
+    proto = get_protocol("multiclass")
+    assert all(name in proto.description for name in proto.metric_names), proto.description
+
+
 def test_mosi_and_mosei_share_the_mmsa_set(gen, inputs):
     outputs, target = inputs("mosi", 120, gen)
     a, b = compute_metrics("mosi", outputs, target), compute_metrics("mosei", outputs, target)

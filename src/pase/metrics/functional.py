@@ -374,13 +374,14 @@ def iemocap_mult_metrics(
 
 
 def multiclass_metrics(preds: ArrayLike, target: ArrayLike) -> Dict[str, float]:
-    """Single-label classification, GCNet protocol (IEMOCAP-4 / IEMOCAP-6): WA, UA, WF1.
+    """Single-label classification, GCNet protocol (IEMOCAP-4 / IEMOCAP-6): WA, UA, WF1, Macro_F1.
 
     The prediction is the argmax of the logits (first index on ties). ``WA`` is accuracy,
     ``UA`` the unweighted mean of per-class recall (scikit-learn ``recall_score(average=
     "macro")``; equal to ``balanced_accuracy_score`` unless a class is predicted that never
     occurs in the target, which then counts with recall 0), ``WF1`` the support-weighted F1
-    and ``Macro_F1`` the unweighted mean F1.
+    and ``Macro_F1`` the unweighted mean F1. UA and Macro_F1 average over the labels that occur in the
+    target or the predictions (as scikit-learn does), not over all K (docs/evaluation.md, "multiclass").
 
     Args:
         preds: (N, K) logits (or probabilities).

@@ -94,7 +94,8 @@ PROTOCOLS: Dict[str, Protocol] = {
         Protocol("iemocap_mult", "multilabel", iemocap_mult_metrics, "Mean_F1", _higher(_IEMOCAP_NAMES),
                  "IEMOCAP, MulT eval_iemocap (per emotion binary accuracy and weighted F1; logit > 0)"),
         Protocol("multiclass", "classification", multiclass_metrics, "WF1", _higher(_MULTICLASS_NAMES),
-                 "single-label classification, GCNet protocol (WA accuracy, UA macro recall, weighted F1)"),
+                 "single-label classification, GCNet protocol (WA accuracy, UA macro recall, WF1 weighted F1, "
+                 "Macro_F1 macro F1)"),
     )
 }
 

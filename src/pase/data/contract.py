@@ -321,8 +321,9 @@ def missing_classes(task: TaskSpec, targets: Mapping[str, np.ndarray | Tensor], 
     nowhere = all(int(n[c]) == 0 for n in counts.values() for c in absent)
     metrics = "that label's accuracy and F1, and Mean_F1" if multi else "UA and Macro_F1"
     too_many = "no split holds a positive" if multi else f"no split holds any, so K={k} may be too large"
-    why = (too_many if nowhere else f"it cannot be learned, and its valid / test {'positives' if multi else 'samples'} are errors by "
-           f"construction in {metrics}")
+    rows = "positives" if multi else "samples"
+    learn = f"it cannot be learned, and its valid / test {rows} are errors by construction in {metrics}"
+    why = too_many if nowhere else learn
     fix = ("check the train split's labels (every train row says no there) and which rows the file puts in train"
            if multi else "check data.options.dataset (GCNet IEMOCAP: iemocap4 has 4 classes, iemocap6 6), the fold "
            "(data.options.fold) and the labels")

@@ -4,7 +4,8 @@
 structure (MMSA: splits holding ``regression_labels``; MulT: splits holding ``labels``; GCNet: a
 label pickle with ``videoIDs``), describes every split (counts, shapes, non-finite values, label
 statistics), then runs the matching loader's full validation, and names a class (multilabel: a
-label) without a training sample. Problems are collected, never raised; ``InspectReport.ok`` is False when there is any (the CLI then exits non-zero).
+label) without a training sample. Problems are collected, never raised; ``InspectReport.ok`` is False
+when there is any (the CLI then exits non-zero).
 """
 
 from __future__ import annotations

@@ -102,3 +102,34 @@ def test_predict_of_a_context_model_keeps_the_splits_row_order(tmp_path):
     assert [r["id"] for r in rows] == list(bundle.splits["test"].ids)
     assert all(abs(float(r["label"]) - v) < 1e-5 for r, v in zip(rows, bundle.splits["test"].target.tolist()))
     assert evaluate(ckpt, splits=("test",))["test"] == result["test"]
+
+
+def test_evaluate_of_a_context_model_scores_in_the_training_loops_order(tmp_path, monkeypatch):
+    """pase evaluate feeds the metrics the outputs in the test loop's (whole-video) batch order, not
+    the split's row order: Pearson's r summed in another order differed in its last digit from
+    metrics.json on MOSI-shaped data (review m2, D2)."""
+    import numpy as np
+
+    from pase.metrics.stateful import MetricAccumulator
+    from pase.training import evaluate
+
+    base = run_mod.load_bundle(load_config(None, tiny.TINY))
+    bundle = tiny.grouped(base)
+    register_data("test_grouped_synthetic_evaluate")(lambda **_: bundle)
+    cfg = load_config(None, tiny.TINY + ["data.source=test_grouped_synthetic_evaluate", "model.context=true",
+                                        "train.max_epochs=1", "train.batch_size=16"])
+    scored = []
+    compute = MetricAccumulator.compute
+
+    def spy(self):
+        scored.append((np.concatenate(self._preds), np.concatenate(self._target)))
+        return compute(self)
+
+    monkeypatch.setattr(MetricAccumulator, "compute", spy)
+    result = train(cfg, tmp_path / "run", quiet=True)
+    trained = list(scored)
+    scored.clear()
+    assert evaluate(tmp_path / "run" / result["checkpoint"], splits=("test",))["test"] == result["test"]
+    (preds, target), = scored
+    assert any(np.array_equal(target, t) and np.array_equal(preds, p) for p, t in trained)
+    assert not np.array_equal(target, bundle.splits["test"].target.numpy())  # the test splits' rows are out of group order

@@ -901,9 +901,11 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
 
 @torch.no_grad()
 def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str,
-             prepare: Optional[Callable[[Any], Any]] = None):
+             prepare: Optional[Callable[[Any], Any]] = None, row_order: bool = True):
     """Ids, logits (host, float32) and targets of ``split`` in the split's row order (``pase
-    predict``'s CSV order). ``prepare`` maps each loaded batch to the model's input (for example a
+    predict``'s CSV order), or with ``row_order=False`` in the loader's batch order (the training
+    loop's test order: context models batch whole videos, and Pearson's r summed in another order can
+    differ in its last digit). ``prepare`` maps each loaded batch to the model's input (for example a
     device transfer and precision cast); targets are taken from the loaded batch."""
     loader = make_loader(bundle, split, cfg.train.batch_size, False, 0, by_group=cfg.model.context)
     ids, logits, targets = [], [], []
@@ -913,6 +915,8 @@ def _outputs(module: PaseModule, bundle: DataBundle, cfg: Config, split: str,
             ids += batch.ids
             logits.append(out.logits.float().cpu())
             targets.append(batch.target)
+    if not row_order:
+        return ids, torch.cat(logits), torch.cat(targets)
     # the split's own row order, whatever the batching (context models batch whole videos)
     row = {sid: i for i, sid in enumerate(bundle.splits[split].ids)}
     order = torch.tensor(sorted(range(len(ids)), key=lambda k: row[ids[k]]), dtype=torch.long)
@@ -944,7 +948,8 @@ def evaluate(checkpoint: str | Path, cfg: Optional[Config] = None,
         check_split(bundle, s)
     result = Evaluation(bundle.task.protocol, bundle.name)
     for s in splits:
-        _, logits, target = _outputs(module, bundle, cfg, s)
+        # scored in the training loop's batch order, so that the metrics equal metrics.json to the last digit
+        _, logits, target = _outputs(module, bundle, cfg, s, row_order=False)
         acc = MetricAccumulator(bundle.task.protocol)
         acc.update(logits, target)
         result[s] = acc.compute()

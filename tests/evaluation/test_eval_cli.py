@@ -644,3 +644,52 @@ def test_an_output_in_a_folder_this_user_cannot_write_is_refused_first(tmp_path,
     assert cli.main([]) == 2
     assert capsys.readouterr().err == (f"pase: error: [Errno 13] Permission denied: '{tmp_path / 'x'}'; pass a path "
                                        "this user may write to (or read, for an input), or change its permissions\n")
+
+
+def test_a_resume_or_comparison_into_a_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    """--resume into a read-only run folder failed at its lock with a bare '[Errno 30]' line advising another
+    path, which --resume cannot take; pase compare warned 'running without a lock' and then failed at
+    compare.json with a second line (review m2, D4). Both are one line now: told by os.access before any work,
+    or by the lock file's open (as on a read-only mount where os.access says nothing; simulated: the tests may
+    run as root)."""
+    import errno
+    import os
+
+    from pase.config import Config, apply_overrides
+    from pase.training import train
+    from tiny import TINY
+
+    run, cmp = tmp_path / "run", tmp_path / "cmp"
+    train(apply_overrides(Config(), TINY + ["train.max_epochs=1"]), run, quiet=True)
+    cmp.mkdir()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    resume = ["train", "--quiet", "--resume", str(run), "--set", "train.max_epochs=2"]
+    comparison = ["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,", "--out", str(cmp)]
+    real_access, real_open = os.access, os.open
+    with monkeypatch.context() as m:
+        m.setattr(os, "access", lambda p, mode, **k: False if str(p) in (str(run), str(cmp)) and mode & os.W_OK
+                  else real_access(p, mode, **k))
+        assert main(resume) == 2
+        assert capsys.readouterr().err == (
+            f"pase: error: --resume {run}: the run folder is not writable by this user (or is on a read-only file "
+            "system); make it writable, or copy the run elsewhere and resume the copy (nothing was changed)\n")
+        assert main(comparison) == 2
+        assert capsys.readouterr().err == (
+            f"pase: error: {cmp}: the folder is not writable by this user (or is on a read-only file system); make it "
+            "writable, or copy it elsewhere and run pase compare on the copy (nothing was changed)\n")
+
+    def read_only(path, flags, *args, **kwargs):
+        if Path(path).name in (".lock", ".compare.lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"pase: error: --resume {run}: the run folder is not writable (Read-only file system); make it writable, or "
+        "copy the run elsewhere and resume the copy (nothing was changed)\n")
+    assert main(comparison) == 2
+    assert capsys.readouterr().err == (
+        f"pase: error: {cmp}: the folder is not writable (Read-only file system); make it writable, or copy it "
+        "elsewhere and run pase compare on the copy (nothing was changed)\n")
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -515,6 +515,11 @@ def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
     now, having written nothing. The OS releases the lock when the process ends, so a killed comparison
     blocks nothing (its file stays, and is taken over)."""
     path = out / COMPARISON_LOCK
+    # a folder this process cannot write: every command that locks it writes into it (compare.json, summary.*,
+    # report.md), so it is refused here with one line (compare warned "running without a lock", then failed at
+    # compare.json with a second line: a review)
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise RunDirError(_folder_not_writable(out, command))
     if not can_lock():  # Windows: no lock
         return None
     unlocked = f"running without a lock: do not start a second {command} in this folder while this one runs"
@@ -525,6 +530,8 @@ def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
         try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
             fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError as exc:
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # not writable, though os.access said it was
+                raise RunDirError(_folder_not_writable(out, command, exc.strerror or "")) from None
             log.warning("%s: cannot open the comparison's lock file (%s); %s", path, exc.strerror or exc, unlocked)
             return None
         if not try_lock(fd, path, unlocked, busy):
@@ -535,6 +542,12 @@ def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def _folder_not_writable(out: Path, command: str, why: str = "") -> str:
+    cause = f"is not writable ({why})" if why else "is not writable by this user (or is on a read-only file system)"
+    return (f"{out}: the folder {cause}; make it writable, or copy it elsewhere and run {command} on the copy "
+            "(nothing was changed)")
 
 
 def unlock_comparison(out: Path, fd: Optional[int]) -> None:

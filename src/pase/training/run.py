@@ -20,6 +20,7 @@ import contextlib
 import csv
 import dataclasses
 import difflib
+import errno
 import json
 import inspect
 import io
@@ -305,6 +306,19 @@ def check_run_folder(out: Path, resume: bool) -> None:
         raise RunDirError(f"--out {out}: {above} is a file, not a folder; pass another --out (nothing was written)")
     if resume and not (out / "config.yaml").is_file():
         raise RunDirError(f"{out}: no config.yaml, so not a pase run folder to resume; start a new run with --out")
+    # a read-only run folder failed at its lock, after the data loaded, with a bare errno line and advice to pass
+    # another path, which --resume cannot take (a review)
+    if resume and not os.access(out, os.W_OK | os.X_OK):
+        raise RunDirError(_not_writable(out, resume))
+
+
+def _not_writable(out: Path, resume: bool, why: str = "") -> str:
+    """The one line for a run folder this process cannot write (``why``: the OS's reason, when known)."""
+    cause = f"is not writable ({why})" if why else "is not writable by this user (or is on a read-only file system)"
+    if resume:
+        return (f"--resume {out}: the run folder {cause}; make it writable, or copy the run elsewhere and resume "
+                "the copy (nothing was changed)")
+    return f"--out {out}: the folder {cause}; pass another --out (nothing was written)"
 
 
 def _check_out(out: Path, resume: bool) -> None:
@@ -687,7 +701,12 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
     _check_shards(cfg, trainer, {"train": train_dl, "valid": valid_dl, "test": test_dl})  # before anything is written
     if writer:  # the first write of the run, after every check
         out.mkdir(parents=True, exist_ok=True)
-        fd = lock_run(out)
+        try:
+            fd = lock_run(out)
+        except OSError as e:  # not writable, though os.access said it was (check_run_folder): one line all the same
+            if isinstance(e, RunDirError) or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            raise RunDirError(_not_writable(out, resume, e.strerror or "")) from None
         if fd is not None:
             held.append(fd)
         if not resume:

@@ -393,3 +393,40 @@ def test_a_write_stopped_within_a_page_of_the_file_size_limit_met_it(monkeypatch
 def test_json_writes_sets_and_tuples_as_lists(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"s": {3}, "t": (1, 2)})
     assert json.loads((tmp_path / "a.json").read_text()) == {"s": [3], "t": [1, 2]}
+
+
+def test_a_full_disk_checkpoint_error_keeps_only_what_there_was_and_leaves_torchs_detail_out(tmp_path, monkeypatch):
+    """A comparison's run whose first last.ckpt did not fit on a full disk was told 'the previous one is kept',
+    though it had none, after torch's '[enforce fail at inline_container.cc:672] . unexpected pos ...' (review m2,
+    D3). A full disk (no free space while the write failed) is said in words; what is kept only if it exists."""
+    import shutil
+    from collections import namedtuple
+
+    io = SafeCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    path.parent.mkdir()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage(2**30, 2**30, 0))  # a full disk
+
+    def full_disk(obj, f, *args, **kwargs):  # what torch's writer raises on a real full disk (no errno)
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2509760 vs 2509652")
+
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", full_disk)
+    then = f"free space, then continue with pase train --resume {tmp_path}"
+    with pytest.raises(OSError) as first:
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert str(first.value) == (f"{path}: the checkpoint could not be written (0 MiB free on its disk: the disk is "
+                                f"full); there was no earlier one to keep: {then}")
+    assert list(path.parent.iterdir()) == []
+    monkeypatch.setattr(torch, "save", real_save)
+    io.save_checkpoint({"state_dict": {"w": torch.ones(3)}}, path)
+    before = sha256(path)
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as second:
+        io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
+    assert str(second.value) == (f"{path}: the checkpoint could not be written (0 MiB free on its disk: the disk is "
+                                 f"full); the previous one is kept: {then}")
+    assert sha256(path) == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]

@@ -16,6 +16,7 @@ import errno
 import os
 import pickle
 import re
+import shutil
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -111,6 +112,10 @@ def _at_file_size_limit(size: Optional[int]) -> bool:
     return size is not None and soft != resource.RLIM_INFINITY and size >= soft - 4096  # one page: "near"
 
 
+#: a disk with less free space than this when a write failed is full (a block or a few are left at most)
+_FULL = 2**20
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint I/O: atomic saves, weights-only loads with one-line refusals."""
 
@@ -118,28 +123,40 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError("SafeCheckpointIO does not take storage_options")
         stopped_at: list = []  # the temporary file's size when the write failed (atomic_save then removes it)
+        free_then: list = []  # the disk's free bytes at that moment, the partial file still on it
 
         def write(tmp: str) -> None:
             try:
                 torch.save(checkpoint, tmp)
             except BaseException:
                 stopped_at.append(os.path.getsize(tmp) if os.path.exists(tmp) else None)
+                try:
+                    free_then.append(shutil.disk_usage(os.path.dirname(tmp) or ".").free)
+                except OSError:
+                    pass
                 raise
 
         try:
             atomic_save(path, write)
         except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as "unexpected pos ..."
             p = Path(path)
-            free = free_space(p)
+            # measured with the partial file still there: after its removal a full disk showed its size as free
+            free = f"{free_then[0] / 2**20:.0f} MiB free on its disk" if free_then else free_space(p)
             exc = (exc.__cause__ or exc) if isinstance(exc, FileWriteError) else exc  # the write's own error
             detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
             # a file-size limit (ulimit -f) is not a full disk: "free space" sent users to a disk with room
-            fix = ("raise the file-size limit (ulimit -f)"
-                   if _at_file_size_limit(stopped_at[0] if stopped_at else None)
-                   or getattr(exc, "errno", None) == errno.EFBIG else "free space")
-            raise CheckpointWriteError(
-                f"{p}: the checkpoint could not be written ({free}; {detail}); the previous one is kept", fix,
-                str(p.parent.parent)) from None
+            limit = (_at_file_size_limit(stopped_at[0] if stopped_at else None)
+                     or getattr(exc, "errno", None) == errno.EFBIG)
+            fix = "raise the file-size limit (ulimit -f)" if limit else "free space"
+            # a full disk is the cause itself: torch's internals ("[enforce fail at inline_container.cc:672] .
+            # unexpected pos ...") said nothing more to the user (a review)
+            full = not limit and (getattr(exc, "errno", None) == errno.ENOSPC
+                                  or bool(free_then and free_then[0] < _FULL))
+            why = f"{free}: the disk is full" if full else f"{free}; {detail}"
+            # the first save of a file had nothing to keep: "the previous one is kept" was false (a review)
+            kept = "the previous one is kept" if p.is_file() else "there was no earlier one to keep"
+            raise CheckpointWriteError(f"{p}: the checkpoint could not be written ({why}); {kept}", fix,
+                                       str(p.parent.parent)) from None
 
     def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage,
                         weights_only: Optional[bool] = None) -> Dict[str, Any]:

@@ -540,6 +540,45 @@ def test_sigterm_after_the_training_loop_stops_the_run_with_one_line(tmp_path, m
     assert err.endswith(f"continue with pase train --resume {out}") and not (out / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("sig, epoch, where, kept", [
+    ("SIGTERM", 0, "after epoch 0 finished, before epoch 1 started", "the checkpoint of the last finished epoch is kept"),
+    ("SIGTERM", 1, "after epoch 1 (the last) finished, before the final evaluation",
+     "the checkpoint of the last finished epoch is kept"),
+    ("SIGINT", 0, "at the end of epoch 0, before its checkpoint was saved", "no checkpoint had been saved yet")])
+def test_a_stop_at_an_epochs_end_says_which_epoch_finished(tmp_path, monkeypatch, capsys, sig, epoch, where, kept):
+    """A signal at the end of an epoch, once its log.csv row is written: SIGTERM stops fit after that epoch's
+    checkpoint (Lightning counts it finished by then), so the line said "in epoch 2" after epoch 1 of a 2-epoch
+    run, an epoch that never was; Ctrl-C before the checkpoint said "no epoch had finished" beside the epoch's row
+    in log.csv (review m2, D1)."""
+    import os
+    import signal
+
+    import pase.training.callbacks as callbacks
+
+    write = callbacks.EpochCSVLog._write
+
+    def row_then_signal(self):
+        write(self)
+        if len(self.rows) == epoch + 1:
+            if sig == "SIGTERM":  # Lightning's handler records it; the fit loop raises it after the epoch's end
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks.EpochCSVLog, "_write", row_then_signal)
+    out = tmp_path / "run"
+    sigint = signal.getsignal(signal.SIGINT)
+    try:  # Lightning ignores SIGINT from a Ctrl-C on (a second one during its shutdown): not in this test process
+        rc = main(["train", "--out", str(out), "--quiet"] + [x for s in OVERRIDES for x in ("--set", s)])
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert rc == (143 if sig == "SIGTERM" else 130)
+    assert capsys.readouterr().err == (f"pase: interrupted: training interrupted by {sig} {where}; {kept}; continue "
+                                       f"with pase train --resume {out}\n")
+    assert len((out / "log.csv").read_text().splitlines()) == epoch + 2  # the header, the rows up to that epoch
+    assert (out / "checkpoints" / "last.ckpt").is_file() == (sig == "SIGTERM")
+
+
 def test_compare_names_an_unknown_method_before_anything_trains(tmp_path, capsys, monkeypatch):
     """pase compare --methods late_fusion,psae trained and diagnosed late fusion (60 epochs by
     default), then failed psae's runs and exited 1."""

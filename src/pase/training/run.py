@@ -746,9 +746,11 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
                    interrupt.signal or ("SIGINT" if isinstance(e, KeyboardInterrupt) else None))
             if sig is None:
                 raise
-            kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
-                    else "no epoch had finished")
-            where = where or f"in epoch {trainer.current_epoch}"
+            if where is None:  # during fit: where in its epochs
+                where, kept = _where_fit_stopped(trainer, ckpt_dir / "last.ckpt")
+            else:
+                kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
+                        else "no epoch had finished")
             raise RunInterrupted(f"training interrupted by {sig} {where}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
     best_epoch = _best_epoch(out / "log.csv", monitor, mode)
@@ -775,6 +777,31 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
     if writer:
         atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _where_fit_stopped(trainer: L.Trainer, last: Path) -> Tuple[str, str]:
+    """Where an interrupted ``fit`` stopped and what it kept, for the interruption line: in an epoch, at its
+    end (its log.csv row written, its checkpoint maybe not), or after it. ``trainer.current_epoch`` counts
+    finished epochs, so a stop between epochs (Lightning raises SIGTERM there) said "in epoch 3" of a
+    3-epoch run (epochs 0 to 2), and a stop after epoch 0's row but before its checkpoint said "no epoch had
+    finished" (a review)."""
+    progress = trainer.fit_loop.epoch_progress.current
+    k = progress.completed  # the epoch under way, or the next one
+    if last.is_file():
+        kept = "the checkpoint of the last finished epoch is kept"
+    else:
+        kept = "no epoch had finished" if progress.processed <= k else "no checkpoint had been saved yet"
+    if progress.processed > k:  # trained and validated; its end-of-epoch writes (log.csv, checkpoints) under way
+        try:
+            saved = last.is_file() and int(safe_load_checkpoint(last, mmap=True).get("epoch", -1)) == k
+        except (OSError, ValueError, TypeError):
+            saved = False
+        return f"at the end of epoch {k}, {'after' if saved else 'before'} its checkpoint was saved", kept
+    if progress.started > k or k == 0:
+        return f"in epoch {k}", kept
+    if k >= (trainer.max_epochs or 0) > 0 or trainer.should_stop:
+        return f"after epoch {k - 1} (the last) finished, before the final evaluation", kept
+    return f"after epoch {k - 1} finished, before epoch {k} started", kept
 
 
 def _as_trained(state: Any, epochs: Optional[int]) -> Any:

@@ -306,15 +306,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     previous = _raise_on_sigterm()
     _one_line_warnings(True)
+    leaving = None  # the exit status of an interruption, once its line is printed
     try:
         _check_path_args(args)
         return args.fn(args)
     except RunInterrupted as e:  # a training loop's (with its advice), or a SIGTERM elsewhere
         print(f"{_who()}: interrupted: {e if e.advice else e.message + _interrupt_advice(args)}", file=sys.stderr)
-        return 143 if e.signal == "SIGTERM" else 130
+        leaving = 143 if e.signal == "SIGTERM" else 130
+        return leaving
     except KeyboardInterrupt:  # outside a training loop (metrics.json, a diagnosis, a report): say what to do
         print(f"{_who()}: interrupted{_interrupt_advice(args)}", file=sys.stderr)
-        return 130
+        leaving = 130
+        return leaving
     except Exception as e:  # noqa: BLE001 - one line for the user, traceback with --debug
         if args.debug:
             raise
@@ -331,6 +334,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _one_line_warnings(False)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if leaving is not None and argv is None:  # the process itself (its command line), not a caller's main([...])
+            _exit_at_the_next_signal(leaving)
+
+
+def _exit_at_the_next_signal(status: int) -> None:
+    """After an interruption's line, the process is on its way out: a second Ctrl-C (or a SIGTERM) during the
+    interpreter's shutdown raised KeyboardInterrupt in an atexit callback (torch's), whose traceback broke the
+    one-line rule (a review). From here either signal ends the process at once with ``status``, quietly; it
+    still stops (ignoring the signals instead could leave a DDP rank or a comparison hanging in its shutdown
+    unstoppable), every file is written atomically, and a comparison's workers end with their parent."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def now(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream: nothing more to say
+                pass
+        os._exit(status)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, now)
 
 
 def _on_sigterm(signum, frame) -> None:

@@ -436,6 +436,42 @@ def test_ctrl_c_before_the_run_folder_is_written_advises_no_resume(tmp_path, mon
     assert capsys.readouterr().err == "pase: interrupted; no run folder was written: run the same pase train command again\n"
 
 
+@pytest.mark.parametrize("second", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_while_the_process_exits_prints_no_traceback(tmp_path, second):
+    """Ctrl-C twice: the second one, during the interpreter's shutdown after the interruption's line, raised
+    KeyboardInterrupt in torch's atexit callback and printed its traceback (review m2, D5). The process ends at
+    once instead, quietly, with the first interruption's status. The second signal is sent from an atexit
+    callback (they run after main returned), so the test does not depend on timing; main([...]) from Python
+    leaves the caller's handlers as they were."""
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import atexit, os, signal, sys, time\n"
+        "import pase.cli as cli\n"
+        "def interrupted(args):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli._cmd_train = interrupted\n"
+        f"atexit.register(lambda: (os.kill(os.getpid(), signal.{second}), time.sleep(2), print('survived')))\n"
+        "sys.argv = ['pase', 'train', '--out', 'RUN']\n"
+        "sys.exit(cli.main())\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    assert (proc.returncode, proc.stdout) == (130, ""), proc.stderr[-2000:]
+    assert proc.stderr.startswith("pase: interrupted") and proc.stderr.count("\n") == 1, proc.stderr[-2000:]
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    import pase.cli as cli
+
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        monkeypatch.setattr(cli, "_cmd_train", lambda args: (_ for _ in ()).throw(KeyboardInterrupt))
+        assert main(["train", "--out", str(tmp_path / "RUN")]) == 130
+    finally:
+        monkeypatch.undo()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
 def test_a_run_whose_metrics_name_an_old_absolute_path_takes_its_own_diagnosis(comparison, tmp_path, capsys):
     """Older versions wrote the checkpoint's absolute path into metrics.json; a run moved since then
     selects its checkpoints/best.ckpt (run._selected_checkpoint), so diagnosing that into its own

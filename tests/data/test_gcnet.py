@@ -567,7 +567,7 @@ def test_a_validation_list_under_another_name_is_refused_and_unlisted_videos_are
     assert not any(i.startswith("vid_5_f") for s in bundle.splits.values() for i in s.ids)
 
 
-def test_a_class_without_a_training_sample_is_one_warning_and_the_data_still_loads(tmp_path, caplog):
+def test_a_class_without_a_training_sample_is_one_warning_and_the_data_still_loads(tmp_path, caplog, monkeypatch):
     """A class train lacks (relabelled, a bad fold, a 4-way file read as iemocap6) loaded silently, and
     UA / Macro_F1 then measured the data (review): one warning line names the classes, their counts per
     split and the fixes; training must stay possible (a rare class may be absent from a fold)."""
@@ -585,6 +585,18 @@ def test_a_class_without_a_training_sample_is_one_warning_and_the_data_still_loa
     assert (f"IEMOCAP_features_raw_4way.pkl (iemocap4_gcnet): class 3 of K=4 has no training sample (per split: "
             f"train 0, valid {counts['valid']}, test {counts['test']})") in lines[0]
     assert "data.options.dataset" in lines[0] and "iemocap6" in lines[0] and "data.options.fold" in lines[0]
+    caplog.clear()  # once per process and file (pase compare loads the data once per run), never on a DDP rank > 0
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        _load(path)
+    assert "no training sample" not in caplog.text
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        _load(write_gcnet(tmp_path / "r1", "iemocap4", videos_per_session=3, mutate=no_class_3_in_train))
+    assert "no training sample" not in caplog.text
+    monkeypatch.delenv("LOCAL_RANK")
+    with caplog.at_level(logging.WARNING, logger="pase.data"):  # a fold's bundle names its fold
+        _load(write_gcnet(tmp_path / "f", "iemocap4", videos_per_session=3, mutate=no_class_3_in_train), fold=5)
+    assert "IEMOCAP_features_raw_4way.pkl (iemocap4_gcnet, fold 5): class 3 of K=4" in caplog.text
 
     caplog.clear()  # a 4-way file read as 6-way: classes 4 and 5 occur nowhere
     with caplog.at_level(logging.WARNING, logger="pase.data"):

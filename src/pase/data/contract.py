@@ -328,13 +328,15 @@ def missing_classes(task: TaskSpec, targets: Mapping[str, np.ndarray | Tensor], 
            if multi else "check data.options.dataset (GCNet IEMOCAP: iemocap4 has 4 classes, iemocap6 6), the fold "
            "(data.options.fold) and the labels")
     return (f"{where}: {what} {'have' if len(absent) > 1 else 'has'} {lacks} (per split: {detail}); {why}; "
-            f"{fix} (pase train warns and goes on)")
+            f"{fix} (a warning: training goes on)")
 
 
 def class_support_problem(bundle: DataBundle) -> Optional[str]:
-    """:func:`missing_classes` of a bundle's splits, named by its file (or its name)."""
-    file = bundle.info.get("file")
-    where = f"{Path(str(file)).name} ({bundle.name})" if file else bundle.name
+    """:func:`missing_classes` of a bundle's splits, named by its file (or its name) and its fold, if any (a
+    review: ``pase crossval``'s line did not say which fold lacked the class)."""
+    file, fold = bundle.info.get("file"), bundle.info.get("fold")
+    name = bundle.name if fold is None else f"{bundle.name}, fold {fold}"
+    where = f"{Path(str(file)).name} ({name})" if file else name
     return missing_classes(bundle.task, {s: d.target for s, d in bundle.splits.items()}, where)
 
 

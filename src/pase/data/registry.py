@@ -9,6 +9,7 @@ one string: ``source_task_kind``).
 from __future__ import annotations
 
 import collections.abc
+import os
 import types
 import typing
 from pathlib import Path
@@ -32,12 +33,21 @@ def create_data(name: str, **options) -> DataBundle:
     """Build the ``DataBundle`` of source ``name`` with its options.
 
     A classification class (multilabel: a label) without a training sample is logged as one warning
-    (``contract.class_support_problem``): every source passes here, and training goes on."""
+    (``contract.class_support_problem``): every source passes here, and training goes on. Once per process
+    and file (``pase compare`` loads the data once per run; a review counted the line N methods x S seeds
+    times), and by rank 0 alone in a DDP worker (rank 1 printed the same line again)."""
     bundle = DATA_SOURCES.create(name, **options)
     problem = class_support_problem(bundle) if isinstance(bundle, DataBundle) else None
-    if problem:
+    rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+    key = (str(bundle.info.get("file")), problem) if problem else None
+    if key and rank == 0 and key not in _WARNED:
+        _WARNED.add(key)
         LOGGER.warning("%s", problem)
     return bundle
+
+
+#: (file, line) of the class-support warnings this process logged
+_WARNED: set = set()
 
 
 def source_task_kind(name: str, **options) -> Optional[str]:

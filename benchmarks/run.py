@@ -12,7 +12,10 @@ a MOSEI-shaped MMSA pickle; an op-level profile of one step; on CUDA (not --quic
 and CUDA graphs of them (``graphs/*``). It writes the report (``--out``),
 the raw results (``--json``, default ``benchmarks/results[-quick][-cuda].json``) and prints
 progress to stderr. ``--quick`` times subsets of batches, leaves out the compiled variants (minutes of
-compiling each) and says so in the report.
+compiling each) and says so in the report. While measuring, the report and raw results of what finished so far
+are rewritten after every measurement: a given ``--out`` / ``--json`` in place, a default one under its
+``-partial`` name (``BENCHMARKS-partial.md``, ``benchmarks/results-partial.json``), so that only a run that
+completes replaces ``BENCHMARKS.md`` and ``benchmarks/results.json``.
 """
 
 from __future__ import annotations
@@ -281,8 +284,12 @@ def _args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--out", default=None, help="report path (default: BENCHMARKS.md at the project root; "
-                    "BENCHMARKS-quick.md / BENCHMARKS-partial.md for --quick / --only, so they never replace it)")
-    ap.add_argument("--json", default=None, help="raw results path (default: benchmarks/results*.json)")
+                    "BENCHMARKS-quick.md / BENCHMARKS-partial.md for --quick / --only, so they never replace it; "
+                    "a default report is saved as BENCHMARKS[-quick]-partial.md after each measurement and "
+                    "written under its own name only when the run completes; a given --out is rewritten after "
+                    "each measurement)")
+    ap.add_argument("--json", default=None, help="raw results path (default: benchmarks/results*.json; saved as "
+                    "results[-quick]-partial*.json while measuring, as the report)")
     ap.add_argument("--only", default=None, help="comma-separated key prefixes to run (e.g. epoch,mmsa)")
     ap.add_argument("--render", metavar="JSON", default=None,
                     help="only rewrite the report (--out) from the raw results of an earlier run")
@@ -340,11 +347,18 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{', '.join(keys)}", file=sys.stderr)
         return 2
     # a quick or partial run writes beside the full report, never over it (unless --out / --json say so)
-    suffix = ("-quick" if a.quick else "") + ("-partial" if only else "") + ("-cuda" if a.device == "cuda" else "") + \
-        ("-bf16" if a.bf16 else "")
+    tail = ("-cuda" if a.device == "cuda" else "") + ("-bf16" if a.bf16 else "")
+    suffix = ("-quick" if a.quick else "") + ("-partial" if only else "") + tail
     out = Path(a.out) if a.out else ROOT / f"BENCHMARKS{suffix}.md"
     raw = Path(a.json) if a.json else HERE / f"results{suffix}.json"
-    for p in (out, raw):  # before any measurement: a missing folder lost the first one to a traceback (review)
+    # while measuring, a default report / raw file is saved under its -partial name, and the default name is written
+    # only by the last save of a run that completed: a full run cut short (Ctrl-C, a lent machine's call limit) left
+    # a one-row "interrupted" report over the committed BENCHMARKS.md and results.json (review); an --out / --json of
+    # the caller's (gpu.sh's $OUT/BENCHMARKS-4.md) is rewritten after every measurement, so a cut run leaves it
+    partial = ("-quick" if a.quick else "") + "-partial" + tail
+    out_now = out if a.out else ROOT / f"BENCHMARKS{partial}.md"
+    raw_now = raw if a.json else HERE / f"results{partial}.json"
+    for p in (out, raw, out_now, raw_now):  # before any measurement: a missing folder lost the first one (review)
         p.parent.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/run.py " + " ".join(x for x in (argv if argv is not None else sys.argv[1:]))
     results: Dict[str, Any] = {"machine": machine(a.threads), "quick": a.quick, "device": a.device,
@@ -358,14 +372,17 @@ def main(argv: Optional[List[str]] = None) -> int:
              f"to the mosi-bclstm folder to measure them")
     import report
 
-    def save() -> None:
+    def save(md: Path, js: Path) -> None:
         """The raw results and the report of what finished so far: an interrupted run (a lent machine's call
         limit) leaves both, the report saying it was interrupted (only the JSON was rewritten: review)."""
-        raw.write_text(json.dumps(results, indent=1))
+        js.write_text(json.dumps(results, indent=1))
         try:
-            out.write_text(report.render(results, raw.relative_to(ROOT) if raw.is_relative_to(ROOT) else raw))
+            md.write_text(report.render(results, js.relative_to(ROOT) if js.is_relative_to(ROOT) else js))
         except Exception as e:  # noqa: BLE001 - a renderer bug must not cost the measurements; --render retries
-            _log(f"warning: could not render {out} ({type(e).__name__}: {e}); the raw results are in {raw}")
+            _log(f"warning: could not render {md} ({type(e).__name__}: {e}); the raw results are in {js}")
+
+    if (out_now, raw_now) != (out, raw):
+        _log(f"after each measurement: {out_now} and {raw_now}; {out} and {raw} only when the run completes")
 
     for key, worker, spec in plan(a.quick, a.device, a.bf16, a.threads):
         if only and not any(key.startswith(o) for o in only):
@@ -374,12 +391,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         results[key] = _run_worker(worker, spec, spec.get("timeout_s", 1800))
         r = results[key]
         _log(f"{key}: {r['error']}" if "error" in r else f"{key}: {r.get('driver_wall_s', 0):.1f} s")
-        save()
+        save(out_now, raw_now)
     if not only or any("mmsa".startswith(o) or o.startswith("mmsa") for o in only):
         results["mmsa"] = _mmsa(a.quick, a.threads)
     results["total_wall_s"] = time.perf_counter() - t0
     results["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    save()
+    save(out, raw)  # complete: the default names now
+    for p, q in ((out, out_now), (raw, raw_now)):
+        if q != p:  # this run's own saves so far, replaced by the complete files
+            q.unlink(missing_ok=True)
     _log(f"wrote {out} and {raw} in {results['total_wall_s']:.0f} s")
     return 0
 

@@ -918,3 +918,45 @@ def test_a_timed_out_worker_keeps_its_spec_and_wall_time_and_is_logged_as_timed_
     log = [ln.split("] ", 1)[1] for ln in capsys.readouterr().err.splitlines() if ln.startswith("[bench ")]
     assert "shapley: timed out after 1 s" in log and not any(ln.endswith(" 0.0 s") for ln in log), log
     assert json.loads((tmp_path / "r.json").read_text())["shapley"]["spec"]["Ms"] == list(range(2, 9))
+
+
+def test_a_full_run_cut_short_leaves_benchmarks_md_and_results_json_as_they_were(tmp_path, monkeypatch, capsys):
+    """A full run saved its report to BENCHMARKS.md (and its raw results to benchmarks/results.json) after every
+    measurement, so a Ctrl-C in the second one left a one-row "interrupted" report over the committed files
+    (review): while measuring, the default names' -partial files are written and the log says so; only the last
+    save of a run that completes writes BENCHMARKS.md and results.json (and removes its -partial files)."""
+    run = _run_py(monkeypatch, tmp_path)
+    monkeypatch.setattr(run, "HERE", tmp_path / "benchmarks")
+    (tmp_path / "benchmarks").mkdir()
+    committed = {tmp_path / "BENCHMARKS.md": "the committed report\n", tmp_path / "benchmarks" / "results.json": "{}"}
+    for p, text in committed.items():
+        p.write_text(text)
+    machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
+    monkeypatch.setattr(run, "_mmsa", lambda quick, threads: {"error": "stub mmsa"})
+    partial = tmp_path / "BENCHMARKS-partial.md", tmp_path / "benchmarks" / "results-partial.json"
+    calls = []
+
+    def worker(name, spec, timeout=1800, cut=None):
+        calls.append(name)
+        if len(calls) == cut:
+            raise KeyboardInterrupt
+        return {"error": f"stub {name}"}
+
+    monkeypatch.setattr(run, "_run_worker", lambda *a, **k: worker(*a, **k, cut=2))
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        run.main(["--threads", "1"])
+    assert calls == ["epoch", "epoch"]
+    assert {p: p.read_text() for p in committed} == committed
+    assert "interrupted before its end" in partial[0].read_text() and "epoch/real_mosi" in partial[1].read_text()
+    log = capsys.readouterr().err
+    assert f"after each measurement: {partial[0]} and {partial[1]}; {tmp_path / 'BENCHMARKS.md'} and " \
+           f"{tmp_path / 'benchmarks' / 'results.json'} only when the run completes" in log, log
+    # a run that completes: the default names, and no -partial files left behind
+    monkeypatch.setattr(run, "_run_worker", lambda *a, **k: worker(*a, **k))
+    assert run.main(["--threads", "1"]) == 0
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "` (full, device cpu, float32), started " in text and "interrupted" not in text.split("## ")[1]
+    assert json.loads((tmp_path / "benchmarks" / "results.json").read_text())["mmsa"] == {"error": "stub mmsa"}
+    assert not any(p.exists() for p in partial)

@@ -372,14 +372,24 @@ def main(argv: Optional[List[str]] = None) -> int:
              f"to the mosi-bclstm folder to measure them")
     import report
 
-    def save(md: Path, js: Path) -> None:
+    def save(md: Path, js: Path, final: bool = False) -> bool:
         """The raw results and the report of what finished so far: an interrupted run (a lent machine's call
-        limit) leaves both, the report saying it was interrupted (only the JSON was rewritten: review)."""
+        limit) leaves both, the report saying it was interrupted (only the JSON was rewritten: review). False
+        when the report could not be rendered: tolerated after a measurement (the run goes on), an error at the
+        end (it was logged as "wrote" and the run exited 0, the report file missing or stale: review)."""
         js.write_text(json.dumps(results, indent=1))
         try:
             md.write_text(report.render(results, js.relative_to(ROOT) if js.is_relative_to(ROOT) else js))
         except Exception as e:  # noqa: BLE001 - a renderer bug must not cost the measurements; --render retries
-            _log(f"warning: could not render {md} ({type(e).__name__}: {e}); the raw results are in {js}")
+            if final:
+                old = " (the file there is an earlier save, from before this run's end)" if md.exists() else ""
+                _log(f"error: could not render the report ({type(e).__name__}: {e}): {md} was NOT written{old}; "
+                     f"the raw results are in {js}: after fixing benchmarks/report.py, run "
+                     f"`python benchmarks/run.py --render {js} --out {md}`")
+            else:
+                _log(f"warning: could not render {md} ({type(e).__name__}: {e}); the raw results are in {js}")
+            return False
+        return True
 
     if (out_now, raw_now) != (out, raw):
         _log(f"after each measurement: {out_now} and {raw_now}; {out} and {raw} only when the run completes")
@@ -396,7 +406,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         results["mmsa"] = _mmsa(a.quick, a.threads)
     results["total_wall_s"] = time.perf_counter() - t0
     results["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    save(out, raw)  # complete: the default names now
+    if not save(out, raw, final=True):  # complete: the default names now
+        return 1
     for p, q in ((out, out_now), (raw, raw_now)):
         if q != p:  # this run's own saves so far, replaced by the complete files
             q.unlink(missing_ok=True)

@@ -960,3 +960,41 @@ def test_a_full_run_cut_short_leaves_benchmarks_md_and_results_json_as_they_were
     assert "` (full, device cpu, float32), started " in text and "interrupted" not in text.split("## ")[1]
     assert json.loads((tmp_path / "benchmarks" / "results.json").read_text())["mmsa"] == {"error": "stub mmsa"}
     assert not any(p.exists() for p in partial)
+
+
+def test_a_report_that_cannot_be_rendered_at_the_end_is_an_error_not_wrote(tmp_path, monkeypatch, capsys):
+    """The last save went through the after-each-measurement save's tolerant except: a renderer error at the end
+    logged a warning, then "wrote B.md", and the run exited 0 with no B.md (or a stale one) (review): the last
+    save is strict (exit 1, a line saying the report was NOT written and the --render command that retries it
+    from the raw results, which are written); a save after a measurement still warns and the run goes on."""
+    run, report = _run_py(monkeypatch, tmp_path), _bench("report")
+    machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
+    monkeypatch.setattr(run, "_run_worker", lambda name, spec, timeout=1800: {"error": f"stub {name}"})
+    render = report.render
+    out, raw = tmp_path / "B.md", tmp_path / "r.json"
+    for always in (False, True):
+        out.unlink(missing_ok=True)
+
+        def boom(res, *a, always=always):
+            if always or "total_wall_s" in res:
+                raise KeyError("epoch_s")
+            return render(res, *a)
+
+        monkeypatch.setattr(report, "render", boom)
+        capsys.readouterr()
+        assert run.main(["--only", "shapley,profile/real_mosi", "--out", str(out), "--json", str(raw)]) == 1
+        log = [ln.split("] ", 1)[1] for ln in capsys.readouterr().err.splitlines() if ln.startswith("[bench ")]
+        assert f"error: could not render the report (KeyError: 'epoch_s'): {out} was NOT written" in log[-1], log
+        assert log[-1].endswith(f"run `python benchmarks/run.py --render {raw} --out {out}`"), log
+        assert not any(ln.startswith("wrote ") for ln in log), log
+        assert "total_wall_s" in json.loads(raw.read_text())  # the raw results are complete
+        assert [ln.split(":")[0] for ln in log if ln.startswith(("shapley:", "profile/real_mosi:"))] == \
+            ["shapley", "profile/real_mosi"]  # an error while measuring did not stop the run
+        if always:
+            assert not out.exists() and sum(ln.startswith("warning: could not render") for ln in log) == 2, log
+        else:  # the file there is the save after the last measurement, which says it is not the run's end
+            assert "interrupted before its end" in out.read_text()
+    monkeypatch.setattr(report, "render", render)
+    assert run.main(["--render", str(raw), "--out", str(out)]) == 0 and "(partial: --only shapley,profile/real_mosi" \
+        in out.read_text()

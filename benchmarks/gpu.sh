@@ -14,9 +14,10 @@
 # (benchmarks/cuda/README.md); the inference rows, the real-MOSI and MOSEI-shaped memory rows (a ~4 GB
 # bundle each) and the MMSA write and load of a ~3.8 GB file add several minutes; the compiled CUDA-only
 # keys are capped (run.py's timeout_s): graphs/real_mosi 180 s, graphs/mosi_shaped 240 s,
-# graphs/mosi_shaped/compile 420 s, 14 min at worst. On a lent machine split it with --only (the README's
-# recipe); the report (--out) and the raw results (--json) are rewritten after every measurement, so a
-# run cut short leaves both, with what finished.
+# compile/mosi_shaped 420 s, 14 min at worst. On a lent machine split it with --only (the README's
+# recipe: --only graphs, 7 min at worst, and --only compile, 7 min, are one 600 s device call each); the
+# report (--out) and the raw results (--json) are rewritten after every measurement, so a run cut short
+# leaves both, with what finished.
 #
 # Exits 2, before doing anything, when no CUDA device is visible.
 set -euo pipefail

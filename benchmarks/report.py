@@ -143,8 +143,8 @@ def _epoch_section(res: Dict[str, Any]) -> List[str]:
 
 
 def _graphs_section(res: Dict[str, Any]) -> List[str]:
-    """CUDA runs: compiled steps and CUDA graphs of them (``graphs/*`` keys), when measured."""
-    keys = [ds for ds in DATASETS if f"graphs/{ds}" in res or f"graphs/{ds}/compile" in res]
+    """CUDA runs: compiled steps and CUDA graphs of them (``graphs/*`` and ``compile/*`` keys), when measured."""
+    keys = [ds for ds in DATASETS if f"graphs/{ds}" in res or f"compile/{ds}" in res]
     if not keys:
         return []
     out = ["## Compiled steps and CUDA graphs (CUDA)", "",
@@ -155,10 +155,10 @@ def _graphs_section(res: Dict[str, Any]) -> List[str]:
            "| data | variant | epoch s | samples/s | timed |", "|---|---|---|---|---|"]
     ratios = []
     for ds in keys:
-        # graphs/<ds>: eager and +graphs (earlier runs: +compile too); graphs/<ds>/compile: the +compile variants in
-        # a worker of their own, labelled, so that their slow compile timing out loses only them
+        # graphs/<ds>: eager and +graphs (earlier runs: +compile too); compile/<ds>: the +compile variants in a
+        # worker of their own, labelled, so that their slow compile timing out loses only them
         got = {}
-        for key, label in ((f"graphs/{ds}", ds), (f"graphs/{ds}/compile", f"{ds} (compile worker)")):
+        for key, label in ((f"graphs/{ds}", ds), (f"compile/{ds}", f"{ds} (compile worker)")):
             r = res.get(key)
             if r is None:
                 continue
@@ -171,7 +171,7 @@ def _graphs_section(res: Dict[str, Any]) -> List[str]:
                 out.append(f"| {label} | {v} | failed: {_message(e)} | | |")
         if not got:
             continue
-        g, c = got.get(f"graphs/{ds}", {}), got.get(f"graphs/{ds}/compile", {})
+        g, c = got.get(f"graphs/{ds}", {}), got.get(f"compile/{ds}", {})
         eager = g.get("ratio_pase_late_fusion") or c.get("ratio_pase_late_fusion")
         both = c.get("ratio_pase_compile_late_fusion_compile") or g.get("ratio_pase_compile_late_fusion_compile")
         ratios.append(f"| {ds} | {_q(eager)} | {_q(both)} | {_q(g.get('ratio_pase_graphs_late_fusion_graphs'))} |")

@@ -741,10 +741,11 @@ def test_the_cuda_only_compiled_keys_are_capped_and_a_worker_past_its_cap_is_an_
     error, and the run goes on; --quick and CPU plans have no such keys."""
     run = _bench("run")
     caps = {k: s.get("timeout_s") for k, _, s in run.plan(False, "cuda", True, None)}
-    assert {k for k, c in caps.items() if c} == {"graphs/real_mosi", "graphs/mosi_shaped", "graphs/mosi_shaped/compile"}
+    assert {k for k, c in caps.items() if c} == {"graphs/real_mosi", "graphs/mosi_shaped", "compile/mosi_shaped"}
     assert all(c <= 420 for c in caps.values() if c)
-    assert not any(k.startswith("graphs/") for q in (True, False) for k, _, _ in run.plan(q, "cpu", False, None))
-    assert not any(k.startswith("graphs/") for k, _, _ in run.plan(True, "cuda", True, None))
+    assert not any(k.startswith(("graphs/", "compile/")) for q in (True, False)
+                   for k, _, _ in run.plan(q, "cpu", False, None))
+    assert not any(k.startswith(("graphs/", "compile/")) for k, _, _ in run.plan(True, "cuda", True, None))
     got = run._run_worker("epoch", {"dataset": "mosi_shaped", "repeats": 1}, timeout=1)  # importing torch takes longer
     assert got["error"] == "timed out after 1 s"
 
@@ -853,8 +854,8 @@ def test_the_slow_compiled_variants_time_out_alone_and_the_report_is_written_aft
     run, report = _run_py(monkeypatch, tmp_path), _bench("report")
     p = {k: s for k, _, s in run.plan(False, "cuda", True, None)}
     assert not any(v.endswith("+compile") for v in p["graphs/mosi_shaped"]["variants"])
-    assert {"late_fusion", "late_fusion+compile", "pase+compile"} <= set(p["graphs/mosi_shaped/compile"]["variants"])
-    assert list(p)[-1] == "graphs/mosi_shaped/compile"  # last: the slowest, so its timeout costs nothing after it
+    assert {"late_fusion", "late_fusion+compile", "pase+compile"} <= set(p["compile/mosi_shaped"]["variants"])
+    assert list(p)[-1] == "compile/mosi_shaped"  # last: the slowest, so its timeout costs nothing after it
     header = (ROOT / "benchmarks" / "gpu.sh").read_text().split("\nset -euo")[0].replace("\n# ", " ")
     caps = {k: s["timeout_s"] for k, s in p.items() if "timeout_s" in s}
     assert all(f"{k} {c} s" in header for k, c in caps.items()), header
@@ -873,12 +874,12 @@ def test_the_slow_compiled_variants_time_out_alone_and_the_report_is_written_aft
     assert seen[0] is None and "interrupted before its end" in seen[1] and "not measured: stub shapley" in seen[1]
     # the split keys render: a compile worker that timed out loses its rows only
     res = json.loads((ROOT / "benchmarks" / "cuda" / "results-3.json").read_text())
-    res["graphs/mosi_shaped/compile"] = {"error": "timed out after 420 s"}
+    res["compile/mosi_shaped"] = {"error": "timed out after 420 s"}
     section = report.render(res, Path("r.json")).split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
     assert "| mosi_shaped (compile worker) | - | timed out after 420 s | | |" in section
     assert re.search(r"^\| mosi_shaped \| late_fusion \| [0-9.]+ \(", section, re.M), section
     both = {"median": 1.3, "min": 1.2, "max": 1.4, "n": 3}
-    res["graphs/mosi_shaped/compile"] = {**res["graphs/mosi_shaped"], "compile_errors": {},
+    res["compile/mosi_shaped"] = {**res["graphs/mosi_shaped"], "compile_errors": {},
                                          "ratio_pase_compile_late_fusion_compile": both}
     section = report.render(res, Path("r.json")).split("## Compiled steps and CUDA graphs (CUDA)")[1].split("\n## ")[0]
     assert re.search(r"^\| mosi_shaped \| [0-9.]+ \([0-9.-]+\) \| 1.30 \(1.20-1.40\) \| n/a \|$", section, re.M), section
@@ -998,3 +999,45 @@ def test_a_report_that_cannot_be_rendered_at_the_end_is_an_error_not_wrote(tmp_p
     monkeypatch.setattr(report, "render", render)
     assert run.main(["--render", str(raw), "--out", str(out)]) == 0 and "(partial: --only shapley,profile/real_mosi" \
         in out.read_text()
+
+
+def test_only_runs_each_compiled_cuda_key_alone_and_the_readmes_calls_fit_a_device_call(tmp_path, monkeypatch):
+    """--only selects by prefix and the compile worker's key was graphs/mosi_shaped/compile, so --only
+    graphs/mosi_shaped and --only graphs also ran it: 840 s of caps, more than one 600 s device call, where the
+    README offered "the graphs keys alone" (review). Now compile/mosi_shaped: no key of the CPU or CUDA plan extends
+    another but epoch/mosi_shaped/threads2 (a CPU run's 2-thread line, which findings.md reruns with
+    --only epoch/mosi_shaped; no cap, no device), --only runs each compiled key alone, and every --only call of
+    cuda/README.md's next-run recipe that selects capped keys only fits a 600 s device call by their caps."""
+    import re
+
+    import torch
+
+    run = _run_py(monkeypatch, tmp_path)
+    monkeypatch.setattr(run.os, "cpu_count", lambda: 16)  # the CPU plan's 2-thread key
+    plans = {d: [k for k, _, _ in run.plan(False, d, d == "cuda", None)] + ["mmsa"] for d in ("cpu", "cuda")}
+    assert "epoch/mosi_shaped/threads2" in plans["cpu"] and "graphs/mosi_shaped" in plans["cuda"]
+    extends = [(d, a, b) for d, keys in plans.items() for a in keys for b in keys if a != b and b.startswith(a)]
+    assert extends == [("cpu", "epoch/mosi_shaped", "epoch/mosi_shaped/threads2")], extends
+    # through main: the keys an --only call measures on CUDA
+    machine = json.loads((ROOT / "benchmarks" / "results.json").read_text())["machine"]
+    monkeypatch.setattr(run, "machine", lambda threads: dict(machine))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(run, "_run_worker", lambda name, spec, timeout=1800: {"error": f"stub {name}"})
+    caps = {k: s.get("timeout_s") for k, _, s in run.plan(False, "cuda", True, None)}
+    meta = {"machine", "quick", "device", "bf16", "command", "started", "only", "total_wall_s"}
+
+    def measured(sel):
+        raw = tmp_path / "r.json"
+        assert run.main(["--device", "cuda", "--bf16", "--only", sel, "--out", str(tmp_path / "B.md"),
+                         "--json", str(raw)]) == 0
+        return sorted(set(json.loads(raw.read_text())) - meta)
+
+    capped = sorted(k for k, c in caps.items() if c)
+    assert len(capped) == 3
+    for key in capped:
+        assert measured(key) == [key]
+    readme = (ROOT / "benchmarks" / "cuda" / "README.md").read_text().split("**Next run.**")[1]
+    calls = {m: measured(m) for m in re.findall(r"--only ([^\s`]+)", readme)}
+    fits = {m: sum(caps[k] for k in keys) for m, keys in calls.items() if keys and all(caps.get(k) for k in keys)}
+    assert all(c <= 600 - 60 for c in fits.values()), fits  # a minute for starting the run and its workers
+    assert {k for m in fits for k in calls[m]} == set(capped), (calls, fits)  # each capped key in such a call

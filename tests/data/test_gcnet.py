@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -589,6 +590,12 @@ def test_a_class_without_a_training_sample_is_one_warning_and_the_data_still_loa
     with caplog.at_level(logging.WARNING, logger="pase.data"):
         _load(path)
     assert "no training sample" not in caplog.text
+    st = path.stat()  # the file written again (changed, then changed back): it warns again (review m5)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with caplog.at_level(logging.WARNING, logger="pase.data"):
+        _load(path)
+    assert caplog.text.count("no training sample") == 1
+    caplog.clear()
     monkeypatch.setenv("LOCAL_RANK", "1")
     with caplog.at_level(logging.WARNING, logger="pase.data"):
         _load(write_gcnet(tmp_path / "r1", "iemocap4", videos_per_session=3, mutate=no_class_3_in_train))

@@ -767,4 +767,15 @@ def test_a_resume_or_comparison_into_a_folder_that_cannot_be_written_is_one_line
     assert capsys.readouterr().err == (
         f"pase: error: {cmp}: the folder is not writable (Read-only file system); make it writable, or copy it "
         "elsewhere and run pase compare on the copy (nothing was changed)\n")
+
+    def foreign_lock(path, flags, *args, **kwargs):  # a writable folder whose .lock another user owns (review m5)
+        if Path(path).name == ".lock":
+            raise OSError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", foreign_lock)
+    assert main(resume) == 2
+    assert capsys.readouterr().err == (
+        f"pase: error: {run / '.lock'}: the run's lock file cannot be opened for writing (Permission denied; another "
+        "user's, or made immutable?): remove it or give this user write access to it (nothing was changed)\n")
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -34,20 +34,30 @@ def create_data(name: str, **options) -> DataBundle:
 
     A classification class (multilabel: a label) without a training sample is logged as one warning
     (``contract.class_support_problem``): every source passes here, and training goes on. Once per process
-    and file (``pase compare`` loads the data once per run; a review counted the line N methods x S seeds
+    and file state (``pase compare`` loads the data once per run; a review counted the line N methods x S seeds
     times), and by rank 0 alone in a DDP worker (rank 1 printed the same line again)."""
     bundle = DATA_SOURCES.create(name, **options)
     problem = class_support_problem(bundle) if isinstance(bundle, DataBundle) else None
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
-    key = (str(bundle.info.get("file")), problem) if problem else None
+    key = (_file_identity(bundle.info.get("file")), problem) if problem else None
     if key and rank == 0 and key not in _WARNED:
         _WARNED.add(key)
         LOGGER.warning("%s", problem)
     return bundle
 
 
-#: (file, line) of the class-support warnings this process logged
+#: (file identity, line) of the class-support warnings this process logged
 _WARNED: set = set()
+
+
+def _file_identity(file: Any) -> str:
+    """A file's path with its size and modification time, so a file changed on disk since a warning (and changed
+    back to the state it warned about) warns again in the same process (a review); the path alone without one."""
+    try:
+        st = os.stat(file)
+    except (OSError, TypeError, ValueError):
+        return str(file)
+    return f"{file}@{st.st_size}:{st.st_mtime_ns}"
 
 
 def source_task_kind(name: str, **options) -> Optional[str]:

@@ -706,6 +706,10 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         except OSError as e:  # not writable, though os.access said it was (check_run_folder): one line all the same
             if isinstance(e, RunDirError) or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
+            if e.errno != errno.EROFS and os.access(out, os.W_OK | os.X_OK):  # the folder is; its lock file is not
+                raise RunDirError(f"{out / '.lock'}: the run's lock file cannot be opened for writing ({e.strerror}; "
+                                  "another user's, or made immutable?): remove it or give this user write access "
+                                  "to it (nothing was changed)") from None
             raise RunDirError(_not_writable(out, resume, e.strerror or "")) from None
         if fd is not None:
             held.append(fd)

@@ -753,12 +753,14 @@ def test_a_resume_or_comparison_into_a_folder_that_cannot_be_written_is_one_line
             f"pase: error: {cmp}: the folder is not writable by this user (or is on a read-only file system); make it "
             "writable, or copy it elsewhere and run pase compare on the copy (nothing was changed)\n")
 
-    def read_only(path, flags, *args, **kwargs):
-        if Path(path).name in (".lock", ".compare.lock"):
-            raise OSError(errno.EROFS, "Read-only file system", str(path))
-        return real_open(path, flags, *args, **kwargs)
+    def failing_open(names, code):  # os.open failing with errno ``code`` for the files called ``names``
+        def fake(path, flags, *args, **kwargs):
+            if Path(path).name in names:
+                raise OSError(code, os.strerror(code), str(path))
+            return real_open(path, flags, *args, **kwargs)
+        return fake
 
-    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(os, "open", failing_open((".lock", ".compare.lock"), errno.EROFS))
     assert main(resume) == 2
     assert capsys.readouterr().err == (
         f"pase: error: --resume {run}: the run folder is not writable (Read-only file system); make it writable, or "
@@ -768,12 +770,7 @@ def test_a_resume_or_comparison_into_a_folder_that_cannot_be_written_is_one_line
         f"pase: error: {cmp}: the folder is not writable (Read-only file system); make it writable, or copy it "
         "elsewhere and run pase compare on the copy (nothing was changed)\n")
 
-    def foreign_lock(path, flags, *args, **kwargs):  # a writable folder whose .lock another user owns (review m5)
-        if Path(path).name == ".lock":
-            raise OSError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", foreign_lock)
+    monkeypatch.setattr(os, "open", failing_open((".lock",), errno.EACCES))  # a writable folder, another user's .lock
     assert main(resume) == 2
     assert capsys.readouterr().err == (
         f"pase: error: {run / '.lock'}: the run's lock file cannot be opened for writing (Permission denied; another "

@@ -18,8 +18,10 @@ it is generalised to M modalities and any task:
   then, with GE, Gaussian noise of the unmodulated gradient's standard deviation is added, drawn
   from a ``torch.Generator`` seeded from ``train.seed`` by ``stream_seed`` (a stream of its own,
   not the one the global generator draws the initial weights from). Shared fusion / head parameters are
-  left alone. Under ``torch.distributed`` the coefficients are averaged over the processes, so
-  the all-reduced gradients are modulated (and noised, same seed) identically everywhere.
+  left alone. Under ``torch.distributed`` the coefficients come from the global batch's scores (each
+  rank's scores combined, weighted by its batch, before the coefficients are taken; averaging the ranks'
+  coefficients damped both modalities when the ranks disagreed on the leader), so the all-reduced
+  gradients are modulated (and noised, same seed) identically everywhere.
 
 Letters: B batch, M modalities, O output width (K classes, E labels, 1 for regression).
 """

@@ -1,6 +1,7 @@
 """PMR: prototype cross-entropy against a hand computation, rebalancing of the weaker modalities only,
 banks updated after the losses without breaking backward."""
 
+import dataclasses
 import math
 
 import pytest
@@ -138,7 +139,7 @@ def test_under_ddp_the_confidences_are_the_global_batchs(make_case, monkeypatch)
     monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
     global_conf = (local.float() * B + other * 3 * B) / (4 * B)
     method.loss(model, case.batch, out)
-    assert_close(method._stats["conf"].pop(), global_conf)
+    assert_close(method.epoch_means()["conf"], global_conf)
     assert pmr_rebalance(global_conf, "original").tolist() == [1.0, 0.0, 1.0]
 
 
@@ -172,7 +173,8 @@ def test_under_ddp_confidences_and_losses_weigh_the_samples_with_a_prototype(mak
     model.train()
     _, logs = method.loss(model, case.batch, out)
     conf = (local.float() * n + other * 10) / (n + 10)
-    assert_close(method._stats["conf"].pop(), conf)
+    # one class alone has a prototype: a one-way softmax, confidence 1 by construction, left out of the log
+    assert torch.isnan(method.epoch_means()["conf"]).all()
     rho = pmr_rebalance(conf, "original")
     expected = method.weight * (rho * losses.detach() * (2 * n / (n + 10))).sum()
     assert_close(logs["pmr_loss"], expected.to(logs["pmr_loss"].dtype))
@@ -247,13 +249,13 @@ def test_multilabel_samples_without_a_positive_label_have_no_class(make_case, mo
         ref.update(out.reps[m][keep], classes[keep])
         assert torch.equal(method.banks[m].initialized, ref.initialized), m
         assert_close(method.banks[m].prototypes, ref.prototypes, **CLOSE)
-    method._stats["conf"].pop()
+    method.epoch_means()["conf"]
     out = model(case.batch)
     protos = {m: (method.banks[m].prototypes.clone(), method.banks[m].initialized.clone()) for m in case.mods}
     _, logs = method.loss(model, case.batch, out)
     terms = [prototype_ce(out.reps[m][keep], classes[keep], *protos[m]) for m in case.mods]  # labelled only
     conf = torch.stack([c for _, c in terms])
-    assert_close(method._stats["conf"].pop(), conf.float())
+    assert_close(method.epoch_means()["conf"], conf.float())
     rho = pmr_rebalance(conf.float(), method.rule)
     expected = method.weight * (rho * torch.stack([loss.detach() for loss, _ in terms])).sum()
     assert_close(logs["pmr_loss"], expected, **CLOSE)
@@ -266,3 +268,36 @@ def test_multilabel_samples_without_a_positive_label_have_no_class(make_case, mo
     method.loss(model, case.batch, model(case.batch))
     counts = [x for x in packed if x.numel() == 2 * case.M][0][case.M:]
     assert counts.tolist() == [float((init[m][classes] & keep).sum()) for m in case.mods]
+
+
+def test_the_logged_confidence_is_over_the_scored_samples(make_case):
+    """The epoch's logged confidence was a mean over batches: a batch with no sample to score (multilabel rows
+    without a positive label) entered it as 0 and halved a two-batch mean (a review). It is the mean over the
+    scored samples: a label-less batch changes nothing, and batches weigh by their scored samples."""
+    case = make_case("multilabel")
+    target = case.batch.target
+    target[(target == 0).all(-1), 2] = 1.0  # every sample labelled
+    method, model = PMR(case.cfg, case.task, case.model), case.model
+    classes = prototype_targets(target, case.task, case.cfg.pase.binning)
+    with torch.no_grad():  # every class's prototype
+        out0 = model(case.batch)
+        for m in case.mods:
+            method.banks[m].update(out0.reps[m], classes)
+    model.eval()  # dropout off: the same batch gives the same confidences
+    out = model(case.batch)
+    _, conf_all = method.prototype_terms(out, classes)
+    keep = torch.arange(len(target)) < 3
+    _, conf_three = method.prototype_terms(out, classes, keep)
+    model.train()
+    for m in case.mods:
+        method.banks[m].momentum = 1.0  # the EMA moves no prototype: both batches see the same ones
+    method.loss(model, case.batch, out)
+    empty = dataclasses.replace(case.batch, target=torch.zeros_like(target))  # no positive label anywhere
+    method.loss(model, empty, out)
+    assert_close(method.epoch_means()["conf"], conf_all.float())  # the label-less batch left out, not a 0
+    three = target.clone()
+    three[3:] = 0.0
+    method.loss(model, case.batch, out)
+    method.loss(model, dataclasses.replace(case.batch, target=three), out)
+    B = len(target)
+    assert_close(method.epoch_means()["conf"], (conf_all.float() * B + conf_three.float() * 3) / (B + 3))

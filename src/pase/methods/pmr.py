@@ -28,6 +28,7 @@ Letters: B batch, M modalities, K classes, D features.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -36,7 +37,7 @@ from torch import Tensor, nn
 from ..data.contract import Batch, TaskSpec
 from ..models.build import prototype_classes
 from ..prototypes import PrototypeBank, update_banks
-from .base import Method, RunningMean, pop_means, register_method
+from .base import Method, RunningMean, register_method
 from .pase import has_class, prototype_targets  # has_class: re-exported here
 
 __all__ = ["PMR", "euclidean_logits", "prototype_ce", "pmr_rebalance", "has_class"]
@@ -144,7 +145,7 @@ class PMR(Method):
         k = prototype_classes(task, self.binning)
         self.banks = nn.ModuleDict({m: PrototypeBank(k, model.d_model, momentum=cfg.baselines.pmr_momentum)
                                     for m in self.modalities})
-        self._stats = {"rho": RunningMean(), "conf": RunningMean()}  # epoch means, per batch
+        self._stats = {"rho": RunningMean(), "conf": RunningMean()}  # epoch sums: weighted values and weights (_track)
 
     def prototype_terms(self, out, classes: Tensor, keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """(M,) prototype losses L_m (with gradient) and (M,) confidences s_m, against snapshots, over
@@ -158,20 +159,46 @@ class PMR(Method):
         return torch.stack(losses), torch.stack(confs)
 
     def _global_terms(self, losses: Tensor, confs: Tensor, classes: Tensor,
-                      keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                      keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Under ``torch.distributed``, what one process with the global batch computes: each modality's
         confidence is its mean over every rank's samples whose class has a prototype (weighted by those
         counts; by batch size before, 5 % off one process when a class had none yet: a review), and each
         rank's prototype loss, a mean over its own such samples, is scaled by W n_rank / n_global, so the
-        gradients DDP averages over the W ranks are those of the global mean."""
-        valid = [self.banks[m].initialized[classes] for m in self.modalities]  # (B,) each
-        n = torch.stack([(v if keep is None else v & keep).sum() for v in valid]).to(confs.dtype)
+        gradients DDP averages over the W ranks are those of the global mean; also returns the global counts (M,)."""
+        n = self._scored(classes, keep).to(confs.dtype)
         packed = torch.cat([confs * n, n])  # (2M,): one collective
         torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
         m = len(self.modalities)
         total = packed[m:].clamp_min(1)
         scale = torch.distributed.get_world_size() * n / total
-        return losses * scale.to(losses.dtype), packed[:m] / total
+        return losses * scale.to(losses.dtype), packed[:m] / total, packed[m:]
+
+    def _scored(self, classes: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """(M,) how many of the batch's samples each modality's confidence is taken over: those whose class
+        has a prototype (and ``keep``)."""
+        valid = [self.banks[m].initialized[classes] for m in self.modalities]  # (B,) each
+        return torch.stack([(v if keep is None else v & keep).sum() for v in valid])
+
+    def _track(self, rho: Tensor, confs: Tensor, n: Tensor) -> None:
+        """Add a training batch to the epoch's logged means, weighted by its scored samples ``n`` (M,): a batch
+        with none to score (a multilabel batch without a positive label, no prototype yet) entered the logged
+        confidence as 0, and one with a single class's prototype (a one-way softmax) as 1 (a review); such
+        batches are left out, and rho's mean is over the batches that have a confidence."""
+        one_class = torch.stack([self.banks[m].initialized.sum() < 2 for m in self.modalities])
+        n = torch.where(one_class, torch.zeros_like(n), n).to(confs.dtype)
+        scored = (n > 0).to(rho.dtype)
+        self._stats["conf"].add(torch.cat([confs * n, n]))
+        self._stats["rho"].add(torch.cat([rho * scored, scored]))
+
+    def epoch_means(self) -> Dict[str, Tensor]:
+        """The logged per-epoch means (``conf``, ``rho``: (M,) each; NaN for a modality with no scored sample
+        in the epoch), popped: the weighted sums of :meth:`_track` over their weights."""
+        out, m = {}, len(self.modalities)
+        for key, acc in self._stats.items():
+            v = acc.pop()
+            if v is not None:
+                out[key] = torch.where(v[m:] > 0, v[:m] / v[m:].clamp_min(1e-30), torch.full_like(v[:m], math.nan))
+        return out
 
     def loss(self, model: nn.Module, batch: Batch, out) -> Tuple[Tensor, Dict[str, Tensor]]:
         task, logs = super().loss(model, batch, out)
@@ -179,21 +206,22 @@ class PMR(Method):
         keep = has_class(batch.target, self.task)  # None but for multilabel targets
         losses, confs = self.prototype_terms(out, classes, keep)
         confs = confs.float()
+        n = self._scored(classes, keep) if model.training else None  # before this batch's EMA step
         # the global batch's terms for training batches only: an eval-mode loss is this rank's measurement,
         # with no collective (a user's DDP evaluation loop over unequal shards hung in it)
         if model.training and torch.distributed.is_available() and torch.distributed.is_initialized():
-            losses, confs = self._global_terms(losses, confs, classes, keep)
+            losses, confs, n = self._global_terms(losses, confs, classes, keep)
         rho = pmr_rebalance(confs, self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         if model.training:  # an eval-mode (validation) loss moves no prototype
+            self._track(rho, confs, n)  # before the EMA step: the prototypes the confidences were taken against
             for m in self.modalities:  # EMA step after the losses (they hold clones)
                 update_banks([self.banks[m]], out.reps[m].unsqueeze(0), classes, weights=keep)
-            self._stats["rho"].add(rho)
-            self._stats["conf"].add(confs)
         logs["pmr_loss"] = extra.detach()
         return task + extra, logs
 
     def end_validation_epoch(self, model: nn.Module, epoch: int, improved: bool) -> Dict[str, float]:
         logs = self.epoch_diagnostics(model)
-        logs.update(pop_means(self._stats, "pmr", self.modalities))
+        for key, mean in self.epoch_means().items():  # a modality with nothing scored this epoch is left out
+            logs.update({f"pmr_{key}_{m}": v for m, v in zip(self.modalities, mean.tolist()) if not math.isnan(v)})
         return logs

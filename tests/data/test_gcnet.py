@@ -617,3 +617,22 @@ def test_a_class_without_a_training_sample_is_one_warning_and_the_data_still_loa
     with caplog.at_level(logging.WARNING, logger="pase.data"):
         _load(write_gcnet(tmp_path / "c", "iemocap4", videos_per_session=3))
     assert "no training sample" not in caplog.text
+
+
+@pytest.mark.parametrize("name", ["Ses06F_impro01", "Ses00M_script02", "Ses10F_impro01"])
+def test_a_dialogue_outside_sessions_1_to_5_is_refused_for_session_folds(tmp_path, name):
+    """The session pattern took any digit, so a dialogue named Ses06... (a malformed pickle) was trained on in every
+    fold and tested in none, and pase crossval reported a fold mean over 58 of 63 utterances without a word (a
+    review); the message already said Ses01..Ses05."""
+    from pase.data.gcnet import check_folds
+
+    def rename(d):  # a session-1 dialogue of the train set (a set, as GCNet's) renamed
+        old = sorted(d["trainVids"])[0]
+        for key in ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences"):
+            d[key][name] = d[key].pop(old)
+        d["trainVids"] = (d["trainVids"] - {old}) | {name}
+
+    path = write_gcnet(tmp_path, "iemocap4", videos_per_session=2, mutate=rename)
+    with pytest.raises(DataFormatError, match=f"video '{name}' does not start with 'Ses01'..'Ses05'"):
+        check_folds(path, [1, 2, 3, 4, 5])
+    check_folds(write_gcnet(tmp_path / "ok", "iemocap4", videos_per_session=2), [1, 2, 3, 4, 5])  # the real names

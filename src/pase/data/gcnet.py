@@ -58,7 +58,7 @@ _NAME_PATTERNS = (("iemocap4", r"iemocap.*(4way|four)"), ("iemocap6", r"iemocap.
 _TUPLE_KEYS = {6: ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences", "trainVids", "testVids"),
                7: ("videoIDs", "videoLabels", "videoSpeakers", "videoSentences", "trainVids", "valVids",
                    "testVids")}
-_SESSION = re.compile(r"^Ses0?(\d)")
+_SESSION = re.compile(r"^Ses0?([1-5])(?!\d)")  # IEMOCAP's five sessions: Ses06 / Ses10 are refused, not folded
 
 
 @dataclass

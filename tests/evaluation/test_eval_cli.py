@@ -741,17 +741,21 @@ def test_a_resume_or_comparison_into_a_folder_that_cannot_be_written_is_one_line
     resume = ["train", "--quiet", "--resume", str(run), "--set", "train.max_epochs=2"]
     comparison = ["compare", *_sets(OVERRIDES), "--methods", "late_fusion", "--seeds", "1111,", "--out", str(cmp)]
     real_access, real_open = os.access, os.open
+
+    def both_refused(cause):  # the resume and the comparison, each one line naming ``cause``
+        assert main(resume) == 2
+        assert capsys.readouterr().err == (
+            f"pase: error: --resume {run}: the run folder is not writable {cause}; make it writable, or copy the run "
+            "elsewhere and resume the copy (nothing was changed)\n")
+        assert main(comparison) == 2
+        assert capsys.readouterr().err == (
+            f"pase: error: {cmp}: the folder is not writable {cause}; make it writable, or copy it elsewhere and run "
+            "pase compare on the copy (nothing was changed)\n")
+
     with monkeypatch.context() as m:
         m.setattr(os, "access", lambda p, mode, **k: False if str(p) in (str(run), str(cmp)) and mode & os.W_OK
                   else real_access(p, mode, **k))
-        assert main(resume) == 2
-        assert capsys.readouterr().err == (
-            f"pase: error: --resume {run}: the run folder is not writable by this user (or is on a read-only file "
-            "system); make it writable, or copy the run elsewhere and resume the copy (nothing was changed)\n")
-        assert main(comparison) == 2
-        assert capsys.readouterr().err == (
-            f"pase: error: {cmp}: the folder is not writable by this user (or is on a read-only file system); make it "
-            "writable, or copy it elsewhere and run pase compare on the copy (nothing was changed)\n")
+        both_refused("by this user (or is on a read-only file system)")
 
     def failing_open(names, code):  # os.open failing with errno ``code`` for the files called ``names``
         def fake(path, flags, *args, **kwargs):
@@ -761,14 +765,7 @@ def test_a_resume_or_comparison_into_a_folder_that_cannot_be_written_is_one_line
         return fake
 
     monkeypatch.setattr(os, "open", failing_open((".lock", ".compare.lock"), errno.EROFS))
-    assert main(resume) == 2
-    assert capsys.readouterr().err == (
-        f"pase: error: --resume {run}: the run folder is not writable (Read-only file system); make it writable, or "
-        "copy the run elsewhere and resume the copy (nothing was changed)\n")
-    assert main(comparison) == 2
-    assert capsys.readouterr().err == (
-        f"pase: error: {cmp}: the folder is not writable (Read-only file system); make it writable, or copy it "
-        "elsewhere and run pase compare on the copy (nothing was changed)\n")
+    both_refused("(Read-only file system)")
 
     monkeypatch.setattr(os, "open", failing_open((".lock",), errno.EACCES))  # a writable folder, another user's .lock
     assert main(resume) == 2

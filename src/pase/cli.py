@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 from .errors import RunInterrupted
+from .io import NOT_WRITABLE, not_writable
 
 __all__ = ["main", "format_table"]
 
@@ -289,8 +290,8 @@ def _check_path_args(args: argparse.Namespace) -> None:
             # a read-only parent (or mount) failed with a bare "[Errno 13]" / "[Errno 30]" line, for pase train
             # after the data loaded (a review)
             if not target.exists() and above is not None and not os.access(above, os.W_OK | os.X_OK):
-                raise ValueError(f"{flag} {value}: cannot create it, {above} is not writable by this user (or is on "
-                                 f"a read-only file system); pass another {flag} (nothing was written)")
+                raise ValueError(f"{flag} {value}: cannot create it, {above} {not_writable()}; pass another {flag} "
+                                 "(nothing was written)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -326,7 +327,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             msg = msg[1:-1]
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "--resume" not in msg:
             msg += "; free space" + (_interrupt_advice(args) or ", then run the same command again")
-        elif isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        elif isinstance(e, OSError) and e.errno in NOT_WRITABLE:
             msg += "; pass a path this user may write to (or read, for an input), or change its permissions"
         print(f"{_who()}: error: {msg}", file=sys.stderr)
         return 2

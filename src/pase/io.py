@@ -13,6 +13,7 @@ removing it could break another process's write in flight. The file gets the per
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -24,7 +25,17 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 __all__ = ["user_path", "atomic_write_text", "atomic_write_bytes", "atomic_write_json", "atomic_save", "sha256_file",
-           "FileWriteError", "is_partial_write", "remove_partial_writes", "can_lock", "try_lock"]
+           "FileWriteError", "is_partial_write", "remove_partial_writes", "can_lock", "try_lock", "NOT_WRITABLE",
+           "not_writable"]
+
+#: errno values of a write refused by permissions or a read-only file system
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def not_writable(why: str = "") -> str:
+    """The words of the one-line refusals of a folder this process cannot write: "is not writable (<the OS's
+    reason>)", or without a reason "is not writable by this user (or is on a read-only file system)"."""
+    return f"is not writable ({why})" if why else "is not writable by this user (or is on a read-only file system)"
 
 
 def user_path(path: "str | os.PathLike[str]") -> Path:

@@ -46,7 +46,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .. import __version__, code_fingerprint
 from ..config import PASE_CHOICES, Config, ConfigError, config_difference, save_config, to_dict
 from ..errors import RunInterrupted
-from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, can_lock, try_lock, user_path
+from ..io import (NOT_WRITABLE, atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, can_lock,
+                  not_writable, try_lock, user_path)
 from ..parent_watch import exit_with_parent
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..methods.base import METHODS, Method
@@ -530,7 +531,7 @@ def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
         try:  # read-only: flock needs no write access, so another user's leftover file is taken over too
             fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError as exc:
-            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # not writable, though os.access said it was
+            if exc.errno in NOT_WRITABLE:  # not writable, though os.access said it was
                 raise RunDirError(_folder_not_writable(out, command, exc.strerror or "")) from None
             log.warning("%s: cannot open the comparison's lock file (%s); %s", path, exc.strerror or exc, unlocked)
             return None
@@ -545,8 +546,7 @@ def lock_comparison(out: Path, command: str = "pase compare") -> Optional[int]:
 
 
 def _folder_not_writable(out: Path, command: str, why: str = "") -> str:
-    cause = f"is not writable ({why})" if why else "is not writable by this user (or is on a read-only file system)"
-    return (f"{out}: the folder {cause}; make it writable, or copy it elsewhere and run {command} on the copy "
+    return (f"{out}: the folder {not_writable(why)}; make it writable, or copy it elsewhere and run {command} on the copy "
             "(nothing was changed)")
 
 

@@ -49,8 +49,8 @@ from ..data.registry import DATA_SOURCES, option_hints
 from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_difference, select_modalities,
                              standardize)
 from ..errors import RunInterrupted
-from ..io import (atomic_save, atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes,
-                  can_lock, sha256_file, try_lock, user_path)
+from ..io import (NOT_WRITABLE, atomic_save, atomic_write_json, atomic_write_text, is_partial_write, not_writable,
+                  remove_partial_writes, can_lock, sha256_file, try_lock, user_path)
 from ..methods import create_method
 from ..methods.ogm_ge import check_modalities as check_ogm_modalities
 from ..methods.pase import schedule_warning
@@ -314,7 +314,7 @@ def check_run_folder(out: Path, resume: bool) -> None:
 
 def _not_writable(out: Path, resume: bool, why: str = "") -> str:
     """The one line for a run folder this process cannot write (``why``: the OS's reason, when known)."""
-    cause = f"is not writable ({why})" if why else "is not writable by this user (or is on a read-only file system)"
+    cause = not_writable(why)
     if resume:
         return (f"--resume {out}: the run folder {cause}; make it writable, or copy the run elsewhere and resume "
                 "the copy (nothing was changed)")
@@ -704,7 +704,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         try:
             fd = lock_run(out)
         except OSError as e:  # not writable, though os.access said it was (check_run_folder): one line all the same
-            if isinstance(e, RunDirError) or e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            if isinstance(e, RunDirError) or e.errno not in NOT_WRITABLE:
                 raise
             if e.errno != errno.EROFS and os.access(out, os.W_OK | os.X_OK):  # the folder is; its lock file is not
                 raise RunDirError(f"{out / '.lock'}: the run's lock file cannot be opened for writing ({e.strerror}; "

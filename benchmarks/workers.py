@@ -16,7 +16,7 @@ import math
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -55,6 +55,24 @@ def _batches(bundle, split: str, limit: int, seed: int, device: torch.device, sh
 
 
 # ------------------------------------------------------------------------------------ epoch
+def _timed_pass(calls: Dict[str, Callable[[Any], Any]], batches: List[Any], block: int, k0: int,
+                device: torch.device, acc: Dict[str, float]) -> None:
+    """One pass over ``batches`` in blocks of ``block``: each of ``calls`` (name -> call(batch)) runs the block, in
+    an order that rotates with ``k0`` and the block, timed with a device sync at both ends; seconds added to
+    ``acc``. The epoch and inference workers' pairing: every variant meets the same load."""
+    names = list(calls)
+    for i in range(0, len(batches), block):
+        blk = batches[i:i + block]
+        k = (k0 + i // block) % len(names)
+        for v in names[k:] + names[:k]:
+            acc[v] += W.timed(lambda: [calls[v](b) for b in blk], device)
+
+
+def _paired(times: Dict[str, List[float]], a: str, b: str) -> Dict[str, float]:
+    """Quantiles of the per-repeat ratios of ``a``'s time to ``b``'s (the same batches in each repeat)."""
+    return W.quantiles([p / q for p, q in zip(times[a], times[b])])
+
+
 def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     """Paired epoch times: the variants step the same batches, interleaved in blocks.
 
@@ -92,12 +110,7 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
     for rep in range(spec["repeats"]):
         batches, t_load, n_epoch = _batches(bundle, "train", spec.get("batches", 0), rep, device)
         acc = dict.fromkeys(runs, 0.0)
-        names = list(runs)
-        for i in range(0, len(batches), block):
-            blk = batches[i:i + block]
-            k = (rep + i // block) % len(names)
-            for v in names[k:] + names[:k]:
-                acc[v] += W.timed(lambda: [runs[v].step(b, ac) for b in blk], device)
+        _timed_pass({v: (lambda b, r=r: r.step(b, ac)) for v, r in runs.items()}, batches, block, rep, device, acc)
         # to the full epoch by samples (a subset has full batches only; the epoch ends in a smaller one)
         scale = spec.get("full_n_train", len(bundle.splits["train"])) / sum(len(b) for b in batches)
         for v in runs:
@@ -110,22 +123,19 @@ def epoch(spec: Dict[str, Any]) -> Dict[str, Any]:
                            "raw_epoch_s": times}
     if compile_errors:
         res["compile_errors"] = compile_errors
-    def paired(a: str, b: str):  # per-repeat ratios of variant a's epoch time to b's (same batches)
-        return W.quantiles([p / q for p, q in zip(times[a], times[b])])
-
     if "pase" in times and "late_fusion" in times:
-        res["ratio_pase_late_fusion"] = paired("pase", "late_fusion")
+        res["ratio_pase_late_fusion"] = _paired(times, "pase", "late_fusion")
     if "pase+compile" in times and "late_fusion" in times:
-        res["ratio_pase_compile_late_fusion"] = paired("pase+compile", "late_fusion")
+        res["ratio_pase_compile_late_fusion"] = _paired(times, "pase+compile", "late_fusion")
         res["compile_first_epoch_s"] = compile_s["pase+compile"]  # its first epoch, compilation included
     if "pase+compile" in times and "late_fusion+compile" in times:
-        res["ratio_pase_compile_late_fusion_compile"] = paired("pase+compile", "late_fusion+compile")
+        res["ratio_pase_compile_late_fusion_compile"] = _paired(times, "pase+compile", "late_fusion+compile")
     if "pase+graphs" in times and "late_fusion+graphs" in times:  # CUDA graphs (reduce-overhead), both
-        res["ratio_pase_graphs_late_fusion_graphs"] = paired("pase+graphs", "late_fusion+graphs")
+        res["ratio_pase_graphs_late_fusion_graphs"] = _paired(times, "pase+graphs", "late_fusion+graphs")
         res["graphs_first_epoch_s"] = compile_s["pase+graphs"]
     if "pase" in times and "plain" in times:
-        res["ratio_pase_plain"] = paired("pase", "plain")
-        res["ratio_late_fusion_plain"] = paired("late_fusion", "plain")
+        res["ratio_pase_plain"] = _paired(times, "pase", "plain")
+        res["ratio_late_fusion_plain"] = _paired(times, "late_fusion", "plain")
     return res
 
 
@@ -307,22 +317,15 @@ def inference(spec: Dict[str, Any]) -> Dict[str, Any]:
             r.model.eval()
             r.model(batches[0])  # warm-up
 
-        def one_pass(acc: Dict[str, float], k0: int) -> None:
-            names = list(runs)
-            for i in range(0, len(batches), block):
-                blk = batches[i:i + block]
-                k = (k0 + i // block) % len(names)
-                for m in names[k:] + names[:k]:
-                    acc[m] += W.timed(lambda: [runs[m].model(b) for b in blk], device)
-
+        models = {m: r.model for m, r in runs.items()}
         calib = dict.fromkeys(runs, 0.0)
-        one_pass(calib, 0)  # a second warm-up pass, which also sizes the repeats
+        _timed_pass(models, batches, block, 0, device, calib)  # a second warm-up pass, which also sizes the repeats
         passes = max(1, math.ceil(spec.get("min_repeat_s", 1.0) / max(min(calib.values()), 1e-9)))
         times: Dict[str, List[float]] = {m: [] for m in runs}
         for rep in range(spec.get("repeats", 5)):
             acc = dict.fromkeys(runs, 0.0)
             for p in range(passes):
-                one_pass(acc, rep + p)
+                _timed_pass(models, batches, block, rep + p, device, acc)
             for m in runs:
                 times[m].append(acc[m])
     res: Dict[str, Any] = {"samples": n, "of": len(bundle.splits["test"]), "batches": len(batches),
@@ -331,7 +334,7 @@ def inference(spec: Dict[str, Any]) -> Dict[str, Any]:
                            "samples_per_s": {m: W.quantiles([n * passes / t for t in ts]) for m, ts in times.items()},
                            "raw_repeat_s": times}
     if "pase" in times and "late_fusion" in times:
-        res["ratio_pase_late_fusion"] = W.quantiles([p / q for p, q in zip(times["pase"], times["late_fusion"])])
+        res["ratio_pase_late_fusion"] = _paired(times, "pase", "late_fusion")
     return res
 
 

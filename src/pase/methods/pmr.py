@@ -158,14 +158,14 @@ class PMR(Method):
             confs.append(conf)
         return torch.stack(losses), torch.stack(confs)
 
-    def _global_terms(self, losses: Tensor, confs: Tensor, classes: Tensor,
-                      keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    def _global_terms(self, losses: Tensor, confs: Tensor, n: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Under ``torch.distributed``, what one process with the global batch computes: each modality's
         confidence is its mean over every rank's samples whose class has a prototype (weighted by those
         counts; by batch size before, 5 % off one process when a class had none yet: a review), and each
         rank's prototype loss, a mean over its own such samples, is scaled by W n_rank / n_global, so the
-        gradients DDP averages over the W ranks are those of the global mean; also returns the global counts (M,)."""
-        n = self._scored(classes, keep).to(confs.dtype)
+        gradients DDP averages over the W ranks are those of the global mean. ``n`` (M,): this rank's counts
+        (:meth:`_scored`); also returns the global counts (M,)."""
+        n = n.to(confs.dtype)
         packed = torch.cat([confs * n, n])  # (2M,): one collective
         torch.distributed.all_reduce(packed, op=torch.distributed.ReduceOp.SUM)
         m = len(self.modalities)
@@ -210,7 +210,7 @@ class PMR(Method):
         # the global batch's terms for training batches only: an eval-mode loss is this rank's measurement,
         # with no collective (a user's DDP evaluation loop over unequal shards hung in it)
         if model.training and torch.distributed.is_available() and torch.distributed.is_initialized():
-            losses, confs, n = self._global_terms(losses, confs, classes, keep)
+            losses, confs, n = self._global_terms(losses, confs, n)
         rho = pmr_rebalance(confs, self.rule)  # (M,), no gradient
         extra = self.weight * (rho.to(losses.dtype) * losses).sum()
         if model.training:  # an eval-mode (validation) loss moves no prototype

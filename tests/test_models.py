@@ -1,12 +1,15 @@
+import copy
+
 import pytest
 import torch
+from torch import nn
 
 from pase.config import Config, apply_overrides
 from pase.data import create_data
 from pase.data.contract import DataBundle, MultimodalDataset, TaskSpec
 from pase.models import ENCODERS, build_model, create_encoder
 from pase.models.context import ContextGRU
-from pase.models.encoders import UniformDropout
+from pase.models.encoders import BatchFirstEncoderLayer, UniformDropout
 from pase.shapley import coalition_masks
 
 
@@ -239,6 +242,56 @@ def test_transformer_encoder_drops_with_uniform_dropout():
     for layer in enc.body.layers:
         assert all(type(getattr(layer, k)) is UniformDropout and getattr(layer, k).p == 0.3
                    for k in ("dropout", "dropout1", "dropout2"))
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "none"])
+@pytest.mark.parametrize("attn_dropout", [0.0, 0.3])
+def test_batch_first_layer_equals_torchs_encoder_layer(mask_kind, attn_dropout):
+    """The Transformer encoder's layer computes what nn.TransformerEncoderLayer computes with the
+    same weights, in training mode: output and input gradient equal to float rounding, with bool,
+    float (-inf) or no key-padding mask, and with attention dropout the same masks from the same seed;
+    the state-dict keys are torch's."""
+    torch.manual_seed(0)
+    ours = BatchFirstEncoderLayer(16, 4, 32, 0.0, batch_first=True, norm_first=True).train()
+    ours.self_attn.dropout = attn_dropout
+    ref = nn.TransformerEncoderLayer(16, 4, 32, 0.0, batch_first=True, norm_first=True).train()
+    ref.load_state_dict(ours.state_dict())
+    ref.self_attn.dropout = attn_dropout
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    lengths = torch.tensor([7, 3, 1, 5, 7])
+    pad = torch.arange(7)[None, :] >= lengths[:, None]  # (B, T) True at padding
+    mask = {"bool": pad, "float": torch.zeros(pad.shape).masked_fill(pad, float("-inf")), "none": None}[mask_kind]
+    x = torch.randn(5, 7, 16, requires_grad=True)
+    outs = []
+    for layer in (ours, ref):
+        torch.manual_seed(1)
+        y = layer(x, src_key_padding_mask=mask)
+        outs.append((y, torch.autograd.grad((y * torch.linspace(-1, 1, 16)).sum(), x)[0]))
+    (y0, g0), (y1, g1) = outs
+    torch.testing.assert_close(y0, y1, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g0, g1, rtol=1e-6, atol=1e-6)
+    if attn_dropout:  # the dropout acted: another seed draws other masks
+        torch.manual_seed(2)
+        assert not torch.allclose(ours(x, src_key_padding_mask=mask), y0)
+
+
+def test_transformer_encoder_uses_the_batch_first_layer_and_trains_as_torchs():
+    """The registered encoder's layers are BatchFirstEncoderLayer; with its layers swapped for
+    torch's (same weights) a training forward and backward give the same output and gradients."""
+    enc = create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, layers=2, dropout=0.0)
+    assert all(type(layer) is BatchFirstEncoderLayer for layer in enc.body.layers)
+    ref = copy.deepcopy(enc)
+    for i, layer in enumerate(ref.body.layers):
+        plain = nn.TransformerEncoderLayer(16, 2, 32, 0.0, batch_first=True, norm_first=True)
+        plain.load_state_dict(layer.state_dict())
+        ref.body.layers[i] = plain
+    x, lengths = torch.randn(4, 6, 5), torch.tensor([6, 3, 1, 6])
+    y0, y1 = enc.train()(x, lengths), ref.train()(x, lengths)
+    torch.testing.assert_close(y0, y1, rtol=1e-6, atol=1e-6)
+    y0.sum().backward()
+    y1.sum().backward()
+    for (name, p0), p1 in zip(enc.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p0.grad, p1.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_bad_attention_dropout_names_the_key():

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ..registry import Registry
 
 __all__ = ["ENCODERS", "create_encoder", "MLPEncoder", "TransformerEncoder", "LSTMEncoder", "UniformDropout",
-           "masked_mean"]
+           "BatchFirstEncoderLayer", "masked_mean"]
 
 ENCODERS: Registry = Registry("encoder")
 
@@ -42,6 +43,37 @@ class UniformDropout(nn.Dropout):
         # float32 draws whatever x's dtype, so a bf16 x keeps the probability p exactly
         keep = torch.rand(x.shape, dtype=torch.float32, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
         return x * keep.to(x.dtype)
+
+
+class BatchFirstEncoderLayer(nn.TransformerEncoderLayer):
+    """``nn.TransformerEncoderLayer`` (``batch_first=True``) whose training-mode self-attention
+    stays in (B, T, E) layout: one ``linear`` for q, k and v viewed as (3, B, heads, T, E / heads)
+    and ``scaled_dot_product_attention`` on those views. ``nn.MultiheadAttention`` transposes its
+    batch-first input to (T, B, E), so its packed projection runs as ``mm`` + bias ``add`` and
+    copies q, k, v and the heads' output into new layouts, forward and backward (a tenth of a
+    MOSI-shaped CPU step, ``benchmarks/findings.md``). Same parameters and state-dict keys, the
+    same SDPA call, the same output and gradients (``tests/test_models.py``); an ``attn_mask``,
+    ``is_causal`` or a query that is not batch-first (B, T, E) goes through
+    ``nn.MultiheadAttention`` as before, and eval mode keeps torch's own fast path."""
+
+    def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None,
+                  is_causal: bool = False) -> Tensor:
+        a = self.self_attn
+        if attn_mask is not None or is_causal or x.dim() != 3 or not a.batch_first or a.in_proj_weight is None:
+            return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
+        b, t, e = x.shape
+        heads = a.num_heads
+        qkv = F.linear(x, a.in_proj_weight, a.in_proj_bias).view(b, t, 3, heads, e // heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if key_padding_mask is not None:  # True (bool) or -inf (float) at the keys to ignore, as in nn.MultiheadAttention
+            mask = key_padding_mask
+            if mask.dtype == torch.bool:
+                mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(mask, float("-inf"))
+            mask = mask.view(b, 1, 1, t)
+        q, k, v = qkv.unbind(0)  # unbind's backward stacks the three gradients (indexing filled zeros thrice)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                             dropout_p=a.dropout if self.training else 0.0)  # (B, heads, T, E / heads)
+        return self.dropout1(a.out_proj(out.transpose(1, 2).reshape(b, t, e)))
 
 
 @ENCODERS.register("mlp")
@@ -88,7 +120,7 @@ class TransformerEncoder(nn.Module):
         if hidden % heads:
             raise ValueError(f"the transformer encoder's width model.hidden={hidden} is not divisible by "
                              f"model.heads={heads}; choose heads that divide it (for example {_divisor(hidden, heads)})")
-        layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
+        layer = BatchFirstEncoderLayer(hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=True)
         layer.self_attn.dropout = attn_dropout  # nn.MultiheadAttention reads it in every forward
         for name in ("dropout", "dropout1", "dropout2"):  # the feed-forward and the two residual paths
             setattr(layer, name, UniformDropout(dropout))

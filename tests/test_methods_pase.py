@@ -248,6 +248,42 @@ def test_a_float64_models_shapley_values_are_float64(bundle):
     assert values.dtype == torch.float64 and torch.isfinite(values).all()
 
 
+def test_a_float64_models_ot_and_prototypes_are_float64(bundle):
+    """The OT loss and the banks' EMA took class sums of h.float(): a float64 model's OT loss came back
+    float32 and a first prototype was off from its float64 class mean by about 1e-8 (review)."""
+    cfg, model, method = _setup(bundle)
+    model = model.double()
+    method = method.double()
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    batch = batch.__class__(**{**batch.__dict__, "inputs": {m: x.double() for m, x in batch.inputs.items()},
+                               "target": batch.target.double()})
+    out = model(batch)
+    _, logs = method.loss(model, batch, out)
+    assert logs["ot_loss"].dtype == torch.float64
+    classes = prototype_targets(batch.target, bundle.task, cfg.pase.binning)
+    h = out.reps["audio"].detach()
+    for k in classes.unique().tolist():  # each class seen for the first time: its prototype is its mean
+        torch.testing.assert_close(model.banks["audio"].prototypes[k], h[classes == k].mean(0), rtol=0, atol=1e-13)
+
+
+def test_accuracy_utility_of_a_fresh_model_modulates_nothing_when_no_coalition_differs(bundle):
+    """A fresh model's accuracy utility is often the same for every coalition (masking flips no sign):
+    the first step's SGM coefficients must then be 1, not the 0.37 the rounding residue gave (review)."""
+    cfg, model, method = _setup(bundle, "pase.shapley_utility=accuracy", "pase.switch_max_epoch=0",
+                                "pase.sgm_smoothing=0.0")
+    batch = bundle.splits["train"].__getitems__(list(range(32)))
+    with torch.no_grad():
+        for p in model.head.parameters():  # the head's output is its bias: one sign whatever is masked
+            if p.dim() > 1:
+                p.zero_()
+    out = model(batch)
+    u = method.coalition_utilities(model, out, batch.target)
+    assert torch.equal(u, u[:1].expand_as(u))  # the constant table this test is about
+    loss, _ = method.loss(model, batch, out)
+    phi = method._pending.pop()
+    assert torch.equal(phi, torch.ones(len(method.modalities))), phi
+
+
 def test_pcl_from_the_forward_similarities_equals_pcl_loss(bundle):
     """PaSE takes PCL from the forward pass's prototype similarities: same value and gradient as
     pcl_loss on the representations."""

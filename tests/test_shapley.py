@@ -139,6 +139,44 @@ def test_shares_closed_form_negative_and_zero():
     assert torch.isfinite(shapley_shares(torch.tensor([1e30, -1e30, 0.0]))).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_constant_table_gives_zero_values_uniform_shares_and_no_modulation(dtype):
+    """Every player is null when every coalition scores the same (an accuracy utility often is, early
+    in training): the values are exactly 0, the shares uniform and the SGM coefficients 1. The weight
+    matrix's rounding left about 1e-8 in float32, which the relative floor made into shares of
+    [0.001, 0.25, 0.75] and coefficients of 0.37 (review); a table differing anywhere is unchanged."""
+    for M in (2, 3, 4, 5):
+        for c in (0.5, 0.578125, 37 / 64, -2.0, 1e-3, 0.0):
+            table = torch.full((2**M,), c, dtype=dtype)
+            values = exact_shapley(table)
+            assert torch.equal(values, torch.zeros(M, dtype=dtype)), (M, c, values)
+            assert_close(sgm_coefficients(shapley_shares(values)), torch.ones(M, dtype=dtype), rtol=0, atol=0)
+    table = torch.full((8,), 0.5, dtype=dtype)
+    table[5] += 1 / 64  # one coalition differs: the values are W's product as before
+    W = torch.stack([torch.tensor([1.0 if (c >> i) & 1 else 0.0 for c in range(8)]) for i in range(3)])
+    assert torch.equal(exact_shapley(table), exact_shapley(table + 0))  # deterministic
+    assert exact_shapley(table)[W[:, 5] == 0].abs().max() > 0  # the non-members of coalition 5 lose by it
+    batched = torch.stack([torch.full((8,), 0.25, dtype=dtype), table], -1)  # (C, 2): one constant column
+    out = exact_shapley(batched)
+    assert torch.equal(out[:, 0], torch.zeros(3, dtype=dtype)) and torch.equal(out[:, 1], exact_shapley(table))
+
+
+def test_a_constant_tables_differentiable_values_keep_their_gradient():
+    """AGM differentiates the values: for a constant table they are 0, and their gradient is still the
+    weight matrix's (the values are linear in the utilities)."""
+    r = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    grads = []
+    for table in (torch.full((8, 2), 0.7, dtype=torch.float64), torch.rand(8, 2, dtype=torch.float64)):
+        table.requires_grad_(True)
+        values = exact_shapley(table)
+        if table[0, 0] == 0.7:
+            assert torch.equal(values.detach(), torch.zeros(3, 2, dtype=torch.float64))
+        (values * r[:, None]).sum().backward()
+        grads.append(table.grad)
+    assert_close(grads[0], grads[1], rtol=0, atol=1e-15)  # the same W^T r, constant table or not
+    assert grads[0].abs().sum() > 0
+
+
 def test_sgm_coefficients():
     psi = torch.tensor([0.67, 0.18, 0.15], dtype=torch.float64)  # shares after SGM on MOSI
     phi = sgm_coefficients(psi)

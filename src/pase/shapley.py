@@ -84,7 +84,8 @@ def exact_shapley(utilities: Tensor) -> Tensor:
         utilities: (2^M,) or (2^M, ...) utilities indexed by coalition bitmask (see module doc).
 
     Returns:
-        (M,) or (M, ...) Shapley values, floating dtype of ``utilities``.
+        (M,) or (M, ...) Shapley values, floating dtype of ``utilities``; exactly 0 where the table
+        is constant (every player null), not the weights' rounding residue.
 
     Raises:
         ValueError: if the first dim is not a power of two >= 2.
@@ -97,10 +98,19 @@ def exact_shapley(utilities: Tensor) -> Tensor:
     if not utilities.is_floating_point():
         utilities = utilities.to(torch.get_default_dtype())
     W = _shapley_weights(M, utilities.device, utilities.dtype)  # (M, C)
-    if utilities.dim() == 1:
-        return torch.mv(W, utilities)  # (M,): the per-batch case, one call
     flat = utilities.reshape(utilities.shape[0], -1)  # (C, X)
-    return (W @ flat).reshape(M, *utilities.shape[1:])  # (M, ...)
+    # a constant table (no player changes anything) gives exactly 0: W's rounding left about 1e-8 in float32,
+    # which shapley_shares's relative floor turned into lopsided shares and SGM into coefficients of 0.37
+    const = (flat == flat[:1]).all(0)  # (X,)
+    if utilities.dim() == 1:
+        values = torch.mv(W, utilities)  # (M,): the per-batch case
+        const = const.squeeze(0)
+    else:
+        values = (W @ flat).reshape(M, *utilities.shape[1:])  # (M, ...)
+        const = const.reshape(utilities.shape[1:])
+    if values.requires_grad:  # (AGM's differentiable values) value 0, gradient W as before
+        return values - torch.where(const, values.detach(), 0.0)
+    return values.masked_fill(const, 0.0)
 
 
 def permutation_shapley(

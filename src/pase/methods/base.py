@@ -108,8 +108,8 @@ def coalition_utility(logits: Tensor, target: Tensor, task: TaskSpec, utility: s
     elif task.kind == "classification":
         hit = logits.argmax(-1) == target
     else:
-        hit = ((logits > 0) == (target > 0.5)).float().mean(-1)
-    return hit.float().mean(-1)
+        hit = ((logits > 0) == (target > 0.5)).to(torch.promote_types(logits.dtype, torch.float32)).mean(-1)
+    return hit.to(torch.promote_types(logits.dtype, torch.float32)).mean(-1)  # float32, a float64 model's float64
 
 
 def stream_seed(seed: int, stream: str) -> int:

@@ -185,8 +185,9 @@ class PaSE(Method):
                 logs["pcl_loss"] = l_pcl.detach()
             stats = None
             if self.pc.ot and len(self.modalities) > 1:
-                # (M, K, D) sums and (K,) counts, summed in float32 (the EMA's too; no-op without autocast)
-                stats = class_means(h.float(), classes, self.num_classes, keep)
+                # (M, K, D) sums and (K,) counts, summed in float32 at least (the EMA's too; a bf16 h under
+                # autocast is cast up, a float32 or float64 model's h is used as it is)
+                stats = class_means(h.to(torch.promote_types(h.dtype, torch.float32)), classes, self.num_classes, keep)
                 l_ot = self._ot_loss(stats, protos, init, learn)
                 total = total + self.pc.lambda_ot * l_ot
                 logs["ot_loss"] = l_ot.detach()

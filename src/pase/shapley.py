@@ -98,16 +98,14 @@ def exact_shapley(utilities: Tensor) -> Tensor:
     if not utilities.is_floating_point():
         utilities = utilities.to(torch.get_default_dtype())
     W = _shapley_weights(M, utilities.device, utilities.dtype)  # (M, C)
-    flat = utilities.reshape(utilities.shape[0], -1)  # (C, X)
     # a constant table (no player changes anything) gives exactly 0: W's rounding left about 1e-8 in float32,
     # which shapley_shares's relative floor turned into lopsided shares and SGM into coefficients of 0.37
-    const = (flat == flat[:1]).all(0)  # (X,)
+    const = (utilities == utilities[:1]).all(0)  # () or (...)
     if utilities.dim() == 1:
         values = torch.mv(W, utilities)  # (M,): the per-batch case
-        const = const.squeeze(0)
     else:
+        flat = utilities.reshape(utilities.shape[0], -1)  # (C, X)
         values = (W @ flat).reshape(M, *utilities.shape[1:])  # (M, ...)
-        const = const.reshape(utilities.shape[1:])
     if values.requires_grad:  # (AGM's differentiable values) value 0, gradient W as before
         return values - torch.where(const, values.detach(), 0.0)
     return values.masked_fill(const, 0.0)

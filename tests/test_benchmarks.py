@@ -322,13 +322,14 @@ def test_a_count_below_one_is_refused_in_one_line_before_any_measurement(capsys,
         raise AssertionError("measurement started")
 
     monkeypatch.setattr(workloads, "load_dataset", measured)
-    run, parts, dropout = _bench("run"), _bench("parts"), _bench("dropout_probe")
+    run, parts, dropout, attention = _bench("run"), _bench("parts"), _bench("dropout_probe"), _bench("attention_probe")
     adam, compile_train, fused, log, ops = (_bench(n) for n in ("adam_probe", "compile_train", "fused_ot_probe",
                                                                 "log_probe", "op_count"))
     threads = torch.get_num_threads()
     try:
         for main, arg in ((run.main, "--threads"), (parts.main, "--threads"), (parts.main, "--repeats"),
                           (dropout.main, "--threads"), (dropout.main, "--repeats"), (dropout.main, "--train"),
+                          (attention.main, "--threads"), (attention.main, "--repeats"), (attention.main, "--train"),
                           (adam.main, "--threads"), (adam.main, "--repeats"), (compile_train.main, "--threads"),
                           (fused.main, "--reps"), (fused.main, "--calls"), (log.main, "--reps"), (ops.main, "--top")):
             for bad in ("0", "-2", "two"):
@@ -1041,3 +1042,23 @@ def test_only_runs_each_compiled_cuda_key_alone_and_the_readmes_calls_fit_a_devi
     fits = {m: sum(caps[k] for k in keys) for m, keys in calls.items() if keys and all(caps.get(k) for k in keys)}
     assert all(c <= 600 - 60 for c in fits.values()), fits  # a minute for starting the run and its workers
     assert {k for m in fits for k in calls[m]} == set(capped), (calls, fits)  # each capped key in such a call
+
+
+def test_attention_probe_runs_the_same_layers_as_torchs_class():
+    """attention_probe.py's twin runs torch's nn.TransformerEncoderLayer code on the same module:
+    every batch-first layer is swapped, and the twin computes what the encoder computes."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from pase.models.encoders import BatchFirstEncoderLayer, create_encoder
+
+    attention = _bench("attention_probe")
+    enc = create_encoder("transformer", d_in=5, d_model=8, hidden=16, heads=2, layers=3, dropout=0.0).train()
+    twin = copy.deepcopy(enc)
+    assert attention.torch_layers(twin) == 3
+    assert all(type(m) is nn.TransformerEncoderLayer for m in twin.body.layers)
+    assert all(type(m) is BatchFirstEncoderLayer for m in enc.body.layers)
+    x, lengths = torch.randn(4, 6, 5), torch.tensor([6, 3, 1, 6])
+    torch.testing.assert_close(twin(x, lengths), enc(x, lengths), rtol=1e-6, atol=1e-6)

@@ -149,6 +149,28 @@ def test_a_nan_monitor_is_a_stale_epoch_for_the_switch_as_for_early_stopping(tmp
     assert result["best_epoch"] == safe_load_checkpoint(tmp_path / "p" / "checkpoints" / "best.ckpt")["epoch"] == 0
 
 
+def test_a_monitor_never_finite_is_not_reported_as_a_validation_selection(tmp_path, capsys, caplog, run):
+    """Valid Corr NaN in every epoch (constant predictions): the run line said "selected on valid/Corr,
+    epoch 0" and metrics.json nothing, though no epoch was chosen (a review). One warning naming the
+    monitor and the kept checkpoint, the run line and metrics.json's "selection" say so."""
+    args = ["train", "--out", str(tmp_path / "c"), "--quiet"] + [
+        x for s in TINY + ["train.max_epochs=2", "train.monitor=Corr", "data.options.scales=[1e-30,1e-30,1e-30]"]
+        for x in ("--set", s)]
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        assert main(args) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert saved["selection"] == "none: valid/Corr never finite" and saved["best_epoch"] == 0
+    said = [r.getMessage() for r in caplog.records if "no validation selection" in r.getMessage()]
+    assert len(said) == 1 and "valid/Corr was not finite in any of the 2 epochs" in said[0]
+    assert "(checkpoints/best.ckpt, epoch 0)" in said[0]
+    title = out.splitlines()[0]
+    assert title.endswith("(no validation selection, valid/Corr never finite: epoch 0 kept)") and "selected on" not in title
+    assert "selection" not in json.loads((run[0] / "metrics.json").read_text())  # a validation-selected run: absent
+
+
 def test_cli_train_prints_table_and_errors_are_one_line(tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "c"), "--quiet"] + [x for s in TINY for x in ("--set", s)]
     assert main(args) == 0

@@ -56,7 +56,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .training import train
-    from .training.run import check_run_folder
+    from .training.run import check_run_folder, no_selection
 
     for flag, value in (("--resume", args.resume), ("--out", args.out)):
         if value is not None and not value.strip():  # `--resume "$RUN"` with RUN unset started a new run (review)
@@ -84,8 +84,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, out, resume=args.resume is not None, quiet=args.quiet)
     if rank_zero_only.rank != 0:  # a DDP worker: rank 0 reports
         return 0
+    none = no_selection(result)  # "none: valid/<monitor> never finite"
+    chosen = (f"no validation selection, {none.partition(': ')[2]}: epoch {result['best_epoch']} kept" if none
+              else f"selected on valid/{result['monitor']}, epoch {result['best_epoch']}")
     title = (f"{result['dataset']} / {result['method']} / seed {result['seed']} / protocol "
-             f"{result['protocol']} (selected on valid/{result['monitor']}, epoch {result['best_epoch']})")
+             f"{result['protocol']} ({chosen})")
     print(format_table({"valid": result["valid"], "test": result["test"]}, title))
     print(f"run written to {out} ({result['elapsed_s']:.1f} s)")
     return 0

@@ -430,6 +430,36 @@ def test_the_summary_names_dataset_and_selection_and_warns_of_folds_of_other_cod
     assert "pase crossval: warning: the folds come from 2 versions" in captured.err
 
 
+def test_a_fold_whose_monitor_was_never_finite_is_flagged_not_called_validation_selected(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A fold whose valid monitor was NaN in every epoch (metrics.json's "selection") was summed into a
+    summary that said every fold kept the epoch of its best validation MAE (a review); a fold whose
+    metrics.json has no "selection" (older files) stays a validation selection."""
+    import pase.evaluation.folds as folds
+    from pase.config import save_config
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        f = cfg.data.options["fold"]
+        Path(run).mkdir(parents=True)
+        save_config(cfg, Path(run) / "config.yaml")
+        result = {"test": {"MAE": f / 10}, "protocol": "mosi", "dataset": "synthetic", "monitor": "MAE",
+                  "best_epoch": 0, "code_sha256": "same",
+                  **({"selection": "none: valid/MAE never finite"} if f == 2 else {})}
+        (Path(run) / "metrics.json").write_text(json.dumps(result))
+        return result
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    assert main(["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")]) == 0
+    flagged = f"{tmp_path / 'cv' / 'fold2'} (none: valid/MAE never finite, epoch 0 kept)"
+    summary = json.loads((tmp_path / "cv" / "folds_summary.json").read_text())
+    assert summary["unselected"] == [flagged]
+    assert summary["selection"].endswith("of each fold's run, except 1 fold run(s) with no validation selection")
+    captured = capsys.readouterr()
+    said = f"no validation selection in 1 fold run(s): {flagged}; their metrics are of the checkpoint Lightning kept"
+    assert f"**Warning**: {said}" in captured.out and "fold1" not in captured.out
+    assert f"pase crossval: warning: {said}" in captured.err
+
+
 def test_a_session_the_data_lacks_is_refused_before_any_fold_trains(tmp_path, monkeypatch, capsys):
     """A label pickle without session 5: fold 1 trained in full, then fold 5 failed (review)."""
     import pytest

@@ -559,3 +559,27 @@ def test_report_leaves_the_summary_of_a_running_comparison_and_of_a_callers_own_
     before = (out / "summary.json").read_bytes()
     files = report(out, summarize(out, seeds=[1], level=0.9))
     assert (out / "summary.json").read_bytes() == before and "summary.json" not in files
+
+
+def test_a_run_whose_monitor_was_never_finite_is_flagged_not_called_validation_selected(tmp_path, capsys):
+    """A run whose valid monitor was NaN in every epoch kept Lightning's first checkpoint, and summary.md
+    said every run kept "the epoch with the best valid/MAE" (a review). Its metrics.json's "selection"
+    is named in summary.md, report.md, summary.json and on stderr; a metrics.json without the field
+    (older files) stays a validation selection."""
+    from eval_setup import fake_comparison, mosi_metrics
+    from pase.cli import main
+
+    out = fake_comparison(tmp_path / "c", {("pase", 1): mosi_metrics(), ("pase", 2): mosi_metrics()}, [1, 2])
+    path = out / "runs" / "pase" / "seed2" / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "selection": "none: valid/MAE never finite"}))
+    assert main(["report", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    flagged = "pase seed 2 (none: valid/MAE never finite, epoch 0 kept)"
+    assert [line for line in err if "no validation selection" in line] == [
+        f"pase report: warning: no validation selection in 1 run(s) of the tables: {flagged}; their valid and "
+        "test numbers are of the checkpoint Lightning kept, which nothing selected"]
+    for name in ("summary.md", "report.md"):
+        said = [line for line in (out / name).read_text().splitlines() if "no validation selection" in line]
+        assert len(said) == 1 and flagged in said[0] and "seed 1" not in said[0], name
+    assert json.loads((out / "summary.json").read_text())["unselected"] == [
+        {"method": "pase", "seed": 2, "selection": "none: valid/MAE never finite", "best_epoch": 0}]

@@ -63,7 +63,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..methods import METHODS
     from ..registry import unknown_name_message
     from .compare import compare, parse_methods
-    from .report import summary_tables
+    from .report import summary_tables, unselected_line
 
     _refuse_overridden_sets("compare", args.set, {"method": "--methods", "train.seed": "--seeds"})
     cfg = load_config(args.config, args.set)
@@ -85,6 +85,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             print("| " + " | ".join(str(c) for c in row) + " |")
     if summary.get("code_warning"):
         print(f"pase compare: warning: {summary['code_warning']}", file=sys.stderr)
+    if summary.get("unselected"):
+        print(f"pase compare: warning: {unselected_line(summary)}", file=sys.stderr)
     failed = len(summary["failed"])
     note = f" ({failed} run(s) failed, see the summary)" if failed else ""
     print(f"summary written to {args.out}/summary.md{note}")
@@ -119,7 +121,7 @@ def _problems(command: str, summary, out: Path, alone: bool, runs: bool = True) 
 def _cmd_report(args: argparse.Namespace) -> int:
     from ..io import user_path
     from .compare import lock_comparison, unlock_comparison
-    from .report import load_comparison, report
+    from .report import load_comparison, report, unselected_line
 
     out = user_path(args.dir)
     lock, running = None, False
@@ -139,6 +141,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                  f"summary.* not rewritten: another pase command holds {out / '.compare.lock'} (a compare writes "
                  "them when it finishes; after an interrupted one, run pase report again)")
     print(f"report written to {files['report.html']} and {files['report.md']} ({figures} figure files; {rewritten})")
+    if summary.get("unselected"):
+        print(f"pase report: warning: {unselected_line(summary)}", file=sys.stderr)
     _problems("pase report", summary, Path(args.dir), alone=(Path(args.dir) / "alone").is_dir())
     return 0
 
@@ -168,7 +172,7 @@ def _rerun(e, command: str, what: str):
 
 def _cmd_crossval(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from .folds import cross_validate
+    from .folds import cross_validate, unselected_folds
 
     # without --seeds one run per fold takes train.seed, which --set may choose
     _refuse_overridden_sets("crossval", args.set, {"data.options.fold": "--folds",
@@ -194,6 +198,8 @@ def _cmd_crossval(args: argparse.Namespace) -> int:
     print(open(Path(args.out) / "folds_summary.md").read(), end="")
     if summary.get("code_warning"):
         print(f"pase crossval: warning: {summary['code_warning']}", file=sys.stderr)
+    if summary.get("unselected"):
+        print(f"pase crossval: warning: {unselected_folds(summary)}", file=sys.stderr)
     return 0
 
 

@@ -57,7 +57,7 @@ from ..data.registry import DATA_SOURCES, source_task_kind
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
 from ..training.lightning_module import check_optimizer
 from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
-                            data_options, load_bundle, load_checkpoint, lock_run, run_files, train,
+                            data_options, load_bundle, load_checkpoint, lock_run, no_selection, run_files, train,
                             without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
@@ -1214,6 +1214,10 @@ def summarize(out_dir: str | Path, methods: Optional[Sequence[str]] = None, seed
             f"the runs come from {len(codes)} versions of the pase code ({', '.join(codes)}; code_sha256 of "
             "metrics.json, diagnostics.json and probe.json): a difference between methods may be a difference "
             "between code; rerun into a new --out to compare one version")
+    unselected = [{"method": r["method"], "seed": r["seed"], "selection": no_selection(r["metrics"]),
+                   "best_epoch": r["metrics"].get("best_epoch")} for r in ok if no_selection(r["metrics"])]
+    if unselected:  # in the tables, but their checkpoint was not chosen on validation (the header says which)
+        summary["unselected"] = unselected
     if not ok:
         return summary
     first = ok[0]["metrics"]

@@ -29,7 +29,7 @@ from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
-from ..training.run import data_options, load_bundle, train, without_locations
+from ..training.run import data_options, load_bundle, no_selection, train, without_locations
 from .compare import (COMPARISON_LOCK, check_methods_can_start, check_one_process, interrupted_data,
                       lock_comparison, trained_data, unlock_comparison)
 from .report import _finite_or_null
@@ -119,7 +119,15 @@ def _cross_validate(cfg: Config, out: Path, folds: Sequence[int], seeds: Optiona
 
 def _header(info: Dict[str, object]) -> List[str]:
     lines = [f"Dataset {info['dataset']}; selected on the validation split: {info['selection']}.", ""]
+    lines += [f"**Warning**: {unselected_folds(info)}.", ""] if "unselected" in info else []
     return lines + ([f"**Warning**: {info['code_warning']}.", ""] if "code_warning" in info else [])
+
+
+def unselected_folds(info: Dict[str, object]) -> str:
+    """One sentence naming the fold runs whose validation monitor was never finite (nothing selected their epoch)."""
+    runs = list(info["unselected"])  # type: ignore[call-overload]
+    return (f"no validation selection in {len(runs)} fold run(s): {'; '.join(runs)}; their metrics are of the "
+            "checkpoint Lightning kept, which nothing selected")
 
 
 def _fold_config(cfg: Config, f: int) -> Config:
@@ -193,6 +201,9 @@ def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, s
         protocol = result["protocol"]
         for key in ("dataset", "monitor", "code_sha256"):
             seen.setdefault(key, set()).add(str(result.get(key, "unrecorded")))
+        if no_selection(result):  # its monitor never finite: the fold's epoch was not chosen on validation
+            seen.setdefault("unselected", set()).add(f"{run} ({no_selection(result)}, epoch {result.get('best_epoch')} "
+                                                     "kept)")
     return per_fold, protocol
 
 
@@ -204,6 +215,9 @@ def _provenance(seen: Dict[str, set], cfg: Config) -> Dict[str, object]:
         "dataset": ", ".join(sorted(seen.get("dataset", []))),
         "selection": f"the epoch of the best validation {', '.join(sorted(seen.get('monitor', [])))} "
                      f"(train.monitor={cfg.train.monitor or 'the protocol default'}) of each fold's run"}
+    if seen.get("unselected"):  # the selection rule did not apply to these folds: the summaries say so
+        info["unselected"] = sorted(seen["unselected"])
+        info["selection"] += f", except {len(info['unselected'])} fold run(s) with no validation selection"
     codes = sorted(seen.get("code_sha256", []))
     if len(codes) > 1:
         info["code_warning"] = (f"the folds come from {len(codes)} versions of the pase code ({', '.join(codes)}; "

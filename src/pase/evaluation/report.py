@@ -234,15 +234,25 @@ def summary_tables(s: Dict[str, Any]) -> List[Table]:
     return tables
 
 
+def unselected_line(s: Dict[str, Any]) -> str:
+    """The runs of summary ``s`` whose validation monitor was never finite (``metrics.json``'s
+    ``selection``), so that no epoch was selected: one sentence for the header and stderr."""
+    runs = "; ".join(f"{u['method']} seed {u['seed']} ({u['selection']}, epoch {u['best_epoch']} kept)"
+                     for u in s["unselected"])
+    return (f"no validation selection in {len(s['unselected'])} run(s) of the tables: {runs}; their valid and test "
+            "numbers are of the checkpoint Lightning kept, which nothing selected")
+
+
 def _header(s: Dict[str, Any]) -> List[str]:
     """The header lines of summary.md, report.md and report.html (the code-version warning first)."""
     warn = [f"**Warning: {s['code_warning']}.**"] if s.get("code_warning") else []
     if "protocol" not in s:
         return warn + [f"No run finished in {s['out_dir']}."]
     level = _pct(s["level"])
+    none = [f"**Warning: {unselected_line(s)}.**"] if s.get("unselected") else []
     return warn + [f"Dataset `{s['dataset']}`, metric protocol **{s['protocol']}**: {s['protocol_description']}.",
             f"Model selection: validation split only (each run keeps the epoch with the best valid/{s['monitor']}, "
-            f"mode {s['mode']}); the test split is evaluated once, from that checkpoint.",
+            f"mode {s['mode']}); the test split is evaluated once, from that checkpoint.", *none,
             f"Seeds: {', '.join(map(str, s['seeds']))}. Statistics: mean, sample standard deviation (n - 1), "
             f"{level}% Student-t interval; " + (f"paired per-seed differences against `{s['reference']}`."
                                                  if s["reference"] in s["reported"] else

@@ -758,12 +758,21 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
             raise RunInterrupted(f"training interrupted by {sig} {where}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
     best_epoch = _best_epoch(out / "log.csv", monitor, mode)
-    if best_epoch is None and Path(best).is_file():  # no finite monitor value: the checkpoint saved says
-        best_epoch = int(safe_load_checkpoint(best, mmap=True).get("epoch", 0))
+    selection = None  # recorded only when nothing was selected: absent, the checkpoint is validation-selected
+    if best_epoch is None:  # no finite monitor value: the checkpoint saved (Lightning's first epoch) says
+        selection = f"none: {monitor} never finite"
+        if Path(best).is_file():
+            best_epoch = int(safe_load_checkpoint(best, mmap=True).get("epoch", 0))
+        if writer:  # the run line, summary.md and crossval said "selected on valid/..." of an epoch nothing chose
+            log.warning(f"{monitor} was not finite in any of the {trainer.current_epoch} epochs: no validation "
+                        f"selection; the valid and test metrics are those of the checkpoint kept "
+                        f"({_relative(Path(best), out)}, epoch {best_epoch}), which nothing selected "
+                        f"(metrics.json: \"selection\": \"{selection}\")")
     result = {
         "dataset": bundle.name, "protocol": bundle.task.protocol, "protocol_description": protocol.description,
         "method": cfg.method, "seed": cfg.train.seed, "monitor": module.monitor,
         "best_epoch": best_epoch, "epochs_run": trainer.current_epoch,
+        **({"selection": selection} if selection else {}),
         "valid": valid, "test": test, "data_info": _jsonable(bundle.info),
         "diagnostics": _as_trained(final_state, trainer.current_epoch),
         "diagnostics_selected": _as_trained(selected_state, None if best_epoch is None else best_epoch + 1),
@@ -859,6 +868,14 @@ def _best_epoch(log_csv: Path, key: str, mode: str) -> Optional[int]:
         return None
     pick = max if mode == "max" else min
     return int(float(pick(rows, key=lambda r: float(r[key]))["epoch"]))
+
+
+def no_selection(metrics: Dict[str, Any]) -> Optional[str]:
+    """Why a run's checkpoint was not chosen on the validation split (metrics.json's ``selection``:
+    "none: valid/<monitor> never finite", the checkpoint kept being that of ``best_epoch``), or None:
+    it was. Files written before this record have no ``selection``, and were validation-selected."""
+    note = metrics.get("selection") if isinstance(metrics, dict) else None
+    return note if isinstance(note, str) and note.startswith("none") else None
 
 
 def _jsonable(obj: Any) -> Any:

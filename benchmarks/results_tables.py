@@ -6,8 +6,10 @@
 Reads metrics.json / log.csv / diagnostics.json written by `benchmarks/competition.py` and
 `pase compare`; prints mean and sample SD over seeds, paired differences against late fusion,
 and PaSE's Shapley shares before and after its phase switch. Only finished runs (a
-metrics.json) enter a table; each one left out is named on stderr. ``--replot-trajectories``
-redraws a trajectory figure from its CSV alone.
+metrics.json) enter a table; each one left out is named on stderr. ``--compare`` and
+``--ablation`` take the runs ``pase report`` takes (``pase.evaluation.compare.summarize``: the
+methods and seeds of compare.json, not a run of another configuration than its config.yaml), so
+their rows are summary.md's. ``--replot-trajectories`` redraws a trajectory figure from its CSV alone.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import sys
 from pathlib import Path
 
 from pase.data.contract import sort_modalities
-from pase.evaluation.compare import spread_is_zero, t_quantile
+from pase.evaluation.compare import spread_is_zero, summarize, t_quantile
+from pase.evaluation.report import unselected_line
 
 MAIN = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
 
@@ -95,12 +98,15 @@ def _share_modalities(columns) -> list:
     return sort_modalities([c[len("diag/share_"):] for c in columns if c.startswith("diag/share_")])
 
 
-def shares_table(folder: str) -> str:
-    """Training-batch Shapley shares of every finished run before and after PaSE's phase switch."""
+def shares_table(folder: str, keep=None) -> str:
+    """Training-batch Shapley shares of every finished run before and after PaSE's phase switch
+    (``keep``: only the run folders it holds, those of the metric table)."""
     lines, mods = [], None
     for log in sorted(glob.glob(f"{folder}/**/log.csv", recursive=True)):
         if any(part == "alone" or part.startswith("alone_") for part in Path(log).relative_to(folder).parts):
             continue  # unimodal references (pase compare --alone, competition.py): one modality, no fusion
+        if keep is not None and Path(log).parent.resolve() not in keep:
+            continue
         rows = list(csv.DictReader(open(log)))
         if not rows or not any(c.startswith("diag/share_") for c in rows[0]) or not _finished(Path(log).parent):
             continue
@@ -128,10 +134,11 @@ def shares_table(folder: str) -> str:
     return "\n".join(lines)
 
 
-def test_shares_table(folder: str) -> str:
-    """Test-split Shapley shares (negative-loss utility) of every finished run of a comparison."""
+def test_shares_table(folder: str, keep=None) -> str:
+    """Test-split Shapley shares (negative-loss utility) of every finished run of a comparison
+    (``keep``: only the run folders it holds, those of the metric table)."""
     found = [json.load(open(f)) for f in sorted(glob.glob(f"{folder}/runs/*/seed*/diagnostics.json"))
-             if _finished(Path(f).parent)]
+             if (keep is None or Path(f).parent.resolve() in keep) and _finished(Path(f).parent)]
     if not found:
         return ""
     mods = list(found[0].get("modalities") or found[0]["shapley"]["neg_loss"]["shares"])
@@ -145,12 +152,31 @@ def test_shares_table(folder: str) -> str:
 
 
 def _runs(folder: str) -> dict:
-    """method or variant folder -> {seed: metrics.json} of ``folder/runs/<name>/seed<s>/``; the
-    folders without a metrics.json are named on stderr (``_finished``)."""
-    runs = {}
-    for d in sorted(glob.glob(f"{folder}/runs/*/seed*/")):
-        if _finished(Path(d)):
-            runs.setdefault(Path(d).parts[-2], {})[int(Path(d).name[4:])] = json.load(open(Path(d) / "metrics.json"))
+    """method or variant folder -> {seed: metrics.json} of ``folder/runs/<name>/seed<s>/``: the runs
+    ``pase report`` puts in its tables (``pase.evaluation.compare.summarize``: the methods and seeds of
+    ``compare.json``, without runs of another configuration than ``config.yaml``; a folder without
+    ``compare.json``, as variants.py writes, gives every method and seed found). Each run left out is
+    named on stderr, as is a mix of code versions or a run with no validation selection. This globbed
+    every metrics.json, so a seed trained longer with ``pase train --resume``, or one outside
+    compare.json, entered the docs' tables though summary.md left it out (a review)."""
+    s = summarize(folder)
+    for r in s["runs"]:
+        if r["status"] != "ok":
+            why = "failed: FAILED.txt" if r["status"] == "failed" else f"{r['status']}: {r['error']}"
+            print(f"results_tables.py: left out {r['path']} ({why})", file=sys.stderr)
+    listed = {Path(r["path"]).resolve() for r in s["runs"]}
+    for d in sorted(glob.glob(f"{folder}/runs/*/seed*/")):  # summarize reads the methods and seeds of compare.json
+        if Path(d).resolve() not in listed:
+            print(f"results_tables.py: left out {Path(d)} (not one of the methods and seeds of compare.json; "
+                  "pase report leaves it out too)", file=sys.stderr)
+    if s.get("code_warning"):
+        print(f"results_tables.py: warning: {folder}: {s['code_warning']}", file=sys.stderr)
+    if s.get("unselected"):
+        print(f"results_tables.py: warning: {folder}: {unselected_line(s)}", file=sys.stderr)
+    runs: dict = {}
+    for r in s["runs"]:
+        if r["status"] == "ok":
+            runs.setdefault(r["method"], {})[r["seed"]] = r["metrics"]
     return runs
 
 
@@ -187,9 +213,11 @@ def main() -> None:
         print("## built-in benchmark\n\n" + method_table(runs, variant_folder(a.ref), a.ci) + "\n")
         print(shares_table(a.competition) + "\n")
     if a.compare:
-        print("## compare\n\n" + method_table(_runs(a.compare), variant_folder(a.ref), a.ci) + "\n")
-        print(shares_table(f"{a.compare}/runs") + "\n")
-        print(test_shares_table(a.compare))
+        runs = _runs(a.compare)
+        keep = {(Path(a.compare) / "runs" / m / f"seed{s}").resolve() for m, by_seed in runs.items() for s in by_seed}
+        print("## compare\n\n" + method_table(runs, variant_folder(a.ref), a.ci) + "\n")
+        print(shares_table(f"{a.compare}/runs", keep) + "\n")
+        print(test_shares_table(a.compare, keep))
 
 
 

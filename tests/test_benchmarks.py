@@ -139,7 +139,8 @@ def test_results_tables_read_finished_runs_of_any_modalities(tmp_path, capsys):
         run.mkdir(parents=True)
         (run / "log.csv").write_text(header + log)
         if done:
-            (run / "metrics.json").write_text(json.dumps({"test": {"MAE": 1.0}}))
+            (run / "metrics.json").write_text(json.dumps({"dataset": "fake", "protocol": "mosi", "monitor": "MAE",
+                                                          "test": {"MAE": 1.0}}))
             (run / "diagnostics.json").write_text(json.dumps({
                 "method": "pase", "seed": seed, "modalities": ["text", "audio"],
                 "shapley": {"neg_loss": {"shares": {"text": 0.75, "audio": 0.25}}}}))
@@ -157,6 +158,57 @@ def test_results_tables_read_finished_runs_of_any_modalities(tmp_path, capsys):
     assert list(rt._runs(str(tmp_path))["pase"]) == [1111]
     err = capsys.readouterr().err
     assert f"left out {tmp_path / 'runs' / 'pase' / 'seed1112'} (failed: FAILED.txt)" in err, err
+
+
+def test_results_tables_compare_takes_the_runs_pase_report_takes(tmp_path, monkeypatch, capsys):
+    """--compare globbed every runs/*/seed*/metrics.json: a seed trained longer with pase train --resume
+    (another configuration than config.yaml) and a seed outside compare.json entered the docs' table
+    though summary.md left them out (a review). Its rows are now summary.md's, and each run left out is
+    named on stderr."""
+    import statistics
+
+    from pase.config import Config, apply_overrides, save_config
+    from pase.evaluation.compare import summarize
+
+    out = tmp_path / "c"
+    out.mkdir()
+    base = apply_overrides(Config(), ["train.max_epochs=3"])
+    save_config(base, out / "config.yaml")
+    (out / "compare.json").write_text(json.dumps({"methods": ["late_fusion", "pase"], "seeds": [1, 2]}))
+    keys = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_5", "Mult_acc_7", "MAE", "Corr"]
+    for i, (method, seed, epochs) in enumerate([("late_fusion", 1, 3), ("late_fusion", 2, 3), ("late_fusion", 3, 3),
+                                                ("pase", 1, 3), ("pase", 2, 6)]):  # seed 3: outside compare.json
+        run = out / "runs" / method / f"seed{seed}"
+        run.mkdir(parents=True)
+        save_config(apply_overrides(base, [f"method={method}", f"train.seed={seed}",
+                                           f"train.max_epochs={epochs}"]), run / "config.yaml")
+        (run / "metrics.json").write_text(json.dumps({
+            "dataset": "fake", "protocol": "mosi", "monitor": "MAE", "best_epoch": 0, "code_sha256": "same",
+            "test": {k: 0.5 + 0.1 * i + 0.01 * j for j, k in enumerate(keys)}}))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import results_tables as rt
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    monkeypatch.setattr(sys, "argv", ["results_tables.py", "--compare", str(out)])
+    rt.main()
+    printed = capsys.readouterr()
+    stats = summarize(out)["stats"]  # what summary.md and report.md print
+    main = ["Has0_acc_2", "Has0_F1_score", "Non0_acc_2", "Non0_F1_score", "Mult_acc_7", "MAE", "Corr"]
+    for method, runs in (("late_fusion", [0, 1]), ("pase", [3])):
+        assert all(stats[method][k]["n"] == len(runs) for k in main)
+        cells = [f"{stats[method][k]['mean']:.4f}" + (f" ± {stats[method][k]['sd']:.4f}" if len(runs) > 1 else "")
+                 for k in main]
+        assert cells[0] == f"{statistics.mean(0.5 + 0.1 * i for i in runs):.4f}" + (" ± 0.0707" if len(runs) > 1 else "")
+        assert f"| {method} | {len(runs)} | " + " | ".join(cells) + " |" in printed.out.splitlines(), printed.out
+    said = [line for line in printed.err.splitlines() if line.startswith("results_tables.py: left out ")]
+    assert sorted(said) == [
+        f"results_tables.py: left out {out / 'runs' / 'late_fusion' / 'seed3'} (not one of the methods and seeds "
+        "of compare.json; pase report leaves it out too)",
+        f"results_tables.py: left out {out / 'runs' / 'pase' / 'seed2'} (other configuration: trained with another "
+        f"configuration than the comparison's {out / 'config.yaml'} (train.max_epochs: 6 in this run, 3 in the "
+        "comparison: trained longer with pase train --resume, or edited?); left out of every table: move the run "
+        "folder out of runs/ and rerun pase compare to retrain it)"], said
 
 
 def test_results_tables_leave_out_a_nan_metric_and_say_so():
@@ -220,7 +272,8 @@ def test_results_tables_ci_applies_to_compare_and_competition(tmp_path, monkeypa
         for s, test in by_seed.items():
             for run in (tmp_path / "cmp" / "runs" / meth / f"seed{s}", tmp_path / "comp" / f"{meth}-{s}" / "joint"):
                 run.mkdir(parents=True)
-                (run / "metrics.json").write_text(json.dumps({"test": test}))
+                (run / "metrics.json").write_text(json.dumps({"dataset": "fake", "protocol": "mosi", "monitor": "MAE",
+                                                              "test": test}))
     d = [pase[s]["MAE"] - lf[s]["MAE"] for s in seeds]
     lo, hi = stats.t.interval(0.95, len(d) - 1, loc=np.mean(d), scale=stats.sem(d))
     for flag in ("--compare", "--competition"):

@@ -63,6 +63,22 @@ def test_predict_writes_rows_and_never_overwrites(run, tmp_path):
     assert predict(out / result["checkpoint"], tmp_path / "new" / "sub" / "p.csv") == 64  # new folders are made
 
 
+def test_predictions_read_back_give_the_metrics_of_metrics_json(run, tmp_path):
+    """pase predict wrote "%.6f": a prediction in (-5e-7, 0) read back as -0.0 (counted >= 0), and MAE and
+    Corr recomputed from the file differed from metrics.json's in the 6th decimal (a review). Every value
+    now reads back as the float32 the model gave, so the metrics recomputed from the CSV are metrics.json's."""
+    import numpy as np
+
+    from pase.metrics import mosi_metrics
+
+    out, result = run
+    predict(out / result["checkpoint"], tmp_path / "p.csv")
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    preds, labels = (np.array([float(r[k]) for r in rows]) for k in ("prediction", "label"))
+    assert (preds.astype(np.float32).astype(np.float64) == preds).all()  # float32 values, not rounded ones
+    assert mosi_metrics(preds.astype(np.float32), labels.astype(np.float32)) == result["test"]
+
+
 def test_existing_run_dir_is_not_overwritten(run):
     out, _ = run
     before = (out / "metrics.json").read_bytes()

@@ -1045,11 +1045,13 @@ def predict(checkpoint: str | Path, output: str | Path, cfg: Optional[Config] = 
     if kind == "regression":
         w.writerow(["id", "prediction", "label"])
         rows = zip(ids, logits[:, 0].tolist(), target.tolist())
-        w.writerows([i, f"{p:.6f}", f"{t:.6f}"] for i, p, t in rows)
+        # repr: the shortest text that reads back as the same number (float32 values exactly), so metrics
+        # recomputed from the file equal metrics.json's; "%.6f" wrote -3e-7 as "-0.000000", a sign lost (a review)
+        w.writerows([i, repr(p), repr(t)] for i, p, t in rows)
     elif kind == "classification":
         w.writerow(["id", "prediction", "label"] + [f"logit_{k}" for k in range(logits.shape[1])])
         for i, z, t in zip(ids, logits.tolist(), target.tolist()):
-            w.writerow([i, int(torch.tensor(z).argmax()), t] + [f"{v:.6f}" for v in z])
+            w.writerow([i, int(torch.tensor(z).argmax()), t] + [repr(v) for v in z])
     else:
         names = bundle.task.class_names or tuple(str(k) for k in range(logits.shape[1]))
         w.writerow(["id"] + [f"pred_{n}" for n in names] + [f"label_{n}" for n in names])

@@ -1479,3 +1479,82 @@ def test_a_run_of_another_configuration_is_left_out_of_every_table_and_named(tmp
         bad.write_text("train: {no_such_key: 1}\n")
         assert [r["status"] for r in summarize(out)["runs"]] == ["ok", "ok"], bad
         bad.write_text(kept)
+
+
+class _SignalInFinalizer:
+    """Sends SIGINT (or ``name``) to this process from its ``__del__``, as a Ctrl-C that lands while a finished
+    run's Trainer is collected (Lightning's ``Profiler.__del__``): the handler's KeyboardInterrupt is raised
+    inside the finalizer, which Python prints as "Exception ignored" and drops."""
+
+    def __init__(self, name="SIGINT"):
+        self.name = name
+
+    def __del__(self):
+        import signal
+
+        signal.raise_signal(getattr(signal, self.name))
+
+
+@pytest.mark.parametrize("stage, sig, status", [("train", "SIGINT", 130), ("diagnose", "SIGINT", 130),
+                                               ("diagnose", "SIGTERM", 143)])
+def test_a_signal_a_finalizer_drops_still_stops_the_comparison(tmp_path, monkeypatch, capsys, stage, sig, status):
+    """Ctrl-C while a finished run was wrapped up (its training, or its diagnosis) was lost: pase compare
+    trained the next run and exited 0 after a traceback (a review). The signal is recorded and stops the
+    comparison at the next safe point: the one interruption line, status 130, the next run not started."""
+    from pase.cli import main
+    from tiny import TINY
+
+    real = getattr(compare_mod, stage)
+
+    def then_collected(*a, **k):
+        res = real(*a, **k)
+        _SignalInFinalizer(sig)  # collected at once
+        return res
+
+    monkeypatch.setattr(compare_mod, stage, then_collected)
+    out = tmp_path / "cmp"
+    sets = [a for o in TINY + ["train.max_epochs=1"] for a in ("--set", o)]
+    rc = main(["compare", *sets, "--methods", "late_fusion", "--seeds", "1111,1112", "--out", str(out),
+               "--noise-levels", "0"])
+    err = capsys.readouterr().err
+    assert rc == status
+    assert err.startswith(f"pase: interrupted: comparison interrupted by {sig} after late_fusion seed 1111 was "
+                          "trained; run the same pase compare command again") and len(err.splitlines()) == 1
+    assert (out / "runs" / "late_fusion" / "seed1111" / "metrics.json").is_file()
+    # after its training: its diagnosis is left for the next call
+    assert (out / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").is_file() == (stage == "diagnose")
+    assert not (out / "runs" / "late_fusion" / "seed1112").exists()  # not started
+
+
+def test_a_signal_a_finalizer_drops_in_the_pools_parent_stops_the_pool(tmp_path, monkeypatch):
+    """With --jobs N the parent's own Ctrl-C could be dropped the same way (here in the progress line of the
+    first finished run): it stops the pool as a Ctrl-C does, instead of waiting for every run."""
+    from concurrent.futures import Future
+
+    from pase.errors import RunInterrupted
+
+    class Pool:
+        _processes = {}
+
+        def __init__(self, *a, **k):
+            pass
+
+        def submit(self, fn, job):
+            fut = Future()
+            fut.set_result({"label": job.label, "status": "trained", "error": "", "diagnose_error": ""})
+            return fut
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    monkeypatch.setattr(compare_mod, "ProcessPoolExecutor", Pool)
+    lines = []
+
+    def progress(line):
+        lines.append(line)
+        _SignalInFinalizer()
+
+    jobs = [compare_mod._Job("run", "late_fusion", s, str(tmp_path / f"seed{s}"), Config(), False, ()) for s in (1, 2, 3)]
+    with pytest.raises(RunInterrupted, match=r"comparison interrupted by SIGINT after 3 of 3 runs"):
+        compare_mod._run_jobs(jobs, 2, progress)
+    assert len(lines) == 1

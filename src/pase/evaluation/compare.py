@@ -24,6 +24,7 @@ never when the differences are all equal, SD 0, which is no evidence and reads "
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -36,6 +37,7 @@ import re
 import shutil
 import signal
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed, wait
@@ -307,8 +309,71 @@ def _data_location(cfg: Config) -> Dict[str, Any]:
             **{f"options.{k}": v for k, v in (d.get("options") or {}).items() if k not in kept["options"]}}
 
 
+class _SignalRecord:
+    """The SIGINT (or SIGTERM) a comparison's process received, recorded by its handler before the handler
+    raises as usual. A signal handler raises at whatever bytecode runs when the signal arrives; inside a
+    finalizer (Lightning's ``Profiler.__del__``, run when a finished run's Trainer is collected) Python prints
+    "Exception ignored" and drops the exception, and the comparison went on, trained every queued run and
+    exited 0 (a review). ``check`` at the safe points (after a run's training, after its diagnosis, before
+    the next run) raises the interruption the finalizer swallowed."""
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+        self.recording = False
+
+    def check(self, where: str) -> None:
+        if self.signal is not None:
+            raise RunInterrupted(f"comparison interrupted by {self.signal} {where}", self.signal)
+
+
+_SIGNALS = _SignalRecord()
+
+
+@contextlib.contextmanager
+def _recording_signals():
+    """Record SIGINT and SIGTERM in ``_SIGNALS`` while a comparison's runs go (main thread only). SIGINT's
+    handler records it and raises KeyboardInterrupt, as Python's default one does; a Python SIGTERM handler
+    (``pase``'s, which raises RunInterrupted) is kept and called after the record. Ignored or default
+    dispositions, and a caller's own SIGINT handler, are left as they are. An interruption a finalizer
+    dropped is not printed as a traceback: the check that raises it prints its one line."""
+    if threading.current_thread() is not threading.main_thread() or _SIGNALS.recording:
+        yield
+        return
+    _SIGNALS.signal, _SIGNALS.recording = None, True
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_sigint(signum, frame) -> None:
+        _SIGNALS.signal = "SIGINT"
+        raise KeyboardInterrupt
+
+    def on_sigterm(signum, frame) -> None:
+        _SIGNALS.signal = "SIGTERM"
+        previous[signal.SIGTERM](signum, frame)
+
+    def hook(unraisable) -> None:  # noqa: ANN001 - sys.UnraisableHookArgs
+        if _SIGNALS.signal is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return  # the recorded signal, raised again at the next check
+        unraisable_before(unraisable)
+
+    unraisable_before = sys.unraisablehook
+    if previous[signal.SIGINT] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, on_sigint)
+    if callable(previous[signal.SIGTERM]):
+        signal.signal(signal.SIGTERM, on_sigterm)
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = unraisable_before
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        _SIGNALS.signal, _SIGNALS.recording = None, False
+
+
 def _execute(job: _Job) -> Dict[str, Any]:
-    """Run one job; never raises (errors are returned and written next to the run)."""
+    """Run one job; never raises (errors are returned and written next to the run), but for an interruption:
+    a RunInterrupted (or KeyboardInterrupt), also one of a signal a finalizer dropped (``_SIGNALS``)."""
     out = Path(job.out)
     rec = {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
            "label": job.label, "status": "skipped", "error": "", "diagnose_error": ""}
@@ -333,6 +398,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
             _write_failed(out, rec["error"])
             return rec
+        _SIGNALS.check(f"after {job.label} was trained")
     (out / "FAILED.txt").unlink(missing_ok=True)
     try:
         _after(job, out, data)
@@ -342,6 +408,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - the trained run stays valid
         rec["diagnose_error"] = _one_line(e)
         _write_failed(out, rec["diagnose_error"], "DIAGNOSE_FAILED.txt")  # a full disk's error must not replace it
+    _SIGNALS.check(f"after {job.label} was {rec['status']}")
     rec["elapsed_s"] = time.time() - t0
     return rec
 
@@ -395,7 +462,8 @@ def _execute_in_worker(job: _Job) -> Dict[str, Any]:
         raise RunInterrupted(f"{job.label}: not started, the comparison was interrupted")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return _execute(job)
+        with _recording_signals():  # a signal a finalizer drops stops the run too
+            return _execute(job)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -441,6 +509,12 @@ def _submit_all(pool: ProcessPoolExecutor, jobs: List[_Job]) -> Dict[Any, _Job]:
 
 
 def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
+    with _recording_signals():  # in one process, and in the parent of --jobs N's workers
+        return _run_recorded_jobs(jobs, workers, progress)
+
+
+def _run_recorded_jobs(jobs: List[_Job], workers: int,
+                       progress: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
     done: List[Dict[str, Any]] = []
 
     def note(rec: Dict[str, Any]) -> None:
@@ -453,6 +527,7 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             note(_execute(job))
+            _SIGNALS.check(f"after {len(done)} of {len(jobs)} runs")  # before the next run
         return done
     def failure(job: _Job, err: str) -> Dict[str, Any]:
         return {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
@@ -468,6 +543,7 @@ def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str],
             job = futures[fut]
             try:
                 note(fut.result())
+                _SIGNALS.check("in the pool's parent")  # one a finalizer dropped: stops the pool as Ctrl-C does
             except BrokenProcessPool as e:
                 # a worker died (killed, out of memory): every run still pending or running fails with it, none
                 # by its own fault, so no FAILED.txt: the next call continues each from its checkpoint

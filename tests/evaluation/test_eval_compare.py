@@ -1558,3 +1558,27 @@ def test_a_signal_a_finalizer_drops_in_the_pools_parent_stops_the_pool(tmp_path,
     with pytest.raises(RunInterrupted, match=r"comparison interrupted by SIGINT after 3 of 3 runs"):
         compare_mod._run_jobs(jobs, 2, progress)
     assert len(lines) == 1
+
+
+def test_progress_says_what_a_call_did_to_a_run_it_did_not_train(tmp_path):
+    """A call that only diagnosed a finished run (after a --no-diagnose call), or probed an --alone reference,
+    printed "skipped" for it (a review): "diagnosed" and "probed" now, "skipped" only when nothing was done."""
+    from tiny import TINY
+
+    cfg = apply_overrides(Config(), TINY + ["train.max_epochs=1", "data.modalities=[text,audio]"])
+    out = tmp_path / "cmp"
+
+    def lines(**kw):
+        got = []
+        compare(cfg, ["late_fusion"], [1111], out, noise_levels=[0], progress=got.append, **kw)
+        return got
+
+    assert lines(diagnose=False) == ["[1/1] late_fusion seed 1111: trained"]
+    assert lines() == ["[1/1] late_fusion seed 1111: diagnosed"]
+    assert (out / "runs" / "late_fusion" / "seed1111" / "diagnostics.json").is_file()
+    assert lines() == ["[1/1] late_fusion seed 1111: skipped"]
+    assert lines(alone=True)[1:] == ["[2/3] text alone seed 1111: trained", "[3/3] audio alone seed 1111: trained"]
+    (out / "alone" / "audio" / "seed1111" / "probe.json").unlink()
+    assert lines(alone=True) == ["[1/3] late_fusion seed 1111: skipped", "[2/3] text alone seed 1111: skipped",
+                                 "[3/3] audio alone seed 1111: probed"]
+    assert (out / "alone" / "audio" / "seed1111" / "probe.json").is_file()

@@ -286,18 +286,22 @@ def _first_epoch_leftovers(out: Path) -> bool:
     return True
 
 
-def _after(job: _Job, out: Path, data: Callable[[], Any]) -> None:
+def _after(job: _Job, out: Path, data: Callable[[], Any]) -> Optional[str]:
     """Per-run diagnostics, or the probe of a unimodal reference run; ``data()`` gives the job's
-    data, loaded once for its training and its diagnosis."""
+    data, loaded once for its training and its diagnosis. Returns what it wrote ("diagnosed" or
+    "probed"), None when there was nothing to do."""
     metrics = json.loads((out / "metrics.json").read_text())
     # where the data lies now (JSON is YAML: any path, or null, parses back as itself)
     moved = [f"data.{k}={json.dumps(v)}" for k, v in _data_location(job.cfg).items()]
     if job.kind == "run" and job.diagnose and not (out / "diagnostics.json").is_file():
         diagnose(out / metrics["checkpoint"], out, noise_levels=job.noise_levels, overrides=moved, bundle=data())
-    elif job.kind == "alone" and not (out / "probe.json").is_file():
+        return "diagnosed"
+    if job.kind == "alone" and not (out / "probe.json").is_file():
         module, _, bundle = load_checkpoint(out / metrics["checkpoint"], overrides=moved, same_data=True,
                                             bundle=data())
         atomic_write_json(out / "probe.json", {**probe_model(module.model, bundle), "code_sha256": code_fingerprint()})
+        return "probed"
+    return None
 
 
 def _data_location(cfg: Config) -> Dict[str, Any]:
@@ -401,7 +405,9 @@ def _execute(job: _Job) -> Dict[str, Any]:
         _SIGNALS.check(f"after {job.label} was trained")
     (out / "FAILED.txt").unlink(missing_ok=True)
     try:
-        _after(job, out, data)
+        done = _after(job, out, data)
+        if done and rec["status"] == "skipped":  # not trained now, but diagnosed (or probed): not "skipped" (a review)
+            rec["status"] = done
         # the record of a failed diagnosis goes once a diagnosis is there (--no-diagnose made none)
         if (out / ("probe.json" if job.kind == "alone" else "diagnostics.json")).is_file():
             (out / "DIAGNOSE_FAILED.txt").unlink(missing_ok=True)

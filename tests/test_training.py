@@ -9,7 +9,7 @@ import pytest
 import yaml
 import torch
 
-from tiny import TINY
+from tiny import TINY, as_an_older_pase_saved
 from pase.cli import main
 from pase.config import Config, apply_overrides
 from pase.training import RunDirError, evaluate, predict, train
@@ -807,3 +807,43 @@ def test_a_run_resumed_from_a_checkpoint_saved_with_adams_loop_takes_the_foreach
           quiet=True)
     groups = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["optimizer_states"][0]["param_groups"]
     assert [g["foreach"] for g in groups] == [True] * len(groups)
+
+
+def test_a_run_keeps_the_dataset_it_was_trained_as_when_its_data_moves(tmp_path, capsys):
+    """The dataset was inferred from the path at every load: a SIMS run evaluated from a folder named MOSI was
+    scored under MOSI's protocol, and from a folder naming none it was refused, as was the --set
+    data.options.dataset=sims the refusal asked for (a review). A run records the dataset its path resolved
+    to; an older run's (its metrics.json's) refuses data that loads as another, and takes that --set."""
+    import shutil
+
+    from data.writers import write_mmsa
+
+    path = write_mmsa(tmp_path / "data", "sims", aligned=False, sizes=(16, 8, 8), steps=(6, 5))
+    run = tmp_path / "run"
+    sets = ["data.source=mmsa", f"data.path={path}", "train.max_epochs=1", "train.batch_size=8", "model.d_model=8",
+            "model.hidden=16", "model.head_hidden=8", "train.progress_bar=false"]
+    result = train(apply_overrides(Config(), sets), run, quiet=True)
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["options"]["dataset"] == "sims"
+    ckpt = run / result["checkpoint"]
+    for folder in ("MOSI/Processed", "chinese/Processed"):  # names another dataset, and none
+        moved = tmp_path / folder / path.name
+        moved.parent.mkdir(parents=True)
+        shutil.copy(path, moved)
+        res = evaluate(ckpt, overrides=[f"data.path={moved}"])
+        assert (res.dataset, res.protocol) == ("sims_mmsa", "sims")
+        assert res["test"] == pytest.approx(result["test"], abs=1e-6)
+    as_an_older_pase_saved(run)
+    moved = tmp_path / "MOSI/Processed" / path.name
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--set", f"data.path={moved}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"pase: error: {moved}: this data loads as dataset 'mosi' (mosi_mmsa, protocol mosi), but {ckpt} "
+                   "was trained as 'sims': its path names another dataset (the dataset is read from the file and "
+                   "folder names when data.options.dataset is not set); pass --set data.options.dataset=sims to "
+                   "read it as the run's dataset, or point data.path at the run's data (nothing was changed)")
+    for folder in ("MOSI/Processed", "chinese/Processed"):
+        res = evaluate(ckpt, overrides=[f"data.path={tmp_path / folder / path.name}", "data.options.dataset=SIMS"])
+        assert (res.dataset, res.protocol) == ("sims_mmsa", "sims")
+    with pytest.raises(ValueError, match=r"changes what the checkpoint was trained with \(data.options.dataset: "
+                                         r"'sims' there, 'mosi' now\)"):
+        evaluate(ckpt, overrides=[f"data.path={moved}", "data.options.dataset=mosi"])
+    assert evaluate(ckpt)["test"] == pytest.approx(result["test"], abs=1e-6)  # an older run on its own data

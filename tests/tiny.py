@@ -1,6 +1,7 @@
 """Tiny configurations and data shared by tests (imported as ``tiny``; tests/ is on sys.path via conftest)."""
 
 import random
+from pathlib import Path
 
 import torch
 
@@ -28,3 +29,20 @@ def grouped(bundle: DataBundle) -> DataBundle:
         splits[name] = MultimodalDataset({m: ds.features[m] for m in ds.modalities}, ds.target, ds.ids,
                                          groups=groups, positions=positions, split=name)
     return DataBundle(bundle.name, bundle.task, splits, dict(bundle.info))
+
+
+def as_an_older_pase_saved(run: Path) -> None:
+    """``run`` as a pase before the dataset was recorded wrote it: config.yaml and the checkpoints without
+    ``data.options.dataset`` (the dataset was inferred from the path at every load)."""
+    import yaml
+
+    from pase.training.checkpoint import safe_load_checkpoint
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["data"]["options"]["dataset"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):
+        state = safe_load_checkpoint(ckpt)
+        del state["hyper_parameters"]["config"]["data"]["options"]["dataset"]
+        torch.save(state, ckpt)
+

@@ -22,7 +22,7 @@ import yaml
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "PaseConfig", "BaselineConfig",
     "ConfigError", "load_config", "apply_overrides", "to_dict", "from_dict", "save_config", "config_difference",
-    "first_difference", "coerce_value",
+    "as_trained", "first_difference", "coerce_value",
 ]
 
 
@@ -591,10 +591,31 @@ def first_difference(a: Any, b: Any, key: str = "") -> Optional[str]:
     return None if a == b else f"{key}: {a!r} there, {b!r} now"
 
 
-def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Optional[str]:
+def as_trained(saved: Config, cfg: Config, trained: Optional[str] = None) -> tuple:
+    """``(saved, cfg)`` as every check of a run's configuration against a new one compares them (evaluate,
+    predict, diagnose, a resume, a comparison, cross-validation): ``data.options.dataset`` of the run is the
+    dataset it was trained as, its own or, where its config left the dataset to the data's path (a run of a
+    pase before training recorded it), ``trained`` (its metrics.json's); a ``cfg`` that names none takes the
+    run's, as the loader is then checked to resolve the same (``run.check_trained_as``). Names compare in
+    lower case, as the loaders read them. Nothing known of the run: both as given (a review: the dataset was
+    re-inferred from a moved path, and ``--set data.options.dataset=`` the run's own was refused)."""
+    run = saved.data.options.get("dataset") or trained
+    if not isinstance(run, str):
+        return saved, cfg
+    now = cfg.data.options.get("dataset")
+    now = now.lower() if isinstance(now, str) else run.lower() if now is None else now
+
+    def named(c: Config, name: Any) -> Config:
+        return dataclasses.replace(c, data=dataclasses.replace(c.data, options={**c.data.options, "dataset": name}))
+    return named(saved, run.lower()), named(cfg, now)
+
+
+def config_difference(path: str | Path, cfg: Config, view: Any = to_dict, trained: Optional[str] = None
+                      ) -> Optional[str]:
     """The first difference between the configuration saved at ``path`` (a run's or a
     comparison's ``config.yaml``) and ``cfg``, both seen through ``view`` (a function of a Config
-    to nested dicts that leaves out what may differ); None when they agree. A file that is not a
+    to nested dicts that leaves out what may differ) after :func:`as_trained` (``trained``: the dataset
+    the run was trained as, where its config does not name it); None when they agree. A file that is not a
     pase configuration is a :class:`ConfigError` naming it. A leading ``~`` in ``path`` is the home folder."""
     from .io import user_path
 
@@ -607,6 +628,7 @@ def config_difference(path: str | Path, cfg: Config, view: Any = to_dict) -> Opt
                  str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         raise ConfigError(f"{path}: not a readable pase configuration ({first}); move the folder aside "
                           "or pass a new --out") from e
+    old, cfg = as_trained(old, cfg, trained)
     return first_difference(view(old), view(cfg))
 
 

@@ -547,6 +547,37 @@ def test_a_comparison_may_move_its_data_but_diagnoses_only_the_same_data(tmp_pat
     assert (out / "config.yaml").read_text() == before  # "nothing was changed" holds for config.yaml too
 
 
+def test_a_comparison_keeps_the_dataset_its_runs_were_trained_as(tmp_path):
+    """The dataset was inferred from the data's path at every call: a SIMS comparison continued on its file
+    moved to a folder named MOSI kept its SIMS seed, trained the next under MOSI's protocol, then stopped
+    calling the kept run's metrics.json damaged; --set data.options.dataset=sims was refused as another
+    configuration (a review). Data that loads as another dataset is refused before anything runs, naming
+    the run; the --set of the runs' dataset continues the comparison."""
+    import shutil
+
+    from data.writers import write_mmsa
+
+    path = write_mmsa(tmp_path / "a", "sims", aligned=False, sizes=(16, 8, 8), steps=(6, 5))
+    sets = ["data.source=mmsa", "train.batch_size=8", "train.max_epochs=1", "train.progress_bar=false",
+            "model.d_model=8", "model.hidden=16", "model.head_hidden=8"]
+    out = tmp_path / "cmp"
+    compare(apply_overrides(Config(), sets + [f"data.path={path}"]), ["late_fusion"], [1111], out, diagnose=False)
+    moved = tmp_path / "MOSI_backup" / path.name
+    moved.parent.mkdir()
+    shutil.copy(path, moved)
+    run = out / "runs" / "late_fusion" / "seed1111"
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=rf"{moved}: this data loads as dataset 'mosi' \(mosi_mmsa, protocol mosi\), "
+                                          rf"but {run} was trained as 'sims'.*--set data.options.dataset=sims"):
+        compare(apply_overrides(Config(), sets + [f"data.path={moved}"]), ["late_fusion"], [1111, 1112], out,
+                diagnose=False)
+    assert not (run.parent / "seed1112").exists() and (out / "config.yaml").read_text() == before
+    res = compare(apply_overrides(Config(), sets + [f"data.path={moved}", "data.options.dataset=sims"]),
+                  ["late_fusion"], [1111, 1112], out, diagnose=False)
+    assert (res["dataset"], res["protocol"]) == ("sims_mmsa", "sims") and [r["status"] for r in res["runs"]] == [
+        "ok", "ok"]
+
+
 def test_a_job_loads_its_data_once_for_training_and_diagnosis(tmp_path, monkeypatch):
     """Training loaded the data, then the run's diagnosis loaded it again: twice the load time of a
     multi-GB MOSEI pickle per job (review)."""

@@ -22,7 +22,7 @@ import torch
 from pase.config import Config, ConfigError, apply_overrides
 from pase.training import RunDirError, datamodule, train
 from pase.training.datamodule import EpochSampler, GroupBatchSampler
-from tiny import TINY
+from tiny import TINY, as_an_older_pase_saved
 
 #: PaSE switches to SGM after epoch 0, so the kill lands in phase 2 with live SGM state
 SETS = ["data.options.sizes=[384,64,64]", "train.max_epochs=20", "train.early_stop_patience=100",
@@ -648,6 +648,45 @@ def test_a_resume_may_move_the_data(tmp_path, capsys):
     assert main(args[:3] + ["--quiet", "--set", "train.max_epochs=3", "--set", f"data.path={moved}",
                             "--set", "train.lr=0.5"]) == 2
     assert "was trained with another configuration (train.lr" in capsys.readouterr().err
+
+
+def test_a_resume_keeps_the_dataset_the_run_was_trained_as(tmp_path, capsys):
+    """The dataset was inferred from the data's path at every load: a SIMS run resumed on its file moved to a
+    folder named MOSI trained on and rewrote its metrics.json as MOSI's, and one moved to a folder naming no
+    dataset could not be resumed, --set data.options.dataset=sims included (a review). A run records the
+    dataset; an older run's (its metrics.json's) refuses data that loads as another, and takes that --set."""
+    import shutil
+
+    from data.writers import write_mmsa
+
+    from pase.cli import main
+
+    path = write_mmsa(tmp_path / "a", "sims", aligned=False, sizes=(16, 8, 8), steps=(6, 5))
+    sets = ["method=late_fusion", "data.source=mmsa", f"data.path={path}", "train.batch_size=8",
+            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8",
+            "train.max_epochs=1"]
+    run = tmp_path / "run"
+    train(apply_overrides(Config(), sets), run, quiet=True)
+    places = {}
+    for folder in ("chinese", "MOSI"):
+        places[folder] = tmp_path / folder / "Processed" / path.name
+        places[folder].parent.mkdir(parents=True)
+        shutil.copy(path, places[folder])
+    args = ["train", "--resume", str(run), "--quiet"]
+    assert main(args + ["--set", "train.max_epochs=2", "--set", f"data.path={places['chinese']}"]) == 0, \
+        capsys.readouterr().err
+    assert json.loads((run / "metrics.json").read_text())["dataset"] == "sims_mmsa"
+    as_an_older_pase_saved(run)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    moved = ["--set", "train.max_epochs=3", "--set", f"data.path={places['MOSI']}"]
+    assert main(args + moved) == 2
+    err = capsys.readouterr().err
+    assert f"{places['MOSI']}: this data loads as dataset 'mosi' (mosi_mmsa, protocol mosi), but {run} was " \
+           "trained as 'sims'" in err and "pass --set data.options.dataset=sims" in err, err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert main(args + moved + ["--set", "data.options.dataset=sims"]) == 0, capsys.readouterr().err
+    again = json.loads((run / "metrics.json").read_text())
+    assert (again["dataset"], again["protocol"], again["epochs_run"]) == ("sims_mmsa", "sims", 3)
 
 
 @pytest.mark.parametrize("change", ["features", "labels"])

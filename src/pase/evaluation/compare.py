@@ -58,9 +58,9 @@ from ..models.build import check_encoders
 from ..data.registry import DATA_SOURCES, source_task_kind
 from ..training.checkpoint import CheckpointWriteError, safe_load_checkpoint
 from ..training.lightning_module import check_optimizer
-from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trainer_settings, data_location_keys,
-                            data_options, load_bundle, load_checkpoint, lock_run, no_selection, run_files, train,
-                            without_data_location, without_locations)
+from ..training.run import (RunDirError, _check_first_epoch_leftovers, check_trained_as, check_trainer_settings,
+                            data_location_keys, data_options, load_bundle, load_checkpoint, lock_run, no_selection,
+                            run_files, train, trained_dataset, without_data_location, without_locations)
 from .defaults import DEFAULT_METHODS
 from .probes import probe_model
 from .robustness import DEFAULT_NOISE_LEVELS, aggregate_conditions, headline_metric, same_levels, unique_levels
@@ -787,9 +787,12 @@ def _check_base_config(cfg: Config, out: Path) -> bool:
     path = out / "config.yaml"
     if not path.is_file():
         return True
+    # the dataset its runs were trained as, where the comparison's config.yaml leaves it to the data's path
+    trained = next(filter(None, map(trained_dataset, sorted(p.parent for p in out.glob("*/*/seed*/config.yaml")))),
+                   None)
     try:
-        diff = config_difference(path, cfg, _comparable)
-        moved = config_difference(path, cfg, _data_location) is not None
+        diff = config_difference(path, cfg, _comparable, trained)
+        moved = config_difference(path, cfg, _data_location, trained) is not None
     except ConfigError as e:  # e.g. a pase.* choice the runs all failed on, saved before it was checked (review)
         if not ((out / "compare.json").is_file() and _every_run_failed(out)):
             raise
@@ -857,12 +860,21 @@ def _check_kept_runs(cfg: Config, out: Path, trains: bool = True) -> None:
     ``trains`` a run (re-summarising a finished comparison needs no BERT folder, which may have moved:
     a review met a bare [Errno 2] there); a folder that is not a model's is then named in one line."""
     now: List[Dict[str, Any]] = []
+    loaded: List[Any] = []  # cfg's data, loaded once when a check needs it
+
+    def bundle() -> Any:
+        if not loaded:
+            loaded.append(load_bundle(cfg))
+        return loaded[0]
 
     def check_data(run: Path, saved: Any, modality: Optional[str] = None) -> None:
+        trained = trained_dataset(run)  # a moved path that names another dataset: refused before the fingerprints
+        if trained is not None:
+            check_trained_as(run, trained, cfg, bundle())
         if saved is None:
             return
         if not now:
-            now.append(fingerprint(load_bundle(cfg)))
+            now.append(fingerprint(bundle()))
         mine = now[0] if modality is None else {  # an --alone run holds one modality's features
             s: {**v, "features": {k: f for k, f in v["features"].items() if k == modality}} for s, v in now[0].items()}
         why = fingerprint_difference(saved, mine)
@@ -928,7 +940,7 @@ def _run_difference(run: Path, cfg: Config) -> Optional[str]:
     """The first difference (``key: <the run's> there, <cfg's> now``) between a run folder's ``config.yaml`` and
     ``cfg`` beyond method and seed (:func:`_comparable`); None when they agree or the run has no config.yaml."""
     own = run / "config.yaml"
-    return config_difference(own, cfg, _comparable) if own.is_file() else None
+    return config_difference(own, cfg, _comparable, trained_dataset(run)) if own.is_file() else None
 
 
 def _pretrained(run: Path) -> Optional[Dict[str, str]]:

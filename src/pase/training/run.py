@@ -42,8 +42,8 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 import torch
 
 from .. import __version__, code_fingerprint
-from ..config import (Config, ConfigError, apply_overrides, coerce_value, config_difference, first_difference,
-                      from_dict, save_config, to_dict)
+from ..config import (Config, ConfigError, apply_overrides, as_trained, coerce_value, config_difference,
+                      first_difference, from_dict, load_config, save_config, to_dict)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES, option_hints
 from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_difference, select_modalities,
@@ -171,6 +171,52 @@ def load_bundle(cfg: Config) -> DataBundle:
     if cfg.data.standardize:
         bundle = standardize(bundle)
     return bundle
+
+
+def trained_dataset(run: Path, saved: Optional[Config] = None) -> Optional[str]:
+    """The dataset (the loader's ``dataset`` option) the run in folder ``run`` was trained as, where known:
+    ``data.options.dataset`` of ``saved`` (default: the run's config.yaml; a run records the one its path
+    resolved to), else, for a run of a pase that left it to the path, the ``data_info.dataset`` of the run's
+    metrics.json."""
+    if saved is None:
+        try:
+            saved = load_config(run / "config.yaml")
+        except (ConfigError, OSError, TypeError, ValueError):  # none, or unreadable: its own check names it
+            saved = None
+    name = saved.data.options.get("dataset") if saved is not None else None
+    if name is None:
+        try:
+            name = ((json.loads((run / "metrics.json").read_text()) or {}).get("data_info") or {}).get("dataset")
+        except (OSError, ValueError, AttributeError):  # no metrics.json (an unfinished run), or not pase's
+            name = None
+    return name if isinstance(name, str) else None
+
+
+def check_trained_as(what: str | Path, trained: Optional[str], cfg: Config, bundle: DataBundle) -> None:
+    """ConfigError unless ``bundle`` (``cfg``'s data) loaded as the dataset ``what`` (a checkpoint or run
+    folder) was trained as: a dataset inferred from a moved path scored a SIMS run under MOSI's protocol, and
+    resumed and compared it so (a review)."""
+    now = bundle.info.get("dataset")
+    if trained is None or not isinstance(now, str) or now == trained.lower():
+        return
+    raise ConfigError(f"{cfg.data.path or data_location_keys(cfg)}: this data loads as dataset {now!r} ({bundle.name}, "
+                      f"protocol {bundle.task.protocol}), but {what} was trained as {trained.lower()!r}: its path "
+                      "names another dataset (the dataset is read from the file and folder names when "
+                      f"data.options.dataset is not set); pass --set data.options.dataset={trained.lower()} to read "
+                      f"it as the run's dataset, or point {data_location_keys(cfg)} at the run's data (nothing was "
+                      "changed)")
+
+
+def _with_resolved_dataset(cfg: Config, bundle: DataBundle) -> Config:
+    """``cfg`` naming the dataset its data resolved to (``data.options.dataset``), where the loader takes one
+    and the configuration left it to the path: saved with the run, so an evaluation, a resume or a comparison
+    reads moved data as the same dataset (and protocol)."""
+    name = bundle.info.get("dataset")
+    loader = DATA_SOURCES.get(cfg.data.source) if cfg.data.source in DATA_SOURCES else None
+    if (not isinstance(name, str) or cfg.data.options.get("dataset") is not None or loader is None
+            or "dataset" not in inspect.signature(loader).parameters):
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, options={**cfg.data.options, "dataset": name}))
 
 
 def _monitor(cfg: Config, bundle: DataBundle) -> str:
@@ -505,20 +551,25 @@ def _check_first_epoch_leftovers(out: Path) -> None:
                           "changed)")
 
 
-def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = None
-                  ) -> Tuple[Optional[Path], Optional[Path], int]:
+def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = None,
+                  bundle: Optional[DataBundle] = None) -> Tuple[Optional[Path], Optional[Path], int]:
     """``(checkpoint, keep, done)`` for a resume of ``out``: the checkpoint it continues from (None: no
     epoch finished yet, so the run starts again from its first epoch in the same folder), for a
     finished run that trains longer, where its previous metrics.json is to be kept
     (``metrics.epochs<N>.json``; the caller renames it once the trainer is built), and the number
     of epochs already trained (the index of the next epoch). Checks, writing
     nothing, that ``cfg`` differs from the run's config.yaml only in :data:`RESUMABLE` settings and
-    that there is something left to train."""
-    diff = config_difference(out / "config.yaml", cfg, _resumable_view)
+    that there is something left to train, and that ``bundle`` (``cfg``'s data, where given) loaded as the
+    dataset the run was trained as."""
+    # the dataset it was trained as: its config.yaml's, or for one that left it to the path its metrics.json's
+    trained_as = trained_dataset(out)
+    diff = config_difference(out / "config.yaml", cfg, _resumable_view, trained_as)
     if diff:
         raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
                           f"{', '.join(RESUMABLE)} and where the data lies (data.path, *_path / *_root "
                           "options, model.pretrained_path): pass a new --out to train this configuration")
+    if bundle is not None:
+        check_trained_as(out, trained_as, cfg, bundle)
     last = out / "checkpoints" / "last.ckpt"
     metrics = out / "metrics.json"
     if not last.is_file():
@@ -535,7 +586,7 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
         except (ConfigError, TypeError, ValueError) as e:
             raise ConfigError(f"{last}: its saved configuration is not one this version reads ({e}); "
                               "pass a new --out (nothing was changed)") from e
-        diff = first_difference(_resumable_view(trained), _resumable_view(cfg))
+        diff = first_difference(*map(_resumable_view, as_trained(trained, cfg, trained_as)))
         if diff:
             raise ConfigError(f"{last} was trained with another configuration than {out / 'config.yaml'} and "
                               f"--set now give ({diff}); a resume may change only {', '.join(RESUMABLE)}: "
@@ -656,6 +707,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
     t0 = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     bundle = bundle if bundle is not None else load_bundle(cfg)
+    given, cfg = cfg, _with_resolved_dataset(cfg, bundle)  # saved with the run: moved data is read as the same dataset
     why = schedule_warning(cfg, bundle.modalities)  # after the load: one modality never trains phase 2 anyway
     if why and writer:
         log.warning(why)
@@ -678,7 +730,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         from ..models.bert import pretrained_fingerprint
 
         module.pretrained_fingerprint = pretrained_fingerprint(cfg.model.pretrained_path)  # a resume keeps its own
-    start, keep, done = _check_resume(cfg, out, module) if resume else (None, None, 0)
+    start, keep, done = _check_resume(given, out, module, bundle) if resume else (None, None, 0)
     checked = _folder_state(out) if resume else None  # what the resume checks saw
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"
@@ -896,12 +948,15 @@ def _what_predicts(cfg: Config) -> Dict[str, Any]:
             "baselines": d["baselines"], "train.precision": d["train"]["precision"]}
 
 
-def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config, via_set: bool = False) -> None:
+def _check_evaluation_config(path: str | Path, saved: Config, cfg: Config, via_set: bool = False,
+                             trained: Optional[str] = None) -> None:
     """A configuration given to evaluate a checkpoint (``--config``, or ``--set`` on its own) may move the data (``data.path``,
     a loader's ``*_path`` / ``*_root`` options) and change how evaluation runs, not what the model
     sees or is: other data settings (standardisation, sizes, modalities), the model or the method
     would score the weights on other inputs, silently (a run trained with standardised features
-    scored MAE 1.0051 instead of its 0.8515 under a config without ``data.standardize``)."""
+    scored MAE 1.0051 instead of its 0.8515 under a config without ``data.standardize``). The dataset is
+    the one it was trained as (:func:`~pase.config.as_trained`; ``trained``: where its config does not name it)."""
+    saved, cfg = as_trained(saved, cfg, trained)
     # the method and the data source first: a config for another dataset differs in many keys, and
     # the sorted first of them (data.options.dims) would hide the one that says so
     diff = (first_difference({"method": saved.method, "data.source": saved.data.source},
@@ -931,12 +986,16 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
         raise ConfigError(f"{path}: not a pase checkpoint (no hyper_parameters.config: written by another program?); "
                           "pass a .ckpt from a pase run's checkpoints/, for example checkpoints/best.ckpt")
     saved = from_dict(saved)
+    # the dataset it was trained as: its config's, or a run's metrics.json's where the config left it to the path
+    trained = trained_dataset(path.parent.parent, saved) if path.parent.name == "checkpoints" else (
+        trained_dataset(path.parent, saved))
     if cfg is None:
         cfg = apply_overrides(saved, overrides)
-        _check_evaluation_config(path, saved, cfg, via_set=True)  # --set data.standardize=false: other inputs
+        _check_evaluation_config(path, saved, cfg, via_set=True, trained=trained)  # --set data.standardize=false
     else:
-        _check_evaluation_config(path, saved, cfg)
+        _check_evaluation_config(path, saved, cfg, trained=trained)
     bundle = bundle or load_bundle(cfg)
+    check_trained_as(path, trained, cfg, bundle)
     saved_data = (state.get("pase_state") or {}).get("data")
     why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data else None
     if why:

@@ -847,3 +847,32 @@ def test_a_run_keeps_the_dataset_it_was_trained_as_when_its_data_moves(tmp_path,
                                          r"'sims' there, 'mosi' now\)"):
         evaluate(ckpt, overrides=[f"data.path={moved}", "data.options.dataset=mosi"])
     assert evaluate(ckpt)["test"] == pytest.approx(result["test"], abs=1e-6)  # an older run on its own data
+
+
+def test_a_relative_data_path_from_the_runs_config_is_named_as_such_when_missing(tmp_path, capsys, monkeypatch):
+    """config.yaml keeps data.path as typed, so pase evaluate from another folder than training ran in said only
+    "no such file; check the path" of a path the user never typed (a review). The message says where the path
+    came from, that a relative one is read from the current folder, and the --set that points at the data."""
+    from data.writers import write_mmsa
+
+    write_mmsa(tmp_path / "data", "mosi", sizes=(16, 8, 8))
+    monkeypatch.chdir(tmp_path)
+    rel = "data/MOSI/Processed/aligned_50.pkl"
+    sets = ["data.source=mmsa", f"data.path={rel}", "train.max_epochs=1", "train.batch_size=8", "model.d_model=8",
+            "model.hidden=16", "model.head_hidden=8", "train.progress_bar=false"]
+    run = tmp_path / "run"
+    ckpt = run / train(apply_overrides(Config(), sets), run, quiet=True)["checkpoint"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for args, what in ((["evaluate", "--checkpoint", str(ckpt)], ckpt),
+                       (["train", "--resume", str(run), "--quiet", "--set", "train.max_epochs=2"], run)):
+        assert main(args) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"pase: error: {rel}: no such file or folder; data.path comes from the configuration {what} was trained "
+            f"with (its run's config.yaml); a relative path is read from the current folder ({tmp_path / 'elsewhere'}),"
+            " not the one training ran in: pass --set data.path=NEW with where the data lies now (nothing is "
+            "downloaded for you)")
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--set", f"data.path={tmp_path / rel}"]) == 0
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--set", "data.path=nowhere.pkl"]) == 2  # typed: as before
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("pase: error: nowhere.pkl: no such file; check the "
+                                                                "path (nothing is downloaded for you)")

@@ -406,6 +406,30 @@ def data_location_keys(cfg: Config) -> str:
     return " / ".join(keys) or "data.path"
 
 
+def _locations(cfg: Config) -> Dict[str, Any]:
+    """The keys that locate ``cfg``'s data (``data.path``, a loader's ``path`` / ``*_path`` / ``*_root``
+    options) and their values, as set."""
+    data = to_dict(cfg)["data"]
+    return {"data.path": data.get("path"), **{f"data.options.{k}": v for k, v in (data.get("options") or {}).items()
+                                              if k == "path" or k.endswith(("_path", "_root"))}}
+
+
+def missing_run_data(e: FileNotFoundError, what: str, saved: Config, cfg: Config) -> FileNotFoundError:
+    """``e`` (a data file or folder not found) saying, where the missing path is one ``cfg`` took from the run's
+    own configuration ``saved`` (``what``: the checkpoint or run folder), where it came from and how to point
+    at the data: pase evaluate from another folder than training ran in said only "no such file; check the path"
+    of a relative path the user never typed (a review). The path is not rewritten."""
+    own = _locations(saved)
+    for key, value in _locations(cfg).items():
+        if isinstance(value, str) and value.strip() and value == own.get(key) and not user_path(value).exists():
+            relative = ("; a relative path is read from the current folder "
+                        f"({Path.cwd()}), not the one training ran in" if not user_path(value).is_absolute() else "")
+            return FileNotFoundError(f"{value}: no such file or folder; {key} comes from the configuration {what} "
+                                     f"was trained with (its run's config.yaml){relative}: pass --set {key}=NEW with "
+                                     "where the data lies now (nothing is downloaded for you)")
+    return e
+
+
 def without_locations(d: Dict[str, Any]) -> Dict[str, Any]:
     """A config dict without where files lie, which may move between a run and its resume, evaluation
     or a later comparison: the data's (:func:`without_data_location`) and a pretrained encoder's folder
@@ -706,7 +730,16 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         _check_out(out, resume)
     t0 = time.time()
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    bundle = bundle if bundle is not None else load_bundle(cfg)
+    try:
+        bundle = bundle if bundle is not None else load_bundle(cfg)
+    except FileNotFoundError as e:
+        try:
+            run_cfg = load_config(out / "config.yaml") if resume else None
+        except (ConfigError, OSError, TypeError, ValueError):  # the resume's own check names it
+            run_cfg = None
+        if run_cfg is None:
+            raise
+        raise missing_run_data(e, str(out), run_cfg, cfg) from None
     given, cfg = cfg, _with_resolved_dataset(cfg, bundle)  # saved with the run: moved data is read as the same dataset
     why = schedule_warning(cfg, bundle.modalities)  # after the load: one modality never trains phase 2 anyway
     if why and writer:
@@ -989,12 +1022,18 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     # the dataset it was trained as: its config's, or a run's metrics.json's where the config left it to the path
     trained = trained_dataset(path.parent.parent, saved) if path.parent.name == "checkpoints" else (
         trained_dataset(path.parent, saved))
-    if cfg is None:
+    own = cfg is None  # the checkpoint's configuration, with --set changes
+    if own:
         cfg = apply_overrides(saved, overrides)
         _check_evaluation_config(path, saved, cfg, via_set=True, trained=trained)  # --set data.standardize=false
     else:
         _check_evaluation_config(path, saved, cfg, trained=trained)
-    bundle = bundle or load_bundle(cfg)
+    try:
+        bundle = bundle or load_bundle(cfg)
+    except FileNotFoundError as e:
+        if not own:
+            raise
+        raise missing_run_data(e, str(path), saved, cfg) from None
     check_trained_as(path, trained, cfg, bundle)
     saved_data = (state.get("pase_state") or {}).get("data")
     why = fingerprint_difference(saved_data, fingerprint(bundle)) if same_data else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -400,6 +401,36 @@ def test_unaligned_lengths_that_undercount_or_are_fractional_are_refused(tmp_pat
     with pytest.raises(DataFormatError, match=message):
         create_data("mmsa", path=path)
     check()
+
+
+def test_unaligned_lengths_that_overcount_are_refused(tmp_path, untouched, caplog):
+    """The mirror of the undercount: lengths counted at twice the frame rate ran into the zero padding, and
+    every sample's mean and attention read padding as frames, with a note only where most were past T (a
+    review). Most samples zero at their last counted step are refused; a few load, and any length past T
+    is a warning."""
+    def doubled(d):
+        d["train"]["vision_lengths"] = [2 * int(x) for x in d["train"]["vision_lengths"]]
+
+    path = write_mmsa(tmp_path / "a", "mosi", aligned=False, mutate=doubled)
+    check = untouched(tmp_path / "a")
+    with pytest.raises(DataFormatError, match=r"^unaligned_50\.pkl: split 'train', key 'vision': \d+ of \d+ samples "
+                                              r"are zero at the last step their 'vision_lengths' counts \(for example "
+                                              r"sample '.+', L = \d+\): the lengths count more steps than are real "
+                                              r"\(counted at another frame rate\?\), so the model would read the zero "
+                                              r"padding as frames; fix 'vision_lengths'$"):
+        create_data("mmsa", path=path)
+    check()
+
+    def one_past(d):
+        d["train"]["vision_lengths"][0] = 11  # T = 10: one sample's length past the stored steps
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        bundle = create_data("mmsa", path=write_mmsa(tmp_path / "b", "mosi", aligned=False, mutate=one_past))
+    assert bundle.splits["train"].lengths["vision"][0] == 10
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "'vision_lengths'" in r.getMessage()]
+    assert said == [("WARNING", "unaligned_50.pkl: split 'train', key 'vision_lengths': clipped 1 of 9 lengths to "
+                                "[1, 10] (for example 11 at row 0); 1 exceed the stored steps: check the key")]
 
 
 def test_right_padded_unaligned_lengths_load_as_stored(tmp_path):

@@ -106,10 +106,20 @@ def test_unique_ids():
 
 def test_lengths_are_clipped_and_logged(caplog):
     with caplog.at_level(logging.INFO, logger="pase.data"):
-        ln = clip_lengths([0, 3, 9], 5, "f.pkl", "train", "audio_lengths")
+        ln = clip_lengths([0, 3, 5], 5, "f.pkl", "train", "audio_lengths")
     assert ln.tolist() == [1, 3, 5]
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("INFO", "f.pkl: split 'train', key 'audio_lengths': clipped 2 of 3 lengths to [1, 5] (for example 0 at row 0)")]
+        ("INFO", "f.pkl: split 'train', key 'audio_lengths': clipped 1 of 3 lengths to [1, 5] (for example 0 at row 0)")]
+
+
+def test_any_length_past_the_steps_warns_in_one_line(caplog):
+    """Lengths past T were an INFO note unless most of the split's were (a review: 14 of 30 lengths counted at
+    twice the frame rate); any one is a warning now, one line per key and split."""
+    with caplog.at_level(logging.INFO, logger="pase.data"):
+        assert clip_lengths([0, 3, 9, 7], 5, "f.pkl", "train", "audio_lengths").tolist() == [1, 3, 5, 5]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "f.pkl: split 'train', key 'audio_lengths': clipped 3 of 4 lengths to [1, 5] (for example 0 at "
+                    "row 0); 2 exceed the stored steps: check the key")]
 
 
 def test_most_lengths_past_the_steps_warn_and_a_negative_length_is_refused(caplog):

@@ -187,6 +187,26 @@ def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, spli
             f"'{key}_lengths' or delete it (every step then counts)")
 
 
+def _check_lengths_not_long(x: np.ndarray, lengths: np.ndarray, file: str, split: str, key: str,
+                            ids: Sequence[str]) -> None:
+    """The mirror of :func:`_check_lengths_not_short`: refuse ``x`` (N, T, D), right-padded, when most samples
+    with a real first step and L > 1 are zero at their last counted step L - 1: ``*_lengths`` then counts
+    more steps than are real, and the model would read the zero padding as frames (a review's SIMS audio
+    lengths counted at twice the frame rate loaded with a note). Two (N, D) reads."""
+    rows = np.flatnonzero(lengths > 1)
+    rows = rows[x[rows, 0].any(axis=1)]  # (P,): a non-zero first step (all-padding samples say nothing)
+    if not len(rows):
+        return
+    pad = ~x[rows, lengths[rows] - 1].any(axis=1)  # (P,): zero at step L - 1
+    if 2 * int(pad.sum()) > len(rows):
+        row = int(rows[np.argmax(pad)])
+        raise DataFormatError(
+            f"{file}: split {split!r}, key {key!r}: {int(pad.sum())} of {len(rows)} samples are zero at the last "
+            f"step their '{key}_lengths' counts (for example sample {ids[row]!r}, L = {int(lengths[row])}): the "
+            f"lengths count more steps than are real (counted at another frame rate?), so the model would read the "
+            f"zero padding as frames; fix '{key}_lengths'")
+
+
 def _aligned(file: str, split_dict: Mapping, m: str, x: np.ndarray, text_steps: Optional[int],
              word_lengths: Optional[np.ndarray], votes: Dict[str, bool]) -> bool:
     """Whether modality m (``x``: (N, T, D)) is read as aligned to the words, taking the text
@@ -271,6 +291,7 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
         elif own and feats[m].shape[1] != text_steps:  # unaligned: its own steps, "the first L are real"
             _check_right_padded(feats[m], lengths[m], file, split, m, ids)
             _check_lengths_not_short(feats[m], lengths[m], file, split, m, ids)
+            _check_lengths_not_long(feats[m], lengths[m], file, split, m, ids)
     if labels.shape[1] != 1:
         raise DataFormatError(f"{file}: split {split!r}: 'regression_labels' has shape "
                               f"{labels.shape}, expected (N,) one score per sample")

@@ -408,9 +408,12 @@ def clip_lengths(lengths: object, steps: int, file: str, split: str, key: str) -
     if n:
         over = int((ln > steps).sum())
         row = int(np.flatnonzero(clipped != ln)[0])
-        # most lengths past the stored steps: counted at another frame rate, or another key's: say so
+        # lengths past the stored steps: counted at another frame rate, or another key's, or frames cut from the
+        # file: a warning for any (a review: 14 of 30 past T was an INFO note), the frame-rate question for most
         level, hint = ((logging.WARNING, "; most exceed the stored steps: are they counted at another frame rate? "
-                        "check the key") if over > len(ln) / 2 else (logging.INFO, ""))
+                        "check the key") if over > len(ln) / 2 else
+                       (logging.WARNING, f"; {over} exceed the stored steps: check the key") if over else
+                       (logging.INFO, ""))
         LOGGER.log(level, "%s: split %r, key %r: clipped %d of %d lengths to [1, %d] (for example %d at row %d)%s",
                    file, split, key, n, len(ln), steps, ln[row], row, hint)
     return clipped

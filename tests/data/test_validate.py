@@ -72,8 +72,6 @@ def test_sanitize_sets_zero_and_logs(caplog):
 def test_label_checks():
     with pytest.raises(DataFormatError, match=r"label 3.5 of sample 'b' is outside \[-3, 3\]"):
         check_label_range(np.array([0.0, 3.5]), -3, 3, "f.pkl", "train", ["a", "b"], fix="x")
-    with pytest.raises(DataFormatError, match=r"label nan of sample 'b' is outside \[-3, 3\] \(1 such samples\)"):
-        check_label_range(np.array([0.0, np.nan]), -3, 3, "f.pkl", "train", ["a", "b"], fix="x")
     with pytest.raises(DataFormatError, match=r"label 4 of sample 'b' is not a class index in \[0, 4\)"):
         check_class_labels(np.array([0, 4]), 4, "f.pkl", "train", ["a", "b"], fix="x")
     assert check_class_labels(np.array([0.0, 3.0]), 4, "f.pkl", "train", ["a", "b"], fix="x").dtype == np.int64
@@ -165,6 +163,24 @@ def test_finiteness_check_in_chunks_finds_a_value_in_any_chunk(monkeypatch):
         assert not V._all_finite(y)
         with pytest.raises(DataFormatError, match=f"NaN at sample '{'abcdefghijk'[row]}'"):
             V.fix_non_finite(y, "f.pkl", "train", "text", list("abcdefghijk"))
+
+
+def test_a_non_finite_label_or_feature_is_named_for_what_it_is():
+    """A NaN label was "outside [-3, 3]" with a hint to check the dataset, and a -inf feature was called "inf"
+    (a review). A non-finite label says NaN / +inf / -inf without the dataset hint; -inf is -inf."""
+    ids = ["a", "b", "c"]
+    for value, what in ((np.nan, r"NaN \(not a number\)"), (-np.inf, "-inf"), (np.inf, r"\+inf")):
+        with pytest.raises(DataFormatError, match=rf"^f\.pkl: split 'train': the label of sample 'b' is {what} \(2 "
+                                                  r"such samples\); every label must be a finite number: fix the file$"):
+            check_label_range(np.array([0.5, value, value]), -3, 3, "f.pkl", "train", ids, fix="check dataset=")
+    x = np.zeros((3, 2, 1), dtype=np.float32)
+    x[1, 1, 0] = -np.inf
+    with pytest.raises(DataFormatError, match=r"^f\.pkl: split 'train', key 'text': -inf at sample 'b' \(row 1; 0 "
+                                              r"NaN, 0 \+inf, 1 -inf in the split\)"):
+        fix_non_finite(x, "f.pkl", "train", "text", ids)
+    x[1, 0, 0] = np.inf
+    with pytest.raises(DataFormatError, match=r"key 'text': inf at sample 'b' \(row 1; 0 NaN, 1 \+inf, 1 -inf"):
+        fix_non_finite(x, "f.pkl", "train", "text", ids)
 
 
 @pytest.mark.parametrize("value, shown", [(None, "NoneType None"), (7, "int 7"), ("abc", "str abc"),

@@ -294,7 +294,8 @@ def fix_non_finite(arr: np.ndarray, file: str, split: str, key: str, ids: Sequen
     counts = f"{n_nan} NaN, {n_pos} +inf, {n_neg} -inf"
     if not sanitize:
         row = int(np.argwhere(bad.reshape(len(arr), -1).any(axis=1))[0, 0])
-        kind = "NaN" if np.isnan(arr[row]).any() else "inf"
+        first = float(arr[row][bad[row]].ravel()[0])  # the row's first bad value: -inf is named so (it was "inf")
+        kind = "NaN" if np.isnan(arr[row]).any() else "-inf" if first < 0 else "inf"
         raise DataFormatError(
             f"{file}: split {split!r}, key {key!r}: {kind} at sample {ids[row]!r} (row {row}; "
             f"{counts} in the split); fix the file or pass sanitize=True "
@@ -326,9 +327,18 @@ def check_split_widths(feats: Mapping[str, Mapping[str, np.ndarray]], file: str)
 
 def check_label_range(labels: np.ndarray, low: float, high: float, file: str, split: str,
                       ids: Sequence[str], fix: str) -> None:
-    """Regression labels (N,) are finite and within [low, high]."""
+    """Regression labels (N,) are finite and within [low, high]. A non-finite one is named as NaN / +inf / -inf,
+    without ``fix`` (a dataset hint: a NaN label was "outside [-3, 3]; check the file and dataset=", a review)."""
     flat = labels.reshape(len(labels), -1)
-    bad = ~np.isfinite(flat) | (flat < low) | (flat > high)
+    nonfinite = ~np.isfinite(flat)
+    if nonfinite.any():
+        row = int(np.argwhere(nonfinite.any(axis=1))[0, 0])
+        value = float(flat[row][nonfinite[row]][0])
+        what = "NaN (not a number)" if np.isnan(value) else "+inf" if value > 0 else "-inf"
+        raise DataFormatError(
+            f"{file}: split {split!r}: the label of sample {ids[row]!r} is {what} ({int(nonfinite.any(axis=1).sum())} "
+            "such samples); every label must be a finite number: fix the file")
+    bad = (flat < low) | (flat > high)
     if bad.any():
         row = int(np.argwhere(bad.any(axis=1))[0, 0])
         raise DataFormatError(

@@ -81,7 +81,8 @@ CASES: Dict[str, Case] = {
     "label out of range": Case("mmsa", _set("test", "regression_labels", 1, 4.5), None,
                                r"split 'test': label 4\.5 of sample .* is outside \[-3, 3\]"),
     "NaN label": Case("mmsa", _set("train", "regression_labels", 0, np.nan), None,
-                      r"split 'train': label nan of sample .* is outside \[-3, 3\]"),
+                      r"split 'train': the label of sample .* is NaN \(not a number\) \(1 such samples\); every "
+                      r"label must be a finite number: fix the file"),
     "missing modality key": Case("mmsa", lambda d: d["train"].pop("audio"), None,
                                  r"split 'train' has no key 'audio' .* pass modalities=\('text', 'vision'\)"),
     "NaN feature": Case("mmsa", _set("valid", "vision", (2, 0, 0), np.nan), None,

@@ -503,3 +503,25 @@ def test_the_aligned_vote_is_the_training_splits_for_every_split(tmp_path):
     for s in ("train", "valid", "test"):
         words = raw[s]["text_bert"][:, 1].sum(1).astype(int).tolist()
         assert bundle.splits[s].lengths["audio"].tolist() == words, s
+
+
+@pytest.mark.parametrize("value, message", [
+    (np.nan, r"the label of sample '.+' is NaN \(not a number\) \(1 such samples\); every label must be a finite "
+             r"number: fix the file$"),
+    (7.0, r"label 7 of sample '.+' is outside \[-1, 1\] \(1 such samples\); sims labels lie in \[-1, 1\]; fix the "
+          r"file, or delete the key \(no method in pase uses it\)$"),
+])
+def test_sims_unimodal_labels_are_checked_as_the_target_is(tmp_path, value, message):
+    """SIMS's regression_labels_T/A/V are carried in dataset.extra and used by no method; a NaN or
+    out-of-range one loaded silently, and inspect passed the file (a review). They are checked as
+    regression_labels is, and the message names the key."""
+    assert set(create_data("mmsa", path=write_mmsa(tmp_path / "ok", "sims", aligned=False)).splits["train"].extra) >= {
+        "regression_labels_T", "regression_labels_A", "regression_labels_V"}
+
+    def bad(d):
+        d["valid"]["regression_labels_A"][1] = value
+
+    path = write_mmsa(tmp_path / "bad", "sims", aligned=False, mutate=bad)
+    with pytest.raises(DataFormatError, match=r"^unaligned_39\.pkl: split 'valid', key 'regression_labels_A': "
+                                              + message):
+        create_data("mmsa", path=path)

@@ -55,8 +55,9 @@ PUBLISHED_SHA256 = {
     ("mosei", "aligned_50.pkl"): "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791",
     ("sims", "unaligned_39.pkl"): "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f",
 }
-_EXTRA_KEYS = ("regression_labels_T", "regression_labels_A", "regression_labels_V",
-               "classification_labels", "raw_text", "annotations")
+#: SIMS's per-modality labels: carried in ``dataset.extra`` and checked as the target, but no method uses them
+_UNIMODAL_LABELS = ("regression_labels_T", "regression_labels_A", "regression_labels_V")
+_EXTRA_KEYS = _UNIMODAL_LABELS + ("classification_labels", "raw_text", "annotations")
 _MODALITIES = ("text", "audio", "vision")
 
 
@@ -302,6 +303,11 @@ def _split(split_dict: Mapping, file: str, split: str, dataset: str, text: str,
     check_dims(feats, expected_dims, file, split)
     extra = {k: np.asarray(split_dict[k]) for k in _EXTRA_KEYS
              if k in split_dict and is_rows(split_dict[k]) and len(split_dict[k]) == len(ids)}
+    for k in _UNIMODAL_LABELS:  # carried, used by no method, and checked as the target is (a review: a NaN passed)
+        if k in extra and np.issubdtype(extra[k].dtype, np.number) and not np.issubdtype(extra[k].dtype, np.bool_):
+            check_label_range(extra[k], low, high, file, split, ids, key=k,
+                              fix=f"{dataset} labels lie in [{low:g}, {high:g}]; fix the file, or delete the key "
+                                  "(no method in pase uses it)")
     return feats, lengths, labels[:, 0], ids, extra
 
 

@@ -326,9 +326,11 @@ def check_split_widths(feats: Mapping[str, Mapping[str, np.ndarray]], file: str)
 
 
 def check_label_range(labels: np.ndarray, low: float, high: float, file: str, split: str,
-                      ids: Sequence[str], fix: str) -> None:
+                      ids: Sequence[str], fix: str, key: Optional[str] = None) -> None:
     """Regression labels (N,) are finite and within [low, high]. A non-finite one is named as NaN / +inf / -inf,
-    without ``fix`` (a dataset hint: a NaN label was "outside [-3, 3]; check the file and dataset=", a review)."""
+    without ``fix`` (a dataset hint: a NaN label was "outside [-3, 3]; check the file and dataset=", a review).
+    ``key``: the file's key, named in the message (default: the target's, not named)."""
+    where = f"{file}: split {split!r}" + (f", key {key!r}" if key else "")
     flat = labels.reshape(len(labels), -1)
     nonfinite = ~np.isfinite(flat)
     if nonfinite.any():
@@ -336,13 +338,13 @@ def check_label_range(labels: np.ndarray, low: float, high: float, file: str, sp
         value = float(flat[row][nonfinite[row]][0])
         what = "NaN (not a number)" if np.isnan(value) else "+inf" if value > 0 else "-inf"
         raise DataFormatError(
-            f"{file}: split {split!r}: the label of sample {ids[row]!r} is {what} ({int(nonfinite.any(axis=1).sum())} "
+            f"{where}: the label of sample {ids[row]!r} is {what} ({int(nonfinite.any(axis=1).sum())} "
             "such samples); every label must be a finite number: fix the file")
     bad = (flat < low) | (flat > high)
     if bad.any():
         row = int(np.argwhere(bad.any(axis=1))[0, 0])
         raise DataFormatError(
-            f"{file}: split {split!r}: label {float(flat[row][bad[row]][0]):g} of sample {ids[row]!r} is "
+            f"{where}: label {float(flat[row][bad[row]][0]):g} of sample {ids[row]!r} is "
             f"outside [{low:g}, {high:g}] ({int(bad.any(axis=1).sum())} such samples); {fix}")
 
 

@@ -585,6 +585,38 @@ def test_an_interrupted_fold_of_other_data_is_refused_before_any_fold_trains(tmp
     assert set(summary["folds"]) == {"2"} and (fold2 / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
+def test_crossval_keeps_the_dataset_its_folds_were_trained_as(tmp_path):
+    """The dataset was inferred from the label file's name at every call, so a finished fold was read back, and
+    new folds trained, under another dataset once the file was renamed (a review found it for pase compare). A
+    fold of an older pase (no dataset in its config.yaml) is checked against its metrics.json, and the --set of
+    its dataset is no change."""
+    import shutil
+
+    import pytest
+
+    from pase.config import ConfigError, load_config
+    from pase.evaluation.folds import _fold_config, cross_validate
+    from pase.training import train
+    from tiny import as_an_older_pase_saved
+
+    label = write_gcnet(tmp_path / "a", "iemocap4")
+    sets = ["data.source=gcnet", "train.max_epochs=1", "train.batch_size=8", "train.progress_bar=false",
+            "model.d_model=8", "model.hidden=16", "model.head_hidden=8"]
+    out = tmp_path / "cv"
+    train(_fold_config(load_config(None, sets + [f"data.options.label_path={label}"]), 2), out / "fold2", quiet=True)
+    as_an_older_pase_saved(out / "fold2")
+    renamed = tmp_path / "b" / "IEMOCAP_features_raw_6way.pkl"  # now names IEMOCAP's six classes
+    renamed.parent.mkdir()
+    shutil.copy(label, renamed)
+    moved = sets + [f"data.options.label_path={renamed}", f"data.options.feature_root={label.parent / 'features'}"]
+    with pytest.raises(ConfigError, match=r"this data loads as dataset 'iemocap6' \(iemocap6_gcnet, protocol "
+                                          r"multiclass\), but .*fold2 was trained as 'iemocap4'.*--set "
+                                          r"data.options.dataset=iemocap4"):
+        cross_validate(load_config(None, moved), out, folds=[2])
+    summary = cross_validate(load_config(None, moved + ["data.options.dataset=iemocap4"]), out, folds=[2])
+    assert summary["dataset"] == "iemocap4_gcnet" and set(summary["folds"]) == {"2"}
+
+
 def test_a_folder_named_like_a_fold_without_its_number_is_not_a_fold_run(tmp_path, monkeypatch):
     """fold<f>/ and seed<s>/ name a number: a user's empty 'folders/' or 'seedlings/' in --out is
     somebody else's, not a run this command may write beside (nothing is trained)."""

@@ -29,7 +29,8 @@ from ..data.registry import DATA_SOURCES
 from ..io import atomic_write_json, atomic_write_text, is_partial_write, remove_partial_writes, user_path
 from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
-from ..training.run import data_options, load_bundle, no_selection, train, without_locations
+from ..training.run import (check_trained_as, data_options, load_bundle, no_selection, train, trained_dataset,
+                            without_locations)
 from .compare import (COMPARISON_LOCK, check_methods_can_start, check_one_process, interrupted_data,
                       lock_comparison, trained_data, unlock_comparison)
 from .report import _finite_or_null
@@ -173,7 +174,11 @@ def _check_fold_runs(configs: Dict[Optional[int], Config], out: Path, folds: Seq
             last = run / "checkpoints" / "last.ckpt"
             saved = trained_data(run) if (run / "metrics.json").is_file() else \
                 interrupted_data(last) if last.is_file() else None
-            why = fingerprint_difference(saved, fingerprint(load_bundle(_fold_config(cfg, f)))) if saved else None
+            trained = trained_dataset(run)
+            bundle = load_bundle(_fold_config(cfg, f)) if saved or trained else None
+            if trained is not None:  # a moved path that names another dataset (pase compare refuses it too)
+                check_trained_as(run, trained, _fold_config(cfg, f), bundle)
+            why = fingerprint_difference(saved, fingerprint(bundle)) if saved else None
             if why:  # a fold of other data would be averaged with new folds (as pase compare refuses)
                 what = "" if (run / "metrics.json").is_file() else " (interrupted; its checkpoints/last.ckpt)"
                 raise ConfigError(f"{run} holds fold {f}{what} trained on other data than the configuration gives "
@@ -309,7 +314,7 @@ def _other_config(run: Path, cfg: Config) -> Optional[str]:
     path = run / "config.yaml"
     if not path.is_file():
         return f"no {path.name} beside its metrics.json"
-    return config_difference(path, cfg, _without_progress_bar)
+    return config_difference(path, cfg, _without_progress_bar, trained_dataset(run))
 
 
 def _without_progress_bar(cfg: Config) -> Dict[str, object]:

@@ -1020,8 +1020,8 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
                           "pass a .ckpt from a pase run's checkpoints/, for example checkpoints/best.ckpt")
     saved = from_dict(saved)
     # the dataset it was trained as: its config's, or a run's metrics.json's where the config left it to the path
-    trained = trained_dataset(path.parent.parent, saved) if path.parent.name == "checkpoints" else (
-        trained_dataset(path.parent, saved))
+    trained = (trained_dataset(path.parent.parent, saved) if path.parent.name == "checkpoints" else
+               saved.data.options.get("dataset"))  # a checkpoint outside a run folder: no metrics.json of its own
     own = cfg is None  # the checkpoint's configuration, with --set changes
     if own:
         cfg = apply_overrides(saved, overrides)

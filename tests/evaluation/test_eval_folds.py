@@ -609,8 +609,8 @@ def test_crossval_keeps_the_dataset_its_folds_were_trained_as(tmp_path):
     renamed.parent.mkdir()
     shutil.copy(label, renamed)
     moved = sets + [f"data.options.label_path={renamed}", f"data.options.feature_root={label.parent / 'features'}"]
-    with pytest.raises(ConfigError, match=r"this data loads as dataset 'iemocap6' \(iemocap6_gcnet, protocol "
-                                          r"multiclass\), but .*fold2 was trained as 'iemocap4'.*--set "
+    with pytest.raises(ConfigError, match=rf"^{renamed}: this data loads as dataset 'iemocap6' \(iemocap6_gcnet, "
+                                          r"protocol multiclass\), but .*fold2 was trained as 'iemocap4'.*--set "
                                           r"data.options.dataset=iemocap4"):
         cross_validate(load_config(None, moved), out, folds=[2])
     summary = cross_validate(load_config(None, moved + ["data.options.dataset=iemocap4"]), out, folds=[2])

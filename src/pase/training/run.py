@@ -199,7 +199,8 @@ def check_trained_as(what: str | Path, trained: Optional[str], cfg: Config, bund
     now = bundle.info.get("dataset")
     if trained is None or not isinstance(now, str) or now == trained.lower():
         return
-    raise ConfigError(f"{cfg.data.path or data_location_keys(cfg)}: this data loads as dataset {now!r} ({bundle.name}, "
+    file = next((v for v in _locations(cfg).values() if v), None) or bundle.info.get("file")  # data.path first
+    raise ConfigError(f"{file}: this data loads as dataset {now!r} ({bundle.name}, "
                       f"protocol {bundle.task.protocol}), but {what} was trained as {trained.lower()!r}: its path "
                       "names another dataset (the dataset is read from the file and folder names when "
                       f"data.options.dataset is not set); pass --set data.options.dataset={trained.lower()} to read "

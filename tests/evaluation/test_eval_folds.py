@@ -666,3 +666,40 @@ def test_a_second_crossval_into_a_running_crossvals_folder_is_refused(tmp_path, 
                                                                                       "protocol": "mosi"})
     assert folds.cross_validate(Config(), cv, folds=[1])["mean"] == {"MAE": 2.0}
     assert not (cv / ".compare.lock").exists()
+
+
+def test_a_signal_a_finalizer_drops_still_stops_the_cross_validation(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a finished fold's Trainer was collected (a KeyboardInterrupt raised in a finalizer, which
+    Python prints as "Exception ignored" and drops) was lost, as in pase compare (a review): the folds went on.
+    The signal is recorded and stops the cross-validation after that fold: one line, status 130, the next fold
+    not started, and the same command continues."""
+    import signal
+
+    import pase.evaluation.folds as folds
+    from pase.config import save_config
+
+    class SignalInFinalizer:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)
+
+    trained, signalling = [], [True]
+
+    def fake_train(cfg, run, resume=False, quiet=False):
+        trained.append(cfg.data.options["fold"])
+        Path(run).mkdir(parents=True)
+        save_config(cfg, Path(run) / "config.yaml")
+        result = {"test": {"MAE": 1.0}, "protocol": "mosi"}
+        (Path(run) / "metrics.json").write_text(json.dumps(result))
+        if signalling:
+            SignalInFinalizer()  # collected at once, as a finished fold's Trainer is when train returns
+        return result
+
+    monkeypatch.setattr(folds, "train", fake_train)
+    args = ["crossval", "--folds", "1,2", "--out", str(tmp_path / "cv")]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("pase: interrupted: cross-validation interrupted by SIGINT after cv/fold1 was trained; "
+                          "run the same pase crossval command again") and len(err.splitlines()) == 1, err
+    assert trained == [1] and not (tmp_path / "cv" / "fold2").exists()
+    signalling.clear()  # the same command again: fold 1 is kept, fold 2 trains
+    assert main(args) == 0 and trained == [1, 2]

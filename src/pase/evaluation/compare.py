@@ -325,37 +325,38 @@ class _SignalRecord:
         self.signal: Optional[str] = None
         self.recording = False
 
-    def check(self, where: str) -> None:
+    def check(self, where: str, what: str = "comparison") -> None:
         if self.signal is not None:
-            raise RunInterrupted(f"comparison interrupted by {self.signal} {where}", self.signal)
+            raise RunInterrupted(f"{what} interrupted by {self.signal} {where}", self.signal)
 
 
-_SIGNALS = _SignalRecord()
+SIGNALS = _SignalRecord()
 
 
 @contextlib.contextmanager
-def _recording_signals():
-    """Record SIGINT and SIGTERM in ``_SIGNALS`` while a comparison's runs go (main thread only). SIGINT's
+def recording_signals():
+    """Record SIGINT and SIGTERM in ``SIGNALS`` while a comparison's (or a cross-validation's) runs go (main
+    thread only). SIGINT's
     handler records it and raises KeyboardInterrupt, as Python's default one does; a Python SIGTERM handler
     (``pase``'s, which raises RunInterrupted) is kept and called after the record. Ignored or default
     dispositions, and a caller's own SIGINT handler, are left as they are. An interruption a finalizer
     dropped is not printed as a traceback: the check that raises it prints its one line."""
-    if threading.current_thread() is not threading.main_thread() or _SIGNALS.recording:
+    if threading.current_thread() is not threading.main_thread() or SIGNALS.recording:
         yield
         return
-    _SIGNALS.signal, _SIGNALS.recording = None, True
+    SIGNALS.signal, SIGNALS.recording = None, True
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def on_sigint(signum, frame) -> None:
-        _SIGNALS.signal = "SIGINT"
+        SIGNALS.signal = "SIGINT"
         raise KeyboardInterrupt
 
     def on_sigterm(signum, frame) -> None:
-        _SIGNALS.signal = "SIGTERM"
+        SIGNALS.signal = "SIGTERM"
         previous[signal.SIGTERM](signum, frame)
 
     def hook(unraisable) -> None:  # noqa: ANN001 - sys.UnraisableHookArgs
-        if _SIGNALS.signal is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if SIGNALS.signal is not None and isinstance(unraisable.exc_value, KeyboardInterrupt):
             return  # the recorded signal, raised again at the next check
         unraisable_before(unraisable)
 
@@ -372,12 +373,12 @@ def _recording_signals():
         for sig, handler in previous.items():
             if handler is not None:
                 signal.signal(sig, handler)
-        _SIGNALS.signal, _SIGNALS.recording = None, False
+        SIGNALS.signal, SIGNALS.recording = None, False
 
 
 def _execute(job: _Job) -> Dict[str, Any]:
     """Run one job; never raises (errors are returned and written next to the run), but for an interruption:
-    a RunInterrupted (or KeyboardInterrupt), also one of a signal a finalizer dropped (``_SIGNALS``)."""
+    a RunInterrupted (or KeyboardInterrupt), also one of a signal a finalizer dropped (``SIGNALS``)."""
     out = Path(job.out)
     rec = {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
            "label": job.label, "status": "skipped", "error": "", "diagnose_error": ""}
@@ -402,7 +403,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
             rec.update(status="failed", error=_one_line(e), elapsed_s=time.time() - t0)
             _write_failed(out, rec["error"])
             return rec
-        _SIGNALS.check(f"after {job.label} was trained")
+        SIGNALS.check(f"after {job.label} was trained")
     (out / "FAILED.txt").unlink(missing_ok=True)
     try:
         done = _after(job, out, data)
@@ -414,7 +415,7 @@ def _execute(job: _Job) -> Dict[str, Any]:
     except Exception as e:  # noqa: BLE001 - the trained run stays valid
         rec["diagnose_error"] = _one_line(e)
         _write_failed(out, rec["diagnose_error"], "DIAGNOSE_FAILED.txt")  # a full disk's error must not replace it
-    _SIGNALS.check(f"after {job.label} was {rec['status']}")
+    SIGNALS.check(f"after {job.label} was {rec['status']}")
     rec["elapsed_s"] = time.time() - t0
     return rec
 
@@ -468,7 +469,7 @@ def _execute_in_worker(job: _Job) -> Dict[str, Any]:
         raise RunInterrupted(f"{job.label}: not started, the comparison was interrupted")
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with _recording_signals():  # a signal a finalizer drops stops the run too
+        with recording_signals():  # a signal a finalizer drops stops the run too
             return _execute(job)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -515,7 +516,7 @@ def _submit_all(pool: ProcessPoolExecutor, jobs: List[_Job]) -> Dict[Any, _Job]:
 
 
 def _run_jobs(jobs: List[_Job], workers: int, progress: Optional[Callable[[str], None]]) -> List[Dict[str, Any]]:
-    with _recording_signals():  # in one process, and in the parent of --jobs N's workers
+    with recording_signals():  # in one process, and in the parent of --jobs N's workers
         return _run_recorded_jobs(jobs, workers, progress)
 
 
@@ -533,7 +534,7 @@ def _run_recorded_jobs(jobs: List[_Job], workers: int,
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             note(_execute(job))
-            _SIGNALS.check(f"after {len(done)} of {len(jobs)} runs")  # before the next run
+            SIGNALS.check(f"after {len(done)} of {len(jobs)} runs")  # before the next run
         return done
     def failure(job: _Job, err: str) -> Dict[str, Any]:
         return {"kind": job.kind, "method": job.method, "seed": job.seed, "modality": job.modality,
@@ -549,7 +550,7 @@ def _run_recorded_jobs(jobs: List[_Job], workers: int,
             job = futures[fut]
             try:
                 note(fut.result())
-                _SIGNALS.check("in the pool's parent")  # one a finalizer dropped: stops the pool as Ctrl-C does
+                SIGNALS.check("in the pool's parent")  # one a finalizer dropped: stops the pool as Ctrl-C does
             except BrokenProcessPool as e:
                 # a worker died (killed, out of memory): every run still pending or running fails with it, none
                 # by its own fault, so no FAILED.txt: the next call continues each from its checkpoint

@@ -31,8 +31,8 @@ from ..data.contract import READ_CHANGED, fingerprint, fingerprint_difference
 from ..training.checkpoint import CheckpointWriteError
 from ..training.run import (check_trained_as, data_options, load_bundle, no_selection, train, trained_dataset,
                             without_locations)
-from .compare import (COMPARISON_LOCK, check_methods_can_start, check_one_process, interrupted_data,
-                      lock_comparison, trained_data, unlock_comparison)
+from .compare import (COMPARISON_LOCK, SIGNALS, check_methods_can_start, check_one_process, interrupted_data,
+                      lock_comparison, recording_signals, trained_data, unlock_comparison)
 from .report import _finite_or_null
 
 __all__ = ["cross_validate"]
@@ -199,7 +199,10 @@ def _train_folds(cfg: Config, out: Path, folds: Sequence[int], seen: Dict[str, s
             result = json.loads((run / "metrics.json").read_text())
         else:  # an interrupted fold (its config.yaml written) continues; train checks its configuration
             try:
-                result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
+                # a Ctrl-C that a finalizer drops (a finished fold's Trainer collected) still stops the folds
+                with recording_signals():
+                    result = train(fold_cfg, run, resume=(run / "config.yaml").is_file(), quiet=True)
+                    SIGNALS.check(f"after {run.relative_to(out.parent)} was trained", "cross-validation")
             except CheckpointWriteError as e:  # resuming this one fold would leave the later ones untrained
                 raise e.for_command("pase crossval") from None
         per_fold[f] = result["test"]

@@ -716,6 +716,8 @@ def test_compiled_training_step_trains_as_eager_does(tmp_path, monkeypatch):
     bookkeeping inside it) trains the same model as the eager step. Captured with torch.compile's
     aot_eager backend (the same graph capture, no C++ compilation: inductor's kernels are checked
     against eager in benchmarks/compile_probe.py --whole, BENCHMARKS.md)."""
+    import warnings
+
     import torch._dynamo
 
     from pase.training import lightning_module
@@ -725,8 +727,12 @@ def test_compiled_training_step_trains_as_eager_does(tmp_path, monkeypatch):
     eager = train(apply_overrides(Config(), sets), tmp_path / "eager", quiet=True)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    compiled = train(apply_overrides(Config(), sets + ["train.compile=true"]), tmp_path / "compiled", quiet=True)
+    monkeypatch.setattr(torch._dynamo.utils, "warn_once_cache", set())  # Dynamo warns once per process
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compiled = train(apply_overrides(Config(), sets + ["train.compile=true"]), tmp_path / "compiled", quiet=True)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the step was captured, not run eagerly
+    assert not [str(w.message) for w in caught if "lru_cache" in str(w.message)]  # "potential silent incorrectness"
     torch._dynamo.reset()
     rows = [list(csv.DictReader(open(tmp_path / d / "log.csv"))) for d in ("eager", "compiled")]
     assert [r["diag/phase"] for r in rows[1]] == ["1.0", "2.0", "2.0"] and len(rows[0]) == len(rows[1])
@@ -735,6 +741,36 @@ def test_compiled_training_step_trains_as_eager_does(tmp_path, monkeypatch):
             if k != "epoch" and a[k] and not k.startswith("time"):
                 assert float(b[k]) == pytest.approx(float(a[k]), rel=1e-4, abs=1e-6), k
     assert compiled["test"] == pytest.approx(eager["test"], rel=1e-4, abs=1e-6)
+
+
+def test_compiled_ot_and_shapley_helpers_do_not_warn_and_equal_eager(monkeypatch):
+    """Every train.compile run of pase printed two warnings of Dynamo's "potential silent incorrectness"
+    (as ``pase: warning:``): the OT pair index and the Shapley weights came from functools.lru_cache'd
+    helpers called inside the captured step (a review). They are now made in the traced graph without
+    the cache wrapper: no warning, and the same numbers as eager."""
+    import warnings
+
+    import torch._dynamo
+
+    from pase.ot import ot_alignment_loss_stacked
+    from pase.shapley import exact_shapley
+
+    def step(centroids, prototypes, utilities):
+        loss, diag = ot_alignment_loss_stacked(centroids, prototypes, torch.ones(3, 2, dtype=torch.bool), solver="auto")
+        return loss, diag["pair_cost"], exact_shapley(utilities)
+
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(3, 2, 4, generator=g), torch.randn(3, 2, 4, generator=g), torch.randn(8, 5, generator=g))
+    want = step(*args)
+    monkeypatch.setattr(torch._dynamo.utils, "warn_once_cache", set())  # Dynamo warns once per process
+    torch._dynamo.reset()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = torch.compile(step, backend="aot_eager", fullgraph=True)(*args)  # PaSE's K = 2 closed form
+    torch._dynamo.reset()
+    assert not [str(w.message) for w in caught if "lru_cache" in str(w.message)]
+    for a, b in zip(want, got):
+        assert torch.equal(a, b)
 
 
 def test_compile_without_a_cpp_compiler_stops_before_training(tmp_path, monkeypatch):

@@ -358,15 +358,26 @@ def _two_class_terms(cost: Tensor, common: Tensor, reverse: Tensor, reg: float) 
     return transport, structure, consistency
 
 
-@functools.lru_cache(maxsize=None)
 def _pair_index(M: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
     """(P,) source index m, target index n and index of the reverse pair (n, m) of every ordered
-    pair (m, n), in ``itertools.permutations`` order; cached, so no host-to-device copy per step."""
+    pair (m, n), in ``itertools.permutations`` order; cached, so no host-to-device copy per step.
+    Inside a ``torch.compile``d step (``train.compile``) made in the traced graph, as Dynamo did with
+    the cached function anyway (it ignores an ``lru_cache`` wrapper): the same graph, without
+    Dynamo's warning of "potential silent incorrectness" about calling the wrapper."""
+    if torch.compiler.is_compiling():
+        return _make_pair_index(M, device)
+    return _cached_pair_index(M, device)
+
+
+def _make_pair_index(M: int, device: torch.device) -> Tuple[Tensor, Tensor, Tensor]:
     pairs = list(itertools.permutations(range(M), 2))
     index = {p: q for q, p in enumerate(pairs)}
     src, dst = zip(*pairs)
     return (torch.tensor(src, device=device), torch.tensor(dst, device=device),
             torch.tensor([index[(j, i)] for i, j in pairs], device=device))
+
+
+_cached_pair_index = functools.lru_cache(maxsize=None)(_make_pair_index)
 
 
 def _check_alignment_inputs(centroids: Mapping[str, Tensor], prototypes: Mapping[str, Tensor]):

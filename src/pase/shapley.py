@@ -49,9 +49,17 @@ def coalition_masks(M: int, device: Optional[torch.device] = None) -> Tensor:
     return (c.unsqueeze(-1) >> torch.arange(M, device=device)) & 1 == 1  # (C, M)
 
 
-@functools.lru_cache(maxsize=32)
 def _shapley_weights(M: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """(M, 2^M) matrix W with phi = W @ v: W[i, c] = w(|c|-1) if i in c else -w(|c|)."""
+    """(M, 2^M) matrix W with phi = W @ v: W[i, c] = w(|c|-1) if i in c else -w(|c|); cached.
+    Inside a ``torch.compile``d step (``train.compile``) made in the traced graph, as Dynamo did with
+    the cached function anyway (it ignores an ``lru_cache`` wrapper): the same graph, without
+    Dynamo's warning of "potential silent incorrectness" about calling the wrapper."""
+    if torch.compiler.is_compiling():
+        return _make_shapley_weights(M, device, dtype)
+    return _cached_shapley_weights(M, device, dtype)
+
+
+def _make_shapley_weights(M: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     w = torch.tensor(
         [math.factorial(s) * math.factorial(M - s - 1) / math.factorial(M) for s in range(M)] + [0.0],
         dtype=torch.float64,
@@ -62,6 +70,9 @@ def _shapley_weights(M: int, device: torch.device, dtype: torch.dtype) -> Tensor
     without_i = -w[size]  # (C,)
     W = torch.where(masks.T, with_i, without_i)  # (M, C)
     return W.to(device=device, dtype=dtype)
+
+
+_cached_shapley_weights = functools.lru_cache(maxsize=32)(_make_shapley_weights)
 
 
 def _num_players(n: int) -> int:

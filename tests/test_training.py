@@ -211,6 +211,41 @@ def test_a_ddp_worker_names_its_rank_in_an_error_line(capsys, monkeypatch):
     assert capsys.readouterr().err.startswith("pase: error: unknown config key 'train.lrr'")
 
 
+GLOO_PEER_GONE = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by peer "
+                  "[127.0.0.1]:14749. This is typically caused by a remote worker crashing. Check the logs of the remote "
+                  "worker before reporting an error. GLHF! \U0001f3d6\ufe0f")
+
+
+def test_a_ddp_ranks_error_is_one_actionable_line_on_every_rank(tmp_path, capsys, monkeypatch):
+    """An error on one DDP rank: the other rank printed gloo's raw 'Connection closed by peer ... GLHF!' line,
+    naming neither the cause nor how to continue, and the failing rank's line did not say how to resume (a
+    review). The peer failure is now 'another process stopped, its error above', and both lines carry the
+    advice pase.training.train attaches to an error that stopped a DDP run (tests/reliability/test_ddp.py
+    runs it in a real 2-process run)."""
+    import pase.training
+    from pase.errors import RESUME_ADVICE
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    errors = []
+
+    def fails(cfg, out, **kw):
+        e = errors.pop(0)
+        setattr(e, RESUME_ADVICE, f"the checkpoint of the last finished epoch is kept; continue with pase train "
+                                  f"--resume {out}")
+        raise e
+    monkeypatch.setattr(pase.training, "train", fails)
+    args = ["train", "--quiet", "--out", str(run)] + [x for s in TINY for x in ("--set", s)]
+    advice = f"the checkpoint of the last finished epoch is kept; continue with pase train --resume {run}"
+    errors[:] = [RuntimeError(GLOO_PEER_GONE), RuntimeError("injected failure on rank 1")]
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"pase: error: another process of this DDP run stopped (its error is printed above); {advice}"]
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [f"pase (rank 1): error: injected failure on rank 1; {advice}"]
+
+
 @pytest.mark.parametrize("override, line", [
     ("model.encoder=cnn", "config key 'model.encoder': unknown encoder 'cnn'; valid: auto, bert, lstm, mlp, transformer"),
     # audio and vision got a BERT, which failed naming the text modality's width (review)

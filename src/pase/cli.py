@@ -29,7 +29,7 @@ import warnings
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from .errors import RunInterrupted
+from .errors import RESUME_ADVICE, RunInterrupted, peer_stopped
 from .io import NOT_WRITABLE, not_writable
 
 __all__ = ["main", "format_table"]
@@ -326,6 +326,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.debug:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        advice = getattr(e, RESUME_ADVICE, None)  # an error that stopped a DDP run's training
+        if peer_stopped(e):  # gloo's raw "Connection closed by peer ... GLHF!" named neither cause nor rank (a review)
+            msg = "another process of this DDP run stopped (its error is printed above)"
+            advice = advice or _interrupt_advice(args).lstrip("; ")
+        if advice:
+            msg += f"; {advice}"
         if isinstance(e, KeyError) and msg.startswith(("'", '"')):
             msg = msg[1:-1]
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and "--resume" not in msg:

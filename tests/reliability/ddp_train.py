@@ -2,7 +2,8 @@
 
 Run as a script (``python ddp_train.py train --set ...``): with ``train.strategy=ddp`` Lightning
 starts the other ranks by re-running this same command, so each rank patches the module the
-same way. The dump goes to ``$PASE_DUMP_DIR/rank<r>.pt``. Test-only: the product has no hook.
+same way. The dump goes to ``$PASE_DUMP_DIR/rank<r>.pt``; with ``$PASE_FAIL_RANK`` set that rank raises in
+epoch 1. Test-only: the product has no hook.
 """
 
 import os
@@ -25,6 +26,15 @@ def dump(module: PaseModule) -> None:
 
 
 PaseModule.on_train_end = dump
+
+if os.environ.get("PASE_FAIL_RANK"):  # that rank raises at the first step of epoch 1 (epoch 0 is checkpointed)
+    _step = PaseModule.training_step
+
+    def failing_step(self, batch, batch_idx):
+        if self.global_rank == int(os.environ["PASE_FAIL_RANK"]) and self.current_epoch == 1:
+            raise RuntimeError(f"injected failure on rank {self.global_rank}")
+        return _step(self, batch, batch_idx)
+    PaseModule.training_step = failing_step
 
 if __name__ == "__main__":
     from pase.cli import main

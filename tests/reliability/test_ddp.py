@@ -29,9 +29,9 @@ COMMON = ["data.options.sizes=[256,64,64]", "train.max_epochs=1", "train.progres
 SCRIPT = Path(__file__).with_name("ddp_train.py")
 
 
-def _run(folder: Path, extra) -> subprocess.Popen:
+def _run(folder: Path, extra, **env_extra) -> subprocess.Popen:
     folder.mkdir()
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PASE_DUMP_DIR=str(folder))
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PASE_DUMP_DIR=str(folder), **env_extra)
     args = [x for s in COMMON + extra for x in ("--set", s)]
     return subprocess.Popen([sys.executable, str(SCRIPT), "train", "--quiet", "--out", str(folder / "run")] + args,
                             env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -74,3 +74,26 @@ def test_ddp_two_processes_match_one(tmp_path):
     for k in ("train/task_loss", "train/pcl_loss", "train/ot_loss"):
         a, b = float(rows["ddp"][-1][k]), float(rows["single"][-1][k])
         assert abs(a - b) < 2e-3 * max(1.0, abs(b)), f"{k}: ddp {a} vs single {b}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available")
+def test_an_error_on_one_rank_is_its_line_and_the_others_points_at_it_both_saying_how_to_resume(tmp_path):
+    """An error on one rank (in epoch 1) ended the run with that rank's line and the other rank's raw gloo text,
+    "Connection closed by peer ... GLHF!", neither saying the checkpoint is kept nor how to continue (a review).
+    Rank 1 fails here (rank 0 failing takes as long again); test_training.py checks either rank's lines."""
+    failing = 1
+    proc = _run(tmp_path / "ddp", ["train.batch_size=32", "train.strategy=ddp", "train.devices=2",
+                                   "train.max_epochs=2", "data.options.sizes=[128,64,64]"],
+                PASE_FAIL_RANK=str(failing))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    run = tmp_path / "ddp" / "run"
+    advice = f"the checkpoint of the last finished epoch is kept; continue with pase train --resume {run}"
+    who = {0: "pase", 1: "pase (rank 1)"}
+    lines = [ln for ln in err.splitlines() if ": error: " in ln]
+    assert sorted(lines) == sorted([f"{who[failing]}: error: injected failure on rank {failing}; {advice}",
+                                    f"{who[1 - failing]}: error: another process of this DDP run stopped (its error "
+                                    f"is printed above); {advice}"]), err[-3000:]
+    assert (run / "checkpoints" / "last.ckpt").is_file()

@@ -48,7 +48,7 @@ from ..data import create_data
 from ..data.registry import DATA_SOURCES, option_hints
 from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_difference, select_modalities,
                              standardize)
-from ..errors import RunInterrupted
+from ..errors import RESUME_ADVICE, RunInterrupted
 from ..io import (NOT_WRITABLE, atomic_save, atomic_write_json, atomic_write_text, is_partial_write, not_writable,
                   remove_partial_writes, can_lock, sha256_file, try_lock, user_path)
 from ..methods import create_method
@@ -843,6 +843,14 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
                         else "no epoch had finished")
             raise RunInterrupted(f"training interrupted by {sig} {where}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
+        except Exception as e:  # noqa: BLE001 - re-raised, with advice
+            if trainer.world_size > 1:  # one process's error stops every rank: what is kept, how to continue
+                kept = (_where_fit_stopped(trainer, ckpt_dir / "last.ckpt")[1] if where is None else
+                        "the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
+                        else "no epoch had finished")
+                with contextlib.suppress(AttributeError, TypeError):  # an exception type without attributes
+                    setattr(e, RESUME_ADVICE, f"{kept}; continue with pase train --resume {out}")
+            raise
     best_epoch = _best_epoch(out / "log.csv", monitor, mode)
     selection = None  # recorded only when nothing was selected: absent, the checkpoint is validation-selected
     if best_epoch is None:  # no finite monitor value: the checkpoint saved (Lightning's first epoch) says

@@ -307,6 +307,25 @@ def test_training_longer_sets_aside_the_diagnosis_and_finishes_an_interrupted_ke
     assert json.loads((run / "metrics.epochs1.json").read_text())["checkpoint"] == "checkpoints/best.epochs1.ckpt"
 
 
+def test_a_resume_that_changes_where_it_trains_keeps_the_config_its_earlier_epochs_ran_with(tmp_path):
+    """A resume on another number of devices (under DDP: another global batch) rewrote config.yaml, and nothing
+    in the folder said that the earlier epochs ran otherwise (a review): the config.yaml they ran with is kept as
+    config.epochs<N>.yaml. A resume that changes none of those settings keeps none; one kept stays."""
+    import yaml
+
+    sets = TINY + ["train.early_stop_patience=100"]
+    run = tmp_path / "r"
+    train(apply_overrides(Config(), sets + ["train.max_epochs=1", "train.devices=1"]), run, quiet=True)
+    before = (run / "config.yaml").read_text()
+    train(apply_overrides(Config(), sets + ["train.max_epochs=2", "train.devices=auto"]), run, resume=True, quiet=True)
+    assert (run / "config.epochs1.yaml").read_text() == before  # epoch 0 ran with devices 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["devices"] == "auto"
+    assert (run / "metrics.epochs1.json").is_file()  # beside the record of the run it was
+    train(apply_overrides(Config(), sets + ["train.max_epochs=3", "train.devices=auto"]), run, resume=True, quiet=True)
+    assert not (run / "config.epochs2.yaml").exists()  # nothing that changes the numbers changed
+    assert (run / "config.epochs1.yaml").read_text() == before
+
+
 def test_a_changed_patience_decides_from_the_stale_epochs():
     from pase.training.callbacks import early_stopped
 

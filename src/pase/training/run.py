@@ -79,6 +79,11 @@ class RunDirError(FileExistsError):
 RESUMABLE = ("train.max_epochs", "train.early_stop_patience", "train.progress_bar", "train.num_workers",
              "train.accelerator", "train.devices", "train.strategy", "train.compile")
 
+#: the :data:`RESUMABLE` settings that change the numbers from the resumed epoch on (under DDP each process takes
+#: train.batch_size samples, so train.devices and train.strategy set the global batch): a resume that changes one
+#: keeps the config.yaml the earlier epochs ran with as config.epochs<N>.yaml (:func:`_keep_config`)
+CHANGES_THE_NUMBERS = ("train.accelerator", "train.devices", "train.strategy", "train.compile")
+
 
 def _option_key(name: str) -> str:
     """The config key of a loader argument: ``path`` is ``data.path``, the others ``data.options.<name>``."""
@@ -543,6 +548,27 @@ def _keep_finished(out: Path, kept: Path) -> None:
     (out / "metrics.json").unlink()
 
 
+def _keep_config(out: Path, cfg: Config, done: int) -> Optional[Path]:
+    """Before a resume after ``done`` epochs rewrites config.yaml with ``cfg``: when ``cfg`` changes one of
+    :data:`CHANGES_THE_NUMBERS`, keep the config.yaml those epochs ran with as ``config.epochs<done>.yaml``
+    (beside ``metrics.epochs<N>.json``, the record a longer run keeps). Before, a resume on another number of
+    devices rewrote config.yaml, and nothing in the folder said that the earlier epochs ran with another global
+    batch (a review). One kept already (an earlier resume from the same epoch, stopped before it finished one)
+    holds the config those epochs ran with, and stays. Returns the file written, if any."""
+    kept = out / f"config.epochs{done}.yaml"
+    if done == 0 or kept.exists() or not (out / "config.yaml").is_file():
+        return None
+    try:
+        before = load_config(out / "config.yaml")
+    except (ConfigError, OSError, TypeError, ValueError):  # _check_resume read it: not expected
+        return None
+    was, now = to_dict(before), to_dict(cfg)
+    if all(was[s][k] == now[s][k] for s, k in (key.split(".") for key in CHANGES_THE_NUMBERS)):
+        return None
+    atomic_save(kept, lambda tmp: shutil.copy2(out / "config.yaml", tmp))
+    return kept
+
+
 def run_files(out: Path) -> List[str]:
     """The files of a run folder as POSIX paths relative to it, without the lock and the TensorBoard
     logger's folder (written from the first step when tensorboard is installed): what a resume or a
@@ -809,6 +835,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
             _clean_partial_writes(out)  # under the lock: no other process's write in flight
         if keep is not None:
             _keep_finished(out, keep)
+        if resume:
+            _keep_config(out, cfg, done)
         save_config(cfg, out / "config.yaml")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

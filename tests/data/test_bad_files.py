@@ -406,18 +406,21 @@ def test_unaligned_lengths_that_undercount_or_are_fractional_are_refused(tmp_pat
 def test_unaligned_lengths_that_overcount_are_refused(tmp_path, untouched, caplog):
     """The mirror of the undercount: lengths counted at twice the frame rate ran into the zero padding, and
     every sample's mean and attention read padding as frames, with a note only where most were past T (a
-    review). Most samples zero at their last counted step are refused; a few load, and any length past T
-    is a warning."""
+    review). Most samples with a zero tail inside their length (zero at steps floor(3L/4) and L - 1) are
+    refused; a few load, and any length past T is a warning."""
     def doubled(d):
         d["train"]["vision_lengths"] = [2 * int(x) for x in d["train"]["vision_lengths"]]
 
     path = write_mmsa(tmp_path / "a", "mosi", aligned=False, mutate=doubled)
     check = untouched(tmp_path / "a")
     with pytest.raises(DataFormatError, match=r"^unaligned_50\.pkl: split 'train', key 'vision': \d+ of \d+ samples "
-                                              r"are zero at the last step their 'vision_lengths' counts \(for example "
-                                              r"sample '.+', L = \d+\): the lengths count more steps than are real "
-                                              r"\(counted at another frame rate\?\), so the model would read the zero "
-                                              r"padding as frames; fix 'vision_lengths'$"):
+                                              r"\(those with a real first step and L >= 4\) are zero over the last "
+                                              r"quarter of the steps their 'vision_lengths' counts \(zero at steps "
+                                              r"floor\(3L/4\) and L - 1; for example sample '.+', L = \d+, zero from "
+                                              r"step \d+ on\): the lengths count more steps than are real \(counted at "
+                                              r"another frame rate\?\), so the model would read the zero padding as "
+                                              r"frames; fix 'vision_lengths' to count the real steps at this key's "
+                                              r"frame rate$"):
         create_data("mmsa", path=path)
     check()
 
@@ -431,6 +434,28 @@ def test_unaligned_lengths_that_overcount_are_refused(tmp_path, untouched, caplo
     said = [(r.levelname, r.getMessage()) for r in caplog.records if "'vision_lengths'" in r.getMessage()]
     assert said == [("WARNING", "unaligned_50.pkl: split 'train', key 'vision_lengths': clipped 1 of 9 lengths to "
                                 "[1, 10] (for example 11 at row 0); 1 exceed the stored steps: check the key")]
+
+
+def test_unaligned_lengths_with_a_zero_last_real_frame_load(tmp_path):
+    """Real frames can be all zero (unvoiced COVAREP audio, Facet vision without a face): a file with right
+    lengths whose last real audio frame is zero in most clips was refused as lengths into the padding (a
+    review). One zero step at L - 1 is not a long zero tail, so it loads, with its lengths as stored."""
+    def zero_last(d):
+        for s in d.values():
+            a, n = s["audio"], s["audio_lengths"]
+            a[:, 0] = np.where(a[:, 0] == 0, 1.0, a[:, 0])  # a real first step
+            for i in range(len(n)):
+                if n[i] > 1 and i % 5 != 0:  # 80 % of the clips end on an all-zero frame
+                    a[i, n[i] - 1] = 0.0
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False, sizes=(20, 10, 10), mutate=zero_last)
+    bundle = create_data("mmsa", path=path)
+    for split, n in zip(("train", "valid", "test"), (20, 10, 10)):
+        lengths = bundle.splits[split].lengths["audio"]
+        assert len(lengths) == n
+    with open(path, "rb") as f:
+        stored = pickle.load(f)["train"]["audio_lengths"]
+    assert [int(x) for x in bundle.splits["train"].lengths["audio"]] == [int(x) for x in stored]
 
 
 def test_right_padded_unaligned_lengths_load_as_stored(tmp_path):

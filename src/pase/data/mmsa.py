@@ -191,21 +191,30 @@ def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, spli
 def _check_lengths_not_long(x: np.ndarray, lengths: np.ndarray, file: str, split: str, key: str,
                             ids: Sequence[str]) -> None:
     """The mirror of :func:`_check_lengths_not_short`: refuse ``x`` (N, T, D), right-padded, when most samples
-    with a real first step and L > 1 are zero at their last counted step L - 1: ``*_lengths`` then counts
-    more steps than are real, and the model would read the zero padding as frames (a review's SIMS audio
-    lengths counted at twice the frame rate loaded with a note). Two (N, D) reads."""
-    rows = np.flatnonzero(lengths > 1)
+    with a real first step and L >= 4 have a long zero tail inside their length, all zero at both step L - 1
+    and step floor(3L/4): ``*_lengths`` then count more steps than are real, and the model would read the zero
+    padding as frames (a review's SIMS audio lengths counted at twice the frame rate loaded with a note; at
+    twice the rate the last half of the counted steps is padding). One zero step at L - 1 is not enough: a real
+    frame can be all zero (unvoiced COVAREP audio, a Facet frame without a face), and a later review's file
+    with correct lengths and a zero last frame in most clips was refused. Three (P, D) reads."""
+    rows = np.flatnonzero(lengths >= 4)
     rows = rows[x[rows, 0].any(axis=1)]  # (P,): a non-zero first step (all-padding samples say nothing)
     if not len(rows):
         return
-    pad = ~x[rows, lengths[rows] - 1].any(axis=1)  # (P,): zero at step L - 1
-    if 2 * int(pad.sum()) > len(rows):
-        row = int(rows[np.argmax(pad)])
+    n = lengths[rows]
+    tail = ~x[rows, n - 1].any(axis=1)  # (P,): zero at step L - 1
+    tail[tail] = ~x[rows[tail], (3 * n[tail]) // 4].any(axis=1)  # ... and at step floor(3L/4)
+    if 2 * int(tail.sum()) > len(rows):
+        row = int(rows[np.argmax(tail)])
+        n_row = int(lengths[row])
+        real = np.flatnonzero(x[row, :n_row].any(axis=1))  # one (L, D) read, for the message
         raise DataFormatError(
-            f"{file}: split {split!r}, key {key!r}: {int(pad.sum())} of {len(rows)} samples are zero at the last "
-            f"step their '{key}_lengths' counts (for example sample {ids[row]!r}, L = {int(lengths[row])}): the "
-            f"lengths count more steps than are real (counted at another frame rate?), so the model would read the "
-            f"zero padding as frames; fix '{key}_lengths'")
+            f"{file}: split {split!r}, key {key!r}: {int(tail.sum())} of {len(rows)} samples (those with a real "
+            f"first step and L >= 4) are zero over the last quarter of the steps their '{key}_lengths' counts "
+            f"(zero at steps floor(3L/4) and L - 1; for example sample {ids[row]!r}, L = {n_row}, zero from step "
+            f"{int(real[-1]) + 1} on): the lengths count more steps than are real (counted at another frame "
+            f"rate?), so the model would read the zero padding as frames; fix '{key}_lengths' to count the real "
+            f"steps at this key's frame rate")
 
 
 def _aligned(file: str, split_dict: Mapping, m: str, x: np.ndarray, text_steps: Optional[int],

@@ -920,6 +920,41 @@ def test_a_run_keeps_the_dataset_it_was_trained_as_when_its_data_moves(tmp_path,
     assert evaluate(ckpt)["test"] == pytest.approx(result["test"], abs=1e-6)  # an older run on its own data
 
 
+def test_a_run_scored_on_a_file_whose_path_names_another_dataset_warns(tmp_path, caplog):
+    """A MOSI run evaluated on a SIMS file was read, and scored, as MOSI without a word, since the run names
+    its dataset (a review). It is still read as the run's dataset (not refused: a run's own data moved to a
+    folder named after another dataset is why the dataset is recorded), with one warning naming the file, the
+    dataset its path names, the run's and that the scores use the run's protocol; its own data moved there
+    says nothing."""
+    import logging
+    import shutil
+
+    from data.writers import write_mmsa
+
+    path = write_mmsa(tmp_path / "a", "mosi", sizes=(16, 8, 8))
+    sims = write_mmsa(tmp_path / "b", "sims", aligned=False, sizes=(16, 8, 8), seed=1)
+    sets = ["data.source=mmsa", f"data.path={path}", "data.modalities=[text]", "train.max_epochs=1",
+            "train.batch_size=8", "model.d_model=8", "model.hidden=16", "model.head_hidden=8",
+            "train.progress_bar=false"]
+    run = tmp_path / "run"
+    ckpt = run / train(apply_overrides(Config(), sets), run, quiet=True)["checkpoint"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        res = evaluate(ckpt, overrides=[f"data.path={sims}"])
+    assert (res.dataset, res.protocol) == ("mosi_mmsa", "mosi")
+    said = [r.getMessage() for r in caplog.records if "path names" in r.getMessage()]
+    assert said == [f"{sims}: its path names dataset 'sims', but {ckpt} was trained as 'mosi': the file is read as "
+                    "'mosi' (mosi_mmsa), and its scores use the run's protocol 'mosi', whatever the path names"]
+    moved = tmp_path / "SIMS" / "Processed" / path.name  # the run's own data, in a folder named SIMS
+    moved.parent.mkdir(parents=True)
+    shutil.copy(path, moved)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pase"):
+        res = evaluate(ckpt, overrides=[f"data.path={moved}"])
+    assert (res.dataset, res.protocol) == ("mosi_mmsa", "mosi")
+    assert [r.getMessage() for r in caplog.records if "path names" in r.getMessage()] == []
+
+
 def test_a_relative_data_path_from_the_runs_config_is_named_as_such_when_missing(tmp_path, capsys, monkeypatch):
     """config.yaml keeps data.path as typed, so pase evaluate from another folder than training ran in said only
     "no such file; check the path" of a path the user never typed (a review). The message says where the path

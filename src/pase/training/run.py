@@ -213,6 +213,43 @@ def check_trained_as(what: str | Path, trained: Optional[str], cfg: Config, bund
                       "changed)")
 
 
+def path_dataset(bundle: DataBundle) -> Optional[str]:
+    """The dataset the path of ``bundle``'s data file names (its file, then folder names, as the ``mmsa``,
+    ``mult`` and ``gcnet`` loaders infer it when ``data.options.dataset`` is not set), or None: another
+    source, or a path that names none (MMSA's ``unaligned_39.pkl`` in a folder named after no dataset)."""
+    from ..data import gcnet, mmsa, mult
+    from ..data.validate import DataFormatError, infer_dataset
+
+    patterns = {"mmsa": mmsa._NAME_PATTERNS, "mult": mult._NAME_PATTERNS,
+                "gcnet": gcnet._NAME_PATTERNS}.get(bundle.info.get("format"))
+    file = bundle.info.get("file")
+    if patterns is None or not isinstance(file, str) or not file:
+        return None
+    try:
+        return infer_dataset(Path(file), patterns)
+    except DataFormatError:
+        return None
+
+
+def warn_path_names_another(what: str | Path, trained: Optional[str], bundle: DataBundle,
+                            saved_data: Any = None) -> None:
+    """Log one warning when ``bundle`` (read as the dataset ``what`` was trained as, ``trained``) lies at a
+    path that names another dataset: a MOSI run scored on a SIMS file was read, and scored, as MOSI without a
+    word (a review). Not refused: a run's own data moved to a folder named after another dataset is read as
+    the run's on purpose, and that case (``saved_data``, the checkpoint's data fingerprint, equal to the
+    data's) says nothing."""
+    now = bundle.info.get("dataset")
+    named = path_dataset(bundle)
+    if (not isinstance(trained, str) or not isinstance(now, str) or now != trained.lower() or named is None
+            or named == now):
+        return
+    if saved_data is not None and fingerprint_difference(saved_data, fingerprint(bundle)) is None:
+        return  # the run's own data, moved
+    log.warning("%s: its path names dataset %r, but %s was trained as %r: the file is read as %r (%s), and its "
+                "scores use the run's protocol %r, whatever the path names", bundle.info.get("file"), named, what, now,
+                now, bundle.name, bundle.task.protocol)
+
+
 def _with_resolved_dataset(cfg: Config, bundle: DataBundle) -> Config:
     """``cfg`` naming the dataset its data resolved to (``data.options.dataset``), where the loader takes one
     and the configuration left it to the path: saved with the run, so an evaluation, a resume or a comparison
@@ -1077,6 +1114,7 @@ def load_checkpoint(path: str | Path, cfg: Optional[Config] = None, bundle: Opti
     if why:
         raise ValueError(f"{path} was trained on other data than {cfg.data.path or cfg.data.source} gives now "
                          f"({why}); point {data_location_keys(cfg)} at the run's data{READ_CHANGED}")
+    warn_path_names_another(path, trained, bundle, saved_data)
     plugin = precision_plugin(cfg.train.precision, token_inputs(cfg))
     # a transformer encoder's position table as trained (its length was the training data's longest
     # sequence): other data, with shorter or longer sequences, is scored by the same model

@@ -708,6 +708,60 @@ def test_a_resume_keeps_the_dataset_the_run_was_trained_as(tmp_path, capsys):
     assert (again["dataset"], again["protocol"], again["epochs_run"]) == ("sims_mmsa", "sims", 3)
 
 
+def test_an_older_interrupted_run_keeps_its_dataset_when_its_data_moves(tmp_path, capsys):
+    """An older pase's run (config.yaml names no dataset) interrupted before metrics.json, resumed on its file
+    moved to a folder named MOSI, finished as MOSI: its log.csv mixed SIMS and MOSI columns, and config.yaml then
+    recorded 'mosi' as the dataset it was trained as (a review). The resume is refused when log.csv was scored
+    under another protocol than the data loads as, naming the run, both datasets and the --set that fixes it;
+    a resume does not record a dataset the path inferred over such a run, and takes that --set."""
+    import csv
+    import shutil
+
+    import yaml
+    from data.writers import write_mmsa
+
+    from pase.cli import main
+
+    path = write_mmsa(tmp_path / "a", "sims", aligned=False, sizes=(16, 8, 8), steps=(6, 5))
+    sets = ["method=late_fusion", "data.source=mmsa", f"data.path={path}", "train.batch_size=8",
+            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8",
+            "train.max_epochs=1"]
+    run = tmp_path / "run"
+    train(apply_overrides(Config(), sets), run, quiet=True)
+    as_an_older_pase_saved(run)
+    (run / "metrics.json").unlink()  # interrupted after epoch 0: last.ckpt, no metrics.json
+    places = {}
+    for folder in ("chinese", "MOSI"):
+        places[folder] = tmp_path / folder / "Processed" / path.name
+        places[folder].parent.mkdir(parents=True)
+        shutil.copy(path, places[folder])
+    args = ["train", "--resume", str(run), "--quiet"]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    moved = ["--set", "train.max_epochs=2", "--set", f"data.path={places['MOSI']}"]
+    assert main(args + moved) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"pase: error: {run}: its log.csv was scored as dataset 'sims' (valid/ columns F1_score, Mult_acc_2, "
+        "Mult_acc_3), but this data loads as dataset 'mosi' (mosi_mmsa, protocol mosi): its path names another "
+        "dataset, and the run's config.yaml does not record its own (a pase before that record); pass --set "
+        "data.options.dataset=sims to resume it as the run's dataset, or point data.path at the run's data "
+        "(nothing was changed)")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    # a path that names none is read only with the --set (as before); its own path resumes, and records none
+    assert main(args + ["--set", "train.max_epochs=2", "--set", f"data.path={places['chinese']}"]) == 2
+    assert "cannot tell the dataset from the path" in capsys.readouterr().err
+    assert main(args + ["--set", "train.max_epochs=2", "--set", f"data.path={path}"]) == 0, capsys.readouterr().err
+    assert "dataset" not in yaml.safe_load((run / "config.yaml").read_text())["data"]["options"]
+    (run / "metrics.json").unlink()  # interrupted again after epoch 1
+    assert main(args + ["--set", "train.max_epochs=3", "--set", f"data.path={places['MOSI']}", "--set",
+                        "data.options.dataset=sims"]) == 0, capsys.readouterr().err
+    done = json.loads((run / "metrics.json").read_text())
+    assert (done["dataset"], done["protocol"], done["epochs_run"]) == ("sims_mmsa", "sims", 3)
+    with open(run / "log.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"] and all(r["valid/Mult_acc_3"] for r in rows)
+    assert not any(r.get("valid/Has0_acc_2") for r in rows)
+
+
 @pytest.mark.parametrize("change", ["features", "labels"])
 def test_a_resume_refuses_other_data_of_the_same_shape(tmp_path, capsys, change):
     """Data may move for a resume, but only the same data: a file of the same shapes with other

@@ -213,16 +213,14 @@ def check_trained_as(what: str | Path, trained: Optional[str], cfg: Config, bund
                       "changed)")
 
 
-def path_dataset(bundle: DataBundle) -> Optional[str]:
-    """The dataset the path of ``bundle``'s data file names (its file, then folder names, as the ``mmsa``,
-    ``mult`` and ``gcnet`` loaders infer it when ``data.options.dataset`` is not set), or None: another
-    source, or a path that names none (MMSA's ``unaligned_39.pkl`` in a folder named after no dataset)."""
+def path_dataset(source: Any, file: Any) -> Optional[str]:
+    """The dataset the path ``file`` of a data file of loader ``source`` names (its file, then folder names, as
+    the ``mmsa``, ``mult`` and ``gcnet`` loaders infer it when ``data.options.dataset`` is not set), or None:
+    another source, or a path that names none (MMSA's ``unaligned_39.pkl`` in a folder named after none)."""
     from ..data import gcnet, mmsa, mult
     from ..data.validate import DataFormatError, infer_dataset
 
-    patterns = {"mmsa": mmsa._NAME_PATTERNS, "mult": mult._NAME_PATTERNS,
-                "gcnet": gcnet._NAME_PATTERNS}.get(bundle.info.get("format"))
-    file = bundle.info.get("file")
+    patterns = {"mmsa": mmsa._NAME_PATTERNS, "mult": mult._NAME_PATTERNS, "gcnet": gcnet._NAME_PATTERNS}.get(source)
     if patterns is None or not isinstance(file, str) or not file:
         return None
     try:
@@ -239,7 +237,7 @@ def warn_path_names_another(what: str | Path, trained: Optional[str], bundle: Da
     the run's on purpose, and that case (``saved_data``, the checkpoint's data fingerprint, equal to the
     data's) says nothing."""
     now = bundle.info.get("dataset")
-    named = path_dataset(bundle)
+    named = path_dataset(bundle.info.get("format"), bundle.info.get("file"))
     if (not isinstance(trained, str) or not isinstance(now, str) or now != trained.lower() or named is None
             or named == now):
         return
@@ -248,6 +246,61 @@ def warn_path_names_another(what: str | Path, trained: Optional[str], bundle: Da
     log.warning("%s: its path names dataset %r, but %s was trained as %r: the file is read as %r (%s), and its "
                 "scores use the run's protocol %r, whatever the path names", bundle.info.get("file"), named, what, now,
                 now, bundle.name, bundle.task.protocol)
+
+
+def _source_protocols(source: str) -> Dict[str, str]:
+    """dataset -> metric protocol of the loader ``source`` (``mmsa``, ``mult``, ``gcnet``; others: none)."""
+    from ..data.gcnet import GCNET_DATASETS
+    from ..data.mmsa import MMSA_DATASETS
+    from ..data.mult import MULT_DATASETS
+
+    return {"mmsa": {d: p for d, (p, _) in MMSA_DATASETS.items()},
+            "mult": {d: t.protocol for d, t in MULT_DATASETS.items()},
+            "gcnet": {d: t.protocol for d, t in GCNET_DATASETS.items()}}.get(source, {})
+
+
+def logged_metrics(log_csv: Path) -> set:
+    """The protocol metric names (``valid/<name>`` columns, any protocol's) filled in some row of a run's
+    log.csv: the protocol its finished epochs were scored under. Empty without the file or such a row."""
+    from ..metrics.protocols import PROTOCOLS
+
+    known = {n for p in PROTOCOLS.values() for n in p.metric_names}
+    try:
+        with open(log_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return set()
+    return {k[len("valid/"):] for row in rows for k, v in row.items()
+            if isinstance(k, str) and k.startswith("valid/") and v not in (None, "") and k[len("valid/"):] in known}
+
+
+def check_logged_protocol(out: Path, cfg: Config, bundle: DataBundle) -> None:
+    """ConfigError when ``out``'s log.csv was scored under another protocol than ``bundle`` (``cfg``'s data)
+    loads as: for a run of a pase before the dataset was recorded, interrupted before metrics.json (the only
+    other record), whose data now lies under a path that names another dataset (a review: a SIMS run resumed
+    from a folder named MOSI finished as MOSI, its log.csv mixing both protocols' columns). The message names
+    the run's dataset: the one of its log's protocol that the run's config.yaml path names, else each such."""
+    logged = logged_metrics(out / "log.csv")
+    names = set(get_protocol(bundle.task.protocol).metric_names)
+    if not logged or logged <= names:
+        return
+    protocols = _source_protocols(cfg.data.source)
+    runs = [d for d, p in protocols.items() if logged <= set(get_protocol(p).metric_names)]
+    if not runs:  # no dataset of this source is scored so: not a protocol this check knows
+        return
+    try:
+        saved = load_config(out / "config.yaml")
+        named = [path_dataset(cfg.data.source, v) for v in _locations(saved).values()]
+        runs = [d for d in named if d in runs][:1] or runs
+    except (ConfigError, OSError, TypeError, ValueError):
+        pass
+    now = bundle.info.get("dataset")
+    raise ConfigError(f"{out}: its log.csv was scored as dataset {' or '.join(map(repr, runs))} (valid/ columns "
+                      f"{', '.join(sorted(logged - names))}), but this data loads as dataset {now!r} ({bundle.name}, "
+                      f"protocol {bundle.task.protocol}): its path names another dataset, and the run's config.yaml "
+                      f"does not record its own (a pase before that record); pass --set data.options.dataset="
+                      f"{runs[0]} to resume it as the run's dataset, or point {data_location_keys(cfg)} at the "
+                      "run's data (nothing was changed)")
 
 
 def _with_resolved_dataset(cfg: Config, bundle: DataBundle) -> Config:
@@ -650,7 +703,11 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     that there is something left to train, and that ``bundle`` (``cfg``'s data, where given) loaded as the
     dataset the run was trained as."""
     # the dataset it was trained as: its config.yaml's, or for one that left it to the path its metrics.json's
-    trained_as = trained_dataset(out)
+    recorded = trained_dataset(out)
+    # an older run interrupted before metrics.json records none: --set data.options.dataset= names it, and
+    # its log.csv's protocol is checked against the data's below
+    given = cfg.data.options.get("dataset")
+    trained_as = recorded or (given if isinstance(given, str) else None)
     diff = config_difference(out / "config.yaml", cfg, _resumable_view, trained_as)
     if diff:
         raise ConfigError(f"{out} was trained with another configuration ({diff}); a resume may change only "
@@ -658,6 +715,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
                           "options, model.pretrained_path): pass a new --out to train this configuration")
     if bundle is not None:
         check_trained_as(out, trained_as, cfg, bundle)
+        if recorded is None:
+            check_logged_protocol(out, cfg, bundle)
     last = out / "checkpoints" / "last.ckpt"
     metrics = out / "metrics.json"
     if not last.is_file():
@@ -804,7 +863,11 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         if run_cfg is None:
             raise
         raise missing_run_data(e, str(out), run_cfg, cfg) from None
-    given, cfg = cfg, _with_resolved_dataset(cfg, bundle)  # saved with the run: moved data is read as the same dataset
+    given = cfg
+    if not resume or trained_dataset(out) is not None:
+        # saved with the run: moved data is read as the same dataset. Not over an older run that records none
+        # (config.yaml, metrics.json): a path that names another dataset would become its dataset (a review)
+        cfg = _with_resolved_dataset(cfg, bundle)
     why = schedule_warning(cfg, bundle.modalities)  # after the load: one modality never trains phase 2 anyway
     if why and writer:
         log.warning(why)

@@ -406,21 +406,21 @@ def test_unaligned_lengths_that_undercount_or_are_fractional_are_refused(tmp_pat
 def test_unaligned_lengths_that_overcount_are_refused(tmp_path, untouched, caplog):
     """The mirror of the undercount: lengths counted at twice the frame rate ran into the zero padding, and
     every sample's mean and attention read padding as frames, with a note only where most were past T (a
-    review). Most samples with a zero tail inside their length (zero at steps floor(3L/4) and L - 1) are
-    refused; a few load, and any length past T is a warning."""
+    review). Most samples with a zero tail inside their length (zero at steps floor(3L/4), floor(7L/8) and L - 1,
+    L >= 9) are refused; a few load, and any length past T is a warning."""
     def doubled(d):
         d["train"]["vision_lengths"] = [2 * int(x) for x in d["train"]["vision_lengths"]]
 
-    path = write_mmsa(tmp_path / "a", "mosi", aligned=False, mutate=doubled)
+    path = write_mmsa(tmp_path / "a", "mosi", aligned=False, steps=(12, 40), mutate=doubled)
     check = untouched(tmp_path / "a")
     with pytest.raises(DataFormatError, match=r"^unaligned_50\.pkl: split 'train', key 'vision': \d+ of \d+ samples "
-                                              r"\(those with a real first step and L >= 4\) are zero over the last "
+                                              r"\(those with a real first step and L >= 9\) are zero over the last "
                                               r"quarter of the steps their 'vision_lengths' counts \(zero at steps "
-                                              r"floor\(3L/4\) and L - 1; for example sample '.+', L = \d+, zero from "
-                                              r"step \d+ on\): the lengths count more steps than are real \(counted at "
-                                              r"another frame rate\?\), so the model would read the zero padding as "
-                                              r"frames; fix 'vision_lengths' to count the real steps at this key's "
-                                              r"frame rate$"):
+                                              r"floor\(3L/4\), floor\(7L/8\) and L - 1; for example sample '.+', "
+                                              r"L = \d+, zero from step \d+ on\): the lengths count more steps than "
+                                              r"are real \(counted at another frame rate\?\), so the model would read "
+                                              r"the zero padding as frames; fix 'vision_lengths' to count the real "
+                                              r"steps at this key's frame rate$"):
         create_data("mmsa", path=path)
     check()
 
@@ -456,6 +456,24 @@ def test_unaligned_lengths_with_a_zero_last_real_frame_load(tmp_path):
     with open(path, "rb") as f:
         stored = pickle.load(f)["train"]["audio_lengths"]
     assert [int(x) for x in bundle.splits["train"].lengths["audio"]] == [int(x) for x in stored]
+
+
+def test_unaligned_short_clips_ending_in_two_zero_frames_load(tmp_path):
+    """Clips of 4 to 7 steps whose last two real frames are zero (a silent ending) were refused: in them the
+    two probed steps, L - 1 and floor(3L/4), were one step or adjacent (a review). Clips under 9 steps are not
+    probed; a zero tail over the last quarter of longer clips still is."""
+    def short_silent_ends(d):
+        for s in d.values():
+            a = s["audio"]
+            n = [4 + i % 4 for i in range(len(s["audio_lengths"]))]  # 4 to 7 steps
+            a[:] = 0.0
+            for i, k in enumerate(n):
+                a[i, :k - 2] = 1.0 + i  # real frames, then two real all-zero ones
+            s["audio_lengths"] = n
+
+    path = write_mmsa(tmp_path, "mosi", aligned=False, sizes=(20, 10, 10), mutate=short_silent_ends)
+    bundle = create_data("mmsa", path=path)
+    assert [int(x) for x in bundle.splits["train"].lengths["audio"]] == [4 + i % 4 for i in range(20)]
 
 
 def test_right_padded_unaligned_lengths_load_as_stored(tmp_path):

@@ -191,30 +191,33 @@ def _check_lengths_not_short(x: np.ndarray, lengths: np.ndarray, file: str, spli
 def _check_lengths_not_long(x: np.ndarray, lengths: np.ndarray, file: str, split: str, key: str,
                             ids: Sequence[str]) -> None:
     """The mirror of :func:`_check_lengths_not_short`: refuse ``x`` (N, T, D), right-padded, when most samples
-    with a real first step and L >= 4 have a long zero tail inside their length, all zero at both step L - 1
-    and step floor(3L/4): ``*_lengths`` then count more steps than are real, and the model would read the zero
-    padding as frames (a review's SIMS audio lengths counted at twice the frame rate loaded with a note; at
-    twice the rate the last half of the counted steps is padding). One zero step at L - 1 is not enough: a real
-    frame can be all zero (unvoiced COVAREP audio, a Facet frame without a face), and a later review's file
-    with correct lengths and a zero last frame in most clips was refused. Three (P, D) reads."""
-    rows = np.flatnonzero(lengths >= 4)
+    with a real first step and L >= 9 have a zero tail over the last quarter of their length, all zero at steps
+    floor(3L/4), floor(7L/8) and L - 1: ``*_lengths`` then count more steps than are real, and the model would
+    read the zero padding as frames (a review's SIMS audio lengths counted at twice the frame rate loaded with a
+    note; at twice the rate the last half of the counted steps is padding). It catches lengths that count 4/3 or
+    more of the real steps; a smaller overcount, and clips shorter than 9 steps, are not told apart from real
+    zero frames. One zero step, or two, is not enough: a real frame can be all zero (unvoiced audio, a vision
+    frame without a face), and later reviews' files with correct lengths and one or two zero last frames in
+    most clips (one of them with clips of 4 to 7 steps, where two probes met) were refused. Four (P, D) reads."""
+    rows = np.flatnonzero(lengths >= 9)
     rows = rows[x[rows, 0].any(axis=1)]  # (P,): a non-zero first step (all-padding samples say nothing)
     if not len(rows):
         return
     n = lengths[rows]
-    tail = ~x[rows, n - 1].any(axis=1)  # (P,): zero at step L - 1
-    tail[tail] = ~x[rows[tail], (3 * n[tail]) // 4].any(axis=1)  # ... and at step floor(3L/4)
+    tail = np.ones(len(rows), dtype=bool)
+    for step in (n - 1, (7 * n) // 8, (3 * n) // 4):  # three distinct steps for L >= 9
+        tail[tail] = ~x[rows[tail], step[tail]].any(axis=1)
     if 2 * int(tail.sum()) > len(rows):
         row = int(rows[np.argmax(tail)])
         n_row = int(lengths[row])
         real = np.flatnonzero(x[row, :n_row].any(axis=1))  # one (L, D) read, for the message
         raise DataFormatError(
             f"{file}: split {split!r}, key {key!r}: {int(tail.sum())} of {len(rows)} samples (those with a real "
-            f"first step and L >= 4) are zero over the last quarter of the steps their '{key}_lengths' counts "
-            f"(zero at steps floor(3L/4) and L - 1; for example sample {ids[row]!r}, L = {n_row}, zero from step "
-            f"{int(real[-1]) + 1} on): the lengths count more steps than are real (counted at another frame "
-            f"rate?), so the model would read the zero padding as frames; fix '{key}_lengths' to count the real "
-            f"steps at this key's frame rate")
+            f"first step and L >= 9) are zero over the last quarter of the steps their '{key}_lengths' counts "
+            f"(zero at steps floor(3L/4), floor(7L/8) and L - 1; for example sample {ids[row]!r}, L = {n_row}, zero "
+            f"from step {int(real[-1]) + 1} on): the lengths count more steps than are real (counted at another "
+            f"frame rate?), so the model would read the zero padding as frames; fix '{key}_lengths' to count the "
+            f"real steps at this key's frame rate")
 
 
 def _aligned(file: str, split_dict: Mapping, m: str, x: np.ndarray, text_steps: Optional[int],

@@ -244,6 +244,14 @@ def test_a_ddp_ranks_error_is_one_actionable_line_on_every_rank(tmp_path, capsys
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert main(args) == 2
     assert capsys.readouterr().err.splitlines() == [f"pase (rank 1): error: injected failure on rank 1; {advice}"]
+    monkeypatch.delenv("LOCAL_RANK")
+
+    def fails_alone(cfg, out, **kw):  # one process: train attaches no DDP advice, the error is its own
+        raise RuntimeError("Connection closed by peer [10.0.0.2]:443 while reading the features")
+    monkeypatch.setattr(pase.training, "train", fails_alone)
+    assert main(args) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "pase: error: Connection closed by peer [10.0.0.2]:443 while reading the features"]
 
 
 @pytest.mark.parametrize("override, line", [

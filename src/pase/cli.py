@@ -327,9 +327,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         advice = getattr(e, RESUME_ADVICE, None)  # an error that stopped a DDP run's training
-        if peer_stopped(e):  # gloo's raw "Connection closed by peer ... GLHF!" named neither cause nor rank (a review)
+        # gloo's raw "Connection closed by peer ... GLHF!" named neither cause nor rank (a review); only an error that
+        # stopped a DDP run's training (it carries the resume advice): a one-process error is printed as it is
+        if advice and peer_stopped(e):
             msg = "another process of this DDP run stopped (its error is printed above)"
-            advice = advice or _interrupt_advice(args).lstrip("; ")
         if advice:
             msg += f"; {advice}"
         if isinstance(e, KeyError) and msg.startswith(("'", '"')):

@@ -22,7 +22,7 @@ import yaml
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "PaseConfig", "BaselineConfig",
     "ConfigError", "load_config", "apply_overrides", "to_dict", "from_dict", "save_config", "config_difference",
-    "as_trained", "first_difference", "coerce_value",
+    "as_trained", "with_dataset", "first_difference", "coerce_value",
 ]
 
 
@@ -604,10 +604,12 @@ def as_trained(saved: Config, cfg: Config, trained: Optional[str] = None) -> tup
         return saved, cfg
     now = cfg.data.options.get("dataset")
     now = now.lower() if isinstance(now, str) else run.lower() if now is None else now
+    return with_dataset(saved, run.lower()), with_dataset(cfg, now)
 
-    def named(c: Config, name: Any) -> Config:
-        return dataclasses.replace(c, data=dataclasses.replace(c.data, options={**c.data.options, "dataset": name}))
-    return named(saved, run.lower()), named(cfg, now)
+
+def with_dataset(cfg: Config, name: Any) -> Config:
+    """``cfg`` with ``data.options.dataset`` set to ``name`` (a copy; ``cfg`` is left as it is)."""
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, options={**cfg.data.options, "dataset": name}))
 
 
 def config_difference(path: str | Path, cfg: Config, view: Any = to_dict, trained: Optional[str] = None

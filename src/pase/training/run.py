@@ -43,7 +43,7 @@ import torch
 
 from .. import __version__, code_fingerprint
 from ..config import (Config, ConfigError, apply_overrides, as_trained, coerce_value, config_difference,
-                      first_difference, from_dict, load_config, save_config, to_dict)
+                      first_difference, from_dict, load_config, save_config, to_dict, with_dataset)
 from ..data import create_data
 from ..data.registry import DATA_SOURCES, option_hints
 from ..data.contract import (READ_CHANGED, DataBundle, fingerprint, fingerprint_difference, select_modalities,
@@ -312,7 +312,7 @@ def _with_resolved_dataset(cfg: Config, bundle: DataBundle) -> Config:
     if (not isinstance(name, str) or cfg.data.options.get("dataset") is not None or loader is None
             or "dataset" not in inspect.signature(loader).parameters):
         return cfg
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, options={**cfg.data.options, "dataset": name}))
+    return with_dataset(cfg, name)
 
 
 def _monitor(cfg: Config, bundle: DataBundle) -> str:
@@ -693,7 +693,8 @@ def _check_first_epoch_leftovers(out: Path) -> None:
 
 
 def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = None,
-                  bundle: Optional[DataBundle] = None) -> Tuple[Optional[Path], Optional[Path], int]:
+                  bundle: Optional[DataBundle] = None, recorded: Optional[str] = None
+                  ) -> Tuple[Optional[Path], Optional[Path], int]:
     """``(checkpoint, keep, done)`` for a resume of ``out``: the checkpoint it continues from (None: no
     epoch finished yet, so the run starts again from its first epoch in the same folder), for a
     finished run that trains longer, where its previous metrics.json is to be kept
@@ -701,9 +702,8 @@ def _check_resume(cfg: Config, out: Path, module: Optional[L.LightningModule] = 
     of epochs already trained (the index of the next epoch). Checks, writing
     nothing, that ``cfg`` differs from the run's config.yaml only in :data:`RESUMABLE` settings and
     that there is something left to train, and that ``bundle`` (``cfg``'s data, where given) loaded as the
-    dataset the run was trained as."""
-    # the dataset it was trained as: its config.yaml's, or for one that left it to the path its metrics.json's
-    recorded = trained_dataset(out)
+    dataset the run was trained as (``recorded``: :func:`trained_dataset` of ``out``, its config.yaml's or,
+    for one that left it to the path, its metrics.json's)."""
     # an older run interrupted before metrics.json records none: --set data.options.dataset= names it, and
     # its log.csv's protocol is checked against the data's below
     given = cfg.data.options.get("dataset")
@@ -864,7 +864,8 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
             raise
         raise missing_run_data(e, str(out), run_cfg, cfg) from None
     given = cfg
-    if not resume or trained_dataset(out) is not None:
+    recorded = trained_dataset(out) if resume else None  # the dataset the run was trained as, where it records one
+    if not resume or recorded is not None:
         # saved with the run: moved data is read as the same dataset. Not over an older run that records none
         # (config.yaml, metrics.json): a path that names another dataset would become its dataset (a review)
         cfg = _with_resolved_dataset(cfg, bundle)
@@ -890,7 +891,7 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         from ..models.bert import pretrained_fingerprint
 
         module.pretrained_fingerprint = pretrained_fingerprint(cfg.model.pretrained_path)  # a resume keeps its own
-    start, keep, done = _check_resume(given, out, module, bundle) if resume else (None, None, 0)
+    start, keep, done = _check_resume(given, out, module, bundle, recorded) if resume else (None, None, 0)
     checked = _folder_state(out) if resume else None  # what the resume checks saw
     set_loader_epoch(train_dl, done)  # the resumed epoch's order, whenever its iterator is created
     ckpt_dir = out / "checkpoints"
@@ -946,6 +947,14 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
         # every checkpoint load below goes through SafeCheckpointIO: weights-only. Lightning handles
         # SIGTERM inside each trainer call; between them the caller's handler (pase's: an interrupt)
         where = None  # during fit: the epoch
+
+        def stopped(where: Optional[str]) -> Tuple[str, str]:
+            """Where training stopped and what it kept, for an interruption's line or a DDP error's advice."""
+            if where is None:  # during fit: where in its epochs
+                return _where_fit_stopped(trainer, ckpt_dir / "last.ckpt")
+            return where, ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
+                           else "no epoch had finished")
+
         try:
             with _lightning_handles_sigterm(trainer):
                 trainer.fit(module, train_dl, valid_dl, ckpt_path=str(start) if start else None)
@@ -964,18 +973,12 @@ def _train(cfg: Config, out: Path, resume: bool, quiet: bool, held: list,
                    interrupt.signal or ("SIGINT" if isinstance(e, KeyboardInterrupt) else None))
             if sig is None:
                 raise
-            if where is None:  # during fit: where in its epochs
-                where, kept = _where_fit_stopped(trainer, ckpt_dir / "last.ckpt")
-            else:
-                kept = ("the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
-                        else "no epoch had finished")
+            where, kept = stopped(where)
             raise RunInterrupted(f"training interrupted by {sig} {where}; {kept}", sig,
                                  f"continue with pase train --resume {out}") from None
         except Exception as e:  # noqa: BLE001 - re-raised, with advice
             if trainer.world_size > 1:  # one process's error stops every rank: what is kept, how to continue
-                kept = (_where_fit_stopped(trainer, ckpt_dir / "last.ckpt")[1] if where is None else
-                        "the checkpoint of the last finished epoch is kept" if (ckpt_dir / "last.ckpt").is_file()
-                        else "no epoch had finished")
+                kept = stopped(where)[1]
                 with contextlib.suppress(AttributeError, TypeError):  # an exception type without attributes
                     setattr(e, RESUME_ADVICE, f"{kept}; continue with pase train --resume {out}")
             raise

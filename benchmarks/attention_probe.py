@@ -16,18 +16,16 @@ median and range of the per-epoch ratios.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
 
-import torch
 from torch import nn
 
 import workloads as W
 from pase.models.encoders import BatchFirstEncoderLayer
 from run import positive_int
-from workers import _batches
+from workers import twin_epochs
 
 
 def torch_layers(model: nn.Module) -> int:
@@ -46,18 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train", type=positive_int, default=512,
                     help="MOSI-shaped training samples (an epoch per repeat)")
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    cpu, ac = torch.device("cpu"), contextlib.nullcontext()
-    bundle = W.load_dataset("mosi_shaped", [a.train, 64, 64])
-    runs = {}
-    for method in ("late_fusion", "pase"):
-        runs[method] = W.Run(method, bundle, "mosi_shaped", cpu)
-        runs[f"{method}, torch's layer"] = twin = W.Run(method, bundle, "mosi_shaped", cpu)
-        swapped = torch_layers(twin.model)
-    batches, _, _ = _batches(bundle, "train", 0, 0, cpu)
-    for r in runs.values():
-        r.step(batches[0], ac)
-    times = W.interleaved_ms({k: (lambda b, r=r: r.step(b, ac)) for k, r in runs.items()}, batches, a.repeats)
+    _, batches, times, swapped = twin_epochs(a.train, a.threads, a.repeats, "torch's layer", torch_layers)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"`python benchmarks/attention_probe.py {' '.join(argv if argv is not None else sys.argv[1:])}` at "
           f"{time.strftime('%Y-%m-%d %H:%M')}: {len(batches)} MOSI-shaped batches of {W.BATCH_SIZE}, {a.threads} "

@@ -44,6 +44,29 @@ def _stream(loader, limit: int, device: torch.device):
         yield b.to(device)
 
 
+def twin_epochs(train: int, threads: int, repeats: int, twin: str, swap: Callable[[torch.nn.Module], int]):
+    """The probes' paired measurement (``dropout_probe.py``, ``attention_probe.py``): late fusion and PaSE on
+    ``train`` MOSI-shaped samples, each also as a twin named ``"<method>, <twin>"`` whose model ``swap``
+    changes (it returns how many modules it changed), every batch stepping every variant in rotating order
+    (:func:`workloads.interleaved_ms`), ``repeats`` epochs on ``threads`` threads. Returns ``(runs, batches,
+    times, swapped)``: the variants' ``workloads.Run``, the batches, per-epoch milliseconds per step by variant,
+    and ``swap``'s count."""
+    import contextlib
+
+    torch.set_num_threads(threads)
+    cpu, ac = torch.device("cpu"), contextlib.nullcontext()
+    bundle = W.load_dataset("mosi_shaped", [train, 64, 64])
+    runs = {}
+    for method in ("late_fusion", "pase"):
+        runs[method] = W.Run(method, bundle, "mosi_shaped", cpu)
+        runs[f"{method}, {twin}"] = other = W.Run(method, bundle, "mosi_shaped", cpu)
+        swapped = swap(other.model)
+    batches, _, _ = _batches(bundle, "train", 0, 0, cpu)
+    for r in runs.values():
+        r.step(batches[0], ac)
+    times = W.interleaved_ms({k: (lambda b, r=r: r.step(b, ac)) for k, r in runs.items()}, batches, repeats)
+    return runs, batches, times, swapped
+
 def _batches(bundle, split: str, limit: int, seed: int, device: torch.device, shuffle: bool = True):
     """The first ``limit`` (0: all) batches of a seeded loader on ``device``, built as one list, the
     loader time and the loader's length."""

@@ -669,16 +669,13 @@ def test_a_resume_may_move_the_data(tmp_path, capsys):
     assert "was trained with another configuration (train.lr" in capsys.readouterr().err
 
 
-def test_a_resume_keeps_the_dataset_the_run_was_trained_as(tmp_path, capsys):
-    """The dataset was inferred from the data's path at every load: a SIMS run resumed on its file moved to a
-    folder named MOSI trained on and rewrote its metrics.json as MOSI's, and one moved to a folder naming no
-    dataset could not be resumed, --set data.options.dataset=sims included (a review). A run records the
-    dataset; an older run's (its metrics.json's) refuses data that loads as another, and takes that --set."""
+def _sims_run_and_its_file_moved(tmp_path):
+    """``(run, path, places)``: a one-epoch late-fusion run (``tmp_path/run``) on a tiny SIMS file ``path``, and
+    copies of that file under a folder naming no dataset (``places["chinese"]``) and one named MOSI
+    (``places["MOSI"]``)."""
     import shutil
 
     from data.writers import write_mmsa
-
-    from pase.cli import main
 
     path = write_mmsa(tmp_path / "a", "sims", aligned=False, sizes=(16, 8, 8), steps=(6, 5))
     sets = ["method=late_fusion", "data.source=mmsa", f"data.path={path}", "train.batch_size=8",
@@ -691,6 +688,17 @@ def test_a_resume_keeps_the_dataset_the_run_was_trained_as(tmp_path, capsys):
         places[folder] = tmp_path / folder / "Processed" / path.name
         places[folder].parent.mkdir(parents=True)
         shutil.copy(path, places[folder])
+    return run, path, places
+
+
+def test_a_resume_keeps_the_dataset_the_run_was_trained_as(tmp_path, capsys):
+    """The dataset was inferred from the data's path at every load: a SIMS run resumed on its file moved to a
+    folder named MOSI trained on and rewrote its metrics.json as MOSI's, and one moved to a folder naming no
+    dataset could not be resumed, --set data.options.dataset=sims included (a review). A run records the
+    dataset; an older run's (its metrics.json's) refuses data that loads as another, and takes that --set."""
+    from pase.cli import main
+
+    run, path, places = _sims_run_and_its_file_moved(tmp_path)
     args = ["train", "--resume", str(run), "--quiet"]
     assert main(args + ["--set", "train.max_epochs=2", "--set", f"data.path={places['chinese']}"]) == 0, \
         capsys.readouterr().err
@@ -715,26 +723,14 @@ def test_an_older_interrupted_run_keeps_its_dataset_when_its_data_moves(tmp_path
     under another protocol than the data loads as, naming the run, both datasets and the --set that fixes it;
     a resume does not record a dataset the path inferred over such a run, and takes that --set."""
     import csv
-    import shutil
 
     import yaml
-    from data.writers import write_mmsa
 
     from pase.cli import main
 
-    path = write_mmsa(tmp_path / "a", "sims", aligned=False, sizes=(16, 8, 8), steps=(6, 5))
-    sets = ["method=late_fusion", "data.source=mmsa", f"data.path={path}", "train.batch_size=8",
-            "train.progress_bar=false", "model.d_model=8", "model.hidden=16", "model.head_hidden=8",
-            "train.max_epochs=1"]
-    run = tmp_path / "run"
-    train(apply_overrides(Config(), sets), run, quiet=True)
+    run, path, places = _sims_run_and_its_file_moved(tmp_path)
     as_an_older_pase_saved(run)
     (run / "metrics.json").unlink()  # interrupted after epoch 0: last.ckpt, no metrics.json
-    places = {}
-    for folder in ("chinese", "MOSI"):
-        places[folder] = tmp_path / folder / "Processed" / path.name
-        places[folder].parent.mkdir(parents=True)
-        shutil.copy(path, places[folder])
     args = ["train", "--resume", str(run), "--quiet"]
     before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     moved = ["--set", "train.max_epochs=2", "--set", f"data.path={places['MOSI']}"]
